@@ -1,0 +1,1 @@
+//! sluice-bench: criterion benchmarks live in `benches/`; the comparison runner is issue 9.

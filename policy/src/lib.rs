@@ -1,0 +1,1 @@
+//! sluice-policy: the traffic policy engine (work in progress, see issue 2).

@@ -1,0 +1,1 @@
+//! sluice-tests: helpers for end-to-end tests (processes, ports, certificates).
