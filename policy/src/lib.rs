@@ -1,1 +1,67 @@
-//! sluice-policy: the traffic policy engine (work in progress, see issue 2).
+//! sluice-policy: the traffic policy engine of the sluice edge.
+//!
+//! A [`TrafficPolicy`] is the YAML model of one cloud endpoint's
+//! `on_tcp_connect` rules (`restrict-ips`, `deny`, `forward-internal`), in
+//! the shape of ngrok's Traffic Policy. It is validated while it is parsed,
+//! so every error names a line, a column and the offending value, also when
+//! the policy is embedded in a larger document. [`TrafficPolicy::compile`]
+//! turns it into a [`CompiledPolicy`]: one immutable lookup table per
+//! address family whose segments map straight to a precomputed outcome,
+//! so [`CompiledPolicy::evaluate`] is one lookup, without allocation or
+//! lock, whatever the number of rules and CIDRs. [`PolicyHandle`] publishes
+//! compiled policies to worker threads with `arc-swap`.
+//!
+//! ```
+//! use sluice_policy::{Outcome, TrafficPolicy};
+//!
+//! let policy = TrafficPolicy::from_yaml(r#"
+//! on_tcp_connect:
+//!   - name: office
+//!     actions:
+//!       - type: restrict-ips
+//!         config:
+//!           allow: [203.0.113.0/24]
+//!           deny: [203.0.113.7/32]
+//!       - type: forward-internal
+//!         config:
+//!           url: tcp://db.internal:5432
+//! "#).unwrap();
+//! let compiled = policy.compile().unwrap();
+//! let d = compiled.evaluate("203.0.113.9:40000".parse().unwrap());
+//! assert_eq!(d.target().unwrap().host(), "db.internal");
+//! let d = compiled.evaluate("203.0.113.7:40000".parse().unwrap());
+//! assert_eq!(d.outcome(), Outcome::Deny);
+//! assert_eq!(d.why().cidr().unwrap().to_string(), "203.0.113.7/32");
+//! ```
+//!
+//! Modules: `model` (types), `parse` (YAML and validation), `url`
+//! ([`InternalUrl`]), `cidr` ([`Cidr`] normalisation), `intervals` (CIDR
+//! sets to merged intervals), `search`, `indexed`, `table4`, `table6` (the
+//! lookup tables), `compile`, `compiled` (evaluation), `decision`, `handle`.
+//! Design notes and benchmark figures: `docs/policy.md`.
+
+#![warn(missing_docs)]
+
+mod cidr;
+mod compile;
+mod compiled;
+mod decision;
+mod error;
+mod handle;
+mod indexed;
+mod intervals;
+mod key;
+mod model;
+mod parse;
+mod search;
+mod table4;
+mod table6;
+mod url;
+
+pub use cidr::Cidr;
+pub use compiled::{BuildStats, CompiledPolicy};
+pub use decision::{Cause, Decision, Outcome, Why};
+pub use error::PolicyError;
+pub use handle::{PolicyHandle, PolicyReader, SwapReport};
+pub use model::{Action, ForwardInternal, RestrictIps, Rule, TrafficPolicy};
+pub use url::{InternalUrl, Scheme};

@@ -1,0 +1,129 @@
+//! [`CompiledPolicy`]: the immutable, compiled form of a [`TrafficPolicy`](crate::TrafficPolicy)
+//! and its hot path, [`CompiledPolicy::evaluate`].
+//!
+//! Compilation (see `compile.rs`) folds *all* rules into one table per
+//! address family whose segments map straight to a precomputed outcome, so
+//! evaluation is one table lookup whatever the number of rules and CIDRs:
+//! no allocation, no lock, no loop over rules.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use crate::decision::{Cause, Decision};
+use crate::intervals::Provenance;
+use crate::table4::Table4;
+use crate::table6::Table6;
+use crate::InternalUrl;
+
+/// A compiled policy, ready to evaluate. Immutable; share it through a
+/// [`PolicyHandle`](crate::PolicyHandle) or an `Arc`.
+#[derive(Debug)]
+pub struct CompiledPolicy {
+    pub(crate) rule_names: Box<[Option<String>]>,
+    pub(crate) targets: Box<[InternalUrl]>,
+    pub(crate) sets: Box<[CidrSet]>,
+    pub(crate) verdicts: Box<[Verdict]>,
+    pub(crate) tables: Tables,
+    pub(crate) stats: BuildStats,
+}
+
+/// Provenance of one CIDR list, both families.
+#[derive(Debug, Default)]
+pub(crate) struct CidrSet {
+    pub(crate) v4: Provenance<u32>,
+    pub(crate) v6: Provenance<u128>,
+}
+
+/// The per-family tables; values are indexes into `verdicts`, one byte wide
+/// when the policy has at most 256 distinct outcomes.
+#[derive(Debug)]
+pub(crate) enum Tables {
+    Narrow(Table4<u8>, Table6<u8>),
+    Wide(Table4<u16>, Table6<u16>),
+}
+
+/// A precomputed outcome.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct Verdict {
+    /// Index into `targets`, or `None` for deny.
+    pub(crate) target: Option<u32>,
+    pub(crate) why: WhyT,
+    pub(crate) would_deny: Option<WhyT>,
+}
+
+/// Rule, action, cause and the CIDR list (index into `sets`) that explains it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct WhyT {
+    pub(crate) rule: u32,
+    pub(crate) action: u32,
+    pub(crate) cause: Cause,
+    pub(crate) set: Option<u32>,
+}
+
+/// Figures about one compilation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BuildStats {
+    /// Wall time of [`TrafficPolicy::compile`](crate::TrafficPolicy::compile).
+    pub duration: Duration,
+    /// IPv4 CIDRs listed (after normalisation, before merging).
+    pub prefixes_v4: usize,
+    /// IPv6 CIDRs listed.
+    pub prefixes_v6: usize,
+    /// Segment boundaries in the IPv4 table.
+    pub boundaries_v4: usize,
+    /// Segment boundaries in the IPv6 table.
+    pub boundaries_v6: usize,
+    /// Heap bytes of the IPv4 lookup table (index, keys, values).
+    pub table_bytes_v4: usize,
+    /// Heap bytes of the IPv6 lookup table.
+    pub table_bytes_v6: usize,
+    /// Heap bytes of the per-list indexes used by `Why::cidr` (logs only).
+    pub provenance_bytes: usize,
+    /// Distinct precomputed outcomes.
+    pub outcomes: usize,
+}
+
+impl CompiledPolicy {
+    /// Decides what to do with a connection from `client`. One table
+    /// lookup; no allocation, no lock. IPv4-mapped IPv6 addresses
+    /// (`::ffff:a.b.c.d`) are checked as IPv4.
+    #[inline]
+    pub fn evaluate(&self, client: SocketAddr) -> Decision<'_> {
+        self.evaluate_ip(client.ip())
+    }
+
+    /// [`evaluate`](Self::evaluate) for a bare address.
+    #[inline]
+    pub fn evaluate_ip(&self, ip: IpAddr) -> Decision<'_> {
+        let ip = match ip {
+            IpAddr::V6(a) => match a.to_ipv4_mapped() {
+                Some(v4) => IpAddr::V4(v4),
+                None => IpAddr::V6(a),
+            },
+            v4 => v4,
+        };
+        let id = match (&self.tables, ip) {
+            (Tables::Narrow(t4, _), IpAddr::V4(a)) => usize::from(t4.get(u32::from(a))),
+            (Tables::Narrow(_, t6), IpAddr::V6(a)) => usize::from(t6.get(u128::from(a))),
+            (Tables::Wide(t4, _), IpAddr::V4(a)) => usize::from(t4.get(u32::from(a))),
+            (Tables::Wide(_, t6), IpAddr::V6(a)) => usize::from(t6.get(u128::from(a))),
+        };
+        Decision {
+            policy: self,
+            verdict: &self.verdicts[id],
+            client: ip,
+        }
+    }
+
+    /// Every internal endpoint this policy can forward to (deduplicated, in
+    /// order of first appearance).
+    pub fn forward_targets(&self) -> &[InternalUrl] {
+        &self.targets
+    }
+
+    /// How long the build took, table sizes, bytes.
+    pub fn stats(&self) -> &BuildStats {
+        &self.stats
+    }
+}

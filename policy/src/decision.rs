@@ -1,0 +1,228 @@
+//! [`Decision`]: what [`CompiledPolicy::evaluate`](crate::CompiledPolicy::evaluate)
+//! returns. It borrows from the compiled policy (no allocation) and explains
+//! itself for logs: which rule and action decided, why, and on demand which
+//! listed CIDR matched.
+
+use std::fmt;
+use std::net::IpAddr;
+
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+
+use crate::compiled::{CompiledPolicy, Verdict, WhyT};
+use crate::InternalUrl;
+
+/// What to do with the connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome<'a> {
+    /// Forward to this internal endpoint.
+    Forward(&'a InternalUrl),
+    /// Close the connection.
+    Deny,
+}
+
+/// Why an action decided (or, for a log-only result, would have denied).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Cause {
+    /// A `forward-internal` action was reached.
+    Forward,
+    /// A `deny` action was reached.
+    DenyAction,
+    /// `restrict-ips`: the client matched a `deny` CIDR.
+    DeniedByCidr,
+    /// `restrict-ips`: `allow` is non-empty and the client matched none of it.
+    NotInAllowList,
+    /// No rule decided; the connection is denied. A validated policy never
+    /// gets here.
+    NoDecision,
+}
+
+impl Cause {
+    /// A short stable name for logs and metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cause::Forward => "forward",
+            Cause::DenyAction => "deny-action",
+            Cause::DeniedByCidr => "denied-by-cidr",
+            Cause::NotInAllowList => "not-in-allow-list",
+            Cause::NoDecision => "no-decision",
+        }
+    }
+}
+
+/// The result of evaluating a policy for one client address.
+#[derive(Clone, Copy)]
+pub struct Decision<'a> {
+    pub(crate) policy: &'a CompiledPolicy,
+    pub(crate) verdict: &'a Verdict,
+    /// The client address as checked (IPv4-mapped IPv6 turned into IPv4).
+    pub(crate) client: IpAddr,
+}
+
+impl<'a> Decision<'a> {
+    /// Forward (and where) or deny.
+    #[inline]
+    pub fn outcome(&self) -> Outcome<'a> {
+        match self.verdict.target {
+            Some(t) => Outcome::Forward(&self.policy.targets[t as usize]),
+            None => Outcome::Deny,
+        }
+    }
+
+    /// Whether the connection is forwarded.
+    #[inline]
+    pub fn is_allowed(&self) -> bool {
+        self.verdict.target.is_some()
+    }
+
+    /// The internal endpoint to forward to, if allowed.
+    #[inline]
+    pub fn target(&self) -> Option<&'a InternalUrl> {
+        match self.outcome() {
+            Outcome::Forward(t) => Some(t),
+            Outcome::Deny => None,
+        }
+    }
+
+    /// The action that decided.
+    #[inline]
+    pub fn why(&self) -> Why<'a> {
+        Why {
+            policy: self.policy,
+            t: &self.verdict.why,
+            client: self.client,
+        }
+    }
+
+    /// The first `restrict-ips` with `enforce: false` that would have denied
+    /// this client, if any (it was only logged).
+    #[inline]
+    pub fn would_deny(&self) -> Option<Why<'a>> {
+        self.verdict.would_deny.as_ref().map(|t| Why {
+            policy: self.policy,
+            t,
+            client: self.client,
+        })
+    }
+
+    /// Forwarded although an `enforce: false` restriction would have denied:
+    /// the "log-only" outcome.
+    #[inline]
+    pub fn is_log_only(&self) -> bool {
+        self.is_allowed() && self.verdict.would_deny.is_some()
+    }
+
+    /// The client address as checked (IPv4-mapped IPv6 shown as IPv4).
+    #[inline]
+    pub fn client(&self) -> IpAddr {
+        self.client
+    }
+}
+
+impl fmt::Debug for Decision<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Decision")
+            .field("client", &self.client)
+            .field("outcome", &self.outcome())
+            .field("why", &self.why())
+            .field("would_deny", &self.would_deny())
+            .finish()
+    }
+}
+
+impl fmt::Display for Decision<'_> {
+    /// `forward to tcp://db.internal:5432 (rule 1 "office", action 2: forward; allowed by 203.0.113.0/24)`
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.outcome() {
+            Outcome::Forward(t) => write!(f, "forward to {t} ({})", self.why())?,
+            Outcome::Deny => write!(f, "deny ({})", self.why())?,
+        }
+        if let Some(w) = self.would_deny() {
+            write!(f, "; log-only: would deny ({w})")?;
+        }
+        Ok(())
+    }
+}
+
+/// Which action decided and why; borrowed from the compiled policy.
+#[derive(Clone, Copy)]
+pub struct Why<'a> {
+    policy: &'a CompiledPolicy,
+    t: &'a WhyT,
+    client: IpAddr,
+}
+
+impl<'a> Why<'a> {
+    /// Index of the rule in `on_tcp_connect` (0-based).
+    pub fn rule(&self) -> usize {
+        self.t.rule as usize
+    }
+
+    /// The rule's `name`, if it has one.
+    pub fn rule_name(&self) -> Option<&'a str> {
+        self.policy
+            .rule_names
+            .get(self.t.rule as usize)
+            .and_then(|n| n.as_deref())
+    }
+
+    /// Index of the action in the rule's `actions` (0-based).
+    pub fn action(&self) -> usize {
+        self.t.action as usize
+    }
+
+    /// Why it decided.
+    pub fn cause(&self) -> Cause {
+        self.t.cause
+    }
+
+    /// The listed CIDR that decided: the most specific `deny` CIDR matching
+    /// the client for [`Cause::DeniedByCidr`]; for [`Cause::Forward`] the
+    /// most specific `allow` CIDR of the last `restrict-ips` that admitted
+    /// the client, if any. Computed on demand (one binary search per prefix
+    /// length in the list), meant for logs, not for the accept path.
+    pub fn cidr(&self) -> Option<IpNet> {
+        let set = &self.policy.sets[self.t.set? as usize];
+        match self.client {
+            IpAddr::V4(a) => set
+                .v4
+                .most_specific(u32::from(a))
+                .map(|(net, len)| IpNet::V4(Ipv4Net::new(net.into(), len).expect("len <= 32"))),
+            IpAddr::V6(a) => set
+                .v6
+                .most_specific(u128::from(a))
+                .map(|(net, len)| IpNet::V6(Ipv6Net::new(net.into(), len).expect("len <= 128"))),
+        }
+    }
+}
+
+impl fmt::Debug for Why<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Why")
+            .field("rule", &self.rule())
+            .field("rule_name", &self.rule_name())
+            .field("action", &self.action())
+            .field("cause", &self.cause())
+            .field("cidr", &self.cidr())
+            .finish()
+    }
+}
+
+impl fmt::Display for Why<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "rule {}", self.rule() + 1)?;
+        if let Some(n) = self.rule_name() {
+            write!(f, " {n:?}")?;
+        }
+        write!(
+            f,
+            ", action {}: {}",
+            self.action() + 1,
+            self.cause().as_str()
+        )?;
+        match (self.cause(), self.cidr()) {
+            (Cause::Forward, Some(c)) => write!(f, "; allowed by {c}"),
+            (_, Some(c)) => write!(f, " {c}"),
+            (_, None) => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,76 @@
+//! [`Key`]: the address integer of one family (`u32` for IPv4, `u128` for
+//! IPv6), so interval building, the sweep and the generic table are written once.
+
+/// An address as an unsigned integer.
+pub(crate) trait Key:
+    Copy + Ord + Eq + Default + Send + Sync + std::fmt::Debug + 'static
+{
+    /// Bits in the address.
+    const BITS: u32;
+    /// `self + 1`, or `None` at the top of the address space.
+    fn inc(self) -> Option<Self>;
+    /// `self - other` (caller guarantees `self >= other`).
+    fn minus(self, other: Self) -> Self;
+    /// `self >> shift` as usize (0 when `shift >= BITS`); callers keep the result small.
+    fn shr(self, shift: u32) -> usize;
+    /// Number of significant bits (`BITS - leading_zeros`).
+    fn bit_len(self) -> u32;
+    /// Last address of the prefix `self/len` (`self` already truncated).
+    fn last_of(self, len: u8) -> Self;
+    /// `self` with the bits after the first `len` cleared.
+    fn trunc(self, len: u8) -> Self;
+}
+
+impl Key for u32 {
+    const BITS: u32 = 32;
+    #[inline(always)]
+    fn inc(self) -> Option<Self> {
+        self.checked_add(1)
+    }
+    #[inline(always)]
+    fn minus(self, other: Self) -> Self {
+        self - other
+    }
+    #[inline(always)]
+    fn shr(self, shift: u32) -> usize {
+        self.checked_shr(shift).unwrap_or(0) as usize
+    }
+    fn bit_len(self) -> u32 {
+        32 - self.leading_zeros()
+    }
+    #[inline(always)]
+    fn last_of(self, len: u8) -> Self {
+        self | u32::MAX.checked_shr(u32::from(len)).unwrap_or(0)
+    }
+    #[inline(always)]
+    fn trunc(self, len: u8) -> Self {
+        self & !u32::MAX.checked_shr(u32::from(len)).unwrap_or(0)
+    }
+}
+
+impl Key for u128 {
+    const BITS: u32 = 128;
+    #[inline(always)]
+    fn inc(self) -> Option<Self> {
+        self.checked_add(1)
+    }
+    #[inline(always)]
+    fn minus(self, other: Self) -> Self {
+        self - other
+    }
+    #[inline(always)]
+    fn shr(self, shift: u32) -> usize {
+        self.checked_shr(shift).unwrap_or(0) as usize
+    }
+    fn bit_len(self) -> u32 {
+        128 - self.leading_zeros()
+    }
+    #[inline(always)]
+    fn last_of(self, len: u8) -> Self {
+        self | u128::MAX.checked_shr(u32::from(len)).unwrap_or(0)
+    }
+    #[inline(always)]
+    fn trunc(self, len: u8) -> Self {
+        self & !u128::MAX.checked_shr(u32::from(len)).unwrap_or(0)
+    }
+}

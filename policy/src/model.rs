@@ -1,0 +1,118 @@
+//! The policy model: [`TrafficPolicy`], [`Rule`], [`Action`] and the action
+//! configs, in the shape of ngrok's Traffic Policy for TCP/TLS endpoints.
+//!
+//! The types deserialize from YAML (see `parse.rs`, which validates while it
+//! reads so that every error carries a location) and serialize back to the
+//! same shape, so the admin API can show a stored policy.
+
+use serde::Serialize;
+
+use crate::{Cidr, InternalUrl};
+
+/// A traffic policy: the `on_tcp_connect` rules of one cloud endpoint.
+///
+/// Build one with [`TrafficPolicy::from_yaml`], or deserialize it from a
+/// larger document (it validates itself during deserialization), then
+/// [`compile`](TrafficPolicy::compile) it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TrafficPolicy {
+    /// Rules run in order on every accepted connection.
+    pub on_tcp_connect: Vec<Rule>,
+}
+
+/// One rule: an optional name and the actions it runs in order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Rule {
+    /// Shown in logs and decisions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Run in order; the first terminating action decides.
+    pub actions: Vec<Action>,
+}
+
+/// One action of a rule.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", content = "config", rename_all = "kebab-case")]
+pub enum Action {
+    /// Pass only clients in `allow` (when non-empty) and not in `deny`;
+    /// a client that fails is denied (terminating) when `enforce` is true,
+    /// or only logged when it is false.
+    RestrictIps(RestrictIps),
+    /// Close the connection (terminating).
+    Deny,
+    /// Forward to an internal endpoint (terminating).
+    ForwardInternal(ForwardInternal),
+}
+
+/// Config of a `restrict-ips` action.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RestrictIps {
+    /// `true` (default): deny clients that fail; `false`: log them and go on.
+    pub enforce: bool,
+    /// When non-empty, a client must match one of these.
+    pub allow: Vec<Cidr>,
+    /// A client matching one of these fails, whatever `allow` says.
+    pub deny: Vec<Cidr>,
+}
+
+/// Config of a `forward-internal` action.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ForwardInternal {
+    /// The internal endpoint to forward to.
+    pub url: InternalUrl,
+}
+
+impl Action {
+    /// The `type:` name of this action.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Action::RestrictIps(_) => "restrict-ips",
+            Action::Deny => "deny",
+            Action::ForwardInternal(_) => "forward-internal",
+        }
+    }
+
+    /// Whether this action decides every connection that reaches it
+    /// (`deny`, `forward-internal`); `restrict-ips` decides only some.
+    pub fn always_decides(&self) -> bool {
+        !matches!(self, Action::RestrictIps(_))
+    }
+
+    /// `deny` or `forward-internal <url>`, for messages.
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            Action::ForwardInternal(f) => format!("`forward-internal` to {}", f.url),
+            other => format!("`{}`", other.type_name()),
+        }
+    }
+}
+
+impl Rule {
+    /// Whether this rule decides every connection that reaches it.
+    pub fn always_decides(&self) -> bool {
+        self.actions.iter().any(Action::always_decides)
+    }
+
+    /// `rule 2 ("office")`, for messages (1-based like the YAML list).
+    pub(crate) fn describe(&self, index: usize) -> String {
+        match &self.name {
+            Some(n) => format!("rule {} (`{n}`)", index + 1),
+            None => format!("rule {}", index + 1),
+        }
+    }
+}
+
+impl TrafficPolicy {
+    /// Checks the invariants that parsing enforces, for a policy built in
+    /// code: at least one action per rule, a reachable decision (some rule
+    /// has `deny` or `forward-internal`), and non-empty `restrict-ips`.
+    pub fn validate(&self) -> Result<(), crate::PolicyError> {
+        crate::parse::validate(self).map_err(crate::PolicyError::Invalid)
+    }
+
+    /// Warnings (not errors): rules and actions that can never run because
+    /// an earlier one always decides.
+    pub fn unreachable(&self) -> Vec<String> {
+        crate::parse::unreachable(self)
+    }
+}

@@ -1,0 +1,393 @@
+//! YAML parsing with validation during deserialization.
+//!
+//! Every check runs inside the `Deserialize` impl of the node it is about, so
+//! the YAML deserializer attaches that node's line and column to the error,
+//! also when the policy is embedded in a larger document (the edge config's
+//! `traffic_policy:`). "No reachable decision" is checked when the rule list
+//! ends, so it points at the list. Unreachable rules and actions are not
+//! errors (see [`TrafficPolicy::unreachable`]).
+
+use std::fmt;
+
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+
+use crate::model::{Action, ForwardInternal, RestrictIps, Rule, TrafficPolicy};
+use crate::{Cidr, InternalUrl, PolicyError};
+
+impl TrafficPolicy {
+    /// Parses and validates a policy document (`on_tcp_connect: [...]`).
+    ///
+    /// The resource budget is raised over serde-saphyr's defaults so that
+    /// lists of a few million CIDRs parse; other limits stay.
+    pub fn from_yaml(text: &str) -> Result<TrafficPolicy, PolicyError> {
+        let options = serde_saphyr::options! {
+            budget: serde_saphyr::budget! {
+                max_nodes: 8_000_000,
+                max_events: 20_000_000,
+            },
+        };
+        Ok(serde_saphyr::from_str_with_options(text, options)?)
+    }
+}
+
+// ---- TrafficPolicy ----------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    #[serde(deserialize_with = "rules")]
+    on_tcp_connect: Vec<Rule>,
+}
+
+impl<'de> Deserialize<'de> for TrafficPolicy {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = RawPolicy::deserialize(d)?;
+        Ok(TrafficPolicy {
+            on_tcp_connect: raw.on_tcp_connect,
+        })
+    }
+}
+
+fn rules<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Rule>, D::Error> {
+    struct Rules;
+    impl<'de> Visitor<'de> for Rules {
+        type Value = Vec<Rule>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a list of rules")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Rule>, A::Error> {
+            let mut out: Vec<Rule> = Vec::new();
+            while let Some(raw) = seq.next_element::<RawRule>()? {
+                out.push(Rule {
+                    name: raw.name,
+                    actions: raw.actions,
+                });
+            }
+            if !out.iter().any(Rule::always_decides) {
+                return Err(de::Error::custom(no_decision_message(&out)));
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_seq(Rules)
+}
+
+fn unreachable_rule_reason(index: usize, rule: &Rule) -> String {
+    let decider = rule
+        .actions
+        .iter()
+        .find(|a| a.always_decides())
+        .map(Action::describe)
+        .unwrap_or_default();
+    format!(
+        "{} always decides (it has {decider}), so no later rule can run",
+        rule.describe(index)
+    )
+}
+
+fn no_decision_message(rules: &[Rule]) -> String {
+    format!(
+        "no reachable decision: none of the {} rule(s) in `on_tcp_connect` has a `deny` or \
+         `forward-internal` action, so no connection could ever be forwarded; \
+         end the policy with a rule that forwards or denies",
+        rules.len()
+    )
+}
+
+// ---- Rule -------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(deserialize_with = "actions")]
+    actions: Vec<Action>,
+}
+
+fn actions<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Action>, D::Error> {
+    struct Actions;
+    impl<'de> Visitor<'de> for Actions {
+        type Value = Vec<Action>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a list of actions")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Action>, A::Error> {
+            let mut out: Vec<Action> = Vec::new();
+            while let Some(a) = seq.next_element::<Action>()? {
+                out.push(a);
+            }
+            if out.is_empty() {
+                return Err(de::Error::custom(
+                    "empty `actions`: a rule needs at least one action",
+                ));
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_seq(Actions)
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(field_identifier, rename_all = "lowercase")]
+enum ActionField {
+    Type,
+    Config,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ActionType {
+    RestrictIps,
+    Deny,
+    ForwardInternal,
+}
+
+impl<'de> Deserialize<'de> for ActionType {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        match name.as_str() {
+            "restrict-ips" => Ok(ActionType::RestrictIps),
+            "deny" => Ok(ActionType::Deny),
+            "forward-internal" => Ok(ActionType::ForwardInternal),
+            _ => Err(de::Error::custom(format!(
+                "unknown action type `{name}` (on_tcp_connect supports `restrict-ips`, \
+                 `deny`, `forward-internal`)"
+            ))),
+        }
+    }
+}
+
+/// A config read before its `type:` (buffered field by field so locations stay).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AnyConfig {
+    enforce: Option<bool>,
+    allow: Option<Vec<Cidr>>,
+    deny: Option<Vec<Cidr>>,
+    url: Option<InternalUrl>,
+}
+
+enum ReadConfig {
+    Restrict(RestrictIps),
+    Forward(ForwardInternal),
+    Empty,
+    Any(AnyConfig),
+}
+
+impl<'de> Deserialize<'de> for Action {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(ActionVisitor)
+    }
+}
+
+struct ActionVisitor;
+
+impl<'de> Visitor<'de> for ActionVisitor {
+    type Value = Action;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an action with `type` and `config`")
+    }
+
+    fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Action, M::Error> {
+        let mut kind: Option<ActionType> = None;
+        let mut config: Option<ReadConfig> = None;
+        while let Some(field) = map.next_key::<ActionField>()? {
+            match field {
+                ActionField::Type => {
+                    if kind.is_some() {
+                        return Err(de::Error::duplicate_field("type"));
+                    }
+                    kind = Some(map.next_value()?);
+                }
+                ActionField::Config => {
+                    if config.is_some() {
+                        return Err(de::Error::duplicate_field("config"));
+                    }
+                    config = Some(match kind {
+                        Some(ActionType::RestrictIps) => ReadConfig::Restrict(map.next_value()?),
+                        Some(ActionType::ForwardInternal) => ReadConfig::Forward(map.next_value()?),
+                        Some(ActionType::Deny) => {
+                            map.next_value::<Option<DenyConfig>>()?;
+                            ReadConfig::Empty
+                        }
+                        None => ReadConfig::Any(map.next_value()?),
+                    });
+                }
+            }
+        }
+        let kind = kind.ok_or_else(|| de::Error::missing_field("type"))?;
+        let config = match config {
+            Some(ReadConfig::Any(any)) => from_any(kind, any).map_err(de::Error::custom)?,
+            Some(other) => other,
+            None => ReadConfig::Empty,
+        };
+        match (kind, config) {
+            (ActionType::RestrictIps, ReadConfig::Restrict(r)) => Ok(Action::RestrictIps(r)),
+            (ActionType::ForwardInternal, ReadConfig::Forward(f)) => {
+                Ok(Action::ForwardInternal(f))
+            }
+            (ActionType::Deny, _) => Ok(Action::Deny),
+            (ActionType::RestrictIps, _) => Err(de::Error::custom(
+                "`restrict-ips` needs a `config` with `allow` and/or `deny` CIDRs",
+            )),
+            (ActionType::ForwardInternal, _) => Err(de::Error::custom(
+                "`forward-internal` needs a `config` with a `url`, e.g. `url: tcp://db.internal:5432`",
+            )),
+        }
+    }
+}
+
+fn from_any(kind: ActionType, any: AnyConfig) -> Result<ReadConfig, String> {
+    let misplaced =
+        |field: &str, ty: &str| format!("unknown field `{field}` in the config of `{ty}`");
+    match kind {
+        ActionType::RestrictIps => {
+            if any.url.is_some() {
+                return Err(misplaced("url", "restrict-ips"));
+            }
+            let r = RestrictIps {
+                enforce: any.enforce.unwrap_or(true),
+                allow: any.allow.unwrap_or_default(),
+                deny: any.deny.unwrap_or_default(),
+            };
+            check_restrict(&r)?;
+            Ok(ReadConfig::Restrict(r))
+        }
+        ActionType::ForwardInternal => {
+            for (present, f) in [
+                (any.enforce.is_some(), "enforce"),
+                (any.allow.is_some(), "allow"),
+                (any.deny.is_some(), "deny"),
+            ] {
+                if present {
+                    return Err(misplaced(f, "forward-internal"));
+                }
+            }
+            any.url
+                .map(|url| ReadConfig::Forward(ForwardInternal { url }))
+                .ok_or_else(|| "missing field `url`".to_owned())
+        }
+        ActionType::Deny => {
+            if any.enforce.is_some()
+                || any.allow.is_some()
+                || any.deny.is_some()
+                || any.url.is_some()
+            {
+                return Err("`deny` takes no config fields".to_owned());
+            }
+            Ok(ReadConfig::Empty)
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DenyConfig {}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRestrictIps {
+    #[serde(default = "yes")]
+    enforce: bool,
+    #[serde(default)]
+    allow: Vec<Cidr>,
+    #[serde(default)]
+    deny: Vec<Cidr>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl<'de> Deserialize<'de> for RestrictIps {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = RawRestrictIps::deserialize(d)?;
+        let r = RestrictIps {
+            enforce: raw.enforce,
+            allow: raw.allow,
+            deny: raw.deny,
+        };
+        check_restrict(&r).map_err(de::Error::custom)?;
+        Ok(r)
+    }
+}
+
+fn check_restrict(r: &RestrictIps) -> Result<(), String> {
+    if r.allow.is_empty() && r.deny.is_empty() {
+        return Err(
+            "`restrict-ips` with empty `allow` and `deny` restricts nothing: list at least one CIDR"
+                .to_owned(),
+        );
+    }
+    Ok(())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawForward {
+    url: InternalUrl,
+}
+
+impl<'de> Deserialize<'de> for ForwardInternal {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(ForwardInternal {
+            url: RawForward::deserialize(d)?.url,
+        })
+    }
+}
+
+// ---- validation of policies built in code -----------------------------------
+
+/// The same checks as parsing, for a [`TrafficPolicy`] built in code.
+pub(crate) fn validate(p: &TrafficPolicy) -> Result<(), String> {
+    for (i, rule) in p.on_tcp_connect.iter().enumerate() {
+        if rule.actions.is_empty() {
+            return Err(format!(
+                "{}: a rule needs at least one action",
+                rule.describe(i)
+            ));
+        }
+        for action in &rule.actions {
+            if let Action::RestrictIps(r) = action {
+                check_restrict(r).map_err(|e| format!("{}: {e}", rule.describe(i)))?;
+            }
+        }
+    }
+    if !p.on_tcp_connect.iter().any(Rule::always_decides) {
+        return Err(no_decision_message(&p.on_tcp_connect));
+    }
+    Ok(())
+}
+
+/// Rules and actions that can never run (after one that always decides).
+/// Not errors: a trailing `deny` rule after a rule that already decides is
+/// a common belt-and-braces habit. `sluice config check` prints these.
+pub(crate) fn unreachable(p: &TrafficPolicy) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut decided: Option<String> = None;
+    for (i, rule) in p.on_tcp_connect.iter().enumerate() {
+        if let Some(why) = &decided {
+            out.push(format!("{} can never run: {why}", rule.describe(i)));
+            continue;
+        }
+        let mut after: Option<&Action> = None;
+        for (j, action) in rule.actions.iter().enumerate() {
+            if let Some(prev) = after {
+                out.push(format!(
+                    "{}, action {} ({}) can never run: the earlier action {} always decides",
+                    rule.describe(i),
+                    j + 1,
+                    action.describe(),
+                    prev.describe()
+                ));
+            } else if action.always_decides() {
+                after = Some(action);
+            }
+        }
+        if rule.always_decides() {
+            decided = Some(unreachable_rule_reason(i, rule));
+        }
+    }
+    out
+}
