@@ -1,0 +1,192 @@
+//! `rr`: request/response on persistent connections. Each connection sends `size`
+//! pattern bytes, reads the echo, verifies it, and records the latency.
+//!
+//! Closed loop (no rate): the next request leaves when the previous answer is in;
+//! latency is measured from the send. Open loop (`rate` requests/s over all
+//! connections): connection `k` sends on a fixed schedule (every
+//! `connections / rate` seconds, staggered by `k`). When an answer comes back late
+//! and the next send is already due, the wait is the server's doing, so latency is
+//! measured from the *intended* send time (the coordinated-omission correction of
+//! wrk2). When the connection was idle and only the harness's millisecond timer made
+//! the send late, that lateness is not the server's, so latency is measured from the
+//! actual send; the lateness is reported separately as `schedule_lag`. The
+//! uncorrected `service_time` (from the actual send) is reported too.
+use std::time::{Duration, Instant};
+
+use crate::{
+    client::{self, Worker},
+    options::{check_range, invalid},
+    pattern,
+    stream::Stream,
+    ClientOptions, Failure, LoadError, RunResult,
+};
+
+/// Options of `rr`.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct RrOptions {
+    /// Shared client options.
+    pub client: ClientOptions,
+    /// Concurrent connections.
+    pub connections: usize,
+    /// Request (and echo) size in bytes.
+    pub size: usize,
+    /// Open-loop rate in requests per second over all connections; `None` = closed loop.
+    pub rate: Option<f64>,
+}
+
+impl RrOptions {
+    /// Closed loop, one connection, 64-byte requests.
+    #[must_use]
+    pub fn new(client: ClientOptions) -> Self {
+        Self { client, connections: 1, size: 64, rate: None }
+    }
+
+    /// Sets the number of connections.
+    #[must_use]
+    pub fn connections(mut self, n: usize) -> Self {
+        self.connections = n;
+        self
+    }
+
+    /// Sets the request size.
+    #[must_use]
+    pub fn size(mut self, n: usize) -> Self {
+        self.size = n;
+        self
+    }
+
+    /// Sets the open-loop rate.
+    #[must_use]
+    pub fn rate(mut self, r: Option<f64>) -> Self {
+        self.rate = r;
+        self
+    }
+
+    /// Checks ranges.
+    pub fn validate(&self) -> Result<(), LoadError> {
+        self.client.validate()?;
+        check_range("--connections", self.connections as u64, 1, 1_000_000)?;
+        check_range("--size", self.size as u64, 1, 16 << 20)?;
+        if let Some(r) = self.rate {
+            if !(r.is_finite() && r > 0.0 && r <= 100_000_000.0) {
+                return Err(invalid(format!("--rate must be more than 0 and at most 1e8 per second, got {r}")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs `rr` to the end and returns the merged measurements.
+pub fn run(opts: &RrOptions) -> Result<RunResult, LoadError> {
+    opts.validate()?;
+    let (connections, size, rate) = (opts.connections, opts.size, opts.rate);
+    client::run("rr", &opts.client, connections as u64, move |w| async move {
+        let start = Instant::now();
+        let mut handles = Vec::new();
+        for k in w.share(connections) {
+            let schedule = rate.map(|r| {
+                let interval = Duration::from_secs_f64(connections as f64 / r);
+                (start + interval.mul_f64(k as f64 / connections as f64), interval)
+            });
+            handles.push(monoio::spawn(connection(w.clone(), k, size, schedule)));
+        }
+        client::join_all(handles).await;
+    })
+}
+
+/// One connection's life: reconnects after a failure until the run ends.
+async fn connection(w: Worker, k: usize, size: usize, schedule: Option<(Instant, Duration)>) {
+    let end = w.end();
+    let mut next = schedule.map(|s| s.0);
+    let mut seq = k as u64;
+    while Instant::now() < end && next.is_none_or(|n| n < end) {
+        let Some(mut stream) = w.open().await else {
+            monoio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        if requests(&w, &mut stream, size, schedule, &mut next, &mut seq).await {
+            // The run ended with this connection healthy.
+            let mut rec = w.rec.borrow_mut();
+            rec.conns.held += 1;
+            rec.closed(true);
+            return;
+        }
+    }
+}
+
+/// Sends requests on one connection; true when the run ended, false after a
+/// (recorded) failure.
+async fn requests(
+    w: &Worker,
+    stream: &mut Stream,
+    size: usize,
+    schedule: Option<(Instant, Duration)>,
+    next: &mut Option<Instant>,
+    seq: &mut u64,
+) -> bool {
+    let end = w.end();
+    let mut req = pattern::buffer(size);
+    let mut resp = vec![0u8; size];
+    loop {
+        // When is this request due, and was the connection idle until then?
+        let (intended, idle) = match *next {
+            None if Instant::now() >= end => return true,
+            None => (Instant::now(), true),
+            Some(n) if n >= end => return true,
+            Some(n) if Instant::now() < n => {
+                monoio::time::sleep_until(monoio::time::Instant::from_std(n)).await;
+                (n, true)
+            }
+            Some(n) => (n, false),
+        };
+        let sent = Instant::now();
+        let phase = (*seq % pattern::PERIOD as u64) as usize;
+        let res = monoio::time::timeout(w.opts.timeout, exchange(stream, req, resp, phase, size)).await;
+        let done = Instant::now();
+        match res {
+            Ok((Ok(()), q, p)) => (req, resp) = (q, p),
+            Ok((Err(f), _, _)) => {
+                w.fail(f);
+                return false;
+            }
+            Err(_) => {
+                w.fail(Failure::timeout("request"));
+                return false;
+            }
+        }
+        let service = done.duration_since(sent);
+        match schedule {
+            None => w.rec.borrow_mut().op(sent, service),
+            Some((_, interval)) => {
+                let latency = if idle { service } else { done.duration_since(intended) };
+                let lag = sent.saturating_duration_since(intended);
+                w.rec.borrow_mut().op_open(intended, latency, service, lag);
+                *next = Some(intended + interval);
+            }
+        }
+        *seq += 1;
+    }
+}
+
+/// Sends `req[phase..phase + size]`, reads the echo into `resp`, and verifies it.
+async fn exchange(
+    s: &mut Stream,
+    req: Vec<u8>,
+    resp: Vec<u8>,
+    phase: usize,
+    size: usize,
+) -> (Result<(), Failure>, Vec<u8>, Vec<u8>) {
+    let (res, req) = s.writer.write_all(req, phase..phase + size).await;
+    if let Err(e) = res {
+        return (Err(Failure::io("send", &e)), req, resp);
+    }
+    let (res, resp) = client::read_exact(&mut s.reader, resp, 0..size, "receive").await;
+    if let Err(f) = res {
+        return (Err(f), req, resp);
+    }
+    if resp[..size] != req[phase..phase + size] {
+        return (Err(Failure::mismatch("echo")), req, resp);
+    }
+    (Ok(()), req, resp)
+}
