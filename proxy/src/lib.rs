@@ -1,1 +1,24 @@
-//! sluice-proxy: edge, agent and wire protocol (work in progress, see issue 3).
+//! sluice-proxy: the edge and the agent of sluice, a thread-per-core io_uring reverse
+//! tunnel, and the pieces they share.
+//!
+//! - [`edge`]: agent port, sessions, public endpoints, forwarding.
+//! - [`agent`]: control loop, data channels, upstream connections.
+//! - [`wire`]: the agent protocol's frames and codec (no I/O).
+//! - [`io`]: framed I/O, the splice and copy pumps, socket plumbing.
+//! - [`config`]: the YAML files, validated whole, resolved into settings.
+//! - [`runtime`]: worker threads and the io_uring/epoll driver choice.
+//! - [`tls`], [`token`]: TLS material and authtokens.
+//! - [`demo`]: edge + agent + echo upstream in one process.
+#![warn(missing_docs)]
+
+pub mod agent;
+pub mod config;
+pub mod demo;
+pub mod edge;
+pub mod io;
+pub mod logging;
+pub mod runtime;
+pub mod signals;
+pub mod tls;
+pub mod token;
+pub mod wire;

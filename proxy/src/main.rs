@@ -1,1 +1,141 @@
-fn main() {}
+//! The `sluice` command: parses flags and config, then calls the library.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+use sluice_proxy::{
+    agent,
+    config::{agent::AgentSettings, edge::EdgeSettings},
+    demo, edge,
+    logging::{self, LogFormat},
+    runtime::Driver,
+    signals, token,
+};
+
+#[derive(Parser)]
+#[command(
+    name = "sluice",
+    version,
+    about = "Self-hosted edge proxy for reverse tunnels"
+)]
+struct Cli {
+    /// Log filter (e.g. `info`, `sluice_proxy=debug`); default from SLUICE_LOG, else info.
+    #[arg(long, global = true)]
+    log_level: Option<String>,
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value = "auto")]
+    log_format: LogFormat,
+    /// io_uring (`uring`), epoll (`legacy`), or `auto`.
+    #[arg(long, global = true, env = "SLUICE_DRIVER", default_value = "auto")]
+    driver: Driver,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the edge (public side).
+    Edge {
+        /// Path to edge.yml.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Run the agent (private side).
+    Agent {
+        /// Path to agent.yml.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Authtokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Edge + agent + echo upstream on loopback, ready to connect to.
+    Demo {
+        /// Public port of the demo endpoint (busy: a free one is used).
+        #[arg(long, default_value_t = 21001)]
+        port: u16,
+        /// Data channel transport (`tcp` or `tls`).
+        #[arg(long, default_value = "tcp")]
+        transport: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Print a fresh token and, on the next line, the hash to put in edge.yml.
+    New,
+    /// Print the `sha256:` hash of a token.
+    Hash {
+        /// The token.
+        token: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sluice: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Token { command } => {
+            match command {
+                TokenCommand::New => {
+                    let t = token::generate();
+                    println!("{}", t.expose());
+                    println!("{}", token::TokenHash::of(t.expose()));
+                }
+                TokenCommand::Hash { token: t } => println!("{}", token::TokenHash::of(&t)),
+            }
+            Ok(())
+        }
+        Command::Edge { config } => {
+            let settings = EdgeSettings::load(&config)?;
+            logging::init(cli.log_level.as_deref(), cli.log_format);
+            signals::block_termination_signals();
+            let _edge = edge::start(settings, cli.driver)?;
+            let sig = signals::wait_for_termination();
+            tracing::info!(signal = sig, "edge stopping");
+            Ok(())
+        }
+        Command::Agent { config } => {
+            let settings = AgentSettings::load(&config)?;
+            logging::init(cli.log_level.as_deref(), cli.log_format);
+            signals::block_termination_signals();
+            let _agent = agent::start(settings, cli.driver)?;
+            let sig = signals::wait_for_termination();
+            tracing::info!(signal = sig, "agent stopping");
+            Ok(())
+        }
+        Command::Demo { port, transport } => {
+            logging::init(cli.log_level.as_deref(), cli.log_format);
+            signals::block_termination_signals();
+            let d = demo::start(port, &transport, cli.driver)?;
+            println!("sluice demo: edge, agent and echo upstream are running");
+            println!(
+                "  public endpoint  tcp://{}  (loopback clients only)",
+                d.public_addr
+            );
+            println!("  agent port       {}", d.agent_addr);
+            println!("  echo upstream    {}", d.upstream_addr);
+            println!("  configs          {}", d.dir.display());
+            println!(
+                "try it:  echo hello | nc -q1 {} {}",
+                d.public_addr.ip(),
+                d.public_addr.port()
+            );
+            println!("Ctrl-C stops the demo.");
+            signals::wait_for_termination();
+            let _ = std::fs::remove_dir_all(&d.dir);
+            Ok(())
+        }
+    }
+}

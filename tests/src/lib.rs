@@ -1,1 +1,16 @@
-//! sluice-tests: helpers for end-to-end tests (processes, ports, certificates).
+//! sluice-tests: helpers for end-to-end tests that run the real `sluice` binary.
+//!
+//! - [`process`]: start `sluice edge` / `sluice agent` as child processes, follow their
+//!   JSON logs, wait for a log event with a deadline, stop them by PID on drop.
+//! - [`upstream`]: real upstream servers on loopback (echo).
+//! - [`client`]: clients that connect from a chosen source address and check bytes.
+//! - [`fixture`]: temporary directories, certificates, tokens and config files.
+#![warn(missing_docs)]
+
+pub mod client;
+pub mod fixture;
+pub mod process;
+pub mod upstream;
+
+/// Both monoio drivers; end-to-end tests run on each.
+pub const DRIVERS: [&str; 2] = ["uring", "legacy"];

@@ -1,0 +1,173 @@
+//! The agent's control loop: connect, authenticate, bind, heartbeat; on any failure,
+//! reconnect after a capped exponential backoff with jitter.
+
+use std::{
+    net::{SocketAddr, ToSocketAddrs},
+    sync::{atomic::Ordering, Arc},
+    time::{Duration, Instant},
+};
+
+use monoio::{io::Splitable, net::TcpStream};
+use monoio_rustls::TlsConnector;
+use rand::Rng;
+
+use super::{AgentShared, SessionTicket};
+use crate::{
+    io::framed::{self, FrameReader},
+    wire::{ErrorCode, Frame, PROTOCOL_VERSION},
+};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Most data channels opened for one `NeedChannels` request.
+const MAX_CHANNELS_PER_REQUEST: u32 = 256;
+
+/// Runs sessions one after another, forever.
+pub async fn run_forever(shared: Arc<AgentShared>) {
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        match run_session(&shared).await {
+            Ok(reason) => {
+                tracing::warn!(%reason, "session with the edge ended; reconnecting");
+                backoff = FIRST_BACKOFF;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?backoff, "cannot establish a session with the edge");
+            }
+        }
+        let jitter = rand::rng().random_range(0.0..0.25);
+        monoio::time::sleep(backoff.mul_f64(1.0 + jitter)).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+fn resolve(addr: &str) -> std::io::Result<SocketAddr> {
+    addr.to_socket_addrs()?
+        .next()
+        .ok_or_else(|| std::io::Error::other(format!("{addr} resolves to no address")))
+}
+
+/// One session: returns `Ok(reason)` when an established session ends, `Err` when it
+/// could not be established.
+async fn run_session(shared: &Arc<AgentShared>) -> anyhow::Result<String> {
+    let settings = &shared.settings;
+    let edge_addr = resolve(&settings.connect_addr)?;
+    let tcp = monoio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect_addr(edge_addr))
+        .await
+        .map_err(|_| anyhow::anyhow!("connecting to {edge_addr} timed out"))??;
+    let _ = tcp.set_nodelay(true);
+    let connector = TlsConnector::from(settings.tls.clone());
+    let mut tls = monoio::time::timeout(
+        CONNECT_TIMEOUT,
+        connector.connect(settings.server_name.clone(), tcp),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("TLS handshake with {edge_addr} timed out"))?
+    .map_err(|e| anyhow::anyhow!("TLS handshake with {edge_addr} failed: {e}"))?;
+    let hello = Frame::Hello {
+        version: PROTOCOL_VERSION,
+        authtoken: settings.authtoken.expose().to_string(),
+        agent_version: concat!("sluice ", env!("CARGO_PKG_VERSION")).to_string(),
+        heartbeat_tolerance_ms: settings
+            .heartbeat_tolerance
+            .as_millis()
+            .min(u32::MAX as u128) as u32,
+    };
+    framed::write_frame(&mut tls, &hello).await?;
+    let mut reader = FrameReader::new();
+    let (id, secret) = match monoio::time::timeout(CONNECT_TIMEOUT, reader.next(&mut tls)).await {
+        Err(_) => anyhow::bail!("edge sent no welcome in time"),
+        Ok(Ok(Some(Frame::Welcome { session_id, secret }))) => (session_id, secret),
+        Ok(Ok(Some(Frame::Error { code, message, .. }))) => {
+            anyhow::bail!("edge refused the agent ({code:?}): {message}")
+        }
+        Ok(Ok(Some(other))) => anyhow::bail!("edge sent {} instead of welcome", other.name()),
+        Ok(Ok(None)) => anyhow::bail!("edge closed the connection during hello"),
+        Ok(Err(e)) => anyhow::bail!("reading welcome: {e}"),
+    };
+    tracing::info!(session = id, edge = %edge_addr, transport = ?settings.transport, "session established");
+    let ticket = Arc::new(SessionTicket {
+        id,
+        secret,
+        edge_addr,
+        alive: true.into(),
+    });
+    let (control_tx, control_rx) = async_channel::bounded::<Frame>(1024);
+    let (mut rd, mut wr) = tls.into_split();
+    monoio::spawn(async move {
+        while let Ok(frame) = control_rx.recv().await {
+            if framed::write_frame(&mut wr, &frame).await.is_err() {
+                break;
+            }
+        }
+    });
+    for (i, ep) in settings.endpoints.iter().enumerate() {
+        let _ = control_tx.try_send(Frame::Bind {
+            request_id: i as u32 + 1,
+            url: ep.url.clone(),
+            pooling: ep.pooling,
+        });
+    }
+    shared.request_channels(&ticket, settings.data_channels);
+    let heartbeat_tx = control_tx.clone();
+    let interval = settings.heartbeat_interval;
+    let started = Instant::now();
+    monoio::spawn(async move {
+        loop {
+            monoio::time::sleep(interval).await;
+            let nonce = started.elapsed().as_nanos() as u64;
+            if heartbeat_tx.send(Frame::Ping { nonce }).await.is_err() {
+                break;
+            }
+        }
+    });
+    let tolerance = settings.heartbeat_tolerance;
+    let reason = loop {
+        let frame = match monoio::time::timeout(tolerance, reader.next(&mut rd)).await {
+            Err(_) => break format!("no answer from the edge for {tolerance:?}"),
+            Ok(Ok(None)) => break "edge closed the control channel".to_string(),
+            Ok(Err(e)) => break format!("control channel error: {e}"),
+            Ok(Ok(Some(frame))) => frame,
+        };
+        match frame {
+            Frame::Pong { nonce } => {
+                let rtt = started
+                    .elapsed()
+                    .saturating_sub(Duration::from_nanos(nonce));
+                tracing::trace!(?rtt, "heartbeat");
+            }
+            Frame::Ping { nonce } => {
+                let _ = control_tx.try_send(Frame::Pong { nonce });
+            }
+            Frame::BindOk { request_id } => {
+                let index = request_id.checked_sub(1).map(|i| i as usize);
+                if let Some(ep) = index.and_then(|i| settings.endpoints.get(i)) {
+                    tracing::info!(url = %ep.url, upstream = %ep.upstream, "endpoint bound");
+                }
+            }
+            Frame::Error {
+                request_id,
+                code,
+                message,
+            } => {
+                let url = request_id
+                    .checked_sub(1)
+                    .and_then(|i| settings.endpoints.get(i as usize))
+                    .map(|e| e.url.as_str())
+                    .unwrap_or("-");
+                tracing::error!(%url, ?code, %message, "edge reported an error");
+                if code == ErrorCode::Unauthorized || code == ErrorCode::Malformed {
+                    break format!("edge error {code:?}: {message}");
+                }
+            }
+            Frame::NeedChannels { count } => {
+                shared.request_channels(&ticket, count.min(MAX_CHANNELS_PER_REQUEST) as usize);
+            }
+            other => break format!("unexpected {} frame from the edge", other.name()),
+        }
+    };
+    ticket.alive.store(false, Ordering::Release);
+    control_tx.close();
+    Ok(reason)
+}

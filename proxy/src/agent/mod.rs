@@ -1,0 +1,93 @@
+//! The agent: dials the edge, authenticates, binds its internal endpoints, keeps a
+//! heartbeat, and keeps `data_channels` idle data channels parked at the edge. Each
+//! channel waits for a stream header, connects to the endpoint's upstream and forwards
+//! bytes; when a channel is spent the agent opens a replacement, and opens more when
+//! the edge asks. Losing the edge means reconnecting with capped, jittered backoff.
+//!
+//! Worker 0 runs the control loop; every worker opens and serves data channels, taking
+//! open requests from one shared queue.
+
+mod control;
+mod datachan;
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    thread::JoinHandle,
+};
+
+use crate::{
+    config::agent::AgentSettings,
+    runtime::{self, Driver},
+};
+
+/// What a data channel needs to know about the session it belongs to.
+pub(crate) struct SessionTicket {
+    pub id: u64,
+    pub secret: [u8; 32],
+    pub edge_addr: SocketAddr,
+    pub alive: AtomicBool,
+}
+
+impl SessionTicket {
+    pub fn is_alive(&self) -> bool {
+        self.alive.load(Ordering::Acquire)
+    }
+}
+
+/// State shared by the agent's workers.
+pub(crate) struct AgentShared {
+    pub settings: AgentSettings,
+    /// internal URL -> upstream `host:port`.
+    pub upstreams: HashMap<String, String>,
+    pub open_tx: async_channel::Sender<Arc<SessionTicket>>,
+    pub open_rx: async_channel::Receiver<Arc<SessionTicket>>,
+}
+
+impl AgentShared {
+    /// Asks some worker to open `n` data channels for `ticket`'s session.
+    pub fn request_channels(&self, ticket: &Arc<SessionTicket>, n: usize) {
+        for _ in 0..n {
+            if self.open_tx.try_send(ticket.clone()).is_err() {
+                break;
+            }
+        }
+    }
+}
+
+/// A running agent.
+pub struct AgentHandle {
+    /// Worker threads (they run until the process exits).
+    pub workers: Vec<JoinHandle<std::io::Result<()>>>,
+}
+
+/// Starts the agent's workers; returns at once.
+pub fn start(settings: AgentSettings, driver: Driver) -> std::io::Result<AgentHandle> {
+    let upstreams = settings
+        .endpoints
+        .iter()
+        .map(|e| (e.url.clone(), e.upstream.clone()))
+        .collect();
+    let (open_tx, open_rx) = async_channel::bounded(64 * 1024);
+    let workers = settings.workers;
+    let shared = Arc::new(AgentShared {
+        settings,
+        upstreams,
+        open_tx,
+        open_rx,
+    });
+    let threads = runtime::spawn_workers("agent", workers, driver, move |i| {
+        let shared = shared.clone();
+        async move {
+            if i == 0 {
+                monoio::spawn(control::run_forever(shared.clone()));
+            }
+            datachan::open_loop(shared).await;
+        }
+    })?;
+    Ok(AgentHandle { workers: threads })
+}

@@ -1,0 +1,259 @@
+//! The agent's configuration file, in the shape of ngrok's v3 agent file.
+//!
+//! ```yaml
+//! version: 3
+//! agent:
+//!   authtoken: "slt_…"
+//!   connect_url: edge.example.com:4443
+//!   connect_cas: /etc/sluice/ca.pem      # optional, default: webpki roots
+//!   server_name: edge.example.com        # optional, default: host of connect_url
+//!   transport: tls                       # tls | tcp
+//!   data_channels: 8
+//!   heartbeat_interval: 10s
+//!   heartbeat_tolerance: 15s
+//! endpoints:
+//!   - name: db
+//!     url: tcp://db.internal:5432
+//!     upstream:
+//!       url: 10.0.0.5:5432
+//! ```
+
+use std::{path::Path, sync::Arc, time::Duration};
+
+use rustls::ClientConfig;
+use rustls_pki_types::ServerName;
+use serde::Deserialize;
+
+use super::{duration, parse_yaml, read_file, relative_to, ConfigError};
+use crate::{tls, token::Secret};
+
+/// How data channels travel from agent to edge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// Encrypted and authenticated; channels are reused across streams (default).
+    #[default]
+    Tls,
+    /// Plain TCP, one stream per channel, moved with splice; for private links.
+    Tcp,
+}
+
+/// `agent.yml` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentFile {
+    /// Must be 3.
+    pub version: u32,
+    /// How to reach and authenticate to the edge.
+    pub agent: AgentSection,
+    /// Internal endpoints to bind.
+    #[serde(default)]
+    pub endpoints: Vec<EndpointSection>,
+}
+
+/// The `agent:` section.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentSection {
+    /// The authtoken issued for this agent's service user.
+    pub authtoken: Secret,
+    /// `host:port` of the edge's agent listener.
+    pub connect_url: String,
+    /// PEM bundle of CAs that may sign the edge's certificate.
+    pub connect_cas: Option<std::path::PathBuf>,
+    /// Name to verify in the edge's certificate (default: host of `connect_url`).
+    pub server_name: Option<String>,
+    /// Data channel transport.
+    #[serde(default)]
+    pub transport: Transport,
+    /// Idle data channels kept open at the edge.
+    #[serde(default = "default_data_channels")]
+    pub data_channels: usize,
+    /// Interval between heartbeats.
+    #[serde(
+        default = "default_heartbeat_interval",
+        deserialize_with = "duration::human"
+    )]
+    pub heartbeat_interval: Duration,
+    /// Silence after which the connection to the edge is considered dead.
+    #[serde(
+        default = "default_heartbeat_tolerance",
+        deserialize_with = "duration::human"
+    )]
+    pub heartbeat_tolerance: Duration,
+    /// Worker threads (default: number of cores).
+    pub workers: Option<usize>,
+}
+
+/// One entry of `endpoints:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointSection {
+    /// Optional label for logs.
+    pub name: Option<String>,
+    /// The internal URL to bind (`tcp://db.internal:5432`).
+    pub url: sluice_policy::InternalUrl,
+    /// Join a pool with other agents binding the same URL.
+    #[serde(default)]
+    pub pooling_enabled: bool,
+    /// Where connections go on the agent's network.
+    pub upstream: UpstreamSection,
+}
+
+/// `upstream:` of an endpoint.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamSection {
+    /// `host:port` reachable from the agent.
+    pub url: String,
+}
+
+fn default_data_channels() -> usize {
+    8
+}
+fn default_heartbeat_interval() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_heartbeat_tolerance() -> Duration {
+    Duration::from_secs(15)
+}
+
+/// Upper bound on `data_channels`, so a typo cannot open thousands of sockets.
+const MAX_DATA_CHANNELS: usize = 1024;
+
+/// Everything the agent runs with, validated and loaded.
+#[derive(Debug, Clone)]
+pub struct AgentSettings {
+    /// Worker threads for data channels.
+    pub workers: usize,
+    /// `host:port` of the edge.
+    pub connect_addr: String,
+    /// Name checked in the edge's certificate.
+    pub server_name: ServerName<'static>,
+    /// TLS client configuration for the control (and TLS data) channels.
+    pub tls: Arc<ClientConfig>,
+    /// The authtoken.
+    pub authtoken: Secret,
+    /// Data channel transport.
+    pub transport: Transport,
+    /// Idle data channels to keep at the edge.
+    pub data_channels: usize,
+    /// Heartbeat interval.
+    pub heartbeat_interval: Duration,
+    /// Heartbeat tolerance.
+    pub heartbeat_tolerance: Duration,
+    /// Endpoints to bind.
+    pub endpoints: Vec<AgentEndpoint>,
+}
+
+/// One internal endpoint and its upstream.
+#[derive(Debug, Clone)]
+pub struct AgentEndpoint {
+    /// Label for logs.
+    pub name: String,
+    /// Canonical internal URL.
+    pub url: String,
+    /// Pool membership wanted.
+    pub pooling: bool,
+    /// Upstream `host:port`.
+    pub upstream: String,
+}
+
+impl AgentSettings {
+    /// Reads, parses and validates an agent config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        Self::from_yaml(&read_file(path)?, path)
+    }
+
+    /// Parses and validates agent config text; `path` is used for messages and for
+    /// resolving relative file names.
+    pub fn from_yaml(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let file: AgentFile = parse_yaml(text, path)?;
+        Self::resolve(file, path)
+    }
+
+    fn resolve(file: AgentFile, path: &Path) -> Result<Self, ConfigError> {
+        let err = |m: String| ConfigError::new(path, m);
+        if file.version != 3 {
+            return Err(err(format!("version: expected 3, found {}", file.version)));
+        }
+        let a = file.agent;
+        if a.authtoken.expose().trim().is_empty() {
+            return Err(err("agent.authtoken: must not be empty".into()));
+        }
+        let host = connect_host(&a.connect_url).ok_or_else(|| {
+            err(format!(
+                "agent.connect_url: expected host:port, found `{}`",
+                a.connect_url
+            ))
+        })?;
+        let name = a.server_name.clone().unwrap_or_else(|| host.to_string());
+        let server_name = ServerName::try_from(name.clone()).map_err(|_| {
+            err(format!(
+                "agent.server_name: `{name}` is not a valid DNS name or IP"
+            ))
+        })?;
+        if a.data_channels == 0 || a.data_channels > MAX_DATA_CHANNELS {
+            return Err(err(format!(
+                "agent.data_channels: must be 1..={MAX_DATA_CHANNELS}, found {}",
+                a.data_channels
+            )));
+        }
+        if a.heartbeat_interval.is_zero() || a.heartbeat_tolerance <= a.heartbeat_interval {
+            return Err(err(
+                "agent.heartbeat_tolerance: must be longer than a non-zero heartbeat_interval"
+                    .into(),
+            ));
+        }
+        let cas = match &a.connect_cas {
+            Some(p) => Some(
+                tls::load_certs(&relative_to(path, p))
+                    .map_err(|e| err(format!("agent.connect_cas: {e}")))?,
+            ),
+            None => None,
+        };
+        let tls = tls::client_config(cas).map_err(|e| err(e.to_string()))?;
+        let mut endpoints = Vec::with_capacity(file.endpoints.len());
+        for (i, ep) in file.endpoints.into_iter().enumerate() {
+            let url = ep.url.canonical();
+            if endpoints.iter().any(|e: &AgentEndpoint| e.url == url) {
+                return Err(err(format!("endpoints[{i}].url: `{url}` is listed twice")));
+            }
+            if connect_host(&ep.upstream.url).is_none() {
+                return Err(err(format!(
+                    "endpoints[{i}].upstream.url: expected host:port, found `{}`",
+                    ep.upstream.url
+                )));
+            }
+            endpoints.push(AgentEndpoint {
+                name: ep.name.unwrap_or_else(|| url.clone()),
+                url,
+                pooling: ep.pooling_enabled,
+                upstream: ep.upstream.url,
+            });
+        }
+        Ok(Self {
+            workers: a
+                .workers
+                .unwrap_or_else(crate::runtime::default_workers)
+                .max(1),
+            connect_addr: a.connect_url,
+            server_name,
+            tls,
+            authtoken: a.authtoken,
+            transport: a.transport,
+            data_channels: a.data_channels,
+            heartbeat_interval: a.heartbeat_interval,
+            heartbeat_tolerance: a.heartbeat_tolerance,
+            endpoints,
+        })
+    }
+}
+
+/// The host part of `host:port` (brackets stripped for IPv6), if the port parses.
+pub(crate) fn connect_host(addr: &str) -> Option<&str> {
+    let (host, port) = addr.rsplit_once(':')?;
+    port.parse::<u16>().ok()?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    (!host.is_empty()).then_some(host)
+}

@@ -1,0 +1,196 @@
+//! The edge's configuration file.
+//!
+//! ```yaml
+//! version: 1
+//! workers: 2
+//! agents:
+//!   listen: 0.0.0.0:4443
+//!   tls: { cert: /etc/sluice/edge.crt, key: /etc/sluice/edge.key }
+//! service_users:
+//!   - name: clinic-agent
+//!     authtokens: ["sha256:…"]
+//! endpoints:
+//!   - url: tcp://0.0.0.0:21001
+//!     traffic_policy: { on_tcp_connect: [ … ] }
+//! ```
+
+use std::{net::SocketAddr, path::Path, sync::Arc};
+
+use rustls::ServerConfig;
+use serde::Deserialize;
+use sluice_policy::{CompiledPolicy, TrafficPolicy};
+
+use super::{parse_yaml, read_file, relative_to, ConfigError};
+use crate::{tls, token::TokenHash};
+
+/// `edge.yml` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EdgeFile {
+    /// Must be 1.
+    pub version: u32,
+    /// Worker threads (default: number of cores).
+    pub workers: Option<usize>,
+    /// The listener agents dial.
+    pub agents: AgentsSection,
+    /// Identities that own authtokens.
+    #[serde(default)]
+    pub service_users: Vec<ServiceUserSection>,
+    /// Cloud endpoints.
+    #[serde(default)]
+    pub endpoints: Vec<CloudEndpointSection>,
+}
+
+/// `agents:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentsSection {
+    /// Address of the agent listener.
+    pub listen: SocketAddr,
+    /// Certificate and key the agent listener presents.
+    pub tls: TlsFiles,
+}
+
+/// A certificate chain and its key, as PEM files.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// PEM certificate chain.
+    pub cert: std::path::PathBuf,
+    /// PEM private key.
+    pub key: std::path::PathBuf,
+}
+
+/// One entry of `service_users:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceUserSection {
+    /// The user's name, shown in logs.
+    pub name: String,
+    /// `sha256:` hashes of the user's authtokens.
+    #[serde(default)]
+    pub authtokens: Vec<TokenHash>,
+}
+
+/// One entry of `endpoints:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CloudEndpointSection {
+    /// `tcp://ADDR:PORT`.
+    pub url: String,
+    /// What to do with each connection.
+    pub traffic_policy: TrafficPolicy,
+}
+
+/// Everything the edge runs with, validated and loaded.
+pub struct EdgeSettings {
+    /// Worker threads.
+    pub workers: usize,
+    /// Agent listener address.
+    pub agent_listen: SocketAddr,
+    /// TLS for the agent listener.
+    pub agent_tls: Arc<ServerConfig>,
+    /// Service users and their token hashes.
+    pub users: Vec<ServiceUser>,
+    /// TCP cloud endpoints.
+    pub endpoints: Vec<TcpEndpoint>,
+}
+
+/// A service user, resolved.
+#[derive(Debug, Clone)]
+pub struct ServiceUser {
+    /// Name for logs.
+    pub name: String,
+    /// Accepted token hashes.
+    pub token_hashes: Vec<TokenHash>,
+}
+
+/// A TCP cloud endpoint, resolved.
+pub struct TcpEndpoint {
+    /// The URL as configured (for logs and metrics).
+    pub url: String,
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// Its compiled traffic policy.
+    pub policy: CompiledPolicy,
+}
+
+impl EdgeSettings {
+    /// Reads, parses and validates an edge config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        Self::from_yaml(&read_file(path)?, path)
+    }
+
+    /// Parses and validates edge config text; relative paths resolve against `path`.
+    pub fn from_yaml(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let file: EdgeFile = parse_yaml(text, path)?;
+        let err = |m: String| ConfigError::new(path, m);
+        if file.version != 1 {
+            return Err(err(format!("version: expected 1, found {}", file.version)));
+        }
+        let cert_path = relative_to(path, &file.agents.tls.cert);
+        let key_path = relative_to(path, &file.agents.tls.key);
+        let certs =
+            tls::load_certs(&cert_path).map_err(|e| err(format!("agents.tls.cert: {e}")))?;
+        let key = tls::load_key(&key_path).map_err(|e| err(format!("agents.tls.key: {e}")))?;
+        let agent_tls = tls::server_config(certs, key, &cert_path)
+            .map_err(|e| err(format!("agents.tls: {e}")))?;
+        let mut users: Vec<ServiceUser> = Vec::new();
+        for (i, u) in file.service_users.into_iter().enumerate() {
+            if users.iter().any(|x| x.name == u.name) {
+                return Err(err(format!(
+                    "service_users[{i}].name: `{}` is listed twice",
+                    u.name
+                )));
+            }
+            users.push(ServiceUser {
+                name: u.name,
+                token_hashes: u.authtokens,
+            });
+        }
+        let mut endpoints: Vec<TcpEndpoint> = Vec::new();
+        for (i, ep) in file.endpoints.into_iter().enumerate() {
+            let listen =
+                parse_tcp_url(&ep.url).map_err(|m| err(format!("endpoints[{i}].url: {m}")))?;
+            if listen.port() != 0 && endpoints.iter().any(|e| e.listen == listen) {
+                return Err(err(format!(
+                    "endpoints[{i}].url: `{}` is listed twice",
+                    ep.url
+                )));
+            }
+            let policy = ep
+                .traffic_policy
+                .compile()
+                .map_err(|e| err(format!("endpoints[{i}].traffic_policy: {e}")))?;
+            endpoints.push(TcpEndpoint {
+                url: ep.url,
+                listen,
+                policy,
+            });
+        }
+        Ok(Self {
+            workers: file
+                .workers
+                .unwrap_or_else(crate::runtime::default_workers)
+                .max(1),
+            agent_listen: file.agents.listen,
+            agent_tls,
+            users,
+            endpoints,
+        })
+    }
+}
+
+/// Parses `tcp://ADDR:PORT` into the address to listen on.
+pub(crate) fn parse_tcp_url(url: &str) -> Result<SocketAddr, String> {
+    if url.starts_with("tls://") {
+        return Err(format!(
+            "`{url}`: tls:// cloud endpoints are not available in this version; use tcp://ADDR:PORT"
+        ));
+    }
+    let rest = url
+        .strip_prefix("tcp://")
+        .ok_or_else(|| format!("`{url}`: expected tcp://ADDR:PORT"))?;
+    rest.parse()
+        .map_err(|_| format!("`{url}`: expected tcp://ADDR:PORT with an IP address and a port"))
+}

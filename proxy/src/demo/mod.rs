@@ -1,0 +1,119 @@
+//! `sluice demo`: an edge, an agent and an echo upstream in one process, on loopback,
+//! from the embedded configs beside this file. The certificate is generated and
+//! self-signed, the token is fresh, and both land in a private temporary directory, so
+//! the demo goes through exactly the config loading a real deployment does.
+
+use std::{
+    io::{Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream},
+    path::PathBuf,
+};
+
+use anyhow::Context;
+
+use crate::{
+    agent,
+    config::{agent::AgentSettings, edge::EdgeSettings},
+    edge,
+    runtime::Driver,
+    tls, token,
+};
+
+const EDGE_TEMPLATE: &str = include_str!("edge.yml");
+const AGENT_TEMPLATE: &str = include_str!("agent.yml");
+
+/// What the demo started.
+pub struct Demo {
+    /// The public endpoint to connect to.
+    pub public_addr: SocketAddr,
+    /// The edge's agent port.
+    pub agent_addr: SocketAddr,
+    /// The echo upstream.
+    pub upstream_addr: SocketAddr,
+    /// Where the generated certificate and configs live.
+    pub dir: PathBuf,
+}
+
+/// Starts the echo upstream, the edge and the agent; returns once all are listening.
+/// `public_port` 0 picks a free port; a busy fixed port falls back to a free one.
+pub fn start(public_port: u16, transport: &str, driver: Driver) -> anyhow::Result<Demo> {
+    let upstream = TcpListener::bind("127.0.0.1:0").context("binding the echo upstream")?;
+    let upstream_addr = upstream.local_addr()?;
+    std::thread::Builder::new()
+        .name("demo-echo".into())
+        .spawn(move || echo_server(upstream))?;
+
+    let dir = std::env::temp_dir().join(format!("sluice-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let (cert, key) = tls::self_signed_pem(&["localhost", "127.0.0.1"])?;
+    std::fs::write(dir.join("edge.crt"), cert)?;
+    write_private(&dir.join("edge.key"), &key)?;
+
+    let secret = token::generate();
+    let hash = token::TokenHash::of(secret.expose()).to_string();
+    let port = if TcpListener::bind(("127.0.0.1", public_port)).is_ok() {
+        public_port
+    } else {
+        tracing::warn!(port = public_port, "demo port busy; using a free one");
+        0
+    };
+    let edge_yml = EDGE_TEMPLATE
+        .replace("{TOKEN_HASH}", &hash)
+        .replace("{PUBLIC_PORT}", &port.to_string());
+    let edge_path = dir.join("edge.yml");
+    std::fs::write(&edge_path, &edge_yml)?;
+    let edge = edge::start(EdgeSettings::from_yaml(&edge_yml, &edge_path)?, driver)?;
+    let public_addr = edge.shared.endpoints[0].addr;
+
+    let agent_yml = AGENT_TEMPLATE
+        .replace("{TOKEN}", secret.expose())
+        .replace("{EDGE_ADDR}", &edge.agent_addr.to_string())
+        .replace("{TRANSPORT}", transport)
+        .replace("{UPSTREAM}", &upstream_addr.to_string());
+    let agent_path = dir.join("agent.yml");
+    write_private(&agent_path, &agent_yml)?;
+    agent::start(AgentSettings::from_yaml(&agent_yml, &agent_path)?, driver)?;
+    Ok(Demo {
+        public_addr,
+        agent_addr: edge.agent_addr,
+        upstream_addr,
+        dir,
+    })
+}
+
+fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(text.as_bytes())
+}
+
+/// A plain echo server, one thread per connection (the demo's stand-in upstream).
+fn echo_server(listener: TcpListener) {
+    for conn in listener.incoming().flatten() {
+        let _ = std::thread::Builder::new()
+            .name("demo-echo-conn".into())
+            .spawn(move || echo(conn));
+    }
+}
+
+fn echo(mut conn: TcpStream) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match conn.read(&mut buf) {
+            Ok(0) | Err(_) => {
+                let _ = conn.shutdown(std::net::Shutdown::Write);
+                return;
+            }
+            Ok(n) => {
+                if conn.write_all(&buf[..n]).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,149 @@
+//! The edge: accepts agents on the agent port, keeps their sessions and parked data
+//! channels, and forwards each public TCP connection that its endpoint's traffic
+//! policy allows into the session bound to the policy's target.
+//!
+//! [`start`] binds every listener on the calling thread (so a busy port is an error
+//! right away), then starts one worker per core; each worker owns one SO_REUSEPORT
+//! listener per address and serves both the agent port and the public endpoints.
+
+mod agent_port;
+mod control;
+mod public;
+pub mod registry;
+pub mod stats;
+
+use std::{
+    net::{SocketAddr, TcpListener},
+    sync::{Arc, Mutex},
+    thread::JoinHandle,
+    time::Duration,
+};
+
+use monoio_rustls::TlsAcceptor;
+use sluice_policy::PolicyHandle;
+
+use crate::{
+    config::edge::{EdgeSettings, ServiceUser},
+    io::sockets,
+    runtime::{self, Driver},
+};
+use registry::Registry;
+use stats::EdgeStats;
+
+/// How long an agent connection may take to say who it is (TLS handshake + first frame).
+pub const AGENT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a public connection waits for an idle data channel.
+pub const CHANNEL_WAIT: Duration = Duration::from_secs(5);
+
+/// A TCP cloud endpoint as the workers see it.
+pub struct LiveEndpoint {
+    /// URL as configured.
+    pub url: String,
+    /// Bound address.
+    pub addr: SocketAddr,
+    /// Hot-swappable policy.
+    pub policy: PolicyHandle,
+}
+
+/// State shared by every worker.
+pub struct EdgeShared {
+    /// Sessions and bindings.
+    pub registry: Registry,
+    /// Who may connect.
+    pub users: Vec<ServiceUser>,
+    /// Public endpoints.
+    pub endpoints: Vec<Arc<LiveEndpoint>>,
+    /// Counters.
+    pub stats: EdgeStats,
+    acceptor: TlsAcceptor,
+}
+
+/// A running edge.
+pub struct EdgeHandle {
+    /// Where agents connect.
+    pub agent_addr: SocketAddr,
+    /// Shared state (sessions, endpoints, counters).
+    pub shared: Arc<EdgeShared>,
+    /// Worker threads.
+    pub workers: Vec<JoinHandle<std::io::Result<()>>>,
+}
+
+struct WorkerListeners {
+    agent: TcpListener,
+    public: Vec<(Arc<LiveEndpoint>, TcpListener)>,
+}
+
+/// Binds every listener and starts the workers.
+pub fn start(settings: EdgeSettings, driver: Driver) -> std::io::Result<EdgeHandle> {
+    let workers = settings.workers;
+    let agent_listeners = sockets::reuseport_listeners(settings.agent_listen, workers)?;
+    let agent_addr = agent_listeners[0].local_addr()?;
+    tracing::info!(kind = "agents", %agent_addr, "listening");
+    let mut per_worker: Vec<WorkerListeners> = agent_listeners
+        .into_iter()
+        .map(|agent| WorkerListeners {
+            agent,
+            public: Vec::new(),
+        })
+        .collect();
+    let mut endpoints = Vec::new();
+    for ep in settings.endpoints {
+        let listeners = sockets::reuseport_listeners(ep.listen, workers)?;
+        let addr = listeners[0].local_addr()?;
+        tracing::info!(kind = "endpoint", url = %ep.url, %addr, "listening");
+        let live = Arc::new(LiveEndpoint {
+            url: ep.url,
+            addr,
+            policy: PolicyHandle::new(ep.policy),
+        });
+        for (w, l) in per_worker.iter_mut().zip(listeners) {
+            w.public.push((live.clone(), l));
+        }
+        endpoints.push(live);
+    }
+    let shared = Arc::new(EdgeShared {
+        registry: Registry::default(),
+        users: settings.users,
+        endpoints,
+        stats: EdgeStats::default(),
+        acceptor: TlsAcceptor::from(settings.agent_tls),
+    });
+    let slots: Arc<Mutex<Vec<Option<WorkerListeners>>>> =
+        Arc::new(Mutex::new(per_worker.into_iter().map(Some).collect()));
+    let worker_shared = shared.clone();
+    let threads = runtime::spawn_workers("edge", workers, driver, move |i| {
+        let shared = worker_shared.clone();
+        let mine = slots.lock().unwrap_or_else(|p| p.into_inner())[i].take();
+        async move {
+            if let Some(listeners) = mine {
+                run_worker(i, listeners, shared).await;
+            }
+        }
+    })?;
+    Ok(EdgeHandle {
+        agent_addr,
+        shared,
+        workers: threads,
+    })
+}
+
+async fn run_worker(index: usize, listeners: WorkerListeners, shared: Arc<EdgeShared>) {
+    for (endpoint, listener) in listeners.public {
+        match monoio::net::TcpListener::from_std(listener) {
+            Ok(l) => {
+                monoio::spawn(public::accept_loop(l, endpoint, shared.clone()));
+            }
+            Err(e) => tracing::error!(worker = index, error = %e, "cannot adopt public listener"),
+        }
+    }
+    match monoio::net::TcpListener::from_std(listeners.agent) {
+        Ok(l) => agent_port::accept_loop(l, shared).await,
+        Err(e) => tracing::error!(worker = index, error = %e, "cannot adopt agent listener"),
+    }
+}
+
+/// Sleeps a little after an accept error (e.g. EMFILE) so the loop does not spin.
+pub(crate) async fn accept_backoff(what: &str, e: &std::io::Error) {
+    tracing::warn!(listener = what, error = %e, "accept failed");
+    monoio::time::sleep(Duration::from_millis(50)).await;
+}

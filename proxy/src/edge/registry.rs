@@ -1,0 +1,197 @@
+//! Live agent sessions and which session serves which internal URL.
+//!
+//! Binds and session changes are rare and go through a mutex; the map the data path
+//! reads (internal URL -> session) is an immutable snapshot published with `arc-swap`,
+//! so a public connection finds its session without taking any lock.
+
+use std::{
+    collections::HashMap,
+    net::{SocketAddr, TcpStream},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
+
+use arc_swap::ArcSwap;
+use subtle::ConstantTimeEq;
+
+use crate::{io::sockets, wire::Frame};
+
+/// Most idle data channels parked per session; more are closed on arrival.
+pub const MAX_IDLE_CHANNELS: usize = 4096;
+
+/// One authenticated agent connection and its parked data channels.
+pub struct SessionHandle {
+    /// Session id (quoted by data channels).
+    pub id: u64,
+    secret: [u8; 32],
+    /// Service user the agent authenticated as.
+    pub user: String,
+    /// The agent's address.
+    pub peer: SocketAddr,
+    idle_tx: async_channel::Sender<TcpStream>,
+    idle_rx: async_channel::Receiver<TcpStream>,
+    control_tx: async_channel::Sender<Frame>,
+}
+
+/// Why no data channel could be had.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TakeError {
+    /// The session ended.
+    SessionGone,
+    /// None arrived in time.
+    Timeout,
+}
+
+impl SessionHandle {
+    /// Whether `secret` is this session's (constant time).
+    pub fn secret_matches(&self, secret: &[u8; 32]) -> bool {
+        self.secret.ct_eq(secret).into()
+    }
+
+    /// Parks an authenticated idle data channel; closes it if the pool is full or the
+    /// session is gone.
+    pub fn park(&self, channel: TcpStream) {
+        if let Err(e) = self.idle_tx.try_send(channel) {
+            tracing::debug!(session = self.id, "idle data channel dropped: {e}");
+        }
+    }
+
+    /// Idle data channels currently parked.
+    pub fn idle_channels(&self) -> usize {
+        self.idle_rx.len()
+    }
+
+    /// Takes an idle data channel, skipping ones whose agent side already closed. When
+    /// none is parked, asks the agent for more and waits up to `wait`.
+    /// Cancel-safe: a channel is either returned or stays parked.
+    pub async fn take_channel(&self, wait: Duration) -> Result<TcpStream, TakeError> {
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            let channel = match self.idle_rx.try_recv() {
+                Ok(c) => c,
+                Err(async_channel::TryRecvError::Closed) => return Err(TakeError::SessionGone),
+                Err(async_channel::TryRecvError::Empty) => {
+                    let _ = self.control_tx.try_send(Frame::NeedChannels { count: 1 });
+                    let left = deadline.saturating_duration_since(std::time::Instant::now());
+                    match monoio::time::timeout(left, self.idle_rx.recv()).await {
+                        Ok(Ok(c)) => c,
+                        Ok(Err(_)) => return Err(TakeError::SessionGone),
+                        Err(_) => return Err(TakeError::Timeout),
+                    }
+                }
+            };
+            if !sockets::peer_closed(std::os::fd::AsRawFd::as_raw_fd(&channel)) {
+                return Ok(channel);
+            }
+        }
+    }
+
+    /// Queues a frame for the control channel; false if the session is ending.
+    pub fn send_control(&self, frame: Frame) -> bool {
+        self.control_tx.try_send(frame).is_ok()
+    }
+
+    /// Ends the session's queues: parked channels are closed, waiters see `SessionGone`.
+    fn close(&self) {
+        self.idle_rx.close();
+        while self.idle_rx.try_recv().is_ok() {}
+        self.control_tx.close();
+    }
+}
+
+/// All live sessions and the URL bindings.
+#[derive(Default)]
+pub struct Registry {
+    sessions: Mutex<HashMap<u64, Arc<SessionHandle>>>,
+    bindings: ArcSwap<HashMap<String, Arc<SessionHandle>>>,
+    next_id: AtomicU64,
+}
+
+impl Registry {
+    /// Creates a session for an authenticated agent; returns it and the receiving end
+    /// of its control queue.
+    pub fn open_session(
+        &self,
+        user: String,
+        peer: SocketAddr,
+    ) -> (Arc<SessionHandle>, async_channel::Receiver<Frame>) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut secret = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut secret);
+        let (idle_tx, idle_rx) = async_channel::bounded(MAX_IDLE_CHANNELS);
+        let (control_tx, control_rx) = async_channel::bounded(1024);
+        let session = Arc::new(SessionHandle {
+            id,
+            secret,
+            user,
+            peer,
+            idle_tx,
+            idle_rx,
+            control_tx,
+        });
+        self.lock_sessions().insert(id, session.clone());
+        (session, control_rx)
+    }
+
+    /// The session's secret, to hand to the agent once.
+    pub fn secret_of(session: &SessionHandle) -> [u8; 32] {
+        session.secret
+    }
+
+    /// Looks up a session by id (data channel authentication).
+    pub fn session(&self, id: u64) -> Option<Arc<SessionHandle>> {
+        self.lock_sessions().get(&id).cloned()
+    }
+
+    /// Binds `url` to `session`; refused when another live session holds it.
+    pub fn bind(&self, url: &str, session: &Arc<SessionHandle>) -> Result<(), String> {
+        let _guard = self.lock_sessions();
+        let current = self.bindings.load();
+        if let Some(holder) = current.get(url) {
+            if holder.id != session.id {
+                return Err(format!("{url} is already bound by another agent session"));
+            }
+            return Ok(());
+        }
+        let mut next = HashMap::clone(&current);
+        next.insert(url.to_string(), session.clone());
+        self.bindings.store(Arc::new(next));
+        Ok(())
+    }
+
+    /// The session serving `url`, if any. Lock-free.
+    pub fn lookup(&self, url: &str) -> Option<Arc<SessionHandle>> {
+        self.bindings.load().get(url).cloned()
+    }
+
+    /// Removes a session and every binding it held; closes its parked channels.
+    pub fn close_session(&self, session: &SessionHandle) {
+        let mut sessions = self.lock_sessions();
+        sessions.remove(&session.id);
+        let current = self.bindings.load();
+        if current.values().any(|s| s.id == session.id) {
+            let next: HashMap<_, _> = current
+                .iter()
+                .filter(|(_, s)| s.id != session.id)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            self.bindings.store(Arc::new(next));
+        }
+        drop(sessions);
+        session.close();
+    }
+
+    /// Number of live sessions.
+    pub fn session_count(&self) -> usize {
+        self.lock_sessions().len()
+    }
+
+    fn lock_sessions(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<SessionHandle>>> {
+        // A panic while holding this lock cannot leave the maps inconsistent (every
+        // update is a single insert/remove or an atomic snapshot swap).
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}

@@ -1,0 +1,143 @@
+//! The frames of the agent protocol and their meaning.
+
+use std::net::SocketAddr;
+
+/// Version spoken by this build; a peer with another version is refused at hello.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// First bytes an agent sends on a plain-TCP data channel, so the edge's agent port can
+/// tell it from a TLS ClientHello (which starts with 0x16).
+pub const DATA_CHANNEL_MAGIC: [u8; 4] = *b"SLDC";
+
+/// Why the edge refused something; sent in [`Frame::Error`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u16)]
+pub enum ErrorCode {
+    /// The authtoken is unknown, malformed or revoked.
+    Unauthorized = 1,
+    /// The peer speaks another protocol version.
+    VersionMismatch = 2,
+    /// The internal URL is already bound by another live session.
+    AlreadyBound = 3,
+    /// The bind request itself is invalid (bad URL, ...).
+    BadRequest = 4,
+    /// A frame could not be decoded.
+    Malformed = 5,
+    /// The data channel's session is unknown or its secret is wrong.
+    UnknownSession = 6,
+    /// Anything else; the message says what.
+    Internal = 99,
+}
+
+impl ErrorCode {
+    pub(crate) fn from_u16(v: u16) -> Self {
+        match v {
+            1 => Self::Unauthorized,
+            2 => Self::VersionMismatch,
+            3 => Self::AlreadyBound,
+            4 => Self::BadRequest,
+            5 => Self::Malformed,
+            6 => Self::UnknownSession,
+            _ => Self::Internal,
+        }
+    }
+}
+
+/// What the edge tells the agent when it hands a data channel a public connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamStart {
+    /// The public client's address, as the edge saw it.
+    pub client: SocketAddr,
+    /// The internal URL the connection was forwarded to (selects the upstream).
+    pub internal_url: String,
+}
+
+/// One frame of the agent protocol.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    /// agent -> edge, first frame of a control channel.
+    Hello {
+        /// [`PROTOCOL_VERSION`] of the agent.
+        version: u16,
+        /// The agent's authtoken (the edge stores only its hash).
+        authtoken: String,
+        /// Free-form agent build description, for logs and the admin API.
+        agent_version: String,
+        /// After this long without any frame from the agent, the edge ends the session.
+        heartbeat_tolerance_ms: u32,
+    },
+    /// edge -> agent: the session is established.
+    Welcome {
+        /// Session id, quoted by data channels.
+        session_id: u64,
+        /// Per-session secret, quoted by data channels.
+        secret: [u8; 32],
+    },
+    /// agent -> edge: bind an internal endpoint.
+    Bind {
+        /// Request id echoed in the answer.
+        request_id: u32,
+        /// The internal URL (`tcp://db.internal:5432`).
+        url: String,
+        /// Whether the agent wants to join a pool for this URL.
+        pooling: bool,
+    },
+    /// edge -> agent: the bind with this request id succeeded.
+    BindOk {
+        /// Request id of the bind.
+        request_id: u32,
+    },
+    /// Either way: a refusal or failure with a code and a readable message.
+    Error {
+        /// Request id it answers, 0 for none.
+        request_id: u32,
+        /// What kind of failure.
+        code: ErrorCode,
+        /// Human-readable detail.
+        message: String,
+    },
+    /// Either way: heartbeat; the other side answers with `Pong` and the same nonce.
+    Ping {
+        /// Echoed in the pong; the sender measures RTT with it.
+        nonce: u64,
+    },
+    /// Answer to `Ping`.
+    Pong {
+        /// The ping's nonce.
+        nonce: u64,
+    },
+    /// edge -> agent: open this many more data channels (the idle pool ran low).
+    NeedChannels {
+        /// How many.
+        count: u32,
+    },
+    /// agent -> edge, first frame of a data channel.
+    ChannelHello {
+        /// [`PROTOCOL_VERSION`] of the agent.
+        version: u16,
+        /// Session the channel belongs to.
+        session_id: u64,
+        /// That session's secret.
+        secret: [u8; 32],
+    },
+    /// edge -> agent on a data channel: a public connection starts on it.
+    Stream(StreamStart),
+}
+
+impl Frame {
+    /// A short name for logs (never prints fields, so never a secret).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Frame::Hello { .. } => "hello",
+            Frame::Welcome { .. } => "welcome",
+            Frame::Bind { .. } => "bind",
+            Frame::BindOk { .. } => "bind_ok",
+            Frame::Error { .. } => "error",
+            Frame::Ping { .. } => "ping",
+            Frame::Pong { .. } => "pong",
+            Frame::NeedChannels { .. } => "need_channels",
+            Frame::ChannelHello { .. } => "channel_hello",
+            Frame::Stream(_) => "stream",
+        }
+    }
+}

@@ -1,0 +1,126 @@
+use bytes::BytesMut;
+
+use super::*;
+
+fn samples() -> Vec<Frame> {
+    vec![
+        Frame::Hello {
+            version: PROTOCOL_VERSION,
+            authtoken: "tok_abc".into(),
+            agent_version: "sluice 0.1".into(),
+            heartbeat_tolerance_ms: 15_000,
+        },
+        Frame::Welcome {
+            session_id: 42,
+            secret: [7; 32],
+        },
+        Frame::Bind {
+            request_id: 3,
+            url: "tcp://db.internal:5432".into(),
+            pooling: true,
+        },
+        Frame::BindOk { request_id: 3 },
+        Frame::Error {
+            request_id: 3,
+            code: ErrorCode::AlreadyBound,
+            message: "tcp://db.internal:5432 is bound by another session".into(),
+        },
+        Frame::Ping { nonce: u64::MAX },
+        Frame::Pong { nonce: 1 },
+        Frame::NeedChannels { count: 4 },
+        Frame::ChannelHello {
+            version: PROTOCOL_VERSION,
+            session_id: 9,
+            secret: [1; 32],
+        },
+        Frame::Stream(StreamStart {
+            client: "203.0.113.7:5555".parse().unwrap(),
+            internal_url: "tcp://db.internal:5432".into(),
+        }),
+        Frame::Stream(StreamStart {
+            client: "[2001:db8::1]:443".parse().unwrap(),
+            internal_url: "tls://api.internal:443".into(),
+        }),
+    ]
+}
+
+#[test]
+fn every_frame_round_trips() {
+    for frame in samples() {
+        let mut buf = BytesMut::new();
+        encode(&frame, &mut buf);
+        let (decoded, used) = decode(&buf).unwrap().unwrap();
+        assert_eq!(decoded, frame);
+        assert_eq!(used, buf.len());
+    }
+}
+
+#[test]
+fn every_split_point_asks_for_more_then_decodes() {
+    let mut all = BytesMut::new();
+    for frame in samples() {
+        encode(&frame, &mut all);
+    }
+    for frame in samples() {
+        let mut one = BytesMut::new();
+        encode(&frame, &mut one);
+        for cut in 0..one.len() {
+            assert_eq!(decode(&one[..cut]), Ok(None), "cut at {cut} of {frame:?}");
+        }
+    }
+    let mut rest = &all[..];
+    let mut seen = 0;
+    while let Some((_, used)) = decode(rest).unwrap() {
+        rest = &rest[used..];
+        seen += 1;
+    }
+    assert_eq!(seen, samples().len());
+    assert!(rest.is_empty());
+}
+
+#[test]
+fn oversized_and_empty_lengths_are_rejected_before_buffering() {
+    let huge = ((MAX_FRAME_LEN + 1) as u32).to_be_bytes();
+    assert_eq!(decode(&huge), Err(WireError::BadLength(MAX_FRAME_LEN + 1)));
+    assert_eq!(decode(&[0, 0, 0, 0]), Err(WireError::BadLength(0)));
+}
+
+#[test]
+fn malformed_bodies_name_what_is_wrong() {
+    assert_eq!(
+        decode(&[0, 0, 0, 1, 0xEE]),
+        Err(WireError::UnknownKind(0xEE))
+    );
+    assert_eq!(
+        decode(&[0, 0, 0, 3, 6, 0, 0]),
+        Err(WireError::Truncated("ping.nonce"))
+    );
+    assert_eq!(
+        decode(&[0, 0, 0, 6, 4, 0, 0, 0, 1, 9]),
+        Err(WireError::Trailing(1))
+    );
+    // A string whose bytes are not UTF-8.
+    let mut bad = vec![0, 0, 0, 0, 5, 0, 0, 0, 1, 0, 1, 0, 2, 0xff, 0xfe];
+    let body_len = (bad.len() - 4) as u32;
+    bad[..4].copy_from_slice(&body_len.to_be_bytes());
+    assert_eq!(decode(&bad), Err(WireError::BadString("error.message")));
+    // An address with an unknown family tag.
+    let bad_addr = [0, 0, 0, 2, 10, 5];
+    assert_eq!(decode(&bad_addr), Err(WireError::BadAddress(5)));
+}
+
+#[test]
+fn long_strings_are_truncated_at_a_char_boundary_and_still_decode() {
+    let frame = Frame::Error {
+        request_id: 0,
+        code: ErrorCode::Internal,
+        message: "é".repeat(5000),
+    };
+    let mut buf = BytesMut::new();
+    encode(&frame, &mut buf);
+    let (decoded, _) = decode(&buf).unwrap().unwrap();
+    let Frame::Error { message, .. } = decoded else {
+        panic!("wrong frame")
+    };
+    assert!(message.len() <= 4096 && message.chars().all(|c| c == 'é'));
+}

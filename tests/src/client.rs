@@ -1,0 +1,82 @@
+//! Test clients: connect from a chosen source address, exchange bytes, verify them.
+
+use std::{
+    io::{self, Read, Write},
+    net::{IpAddr, Shutdown, SocketAddr, TcpStream},
+    time::Duration,
+};
+
+use socket2::{Domain, Socket, Type};
+
+/// Read/write timeout of test clients, so a broken tunnel fails a test instead of
+/// hanging it.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Connects to `target`, from `source` if given (e.g. 127.0.0.9 to test IP policies).
+pub fn connect_from(source: Option<IpAddr>, target: SocketAddr) -> io::Result<TcpStream> {
+    let socket = Socket::new(Domain::for_address(target), Type::STREAM, None)?;
+    if let Some(ip) = source {
+        socket.bind(&SocketAddr::new(ip, 0).into())?;
+    }
+    socket.connect_timeout(&target.into(), IO_TIMEOUT)?;
+    let stream: TcpStream = socket.into();
+    stream.set_read_timeout(Some(IO_TIMEOUT))?;
+    stream.set_write_timeout(Some(IO_TIMEOUT))?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// Sends `payload`, half-closes, and returns everything received until EOF. Writing
+/// and reading run concurrently, so payloads larger than socket buffers work.
+pub fn exchange(mut stream: TcpStream, payload: &[u8]) -> io::Result<Vec<u8>> {
+    let mut writer = stream.try_clone()?;
+    let data = payload.to_vec();
+    let sender = std::thread::spawn(move || -> io::Result<()> {
+        writer.write_all(&data)?;
+        writer.shutdown(Shutdown::Write)
+    });
+    let mut received = Vec::with_capacity(payload.len());
+    let read = stream.read_to_end(&mut received);
+    let sent = sender.join().expect("sender thread");
+    read?;
+    sent?;
+    Ok(received)
+}
+
+/// Connects to `target` and checks that `payload` comes back unchanged.
+pub fn echo_ok(source: Option<IpAddr>, target: SocketAddr, payload: &[u8]) -> io::Result<()> {
+    let got = exchange(connect_from(source, target)?, payload)?;
+    if got != payload {
+        return Err(io::Error::other(format!(
+            "echo mismatch: sent {} bytes, got {} bytes back",
+            payload.len(),
+            got.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Tries a small echo until it succeeds or `deadline` passes; for waiting until a
+/// tunnel is usable (after a restart) without sleeping blindly.
+pub fn wait_until_echo(target: SocketAddr, deadline: Duration) -> io::Result<()> {
+    let end = std::time::Instant::now() + deadline;
+    loop {
+        match echo_ok(None, target, b"ping") {
+            Ok(()) => return Ok(()),
+            Err(e) if std::time::Instant::now() >= end => return Err(e),
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
+/// Whether the server closed the connection without sending data back: connects,
+/// sends a probe and expects EOF or a reset, not an echo.
+pub fn is_refused(source: Option<IpAddr>, target: SocketAddr) -> bool {
+    let Ok(stream) = connect_from(source, target) else {
+        return true;
+    };
+    match exchange(stream, b"probe") {
+        Ok(got) => got.is_empty(),
+        Err(_) => true,
+    }
+}

@@ -1,0 +1,204 @@
+//! Child `sluice` processes with their logs captured and searchable.
+
+use std::{
+    io::{BufRead, BufReader},
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{Arc, Condvar, Mutex},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+/// Default deadline for waiting on a log event.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// Path of the `sluice` binary built alongside this test (target/<profile>/sluice).
+pub fn sluice_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in target/<profile>/deps");
+    let bin = profile_dir.join("sluice");
+    assert!(
+        bin.exists(),
+        "{} not found: run the tests with `cargo test --workspace` so the binary is built",
+        bin.display()
+    );
+    bin
+}
+
+#[derive(Default)]
+struct Log {
+    lines: Mutex<Vec<Value>>,
+    changed: Condvar,
+}
+
+/// A running `sluice` child process; killed (by its PID) when dropped.
+pub struct Sluice {
+    child: Child,
+    log: Arc<Log>,
+    /// What it was started as, for messages.
+    pub role: String,
+}
+
+impl Sluice {
+    /// Starts `sluice <args…>` with JSON logs at debug level and the given driver.
+    pub fn start(role: &str, args: &[&str], driver: &str) -> Sluice {
+        let mut child = Command::new(sluice_bin())
+            .args(args)
+            .args([
+                "--log-format",
+                "json",
+                "--log-level",
+                "sluice_proxy=debug,info",
+            ])
+            .env("SLUICE_DRIVER", driver)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn sluice");
+        let log = Arc::new(Log::default());
+        let stderr = child.stderr.take().expect("piped stderr");
+        let sink = log.clone();
+        let name = role.to_string();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let value = serde_json::from_str(&line)
+                    .unwrap_or_else(|_| serde_json::json!({ "message": line, "raw": true }));
+                if std::env::var_os("SLUICE_TEST_ECHO_LOGS").is_some() {
+                    eprintln!("[{name}] {line}");
+                }
+                sink.lines.lock().unwrap().push(value);
+                sink.changed.notify_all();
+            }
+        });
+        Sluice {
+            child,
+            log,
+            role: role.to_string(),
+        }
+    }
+
+    /// Starts an edge with the given config file.
+    pub fn edge(config: &Path, driver: &str) -> Sluice {
+        Sluice::start(
+            "edge",
+            &["edge", "--config", config.to_str().unwrap()],
+            driver,
+        )
+    }
+
+    /// Starts an agent with the given config file.
+    pub fn agent(config: &Path, driver: &str) -> Sluice {
+        Sluice::start(
+            "agent",
+            &["agent", "--config", config.to_str().unwrap()],
+            driver,
+        )
+    }
+
+    /// Waits until `count` log events satisfy `pred`; returns the last of them.
+    /// Panics with the log so far when the deadline passes or the process exits.
+    pub fn wait_for_n(&mut self, what: &str, count: usize, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + WAIT;
+        let mut lines = self.log.lines.lock().unwrap();
+        loop {
+            let matching: Vec<&Value> = lines.iter().filter(|v| pred(v)).collect();
+            if matching.len() >= count {
+                return matching[count - 1].clone();
+            }
+            let now = Instant::now();
+            let exited = self.child.try_wait().ok().flatten();
+            if now >= deadline || exited.is_some() {
+                let dump: Vec<String> = lines.iter().map(|v| v.to_string()).collect();
+                panic!(
+                    "{}: waited for {what} ({}): exit status {exited:?}\n{}",
+                    self.role,
+                    if now >= deadline {
+                        "deadline passed"
+                    } else {
+                        "process exited"
+                    },
+                    dump.join("\n")
+                );
+            }
+            let step = (deadline - now).min(Duration::from_millis(100));
+            lines = self.log.changed.wait_timeout(lines, step).unwrap().0;
+        }
+    }
+
+    /// Waits for the first log event whose message equals `message`.
+    pub fn wait_for(&mut self, message: &str) -> Value {
+        self.wait_for_n(message, 1, |v| v["message"] == message)
+    }
+
+    /// Counts log events satisfying `pred` so far.
+    pub fn count(&self, pred: impl Fn(&Value) -> bool) -> usize {
+        self.log
+            .lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|v| pred(v))
+            .count()
+    }
+
+    /// Waits for the edge's `listening` events: the agent port and each endpoint.
+    pub fn edge_addrs(&mut self, endpoints: usize) -> (SocketAddr, Vec<SocketAddr>) {
+        let agent = self.wait_for_n("agent listener", 1, |v| {
+            v["message"] == "listening" && v["kind"] == "agents"
+        });
+        let agent_addr = agent["agent_addr"].as_str().unwrap().parse().unwrap();
+        let mut eps = Vec::new();
+        for i in 1..=endpoints {
+            let ep = self.wait_for_n("endpoint listener", i, |v| {
+                v["message"] == "listening" && v["kind"] == "endpoint"
+            });
+            eps.push(ep["addr"].as_str().unwrap().parse().unwrap());
+        }
+        (agent_addr, eps)
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Sends SIGKILL to this child (by PID) and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Waits for the process to exit on its own, up to the deadline; its status code.
+    pub fn wait_exit(&mut self) -> Option<i32> {
+        let deadline = Instant::now() + WAIT;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("{} did not exit in time", self.role);
+    }
+
+    /// The captured stderr so far, one event per line (for assertions on messages).
+    pub fn log_text(&self) -> String {
+        let lines = self.log.lines.lock().unwrap();
+        lines
+            .iter()
+            .map(|v| v.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+impl Drop for Sluice {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
