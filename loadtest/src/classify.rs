@@ -93,7 +93,10 @@ impl Failure {
     /// A failure of a class with a detail.
     #[must_use]
     pub fn new(class: ErrorClass, detail: impl Into<String>) -> Self {
-        Self { class, detail: detail.into() }
+        Self {
+            class,
+            detail: detail.into(),
+        }
     }
 
     /// Classifies an I/O error that happened while doing `what`.
@@ -115,7 +118,10 @@ impl Failure {
     /// Our own timer ran out while doing `what`.
     #[must_use]
     pub fn timeout(what: &str) -> Self {
-        Self::new(ErrorClass::Timeout, format!("{what}: no progress within the timeout"))
+        Self::new(
+            ErrorClass::Timeout,
+            format!("{what}: no progress within the timeout"),
+        )
     }
 
     /// The peer closed after `got` of `want` bytes.
@@ -130,7 +136,10 @@ impl Failure {
     /// Received bytes differ from the expected ones.
     #[must_use]
     pub fn mismatch(what: &str) -> Self {
-        Self::new(ErrorClass::DataMismatch, format!("{what}: received bytes differ from sent"))
+        Self::new(
+            ErrorClass::DataMismatch,
+            format!("{what}: received bytes differ from sent"),
+        )
     }
 }
 

@@ -22,7 +22,8 @@ use crate::{
     serve,
     throughput::{self, ThroughputOptions},
     tls::{self, Roots},
-    ClientOptions, Direction, DriverChoice, LoadError, Report, RunResult, ServeMode, ServeOptions, Shutdown,
+    ClientOptions, Direction, DriverChoice, LoadError, Report, RunResult, ServeMode, ServeOptions,
+    Shutdown,
 };
 
 /// `sluice-load`: TCP and TLS load, honest latency, reports.
@@ -77,7 +78,12 @@ pub struct Common {
     #[arg(long, requires = "tls")]
     pub sni: Option<String>,
     /// PEM file of CA certificates to trust [default: the Mozilla roots].
-    #[arg(long, requires = "tls", conflicts_with = "insecure", value_name = "FILE")]
+    #[arg(
+        long,
+        requires = "tls",
+        conflicts_with = "insecure",
+        value_name = "FILE"
+    )]
     pub ca: Option<PathBuf>,
     /// Accept any server certificate.
     #[arg(long, requires = "tls")]
@@ -196,17 +202,28 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     if let Ok(secs) = s.parse::<f64>() {
         return Duration::try_from_secs_f64(secs).map_err(|_| format!("{s:?} is not a duration"));
     }
-    humantime::parse_duration(s).map_err(|e| format!("{s:?} is not a duration ({e}); use e.g. 10s, 500ms, 2m"))
+    humantime::parse_duration(s)
+        .map_err(|e| format!("{s:?} is not a duration ({e}); use e.g. 10s, 500ms, 2m"))
 }
 
 /// Parses a byte size: `64`, `4k`/`4KiB`, `1m`/`1MiB` (powers of 1024).
 pub fn parse_size(s: &str) -> Result<usize, String> {
     let t = s.trim();
     let lower = t.to_ascii_lowercase();
-    let (num, mult) = [("kib", 1usize << 10), ("mib", 1 << 20), ("k", 1 << 10), ("m", 1 << 20), ("b", 1)]
-        .iter()
-        .find_map(|(suffix, m)| lower.strip_suffix(suffix).map(|n| (n.trim().to_string(), *m)))
-        .unwrap_or((lower.clone(), 1));
+    let (num, mult) = [
+        ("kib", 1usize << 10),
+        ("mib", 1 << 20),
+        ("k", 1 << 10),
+        ("m", 1 << 20),
+        ("b", 1),
+    ]
+    .iter()
+    .find_map(|(suffix, m)| {
+        lower
+            .strip_suffix(suffix)
+            .map(|n| (n.trim().to_string(), *m))
+    })
+    .unwrap_or((lower.clone(), 1));
     num.parse::<usize>()
         .ok()
         .and_then(|n| n.checked_mul(mult))
@@ -226,8 +243,15 @@ pub fn client_options(c: &Common) -> Result<ClientOptions, LoadError> {
         .next()
         .ok_or_else(|| LoadError::Resolve(c.target.clone()))?;
     let tls = if c.tls {
-        let host = c.target.rsplit_once(':').map_or(c.target.as_str(), |(h, _)| h);
-        let name = c.sni.clone().unwrap_or_else(|| host.trim_start_matches('[').trim_end_matches(']').to_string());
+        let host = c
+            .target
+            .rsplit_once(':')
+            .map_or(c.target.as_str(), |(h, _)| h);
+        let name = c.sni.clone().unwrap_or_else(|| {
+            host.trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string()
+        });
         let roots = match (&c.ca, c.insecure) {
             (_, true) => Roots::Insecure,
             (Some(path), false) => Roots::Certs(tls::load_certs(path)?),
@@ -257,7 +281,10 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
             return ExitCode::from(e.exit_code().clamp(0, 255) as u8);
         }
     };
-    let argv: Vec<String> = args.iter().map(|a| a.to_string_lossy().into_owned()).collect();
+    let argv: Vec<String> = args
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
     match run(cli, argv) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e @ LoadError::Invalid(_)) | Err(e @ LoadError::Resolve(_)) => {
@@ -272,7 +299,8 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
 }
 
 fn run(cli: Cli, argv: Vec<String>) -> Result<(), LoadError> {
-    let (name, common, settings, result): (&str, &Common, Settings, RunResult) = match &cli.command {
+    let (name, common, settings, result): (&str, &Common, Settings, RunResult) = match &cli.command
+    {
         Command::Serve(a) => return run_serve(a),
         Command::Throughput(a) => {
             let o = ThroughputOptions::new(client_options(&a.common)?)
@@ -280,15 +308,30 @@ fn run(cli: Cli, argv: Vec<String>) -> Result<(), LoadError> {
                 .direction(a.direction)
                 .buffer(a.buffer)
                 .verify(!a.no_verify);
-            ("throughput", &a.common, Settings::throughput(&o), throughput::run(&o)?)
+            (
+                "throughput",
+                &a.common,
+                Settings::throughput(&o),
+                throughput::run(&o)?,
+            )
         }
         Command::Rr(a) => {
-            let o = RrOptions::new(client_options(&a.common)?).size(a.size).connections(a.connections).rate(a.rate);
+            let o = RrOptions::new(client_options(&a.common)?)
+                .size(a.size)
+                .connections(a.connections)
+                .rate(a.rate);
             ("rr", &a.common, Settings::rr(&o), rr::run(&o)?)
         }
         Command::Connect(a) => {
-            let o = ConnectOptions::new(client_options(&a.common)?).concurrency(a.concurrency).size(a.size);
-            ("connect", &a.common, Settings::connect(&o), connect::run(&o)?)
+            let o = ConnectOptions::new(client_options(&a.common)?)
+                .concurrency(a.concurrency)
+                .size(a.size);
+            (
+                "connect",
+                &a.common,
+                Settings::connect(&o),
+                connect::run(&o)?,
+            )
         }
         Command::Hold(a) => {
             let o = HoldOptions::new(client_options(&a.common)?)
@@ -319,7 +362,10 @@ fn run(cli: Cli, argv: Vec<String>) -> Result<(), LoadError> {
 
 fn run_serve(a: &ServeArgs) -> Result<(), LoadError> {
     let tls = match (&a.tls_cert, &a.tls_key) {
-        (Some(cert), Some(key)) => Some(tls::server_config(tls::load_certs(cert)?, tls::load_key(key)?)?),
+        (Some(cert), Some(key)) => Some(tls::server_config(
+            tls::load_certs(cert)?,
+            tls::load_key(key)?,
+        )?),
         _ => None,
     };
     let opts = ServeOptions::new(a.listen)

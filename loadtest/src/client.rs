@@ -76,11 +76,13 @@ pub async fn open(opts: &ClientOptions) -> Result<Stream, Failure> {
     let tcp = net::connect(opts.target, opts.bind, opts.timeout).await?;
     match &opts.tls {
         None => Ok(Stream::plain(tcp)),
-        Some(tls) => match monoio::time::timeout(opts.timeout, Stream::tls_client(tcp, tls)).await {
-            Ok(Ok(s)) => Ok(s),
-            Ok(Err(e)) => Err(Failure::handshake(&e)),
-            Err(_) => Err(Failure::timeout("TLS handshake")),
-        },
+        Some(tls) => {
+            match monoio::time::timeout(opts.timeout, Stream::tls_client(tcp, tls)).await {
+                Ok(Ok(s)) => Ok(s),
+                Ok(Err(e)) => Err(Failure::handshake(&e)),
+                Err(_) => Err(Failure::timeout("TLS handshake")),
+            }
+        }
     }
 }
 
@@ -96,7 +98,12 @@ pub async fn read_exact(
         let (res, b) = reader.read(buf, got..range.end).await;
         buf = b;
         match res {
-            Ok(0) => return (Err(Failure::short_read(what, got - range.start, range.len())), buf),
+            Ok(0) => {
+                return (
+                    Err(Failure::short_read(what, got - range.start, range.len())),
+                    buf,
+                )
+            }
             Ok(n) => got += n,
             Err(e) => return (Err(Failure::io(what, &e)), buf),
         }
@@ -131,7 +138,12 @@ pub async fn within<F: Future>(end: Instant, timeout: Duration, fut: F) -> Step<
 /// Runs a client command: `body` is called once per worker, inside its runtime, and
 /// must finish by itself (every loop bounded by the window and the timeout).
 /// `fds` is how many descriptors the run needs (the limit is raised to fit).
-pub fn run<B, Fut>(label: &str, opts: &ClientOptions, fds: u64, body: B) -> Result<RunResult, LoadError>
+pub fn run<B, Fut>(
+    label: &str,
+    opts: &ClientOptions,
+    fds: u64,
+    body: B,
+) -> Result<RunResult, LoadError>
 where
     B: Fn(Worker) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = ()> + 'static,
@@ -143,18 +155,39 @@ where
     let shutdown = Shutdown::new();
     let started = Instant::now();
     let window = Window::after(opts.warmup, opts.duration);
-    let printer = Printer::start(label, progress.clone(), opts.warmup + opts.duration, opts.progress);
+    let printer = Printer::start(
+        label,
+        progress.clone(),
+        opts.warmup + opts.duration,
+        opts.progress,
+    );
     let (shared_opts, shared_progress) = (Arc::new(opts.clone()), progress.clone());
-    let workers = runtime::spawn("load-worker", threads, opts.driver, &shutdown, move |index| {
-        let rec = Rc::new(RefCell::new(Recorder::new(window, index, shared_progress.clone())));
-        let worker = Worker { index, threads, opts: shared_opts.clone(), rec: rec.clone(), window };
-        let fut = body(worker);
-        let progress = shared_progress.clone();
-        async move {
-            fut.await;
-            rec.replace(Recorder::new(window, index, progress))
-        }
-    });
+    let workers = runtime::spawn(
+        "load-worker",
+        threads,
+        opts.driver,
+        &shutdown,
+        move |index| {
+            let rec = Rc::new(RefCell::new(Recorder::new(
+                window,
+                index,
+                shared_progress.clone(),
+            )));
+            let worker = Worker {
+                index,
+                threads,
+                opts: shared_opts.clone(),
+                rec: rec.clone(),
+                window,
+            };
+            let fut = body(worker);
+            let progress = shared_progress.clone();
+            async move {
+                fut.await;
+                rec.replace(Recorder::new(window, index, progress))
+            }
+        },
+    );
     let result = workers.and_then(|w| {
         let driver = w.driver;
         w.join().map(|recs| (driver, recs))

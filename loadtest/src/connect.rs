@@ -28,7 +28,11 @@ impl ConnectOptions {
     /// One loop, 32-byte payload.
     #[must_use]
     pub fn new(client: ClientOptions) -> Self {
-        Self { client, concurrency: 1, size: 32 }
+        Self {
+            client,
+            concurrency: 1,
+            size: 32,
+        }
     }
 
     /// Sets the concurrency.
@@ -57,10 +61,18 @@ impl ConnectOptions {
 pub fn run(opts: &ConnectOptions) -> Result<RunResult, LoadError> {
     opts.validate()?;
     let (concurrency, size) = (opts.concurrency, opts.size);
-    client::run("connect", &opts.client, concurrency as u64 * 2, move |w| async move {
-        let handles = w.share(concurrency).map(|k| monoio::spawn(cycle_loop(w.clone(), k, size))).collect();
-        client::join_all(handles).await;
-    })
+    client::run(
+        "connect",
+        &opts.client,
+        concurrency as u64 * 2,
+        move |w| async move {
+            let handles = w
+                .share(concurrency)
+                .map(|k| monoio::spawn(cycle_loop(w.clone(), k, size)))
+                .collect();
+            client::join_all(handles).await;
+        },
+    )
 }
 
 async fn cycle_loop(w: Worker, k: usize, size: usize) {
@@ -70,10 +82,13 @@ async fn cycle_loop(w: Worker, k: usize, size: usize) {
     let mut seq = k as u64;
     while Instant::now() < end {
         let t0 = Instant::now();
-        let Some(mut stream) = w.open().await else { continue };
+        let Some(mut stream) = w.open().await else {
+            continue;
+        };
         let phase = (seq % pattern::PERIOD as u64) as usize;
         seq += 1;
-        match monoio::time::timeout(w.opts.timeout, echo(&mut stream, req, resp, phase, size)).await {
+        match monoio::time::timeout(w.opts.timeout, echo(&mut stream, req, resp, phase, size)).await
+        {
             Ok((Ok(first), q, p)) => {
                 (req, resp) = (q, p);
                 let mut rec = w.rec.borrow_mut();

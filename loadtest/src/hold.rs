@@ -38,7 +38,12 @@ impl HoldOptions {
     /// 100 connections, an echo every 5 s, 256 attempts in flight per worker.
     #[must_use]
     pub fn new(client: ClientOptions) -> Self {
-        Self { client, connections: 100, interval: Duration::from_secs(5), open_concurrency: 256 }
+        Self {
+            client,
+            connections: 100,
+            interval: Duration::from_secs(5),
+            open_concurrency: 256,
+        }
     }
 
     /// Sets the number of connections.
@@ -66,7 +71,12 @@ impl HoldOptions {
     pub fn validate(&self) -> Result<(), LoadError> {
         self.client.validate()?;
         check_range("--connections", self.connections as u64, 1, 10_000_000)?;
-        check_range("--open-concurrency", self.open_concurrency as u64, 1, 100_000)?;
+        check_range(
+            "--open-concurrency",
+            self.open_concurrency as u64,
+            1,
+            100_000,
+        )?;
         if self.interval < Duration::from_millis(10) || self.interval > Duration::from_secs(3600) {
             return Err(invalid("--interval must be between 10ms and 1h"));
         }
@@ -84,16 +94,25 @@ pub fn run(opts: &HoldOptions) -> Result<RunResult, LoadError> {
         let held = Rc::new(RefCell::new(Vec::new()));
         let opener_tasks = (0..openers.min(mine.len()))
             .map(|_| {
-                let (w, mine, cursor, held) = (w.clone(), mine.clone(), cursor.clone(), held.clone());
+                let (w, mine, cursor, held) =
+                    (w.clone(), mine.clone(), cursor.clone(), held.clone());
                 monoio::spawn(async move {
                     while Instant::now() < w.end() {
                         let i = cursor.get();
                         let Some(&k) = mine.get(i) else { break };
                         cursor.set(i + 1);
                         if let Some(stream) = w.open().await {
-                            let phase = Duration::from_secs_f64(interval.as_secs_f64() * k as f64 / total as f64);
+                            let phase = Duration::from_secs_f64(
+                                interval.as_secs_f64() * k as f64 / total as f64,
+                            );
                             let first = Instant::now() + phase;
-                            held.borrow_mut().push(monoio::spawn(keep_alive(w.clone(), stream, first, interval, k)));
+                            held.borrow_mut().push(monoio::spawn(keep_alive(
+                                w.clone(),
+                                stream,
+                                first,
+                                interval,
+                                k,
+                            )));
                         }
                     }
                 })
@@ -130,7 +149,12 @@ async fn keep_alive(w: Worker, mut stream: Stream, first: Instant, interval: Dur
     rec.closed(true);
 }
 
-async fn ping(s: &mut Stream, req: Vec<u8>, resp: Vec<u8>, phase: usize) -> (Result<(), Failure>, Vec<u8>, Vec<u8>) {
+async fn ping(
+    s: &mut Stream,
+    req: Vec<u8>,
+    resp: Vec<u8>,
+    phase: usize,
+) -> (Result<(), Failure>, Vec<u8>, Vec<u8>) {
     let (res, req) = s.writer.write_all(req, phase..phase + PING).await;
     if let Err(e) = res {
         return (Err(Failure::io("keep-alive send", &e)), req, resp);

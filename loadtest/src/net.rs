@@ -37,7 +37,11 @@ pub async fn connect(
 
 /// Non-blocking connect from a chosen source address.
 async fn connect_from(target: SocketAddr, ip: IpAddr) -> io::Result<TcpStream> {
-    let socket = Socket::new(Domain::for_address(target), Type::STREAM, Some(Protocol::TCP))?;
+    let socket = Socket::new(
+        Domain::for_address(target),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )?;
     // Let connect() pick the port, so many connections from one IP do not exhaust
     // the ephemeral ports that bind() alone would reserve.
     let one: libc::c_int = 1;

@@ -185,7 +185,9 @@ pub fn invalid(msg: impl Into<String>) -> LoadError {
 /// Checks `lo <= v <= hi`, naming the flag in the error.
 pub fn check_range(flag: &str, v: u64, lo: u64, hi: u64) -> Result<(), LoadError> {
     if v < lo || v > hi {
-        return Err(invalid(format!("{flag} must be between {lo} and {hi}, got {v}")));
+        return Err(invalid(format!(
+            "{flag} must be between {lo} and {hi}, got {v}"
+        )));
     }
     Ok(())
 }

@@ -83,7 +83,11 @@ impl Progress {
     /// Current totals.
     #[must_use]
     pub fn totals(&self) -> Totals {
-        let mut t = Totals { open: self.open.load(Relaxed), peak: self.peak.load(Relaxed), ..Totals::default() };
+        let mut t = Totals {
+            open: self.open.load(Relaxed),
+            peak: self.peak.load(Relaxed),
+            ..Totals::default()
+        };
         for s in &self.slots {
             t.ops += s.ops.load(Relaxed);
             t.bytes += s.bytes.load(Relaxed);
@@ -104,7 +108,12 @@ impl Printer {
     /// Starts printing for a run of `total` labelled `label`, if `enabled` and
     /// stderr is a terminal.
     #[must_use]
-    pub fn start(label: &str, progress: Arc<Progress>, total: Duration, enabled: bool) -> Option<Printer> {
+    pub fn start(
+        label: &str,
+        progress: Arc<Progress>,
+        total: Duration,
+        enabled: bool,
+    ) -> Option<Printer> {
         if !enabled || !std::io::stderr().is_terminal() {
             return None;
         }

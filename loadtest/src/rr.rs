@@ -39,7 +39,12 @@ impl RrOptions {
     /// Closed loop, one connection, 64-byte requests.
     #[must_use]
     pub fn new(client: ClientOptions) -> Self {
-        Self { client, connections: 1, size: 64, rate: None }
+        Self {
+            client,
+            connections: 1,
+            size: 64,
+            rate: None,
+        }
     }
 
     /// Sets the number of connections.
@@ -70,7 +75,9 @@ impl RrOptions {
         check_range("--size", self.size as u64, 1, 16 << 20)?;
         if let Some(r) = self.rate {
             if !(r.is_finite() && r > 0.0 && r <= 100_000_000.0) {
-                return Err(invalid(format!("--rate must be more than 0 and at most 1e8 per second, got {r}")));
+                return Err(invalid(format!(
+                    "--rate must be more than 0 and at most 1e8 per second, got {r}"
+                )));
             }
         }
         Ok(())
@@ -81,18 +88,26 @@ impl RrOptions {
 pub fn run(opts: &RrOptions) -> Result<RunResult, LoadError> {
     opts.validate()?;
     let (connections, size, rate) = (opts.connections, opts.size, opts.rate);
-    client::run("rr", &opts.client, connections as u64, move |w| async move {
-        let start = Instant::now();
-        let mut handles = Vec::new();
-        for k in w.share(connections) {
-            let schedule = rate.map(|r| {
-                let interval = Duration::from_secs_f64(connections as f64 / r);
-                (start + interval.mul_f64(k as f64 / connections as f64), interval)
-            });
-            handles.push(monoio::spawn(connection(w.clone(), k, size, schedule)));
-        }
-        client::join_all(handles).await;
-    })
+    client::run(
+        "rr",
+        &opts.client,
+        connections as u64,
+        move |w| async move {
+            let start = Instant::now();
+            let mut handles = Vec::new();
+            for k in w.share(connections) {
+                let schedule = rate.map(|r| {
+                    let interval = Duration::from_secs_f64(connections as f64 / r);
+                    (
+                        start + interval.mul_f64(k as f64 / connections as f64),
+                        interval,
+                    )
+                });
+                handles.push(monoio::spawn(connection(w.clone(), k, size, schedule)));
+            }
+            client::join_all(handles).await;
+        },
+    )
 }
 
 /// One connection's life: reconnects after a failure until the run ends.
@@ -142,7 +157,8 @@ async fn requests(
         };
         let sent = Instant::now();
         let phase = (*seq % pattern::PERIOD as u64) as usize;
-        let res = monoio::time::timeout(w.opts.timeout, exchange(stream, req, resp, phase, size)).await;
+        let res =
+            monoio::time::timeout(w.opts.timeout, exchange(stream, req, resp, phase, size)).await;
         let done = Instant::now();
         match res {
             Ok((Ok(()), q, p)) => (req, resp) = (q, p),
@@ -159,7 +175,11 @@ async fn requests(
         match schedule {
             None => w.rec.borrow_mut().op(sent, service),
             Some((_, interval)) => {
-                let latency = if idle { service } else { done.duration_since(intended) };
+                let latency = if idle {
+                    service
+                } else {
+                    done.duration_since(intended)
+                };
                 let lag = sent.saturating_duration_since(intended);
                 w.rec.borrow_mut().op_open(intended, latency, service, lag);
                 *next = Some(intended + interval);

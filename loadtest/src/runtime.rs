@@ -119,7 +119,10 @@ where
             Ok((_, Ok(()))) => {}
             Ok((name, Err(source))) => {
                 shutdown.trigger();
-                return Err(LoadError::Worker { name, source: explain(source) });
+                return Err(LoadError::Worker {
+                    name,
+                    source: explain(source),
+                });
             }
             Err(_) => {
                 shutdown.trigger();
@@ -127,7 +130,10 @@ where
             }
         }
     }
-    Ok(Workers { handles, driver: kind })
+    Ok(Workers {
+        handles,
+        driver: kind,
+    })
 }
 
 /// io_uring set-up failures on older kernels are about locked memory: say so.

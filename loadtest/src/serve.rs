@@ -50,7 +50,13 @@ impl ServeOptions {
     /// An echo server on `listen` with one worker.
     #[must_use]
     pub fn new(listen: SocketAddr) -> Self {
-        Self { listen, mode: ServeMode::Echo, threads: 1, driver: DriverChoice::Auto, tls: None }
+        Self {
+            listen,
+            mode: ServeMode::Echo,
+            threads: 1,
+            driver: DriverChoice::Auto,
+            tls: None,
+        }
     }
 
     /// Sets the mode.
@@ -143,29 +149,53 @@ pub fn serve(opts: ServeOptions, shutdown: Shutdown) -> Result<ServeHandle, Load
     let listeners = net::listeners(opts.listen, opts.threads)?;
     let addr = listeners[0]
         .local_addr()
-        .map_err(|source| LoadError::Listen { addr: opts.listen.to_string(), source })?;
+        .map_err(|source| LoadError::Listen {
+            addr: opts.listen.to_string(),
+            source,
+        })?;
     let slots: Arc<Mutex<Vec<Option<std::net::TcpListener>>>> =
         Arc::new(Mutex::new(listeners.into_iter().map(Some).collect()));
     let counters = Arc::new(ServeCounters::default());
-    let (mode, tls, stop, c) = (opts.mode, opts.tls.clone(), shutdown.clone(), counters.clone());
-    let workers = runtime::spawn("serve-worker", opts.threads, opts.driver, &shutdown, move |i| {
-        let std_listener = slots.lock().unwrap_or_else(|p| p.into_inner())[i].take();
-        let (tls, stop, c) = (tls.clone(), stop.clone(), c.clone());
-        async move {
-            let Some(l) = std_listener.and_then(|l| TcpListener::from_std(l).ok()) else {
-                stop.trigger();
-                return;
-            };
-            monoio::select! {
-                _ = accept_loop(l, mode, tls, c) => {}
-                _ = stop.wait() => {}
+    let (mode, tls, stop, c) = (
+        opts.mode,
+        opts.tls.clone(),
+        shutdown.clone(),
+        counters.clone(),
+    );
+    let workers = runtime::spawn(
+        "serve-worker",
+        opts.threads,
+        opts.driver,
+        &shutdown,
+        move |i| {
+            let std_listener = slots.lock().unwrap_or_else(|p| p.into_inner())[i].take();
+            let (tls, stop, c) = (tls.clone(), stop.clone(), c.clone());
+            async move {
+                let Some(l) = std_listener.and_then(|l| TcpListener::from_std(l).ok()) else {
+                    stop.trigger();
+                    return;
+                };
+                monoio::select! {
+                    _ = accept_loop(l, mode, tls, c) => {}
+                    _ = stop.wait() => {}
+                }
             }
-        }
-    })?;
-    Ok(ServeHandle { addr, shutdown, workers, counters })
+        },
+    )?;
+    Ok(ServeHandle {
+        addr,
+        shutdown,
+        workers,
+        counters,
+    })
 }
 
-async fn accept_loop(l: TcpListener, mode: ServeMode, tls: Option<Arc<rustls::ServerConfig>>, c: Arc<ServeCounters>) {
+async fn accept_loop(
+    l: TcpListener,
+    mode: ServeMode,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    c: Arc<ServeCounters>,
+) {
     loop {
         match l.accept().await {
             Ok((tcp, _)) => {
@@ -181,17 +211,24 @@ async fn accept_loop(l: TcpListener, mode: ServeMode, tls: Option<Arc<rustls::Se
     }
 }
 
-async fn connection(tcp: TcpStream, mode: ServeMode, tls: Option<Arc<rustls::ServerConfig>>, c: Arc<ServeCounters>) {
+async fn connection(
+    tcp: TcpStream,
+    mode: ServeMode,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    c: Arc<ServeCounters>,
+) {
     let _ = tcp.set_nodelay(true);
     let stream = match tls {
         None => Some(Stream::plain(tcp)),
-        Some(cfg) => match monoio::time::timeout(HANDSHAKE_TIMEOUT, Stream::tls_server(tcp, cfg)).await {
-            Ok(Ok(s)) => Some(s),
-            _ => {
-                c.handshake_failures.fetch_add(1, Relaxed);
-                None
+        Some(cfg) => {
+            match monoio::time::timeout(HANDSHAKE_TIMEOUT, Stream::tls_server(tcp, cfg)).await {
+                Ok(Ok(s)) => Some(s),
+                _ => {
+                    c.handshake_failures.fetch_add(1, Relaxed);
+                    None
+                }
             }
-        },
+        }
     };
     if let Some(s) = stream {
         match mode {

@@ -38,7 +38,10 @@ impl Window {
     #[must_use]
     pub fn after(warmup: Duration, duration: Duration) -> Self {
         let start = Instant::now() + warmup;
-        Self { start, end: start + duration }
+        Self {
+            start,
+            end: start + duration,
+        }
     }
 
     /// Whether `t` falls inside.
@@ -173,7 +176,13 @@ impl Recorder {
 
     /// An open-loop operation: intended at `intended`, corrected `latency`, `service`
     /// time from the actual send, and send `lag` behind schedule.
-    pub fn op_open(&mut self, intended: Instant, latency: Duration, service: Duration, lag: Duration) {
+    pub fn op_open(
+        &mut self,
+        intended: Instant,
+        latency: Duration,
+        service: Duration,
+        lag: Duration,
+    ) {
         if self.window.contains(intended) {
             self.service.saturating_record(service.as_nanos() as u64);
             self.lag.saturating_record(lag.as_nanos() as u64);
@@ -265,7 +274,12 @@ pub struct RunResult {
 impl RunResult {
     /// Merges worker recorders; `peak_open` comes from the shared progress counters.
     #[must_use]
-    pub fn merge(recorders: Vec<Recorder>, driver: DriverKind, wall: Duration, progress: &Progress) -> Self {
+    pub fn merge(
+        recorders: Vec<Recorder>,
+        driver: DriverKind,
+        wall: Duration,
+        progress: &Progress,
+    ) -> Self {
         let mut out = RunResult {
             latency: histogram(),
             service: histogram(),

@@ -16,7 +16,9 @@ use std::{
 
 use monoio::{
     buf::{IoBuf, IoBufMut, SliceMut},
-    io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable},
+    io::{
+        AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable,
+    },
     net::TcpStream,
 };
 
@@ -77,7 +79,10 @@ impl Stream {
     #[must_use]
     pub fn plain(tcp: TcpStream) -> Self {
         let (r, w) = tcp.into_split();
-        Self { reader: Reader::Plain(r), writer: Writer::Plain(w) }
+        Self {
+            reader: Reader::Plain(r),
+            writer: Writer::Plain(w),
+        }
     }
 
     /// Runs a TLS client handshake over `tcp`.
@@ -128,7 +133,14 @@ async fn handshake(mut tcp: TcpStream, mut conn: rustls::Connection) -> io::Resu
     let (rd, wr) = tcp.into_split();
     let conn = Rc::new(RefCell::new(conn));
     Ok(Stream {
-        reader: Reader::Tls(TlsReader { conn: conn.clone(), io: rd, buf: inbuf, start, end, eof: false }),
+        reader: Reader::Tls(TlsReader {
+            conn: conn.clone(),
+            io: rd,
+            buf: inbuf,
+            start,
+            end,
+            eof: false,
+        }),
         writer: Writer::Tls(TlsWriter { conn, io: wr, out }),
     })
 }
@@ -139,7 +151,11 @@ fn full(buf: Vec<u8>, range: Range<usize>) -> SliceMut<Vec<u8>> {
 
 impl Reader {
     /// Reads some bytes into `buf[range]`; `Ok(0)` is an orderly end of stream.
-    pub async fn read(&mut self, buf: Vec<u8>, range: Range<usize>) -> (io::Result<usize>, Vec<u8>) {
+    pub async fn read(
+        &mut self,
+        buf: Vec<u8>,
+        range: Range<usize>,
+    ) -> (io::Result<usize>, Vec<u8>) {
         match self {
             Reader::Plain(r) => {
                 let (res, slice) = r.read(full(buf, range)).await;
@@ -151,7 +167,11 @@ impl Reader {
 }
 
 impl TlsReader {
-    async fn read(&mut self, mut buf: Vec<u8>, range: Range<usize>) -> (io::Result<usize>, Vec<u8>) {
+    async fn read(
+        &mut self,
+        mut buf: Vec<u8>,
+        range: Range<usize>,
+    ) -> (io::Result<usize>, Vec<u8>) {
         loop {
             {
                 let mut c = self.conn.borrow_mut();
@@ -174,7 +194,10 @@ impl TlsReader {
                     continue;
                 }
             }
-            let (res, b) = self.io.read(std::mem::take(&mut self.buf).slice_mut(..)).await;
+            let (res, b) = self
+                .io
+                .read(std::mem::take(&mut self.buf).slice_mut(..))
+                .await;
             self.buf = b.into_inner();
             match res {
                 Ok(0) => {
@@ -197,7 +220,11 @@ impl TlsReader {
 
 impl Writer {
     /// Writes all of `buf[range]`.
-    pub async fn write_all(&mut self, buf: Vec<u8>, range: Range<usize>) -> (io::Result<()>, Vec<u8>) {
+    pub async fn write_all(
+        &mut self,
+        buf: Vec<u8>,
+        range: Range<usize>,
+    ) -> (io::Result<()>, Vec<u8>) {
         match self {
             Writer::Plain(w) => {
                 let (res, slice) = w.write_all(buf.slice(range)).await;

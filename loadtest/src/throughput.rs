@@ -38,7 +38,13 @@ impl ThroughputOptions {
     /// One stream up, 128 KiB buffers, verification on.
     #[must_use]
     pub fn new(client: ClientOptions) -> Self {
-        Self { client, streams: 1, direction: Direction::Up, buffer: 128 << 10, verify: true }
+        Self {
+            client,
+            streams: 1,
+            direction: Direction::Up,
+            buffer: 128 << 10,
+            verify: true,
+        }
     }
 
     /// Sets the number of streams.
@@ -84,7 +90,10 @@ pub fn run(opts: &ThroughputOptions) -> Result<RunResult, LoadError> {
     client::run("throughput", &opts.client, opts.streams as u64, move |w| {
         let o = o.clone();
         async move {
-            let handles = w.share(o.streams).map(|_| monoio::spawn(stream_loop(w.clone(), o.clone()))).collect();
+            let handles = w
+                .share(o.streams)
+                .map(|_| monoio::spawn(stream_loop(w.clone(), o.clone())))
+                .collect();
             client::join_all(handles).await;
         }
     })
@@ -130,7 +139,13 @@ async fn send(w: &Worker, mut writer: Writer, chunk: usize, failed: &Cell<bool>)
     let mut off = 0u64;
     while !failed.get() {
         let phase = (off % pattern::PERIOD as u64) as usize;
-        match within(w.end(), w.opts.timeout, writer.write_all(buf, phase..phase + chunk)).await {
+        match within(
+            w.end(),
+            w.opts.timeout,
+            writer.write_all(buf, phase..phase + chunk),
+        )
+        .await
+        {
             Step::Done((Ok(()), b)) => {
                 buf = b;
                 off += chunk as u64;
@@ -150,7 +165,14 @@ async fn receive(w: &Worker, mut reader: Reader, chunk: usize, verify: bool, fai
     while !failed.get() {
         match within(w.end(), w.opts.timeout, reader.read(buf, 0..chunk)).await {
             Step::Done((Ok(0), _)) => {
-                return fail(w, failed, Failure::new(crate::ErrorClass::ShortRead, "receive: peer closed the stream"))
+                return fail(
+                    w,
+                    failed,
+                    Failure::new(
+                        crate::ErrorClass::ShortRead,
+                        "receive: peer closed the stream",
+                    ),
+                )
             }
             Step::Done((Ok(n), b)) => {
                 if verify && !pattern::matches(&expected, off, &b[..n]) {

@@ -43,18 +43,24 @@ pub fn client_options(roots: Roots, server_name: &str) -> Result<TlsClientOption
             )))
             .with_no_client_auth(),
         Roots::WebPki => {
-            let store = rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+            let store =
+                rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
             builder.with_root_certificates(store).with_no_client_auth()
         }
         Roots::Certs(certs) => {
             let mut store = rustls::RootCertStore::empty();
             for c in certs {
-                store.add(c).map_err(|e| LoadError::Tls(format!("CA certificate: {e}")))?;
+                store
+                    .add(c)
+                    .map_err(|e| LoadError::Tls(format!("CA certificate: {e}")))?;
             }
             builder.with_root_certificates(store).with_no_client_auth()
         }
     };
-    Ok(TlsClientOptions { config: Arc::new(config), server_name: name })
+    Ok(TlsClientOptions {
+        config: Arc::new(config),
+        server_name: name,
+    })
 }
 
 /// A server config presenting `certs` (leaf first) with `key`.
@@ -78,7 +84,10 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, LoadError
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| LoadError::Tls(format!("{}: {e}", path.display())))?;
     if certs.is_empty() {
-        return Err(LoadError::Tls(format!("{}: no certificate found", path.display())));
+        return Err(LoadError::Tls(format!(
+            "{}: no certificate found",
+            path.display()
+        )));
     }
     Ok(certs)
 }
@@ -86,11 +95,15 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, LoadError
 /// The first private key in a PEM file.
 pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, LoadError> {
     let pem = read(path)?;
-    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| LoadError::Tls(format!("{}: {e}", path.display())))
+    PrivateKeyDer::from_pem_slice(&pem)
+        .map_err(|e| LoadError::Tls(format!("{}: {e}", path.display())))
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, LoadError> {
-    std::fs::read(path).map_err(|source| LoadError::Read { path: path.to_path_buf(), source })
+    std::fs::read(path).map_err(|source| LoadError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// `--insecure`: accepts any certificate chain.

@@ -19,7 +19,11 @@ fn row(s: &mut String, name: &str, l: Option<&Latency>) {
 pub fn render(r: &Report, latency_svg: Option<&str>, timeline_svg: &str) -> String {
     let mut s = String::new();
     let t = &r.totals;
-    let _ = writeln!(s, "# sluice-load {} against {}\n", r.command, r.settings.target);
+    let _ = writeln!(
+        s,
+        "# sluice-load {} against {}\n",
+        r.command, r.settings.target
+    );
     let _ = writeln!(s, "```\n{}\n```\n", r.command_line.join(" "));
     let _ = writeln!(
         s,
@@ -27,10 +31,22 @@ pub fn render(r: &Report, latency_svg: Option<&str>, timeline_svg: &str) -> Stri
         r.machine.cpus, r.machine.kernel, r.machine.driver, r.schema
     );
     let _ = writeln!(s, "## Totals\n\n| figure | value |\n| --- | --- |");
-    let _ = writeln!(s, "| measured | {:.2} s (wall {:.2} s) |", t.measured_s, t.wall_s);
+    let _ = writeln!(
+        s,
+        "| measured | {:.2} s (wall {:.2} s) |",
+        t.measured_s, t.wall_s
+    );
     let _ = writeln!(s, "| operations | {} ({:.1}/s) |", t.ops, t.ops_per_s);
-    let _ = writeln!(s, "| sent | {} B ({:.3} Gbit/s) |", t.bytes_sent, t.gbit_per_s_sent);
-    let _ = writeln!(s, "| received | {} B ({:.3} Gbit/s) |", t.bytes_received, t.gbit_per_s_received);
+    let _ = writeln!(
+        s,
+        "| sent | {} B ({:.3} Gbit/s) |",
+        t.bytes_sent, t.gbit_per_s_sent
+    );
+    let _ = writeln!(
+        s,
+        "| received | {} B ({:.3} Gbit/s) |",
+        t.bytes_received, t.gbit_per_s_received
+    );
     let c = &r.connections;
     let _ = writeln!(
         s,
@@ -43,7 +59,11 @@ pub fn render(r: &Report, latency_svg: Option<&str>, timeline_svg: &str) -> Stri
             "## Latency (µs)\n\n| | count | min | mean | p50 | p90 | p99 | p99.9 | max |\n\
              | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
         );
-        let label = if r.settings.rate.is_some() { "latency (corrected)" } else { "latency" };
+        let label = if r.settings.rate.is_some() {
+            "latency (corrected)"
+        } else {
+            "latency"
+        };
         row(&mut s, label, r.latency_us.as_ref());
         row(&mut s, "service time", r.service_time_us.as_ref());
         row(&mut s, "schedule lag", r.schedule_lag_us.as_ref());
@@ -66,9 +86,16 @@ pub fn render(r: &Report, latency_svg: Option<&str>, timeline_svg: &str) -> Stri
     if !r.error_samples.is_empty() {
         s.push('\n');
     }
-    let _ = writeln!(s, "## Timeline\n\n| second | ops | Gbit/s | errors |\n| --- | --- | --- | --- |");
+    let _ = writeln!(
+        s,
+        "## Timeline\n\n| second | ops | Gbit/s | errors |\n| --- | --- | --- | --- |"
+    );
     for b in &r.timeline {
-        let _ = writeln!(s, "| {} | {} | {:.3} | {} |", b.second, b.ops, b.gbit_per_s, b.errors);
+        let _ = writeln!(
+            s,
+            "| {} | {} | {:.3} | {} |",
+            b.second, b.ops, b.gbit_per_s, b.errors
+        );
     }
     s
 }

@@ -25,7 +25,8 @@ pub const SCHEMA: &str = "sluice-load/report/v1";
 
 /// Points of the percentile curve, in percent.
 pub const CURVE: [f64; 17] = [
-    0.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0, 95.0, 99.0, 99.5, 99.9, 99.99, 99.999, 100.0,
+    0.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0, 95.0, 99.0, 99.5, 99.9, 99.99,
+    99.999, 100.0,
 ];
 
 /// Everything a run measured, with the settings and the exact command line.
@@ -220,7 +221,12 @@ fn gbps(bytes: u64, secs: f64) -> f64 {
 impl Report {
     /// Builds the report of a finished run.
     #[must_use]
-    pub fn new(command: &str, command_line: Vec<String>, settings: Settings, r: &RunResult) -> Self {
+    pub fn new(
+        command: &str,
+        command_line: Vec<String>,
+        settings: Settings,
+        r: &RunResult,
+    ) -> Self {
         let secs = r.measured.as_secs_f64();
         let started = SystemTime::now()
             .checked_sub(r.wall)
@@ -229,7 +235,10 @@ impl Report {
         let conns: ConnCounts = r.conns;
         Report {
             schema: SCHEMA.to_string(),
-            tool: Tool { name: "sluice-load".into(), version: env!("CARGO_PKG_VERSION").into() },
+            tool: Tool {
+                name: "sluice-load".into(),
+                version: env!("CARGO_PKG_VERSION").into(),
+            },
             command: command.to_string(),
             command_line,
             started_unix_ms: started,
@@ -260,7 +269,10 @@ impl Report {
             } else {
                 CURVE
                     .iter()
-                    .map(|&p| PercentilePoint { percentile: p, latency_us: us(r.latency.value_at_percentile(p)) })
+                    .map(|&p| PercentilePoint {
+                        percentile: p,
+                        latency_us: us(r.latency.value_at_percentile(p)),
+                    })
                     .collect()
             },
             timeline: r
@@ -311,7 +323,9 @@ impl Report {
     /// Writes the Markdown report to `path` and its two charts beside it
     /// (`<stem>-latency.svg`, `<stem>-timeline.svg`); returns the chart paths.
     pub fn write_markdown(&self, path: &Path) -> Result<Vec<PathBuf>, LoadError> {
-        let stem = path.file_stem().map_or("report".into(), |s| s.to_string_lossy().into_owned());
+        let stem = path
+            .file_stem()
+            .map_or("report".into(), |s| s.to_string_lossy().into_owned());
         let dir = path.parent().unwrap_or(Path::new(""));
         let latency_name = format!("{stem}-latency.svg");
         let timeline_name = format!("{stem}-timeline.svg");
@@ -325,12 +339,19 @@ impl Report {
         let p = dir.join(&timeline_name);
         write(&p, svg::timeline_chart(self))?;
         written.push(p);
-        let md = markdown::render(self, latency_chart.is_some().then_some(latency_name.as_str()), &timeline_name);
+        let md = markdown::render(
+            self,
+            latency_chart.is_some().then_some(latency_name.as_str()),
+            &timeline_name,
+        );
         write(path, md)?;
         Ok(written)
     }
 }
 
 fn write(path: &Path, text: String) -> Result<(), LoadError> {
-    std::fs::write(path, text).map_err(|source| LoadError::Write { path: path.to_path_buf(), source })
+    std::fs::write(path, text).map_err(|source| LoadError::Write {
+        path: path.to_path_buf(),
+        source,
+    })
 }

@@ -3,7 +3,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    connect::ConnectOptions, hold::HoldOptions, rr::RrOptions, throughput::ThroughputOptions, ClientOptions,
+    connect::ConnectOptions, hold::HoldOptions, rr::RrOptions, throughput::ThroughputOptions,
+    ClientOptions,
 };
 
 /// The settings of a run.
@@ -89,13 +90,22 @@ impl Settings {
     /// Settings of an `rr` run.
     #[must_use]
     pub fn rr(o: &RrOptions) -> Self {
-        Settings { connections: Some(o.connections), size: Some(o.size), rate: o.rate, ..Self::client(&o.client) }
+        Settings {
+            connections: Some(o.connections),
+            size: Some(o.size),
+            rate: o.rate,
+            ..Self::client(&o.client)
+        }
     }
 
     /// Settings of a `connect` run.
     #[must_use]
     pub fn connect(o: &ConnectOptions) -> Self {
-        Settings { concurrency: Some(o.concurrency), size: Some(o.size), ..Self::client(&o.client) }
+        Settings {
+            concurrency: Some(o.concurrency),
+            size: Some(o.size),
+            ..Self::client(&o.client)
+        }
     }
 
     /// Settings of a `hold` run.

@@ -29,7 +29,11 @@ fn nice(v: f64) -> f64 {
         return 1.0;
     }
     let mag = 10f64.powf(v.log10().floor());
-    [1.0, 2.0, 5.0, 10.0].iter().map(|m| m * mag).find(|c| *c >= v).unwrap_or(10.0 * mag)
+    [1.0, 2.0, 5.0, 10.0]
+        .iter()
+        .map(|m| m * mag)
+        .find(|c| *c >= v)
+        .unwrap_or(10.0 * mag)
 }
 
 fn fmt_num(v: f64) -> String {
@@ -96,7 +100,11 @@ impl Chart<'_> {
             TOP + ph / 2.0,
             escape(self.y_label)
         );
-        let path: Vec<String> = self.points.iter().map(|(x, y)| format!("{:.1},{:.1}", sx(*x), sy(*y))).collect();
+        let path: Vec<String> = self
+            .points
+            .iter()
+            .map(|(x, y)| format!("{:.1},{:.1}", sx(*x), sy(*y)))
+            .collect();
         if !path.is_empty() {
             let _ = writeln!(
                 s,
@@ -110,7 +118,9 @@ impl Chart<'_> {
 }
 
 fn escape(t: &str) -> String {
-    t.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    t.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 /// Position of a percentile on the "nines" axis: log10(1 / (1 - p)), capped at 5 nines.
@@ -132,8 +142,15 @@ pub fn percentile_chart(points: &[PercentilePoint]) -> Option<String> {
             x_label: "percentile",
             y_label: "latency (µs)",
             x_max: 5.0,
-            x_ticks: ticks.iter().enumerate().map(|(i, t)| (i as f64, (*t).to_string())).collect(),
-            points: points.iter().map(|p| (nines(p.percentile), p.latency_us)).collect(),
+            x_ticks: ticks
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (i as f64, (*t).to_string()))
+                .collect(),
+            points: points
+                .iter()
+                .map(|p| (nines(p.percentile), p.latency_us))
+                .collect(),
         }
         .render(),
     )
@@ -153,7 +170,11 @@ pub fn timeline_chart(r: &Report) -> String {
         t += step;
     }
     Chart {
-        title: if bytes { "Throughput over time" } else { "Operations over time" },
+        title: if bytes {
+            "Throughput over time"
+        } else {
+            "Operations over time"
+        },
         x_label: "second of the measured window",
         y_label: if bytes { "Gbit/s" } else { "operations/s" },
         x_max: n,
@@ -161,7 +182,12 @@ pub fn timeline_chart(r: &Report) -> String {
         points: r
             .timeline
             .iter()
-            .map(|b| (b.second as f64 + 0.5, if bytes { b.gbit_per_s } else { b.ops as f64 }))
+            .map(|b| {
+                (
+                    b.second as f64 + 0.5,
+                    if bytes { b.gbit_per_s } else { b.ops as f64 },
+                )
+            })
             .collect(),
     }
     .render()

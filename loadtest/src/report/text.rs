@@ -21,7 +21,11 @@ pub fn summary(r: &Report) -> String {
             t.gbit_per_s, t.gbit_per_s_sent, t.gbit_per_s_received
         );
     }
-    for (name, l) in [("latency", &r.latency_us), ("service", &r.service_time_us), ("lag", &r.schedule_lag_us)] {
+    for (name, l) in [
+        ("latency", &r.latency_us),
+        ("service", &r.service_time_us),
+        ("lag", &r.schedule_lag_us),
+    ] {
         if let Some(l) = l {
             let _ = writeln!(
                 s,
