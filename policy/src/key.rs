@@ -11,7 +11,7 @@ pub(crate) trait Key:
     fn inc(self) -> Option<Self>;
     /// `self - other` (caller guarantees `self >= other`).
     fn minus(self, other: Self) -> Self;
-    /// `self >> shift` as usize (0 when `shift >= BITS`); callers keep the result small.
+    /// `self >> shift` as usize, saturating (0 when `shift >= BITS`).
     fn shr(self, shift: u32) -> usize;
     /// Number of significant bits (`BITS - leading_zeros`).
     fn bit_len(self) -> u32;
@@ -60,7 +60,7 @@ impl Key for u128 {
     }
     #[inline(always)]
     fn shr(self, shift: u32) -> usize {
-        self.checked_shr(shift).unwrap_or(0) as usize
+        usize::try_from(self.checked_shr(shift).unwrap_or(0)).unwrap_or(usize::MAX)
     }
     fn bit_len(self) -> u32 {
         128 - self.leading_zeros()

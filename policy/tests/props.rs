@@ -1,0 +1,226 @@
+//! Property tests: compiled policies decide exactly like the naive reference
+//! evaluator, for random CIDR sets (both families, /0 to /32 and /128,
+//! overlaps, nesting, IPv4-mapped), random policies and random addresses,
+//! including every CIDR's first and last address and its neighbours.
+
+mod common;
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use ipnet::IpNet;
+use proptest::prelude::*;
+use sluice_policy::{Action, Cidr, ForwardInternal, InternalUrl, RestrictIps, Rule, TrafficPolicy};
+
+use common::{observed, reference};
+
+fn v4() -> impl Strategy<Value = u32> {
+    prop_oneof![
+        any::<u32>(),
+        (0..4u32, any::<u16>()).prop_map(|(hi, lo)| [0x0a00_0000, 0xc0a8_0000, 0, 0xffff_0000]
+            [hi as usize]
+            | u32::from(lo)),
+    ]
+}
+
+fn v6() -> impl Strategy<Value = u128> {
+    prop_oneof![
+        any::<u128>(),
+        any::<u64>().prop_map(|lo| 0x2001_0db8_u128 << 96 | u128::from(lo)),
+        any::<u16>().prop_map(|lo| 0x2001_0db8_u128 << 96 | u128::from(lo) << 64),
+        v4().prop_map(|a| 0xffff_u128 << 32 | u128::from(a)),
+        Just(0u128),
+        Just(u128::MAX),
+    ]
+}
+
+fn cidr() -> impl Strategy<Value = Cidr> {
+    prop_oneof![
+        (
+            v4(),
+            prop_oneof![0..=32u8, 16..=32u8, Just(32u8), Just(0u8)]
+        )
+            .prop_map(|(a, l)| Cidr::new(IpNet::new(Ipv4Addr::from(a).into(), l).unwrap())),
+        (
+            v6(),
+            prop_oneof![0..=128u8, 96..=128u8, Just(128u8), Just(0u8)]
+        )
+            .prop_map(|(a, l)| Cidr::new(IpNet::new(Ipv6Addr::from(a).into(), l).unwrap())),
+    ]
+}
+
+fn addr() -> impl Strategy<Value = IpAddr> {
+    prop_oneof![
+        v4().prop_map(|a| IpAddr::V4(a.into())),
+        v6().prop_map(|a| IpAddr::V6(a.into())),
+    ]
+}
+
+fn url() -> impl Strategy<Value = InternalUrl> {
+    (0..3u8).prop_map(|i| {
+        InternalUrl::parse(&format!("tcp://svc{i}.internal:{}", 5000 + u16::from(i))).unwrap()
+    })
+}
+
+fn action() -> impl Strategy<Value = Action> {
+    prop_oneof![
+        4 => (any::<bool>(), prop::collection::vec(cidr(), 0..6), prop::collection::vec(cidr(), 0..6))
+            .prop_map(|(enforce, allow, mut deny)| {
+                if allow.is_empty() && deny.is_empty() {
+                    deny.push(Cidr::parse("10.0.0.0/8").unwrap());
+                }
+                Action::RestrictIps(RestrictIps { enforce, allow, deny })
+            }),
+        1 => Just(Action::Deny),
+        2 => url().prop_map(|url| Action::ForwardInternal(ForwardInternal { url })),
+    ]
+}
+
+fn policy() -> impl Strategy<Value = TrafficPolicy> {
+    let rule = (
+        prop::option::of("[a-z]{1,6}"),
+        prop::collection::vec(action(), 1..4),
+    )
+        .prop_map(|(name, actions)| Rule { name, actions });
+    prop::collection::vec(rule, 1..5).prop_map(|mut rules| {
+        if !rules.iter().any(Rule::always_decides) {
+            rules.push(Rule {
+                name: None,
+                actions: vec![Action::Deny],
+            });
+        }
+        TrafficPolicy {
+            on_tcp_connect: rules,
+        }
+    })
+}
+
+/// Every CIDR's edges and their neighbours, as v4, v6 and IPv4-mapped v6.
+fn edges(p: &TrafficPolicy) -> Vec<IpAddr> {
+    let mut out = Vec::new();
+    for rule in &p.on_tcp_connect {
+        for action in &rule.actions {
+            if let Action::RestrictIps(r) = action {
+                for c in r.allow.iter().chain(&r.deny) {
+                    match c.net() {
+                        IpNet::V4(n) => {
+                            let (lo, hi) = (u32::from(n.network()), u32::from(n.broadcast()));
+                            for a in [lo, hi, lo.wrapping_sub(1), hi.wrapping_add(1)] {
+                                out.push(IpAddr::V4(a.into()));
+                                out.push(IpAddr::V6(Ipv4Addr::from(a).to_ipv6_mapped()));
+                            }
+                        }
+                        IpNet::V6(n) => {
+                            let (lo, hi) = (u128::from(n.network()), u128::from(n.broadcast()));
+                            for a in [lo, hi, lo.wrapping_sub(1), hi.wrapping_add(1)] {
+                                out.push(IpAddr::V6(a.into()));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    /// One restrict-ips (allow and deny sets) then forward: a pure set-membership check.
+    #[test]
+    fn membership_matches_reference(
+        allow in prop::collection::vec(cidr(), 0..40),
+        deny in prop::collection::vec(cidr(), 0..40),
+        probes in prop::collection::vec(addr(), 0..64),
+    ) {
+        prop_assume!(!allow.is_empty() || !deny.is_empty());
+        let p = TrafficPolicy { on_tcp_connect: vec![Rule { name: None, actions: vec![
+            Action::RestrictIps(RestrictIps { enforce: true, allow, deny }),
+            Action::ForwardInternal(ForwardInternal { url: InternalUrl::parse("tls://a.internal").unwrap() }),
+        ]}]};
+        let c = p.compile().unwrap();
+        for ip in probes.into_iter().chain(edges(&p)) {
+            prop_assert_eq!(observed(&c.evaluate_ip(ip)), reference(&p, ip), "ip {}", ip);
+        }
+    }
+
+    /// Random whole policies: several rules, enforce true/false, deny, forwards.
+    #[test]
+    fn policies_match_reference(p in policy(), probes in prop::collection::vec(addr(), 0..64)) {
+        let c = p.compile().unwrap();
+        for ip in probes.into_iter().chain(edges(&p)) {
+            let d = c.evaluate(std::net::SocketAddr::new(ip, 443));
+            prop_assert_eq!(observed(&d), reference(&p, ip), "ip {}", ip);
+        }
+    }
+}
+
+/// A small deterministic generator for the large-table test.
+struct XorShift(u64);
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// Tables large enough for the dense IPv4 layout (>= 32k boundaries) and a
+/// big IPv6 index, against the reference on random and edge addresses.
+#[test]
+fn large_tables_match_reference() {
+    for seed in [1u64, 2] {
+        let mut rng = XorShift(0x9e37_79b9_7f4a_7c15 ^ seed);
+        let mut allow = Vec::new();
+        let mut deny = Vec::new();
+        for i in 0..60_000 {
+            let r = rng.next();
+            let c = if i % 4 == 3 {
+                let a = 0x2001_0db8_u128 << 96 | u128::from(r) << 32;
+                Cidr::new(IpNet::new(Ipv6Addr::from(a).into(), 40 + (r % 89) as u8).unwrap())
+            } else {
+                let a = (r >> 32) as u32 & 0x3fff_ffff;
+                Cidr::new(IpNet::new(Ipv4Addr::from(a).into(), 20 + (r % 13) as u8).unwrap())
+            };
+            if i % 10 == 0 {
+                deny.push(c)
+            } else {
+                allow.push(c)
+            }
+        }
+        let p = TrafficPolicy {
+            on_tcp_connect: vec![Rule {
+                name: Some("big".into()),
+                actions: vec![
+                    Action::RestrictIps(RestrictIps {
+                        enforce: true,
+                        allow,
+                        deny,
+                    }),
+                    Action::ForwardInternal(ForwardInternal {
+                        url: InternalUrl::parse("tcp://db.internal:1").unwrap(),
+                    }),
+                ],
+            }],
+        };
+        let c = p.compile().unwrap();
+        assert!(c.stats().boundaries_v4 >= 32 * 1024, "{:?}", c.stats());
+        let mut probes = edges(&p);
+        probes.truncate(1_000);
+        for _ in 0..500 {
+            let r = rng.next();
+            probes.push(IpAddr::V4(((r as u32) & 0x3fff_ffff).into()));
+            probes.push(IpAddr::V6(
+                (0x2001_0db8_u128 << 96 | u128::from(r) << 24).into(),
+            ));
+        }
+        for ip in probes {
+            assert_eq!(
+                observed(&c.evaluate_ip(ip)),
+                reference(&p, ip),
+                "seed {seed} ip {ip}"
+            );
+        }
+    }
+}
