@@ -156,7 +156,7 @@ async fn run_session(shared: &Arc<AgentShared>) -> anyhow::Result<String> {
                     .and_then(|i| settings.endpoints.get(i as usize))
                     .map(|e| e.url.as_str())
                     .unwrap_or("-");
-                tracing::error!(%url, ?code, %message, "edge reported an error");
+                tracing::error!(%url, ?code, detail = %message, "edge reported an error");
                 if code == ErrorCode::Unauthorized || code == ErrorCode::Malformed {
                     break format!("edge error {code:?}: {message}");
                 }

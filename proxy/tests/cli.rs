@@ -1,0 +1,55 @@
+//! The `sluice` command line: token subcommands and error reporting. (Being an
+//! integration test of this package also makes `cargo test` build the `sluice` binary
+//! that the end-to-end tests in `tests/` start.)
+
+use std::process::Command;
+
+fn sluice(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(args)
+        .output()
+        .expect("run sluice")
+}
+
+#[test]
+fn token_new_prints_a_token_and_its_hash_that_token_hash_reproduces() {
+    let out = sluice(&["token", "new"]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut lines = text.lines();
+    let token = lines.next().unwrap();
+    let hash = lines.next().unwrap();
+    assert!(token.starts_with("slt_") && token.len() > 40, "{token}");
+    assert!(
+        hash.starts_with("sha256:") && hash.len() == 7 + 64,
+        "{hash}"
+    );
+    let again = sluice(&["token", "hash", token]);
+    assert_eq!(String::from_utf8(again.stdout).unwrap().trim(), hash);
+    let other = String::from_utf8(sluice(&["token", "new"]).stdout).unwrap();
+    assert_ne!(
+        other.lines().next().unwrap(),
+        token,
+        "tokens must be random"
+    );
+}
+
+#[test]
+fn a_missing_config_file_is_named_in_the_error() {
+    let out = sluice(&["agent", "--config", "/nonexistent/agent.yml"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("/nonexistent/agent.yml") && err.contains("cannot read"),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_unknown_driver_is_a_clear_error() {
+    let out = sluice(&["--driver", "kqueue", "token", "new"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8(out.stderr)
+        .unwrap()
+        .contains("unknown driver"));
+}
