@@ -92,9 +92,15 @@ impl PolicyHandle {
 
     /// Publishes `policy`; readers pick it up on their next load.
     pub fn store(&self, policy: CompiledPolicy) -> SwapReport {
+        self.store_shared(Arc::new(policy))
+    }
+
+    /// Publishes an already shared policy (one compiled policy can serve
+    /// several endpoints, or be prepared ahead of time).
+    pub fn store_shared(&self, policy: Arc<CompiledPolicy>) -> SwapReport {
         let build = *policy.stats();
         let started = Instant::now();
-        self.inner.store(Arc::new(policy));
+        self.inner.store(policy);
         let generation = self.inner.0.generation.fetch_add(1, Ordering::AcqRel) + 1;
         SwapReport {
             generation,

@@ -7,7 +7,7 @@
 //! and for IPv4 tables too small to pay for the dense 16-bit index.
 
 use crate::key::Key;
-use crate::search::count_le;
+use crate::search::{count_le, LINEAR};
 
 /// A segment table: `keys[0] == 0`, keys strictly increasing, `vals[i]` is
 /// the value from `keys[i]` up to the next key.
@@ -17,6 +17,7 @@ pub(crate) struct Indexed<K, V> {
     shift: u32,
     last_bucket: usize,
     index: Box<[u32]>,
+    /// The boundaries plus [`LINEAR`] keys of padding.
     keys: Box<[K]>,
     vals: Box<[V]>,
 }
@@ -28,13 +29,17 @@ impl<K: Key, V: Copy> Indexed<K, V> {
         assert!(keys.first() == Some(&K::default()) && keys.len() == vals.len());
         assert!(keys.len() < u32::MAX as usize);
         let n = keys.len();
+        let pad = |mut keys: Vec<K>| {
+            keys.extend([K::default(); LINEAR]);
+            keys.into_boxed_slice()
+        };
         if n == 1 {
             return Indexed {
                 base: keys[0],
                 shift: K::BITS,
                 last_bucket: 0,
                 index: vec![1, 1].into_boxed_slice(),
-                keys: keys.into_boxed_slice(),
+                keys: pad(keys),
                 vals: vals.into_boxed_slice(),
             };
         }
@@ -59,7 +64,7 @@ impl<K: Key, V: Copy> Indexed<K, V> {
             shift,
             last_bucket: buckets - 1,
             index: index.into_boxed_slice(),
-            keys: keys.into_boxed_slice(),
+            keys: pad(keys),
             vals: vals.into_boxed_slice(),
         }
     }
@@ -74,12 +79,12 @@ impl<K: Key, V: Copy> Indexed<K, V> {
         let lo = self.index[b] as usize;
         let hi = self.index[b + 1] as usize;
         // lo >= 1 and keys[lo - 1] <= x, so the segment index is >= 0.
-        self.vals[lo + count_le(&self.keys[lo..hi], x) - 1]
+        self.vals[lo + count_le(&self.keys, lo, hi, x) - 1]
     }
 
     /// Number of boundaries.
     pub(crate) fn len(&self) -> usize {
-        self.keys.len()
+        self.vals.len()
     }
 
     /// Heap bytes held.

@@ -1,5 +1,5 @@
 //! [`Key`]: the address integer of one family (`u32` for IPv4, `u128` for
-//! IPv6), so interval building, the sweep and the generic table are written once.
+//! IPv6, `u64` for the top half of IPv6 addresses), so interval building, the sweep and the generic table are written once.
 
 /// An address as an unsigned integer.
 pub(crate) trait Key:
@@ -45,6 +45,33 @@ impl Key for u32 {
     #[inline(always)]
     fn trunc(self, len: u8) -> Self {
         self & !u32::MAX.checked_shr(u32::from(len)).unwrap_or(0)
+    }
+}
+
+impl Key for u64 {
+    const BITS: u32 = 64;
+    #[inline(always)]
+    fn inc(self) -> Option<Self> {
+        self.checked_add(1)
+    }
+    #[inline(always)]
+    fn minus(self, other: Self) -> Self {
+        self - other
+    }
+    #[inline(always)]
+    fn shr(self, shift: u32) -> usize {
+        usize::try_from(self.checked_shr(shift).unwrap_or(0)).unwrap_or(usize::MAX)
+    }
+    fn bit_len(self) -> u32 {
+        64 - self.leading_zeros()
+    }
+    #[inline(always)]
+    fn last_of(self, len: u8) -> Self {
+        self | u64::MAX.checked_shr(u32::from(len)).unwrap_or(0)
+    }
+    #[inline(always)]
+    fn trunc(self, len: u8) -> Self {
+        self & !u64::MAX.checked_shr(u32::from(len)).unwrap_or(0)
     }
 }
 

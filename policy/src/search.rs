@@ -3,27 +3,32 @@
 
 use crate::key::Key;
 
-/// Runs at most this long are scanned linearly; longer runs are bisected down to it.
-const LINEAR: usize = 8;
+/// Runs at most this long are scanned with a fixed-length masked loop;
+/// longer runs are bisected down to it.
+pub(crate) const LINEAR: usize = 8;
 
-/// Number of elements of the sorted slice `s` that are `<= x`.
+/// Number of keys in `keys[lo..hi]` (sorted) that are `<= x`. `keys` must
+/// extend at least [`LINEAR`] elements past `hi` (padding): the final scan
+/// always reads `LINEAR` keys and masks those past the run, so its trip
+/// count never depends on the data and never mispredicts.
 #[inline(always)]
-pub(crate) fn count_le<K: Key>(s: &[K], x: K) -> usize {
-    let mut base = 0usize;
-    let mut n = s.len();
+pub(crate) fn count_le<K: Key>(keys: &[K], lo: usize, hi: usize, x: K) -> usize {
+    let mut base = lo;
+    let mut n = hi - lo;
     while n > LINEAR {
         let half = n / 2;
         // Compiles to a conditional move: no branch on the data.
-        base = if s[base + half] <= x {
+        base = if keys[base + half] <= x {
             base + half
         } else {
             base
         };
         n -= half;
     }
-    let mut count = base;
-    for &k in &s[base..base + n] {
-        count += usize::from(k <= x);
+    let window = &keys[base..base + LINEAR];
+    let mut count = base - lo;
+    for (i, &k) in window.iter().enumerate() {
+        count += usize::from(k <= x) & usize::from(i < n);
     }
     count
 }
@@ -93,9 +98,12 @@ mod tests {
     fn count_le_matches_naive() {
         for len in 0..70usize {
             let s: Vec<u32> = (0..len as u32).map(|i| i * 3 + 1).collect();
+            let mut padded = vec![0u32, 0];
+            padded.extend(&s);
+            padded.extend([0u32; LINEAR]);
             for x in 0..(len as u32 * 3 + 3) {
                 let naive = s.iter().filter(|&&k| k <= x).count();
-                assert_eq!(count_le(&s, x), naive, "len {len} x {x}");
+                assert_eq!(count_le(&padded, 2, 2 + len, x), naive, "len {len} x {x}");
             }
         }
     }

@@ -1,33 +1,57 @@
-//! [`Table6`]: the IPv6 lookup table, the generic [`Indexed`] layout on
-//! `u128` addresses. Its first level covers only the span between the
-//! lowest and highest boundary (typically inside 2000::/3), up to 2^20
-//! buckets, about two boundaries per bucket.
+//! [`Table6`]: the IPv6 lookup table, the generic [`Indexed`] layout.
+//!
+//! When every boundary has its low 64 bits zero (all CIDRs are /64 or
+//! shorter, the usual case for IPv6 allow and deny lists), the table keys
+//! are the top 64 bits only: half the memory and cheaper compares, and
+//! exact, since a boundary `k << 64` is `<= x` exactly when `k <= x >> 64`.
+//! Otherwise the keys are full `u128`. The first level covers only the span
+//! between the lowest and highest boundary (typically inside 2000::/3), up
+//! to 2^20 buckets, about two boundaries per bucket.
 
 use crate::indexed::Indexed;
 
 /// IPv6 segment table with values `V`.
 #[derive(Debug)]
-pub(crate) struct Table6<V>(Indexed<u128, V>);
+pub(crate) enum Table6<V> {
+    /// Keys are the top 64 bits of the boundaries.
+    Hi64(Indexed<u64, V>),
+    /// Full 128-bit keys.
+    Full(Indexed<u128, V>),
+}
 
 impl<V: Copy> Table6<V> {
     /// Builds from boundaries (`keys[0] == 0`, strictly increasing) and values.
     pub(crate) fn new(keys: Vec<u128>, vals: Vec<V>) -> Self {
-        Table6(Indexed::new(keys, vals, 20))
+        if keys.iter().all(|&k| k as u64 == 0) {
+            let hi = keys.iter().map(|&k| (k >> 64) as u64).collect();
+            Table6::Hi64(Indexed::new(hi, vals, 20))
+        } else {
+            Table6::Full(Indexed::new(keys, vals, 20))
+        }
     }
 
     /// The value of the segment containing `x`.
     #[inline(always)]
     pub(crate) fn get(&self, x: u128) -> V {
-        self.0.get(x)
+        match self {
+            Table6::Hi64(t) => t.get((x >> 64) as u64),
+            Table6::Full(t) => t.get(x),
+        }
     }
 
     /// Number of boundaries.
     pub(crate) fn len(&self) -> usize {
-        self.0.len()
+        match self {
+            Table6::Hi64(t) => t.len(),
+            Table6::Full(t) => t.len(),
+        }
     }
 
     /// Heap bytes held.
     pub(crate) fn heap_bytes(&self) -> usize {
-        self.0.heap_bytes()
+        match self {
+            Table6::Hi64(t) => t.heap_bytes(),
+            Table6::Full(t) => t.heap_bytes(),
+        }
     }
 }
