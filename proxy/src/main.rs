@@ -56,8 +56,8 @@ enum Command {
         /// Public port of the demo endpoint (busy: a free one is used).
         #[arg(long, default_value_t = 21001)]
         port: u16,
-        /// Data channel transport (`tcp` or `tls`).
-        #[arg(long, default_value = "tcp")]
+        /// Data channel transport (`tls` or `tcp`).
+        #[arg(long, default_value = "tls")]
         transport: String,
     },
 }

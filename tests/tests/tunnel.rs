@@ -11,7 +11,36 @@ use common::{payload, Tunnel};
 use sha2::{Digest, Sha256};
 use sluice_tests::{client, DRIVERS};
 
-const TRANSPORTS: [&str; 1] = ["tcp"];
+const TRANSPORTS: [&str; 2] = ["tcp", "tls"];
+
+fn matrix() -> impl Iterator<Item = (&'static str, &'static str)> {
+    DRIVERS
+        .into_iter()
+        .flat_map(|d| TRANSPORTS.into_iter().map(move |t| (d, t)))
+}
+
+#[test]
+fn tls_data_channels_are_reused_and_tcp_channels_are_spent() {
+    for driver in DRIVERS {
+        for transport in TRANSPORTS {
+            let mut t = Tunnel::start(driver, transport);
+            for i in 0..50u64 {
+                client::echo_ok(None, t.public, &payload(i, 2000)).unwrap();
+            }
+            let is_new_channel = |v: &serde_json::Value| v["message"] == "new data channel parked";
+            if transport == "tcp" {
+                // Every stream spent one channel, and the agent replaced each.
+                t.edge.wait_for_n("channel refills", 50, is_new_channel);
+            } else {
+                let opened = t.edge.count(is_new_channel);
+                assert!(
+                    opened < 20,
+                    "{driver}: 50 sequential streams opened {opened} TLS channels"
+                );
+            }
+        }
+    }
+}
 
 #[test]
 fn echo_passes_through_the_tunnel() {
@@ -27,8 +56,8 @@ fn echo_passes_through_the_tunnel() {
 
 #[test]
 fn two_hundred_concurrent_connections_each_get_their_own_bytes() {
-    for driver in DRIVERS {
-        let t = Tunnel::start(driver, "tcp");
+    for (driver, transport) in matrix() {
+        let t = Tunnel::start(driver, transport);
         let public = t.public;
         let workers: Vec<_> = (0..200u64)
             .map(|i| {
@@ -57,21 +86,25 @@ fn two_hundred_concurrent_connections_each_get_their_own_bytes() {
 
 #[test]
 fn sixty_four_mebibytes_each_way_arrive_unchanged() {
-    for driver in DRIVERS {
-        let t = Tunnel::start(driver, "tcp");
+    for (driver, transport) in matrix() {
+        let t = Tunnel::start(driver, transport);
         let data = payload(7, 64 << 20);
         let sent_hash = Sha256::digest(&data);
         let stream = client::connect_from(None, t.public).unwrap();
         let got = client::exchange(stream, &data).unwrap();
-        assert_eq!(got.len(), data.len(), "{driver}: length");
-        assert_eq!(Sha256::digest(&got), sent_hash, "{driver}: content hash");
+        assert_eq!(got.len(), data.len(), "{driver}/{transport}: length");
+        assert_eq!(
+            Sha256::digest(&got),
+            sent_hash,
+            "{driver}/{transport}: content hash"
+        );
     }
 }
 
 #[test]
 fn half_close_reaches_the_upstream_and_the_reply_still_arrives() {
-    for driver in DRIVERS {
-        let t = Tunnel::start(driver, "tcp");
+    for (driver, transport) in matrix() {
+        let t = Tunnel::start(driver, transport);
         let mut s = client::connect_from(None, t.public).unwrap();
         let data = payload(3, 300_000);
         s.write_all(&data).unwrap();
@@ -80,16 +113,16 @@ fn half_close_reaches_the_upstream_and_the_reply_still_arrives() {
         // and then EOF proves the FIN crossed both hops and the reply was not cut.
         let mut got = Vec::new();
         s.read_to_end(&mut got).unwrap();
-        assert_eq!(got, data, "{driver}");
+        assert_eq!(got, data, "{driver}/{transport}");
     }
 }
 
 #[test]
 fn restrict_ips_lets_allowed_sources_through_and_closes_the_rest() {
-    for driver in DRIVERS {
+    for (driver, transport) in matrix() {
         let policy =
             sluice_tests::fixture::allow_only(&["127.0.0.2/32", "127.0.0.3/32"], common::ECHO_URL);
-        let t = Tunnel::with_policy(driver, "tcp", policy);
+        let t = Tunnel::with_policy(driver, transport, policy);
         let allowed: IpAddr = "127.0.0.2".parse().unwrap();
         let denied: IpAddr = "127.0.0.9".parse().unwrap();
         client::echo_ok(Some(allowed), t.public, b"let me in").unwrap();

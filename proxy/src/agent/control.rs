@@ -92,6 +92,7 @@ async fn run_session(shared: &Arc<AgentShared>) -> anyhow::Result<String> {
         secret,
         edge_addr,
         alive: true.into(),
+        idle: 0.into(),
     });
     let (control_tx, control_rx) = async_channel::bounded::<Frame>(1024);
     let (mut rd, mut wr) = tls.into_split();

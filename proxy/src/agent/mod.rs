@@ -14,7 +14,7 @@ use std::{
     collections::HashMap,
     net::SocketAddr,
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
         Arc,
     },
     thread::JoinHandle,
@@ -31,11 +31,18 @@ pub(crate) struct SessionTicket {
     pub secret: [u8; 32],
     pub edge_addr: SocketAddr,
     pub alive: AtomicBool,
+    /// Data channels of this session currently parked at the edge, waiting.
+    pub idle: AtomicUsize,
 }
 
 impl SessionTicket {
     pub fn is_alive(&self) -> bool {
         self.alive.load(Ordering::Acquire)
+    }
+
+    /// Whether fewer than `target` channels are parked.
+    pub fn below(&self, target: usize) -> bool {
+        self.idle.load(Ordering::Relaxed) < target
     }
 }
 

@@ -9,7 +9,12 @@ use monoio::{
     net::{TcpListener, TcpStream},
 };
 
-use super::{control, stats::EdgeStats, EdgeShared, AGENT_HANDSHAKE_TIMEOUT};
+use super::{
+    control,
+    registry::{ParkedChannel, SessionHandle},
+    stats::EdgeStats,
+    EdgeShared, AGENT_HANDSHAKE_TIMEOUT,
+};
 use crate::{
     io::{framed, sockets},
     wire::{Frame, DATA_CHANNEL_MAGIC, PROTOCOL_VERSION},
@@ -97,18 +102,36 @@ async fn plain_data_channel(mut stream: TcpStream, peer: SocketAddr, shared: Arc
             return;
         }
     };
-    let Some(session) = shared.registry.session(session_id) else {
-        tracing::info!(%peer, session = session_id, "data channel for an unknown session; closed");
+    let Some(session) = authenticate_channel(&shared, peer, session_id, &secret) else {
         return;
     };
-    if !session.secret_matches(&secret) {
-        tracing::warn!(%peer, session = session_id, "data channel with a wrong session secret; closed");
-        EdgeStats::bump(&shared.stats.agents_refused);
-        return;
-    }
     use std::os::fd::{FromRawFd, IntoRawFd};
     let fd = stream.into_raw_fd();
     // SAFETY: `into_raw_fd` handed us sole ownership of this open socket.
     let std_stream = unsafe { std::net::TcpStream::from_raw_fd(fd) };
-    session.park(std_stream);
+    tracing::debug!(
+        session = session.id,
+        transport = "tcp",
+        "new data channel parked"
+    );
+    session.park(ParkedChannel::Plain(std_stream));
+}
+
+/// The session a data channel claims, if it exists and the secret is right.
+pub(super) fn authenticate_channel(
+    shared: &EdgeShared,
+    peer: SocketAddr,
+    session_id: u64,
+    secret: &[u8; 32],
+) -> Option<Arc<SessionHandle>> {
+    let Some(session) = shared.registry.session(session_id) else {
+        tracing::info!(%peer, session = session_id, "data channel for an unknown session; closed");
+        return None;
+    };
+    if !session.secret_matches(secret) {
+        tracing::warn!(%peer, session = session_id, "data channel with a wrong session secret; closed");
+        EdgeStats::bump(&shared.stats.agents_refused);
+        return None;
+    }
+    Some(session)
 }

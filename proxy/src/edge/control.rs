@@ -11,7 +11,11 @@ use monoio::{
     net::TcpStream,
 };
 
-use super::{registry::Registry, stats::EdgeStats, EdgeShared, AGENT_HANDSHAKE_TIMEOUT};
+use super::{
+    registry::{ParkedChannel, Registry, SessionHandle},
+    stats::EdgeStats,
+    EdgeShared, AGENT_HANDSHAKE_TIMEOUT,
+};
 use crate::{
     io::framed::{self, FrameReader},
     token::TokenHash,
@@ -22,7 +26,7 @@ use crate::{
 const MIN_TOLERANCE: Duration = Duration::from_secs(1);
 const MAX_TOLERANCE: Duration = Duration::from_secs(600);
 
-type Tls = monoio_rustls::ServerTlsStream<TcpStream>;
+pub(super) type Tls = monoio_rustls::ServerTlsStream<TcpStream>;
 
 /// Handles a connection that started a TLS handshake on the agent port.
 pub async fn handle_tls(stream: TcpStream, peer: SocketAddr, shared: Arc<EdgeShared>) {
@@ -95,6 +99,27 @@ pub async fn handle_tls(stream: TcpStream, peer: SocketAddr, shared: Arc<EdgeSha
             let tolerance = Duration::from_millis(heartbeat_tolerance_ms.into())
                 .clamp(MIN_TOLERANCE, MAX_TOLERANCE);
             run_session(tls, reader, peer, user, agent_version, tolerance, shared).await;
+        }
+        Frame::ChannelHello {
+            version: PROTOCOL_VERSION,
+            session_id,
+            secret,
+        } => {
+            let Some(session) =
+                super::agent_port::authenticate_channel(&shared, peer, session_id, &secret)
+            else {
+                return;
+            };
+            if reader.has_leftover() {
+                tracing::warn!(%peer, "bytes after a TLS data channel hello; closed");
+                return;
+            }
+            tracing::debug!(
+                session = session.id,
+                transport = "tls",
+                "new data channel parked"
+            );
+            park_tls(tls, &session);
         }
         other => {
             tracing::warn!(%peer, frame = other.name(), "unexpected first frame on a control channel; closed");
@@ -224,4 +249,15 @@ async fn run_session(
     };
     shared.registry.close_session(&session);
     tracing::info!(session = session.id, %peer, %user, %reason, "agent session ended");
+}
+
+/// Parks a TLS data channel: its socket leaves this worker's runtime, its TLS state
+/// travels with it, and whichever worker takes it rebuilds the stream.
+pub(super) fn park_tls(tls: Tls, session: &SessionHandle) {
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    let (tcp, conn) = tls.into_parts();
+    let fd = tcp.into_raw_fd();
+    // SAFETY: `into_raw_fd` handed us sole ownership of this open socket.
+    let std_stream = unsafe { std::net::TcpStream::from_raw_fd(fd) };
+    session.park(ParkedChannel::Tls(std_stream, Box::new(conn)));
 }

@@ -10,9 +10,18 @@ use monoio::{
 };
 use sluice_policy::Outcome;
 
-use super::{registry::TakeError, stats::EdgeStats, EdgeShared, LiveEndpoint, CHANNEL_WAIT};
+use super::{
+    control::{self, Tls},
+    registry::{ParkedChannel, TakeError},
+    stats::EdgeStats,
+    EdgeShared, LiveEndpoint, CHANNEL_WAIT,
+};
 use crate::{
-    io::{sockets, splice},
+    io::{
+        chunked,
+        framed::{self, FrameReader},
+        sockets, splice,
+    },
     wire::{self, Frame, StreamStart},
 };
 
@@ -74,29 +83,57 @@ async fn forward(
             return;
         }
     };
-    drop(session);
-    let mut channel = match TcpStream::from_std(channel) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot adopt data channel");
-            return;
-        }
-    };
-    let mut header = bytes::BytesMut::with_capacity(64);
-    wire::encode(
-        &Frame::Stream(StreamStart {
-            client: peer,
-            internal_url: target,
-        }),
-        &mut header,
-    );
-    let (res, _) = channel.write_all(header).await;
-    if let Err(e) = res {
-        tracing::info!(endpoint = %endpoint.url, %peer, error = %e, "data channel failed before the stream started");
-        return;
-    }
     EdgeStats::bump(&shared.stats.forwarded);
     let _ = client.set_nodelay(true);
+    let start = Frame::Stream(StreamStart {
+        client: peer,
+        internal_url: target,
+    });
+    match channel {
+        ParkedChannel::Plain(socket) => {
+            drop(session);
+            forward_plain(client, socket, start, peer).await
+        }
+        ParkedChannel::Tls(socket, conn) => {
+            let Ok(tcp) = TcpStream::from_std(socket) else {
+                return;
+            };
+            let mut tls = Tls::new(tcp, *conn);
+            if let Err(e) = framed::write_frame(&mut tls, &start).await {
+                tracing::info!(%peer, error = %e, "data channel failed before the stream started");
+                return;
+            }
+            let mut reader = FrameReader::new();
+            let outcome = chunked::forward(client, tls, &mut reader, || true).await;
+            if let Err(e) = &outcome.result {
+                tracing::debug!(%peer, error = %e, "stream ended with an error");
+            }
+            // The agent sends nothing unasked between streams: leftover bytes mean a
+            // confused peer, and such a channel is not reused.
+            if let (Some(tls), false) = (outcome.reusable, reader.has_leftover()) {
+                control::park_tls(tls, &session);
+            }
+        }
+    }
+}
+
+/// One stream on a plain-TCP channel: header, then splice both ways.
+async fn forward_plain(
+    client: TcpStream,
+    socket: std::net::TcpStream,
+    start: Frame,
+    peer: SocketAddr,
+) {
+    let Ok(mut channel) = TcpStream::from_std(socket) else {
+        return;
+    };
+    let mut header = bytes::BytesMut::with_capacity(64);
+    wire::encode(&start, &mut header);
+    let (res, _) = channel.write_all(header).await;
+    if let Err(e) = res {
+        tracing::info!(%peer, error = %e, "data channel failed before the stream started");
+        return;
+    }
     if sockets::set_nonblocking(client.as_raw_fd()).is_err()
         || sockets::set_nonblocking(channel.as_raw_fd()).is_err()
     {

@@ -22,6 +22,22 @@ use crate::{io::sockets, wire::Frame};
 /// Most idle data channels parked per session; more are closed on arrival.
 pub const MAX_IDLE_CHANNELS: usize = 4096;
 
+/// An idle, authenticated data channel waiting at the edge for a stream.
+pub enum ParkedChannel {
+    /// Plain TCP: carries one stream, moved with splice.
+    Plain(TcpStream),
+    /// TLS: carries chunk-framed streams one after another.
+    Tls(TcpStream, Box<rustls::ServerConnection>),
+}
+
+impl ParkedChannel {
+    fn socket(&self) -> &TcpStream {
+        match self {
+            ParkedChannel::Plain(s) | ParkedChannel::Tls(s, _) => s,
+        }
+    }
+}
+
 /// One authenticated agent connection and its parked data channels.
 pub struct SessionHandle {
     /// Session id (quoted by data channels).
@@ -31,8 +47,8 @@ pub struct SessionHandle {
     pub user: String,
     /// The agent's address.
     pub peer: SocketAddr,
-    idle_tx: async_channel::Sender<TcpStream>,
-    idle_rx: async_channel::Receiver<TcpStream>,
+    idle_tx: async_channel::Sender<ParkedChannel>,
+    idle_rx: async_channel::Receiver<ParkedChannel>,
     control_tx: async_channel::Sender<Frame>,
 }
 
@@ -53,7 +69,7 @@ impl SessionHandle {
 
     /// Parks an authenticated idle data channel; closes it if the pool is full or the
     /// session is gone.
-    pub fn park(&self, channel: TcpStream) {
+    pub fn park(&self, channel: ParkedChannel) {
         if let Err(e) = self.idle_tx.try_send(channel) {
             tracing::debug!(session = self.id, "idle data channel dropped: {e}");
         }
@@ -67,7 +83,7 @@ impl SessionHandle {
     /// Takes an idle data channel, skipping ones whose agent side already closed. When
     /// none is parked, asks the agent for more and waits up to `wait`.
     /// Cancel-safe: a channel is either returned or stays parked.
-    pub async fn take_channel(&self, wait: Duration) -> Result<TcpStream, TakeError> {
+    pub async fn take_channel(&self, wait: Duration) -> Result<ParkedChannel, TakeError> {
         let deadline = std::time::Instant::now() + wait;
         loop {
             let channel = match self.idle_rx.try_recv() {
@@ -83,7 +99,7 @@ impl SessionHandle {
                     }
                 }
             };
-            if !sockets::peer_closed(std::os::fd::AsRawFd::as_raw_fd(&channel)) {
+            if !sockets::peer_closed(std::os::fd::AsRawFd::as_raw_fd(channel.socket())) {
                 return Ok(channel);
             }
         }

@@ -3,7 +3,10 @@
 use std::io;
 
 use bytes::BytesMut;
-use monoio::io::{AsyncReadRent, AsyncReadRentExt, AsyncWriteRent, AsyncWriteRentExt};
+use monoio::{
+    buf::IoBufMut,
+    io::{AsyncReadRent, AsyncReadRentExt, AsyncWriteRent, AsyncWriteRentExt},
+};
 
 use crate::wire::{self, Frame, WireError, MAX_FRAME_LEN};
 
@@ -48,8 +51,8 @@ impl FrameReader {
                 self.buf
                     .reserve((MAX_FRAME_LEN + 4).min(self.buf.len() + 4096));
             }
-            let (res, buf) = r.read(std::mem::take(&mut self.buf)).await;
-            self.buf = buf;
+            let (res, buf) = r.read(spare(std::mem::take(&mut self.buf))).await;
+            self.buf = buf.into_inner();
             if res? == 0 {
                 return if self.buf.is_empty() {
                     Ok(None)
@@ -64,6 +67,13 @@ impl FrameReader {
     pub fn into_leftover(self) -> BytesMut {
         self.buf
     }
+}
+
+/// The unfilled tail of `buf` as a read target: monoio writes from the start of a
+/// plain buffer, so reading into one that holds bytes would overwrite them.
+fn spare(buf: BytesMut) -> monoio::buf::SliceMut<BytesMut> {
+    let (len, cap) = (buf.len(), buf.capacity());
+    buf.slice_mut(len..cap)
 }
 
 /// Reads exactly one frame without reading a byte past it: used on data channels,
@@ -101,4 +111,50 @@ pub async fn write_frame<W: AsyncWriteRent>(w: &mut W, frame: &Frame) -> io::Res
     let (res, _) = w.write_all(out).await;
     res?;
     w.flush().await
+}
+
+/// One piece of a chunked stream (see [`crate::wire::chunk`]).
+#[derive(Debug)]
+pub enum Chunk {
+    /// Stream bytes.
+    Data(BytesMut),
+    /// The direction ended; whether the sender keeps the channel.
+    End {
+        /// Reusable afterwards.
+        keep: bool,
+    },
+}
+
+impl FrameReader {
+    /// Reads the next chunk of a chunked stream; bytes after it stay buffered (they may
+    /// be the next stream's header). Not cancel-safe.
+    pub async fn next_chunk<R: AsyncReadRent>(&mut self, r: &mut R) -> Result<Chunk, FrameError> {
+        use crate::wire::chunk::{decode_chunk_header, ChunkHeader, MAX_CHUNK};
+        loop {
+            match decode_chunk_header(&self.buf)? {
+                Some(ChunkHeader::End { keep }) => {
+                    let _ = self.buf.split_to(4);
+                    return Ok(Chunk::End { keep });
+                }
+                Some(ChunkHeader::Data(n)) if self.buf.len() >= 4 + n => {
+                    let _ = self.buf.split_to(4);
+                    return Ok(Chunk::Data(self.buf.split_to(n)));
+                }
+                _ => {}
+            }
+            if self.buf.capacity() - self.buf.len() < 16 * 1024 {
+                self.buf.reserve(4 + MAX_CHUNK);
+            }
+            let (res, buf) = r.read(spare(std::mem::take(&mut self.buf))).await;
+            self.buf = buf.into_inner();
+            if res? == 0 {
+                return Err(FrameError::TruncatedEof);
+            }
+        }
+    }
+
+    /// Whether bytes are buffered past the last frame or chunk.
+    pub fn has_leftover(&self) -> bool {
+        !self.buf.is_empty()
+    }
 }

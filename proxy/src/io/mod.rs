@@ -2,6 +2,7 @@
 //! writes of control frames, the splice and copy pumps that move stream bytes, and
 //! socket construction (SO_REUSEPORT listeners, non-blocking, reset on close).
 
+pub mod chunked;
 pub mod copy;
 pub mod framed;
 pub mod sockets;

@@ -10,6 +10,7 @@
 //! fields are fixed-width big-endian integers and `u16`-length-prefixed UTF-8 strings.
 //! The protocol version is checked once, in [`Frame::Hello`] / [`Frame::ChannelHello`].
 
+pub mod chunk;
 mod codec;
 mod frame;
 #[cfg(test)]

@@ -1,4 +1,6 @@
 //! A whole tunnel on loopback: echo upstream, edge process, agent process.
+// Each test binary uses a different subset of these helpers.
+#![allow(dead_code)]
 
 use std::net::SocketAddr;
 

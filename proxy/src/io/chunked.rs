@@ -1,0 +1,135 @@
+//! Forwarding between a local socket and a reusable, chunk-framed channel (a TLS data
+//! channel): the local side's bytes become chunks, the channel's chunks become bytes,
+//! each direction's EOF becomes an end marker and back (half-close passes through).
+//! When both directions ended cleanly the channel is handed back for the next stream.
+
+use monoio::{
+    buf::{IoBuf, IoBufMut},
+    io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Split, Splitable},
+    net::TcpStream,
+};
+
+use super::{
+    framed::{Chunk, FrameError, FrameReader},
+    sockets,
+    splice::{join_or_first_error, PumpError},
+    PumpStats, Side,
+};
+use crate::wire::chunk::{EOS_KEEP, EOS_RETIRE, MAX_CHUNK};
+
+/// How a chunked forward ended.
+pub struct ChunkedOutcome<T> {
+    /// The channel, when both directions ended cleanly and both sides keep it.
+    pub reusable: Option<T>,
+    /// Bytes moved, or the error that ended the stream.
+    pub result: Result<PumpStats, PumpError>,
+}
+
+/// Forwards `local <-> channel` until both directions end. `keep_channel` is asked
+/// when the local side reaches EOF: its answer goes into our end marker. The channel
+/// comes back only if both end markers said "keep"; bytes the reader buffered past the
+/// end marker stay in `reader` (they may be the next stream's header). Not cancel-safe.
+pub async fn forward<T>(
+    local: TcpStream,
+    channel: T,
+    reader: &mut FrameReader,
+    keep_channel: impl FnOnce() -> bool,
+) -> ChunkedOutcome<T>
+where
+    T: Split + AsyncReadRent + AsyncWriteRent,
+{
+    let local_fd = std::os::fd::AsRawFd::as_raw_fd(&local);
+    let (mut local_r, mut local_w) = local.into_split();
+    let (mut chan_r, mut chan_w) = channel.into_split();
+    let up = async {
+        let mut buf: Vec<u8> = Vec::with_capacity(4 + MAX_CHUNK);
+        let mut total = 0u64;
+        loop {
+            buf.clear();
+            buf.extend_from_slice(&[0; 4]);
+            // Read behind the 4-byte header (monoio fills a plain Vec from index 0).
+            let (res, b) = local_r.read(buf.slice_mut(4..4 + MAX_CHUNK)).await;
+            buf = b.into_inner();
+            let n = res.map_err(|source| PumpError {
+                side: Side::Inbound,
+                source,
+            })?;
+            if n == 0 {
+                let marker = if keep_channel() { EOS_KEEP } else { EOS_RETIRE };
+                let (res, _) = chan_w.write_all(marker.to_be_bytes().to_vec()).await;
+                res.map_err(|source| PumpError {
+                    side: Side::Outbound,
+                    source,
+                })?;
+                return Ok::<_, PumpError>((total, marker == EOS_KEEP));
+            }
+            buf[..4].copy_from_slice(&(n as u32).to_be_bytes());
+            let (res, b) = chan_w.write_all(buf.slice(..4 + n)).await;
+            buf = b.into_inner();
+            res.map_err(|source| PumpError {
+                side: Side::Outbound,
+                source,
+            })?;
+            total += n as u64;
+        }
+    };
+    let down = async {
+        let mut total = 0u64;
+        loop {
+            match reader.next_chunk(&mut chan_r).await {
+                Ok(Chunk::Data(bytes)) => {
+                    let n = bytes.len() as u64;
+                    let (res, _) = local_w.write_all(bytes).await;
+                    res.map_err(|source| PumpError {
+                        side: Side::Inbound,
+                        source,
+                    })?;
+                    total += n;
+                }
+                Ok(Chunk::End { keep }) => {
+                    sockets::shutdown_write(local_fd);
+                    return Ok((total, keep));
+                }
+                Err(FrameError::Io(source)) => {
+                    return Err(PumpError {
+                        side: Side::Outbound,
+                        source,
+                    })
+                }
+                Err(e) => {
+                    return Err(PumpError {
+                        side: Side::Outbound,
+                        source: std::io::Error::other(e.to_string()),
+                    })
+                }
+            }
+        }
+    };
+    let result = join_or_first_error(up, down).await;
+    match result {
+        Ok(((up_bytes, we_keep), (down_bytes, they_keep))) => {
+            let stats = PumpStats {
+                inbound_to_outbound: up_bytes,
+                outbound_to_inbound: down_bytes,
+            };
+            let reusable = if we_keep && they_keep {
+                chan_r.reunite(chan_w).ok()
+            } else {
+                None
+            };
+            ChunkedOutcome {
+                reusable,
+                result: Ok(stats),
+            }
+        }
+        Err(e) => {
+            if e.side == Side::Outbound {
+                sockets::reset_on_close(local_fd);
+            }
+            ChunkedOutcome {
+                reusable: None,
+                result: Err(e),
+            }
+        }
+    }
+}
