@@ -8,6 +8,7 @@
 //!   policy every 10 ms (`store_shared`), so only the publication costs;
 //! - `compile+swap every 10 ms`: the swapping thread also compiles each
 //!   100k-prefix policy, so on a 2-core machine it competes for a core.
+//!
 //! `cargo bench -p sluice-bench --bench policy_swap`
 
 #[path = "policy_gen.rs"]
