@@ -28,6 +28,9 @@ struct Cli {
     /// io_uring (`uring`), epoll (`legacy`), or `auto`.
     #[arg(long, global = true, env = "SLUICE_DRIVER", default_value = "auto")]
     driver: Driver,
+    /// How plain-TCP hops move bytes: `splice` (zero-copy) or `copy` (for comparison).
+    #[arg(long, global = true, env = "SLUICE_PUMP", default_value = "splice")]
+    pump: sluice_proxy::io::Pump,
     #[command(subcommand)]
     command: Command,
 }
@@ -98,7 +101,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Edge { config } => {
-            let settings = EdgeSettings::load(&config)?;
+            let mut settings = EdgeSettings::load(&config)?;
+            settings.pump = cli.pump;
             logging::init(cli.log_level.as_deref(), cli.log_format);
             signals::block_termination_signals();
             let _edge = edge::start(settings, cli.driver)?;
@@ -107,7 +111,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Agent { config } => {
-            let settings = AgentSettings::load(&config)?;
+            let mut settings = AgentSettings::load(&config)?;
+            settings.pump = cli.pump;
             logging::init(cli.log_level.as_deref(), cli.log_format);
             signals::block_termination_signals();
             let _agent = agent::start(settings, cli.driver)?;

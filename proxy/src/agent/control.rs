@@ -64,7 +64,12 @@ async fn run_session(shared: &Arc<AgentShared>) -> anyhow::Result<String> {
     )
     .await
     .map_err(|_| anyhow::anyhow!("TLS handshake with {edge_addr} timed out"))?
-    .map_err(|e| anyhow::anyhow!("TLS handshake with {edge_addr} failed: {e}"))?;
+    .map_err(|e| {
+        anyhow::anyhow!(
+            "TLS handshake with {edge_addr} failed: {}",
+            crate::tls::describe_handshake_error(&e)
+        )
+    })?;
     let hello = Frame::Hello {
         version: PROTOCOL_VERSION,
         authtoken: settings.authtoken.expose().to_string(),

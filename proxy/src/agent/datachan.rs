@@ -20,9 +20,9 @@ use super::{AgentShared, SessionTicket};
 use crate::{
     config::agent::Transport,
     io::{
-        chunked,
+        self, chunked,
         framed::{self, FrameReader},
-        sockets, splice,
+        sockets,
     },
     wire::{self, Frame, StreamStart, DATA_CHANNEL_MAGIC, PROTOCOL_VERSION},
 };
@@ -132,12 +132,7 @@ async fn serve_plain(ticket: Arc<SessionTicket>, shared: Arc<AgentShared>) {
         sockets::reset_on_close(channel.as_raw_fd());
         return;
     };
-    if sockets::set_nonblocking(channel.as_raw_fd()).is_err()
-        || sockets::set_nonblocking(upstream.as_raw_fd()).is_err()
-    {
-        return;
-    }
-    match splice::forward(&channel, &upstream).await {
+    match io::forward_tcp(shared.settings.pump, channel, upstream).await {
         Ok(stats) => {
             tracing::trace!(client = %start.client, up = stats.inbound_to_outbound, down = stats.outbound_to_inbound, "stream closed")
         }
@@ -154,7 +149,7 @@ async fn serve_tls(ticket: Arc<SessionTicket>, shared: Arc<AgentShared>) {
     let mut tls = match monoio::time::timeout(CONNECT_TIMEOUT, connector.connect(name, tcp)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
-            tracing::warn!(error = %e, "data channel TLS handshake failed");
+            tracing::warn!(error = %crate::tls::describe_handshake_error(&e), "data channel TLS handshake failed");
             return;
         }
         Err(_) => {

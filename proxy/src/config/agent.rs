@@ -144,6 +144,8 @@ pub struct AgentSettings {
     pub heartbeat_tolerance: Duration,
     /// Endpoints to bind.
     pub endpoints: Vec<AgentEndpoint>,
+    /// How plain-TCP hops move bytes (command line, not the file).
+    pub pump: crate::io::Pump,
 }
 
 /// One internal endpoint and its upstream.
@@ -246,6 +248,7 @@ impl AgentSettings {
             heartbeat_interval: a.heartbeat_interval,
             heartbeat_tolerance: a.heartbeat_tolerance,
             endpoints,
+            pump: crate::io::Pump::default(),
         })
     }
 }

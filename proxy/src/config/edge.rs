@@ -94,6 +94,8 @@ pub struct EdgeSettings {
     pub users: Vec<ServiceUser>,
     /// TCP cloud endpoints.
     pub endpoints: Vec<TcpEndpoint>,
+    /// How plain-TCP hops move bytes (command line, not the file).
+    pub pump: crate::io::Pump,
 }
 
 /// A service user, resolved.
@@ -177,6 +179,7 @@ impl EdgeSettings {
             agent_tls,
             users,
             endpoints,
+            pump: crate::io::Pump::default(),
         })
     }
 }

@@ -38,7 +38,7 @@ pub async fn handle_tls(stream: TcpStream, peer: SocketAddr, shared: Arc<EdgeSha
     {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
-            tracing::warn!(%peer, error = %e, "agent TLS handshake failed");
+            tracing::warn!(%peer, error = %crate::tls::describe_handshake_error(&e), "agent TLS handshake failed");
             EdgeStats::bump(&shared.stats.agents_refused);
             return;
         }

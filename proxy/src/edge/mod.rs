@@ -55,6 +55,8 @@ pub struct EdgeShared {
     pub endpoints: Vec<Arc<LiveEndpoint>>,
     /// Counters.
     pub stats: EdgeStats,
+    /// How plain-TCP streams move bytes.
+    pub pump: crate::io::Pump,
     acceptor: TlsAcceptor,
 }
 
@@ -106,6 +108,7 @@ pub fn start(settings: EdgeSettings, driver: Driver) -> std::io::Result<EdgeHand
         users: settings.users,
         endpoints,
         stats: EdgeStats::default(),
+        pump: settings.pump,
         acceptor: TlsAcceptor::from(settings.agent_tls),
     });
     let slots: Arc<Mutex<Vec<Option<WorkerListeners>>>> =

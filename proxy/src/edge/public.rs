@@ -18,9 +18,9 @@ use super::{
 };
 use crate::{
     io::{
-        chunked,
+        self, chunked,
         framed::{self, FrameReader},
-        sockets, splice,
+        sockets,
     },
     wire::{self, Frame, StreamStart},
 };
@@ -92,7 +92,7 @@ async fn forward(
     match channel {
         ParkedChannel::Plain(socket) => {
             drop(session);
-            forward_plain(client, socket, start, peer).await
+            forward_plain(shared.pump, client, socket, start, peer).await
         }
         ParkedChannel::Tls(socket, conn) => {
             let Ok(tcp) = TcpStream::from_std(socket) else {
@@ -117,8 +117,9 @@ async fn forward(
     }
 }
 
-/// One stream on a plain-TCP channel: header, then splice both ways.
+/// One stream on a plain-TCP channel: header, then the pump both ways.
 async fn forward_plain(
+    pump: io::Pump,
     client: TcpStream,
     socket: std::net::TcpStream,
     start: Frame,
@@ -134,12 +135,7 @@ async fn forward_plain(
         tracing::info!(%peer, error = %e, "data channel failed before the stream started");
         return;
     }
-    if sockets::set_nonblocking(client.as_raw_fd()).is_err()
-        || sockets::set_nonblocking(channel.as_raw_fd()).is_err()
-    {
-        return;
-    }
-    match splice::forward(&client, &channel).await {
+    match io::forward_tcp(pump, client, channel).await {
         Ok(stats) => {
             tracing::trace!(%peer, up = stats.inbound_to_outbound, down = stats.outbound_to_inbound, "stream closed")
         }

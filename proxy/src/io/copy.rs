@@ -34,3 +34,50 @@ pub async fn copy_one_way<R: AsyncReadRent, W: AsyncWriteRent>(
         total += n as u64;
     }
 }
+
+/// Forwards both ways between two TCP sockets through user-space buffers until both
+/// directions saw EOF (half-close passed on) or one side fails (the other is reset).
+/// The baseline the splice pump is measured against. Not cancel-safe.
+pub async fn forward(
+    inbound: monoio::net::TcpStream,
+    outbound: monoio::net::TcpStream,
+) -> Result<super::PumpStats, super::splice::PumpError> {
+    use monoio::io::Splitable;
+
+    use super::{splice::PumpError, Side};
+    let (in_fd, out_fd) = (
+        std::os::fd::AsRawFd::as_raw_fd(&inbound),
+        std::os::fd::AsRawFd::as_raw_fd(&outbound),
+    );
+    let (mut in_r, mut in_w) = inbound.into_split();
+    let (mut out_r, mut out_w) = outbound.into_split();
+    // A read error is blamed on the side read from; a write error on the side written to.
+    let up = async {
+        copy_one_way(&mut in_r, &mut out_w)
+            .await
+            .map_err(|source| PumpError {
+                side: Side::Inbound,
+                source,
+            })
+    };
+    let down = async {
+        copy_one_way(&mut out_r, &mut in_w)
+            .await
+            .map_err(|source| PumpError {
+                side: Side::Outbound,
+                source,
+            })
+    };
+    let result = super::splice::join_or_first_error(up, down).await;
+    if let Err(e) = &result {
+        super::sockets::reset_on_close(if e.side == Side::Inbound {
+            out_fd
+        } else {
+            in_fd
+        });
+    }
+    result.map(|(a, b)| super::PumpStats {
+        inbound_to_outbound: a,
+        outbound_to_inbound: b,
+    })
+}

@@ -25,3 +25,45 @@ pub struct PumpStats {
     /// Bytes from the outbound side to the inbound side.
     pub outbound_to_inbound: u64,
 }
+
+/// How plain-TCP hops move bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Pump {
+    /// `splice(2)` through a per-direction pipe: bytes never enter user space.
+    #[default]
+    Splice,
+    /// A user-space copy loop with 64 KiB buffers (for comparison).
+    Copy,
+}
+
+impl std::str::FromStr for Pump {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "splice" => Ok(Pump::Splice),
+            "copy" => Ok(Pump::Copy),
+            other => Err(format!("unknown pump `{other}` (splice, copy)")),
+        }
+    }
+}
+
+/// Forwards between two plain TCP sockets with the chosen pump.
+pub async fn forward_tcp(
+    pump: Pump,
+    inbound: monoio::net::TcpStream,
+    outbound: monoio::net::TcpStream,
+) -> Result<PumpStats, splice::PumpError> {
+    match pump {
+        Pump::Splice => {
+            use std::os::fd::AsRawFd;
+            for s in [&inbound, &outbound] {
+                sockets::set_nonblocking(s.as_raw_fd()).map_err(|source| splice::PumpError {
+                    side: Side::Inbound,
+                    source,
+                })?;
+            }
+            splice::forward(&inbound, &outbound).await
+        }
+        Pump::Copy => copy::forward(inbound, outbound).await,
+    }
+}
