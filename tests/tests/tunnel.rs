@@ -143,3 +143,31 @@ fn restrict_ips_lets_allowed_sources_through_and_closes_the_rest() {
         client::echo_ok(Some("127.0.0.3".parse().unwrap()), t.public, b"me too").unwrap();
     }
 }
+
+#[test]
+fn an_idle_connection_is_closed_after_the_endpoint_idle_timeout() {
+    for (driver, transport) in matrix() {
+        let policy = sluice_tests::fixture::forward_all(common::ECHO_URL);
+        let t = Tunnel::build(driver, transport, policy, "    idle_timeout: 300ms\n");
+        let mut s = client::connect_from(None, t.public).unwrap();
+        s.write_all(b"once").unwrap();
+        let mut buf = [0u8; 4];
+        s.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"once");
+        // Say nothing more: the edge must close within two periods (read returns EOF
+        // or a reset) long before the client's 20 s read timeout.
+        let started = std::time::Instant::now();
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest);
+        let waited = started.elapsed();
+        assert!(rest.is_empty(), "{driver}/{transport}");
+        assert!(
+            waited < std::time::Duration::from_secs(10),
+            "{driver}/{transport}: idle connection lived {waited:?}"
+        );
+        assert!(
+            waited >= std::time::Duration::from_millis(250),
+            "{driver}/{transport}: closed too early ({waited:?})"
+        );
+    }
+}

@@ -132,7 +132,8 @@ async fn serve_plain(ticket: Arc<SessionTicket>, shared: Arc<AgentShared>) {
         sockets::reset_on_close(channel.as_raw_fd());
         return;
     };
-    match io::forward_tcp(shared.settings.pump, channel, upstream).await {
+    let progress = io::idle::Progress::default();
+    match io::forward_tcp(shared.settings.pump, channel, upstream, &progress).await {
         Ok(stats) => {
             tracing::trace!(client = %start.client, up = stats.inbound_to_outbound, down = stats.outbound_to_inbound, "stream closed")
         }
@@ -189,7 +190,8 @@ async fn serve_tls(ticket: Arc<SessionTicket>, shared: Arc<AgentShared>) {
         // load reuses channels instead of trading one handshake per stream.
         let ceiling = 2 * shared.settings.data_channels;
         let keep = || ticket.is_alive() && ticket.below(ceiling);
-        let outcome = chunked::forward(upstream, tls, &mut reader, keep).await;
+        let progress = io::idle::Progress::default();
+        let outcome = chunked::forward(upstream, tls, &mut reader, keep, &progress).await;
         if let Err(e) = &outcome.result {
             tracing::debug!(client = %start.client, error = %e, "stream ended with an error");
         }

@@ -80,6 +80,17 @@ pub struct CloudEndpointSection {
     pub url: String,
     /// What to do with each connection.
     pub traffic_policy: TrafficPolicy,
+    /// A forwarded connection with no bytes either way for this long is closed
+    /// (`0s` disables). Default 1h.
+    #[serde(
+        default = "default_idle_timeout",
+        deserialize_with = "super::duration::human"
+    )]
+    pub idle_timeout: std::time::Duration,
+}
+
+fn default_idle_timeout() -> std::time::Duration {
+    std::time::Duration::from_secs(3600)
 }
 
 /// Everything the edge runs with, validated and loaded.
@@ -115,6 +126,8 @@ pub struct TcpEndpoint {
     pub listen: SocketAddr,
     /// Its compiled traffic policy.
     pub policy: CompiledPolicy,
+    /// Idle timeout of forwarded connections (`None`: never).
+    pub idle_timeout: Option<std::time::Duration>,
 }
 
 impl EdgeSettings {
@@ -168,6 +181,7 @@ impl EdgeSettings {
                 url: ep.url,
                 listen,
                 policy,
+                idle_timeout: (!ep.idle_timeout.is_zero()).then_some(ep.idle_timeout),
             });
         }
         Ok(Self {

@@ -43,6 +43,8 @@ pub struct LiveEndpoint {
     pub addr: SocketAddr,
     /// Hot-swappable policy.
     pub policy: PolicyHandle,
+    /// Idle timeout of forwarded connections.
+    pub idle_timeout: Option<Duration>,
 }
 
 /// State shared by every worker.
@@ -97,6 +99,7 @@ pub fn start(settings: EdgeSettings, driver: Driver) -> std::io::Result<EdgeHand
             url: ep.url,
             addr,
             policy: PolicyHandle::new(ep.policy),
+            idle_timeout: ep.idle_timeout,
         });
         for (w, l) in per_worker.iter_mut().zip(listeners) {
             w.public.push((live.clone(), l));

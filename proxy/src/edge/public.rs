@@ -20,6 +20,7 @@ use crate::{
     io::{
         self, chunked,
         framed::{self, FrameReader},
+        idle::{until_idle, Progress},
         sockets,
     },
     wire::{self, Frame, StreamStart},
@@ -92,7 +93,15 @@ async fn forward(
     match channel {
         ParkedChannel::Plain(socket) => {
             drop(session);
-            forward_plain(shared.pump, client, socket, start, peer).await
+            forward_plain(
+                shared.pump,
+                endpoint.idle_timeout,
+                client,
+                socket,
+                start,
+                peer,
+            )
+            .await
         }
         ParkedChannel::Tls(socket, conn) => {
             let Ok(tcp) = TcpStream::from_std(socket) else {
@@ -104,7 +113,12 @@ async fn forward(
                 return;
             }
             let mut reader = FrameReader::new();
-            let outcome = chunked::forward(client, tls, &mut reader, || true).await;
+            let progress = Progress::default();
+            let work = chunked::forward(client, tls, &mut reader, || true, &progress);
+            let Some(outcome) = until_idle(endpoint.idle_timeout, &progress, work).await else {
+                tracing::debug!(%peer, "idle timeout; closed");
+                return;
+            };
             if let Err(e) = &outcome.result {
                 tracing::debug!(%peer, error = %e, "stream ended with an error");
             }
@@ -120,6 +134,7 @@ async fn forward(
 /// One stream on a plain-TCP channel: header, then the pump both ways.
 async fn forward_plain(
     pump: io::Pump,
+    idle_timeout: Option<std::time::Duration>,
     client: TcpStream,
     socket: std::net::TcpStream,
     start: Frame,
@@ -135,10 +150,13 @@ async fn forward_plain(
         tracing::info!(%peer, error = %e, "data channel failed before the stream started");
         return;
     }
-    match io::forward_tcp(pump, client, channel).await {
-        Ok(stats) => {
+    let progress = Progress::default();
+    let work = io::forward_tcp(pump, client, channel, &progress);
+    match until_idle(idle_timeout, &progress, work).await {
+        None => tracing::debug!(%peer, "idle timeout; closed"),
+        Some(Ok(stats)) => {
             tracing::trace!(%peer, up = stats.inbound_to_outbound, down = stats.outbound_to_inbound, "stream closed")
         }
-        Err(e) => tracing::debug!(%peer, error = %e, "stream ended with an error"),
+        Some(Err(e)) => tracing::debug!(%peer, error = %e, "stream ended with an error"),
     }
 }

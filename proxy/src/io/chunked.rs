@@ -34,6 +34,7 @@ pub async fn forward<T>(
     channel: T,
     reader: &mut FrameReader,
     keep_channel: impl FnOnce() -> bool,
+    progress: &super::idle::Progress,
 ) -> ChunkedOutcome<T>
 where
     T: Split + AsyncReadRent + AsyncWriteRent,
@@ -71,6 +72,7 @@ where
                 source,
             })?;
             total += n as u64;
+            progress.bump(n as u64);
         }
     };
     let down = async {
@@ -85,6 +87,7 @@ where
                         source,
                     })?;
                     total += n;
+                    progress.bump(n);
                 }
                 Ok(Chunk::End { keep }) => {
                     sockets::shutdown_write(local_fd);

@@ -16,6 +16,7 @@ pub const COPY_BUF: usize = 64 * 1024;
 pub async fn copy_one_way<R: AsyncReadRent, W: AsyncWriteRent>(
     r: &mut R,
     w: &mut W,
+    progress: &super::idle::Progress,
 ) -> io::Result<u64> {
     let mut buf = Vec::with_capacity(COPY_BUF);
     let mut total = 0u64;
@@ -32,6 +33,7 @@ pub async fn copy_one_way<R: AsyncReadRent, W: AsyncWriteRent>(
         buf = slice.into_inner();
         res?;
         total += n as u64;
+        progress.bump(n as u64);
     }
 }
 
@@ -41,6 +43,7 @@ pub async fn copy_one_way<R: AsyncReadRent, W: AsyncWriteRent>(
 pub async fn forward(
     inbound: monoio::net::TcpStream,
     outbound: monoio::net::TcpStream,
+    progress: &super::idle::Progress,
 ) -> Result<super::PumpStats, super::splice::PumpError> {
     use monoio::io::Splitable;
 
@@ -53,7 +56,7 @@ pub async fn forward(
     let (mut out_r, mut out_w) = outbound.into_split();
     // A read error is blamed on the side read from; a write error on the side written to.
     let up = async {
-        copy_one_way(&mut in_r, &mut out_w)
+        copy_one_way(&mut in_r, &mut out_w, progress)
             .await
             .map_err(|source| PumpError {
                 side: Side::Inbound,
@@ -61,7 +64,7 @@ pub async fn forward(
             })
     };
     let down = async {
-        copy_one_way(&mut out_r, &mut in_w)
+        copy_one_way(&mut out_r, &mut in_w, progress)
             .await
             .map_err(|source| PumpError {
                 side: Side::Outbound,

@@ -5,6 +5,7 @@
 pub mod chunked;
 pub mod copy;
 pub mod framed;
+pub mod idle;
 pub mod sockets;
 pub mod splice;
 
@@ -47,11 +48,13 @@ impl std::str::FromStr for Pump {
     }
 }
 
-/// Forwards between two plain TCP sockets with the chosen pump.
+/// Forwards between two plain TCP sockets with the chosen pump, counting bytes in
+/// `progress` (for idle timeouts).
 pub async fn forward_tcp(
     pump: Pump,
     inbound: monoio::net::TcpStream,
     outbound: monoio::net::TcpStream,
+    progress: &idle::Progress,
 ) -> Result<PumpStats, splice::PumpError> {
     match pump {
         Pump::Splice => {
@@ -62,8 +65,8 @@ pub async fn forward_tcp(
                     source,
                 })?;
             }
-            splice::forward(&inbound, &outbound).await
+            splice::forward(&inbound, &outbound, progress).await
         }
-        Pump::Copy => copy::forward(inbound, outbound).await,
+        Pump::Copy => copy::forward(inbound, outbound, progress).await,
     }
 }

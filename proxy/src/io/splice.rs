@@ -18,7 +18,7 @@ use std::{
 
 use monoio::net::TcpStream;
 
-use super::{sockets, PumpStats, Side};
+use super::{idle::Progress, sockets, PumpStats, Side};
 
 /// Pipe capacity requested with `F_SETPIPE_SZ` (pages are only allocated when used).
 pub const PIPE_SIZE: usize = 1 << 20;
@@ -92,6 +92,7 @@ async fn one_way(
     src_side: Side,
     dst: &TcpStream,
     dst_side: Side,
+    progress: &Progress,
 ) -> Result<u64, PumpError> {
     let src_err = |source| PumpError {
         side: src_side,
@@ -122,6 +123,7 @@ async fn one_way(
                 Ok(n) => {
                     pipe.pending -= n;
                     total += n as u64;
+                    progress.bump(n as u64);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     dst.writable(false).await.map_err(dst_err)?;
@@ -141,9 +143,13 @@ async fn one_way(
 /// EOF (half-close is passed on as it happens) or one side fails; on failure the other
 /// side is reset so the failure reaches both ends. Both sockets must be non-blocking.
 /// Not cancel-safe.
-pub async fn forward(inbound: &TcpStream, outbound: &TcpStream) -> Result<PumpStats, PumpError> {
-    let up = one_way(inbound, Side::Inbound, outbound, Side::Outbound);
-    let down = one_way(outbound, Side::Outbound, inbound, Side::Inbound);
+pub async fn forward(
+    inbound: &TcpStream,
+    outbound: &TcpStream,
+    progress: &Progress,
+) -> Result<PumpStats, PumpError> {
+    let up = one_way(inbound, Side::Inbound, outbound, Side::Outbound, progress);
+    let down = one_way(outbound, Side::Outbound, inbound, Side::Inbound, progress);
     let result = join_or_first_error(up, down).await;
     if let Err(e) = &result {
         let other = match e.side {

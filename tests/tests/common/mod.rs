@@ -25,12 +25,21 @@ pub struct Tunnel {
 impl Tunnel {
     /// Starts a tunnel whose one endpoint applies `policy` (YAML flow style).
     pub fn with_policy(driver: &str, transport: &str, policy: String) -> Tunnel {
+        Tunnel::build(driver, transport, policy, "")
+    }
+
+    /// Like `with_policy`, with extra keys (YAML, indented for an endpoint entry)
+    /// added to the endpoint, e.g. `"    idle_timeout: 500ms\n"`.
+    pub fn build(driver: &str, transport: &str, policy: String, endpoint_extra: &str) -> Tunnel {
         let fx = Fixture::new();
         let echo = Echo::start();
-        let edge_cfg = fx.write(
-            "edge.yml",
-            &fx.edge_yaml("127.0.0.1:0", &[("127.0.0.1:0", policy)]),
-        );
+        let edge_yaml = fx
+            .edge_yaml("127.0.0.1:0", &[("127.0.0.1:0", policy)])
+            .replace(
+                "    traffic_policy:",
+                &format!("{endpoint_extra}    traffic_policy:"),
+            );
+        let edge_cfg = fx.write("edge.yml", &edge_yaml);
         let mut edge = Sluice::edge(&edge_cfg, driver);
         let (agent_addr, eps) = edge.edge_addrs(1);
         let agent_cfg = fx.write(
