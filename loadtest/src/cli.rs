@@ -174,7 +174,7 @@ pub struct ConnectArgs {
     /// Connect loops at once.
     #[arg(long, default_value_t = 1)]
     pub concurrency: usize,
-    /// Payload echoed on each connection.
+    /// Payload echoed on each connection (0: connect and close only, any TCP service).
     #[arg(long, default_value = "32", value_parser = parse_size)]
     pub size: usize,
 }

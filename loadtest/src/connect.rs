@@ -1,7 +1,9 @@
 //! `connect`: connection-setup rate. Each of `concurrency` loops opens a new
 //! connection (TCP, then TLS if asked), sends `size` pattern bytes, reads the echo,
 //! verifies it and closes. Latency is connect-to-first-byte: from the start of the
-//! connect to the first byte of the echo. One operation is one full cycle.
+//! connect to the first byte of the echo. One operation is one full cycle. With
+//! `size` 0 nothing is sent: the cycle is connect (and TLS handshake), then close,
+//! the latency is the set-up time, and any TCP service can be the target.
 use std::time::Instant;
 
 use crate::{
@@ -53,7 +55,7 @@ impl ConnectOptions {
     pub fn validate(&self) -> Result<(), LoadError> {
         self.client.validate()?;
         check_range("--concurrency", self.concurrency as u64, 1, 100_000)?;
-        check_range("--size", self.size as u64, 1, 1 << 20)
+        check_range("--size", self.size as u64, 0, 1 << 20)
     }
 }
 
@@ -85,6 +87,12 @@ async fn cycle_loop(w: Worker, k: usize, size: usize) {
         let Some(mut stream) = w.open().await else {
             continue;
         };
+        if size == 0 {
+            let mut rec = w.rec.borrow_mut();
+            rec.op(t0, t0.elapsed());
+            rec.closed(true);
+            continue;
+        }
         let phase = (seq % pattern::PERIOD as u64) as usize;
         seq += 1;
         match monoio::time::timeout(w.opts.timeout, echo(&mut stream, req, resp, phase, size)).await

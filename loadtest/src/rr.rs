@@ -190,6 +190,8 @@ async fn requests(
 }
 
 /// Sends `req[phase..phase + size]`, reads the echo into `resp`, and verifies it.
+/// The read is posted together with the write (`join!`), so that on io_uring both
+/// go to the kernel in one submission.
 async fn exchange(
     s: &mut Stream,
     req: Vec<u8>,
@@ -197,12 +199,15 @@ async fn exchange(
     phase: usize,
     size: usize,
 ) -> (Result<(), Failure>, Vec<u8>, Vec<u8>) {
-    let (res, req) = s.writer.write_all(req, phase..phase + size).await;
-    if let Err(e) = res {
+    let Stream { reader, writer } = s;
+    let ((sent, req), (got, resp)) = monoio::join!(
+        writer.write_all(req, phase..phase + size),
+        client::read_exact(reader, resp, 0..size, "receive")
+    );
+    if let Err(e) = sent {
         return (Err(Failure::io("send", &e)), req, resp);
     }
-    let (res, resp) = client::read_exact(&mut s.reader, resp, 0..size, "receive").await;
-    if let Err(f) = res {
+    if let Err(f) = got {
         return (Err(f), req, resp);
     }
     if resp[..size] != req[phase..phase + size] {
