@@ -56,3 +56,64 @@ fn echo(mut conn: TcpStream) {
         }
     }
 }
+
+/// How an upstream connection ended, as the upstream saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// The peer half-closed (read returned 0).
+    Eof,
+    /// The peer reset the connection.
+    Reset,
+    /// Some other error.
+    Other,
+}
+
+/// An echo server that reports how each connection ended; with `reset_after` set it
+/// resets each connection itself after echoing that many bytes.
+pub struct Recorder {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// One entry per finished connection.
+    pub endings: std::sync::mpsc::Receiver<Ending>,
+}
+
+impl Recorder {
+    /// Starts on 127.0.0.1 with a free port.
+    pub fn start(reset_after: Option<usize>) -> Recorder {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, endings) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let tx = tx.clone();
+                std::thread::spawn(move || {
+                    let _ = tx.send(echo_and_record(conn, reset_after));
+                });
+            }
+        });
+        Recorder { addr, endings }
+    }
+}
+
+fn echo_and_record(mut conn: TcpStream, reset_after: Option<usize>) -> Ending {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut echoed = 0usize;
+    loop {
+        match conn.read(&mut buf) {
+            Ok(0) => return Ending::Eof,
+            Ok(n) => {
+                if conn.write_all(&buf[..n]).is_err() {
+                    return Ending::Other;
+                }
+                echoed += n;
+                if reset_after.is_some_and(|limit| echoed >= limit) {
+                    let _ =
+                        socket2::SockRef::from(&conn).set_linger(Some(std::time::Duration::ZERO));
+                    return Ending::Other;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Ending::Reset,
+            Err(_) => return Ending::Other,
+        }
+    }
+}

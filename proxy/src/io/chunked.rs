@@ -128,6 +128,10 @@ where
         Err(e) => {
             if e.side == Side::Outbound {
                 sockets::reset_on_close(local_fd);
+                // Dropping a monoio write half sends FIN (it shuts down writing),
+                // which the peer would read as a clean end before our RST. Drop
+                // the reunited stream instead: closing it sends only the RST.
+                drop(local_r.reunite(local_w));
             }
             ChunkedOutcome {
                 reusable: None,

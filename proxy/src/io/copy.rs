@@ -1,85 +1,101 @@
-//! Forwarding through user space with a buffer per direction: the path for hops where
-//! splice cannot work (TLS) and the baseline the splice pump is benchmarked against.
+//! Forwarding through user space with a buffer per direction: the baseline the splice
+//! pump is benchmarked against (`--pump copy`).
 
 use std::io;
 
 use monoio::{
     buf::IoBuf,
-    io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt},
+    io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Splitable},
+    net::TcpStream,
+};
+
+use super::{
+    idle::Progress,
+    sockets,
+    splice::{join_or_first_error, PumpError},
+    PumpStats, Side,
 };
 
 /// Buffer size per direction.
 pub const COPY_BUF: usize = 64 * 1024;
 
-/// Copies `r -> w` until EOF on `r`, then shuts `w` down for writing. Returns the
-/// bytes copied. Not cancel-safe.
-pub async fn copy_one_way<R: AsyncReadRent, W: AsyncWriteRent>(
+/// Which end of a one-way copy failed.
+enum CopyError {
+    Read(io::Error),
+    Write(io::Error),
+}
+
+/// Copies `r -> w` until EOF on `r`, then shuts `w` down for writing. Not cancel-safe.
+async fn copy_one_way<R: AsyncReadRent, W: AsyncWriteRent>(
     r: &mut R,
     w: &mut W,
-    progress: &super::idle::Progress,
-) -> io::Result<u64> {
+    progress: &Progress,
+) -> Result<u64, CopyError> {
     let mut buf = Vec::with_capacity(COPY_BUF);
     let mut total = 0u64;
     loop {
         buf.clear();
         let (res, b) = r.read(buf).await;
         buf = b;
-        let n = res?;
+        let n = res.map_err(CopyError::Read)?;
         if n == 0 {
-            w.shutdown().await?;
+            w.shutdown().await.map_err(CopyError::Write)?;
             return Ok(total);
         }
         let (res, slice) = w.write_all(buf.slice(..n)).await;
         buf = slice.into_inner();
-        res?;
+        res.map_err(CopyError::Write)?;
         total += n as u64;
         progress.bump(n as u64);
     }
 }
 
+fn blame(e: CopyError, read_side: Side, write_side: Side) -> PumpError {
+    match e {
+        CopyError::Read(source) => PumpError {
+            side: read_side,
+            source,
+        },
+        CopyError::Write(source) => PumpError {
+            side: write_side,
+            source,
+        },
+    }
+}
+
 /// Forwards both ways between two TCP sockets through user-space buffers until both
 /// directions saw EOF (half-close passed on) or one side fails (the other is reset).
-/// The baseline the splice pump is measured against. Not cancel-safe.
+/// Not cancel-safe.
 pub async fn forward(
-    inbound: monoio::net::TcpStream,
-    outbound: monoio::net::TcpStream,
-    progress: &super::idle::Progress,
-) -> Result<super::PumpStats, super::splice::PumpError> {
-    use monoio::io::Splitable;
-
-    use super::{splice::PumpError, Side};
-    let (in_fd, out_fd) = (
-        std::os::fd::AsRawFd::as_raw_fd(&inbound),
-        std::os::fd::AsRawFd::as_raw_fd(&outbound),
-    );
+    inbound: TcpStream,
+    outbound: TcpStream,
+    progress: &Progress,
+) -> Result<PumpStats, PumpError> {
+    let in_fd = std::os::fd::AsRawFd::as_raw_fd(&inbound);
+    let out_fd = std::os::fd::AsRawFd::as_raw_fd(&outbound);
     let (mut in_r, mut in_w) = inbound.into_split();
     let (mut out_r, mut out_w) = outbound.into_split();
-    // A read error is blamed on the side read from; a write error on the side written to.
     let up = async {
         copy_one_way(&mut in_r, &mut out_w, progress)
             .await
-            .map_err(|source| PumpError {
-                side: Side::Inbound,
-                source,
-            })
+            .map_err(|e| blame(e, Side::Inbound, Side::Outbound))
     };
     let down = async {
         copy_one_way(&mut out_r, &mut in_w, progress)
             .await
-            .map_err(|source| PumpError {
-                side: Side::Outbound,
-                source,
-            })
+            .map_err(|e| blame(e, Side::Outbound, Side::Inbound))
     };
-    let result = super::splice::join_or_first_error(up, down).await;
+    let result = join_or_first_error(up, down).await;
     if let Err(e) = &result {
-        super::sockets::reset_on_close(if e.side == Side::Inbound {
+        sockets::reset_on_close(if e.side == Side::Inbound {
             out_fd
         } else {
             in_fd
         });
+        // Dropping a monoio write half sends FIN before the RST; drop whole streams.
+        drop((in_r.reunite(in_w), out_r.reunite(out_w)));
     }
-    result.map(|(a, b)| super::PumpStats {
+    result.map(|(a, b)| PumpStats {
         inbound_to_outbound: a,
         outbound_to_inbound: b,
     })
