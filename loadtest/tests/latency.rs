@@ -17,8 +17,10 @@ fn closed_loop_percentiles_match_a_known_delay() {
     let ms = |q: f64| r.latency.value_at_quantile(q) as f64 / 1e6;
     // 2 connections for 0.6 s at 20 ms each: at most 60 requests (fewer on a busy machine).
     assert!((20..=60).contains(&r.ops), "{} requests", r.ops);
-    // The slack allows for a loaded 2-core machine; the lower bound is exact.
-    for (q, slack) in [(0.5, 5.0), (0.9, 10.0), (0.99, 20.0)] {
+    // The lower bound is exact. The upper slack allows for a loaded 2-core CI machine
+    // (scheduling delays of tens of ms happen there) while still catching a harness
+    // that counts a request twice (p50 at 40 ms) or charges it its neighbour's wait.
+    for (q, slack) in [(0.5, 15.0), (0.9, 30.0), (0.99, 60.0)] {
         let v = ms(q);
         assert!(
             (DELAY_MS as f64..DELAY_MS as f64 + slack).contains(&v),
@@ -39,7 +41,7 @@ fn open_loop_charges_queueing_to_the_server() {
     let service_p50 = r.service.value_at_quantile(0.5) as f64 / 1e6;
     let corrected_max = r.latency.max() as f64 / 1e6;
     assert!(
-        (DELAY_MS as f64..DELAY_MS as f64 + 5.0).contains(&service_p50),
+        (DELAY_MS as f64..DELAY_MS as f64 + 15.0).contains(&service_p50),
         "service p50 {service_p50} ms"
     );
     // After ~0.3 s of 10 ms intervals served at 20 ms, the backlog is ~150 ms or more.
@@ -61,7 +63,7 @@ fn open_loop_under_capacity_is_not_charged_for_the_timer() {
     assert_eq!(r.errors.total(), 0, "{:?}", r.samples);
     let p99 = r.latency.value_at_quantile(0.99) as f64 / 1e6;
     assert!(
-        (DELAY_MS as f64..DELAY_MS as f64 + 20.0).contains(&p99),
+        (DELAY_MS as f64..DELAY_MS as f64 + 40.0).contains(&p99),
         "corrected p99 {p99} ms"
     );
 }

@@ -113,12 +113,15 @@ async fn serve_plain(ticket: Arc<SessionTicket>, shared: Arc<AgentShared>) {
     }
     ticket.idle.fetch_add(1, Ordering::Relaxed);
     // Parked at the edge now; wait (without a deadline) until a stream is assigned.
-    let start = match framed::read_exact_frame(&mut channel).await {
-        Ok(Frame::Stream(start)) => start,
+    // The client's first bytes may arrive in the same read as the header.
+    let mut reader = FrameReader::new();
+    let start = match reader.next(&mut channel).await {
+        Ok(Some(Frame::Stream(start))) => start,
         other => {
             ticket.idle.fetch_sub(1, Ordering::Relaxed);
             match other {
-                Ok(frame) => tracing::warn!(
+                Ok(None) => tracing::debug!("idle data channel closed by the edge"),
+                Ok(Some(frame)) => tracing::warn!(
                     frame = frame.name(),
                     "unexpected frame on a data channel; closed"
                 ),
@@ -128,10 +131,18 @@ async fn serve_plain(ticket: Arc<SessionTicket>, shared: Arc<AgentShared>) {
         }
     };
     on_stream_assigned(&ticket, &shared);
-    let Some(upstream) = connect_upstream(&start, &shared).await else {
+    let Some(mut upstream) = connect_upstream(&start, &shared).await else {
         sockets::reset_on_close(channel.as_raw_fd());
         return;
     };
+    let early = reader.into_leftover();
+    if !early.is_empty() {
+        let (res, _) = upstream.write_all(early).await;
+        if res.is_err() {
+            sockets::reset_on_close(channel.as_raw_fd());
+            return;
+        }
+    }
     let progress = io::idle::Progress::default();
     match io::forward_tcp(shared.settings.pump, channel, upstream, &progress).await {
         Ok(stats) => {

@@ -2,7 +2,8 @@
 //!
 //! monoio's own `io::zero_copy` makes a pipe per call and lets io_uring punt splices on
 //! sockets that are not ready to kernel worker threads, which measured 50x slower than
-//! a copy loop here. This pump instead keeps one long-lived, enlarged pipe per direction,
+//! a copy loop here. This pump instead keeps one pipe per direction (pooled per worker,
+//! enlarged once a stream fills it),
 //! waits for readiness through the runtime (a one-shot poll on io_uring, the epoll
 //! registration on the legacy driver), and then splices non-blockingly until the kernel
 //! says `EAGAIN`. EOF on one side becomes `shutdown(SHUT_WR)` on the other (half-close
@@ -20,8 +21,11 @@ use monoio::net::TcpStream;
 
 use super::{idle::Progress, sockets, PumpStats, Side};
 
-/// Pipe capacity requested with `F_SETPIPE_SZ` (pages are only allocated when used).
+/// Pipe capacity requested with `F_SETPIPE_SZ` once a stream fills the default pipe
+/// (pages are only allocated when used).
 pub const PIPE_SIZE: usize = 1 << 20;
+/// Linux's default pipe capacity.
+const DEFAULT_PIPE_SIZE: usize = 64 * 1024;
 
 /// How a forwarded stream ended abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -34,14 +38,27 @@ pub struct PumpError {
     pub source: io::Error,
 }
 
+/// Pipes kept per worker thread for reuse, so a short connection does not pay
+/// `pipe2` + `F_SETPIPE_SZ` + two `close` per direction.
+const PIPE_POOL_MAX: usize = 64;
+
+thread_local! {
+    static PIPE_POOL: std::cell::RefCell<Vec<Pipe>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 struct Pipe {
     read: OwnedFd,
     write: OwnedFd,
     pending: usize,
+    enlarged: bool,
 }
 
 impl Pipe {
-    fn new() -> io::Result<Self> {
+    /// A pipe from this thread's pool, or a new one.
+    fn take() -> io::Result<Self> {
+        if let Some(pipe) = PIPE_POOL.with(|p| p.borrow_mut().pop()) {
+            return Ok(pipe);
+        }
         let mut fds = [0; 2];
         // SAFETY: `fds` is a valid two-element array for pipe2 to fill.
         if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } < 0 {
@@ -49,20 +66,39 @@ impl Pipe {
         }
         // SAFETY: pipe2 succeeded, so both fds are open and owned by nobody else.
         let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-        // Larger pipes mean fewer wake-ups per megabyte; failure (limits) is harmless.
-        // SAFETY: F_SETPIPE_SZ on a pipe fd we own, with an integer argument.
-        unsafe {
-            libc::fcntl(
-                write.as_raw_fd(),
-                libc::F_SETPIPE_SZ,
-                PIPE_SIZE as libc::c_int,
-            )
-        };
         Ok(Self {
             read,
             write,
             pending: 0,
+            enlarged: false,
         })
+    }
+
+    /// Grows the pipe to [`PIPE_SIZE`] the first time a stream fills it: bulk streams
+    /// then need fewer wake-ups per megabyte, short ones never pay for it. Failure
+    /// (a limit) is harmless.
+    fn enlarge(&mut self) {
+        self.enlarged = true;
+        // SAFETY: F_SETPIPE_SZ on a pipe fd we own, with an integer argument.
+        unsafe {
+            libc::fcntl(
+                self.write.as_raw_fd(),
+                libc::F_SETPIPE_SZ,
+                PIPE_SIZE as libc::c_int,
+            )
+        };
+    }
+
+    /// Returns an empty pipe to this thread's pool (a pipe holding bytes is closed).
+    fn give_back(self) {
+        if self.pending == 0 {
+            PIPE_POOL.with(|p| {
+                let mut pool = p.borrow_mut();
+                if pool.len() < PIPE_POOL_MAX {
+                    pool.push(self);
+                }
+            });
+        }
     }
 }
 
@@ -102,13 +138,16 @@ async fn one_way(
         side: dst_side,
         source,
     };
-    let mut pipe = Pipe::new().map_err(src_err)?;
+    let mut pipe = Pipe::take().map_err(src_err)?;
     let mut total = 0u64;
     loop {
         let eof = match splice(src.as_raw_fd(), pipe.write.as_raw_fd(), PIPE_SIZE) {
             Ok(0) => true,
             Ok(n) => {
                 pipe.pending += n;
+                if !pipe.enlarged && n >= DEFAULT_PIPE_SIZE {
+                    pipe.enlarge();
+                }
                 false
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -134,6 +173,7 @@ async fn one_way(
         }
         if eof {
             sockets::shutdown_write(dst.as_raw_fd());
+            pipe.give_back();
             return Ok(total);
         }
     }
