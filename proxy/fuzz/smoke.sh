@@ -33,9 +33,13 @@ FUZZ_ARGS=(--sanitizer "$SANITIZER" --target-dir target)
 started=$(date +%s)
 
 echo "smoke: building ${TARGETS[*]} (sanitizer: $SANITIZER)"
-for t in "${TARGETS[@]}"; do
-    cargo fuzz build "${FUZZ_ARGS[@]}" "$t"
-done
+if [ "$#" -eq 0 ]; then
+    cargo fuzz build "${FUZZ_ARGS[@]}"
+else
+    for t in "${TARGETS[@]}"; do
+        cargo fuzz build "${FUZZ_ARGS[@]}" "$t"
+    done
+fi
 built=$(date +%s)
 
 mkdir -p target/smoke-logs
@@ -50,12 +54,12 @@ for t in "${TARGETS[@]}"; do
     cargo fuzz run "${FUZZ_ARGS[@]}" "$t" "$scratch" "corpus/$t" -- \
         -max_total_time="$SECONDS_EACH" -rss_limit_mb=2048 -timeout=10 \
         -print_final_stats=1 >"$log" 2>&1 || status=$?
-    runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
+    runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1 || true)
     runs=${runs:-0}
     # libFuzzer ends with "Done N runs in S second(s)".
-    secs=$(sed -n 's/^Done [0-9]* runs in \([0-9]*\) second.*/\1/p' "$log" | tail -n 1)
+    secs=$(sed -n 's/^Done [0-9]* runs in \([0-9]*\) second.*/\1/p' "$log" | tail -n 1 || true)
     [ "${secs:-0}" -gt 0 ] || secs=$SECONDS_EACH
-    cov=$(grep -Eo 'cov: [0-9]+' "$log" | tail -n 1 | sed 's/cov: //')
+    cov=$(grep -Eo 'cov: [0-9]+' "$log" | tail -n 1 | sed 's/cov: //' || true)
     line=$(printf '%-16s %10s runs  %8s runs/s  cov %s' "$t" "$runs" "$((runs / secs))" "${cov:-?}")
     if [ "$status" -ne 0 ]; then
         line="$line  FAILED (exit $status, log $PWD/$log)"

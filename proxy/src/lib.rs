@@ -13,6 +13,7 @@
 
 pub mod agent;
 pub mod config;
+pub mod datapath;
 pub mod demo;
 pub mod edge;
 pub mod io;

@@ -114,6 +114,7 @@ pub fn start(settings: EdgeSettings, driver: Driver) -> std::io::Result<EdgeHand
         pump: settings.pump,
         acceptor: TlsAcceptor::from(settings.agent_tls),
     });
+    crate::datapath::log_edge(shared.pump);
     let slots: Arc<Mutex<Vec<Option<WorkerListeners>>>> =
         Arc::new(Mutex::new(per_worker.into_iter().map(Some).collect()));
     let worker_shared = shared.clone();
