@@ -140,18 +140,30 @@ async fn one_way(
     };
     let mut pipe = Pipe::take().map_err(src_err)?;
     let mut total = 0u64;
+    // A splice that returned less than the pipe could take drained the socket: the
+    // next one would only say EAGAIN, so wait for readiness first (saves a syscall
+    // per message on request/response traffic).
+    let mut drained = false;
     loop {
+        if drained {
+            src.readable(false).await.map_err(src_err)?;
+        }
         let eof = match splice(src.as_raw_fd(), pipe.write.as_raw_fd(), PIPE_SIZE) {
             Ok(0) => true,
             Ok(n) => {
                 pipe.pending += n;
+                drained = n < if pipe.enlarged {
+                    PIPE_SIZE
+                } else {
+                    DEFAULT_PIPE_SIZE
+                };
                 if !pipe.enlarged && n >= DEFAULT_PIPE_SIZE {
                     pipe.enlarge();
                 }
                 false
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                src.readable(false).await.map_err(src_err)?;
+                drained = true;
                 continue;
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
