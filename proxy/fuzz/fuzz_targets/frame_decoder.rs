@@ -14,8 +14,15 @@ fuzz_target!(|data: &[u8]| {
     let mut rest = data;
     let mut out = BytesMut::new();
     while let Ok(Some((frame, used))) = decode(rest) {
-        assert!(used <= rest.len(), "consumed {used} of {} bytes", rest.len());
-        assert!((5..=4 + MAX_FRAME_LEN).contains(&used), "frame of {used} bytes");
+        assert!(
+            used <= rest.len(),
+            "consumed {used} of {} bytes",
+            rest.len()
+        );
+        assert!(
+            (5..=4 + MAX_FRAME_LEN).contains(&used),
+            "frame of {used} bytes"
+        );
         assert_eq!(
             decode(&rest[..used - 1]),
             Ok(None),

@@ -162,13 +162,21 @@ mod tests {
         ));
         // Near-valid inputs: a truncated frame, an oversized length, an unknown kind.
         let hello = encode_all([&frames[0].1]);
-        files.push(("seed-truncated.bin".into(), hello[..hello.len() - 3].to_vec()));
+        files.push((
+            "seed-truncated.bin".into(),
+            hello[..hello.len() - 3].to_vec(),
+        ));
         files.push(("seed-bad-length.bin".into(), vec![0, 0, 0x40, 1, 6]));
         files.push(("seed-unknown-kind.bin".into(), vec![0, 0, 0, 1, 0xee]));
         // Chunk headers of a TLS data channel: data length, end-keep, end-retire.
         files.push((
             "seed-chunks.bin".into(),
-            [5u32.to_be_bytes(), 0u32.to_be_bytes(), u32::MAX.to_be_bytes()].concat(),
+            [
+                5u32.to_be_bytes(),
+                0u32.to_be_bytes(),
+                u32::MAX.to_be_bytes(),
+            ]
+            .concat(),
         ));
 
         let regen = std::env::var_os("SLUICE_FUZZ_REGEN").is_some();
