@@ -104,15 +104,3 @@ pub fn key_from_pem(pem: &str) -> Result<PrivateKeyDer<'static>, TlsSetupError> 
     PrivateKeyDer::from_pem_slice(pem.as_bytes())
         .map_err(|e| TlsSetupError::new(Path::new("<memory>"), e))
 }
-
-/// A readable description of a failed handshake (monoio-rustls' own `Display` says
-/// only "io error" / "rustls error"; the cause is in the wrapped error).
-pub fn describe_handshake_error(e: &monoio_rustls::TlsError) -> String {
-    match e {
-        monoio_rustls::TlsError::Io(io) => match io.get_ref() {
-            Some(inner) => inner.to_string(),
-            None => io.to_string(),
-        },
-        monoio_rustls::TlsError::Rustls(r) => r.to_string(),
-    }
-}

@@ -8,12 +8,14 @@ use std::{
 };
 
 use monoio::{io::Splitable, net::TcpStream};
-use monoio_rustls::TlsConnector;
 use rand::Rng;
 
 use super::{AgentShared, SessionTicket};
 use crate::{
-    io::framed::{self, FrameReader},
+    io::{
+        framed::{self, FrameReader},
+        tls_stream,
+    },
     wire::{ErrorCode, Frame, PROTOCOL_VERSION},
 };
 
@@ -57,19 +59,11 @@ async fn run_session(shared: &Arc<AgentShared>) -> anyhow::Result<String> {
         .await
         .map_err(|_| anyhow::anyhow!("connecting to {edge_addr} timed out"))??;
     let _ = tcp.set_nodelay(true);
-    let connector = TlsConnector::from(settings.tls.clone());
-    let mut tls = monoio::time::timeout(
-        CONNECT_TIMEOUT,
-        connector.connect(settings.server_name.clone(), tcp),
-    )
-    .await
-    .map_err(|_| anyhow::anyhow!("TLS handshake with {edge_addr} timed out"))?
-    .map_err(|e| {
-        anyhow::anyhow!(
-            "TLS handshake with {edge_addr} failed: {}",
-            crate::tls::describe_handshake_error(&e)
-        )
-    })?;
+    let handshake = tls_stream::connect(tcp, settings.tls.clone(), settings.server_name.clone());
+    let mut tls = monoio::time::timeout(CONNECT_TIMEOUT, handshake)
+        .await
+        .map_err(|_| anyhow::anyhow!("TLS handshake with {edge_addr} timed out"))?
+        .map_err(|e| anyhow::anyhow!("TLS handshake with {edge_addr} failed: {e}"))?;
     let hello = Frame::Hello {
         version: PROTOCOL_VERSION,
         authtoken: settings.authtoken.expose().to_string(),

@@ -14,7 +14,6 @@ use std::{
 };
 
 use monoio::{io::AsyncWriteRentExt, net::TcpStream};
-use monoio_rustls::TlsConnector;
 
 use super::{AgentShared, SessionTicket};
 use crate::{
@@ -156,12 +155,12 @@ async fn serve_tls(ticket: Arc<SessionTicket>, shared: Arc<AgentShared>) {
     let Some(tcp) = dial_edge(&ticket).await else {
         return;
     };
-    let connector = TlsConnector::from(shared.settings.tls.clone());
     let name = shared.settings.server_name.clone();
-    let mut tls = match monoio::time::timeout(CONNECT_TIMEOUT, connector.connect(name, tcp)).await {
+    let handshake = io::tls_stream::connect(tcp, shared.settings.tls.clone(), name);
+    let mut tls = match monoio::time::timeout(CONNECT_TIMEOUT, handshake).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
-            tracing::warn!(error = %crate::tls::describe_handshake_error(&e), "data channel TLS handshake failed");
+            tracing::warn!(error = %e, "data channel TLS handshake failed");
             return;
         }
         Err(_) => {

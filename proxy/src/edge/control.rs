@@ -26,19 +26,19 @@ use crate::{
 const MIN_TOLERANCE: Duration = Duration::from_secs(1);
 const MAX_TOLERANCE: Duration = Duration::from_secs(600);
 
-pub(super) type Tls = monoio_rustls::ServerTlsStream<TcpStream>;
+pub(super) type Tls = crate::io::tls_stream::TlsStream<rustls::ServerConnection>;
 
 /// Handles a connection that started a TLS handshake on the agent port.
 pub async fn handle_tls(stream: TcpStream, peer: SocketAddr, shared: Arc<EdgeShared>) {
     let mut tls = match monoio::time::timeout(
         AGENT_HANDSHAKE_TIMEOUT,
-        shared.acceptor.accept(stream),
+        crate::io::tls_stream::accept(stream, shared.agent_tls.clone()),
     )
     .await
     {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
-            tracing::warn!(%peer, error = %crate::tls::describe_handshake_error(&e), "agent TLS handshake failed");
+            tracing::warn!(%peer, error = %e, "agent TLS handshake failed");
             EdgeStats::bump(&shared.stats.agents_refused);
             return;
         }
@@ -255,7 +255,13 @@ async fn run_session(
 /// travels with it, and whichever worker takes it rebuilds the stream.
 pub(super) fn park_tls(tls: Tls, session: &SessionHandle) {
     use std::os::fd::{FromRawFd, IntoRawFd};
-    let (tcp, conn) = tls.into_parts();
+    let Some((tcp, conn)) = tls.into_parts() else {
+        tracing::debug!(
+            session = session.id,
+            "data channel with unread bytes not parked"
+        );
+        return;
+    };
     let fd = tcp.into_raw_fd();
     // SAFETY: `into_raw_fd` handed us sole ownership of this open socket.
     let std_stream = unsafe { std::net::TcpStream::from_raw_fd(fd) };

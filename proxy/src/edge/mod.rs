@@ -19,7 +19,6 @@ use std::{
     time::Duration,
 };
 
-use monoio_rustls::TlsAcceptor;
 use sluice_policy::PolicyHandle;
 
 use crate::{
@@ -59,7 +58,7 @@ pub struct EdgeShared {
     pub stats: EdgeStats,
     /// How plain-TCP streams move bytes.
     pub pump: crate::io::Pump,
-    acceptor: TlsAcceptor,
+    agent_tls: Arc<rustls::ServerConfig>,
 }
 
 /// A running edge.
@@ -112,7 +111,7 @@ pub fn start(settings: EdgeSettings, driver: Driver) -> std::io::Result<EdgeHand
         endpoints,
         stats: EdgeStats::default(),
         pump: settings.pump,
-        acceptor: TlsAcceptor::from(settings.agent_tls),
+        agent_tls: settings.agent_tls,
     });
     crate::datapath::log_edge(shared.pump);
     let slots: Arc<Mutex<Vec<Option<WorkerListeners>>>> =

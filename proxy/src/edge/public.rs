@@ -107,7 +107,7 @@ async fn forward(
             let Ok(tcp) = TcpStream::from_std(socket) else {
                 return;
             };
-            let mut tls = Tls::new(tcp, *conn);
+            let mut tls = Tls::from_parts(tcp, *conn);
             if let Err(e) = framed::write_frame(&mut tls, &start).await {
                 tracing::info!(%peer, error = %e, "data channel failed before the stream started");
                 return;

@@ -8,6 +8,7 @@ pub mod framed;
 pub mod idle;
 pub mod sockets;
 pub mod splice;
+pub mod tls_stream;
 
 /// Which side of a forwarded stream an I/O error came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

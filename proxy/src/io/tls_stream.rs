@@ -1,0 +1,239 @@
+//! A rustls connection over a monoio `TcpStream`, with large ciphertext buffers.
+//!
+//! monoio-rustls moves ciphertext 16 KiB per I/O operation, so a 64 KiB chunk costs
+//! four or more sequential io_uring round trips each way; this stream reads up to
+//! [`MAX_READ`] per operation and writes every pending record in one. Read and write
+//! halves may run concurrently (it is `Split`): the read path only reads the socket and
+//! the write path only writes it, and neither holds a borrow of the rustls state across
+//! an await. Handshake messages rustls wants to send while reading (TLS 1.3 key
+//! updates) go out with the next write.
+
+use std::{
+    io::{self, Read, Write},
+    ops::{Deref, DerefMut},
+    sync::Arc,
+};
+
+use monoio::{
+    buf::{IoBuf, IoBufMut, IoVecBuf, IoVecBufMut, RawBuf},
+    io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Split},
+    net::TcpStream,
+    BufResult,
+};
+use rustls::{
+    pki_types::ServerName, ClientConfig, ClientConnection, ConnectionCommon, ServerConfig,
+    ServerConnection, SideData,
+};
+
+/// Most ciphertext read from the socket in one operation.
+pub const MAX_READ: usize = 256 * 1024;
+/// Ciphertext read buffer to start with (grows while reads fill it).
+const FIRST_READ: usize = 16 * 1024;
+/// Plaintext rustls may buffer in each direction.
+const RUSTLS_BUFFER_LIMIT: usize = 512 * 1024;
+
+/// A TLS stream; `C` is `ServerConnection` or `ClientConnection`.
+pub struct TlsStream<C> {
+    io: TcpStream,
+    conn: C,
+    rbuf: Vec<u8>,
+    rpos: usize,
+    wbuf: Vec<u8>,
+}
+
+// SAFETY: reads use only `io`'s read side, `rbuf` and synchronous rustls calls; writes
+// use only `io`'s write side, `wbuf` and synchronous rustls calls. No borrow of `conn`
+// lives across an await, so interleaving a read and a write (on one thread) is sound
+// in the same way monoio's own TcpStream halves are.
+unsafe impl<C> Split for TlsStream<C> {}
+
+/// Accepts a TLS connection (server side), handshake included.
+pub async fn accept(
+    io: TcpStream,
+    config: Arc<ServerConfig>,
+) -> io::Result<TlsStream<ServerConnection>> {
+    let conn = ServerConnection::new(config).map_err(io::Error::other)?;
+    let mut tls = TlsStream::from_parts(io, conn);
+    tls.handshake().await?;
+    Ok(tls)
+}
+
+/// Opens a TLS connection (client side), handshake included.
+pub async fn connect(
+    io: TcpStream,
+    config: Arc<ClientConfig>,
+    name: ServerName<'static>,
+) -> io::Result<TlsStream<ClientConnection>> {
+    let conn = ClientConnection::new(config, name).map_err(io::Error::other)?;
+    let mut tls = TlsStream::from_parts(io, conn);
+    tls.handshake().await?;
+    Ok(tls)
+}
+
+impl<C, SD> TlsStream<C>
+where
+    C: DerefMut + Deref<Target = ConnectionCommon<SD>>,
+    SD: SideData,
+{
+    /// Wraps an established (or fresh) rustls connection and its socket.
+    pub fn from_parts(io: TcpStream, mut conn: C) -> Self {
+        conn.set_buffer_limit(Some(RUSTLS_BUFFER_LIMIT));
+        Self {
+            io,
+            conn,
+            rbuf: Vec::new(),
+            rpos: 0,
+            wbuf: Vec::new(),
+        }
+    }
+
+    /// Takes the stream apart, for parking it on another thread. `None` when
+    /// ciphertext is still buffered here (it would be lost).
+    pub fn into_parts(self) -> Option<(TcpStream, C)> {
+        (self.rpos >= self.rbuf.len()).then_some((self.io, self.conn))
+    }
+
+    async fn handshake(&mut self) -> io::Result<()> {
+        while self.conn.is_handshaking() {
+            if self.conn.wants_write() {
+                self.flush_tls().await?;
+            } else if self.fill().await? == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+        }
+        self.flush_tls().await
+    }
+
+    /// Writes every pending TLS record in one operation.
+    async fn flush_tls(&mut self) -> io::Result<()> {
+        let mut out = std::mem::take(&mut self.wbuf);
+        out.clear();
+        while self.conn.wants_write() {
+            self.conn.write_tls(&mut out)?;
+        }
+        if !out.is_empty() {
+            let (res, back) = self.io.write_all(out).await;
+            out = back;
+            res?;
+        }
+        self.wbuf = out;
+        Ok(())
+    }
+
+    /// Feeds buffered ciphertext to rustls, reading more from the socket when none is
+    /// buffered. Returns the ciphertext bytes consumed (0 at the socket's EOF).
+    async fn fill(&mut self) -> io::Result<usize> {
+        if self.rpos >= self.rbuf.len() {
+            let cap = self.rbuf.capacity();
+            let want = if self.rbuf.len() == cap && cap > 0 {
+                (cap * 2).min(MAX_READ)
+            } else {
+                cap.max(FIRST_READ)
+            };
+            let mut buf = std::mem::take(&mut self.rbuf);
+            buf.clear();
+            buf.reserve_exact(want);
+            let (res, back) = self.io.read(buf).await;
+            self.rbuf = back;
+            self.rpos = 0;
+            if res? == 0 {
+                // Tell rustls the transport ended, so it can tell a clean close_notify
+                // from a truncation.
+                self.conn.read_tls(&mut io::empty())?;
+                return Ok(0);
+            }
+        }
+        let mut pending = &self.rbuf[self.rpos..];
+        let n = self.conn.read_tls(&mut pending)?;
+        self.rpos += n;
+        self.conn
+            .process_new_packets()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        Ok(n.max(1))
+    }
+
+    async fn read_plain(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match self.conn.reader().read(out) {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+            if self.fill().await? == 0 {
+                // EOF from the socket: rustls now reports clean close or truncation.
+                return self.conn.reader().read(out);
+            }
+        }
+    }
+}
+
+impl<C, SD> AsyncReadRent for TlsStream<C>
+where
+    C: DerefMut + Deref<Target = ConnectionCommon<SD>>,
+    SD: SideData,
+{
+    async fn read<T: IoBufMut>(&mut self, mut buf: T) -> BufResult<usize, T> {
+        // SAFETY: the slice covers the buffer's writable capacity, which the buffer
+        // owns for the duration of this call; rustls only writes into it.
+        let out = unsafe { std::slice::from_raw_parts_mut(buf.write_ptr(), buf.bytes_total()) };
+        let res = self.read_plain(out).await;
+        if let Ok(n) = res {
+            // SAFETY: rustls initialised the first `n` bytes.
+            unsafe { buf.set_init(n) };
+        }
+        (res, buf)
+    }
+
+    async fn readv<T: IoVecBufMut>(&mut self, mut buf: T) -> BufResult<usize, T> {
+        // SAFETY: the raw buffer borrows the first iovec, which outlives this call.
+        let res = match unsafe { RawBuf::new_from_iovec_mut(&mut buf) } {
+            Some(raw) => self.read(raw).await.0,
+            None => Ok(0),
+        };
+        if let Ok(n) = res {
+            // SAFETY: `n` bytes of the first iovec were initialised above.
+            unsafe { buf.set_init(n) };
+        }
+        (res, buf)
+    }
+}
+
+impl<C, SD> AsyncWriteRent for TlsStream<C>
+where
+    C: DerefMut + Deref<Target = ConnectionCommon<SD>>,
+    SD: SideData,
+{
+    async fn write<T: IoBuf>(&mut self, buf: T) -> BufResult<usize, T> {
+        // SAFETY: the buffer's initialised bytes, owned by `buf` for this call.
+        let data = unsafe { std::slice::from_raw_parts(buf.read_ptr(), buf.bytes_init()) };
+        if self.conn.wants_write() {
+            if let Err(e) = self.flush_tls().await {
+                return (Err(e), buf);
+            }
+        }
+        let res = match self.conn.writer().write(data) {
+            Ok(n) => self.flush_tls().await.map(|()| n),
+            Err(e) => Err(e),
+        };
+        (res, buf)
+    }
+
+    async fn writev<T: IoVecBuf>(&mut self, buf: T) -> BufResult<usize, T> {
+        // SAFETY: the raw buffer borrows the first iovec, which outlives this call.
+        let res = match unsafe { RawBuf::new_from_iovec(&buf) } {
+            Some(raw) => self.write(raw).await.0,
+            None => Ok(0),
+        };
+        (res, buf)
+    }
+
+    async fn flush(&mut self) -> io::Result<()> {
+        self.flush_tls().await
+    }
+
+    async fn shutdown(&mut self) -> io::Result<()> {
+        self.conn.send_close_notify();
+        self.flush_tls().await?;
+        self.io.shutdown().await
+    }
+}
