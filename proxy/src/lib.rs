@@ -4,6 +4,8 @@
 //! - [`edge`]: agent port, sessions, public endpoints, forwarding.
 //! - [`agent`]: control loop, data channels, upstream connections.
 //! - [`wire`]: the agent protocol's frames and codec (no I/O).
+//! - [`sni`]: the SNI host name peeked from a TLS ClientHello, and name routing (no I/O).
+//! - [`proxy_protocol`]: PROXY protocol v1/v2 headers for upstreams (no I/O).
 //! - [`io`]: framed I/O, the splice and copy pumps, socket plumbing.
 //! - [`config`]: the YAML files, validated whole, resolved into settings.
 //! - [`runtime`]: worker threads and the io_uring/epoll driver choice.
@@ -18,8 +20,10 @@ pub mod demo;
 pub mod edge;
 pub mod io;
 pub mod logging;
+pub mod proxy_protocol;
 pub mod runtime;
 pub mod signals;
+pub mod sni;
 pub mod tls;
 pub mod token;
 pub mod wire;

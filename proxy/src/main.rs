@@ -49,6 +49,11 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Configuration files.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
     /// Authtokens.
     Token {
         #[command(subcommand)]
@@ -62,6 +67,15 @@ enum Command {
         /// Data channel transport (`tls` or `tcp`).
         #[arg(long, default_value = "tls")]
         transport: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate an edge or agent config without starting anything.
+    Check {
+        /// The config file.
+        file: PathBuf,
     },
 }
 
@@ -98,6 +112,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 TokenCommand::Hash { token: t } => println!("{}", token::TokenHash::of(&t)),
             }
+            Ok(())
+        }
+        Command::Config {
+            command: ConfigCommand::Check { file },
+        } => {
+            let report = sluice_proxy::config::check::check_file(&file)?;
+            for w in &report.warnings {
+                println!("warning: {}: {w}", file.display());
+            }
+            println!("{}: valid {} config", file.display(), report.kind);
             Ok(())
         }
         Command::Edge { config } => {

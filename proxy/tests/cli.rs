@@ -53,3 +53,47 @@ fn an_unknown_driver_is_a_clear_error() {
         .unwrap()
         .contains("unknown driver"));
 }
+
+fn write_temp(name: &str, text: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("sluice-cli-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn config_check_accepts_a_good_agent_file_and_names_the_problem_in_a_bad_one() {
+    let good = write_temp(
+        "good.yml",
+        "version: 3\nagent:\n  authtoken: slt_x\n  connect_url: edge.example.com:4443\nendpoints:\n  - url: tcp://db.internal:5432\n    upstream: { url: 10.0.0.5:5432 }\n",
+    );
+    let out = sluice(&["config", "check", good.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8(out.stdout)
+        .unwrap()
+        .contains("valid agent config"));
+
+    let bad = write_temp(
+        "bad.yml",
+        "version: 3\nagent:\n  authtoken: slt_x\n  connect_url: edge.example.com:4443\nendpoints:\n  - url: tcp://db.example.com:5432\n    upstream: { url: 10.0.0.5:5432 }\n",
+    );
+    let out = sluice(&["config", "check", bad.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("bad.yml") && err.contains("db.example.com") && err.contains(".internal"),
+        "{err}"
+    );
+
+    let neither = write_temp("neither.yml", "version: 7\n");
+    let out = sluice(&["config", "check", neither.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8(out.stderr)
+        .unwrap()
+        .contains("neither an edge config"));
+}

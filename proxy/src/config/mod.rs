@@ -5,6 +5,7 @@
 //! column and key.
 
 pub mod agent;
+pub mod check;
 mod duration;
 pub mod edge;
 

@@ -228,8 +228,8 @@ fn walk_records<'a>(
             }
         }
         if total.is_none() && bytes.len() >= HANDSHAKE_HEADER_LEN {
-            let body_len = usize::from(bytes[1]) << 16 | usize::from(bytes[2]) << 8
-                | usize::from(bytes[3]);
+            let body_len =
+                usize::from(bytes[1]) << 16 | usize::from(bytes[2]) << 8 | usize::from(bytes[3]);
             let hello_len = HANDSHAKE_HEADER_LEN + body_len;
             if earliest_end(start, len, hello_len - have) > MAX_CLIENT_HELLO {
                 return Err(SniError::TooLarge.into());

@@ -1,0 +1,684 @@
+//! PROXY protocol headers (haproxy's `proxy-protocol.txt`): [`encode_v1`] (the text
+//! line) and [`encode_v2`] (the binary block) tell an upstream the public client's
+//! address before any other byte; [`decode`] reads either version, for tests and test
+//! upstreams. No I/O here.
+//!
+//! Addresses are canonicalised before encoding: an IPv4-mapped IPv6 address
+//! (`::ffff:a.b.c.d`, as a dual-stack socket reports IPv4 peers) is sent as IPv4; if one
+//! side is IPv4 and the other IPv6, the IPv4 one is sent IPv4-mapped so both share the
+//! family the header announces (the spec requires one family per header).
+
+use std::fmt::Write as _;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use bytes::{BufMut, BytesMut};
+
+/// Longest v1 line, CRLF included (`PROXY UNKNOWN` with two full IPv6 addresses).
+pub const V1_MAX_LEN: usize = 107;
+/// The 12 bytes that start a v2 header.
+pub const V2_SIGNATURE: [u8; 12] = *b"\r\n\r\n\0\r\nQUIT\n";
+/// Largest v2 address block (addresses and TLVs) [`decode`] accepts.
+pub const V2_MAX_LEN: usize = 2048;
+
+const V1_PREFIX: &[u8] = b"PROXY ";
+const V2_HEADER_LEN: usize = 16;
+const V2_LOCAL: u8 = 0x20;
+const V2_PROXY: u8 = 0x21;
+const V2_TCP4: u8 = 0x11;
+const V2_TCP6: u8 = 0x21;
+
+/// Which version of the protocol a header used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    /// The human-readable line.
+    V1,
+    /// The binary block.
+    V2,
+}
+
+/// A decoded PROXY protocol header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyHeader {
+    /// A relayed TCP connection and its original endpoints (canonicalised as
+    /// [`encode_v1`] does: IPv4-mapped addresses come back as IPv4 only when both are).
+    Tcp {
+        /// Which version carried it.
+        version: Version,
+        /// The client's address.
+        src: SocketAddr,
+        /// The address the client connected to.
+        dst: SocketAddr,
+    },
+    /// v1 `UNKNOWN`, or v2 PROXY for a family or protocol other than TCP over IPv4/IPv6
+    /// (UNSPEC, UDP, unix): use the connection's own endpoints.
+    Unknown {
+        /// Which version carried it.
+        version: Version,
+    },
+    /// v2 LOCAL: the proxy's own connection (a health check); use its endpoints.
+    Local,
+}
+
+/// Why bytes are not a valid PROXY protocol header.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProxyError {
+    /// Neither `PROXY ` nor the v2 signature.
+    #[error("not a PROXY protocol header")]
+    NotProxy,
+    /// No CRLF within [`V1_MAX_LEN`] bytes.
+    #[error("PROXY v1 line without CRLF in its first {V1_MAX_LEN} bytes")]
+    V1TooLong,
+    /// A v1 line that does not match the grammar exactly.
+    #[error("malformed PROXY v1 line: {0}")]
+    V1Malformed(&'static str),
+    /// The v2 version/command byte is not 0x20 (LOCAL) or 0x21 (PROXY).
+    #[error("PROXY v2 version/command byte {0:#04x} is not 0x20 or 0x21")]
+    V2Command(u8),
+    /// The v2 family/protocol byte is not one the spec defines.
+    #[error("PROXY v2 family/protocol byte {0:#04x} is not defined")]
+    V2Family(u8),
+    /// The v2 length is too short for the family's addresses, or over [`V2_MAX_LEN`].
+    #[error("PROXY v2 address length {len} is invalid for family {family:#04x}")]
+    V2Length {
+        /// The family/protocol byte.
+        family: u8,
+        /// The announced length.
+        len: usize,
+    },
+}
+
+/// Both endpoints in one family.
+enum Endpoints {
+    V4([Ipv4Addr; 2], [u16; 2]),
+    V6([Ipv6Addr; 2], [u16; 2]),
+}
+
+fn canonical(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V6(a) => match a.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(IpAddr::V4(v4), a.port()),
+            None => addr,
+        },
+        SocketAddr::V4(_) => addr,
+    }
+}
+
+fn endpoints(src: SocketAddr, dst: SocketAddr) -> Endpoints {
+    let (src, dst) = (canonical(src), canonical(dst));
+    let ports = [src.port(), dst.port()];
+    let v6 = |ip: IpAddr| match ip {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+        IpAddr::V6(v6) => v6,
+    };
+    match (src.ip(), dst.ip()) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => Endpoints::V4([s, d], ports),
+        (s, d) => Endpoints::V6([v6(s), v6(d)], ports),
+    }
+}
+
+/// Appends the v1 line for a TCP connection from `src` to `dst`, e.g.
+/// `PROXY TCP4 192.168.0.1 192.168.0.11 56324 443\r\n`. IPv6 addresses are written in
+/// RFC 5952 form, hexadecimal groups only (no dotted IPv4 tail), as the spec requires.
+pub fn encode_v1(src: SocketAddr, dst: SocketAddr, out: &mut BytesMut) {
+    out.reserve(V1_MAX_LEN);
+    // Writing into a BytesMut cannot fail: it grows.
+    let _ = match endpoints(src, dst) {
+        Endpoints::V4([s, d], [sp, dp]) => write!(out, "PROXY TCP4 {s} {d} {sp} {dp}\r\n"),
+        Endpoints::V6([s, d], [sp, dp]) => {
+            write!(out, "PROXY TCP6 {} {} {sp} {dp}\r\n", Hex6(s), Hex6(d))
+        }
+    };
+}
+
+/// Appends the v2 block (PROXY command, TCP over IPv4 or IPv6, no TLVs) for a TCP
+/// connection from `src` to `dst`: 28 bytes for IPv4, 52 for IPv6.
+pub fn encode_v2(src: SocketAddr, dst: SocketAddr, out: &mut BytesMut) {
+    out.put_slice(&V2_SIGNATURE);
+    out.put_u8(V2_PROXY);
+    let [sp, dp] = match endpoints(src, dst) {
+        Endpoints::V4([s, d], ports) => {
+            out.put_u8(V2_TCP4);
+            out.put_u16(12);
+            out.put_slice(&s.octets());
+            out.put_slice(&d.octets());
+            ports
+        }
+        Endpoints::V6([s, d], ports) => {
+            out.put_u8(V2_TCP6);
+            out.put_u16(36);
+            out.put_slice(&s.octets());
+            out.put_slice(&d.octets());
+            ports
+        }
+    };
+    out.put_u16(sp);
+    out.put_u16(dp);
+}
+
+/// Appends a header of `version` for a TCP connection from `src` to `dst`.
+pub fn encode(version: Version, src: SocketAddr, dst: SocketAddr, out: &mut BytesMut) {
+    match version {
+        Version::V1 => encode_v1(src, dst, out),
+        Version::V2 => encode_v2(src, dst, out),
+    }
+}
+
+/// An IPv6 address in RFC 5952 text form without the dotted-quad tail `Display` uses
+/// for IPv4-mapped addresses.
+struct Hex6(Ipv6Addr);
+
+impl std::fmt::Display for Hex6 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let groups = self.0.segments();
+        // The longest run of two or more zero groups (the first one on a tie) becomes "::".
+        let (mut best, mut run) = ((0, 0), (0, 0));
+        for (i, &g) in groups.iter().enumerate() {
+            if g == 0 {
+                run = if run.1 == 0 {
+                    (i, 1)
+                } else {
+                    (run.0, run.1 + 1)
+                };
+                if run.1 > best.1 {
+                    best = run;
+                }
+            } else {
+                run = (0, 0);
+            }
+        }
+        let write_all = |f: &mut std::fmt::Formatter<'_>, gs: &[u16]| {
+            gs.iter().enumerate().try_for_each(|(i, g)| {
+                let sep = if i == 0 { "" } else { ":" };
+                write!(f, "{sep}{g:x}")
+            })
+        };
+        if best.1 < 2 {
+            return write_all(f, &groups);
+        }
+        write_all(f, &groups[..best.0])?;
+        f.write_str("::")?;
+        write_all(f, &groups[best.0 + best.1..])
+    }
+}
+
+/// Decodes a PROXY header (either version) from the front of `buf`: `Ok(None)` while it
+/// is incomplete, else the header and how many bytes it took.
+pub fn decode(buf: &[u8]) -> Result<Option<(ProxyHeader, usize)>, ProxyError> {
+    let starts =
+        |prefix: &[u8]| buf[..buf.len().min(prefix.len())] == prefix[..buf.len().min(prefix.len())];
+    if buf.is_empty() {
+        Ok(None)
+    } else if starts(V1_PREFIX) {
+        decode_v1(buf)
+    } else if starts(&V2_SIGNATURE) {
+        decode_v2(buf)
+    } else {
+        Err(ProxyError::NotProxy)
+    }
+}
+
+fn decode_v1(buf: &[u8]) -> Result<Option<(ProxyHeader, usize)>, ProxyError> {
+    let window = &buf[..buf.len().min(V1_MAX_LEN)];
+    let Some(lf) = window.iter().position(|&b| b == b'\n') else {
+        return match buf.len() >= V1_MAX_LEN {
+            true => Err(ProxyError::V1TooLong),
+            false => Ok(None),
+        };
+    };
+    let malformed = |why| Err(ProxyError::V1Malformed(why));
+    if lf == 0 || window[lf - 1] != b'\r' {
+        return malformed("line ends with LF instead of CRLF");
+    }
+    let line = &window[V1_PREFIX.len()..lf - 1];
+    if line.contains(&b'\r') {
+        return malformed("CR inside the line");
+    }
+    let Ok(line) = std::str::from_utf8(line) else {
+        return malformed("not US-ASCII");
+    };
+    if line == "UNKNOWN" || line.starts_with("UNKNOWN ") {
+        let header = ProxyHeader::Unknown {
+            version: Version::V1,
+        };
+        return Ok(Some((header, lf + 1)));
+    }
+    let mut fields = line.split(' ');
+    let (Some(proto), Some(src), Some(dst), Some(sport), Some(dport), None) = (
+        fields.next(),
+        fields.next(),
+        fields.next(),
+        fields.next(),
+        fields.next(),
+        fields.next(),
+    ) else {
+        return malformed("not five fields separated by single spaces");
+    };
+    let (src, dst) = match proto {
+        "TCP4" => match (src.parse::<Ipv4Addr>(), dst.parse::<Ipv4Addr>()) {
+            (Ok(s), Ok(d)) => (IpAddr::V4(s), IpAddr::V4(d)),
+            _ => return malformed("TCP4 address is not a dotted quad"),
+        },
+        "TCP6" => match (src.parse::<Ipv6Addr>(), dst.parse::<Ipv6Addr>()) {
+            (Ok(s), Ok(d)) if !src.contains('.') && !dst.contains('.') => {
+                (IpAddr::V6(s), IpAddr::V6(d))
+            }
+            _ => return malformed("TCP6 address is not hexadecimal IPv6"),
+        },
+        _ => return malformed("protocol is not TCP4, TCP6 or UNKNOWN"),
+    };
+    let (Some(sport), Some(dport)) = (port(sport), port(dport)) else {
+        return malformed("port is not 0..=65535 without leading zeroes");
+    };
+    let header = ProxyHeader::Tcp {
+        version: Version::V1,
+        src: canonical(SocketAddr::new(src, sport)),
+        dst: canonical(SocketAddr::new(dst, dport)),
+    };
+    Ok(Some((header, lf + 1)))
+}
+
+/// A decimal port without leading zeroes.
+fn port(s: &str) -> Option<u16> {
+    let digits = !s.is_empty() && s.len() <= 5 && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits || (s.len() > 1 && s.starts_with('0')) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+fn decode_v2(buf: &[u8]) -> Result<Option<(ProxyHeader, usize)>, ProxyError> {
+    if let Some(&command) = buf.get(12) {
+        if command != V2_LOCAL && command != V2_PROXY {
+            return Err(ProxyError::V2Command(command));
+        }
+    }
+    if let Some(&family) = buf.get(13) {
+        if !matches!(family, 0x00 | 0x11 | 0x12 | 0x21 | 0x22 | 0x31 | 0x32) {
+            return Err(ProxyError::V2Family(family));
+        }
+    }
+    let Some(header) = buf.get(..V2_HEADER_LEN) else {
+        return Ok(None);
+    };
+    let (command, family) = (header[12], header[13]);
+    let len = usize::from(u16::from_be_bytes([header[14], header[15]]));
+    let needed = match (command, family >> 4) {
+        (V2_LOCAL, _) => 0, // the family is to be ignored
+        (_, 1) => 12,
+        (_, 2) => 36,
+        (_, 3) => 216,
+        _ => 0,
+    };
+    if len < needed || len > V2_MAX_LEN {
+        return Err(ProxyError::V2Length { family, len });
+    }
+    let Some(block) = buf.get(V2_HEADER_LEN..V2_HEADER_LEN + len) else {
+        return Ok(None);
+    };
+    let used = V2_HEADER_LEN + len;
+    let port = |at: usize| u16::from_be_bytes([block[at], block[at + 1]]);
+    let header = match (command, family) {
+        (V2_LOCAL, _) => ProxyHeader::Local,
+        (_, V2_TCP4) => {
+            let ip = |at: usize| {
+                IpAddr::from(<[u8; 4]>::try_from(&block[at..at + 4]).unwrap_or_default())
+            };
+            ProxyHeader::Tcp {
+                version: Version::V2,
+                src: SocketAddr::new(ip(0), port(8)),
+                dst: SocketAddr::new(ip(4), port(10)),
+            }
+        }
+        (_, V2_TCP6) => {
+            let ip = |at: usize| {
+                IpAddr::from(<[u8; 16]>::try_from(&block[at..at + 16]).unwrap_or_default())
+            };
+            ProxyHeader::Tcp {
+                version: Version::V2,
+                src: canonical(SocketAddr::new(ip(0), port(32))),
+                dst: canonical(SocketAddr::new(ip(16), port(34))),
+            }
+        }
+        _ => ProxyHeader::Unknown {
+            version: Version::V2,
+        },
+    };
+    Ok(Some((header, used)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn sa(s: &str) -> SocketAddr {
+        s.parse().expect("socket address")
+    }
+
+    fn v1(src: &str, dst: &str) -> String {
+        let mut out = BytesMut::new();
+        encode_v1(sa(src), sa(dst), &mut out);
+        String::from_utf8(out.to_vec()).expect("ASCII")
+    }
+
+    fn v2(src: &str, dst: &str) -> Vec<u8> {
+        let mut out = BytesMut::new();
+        encode_v2(sa(src), sa(dst), &mut out);
+        out.to_vec()
+    }
+
+    fn tcp(version: Version, src: &str, dst: &str) -> ProxyHeader {
+        ProxyHeader::Tcp {
+            version,
+            src: sa(src),
+            dst: sa(dst),
+        }
+    }
+
+    /// Every proper prefix is incomplete, the whole decodes to `expected`, and bytes
+    /// after the header are left alone.
+    fn assert_every_split(header: &[u8], expected: ProxyHeader) {
+        for cut in 0..header.len() {
+            assert_eq!(decode(&header[..cut]), Ok(None), "prefix {cut}");
+        }
+        let with_payload = [header, b"GET / HTTP/1.1\r\n"].concat();
+        for input in [header, &with_payload] {
+            assert_eq!(decode(input), Ok(Some((expected, header.len()))));
+        }
+    }
+
+    #[test]
+    fn v1_encodings_match_the_spec() {
+        let cases = [
+            (
+                "192.168.0.1:56324",
+                "192.168.0.11:443",
+                "PROXY TCP4 192.168.0.1 192.168.0.11 56324 443\r\n",
+            ),
+            (
+                "255.255.255.255:65535",
+                "255.255.255.255:65535",
+                "PROXY TCP4 255.255.255.255 255.255.255.255 65535 65535\r\n",
+            ),
+            (
+                "[2001:db8::1]:1234",
+                "[2001:db8:0:0:1::2]:0",
+                "PROXY TCP6 2001:db8::1 2001:db8::1:0:0:2 1234 0\r\n",
+            ),
+            ("[::]:1", "[::1]:2", "PROXY TCP6 :: ::1 1 2\r\n"),
+            // Mixed families: the IPv4 side goes IPv4-mapped, in hexadecimal.
+            (
+                "192.0.2.1:1234",
+                "[2001:db8::1]:443",
+                "PROXY TCP6 ::ffff:c000:201 2001:db8::1 1234 443\r\n",
+            ),
+            // IPv4-mapped on both sides (a dual-stack listener) is plain IPv4.
+            (
+                "[::ffff:192.0.2.1]:1234",
+                "[::ffff:192.0.2.2]:443",
+                "PROXY TCP4 192.0.2.1 192.0.2.2 1234 443\r\n",
+            ),
+        ];
+        for (src, dst, line) in cases {
+            assert_eq!(v1(src, dst), line);
+        }
+        let longest = "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:65535";
+        assert_eq!(v1(longest, longest).len(), 104);
+        assert_eq!(
+            v1("255.255.255.255:65535", "255.255.255.255:65535").len(),
+            56
+        );
+    }
+
+    #[test]
+    fn v2_encodings_are_byte_exact() {
+        // haproxy's send-proxy-v2 for 172.19.0.1:42578 -> 172.19.0.3:80.
+        let expected = [
+            0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a, 0x21, 0x11,
+            0x00, 0x0c, 0xac, 0x13, 0x00, 0x01, 0xac, 0x13, 0x00, 0x03, 0xa6, 0x52, 0x00, 0x50,
+        ];
+        assert_eq!(v2("172.19.0.1:42578", "172.19.0.3:80"), expected);
+        let six = v2("[2001:db8::1]:1", "[::ffff:10.0.0.1]:2");
+        let mut expected = V2_SIGNATURE.to_vec();
+        expected.extend([0x21, 0x21, 0, 36]);
+        expected.extend([0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        expected.extend([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 0, 0, 1]);
+        expected.extend([0, 1, 0, 2]);
+        assert_eq!(six, expected);
+    }
+
+    #[test]
+    fn round_trips_at_every_split_offset() {
+        for (src, dst, expected_src, expected_dst) in [
+            (
+                "10.1.2.3:5000",
+                "10.9.8.7:443",
+                "10.1.2.3:5000",
+                "10.9.8.7:443",
+            ),
+            (
+                "[fe80::1]:5000",
+                "[2001:db8::2]:443",
+                "[fe80::1]:5000",
+                "[2001:db8::2]:443",
+            ),
+            (
+                "10.1.2.3:5000",
+                "[2001:db8::2]:443",
+                "[::ffff:10.1.2.3]:5000",
+                "[2001:db8::2]:443",
+            ),
+            (
+                "[::ffff:10.1.2.3]:1",
+                "10.0.0.1:2",
+                "10.1.2.3:1",
+                "10.0.0.1:2",
+            ),
+        ] {
+            let line = v1(src, dst);
+            let expected = tcp(Version::V1, expected_src, expected_dst);
+            assert_every_split(line.as_bytes(), expected);
+            let expected = tcp(Version::V2, expected_src, expected_dst);
+            assert_every_split(&v2(src, dst), expected);
+        }
+    }
+
+    #[test]
+    fn unknown_and_local() {
+        let unknown_v1 = ProxyHeader::Unknown {
+            version: Version::V1,
+        };
+        assert_every_split(b"PROXY UNKNOWN\r\n", unknown_v1);
+        let worst = format!(
+            "PROXY UNKNOWN {0} {0} 65535 65535\r\n",
+            ["ffff"; 8].join(":")
+        );
+        assert_eq!(worst.len(), V1_MAX_LEN);
+        assert_every_split(worst.as_bytes(), unknown_v1);
+
+        let mut local = V2_SIGNATURE.to_vec();
+        local.extend([0x20, 0x00, 0, 0]);
+        assert_every_split(&local, ProxyHeader::Local);
+        // LOCAL with an address block: skipped whatever the family says.
+        let mut local = V2_SIGNATURE.to_vec();
+        local.extend([0x20, 0x11, 0, 3, 1, 2, 3]);
+        assert_every_split(&local, ProxyHeader::Local);
+        let unknown_v2 = ProxyHeader::Unknown {
+            version: Version::V2,
+        };
+        for family in [0x00, 0x12, 0x22, 0x31, 0x32] {
+            let mut block = V2_SIGNATURE.to_vec();
+            block.extend([0x21, family, 0, 216]);
+            block.extend([0; 216]);
+            assert_eq!(decode(&block), Ok(Some((unknown_v2, 232))), "{family:#x}");
+        }
+        // TLVs after the addresses are skipped.
+        let mut tlvs = v2("1.2.3.4:5", "6.7.8.9:10");
+        tlvs[15] += 7;
+        tlvs.extend([0x04, 0, 4, 0, 0, 0, 0]);
+        assert_every_split(&tlvs, tcp(Version::V2, "1.2.3.4:5", "6.7.8.9:10"));
+    }
+
+    #[test]
+    fn malformed_v1_lines_are_rejected() {
+        let malformed = |line: &str, why: &str| {
+            assert_eq!(
+                decode(line.as_bytes()),
+                Err(ProxyError::V1Malformed(match why {
+                    "fields" => "not five fields separated by single spaces",
+                    "v4" => "TCP4 address is not a dotted quad",
+                    "v6" => "TCP6 address is not hexadecimal IPv6",
+                    "port" => "port is not 0..=65535 without leading zeroes",
+                    "proto" => "protocol is not TCP4, TCP6 or UNKNOWN",
+                    "lf" => "line ends with LF instead of CRLF",
+                    "cr" => "CR inside the line",
+                    other => other,
+                })),
+                "{line:?}"
+            );
+        };
+        malformed("PROXY TCP4 1.2.3.4 5.6.7.8 1 2\n", "lf");
+        malformed("PROXY TCP4 1.2.3.4\r5.6.7.8 1 2\r\n", "cr");
+        malformed("PROXY TCP4 1.2.3.4  5.6.7.8 1 2\r\n", "fields");
+        malformed("PROXY TCP4 1.2.3.4 5.6.7.8 1\r\n", "fields");
+        malformed("PROXY TCP4 1.2.3.4 5.6.7.8 1 2 \r\n", "fields");
+        malformed("PROXY TCP4 1.2.3.4 5.6.7.8 1 2 3\r\n", "fields");
+        malformed("PROXY TCP4 1.2.3.04 5.6.7.8 1 2\r\n", "v4");
+        malformed("PROXY TCP4 1.2.3 5.6.7.8 1 2\r\n", "v4");
+        malformed("PROXY TCP4 ::1 5.6.7.8 1 2\r\n", "v4");
+        malformed("PROXY TCP6 1.2.3.4 ::1 1 2\r\n", "v6");
+        malformed("PROXY TCP6 ::ffff:1.2.3.4 ::1 1 2\r\n", "v6");
+        malformed("PROXY TCP6 ::1 ::1 1 65536\r\n", "port");
+        malformed("PROXY TCP6 ::1 ::1 01 2\r\n", "port");
+        malformed("PROXY TCP6 ::1 ::1 +1 2\r\n", "port");
+        malformed("PROXY TCP6 ::1 ::1 1 \r\n", "port");
+        malformed("PROXY UDP4 1.2.3.4 5.6.7.8 1 2\r\n", "proto");
+        malformed("PROXY UNKNOWNX\r\n", "proto");
+        malformed("PROXY \r\n", "fields");
+        assert_eq!(
+            decode(b"PROXY TCP4 \xff 1 2 3\r\n"),
+            Err(ProxyError::V1Malformed("not US-ASCII"))
+        );
+        assert_eq!(
+            decode(b"PROXY TCP4 0.0.0.0 0.0.0.0 0 0\r\n").map(|h| h.map(|h| h.1)),
+            Ok(Some(34))
+        );
+        let long = format!("PROXY UNKNOWN {}", "x".repeat(100));
+        assert_eq!(decode(&long.as_bytes()[..106]), Ok(None));
+        assert_eq!(decode(long.as_bytes()), Err(ProxyError::V1TooLong));
+        assert_eq!(decode(b"GET / HTTP/1.1\r\n"), Err(ProxyError::NotProxy));
+        assert_eq!(decode(b"PROXx"), Err(ProxyError::NotProxy));
+        assert_eq!(decode(b"PROX"), Ok(None));
+        assert_eq!(decode(b""), Ok(None));
+    }
+
+    #[test]
+    fn malformed_v2_blocks_are_rejected() {
+        let good = v2("1.2.3.4:5", "6.7.8.9:10");
+        let with = |at: usize, value: u8| {
+            let mut bad = good.clone();
+            bad[at] = value;
+            decode(&bad)
+        };
+        assert_eq!(with(12, 0x11), Err(ProxyError::V2Command(0x11)));
+        assert_eq!(with(12, 0x22), Err(ProxyError::V2Command(0x22)));
+        assert_eq!(decode(&good[..13]).is_ok(), true);
+        assert_eq!(
+            decode(&[&V2_SIGNATURE[..], &[0x31]].concat()),
+            Err(ProxyError::V2Command(0x31))
+        );
+        assert_eq!(with(13, 0x13), Err(ProxyError::V2Family(0x13)));
+        assert_eq!(with(13, 0x41), Err(ProxyError::V2Family(0x41)));
+        assert_eq!(
+            with(15, 11),
+            Err(ProxyError::V2Length {
+                family: 0x11,
+                len: 11
+            })
+        );
+        assert_eq!(
+            with(13, 0x21),
+            Err(ProxyError::V2Length {
+                family: 0x21,
+                len: 12
+            })
+        );
+        let mut huge = good.clone();
+        huge[14..16].copy_from_slice(&(V2_MAX_LEN as u16 + 1).to_be_bytes());
+        assert_eq!(
+            decode(&huge),
+            Err(ProxyError::V2Length {
+                family: 0x11,
+                len: V2_MAX_LEN + 1
+            })
+        );
+        assert_eq!(with(11, b'X'), Err(ProxyError::NotProxy));
+        assert_eq!(decode(b"\r\n\r\n\0\r\nQUIT"), Ok(None));
+    }
+
+    fn any_addr() -> impl Strategy<Value = SocketAddr> {
+        prop_oneof![
+            (any::<[u8; 4]>(), any::<u16>()).prop_map(|(ip, port)| SocketAddr::from((ip, port))),
+            (any::<[u8; 16]>(), any::<u16>()).prop_map(|(ip, port)| SocketAddr::from((ip, port))),
+            (any::<[u16; 8]>(), any::<u16>()).prop_map(|(mut g, port)| {
+                // Runs of zeroes, for the "::" compression.
+                for x in g.iter_mut() {
+                    if *x % 3 != 0 {
+                        *x = 0;
+                    }
+                }
+                SocketAddr::from((g, port))
+            }),
+        ]
+    }
+
+    /// What `decode` returns for `addr` given the family of the pair.
+    fn expected(addr: SocketAddr, both_v4: bool) -> SocketAddr {
+        match canonical(addr) {
+            SocketAddr::V4(a) if !both_v4 => {
+                SocketAddr::new(a.ip().to_ipv6_mapped().into(), a.port())
+            }
+            other => other,
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn random_addresses_round_trip(src in any_addr(), dst in any_addr(), v in any::<bool>()) {
+            let version = if v { Version::V1 } else { Version::V2 };
+            let mut out = BytesMut::new();
+            encode(version, src, dst, &mut out);
+            let both_v4 = canonical(src).is_ipv4() && canonical(dst).is_ipv4();
+            let header = ProxyHeader::Tcp {
+                version,
+                src: expected(src, both_v4),
+                dst: expected(dst, both_v4),
+            };
+            prop_assert_eq!(decode(&out), Ok(Some((header, out.len()))));
+            prop_assert!(out.len() <= V1_MAX_LEN);
+        }
+
+        #[test]
+        fn hex6_matches_display_outside_mapped(groups in any::<[u16; 8]>(), zeros in any::<u8>()) {
+            let mut g = groups;
+            for (i, x) in g.iter_mut().enumerate() {
+                if zeros & (1 << i) != 0 {
+                    *x = 0;
+                }
+            }
+            let ip = Ipv6Addr::from(g);
+            prop_assume!(ip.to_ipv4_mapped().is_none());
+            prop_assert_eq!(Hex6(ip).to_string(), ip.to_string());
+        }
+
+        #[test]
+        fn random_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..200), sig in any::<bool>()) {
+            let input = if sig { [&V2_SIGNATURE[..], &bytes].concat() } else { [b"PROXY ".as_slice(), &bytes].concat() };
+            let whole = decode(&input);
+            for cut in 0..input.len() {
+                let part = decode(&input[..cut]);
+                prop_assert!(part == Ok(None) || part == whole, "prefix {}: {:?} vs {:?}", cut, part, whole);
+            }
+        }
+    }
+}
