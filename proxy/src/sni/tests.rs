@@ -294,10 +294,18 @@ fn length_errors_are_named() {
         assert_eq!(peek_sni(&wrap(&bad)), Err(expected.clone()), "byte {at}");
         assert_prefixes_agree(&wrap(&bad));
     }
-    // Handshake length larger than the record and the record stream: more records due.
+    // A handshake length beyond the record: more records are due, but the extensions
+    // block no longer fills the ClientHello.
     let mut longer = h.clone();
     longer[1..4].copy_from_slice(&u24(h.len() - 4 + 10));
-    assert_eq!(peek_sni(&wrap(&longer)), Ok(SniPeek::NeedMore));
+    assert_eq!(
+        peek_sni(&wrap(&longer)),
+        Err(SniError::BadLength("extensions"))
+    );
+    let mut no_extensions = hello(None);
+    let len = no_extensions.len();
+    no_extensions[1..4].copy_from_slice(&u24(len - 4 + 10));
+    assert_eq!(peek_sni(&wrap(&no_extensions)), Ok(SniPeek::NeedMore));
     // A handshake length shorter than its fields.
     let mut shorter = h.clone();
     shorter[1..4].copy_from_slice(&u24(50));
@@ -385,11 +393,11 @@ fn size_is_bounded() {
     // Largest ClientHello that fits in MAX_CLIENT_HELLO as two records.
     let base = with_padding(0).len();
     let fits = with_padding(MAX_CLIENT_HELLO - 10 - base);
-    let stream = fragment(&fits, 8000);
+    let stream = fragment(&fits, 8200);
     assert_eq!(stream.len(), MAX_CLIENT_HELLO);
     assert_eq!(peek_sni(&stream), found("a.example"));
     let over = with_padding(MAX_CLIENT_HELLO - 10 - base + 1);
-    let stream = fragment(&over, 8000);
+    let stream = fragment(&over, 8200);
     assert_eq!(peek_sni(&stream), Err(SniError::TooLarge));
     // Known from the handshake header alone, before any body byte.
     assert_eq!(peek_sni(&stream[..9]), Err(SniError::TooLarge));
