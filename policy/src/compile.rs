@@ -112,6 +112,11 @@ impl TrafficPolicy {
         drop(sets4);
         drop(sets6);
         let verdicts = interner.verdicts;
+        // `CompiledPolicy::decision` indexes `verdicts` unchecked with these.
+        assert!(v4
+            .iter()
+            .chain(&v6)
+            .all(|&v| usize::from(v) < verdicts.len()));
         let tables = if verdicts.len() <= 256 {
             let n4 = v4.iter().map(|&v| v as u8).collect();
             let n6 = v6.iter().map(|&v| v as u8).collect();

@@ -6,7 +6,7 @@
 //! evaluation is one table lookup whatever the number of rules and CIDRs:
 //! no allocation, no lock, no loop over rules.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use crate::decision::{Cause, Decision};
@@ -96,23 +96,43 @@ impl CompiledPolicy {
     /// [`evaluate`](Self::evaluate) for a bare address.
     #[inline]
     pub fn evaluate_ip(&self, ip: IpAddr) -> Decision<'_> {
-        let ip = match ip {
-            IpAddr::V6(a) => match a.to_ipv4_mapped() {
-                Some(v4) => IpAddr::V4(v4),
-                None => IpAddr::V6(a),
-            },
-            v4 => v4,
+        match ip {
+            IpAddr::V4(a) => self.decide4(a),
+            IpAddr::V6(a) => {
+                let bits = u128::from(a);
+                let (hi, lo) = ((bits >> 64) as u64, bits as u64);
+                // `::ffff:a.b.c.d` (what `Ipv6Addr::to_ipv4_mapped` accepts).
+                if hi == 0 && lo >> 32 == 0xffff {
+                    self.decide4(Ipv4Addr::from(lo as u32))
+                } else {
+                    let id = match &self.tables {
+                        Tables::Narrow(_, t6) => usize::from(t6.get(hi, lo)),
+                        Tables::Wide(_, t6) => usize::from(t6.get(hi, lo)),
+                    };
+                    self.decision(id, IpAddr::V6(a))
+                }
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn decide4(&self, a: Ipv4Addr) -> Decision<'_> {
+        let id = match &self.tables {
+            Tables::Narrow(t4, _) => usize::from(t4.get(u32::from(a))),
+            Tables::Wide(t4, _) => usize::from(t4.get(u32::from(a))),
         };
-        let id = match (&self.tables, ip) {
-            (Tables::Narrow(t4, _), IpAddr::V4(a)) => usize::from(t4.get(u32::from(a))),
-            (Tables::Narrow(_, t6), IpAddr::V6(a)) => usize::from(t6.get(u128::from(a))),
-            (Tables::Wide(t4, _), IpAddr::V4(a)) => usize::from(t4.get(u32::from(a))),
-            (Tables::Wide(_, t6), IpAddr::V6(a)) => usize::from(t6.get(u128::from(a))),
-        };
+        self.decision(id, IpAddr::V4(a))
+    }
+
+    #[inline(always)]
+    fn decision(&self, id: usize, client: IpAddr) -> Decision<'_> {
+        debug_assert!(id < self.verdicts.len());
         Decision {
             policy: self,
-            verdict: &self.verdicts[id],
-            client: ip,
+            // SAFETY: every value in the tables is an id handed out by the
+            // interner that built `verdicts`; `compile` asserts it.
+            verdict: unsafe { self.verdicts.get_unchecked(id) },
+            client,
         }
     }
 

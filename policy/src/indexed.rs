@@ -11,13 +11,18 @@ use crate::search::{count_le, LINEAR};
 
 /// A segment table: `keys[0] == 0`, keys strictly increasing, `vals[i]` is
 /// the value from `keys[i]` up to the next key.
+///
+/// Invariants the unchecked lookup relies on (established by [`Indexed::new`],
+/// never changed after): `shift < K::BITS`; `index.len() == last_bucket + 2`;
+/// `1 <= index[b] <= index[b + 1] <= vals.len()` for every `b <= last_bucket`;
+/// `keys.len() == vals.len() + LINEAR`, the padding being `K::MAX`.
 #[derive(Debug)]
 pub(crate) struct Indexed<K, V> {
     base: K,
     shift: u32,
     last_bucket: usize,
     index: Box<[u32]>,
-    /// The boundaries plus [`LINEAR`] keys of padding.
+    /// The boundaries plus [`LINEAR`] keys of padding (`K::MAX`).
     keys: Box<[K]>,
     vals: Box<[V]>,
 }
@@ -30,13 +35,14 @@ impl<K: Key, V: Copy> Indexed<K, V> {
         assert!(keys.len() < u32::MAX as usize);
         let n = keys.len();
         let pad = |mut keys: Vec<K>| {
-            keys.extend([K::default(); LINEAR]);
+            keys.extend([K::MAX; LINEAR]);
             keys.into_boxed_slice()
         };
         if n == 1 {
             return Indexed {
                 base: keys[0],
-                shift: K::BITS,
+                // Every offset falls in bucket 0 (clamped), whose run is empty.
+                shift: K::BITS - 1,
                 last_bucket: 0,
                 index: vec![1, 1].into_boxed_slice(),
                 keys: pad(keys),
@@ -48,6 +54,8 @@ impl<K: Key, V: Copy> Indexed<K, V> {
         // About two boundaries per bucket.
         let want = usize::BITS - (n / 2).leading_zeros();
         let bits = want.min(max_index_bits).min(span.bit_len());
+        // `bits <= span.bit_len() <= K::BITS`, and `shift == K::BITS` would
+        // need `bits == 0` with a full-width span: `shift < K::BITS`.
         let shift = span.bit_len() - bits;
         let buckets = span.shr(shift) + 1;
         let mut index = Vec::with_capacity(buckets + 1);
@@ -59,6 +67,7 @@ impl<K: Key, V: Copy> Indexed<K, V> {
             index.push(i as u32);
         }
         index.push(n as u32);
+        assert!(shift < K::BITS && index.len() == buckets + 1 && index[0] >= 1);
         Indexed {
             base,
             shift,
@@ -72,14 +81,23 @@ impl<K: Key, V: Copy> Indexed<K, V> {
     /// The value of the segment containing `x`.
     #[inline(always)]
     pub(crate) fn get(&self, x: K) -> V {
-        if x < self.base {
-            return self.vals[0];
-        }
-        let b = x.minus(self.base).shr(self.shift).min(self.last_bucket);
-        let lo = self.index[b] as usize;
-        let hi = self.index[b + 1] as usize;
-        // lo >= 1 and keys[lo - 1] <= x, so the segment index is >= 0.
-        self.vals[lo + count_le(&self.keys, lo, hi, x) - 1]
+        // Below `base` the offset saturates to 0: bucket 0 starts at key 1
+        // (`== base > x`), so the count is 0 and the value `vals[0]`.
+        let b = x.sat_sub(self.base).bucket(self.shift, self.last_bucket);
+        // SAFETY: `b <= last_bucket` and `index.len() == last_bucket + 2`.
+        let (lo, hi) = unsafe {
+            (
+                *self.index.get_unchecked(b) as usize,
+                *self.index.get_unchecked(b + 1) as usize,
+            )
+        };
+        // SAFETY: `lo <= hi <= vals.len()`, and `keys` holds `LINEAR` keys of
+        // `K::MAX` after the `vals.len()` sorted boundaries.
+        let c = unsafe { count_le(&self.keys, lo, hi, x) };
+        // `lo >= 1` and `keys[lo - 1] <= x`, so `lo + c - 1` is a valid segment:
+        // at least 0 and at most `hi - 1 < vals.len()`.
+        // SAFETY: as just argued.
+        unsafe { *self.vals.get_unchecked(lo + c - 1) }
     }
 
     /// Number of boundaries.

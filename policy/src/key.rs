@@ -7,6 +7,13 @@ pub(crate) trait Key:
 {
     /// Bits in the address.
     const BITS: u32;
+    /// The largest address (table padding).
+    const MAX: Self;
+    /// `self - other`, or 0 when `other > self`.
+    fn sat_sub(self, other: Self) -> Self;
+    /// First-level bucket of an offset: `self >> shift` clamped to `last`.
+    /// `shift` must be below `BITS`.
+    fn bucket(self, shift: u32, last: usize) -> usize;
     /// `self + 1`, or `None` at the top of the address space.
     fn inc(self) -> Option<Self>;
     /// `self - other` (caller guarantees `self >= other`).
@@ -23,6 +30,15 @@ pub(crate) trait Key:
 
 impl Key for u32 {
     const BITS: u32 = 32;
+    const MAX: Self = u32::MAX;
+    #[inline(always)]
+    fn sat_sub(self, other: Self) -> Self {
+        self.saturating_sub(other)
+    }
+    #[inline(always)]
+    fn bucket(self, shift: u32, last: usize) -> usize {
+        ((self >> shift) as usize).min(last)
+    }
     #[inline(always)]
     fn inc(self) -> Option<Self> {
         self.checked_add(1)
@@ -50,6 +66,15 @@ impl Key for u32 {
 
 impl Key for u64 {
     const BITS: u32 = 64;
+    const MAX: Self = u64::MAX;
+    #[inline(always)]
+    fn sat_sub(self, other: Self) -> Self {
+        self.saturating_sub(other)
+    }
+    #[inline(always)]
+    fn bucket(self, shift: u32, last: usize) -> usize {
+        (self >> shift).min(last as u64) as usize
+    }
     #[inline(always)]
     fn inc(self) -> Option<Self> {
         self.checked_add(1)
@@ -77,6 +102,15 @@ impl Key for u64 {
 
 impl Key for u128 {
     const BITS: u32 = 128;
+    const MAX: Self = u128::MAX;
+    #[inline(always)]
+    fn sat_sub(self, other: Self) -> Self {
+        self.saturating_sub(other)
+    }
+    #[inline(always)]
+    fn bucket(self, shift: u32, last: usize) -> usize {
+        (self >> shift).min(last as u128) as usize
+    }
     #[inline(always)]
     fn inc(self) -> Option<Self> {
         self.checked_add(1)

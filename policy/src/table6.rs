@@ -30,12 +30,13 @@ impl<V: Copy> Table6<V> {
         }
     }
 
-    /// The value of the segment containing `x`.
+    /// The value of the segment containing the address whose top and
+    /// bottom 64 bits are `hi` and `lo`.
     #[inline(always)]
-    pub(crate) fn get(&self, x: u128) -> V {
+    pub(crate) fn get(&self, hi: u64, lo: u64) -> V {
         match self {
-            Table6::Hi64(t) => t.get((x >> 64) as u64),
-            Table6::Full(t) => t.get(x),
+            Table6::Hi64(t) => t.get(hi),
+            Table6::Full(t) => t.get(u128::from(hi) << 64 | u128::from(lo)),
         }
     }
 

@@ -224,3 +224,74 @@ fn large_tables_match_reference() {
         }
     }
 }
+
+/// Tables whose boundaries crowd into a few first-level buckets, so lookups
+/// take the bisection paths: IPv4 /16s holding hundreds of boundaries (dense
+/// layout, runs far beyond one 32-key window) and an IPv6 /48 holding
+/// thousands of /64s (runs far beyond the 8-key scan), against the reference.
+#[test]
+fn clustered_tables_match_reference() {
+    let mut rng = XorShift(0x2545_f491_4f6c_dd1d);
+    let mut allow = Vec::new();
+    let mut deny = Vec::new();
+    for i in 0..48_000u32 {
+        let r = rng.next();
+        let c = match i % 8 {
+            // Spread out, so the dense IPv4 layout is used.
+            0..=3 => {
+                let a = (r >> 32) as u32 & 0x3fff_ffff;
+                Cidr::new(IpNet::new(Ipv4Addr::from(a).into(), 22 + (r % 11) as u8).unwrap())
+            }
+            // Crowded into 10.0.0.0/14: ~1,500 boundaries per /16.
+            4 | 5 => {
+                let a = 0x0a00_0000 | ((r >> 32) as u32 & 0x0003_ffff);
+                Cidr::new(IpNet::new(Ipv4Addr::from(a).into(), 26 + (r % 7) as u8).unwrap())
+            }
+            // Crowded into one /48, plus a few spread /32s for the span.
+            6 => {
+                let a = 0x2001_0db8_0042_u128 << 80 | u128::from(r & 0xffff) << 64;
+                Cidr::new(IpNet::new(Ipv6Addr::from(a).into(), 64).unwrap())
+            }
+            _ => {
+                let a = 0x2000_u128 << 112 | u128::from(r) << 48;
+                Cidr::new(IpNet::new(Ipv6Addr::from(a).into(), 32 + (r % 33) as u8).unwrap())
+            }
+        };
+        if i % 7 == 0 {
+            deny.push(c)
+        } else {
+            allow.push(c)
+        }
+    }
+    let p = TrafficPolicy {
+        on_tcp_connect: vec![Rule {
+            name: Some("clustered".into()),
+            actions: vec![
+                Action::RestrictIps(RestrictIps {
+                    enforce: true,
+                    allow,
+                    deny,
+                }),
+                Action::ForwardInternal(ForwardInternal {
+                    url: InternalUrl::parse("tcp://db.internal:1").unwrap(),
+                }),
+            ],
+        }],
+    };
+    let c = p.compile().unwrap();
+    assert!(c.stats().boundaries_v4 >= 32 * 1024, "{:?}", c.stats());
+    let all = edges(&p);
+    // Every 53rd edge (both families, mapped too) and random probes in the
+    // crowded regions.
+    let mut probes: Vec<IpAddr> = all.iter().step_by(53).copied().collect();
+    for _ in 0..1_000 {
+        let r = rng.next();
+        probes.push(IpAddr::V4((0x0a00_0000 | (r as u32 & 0x0003_ffff)).into()));
+        probes.push(IpAddr::V6(
+            (0x2001_0db8_0042_u128 << 80 | u128::from(r) << 32).into(),
+        ));
+    }
+    for ip in probes {
+        assert_eq!(observed(&c.evaluate_ip(ip)), reference(&p, ip), "ip {ip}");
+    }
+}
