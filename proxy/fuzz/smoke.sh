@@ -18,7 +18,7 @@ SANITIZER=${FUZZ_SANITIZER:-address}
 if [ "$#" -gt 0 ]; then
     TARGETS=("$@")
 else
-    TARGETS=(frame_decoder policy_parser config_parsers)
+    TARGETS=(frame_decoder policy_parser config_parsers tls_edge_parsers)
 fi
 
 export RUSTC_BOOTSTRAP=1
