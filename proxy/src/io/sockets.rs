@@ -72,33 +72,17 @@ pub fn reset_on_close(fd: RawFd) {
     };
 }
 
-/// True when the peer has closed the connection (a zero-byte peek) — used to skip
-/// idle data channels that died while parked. Never blocks.
+/// True when the peer has closed the connection (or it failed): used to skip idle
+/// data channels that died while parked. Never blocks.
 pub fn peer_closed(fd: RawFd) -> bool {
-    let mut byte = 0u8;
-    // SAFETY: recv into a one-byte buffer we own, non-blocking peek.
-    let n = unsafe {
-        libc::recv(
-            fd,
-            (&mut byte as *mut u8).cast(),
-            1,
-            libc::MSG_PEEK | libc::MSG_DONTWAIT,
-        )
-    };
-    if n == 0 {
-        return true;
-    }
-    if n < 0 {
-        let e = io::Error::last_os_error();
-        return e.kind() != io::ErrorKind::WouldBlock;
-    }
-    false
+    peek_first_byte(fd).is_err()
 }
 
 /// Peeks at the first byte without consuming it; `Ok(None)` when none is there yet.
 pub fn peek_first_byte(fd: RawFd) -> io::Result<Option<u8>> {
     let mut byte = 0u8;
-    // SAFETY: as in `peer_closed`.
+    // SAFETY: recv into a one-byte buffer we own; MSG_DONTWAIT keeps it non-blocking
+    // and MSG_PEEK leaves the byte in the socket.
     let n = unsafe {
         libc::recv(
             fd,
