@@ -3,6 +3,12 @@
 //! Binds and session changes are rare and go through a mutex; the map the data path
 //! reads (internal URL -> session) is an immutable snapshot published with `arc-swap`,
 //! so a public connection finds its session without taking any lock.
+//!
+//! Parked data channels wait in a bounded `async-channel` per session: its storage is
+//! `concurrent-queue`'s lock-free array queue (the same design as crossbeam's
+//! `ArrayQueue`), and unlike a bare crossbeam queue it can wake a task on another
+//! worker's runtime when a channel arrives, which a public connection waiting for a
+//! refill needs.
 
 use std::{
     collections::HashMap,
