@@ -11,12 +11,14 @@
 //! - [`runtime`]: worker threads and the io_uring/epoll driver choice.
 //! - [`tls`], [`token`]: TLS material and authtokens.
 //! - [`demo`]: edge + agent + echo upstream in one process.
+//! - [`drain`], [`signals`]: graceful drain on SIGTERM.
 #![warn(missing_docs)]
 
 pub mod agent;
 pub mod config;
 pub mod datapath;
 pub mod demo;
+pub mod drain;
 pub mod edge;
 pub mod io;
 pub mod logging;

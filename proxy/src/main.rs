@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand};
 use sluice_proxy::{
     agent,
     config::{agent::AgentSettings, edge::EdgeSettings},
-    demo, edge,
+    demo, drain, edge,
     logging::{self, LogFormat},
     runtime::Driver,
     signals, token,
@@ -129,9 +129,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             settings.pump = cli.pump;
             logging::init(cli.log_level.as_deref(), cli.log_format);
             signals::block_termination_signals();
-            let _edge = edge::start(settings, cli.driver)?;
+            let drain_timeout = settings.drain_timeout;
+            let edge = edge::start(settings, cli.driver)?;
             let sig = signals::wait_for_termination();
-            tracing::info!(signal = sig, "edge stopping");
+            tracing::info!(signal = sig, ?drain_timeout, "edge draining");
+            edge.stop_accepting();
+            let end = drain::wait(&edge.shared.in_flight, drain_timeout);
+            tracing::info!(?end, "edge stopped");
             Ok(())
         }
         Command::Agent { config } => {
@@ -139,9 +143,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             settings.pump = cli.pump;
             logging::init(cli.log_level.as_deref(), cli.log_format);
             signals::block_termination_signals();
-            let _agent = agent::start(settings, cli.driver)?;
+            let drain_timeout = settings.drain_timeout;
+            let agent = agent::start(settings, cli.driver)?;
             let sig = signals::wait_for_termination();
-            tracing::info!(signal = sig, "agent stopping");
+            tracing::info!(signal = sig, ?drain_timeout, "agent draining");
+            agent.leave_edge();
+            let end = drain::wait(agent.in_flight(), drain_timeout);
+            tracing::info!(?end, "agent stopped");
             Ok(())
         }
         Command::Demo { port, transport } => {

@@ -168,6 +168,12 @@ impl Sluice {
         matches!(self.child.try_wait(), Ok(None))
     }
 
+    /// Sends SIGTERM to this child (by its PID).
+    pub fn terminate(&self) {
+        // SAFETY: kill(2) on the PID of a child we started and have not reaped.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+    }
+
     /// Sends SIGKILL to this child (by PID) and reaps it.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

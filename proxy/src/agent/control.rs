@@ -29,6 +29,9 @@ const MAX_CHANNELS_PER_REQUEST: u32 = 256;
 pub async fn run_forever(shared: Arc<AgentShared>) {
     let mut backoff = FIRST_BACKOFF;
     loop {
+        if shared.draining.load(Ordering::Acquire) {
+            return;
+        }
         match run_session(&shared).await {
             Ok(reason) => {
                 tracing::warn!(%reason, "session with the edge ended; reconnecting");
@@ -59,6 +62,21 @@ async fn run_session(shared: &Arc<AgentShared>) -> anyhow::Result<String> {
         .await
         .map_err(|_| anyhow::anyhow!("connecting to {edge_addr} timed out"))??;
     let _ = tcp.set_nodelay(true);
+    shared
+        .control_fd
+        .store(std::os::fd::AsRawFd::as_raw_fd(&tcp), Ordering::Release);
+    let result = established(shared, tcp, edge_addr).await;
+    shared.control_fd.store(-1, Ordering::Release);
+    result
+}
+
+/// The part of a session after the TCP connection: TLS, hello, binds, heartbeats.
+async fn established(
+    shared: &Arc<AgentShared>,
+    tcp: TcpStream,
+    edge_addr: SocketAddr,
+) -> anyhow::Result<String> {
+    let settings = &shared.settings;
     let handshake = tls_stream::connect(tcp, settings.tls.clone(), settings.server_name.clone());
     let mut tls = monoio::time::timeout(CONNECT_TIMEOUT, handshake)
         .await

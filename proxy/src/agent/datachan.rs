@@ -130,6 +130,7 @@ async fn serve_plain(ticket: Arc<SessionTicket>, shared: Arc<AgentShared>) {
         }
     };
     on_stream_assigned(&ticket, &shared);
+    let _in_flight = shared.in_flight.enter();
     let Some(mut upstream) = connect_upstream(&start, &shared).await else {
         sockets::reset_on_close(channel.as_raw_fd());
         return;
@@ -193,6 +194,7 @@ async fn serve_tls(ticket: Arc<SessionTicket>, shared: Arc<AgentShared>) {
             }
         };
         on_stream_assigned(&ticket, &shared);
+        let _in_flight = shared.in_flight.enter();
         let Some(upstream) = connect_upstream(&start, &shared).await else {
             return;
         };

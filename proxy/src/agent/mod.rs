@@ -53,6 +53,12 @@ pub(crate) struct AgentShared {
     pub upstreams: HashMap<String, String>,
     pub open_tx: async_channel::Sender<Arc<SessionTicket>>,
     pub open_rx: async_channel::Receiver<Arc<SessionTicket>>,
+    /// Streams being forwarded right now.
+    pub in_flight: crate::drain::InFlight,
+    /// Set by a drain: no reconnect after the current session.
+    pub draining: AtomicBool,
+    /// Socket of the live control channel (-1: none), so a drain can end it.
+    pub control_fd: std::sync::atomic::AtomicI32,
 }
 
 impl AgentShared {
@@ -70,6 +76,29 @@ impl AgentShared {
 pub struct AgentHandle {
     /// Worker threads (they run until the process exits).
     pub workers: Vec<JoinHandle<std::io::Result<()>>>,
+    shared: Arc<AgentShared>,
+}
+
+impl AgentHandle {
+    /// Starts a drain: ends the session with the edge (which unbinds this agent's
+    /// endpoints and closes its idle data channels) and does not reconnect. Streams
+    /// in flight carry on.
+    pub fn leave_edge(&self) {
+        self.shared.draining.store(true, Ordering::Release);
+        let fd = self.shared.control_fd.load(Ordering::Acquire);
+        if fd >= 0 {
+            crate::io::sockets::shutdown_listener(fd);
+        }
+        tracing::info!(
+            in_flight = self.shared.in_flight.get(),
+            "draining: left the edge"
+        );
+    }
+
+    /// Streams being forwarded right now.
+    pub fn in_flight(&self) -> &crate::drain::InFlight {
+        &self.shared.in_flight
+    }
 }
 
 /// Starts the agent's workers; returns at once.
@@ -87,9 +116,13 @@ pub fn start(settings: AgentSettings, driver: Driver) -> std::io::Result<AgentHa
         upstreams,
         open_tx,
         open_rx,
+        in_flight: Default::default(),
+        draining: AtomicBool::new(false),
+        control_fd: (-1).into(),
     });
+    let worker_shared = shared.clone();
     let threads = runtime::spawn_workers("agent", workers, driver, move |i| {
-        let shared = shared.clone();
+        let shared = worker_shared.clone();
         async move {
             if i == 0 {
                 monoio::spawn(control::run_forever(shared.clone()));
@@ -97,5 +130,8 @@ pub fn start(settings: AgentSettings, driver: Driver) -> std::io::Result<AgentHa
             datachan::open_loop(shared).await;
         }
     })?;
-    Ok(AgentHandle { workers: threads })
+    Ok(AgentHandle {
+        workers: threads,
+        shared,
+    })
 }

@@ -83,6 +83,12 @@ pub struct AgentSection {
     pub heartbeat_tolerance: Duration,
     /// Worker threads (default: number of cores).
     pub workers: Option<usize>,
+    /// On SIGTERM, how long in-flight streams may take to finish. Default 30s.
+    #[serde(
+        default = "super::edge::default_drain_timeout",
+        deserialize_with = "duration::human"
+    )]
+    pub drain_timeout: Duration,
 }
 
 /// One entry of `endpoints:`.
@@ -144,6 +150,8 @@ pub struct AgentSettings {
     pub heartbeat_tolerance: Duration,
     /// Endpoints to bind.
     pub endpoints: Vec<AgentEndpoint>,
+    /// Graceful drain limit on SIGTERM.
+    pub drain_timeout: Duration,
     /// How plain-TCP hops move bytes (command line, not the file).
     pub pump: crate::io::Pump,
 }
@@ -248,6 +256,7 @@ impl AgentSettings {
             heartbeat_interval: a.heartbeat_interval,
             heartbeat_tolerance: a.heartbeat_tolerance,
             endpoints,
+            drain_timeout: a.drain_timeout,
             pump: crate::io::Pump::default(),
         })
     }

@@ -39,6 +39,16 @@ pub struct EdgeFile {
     /// Cloud endpoints.
     #[serde(default)]
     pub endpoints: Vec<CloudEndpointSection>,
+    /// On SIGTERM, how long established connections may take to finish. Default 30s.
+    #[serde(
+        default = "default_drain_timeout",
+        deserialize_with = "super::duration::human"
+    )]
+    pub drain_timeout: std::time::Duration,
+}
+
+pub(crate) fn default_drain_timeout() -> std::time::Duration {
+    std::time::Duration::from_secs(30)
 }
 
 /// `agents:`.
@@ -105,6 +115,8 @@ pub struct EdgeSettings {
     pub users: Vec<ServiceUser>,
     /// TCP cloud endpoints.
     pub endpoints: Vec<TcpEndpoint>,
+    /// Graceful drain limit on SIGTERM.
+    pub drain_timeout: std::time::Duration,
     /// How plain-TCP hops move bytes (command line, not the file).
     pub pump: crate::io::Pump,
 }
@@ -193,6 +205,7 @@ impl EdgeSettings {
             agent_tls,
             users,
             endpoints,
+            drain_timeout: file.drain_timeout,
             pump: crate::io::Pump::default(),
         })
     }

@@ -58,6 +58,10 @@ pub struct EdgeShared {
     pub stats: EdgeStats,
     /// How plain-TCP streams move bytes.
     pub pump: crate::io::Pump,
+    /// Public connections being forwarded.
+    pub in_flight: crate::drain::InFlight,
+    /// Set once a drain started: accept loops end instead of retrying.
+    pub draining: std::sync::atomic::AtomicBool,
     agent_tls: Arc<rustls::ServerConfig>,
 }
 
@@ -69,6 +73,24 @@ pub struct EdgeHandle {
     pub shared: Arc<EdgeShared>,
     /// Worker threads.
     pub workers: Vec<JoinHandle<std::io::Result<()>>>,
+    public_fds: Vec<std::os::fd::RawFd>,
+}
+
+impl EdgeHandle {
+    /// Starts a drain: every public listener stops accepting (pending accepts end),
+    /// established connections carry on. Agents stay connected.
+    pub fn stop_accepting(&self) {
+        self.shared
+            .draining
+            .store(true, std::sync::atomic::Ordering::Release);
+        for fd in &self.public_fds {
+            sockets::shutdown_listener(*fd);
+        }
+        tracing::info!(
+            in_flight = self.shared.in_flight.get(),
+            "draining: public listeners closed"
+        );
+    }
 }
 
 struct WorkerListeners {
@@ -90,8 +112,10 @@ pub fn start(settings: EdgeSettings, driver: Driver) -> std::io::Result<EdgeHand
         })
         .collect();
     let mut endpoints = Vec::new();
+    let mut public_fds = Vec::new();
     for ep in settings.endpoints {
         let listeners = sockets::reuseport_listeners(ep.listen, workers)?;
+        public_fds.extend(listeners.iter().map(std::os::fd::AsRawFd::as_raw_fd));
         let addr = listeners[0].local_addr()?;
         tracing::info!(kind = "endpoint", url = %ep.url, %addr, "listening");
         let live = Arc::new(LiveEndpoint {
@@ -111,6 +135,8 @@ pub fn start(settings: EdgeSettings, driver: Driver) -> std::io::Result<EdgeHand
         endpoints,
         stats: EdgeStats::default(),
         pump: settings.pump,
+        in_flight: Default::default(),
+        draining: Default::default(),
         agent_tls: settings.agent_tls,
     });
     crate::datapath::log_edge(shared.pump);
@@ -130,6 +156,7 @@ pub fn start(settings: EdgeSettings, driver: Driver) -> std::io::Result<EdgeHand
         agent_addr,
         shared,
         workers: threads,
+        public_fds,
     })
 }
 

@@ -38,6 +38,7 @@ pub async fn accept_loop(
                 EdgeStats::bump(&shared.stats.accepted);
                 monoio::spawn(forward(stream, peer, endpoint.clone(), shared.clone()));
             }
+            Err(_) if shared.draining.load(std::sync::atomic::Ordering::Acquire) => return,
             Err(e) => super::accept_backoff(&endpoint.url, &e).await,
         }
     }
@@ -49,6 +50,7 @@ async fn forward(
     endpoint: Arc<LiveEndpoint>,
     shared: Arc<EdgeShared>,
 ) {
+    let _in_flight = shared.in_flight.enter();
     let target = {
         let policy = endpoint.policy.load();
         let decision = policy.evaluate(peer);

@@ -104,3 +104,10 @@ pub fn peek_first_byte(fd: RawFd) -> io::Result<Option<u8>> {
         }
     }
 }
+
+/// Makes a listening socket stop accepting: pending and future `accept`s fail
+/// (EINVAL), which ends the accept loop without closing the fd under its owner.
+pub fn shutdown_listener(fd: RawFd) {
+    // SAFETY: shutdown on a listening fd that stays open (owned by a worker).
+    unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+}
