@@ -10,6 +10,7 @@
 //! - [`config`]: the YAML files, validated whole, resolved into settings.
 //! - [`runtime`]: worker threads and the io_uring/epoll driver choice.
 //! - [`tls`], [`token`]: TLS material and authtokens.
+//! - [`limits`]: the open-files limit raised at start.
 //! - [`demo`]: edge + agent + echo upstream in one process.
 //! - [`drain`], [`signals`]: graceful drain on SIGTERM.
 #![warn(missing_docs)]
@@ -21,6 +22,7 @@ pub mod demo;
 pub mod drain;
 pub mod edge;
 pub mod io;
+pub mod limits;
 pub mod logging;
 pub mod proxy_protocol;
 pub mod runtime;

@@ -109,6 +109,7 @@ pub fn start(settings: AgentSettings, driver: Driver) -> std::io::Result<AgentHa
         .map(|e| (e.url.clone(), e.upstream.clone()))
         .collect();
     crate::datapath::log_agent(settings.transport, settings.pump);
+    crate::limits::raise_and_log("agent");
     let (open_tx, open_rx) = async_channel::bounded(64 * 1024);
     let workers = settings.workers;
     let shared = Arc::new(AgentShared {

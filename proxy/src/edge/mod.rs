@@ -101,6 +101,7 @@ struct WorkerListeners {
 /// Binds every listener and starts the workers.
 pub fn start(settings: EdgeSettings, driver: Driver) -> std::io::Result<EdgeHandle> {
     let workers = settings.workers;
+    crate::limits::raise_and_log("edge");
     let agent_listeners = sockets::reuseport_listeners(settings.agent_listen, workers)?;
     let agent_addr = agent_listeners[0].local_addr()?;
     tracing::info!(kind = "agents", %agent_addr, "listening");
