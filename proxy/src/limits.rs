@@ -22,7 +22,7 @@ pub fn raise_nofile() -> std::io::Result<u64> {
             lim.rlim_cur = lim.rlim_max;
         }
     }
-    Ok(lim.rlim_cur as u64)
+    Ok(lim.rlim_cur)
 }
 
 /// Raises the limit and logs the outcome once.
@@ -52,6 +52,6 @@ mod tests {
             };
             assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lowered), 0);
         }
-        assert_eq!(raise_nofile().unwrap(), lim.rlim_max as u64);
+        assert_eq!(raise_nofile().unwrap(), lim.rlim_max);
     }
 }
