@@ -5,11 +5,13 @@
 //! - [`upstream`]: real upstream servers on loopback (echo).
 //! - [`client`]: clients that connect from a chosen source address and check bytes.
 //! - [`fixture`]: temporary directories, certificates, tokens and config files.
+//! - [`tls_peers`]: a TLS echo upstream and a TLS client for `tls://` endpoints.
 #![warn(missing_docs)]
 
 pub mod client;
 pub mod fixture;
 pub mod process;
+pub mod tls_peers;
 pub mod upstream;
 
 /// Both monoio drivers; end-to-end tests run on each.

@@ -33,6 +33,8 @@ pub struct EdgeFile {
     pub workers: Option<usize>,
     /// The listener agents dial.
     pub agents: AgentsSection,
+    /// The shared port of `tls://` cloud endpoints (routed by SNI).
+    pub tls_endpoints: Option<TlsEndpointsSection>,
     /// Identities that own authtokens.
     #[serde(default)]
     pub service_users: Vec<ServiceUserSection>,
@@ -61,6 +63,14 @@ pub struct AgentsSection {
     pub tls: TlsFiles,
 }
 
+/// `tls_endpoints:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsEndpointsSection {
+    /// Address every `tls://` endpoint shares.
+    pub listen: SocketAddr,
+}
+
 /// A certificate chain and its key, as PEM files.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -86,7 +96,8 @@ pub struct ServiceUserSection {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CloudEndpointSection {
-    /// `tcp://ADDR:PORT`.
+    /// `tcp://ADDR:PORT`, or `tls://HOST` / `tls://*.DOMAIN` (routed by SNI on the
+    /// `tls_endpoints` port, passed through untouched).
     pub url: String,
     /// What to do with each connection.
     pub traffic_policy: TrafficPolicy,
@@ -113,8 +124,10 @@ pub struct EdgeSettings {
     pub agent_tls: Arc<ServerConfig>,
     /// Service users and their token hashes.
     pub users: Vec<ServiceUser>,
-    /// TCP cloud endpoints.
-    pub endpoints: Vec<TcpEndpoint>,
+    /// Cloud endpoints.
+    pub endpoints: Vec<CloudEndpoint>,
+    /// The shared port of `tls://` endpoints.
+    pub tls_listen: Option<SocketAddr>,
     /// Graceful drain limit on SIGTERM.
     pub drain_timeout: std::time::Duration,
     /// How plain-TCP hops move bytes (command line, not the file).
@@ -130,12 +143,21 @@ pub struct ServiceUser {
     pub token_hashes: Vec<TokenHash>,
 }
 
-/// A TCP cloud endpoint, resolved.
-pub struct TcpEndpoint {
+/// Where a cloud endpoint receives connections.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EndpointAddr {
+    /// Its own TCP listener.
+    Tcp(SocketAddr),
+    /// The shared TLS port, for ClientHellos naming this host (or wildcard pattern).
+    Tls(String),
+}
+
+/// A cloud endpoint, resolved.
+pub struct CloudEndpoint {
     /// The URL as configured (for logs and metrics).
     pub url: String,
-    /// Where to listen.
-    pub listen: SocketAddr,
+    /// Where connections arrive.
+    pub addr: EndpointAddr,
     /// Its compiled traffic policy.
     pub policy: CompiledPolicy,
     /// Idle timeout of forwarded connections (`None`: never).
@@ -175,11 +197,33 @@ impl EdgeSettings {
                 token_hashes: u.authtokens,
             });
         }
-        let mut endpoints: Vec<TcpEndpoint> = Vec::new();
+        let tls_listen = file.tls_endpoints.map(|t| t.listen);
+        let mut sni_names = crate::sni::SniRouter::new();
+        let mut endpoints: Vec<CloudEndpoint> = Vec::new();
         for (i, ep) in file.endpoints.into_iter().enumerate() {
-            let listen =
-                parse_tcp_url(&ep.url).map_err(|m| err(format!("endpoints[{i}].url: {m}")))?;
-            if listen.port() != 0 && endpoints.iter().any(|e| e.listen == listen) {
+            let addr =
+                parse_endpoint_url(&ep.url).map_err(|m| err(format!("endpoints[{i}].url: {m}")))?;
+            if let EndpointAddr::Tls(host) = &addr {
+                if tls_listen.is_none() {
+                    return Err(err(format!(
+                        "endpoints[{i}].url: `{}` needs `tls_endpoints: {{ listen: ADDR:PORT }}`",
+                        ep.url
+                    )));
+                }
+                match sni_names.insert(host, ()) {
+                    Err(e) => return Err(err(format!("endpoints[{i}].url: `{}`: {e}", ep.url))),
+                    Ok(Some(())) => {
+                        return Err(err(format!(
+                            "endpoints[{i}].url: `{}` is listed twice",
+                            ep.url
+                        )))
+                    }
+                    Ok(None) => {}
+                }
+            }
+            let duplicate_port = matches!(addr, EndpointAddr::Tcp(a) if a.port() != 0)
+                && endpoints.iter().any(|e| e.addr == addr);
+            if duplicate_port {
                 return Err(err(format!(
                     "endpoints[{i}].url: `{}` is listed twice",
                     ep.url
@@ -189,9 +233,9 @@ impl EdgeSettings {
                 .traffic_policy
                 .compile()
                 .map_err(|e| err(format!("endpoints[{i}].traffic_policy: {e}")))?;
-            endpoints.push(TcpEndpoint {
+            endpoints.push(CloudEndpoint {
                 url: ep.url,
-                listen,
+                addr,
                 policy,
                 idle_timeout: (!ep.idle_timeout.is_zero()).then_some(ep.idle_timeout),
             });
@@ -205,22 +249,27 @@ impl EdgeSettings {
             agent_tls,
             users,
             endpoints,
+            tls_listen,
             drain_timeout: file.drain_timeout,
             pump: crate::io::Pump::default(),
         })
     }
 }
 
-/// Parses `tcp://ADDR:PORT` into the address to listen on.
-pub(crate) fn parse_tcp_url(url: &str) -> Result<SocketAddr, String> {
-    if url.starts_with("tls://") {
-        return Err(format!(
-            "`{url}`: tls:// cloud endpoints are not available in this version; use tcp://ADDR:PORT"
-        ));
+/// Parses `tcp://ADDR:PORT` (its own listener) or `tls://HOST` (SNI on the TLS port).
+pub(crate) fn parse_endpoint_url(url: &str) -> Result<EndpointAddr, String> {
+    if let Some(host) = url.strip_prefix("tls://") {
+        if host.is_empty() || host.contains(['/', ':']) {
+            return Err(format!(
+                "`{url}`: expected tls://HOST or tls://*.DOMAIN (the port is tls_endpoints.listen)"
+            ));
+        }
+        return Ok(EndpointAddr::Tls(host.to_ascii_lowercase()));
     }
     let rest = url
         .strip_prefix("tcp://")
-        .ok_or_else(|| format!("`{url}`: expected tcp://ADDR:PORT"))?;
+        .ok_or_else(|| format!("`{url}`: expected tcp://ADDR:PORT or tls://HOST"))?;
     rest.parse()
+        .map(EndpointAddr::Tcp)
         .map_err(|_| format!("`{url}`: expected tcp://ADDR:PORT with an IP address and a port"))
 }

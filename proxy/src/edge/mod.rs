@@ -11,6 +11,7 @@ mod control;
 mod public;
 pub mod registry;
 pub mod stats;
+mod tls_port;
 
 use std::{
     net::{SocketAddr, TcpListener},
@@ -22,7 +23,7 @@ use std::{
 use sluice_policy::PolicyHandle;
 
 use crate::{
-    config::edge::{EdgeSettings, ServiceUser},
+    config::edge::{EdgeSettings, EndpointAddr, ServiceUser},
     io::sockets,
     runtime::{self, Driver},
 };
@@ -96,7 +97,11 @@ impl EdgeHandle {
 struct WorkerListeners {
     agent: TcpListener,
     public: Vec<(Arc<LiveEndpoint>, TcpListener)>,
+    tls: Option<TcpListener>,
 }
+
+/// `tls://` endpoints by host name (exact names before wildcards).
+pub type SniRoutes = crate::sni::SniRouter<Arc<LiveEndpoint>>;
 
 /// Binds every listener and starts the workers.
 pub fn start(settings: EdgeSettings, driver: Driver) -> std::io::Result<EdgeHandle> {
@@ -110,12 +115,41 @@ pub fn start(settings: EdgeSettings, driver: Driver) -> std::io::Result<EdgeHand
         .map(|agent| WorkerListeners {
             agent,
             public: Vec::new(),
+            tls: None,
         })
         .collect();
     let mut endpoints = Vec::new();
     let mut public_fds = Vec::new();
+    let mut sni_routes = SniRoutes::new();
+    let mut tls_addr = None;
+    if let Some(listen) = settings.tls_listen {
+        let listeners = sockets::reuseport_listeners(listen, workers)?;
+        public_fds.extend(listeners.iter().map(std::os::fd::AsRawFd::as_raw_fd));
+        let addr = listeners[0].local_addr()?;
+        tracing::info!(kind = "tls-endpoints", %addr, "listening");
+        tls_addr = Some(addr);
+        for (w, l) in per_worker.iter_mut().zip(listeners) {
+            w.tls = Some(l);
+        }
+    }
     for ep in settings.endpoints {
-        let listeners = sockets::reuseport_listeners(ep.listen, workers)?;
+        let listen = match ep.addr {
+            EndpointAddr::Tcp(listen) => listen,
+            EndpointAddr::Tls(host) => {
+                let live = Arc::new(LiveEndpoint {
+                    url: ep.url,
+                    addr: tls_addr.expect("validated: tls endpoints need tls_endpoints.listen"),
+                    policy: PolicyHandle::new(ep.policy),
+                    idle_timeout: ep.idle_timeout,
+                });
+                sni_routes
+                    .insert(&host, live.clone())
+                    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+                endpoints.push(live);
+                continue;
+            }
+        };
+        let listeners = sockets::reuseport_listeners(listen, workers)?;
         public_fds.extend(listeners.iter().map(std::os::fd::AsRawFd::as_raw_fd));
         let addr = listeners[0].local_addr()?;
         tracing::info!(kind = "endpoint", url = %ep.url, %addr, "listening");
@@ -144,12 +178,14 @@ pub fn start(settings: EdgeSettings, driver: Driver) -> std::io::Result<EdgeHand
     let slots: Arc<Mutex<Vec<Option<WorkerListeners>>>> =
         Arc::new(Mutex::new(per_worker.into_iter().map(Some).collect()));
     let worker_shared = shared.clone();
+    let sni_routes = Arc::new(sni_routes);
     let threads = runtime::spawn_workers("edge", workers, driver, move |i| {
         let shared = worker_shared.clone();
+        let routes = sni_routes.clone();
         let mine = slots.lock().unwrap_or_else(|p| p.into_inner())[i].take();
         async move {
             if let Some(listeners) = mine {
-                run_worker(i, listeners, shared).await;
+                run_worker(i, listeners, routes, shared).await;
             }
         }
     })?;
@@ -161,7 +197,20 @@ pub fn start(settings: EdgeSettings, driver: Driver) -> std::io::Result<EdgeHand
     })
 }
 
-async fn run_worker(index: usize, listeners: WorkerListeners, shared: Arc<EdgeShared>) {
+async fn run_worker(
+    index: usize,
+    listeners: WorkerListeners,
+    routes: Arc<SniRoutes>,
+    shared: Arc<EdgeShared>,
+) {
+    if let Some(listener) = listeners.tls {
+        match monoio::net::TcpListener::from_std(listener) {
+            Ok(l) => {
+                monoio::spawn(tls_port::accept_loop(l, routes, shared.clone()));
+            }
+            Err(e) => tracing::error!(worker = index, error = %e, "cannot adopt tls listener"),
+        }
+    }
     for (endpoint, listener) in listeners.public {
         match monoio::net::TcpListener::from_std(listener) {
             Ok(l) => {

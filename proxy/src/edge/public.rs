@@ -19,7 +19,7 @@ use super::{
 use crate::{
     io::{
         self, chunked,
-        framed::{self, FrameReader},
+        framed::FrameReader,
         idle::{until_idle, Progress},
         sockets,
     },
@@ -36,7 +36,8 @@ pub async fn accept_loop(
         match listener.accept().await {
             Ok((stream, peer)) => {
                 EdgeStats::bump(&shared.stats.accepted);
-                monoio::spawn(forward(stream, peer, endpoint.clone(), shared.clone()));
+                let (endpoint, shared) = (endpoint.clone(), shared.clone());
+                monoio::spawn(forward(stream, peer, endpoint, shared, Vec::new()));
             }
             Err(_) if shared.draining.load(std::sync::atomic::Ordering::Acquire) => return,
             Err(e) => super::accept_backoff(&endpoint.url, &e).await,
@@ -44,11 +45,14 @@ pub async fn accept_loop(
     }
 }
 
-async fn forward(
+/// Forwards one accepted public connection. `early` holds bytes already read from
+/// the client (a TLS endpoint's ClientHello); they reach the upstream first.
+pub(super) async fn forward(
     client: TcpStream,
     peer: SocketAddr,
     endpoint: Arc<LiveEndpoint>,
     shared: Arc<EdgeShared>,
+    early: Vec<u8>,
 ) {
     let _in_flight = shared.in_flight.enter();
     let target = {
@@ -95,12 +99,15 @@ async fn forward(
     match channel {
         ParkedChannel::Plain(socket) => {
             drop(session);
+            let mut first = bytes::BytesMut::with_capacity(64 + early.len());
+            wire::encode(&start, &mut first);
+            first.extend_from_slice(&early);
             forward_plain(
                 shared.pump,
                 endpoint.idle_timeout,
                 client,
                 socket,
-                start,
+                first,
                 peer,
             )
             .await
@@ -110,7 +117,14 @@ async fn forward(
                 return;
             };
             let mut tls = Tls::from_parts(tcp, *conn);
-            if let Err(e) = framed::write_frame(&mut tls, &start).await {
+            let mut first = bytes::BytesMut::with_capacity(64 + early.len());
+            wire::encode(&start, &mut first);
+            if !early.is_empty() {
+                bytes::BufMut::put_u32(&mut first, early.len() as u32);
+                first.extend_from_slice(&early);
+            }
+            let (res, _) = tls.write_all(first).await;
+            if let Err(e) = res {
                 tracing::info!(%peer, error = %e, "data channel failed before the stream started");
                 return;
             }
@@ -133,21 +147,20 @@ async fn forward(
     }
 }
 
-/// One stream on a plain-TCP channel: header, then the pump both ways.
+/// One stream on a plain-TCP channel: `first` (the stream header and any early client
+/// bytes), then the pump both ways.
 async fn forward_plain(
     pump: io::Pump,
     idle_timeout: Option<std::time::Duration>,
     client: TcpStream,
     socket: std::net::TcpStream,
-    start: Frame,
+    first: bytes::BytesMut,
     peer: SocketAddr,
 ) {
     let Ok(mut channel) = TcpStream::from_std(socket) else {
         return;
     };
-    let mut header = bytes::BytesMut::with_capacity(64);
-    wire::encode(&start, &mut header);
-    let (res, _) = channel.write_all(header).await;
+    let (res, _) = channel.write_all(first).await;
     if let Err(e) = res {
         tracing::info!(%peer, error = %e, "data channel failed before the stream started");
         return;

@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub struct EdgeStats {
     /// Public connections accepted.
     pub accepted: AtomicU64,
+    /// TLS connections closed because their SNI was missing, unknown or unreadable.
+    pub no_route: AtomicU64,
     /// Public connections denied by policy.
     pub denied: AtomicU64,
     /// Public connections closed because no agent serves the target.

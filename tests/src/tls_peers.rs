@@ -1,0 +1,134 @@
+//! TLS peers for end-to-end tests of `tls://` endpoints: an echo upstream that
+//! terminates TLS itself (so passthrough is visible), and a blocking TLS client.
+
+use std::{
+    io::{Read, Write},
+    net::{SocketAddr, TcpListener},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+};
+
+use rustls::{
+    ClientConfig, ClientConnection, RootCertStore, ServerConfig, ServerConnection, StreamOwned,
+};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// An echo server that terminates TLS with a certificate for `names`.
+pub struct TlsEcho {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its certificate (clients trust it directly).
+    pub cert: CertificateDer<'static>,
+    accepted: Arc<AtomicUsize>,
+}
+
+impl TlsEcho {
+    /// Starts on 127.0.0.1 with a free port.
+    pub fn start(names: &[&str]) -> TlsEcho {
+        let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+        let certified = rcgen::generate_simple_self_signed(names).unwrap();
+        let cert = certified.cert.der().clone();
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+            certified.signing_key.serialize_der(),
+        ));
+        let config = Arc::new(
+            ServerConfig::builder_with_provider(provider())
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(vec![cert.clone()], key)
+                .unwrap(),
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
+        std::thread::spawn(move || {
+            for tcp in listener.incoming().flatten() {
+                counter.fetch_add(1, Ordering::Relaxed);
+                let config = config.clone();
+                std::thread::spawn(move || {
+                    let Ok(conn) = ServerConnection::new(config) else {
+                        return;
+                    };
+                    let mut tls = StreamOwned::new(conn, tcp);
+                    let mut buf = [0u8; 16 * 1024];
+                    loop {
+                        match tls.read(&mut buf) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => {
+                                if tls.write_all(&buf[..n]).and_then(|()| tls.flush()).is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        TlsEcho {
+            addr,
+            cert,
+            accepted,
+        }
+    }
+
+    /// TCP connections accepted so far.
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::Relaxed)
+    }
+}
+
+/// A client config trusting exactly `certs`.
+pub fn client_config(certs: &[&CertificateDer<'static>]) -> Arc<ClientConfig> {
+    let mut roots = RootCertStore::empty();
+    for c in certs {
+        roots.add((*c).clone()).unwrap();
+    }
+    Arc::new(
+        ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
+}
+
+/// Connects to `target`, sends the ClientHello in pieces of `piece` bytes (to make the
+/// edge reassemble it), finishes the handshake and checks an echo. Errors say what
+/// failed.
+pub fn tls_echo(
+    target: SocketAddr,
+    config: Arc<ClientConfig>,
+    name: &str,
+    piece: usize,
+    payload: &[u8],
+) -> Result<(), String> {
+    let tcp = crate::client::connect_from(None, target).map_err(|e| e.to_string())?;
+    let server_name = ServerName::try_from(name.to_string()).map_err(|e| e.to_string())?;
+    let mut conn = ClientConnection::new(config, server_name).map_err(|e| e.to_string())?;
+    let mut hello = Vec::new();
+    conn.write_tls(&mut hello).map_err(|e| e.to_string())?;
+    let mut raw = tcp;
+    for chunk in hello.chunks(piece.max(1)) {
+        raw.write_all(chunk)
+            .map_err(|e| format!("sending ClientHello: {e}"))?;
+    }
+    let mut tls = StreamOwned::new(conn, raw);
+    tls.write_all(payload)
+        .map_err(|e| format!("handshake or write: {e}"))?;
+    tls.flush().map_err(|e| e.to_string())?;
+    let mut got = vec![0u8; payload.len()];
+    tls.read_exact(&mut got)
+        .map_err(|e| format!("reading echo: {e}"))?;
+    if got != payload {
+        return Err("echo differs".into());
+    }
+    Ok(())
+}
