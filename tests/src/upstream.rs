@@ -117,3 +117,69 @@ fn echo_and_record(mut conn: TcpStream, reset_after: Option<usize>) -> Ending {
         }
     }
 }
+
+/// An upstream that expects a PROXY protocol header (v1 or v2, TCP over IPv4), answers
+/// `SRC=<client address>\n` with the address the header named, then echoes.
+pub struct ProxyEcho {
+    /// Where it listens.
+    pub addr: SocketAddr,
+}
+
+impl ProxyEcho {
+    /// Starts on 127.0.0.1 with a free port.
+    pub fn start() -> ProxyEcho {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                std::thread::spawn(move || proxy_echo(conn));
+            }
+        });
+        ProxyEcho { addr }
+    }
+}
+
+const V2_SIGNATURE: [u8; 12] = *b"\r\n\r\n\0\r\nQUIT\n";
+
+fn read_proxy_source(conn: &mut TcpStream) -> Option<SocketAddr> {
+    let mut first = [0u8; 12];
+    conn.read_exact(&mut first).ok()?;
+    if first == V2_SIGNATURE {
+        let mut rest = [0u8; 4];
+        conn.read_exact(&mut rest).ok()?;
+        let len = u16::from_be_bytes([rest[2], rest[3]]) as usize;
+        let mut body = vec![0u8; len];
+        conn.read_exact(&mut body).ok()?;
+        if rest[0] != 0x21 || rest[1] != 0x11 || len < 12 {
+            return None;
+        }
+        let ip = std::net::Ipv4Addr::new(body[0], body[1], body[2], body[3]);
+        let port = u16::from_be_bytes([body[8], body[9]]);
+        return Some(SocketAddr::new(ip.into(), port));
+    }
+    let mut line = first.to_vec();
+    while !line.ends_with(b"\r\n") && line.len() < 107 {
+        let mut b = [0u8; 1];
+        conn.read_exact(&mut b).ok()?;
+        line.push(b[0]);
+    }
+    let text = std::str::from_utf8(&line).ok()?.trim_end();
+    let parts: Vec<&str> = text.split(' ').collect();
+    if parts.len() != 6 || parts[0] != "PROXY" || parts[1] != "TCP4" {
+        return None;
+    }
+    Some(SocketAddr::new(
+        parts[2].parse().ok()?,
+        parts[4].parse().ok()?,
+    ))
+}
+
+fn proxy_echo(mut conn: TcpStream) {
+    let answer = match read_proxy_source(&mut conn) {
+        Some(src) => format!("SRC={src}\n"),
+        None => "NO-PROXY-HEADER\n".to_string(),
+    };
+    if conn.write_all(answer.as_bytes()).is_ok() {
+        echo(conn);
+    }
+}

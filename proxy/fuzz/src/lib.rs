@@ -73,6 +73,7 @@ pub fn seed_frames() -> Vec<(&'static str, Frame)> {
             "stream-v4",
             Frame::Stream(StreamStart {
                 client: "203.0.113.7:5555".parse().expect("literal"),
+                server: "198.51.100.1:21001".parse().expect("literal"),
                 internal_url: "tcp://db.internal:5432".into(),
             }),
         ),
@@ -80,6 +81,7 @@ pub fn seed_frames() -> Vec<(&'static str, Frame)> {
             "stream-v6",
             Frame::Stream(StreamStart {
                 client: "[2001:db8::1]:443".parse().expect("literal"),
+                server: "[2001:db8::2]:443".parse().expect("literal"),
                 internal_url: "tls://api.internal".into(),
             }),
         ),

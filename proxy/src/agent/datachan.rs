@@ -78,14 +78,26 @@ fn on_stream_assigned(ticket: &Arc<SessionTicket>, shared: &AgentShared) {
     }
 }
 
+/// Connects the stream's upstream and, when the endpoint asks for it, sends the PROXY
+/// protocol header naming the public client before any other byte.
 async fn connect_upstream(start: &StreamStart, shared: &AgentShared) -> Option<TcpStream> {
-    let Some(addr) = shared.upstreams.get(&start.internal_url) else {
+    let Some(endpoint) = shared.upstreams.get(&start.internal_url) else {
         tracing::warn!(url = %start.internal_url, "stream for an endpoint this agent does not serve");
         return None;
     };
+    let addr = &endpoint.upstream;
     match monoio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr.as_str())).await {
-        Ok(Ok(s)) => {
+        Ok(Ok(mut s)) => {
             let _ = s.set_nodelay(true);
+            if let Some(version) = endpoint.proxy_protocol {
+                let mut header = bytes::BytesMut::with_capacity(108);
+                crate::proxy_protocol::encode(version, start.client, start.server, &mut header);
+                let (res, _) = s.write_all(header).await;
+                if let Err(e) = res {
+                    tracing::warn!(url = %start.internal_url, upstream = %addr, error = %e, "PROXY header not sent");
+                    return None;
+                }
+            }
             Some(s)
         }
         Ok(Err(e)) => {

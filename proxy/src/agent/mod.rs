@@ -21,7 +21,7 @@ use std::{
 };
 
 use crate::{
-    config::agent::AgentSettings,
+    config::agent::{AgentEndpoint, AgentSettings},
     runtime::{self, Driver},
 };
 
@@ -49,8 +49,8 @@ impl SessionTicket {
 /// State shared by the agent's workers.
 pub(crate) struct AgentShared {
     pub settings: AgentSettings,
-    /// internal URL -> upstream `host:port`.
-    pub upstreams: HashMap<String, String>,
+    /// internal URL -> its endpoint (upstream address, PROXY protocol).
+    pub upstreams: HashMap<String, AgentEndpoint>,
     pub open_tx: async_channel::Sender<Arc<SessionTicket>>,
     pub open_rx: async_channel::Receiver<Arc<SessionTicket>>,
     /// Streams being forwarded right now.
@@ -106,7 +106,7 @@ pub fn start(settings: AgentSettings, driver: Driver) -> std::io::Result<AgentHa
     let upstreams = settings
         .endpoints
         .iter()
-        .map(|e| (e.url.clone(), e.upstream.clone()))
+        .map(|e| (e.url.clone(), e.clone()))
         .collect();
     crate::datapath::log_agent(settings.transport, settings.pump);
     crate::limits::raise_and_log("agent");

@@ -112,6 +112,9 @@ pub struct EndpointSection {
 pub struct UpstreamSection {
     /// `host:port` reachable from the agent.
     pub url: String,
+    /// Send a PROXY protocol header (version 1 or 2) with the public client's address
+    /// before any other byte.
+    pub proxy_protocol: Option<u8>,
 }
 
 fn default_data_channels() -> usize {
@@ -167,6 +170,8 @@ pub struct AgentEndpoint {
     pub pooling: bool,
     /// Upstream `host:port`.
     pub upstream: String,
+    /// PROXY protocol header towards the upstream, if any.
+    pub proxy_protocol: Option<crate::proxy_protocol::Version>,
 }
 
 impl AgentSettings {
@@ -235,11 +240,22 @@ impl AgentSettings {
                     ep.upstream.url
                 )));
             }
+            let proxy_protocol = match ep.upstream.proxy_protocol {
+                None => None,
+                Some(1) => Some(crate::proxy_protocol::Version::V1),
+                Some(2) => Some(crate::proxy_protocol::Version::V2),
+                Some(other) => {
+                    return Err(err(format!(
+                        "endpoints[{i}].upstream.proxy_protocol: expected 1 or 2, found {other}"
+                    )))
+                }
+            };
             endpoints.push(AgentEndpoint {
                 name: ep.name.unwrap_or_else(|| url.clone()),
                 url,
                 pooling: ep.pooling_enabled,
                 upstream: ep.upstream.url,
+                proxy_protocol,
             });
         }
         Ok(Self {

@@ -92,8 +92,10 @@ pub(super) async fn forward(
     };
     EdgeStats::bump(&shared.stats.forwarded);
     let _ = client.set_nodelay(true);
+    let server = client.local_addr().unwrap_or(endpoint.addr);
     let start = Frame::Stream(StreamStart {
         client: peer,
+        server,
         internal_url: target,
     });
     match channel {

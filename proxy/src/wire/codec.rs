@@ -116,10 +116,12 @@ pub fn encode(frame: &Frame, out: &mut BytesMut) {
         }
         Frame::Stream(StreamStart {
             client,
+            server,
             internal_url,
         }) => {
             out.put_u8(STREAM);
             put_addr(out, client);
+            put_addr(out, server);
             put_str(out, internal_url);
         }
     }
@@ -181,6 +183,7 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Frame, usize)>, WireError> {
         },
         STREAM => Frame::Stream(StreamStart {
             client: r.addr("stream.client")?,
+            server: r.addr("stream.server")?,
             internal_url: r.string("stream.internal_url")?,
         }),
         other => return Err(WireError::UnknownKind(other)),

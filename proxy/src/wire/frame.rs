@@ -48,6 +48,8 @@ impl ErrorCode {
 pub struct StreamStart {
     /// The public client's address, as the edge saw it.
     pub client: SocketAddr,
+    /// The edge address the client connected to (for PROXY protocol headers).
+    pub server: SocketAddr,
     /// The internal URL the connection was forwarded to (selects the upstream).
     pub internal_url: String,
 }

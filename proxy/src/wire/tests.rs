@@ -35,10 +35,12 @@ fn samples() -> Vec<Frame> {
         },
         Frame::Stream(StreamStart {
             client: "203.0.113.7:5555".parse().unwrap(),
+            server: "198.51.100.1:443".parse().unwrap(),
             internal_url: "tcp://db.internal:5432".into(),
         }),
         Frame::Stream(StreamStart {
             client: "[2001:db8::1]:443".parse().unwrap(),
+            server: "[2001:db8::2]:8443".parse().unwrap(),
             internal_url: "tls://api.internal:443".into(),
         }),
     ]
