@@ -212,7 +212,7 @@ async fn run_session(
             Frame::Bind {
                 request_id,
                 url,
-                pooling: _,
+                pooling,
             } => {
                 let answer = match url.parse::<sluice_policy::InternalUrl>() {
                     Err(e) => Frame::Error {
@@ -220,20 +220,22 @@ async fn run_session(
                         code: ErrorCode::BadRequest,
                         message: format!("{url}: {e}"),
                     },
-                    Ok(parsed) => match shared.registry.bind(&parsed.canonical(), &session) {
-                        Ok(()) => {
-                            tracing::info!(session = session.id, url = %parsed.canonical(), "endpoint bound");
-                            Frame::BindOk { request_id }
-                        }
-                        Err(message) => {
-                            tracing::warn!(session = session.id, %url, "bind refused: already bound");
-                            Frame::Error {
-                                request_id,
-                                code: ErrorCode::AlreadyBound,
-                                message,
+                    Ok(parsed) => {
+                        match shared.registry.bind(&parsed.canonical(), &session, pooling) {
+                            Ok(members) => {
+                                tracing::info!(session = session.id, url = %parsed.canonical(), members, "endpoint bound");
+                                Frame::BindOk { request_id }
+                            }
+                            Err(message) => {
+                                tracing::warn!(session = session.id, %url, reason = %message, "bind refused: already bound");
+                                Frame::Error {
+                                    request_id,
+                                    code: ErrorCode::AlreadyBound,
+                                    message,
+                                }
                             }
                         }
-                    },
+                    }
                 };
                 session.send_control(answer);
             }

@@ -8,6 +8,7 @@
 
 mod agent_port;
 mod control;
+pub mod pool;
 mod public;
 pub mod registry;
 pub mod stats;

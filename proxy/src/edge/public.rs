@@ -12,6 +12,7 @@ use sluice_policy::Outcome;
 
 use super::{
     control::{self, Tls},
+    pool::{MemberLoad, MAX_ATTEMPTS},
     registry::{ParkedChannel, TakeError},
     stats::EdgeStats,
     EdgeShared, LiveEndpoint, CHANNEL_WAIT,
@@ -75,21 +76,35 @@ pub(super) async fn forward(
             }
         }
     };
-    let Some(session) = shared.registry.lookup(&target) else {
+    let Some(pool) = shared.registry.lookup(&target) else {
         tracing::debug!(endpoint = %endpoint.url, %peer, %target, "no agent serves the target");
         EdgeStats::bump(&shared.stats.no_agent);
         return;
     };
-    let channel = match session.take_channel(CHANNEL_WAIT).await {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::info!(endpoint = %endpoint.url, %peer, %target, session = session.id,
-                reason = if e == TakeError::Timeout { "timeout" } else { "session ended" },
-                "no data channel available");
+    // Nothing has reached an upstream yet, so a member without a usable data channel
+    // is skipped for another one, invisibly to the client.
+    let mut tried: Vec<u64> = Vec::new();
+    let (load, channel) = loop {
+        let member = (tried.len() < MAX_ATTEMPTS)
+            .then(|| pool.pick(&tried))
+            .flatten();
+        let Some(session) = member else {
+            tracing::info!(endpoint = %endpoint.url, %peer, %target, tried = tried.len(), "no data channel available");
             EdgeStats::bump(&shared.stats.no_channel);
             return;
+        };
+        match session.take_channel(CHANNEL_WAIT).await {
+            Ok(c) => break (MemberLoad::new(session), c),
+            Err(e) => {
+                tracing::info!(endpoint = %endpoint.url, %peer, %target, session = session.id,
+                    reason = if e == TakeError::Timeout { "timeout" } else { "session ended" },
+                    "pool member unusable; failing over");
+                tried.push(session.id);
+            }
         }
     };
+    drop(pool);
+    let session = load.0.clone();
     EdgeStats::bump(&shared.stats.forwarded);
     let _ = client.set_nodelay(true);
     let server = client.local_addr().unwrap_or(endpoint.addr);
@@ -101,6 +116,7 @@ pub(super) async fn forward(
     match channel {
         ParkedChannel::Plain(socket) => {
             drop(session);
+            let _load = load;
             let mut first = bytes::BytesMut::with_capacity(64 + early.len());
             wire::encode(&start, &mut first);
             first.extend_from_slice(&early);

@@ -23,6 +23,7 @@ use std::{
 use arc_swap::ArcSwap;
 use subtle::ConstantTimeEq;
 
+use super::pool::Pool;
 use crate::{io::sockets, wire::Frame};
 
 /// Most idle data channels parked per session; more are closed on arrival.
@@ -56,6 +57,8 @@ pub struct SessionHandle {
     idle_tx: async_channel::Sender<ParkedChannel>,
     idle_rx: async_channel::Receiver<ParkedChannel>,
     control_tx: async_channel::Sender<Frame>,
+    /// Streams forwarded through this session right now (pool balancing).
+    pub in_flight: std::sync::atomic::AtomicUsize,
 }
 
 /// Why no data channel could be had.
@@ -128,7 +131,7 @@ impl SessionHandle {
 #[derive(Default)]
 pub struct Registry {
     sessions: Mutex<HashMap<u64, Arc<SessionHandle>>>,
-    bindings: ArcSwap<HashMap<String, Arc<SessionHandle>>>,
+    bindings: ArcSwap<HashMap<String, Arc<Pool>>>,
     next_id: AtomicU64,
 }
 
@@ -153,6 +156,7 @@ impl Registry {
             idle_tx,
             idle_rx,
             control_tx,
+            in_flight: Default::default(),
         });
         self.lock_sessions().insert(id, session.clone());
         (session, control_rx)
@@ -168,24 +172,33 @@ impl Registry {
         self.lock_sessions().get(&id).cloned()
     }
 
-    /// Binds `url` to `session`; refused when another live session holds it.
-    pub fn bind(&self, url: &str, session: &Arc<SessionHandle>) -> Result<(), String> {
+    /// Binds `url` to `session`, joining the URL's pool when every member asks for
+    /// pooling; otherwise refused while another live session holds it. Returns the
+    /// pool's size after the bind.
+    pub fn bind(
+        &self,
+        url: &str,
+        session: &Arc<SessionHandle>,
+        pooling: bool,
+    ) -> Result<usize, String> {
         let _guard = self.lock_sessions();
         let current = self.bindings.load();
-        if let Some(holder) = current.get(url) {
-            if holder.id != session.id {
-                return Err(format!("{url} is already bound by another agent session"));
-            }
-            return Ok(());
-        }
+        let pool = match current.get(url) {
+            Some(pool) => pool.with_member(url, session, pooling)?,
+            None => Pool {
+                members: vec![session.clone()],
+                pooling,
+            },
+        };
+        let size = pool.members.len();
         let mut next = HashMap::clone(&current);
-        next.insert(url.to_string(), session.clone());
+        next.insert(url.to_string(), Arc::new(pool));
         self.bindings.store(Arc::new(next));
-        Ok(())
+        Ok(size)
     }
 
-    /// The session serving `url`, if any. Lock-free.
-    pub fn lookup(&self, url: &str) -> Option<Arc<SessionHandle>> {
+    /// The pool serving `url`, if any. Lock-free.
+    pub fn lookup(&self, url: &str) -> Option<Arc<Pool>> {
         self.bindings.load().get(url).cloned()
     }
 
@@ -194,11 +207,20 @@ impl Registry {
         let mut sessions = self.lock_sessions();
         sessions.remove(&session.id);
         let current = self.bindings.load();
-        if current.values().any(|s| s.id == session.id) {
+        if current
+            .values()
+            .any(|p| p.members.iter().any(|s| s.id == session.id))
+        {
             let next: HashMap<_, _> = current
                 .iter()
-                .filter(|(_, s)| s.id != session.id)
-                .map(|(k, v)| (k.clone(), v.clone()))
+                .filter_map(|(url, pool)| {
+                    if !pool.members.iter().any(|s| s.id == session.id) {
+                        return Some((url.clone(), pool.clone()));
+                    }
+                    let left = pool.without(session.id);
+                    tracing::info!(%url, session = session.id, members = left.as_ref().map_or(0, |p| p.members.len()), "pool member left");
+                    left.map(|p| (url.clone(), Arc::new(p)))
+                })
                 .collect();
             self.bindings.store(Arc::new(next));
         }
