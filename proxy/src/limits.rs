@@ -1,6 +1,7 @@
 //! Process resource limits: every connection costs file descriptors (a public client, a
-//! data channel, an upstream, pipes), so the soft `RLIMIT_NOFILE` is raised to the hard
-//! limit at start and the value in force is logged.
+//! data channel, an upstream, pipes), so the soft `RLIMIT_NOFILE` is raised at start —
+//! past the hard limit up to `fs.nr_open` (at most 1,048,576) where the process may, to
+//! the hard limit otherwise — and the value in force is logged.
 
 /// Raises the soft open-files limit to the hard limit; returns the limit now in force.
 pub fn raise_nofile() -> std::io::Result<u64> {
@@ -11,6 +12,22 @@ pub fn raise_nofile() -> std::io::Result<u64> {
     // SAFETY: getrlimit fills the struct we own.
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
         return Err(std::io::Error::last_os_error());
+    }
+    let ceiling = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse::<libc::rlim_t>().ok())
+        .unwrap_or(0)
+        .min(1 << 20);
+    if ceiling > lim.rlim_max {
+        let privileged = libc::rlimit {
+            rlim_cur: ceiling,
+            rlim_max: ceiling,
+        };
+        // SAFETY: setrlimit with a valid struct; fails harmlessly (EPERM) when the
+        // process may not raise its hard limit.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &privileged) } == 0 {
+            return Ok(ceiling);
+        }
     }
     if lim.rlim_cur < lim.rlim_max {
         let raised = libc::rlimit {
@@ -38,7 +55,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_soft_limit_is_raised_to_the_hard_limit() {
+    fn the_soft_limit_is_raised_to_at_least_the_hard_limit() {
         let mut lim = libc::rlimit {
             rlim_cur: 0,
             rlim_max: 0,
@@ -52,6 +69,6 @@ mod tests {
             };
             assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lowered), 0);
         }
-        assert_eq!(raise_nofile().unwrap(), lim.rlim_max);
+        assert!(raise_nofile().unwrap() >= lim.rlim_max);
     }
 }

@@ -2,8 +2,9 @@
 //!
 //! monoio's own `io::zero_copy` makes a pipe per call and lets io_uring punt splices on
 //! sockets that are not ready to kernel worker threads, which measured 50x slower than
-//! a copy loop here. This pump instead keeps one pipe per direction (pooled per worker,
-//! enlarged once a stream fills it),
+//! a copy loop here. This pump instead uses one pipe per direction while bytes move
+//! (taken from a per-worker pool, given back when the stream goes idle, enlarged once
+//! a stream fills it),
 //! waits for readiness through the runtime (a one-shot poll on io_uring, the epoll
 //! registration on the legacy driver), and then splices non-blockingly until the kernel
 //! says `EAGAIN`. EOF on one side becomes `shutdown(SHUT_WR)` on the other (half-close
@@ -138,7 +139,9 @@ async fn one_way(
         side: dst_side,
         source,
     };
-    let mut pipe = Pipe::take().map_err(src_err)?;
+    // The pipe is held only while bytes move: an idle stream gives its (empty) pipe
+    // back to the worker's pool, so 10,000 idle connections hold no pipes.
+    let mut held: Option<Pipe> = None;
     let mut total = 0u64;
     // A splice that returned less than the pipe could take drained the socket: the
     // next one would only say EAGAIN, so wait for readiness first (saves a syscall
@@ -146,8 +149,15 @@ async fn one_way(
     let mut drained = false;
     loop {
         if drained {
+            if let Some(idle) = held.take() {
+                idle.give_back();
+            }
             src.readable(false).await.map_err(src_err)?;
         }
+        let pipe = match held.as_mut() {
+            Some(pipe) => pipe,
+            None => held.insert(Pipe::take().map_err(src_err)?),
+        };
         let eof = match splice(src.as_raw_fd(), pipe.write.as_raw_fd(), PIPE_SIZE) {
             Ok(0) => true,
             Ok(n) => {
@@ -185,7 +195,9 @@ async fn one_way(
         }
         if eof {
             sockets::shutdown_write(dst.as_raw_fd());
-            pipe.give_back();
+            if let Some(pipe) = held.take() {
+                pipe.give_back();
+            }
             return Ok(total);
         }
     }

@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# Many held connections through one edge and one agent: how many were opened and held,
+# and the resident memory the edge and the agent add per connection (peak RSS during the
+# hold minus RSS before), for the tcp and tls transports.
+#
+#   bash bench/scripts/hold.sh [--connections 10000] [--seconds 12]
+#
+# Builds sluice and sluice-load in release mode; stops every process it starts by PID.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+CONNECTIONS=10000
+SECONDS_HOLD=12
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --connections) CONNECTIONS="$2"; shift 2 ;;
+    --seconds) SECONDS_HOLD="$2"; shift 2 ;;
+    *) echo "unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+
+cargo build --release -q -p sluice-proxy -p sluice-loadtest
+BIN=target/release
+WORK=$(mktemp -d /tmp/sluice-hold.XXXXXX)
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  [ -n "${KEEP_HOLD_DIR:-}" ] && echo "kept $WORK" || rm -rf "$WORK"
+}
+trap cleanup EXIT
+ulimit -n "$(cat /proc/sys/fs/nr_open)" 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() {
+  for _ in $(seq 1 200); do
+    (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0
+    sleep 0.05
+  done
+  echo "port $1 never opened" >&2; exit 1
+}
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+
+ECHO_PORT=$(free_port)
+"$BIN"/sluice-load serve --listen 127.0.0.1:"$ECHO_PORT" --mode echo >/dev/null 2>&1 & PIDS+=($!)
+wait_port "$ECHO_PORT"
+( cd "$WORK" && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+    -keyout edge.key -out edge.crt -days 2 -subj /CN=localhost \
+    -addext subjectAltName=DNS:localhost -addext basicConstraints=critical,CA:FALSE 2>/dev/null )
+TOKEN_LINES=$("$BIN"/sluice token new)
+TOKEN=$(echo "$TOKEN_LINES" | sed -n 1p); HASH=$(echo "$TOKEN_LINES" | sed -n 2p)
+
+printf "machine: %s, %s cores, kernel %s; %s connections held %ss\n" \
+  "$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)" "$(nproc)" "$(uname -r)" "$CONNECTIONS" "$SECONDS_HOLD"
+printf "%-9s %8s %8s %8s %14s %14s\n" transport opened held failed "edge B/conn" "agent B/conn"
+for transport in tcp tls; do
+  AGENT_PORT=$(free_port); PUB=$(free_port)
+  cat > "$WORK/edge.yml" <<YML
+version: 1
+agents: { listen: 127.0.0.1:$AGENT_PORT, tls: { cert: edge.crt, key: edge.key } }
+service_users: [ { name: bench, authtokens: ["$HASH"] } ]
+endpoints:
+  - url: tcp://127.0.0.1:$PUB
+    traffic_policy: { on_tcp_connect: [ { actions: [ { type: forward-internal, config: { url: tcp://echo.internal:7 } } ] } ] }
+YML
+  cat > "$WORK/agent.yml" <<YML
+version: 3
+agent: { authtoken: "$TOKEN", connect_url: "127.0.0.1:$AGENT_PORT", connect_cas: edge.crt, server_name: localhost, transport: $transport, data_channels: 64 }
+endpoints: [ { url: tcp://echo.internal:7, upstream: { url: "127.0.0.1:$ECHO_PORT" } } ]
+YML
+  "$BIN"/sluice --log-level warn edge --config "$WORK/edge.yml" 2>"$WORK/edge-$transport.log" & EDGE=$!; PIDS+=($EDGE)
+  wait_port "$AGENT_PORT"
+  "$BIN"/sluice --log-level warn agent --config "$WORK/agent.yml" 2>"$WORK/agent-$transport.log" & AGENT=$!; PIDS+=($AGENT)
+  for _ in $(seq 1 200); do
+    "$BIN"/sluice-load rr --target 127.0.0.1:"$PUB" --size 16 --connections 1 --duration 0.2s >/dev/null 2>&1 && break
+    sleep 0.05
+  done
+  EDGE0=$(rss_kib $EDGE); AGENT0=$(rss_kib $AGENT)
+  "$BIN"/sluice-load hold --target 127.0.0.1:"$PUB" --connections "$CONNECTIONS" --interval 3s \
+      --duration "${SECONDS_HOLD}s" --json "$WORK/hold-$transport.json" >/dev/null 2>&1 & HOLD=$!
+  EDGE_PEAK=$EDGE0; AGENT_PEAK=$AGENT0
+  while kill -0 $HOLD 2>/dev/null; do
+    e=$(rss_kib $EDGE); a=$(rss_kib $AGENT)
+    [ "$e" -gt "$EDGE_PEAK" ] && EDGE_PEAK=$e
+    [ "$a" -gt "$AGENT_PEAK" ] && AGENT_PEAK=$a
+    sleep 0.5
+  done
+  wait $HOLD || true
+  python3 - "$WORK/hold-$transport.json" "$transport" "$EDGE0" "$EDGE_PEAK" "$AGENT0" "$AGENT_PEAK" <<'PY'
+import json, sys
+path, transport, e0, e1, a0, a1 = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:])
+c = json.load(open(path))["connections"]
+held = max(c["held"], 1)
+print(f"{transport:9} {c['opened']:8} {c['held']:8} {c['failed']:8} {(e1-e0)*1024/held:14.0f} {(a1-a0)*1024/held:14.0f}")
+PY
+  kill $EDGE $AGENT; wait $EDGE $AGENT 2>/dev/null || true
+done
