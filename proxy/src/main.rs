@@ -131,11 +131,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             signals::block_termination_signals();
             let drain_timeout = settings.drain_timeout;
             let edge = edge::start(settings, cli.driver)?;
-            let sig = signals::wait_for_termination();
-            tracing::info!(signal = sig, ?drain_timeout, "edge draining");
-            edge.stop_accepting();
-            let end = drain::wait(&edge.shared.in_flight, drain_timeout);
-            tracing::info!(?end, "edge stopped");
+            serve_until_signal("edge", drain_timeout, &edge.shared.in_flight, || {
+                edge.stop_accepting()
+            });
             Ok(())
         }
         Command::Agent { config } => {
@@ -145,11 +143,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             signals::block_termination_signals();
             let drain_timeout = settings.drain_timeout;
             let agent = agent::start(settings, cli.driver)?;
-            let sig = signals::wait_for_termination();
-            tracing::info!(signal = sig, ?drain_timeout, "agent draining");
-            agent.leave_edge();
-            let end = drain::wait(agent.in_flight(), drain_timeout);
-            tracing::info!(?end, "agent stopped");
+            serve_until_signal("agent", drain_timeout, agent.in_flight(), || {
+                agent.leave_edge()
+            });
             Ok(())
         }
         Command::Demo { port, transport } => {
@@ -175,4 +171,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Waits for SIGINT/SIGTERM, then drains: `stop_new_work`, and wait for `in_flight` to
+/// reach zero, up to `drain_timeout` (a second signal ends the wait).
+fn serve_until_signal(
+    role: &'static str,
+    drain_timeout: std::time::Duration,
+    in_flight: &drain::InFlight,
+    stop_new_work: impl FnOnce(),
+) {
+    let sig = signals::wait_for_termination();
+    tracing::info!(role, signal = sig, ?drain_timeout, "{role} draining");
+    stop_new_work();
+    let end = drain::wait(in_flight, drain_timeout);
+    tracing::info!(role, ?end, "{role} stopped");
 }
