@@ -129,8 +129,11 @@ impl FrameReader {
     /// Reads the next chunk of a chunked stream; bytes after it stay buffered (they may
     /// be the next stream's header). Not cancel-safe.
     pub async fn next_chunk<R: AsyncReadRent>(&mut self, r: &mut R) -> Result<Chunk, FrameError> {
-        use crate::wire::chunk::{decode_chunk_header, ChunkHeader, MAX_CHUNK};
+        use crate::wire::chunk::{decode_chunk_header, ChunkHeader};
         loop {
+            // Room for the rest of the current chunk (at least a page): small messages
+            // keep small buffers, bulk chunks arrive in one read.
+            let mut want = 4096;
             match decode_chunk_header(&self.buf)? {
                 Some(ChunkHeader::End { keep }) => {
                     let _ = self.buf.split_to(4);
@@ -140,10 +143,11 @@ impl FrameReader {
                     let _ = self.buf.split_to(4);
                     return Ok(Chunk::Data(self.buf.split_to(n)));
                 }
-                _ => {}
+                Some(ChunkHeader::Data(n)) => want = want.max(4 + n - self.buf.len()),
+                None => {}
             }
-            if self.buf.capacity() - self.buf.len() < 16 * 1024 {
-                self.buf.reserve(4 + MAX_CHUNK);
+            if self.buf.capacity() - self.buf.len() < want {
+                self.buf.reserve(want);
             }
             let (res, buf) = r.read(spare(std::mem::take(&mut self.buf))).await;
             self.buf = buf.into_inner();

@@ -28,7 +28,7 @@ use rustls::{
 /// Most ciphertext read from the socket in one operation.
 pub const MAX_READ: usize = 256 * 1024;
 /// Ciphertext read buffer to start with (grows while reads fill it).
-const FIRST_READ: usize = 16 * 1024;
+const FIRST_READ: usize = 4 * 1024;
 /// Plaintext rustls may buffer in each direction.
 const RUSTLS_BUFFER_LIMIT: usize = 512 * 1024;
 
