@@ -91,16 +91,3 @@ pub fn self_signed_pem(names: &[&str]) -> Result<(String, String), TlsSetupError
         .map_err(|e| TlsSetupError::new(Path::new("<generated>"), e))?;
     Ok((certified.cert.pem(), certified.signing_key.serialize_pem()))
 }
-
-/// Parses PEM text already in memory (used by the demo and tests).
-pub fn certs_from_pem(pem: &str) -> Result<Vec<CertificateDer<'static>>, TlsSetupError> {
-    CertificateDer::pem_slice_iter(pem.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| TlsSetupError::new(Path::new("<memory>"), e))
-}
-
-/// Parses a PEM private key already in memory.
-pub fn key_from_pem(pem: &str) -> Result<PrivateKeyDer<'static>, TlsSetupError> {
-    PrivateKeyDer::from_pem_slice(pem.as_bytes())
-        .map_err(|e| TlsSetupError::new(Path::new("<memory>"), e))
-}

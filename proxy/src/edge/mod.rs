@@ -207,7 +207,10 @@ async fn run_worker(
     if let Some(listener) = listeners.tls {
         match monoio::net::TcpListener::from_std(listener) {
             Ok(l) => {
-                monoio::spawn(tls_port::accept_loop(l, routes, shared.clone()));
+                let sh = shared.clone();
+                let handle = move |s, p| tls_port::route(s, p, routes.clone(), sh.clone());
+                let name = "tls-endpoints".to_string();
+                monoio::spawn(public::accept_loop(l, name, shared.clone(), handle));
             }
             Err(e) => tracing::error!(worker = index, error = %e, "cannot adopt tls listener"),
         }
@@ -215,7 +218,11 @@ async fn run_worker(
     for (endpoint, listener) in listeners.public {
         match monoio::net::TcpListener::from_std(listener) {
             Ok(l) => {
-                monoio::spawn(public::accept_loop(l, endpoint, shared.clone()));
+                let sh = shared.clone();
+                let name = endpoint.url.clone();
+                let handle =
+                    move |s, p| public::forward(s, p, endpoint.clone(), sh.clone(), Vec::new());
+                monoio::spawn(public::accept_loop(l, name, shared.clone(), handle));
             }
             Err(e) => tracing::error!(worker = index, error = %e, "cannot adopt public listener"),
         }

@@ -27,21 +27,26 @@ use crate::{
     wire::{self, Frame, StreamStart},
 };
 
-/// Accepts public connections forever; each is forwarded in its own task.
-pub async fn accept_loop(
+/// Accepts public connections; each is counted and handled by `handle` in its own task.
+/// Used by TCP endpoints (`handle` = [`forward`]) and the TLS port (SNI routing first);
+/// ends when a drain shuts the listener down.
+pub async fn accept_loop<F, Fut>(
     listener: TcpListener,
-    endpoint: Arc<LiveEndpoint>,
+    name: String,
     shared: Arc<EdgeShared>,
-) {
+    handle: F,
+) where
+    F: Fn(TcpStream, SocketAddr) -> Fut,
+    Fut: std::future::Future<Output = ()> + 'static,
+{
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
                 EdgeStats::bump(&shared.stats.accepted);
-                let (endpoint, shared) = (endpoint.clone(), shared.clone());
-                monoio::spawn(forward(stream, peer, endpoint, shared, Vec::new()));
+                monoio::spawn(handle(stream, peer));
             }
             Err(_) if shared.draining.load(std::sync::atomic::Ordering::Acquire) => return,
-            Err(e) => super::accept_backoff(&endpoint.url, &e).await,
+            Err(e) => super::accept_backoff(&name, &e).await,
         }
     }
 }

@@ -84,11 +84,6 @@ impl SessionHandle {
         }
     }
 
-    /// Idle data channels currently parked.
-    pub fn idle_channels(&self) -> usize {
-        self.idle_rx.len()
-    }
-
     /// Takes an idle data channel, skipping ones whose agent side already closed. When
     /// none is parked, asks the agent for more and waits up to `wait`.
     /// Cancel-safe: a channel is either returned or stays parked.
@@ -226,11 +221,6 @@ impl Registry {
         }
         drop(sessions);
         session.close();
-    }
-
-    /// Number of live sessions.
-    pub fn session_count(&self) -> usize {
-        self.lock_sessions().len()
     }
 
     fn lock_sessions(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<SessionHandle>>> {

@@ -5,11 +5,7 @@
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use monoio::{
-    buf::IoBufMut,
-    io::AsyncReadRent,
-    net::{TcpListener, TcpStream},
-};
+use monoio::{buf::IoBufMut, io::AsyncReadRent, net::TcpStream};
 
 use super::{public, stats::EdgeStats, EdgeShared, SniRoutes};
 use crate::sni::{peek_sni, SniPeek, MAX_CLIENT_HELLO};
@@ -17,21 +13,8 @@ use crate::sni::{peek_sni, SniPeek, MAX_CLIENT_HELLO};
 /// How long a client may take to send its whole ClientHello.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Accepts TLS-endpoint connections forever; each is routed in its own task.
-pub async fn accept_loop(listener: TcpListener, routes: Arc<SniRoutes>, shared: Arc<EdgeShared>) {
-    loop {
-        match listener.accept().await {
-            Ok((stream, peer)) => {
-                EdgeStats::bump(&shared.stats.accepted);
-                monoio::spawn(route(stream, peer, routes.clone(), shared.clone()));
-            }
-            Err(_) if shared.draining.load(std::sync::atomic::Ordering::Acquire) => return,
-            Err(e) => super::accept_backoff("tls-endpoints", &e).await,
-        }
-    }
-}
-
-async fn route(
+/// Reads the ClientHello, picks the endpoint by SNI and forwards the connection.
+pub async fn route(
     mut client: TcpStream,
     peer: SocketAddr,
     routes: Arc<SniRoutes>,
