@@ -19,37 +19,14 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-cargo build --release -q -p sluice-proxy -p sluice-loadtest
-BIN=target/release
-WORK=$(mktemp -d /tmp/sluice-hold.XXXXXX)
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  [ -n "${KEEP_HOLD_DIR:-}" ] && echo "kept $WORK" || rm -rf "$WORK"
-}
-trap cleanup EXIT
+source bench/scripts/common.sh
 ulimit -n "$(cat /proc/sys/fs/nr_open)" 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-  for _ in $(seq 1 200); do
-    (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0
-    sleep 0.05
-  done
-  echo "port $1 never opened" >&2; exit 1
-}
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 
 ECHO_PORT=$(free_port)
 "$BIN"/sluice-load serve --listen 127.0.0.1:"$ECHO_PORT" --mode echo >/dev/null 2>&1 & PIDS+=($!)
 wait_port "$ECHO_PORT"
-( cd "$WORK" && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
-    -keyout edge.key -out edge.crt -days 2 -subj /CN=localhost \
-    -addext subjectAltName=DNS:localhost -addext basicConstraints=critical,CA:FALSE 2>/dev/null )
-TOKEN_LINES=$("$BIN"/sluice token new)
-TOKEN=$(echo "$TOKEN_LINES" | sed -n 1p); HASH=$(echo "$TOKEN_LINES" | sed -n 2p)
-
 printf "machine: %s, %s cores, kernel %s; %s connections held %ss\n" \
   "$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)" "$(nproc)" "$(uname -r)" "$CONNECTIONS" "$SECONDS_HOLD"
 printf "%-9s %8s %8s %8s %14s %14s\n" transport opened held failed "edge B/conn" "agent B/conn"

@@ -21,41 +21,12 @@ while [ $# -gt 0 ]; do
 done
 command -v iperf3 >/dev/null || { echo "iperf3 missing: apt-get install iperf3" >&2; exit 2; }
 
-cargo build --release -q -p sluice-proxy -p sluice-loadtest
-BIN=target/release
-WORK=$(mktemp -d /tmp/sluice-bench.XXXXXX)
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-[ -n "${KEEP_BENCH_DIR:-}" ] && trap "for pid in \"\${PIDS[@]}\"; do kill \$pid 2>/dev/null; done" EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-  for _ in $(seq 1 200); do
-    (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0
-    sleep 0.05
-  done
-  echo "port $1 never opened" >&2; exit 1
-}
+source bench/scripts/common.sh
 
 IPERF_PORT=$(free_port); ECHO_PORT=$(free_port)
 iperf3 -s -B 127.0.0.1 -p "$IPERF_PORT" >/dev/null 2>&1 & PIDS+=($!)
 "$BIN"/sluice-load serve --listen 127.0.0.1:"$ECHO_PORT" --mode echo >/dev/null 2>&1 & PIDS+=($!)
 wait_port "$IPERF_PORT"; wait_port "$ECHO_PORT"
-
-python3 - "$WORK" <<'PY'
-import sys, subprocess
-d = sys.argv[1]
-subprocess.run(["openssl","req","-x509","-newkey","ec","-pkeyopt","ec_paramgen_curve:P-256","-nodes",
-  "-keyout",f"{d}/edge.key","-out",f"{d}/edge.crt","-days","2","-subj","/CN=localhost",
-  "-addext","subjectAltName=DNS:localhost","-addext","basicConstraints=critical,CA:FALSE"], check=True, capture_output=True)
-PY
-TOKEN_LINES=$("$BIN"/sluice token new)
-TOKEN=$(echo "$TOKEN_LINES" | sed -n 1p); HASH=$(echo "$TOKEN_LINES" | sed -n 2p)
 
 start_tunnel() { # name transport -> sets PUB_IPERF PUB_ECHO
   local name=$1 transport=$2
