@@ -28,110 +28,46 @@ pub(crate) trait Key:
     fn trunc(self, len: u8) -> Self;
 }
 
-impl Key for u32 {
-    const BITS: u32 = 32;
-    const MAX: Self = u32::MAX;
-    #[inline(always)]
-    fn sat_sub(self, other: Self) -> Self {
-        self.saturating_sub(other)
-    }
-    #[inline(always)]
-    fn bucket(self, shift: u32, last: usize) -> usize {
-        ((self >> shift) as usize).min(last)
-    }
-    #[inline(always)]
-    fn inc(self) -> Option<Self> {
-        self.checked_add(1)
-    }
-    #[inline(always)]
-    fn minus(self, other: Self) -> Self {
-        self - other
-    }
-    #[inline(always)]
-    fn shr(self, shift: u32) -> usize {
-        self.checked_shr(shift).unwrap_or(0) as usize
-    }
-    fn bit_len(self) -> u32 {
-        32 - self.leading_zeros()
-    }
-    #[inline(always)]
-    fn last_of(self, len: u8) -> Self {
-        self | u32::MAX.checked_shr(u32::from(len)).unwrap_or(0)
-    }
-    #[inline(always)]
-    fn trunc(self, len: u8) -> Self {
-        self & !u32::MAX.checked_shr(u32::from(len)).unwrap_or(0)
-    }
+/// The three impls differ only in the type; `last` (a bucket count) and shifted
+/// offsets are compared in the key's own width, so no value is truncated.
+macro_rules! impl_key {
+    ($($t:ty),*) => {$(
+        impl Key for $t {
+            const BITS: u32 = <$t>::BITS;
+            const MAX: Self = <$t>::MAX;
+            #[inline(always)]
+            fn sat_sub(self, other: Self) -> Self {
+                self.saturating_sub(other)
+            }
+            #[inline(always)]
+            fn bucket(self, shift: u32, last: usize) -> usize {
+                (self >> shift).min(last as $t) as usize
+            }
+            #[inline(always)]
+            fn inc(self) -> Option<Self> {
+                self.checked_add(1)
+            }
+            #[inline(always)]
+            fn minus(self, other: Self) -> Self {
+                self - other
+            }
+            #[inline(always)]
+            fn shr(self, shift: u32) -> usize {
+                usize::try_from(self.checked_shr(shift).unwrap_or(0)).unwrap_or(usize::MAX)
+            }
+            fn bit_len(self) -> u32 {
+                <$t>::BITS - self.leading_zeros()
+            }
+            #[inline(always)]
+            fn last_of(self, len: u8) -> Self {
+                self | <$t>::MAX.checked_shr(u32::from(len)).unwrap_or(0)
+            }
+            #[inline(always)]
+            fn trunc(self, len: u8) -> Self {
+                self & !<$t>::MAX.checked_shr(u32::from(len)).unwrap_or(0)
+            }
+        }
+    )*};
 }
 
-impl Key for u64 {
-    const BITS: u32 = 64;
-    const MAX: Self = u64::MAX;
-    #[inline(always)]
-    fn sat_sub(self, other: Self) -> Self {
-        self.saturating_sub(other)
-    }
-    #[inline(always)]
-    fn bucket(self, shift: u32, last: usize) -> usize {
-        (self >> shift).min(last as u64) as usize
-    }
-    #[inline(always)]
-    fn inc(self) -> Option<Self> {
-        self.checked_add(1)
-    }
-    #[inline(always)]
-    fn minus(self, other: Self) -> Self {
-        self - other
-    }
-    #[inline(always)]
-    fn shr(self, shift: u32) -> usize {
-        usize::try_from(self.checked_shr(shift).unwrap_or(0)).unwrap_or(usize::MAX)
-    }
-    fn bit_len(self) -> u32 {
-        64 - self.leading_zeros()
-    }
-    #[inline(always)]
-    fn last_of(self, len: u8) -> Self {
-        self | u64::MAX.checked_shr(u32::from(len)).unwrap_or(0)
-    }
-    #[inline(always)]
-    fn trunc(self, len: u8) -> Self {
-        self & !u64::MAX.checked_shr(u32::from(len)).unwrap_or(0)
-    }
-}
-
-impl Key for u128 {
-    const BITS: u32 = 128;
-    const MAX: Self = u128::MAX;
-    #[inline(always)]
-    fn sat_sub(self, other: Self) -> Self {
-        self.saturating_sub(other)
-    }
-    #[inline(always)]
-    fn bucket(self, shift: u32, last: usize) -> usize {
-        (self >> shift).min(last as u128) as usize
-    }
-    #[inline(always)]
-    fn inc(self) -> Option<Self> {
-        self.checked_add(1)
-    }
-    #[inline(always)]
-    fn minus(self, other: Self) -> Self {
-        self - other
-    }
-    #[inline(always)]
-    fn shr(self, shift: u32) -> usize {
-        usize::try_from(self.checked_shr(shift).unwrap_or(0)).unwrap_or(usize::MAX)
-    }
-    fn bit_len(self) -> u32 {
-        128 - self.leading_zeros()
-    }
-    #[inline(always)]
-    fn last_of(self, len: u8) -> Self {
-        self | u128::MAX.checked_shr(u32::from(len)).unwrap_or(0)
-    }
-    #[inline(always)]
-    fn trunc(self, len: u8) -> Self {
-        self & !u128::MAX.checked_shr(u32::from(len)).unwrap_or(0)
-    }
-}
+impl_key!(u32, u64, u128);
