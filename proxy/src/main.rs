@@ -121,7 +121,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             for w in &report.warnings {
                 println!("warning: {}: {w}", file.display());
             }
-            println!("{}: valid {} config", file.display(), report.kind);
+            for p in &report.problems {
+                println!("{p}");
+            }
+            match report.problems.len() {
+                0 => println!("{}: valid {} config", file.display(), report.kind),
+                n => anyhow::bail!(
+                    "{}: {n} problem(s) in this {} config",
+                    file.display(),
+                    report.kind
+                ),
+            }
             Ok(())
         }
         Command::Edge { config } => {

@@ -6,8 +6,13 @@
 
 pub mod agent;
 pub mod check;
+mod check_agent;
+mod check_edge;
 mod duration;
 pub mod edge;
+pub mod problems;
+pub mod tree;
+pub mod tree_de;
 
 use std::path::{Path, PathBuf};
 

@@ -1,0 +1,98 @@
+//! The semantic checks of an edge file for `sluice config check`, collecting every
+//! problem: certificate and key files, duplicate users, endpoint URLs (format,
+//! duplicates, the TLS port they need) and policies that do not compile. Each section
+//! is read from the tree on its own, so a broken one hides nothing else.
+
+use std::path::Path;
+
+use super::{
+    edge::{parse_endpoint_url, CloudEndpointSection, EndpointAddr},
+    problems::Problems,
+    relative_to,
+    tree::Node,
+    tree_de::from_node,
+};
+use crate::tls;
+
+/// Checks what serde cannot; warnings go to `warnings`.
+pub(super) fn check(tree: &Node, file: &Path, p: &mut Problems, warnings: &mut Vec<String>) {
+    // Plain values are read from the tree, not the typed sections, so that an entry
+    // dropped for another reason (a broken policy) still has its URL and files checked.
+    if let Some(node) = tree.key("agents").and_then(|a| a.key("tls")) {
+        if let (Some(cert), Some(key)) = (node.text("cert"), node.text("key")) {
+            check_tls_files(file, "agents.tls", &cert, &key, p);
+        }
+    }
+    let mut names: Vec<String> = Vec::new();
+    for (i, node) in tree
+        .key("service_users")
+        .into_iter()
+        .flat_map(Node::all_items)
+    {
+        let Some(name) = node.text("name") else {
+            continue;
+        };
+        if names.contains(&name) {
+            p.at(
+                &format!("service_users[{i}].name"),
+                format!("`{name}` is listed twice"),
+            );
+        }
+        names.push(name);
+    }
+    let tls_port = tree.key("tls_endpoints").is_some();
+    let mut sni = crate::sni::SniRouter::new();
+    let mut tcp: Vec<std::net::SocketAddr> = Vec::new();
+    for (i, node) in tree.key("endpoints").into_iter().flat_map(Node::all_items) {
+        let at = |key: &str| format!("endpoints[{i}].{key}");
+        if let Some(url) = node.text("url") {
+            match parse_endpoint_url(&url) {
+                Err(m) => p.at(&at("url"), m),
+                Ok(EndpointAddr::Tls(host)) => {
+                    if !tls_port {
+                        p.at(
+                            &at("url"),
+                            format!("`{url}` needs `tls_endpoints: {{ listen: ADDR:PORT }}`"),
+                        );
+                    }
+                    match sni.insert(&host, ()) {
+                        Err(e) => p.at(&at("url"), format!("`{url}`: {e}")),
+                        Ok(Some(())) => p.at(&at("url"), format!("`{url}` is listed twice")),
+                        Ok(None) => {}
+                    }
+                }
+                Ok(EndpointAddr::Tcp(addr)) => {
+                    if addr.port() != 0 && tcp.contains(&addr) {
+                        p.at(&at("url"), format!("`{url}` is listed twice"));
+                    }
+                    tcp.push(addr);
+                }
+            }
+        }
+        if node.pruned {
+            continue;
+        }
+        let Ok(ep) = from_node::<CloudEndpointSection>(node) else {
+            continue;
+        };
+        if let Err(e) = ep.traffic_policy.compile() {
+            p.at(&at("traffic_policy"), e);
+        }
+        for w in ep.traffic_policy.unreachable() {
+            warnings.push(format!("{}: {w}", at("traffic_policy")));
+        }
+    }
+}
+
+/// A certificate chain and key that load and belong together.
+fn check_tls_files(file: &Path, at: &str, cert: &str, key: &str, p: &mut Problems) {
+    let cert_path = relative_to(file, Path::new(cert));
+    let certs = tls::load_certs(&cert_path).map_err(|e| p.at(&format!("{at}.cert"), e));
+    let key = tls::load_key(&relative_to(file, Path::new(key)))
+        .map_err(|e| p.at(&format!("{at}.key"), e));
+    if let (Ok(certs), Ok(key)) = (certs, key) {
+        if let Err(e) = tls::server_config(certs, key, &cert_path) {
+            p.at(at, e);
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! `sluice config check FILE` as an operator runs it: exit 0 on a valid file, otherwise
+//! every problem, one a line, with file, line and key.
+
+use std::process::{Command, Output};
+
+use sluice_tests::{fixture::Fixture, process::sluice_bin};
+
+fn check(file: &std::path::Path) -> (Output, String) {
+    let out = Command::new(sluice_bin())
+        .args(["config", "check", file.to_str().unwrap()])
+        .output()
+        .expect("run sluice config check");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out, text)
+}
+
+/// The lines of the report that name `key`.
+fn lines_about<'a>(text: &'a str, key: &str) -> Vec<&'a str> {
+    text.lines().filter(|l| l.contains(key)).collect()
+}
+
+#[test]
+fn config_check_catches_a_broken_policy_a_missing_cert_and_an_unknown_key_in_one_run() {
+    let fx = Fixture::new();
+    let cfg = fx.write(
+        "edge.yml",
+        &format!(
+            "version: 1\n\
+             agents:\n  \
+               listen: 127.0.0.1:0\n  \
+               tls: {{ cert: absent.crt, key: edge.key }}\n\
+             service_users:\n  \
+               - name: u\n    \
+                 authtokens: [\"{}\"]\n    \
+                 colour: blue\n\
+             endpoints:\n  \
+               - url: tcp://127.0.0.1:0\n    \
+                 traffic_policy:\n      \
+                   on_tcp_connect:\n        \
+                     - actions:\n            \
+                         - type: restrict-ips\n              \
+                           config: {{ allow: [10.0.0.0/33] }}\n            \
+                         - type: forward-internal\n              \
+                           config: {{ url: tcp://db.internal:5432 }}\n  \
+               - url: tcp://nowhere\n    \
+                 traffic_policy: {{ on_tcp_connect: [ {{ actions: [ {{ type: deny }} ] }} ] }}\n",
+            fx.token_hash
+        ),
+    );
+    let (out, text) = check(&cfg);
+    assert!(!out.status.success(), "{text}");
+
+    let cert = lines_about(&text, "agents.tls.cert");
+    assert_eq!(cert.len(), 1, "{text}");
+    assert!(cert[0].contains("edge.yml:4:"), "{text}");
+    assert!(cert[0].contains("absent.crt"), "{text}");
+
+    let unknown = lines_about(&text, "colour");
+    assert_eq!(unknown.len(), 1, "{text}");
+    assert!(
+        unknown[0].contains("edge.yml:8:5: service_users[0].colour: unknown field"),
+        "{text}"
+    );
+
+    let policy = lines_about(&text, "endpoints[0].traffic_policy");
+    assert_eq!(
+        policy.len(),
+        1,
+        "one line for the bad CIDR, no knock-on errors: {text}"
+    );
+    assert!(policy[0].contains("edge.yml:15:"), "{text}");
+    assert!(policy[0].contains("10.0.0.0/33"), "{text}");
+
+    let url = lines_about(&text, "endpoints[1].url");
+    assert_eq!(url.len(), 1, "{text}");
+    assert!(url[0].contains("edge.yml:18:"), "{text}");
+
+    assert!(
+        text.contains("4 problem(s)"),
+        "exactly the four problems: {text}"
+    );
+}
+
+#[test]
+fn config_check_passes_valid_edge_and_agent_files() {
+    let fx = Fixture::new();
+    let edge = fx.write(
+        "edge.yml",
+        &fx.edge_yaml(
+            "127.0.0.1:0",
+            &[(
+                "127.0.0.1:0",
+                sluice_tests::fixture::forward_all("tcp://db.internal:5432"),
+            )],
+        ),
+    );
+    let (out, text) = check(&edge);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("valid edge config"), "{text}");
+
+    let agent = fx.write(
+        "agent.yml",
+        &fx.agent_yaml(
+            &fx.token,
+            "127.0.0.1:4443".parse().unwrap(),
+            "tls",
+            &[("tcp://db.internal:5432", "127.0.0.1:5432".parse().unwrap())],
+        ),
+    );
+    let (out, text) = check(&agent);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("valid agent config"), "{text}");
+}
+
+#[test]
+fn config_check_lists_every_agent_problem() {
+    let fx = Fixture::new();
+    let cfg = fx.write(
+        "agent.yml",
+        "version: 3\n\
+         agent:\n  \
+           authtoken: slt_x\n  \
+           connect_url: edge.example.com:4443\n  \
+           connect_cas: missing-ca.pem\n  \
+           transport: carrier-pigeon\n\
+         endpoints:\n  \
+           - url: tcp://db.internal:5432\n    \
+             upstream: { url: 10.0.0.5 }\n  \
+           - url: tcp://db.internal:5432\n    \
+             upstream: { url: 10.0.0.5:5432, proxy_protocol: 7 }\n",
+    );
+    let (out, text) = check(&cfg);
+    assert!(!out.status.success(), "{text}");
+    for (line, key) in [
+        (5, "agent.connect_cas"),
+        (6, "agent.transport"),
+        (9, "endpoints[0].upstream.url"),
+        (10, "endpoints[1].url"),
+        (11, "endpoints[1].upstream.proxy_protocol"),
+    ] {
+        let hits = lines_about(&text, &format!("agent.yml:{line}:"));
+        assert!(
+            hits.iter().any(|l| l.contains(&format!(": {key}: "))),
+            "line {line}, {key}: {text}"
+        );
+    }
+    assert!(text.contains("5 problem(s)"), "{text}");
+}
