@@ -13,6 +13,7 @@
 //! - [`limits`]: the open-files limit raised at start.
 //! - [`demo`]: edge + agent + echo upstream in one process.
 //! - [`drain`], [`signals`]: graceful drain on SIGTERM.
+//! - [`service`]: `sluice service`, the edge or agent as a systemd unit.
 #![warn(missing_docs)]
 
 pub mod agent;
@@ -26,6 +27,7 @@ pub mod limits;
 pub mod logging;
 pub mod proxy_protocol;
 pub mod runtime;
+pub mod service;
 pub mod signals;
 pub mod sni;
 pub mod tls;

@@ -54,6 +54,11 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Run the edge or agent as a systemd service (install, uninstall, start, stop, …).
+    Service {
+        #[command(subcommand)]
+        command: sluice_proxy::service::ServiceCommand,
+    },
     /// Authtokens.
     Token {
         #[command(subcommand)]
@@ -114,6 +119,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Service { command } => sluice_proxy::service::run(command),
         Command::Config {
             command: ConfigCommand::Check { file },
         } => {
