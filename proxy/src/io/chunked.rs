@@ -2,11 +2,11 @@
 //! channel): the local side's bytes become chunks, the channel's chunks become bytes,
 //! each direction's EOF becomes an end marker and back (half-close passes through).
 //! When both directions ended cleanly the channel is handed back for the next stream.
+//! The local side is a TCP socket, or TLS over one (an endpoint that terminates TLS).
 
 use monoio::{
     buf::{IoBuf, IoBufMut},
     io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Split, Splitable},
-    net::TcpStream,
 };
 
 use super::{
@@ -29,14 +29,15 @@ pub struct ChunkedOutcome<T> {
 /// when the local side reaches EOF: its answer goes into our end marker. The channel
 /// comes back only if both end markers said "keep"; bytes the reader buffered past the
 /// end marker stay in `reader` (they may be the next stream's header). Not cancel-safe.
-pub async fn forward<T>(
-    local: TcpStream,
+pub async fn forward<L, T>(
+    local: L,
     channel: T,
     reader: &mut FrameReader,
     keep_channel: impl FnOnce() -> bool,
     progress: &super::idle::Progress,
 ) -> ChunkedOutcome<T>
 where
+    L: super::Duplex,
     T: Split + AsyncReadRent + AsyncWriteRent,
 {
     let local_fd = std::os::fd::AsRawFd::as_raw_fd(&local);
@@ -90,7 +91,8 @@ where
                     progress.bump(n);
                 }
                 Ok(Chunk::End { keep }) => {
-                    sockets::shutdown_write(local_fd);
+                    // FIN on a socket (one syscall), close_notify first under TLS.
+                    let _ = local_w.shutdown().await;
                     return Ok((total, keep));
                 }
                 Err(FrameError::Io(source)) => {

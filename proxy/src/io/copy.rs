@@ -1,12 +1,12 @@
 //! Forwarding through user space with a buffer per direction: the baseline the splice
-//! pump is benchmarked against (`--pump copy`).
+//! pump is benchmarked against (`--pump copy`), and the pump for hops where one side
+//! speaks TLS that sluice terminates or originates.
 
 use std::io;
 
 use monoio::{
     buf::IoBuf,
     io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Splitable},
-    net::TcpStream,
 };
 
 use super::{
@@ -63,14 +63,24 @@ fn blame(e: CopyError, read_side: Side, write_side: Side) -> PumpError {
     }
 }
 
-/// Forwards both ways between two TCP sockets through user-space buffers until both
-/// directions saw EOF (half-close passed on) or one side fails (the other is reset).
-/// Not cancel-safe.
-pub async fn forward(
-    inbound: TcpStream,
-    outbound: TcpStream,
+/// Forwards both ways between two streams (TCP sockets, or TLS over them) through
+/// user-space buffers until both directions saw EOF (half-close passed on) or one side
+/// fails (the other is reset). Not cancel-safe.
+pub async fn forward<A: super::Duplex, B: super::Duplex>(
+    inbound: A,
+    outbound: B,
     progress: &Progress,
 ) -> Result<PumpStats, PumpError> {
+    forward_returning(inbound, outbound, progress).await.0
+}
+
+/// [`forward`], handing the inbound stream back when both directions ended cleanly
+/// (a stream inside a reusable data channel).
+pub async fn forward_returning<A: super::Duplex, B: super::Duplex>(
+    inbound: A,
+    outbound: B,
+    progress: &Progress,
+) -> (Result<PumpStats, PumpError>, Option<A>) {
     let in_fd = std::os::fd::AsRawFd::as_raw_fd(&inbound);
     let out_fd = std::os::fd::AsRawFd::as_raw_fd(&outbound);
     let (mut in_r, mut in_w) = inbound.into_split();
@@ -94,9 +104,11 @@ pub async fn forward(
         });
         // Dropping a monoio write half sends FIN before the RST; drop whole streams.
         drop((in_r.reunite(in_w), out_r.reunite(out_w)));
+        return (result.map(|_| PumpStats::default()), None);
     }
-    result.map(|(a, b)| PumpStats {
+    let stats = result.map(|(a, b)| PumpStats {
         inbound_to_outbound: a,
         outbound_to_inbound: b,
-    })
+    });
+    (stats, in_r.reunite(in_w).ok())
 }

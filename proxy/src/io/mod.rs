@@ -6,9 +6,26 @@ pub mod chunked;
 pub mod copy;
 pub mod framed;
 pub mod idle;
+pub mod maybe_tls;
 pub mod sockets;
 pub mod splice;
+pub mod substream;
 pub mod tls_stream;
+
+/// What the user-space pumps forward between: a byte stream whose halves may be used
+/// concurrently, backed by a socket that can be made to reset on close.
+pub trait Duplex:
+    monoio::io::Split + monoio::io::AsyncReadRent + monoio::io::AsyncWriteRent + std::os::fd::AsRawFd
+{
+}
+
+impl<T> Duplex for T where
+    T: monoio::io::Split
+        + monoio::io::AsyncReadRent
+        + monoio::io::AsyncWriteRent
+        + std::os::fd::AsRawFd
+{
+}
 
 /// Which side of a forwarded stream an I/O error came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,4 +1,6 @@
-//! A rustls connection over a monoio `TcpStream`, with large ciphertext buffers.
+//! A rustls connection over a monoio stream (a `TcpStream` by default, or any other
+//! splittable byte stream such as one stream inside a chunk-framed data channel), with
+//! large ciphertext buffers.
 //!
 //! monoio-rustls moves ciphertext 16 KiB per I/O operation, so a 64 KiB chunk costs
 //! four or more sequential io_uring round trips each way; this stream reads up to
@@ -7,10 +9,14 @@
 //! the write path only writes it, and neither holds a borrow of the rustls state across
 //! an await. Handshake messages rustls wants to send while reading (TLS 1.3 key
 //! updates) go out with the next write.
+//!
+//! Ciphertext already read by someone else (the ClientHello the SNI router peeked) is
+//! fed in first with [`TlsStream::with_early`].
 
 use std::{
     io::{self, Read, Write},
     ops::{Deref, DerefMut},
+    os::fd::{AsRawFd, RawFd},
     sync::Arc,
 };
 
@@ -32,9 +38,9 @@ const FIRST_READ: usize = 4 * 1024;
 /// Plaintext rustls may buffer in each direction.
 const RUSTLS_BUFFER_LIMIT: usize = 512 * 1024;
 
-/// A TLS stream; `C` is `ServerConnection` or `ClientConnection`.
-pub struct TlsStream<C> {
-    io: TcpStream,
+/// A TLS stream; `C` is `ServerConnection` or `ClientConnection`, `IO` the transport.
+pub struct TlsStream<C, IO = TcpStream> {
+    io: IO,
     conn: C,
     rbuf: Vec<u8>,
     rpos: usize,
@@ -44,14 +50,20 @@ pub struct TlsStream<C> {
 // SAFETY: reads use only `io`'s read side, `rbuf` and synchronous rustls calls; writes
 // use only `io`'s write side, `wbuf` and synchronous rustls calls. No borrow of `conn`
 // lives across an await, so interleaving a read and a write (on one thread) is sound
-// in the same way monoio's own TcpStream halves are.
-unsafe impl<C> Split for TlsStream<C> {}
+// in the same way monoio's own TcpStream halves are (given `IO` is `Split` itself).
+unsafe impl<C, IO: Split> Split for TlsStream<C, IO> {}
+
+impl<C, IO: AsRawFd> AsRawFd for TlsStream<C, IO> {
+    fn as_raw_fd(&self) -> RawFd {
+        self.io.as_raw_fd()
+    }
+}
 
 /// Accepts a TLS connection (server side), handshake included.
-pub async fn accept(
-    io: TcpStream,
+pub async fn accept<IO: AsyncReadRent + AsyncWriteRent>(
+    io: IO,
     config: Arc<ServerConfig>,
-) -> io::Result<TlsStream<ServerConnection>> {
+) -> io::Result<TlsStream<ServerConnection, IO>> {
     let conn = ServerConnection::new(config).map_err(io::Error::other)?;
     let mut tls = TlsStream::from_parts(io, conn);
     tls.handshake().await?;
@@ -59,24 +71,25 @@ pub async fn accept(
 }
 
 /// Opens a TLS connection (client side), handshake included.
-pub async fn connect(
-    io: TcpStream,
+pub async fn connect<IO: AsyncReadRent + AsyncWriteRent>(
+    io: IO,
     config: Arc<ClientConfig>,
     name: ServerName<'static>,
-) -> io::Result<TlsStream<ClientConnection>> {
+) -> io::Result<TlsStream<ClientConnection, IO>> {
     let conn = ClientConnection::new(config, name).map_err(io::Error::other)?;
     let mut tls = TlsStream::from_parts(io, conn);
     tls.handshake().await?;
     Ok(tls)
 }
 
-impl<C, SD> TlsStream<C>
+impl<C, IO, SD> TlsStream<C, IO>
 where
     C: DerefMut + Deref<Target = ConnectionCommon<SD>>,
     SD: SideData,
+    IO: AsyncReadRent + AsyncWriteRent,
 {
     /// Wraps an established (or fresh) rustls connection and its socket.
-    pub fn from_parts(io: TcpStream, mut conn: C) -> Self {
+    pub fn from_parts(io: IO, mut conn: C) -> Self {
         conn.set_buffer_limit(Some(RUSTLS_BUFFER_LIMIT));
         Self {
             io,
@@ -89,16 +102,43 @@ where
 
     /// Takes the stream apart, for parking it on another thread. `None` when
     /// ciphertext is still buffered here (it would be lost).
-    pub fn into_parts(self) -> Option<(TcpStream, C)> {
+    pub fn into_parts(self) -> Option<(IO, C)> {
         (self.rpos >= self.rbuf.len()).then_some((self.io, self.conn))
     }
 
-    async fn handshake(&mut self) -> io::Result<()> {
+    /// Ciphertext that was read from the transport before this stream existed (a
+    /// peeked ClientHello); rustls consumes it before reading the transport.
+    pub fn with_early(mut self, early: Vec<u8>) -> Self {
+        self.rbuf = early;
+        self.rpos = 0;
+        self
+    }
+
+    /// The rustls connection (peer certificates, negotiated parameters).
+    pub fn conn(&self) -> &C {
+        &self.conn
+    }
+
+    /// The transport underneath.
+    pub fn io_mut(&mut self) -> &mut IO {
+        &mut self.io
+    }
+
+    /// Runs the handshake to completion. A peer that fails it (a bad or missing
+    /// certificate) is sent the alert rustls prepared, then the error is returned.
+    pub async fn handshake(&mut self) -> io::Result<()> {
         while self.conn.is_handshaking() {
             if self.conn.wants_write() {
                 self.flush_tls().await?;
-            } else if self.fill().await? == 0 {
-                return Err(io::ErrorKind::UnexpectedEof.into());
+            } else {
+                match self.fill().await {
+                    Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                    Ok(_) => {}
+                    Err(e) => {
+                        let _ = self.flush_tls().await;
+                        return Err(e);
+                    }
+                }
             }
         }
         self.flush_tls().await
@@ -160,17 +200,24 @@ where
                 Err(e) => return Err(e),
             }
             if self.fill().await? == 0 {
-                // EOF from the socket: rustls now reports clean close or truncation.
-                return self.conn.reader().read(out);
+                // EOF from the socket. Without close_notify rustls calls it truncation;
+                // many servers close that way, and sluice forwards byte streams whose
+                // protocols delimit their own messages (data channels frame theirs), so
+                // it reads as EOF and is passed on as FIN, as plain TCP would be.
+                return match self.conn.reader().read(out) {
+                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(0),
+                    other => other,
+                };
             }
         }
     }
 }
 
-impl<C, SD> AsyncReadRent for TlsStream<C>
+impl<C, IO, SD> AsyncReadRent for TlsStream<C, IO>
 where
     C: DerefMut + Deref<Target = ConnectionCommon<SD>>,
     SD: SideData,
+    IO: AsyncReadRent + AsyncWriteRent,
 {
     async fn read<T: IoBufMut>(&mut self, mut buf: T) -> BufResult<usize, T> {
         // SAFETY: the slice covers the buffer's writable capacity, which the buffer
@@ -198,10 +245,11 @@ where
     }
 }
 
-impl<C, SD> AsyncWriteRent for TlsStream<C>
+impl<C, IO, SD> AsyncWriteRent for TlsStream<C, IO>
 where
     C: DerefMut + Deref<Target = ConnectionCommon<SD>>,
     SD: SideData,
+    IO: AsyncReadRent + AsyncWriteRent,
 {
     async fn write<T: IoBuf>(&mut self, buf: T) -> BufResult<usize, T> {
         // SAFETY: the buffer's initialised bytes, owned by `buf` for this call.
