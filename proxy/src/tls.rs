@@ -1,10 +1,17 @@
 //! TLS material: PEM loading with errors that name the file, rustls server and client
-//! configurations (ring provider), and self-signed certificates for `sluice demo`.
+//! configurations (ring provider), client-certificate verification (mTLS), and
+//! self-signed certificates for `sluice demo`.
 
 use std::{path::Path, sync::Arc};
 
-use rustls::{ClientConfig, RootCertStore, ServerConfig};
-use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
+use rustls::{
+    server::{danger::ClientCertVerifier, WebPkiClientVerifier},
+    ClientConfig, RootCertStore, ServerConfig,
+};
+use rustls_pki_types::{
+    pem::{self, PemObject},
+    CertificateDer, PrivateKeyDer,
+};
 
 /// A TLS file could not be used; the message names the file and the problem.
 #[derive(Debug, thiserror::Error)]
@@ -29,12 +36,30 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// Says what is wrong with a PEM file in words an operator can act on.
+fn pem_problem(e: pem::Error, wanted: &str) -> String {
+    match e {
+        pem::Error::Io(e) => format!("cannot read: {e}"),
+        pem::Error::NoItemsFound => format!("no {wanted} block found (is this a PEM file?)"),
+        pem::Error::MissingSectionEnd { end_marker } => format!(
+            "not valid PEM: missing `{}`",
+            String::from_utf8_lossy(&end_marker)
+        ),
+        pem::Error::IllegalSectionStart { line } => format!(
+            "not valid PEM: bad line `{}`",
+            String::from_utf8_lossy(&line)
+        ),
+        pem::Error::Base64Decode(e) => format!("not valid PEM: bad base64 ({e})"),
+        other => format!("not valid PEM: {other}"),
+    }
+}
+
 /// Reads every certificate in a PEM file; an empty file is an error.
 pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsSetupError> {
     let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| TlsSetupError::new(path, e))?
+        .map_err(|e| TlsSetupError::new(path, pem_problem(e, "CERTIFICATE")))?
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| TlsSetupError::new(path, e))?;
+        .map_err(|e| TlsSetupError::new(path, pem_problem(e, "CERTIFICATE")))?;
     if certs.is_empty() {
         return Err(TlsSetupError::new(path, "no CERTIFICATE block found"));
     }
@@ -43,7 +68,62 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsSetupE
 
 /// Reads the first private key (PKCS#8, PKCS#1 or SEC1) in a PEM file.
 pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsSetupError> {
-    PrivateKeyDer::from_pem_file(path).map_err(|e| TlsSetupError::new(path, e))
+    PrivateKeyDer::from_pem_file(path).map_err(|e| {
+        TlsSetupError::new(path, pem_problem(e, "PRIVATE KEY (PKCS#8, PKCS#1 or SEC1)"))
+    })
+}
+
+/// A trust store from the certificates of every file in `paths`; a file that holds
+/// no usable CA certificate is an error naming it.
+pub fn load_roots(paths: &[&Path]) -> Result<RootCertStore, TlsSetupError> {
+    let mut roots = RootCertStore::empty();
+    for path in paths {
+        for cert in load_certs(path)? {
+            roots.add(cert).map_err(|e| {
+                TlsSetupError::new(path, format!("not a usable CA certificate: {e}"))
+            })?;
+        }
+    }
+    Ok(roots)
+}
+
+/// A verifier that requires a client certificate chaining to one of `roots`.
+pub fn client_verifier(
+    roots: RootCertStore,
+    source: &Path,
+) -> Result<Arc<dyn ClientCertVerifier>, TlsSetupError> {
+    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+        .build()
+        .map_err(|e| TlsSetupError::new(source, e))
+}
+
+/// Loads a certificate chain and key into a server configuration; `verifier`, when
+/// given, requires and checks client certificates. Errors name the offending file,
+/// including a key that does not belong to the certificate.
+pub fn server_config_from_files(
+    cert: &Path,
+    key: &Path,
+    verifier: Option<Arc<dyn ClientCertVerifier>>,
+) -> Result<Arc<ServerConfig>, TlsSetupError> {
+    let certs = load_certs(cert)?;
+    let key_der = load_key(key)?;
+    let builder = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsSetupError::new(cert, e))?;
+    let builder = match verifier {
+        Some(v) => builder.with_client_cert_verifier(v),
+        None => builder.with_no_client_auth(),
+    };
+    let config = builder
+        .with_single_cert(certs, key_der)
+        .map_err(|e| match e {
+            rustls::Error::InconsistentKeys(_) => TlsSetupError::new(
+                key,
+                format!("does not match the certificate in {}", cert.display()),
+            ),
+            e => TlsSetupError::new(cert, e),
+        })?;
+    Ok(Arc::new(config))
 }
 
 /// A server configuration presenting `certs`/`key`, no client authentication.
@@ -65,13 +145,21 @@ pub fn server_config(
 pub fn client_config(
     cas: Option<Vec<CertificateDer<'static>>>,
 ) -> Result<Arc<ClientConfig>, TlsSetupError> {
+    client_config_named(cas, Path::new("connect_cas"))
+}
+
+/// [`client_config`], naming `source` (the CA file) when a certificate is unusable.
+pub fn client_config_named(
+    cas: Option<Vec<CertificateDer<'static>>>,
+    source: &Path,
+) -> Result<Arc<ClientConfig>, TlsSetupError> {
     let mut roots = RootCertStore::empty();
     match cas {
         Some(cas) => {
             for ca in cas {
-                roots
-                    .add(ca)
-                    .map_err(|e| TlsSetupError::new(Path::new("connect_cas"), e))?;
+                roots.add(ca).map_err(|e| {
+                    TlsSetupError::new(source, format!("not a usable CA certificate: {e}"))
+                })?;
             }
         }
         None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),

@@ -14,8 +14,13 @@
 //! endpoints:
 //!   - name: db
 //!     url: tcp://db.internal:5432
+//!     agent_tls_termination:              # optional: the agent terminates TLS
+//!       server_certificate: /etc/sluice/db.crt
+//!       server_private_key: /etc/sluice/db.key
+//!       mutual_tls_certificate_authorities: [/etc/sluice/clients-ca.pem]
 //!     upstream:
 //!       url: 10.0.0.5:5432
+//!       tls: { ca: /etc/sluice/db-ca.pem, server_name: db.lan }   # optional
 //! ```
 
 use std::{path::Path, sync::Arc, time::Duration};
@@ -104,6 +109,32 @@ pub struct EndpointSection {
     pub pooling_enabled: bool,
     /// Where connections go on the agent's network.
     pub upstream: UpstreamSection,
+    /// Terminate the client's TLS here (and check its certificate when CAs are given).
+    pub agent_tls_termination: Option<AgentTlsTerminationSection>,
+}
+
+/// `agent_tls_termination:` of an endpoint, as in ngrok's agent file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentTlsTerminationSection {
+    /// PEM certificate chain presented to clients.
+    pub server_certificate: std::path::PathBuf,
+    /// PEM private key of that certificate.
+    pub server_private_key: std::path::PathBuf,
+    /// PEM CA bundles; when any is given, clients must present a certificate that
+    /// chains to one of them.
+    #[serde(default)]
+    pub mutual_tls_certificate_authorities: Vec<std::path::PathBuf>,
+}
+
+/// `upstream.tls:`: the agent speaks TLS to the upstream.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTlsSection {
+    /// PEM CA bundle for the upstream's certificate (default: webpki roots).
+    pub ca: Option<std::path::PathBuf>,
+    /// Name to verify in the upstream's certificate (default: host of `upstream.url`).
+    pub server_name: Option<String>,
 }
 
 /// `upstream:` of an endpoint.
@@ -115,6 +146,8 @@ pub struct UpstreamSection {
     /// Send a PROXY protocol header (version 1 or 2) with the public client's address
     /// before any other byte.
     pub proxy_protocol: Option<u8>,
+    /// Re-encrypt towards an upstream that speaks TLS.
+    pub tls: Option<UpstreamTlsSection>,
 }
 
 fn default_data_channels() -> usize {
@@ -172,6 +205,19 @@ pub struct AgentEndpoint {
     pub upstream: String,
     /// PROXY protocol header towards the upstream, if any.
     pub proxy_protocol: Option<crate::proxy_protocol::Version>,
+    /// TLS the agent terminates for this endpoint (`agent_tls_termination`), if any.
+    pub tls_termination: Option<Arc<rustls::ServerConfig>>,
+    /// TLS towards the upstream (`upstream.tls`), if any.
+    pub upstream_tls: Option<UpstreamTls>,
+}
+
+/// How the agent speaks TLS to an upstream.
+#[derive(Debug, Clone)]
+pub struct UpstreamTls {
+    /// Trust store and protocol settings.
+    pub config: Arc<ClientConfig>,
+    /// Name verified in the upstream's certificate.
+    pub server_name: ServerName<'static>,
 }
 
 impl AgentSettings {
@@ -250,12 +296,28 @@ impl AgentSettings {
                     )))
                 }
             };
+            let tls_termination = match &ep.agent_tls_termination {
+                Some(t) => Some(
+                    termination_config(t, path)
+                        .map_err(|m| err(format!("endpoints[{i}].agent_tls_termination: {m}")))?,
+                ),
+                None => None,
+            };
+            let upstream_tls = match &ep.upstream.tls {
+                Some(t) => Some(
+                    upstream_tls(t, &ep.upstream.url, path)
+                        .map_err(|m| err(format!("endpoints[{i}].upstream.tls: {m}")))?,
+                ),
+                None => None,
+            };
             endpoints.push(AgentEndpoint {
                 name: ep.name.unwrap_or_else(|| url.clone()),
                 url,
                 pooling: ep.pooling_enabled,
                 upstream: ep.upstream.url,
                 proxy_protocol,
+                tls_termination,
+                upstream_tls,
             });
         }
         Ok(Self {
@@ -276,6 +338,59 @@ impl AgentSettings {
             pump: crate::io::Pump::default(),
         })
     }
+}
+
+/// Loads `agent_tls_termination`: the server certificate and key, and a client
+/// certificate verifier when CAs are listed.
+fn termination_config(
+    t: &AgentTlsTerminationSection,
+    path: &Path,
+) -> Result<Arc<rustls::ServerConfig>, String> {
+    let verifier = if t.mutual_tls_certificate_authorities.is_empty() {
+        None
+    } else {
+        let cas: Vec<_> = t
+            .mutual_tls_certificate_authorities
+            .iter()
+            .map(|p| relative_to(path, p))
+            .collect();
+        let refs: Vec<&Path> = cas.iter().map(|p| p.as_path()).collect();
+        let roots = tls::load_roots(&refs)
+            .map_err(|e| format!("mutual_tls_certificate_authorities: {e}"))?;
+        Some(tls::client_verifier(roots, refs[0]).map_err(|e| e.to_string())?)
+    };
+    tls::server_config_from_files(
+        &relative_to(path, &t.server_certificate),
+        &relative_to(path, &t.server_private_key),
+        verifier,
+    )
+    .map_err(|e| e.to_string())
+}
+
+/// Loads `upstream.tls`: the CA (or webpki roots) and the name to verify.
+fn upstream_tls(
+    t: &UpstreamTlsSection,
+    upstream: &str,
+    path: &Path,
+) -> Result<UpstreamTls, String> {
+    let config = match &t.ca {
+        Some(ca) => {
+            let ca = relative_to(path, ca);
+            let certs = tls::load_certs(&ca).map_err(|e| format!("ca: {e}"))?;
+            tls::client_config_named(Some(certs), &ca).map_err(|e| format!("ca: {e}"))?
+        }
+        None => tls::client_config(None).map_err(|e| e.to_string())?,
+    };
+    let name = match &t.server_name {
+        Some(n) => n.clone(),
+        None => connect_host(upstream).unwrap_or_default().to_string(),
+    };
+    let server_name = ServerName::try_from(name.clone())
+        .map_err(|_| format!("server_name: `{name}` is not a valid DNS name or IP"))?;
+    Ok(UpstreamTls {
+        config,
+        server_name,
+    })
 }
 
 /// The host part of `host:port` (brackets stripped for IPv6), if the port parses.

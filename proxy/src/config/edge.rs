@@ -108,6 +108,9 @@ pub struct CloudEndpointSection {
         deserialize_with = "super::duration::human"
     )]
     pub idle_timeout: std::time::Duration,
+    /// Terminate TLS here with this certificate and key and forward plaintext
+    /// (default: `tls://` endpoints pass the client's TLS through untouched).
+    pub terminate_tls: Option<TlsFiles>,
 }
 
 fn default_idle_timeout() -> std::time::Duration {
@@ -162,6 +165,8 @@ pub struct CloudEndpoint {
     pub policy: CompiledPolicy,
     /// Idle timeout of forwarded connections (`None`: never).
     pub idle_timeout: Option<std::time::Duration>,
+    /// TLS the edge terminates for this endpoint (`terminate_tls`), if any.
+    pub terminate_tls: Option<Arc<ServerConfig>>,
 }
 
 impl EdgeSettings {
@@ -233,11 +238,23 @@ impl EdgeSettings {
                 .traffic_policy
                 .compile()
                 .map_err(|e| err(format!("endpoints[{i}].traffic_policy: {e}")))?;
+            let terminate_tls = match &ep.terminate_tls {
+                Some(files) => Some(
+                    tls::server_config_from_files(
+                        &relative_to(path, &files.cert),
+                        &relative_to(path, &files.key),
+                        None,
+                    )
+                    .map_err(|e| err(format!("endpoints[{i}].terminate_tls: {e}")))?,
+                ),
+                None => None,
+            };
             endpoints.push(CloudEndpoint {
                 url: ep.url,
                 addr,
                 policy,
                 idle_timeout: (!ep.idle_timeout.is_zero()).then_some(ep.idle_timeout),
+                terminate_tls,
             });
         }
         Ok(Self {
