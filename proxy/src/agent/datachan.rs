@@ -6,6 +6,11 @@
 //! stream ends, unless twice `data_channels` are already parked. Either way, a channel
 //! that is handed a stream asks for a replacement while the parked count is below
 //! `data_channels`, so the edge's pool refills as it is used.
+//!
+//! An endpoint with `agent_tls_termination` runs TLS over the stream first (over the
+//! socket on `tcp` channels, over the chunk framing on `tls` ones), and one with
+//! `upstream.tls` speaks TLS to its upstream; hops with TLS on either end copy through
+//! user space, plain-to-plain hops splice.
 
 use std::{
     os::fd::AsRawFd,
@@ -13,21 +18,33 @@ use std::{
     time::Duration,
 };
 
-use monoio::{io::AsyncWriteRentExt, net::TcpStream};
+use monoio::{
+    io::{AsyncWriteRent, AsyncWriteRentExt},
+    net::TcpStream,
+};
+use rustls::ClientConnection;
 
-use super::{AgentShared, SessionTicket};
+use super::{terminate, AgentShared, SessionTicket};
 use crate::{
-    config::agent::Transport,
+    config::agent::{AgentEndpoint, Transport},
     io::{
         self, chunked,
         framed::{self, FrameReader},
+        maybe_tls::MaybeTls,
         sockets,
+        substream::ChunkedSub,
     },
     wire::{self, Frame, StreamStart, DATA_CHANNEL_MAGIC, PROTOCOL_VERSION},
 };
 
 /// How long dialing the edge or the upstream may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// After a TLS-terminated stream on a `tls` channel: how long to wait for the edge's
+/// end marker (the client's FIN) before giving up on reusing the channel.
+const END_MARKER_WAIT: Duration = Duration::from_secs(5);
+
+/// The upstream connection: plain, or TLS when the endpoint sets `upstream.tls`.
+type Upstream = MaybeTls<ClientConnection>;
 
 /// Serves open requests from the shared queue for as long as the process runs.
 pub async fn open_loop(shared: Arc<AgentShared>) {
@@ -78,13 +95,38 @@ fn on_stream_assigned(ticket: &Arc<SessionTicket>, shared: &AgentShared) {
     }
 }
 
-/// Connects the stream's upstream and, when the endpoint asks for it, sends the PROXY
-/// protocol header naming the public client before any other byte.
-async fn connect_upstream(start: &StreamStart, shared: &AgentShared) -> Option<TcpStream> {
-    let Some(endpoint) = shared.upstreams.get(&start.internal_url) else {
+/// The endpoint a stream is for.
+fn endpoint_for<'a>(start: &StreamStart, shared: &'a AgentShared) -> Option<&'a AgentEndpoint> {
+    let endpoint = shared.upstreams.get(&start.internal_url);
+    if endpoint.is_none() {
         tracing::warn!(url = %start.internal_url, "stream for an endpoint this agent does not serve");
-        return None;
+    }
+    endpoint
+}
+
+/// Connects the stream's upstream and, when the endpoint asks for it, sends the PROXY
+/// protocol header naming the public client before any other byte, then starts TLS
+/// when the endpoint sets `upstream.tls`.
+async fn connect_upstream(start: &StreamStart, endpoint: &AgentEndpoint) -> Option<Upstream> {
+    let s = connect_tcp_upstream(start, endpoint).await?;
+    let Some(tls) = &endpoint.upstream_tls else {
+        return Some(MaybeTls::Plain(s));
     };
+    let handshake = io::tls_stream::connect(s, tls.config.clone(), tls.server_name.clone());
+    match monoio::time::timeout(CONNECT_TIMEOUT, handshake).await {
+        Ok(Ok(tls)) => Some(MaybeTls::Tls(Box::new(tls))),
+        Ok(Err(e)) => {
+            tracing::warn!(url = %start.internal_url, upstream = %endpoint.upstream, error = %e, "upstream TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::warn!(url = %start.internal_url, upstream = %endpoint.upstream, "upstream TLS handshake timed out");
+            None
+        }
+    }
+}
+
+async fn connect_tcp_upstream(start: &StreamStart, endpoint: &AgentEndpoint) -> Option<TcpStream> {
     let addr = &endpoint.upstream;
     match monoio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr.as_str())).await {
         Ok(Ok(mut s)) => {
@@ -143,20 +185,41 @@ async fn serve_plain(ticket: Arc<SessionTicket>, shared: Arc<AgentShared>) {
     };
     on_stream_assigned(&ticket, &shared);
     let _in_flight = shared.in_flight.enter();
-    let Some(mut upstream) = connect_upstream(&start, &shared).await else {
+    let Some(endpoint) = endpoint_for(&start, &shared) else {
         sockets::reset_on_close(channel.as_raw_fd());
         return;
     };
     let early = reader.into_leftover();
+    let (inbound, early) = match &endpoint.tls_termination {
+        None => (MaybeTls::Plain(channel), early),
+        Some(config) => {
+            match terminate::accept(channel, early.to_vec(), config.clone(), &start, &shared).await
+            {
+                Ok(tls) => (MaybeTls::Tls(Box::new(tls)), bytes::BytesMut::new()),
+                // The alert went out; closing the channel (FIN) ends the client's stream.
+                Err(_) => return,
+            }
+        }
+    };
+    let Some(mut upstream) = connect_upstream(&start, endpoint).await else {
+        sockets::reset_on_close(inbound.as_raw_fd());
+        return;
+    };
     if !early.is_empty() {
         let (res, _) = upstream.write_all(early).await;
         if res.is_err() {
-            sockets::reset_on_close(channel.as_raw_fd());
+            sockets::reset_on_close(inbound.as_raw_fd());
             return;
         }
     }
     let progress = io::idle::Progress::default();
-    match io::forward_tcp(shared.settings.pump, channel, upstream, &progress).await {
+    let result = match (inbound, upstream) {
+        (MaybeTls::Plain(channel), MaybeTls::Plain(upstream)) => {
+            io::forward_tcp(shared.settings.pump, channel, upstream, &progress).await
+        }
+        (inbound, upstream) => io::copy::forward(inbound, upstream, &progress).await,
+    };
+    match result {
         Ok(stats) => {
             tracing::trace!(client = %start.client, up = stats.inbound_to_outbound, down = stats.outbound_to_inbound, "stream closed")
         }
@@ -207,12 +270,29 @@ async fn serve_tls(ticket: Arc<SessionTicket>, shared: Arc<AgentShared>) {
         };
         on_stream_assigned(&ticket, &shared);
         let _in_flight = shared.in_flight.enter();
-        let Some(upstream) = connect_upstream(&start, &shared).await else {
+        let Some(endpoint) = endpoint_for(&start, &shared) else {
             return;
         };
         // Keep up to twice the target parked before retiring channels, so a steady
         // load reuses channels instead of trading one handshake per stream.
         let ceiling = 2 * shared.settings.data_channels;
+        if let Some(config) = &endpoint.tls_termination {
+            let keep = {
+                let ticket = ticket.clone();
+                move || ticket.is_alive() && ticket.below(ceiling)
+            };
+            let sub = ChunkedSub::new(tls, std::mem::take(&mut reader), keep);
+            match serve_terminated(sub, config.clone(), &start, endpoint, &shared).await {
+                Some((back, r)) => {
+                    (tls, reader) = (back, r);
+                    continue;
+                }
+                None => return,
+            }
+        }
+        let Some(upstream) = connect_upstream(&start, endpoint).await else {
+            return;
+        };
         let keep = || ticket.is_alive() && ticket.below(ceiling);
         let progress = io::idle::Progress::default();
         let outcome = chunked::forward(upstream, tls, &mut reader, keep, &progress).await;
@@ -224,4 +304,35 @@ async fn serve_tls(ticket: Arc<SessionTicket>, shared: Arc<AgentShared>) {
             None => return,
         }
     }
+}
+
+/// One stream of a `tls` channel for an endpoint with `agent_tls_termination`: TLS
+/// over the stream's chunks, then plaintext to the upstream. The channel (and its
+/// reader) comes back when the stream ended cleanly and both sides keep it.
+async fn serve_terminated<T: io::Duplex>(
+    sub: ChunkedSub<T>,
+    config: std::sync::Arc<rustls::ServerConfig>,
+    start: &StreamStart,
+    endpoint: &AgentEndpoint,
+    shared: &AgentShared,
+) -> Option<(T, FrameReader)> {
+    let client = match terminate::accept(sub, Vec::new(), config, start, shared).await {
+        Ok(client) => client,
+        Err(failed) => {
+            // End our direction (the alert already went out) and retire the channel.
+            if let Some(mut failed) = failed {
+                failed.io_mut().retire();
+                let _ = failed.io_mut().shutdown().await;
+            }
+            return None;
+        }
+    };
+    let upstream = connect_upstream(start, endpoint).await?;
+    let progress = io::idle::Progress::default();
+    let (result, back) = io::copy::forward_returning(client, upstream, &progress).await;
+    if let Err(e) = &result {
+        tracing::debug!(client = %start.client, error = %e, "stream ended with an error");
+    }
+    let (sub, _conn) = back?.into_parts()?;
+    sub.finish(END_MARKER_WAIT).await
 }

@@ -9,12 +9,13 @@
 
 mod control;
 mod datachan;
+mod terminate;
 
 use std::{
     collections::HashMap,
     net::SocketAddr,
     sync::{
-        atomic::{AtomicBool, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
         Arc,
     },
     thread::JoinHandle,
@@ -59,6 +60,9 @@ pub(crate) struct AgentShared {
     pub draining: AtomicBool,
     /// Socket of the live control channel (-1: none), so a drain can end it.
     pub control_fd: std::sync::atomic::AtomicI32,
+    /// Client TLS handshakes refused by `agent_tls_termination` (bad or missing
+    /// client certificate, timeout).
+    pub tls_refused: AtomicU64,
 }
 
 impl AgentShared {
@@ -120,6 +124,7 @@ pub fn start(settings: AgentSettings, driver: Driver) -> std::io::Result<AgentHa
         in_flight: Default::default(),
         draining: AtomicBool::new(false),
         control_fd: (-1).into(),
+        tls_refused: AtomicU64::new(0),
     });
     let worker_shared = shared.clone();
     let threads = runtime::spawn_workers("agent", workers, driver, move |i| {

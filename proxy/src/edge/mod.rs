@@ -12,6 +12,7 @@ pub mod pool;
 mod public;
 pub mod registry;
 pub mod stats;
+mod terminate;
 mod tls_port;
 
 use std::{
@@ -46,6 +47,8 @@ pub struct LiveEndpoint {
     pub policy: PolicyHandle,
     /// Idle timeout of forwarded connections.
     pub idle_timeout: Option<Duration>,
+    /// TLS terminated here (`terminate_tls`); `None` passes bytes through.
+    pub terminate_tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// State shared by every worker.
@@ -142,6 +145,7 @@ pub fn start(settings: EdgeSettings, driver: Driver) -> std::io::Result<EdgeHand
                     addr: tls_addr.expect("validated: tls endpoints need tls_endpoints.listen"),
                     policy: PolicyHandle::new(ep.policy),
                     idle_timeout: ep.idle_timeout,
+                    terminate_tls: ep.terminate_tls,
                 });
                 sni_routes
                     .insert(&host, live.clone())
@@ -159,6 +163,7 @@ pub fn start(settings: EdgeSettings, driver: Driver) -> std::io::Result<EdgeHand
             addr,
             policy: PolicyHandle::new(ep.policy),
             idle_timeout: ep.idle_timeout,
+            terminate_tls: ep.terminate_tls,
         });
         for (w, l) in per_worker.iter_mut().zip(listeners) {
             w.public.push((live.clone(), l));

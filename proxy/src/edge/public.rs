@@ -1,6 +1,7 @@
 //! Public TCP endpoints: accept, evaluate the endpoint's traffic policy on the client
-//! address, find the session bound to the target, take a parked data channel, announce
-//! the stream on it and splice bytes both ways.
+//! address, find the session bound to the target, terminate TLS when the endpoint says
+//! so, take a parked data channel, announce the stream on it and move bytes both ways
+//! (splice when both hops are plain TCP).
 
 use std::{net::SocketAddr, os::fd::AsRawFd, sync::Arc};
 
@@ -22,6 +23,7 @@ use crate::{
         self, chunked,
         framed::FrameReader,
         idle::{until_idle, Progress},
+        maybe_tls::MaybeTls,
         sockets,
     },
     wire::{self, Frame, StreamStart},
@@ -86,6 +88,19 @@ pub(super) async fn forward(
         EdgeStats::bump(&shared.stats.no_agent);
         return;
     };
+    let _ = client.set_nodelay(true);
+    let server = client.local_addr().unwrap_or(endpoint.addr);
+    let (client, early) = match &endpoint.terminate_tls {
+        None => (MaybeTls::Plain(client), early),
+        Some(config) => match super::terminate::handshake(client, early, config.clone()).await {
+            Ok(tls) => (MaybeTls::Tls(Box::new(tls)), Vec::new()),
+            Err(reason) => {
+                tracing::info!(endpoint = %endpoint.url, %peer, %reason, "tls handshake with the client failed; closed");
+                EdgeStats::bump(&shared.stats.tls_handshake_failed);
+                return;
+            }
+        },
+    };
     // Nothing has reached an upstream yet, so a member without a usable data channel
     // is skipped for another one, invisibly to the client.
     let mut tried: Vec<u64> = Vec::new();
@@ -111,8 +126,6 @@ pub(super) async fn forward(
     drop(pool);
     let session = load.0.clone();
     EdgeStats::bump(&shared.stats.forwarded);
-    let _ = client.set_nodelay(true);
-    let server = client.local_addr().unwrap_or(endpoint.addr);
     let start = Frame::Stream(StreamStart {
         client: peer,
         server,
@@ -171,11 +184,11 @@ pub(super) async fn forward(
 }
 
 /// One stream on a plain-TCP channel: `first` (the stream header and any early client
-/// bytes), then the pump both ways.
+/// bytes), then the pump both ways (user-space copy when the edge terminates TLS).
 async fn forward_plain(
     pump: io::Pump,
     idle_timeout: Option<std::time::Duration>,
-    client: TcpStream,
+    client: MaybeTls<rustls::ServerConnection>,
     socket: std::net::TcpStream,
     first: bytes::BytesMut,
     peer: SocketAddr,
@@ -189,7 +202,12 @@ async fn forward_plain(
         return;
     }
     let progress = Progress::default();
-    let work = io::forward_tcp(pump, client, channel, &progress);
+    let work = async {
+        match client {
+            MaybeTls::Plain(client) => io::forward_tcp(pump, client, channel, &progress).await,
+            tls => io::copy::forward(tls, channel, &progress).await,
+        }
+    };
     match until_idle(idle_timeout, &progress, work).await {
         None => tracing::debug!(%peer, "idle timeout; closed"),
         Some(Ok(stats)) => {

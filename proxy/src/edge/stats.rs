@@ -17,6 +17,9 @@ pub struct EdgeStats {
     pub no_channel: AtomicU64,
     /// Public connections forwarded to an agent.
     pub forwarded: AtomicU64,
+    /// Public connections closed because their TLS handshake with the edge
+    /// (`terminate_tls`) failed or timed out.
+    pub tls_handshake_failed: AtomicU64,
     /// Agent connections refused (bad token, version, garbage).
     pub agents_refused: AtomicU64,
 }
