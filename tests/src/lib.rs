@@ -6,10 +6,14 @@
 //! - [`client`]: clients that connect from a chosen source address and check bytes.
 //! - [`fixture`]: temporary directories, certificates, tokens and config files.
 //! - [`tls_peers`]: a TLS echo upstream and a TLS client for `tls://` endpoints.
+//! - [`pki`]: test CAs issuing server and client certificates (mTLS).
+//! - [`openssl`]: `openssl s_client` as an independent TLS client.
 #![warn(missing_docs)]
 
 pub mod client;
 pub mod fixture;
+pub mod openssl;
+pub mod pki;
 pub mod process;
 pub mod tls_peers;
 pub mod upstream;

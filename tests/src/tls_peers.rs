@@ -45,6 +45,11 @@ impl TlsEcho {
                 .with_single_cert(vec![cert.clone()], key)
                 .unwrap(),
         );
+        TlsEcho::start_with(config, cert)
+    }
+
+    /// Starts on 127.0.0.1 with a free port, presenting `config`'s certificate `cert`.
+    pub fn start_with(config: Arc<ServerConfig>, cert: CertificateDer<'static>) -> TlsEcho {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let accepted = Arc::new(AtomicUsize::new(0));

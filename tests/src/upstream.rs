@@ -183,3 +183,50 @@ fn proxy_echo(mut conn: TcpStream) {
         echo(conn);
     }
 }
+
+/// An echo server that also keeps every byte it received, to check what reached it
+/// (plaintext, or TLS records).
+pub struct Capture {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    received: Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl Capture {
+    /// Starts on 127.0.0.1 with a free port.
+    pub fn start() -> Capture {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let received = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = received.clone();
+        std::thread::spawn(move || {
+            for mut conn in listener.incoming().flatten() {
+                let sink = sink.clone();
+                std::thread::spawn(move || {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    loop {
+                        match conn.read(&mut buf) {
+                            Ok(0) => {
+                                let _ = conn.shutdown(std::net::Shutdown::Write);
+                                return;
+                            }
+                            Ok(n) => {
+                                sink.lock().unwrap().extend_from_slice(&buf[..n]);
+                                if conn.write_all(&buf[..n]).is_err() {
+                                    return;
+                                }
+                            }
+                            Err(_) => return,
+                        }
+                    }
+                });
+            }
+        });
+        Capture { addr, received }
+    }
+
+    /// Every byte received so far, over all connections.
+    pub fn received(&self) -> Vec<u8> {
+        self.received.lock().unwrap().clone()
+    }
+}

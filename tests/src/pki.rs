@@ -1,0 +1,122 @@
+//! A test PKI: certificate authorities generated with rcgen that issue server and
+//! client certificates, as PEM (for sluice's config files and openssl) and DER (for
+//! rustls peers in the tests).
+
+use std::sync::Arc;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose,
+};
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A certificate authority.
+pub struct Ca {
+    issuer: CertifiedIssuer<'static, KeyPair>,
+}
+
+/// A certificate issued by a [`Ca`], with its key.
+pub struct Leaf {
+    /// Certificate, PEM.
+    pub cert_pem: String,
+    /// Private key, PEM (PKCS#8).
+    pub key_pem: String,
+    /// Certificate, DER.
+    pub cert: CertificateDer<'static>,
+    key_der: Vec<u8>,
+}
+
+impl Leaf {
+    /// The private key, DER.
+    pub fn key(&self) -> PrivateKeyDer<'static> {
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key_der.clone()))
+    }
+}
+
+impl Ca {
+    /// A new self-signed CA named `name`.
+    pub fn new(name: &str) -> Ca {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+        Ca { issuer }
+    }
+
+    /// The CA certificate, PEM.
+    pub fn pem(&self) -> String {
+        self.issuer.pem()
+    }
+
+    /// The CA certificate, DER.
+    pub fn der(&self) -> CertificateDer<'static> {
+        self.issuer.der().clone()
+    }
+
+    fn issue(&self, names: &[&str], usage: ExtendedKeyUsagePurpose) -> Leaf {
+        let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+        let mut params = CertificateParams::new(names.clone()).unwrap();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, names[0].as_str());
+        params.extended_key_usages = vec![usage];
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        Leaf {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            cert: cert.der().clone(),
+            key_der: key.serialize_der(),
+        }
+    }
+
+    /// A server certificate for `names`.
+    pub fn server(&self, names: &[&str]) -> Leaf {
+        self.issue(names, ExtendedKeyUsagePurpose::ServerAuth)
+    }
+
+    /// A client certificate with common name `name`.
+    pub fn client(&self, name: &str) -> Leaf {
+        self.issue(&[name], ExtendedKeyUsagePurpose::ClientAuth)
+    }
+}
+
+/// A client config trusting `cas`, presenting `identity` when given.
+pub fn client_config(cas: &[&Ca], identity: Option<&Leaf>) -> Arc<ClientConfig> {
+    let mut roots = RootCertStore::empty();
+    for ca in cas {
+        roots.add(ca.der()).unwrap();
+    }
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    Arc::new(match identity {
+        Some(leaf) => builder
+            .with_client_auth_cert(vec![leaf.cert.clone()], leaf.key())
+            .unwrap(),
+        None => builder.with_no_client_auth(),
+    })
+}
+
+/// A server config presenting `leaf`, no client authentication.
+pub fn server_config(leaf: &Leaf) -> Arc<ServerConfig> {
+    Arc::new(
+        ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![leaf.cert.clone()], leaf.key())
+            .unwrap(),
+    )
+}

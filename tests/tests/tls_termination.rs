@@ -1,0 +1,390 @@
+//! End-to-end: TLS terminated somewhere other than the upstream. At the agent
+//! (`agent_tls_termination`, with mTLS: the edge only routes by SNI and never holds
+//! the key), at the edge (`terminate_tls`, plaintext into the tunnel), and towards an
+//! upstream that speaks TLS itself (`upstream.tls`). Certificates come from test CAs
+//! generated here; `openssl s_client` is one of the clients.
+
+use std::net::SocketAddr;
+
+use sluice_tests::{
+    client::echo_ok,
+    fixture::{self, Fixture},
+    openssl,
+    pki::{client_config, server_config, Ca},
+    process::{sluice_bin, Sluice},
+    tls_peers::{tls_echo, TlsEcho},
+    upstream::Capture,
+    DRIVERS,
+};
+
+const TRANSPORTS: [&str; 2] = ["tcp", "tls"];
+
+fn edge_head(fx: &Fixture) -> String {
+    format!(
+        "version: 1\nworkers: 2\nagents:\n  listen: 127.0.0.1:0\n  tls: {{ cert: edge.crt, key: edge.key }}\n\
+         tls_endpoints:\n  listen: 127.0.0.1:0\n\
+         service_users:\n  - name: t\n    authtokens: [\"{}\"]\nendpoints:\n",
+        fx.token_hash
+    )
+}
+
+fn agent_head(fx: &Fixture, edge: SocketAddr, transport: &str) -> String {
+    format!(
+        "version: 3\nagent:\n  authtoken: \"{}\"\n  connect_url: \"{edge}\"\n  connect_cas: edge.crt\n  \
+         server_name: localhost\n  transport: {transport}\n  data_channels: 2\n  workers: 2\n  \
+         heartbeat_interval: 1s\n  heartbeat_tolerance: 3s\nendpoints:\n",
+        fx.token
+    )
+}
+
+/// Starts the edge; its agent address, TLS port and TCP endpoint addresses.
+fn start_edge(
+    fx: &Fixture,
+    yaml: &str,
+    tcp_endpoints: usize,
+) -> (Sluice, SocketAddr, SocketAddr, Vec<SocketAddr>) {
+    let mut edge = Sluice::edge(&fx.write("edge.yml", yaml), DRIVERS[0]);
+    let (agent_addr, tcp) = edge.edge_addrs(tcp_endpoints);
+    let tls_port = edge.wait_for_n("tls listener", 1, |v| {
+        v["message"] == "listening" && v["kind"] == "tls-endpoints"
+    })["addr"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    (edge, agent_addr, tls_port, tcp)
+}
+
+fn start_agent(fx: &Fixture, yaml: &str, endpoints: usize) -> Sluice {
+    let mut agent = Sluice::agent(&fx.write("agent.yml", yaml), DRIVERS[0]);
+    agent.wait_for_n("endpoints bound", endpoints, |v| {
+        v["message"] == "endpoint bound"
+    });
+    agent
+}
+
+/// A `tls://db.acme.example` endpoint passed through by the edge to an agent that
+/// terminates TLS with `db.crt` and requires client certificates from `clients-ca.pem`.
+struct AgentMtls {
+    fx: Fixture,
+    _edge: Sluice,
+    agent: Sluice,
+    tls_port: SocketAddr,
+    server_ca: Ca,
+    clients_ca: Ca,
+    upstream: Capture,
+    key_pem: String,
+}
+
+fn agent_mtls(transport: &str) -> AgentMtls {
+    let fx = Fixture::new();
+    let server_ca = Ca::new("db server CA");
+    let clients_ca = Ca::new("clients CA");
+    let db = server_ca.server(&["db.acme.example"]);
+    fx.write("db.crt", &db.cert_pem);
+    fx.write("db.key", &db.key_pem);
+    fx.write("server-ca.pem", &server_ca.pem());
+    fx.write("clients-ca.pem", &clients_ca.pem());
+    let upstream = Capture::start();
+    let edge_yaml = format!(
+        "{}  - url: tls://db.acme.example\n    traffic_policy: {}\n",
+        edge_head(&fx),
+        fixture::forward_all("tls://db.internal:5432")
+    );
+    let (edge, agent_addr, tls_port, _) = start_edge(&fx, &edge_yaml, 0);
+    let agent_yaml = format!(
+        "{}  - url: tls://db.internal:5432\n    agent_tls_termination:\n      \
+         server_certificate: db.crt\n      server_private_key: db.key\n      \
+         mutual_tls_certificate_authorities: [clients-ca.pem]\n    upstream: {{ url: \"{}\" }}\n",
+        agent_head(&fx, agent_addr, transport),
+        upstream.addr
+    );
+    let agent = start_agent(&fx, &agent_yaml, 1);
+    AgentMtls {
+        fx,
+        _edge: edge,
+        agent,
+        tls_port,
+        server_ca,
+        clients_ca,
+        upstream,
+        key_pem: db.key_pem,
+    }
+}
+
+#[test]
+fn agent_terminates_mtls_and_refuses_clients_without_a_trusted_certificate() {
+    for transport in TRANSPORTS {
+        let mut t = agent_mtls(transport);
+        let app = t.clients_ca.client("saas-app");
+        let trusted = client_config(&[&t.server_ca], Some(&app));
+        // Several streams in a row: on `tls` channels each one reuses a channel.
+        let mut expected = Vec::new();
+        for i in 0..4 {
+            let payload = format!("SELECT {i}; -- {transport}").into_bytes();
+            tls_echo(
+                t.tls_port,
+                trusted.clone(),
+                "db.acme.example",
+                4096,
+                &payload,
+            )
+            .unwrap_or_else(|e| panic!("{transport}: trusted client {i}: {e}"));
+            expected.extend_from_slice(&payload);
+        }
+        let big: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+        tls_echo(t.tls_port, trusted.clone(), "db.acme.example", 4096, &big)
+            .unwrap_or_else(|e| panic!("{transport}: 1 MB: {e}"));
+        expected.extend_from_slice(&big);
+        // The upstream got plaintext: exactly the bytes the clients sent.
+        assert!(t.upstream.received() == expected, "{transport}");
+
+        let no_cert = client_config(&[&t.server_ca], None);
+        let err = tls_echo(t.tls_port, no_cert, "db.acme.example", 4096, b"let me in").unwrap_err();
+        let intruder = Ca::new("other CA").client("saas-app");
+        let foreign = client_config(&[&t.server_ca], Some(&intruder));
+        let err2 = tls_echo(t.tls_port, foreign, "db.acme.example", 4096, b"me too").unwrap_err();
+        let refusals = t.agent.wait_for_n("two refusals", 2, |v| {
+            v["message"] == "client TLS handshake failed; stream closed"
+        });
+        assert_eq!(refusals["refused"], 2, "{transport}: {err} / {err2}");
+        assert!(
+            t.upstream.received() == expected,
+            "{transport}: refused bytes leaked"
+        );
+        // Refusals leave the endpoint healthy.
+        tls_echo(t.tls_port, trusted, "db.acme.example", 4096, b"after")
+            .unwrap_or_else(|e| panic!("{transport}: after refusals: {e}"));
+
+        // The edge routes by SNI only: its config names no key and holds none.
+        let edge_yaml = fixture::read(&t.fx.path("edge.yml"));
+        assert!(!edge_yaml.contains("db.key") && !edge_yaml.contains("db.crt"));
+        let key_body = t.key_pem.lines().nth(1).unwrap();
+        assert!(!edge_yaml.contains(key_body));
+    }
+}
+
+#[test]
+fn openssl_s_client_with_and_without_a_client_certificate_at_the_agent() {
+    let mut t = agent_mtls("tls");
+    let app = t.clients_ca.client("saas-app");
+    let cert = t.fx.write("app.crt", &app.cert_pem);
+    let key = t.fx.write("app.key", &app.key_pem);
+    let ca = t.fx.path("server-ca.pem");
+    openssl::echo_line(
+        t.tls_port,
+        "db.acme.example",
+        &ca,
+        Some((&cert, &key)),
+        "hello from s_client",
+    )
+    .unwrap();
+    assert!(openssl::echo_line(t.tls_port, "db.acme.example", &ca, None, "no cert").is_err());
+    t.agent
+        .wait_for("client TLS handshake failed; stream closed");
+    assert_eq!(t.upstream.received(), b"hello from s_client\n");
+}
+
+#[test]
+fn edge_terminates_tls_and_the_upstream_receives_plaintext() {
+    for transport in TRANSPORTS {
+        let fx = Fixture::new();
+        let ca = Ca::new("public CA");
+        let app = ca.server(&["app.acme.example"]);
+        fx.write("app.crt", &app.cert_pem);
+        fx.write("app.key", &app.key_pem);
+        let ca_file = fx.write("ca.pem", &ca.pem());
+        let upstream = Capture::start();
+        // A tls:// endpoint and a tcp:// endpoint, both terminated at the edge.
+        let edge_yaml = format!(
+            "{}  - url: tls://app.acme.example\n    terminate_tls: {{ cert: app.crt, key: app.key }}\n    \
+             traffic_policy: {}\n  - url: tcp://127.0.0.1:0\n    terminate_tls: {{ cert: app.crt, key: app.key }}\n    \
+             traffic_policy: {}\n",
+            edge_head(&fx),
+            fixture::forward_all("tcp://app.internal:80"),
+            fixture::forward_all("tcp://app.internal:80"),
+        );
+        let (mut edge, agent_addr, tls_port, tcp) = start_edge(&fx, &edge_yaml, 1);
+        let agent_yaml = format!(
+            "{}  - url: tcp://app.internal:80\n    upstream: {{ url: \"{}\" }}\n",
+            agent_head(&fx, agent_addr, transport),
+            upstream.addr
+        );
+        let _agent = start_agent(&fx, &agent_yaml, 1);
+        let trusted = client_config(&[&ca], None);
+        let mut expected = Vec::new();
+        for (port, payload) in [
+            (tls_port, &b"GET / via sni"[..]),
+            (tcp[0], b"GET / via tcp"),
+        ] {
+            tls_echo(port, trusted.clone(), "app.acme.example", 4096, payload)
+                .unwrap_or_else(|e| panic!("{transport}: {e}"));
+            expected.extend_from_slice(payload);
+        }
+        let big: Vec<u8> = (0..2_000_000u32).map(|i| (i % 253) as u8).collect();
+        tls_echo(tls_port, trusted, "app.acme.example", 4096, &big)
+            .unwrap_or_else(|e| panic!("{transport}: 2 MB: {e}"));
+        expected.extend_from_slice(&big);
+        openssl::echo_line(
+            tls_port,
+            "app.acme.example",
+            &ca_file,
+            None,
+            "s_client line",
+        )
+        .unwrap_or_else(|e| panic!("{transport}: {e}"));
+        expected.extend_from_slice(b"s_client line\n");
+        assert!(
+            upstream.received() == expected,
+            "{transport}: upstream saw other bytes"
+        );
+
+        // A client that does not trust the edge's certificate fails; counted and logged.
+        let other = client_config(&[&Ca::new("unrelated")], None);
+        assert!(tls_echo(tls_port, other, "app.acme.example", 4096, b"x").is_err());
+        edge.wait_for("tls handshake with the client failed; closed");
+        assert!(upstream.received() == expected);
+    }
+}
+
+#[test]
+fn agent_reencrypts_towards_a_tls_upstream() {
+    for transport in TRANSPORTS {
+        let fx = Fixture::new();
+        let upstream_ca = Ca::new("upstream CA");
+        let echo_leaf = upstream_ca.server(&["echo.lan"]);
+        let echo = TlsEcho::start_with(server_config(&echo_leaf), echo_leaf.cert.clone());
+        fx.write("upstream-ca.pem", &upstream_ca.pem());
+        let front_ca = Ca::new("front CA");
+        let front = front_ca.server(&["db.acme.example"]);
+        fx.write("front.crt", &front.cert_pem);
+        fx.write("front.key", &front.key_pem);
+        let edge_yaml = format!(
+            "{}  - url: tcp://127.0.0.1:0\n    traffic_policy: {}\n  - url: tcp://127.0.0.2:0\n    \
+             traffic_policy: {}\n  - url: tls://db.acme.example\n    traffic_policy: {}\n",
+            edge_head(&fx),
+            fixture::forward_all("tcp://plain.internal:1"),
+            fixture::forward_all("tcp://wrongname.internal:1"),
+            fixture::forward_all("tls://db.internal:443"),
+        );
+        let (_edge, agent_addr, tls_port, tcp) = start_edge(&fx, &edge_yaml, 2);
+        let agent_yaml = format!(
+            "{head}  - url: tcp://plain.internal:1\n    upstream: {{ url: \"{up}\", tls: {{ ca: upstream-ca.pem, server_name: echo.lan }} }}\n\
+             \x20 - url: tcp://wrongname.internal:1\n    upstream: {{ url: \"{up}\", tls: {{ ca: upstream-ca.pem, server_name: other.lan }} }}\n\
+             \x20 - url: tls://db.internal:443\n    agent_tls_termination: {{ server_certificate: front.crt, server_private_key: front.key }}\n    \
+             upstream: {{ url: \"{up}\", tls: {{ ca: upstream-ca.pem, server_name: echo.lan }} }}\n",
+            head = agent_head(&fx, agent_addr, transport),
+            up = echo.addr,
+        );
+        let mut agent = start_agent(&fx, &agent_yaml, 3);
+        // Plain TCP from the client, TLS from the agent to the upstream.
+        echo_ok(None, tcp[0], &vec![7u8; 300_000]).unwrap_or_else(|e| panic!("{transport}: {e}"));
+        assert_eq!(echo.accepted(), 1, "{transport}");
+        // The upstream's certificate does not name `other.lan`: refused by the agent.
+        assert!(echo_ok(None, tcp[1], b"x").is_err(), "{transport}");
+        agent.wait_for("upstream TLS handshake failed");
+        // TLS from the client ends at the agent, and new TLS goes to the upstream.
+        let config = client_config(&[&front_ca], None);
+        tls_echo(
+            tls_port,
+            config,
+            "db.acme.example",
+            4096,
+            b"twice encrypted",
+        )
+        .unwrap_or_else(|e| panic!("{transport}: {e}"));
+        assert_eq!(echo.accepted(), 3, "{transport}");
+    }
+}
+
+/// Runs `sluice config check FILE`; its exit success and stderr.
+fn config_check(file: &std::path::Path) -> (bool, String) {
+    let out = std::process::Command::new(sluice_bin())
+        .args(["config", "check"])
+        .arg(file)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout),
+    )
+}
+
+#[test]
+fn config_check_names_the_file_and_the_problem_of_bad_tls_material() {
+    let fx = Fixture::new();
+    let ca = Ca::new("ca");
+    let good = ca.server(&["db.acme.example"]);
+    let other = ca.server(&["db.acme.example"]);
+    fx.write("db.crt", &good.cert_pem);
+    fx.write("db.key", &good.key_pem);
+    fx.write("other.key", &other.key_pem);
+    fx.write("ca.pem", &ca.pem());
+    fx.write(
+        "garbage.pem",
+        "-----BEGIN CERTIFICATE-----\nnot base64 at all!\n",
+    );
+    let agent = |termination: &str, upstream_tls: &str| {
+        format!(
+            "version: 3\nagent:\n  authtoken: \"slt_x\"\n  connect_url: \"127.0.0.1:4443\"\nendpoints:\n  \
+             - url: tls://db.internal:443\n    agent_tls_termination: {termination}\n    \
+             upstream: {{ url: \"127.0.0.1:5432\"{upstream_tls} }}\n"
+        )
+    };
+    let ok = fx.write(
+        "ok.yml",
+        &agent(
+            "{ server_certificate: db.crt, server_private_key: db.key, mutual_tls_certificate_authorities: [ca.pem] }",
+            ", tls: { ca: ca.pem, server_name: db.lan }",
+        ),
+    );
+    let (passed, out) = config_check(&ok);
+    assert!(passed, "{out}");
+    let cases = [
+        (
+            agent("{ server_certificate: db.crt, server_private_key: other.key }", ""),
+            vec!["endpoints[0].agent_tls_termination", "other.key", "does not match the certificate"],
+        ),
+        (
+            agent("{ server_certificate: db.crt, server_private_key: db.crt }", ""),
+            vec!["db.crt", "no PRIVATE KEY"],
+        ),
+        (
+            agent(
+                "{ server_certificate: db.crt, server_private_key: db.key, mutual_tls_certificate_authorities: [missing.pem] }",
+                "",
+            ),
+            vec!["mutual_tls_certificate_authorities", "missing.pem", "cannot read"],
+        ),
+        (
+            agent("{ server_certificate: garbage.pem, server_private_key: db.key }", ""),
+            vec!["garbage.pem", "not valid PEM"],
+        ),
+        (
+            agent(
+                "{ server_certificate: db.crt, server_private_key: db.key }",
+                ", tls: { ca: db.key }",
+            ),
+            vec!["endpoints[0].upstream.tls", "ca", "db.key", "no CERTIFICATE"],
+        ),
+    ];
+    for (i, (yaml, wanted)) in cases.iter().enumerate() {
+        let file = fx.write(&format!("bad{i}.yml"), yaml);
+        let (passed, out) = config_check(&file);
+        assert!(!passed, "case {i} passed:\n{yaml}");
+        for w in wanted {
+            assert!(out.contains(w), "case {i}: `{w}` missing from: {out}");
+        }
+    }
+    // The edge's terminate_tls is checked the same way.
+    let edge = format!(
+        "{}  - url: tls://db.acme.example\n    terminate_tls: {{ cert: db.crt, key: nope.key }}\n    traffic_policy: {}\n",
+        edge_head(&fx),
+        fixture::forward_all("tcp://db.internal:1")
+    );
+    let (passed, out) = config_check(&fx.write("edge-bad.yml", &edge));
+    assert!(!passed);
+    for w in ["endpoints[0].terminate_tls", "nope.key", "cannot read"] {
+        assert!(out.contains(w), "`{w}` missing from: {out}");
+    }
+}
