@@ -4,7 +4,7 @@
 #   KEEP_BENCH_DIR=1  keeps the scratch directory (configs, logs, JSON) for a look.
 
 cargo build --release -q -p sluice-proxy -p sluice-loadtest
-BIN=target/release
+BIN=${CARGO_TARGET_DIR:-target}/release
 WORK=$(mktemp -d /tmp/sluice-bench.XXXXXX)
 PIDS=()
 cleanup() {
