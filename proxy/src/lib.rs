@@ -13,11 +13,15 @@
 //! - [`limits`]: the open-files limit raised at start.
 //! - [`demo`]: edge + agent + echo upstream in one process.
 //! - [`drain`], [`signals`]: graceful drain on SIGTERM.
+//! - [`control_plane`], [`state`], [`admin`]: the edge's run-time management — endpoints,
+//!   users and tokens, audit events — durable in SQLite, served as a JSON admin API.
 //! - [`service`]: `sluice service`, the edge or agent as a systemd unit.
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod agent;
 pub mod config;
+pub mod control_plane;
 pub mod datapath;
 pub mod demo;
 pub mod drain;
@@ -29,6 +33,7 @@ pub mod proxy_protocol;
 pub mod runtime;
 pub mod service;
 pub mod signals;
+pub mod state;
 pub mod sni;
 pub mod tls;
 pub mod token;

@@ -144,13 +144,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let mut settings = EdgeSettings::load(&config)?;
             settings.pump = cli.pump;
             logging::init(cli.log_level.as_deref(), cli.log_format);
-            signals::block_termination_signals();
-            let drain_timeout = settings.drain_timeout;
-            let edge = edge::start(settings, cli.driver)?;
-            serve_until_signal("edge", drain_timeout, &edge.shared.in_flight, || {
-                edge.stop_accepting()
-            });
-            Ok(())
+            signals::block_with_hangup();
+            run_edge(settings, &config, cli.driver)
         }
         Command::Agent { config } => {
             let mut settings = AgentSettings::load(&config)?;
@@ -187,6 +182,65 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Runs the edge with its control plane (state, admin API, reloads) until SIGINT or
+/// SIGTERM, then drains. SIGHUP reloads edge.yml.
+fn run_edge(
+    settings: EdgeSettings,
+    config: &std::path::Path,
+    driver: Driver,
+) -> anyhow::Result<()> {
+    use sluice_proxy::{
+        control_plane::{ControlPlane, StaticEndpoint},
+        edge::audit::AuditSink,
+        state::{sqlite::SqliteStore, Store},
+    };
+    let drain_timeout = settings.drain_timeout;
+    let admin = settings.admin.clone();
+    let users = settings.users.clone();
+    let statics = StaticEndpoint::all(&settings.endpoints);
+    let store: Box<dyn Store> = match &settings.state_dir {
+        Some(dir) => {
+            let store = SqliteStore::open(dir)?;
+            tracing::info!(state_dir = %dir.display(), "state: SQLite");
+            Box::new(store)
+        }
+        None => {
+            if admin.is_some() {
+                tracing::warn!("state: in memory (set state_dir in edge.yml to keep API changes across restarts)");
+            }
+            Box::new(SqliteStore::in_memory()?)
+        }
+    };
+    let (audit, audit_rx) = AuditSink::channel();
+    let edge = edge::start_with_audit(settings, driver, audit)?;
+    let config_path = std::fs::canonicalize(config).unwrap_or_else(|_| config.to_path_buf());
+    let plane = ControlPlane::new(
+        store,
+        edge.shared.clone(),
+        users,
+        statics,
+        Some(config_path),
+    )?;
+    plane.spawn_audit_writer(audit_rx)?;
+    plane.spawn_config_watcher()?;
+    if let Some(admin) = admin {
+        sluice_proxy::admin::start(admin, plane.clone())?;
+    }
+    let sig = loop {
+        match signals::wait_with_hangup() {
+            signals::Signal::Hangup => {
+                let _ = plane.reload("SIGHUP");
+            }
+            signals::Signal::Terminate(name) => break name,
+        }
+    };
+    tracing::info!(role = "edge", signal = sig, ?drain_timeout, "edge draining");
+    edge.stop_accepting();
+    let end = drain::wait(&edge.shared.in_flight, drain_timeout);
+    tracing::info!(role = "edge", ?end, "edge stopped");
+    Ok(())
 }
 
 /// Waits for SIGINT/SIGTERM, then drains: `stop_new_work`, and wait for `in_flight` to

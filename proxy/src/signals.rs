@@ -4,13 +4,50 @@
 use std::time::Duration;
 
 fn termination_set() -> libc::sigset_t {
+    signal_set(false)
+}
+
+fn signal_set(hangup: bool) -> libc::sigset_t {
     // SAFETY: sigset manipulation on a zeroed local sigset_t.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGINT);
         libc::sigaddset(&mut set, libc::SIGTERM);
+        if hangup {
+            libc::sigaddset(&mut set, libc::SIGHUP);
+        }
         set
+    }
+}
+
+/// A signal the edge acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// SIGINT or SIGTERM (named): drain and exit.
+    Terminate(&'static str),
+    /// SIGHUP: reload the configuration.
+    Hangup,
+}
+
+/// Blocks SIGINT, SIGTERM and SIGHUP for this thread and every thread it spawns
+/// afterwards. Call before starting workers.
+pub fn block_with_hangup() {
+    let set = signal_set(true);
+    // SAFETY: pthread_sigmask on the calling thread with a valid set.
+    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+}
+
+/// Waits for SIGINT, SIGTERM or SIGHUP (blocked with [`block_with_hangup`]).
+pub fn wait_with_hangup() -> Signal {
+    let set = signal_set(true);
+    let mut sig: libc::c_int = 0;
+    // SAFETY: sigwait writes the received signal number into `sig`.
+    unsafe { libc::sigwait(&set, &mut sig) };
+    if sig == libc::SIGHUP {
+        Signal::Hangup
+    } else {
+        Signal::Terminate(name(sig))
     }
 }
 

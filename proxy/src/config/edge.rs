@@ -47,6 +47,37 @@ pub struct EdgeFile {
         deserialize_with = "super::duration::human"
     )]
     pub drain_timeout: std::time::Duration,
+    /// The admin API (off unless this section is present).
+    pub admin: Option<AdminSection>,
+    /// Where the control plane keeps API-made changes (SQLite). Without it they live in
+    /// memory and are lost on restart.
+    pub state_dir: Option<std::path::PathBuf>,
+}
+
+/// `admin:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSection {
+    /// Where the admin API listens. Default 127.0.0.1:9440 (loopback only).
+    #[serde(default = "default_admin_listen")]
+    pub listen: SocketAddr,
+    /// `sha256:` hashes of the bearer keys the API accepts (`sluice token new` makes
+    /// one). At least one.
+    #[serde(default)]
+    pub api_keys: Vec<TokenHash>,
+}
+
+fn default_admin_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9440))
+}
+
+/// The admin API's settings, validated.
+#[derive(Debug, Clone)]
+pub struct AdminSettings {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Accepted bearer key hashes.
+    pub api_keys: Vec<TokenHash>,
 }
 
 pub(crate) fn default_drain_timeout() -> std::time::Duration {
@@ -135,6 +166,10 @@ pub struct EdgeSettings {
     pub drain_timeout: std::time::Duration,
     /// How plain-TCP hops move bytes (command line, not the file).
     pub pump: crate::io::Pump,
+    /// The admin API, when configured.
+    pub admin: Option<AdminSettings>,
+    /// The state directory (resolved against the config file), if any.
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 /// A service user, resolved.
@@ -165,6 +200,8 @@ pub struct CloudEndpoint {
     pub policy: CompiledPolicy,
     /// Idle timeout of forwarded connections (`None`: never).
     pub idle_timeout: Option<std::time::Duration>,
+    /// The traffic policy as JSON (shown by the admin API).
+    pub policy_json: String,
     /// TLS the edge terminates for this endpoint (`terminate_tls`), if any.
     pub terminate_tls: Option<Arc<ServerConfig>>,
 }
@@ -250,6 +287,7 @@ impl EdgeSettings {
                 None => None,
             };
             endpoints.push(CloudEndpoint {
+                policy_json: serde_json::to_string(&ep.traffic_policy).unwrap_or_default(),
                 url: ep.url,
                 addr,
                 policy,
@@ -257,6 +295,25 @@ impl EdgeSettings {
                 terminate_tls,
             });
         }
+        let admin = match file.admin {
+            None => None,
+            Some(a) if a.api_keys.is_empty() => {
+                return Err(err(
+                    "admin.api_keys: at least one `sha256:` key hash is required \
+                     (make one with `sluice token new`)"
+                        .to_string(),
+                ))
+            }
+            Some(a) => {
+                if !a.listen.ip().is_loopback() {
+                    tracing::warn!(listen = %a.listen, "admin API listens beyond loopback");
+                }
+                Some(AdminSettings {
+                    listen: a.listen,
+                    api_keys: a.api_keys,
+                })
+            }
+        };
         Ok(Self {
             workers: file
                 .workers
@@ -269,6 +326,8 @@ impl EdgeSettings {
             tls_listen,
             drain_timeout: file.drain_timeout,
             pump: crate::io::Pump::default(),
+            admin,
+            state_dir: file.state_dir.map(|d| relative_to(path, &d)),
         })
     }
 }

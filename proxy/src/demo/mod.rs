@@ -63,7 +63,7 @@ pub fn start(public_port: u16, transport: &str, driver: Driver) -> anyhow::Resul
     let edge_path = dir.join("edge.yml");
     std::fs::write(&edge_path, &edge_yml)?;
     let edge = edge::start(EdgeSettings::from_yaml(&edge_yml, &edge_path)?, driver)?;
-    let public_addr = edge.shared.endpoints[0].addr;
+    let public_addr = edge.shared.endpoints.list()[0].addr;
 
     let agent_yml = AGENT_TEMPLATE
         .replace("{TOKEN}", secret.expose())

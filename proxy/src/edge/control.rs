@@ -12,13 +12,14 @@ use monoio::{
 };
 
 use super::{
+    audit::AuditEvent,
+    auth::Identity,
     registry::{ParkedChannel, Registry, SessionHandle},
     stats::EdgeStats,
     EdgeShared, AGENT_HANDSHAKE_TIMEOUT,
 };
 use crate::{
     io::framed::{self, FrameReader},
-    token::TokenHash,
     wire::{ErrorCode, Frame, PROTOCOL_VERSION},
 };
 
@@ -85,8 +86,9 @@ pub async fn handle_tls(stream: TcpStream, peer: SocketAddr, shared: Arc<EdgeSha
                 EdgeStats::bump(&shared.stats.agents_refused);
                 return;
             }
-            let Some(user) = authenticate(&shared, &authtoken) else {
+            let Some(identity) = shared.auth.load().authenticate(&authtoken) else {
                 tracing::warn!(%peer, "agent refused: unknown authtoken");
+                shared.audit.send(AuditEvent::AuthFailed { peer });
                 refuse(
                     &mut tls,
                     ErrorCode::Unauthorized,
@@ -98,7 +100,16 @@ pub async fn handle_tls(stream: TcpStream, peer: SocketAddr, shared: Arc<EdgeSha
             };
             let tolerance = Duration::from_millis(heartbeat_tolerance_ms.into())
                 .clamp(MIN_TOLERANCE, MAX_TOLERANCE);
-            run_session(tls, reader, peer, user, agent_version, tolerance, shared).await;
+            run_session(
+                tls,
+                reader,
+                peer,
+                identity,
+                agent_version,
+                tolerance,
+                shared,
+            )
+            .await;
         }
         Frame::ChannelHello {
             version: PROTOCOL_VERSION,
@@ -134,20 +145,6 @@ pub async fn handle_tls(stream: TcpStream, peer: SocketAddr, shared: Arc<EdgeSha
     }
 }
 
-/// The service user owning `token`, checked against every stored hash in constant time.
-fn authenticate(shared: &EdgeShared, token: &str) -> Option<String> {
-    let presented = TokenHash::of(token);
-    let mut found = None;
-    for user in &shared.users {
-        for hash in &user.token_hashes {
-            if hash.matches(&presented) && found.is_none() {
-                found = Some(user.name.clone());
-            }
-        }
-    }
-    found
-}
-
 async fn refuse(tls: &mut Tls, code: ErrorCode, message: String) {
     let frame = Frame::Error {
         request_id: 0,
@@ -165,12 +162,16 @@ async fn run_session(
     mut tls: Tls,
     mut reader: FrameReader,
     peer: SocketAddr,
-    user: String,
+    identity: Arc<Identity>,
     agent_version: String,
     tolerance: Duration,
     shared: Arc<EdgeShared>,
 ) {
-    let (session, control_rx) = shared.registry.open_session(user.clone(), peer);
+    let user = identity.user_name.clone();
+    let (session, control_rx) =
+        shared
+            .registry
+            .open_session(identity.clone(), peer, agent_version.clone());
     let welcome = Frame::Welcome {
         session_id: session.id,
         secret: Registry::secret_of(&session),
@@ -180,7 +181,14 @@ async fn run_session(
         shared.registry.close_session(&session);
         return;
     }
-    tracing::info!(session = session.id, %peer, %user, %agent_version, "agent session started");
+    tracing::info!(session = session.id, %peer, %user, token = %identity.token_id, %agent_version, "agent session started");
+    shared.audit.send(AuditEvent::SessionStarted {
+        session: session.id,
+        identity: identity.clone(),
+        peer,
+        agent_version: agent_version.clone(),
+    });
+    let control_fd = std::os::fd::AsRawFd::as_raw_fd(&tls);
     let (mut rd, mut wr) = tls.into_split();
     monoio::spawn(async move {
         while let Ok(frame) = control_rx.recv().await {
@@ -189,7 +197,11 @@ async fn run_session(
             }
         }
         control_rx.close();
+        // The queue closed: the session ended or was kicked. Shutting the socket (still
+        // open: this task owns its write half) wakes the reader with end-of-file.
+        crate::io::sockets::shutdown_both(control_fd);
     });
+    monoio::spawn(measure_rtt(session.clone(), tolerance));
     let reason = loop {
         let frame = match monoio::time::timeout(tolerance, reader.next(&mut rd)).await {
             Err(_) => break format!("no heartbeat for {tolerance:?}"),
@@ -208,7 +220,7 @@ async fn run_session(
             Frame::Ping { nonce } => {
                 session.send_control(Frame::Pong { nonce });
             }
-            Frame::Pong { .. } => {}
+            Frame::Pong { nonce } => record_rtt(&session, nonce),
             Frame::Bind {
                 request_id,
                 url,
@@ -220,14 +232,50 @@ async fn run_session(
                         code: ErrorCode::BadRequest,
                         message: format!("{url}: {e}"),
                     },
+                    Ok(parsed) if !identity.may_bind(&parsed.canonical()) => {
+                        let message = format!(
+                            "{}: this authtoken may not bind it (its rules: {})",
+                            parsed.canonical(),
+                            identity
+                                .acl
+                                .iter()
+                                .map(ToString::to_string)
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        );
+                        tracing::warn!(session = session.id, %url, token = %identity.token_id, "bind refused by the token's rules");
+                        shared.audit.send(AuditEvent::BindRefused {
+                            session: session.id,
+                            identity: identity.clone(),
+                            url: parsed.canonical(),
+                            reason: message.clone(),
+                        });
+                        Frame::Error {
+                            request_id,
+                            code: ErrorCode::Unauthorized,
+                            message,
+                        }
+                    }
                     Ok(parsed) => {
                         match shared.registry.bind(&parsed.canonical(), &session, pooling) {
                             Ok(members) => {
                                 tracing::info!(session = session.id, url = %parsed.canonical(), members, "endpoint bound");
+                                shared.audit.send(AuditEvent::Bound {
+                                    session: session.id,
+                                    identity: identity.clone(),
+                                    url: parsed.canonical(),
+                                    members,
+                                });
                                 Frame::BindOk { request_id }
                             }
                             Err(message) => {
                                 tracing::warn!(session = session.id, %url, reason = %message, "bind refused: already bound");
+                                shared.audit.send(AuditEvent::BindRefused {
+                                    session: session.id,
+                                    identity: identity.clone(),
+                                    url: parsed.canonical(),
+                                    reason: message.clone(),
+                                });
                                 Frame::Error {
                                     request_id,
                                     code: ErrorCode::AlreadyBound,
@@ -249,8 +297,51 @@ async fn run_session(
             }
         }
     };
-    shared.registry.close_session(&session);
+    let unbound = shared.registry.close_session(&session);
     tracing::info!(session = session.id, %peer, %user, %reason, "agent session ended");
+    shared.audit.send(AuditEvent::SessionEnded {
+        session: session.id,
+        identity,
+        reason,
+        unbound,
+    });
+}
+
+/// How often the edge measures the control channel's round trip.
+const RTT_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Pings the agent every [`RTT_INTERVAL`] (the nonce is the send time) until the
+/// session's control queue closes; [`record_rtt`] takes the matching pong.
+async fn measure_rtt(session: Arc<SessionHandle>, tolerance: Duration) {
+    let every = RTT_INTERVAL.min(tolerance / 2);
+    loop {
+        let nonce = rtt_clock_us() | RTT_NONCE_TAG;
+        if !session.send_control(Frame::Ping { nonce }) {
+            return;
+        }
+        monoio::time::sleep(every).await;
+    }
+}
+
+/// Marks edge-originated ping nonces (agent pings use small counters).
+const RTT_NONCE_TAG: u64 = 1 << 63;
+
+fn rtt_clock_us() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_micros() as u64
+}
+
+fn record_rtt(session: &SessionHandle, nonce: u64) {
+    if nonce & RTT_NONCE_TAG != 0 {
+        let sent = nonce & !RTT_NONCE_TAG;
+        let rtt = rtt_clock_us().saturating_sub(sent).max(1);
+        session
+            .rtt_us
+            .store(rtt, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// Parks a TLS data channel: its socket leaves this worker's runtime, its TLS state

@@ -7,7 +7,10 @@
 //! listener per address and serves both the agent port and the public endpoints.
 
 mod agent_port;
+pub mod audit;
+pub mod auth;
 mod control;
+pub mod endpoints;
 pub mod pool;
 mod public;
 pub mod registry;
@@ -17,18 +20,22 @@ mod tls_port;
 
 use std::{
     net::{SocketAddr, TcpListener},
-    sync::{Arc, Mutex},
+    sync::{atomic::AtomicBool, Arc, Mutex},
     thread::JoinHandle,
     time::Duration,
 };
 
+use arc_swap::ArcSwap;
 use sluice_policy::PolicyHandle;
 
 use crate::{
-    config::edge::{EdgeSettings, EndpointAddr, ServiceUser},
+    config::edge::{EdgeSettings, ServiceUser},
     io::sockets,
     runtime::{self, Driver},
 };
+use audit::AuditSink;
+use auth::{AuthTable, Identity};
+use endpoints::{EndpointSpec, Endpoints, WorkerCommand};
 use registry::Registry;
 use stats::EdgeStats;
 
@@ -37,28 +44,34 @@ pub const AGENT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a public connection waits for an idle data channel.
 pub const CHANNEL_WAIT: Duration = Duration::from_secs(5);
 
-/// A TCP cloud endpoint as the workers see it.
+/// A cloud endpoint as the workers see it.
 pub struct LiveEndpoint {
+    /// Stable id (`ep_…` from the admin API, `static:…` from edge.yml).
+    pub id: String,
     /// URL as configured.
     pub url: String,
-    /// Bound address.
+    /// Bound address (the shared TLS port for `tls://` endpoints).
     pub addr: SocketAddr,
     /// Hot-swappable policy.
     pub policy: PolicyHandle,
     /// Idle timeout of forwarded connections.
     pub idle_timeout: Option<Duration>,
-    /// TLS terminated here (`terminate_tls`); `None` passes bytes through.
+    /// TLS the edge terminates for this endpoint (`terminate_tls`), if any.
     pub terminate_tls: Option<Arc<rustls::ServerConfig>>,
+    /// Set when the endpoint is removed: its accept loops end.
+    pub closed: AtomicBool,
+    /// Its connections being forwarded now.
+    pub in_flight: crate::drain::InFlight,
 }
 
-/// State shared by every worker.
+/// State shared by every worker and the control plane.
 pub struct EdgeShared {
     /// Sessions and bindings.
     pub registry: Registry,
-    /// Who may connect.
-    pub users: Vec<ServiceUser>,
-    /// Public endpoints.
-    pub endpoints: Vec<Arc<LiveEndpoint>>,
+    /// Which authtokens are valid, and whose they are.
+    pub auth: ArcSwap<AuthTable>,
+    /// Public endpoints (changeable at run time).
+    pub endpoints: Endpoints,
     /// Counters.
     pub stats: EdgeStats,
     /// How plain-TCP streams move bytes.
@@ -66,7 +79,9 @@ pub struct EdgeShared {
     /// Public connections being forwarded.
     pub in_flight: crate::drain::InFlight,
     /// Set once a drain started: accept loops end instead of retrying.
-    pub draining: std::sync::atomic::AtomicBool,
+    pub draining: AtomicBool,
+    /// Session happenings for the audit log.
+    pub audit: AuditSink,
     agent_tls: Arc<rustls::ServerConfig>,
 }
 
@@ -74,11 +89,13 @@ pub struct EdgeShared {
 pub struct EdgeHandle {
     /// Where agents connect.
     pub agent_addr: SocketAddr,
+    /// The shared port of `tls://` endpoints.
+    pub tls_addr: Option<SocketAddr>,
     /// Shared state (sessions, endpoints, counters).
     pub shared: Arc<EdgeShared>,
     /// Worker threads.
     pub workers: Vec<JoinHandle<std::io::Result<()>>>,
-    public_fds: Vec<std::os::fd::RawFd>,
+    tls_fds: Vec<std::os::fd::RawFd>,
 }
 
 impl EdgeHandle {
@@ -88,7 +105,8 @@ impl EdgeHandle {
         self.shared
             .draining
             .store(true, std::sync::atomic::Ordering::Release);
-        for fd in &self.public_fds {
+        self.shared.endpoints.stop_accepting();
+        for fd in &self.tls_fds {
             sockets::shutdown_listener(*fd);
         }
         tracing::info!(
@@ -98,143 +116,184 @@ impl EdgeHandle {
     }
 }
 
-struct WorkerListeners {
-    agent: TcpListener,
-    public: Vec<(Arc<LiveEndpoint>, TcpListener)>,
-    tls: Option<TcpListener>,
-}
-
 /// `tls://` endpoints by host name (exact names before wildcards).
 pub type SniRoutes = crate::sni::SniRouter<Arc<LiveEndpoint>>;
 
-/// Binds every listener and starts the workers.
+/// The auth table entries of service users declared in edge.yml: user id
+/// `static:NAME`, token ids `static:NAME:N`, no bind rules.
+pub fn static_identities(users: &[ServiceUser]) -> Vec<(crate::token::TokenHash, Arc<Identity>)> {
+    users
+        .iter()
+        .flat_map(|u| {
+            u.token_hashes.iter().enumerate().map(|(i, hash)| {
+                let identity = Identity {
+                    user_id: format!("static:{}", u.name),
+                    user_name: u.name.clone(),
+                    token_id: format!("static:{}:{i}", u.name),
+                    acl: Vec::new(),
+                };
+                (*hash, Arc::new(identity))
+            })
+        })
+        .collect()
+}
+
+/// The ids of endpoints declared in edge.yml, in order: derived from the URL (and,
+/// for URLs listed more than once such as `tcp://127.0.0.1:0`, its occurrence), so they
+/// stay the same across restarts and reloads.
+pub fn static_endpoint_ids<'a>(urls: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    use sha2::Digest;
+    let mut seen: Vec<&str> = Vec::new();
+    urls.into_iter()
+        .map(|url| {
+            let occurrence = seen.iter().filter(|u| **u == url).count();
+            seen.push(url);
+            let digest = sha2::Sha256::digest(format!("{url}#{occurrence}").as_bytes());
+            format!("static:{}", hex::encode(&digest[..6]))
+        })
+        .collect()
+}
+
+/// Binds every listener and starts the workers. Session happenings go to `audit`.
 pub fn start(settings: EdgeSettings, driver: Driver) -> std::io::Result<EdgeHandle> {
+    start_with_audit(settings, driver, AuditSink::discard())
+}
+
+/// [`start`], with session happenings sent to `audit`.
+pub fn start_with_audit(
+    settings: EdgeSettings,
+    driver: Driver,
+    audit: AuditSink,
+) -> std::io::Result<EdgeHandle> {
     let workers = settings.workers;
     crate::limits::raise_and_log("edge");
     let agent_listeners = sockets::reuseport_listeners(settings.agent_listen, workers)?;
     let agent_addr = agent_listeners[0].local_addr()?;
     tracing::info!(kind = "agents", %agent_addr, "listening");
-    let mut per_worker: Vec<WorkerListeners> = agent_listeners
-        .into_iter()
-        .map(|agent| WorkerListeners {
-            agent,
-            public: Vec::new(),
-            tls: None,
-        })
-        .collect();
-    let mut endpoints = Vec::new();
-    let mut public_fds = Vec::new();
-    let mut sni_routes = SniRoutes::new();
+    let mut tls_listeners: Vec<Option<TcpListener>> = (0..workers).map(|_| None).collect();
+    let mut tls_fds = Vec::new();
     let mut tls_addr = None;
     if let Some(listen) = settings.tls_listen {
         let listeners = sockets::reuseport_listeners(listen, workers)?;
-        public_fds.extend(listeners.iter().map(std::os::fd::AsRawFd::as_raw_fd));
+        tls_fds.extend(listeners.iter().map(std::os::fd::AsRawFd::as_raw_fd));
         let addr = listeners[0].local_addr()?;
         tracing::info!(kind = "tls-endpoints", %addr, "listening");
         tls_addr = Some(addr);
-        for (w, l) in per_worker.iter_mut().zip(listeners) {
-            w.tls = Some(l);
+        for (slot, l) in tls_listeners.iter_mut().zip(listeners) {
+            *slot = Some(l);
         }
     }
-    for ep in settings.endpoints {
-        let listen = match ep.addr {
-            EndpointAddr::Tcp(listen) => listen,
-            EndpointAddr::Tls(host) => {
-                let live = Arc::new(LiveEndpoint {
-                    url: ep.url,
-                    addr: tls_addr.expect("validated: tls endpoints need tls_endpoints.listen"),
-                    policy: PolicyHandle::new(ep.policy),
-                    idle_timeout: ep.idle_timeout,
-                    terminate_tls: ep.terminate_tls,
-                });
-                sni_routes
-                    .insert(&host, live.clone())
-                    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-                endpoints.push(live);
-                continue;
-            }
-        };
-        let listeners = sockets::reuseport_listeners(listen, workers)?;
-        public_fds.extend(listeners.iter().map(std::os::fd::AsRawFd::as_raw_fd));
-        let addr = listeners[0].local_addr()?;
-        tracing::info!(kind = "endpoint", url = %ep.url, %addr, "listening");
-        let live = Arc::new(LiveEndpoint {
-            url: ep.url,
-            addr,
-            policy: PolicyHandle::new(ep.policy),
-            idle_timeout: ep.idle_timeout,
-            terminate_tls: ep.terminate_tls,
-        });
-        for (w, l) in per_worker.iter_mut().zip(listeners) {
-            w.public.push((live.clone(), l));
-        }
-        endpoints.push(live);
-    }
+    let (senders, receivers): (Vec<_>, Vec<_>) =
+        (0..workers).map(|_| async_channel::unbounded()).unzip();
     let shared = Arc::new(EdgeShared {
         registry: Registry::default(),
-        users: settings.users,
-        endpoints,
+        auth: ArcSwap::from_pointee(AuthTable::new(static_identities(&settings.users))),
+        endpoints: Endpoints::new(senders, tls_addr),
         stats: EdgeStats::default(),
         pump: settings.pump,
         in_flight: Default::default(),
         draining: Default::default(),
+        audit,
         agent_tls: settings.agent_tls,
     });
+    let ids = static_endpoint_ids(settings.endpoints.iter().map(|e| e.url.as_str()));
+    for (ep, id) in settings.endpoints.into_iter().zip(ids) {
+        shared
+            .endpoints
+            .add(EndpointSpec {
+                id,
+                url: ep.url,
+                addr: ep.addr,
+                policy: ep.policy,
+                idle_timeout: ep.idle_timeout,
+                terminate_tls: ep.terminate_tls,
+            })
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+    }
     crate::datapath::log_edge(shared.pump);
-    let slots: Arc<Mutex<Vec<Option<WorkerListeners>>>> =
-        Arc::new(Mutex::new(per_worker.into_iter().map(Some).collect()));
+    let per_worker: Vec<_> = agent_listeners
+        .into_iter()
+        .zip(tls_listeners)
+        .zip(receivers)
+        .map(|((agent, tls), commands)| Some((agent, tls, commands)))
+        .collect();
+    let slots = Arc::new(Mutex::new(per_worker));
     let worker_shared = shared.clone();
-    let sni_routes = Arc::new(sni_routes);
     let threads = runtime::spawn_workers("edge", workers, driver, move |i| {
         let shared = worker_shared.clone();
-        let routes = sni_routes.clone();
         let mine = slots.lock().unwrap_or_else(|p| p.into_inner())[i].take();
         async move {
-            if let Some(listeners) = mine {
-                run_worker(i, listeners, routes, shared).await;
+            if let Some((agent, tls, commands)) = mine {
+                run_worker(i, agent, tls, commands, shared).await;
             }
         }
     })?;
     Ok(EdgeHandle {
         agent_addr,
+        tls_addr,
         shared,
         workers: threads,
-        public_fds,
+        tls_fds,
     })
 }
 
 async fn run_worker(
     index: usize,
-    listeners: WorkerListeners,
-    routes: Arc<SniRoutes>,
+    agent: TcpListener,
+    tls: Option<TcpListener>,
+    commands: async_channel::Receiver<WorkerCommand>,
     shared: Arc<EdgeShared>,
 ) {
-    if let Some(listener) = listeners.tls {
+    if let Some(listener) = tls {
         match monoio::net::TcpListener::from_std(listener) {
             Ok(l) => {
                 let sh = shared.clone();
-                let handle = move |s, p| tls_port::route(s, p, routes.clone(), sh.clone());
+                let handle = move |s, p| tls_port::route(s, p, sh.clone());
                 let name = "tls-endpoints".to_string();
-                monoio::spawn(public::accept_loop(l, name, shared.clone(), handle));
+                monoio::spawn(public::accept_loop(
+                    l,
+                    name,
+                    shared.clone(),
+                    || false,
+                    handle,
+                ));
             }
             Err(e) => tracing::error!(worker = index, error = %e, "cannot adopt tls listener"),
         }
     }
-    for (endpoint, listener) in listeners.public {
-        match monoio::net::TcpListener::from_std(listener) {
-            Ok(l) => {
-                let sh = shared.clone();
-                let name = endpoint.url.clone();
-                let handle =
-                    move |s, p| public::forward(s, p, endpoint.clone(), sh.clone(), Vec::new());
-                monoio::spawn(public::accept_loop(l, name, shared.clone(), handle));
+    let sh = shared.clone();
+    monoio::spawn(async move {
+        while let Ok(command) = commands.recv().await {
+            match command {
+                WorkerCommand::Serve(endpoint, listener) => {
+                    serve_endpoint(index, endpoint, listener, sh.clone())
+                }
             }
-            Err(e) => tracing::error!(worker = index, error = %e, "cannot adopt public listener"),
         }
-    }
-    match monoio::net::TcpListener::from_std(listeners.agent) {
+    });
+    match monoio::net::TcpListener::from_std(agent) {
         Ok(l) => agent_port::accept_loop(l, shared).await,
         Err(e) => tracing::error!(worker = index, error = %e, "cannot adopt agent listener"),
+    }
+}
+
+fn serve_endpoint(
+    index: usize,
+    endpoint: Arc<LiveEndpoint>,
+    listener: TcpListener,
+    shared: Arc<EdgeShared>,
+) {
+    match monoio::net::TcpListener::from_std(listener) {
+        Ok(l) => {
+            let sh = shared.clone();
+            let name = endpoint.url.clone();
+            let ep = endpoint.clone();
+            let closed = move || ep.closed.load(std::sync::atomic::Ordering::Acquire);
+            let handle =
+                move |s, p| public::forward(s, p, endpoint.clone(), sh.clone(), Vec::new());
+            monoio::spawn(public::accept_loop(l, name, shared, closed, handle));
+        }
+        Err(e) => tracing::error!(worker = index, error = %e, "cannot adopt public listener"),
     }
 }
 

@@ -31,13 +31,15 @@ use crate::{
 
 /// Accepts public connections; each is counted and handled by `handle` in its own task.
 /// Used by TCP endpoints (`handle` = [`forward`]) and the TLS port (SNI routing first);
-/// ends when a drain shuts the listener down.
-pub async fn accept_loop<F, Fut>(
+/// ends when a drain, or the endpoint's removal (`closed`), shuts the listener down.
+pub async fn accept_loop<C, F, Fut>(
     listener: TcpListener,
     name: String,
     shared: Arc<EdgeShared>,
+    closed: C,
     handle: F,
 ) where
+    C: Fn() -> bool,
     F: Fn(TcpStream, SocketAddr) -> Fut,
     Fut: std::future::Future<Output = ()> + 'static,
 {
@@ -47,7 +49,9 @@ pub async fn accept_loop<F, Fut>(
                 EdgeStats::bump(&shared.stats.accepted);
                 monoio::spawn(handle(stream, peer));
             }
-            Err(_) if shared.draining.load(std::sync::atomic::Ordering::Acquire) => return,
+            Err(_) if shared.draining.load(std::sync::atomic::Ordering::Acquire) || closed() => {
+                return
+            }
             Err(e) => super::accept_backoff(&name, &e).await,
         }
     }
@@ -63,6 +67,7 @@ pub(super) async fn forward(
     early: Vec<u8>,
 ) {
     let _in_flight = shared.in_flight.enter();
+    let _endpoint_in_flight = endpoint.in_flight.enter();
     let target = {
         let policy = endpoint.policy.load();
         let decision = policy.evaluate(peer);

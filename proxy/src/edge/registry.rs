@@ -23,7 +23,7 @@ use std::{
 use arc_swap::ArcSwap;
 use subtle::ConstantTimeEq;
 
-use super::pool::Pool;
+use super::{auth::Identity, pool::Pool};
 use crate::{io::sockets, wire::Frame};
 
 /// Most idle data channels parked per session; more are closed on arrival.
@@ -50,10 +50,16 @@ pub struct SessionHandle {
     /// Session id (quoted by data channels).
     pub id: u64,
     secret: [u8; 32],
-    /// Service user the agent authenticated as.
-    pub user: String,
+    /// Who the agent authenticated as (user, token, bind rules).
+    pub identity: Arc<Identity>,
     /// The agent's address.
     pub peer: SocketAddr,
+    /// The agent's version string.
+    pub agent_version: String,
+    /// When the session started (ms since the epoch).
+    pub started_at: i64,
+    /// Last control-channel round trip measured by the edge, in microseconds (0: none yet).
+    pub rtt_us: AtomicU64,
     idle_tx: async_channel::Sender<ParkedChannel>,
     idle_rx: async_channel::Receiver<ParkedChannel>,
     control_tx: async_channel::Sender<Frame>,
@@ -114,6 +120,23 @@ impl SessionHandle {
         self.control_tx.try_send(frame).is_ok()
     }
 
+    /// Ends the session from outside (token revoked, user deactivated): queues an error
+    /// frame saying why, then closes the control queue; the control channel's writer
+    /// sends what is queued and shuts the connection, which ends the session loop.
+    pub fn kick(&self, code: crate::wire::ErrorCode, message: String) {
+        let _ = self.control_tx.try_send(Frame::Error {
+            request_id: 0,
+            code,
+            message,
+        });
+        self.control_tx.close();
+    }
+
+    /// Data channels parked at the edge now.
+    pub fn idle_channels(&self) -> usize {
+        self.idle_rx.len()
+    }
+
     /// Ends the session's queues: parked channels are closed, waiters see `SessionGone`.
     fn close(&self) {
         self.idle_rx.close();
@@ -135,8 +158,9 @@ impl Registry {
     /// of its control queue.
     pub fn open_session(
         &self,
-        user: String,
+        identity: Arc<Identity>,
         peer: SocketAddr,
+        agent_version: String,
     ) -> (Arc<SessionHandle>, async_channel::Receiver<Frame>) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let mut secret = [0u8; 32];
@@ -146,8 +170,11 @@ impl Registry {
         let session = Arc::new(SessionHandle {
             id,
             secret,
-            user,
+            identity,
             peer,
+            agent_version,
+            started_at: crate::state::now_ms(),
+            rtt_us: AtomicU64::new(0),
             idle_tx,
             idle_rx,
             control_tx,
@@ -177,6 +204,9 @@ impl Registry {
         pooling: bool,
     ) -> Result<usize, String> {
         let _guard = self.lock_sessions();
+        if session.control_tx.is_closed() {
+            return Err(format!("{url}: the session is ending"));
+        }
         let current = self.bindings.load();
         let pool = match current.get(url) {
             Some(pool) => pool.with_member(url, session, pooling)?,
@@ -197,10 +227,62 @@ impl Registry {
         self.bindings.load().get(url).cloned()
     }
 
+    /// Every live session.
+    pub fn sessions(&self) -> Vec<Arc<SessionHandle>> {
+        let mut all: Vec<_> = self.lock_sessions().values().cloned().collect();
+        all.sort_by_key(|s| s.id);
+        all
+    }
+
+    /// The URLs a session is bound to, each with its pool's size.
+    pub fn bindings_of(&self, session_id: u64) -> Vec<(String, usize)> {
+        let mut urls: Vec<_> = self
+            .bindings
+            .load()
+            .iter()
+            .filter(|(_, p)| p.members.iter().any(|m| m.id == session_id))
+            .map(|(url, p)| (url.clone(), p.members.len()))
+            .collect();
+        urls.sort();
+        urls
+    }
+
+    /// Unbinds every URL of the sessions `doomed` selects right away (no new
+    /// connections reach them) and kicks them; returns how many.
+    pub fn kick_where(
+        &self,
+        doomed: impl Fn(&SessionHandle) -> bool,
+        code: crate::wire::ErrorCode,
+        reason: &str,
+    ) -> usize {
+        let victims: Vec<_> = self
+            .lock_sessions()
+            .values()
+            .filter(|s| doomed(s))
+            .cloned()
+            .collect();
+        for s in &victims {
+            tracing::info!(session = s.id, user = %s.identity.user_name, token = %s.identity.token_id, %reason, "ending agent session");
+            self.unbind_all(s);
+            s.kick(code, reason.to_string());
+        }
+        victims.len()
+    }
+
     /// Removes a session and every binding it held; closes its parked channels.
-    pub fn close_session(&self, session: &SessionHandle) {
+    /// Returns the URLs it held.
+    pub fn close_session(&self, session: &SessionHandle) -> Vec<String> {
         let mut sessions = self.lock_sessions();
         sessions.remove(&session.id);
+        drop(sessions);
+        let urls = self.unbind_all(session);
+        session.close();
+        urls
+    }
+
+    fn unbind_all(&self, session: &SessionHandle) -> Vec<String> {
+        let _guard = self.lock_sessions();
+        let mut urls = Vec::new();
         let current = self.bindings.load();
         if current
             .values()
@@ -212,6 +294,7 @@ impl Registry {
                     if !pool.members.iter().any(|s| s.id == session.id) {
                         return Some((url.clone(), pool.clone()));
                     }
+                    urls.push(url.clone());
                     let left = pool.without(session.id);
                     tracing::info!(%url, session = session.id, members = left.as_ref().map_or(0, |p| p.members.len()), "pool member left");
                     left.map(|p| (url.clone(), Arc::new(p)))
@@ -219,8 +302,7 @@ impl Registry {
                 .collect();
             self.bindings.store(Arc::new(next));
         }
-        drop(sessions);
-        session.close();
+        urls
     }
 
     fn lock_sessions(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<SessionHandle>>> {

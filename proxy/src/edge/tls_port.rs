@@ -7,19 +7,14 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use monoio::{buf::IoBufMut, io::AsyncReadRent, net::TcpStream};
 
-use super::{public, stats::EdgeStats, EdgeShared, SniRoutes};
+use super::{public, stats::EdgeStats, EdgeShared};
 use crate::sni::{peek_sni, SniPeek, MAX_CLIENT_HELLO};
 
 /// How long a client may take to send its whole ClientHello.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Reads the ClientHello, picks the endpoint by SNI and forwards the connection.
-pub async fn route(
-    mut client: TcpStream,
-    peer: SocketAddr,
-    routes: Arc<SniRoutes>,
-    shared: Arc<EdgeShared>,
-) {
+pub async fn route(mut client: TcpStream, peer: SocketAddr, shared: Arc<EdgeShared>) {
     let hello = match monoio::time::timeout(HELLO_TIMEOUT, read_client_hello(&mut client)).await {
         Ok(Ok(hello)) => hello,
         Ok(Err(reason)) => {
@@ -33,12 +28,12 @@ pub async fn route(
             return;
         }
     };
-    let Some(endpoint) = routes.route(&hello.name) else {
+    let Some(endpoint) = shared.endpoints.route_sni(&hello.name) else {
         tracing::info!(%peer, sni = %hello.name, "tls endpoint: unknown SNI; closed");
         EdgeStats::bump(&shared.stats.no_route);
         return;
     };
-    public::forward(client, peer, endpoint.clone(), shared, hello.bytes).await;
+    public::forward(client, peer, endpoint, shared, hello.bytes).await;
 }
 
 struct ClientHello {

@@ -111,3 +111,10 @@ pub fn shutdown_listener(fd: RawFd) {
     // SAFETY: shutdown on a listening fd that stays open (owned by a worker).
     unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
 }
+
+/// Shuts a connected socket down both ways: the peer sees end-of-file and a pending
+/// read on it returns. The caller must own an open descriptor for `fd`.
+pub fn shutdown_both(fd: RawFd) {
+    // SAFETY: shutdown on a socket fd the caller keeps open.
+    unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+}

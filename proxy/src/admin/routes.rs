@@ -1,0 +1,329 @@
+//! Routes and handlers: parse the request (bad JSON is a 400 with the parser's
+//! message), call the control plane, answer JSON with the conventional status.
+
+use std::sync::Arc;
+
+use axum::{
+    body::Bytes,
+    extract::{DefaultBodyLimit, Path, Query, State},
+    http::StatusCode,
+    middleware,
+    response::{IntoResponse, Response},
+    routing::get,
+    Extension, Json, Router,
+};
+use serde::{de::DeserializeOwned, Deserialize};
+
+use super::{
+    auth::{require_key, Actor, ApiKeys},
+    error::ApiError,
+    MAX_BODY,
+};
+use crate::{
+    control_plane::{page_by, ControlPlane, Page},
+    state::EventQuery,
+};
+
+/// What every handler sees.
+pub struct AppState {
+    pub(super) keys: ApiKeys,
+    pub(super) plane: Arc<ControlPlane>,
+}
+
+type St = State<Arc<AppState>>;
+type ApiResult = Result<Response, ApiError>;
+
+/// The whole API.
+pub fn router(keys: ApiKeys, plane: Arc<ControlPlane>) -> Router {
+    let state = Arc::new(AppState { keys, plane });
+    let v1 = Router::new()
+        .route("/endpoints", get(list_endpoints).post(create_endpoint))
+        .route(
+            "/endpoints/{id}",
+            get(get_endpoint)
+                .patch(update_endpoint)
+                .delete(delete_endpoint),
+        )
+        .route("/reserved_addrs", get(list_reserved).post(create_reserved))
+        .route(
+            "/reserved_addrs/{id}",
+            axum::routing::delete(delete_reserved),
+        )
+        .route("/service_users", get(list_users).post(create_user))
+        .route(
+            "/service_users/{id}",
+            get(get_user).patch(update_user).delete(delete_user),
+        )
+        .route(
+            "/service_users/{id}/authtokens",
+            get(list_tokens).post(create_token),
+        )
+        .route(
+            "/service_users/{id}/authtokens/{token_id}",
+            axum::routing::delete(revoke_token),
+        )
+        .route("/sessions", get(list_sessions))
+        .route("/events", get(list_events))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_key));
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
+        .nest("/v1", v1)
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+
+fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        body
+    };
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_json",
+            format!("request body: {e}"),
+        )
+    })
+}
+
+fn ok<T: serde::Serialize>(status: StatusCode, value: T) -> ApiResult {
+    Ok((status, Json(value)).into_response())
+}
+
+/// `?limit=&after=` on lists.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Paging {
+    limit: Option<usize>,
+    after: Option<String>,
+}
+
+impl Paging {
+    fn limit(&self) -> usize {
+        self.limit.unwrap_or(100).clamp(1, 1000)
+    }
+}
+
+fn paging(
+    q: Result<Query<Paging>, axum::extract::rejection::QueryRejection>,
+) -> Result<Paging, ApiError> {
+    q.map(|Query(p)| p)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_query", e.body_text()))
+}
+
+async fn ready(State(s): St) -> Response {
+    if s.plane.ready() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "state store unavailable\n").into_response()
+    }
+}
+
+async fn list_endpoints(
+    State(s): St,
+    q: Result<Query<Paging>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult {
+    let p = paging(q)?;
+    let all = s.plane.list_endpoints()?;
+    ok(
+        StatusCode::OK,
+        page_by(all, |e| e.id.clone(), p.after.as_deref(), p.limit()),
+    )
+}
+
+async fn get_endpoint(State(s): St, Path(id): Path<String>) -> ApiResult {
+    ok(StatusCode::OK, s.plane.get_endpoint(&id)?)
+}
+
+async fn create_endpoint(State(s): St, Extension(a): Extension<Actor>, body: Bytes) -> ApiResult {
+    ok(
+        StatusCode::CREATED,
+        s.plane.create_endpoint(&a.0, parse(&body)?)?,
+    )
+}
+
+async fn update_endpoint(
+    State(s): St,
+    Extension(a): Extension<Actor>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    ok(
+        StatusCode::OK,
+        s.plane.update_endpoint(&a.0, &id, parse(&body)?)?,
+    )
+}
+
+async fn delete_endpoint(
+    State(s): St,
+    Extension(a): Extension<Actor>,
+    Path(id): Path<String>,
+) -> ApiResult {
+    s.plane.delete_endpoint(&a.0, &id)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn list_reserved(
+    State(s): St,
+    q: Result<Query<Paging>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult {
+    let p = paging(q)?;
+    ok(
+        StatusCode::OK,
+        page_by(
+            s.plane.list_reserved()?,
+            |r| r.id.clone(),
+            p.after.as_deref(),
+            p.limit(),
+        ),
+    )
+}
+
+async fn create_reserved(State(s): St, Extension(a): Extension<Actor>, body: Bytes) -> ApiResult {
+    ok(
+        StatusCode::CREATED,
+        s.plane.create_reserved(&a.0, parse(&body)?)?,
+    )
+}
+
+async fn delete_reserved(
+    State(s): St,
+    Extension(a): Extension<Actor>,
+    Path(id): Path<String>,
+) -> ApiResult {
+    s.plane.delete_reserved(&a.0, &id)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn list_users(
+    State(s): St,
+    q: Result<Query<Paging>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult {
+    let p = paging(q)?;
+    ok(
+        StatusCode::OK,
+        page_by(
+            s.plane.list_users()?,
+            |u| u.user.id.clone(),
+            p.after.as_deref(),
+            p.limit(),
+        ),
+    )
+}
+
+async fn get_user(State(s): St, Path(id): Path<String>) -> ApiResult {
+    ok(StatusCode::OK, s.plane.get_user(&id)?)
+}
+
+async fn create_user(State(s): St, Extension(a): Extension<Actor>, body: Bytes) -> ApiResult {
+    ok(
+        StatusCode::CREATED,
+        s.plane.create_user(&a.0, parse(&body)?)?,
+    )
+}
+
+async fn update_user(
+    State(s): St,
+    Extension(a): Extension<Actor>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    ok(
+        StatusCode::OK,
+        s.plane.update_user(&a.0, &id, parse(&body)?)?,
+    )
+}
+
+async fn delete_user(
+    State(s): St,
+    Extension(a): Extension<Actor>,
+    Path(id): Path<String>,
+) -> ApiResult {
+    s.plane.delete_user(&a.0, &id)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn list_tokens(
+    State(s): St,
+    Path(id): Path<String>,
+    q: Result<Query<Paging>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult {
+    let p = paging(q)?;
+    ok(
+        StatusCode::OK,
+        page_by(
+            s.plane.list_tokens(&id)?,
+            |t| t.id.clone(),
+            p.after.as_deref(),
+            p.limit(),
+        ),
+    )
+}
+
+async fn create_token(
+    State(s): St,
+    Extension(a): Extension<Actor>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    ok(
+        StatusCode::CREATED,
+        s.plane.create_token(&a.0, &id, parse(&body)?)?,
+    )
+}
+
+async fn revoke_token(
+    State(s): St,
+    Extension(a): Extension<Actor>,
+    Path((id, token_id)): Path<(String, String)>,
+) -> ApiResult {
+    ok(StatusCode::OK, s.plane.revoke_token(&a.0, &id, &token_id)?)
+}
+
+async fn list_sessions(State(s): St) -> ApiResult {
+    let items = s.plane.list_sessions();
+    ok(StatusCode::OK, Page { items, next: None })
+}
+
+/// `?type=a,b*&since=MS&until=MS&before=ID&limit=N`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventParams {
+    #[serde(rename = "type")]
+    kinds: Option<String>,
+    since: Option<i64>,
+    until: Option<i64>,
+    before: Option<i64>,
+    limit: Option<usize>,
+}
+
+async fn list_events(
+    State(s): St,
+    q: Result<Query<EventParams>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult {
+    let Query(p) =
+        q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_query", e.body_text()))?;
+    let limit = p.limit.unwrap_or(100).clamp(1, 1000);
+    let query = EventQuery {
+        kinds: p
+            .kinds
+            .map(|k| {
+                k.split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default(),
+        since: p.since,
+        until: p.until,
+        before_id: p.before,
+        limit: limit + 1,
+    };
+    let mut items = s.plane.events(&query)?;
+    let next = (items.len() > limit).then(|| items[limit - 1].id.to_string());
+    items.truncate(limit);
+    ok(StatusCode::OK, Page { items, next })
+}

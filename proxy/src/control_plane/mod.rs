@@ -1,0 +1,162 @@
+//! The edge's control plane: the operations the admin API and config reloads perform
+//! on a running edge — cloud endpoints and their policies, reserved addresses, service
+//! users and authtokens, the audit log — each validated, committed to the [`Store`]
+//! and then applied to the live edge (listeners, SNI routes, policy handles, the auth
+//! table, sessions). It runs on the admin thread and its own helper threads, never on
+//! a data-path worker.
+//!
+//! Objects declared in edge.yml are *static*: shown by the API, read-only through it,
+//! changed by editing the file and reloading (SIGHUP or the file changing).
+
+mod audit_writer;
+mod endpoints;
+mod error;
+mod reload;
+mod sessions;
+mod users;
+
+use std::{
+    path::PathBuf,
+    sync::{Arc, Mutex, MutexGuard},
+};
+
+pub use endpoints::{EndpointInput, EndpointPatch, EndpointView, ReservationInput};
+pub use error::{ErrorKind, PlaneError};
+pub use sessions::{SessionBinding, SessionView};
+pub use users::{TokenCreated, TokenInput, UserInput, UserPatch, UserView};
+
+use crate::{
+    config::edge::{CloudEndpoint, ServiceUser},
+    edge::EdgeShared,
+    state::{EventQuery, EventRecord, NewEvent, Store},
+};
+
+/// What edge.yml declared, as last loaded.
+struct StaticConfig {
+    users: Vec<ServiceUser>,
+    endpoints: Vec<StaticEndpoint>,
+}
+
+/// An endpoint declared in edge.yml, as the API shows it and reloads compare it.
+#[derive(Clone)]
+pub struct StaticEndpoint {
+    id: String,
+    url: String,
+    policy_json: String,
+    idle_timeout: Option<std::time::Duration>,
+    has_terminate_tls: bool,
+}
+
+impl StaticEndpoint {
+    /// Summaries of the configured endpoints.
+    pub fn all(endpoints: &[CloudEndpoint]) -> Vec<Self> {
+        let ids = crate::edge::static_endpoint_ids(endpoints.iter().map(|e| e.url.as_str()));
+        endpoints
+            .iter()
+            .zip(ids)
+            .map(|(e, id)| Self::of(e, id))
+            .collect()
+    }
+
+    fn of(e: &CloudEndpoint, id: String) -> Self {
+        Self {
+            id,
+            url: e.url.clone(),
+            policy_json: e.policy_json.clone(),
+            idle_timeout: e.idle_timeout,
+            has_terminate_tls: e.terminate_tls.is_some(),
+        }
+    }
+}
+
+/// The control plane of one edge.
+pub struct ControlPlane {
+    store: Mutex<Box<dyn Store>>,
+    edge: Arc<EdgeShared>,
+    statics: Mutex<StaticConfig>,
+    config_path: Option<PathBuf>,
+}
+
+impl ControlPlane {
+    /// A control plane over a running edge whose static objects came from `users`
+    /// and `endpoints` (already serving), loading the API-made objects from `store`
+    /// and applying them. An API-made endpoint that cannot be served (its port taken
+    /// by a static endpoint, say) is logged and skipped, not fatal.
+    pub fn new(
+        store: Box<dyn Store>,
+        edge: Arc<EdgeShared>,
+        users: Vec<ServiceUser>,
+        endpoints: Vec<StaticEndpoint>,
+        config_path: Option<PathBuf>,
+    ) -> Result<Arc<Self>, PlaneError> {
+        let plane = Arc::new(Self {
+            store: Mutex::new(store),
+            edge,
+            statics: Mutex::new(StaticConfig { users, endpoints }),
+            config_path,
+        });
+        plane.restore_endpoints()?;
+        plane.rebuild_auth("start")?;
+        Ok(plane)
+    }
+
+    fn store(&self) -> MutexGuard<'_, Box<dyn Store>> {
+        // A panic mid-call leaves SQLite consistent (the transaction rolls back).
+        self.store.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn statics(&self) -> MutexGuard<'_, StaticConfig> {
+        self.statics.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Audit events, newest first.
+    pub fn events(&self, query: &EventQuery) -> Result<Vec<EventRecord>, PlaneError> {
+        Ok(self.store().events(query)?)
+    }
+
+    /// Records an audit event of its own (e.g. an admin authentication failure).
+    pub fn record(&self, event: NewEvent) {
+        if let Err(e) = self.store().append_event(&event) {
+            tracing::warn!(error = %e, kind = %event.kind, "audit event not stored");
+        }
+    }
+
+    /// Whether the store answers (readiness).
+    pub fn ready(&self) -> bool {
+        self.store()
+            .events(&EventQuery {
+                limit: 1,
+                ..Default::default()
+            })
+            .is_ok()
+    }
+
+    /// The edge this plane manages.
+    pub fn edge(&self) -> &Arc<EdgeShared> {
+        &self.edge
+    }
+}
+
+/// A page of a list: the items and the cursor of the next page.
+#[derive(Debug, serde::Serialize)]
+pub struct Page<T> {
+    /// Items of this page.
+    pub items: Vec<T>,
+    /// Pass as `after` (or `before` for events) to get the next page; null at the end.
+    pub next: Option<String>,
+}
+
+/// Pages a list sorted by `key`: items after `after`, at most `limit`.
+pub fn page_by<T>(
+    mut items: Vec<T>,
+    key: impl Fn(&T) -> String,
+    after: Option<&str>,
+    limit: usize,
+) -> Page<T> {
+    items.sort_by_key(&key);
+    let start = after.map_or(0, |a| items.partition_point(|i| key(i).as_str() <= a));
+    let mut rest: Vec<T> = items.into_iter().skip(start).collect();
+    let next = (rest.len() > limit).then(|| key(&rest[limit - 1]));
+    rest.truncate(limit);
+    Page { items: rest, next }
+}

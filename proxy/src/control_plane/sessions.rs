@@ -1,0 +1,72 @@
+//! Live agent sessions as the admin API shows them.
+
+use serde::Serialize;
+
+use super::ControlPlane;
+
+/// One URL a session serves.
+#[derive(Debug, Serialize)]
+pub struct SessionBinding {
+    /// Internal URL.
+    pub url: String,
+    /// Members of its pool (1 without pooling).
+    pub pool_members: usize,
+}
+
+/// A live agent session.
+#[derive(Debug, Serialize)]
+pub struct SessionView {
+    /// Session id.
+    pub id: u64,
+    /// Service user id.
+    pub user_id: String,
+    /// Service user name.
+    pub user: String,
+    /// Token it authenticated with.
+    pub token_id: String,
+    /// The agent's address.
+    pub peer: String,
+    /// The agent's version.
+    pub agent_version: String,
+    /// ms since the epoch.
+    pub started_at: i64,
+    /// Last control-channel round trip (ms), if measured yet.
+    pub rtt_ms: Option<f64>,
+    /// Streams forwarded through it now.
+    pub in_flight: usize,
+    /// Data channels parked at the edge, ready for streams.
+    pub idle_data_channels: usize,
+    /// URLs it serves.
+    pub endpoints: Vec<SessionBinding>,
+}
+
+impl ControlPlane {
+    /// Every live session.
+    pub fn list_sessions(&self) -> Vec<SessionView> {
+        let registry = &self.edge.registry;
+        registry
+            .sessions()
+            .into_iter()
+            .map(|s| {
+                let rtt = s.rtt_us.load(std::sync::atomic::Ordering::Relaxed);
+                SessionView {
+                    id: s.id,
+                    user_id: s.identity.user_id.clone(),
+                    user: s.identity.user_name.clone(),
+                    token_id: s.identity.token_id.clone(),
+                    peer: s.peer.to_string(),
+                    agent_version: s.agent_version.clone(),
+                    started_at: s.started_at,
+                    rtt_ms: (rtt > 0).then(|| rtt as f64 / 1000.0),
+                    in_flight: s.in_flight.load(std::sync::atomic::Ordering::Relaxed),
+                    idle_data_channels: s.idle_channels(),
+                    endpoints: registry
+                        .bindings_of(s.id)
+                        .into_iter()
+                        .map(|(url, pool_members)| SessionBinding { url, pool_members })
+                        .collect(),
+                }
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,295 @@
+//! The cloud endpoints the edge serves right now, changeable while it runs.
+//!
+//! [`Endpoints::add`] binds a TCP endpoint's SO_REUSEPORT listeners on the calling
+//! thread (a busy port is an error at once) and hands one to each worker through its
+//! command queue; a `tls://` endpoint joins the SNI routes of the shared TLS port.
+//! [`Endpoints::remove`] shuts the listeners down (pending accepts end, the port is
+//! released) or drops the SNI route; connections already forwarded keep their
+//! `Arc<LiveEndpoint>` and finish undisturbed. Policy changes need none of this: each
+//! endpoint's [`PolicyHandle`] is swapped in place.
+
+use std::{
+    collections::HashMap,
+    net::{SocketAddr, TcpListener},
+    os::fd::{AsRawFd, OwnedFd},
+    sync::{atomic::Ordering, Arc, Mutex},
+};
+
+use arc_swap::ArcSwap;
+use sluice_policy::{CompiledPolicy, PolicyHandle};
+
+use super::{LiveEndpoint, SniRoutes};
+use crate::{config::edge::EndpointAddr, io::sockets};
+
+/// Work handed to a data-path worker.
+pub enum WorkerCommand {
+    /// Accept connections for this endpoint on this (worker's own) listener.
+    Serve(Arc<LiveEndpoint>, TcpListener),
+}
+
+/// What a new endpoint is.
+pub struct EndpointSpec {
+    /// Stable id (`ep_…`, or `static:…` for endpoints from edge.yml).
+    pub id: String,
+    /// URL as configured.
+    pub url: String,
+    /// Where connections arrive.
+    pub addr: EndpointAddr,
+    /// Its compiled traffic policy.
+    pub policy: CompiledPolicy,
+    /// Idle timeout of forwarded connections.
+    pub idle_timeout: Option<std::time::Duration>,
+    /// TLS the edge terminates (`terminate_tls`), if any.
+    pub terminate_tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+struct Slot {
+    endpoint: Arc<LiveEndpoint>,
+    /// Duplicates of the workers' listeners, to shut them down (never reused numbers).
+    listeners: Vec<OwnedFd>,
+    sni_host: Option<String>,
+}
+
+/// Live endpoints by id, the SNI routes, and the workers' command queues.
+pub struct Endpoints {
+    workers: Vec<async_channel::Sender<WorkerCommand>>,
+    slots: Mutex<HashMap<String, Slot>>,
+    sni: ArcSwap<SniRoutes>,
+    tls_addr: Option<SocketAddr>,
+}
+
+/// Why an endpoint could not be added.
+#[derive(Debug, thiserror::Error)]
+pub enum AddError {
+    /// Another endpoint has this id, URL, port or host name.
+    #[error("{0}")]
+    Conflict(String),
+    /// The endpoint is invalid here (e.g. tls:// without a TLS port).
+    #[error("{0}")]
+    Invalid(String),
+    /// Binding the listener failed.
+    #[error("cannot listen on {addr}: {error}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        error: std::io::Error,
+    },
+}
+
+impl Endpoints {
+    /// A manager feeding these worker queues; `tls_addr` is the shared TLS port.
+    pub fn new(
+        workers: Vec<async_channel::Sender<WorkerCommand>>,
+        tls_addr: Option<SocketAddr>,
+    ) -> Self {
+        Self {
+            workers,
+            slots: Mutex::new(HashMap::new()),
+            sni: ArcSwap::from_pointee(SniRoutes::new()),
+            tls_addr,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
+        // Every update below is a single insert/remove: a panic cannot leave it torn.
+        self.slots.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts serving an endpoint; returns it with its bound address.
+    pub fn add(&self, spec: EndpointSpec) -> Result<Arc<LiveEndpoint>, AddError> {
+        let mut slots = self.lock();
+        if slots.contains_key(&spec.id) {
+            return Err(AddError::Conflict(format!(
+                "endpoint id {} exists",
+                spec.id
+            )));
+        }
+        match spec.addr {
+            EndpointAddr::Tls(host) => {
+                let addr = self.tls_addr.ok_or_else(|| {
+                    AddError::Invalid(format!(
+                        "{}: tls:// endpoints need `tls_endpoints: {{ listen: ADDR:PORT }}` in edge.yml",
+                        spec.url
+                    ))
+                })?;
+                let live = Arc::new(LiveEndpoint::new(
+                    spec.id.clone(),
+                    spec.url,
+                    addr,
+                    spec.policy,
+                    spec.idle_timeout,
+                    spec.terminate_tls.clone(),
+                ));
+                let mut routes = SniRoutes::clone(&self.sni.load());
+                match routes.insert(&host, live.clone()) {
+                    Err(e) => return Err(AddError::Invalid(format!("{}: {e}", live.url))),
+                    Ok(Some(_)) => {
+                        return Err(AddError::Conflict(format!(
+                            "{}: host name already routed",
+                            live.url
+                        )))
+                    }
+                    Ok(None) => {}
+                }
+                self.sni.store(Arc::new(routes));
+                tracing::info!(kind = "endpoint", id = %live.id, url = %live.url, %addr, "serving (SNI)");
+                slots.insert(
+                    spec.id,
+                    Slot {
+                        endpoint: live.clone(),
+                        listeners: Vec::new(),
+                        sni_host: Some(host),
+                    },
+                );
+                Ok(live)
+            }
+            EndpointAddr::Tcp(listen) => {
+                if listen.port() != 0 {
+                    if let Some(other) = slots
+                        .values()
+                        .find(|s| s.sni_host.is_none() && overlaps(s.endpoint.addr, listen))
+                    {
+                        return Err(AddError::Conflict(format!(
+                            "port {} is in use by endpoint {} ({})",
+                            listen.port(),
+                            other.endpoint.id,
+                            other.endpoint.url
+                        )));
+                    }
+                }
+                let listeners =
+                    sockets::reuseport_listeners(listen, self.workers.len()).map_err(|error| {
+                        AddError::Bind {
+                            addr: listen,
+                            error,
+                        }
+                    })?;
+                let addr = listeners[0].local_addr().map_err(|error| AddError::Bind {
+                    addr: listen,
+                    error,
+                })?;
+                let dups = listeners
+                    .iter()
+                    .map(|l| l.try_clone().map(OwnedFd::from))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|error| AddError::Bind {
+                        addr: listen,
+                        error,
+                    })?;
+                let live = Arc::new(LiveEndpoint::new(
+                    spec.id.clone(),
+                    spec.url,
+                    addr,
+                    spec.policy,
+                    spec.idle_timeout,
+                    spec.terminate_tls.clone(),
+                ));
+                for (worker, listener) in self.workers.iter().zip(listeners) {
+                    let _ = worker.try_send(WorkerCommand::Serve(live.clone(), listener));
+                }
+                tracing::info!(kind = "endpoint", id = %live.id, url = %live.url, %addr, "listening");
+                slots.insert(
+                    spec.id,
+                    Slot {
+                        endpoint: live.clone(),
+                        listeners: dups,
+                        sni_host: None,
+                    },
+                );
+                Ok(live)
+            }
+        }
+    }
+
+    /// Stops accepting for an endpoint; its established connections finish.
+    pub fn remove(&self, id: &str) -> Option<Arc<LiveEndpoint>> {
+        let slot = self.lock().remove(id)?;
+        slot.endpoint.closed.store(true, Ordering::Release);
+        for fd in &slot.listeners {
+            sockets::shutdown_listener(fd.as_raw_fd());
+        }
+        if slot.sni_host.is_some() {
+            let mut routes = SniRoutes::new();
+            for s in self.lock().values() {
+                if let Some(host) = &s.sni_host {
+                    let _ = routes.insert(host, s.endpoint.clone());
+                }
+            }
+            self.sni.store(Arc::new(routes));
+        }
+        tracing::info!(id, url = %slot.endpoint.url, in_flight = slot.endpoint.in_flight(), "endpoint removed; established connections drain");
+        Some(slot.endpoint)
+    }
+
+    /// Swaps an endpoint's traffic policy; established connections are untouched.
+    pub fn set_policy(&self, id: &str, policy: CompiledPolicy) -> bool {
+        match self.get(id) {
+            Some(ep) => {
+                let report = ep.policy.store(policy);
+                tracing::info!(id, url = %ep.url, generation = report.generation, "traffic policy swapped");
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// One endpoint.
+    pub fn get(&self, id: &str) -> Option<Arc<LiveEndpoint>> {
+        self.lock().get(id).map(|s| s.endpoint.clone())
+    }
+
+    /// Every endpoint, in no particular order.
+    pub fn list(&self) -> Vec<Arc<LiveEndpoint>> {
+        self.lock().values().map(|s| s.endpoint.clone()).collect()
+    }
+
+    /// The endpoint for a TLS server name (exact before wildcard). Lock-free.
+    pub fn route_sni(&self, name: &str) -> Option<Arc<LiveEndpoint>> {
+        self.sni.load().route(name).cloned()
+    }
+
+    /// Closes every TCP endpoint's listeners (drain); returns how many were closed.
+    pub fn stop_accepting(&self) -> usize {
+        let slots = self.lock();
+        for slot in slots.values() {
+            for fd in &slot.listeners {
+                sockets::shutdown_listener(fd.as_raw_fd());
+            }
+        }
+        slots.len()
+    }
+}
+
+/// Whether two listen addresses would share a port (same port, and the same IP or a
+/// wildcard on either side).
+fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() == b.port() && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+}
+
+impl LiveEndpoint {
+    fn new(
+        id: String,
+        url: String,
+        addr: SocketAddr,
+        policy: CompiledPolicy,
+        idle_timeout: Option<std::time::Duration>,
+        terminate_tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> Self {
+        Self {
+            id,
+            url,
+            addr,
+            policy: PolicyHandle::new(policy),
+            idle_timeout,
+            terminate_tls,
+            closed: Default::default(),
+            in_flight: Default::default(),
+        }
+    }
+
+    /// Connections of this endpoint being forwarded now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.get()
+    }
+}

@@ -1,0 +1,54 @@
+//! Schema versions of the SQLite store. `PRAGMA user_version` holds how many of
+//! [`MIGRATIONS`] have been applied; opening a store applies the rest in one
+//! transaction. Append new migrations; never edit a released one.
+
+/// Each entry moves the schema one version up.
+pub const MIGRATIONS: &[&str] = &[
+    // 1: endpoints, reservations, users, tokens, audit events.
+    "CREATE TABLE endpoints (
+        id TEXT PRIMARY KEY,
+        url TEXT NOT NULL UNIQUE,
+        description TEXT NOT NULL,
+        traffic_policy TEXT NOT NULL,
+        idle_timeout_secs INTEGER NOT NULL,
+        reserved_addr_id TEXT,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+    );
+    CREATE TABLE reserved_addrs (
+        id TEXT PRIMARY KEY,
+        ip TEXT NOT NULL,
+        port_start INTEGER NOT NULL,
+        port_end INTEGER NOT NULL,
+        description TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    CREATE TABLE users (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        description TEXT NOT NULL,
+        active INTEGER NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    CREATE TABLE tokens (
+        id TEXT PRIMARY KEY,
+        user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        description TEXT NOT NULL,
+        hash TEXT NOT NULL UNIQUE,
+        acl TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        last_used_at INTEGER,
+        revoked_at INTEGER
+    );
+    CREATE INDEX tokens_by_user ON tokens(user_id);
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        detail TEXT NOT NULL
+    );
+    CREATE INDEX events_by_kind ON events(kind, id);
+    CREATE INDEX events_by_time ON events(at);",
+];

@@ -1,0 +1,80 @@
+//! The edge's durable control-plane state: cloud endpoints created through the admin
+//! API, reserved addresses, service users, their authtokens (hashes only) and the
+//! audit log.
+//!
+//! [`Store`] is the interface the control plane writes through; every write that
+//! changes an object carries the audit event describing it and commits both in one
+//! transaction before returning, so an API answer of 2xx means the change is on disk.
+//! [`sqlite::SqliteStore`] is the embedded backend; a shared backend for a fleet of
+//! edges (etcd, say) implements the same trait (README, "Sharing state").
+
+mod migrations;
+pub mod records;
+pub mod sqlite;
+
+pub use records::*;
+
+/// A state backend failed (I/O, corruption, constraint).
+#[derive(Debug, thiserror::Error)]
+#[error("state store: {0}")]
+pub struct StoreError(pub String);
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        Self(e.to_string())
+    }
+}
+
+/// Result of a store operation.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Where the control plane keeps what operators told it.
+pub trait Store: Send {
+    /// Every API-created cloud endpoint.
+    fn endpoints(&self) -> StoreResult<Vec<EndpointRecord>>;
+    /// Inserts or replaces an endpoint, with its audit event, atomically.
+    fn put_endpoint(&mut self, endpoint: &EndpointRecord, event: &NewEvent) -> StoreResult<()>;
+    /// Deletes an endpoint, with its audit event; false if it did not exist.
+    fn delete_endpoint(&mut self, id: &str, event: &NewEvent) -> StoreResult<bool>;
+
+    /// Every reserved address.
+    fn reserved_addrs(&self) -> StoreResult<Vec<ReservedAddr>>;
+    /// Inserts a reservation, with its audit event.
+    fn put_reserved_addr(&mut self, addr: &ReservedAddr, event: &NewEvent) -> StoreResult<()>;
+    /// Deletes a reservation, with its audit event; false if it did not exist.
+    fn delete_reserved_addr(&mut self, id: &str, event: &NewEvent) -> StoreResult<bool>;
+
+    /// Every API-created service user.
+    fn users(&self) -> StoreResult<Vec<UserRecord>>;
+    /// Inserts or replaces a user, with its audit event.
+    fn put_user(&mut self, user: &UserRecord, event: &NewEvent) -> StoreResult<()>;
+    /// Deletes a user and its tokens, with the audit event; false if it did not exist.
+    fn delete_user(&mut self, id: &str, event: &NewEvent) -> StoreResult<bool>;
+
+    /// Every token (revoked ones too), optionally of one user.
+    fn tokens(&self, user_id: Option<&str>) -> StoreResult<Vec<TokenRecord>>;
+    /// Inserts or replaces a token record, with its audit event.
+    fn put_token(&mut self, token: &TokenRecord, event: &NewEvent) -> StoreResult<()>;
+    /// Records when a token was last used (no audit event; best effort).
+    fn touch_token(&mut self, id: &str, at_ms: i64) -> StoreResult<()>;
+
+    /// Appends an audit event on its own; returns its id.
+    fn append_event(&mut self, event: &NewEvent) -> StoreResult<i64>;
+    /// Audit events matching `query`, newest first.
+    fn events(&self, query: &EventQuery) -> StoreResult<Vec<EventRecord>>;
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A fresh random object id with a type prefix (`ep_`, `usr_`, `tok_`, `ra_`).
+pub fn new_id(prefix: &str) -> String {
+    let mut bytes = [0u8; 10];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
+    format!("{prefix}{}", hex::encode(bytes))
+}

@@ -1,0 +1,145 @@
+//! The objects the control plane stores, as plain data (serialised as the admin API
+//! shows them).
+
+use serde::Serialize;
+
+/// A cloud endpoint created through the admin API.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct EndpointRecord {
+    /// `ep_…`.
+    pub id: String,
+    /// `tcp://ADDR:PORT` or `tls://HOST`.
+    pub url: String,
+    /// Free text.
+    pub description: String,
+    /// The traffic policy as given (YAML or JSON text; JSON is YAML).
+    pub traffic_policy: String,
+    /// Idle timeout of forwarded connections in seconds (0: none).
+    pub idle_timeout_secs: u64,
+    /// The reservation the endpoint's port came from, if any.
+    pub reserved_addr_id: Option<String>,
+    /// Milliseconds since the epoch.
+    pub created_at: i64,
+    /// Milliseconds since the epoch.
+    pub updated_at: i64,
+}
+
+/// A reserved TCP address: one port or a range on one IP.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ReservedAddr {
+    /// `ra_…`.
+    pub id: String,
+    /// Listening IP (`0.0.0.0`, `::`, `127.0.0.1`, …).
+    pub ip: String,
+    /// First port of the range.
+    pub port_start: u16,
+    /// Last port of the range (= `port_start` for one port).
+    pub port_end: u16,
+    /// Free text.
+    pub description: String,
+    /// Milliseconds since the epoch.
+    pub created_at: i64,
+}
+
+/// A service user created through the admin API.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct UserRecord {
+    /// `usr_…`.
+    pub id: String,
+    /// Unique name, shown in logs.
+    pub name: String,
+    /// Free text.
+    pub description: String,
+    /// Deactivated users cannot connect; their sessions end.
+    pub active: bool,
+    /// Milliseconds since the epoch.
+    pub created_at: i64,
+}
+
+/// An authtoken: only its hash is kept.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct TokenRecord {
+    /// `tok_…`.
+    pub id: String,
+    /// Owner.
+    pub user_id: String,
+    /// Free text.
+    pub description: String,
+    /// `sha256:…` of the secret.
+    #[serde(skip)]
+    pub hash: String,
+    /// `bind:PATTERN` rules; empty: may bind anything.
+    pub acl: Vec<String>,
+    /// Milliseconds since the epoch.
+    pub created_at: i64,
+    /// Last successful agent authentication.
+    pub last_used_at: Option<i64>,
+    /// Set once revoked; revoked tokens authenticate nobody.
+    pub revoked_at: Option<i64>,
+}
+
+/// An audit event about to be stored.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    /// Milliseconds since the epoch.
+    pub at: i64,
+    /// `endpoint.created`, `session.started`, `token.revoked`, …
+    pub kind: String,
+    /// Who did it: `api:<key prefix>`, `config`, `user:<id>`, `edge`.
+    pub actor: String,
+    /// What it was done to (an object id or URL).
+    pub subject: String,
+    /// Details (old and new values, reasons).
+    pub detail: serde_json::Value,
+}
+
+impl NewEvent {
+    /// An event stamped now.
+    pub fn now(
+        kind: &str,
+        actor: &str,
+        subject: impl Into<String>,
+        detail: serde_json::Value,
+    ) -> Self {
+        Self {
+            at: super::now_ms(),
+            kind: kind.to_string(),
+            actor: actor.to_string(),
+            subject: subject.into(),
+            detail,
+        }
+    }
+}
+
+/// A stored audit event.
+#[derive(Debug, Clone, Serialize)]
+pub struct EventRecord {
+    /// Increasing id (paging cursor).
+    pub id: i64,
+    /// Milliseconds since the epoch.
+    pub at: i64,
+    /// Event type.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Who did it.
+    pub actor: String,
+    /// What it was done to.
+    pub subject: String,
+    /// Details.
+    pub detail: serde_json::Value,
+}
+
+/// Which audit events to return.
+#[derive(Debug, Clone, Default)]
+pub struct EventQuery {
+    /// Only these types (prefix match with a trailing `*`, e.g. `session.*`); empty: all.
+    pub kinds: Vec<String>,
+    /// At or after (ms).
+    pub since: Option<i64>,
+    /// At or before (ms).
+    pub until: Option<i64>,
+    /// Only ids below this (paging).
+    pub before_id: Option<i64>,
+    /// Most events returned.
+    pub limit: usize,
+}

@@ -1,0 +1,506 @@
+//! The embedded backend: one SQLite database file (`state.db` in `state_dir`), in WAL
+//! mode with `synchronous=FULL`, so a committed change survives `kill -9` and power
+//! loss. Without a state directory the database lives in memory (nothing survives a
+//! restart; the edge logs so at start).
+//!
+//! SQLite (through rusqlite, compiled in) rather than a key-value store because the
+//! audit log is queried by type, time and id ranges, and uniqueness (URLs, token
+//! hashes, user names) is enforced by the schema, in the same transaction as the change.
+
+use std::path::Path;
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+use super::{
+    migrations::MIGRATIONS, EndpointRecord, EventQuery, EventRecord, NewEvent, ReservedAddr, Store,
+    StoreError, StoreResult, TokenRecord, UserRecord,
+};
+
+/// Audit events kept; older ones are pruned as new ones arrive.
+pub const MAX_EVENTS: i64 = 100_000;
+
+/// A store in one SQLite database.
+pub struct SqliteStore {
+    db: Connection,
+    inserts_since_prune: u32,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) `dir/state.db` and brings its schema up to date.
+    pub fn open(dir: &Path) -> StoreResult<Self> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError(format!("cannot create {}: {e}", dir.display())))?;
+        let path = dir.join("state.db");
+        let db = Connection::open(&path)
+            .map_err(|e| StoreError(format!("cannot open {}: {e}", path.display())))?;
+        db.pragma_update(None, "journal_mode", "WAL")?;
+        Self::prepare(db)
+    }
+
+    /// A store that lives in memory only.
+    pub fn in_memory() -> StoreResult<Self> {
+        Self::prepare(Connection::open_in_memory()?)
+    }
+
+    fn prepare(mut db: Connection) -> StoreResult<Self> {
+        db.pragma_update(None, "synchronous", "FULL")?;
+        db.pragma_update(None, "foreign_keys", "ON")?;
+        db.busy_timeout(std::time::Duration::from_secs(5))?;
+        migrate(&mut db)?;
+        Ok(Self {
+            db,
+            inserts_since_prune: 0,
+        })
+    }
+
+    /// The schema version in force.
+    pub fn schema_version(&self) -> StoreResult<u32> {
+        Ok(self
+            .db
+            .pragma_query_value(None, "user_version", |r| r.get(0))?)
+    }
+
+    fn write<T>(
+        &mut self,
+        event: &NewEvent,
+        change: impl FnOnce(&rusqlite::Transaction) -> rusqlite::Result<T>,
+    ) -> StoreResult<T> {
+        let tx = self.db.transaction()?;
+        let out = change(&tx)?;
+        insert_event(&tx, event)?;
+        tx.commit()?;
+        self.after_insert()?;
+        Ok(out)
+    }
+
+    fn after_insert(&mut self) -> StoreResult<()> {
+        self.inserts_since_prune += 1;
+        if self.inserts_since_prune >= 1000 {
+            self.inserts_since_prune = 0;
+            self.db.execute(
+                "DELETE FROM events WHERE id <= (SELECT MAX(id) FROM events) - ?1",
+                [MAX_EVENTS],
+            )?;
+        }
+        Ok(())
+    }
+}
+
+fn migrate(db: &mut Connection) -> StoreResult<()> {
+    let version: i64 = db.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let version = usize::try_from(version).unwrap_or(usize::MAX);
+    if version > MIGRATIONS.len() {
+        return Err(StoreError(format!(
+            "database schema version {version} is newer than this sluice knows ({}); \
+             refusing to touch it",
+            MIGRATIONS.len()
+        )));
+    }
+    if version == MIGRATIONS.len() {
+        return Ok(());
+    }
+    let tx = db.transaction()?;
+    for sql in &MIGRATIONS[version..] {
+        tx.execute_batch(sql)?;
+    }
+    tx.pragma_update(None, "user_version", MIGRATIONS.len() as i64)?;
+    tx.commit()?;
+    tracing::info!(
+        from = version,
+        to = MIGRATIONS.len(),
+        "state schema migrated"
+    );
+    Ok(())
+}
+
+fn insert_event(tx: &Connection, e: &NewEvent) -> rusqlite::Result<i64> {
+    tx.execute(
+        "INSERT INTO events (at, kind, actor, subject, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![e.at, e.kind, e.actor, e.subject, e.detail.to_string()],
+    )?;
+    Ok(tx.last_insert_rowid())
+}
+
+fn endpoint_row(r: &Row) -> rusqlite::Result<EndpointRecord> {
+    Ok(EndpointRecord {
+        id: r.get(0)?,
+        url: r.get(1)?,
+        description: r.get(2)?,
+        traffic_policy: r.get(3)?,
+        idle_timeout_secs: r.get::<_, i64>(4)? as u64,
+        reserved_addr_id: r.get(5)?,
+        created_at: r.get(6)?,
+        updated_at: r.get(7)?,
+    })
+}
+
+fn token_row(r: &Row) -> rusqlite::Result<TokenRecord> {
+    let acl: String = r.get(4)?;
+    Ok(TokenRecord {
+        id: r.get(0)?,
+        user_id: r.get(1)?,
+        description: r.get(2)?,
+        hash: r.get(3)?,
+        acl: serde_json::from_str(&acl).unwrap_or_default(),
+        created_at: r.get(5)?,
+        last_used_at: r.get(6)?,
+        revoked_at: r.get(7)?,
+    })
+}
+
+impl Store for SqliteStore {
+    fn endpoints(&self) -> StoreResult<Vec<EndpointRecord>> {
+        let mut st = self.db.prepare(
+            "SELECT id, url, description, traffic_policy, idle_timeout_secs, reserved_addr_id, \
+             created_at, updated_at FROM endpoints ORDER BY created_at, id",
+        )?;
+        let rows = st.query_map([], endpoint_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn put_endpoint(&mut self, e: &EndpointRecord, event: &NewEvent) -> StoreResult<()> {
+        self.write(event, |tx| {
+            tx.execute(
+                "INSERT OR REPLACE INTO endpoints (id, url, description, traffic_policy, \
+                 idle_timeout_secs, reserved_addr_id, created_at, updated_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    e.id,
+                    e.url,
+                    e.description,
+                    e.traffic_policy,
+                    e.idle_timeout_secs as i64,
+                    e.reserved_addr_id,
+                    e.created_at,
+                    e.updated_at
+                ],
+            )
+            .map(drop)
+        })
+    }
+
+    fn delete_endpoint(&mut self, id: &str, event: &NewEvent) -> StoreResult<bool> {
+        self.write(event, |tx| {
+            tx.execute("DELETE FROM endpoints WHERE id = ?1", [id])
+                .map(|n| n > 0)
+        })
+    }
+
+    fn reserved_addrs(&self) -> StoreResult<Vec<ReservedAddr>> {
+        let mut st = self.db.prepare(
+            "SELECT id, ip, port_start, port_end, description, created_at \
+             FROM reserved_addrs ORDER BY created_at, id",
+        )?;
+        let rows = st.query_map([], |r| {
+            Ok(ReservedAddr {
+                id: r.get(0)?,
+                ip: r.get(1)?,
+                port_start: r.get(2)?,
+                port_end: r.get(3)?,
+                description: r.get(4)?,
+                created_at: r.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn put_reserved_addr(&mut self, a: &ReservedAddr, event: &NewEvent) -> StoreResult<()> {
+        self.write(event, |tx| {
+            tx.execute(
+                "INSERT OR REPLACE INTO reserved_addrs (id, ip, port_start, port_end, \
+                 description, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    a.id,
+                    a.ip,
+                    a.port_start,
+                    a.port_end,
+                    a.description,
+                    a.created_at
+                ],
+            )
+            .map(drop)
+        })
+    }
+
+    fn delete_reserved_addr(&mut self, id: &str, event: &NewEvent) -> StoreResult<bool> {
+        self.write(event, |tx| {
+            tx.execute("DELETE FROM reserved_addrs WHERE id = ?1", [id])
+                .map(|n| n > 0)
+        })
+    }
+
+    fn users(&self) -> StoreResult<Vec<UserRecord>> {
+        let mut st = self.db.prepare(
+            "SELECT id, name, description, active, created_at FROM users ORDER BY created_at, id",
+        )?;
+        let rows = st.query_map([], |r| {
+            Ok(UserRecord {
+                id: r.get(0)?,
+                name: r.get(1)?,
+                description: r.get(2)?,
+                active: r.get(3)?,
+                created_at: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn put_user(&mut self, u: &UserRecord, event: &NewEvent) -> StoreResult<()> {
+        self.write(event, |tx| {
+            // Not INSERT OR REPLACE: replacing would cascade-delete the user's tokens.
+            let updated = tx.execute(
+                "UPDATE users SET name = ?2, description = ?3, active = ?4 WHERE id = ?1",
+                params![u.id, u.name, u.description, u.active],
+            )?;
+            if updated == 0 {
+                tx.execute(
+                    "INSERT INTO users (id, name, description, active, created_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![u.id, u.name, u.description, u.active, u.created_at],
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    fn delete_user(&mut self, id: &str, event: &NewEvent) -> StoreResult<bool> {
+        self.write(event, |tx| {
+            tx.execute("DELETE FROM users WHERE id = ?1", [id])
+                .map(|n| n > 0)
+        })
+    }
+
+    fn tokens(&self, user_id: Option<&str>) -> StoreResult<Vec<TokenRecord>> {
+        let mut st = self.db.prepare(
+            "SELECT id, user_id, description, hash, acl, created_at, last_used_at, revoked_at \
+             FROM tokens WHERE (?1 IS NULL OR user_id = ?1) ORDER BY created_at, id",
+        )?;
+        let rows = st.query_map([user_id], token_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn put_token(&mut self, t: &TokenRecord, event: &NewEvent) -> StoreResult<()> {
+        let acl = serde_json::to_string(&t.acl).unwrap_or_else(|_| "[]".into());
+        self.write(event, |tx| {
+            tx.execute(
+                "INSERT OR REPLACE INTO tokens (id, user_id, description, hash, acl, created_at, \
+                 last_used_at, revoked_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    t.id,
+                    t.user_id,
+                    t.description,
+                    t.hash,
+                    acl,
+                    t.created_at,
+                    t.last_used_at,
+                    t.revoked_at
+                ],
+            )
+            .map(drop)
+        })
+    }
+
+    fn touch_token(&mut self, id: &str, at_ms: i64) -> StoreResult<()> {
+        self.db.execute(
+            "UPDATE tokens SET last_used_at = ?2 WHERE id = ?1",
+            params![id, at_ms],
+        )?;
+        Ok(())
+    }
+
+    fn append_event(&mut self, event: &NewEvent) -> StoreResult<i64> {
+        let id = insert_event(&self.db, event)?;
+        self.after_insert()?;
+        Ok(id)
+    }
+
+    fn events(&self, q: &EventQuery) -> StoreResult<Vec<EventRecord>> {
+        let mut sql = String::from(
+            "SELECT id, at, kind, actor, subject, detail FROM events WHERE at >= ?1 AND at <= ?2 \
+             AND id < ?3",
+        );
+        let mut kinds: Vec<String> = Vec::new();
+        if !q.kinds.is_empty() {
+            let mut parts = Vec::new();
+            for k in &q.kinds {
+                kinds.push(match k.strip_suffix('*') {
+                    Some(prefix) => format!("{}%", prefix.replace(['%', '_'], "")),
+                    None => k.clone(),
+                });
+                parts.push(format!("kind LIKE ?{}", 4 + kinds.len()));
+            }
+            sql.push_str(&format!(" AND ({})", parts.join(" OR ")));
+        }
+        sql.push_str(" ORDER BY id DESC LIMIT ?4");
+        let mut st = self.db.prepare(&sql)?;
+        let mut values: Vec<Box<dyn rusqlite::ToSql>> = vec![
+            Box::new(q.since.unwrap_or(i64::MIN)),
+            Box::new(q.until.unwrap_or(i64::MAX)),
+            Box::new(q.before_id.unwrap_or(i64::MAX)),
+            Box::new(q.limit as i64),
+        ];
+        values.extend(
+            kinds
+                .into_iter()
+                .map(|k| Box::new(k) as Box<dyn rusqlite::ToSql>),
+        );
+        let rows = st.query_map(rusqlite::params_from_iter(values.iter()), |r| {
+            let detail: String = r.get(5)?;
+            Ok(EventRecord {
+                id: r.get(0)?,
+                at: r.get(1)?,
+                kind: r.get(2)?,
+                actor: r.get(3)?,
+                subject: r.get(4)?,
+                detail: serde_json::from_str(&detail).unwrap_or(serde_json::Value::Null),
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+impl SqliteStore {
+    /// One token by id.
+    pub fn token(&self, id: &str) -> StoreResult<Option<TokenRecord>> {
+        Ok(self
+            .db
+            .query_row(
+                "SELECT id, user_id, description, hash, acl, created_at, last_used_at, \
+                 revoked_at FROM tokens WHERE id = ?1",
+                [id],
+                token_row,
+            )
+            .optional()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(kind: &str) -> NewEvent {
+        NewEvent::now(kind, "test", "x", serde_json::json!({}))
+    }
+
+    #[test]
+    fn survives_reopen_with_every_object() {
+        let dir = std::env::temp_dir().join(format!("sluice-state-{}", super::super::new_id("t")));
+        {
+            let mut s = SqliteStore::open(&dir).unwrap();
+            let user = UserRecord {
+                id: "usr_1".into(),
+                name: "clinic".into(),
+                description: String::new(),
+                active: true,
+                created_at: 1,
+            };
+            s.put_user(&user, &event("user.created")).unwrap();
+            let token = TokenRecord {
+                id: "tok_1".into(),
+                user_id: "usr_1".into(),
+                description: "ci".into(),
+                hash: "sha256:00".into(),
+                acl: vec!["bind:*.internal".into()],
+                created_at: 2,
+                last_used_at: None,
+                revoked_at: None,
+            };
+            s.put_token(&token, &event("token.created")).unwrap();
+            s.touch_token("tok_1", 5).unwrap();
+            // Updating the user must not cascade-delete its tokens.
+            s.put_user(
+                &UserRecord {
+                    active: false,
+                    ..user
+                },
+                &event("user.updated"),
+            )
+            .unwrap();
+        }
+        let s = SqliteStore::open(&dir).unwrap();
+        assert_eq!(s.schema_version().unwrap() as usize, MIGRATIONS.len());
+        let tokens = s.tokens(Some("usr_1")).unwrap();
+        assert_eq!(tokens.len(), 1);
+        assert_eq!(tokens[0].acl, vec!["bind:*.internal".to_string()]);
+        assert_eq!(tokens[0].last_used_at, Some(5));
+        assert!(!s.users().unwrap()[0].active);
+        let kinds: Vec<_> = s
+            .events(&EventQuery {
+                limit: 10,
+                ..Default::default()
+            })
+            .unwrap()
+            .into_iter()
+            .map(|e| e.kind)
+            .collect();
+        assert_eq!(kinds, ["user.updated", "token.created", "user.created"]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn events_filter_by_type_prefix_time_and_cursor() {
+        let mut s = SqliteStore::in_memory().unwrap();
+        for (i, kind) in ["session.started", "endpoint.created", "session.ended"]
+            .iter()
+            .enumerate()
+        {
+            let mut e = event(kind);
+            e.at = 100 + i as i64;
+            s.append_event(&e).unwrap();
+        }
+        let q = |kinds: &[&str], since, before_id| EventQuery {
+            kinds: kinds.iter().map(|k| k.to_string()).collect(),
+            since,
+            until: None,
+            before_id,
+            limit: 10,
+        };
+        let kinds = |q| {
+            s.events(&q)
+                .unwrap()
+                .into_iter()
+                .map(|e| e.kind)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            kinds(q(&["session.*"], None, None)),
+            ["session.ended", "session.started"]
+        );
+        assert_eq!(
+            kinds(q(&["endpoint.created"], None, None)),
+            ["endpoint.created"]
+        );
+        assert_eq!(
+            kinds(q(&[], Some(101), None)),
+            ["session.ended", "endpoint.created"]
+        );
+        assert_eq!(
+            kinds(q(&[], None, Some(3))),
+            ["endpoint.created", "session.started"]
+        );
+    }
+
+    #[test]
+    fn a_failed_change_stores_neither_object_nor_event() {
+        let mut s = SqliteStore::in_memory().unwrap();
+        let token = TokenRecord {
+            id: "tok_1".into(),
+            user_id: "usr_missing".into(),
+            description: String::new(),
+            hash: "sha256:00".into(),
+            acl: vec![],
+            created_at: 0,
+            last_used_at: None,
+            revoked_at: None,
+        };
+        assert!(s.put_token(&token, &event("token.created")).is_err());
+        assert!(s.tokens(None).unwrap().is_empty());
+        assert!(s
+            .events(&EventQuery {
+                limit: 10,
+                ..Default::default()
+            })
+            .unwrap()
+            .is_empty());
+    }
+}
