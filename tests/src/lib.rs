@@ -1,5 +1,6 @@
 //! sluice-tests: helpers for end-to-end tests that run the real `sluice` binary.
 //!
+//! - [`admin`]: a small HTTP/1.1 JSON client for the edge's admin API.
 //! - [`process`]: start `sluice edge` / `sluice agent` as child processes, follow their
 //!   JSON logs, wait for a log event with a deadline, stop them by PID on drop.
 //! - [`upstream`]: real upstream servers on loopback (echo).
@@ -10,6 +11,7 @@
 //! - [`openssl`]: `openssl s_client` as an independent TLS client.
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod client;
 pub mod fixture;
 pub mod openssl;

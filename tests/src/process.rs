@@ -174,6 +174,12 @@ impl Sluice {
         unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
     }
 
+    /// Sends SIGHUP to this child (by its PID): the edge reloads its config.
+    pub fn hangup(&self) {
+        // SAFETY: kill(2) on the PID of a child we started and have not reaped.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGHUP) };
+    }
+
     /// Sends SIGKILL to this child (by PID) and reaps it.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

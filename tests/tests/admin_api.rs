@@ -1,0 +1,539 @@
+//! End-to-end: the edge's admin API and durable state. Real edge and agent processes;
+//! the API is driven over HTTP on loopback with a bearer key.
+
+use std::{
+    io::{Read, Write},
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use serde_json::{json, Value};
+use sluice_tests::{
+    admin::Admin,
+    client,
+    fixture::{self, Fixture},
+    process::Sluice,
+    upstream::Echo,
+};
+
+const URL: &str = "tcp://db.internal:5432";
+const DRIVER: &str = "uring";
+const API_KEY: &str = "test-admin-key-0123456789";
+
+/// An edge config with the admin API on an ephemeral loopback port and a state dir.
+fn edge_config(fx: &Fixture, static_endpoints: &[(&str, String)]) -> PathBuf {
+    let mut yaml = fx.edge_yaml("127.0.0.1:0", static_endpoints);
+    if static_endpoints.is_empty() {
+        yaml = yaml.replace("endpoints:\n", "endpoints: []\n");
+    }
+    yaml.push_str(&format!(
+        "admin:\n  listen: 127.0.0.1:0\n  api_keys: [\"{}\"]\nstate_dir: state\n",
+        fixture::token_hash(API_KEY)
+    ));
+    fx.write("edge.yml", &yaml)
+}
+
+/// Starts the edge; its agent port and its admin API.
+fn start_edge(cfg: &std::path::Path) -> (Sluice, SocketAddr, Admin) {
+    let mut edge = Sluice::edge(cfg, DRIVER);
+    let (agent_addr, _) = edge.edge_addrs(0);
+    let admin = edge.wait_for_n("admin listener", 1, |v| {
+        v["message"] == "listening" && v["kind"] == "admin"
+    });
+    let addr = admin["addr"].as_str().unwrap().parse().unwrap();
+    (edge, agent_addr, Admin::new(addr, API_KEY))
+}
+
+fn start_agent(
+    fx: &Fixture,
+    name: &str,
+    token: &str,
+    edge: SocketAddr,
+    upstream: SocketAddr,
+) -> Sluice {
+    let path = fx.write(name, &fx.agent_yaml(token, edge, "tcp", &[(URL, upstream)]));
+    Sluice::agent(&path, DRIVER)
+}
+
+fn endpoint_addr(endpoint: &Value) -> SocketAddr {
+    endpoint["listen_addr"].as_str().unwrap().parse().unwrap()
+}
+
+fn event_types(admin: &Admin, query: &str) -> Vec<String> {
+    admin.get(&format!("/v1/events?{query}"))["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn wait_until(what: &str, deadline: Duration, mut done: impl FnMut() -> bool) {
+    let end = Instant::now() + deadline;
+    while !done() {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// One line through an established connection (kept open across the test).
+fn echo_line(stream: &mut std::net::TcpStream, line: &[u8]) -> std::io::Result<()> {
+    stream.write_all(line)?;
+    let mut got = vec![0; line.len()];
+    stream.read_exact(&mut got)?;
+    if got != line {
+        return Err(std::io::Error::other("echo mismatch"));
+    }
+    Ok(())
+}
+
+#[test]
+fn lifecycle_user_token_agent_endpoint_policy_swap_and_revocation() {
+    let fx = Fixture::new();
+    let (mut edge, agent_addr, admin) = start_edge(&edge_config(&fx, &[]));
+
+    let user = admin.create(
+        "/v1/service_users",
+        json!({ "name": "clinic", "description": "clinic network" }),
+    );
+    let user_id = user["id"].as_str().unwrap().to_string();
+    let token = admin.create(
+        &format!("/v1/service_users/{user_id}/authtokens"),
+        json!({ "description": "db agent", "acl": ["bind:*.internal"] }),
+    );
+    let secret = token["token"].as_str().unwrap().to_string();
+    let token_id = token["id"].as_str().unwrap().to_string();
+    // Listing never shows the secret.
+    let listed = admin.call(
+        "GET",
+        &format!("/v1/service_users/{user_id}/authtokens"),
+        None,
+    );
+    assert_eq!(listed.status, 200);
+    assert!(
+        !listed.text.contains(&secret) && !listed.text.contains("sha256:"),
+        "{}",
+        listed.text
+    );
+
+    let upstream = Echo::start();
+    let mut agent = start_agent(&fx, "agent.yml", &secret, agent_addr, upstream.addr);
+    agent.wait_for("endpoint bound");
+
+    let endpoint = admin.create(
+        "/v1/endpoints",
+        json!({ "url": "tcp://127.0.0.1:0", "traffic_policy": fixture::forward_all(URL), "description": "db" }),
+    );
+    let ep_id = endpoint["id"].as_str().unwrap().to_string();
+    let public = endpoint_addr(&endpoint);
+    // Serving when the API answered.
+    client::echo_ok(None, public, b"hello through the API").unwrap();
+
+    let sessions = admin.get("/v1/sessions");
+    let session = &sessions["items"][0];
+    assert_eq!(session["user_id"], user_id.as_str());
+    assert_eq!(session["token_id"], token_id.as_str());
+    assert_eq!(session["endpoints"][0]["url"], URL);
+
+    // Continuous load: an established connection, and new connections in a loop.
+    let mut established = client::connect_from(None, public).unwrap();
+    echo_line(&mut established, b"before\n").unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let attempts: Arc<Mutex<Vec<(Instant, Instant, bool)>>> = Default::default();
+    let churn = {
+        let (stop, attempts) = (stop.clone(), attempts.clone());
+        std::thread::spawn(move || {
+            let end = Instant::now() + Duration::from_secs(30);
+            while !stop.load(Ordering::Relaxed) && Instant::now() < end {
+                let started = Instant::now();
+                let ok = client::echo_ok(None, public, b"churn").is_ok();
+                attempts.lock().unwrap().push((started, Instant::now(), ok));
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+    wait_until("some allowed connections", Duration::from_secs(10), || {
+        attempts.lock().unwrap().iter().filter(|a| a.2).count() >= 5
+    });
+    // Deny this client (loopback) from now on.
+    let swap = admin.call(
+        "PATCH",
+        &format!("/v1/endpoints/{ep_id}"),
+        Some(json!({ "traffic_policy": fixture::allow_only(&["10.0.0.0/8"], URL) })),
+    );
+    assert_eq!(swap.status, 200, "{}", swap.text);
+    let swapped_at = Instant::now();
+    wait_until(
+        "connections after the swap",
+        Duration::from_secs(10),
+        || {
+            attempts
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|a| a.0 > swapped_at)
+                .count()
+                >= 5
+        },
+    );
+    stop.store(true, Ordering::Relaxed);
+    churn.join().unwrap();
+    let attempts = attempts.lock().unwrap().clone();
+    let before_ok = attempts.iter().filter(|a| a.1 < swapped_at).all(|a| a.2);
+    let after_refused = attempts.iter().filter(|a| a.0 > swapped_at).all(|a| !a.2);
+    assert!(before_ok, "a connection failed before the policy changed");
+    assert!(
+        after_refused,
+        "a connection started after the swap was forwarded"
+    );
+    // The established connection is untouched by the swap.
+    echo_line(&mut established, b"after the swap\n").unwrap();
+
+    // Back to allowing, then revoke the token: the session ends, traffic stops.
+    let back = admin.call(
+        "PATCH",
+        &format!("/v1/endpoints/{ep_id}"),
+        Some(json!({ "traffic_policy": fixture::forward_all(URL) })),
+    );
+    assert_eq!(back.status, 200);
+    client::echo_ok(None, public, b"allowed again").unwrap();
+    let revoked = admin.call(
+        "DELETE",
+        &format!("/v1/service_users/{user_id}/authtokens/{token_id}"),
+        None,
+    );
+    assert_eq!(revoked.status, 200, "{}", revoked.text);
+    assert!(revoked.body["revoked_at"].as_i64().is_some());
+    let revoked_at = Instant::now();
+    // Unbound within the call: the very next connection finds no agent.
+    assert!(
+        client::is_refused(None, public),
+        "forwarded after revocation"
+    );
+    wait_until("the session to end", Duration::from_secs(5), || {
+        admin.get("/v1/sessions")["items"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    });
+    eprintln!("session gone {:?} after revocation", revoked_at.elapsed());
+    agent.wait_for_n("agent told", 1, |v| {
+        v["message"].as_str().is_some_and(|m| m.contains("revoked"))
+            || v.to_string().contains("revoked")
+    });
+    // The agent keeps retrying with its revoked token and is refused each time.
+    edge.wait_for_n("refused retry", 1, |v| {
+        v["message"] == "agent refused: unknown authtoken"
+    });
+    assert!(client::is_refused(None, public));
+
+    let types = event_types(&admin, "limit=1000");
+    for expected in [
+        "service_user.created",
+        "authtoken.created",
+        "session.started",
+        "endpoint.bound",
+        "endpoint.created",
+        "endpoint.policy_changed",
+        "authtoken.revoked",
+        "session.ended",
+        "session.auth_failed",
+    ] {
+        assert!(
+            types.contains(&expected.to_string()),
+            "no {expected} in {types:?}"
+        );
+    }
+    // Newest first, filterable by type prefix, attributed to the user and token.
+    let sessions = admin.get("/v1/events?type=session.started");
+    let started = &sessions["items"][0];
+    assert_eq!(started["actor"], format!("user:{user_id}"));
+    assert_eq!(started["detail"]["token_id"], token_id.as_str());
+    let policy_changes = admin.get("/v1/events?type=endpoint.policy_changed");
+    let newest = &policy_changes["items"][0]["detail"];
+    assert!(newest["new"]["traffic_policy"]
+        .as_str()
+        .unwrap()
+        .contains("forward-internal"));
+    assert!(newest["old"]["traffic_policy"]
+        .as_str()
+        .unwrap()
+        .contains("10.0.0.0/8"));
+    // Token lists show when it was last used.
+    let tokens = admin.get(&format!("/v1/service_users/{user_id}/authtokens"));
+    assert!(tokens["items"][0]["last_used_at"].as_i64().is_some());
+}
+
+#[test]
+fn restart_and_kill_9_keep_every_object_and_event() {
+    let fx = Fixture::new();
+    let cfg = edge_config(&fx, &[]);
+    let (mut edge, agent_addr, admin) = start_edge(&cfg);
+    let user = admin.create("/v1/service_users", json!({ "name": "branch" }));
+    let user_id = user["id"].as_str().unwrap().to_string();
+    let token = admin.create(
+        &format!("/v1/service_users/{user_id}/authtokens"),
+        json!({}),
+    );
+    let secret = token["token"].as_str().unwrap().to_string();
+    let zero = admin.call(
+        "POST",
+        "/v1/reserved_addrs",
+        Some(json!({ "addr": "127.0.0.1:0-0" })),
+    );
+    assert_eq!(zero.status, 400, "port 0 cannot be reserved: {}", zero.text);
+    let ep = admin.create(
+        "/v1/endpoints",
+        json!({ "url": "tcp://127.0.0.1:0", "traffic_policy": fixture::forward_all(URL) }),
+    );
+    let public = endpoint_addr(&ep);
+    let ra = admin.create(
+        "/v1/reserved_addrs",
+        json!({ "addr": format!("127.0.0.1:{}-{}", public.port() + 1, public.port() + 3) }),
+    );
+    let upstream = Echo::start();
+    let mut agent = start_agent(&fx, "agent.yml", &secret, agent_addr, upstream.addr);
+    agent.wait_for("endpoint bound");
+    client::echo_ok(None, public, b"first run").unwrap();
+    let before = admin.get("/v1/events?limit=1000")["items"]
+        .as_array()
+        .unwrap()
+        .len();
+
+    for (round, hard) in [(1, false), (2, true)] {
+        if hard {
+            edge.kill();
+        } else {
+            edge.terminate();
+            assert_eq!(edge.wait_exit(), Some(0));
+        }
+        // Same config, new process: the agent port is ephemeral, so the agent is
+        // restarted pointing at the new one.
+        let (new_edge, new_agent_addr, new_admin) = start_edge(&cfg);
+        edge = new_edge;
+        let endpoints = new_admin.get("/v1/endpoints")["items"].clone();
+        assert_eq!(
+            endpoints.as_array().unwrap().len(),
+            1,
+            "round {round}: {endpoints}"
+        );
+        assert_eq!(endpoints[0]["id"], ep["id"]);
+        assert_eq!(
+            endpoint_addr(&endpoints[0]),
+            public,
+            "same port after restart"
+        );
+        let users = new_admin.get("/v1/service_users")["items"].clone();
+        assert!(users
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|u| u["id"] == user_id.as_str()));
+        let reserved = new_admin.get("/v1/reserved_addrs")["items"].clone();
+        assert_eq!(reserved[0]["id"], ra["id"]);
+        let events = new_admin.get("/v1/events?limit=1000")["items"]
+            .as_array()
+            .unwrap()
+            .len();
+        assert!(
+            events >= before,
+            "round {round}: {events} events, had {before}"
+        );
+        agent.kill();
+        agent = start_agent(&fx, "agent.yml", &secret, new_agent_addr, upstream.addr);
+        agent.wait_for("endpoint bound");
+        client::wait_until_echo(public, Duration::from_secs(10)).unwrap();
+    }
+}
+
+#[test]
+fn bad_requests_get_clear_errors_and_change_nothing() {
+    let fx = Fixture::new();
+    let static_policy = fixture::forward_all(URL);
+    let (_edge, _agent_addr, admin) =
+        start_edge(&edge_config(&fx, &[("127.0.0.1:0", static_policy)]));
+    let count = |admin: &Admin, path: &str| admin.get(path)["items"].as_array().unwrap().len();
+    let endpoints_before = count(&admin, "/v1/endpoints");
+    let changes = |admin: &Admin| {
+        admin.get("/v1/events?limit=1000")["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| {
+                e["type"] != "admin.auth_failed"
+                    && !e["type"].as_str().unwrap().starts_with("session")
+            })
+            .count()
+    };
+    let changes_before = changes(&admin);
+
+    // Authentication.
+    for key in [None, Some("wrong-key")] {
+        let a = admin.with_key(key).call("GET", "/v1/endpoints", None);
+        assert_eq!(a.status, 401, "{}", a.text);
+        assert_eq!(a.body["error"]["code"], "unauthorized");
+        let a = admin.with_key(key).call(
+            "POST",
+            "/v1/endpoints",
+            Some(
+                json!({ "url": "tcp://127.0.0.1:0", "traffic_policy": fixture::forward_all(URL) }),
+            ),
+        );
+        assert_eq!(a.status, 401);
+    }
+    assert!(event_types(&admin, "type=admin.auth_failed").len() >= 2);
+    // Health needs no key.
+    assert_eq!(
+        admin.with_key(None).call("GET", "/healthz", None).status,
+        200
+    );
+    assert_eq!(
+        admin.with_key(None).call("GET", "/readyz", None).status,
+        200
+    );
+
+    // Bad JSON.
+    let a = admin.raw("POST", "/v1/endpoints", b"{\"url\": ");
+    assert_eq!(a.status, 400);
+    assert_eq!(a.body["error"]["code"], "bad_json");
+    let a = admin.call("POST", "/v1/service_users", Some(json!({ "nme": "typo" })));
+    assert_eq!(a.status, 400);
+    assert!(
+        a.body["error"]["message"].as_str().unwrap().contains("nme"),
+        "{}",
+        a.text
+    );
+
+    // A broken policy: 400 naming line and column, as the policy engine does.
+    let broken = "on_tcp_connect:\n  - actions:\n      - type: restrict-ips\n        config:\n          allow: [10.0.0.300/8]\n      - type: forward-internal\n        config: { url: \"tcp://db.internal:5432\" }\n";
+    let a = admin.call(
+        "POST",
+        "/v1/endpoints",
+        Some(json!({ "url": "tcp://127.0.0.1:0", "traffic_policy": broken })),
+    );
+    assert_eq!(a.status, 400, "{}", a.text);
+    assert_eq!(a.body["error"]["code"], "invalid_policy");
+    assert_eq!(a.body["error"]["line"], 5, "{}", a.text);
+    assert!(a.body["error"]["column"].as_u64().is_some());
+    assert!(a.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("10.0.0.300"));
+
+    // Unknown ids, static objects, conflicts.
+    assert_eq!(admin.call("GET", "/v1/endpoints/ep_nope", None).status, 404);
+    assert_eq!(
+        admin.call("DELETE", "/v1/endpoints/ep_nope", None).status,
+        404
+    );
+    assert_eq!(
+        admin
+            .call(
+                "POST",
+                "/v1/service_users/usr_nope/authtokens",
+                Some(json!({}))
+            )
+            .status,
+        404
+    );
+    assert_eq!(admin.call("GET", "/v1/nothing-here", None).status, 404);
+    let listed = admin.get("/v1/endpoints");
+    let static_ep = &listed["items"][0];
+    assert_eq!(static_ep["static"], true);
+    let static_id = static_ep["id"].as_str().unwrap();
+    let a = admin.call("DELETE", &format!("/v1/endpoints/{static_id}"), None);
+    assert_eq!(a.status, 403, "{}", a.text);
+    let taken = endpoint_addr(static_ep);
+    let a = admin.call(
+        "POST",
+        "/v1/endpoints",
+        Some(
+            json!({ "url": format!("tcp://{taken}"), "traffic_policy": fixture::forward_all(URL) }),
+        ),
+    );
+    assert_eq!(a.status, 409, "{}", a.text);
+    let a = admin.call(
+        "POST",
+        "/v1/reserved_addrs",
+        Some(json!({ "addr": format!("{taken}") })),
+    );
+    assert_eq!(a.status, 409, "{}", a.text);
+    let a = admin.call(
+        "POST",
+        "/v1/service_users/static:test-user/authtokens",
+        Some(json!({})),
+    );
+    assert_eq!(a.status, 403, "{}", a.text);
+    let a = admin.call(
+        "POST",
+        "/v1/service_users",
+        Some(json!({ "name": "test-user" })),
+    );
+    assert_eq!(a.status, 409, "{}", a.text);
+    let a = admin.call(
+        "POST",
+        "/v1/service_users",
+        Some(json!({ "name": "has space" })),
+    );
+    assert_eq!(a.status, 400);
+
+    assert_eq!(count(&admin, "/v1/endpoints"), endpoints_before);
+    assert_eq!(
+        changes(&admin),
+        changes_before,
+        "a failed request changed state"
+    );
+}
+
+#[test]
+fn sighup_with_a_broken_config_keeps_the_old_one_and_a_good_edit_applies() {
+    let fx = Fixture::new();
+    let cfg = edge_config(&fx, &[("127.0.0.1:0", fixture::forward_all(URL))]);
+    let (mut edge, agent_addr, admin) = start_edge(&cfg);
+    let upstream = Echo::start();
+    let mut agent = start_agent(&fx, "agent.yml", &fx.token, agent_addr, upstream.addr);
+    agent.wait_for("endpoint bound");
+    let first = endpoint_addr(&admin.get("/v1/endpoints")["items"][0]);
+    client::echo_ok(None, first, b"before reload").unwrap();
+
+    // Broken: a bad CIDR in the policy.
+    let good = fixture::read(&cfg);
+    std::fs::write(&cfg, good.replace("forward-internal", "forward-nowhere")).unwrap();
+    edge.hangup();
+    edge.wait_for_n("rejected reload", 1, |v| {
+        v["message"] == "config reload rejected; the running configuration stays"
+    });
+    client::echo_ok(None, first, b"still serving").unwrap();
+    assert!(!event_types(&admin, "type=config.reload_failed").is_empty());
+
+    // Good edit: a second endpoint that only allows 10.0.0.0/8, picked up from the
+    // file changing (no signal).
+    let edited = good.replace(
+        "admin:",
+        &format!(
+            "  - url: tcp://127.0.0.1:0\n    traffic_policy: {}\nadmin:",
+            fixture::allow_only(&["10.0.0.0/8"], URL)
+        ),
+    );
+    std::fs::write(&cfg, edited).unwrap();
+    edge.wait_for_n("reloaded", 1, |v| v["message"] == "config reloaded");
+    let endpoints = admin.get("/v1/endpoints")["items"].clone();
+    assert_eq!(endpoints.as_array().unwrap().len(), 2, "{endpoints}");
+    let second = endpoints
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(endpoint_addr)
+        .find(|a| *a != first)
+        .unwrap();
+    assert!(
+        client::is_refused(None, second),
+        "the new endpoint's policy is not in force"
+    );
+    client::echo_ok(None, first, b"first endpoint untouched").unwrap();
+}
