@@ -84,7 +84,8 @@ fn config_check_accepts_a_good_agent_file_and_names_the_problem_in_a_bad_one() {
     );
     let out = sluice(&["config", "check", bad.to_str().unwrap()]);
     assert!(!out.status.success());
-    let err = String::from_utf8(out.stderr).unwrap();
+    // The problem list goes to stdout, the summary to stderr.
+    let err = String::from_utf8(out.stdout).unwrap() + &String::from_utf8(out.stderr).unwrap();
     assert!(
         err.contains("bad.yml") && err.contains("db.example.com") && err.contains(".internal"),
         "{err}"

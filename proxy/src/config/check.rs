@@ -105,7 +105,10 @@ pub fn check_file(path: &Path) -> Result<CheckReport, ConfigError> {
             p.message(&e.message);
         }
     }
-    if kind == Kind::Agent && tree.key("endpoints").is_none_or(|e| e.items().count() == 0) {
+    // With problems, broken endpoints were pruned from the tree: the count would lie.
+    let clean = found.is_empty() && p.list.is_empty();
+    if clean && kind == Kind::Agent && tree.key("endpoints").is_none_or(|e| e.items().count() == 0)
+    {
         warnings.push("endpoints: none; the agent will bind nothing".to_string());
     }
     found.append(&mut p.list);
