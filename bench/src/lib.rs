@@ -1,1 +1,4 @@
-//! sluice-bench: criterion benchmarks live in `benches/`; the comparison runner is issue 9.
+//! sluice-bench: criterion benchmarks live in `benches/`; the side-by-side comparison
+//! runner (`--bin compare`) in [`compare`].
+
+pub mod compare;

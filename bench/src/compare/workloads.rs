@@ -1,0 +1,261 @@
+//! The workloads every path runs, as `sluice-load` command lines, and the figures
+//! each one records: throughput (1 and 4 streams, into the sink, with proxy CPU per
+//! GB), 64-byte request/response closed and open loop, connections/s with 32 clients
+//! (with proxy CPU per connection), and held connections (resident memory per
+//! connection).
+use std::net::SocketAddr;
+
+use super::load::{get, LoadRun};
+use super::metrics::{self, Metric};
+use super::results::Settings;
+
+/// One workload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workload {
+    Thr1,
+    Thr4,
+    Rr,
+    Open,
+    Connect,
+    Hold,
+}
+
+/// The interleaved workloads, in order (hold runs last, one path at a time).
+pub const ROUND: [Workload; 5] = [
+    Workload::Thr1,
+    Workload::Thr4,
+    Workload::Rr,
+    Workload::Open,
+    Workload::Connect,
+];
+
+impl Workload {
+    pub fn name(self) -> &'static str {
+        match self {
+            Workload::Thr1 => "throughput-1",
+            Workload::Thr4 => "throughput-4",
+            Workload::Rr => "rr",
+            Workload::Open => "rr-open",
+            Workload::Connect => "connect",
+            Workload::Hold => "hold",
+        }
+    }
+
+    /// The `sluice-load` arguments (without `--json`): `echo` and `sink` are the
+    /// path's public addresses.
+    pub fn args(self, echo: SocketAddr, sink: SocketAddr, st: &Settings) -> Vec<String> {
+        let d = format!("{}s", st.seconds);
+        let mut a: Vec<String> = match self {
+            Workload::Thr1 | Workload::Thr4 => {
+                let streams = if self == Workload::Thr1 { "1" } else { "4" };
+                vec![
+                    "throughput".into(),
+                    "--target".into(),
+                    sink.to_string(),
+                    "--streams".into(),
+                    streams.into(),
+                    "--direction".into(),
+                    "up".into(),
+                    "--warmup".into(),
+                    "0s".into(),
+                ]
+            }
+            Workload::Rr => vec![
+                "rr".into(),
+                "--target".into(),
+                echo.to_string(),
+                "--size".into(),
+                "64".into(),
+                "--connections".into(),
+                "1".into(),
+                "--warmup".into(),
+                "0.5s".into(),
+            ],
+            Workload::Open => vec![
+                "rr".into(),
+                "--target".into(),
+                echo.to_string(),
+                "--size".into(),
+                "64".into(),
+                "--connections".into(),
+                "4".into(),
+                "--rate".into(),
+                st.open_loop_rate.to_string(),
+                "--warmup".into(),
+                "0.5s".into(),
+            ],
+            Workload::Connect => vec![
+                "connect".into(),
+                "--target".into(),
+                echo.to_string(),
+                "--concurrency".into(),
+                "32".into(),
+                "--size".into(),
+                "32".into(),
+                "--warmup".into(),
+                "0s".into(),
+            ],
+            Workload::Hold => {
+                return vec![
+                    "hold".into(),
+                    "--target".into(),
+                    echo.to_string(),
+                    "--connections".into(),
+                    st.hold_connections.to_string(),
+                    "--interval".into(),
+                    "3s".into(),
+                    "--duration".into(),
+                    format!("{}s", st.hold_seconds),
+                ];
+            }
+        };
+        a.extend(["--duration".into(), d]);
+        a
+    }
+
+    /// The figures of one run: (metric, value). `edge_pids`: how many of the watched
+    /// PIDs are the edge's (the rest are the agent's), for the memory split.
+    pub fn figures(self, run: &LoadRun, edge_pids: usize, proxied: bool) -> Vec<(Metric, f64)> {
+        let r = &run.report;
+        let lat = |m50: Metric, m99: Metric, m999: Option<Metric>| {
+            let mut v = vec![
+                (m50, get(r, "/latency_us/p50")),
+                (m99, get(r, "/latency_us/p99")),
+            ];
+            if let Some(m) = m999 {
+                v.push((m, get(r, "/latency_us/p999")));
+            }
+            v
+        };
+        let mut out = match self {
+            Workload::Thr1 => {
+                let mut v = vec![(metrics::THR1, get(r, "/totals/gbit_per_s"))];
+                let gb = get(r, "/totals/bytes_sent") / 1e9;
+                if proxied && gb > 0.0 {
+                    v.push((metrics::CPU_GB, run.cpu_s / gb));
+                }
+                v
+            }
+            Workload::Thr4 => vec![(metrics::THR4, get(r, "/totals/gbit_per_s"))],
+            Workload::Rr => {
+                let mut v = lat(metrics::RR_P50, metrics::RR_P99, Some(metrics::RR_P999));
+                v.push((metrics::RR_RATE, get(r, "/totals/ops_per_s")));
+                v
+            }
+            Workload::Open => lat(
+                metrics::OPEN_P50,
+                metrics::OPEN_P99,
+                Some(metrics::OPEN_P999),
+            ),
+            Workload::Connect => {
+                let mut v = lat(metrics::CONN_P50, metrics::CONN_P99, None);
+                v.push((metrics::CONN_RATE, get(r, "/totals/ops_per_s")));
+                let opened = get(r, "/connections/opened");
+                if proxied && opened > 0.0 {
+                    v.push((metrics::CPU_CONN, run.cpu_s * 1e6 / opened));
+                }
+                v
+            }
+            Workload::Hold => {
+                let held = get(r, "/connections/held");
+                let mut v = vec![(metrics::HELD, held)];
+                if proxied && held > 0.0 {
+                    let grow = |range: std::ops::Range<usize>| -> f64 {
+                        range
+                            .map(|i| {
+                                run.rss_peak[i].saturating_sub(run.rss_before[i]) as f64 * 1024.0
+                            })
+                            .sum::<f64>()
+                            / held
+                    };
+                    let n = run.rss_peak.len();
+                    let (e, a) = (grow(0..edge_pids.min(n)), grow(edge_pids.min(n)..n));
+                    v.extend([
+                        (metrics::RSS_EDGE, e),
+                        (metrics::RSS_AGENT, a),
+                        (metrics::RSS_TOTAL, e + a),
+                    ]);
+                }
+                v
+            }
+        };
+        out.retain(|(_, v)| v.is_finite());
+        out
+    }
+}
+
+/// Failed operations in a run (refused, reset, timeouts, …).
+pub fn errors(run: &LoadRun) -> f64 {
+    let e = get(&run.report, "/errors/total");
+    if e.is_finite() {
+        e
+    } else {
+        0.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compare::args::settings;
+
+    fn run(report: serde_json::Value) -> LoadRun {
+        LoadRun {
+            report,
+            cpu_s: 2.0,
+            rss_before: vec![1000, 500],
+            rss_peak: vec![2000, 1500],
+        }
+    }
+
+    #[test]
+    fn command_lines() {
+        let st = settings("quick");
+        let (e, s) = (
+            "127.0.0.1:1".parse().unwrap(),
+            "127.0.0.1:2".parse().unwrap(),
+        );
+        let t = Workload::Thr4.args(e, s, &st).join(" ");
+        assert!(
+            t.starts_with("throughput --target 127.0.0.1:2 --streams 4 --direction up"),
+            "{t}"
+        );
+        assert!(t.ends_with("--duration 2s"));
+        assert!(Workload::Open
+            .args(e, s, &st)
+            .join(" ")
+            .contains("--rate 2000"));
+        assert!(Workload::Connect
+            .args(e, s, &st)
+            .join(" ")
+            .contains("--target 127.0.0.1:1 --concurrency 32"));
+        let h = Workload::Hold.args(e, s, &st).join(" ");
+        assert!(
+            h.contains("--connections 2000") && h.ends_with("--duration 5s"),
+            "{h}"
+        );
+    }
+
+    #[test]
+    fn figures_from_reports() {
+        let r = run(serde_json::json!({ "totals": { "gbit_per_s": 8.0, "bytes_sent": 4e9 } }));
+        let f = Workload::Thr1.figures(&r, 1, true);
+        assert_eq!(f, vec![(metrics::THR1, 8.0), (metrics::CPU_GB, 0.5)]);
+        assert_eq!(
+            Workload::Thr1.figures(&r, 0, false).len(),
+            1,
+            "direct has no CPU figure"
+        );
+        let c = run(
+            serde_json::json!({ "latency_us": { "p50": 100.0, "p99": 300.0 }, "totals": { "ops_per_s": 5000.0 }, "connections": { "opened": 1000.0 } }),
+        );
+        let f = Workload::Connect.figures(&c, 1, true);
+        assert!(f.contains(&(metrics::CPU_CONN, 2000.0)));
+        assert!(f.contains(&(metrics::CONN_RATE, 5000.0)));
+        let h = run(serde_json::json!({ "connections": { "held": 1024.0 } }));
+        let f = Workload::Hold.figures(&h, 1, true);
+        assert!(f.contains(&(metrics::RSS_EDGE, 1000.0)));
+        assert!(f.contains(&(metrics::RSS_AGENT, 1000.0)));
+        assert!(f.contains(&(metrics::RSS_TOTAL, 2000.0)));
+    }
+}
