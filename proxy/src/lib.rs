@@ -29,6 +29,7 @@ pub mod edge;
 pub mod io;
 pub mod limits;
 pub mod logging;
+pub mod metrics;
 pub mod proxy_protocol;
 pub mod runtime;
 pub mod service;

@@ -116,6 +116,7 @@ where
             std::thread::Builder::new()
                 .name(format!("{role}-worker-{i}"))
                 .spawn(move || {
+                    crate::metrics::set_worker_slot(i);
                     block_on(driver, || make(i)).inspect_err(|e| {
                         tracing::error!(role, worker = i, error = %e, "worker runtime failed");
                     })

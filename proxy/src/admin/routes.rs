@@ -65,7 +65,11 @@ pub fn router(keys: ApiKeys, plane: Arc<ControlPlane>) -> Router {
         .route("/sessions", get(list_sessions))
         .route("/events", get(list_events))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_key));
+    let metrics = Router::new()
+        .route("/metrics", get(metrics))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_key));
     Router::new()
+        .merge(metrics)
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .nest("/v1", v1)
@@ -112,6 +116,18 @@ fn paging(
 ) -> Result<Paging, ApiError> {
     q.map(|Query(p)| p)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_query", e.body_text()))
+}
+
+async fn metrics(State(s): St) -> Response {
+    let text = crate::metrics::edge::render(s.plane.edge());
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            crate::metrics::prometheus::CONTENT_TYPE,
+        )],
+        text,
+    )
+        .into_response()
 }
 
 async fn ready(State(s): St) -> Response {

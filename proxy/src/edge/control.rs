@@ -31,6 +31,7 @@ pub(super) type Tls = crate::io::tls_stream::TlsStream<rustls::ServerConnection>
 
 /// Handles a connection that started a TLS handshake on the agent port.
 pub async fn handle_tls(stream: TcpStream, peer: SocketAddr, shared: Arc<EdgeShared>) {
+    let started = std::time::Instant::now();
     let mut tls = match monoio::time::timeout(
         AGENT_HANDSHAKE_TIMEOUT,
         crate::io::tls_stream::accept(stream, shared.agent_tls.clone()),
@@ -100,6 +101,7 @@ pub async fn handle_tls(stream: TcpStream, peer: SocketAddr, shared: Arc<EdgeSha
             };
             let tolerance = Duration::from_millis(heartbeat_tolerance_ms.into())
                 .clamp(MIN_TOLERANCE, MAX_TOLERANCE);
+            shared.stats.agent_handshake.0.observe(started.elapsed());
             run_session(
                 tls,
                 reader,
@@ -252,7 +254,7 @@ async fn run_session(
                         });
                         Frame::Error {
                             request_id,
-                            code: ErrorCode::Unauthorized,
+                            code: ErrorCode::BadRequest,
                             message,
                         }
                     }

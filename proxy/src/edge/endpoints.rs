@@ -285,6 +285,7 @@ impl LiveEndpoint {
             terminate_tls,
             closed: Default::default(),
             in_flight: Default::default(),
+            stats: Default::default(),
         }
     }
 

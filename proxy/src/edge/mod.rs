@@ -62,6 +62,8 @@ pub struct LiveEndpoint {
     pub closed: AtomicBool,
     /// Its connections being forwarded now.
     pub in_flight: crate::drain::InFlight,
+    /// Its counters (per worker; summed on scrape).
+    pub stats: stats::EndpointStats,
 }
 
 /// State shared by every worker and the control plane.

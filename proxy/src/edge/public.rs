@@ -15,7 +15,7 @@ use super::{
     control::{self, Tls},
     pool::{MemberLoad, MAX_ATTEMPTS},
     registry::{ParkedChannel, TakeError},
-    stats::EdgeStats,
+    stats::{EdgeStats, EndpointStats},
     EdgeShared, LiveEndpoint, CHANNEL_WAIT,
 };
 use crate::{
@@ -66,8 +66,12 @@ pub(super) async fn forward(
     shared: Arc<EdgeShared>,
     early: Vec<u8>,
 ) {
+    let accepted_at = std::time::Instant::now();
     let _in_flight = shared.in_flight.enter();
     let _endpoint_in_flight = endpoint.in_flight.enter();
+    let stats = &endpoint.stats;
+    let _active = stats.active.track();
+    stats.connections.inc();
     let target = {
         let policy = endpoint.policy.load();
         let decision = policy.evaluate(peer);
@@ -76,6 +80,7 @@ pub(super) async fn forward(
                 tracing::debug!(endpoint = %endpoint.url, %peer, rule = decision.why().rule(),
                     cause = decision.why().cause().as_str(), "denied by traffic policy");
                 EdgeStats::bump(&shared.stats.denied);
+                stats.denied.inc();
                 sockets::reset_on_close(client.as_raw_fd());
                 return;
             }
@@ -91,6 +96,7 @@ pub(super) async fn forward(
     let Some(pool) = shared.registry.lookup(&target) else {
         tracing::debug!(endpoint = %endpoint.url, %peer, %target, "no agent serves the target");
         EdgeStats::bump(&shared.stats.no_agent);
+        stats.no_agent.inc();
         return;
     };
     let _ = client.set_nodelay(true);
@@ -102,6 +108,7 @@ pub(super) async fn forward(
             Err(reason) => {
                 tracing::info!(endpoint = %endpoint.url, %peer, %reason, "tls handshake with the client failed; closed");
                 EdgeStats::bump(&shared.stats.tls_handshake_failed);
+                stats.tls_handshake_failed.inc();
                 return;
             }
         },
@@ -116,6 +123,7 @@ pub(super) async fn forward(
         let Some(session) = member else {
             tracing::info!(endpoint = %endpoint.url, %peer, %target, tried = tried.len(), "no data channel available");
             EdgeStats::bump(&shared.stats.no_channel);
+            stats.no_channel.inc();
             return;
         };
         match session.take_channel(CHANNEL_WAIT).await {
@@ -124,6 +132,7 @@ pub(super) async fn forward(
                 tracing::info!(endpoint = %endpoint.url, %peer, %target, session = session.id,
                     reason = if e == TakeError::Timeout { "timeout" } else { "session ended" },
                     "pool member unusable; failing over");
+                stats.failovers.inc();
                 tried.push(session.id);
             }
         }
@@ -131,6 +140,7 @@ pub(super) async fn forward(
     drop(pool);
     let session = load.0.clone();
     EdgeStats::bump(&shared.stats.forwarded);
+    stats.forwarded.inc();
     let start = Frame::Stream(StreamStart {
         client: peer,
         server,
@@ -150,6 +160,7 @@ pub(super) async fn forward(
                 socket,
                 first,
                 peer,
+                (stats, accepted_at),
             )
             .await
         }
@@ -167,17 +178,24 @@ pub(super) async fn forward(
             let (res, _) = tls.write_all(first).await;
             if let Err(e) = res {
                 tracing::info!(%peer, error = %e, "data channel failed before the stream started");
+                stats.stream_errors.inc();
                 return;
             }
+            stats.open_latency.observe(accepted_at.elapsed());
             let mut reader = FrameReader::new();
             let progress = Progress::default();
             let work = chunked::forward(client, tls, &mut reader, || true, &progress);
             let Some(outcome) = until_idle(endpoint.idle_timeout, &progress, work).await else {
                 tracing::debug!(%peer, "idle timeout; closed");
+                stats.idle_timeouts.inc();
                 return;
             };
-            if let Err(e) = &outcome.result {
-                tracing::debug!(%peer, error = %e, "stream ended with an error");
+            match &outcome.result {
+                Ok(bytes) => count_bytes(stats, bytes),
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "stream ended with an error");
+                    stats.stream_errors.inc();
+                }
             }
             // The agent sends nothing unasked between streams: leftover bytes mean a
             // confused peer, and such a channel is not reused.
@@ -197,6 +215,7 @@ async fn forward_plain(
     socket: std::net::TcpStream,
     first: bytes::BytesMut,
     peer: SocketAddr,
+    (stats, accepted_at): (&EndpointStats, std::time::Instant),
 ) {
     let Ok(mut channel) = TcpStream::from_std(socket) else {
         return;
@@ -204,8 +223,10 @@ async fn forward_plain(
     let (res, _) = channel.write_all(first).await;
     if let Err(e) = res {
         tracing::info!(%peer, error = %e, "data channel failed before the stream started");
+        stats.stream_errors.inc();
         return;
     }
+    stats.open_latency.observe(accepted_at.elapsed());
     let progress = Progress::default();
     let work = async {
         match client {
@@ -214,10 +235,22 @@ async fn forward_plain(
         }
     };
     match until_idle(idle_timeout, &progress, work).await {
-        None => tracing::debug!(%peer, "idle timeout; closed"),
-        Some(Ok(stats)) => {
-            tracing::trace!(%peer, up = stats.inbound_to_outbound, down = stats.outbound_to_inbound, "stream closed")
+        None => {
+            tracing::debug!(%peer, "idle timeout; closed");
+            stats.idle_timeouts.inc();
         }
-        Some(Err(e)) => tracing::debug!(%peer, error = %e, "stream ended with an error"),
+        Some(Ok(bytes)) => {
+            tracing::trace!(%peer, up = bytes.inbound_to_outbound, down = bytes.outbound_to_inbound, "stream closed");
+            count_bytes(stats, &bytes);
+        }
+        Some(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "stream ended with an error");
+            stats.stream_errors.inc();
+        }
     }
+}
+
+fn count_bytes(stats: &EndpointStats, bytes: &io::PumpStats) {
+    stats.bytes_in.add(bytes.inbound_to_outbound);
+    stats.bytes_out.add(bytes.outbound_to_inbound);
 }

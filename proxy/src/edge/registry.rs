@@ -227,6 +227,18 @@ impl Registry {
         self.bindings.load().get(url).cloned()
     }
 
+    /// Every bound URL with its pool's size.
+    pub fn pools(&self) -> Vec<(String, usize)> {
+        let mut all: Vec<_> = self
+            .bindings
+            .load()
+            .iter()
+            .map(|(url, p)| (url.clone(), p.members.len()))
+            .collect();
+        all.sort();
+        all
+    }
+
     /// Every live session.
     pub fn sessions(&self) -> Vec<Arc<SessionHandle>> {
         let mut all: Vec<_> = self.lock_sessions().values().cloned().collect();

@@ -1,32 +1,78 @@
-//! Edge counters (relaxed atomics; summed views for logs, tests and later metrics).
+//! Edge counters, per worker (see [`crate::metrics`]): edge-wide ones here, and each
+//! endpoint's own in [`EndpointStats`]. Summed on scrape (`/metrics`), in logs and tests.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use crate::metrics::{Counter, Gauge, Histogram};
 
-/// Connection outcomes counted by the edge.
+/// Edge-wide outcomes (those that happen before a connection has an endpoint, or
+/// concern agents).
 #[derive(Default, Debug)]
 pub struct EdgeStats {
-    /// Public connections accepted.
-    pub accepted: AtomicU64,
+    /// Public connections accepted (TCP endpoints and the TLS port).
+    pub accepted: Counter,
     /// TLS connections closed because their SNI was missing, unknown or unreadable.
-    pub no_route: AtomicU64,
+    pub no_route: Counter,
     /// Public connections denied by policy.
-    pub denied: AtomicU64,
+    pub denied: Counter,
     /// Public connections closed because no agent serves the target.
-    pub no_agent: AtomicU64,
+    pub no_agent: Counter,
     /// Public connections closed because no data channel came in time.
-    pub no_channel: AtomicU64,
+    pub no_channel: Counter,
     /// Public connections forwarded to an agent.
-    pub forwarded: AtomicU64,
+    pub forwarded: Counter,
     /// Public connections closed because their TLS handshake with the edge
     /// (`terminate_tls`) failed or timed out.
-    pub tls_handshake_failed: AtomicU64,
+    pub tls_handshake_failed: Counter,
     /// Agent connections refused (bad token, version, garbage).
-    pub agents_refused: AtomicU64,
+    pub agents_refused: Counter,
+    /// Agent control channels' TLS handshake + hello, until the session starts.
+    pub agent_handshake: HistogramField,
+}
+
+/// A histogram in a `Debug` struct.
+#[derive(Default)]
+pub struct HistogramField(pub Histogram);
+
+impl std::fmt::Debug for HistogramField {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.0.snapshot())
+    }
 }
 
 impl EdgeStats {
     /// Adds one to a counter.
-    pub fn bump(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
+    #[inline]
+    pub fn bump(counter: &Counter) {
+        counter.inc();
     }
+}
+
+/// One endpoint's connections, by outcome, and its bytes.
+#[derive(Default)]
+pub struct EndpointStats {
+    /// Connections handed to the endpoint (after SNI routing for `tls://`).
+    pub connections: Counter,
+    /// Denied by its traffic policy.
+    pub denied: Counter,
+    /// Closed: no agent serves the policy's target.
+    pub no_agent: Counter,
+    /// Closed: no data channel from any pool member in time.
+    pub no_channel: Counter,
+    /// Closed: the client's TLS handshake with the edge failed.
+    pub tls_handshake_failed: Counter,
+    /// Forwarded to an agent.
+    pub forwarded: Counter,
+    /// Pool members skipped for another before any byte moved.
+    pub failovers: Counter,
+    /// Streams that ended with an error (reset, broken channel) after forwarding.
+    pub stream_errors: Counter,
+    /// Streams closed by the idle timeout.
+    pub idle_timeouts: Counter,
+    /// Bytes from clients toward the upstream (streams that ended cleanly).
+    pub bytes_in: Counter,
+    /// Bytes from the upstream toward clients (streams that ended cleanly).
+    pub bytes_out: Counter,
+    /// Connections being handled now.
+    pub active: Gauge,
+    /// From accept to the stream announced on a data channel.
+    pub open_latency: Histogram,
 }
