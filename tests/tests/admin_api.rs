@@ -537,3 +537,230 @@ fn sighup_with_a_broken_config_keeps_the_old_one_and_a_good_edit_applies() {
     );
     client::echo_ok(None, first, b"first endpoint untouched").unwrap();
 }
+
+/// The value of one Prometheus sample (`name{labels}`), 0 when absent.
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
+        .map_or(0.0, |v| v.trim().parse().unwrap())
+}
+
+#[test]
+fn metrics_change_as_traffic_flows_and_logs_are_json() {
+    let fx = Fixture::new();
+    let cfg = edge_config(
+        &fx,
+        &[
+            ("127.0.0.1:0", fixture::forward_all(URL)),
+            ("127.0.0.2:0", fixture::allow_only(&["10.0.0.0/8"], URL)),
+        ],
+    );
+    let (edge, agent_addr, admin) = start_edge(&cfg);
+    let upstream = Echo::start();
+    let mut agent = start_agent(&fx, "agent.yml", &fx.token, agent_addr, upstream.addr);
+    agent.wait_for("endpoint bound");
+    let endpoints = admin.get("/v1/endpoints")["items"].clone();
+    let by_ip = |ip: &str| {
+        endpoints
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["listen_addr"].as_str().unwrap().starts_with(ip))
+            .map(|e| {
+                (
+                    e["url"].as_str().unwrap().to_string(),
+                    e["id"].as_str().unwrap().to_string(),
+                    endpoint_addr(e),
+                )
+            })
+            .unwrap()
+    };
+    // Series are labelled with the URL as configured and the endpoint id.
+    let (open_url, open_id, open) = by_ip("127.0.0.1:");
+    let (closed_url, closed_id, closed) = by_ip("127.0.0.2:");
+    let series = |id: &str, url: &str, outcome: &str| {
+        format!(
+            "sluice_edge_connections_total{{endpoint=\"{url}\",id=\"{id}\",outcome=\"{outcome}\"}}"
+        )
+    };
+
+    let unauthorised = admin.with_key(None).call("GET", "/metrics", None);
+    assert_eq!(unauthorised.status, 401);
+    let before = admin.call("GET", "/metrics", None).text;
+    let payload = vec![7u8; 10_000];
+    for _ in 0..3 {
+        client::echo_ok(None, open, &payload).unwrap();
+    }
+    assert!(client::is_refused(None, closed));
+    // Byte counts land when streams end; the edge sees the end just after the client.
+    let bytes_out = format!(
+        "sluice_edge_bytes_total{{endpoint=\"{open_url}\",id=\"{open_id}\",direction=\"out\"}}"
+    );
+    let end = Instant::now() + Duration::from_secs(5);
+    let after = loop {
+        let now = admin.call("GET", "/metrics", None).text;
+        if sample(&now, &bytes_out) - sample(&before, &bytes_out) >= 30_000.0 {
+            break now;
+        }
+        assert!(Instant::now() < end, "bytes not counted:\n{now}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let delta = |series: &str| sample(&after, series) - sample(&before, series);
+    assert_eq!(
+        delta(&series(&open_id, &open_url, "forwarded")),
+        3.0,
+        "{after}"
+    );
+    assert_eq!(
+        delta(&series(&closed_id, &closed_url, "denied")),
+        1.0,
+        "{after}"
+    );
+    assert_eq!(delta(&series(&closed_id, &closed_url, "forwarded")), 0.0);
+    let bytes_in = format!(
+        "sluice_edge_bytes_total{{endpoint=\"{open_url}\",id=\"{open_id}\",direction=\"in\"}}"
+    );
+    assert_eq!(delta(&bytes_in), 30_000.0);
+    let opens = format!(
+        "sluice_edge_open_latency_seconds_count{{endpoint=\"{open_url}\",id=\"{open_id}\"}}"
+    );
+    assert_eq!(delta(&opens), 3.0);
+    assert_eq!(sample(&after, "sluice_edge_sessions"), 1.0);
+    assert_eq!(
+        sample(
+            &after,
+            &format!("sluice_edge_pool_members{{url=\"{URL}\"}}")
+        ),
+        1.0
+    );
+    assert!(sample(&after, "sluice_edge_agent_handshake_seconds_count") >= 1.0);
+    // Every log line the edge and agent wrote is a JSON object.
+    assert_eq!(edge.count(|v| v["raw"] == true), 0, "{}", edge.log_text());
+    assert_eq!(agent.count(|v| v["raw"] == true), 0);
+}
+
+#[test]
+fn deleting_an_endpoint_stops_new_connections_and_lets_established_ones_finish() {
+    let fx = Fixture::new();
+    let (_edge, agent_addr, admin) = start_edge(&edge_config(&fx, &[]));
+    let upstream = Echo::start();
+    let mut agent = start_agent(&fx, "agent.yml", &fx.token, agent_addr, upstream.addr);
+    agent.wait_for("endpoint bound");
+    let ra = admin.create(
+        "/v1/reserved_addrs",
+        json!({ "addr": "127.0.0.1:23810-23819", "description": "db" }),
+    );
+    let ep = admin.create(
+        "/v1/endpoints",
+        json!({ "reserved_addr_id": ra["id"], "traffic_policy": fixture::forward_all(URL) }),
+    );
+    let public = endpoint_addr(&ep);
+    assert!((23810..=23819).contains(&public.port()), "{ep}");
+    // A port of the reservation cannot be taken without it.
+    let a = admin.call(
+        "POST",
+        "/v1/endpoints",
+        Some(
+            json!({ "url": "tcp://127.0.0.1:23815", "traffic_policy": fixture::forward_all(URL) }),
+        ),
+    );
+    assert_eq!(a.status, 409, "{}", a.text);
+    assert_eq!(
+        admin
+            .call(
+                "DELETE",
+                &format!("/v1/reserved_addrs/{}", ra["id"].as_str().unwrap()),
+                None
+            )
+            .status,
+        409
+    );
+
+    let mut established = client::connect_from(None, public).unwrap();
+    echo_line(&mut established, b"before delete\n").unwrap();
+    let id = ep["id"].as_str().unwrap();
+    assert_eq!(
+        admin
+            .call("DELETE", &format!("/v1/endpoints/{id}"), None)
+            .status,
+        204
+    );
+    assert_eq!(
+        admin
+            .call("GET", &format!("/v1/endpoints/{id}"), None)
+            .status,
+        404
+    );
+    wait_until("the port to close", Duration::from_secs(5), || {
+        std::net::TcpStream::connect(public).is_err()
+    });
+    echo_line(&mut established, b"still flowing after delete\n").unwrap();
+    drop(established);
+    assert_eq!(
+        admin
+            .call(
+                "DELETE",
+                &format!("/v1/reserved_addrs/{}", ra["id"].as_str().unwrap()),
+                None
+            )
+            .status,
+        204
+    );
+    assert_eq!(event_types(&admin, "type=endpoint.deleted").len(), 1);
+}
+
+#[test]
+fn token_bind_rules_and_deactivated_users() {
+    let fx = Fixture::new();
+    let (_edge, agent_addr, admin) = start_edge(&edge_config(&fx, &[]));
+    let user = admin.create("/v1/service_users", json!({ "name": "narrow" }));
+    let user_id = user["id"].as_str().unwrap().to_string();
+    let token = admin.create(
+        &format!("/v1/service_users/{user_id}/authtokens"),
+        json!({ "acl": ["bind:web.internal"] }),
+    );
+    let bad = admin.call(
+        "POST",
+        &format!("/v1/service_users/{user_id}/authtokens"),
+        Some(json!({ "acl": ["*.internal"] })),
+    );
+    assert_eq!(bad.status, 400, "{}", bad.text);
+    let upstream = Echo::start();
+    // URL is db.internal: the token may only bind web.internal.
+    let mut agent = start_agent(
+        &fx,
+        "agent.yml",
+        token["token"].as_str().unwrap(),
+        agent_addr,
+        upstream.addr,
+    );
+    agent.wait_for_n("bind refused", 1, |v| {
+        v.to_string().contains("may not bind")
+    });
+    // A refused bind is a bad request, not a bad token: the session stays, unbound.
+    wait_until("the bind_refused event", Duration::from_secs(5), || {
+        event_types(&admin, "type=endpoint.bind_refused").len() == 1
+    });
+    let sessions = admin.get("/v1/sessions");
+    assert_eq!(sessions["items"][0]["endpoints"], json!([]));
+    // Deactivating the user ends its session.
+    let a = admin.call(
+        "PATCH",
+        &format!("/v1/service_users/{user_id}"),
+        Some(json!({ "active": false })),
+    );
+    assert_eq!(a.status, 200, "{}", a.text);
+    wait_until("the session to end", Duration::from_secs(5), || {
+        admin.get("/v1/sessions")["items"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    });
+    assert_eq!(
+        event_types(&admin, "type=service_user.deactivated").len(),
+        1
+    );
+}
