@@ -49,9 +49,20 @@ pub struct EdgeFile {
     pub drain_timeout: std::time::Duration,
     /// The admin API (off unless this section is present).
     pub admin: Option<AdminSection>,
+    /// Edge-wide connection limits.
+    #[serde(default)]
+    pub limits: LimitsSection,
     /// Where the control plane keeps API-made changes (SQLite). Without it they live in
     /// memory and are lost on restart.
     pub state_dir: Option<std::path::PathBuf>,
+}
+
+/// `limits:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    /// Default `max_connections_per_ip` of every endpoint that sets none (0: none).
+    pub max_connections_per_ip: Option<u32>,
 }
 
 /// `admin:`.
@@ -139,6 +150,11 @@ pub struct CloudEndpointSection {
         deserialize_with = "super::duration::human"
     )]
     pub idle_timeout: std::time::Duration,
+    /// Most connections at once through this endpoint (0 or absent: unlimited).
+    pub max_connections: Option<usize>,
+    /// Most connections at once from one client IP (0: unlimited; absent: the
+    /// edge-wide `limits.max_connections_per_ip`).
+    pub max_connections_per_ip: Option<u32>,
     /// Terminate TLS here with this certificate and key and forward plaintext
     /// (default: `tls://` endpoints pass the client's TLS through untouched).
     pub terminate_tls: Option<TlsFiles>,
@@ -168,6 +184,8 @@ pub struct EdgeSettings {
     pub pump: crate::io::Pump,
     /// The admin API, when configured.
     pub admin: Option<AdminSettings>,
+    /// Per-IP connection limit of endpoints that set none.
+    pub default_max_connections_per_ip: Option<u32>,
     /// The state directory (resolved against the config file), if any.
     pub state_dir: Option<std::path::PathBuf>,
 }
@@ -200,6 +218,8 @@ pub struct CloudEndpoint {
     pub policy: CompiledPolicy,
     /// Idle timeout of forwarded connections (`None`: never).
     pub idle_timeout: Option<std::time::Duration>,
+    /// Connection limits.
+    pub limits: crate::edge::conn_limits::LimitSettings,
     /// The traffic policy as JSON (shown by the admin API).
     pub policy_json: String,
     /// TLS the edge terminates for this endpoint (`terminate_tls`), if any.
@@ -286,7 +306,16 @@ impl EdgeSettings {
                 ),
                 None => None,
             };
+            let limits = crate::edge::conn_limits::LimitSettings {
+                max_connections: ep.max_connections.filter(|n| *n > 0),
+                // An explicit 0 turns the edge-wide default off for this endpoint.
+                max_connections_per_ip: match ep.max_connections_per_ip {
+                    Some(0) => Some(u32::MAX),
+                    other => other,
+                },
+            };
             endpoints.push(CloudEndpoint {
+                limits,
                 policy_json: serde_json::to_string(&ep.traffic_policy).unwrap_or_default(),
                 url: ep.url,
                 addr,
@@ -327,6 +356,7 @@ impl EdgeSettings {
             drain_timeout: file.drain_timeout,
             pump: crate::io::Pump::default(),
             admin,
+            default_max_connections_per_ip: file.limits.max_connections_per_ip.filter(|n| *n > 0),
             state_dir: file.state_dir.map(|d| relative_to(path, &d)),
         })
     }

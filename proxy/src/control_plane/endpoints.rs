@@ -11,6 +11,7 @@ use super::{ControlPlane, ErrorKind, PlaneError};
 use crate::{
     config::edge::{parse_endpoint_url, EndpointAddr},
     edge::{
+        conn_limits::LimitSettings,
         endpoints::{AddError, EndpointSpec},
         LiveEndpoint,
     },
@@ -37,6 +38,10 @@ pub struct EndpointInput {
     /// Seconds without bytes before a forwarded connection is closed; 0: never.
     /// Default 3600.
     pub idle_timeout_secs: Option<u64>,
+    /// Most connections at once (absent: unlimited).
+    pub max_connections: Option<usize>,
+    /// Most connections at once per client IP (absent: the edge-wide default).
+    pub max_connections_per_ip: Option<u32>,
 }
 
 /// Changes to an endpoint.
@@ -77,6 +82,10 @@ pub struct EndpointView {
     pub idle_timeout_secs: u64,
     /// Reservation it came from.
     pub reserved_addr_id: Option<String>,
+    /// Most connections at once, if limited.
+    pub max_connections: Option<usize>,
+    /// Most connections per client IP, if limited.
+    pub max_connections_per_ip: Option<u32>,
     /// Declared in edge.yml (read-only here).
     #[serde(rename = "static")]
     pub is_static: bool,
@@ -125,6 +134,10 @@ fn record_to_spec(r: &EndpointRecord) -> Result<EndpointSpec, PlaneError> {
         policy,
         idle_timeout: (r.idle_timeout_secs > 0).then(|| Duration::from_secs(r.idle_timeout_secs)),
         terminate_tls: None,
+        limits: LimitSettings {
+            max_connections: r.max_connections,
+            max_connections_per_ip: r.max_connections_per_ip,
+        },
     })
 }
 
@@ -183,6 +196,10 @@ impl ControlPlane {
             traffic_policy: r.traffic_policy.clone(),
             idle_timeout_secs: r.idle_timeout_secs,
             reserved_addr_id: r.reserved_addr_id.clone(),
+            max_connections: r.max_connections,
+            max_connections_per_ip: live
+                .and_then(|l| l.limits.settings.max_connections_per_ip)
+                .or(r.max_connections_per_ip),
             is_static: false,
             in_flight: live.map_or(0, |l| l.in_flight()),
             created_at: r.created_at,
@@ -209,6 +226,10 @@ impl ControlPlane {
                     traffic_policy: s.policy_json.clone(),
                     idle_timeout_secs: s.idle_timeout.map_or(0, |d| d.as_secs()),
                     reserved_addr_id: None,
+                    max_connections: s.limits.max_connections,
+                    max_connections_per_ip: live
+                        .as_ref()
+                        .and_then(|l| l.limits.settings.max_connections_per_ip),
                     is_static: true,
                     in_flight: live.map_or(0, |l| l.in_flight()),
                     created_at: 0,
@@ -318,6 +339,10 @@ impl ControlPlane {
                 policy,
                 idle_timeout: (idle > 0).then(|| Duration::from_secs(idle)),
                 terminate_tls: None,
+                limits: LimitSettings {
+                    max_connections: input.max_connections.filter(|n| *n > 0),
+                    max_connections_per_ip: input.max_connections_per_ip,
+                },
             })
             .map_err(add_error)?;
         // Port 0 picked a port: keep the one bound, so a restart listens there again.
@@ -333,6 +358,8 @@ impl ControlPlane {
             traffic_policy: policy_text,
             idle_timeout_secs: idle,
             reserved_addr_id,
+            max_connections: input.max_connections.filter(|n| *n > 0),
+            max_connections_per_ip: input.max_connections_per_ip,
             created_at: now,
             updated_at: now,
         };

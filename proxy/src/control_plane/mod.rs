@@ -44,6 +44,7 @@ pub struct StaticEndpoint {
     url: String,
     policy_json: String,
     idle_timeout: Option<std::time::Duration>,
+    limits: crate::edge::conn_limits::LimitSettings,
     has_terminate_tls: bool,
 }
 
@@ -64,6 +65,7 @@ impl StaticEndpoint {
             url: e.url.clone(),
             policy_json: e.policy_json.clone(),
             idle_timeout: e.idle_timeout,
+            limits: e.limits,
             has_terminate_tls: e.terminate_tls.is_some(),
         }
     }

@@ -48,7 +48,10 @@ impl ControlPlane {
         for old in &old_statics {
             let keep = new_statics.iter().find(|n| n.id == old.id);
             let same_shape = keep.is_some_and(|n| {
-                n.idle_timeout == old.idle_timeout && !n.has_terminate_tls && !old.has_terminate_tls
+                n.idle_timeout == old.idle_timeout
+                    && n.limits == old.limits
+                    && !n.has_terminate_tls
+                    && !old.has_terminate_tls
             });
             if !same_shape {
                 self.edge.endpoints.remove(&old.id);
@@ -74,6 +77,7 @@ impl ControlPlane {
                         policy: ep.policy,
                         idle_timeout: ep.idle_timeout,
                         terminate_tls: ep.terminate_tls,
+                        limits: ep.limits,
                     };
                     match self.edge.endpoints.add(spec) {
                         Ok(_) => added.push(ep.url),

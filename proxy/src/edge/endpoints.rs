@@ -18,7 +18,7 @@ use std::{
 use arc_swap::ArcSwap;
 use sluice_policy::{CompiledPolicy, PolicyHandle};
 
-use super::{LiveEndpoint, SniRoutes};
+use super::{conn_limits::LimitSettings, LiveEndpoint, SniRoutes};
 use crate::{config::edge::EndpointAddr, io::sockets};
 
 /// Work handed to a data-path worker.
@@ -41,6 +41,8 @@ pub struct EndpointSpec {
     pub idle_timeout: Option<std::time::Duration>,
     /// TLS the edge terminates (`terminate_tls`), if any.
     pub terminate_tls: Option<Arc<rustls::ServerConfig>>,
+    /// Connection limits (a missing per-IP limit takes the edge-wide default).
+    pub limits: LimitSettings,
 }
 
 struct Slot {
@@ -56,6 +58,7 @@ pub struct Endpoints {
     slots: Mutex<HashMap<String, Slot>>,
     sni: ArcSwap<SniRoutes>,
     tls_addr: Option<SocketAddr>,
+    default_max_per_ip: Option<u32>,
 }
 
 /// Why an endpoint could not be added.
@@ -79,15 +82,18 @@ pub enum AddError {
 
 impl Endpoints {
     /// A manager feeding these worker queues; `tls_addr` is the shared TLS port.
+    /// `default_max_per_ip` applies to endpoints that set no per-IP limit.
     pub fn new(
         workers: Vec<async_channel::Sender<WorkerCommand>>,
         tls_addr: Option<SocketAddr>,
+        default_max_per_ip: Option<u32>,
     ) -> Self {
         Self {
             workers,
             slots: Mutex::new(HashMap::new()),
             sni: ArcSwap::from_pointee(SniRoutes::new()),
             tls_addr,
+            default_max_per_ip,
         }
     }
 
@@ -97,7 +103,10 @@ impl Endpoints {
     }
 
     /// Starts serving an endpoint; returns it with its bound address.
-    pub fn add(&self, spec: EndpointSpec) -> Result<Arc<LiveEndpoint>, AddError> {
+    pub fn add(&self, mut spec: EndpointSpec) -> Result<Arc<LiveEndpoint>, AddError> {
+        if spec.limits.max_connections_per_ip.is_none() {
+            spec.limits.max_connections_per_ip = self.default_max_per_ip;
+        }
         let mut slots = self.lock();
         if slots.contains_key(&spec.id) {
             return Err(AddError::Conflict(format!(
@@ -120,6 +129,7 @@ impl Endpoints {
                     spec.policy,
                     spec.idle_timeout,
                     spec.terminate_tls.clone(),
+                    spec.limits,
                 ));
                 let mut routes = SniRoutes::clone(&self.sni.load());
                 match routes.insert(&host, live.clone()) {
@@ -184,6 +194,7 @@ impl Endpoints {
                     spec.policy,
                     spec.idle_timeout,
                     spec.terminate_tls.clone(),
+                    spec.limits,
                 ));
                 for (worker, listener) in self.workers.iter().zip(listeners) {
                     let _ = worker.try_send(WorkerCommand::Serve(live.clone(), listener));
@@ -275,6 +286,7 @@ impl LiveEndpoint {
         policy: CompiledPolicy,
         idle_timeout: Option<std::time::Duration>,
         terminate_tls: Option<Arc<rustls::ServerConfig>>,
+        limits: LimitSettings,
     ) -> Self {
         Self {
             id,
@@ -286,6 +298,7 @@ impl LiveEndpoint {
             closed: Default::default(),
             in_flight: Default::default(),
             stats: Default::default(),
+            limits: super::conn_limits::ConnLimits::new(limits),
         }
     }
 

@@ -9,6 +9,7 @@
 mod agent_port;
 pub mod audit;
 pub mod auth;
+pub mod conn_limits;
 mod control;
 pub mod endpoints;
 pub mod pool;
@@ -64,6 +65,8 @@ pub struct LiveEndpoint {
     pub in_flight: crate::drain::InFlight,
     /// Its counters (per worker; summed on scrape).
     pub stats: stats::EndpointStats,
+    /// Its connection limits.
+    pub limits: conn_limits::ConnLimits,
 }
 
 /// State shared by every worker and the control plane.
@@ -190,7 +193,7 @@ pub fn start_with_audit(
     let shared = Arc::new(EdgeShared {
         registry: Registry::default(),
         auth: ArcSwap::from_pointee(AuthTable::new(static_identities(&settings.users))),
-        endpoints: Endpoints::new(senders, tls_addr),
+        endpoints: Endpoints::new(senders, tls_addr, settings.default_max_connections_per_ip),
         stats: EdgeStats::default(),
         pump: settings.pump,
         in_flight: Default::default(),
@@ -209,6 +212,7 @@ pub fn start_with_audit(
                 policy: ep.policy,
                 idle_timeout: ep.idle_timeout,
                 terminate_tls: ep.terminate_tls,
+                limits: ep.limits,
             })
             .map_err(|e| std::io::Error::other(e.to_string()))?;
     }

@@ -72,12 +72,22 @@ pub(super) async fn forward(
     let stats = &endpoint.stats;
     let _active = stats.active.track();
     stats.connections.inc();
+    let _ip_slot = match endpoint.limits.admit(peer.ip(), endpoint.in_flight()) {
+        Ok(slot) => slot,
+        Err(hit) => {
+            crate::log_throttled!(info, endpoint = %endpoint.url, %peer, limit = hit.as_str(), "connection limit reached; closed");
+            stats.limited.inc();
+            sockets::reset_on_close(client.as_raw_fd());
+            return;
+        }
+    };
     let target = {
         let policy = endpoint.policy.load();
         let decision = policy.evaluate(peer);
         match decision.outcome() {
             Outcome::Deny => {
-                tracing::debug!(endpoint = %endpoint.url, %peer, rule = decision.why().rule(),
+                crate::log_throttled!(info, endpoint = %endpoint.url, %peer, rule = decision.why().rule(),
+                    rule_name = decision.why().rule_name().unwrap_or(""),
                     cause = decision.why().cause().as_str(), "denied by traffic policy");
                 EdgeStats::bump(&shared.stats.denied);
                 stats.denied.inc();
@@ -94,7 +104,7 @@ pub(super) async fn forward(
         }
     };
     let Some(pool) = shared.registry.lookup(&target) else {
-        tracing::debug!(endpoint = %endpoint.url, %peer, %target, "no agent serves the target");
+        crate::log_throttled!(info, endpoint = %endpoint.url, %peer, %target, "no agent serves the target");
         EdgeStats::bump(&shared.stats.no_agent);
         stats.no_agent.inc();
         return;

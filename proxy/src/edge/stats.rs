@@ -55,6 +55,8 @@ pub struct EndpointStats {
     pub denied: Counter,
     /// Closed: no agent serves the policy's target.
     pub no_agent: Counter,
+    /// Closed: over `max_connections` or `max_connections_per_ip`.
+    pub limited: Counter,
     /// Closed: no data channel from any pool member in time.
     pub no_channel: Counter,
     /// Closed: the client's TLS handshake with the edge failed.

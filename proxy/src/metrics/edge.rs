@@ -63,6 +63,7 @@ pub fn render(edge: &EdgeShared) -> String {
         let st = &ep.stats;
         for (outcome, c) in [
             ("handled", &st.connections),
+            ("limited", &st.limited),
             ("denied", &st.denied),
             ("no_agent", &st.no_agent),
             ("no_channel", &st.no_channel),

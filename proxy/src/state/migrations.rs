@@ -51,4 +51,7 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX events_by_kind ON events(kind, id);
     CREATE INDEX events_by_time ON events(at);",
+    // 2: connection limits on API-made endpoints.
+    "ALTER TABLE endpoints ADD COLUMN max_connections INTEGER;
+    ALTER TABLE endpoints ADD COLUMN max_connections_per_ip INTEGER;",
 ];

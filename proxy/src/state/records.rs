@@ -18,6 +18,10 @@ pub struct EndpointRecord {
     pub idle_timeout_secs: u64,
     /// The reservation the endpoint's port came from, if any.
     pub reserved_addr_id: Option<String>,
+    /// Most connections at once (None: unlimited).
+    pub max_connections: Option<usize>,
+    /// Most connections per client IP (None: the edge-wide default).
+    pub max_connections_per_ip: Option<u32>,
     /// Milliseconds since the epoch.
     pub created_at: i64,
     /// Milliseconds since the epoch.

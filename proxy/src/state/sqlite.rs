@@ -131,6 +131,8 @@ fn endpoint_row(r: &Row) -> rusqlite::Result<EndpointRecord> {
         reserved_addr_id: r.get(5)?,
         created_at: r.get(6)?,
         updated_at: r.get(7)?,
+        max_connections: r.get::<_, Option<i64>>(8)?.map(|n| n as usize),
+        max_connections_per_ip: r.get::<_, Option<i64>>(9)?.map(|n| n as u32),
     })
 }
 
@@ -152,7 +154,8 @@ impl Store for SqliteStore {
     fn endpoints(&self) -> StoreResult<Vec<EndpointRecord>> {
         let mut st = self.db.prepare(
             "SELECT id, url, description, traffic_policy, idle_timeout_secs, reserved_addr_id, \
-             created_at, updated_at FROM endpoints ORDER BY created_at, id",
+             created_at, updated_at, max_connections, max_connections_per_ip \
+             FROM endpoints ORDER BY created_at, id",
         )?;
         let rows = st.query_map([], endpoint_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -162,8 +165,8 @@ impl Store for SqliteStore {
         self.write(event, |tx| {
             tx.execute(
                 "INSERT OR REPLACE INTO endpoints (id, url, description, traffic_policy, \
-                 idle_timeout_secs, reserved_addr_id, created_at, updated_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                 idle_timeout_secs, reserved_addr_id, created_at, updated_at, max_connections, \
+                 max_connections_per_ip) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                 params![
                     e.id,
                     e.url,
@@ -172,7 +175,9 @@ impl Store for SqliteStore {
                     e.idle_timeout_secs as i64,
                     e.reserved_addr_id,
                     e.created_at,
-                    e.updated_at
+                    e.updated_at,
+                    e.max_connections.map(|n| n as i64),
+                    e.max_connections_per_ip
                 ],
             )
             .map(drop)
