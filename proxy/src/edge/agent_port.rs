@@ -43,7 +43,7 @@ async fn handle(stream: TcpStream, peer: SocketAddr, shared: Arc<EdgeShared>) {
             return;
         }
         Err(_) => {
-            tracing::info!(%peer, "agent connection silent past the handshake timeout; closed");
+            crate::log_throttled!(info, %peer, "agent connection silent past the handshake timeout; closed");
             EdgeStats::bump(&shared.stats.agents_refused);
             return;
         }
@@ -52,7 +52,7 @@ async fn handle(stream: TcpStream, peer: SocketAddr, shared: Arc<EdgeShared>) {
         TLS_HANDSHAKE_RECORD => control::handle_tls(stream, peer, shared).await,
         b if b == DATA_CHANNEL_MAGIC[0] => plain_data_channel(stream, peer, shared).await,
         other => {
-            tracing::warn!(%peer, first_byte = other, "garbage on the agent port; closed");
+            crate::log_throttled!(warn, %peer, first_byte = other, "garbage on the agent port; closed");
             EdgeStats::bump(&shared.stats.agents_refused);
         }
     }
@@ -87,17 +87,17 @@ async fn plain_data_channel(mut stream: TcpStream, peer: SocketAddr, shared: Arc
             secret,
         })) => (session_id, secret),
         Ok(Ok(other)) => {
-            tracing::warn!(%peer, frame = other.name(), "unexpected first frame on a data channel; closed");
+            crate::log_throttled!(warn, %peer, frame = other.name(), "unexpected first frame on a data channel; closed");
             EdgeStats::bump(&shared.stats.agents_refused);
             return;
         }
         Ok(Err(e)) => {
-            tracing::warn!(%peer, error = %e, "bad data channel hello; closed");
+            crate::log_throttled!(warn, %peer, error = %e, "bad data channel hello; closed");
             EdgeStats::bump(&shared.stats.agents_refused);
             return;
         }
         Err(_) => {
-            tracing::info!(%peer, "data channel silent past the handshake timeout; closed");
+            crate::log_throttled!(info, %peer, "data channel silent past the handshake timeout; closed");
             EdgeStats::bump(&shared.stats.agents_refused);
             return;
         }
@@ -125,11 +125,11 @@ pub(super) fn authenticate_channel(
     secret: &[u8; 32],
 ) -> Option<Arc<SessionHandle>> {
     let Some(session) = shared.registry.session(session_id) else {
-        tracing::info!(%peer, session = session_id, "data channel for an unknown session; closed");
+        crate::log_throttled!(info, %peer, session = session_id, "data channel for an unknown session; closed");
         return None;
     };
     if !session.secret_matches(secret) {
-        tracing::warn!(%peer, session = session_id, "data channel with a wrong session secret; closed");
+        crate::log_throttled!(warn, %peer, session = session_id, "data channel with a wrong session secret; closed");
         EdgeStats::bump(&shared.stats.agents_refused);
         return None;
     }

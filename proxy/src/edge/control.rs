@@ -40,12 +40,12 @@ pub async fn handle_tls(stream: TcpStream, peer: SocketAddr, shared: Arc<EdgeSha
     {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
-            tracing::warn!(%peer, error = %e, "agent TLS handshake failed");
+            crate::log_throttled!(warn, %peer, error = %e, "agent TLS handshake failed");
             EdgeStats::bump(&shared.stats.agents_refused);
             return;
         }
         Err(_) => {
-            tracing::info!(%peer, "agent TLS handshake timed out");
+            crate::log_throttled!(info, %peer, "agent TLS handshake timed out");
             EdgeStats::bump(&shared.stats.agents_refused);
             return;
         }
@@ -55,7 +55,7 @@ pub async fn handle_tls(stream: TcpStream, peer: SocketAddr, shared: Arc<EdgeSha
         Ok(Ok(Some(frame))) => frame,
         Ok(Ok(None)) => return,
         Ok(Err(e)) => {
-            tracing::warn!(%peer, error = %e, "bad first frame from agent; closed");
+            crate::log_throttled!(warn, %peer, error = %e, "bad first frame from agent; closed");
             refuse(
                 &mut tls,
                 ErrorCode::Malformed,
@@ -66,7 +66,7 @@ pub async fn handle_tls(stream: TcpStream, peer: SocketAddr, shared: Arc<EdgeSha
             return;
         }
         Err(_) => {
-            tracing::info!(%peer, "agent sent no hello in time; closed");
+            crate::log_throttled!(info, %peer, "agent sent no hello in time; closed");
             EdgeStats::bump(&shared.stats.agents_refused);
             return;
         }
@@ -82,13 +82,13 @@ pub async fn handle_tls(stream: TcpStream, peer: SocketAddr, shared: Arc<EdgeSha
                 let msg = format!(
                     "protocol version {version} not supported; this edge speaks {PROTOCOL_VERSION}"
                 );
-                tracing::warn!(%peer, version, "agent refused: version mismatch");
+                crate::log_throttled!(warn, %peer, version, "agent refused: version mismatch");
                 refuse(&mut tls, ErrorCode::VersionMismatch, msg).await;
                 EdgeStats::bump(&shared.stats.agents_refused);
                 return;
             }
             let Some(identity) = shared.auth.load().authenticate(&authtoken) else {
-                tracing::warn!(%peer, "agent refused: unknown authtoken");
+                crate::log_throttled!(warn, %peer, "agent refused: unknown authtoken");
                 shared.audit.send(AuditEvent::AuthFailed { peer });
                 refuse(
                     &mut tls,
@@ -135,7 +135,7 @@ pub async fn handle_tls(stream: TcpStream, peer: SocketAddr, shared: Arc<EdgeSha
             park_tls(tls, &session);
         }
         other => {
-            tracing::warn!(%peer, frame = other.name(), "unexpected first frame on a control channel; closed");
+            crate::log_throttled!(warn, %peer, frame = other.name(), "unexpected first frame on a control channel; closed");
             refuse(
                 &mut tls,
                 ErrorCode::BadRequest,

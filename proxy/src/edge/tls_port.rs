@@ -18,18 +18,18 @@ pub async fn route(mut client: TcpStream, peer: SocketAddr, shared: Arc<EdgeShar
     let hello = match monoio::time::timeout(HELLO_TIMEOUT, read_client_hello(&mut client)).await {
         Ok(Ok(hello)) => hello,
         Ok(Err(reason)) => {
-            tracing::info!(%peer, %reason, "tls endpoint: connection closed");
+            crate::log_throttled!(info, %peer, %reason, "tls endpoint: connection closed");
             EdgeStats::bump(&shared.stats.no_route);
             return;
         }
         Err(_) => {
-            tracing::info!(%peer, "tls endpoint: no ClientHello in time; closed");
+            crate::log_throttled!(info, %peer, "tls endpoint: no ClientHello in time; closed");
             EdgeStats::bump(&shared.stats.no_route);
             return;
         }
     };
     let Some(endpoint) = shared.endpoints.route_sni(&hello.name) else {
-        tracing::info!(%peer, sni = %hello.name, "tls endpoint: unknown SNI; closed");
+        crate::log_throttled!(info, %peer, sni = %hello.name, "tls endpoint: unknown SNI; closed");
         EdgeStats::bump(&shared.stats.no_route);
         return;
     };
