@@ -303,8 +303,27 @@ fn serve_endpoint(
     }
 }
 
-/// Sleeps a little after an accept error (e.g. EMFILE) so the loop does not spin.
+/// How often a failing accept (e.g. EMFILE: out of file descriptors) is logged.
+pub const ACCEPT_ERROR_LOG_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Sleeps a little after an accept error (e.g. EMFILE) so the loop does not spin, and
+/// logs at most once per [`ACCEPT_ERROR_LOG_INTERVAL`] (with how many failed since).
+/// Connections already established keep being served; accepting resumes by itself once
+/// descriptors are free again.
 pub(crate) async fn accept_backoff(what: &str, e: &std::io::Error) {
-    tracing::warn!(listener = what, error = %e, "accept failed");
+    static LAST_LOGGED_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    static FAILED_SINCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    use std::sync::atomic::Ordering::Relaxed;
+    let now = crate::state::now_ms() as u64;
+    let failed = FAILED_SINCE.fetch_add(1, Relaxed) + 1;
+    let last = LAST_LOGGED_MS.load(Relaxed);
+    if now.saturating_sub(last) >= ACCEPT_ERROR_LOG_INTERVAL.as_millis() as u64
+        && LAST_LOGGED_MS
+            .compare_exchange(last, now, Relaxed, Relaxed)
+            .is_ok()
+    {
+        FAILED_SINCE.fetch_sub(failed, Relaxed);
+        tracing::warn!(listener = what, error = %e, failed, "accept failed; retrying every 50 ms");
+    }
     monoio::time::sleep(Duration::from_millis(50)).await;
 }
