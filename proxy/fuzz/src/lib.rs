@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 
 use bytes::BytesMut;
-use sluice_proxy::wire::{encode, ErrorCode, Frame, StreamStart, PROTOCOL_VERSION};
+use sluice_proxy::wire::{encode, ErrorCode, Frame, StreamCode, StreamStart, PROTOCOL_VERSION};
 
 /// One frame of each kind, with edge values (empty and non-ASCII strings, IPv6).
 pub fn seed_frames() -> Vec<(&'static str, Frame)> {
@@ -84,6 +84,20 @@ pub fn seed_frames() -> Vec<(&'static str, Frame)> {
                 server: "[2001:db8::2]:443".parse().expect("literal"),
                 internal_url: "tls://api.internal".into(),
             }),
+        ),
+        (
+            "endpoint-health",
+            Frame::EndpointHealth {
+                url: "tcp://db.internal:5432".into(),
+                healthy: false,
+                weight: 1000,
+            },
+        ),
+        (
+            "stream-status",
+            Frame::StreamStatus {
+                code: StreamCode::UpstreamFailed,
+            },
         ),
     ]
 }

@@ -120,12 +120,19 @@ async fn established(
             }
         }
     });
-    for (i, ep) in settings.endpoints.iter().enumerate() {
-        let _ = control_tx.try_send(Frame::Bind {
-            request_id: i as u32 + 1,
-            url: ep.url.clone(),
-            pooling: ep.pooling,
-        });
+    {
+        // Binds, then each endpoint's health as it stands; later changes go through
+        // the same queue (set under the lock, so none falls between the two).
+        let mut live = shared.control.lock().unwrap_or_else(|p| p.into_inner());
+        for (i, ep) in settings.endpoints.iter().enumerate() {
+            let _ = control_tx.try_send(Frame::Bind {
+                request_id: i as u32 + 1,
+                url: ep.url.clone(),
+                pooling: ep.pooling,
+            });
+            let _ = control_tx.try_send(super::health::report(shared, i));
+        }
+        *live = Some(control_tx.clone());
     }
     shared.request_channels(&ticket, settings.data_channels);
     let heartbeat_tx = control_tx.clone();
@@ -186,6 +193,7 @@ async fn established(
         }
     };
     ticket.alive.store(false, Ordering::Release);
+    *shared.control.lock().unwrap_or_else(|p| p.into_inner()) = None;
     control_tx.close();
     Ok(reason)
 }

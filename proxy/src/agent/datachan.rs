@@ -7,6 +7,13 @@
 //! that is handed a stream asks for a replacement while the parked count is below
 //! `data_channels`, so the edge's pool refills as it is used.
 //!
+//! Every stream is answered with a [`Frame::StreamStatus`] before any upstream byte:
+//! `Ok` once the upstream is connected (PROXY header and upstream TLS done), else
+//! `UpstreamFailed` (or `UnknownEndpoint`) and the channel is closed, so the edge can
+//! replay the connection on another pool member. An endpoint with
+//! `agent_tls_termination` answers `Ok` at once: the client's handshake needs the
+//! stream, and the upstream is only dialed after it (a refusal then ends the stream).
+//!
 //! An endpoint with `agent_tls_termination` runs TLS over the stream first (over the
 //! socket on `tcp` channels, over the chunk framing on `tls` ones), and one with
 //! `upstream.tls` speaks TLS to its upstream; hops with TLS on either end copy through
@@ -34,7 +41,7 @@ use crate::{
         sockets,
         substream::ChunkedSub,
     },
-    wire::{self, Frame, StreamStart, DATA_CHANNEL_MAGIC, PROTOCOL_VERSION},
+    wire::{self, Frame, StreamCode, StreamStart, DATA_CHANNEL_MAGIC, PROTOCOL_VERSION},
 };
 
 /// How long dialing the edge or the upstream may take.
@@ -45,6 +52,13 @@ const END_MARKER_WAIT: Duration = Duration::from_secs(5);
 
 /// The upstream connection: plain, or TLS when the endpoint sets `upstream.tls`.
 type Upstream = MaybeTls<ClientConnection>;
+
+/// Sends a stream's status on a data channel (plain TCP or TLS); false if that failed.
+async fn send_status<W: monoio::io::AsyncWriteRent>(channel: &mut W, code: StreamCode) -> bool {
+    framed::write_frame(channel, &Frame::StreamStatus { code })
+        .await
+        .is_ok()
+}
 
 /// Serves open requests from the shared queue for as long as the process runs.
 pub async fn open_loop(shared: Arc<AgentShared>) {
@@ -186,25 +200,45 @@ async fn serve_plain(ticket: Arc<SessionTicket>, shared: Arc<AgentShared>) {
     on_stream_assigned(&ticket, &shared);
     let _in_flight = shared.in_flight.enter();
     let Some(endpoint) = endpoint_for(&start, &shared) else {
-        sockets::reset_on_close(channel.as_raw_fd());
+        send_status(&mut channel, StreamCode::UnknownEndpoint).await;
         return;
     };
     let early = reader.into_leftover();
-    let (inbound, early) = match &endpoint.tls_termination {
-        None => (MaybeTls::Plain(channel), early),
-        Some(config) => {
-            match terminate::accept(channel, early.to_vec(), config.clone(), &start, &shared).await
-            {
-                Ok(tls) => (MaybeTls::Tls(Box::new(tls)), bytes::BytesMut::new()),
-                // The alert went out; closing the channel (FIN) ends the client's stream.
-                Err(_) => return,
-            }
+    let Some(config) = &endpoint.tls_termination else {
+        let Some(upstream) = connect_upstream(&start, endpoint).await else {
+            send_status(&mut channel, StreamCode::UpstreamFailed).await;
+            return;
+        };
+        if send_status(&mut channel, StreamCode::Ok).await {
+            pump_plain(MaybeTls::Plain(channel), upstream, early, &start, &shared).await;
         }
+        return;
     };
-    let Some(mut upstream) = connect_upstream(&start, endpoint).await else {
+    if !send_status(&mut channel, StreamCode::Ok).await {
+        return;
+    }
+    let inbound =
+        match terminate::accept(channel, early.to_vec(), config.clone(), &start, &shared).await {
+            Ok(tls) => MaybeTls::Tls(Box::new(tls)),
+            // The alert went out; closing the channel (FIN) ends the client's stream.
+            Err(_) => return,
+        };
+    let Some(upstream) = connect_upstream(&start, endpoint).await else {
         sockets::reset_on_close(inbound.as_raw_fd());
         return;
     };
+    pump_plain(inbound, upstream, bytes::BytesMut::new(), &start, &shared).await;
+}
+
+/// The rest of a `tcp` channel's stream once the upstream is connected: the client's
+/// early bytes, then both directions.
+async fn pump_plain(
+    inbound: MaybeTls<rustls::ServerConnection>,
+    mut upstream: Upstream,
+    early: bytes::BytesMut,
+    start: &StreamStart,
+    shared: &AgentShared,
+) {
     if !early.is_empty() {
         let (res, _) = upstream.write_all(early).await;
         if res.is_err() {
@@ -271,12 +305,16 @@ async fn serve_tls(ticket: Arc<SessionTicket>, shared: Arc<AgentShared>) {
         on_stream_assigned(&ticket, &shared);
         let _in_flight = shared.in_flight.enter();
         let Some(endpoint) = endpoint_for(&start, &shared) else {
+            send_status(&mut tls, StreamCode::UnknownEndpoint).await;
             return;
         };
         // Keep up to twice the target parked before retiring channels, so a steady
         // load reuses channels instead of trading one handshake per stream.
         let ceiling = 2 * shared.settings.data_channels;
         if let Some(config) = &endpoint.tls_termination {
+            if !send_status(&mut tls, StreamCode::Ok).await {
+                return;
+            }
             let keep = {
                 let ticket = ticket.clone();
                 move || ticket.is_alive() && ticket.below(ceiling)
@@ -290,9 +328,15 @@ async fn serve_tls(ticket: Arc<SessionTicket>, shared: Arc<AgentShared>) {
                 None => return,
             }
         }
+        // A refused upstream retires the channel: the edge may have sent early client
+        // bytes for this stream, and it drops the channel too.
         let Some(upstream) = connect_upstream(&start, endpoint).await else {
+            send_status(&mut tls, StreamCode::UpstreamFailed).await;
             return;
         };
+        if !send_status(&mut tls, StreamCode::Ok).await {
+            return;
+        }
         let keep = || ticket.is_alive() && ticket.below(ceiling);
         let progress = io::idle::Progress::default();
         let outcome = chunked::forward(upstream, tls, &mut reader, keep, &progress).await;

@@ -4,11 +4,14 @@
 //! bytes; when a channel is spent the agent opens a replacement, and opens more when
 //! the edge asks. Losing the edge means reconnecting with capped, jittered backoff.
 //!
-//! Worker 0 runs the control loop; every worker opens and serves data channels, taking
-//! open requests from one shared queue.
+//! Worker 0 runs the control loop and the upstream health checks (agent/health.rs);
+//! every worker opens and serves data channels, taking open requests from one shared
+//! queue. Each stream is answered with a status (upstream connected or not) before any
+//! upstream byte, so the edge can fail over to another pool member.
 
 mod control;
 mod datachan;
+mod health;
 mod terminate;
 
 use std::{
@@ -63,9 +66,22 @@ pub(crate) struct AgentShared {
     /// Client TLS handshakes refused by `agent_tls_termination` (bad or missing
     /// client certificate, timeout).
     pub tls_refused: AtomicU64,
+    /// Upstream health per endpoint (same order as `settings.endpoints`).
+    pub health: Vec<health::EndpointHealth>,
+    /// The live session's control queue, for frames sent from outside the control
+    /// loop (health changes); `None` between sessions.
+    pub control: std::sync::Mutex<Option<async_channel::Sender<crate::wire::Frame>>>,
 }
 
 impl AgentShared {
+    /// Queues a frame on the live session's control channel, if there is one.
+    pub fn send_control(&self, frame: crate::wire::Frame) {
+        let control = self.control.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(tx) = control.as_ref() {
+            let _ = tx.try_send(frame);
+        }
+    }
+
     /// Asks some worker to open `n` data channels for `ticket`'s session.
     pub fn request_channels(&self, ticket: &Arc<SessionTicket>, n: usize) {
         for _ in 0..n {
@@ -116,6 +132,7 @@ pub fn start(settings: AgentSettings, driver: Driver) -> std::io::Result<AgentHa
     crate::limits::raise_and_log("agent");
     let (open_tx, open_rx) = async_channel::bounded(64 * 1024);
     let workers = settings.workers;
+    let endpoints = settings.endpoints.len();
     let shared = Arc::new(AgentShared {
         settings,
         upstreams,
@@ -125,6 +142,8 @@ pub fn start(settings: AgentSettings, driver: Driver) -> std::io::Result<AgentHa
         draining: AtomicBool::new(false),
         control_fd: (-1).into(),
         tls_refused: AtomicU64::new(0),
+        health: (0..endpoints).map(|_| Default::default()).collect(),
+        control: Default::default(),
     });
     let worker_shared = shared.clone();
     let threads = runtime::spawn_workers("agent", workers, driver, move |i| {
@@ -132,6 +151,7 @@ pub fn start(settings: AgentSettings, driver: Driver) -> std::io::Result<AgentHa
         async move {
             if i == 0 {
                 monoio::spawn(control::run_forever(shared.clone()));
+                health::spawn_checkers(&shared);
             }
             datachan::open_loop(shared).await;
         }

@@ -18,9 +18,12 @@
 //!       server_certificate: /etc/sluice/db.crt
 //!       server_private_key: /etc/sluice/db.key
 //!       mutual_tls_certificate_authorities: [/etc/sluice/clients-ca.pem]
+//!     pooling_enabled: true                # optional: share the URL with other agents
+//!     weight: 100                          # optional: share of new connections in a pool
 //!     upstream:
 //!       url: 10.0.0.5:5432
 //!       tls: { ca: /etc/sluice/db-ca.pem, server_name: db.lan }   # optional
+//!       health_check: { interval: 5s, timeout: 2s, healthy_threshold: 2, unhealthy_threshold: 2 }
 //! ```
 
 use std::{path::Path, sync::Arc, time::Duration};
@@ -107,6 +110,8 @@ pub struct EndpointSection {
     /// Join a pool with other agents binding the same URL.
     #[serde(default)]
     pub pooling_enabled: bool,
+    /// This member's share of new connections within a pool (1..=1000, default 100).
+    pub weight: Option<u16>,
     /// Where connections go on the agent's network.
     pub upstream: UpstreamSection,
     /// Terminate the client's TLS here (and check its certificate when CAs are given).
@@ -148,6 +153,104 @@ pub struct UpstreamSection {
     pub proxy_protocol: Option<u8>,
     /// Re-encrypt towards an upstream that speaks TLS.
     pub tls: Option<UpstreamTlsSection>,
+    /// How the agent checks that the upstream accepts connections (default: a TCP
+    /// connect every 5 s).
+    pub health_check: Option<HealthCheckSection>,
+}
+
+/// `upstream.health_check:`: a TCP connect to the upstream on an interval; the result
+/// flips after `*_threshold` checks in a row agree, and is reported to the edge.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckSection {
+    /// `false` turns checks off (the member then always reports healthy).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Time between checks.
+    #[serde(
+        default = "default_check_interval",
+        deserialize_with = "duration::human"
+    )]
+    pub interval: Duration,
+    /// How long one connect may take.
+    #[serde(
+        default = "default_check_timeout",
+        deserialize_with = "duration::human"
+    )]
+    pub timeout: Duration,
+    /// Successful checks in a row that make an unhealthy upstream healthy.
+    #[serde(default = "default_threshold")]
+    pub healthy_threshold: u32,
+    /// Failed checks in a row that make a healthy upstream unhealthy.
+    #[serde(default = "default_threshold")]
+    pub unhealthy_threshold: u32,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_check_interval() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_check_timeout() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_threshold() -> u32 {
+    2
+}
+
+/// The upstream health check an endpoint runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthCheck {
+    /// Time between checks.
+    pub interval: Duration,
+    /// Bound on one connect.
+    pub timeout: Duration,
+    /// Successes in a row to become healthy.
+    pub healthy_threshold: u32,
+    /// Failures in a row to become unhealthy.
+    pub unhealthy_threshold: u32,
+}
+
+impl Default for HealthCheck {
+    fn default() -> Self {
+        Self {
+            interval: default_check_interval(),
+            timeout: default_check_timeout(),
+            healthy_threshold: default_threshold(),
+            unhealthy_threshold: default_threshold(),
+        }
+    }
+}
+
+/// Default pool weight of a member.
+pub const DEFAULT_WEIGHT: u16 = 100;
+/// Largest pool weight.
+pub const MAX_WEIGHT: u16 = 1000;
+
+/// Validates `upstream.health_check`; `None` when checks are off.
+fn health_check(h: Option<&HealthCheckSection>) -> Result<Option<HealthCheck>, String> {
+    let Some(h) = h else {
+        return Ok(Some(HealthCheck::default()));
+    };
+    if !h.enabled {
+        return Ok(None);
+    }
+    if h.interval < Duration::from_millis(50) {
+        return Err(format!("interval: at least 50ms, found {:?}", h.interval));
+    }
+    if h.timeout.is_zero() || h.timeout > h.interval {
+        return Err("timeout: must be non-zero and at most the interval".into());
+    }
+    if !(1..=100).contains(&h.healthy_threshold) || !(1..=100).contains(&h.unhealthy_threshold) {
+        return Err("healthy_threshold and unhealthy_threshold: must be 1..=100".into());
+    }
+    Ok(Some(HealthCheck {
+        interval: h.interval,
+        timeout: h.timeout,
+        healthy_threshold: h.healthy_threshold,
+        unhealthy_threshold: h.unhealthy_threshold,
+    }))
 }
 
 fn default_data_channels() -> usize {
@@ -209,6 +312,10 @@ pub struct AgentEndpoint {
     pub tls_termination: Option<Arc<rustls::ServerConfig>>,
     /// TLS towards the upstream (`upstream.tls`), if any.
     pub upstream_tls: Option<UpstreamTls>,
+    /// Pool weight (`weight`).
+    pub weight: u16,
+    /// Upstream health check (`upstream.health_check`); `None`: off.
+    pub health_check: Option<HealthCheck>,
 }
 
 /// How the agent speaks TLS to an upstream.
@@ -310,6 +417,14 @@ impl AgentSettings {
                 ),
                 None => None,
             };
+            let weight = ep.weight.unwrap_or(DEFAULT_WEIGHT);
+            if !(1..=MAX_WEIGHT).contains(&weight) {
+                return Err(err(format!(
+                    "endpoints[{i}].weight: must be 1..={MAX_WEIGHT}, found {weight}"
+                )));
+            }
+            let health_check = health_check(ep.upstream.health_check.as_ref())
+                .map_err(|m| err(format!("endpoints[{i}].upstream.health_check.{m}")))?;
             endpoints.push(AgentEndpoint {
                 name: ep.name.unwrap_or_else(|| url.clone()),
                 url,
@@ -318,6 +433,8 @@ impl AgentSettings {
                 proxy_protocol,
                 tls_termination,
                 upstream_tls,
+                weight,
+                health_check,
             });
         }
         Ok(Self {

@@ -11,6 +11,13 @@ pub struct SessionBinding {
     pub url: String,
     /// Members of its pool (1 without pooling).
     pub pool_members: usize,
+    /// Whether this member's agent last reported its upstream reachable.
+    pub healthy: bool,
+    /// Whether the edge skips this member for a moment after a failure it saw (no
+    /// data channel in time, a broken channel, an upstream that refused).
+    pub suspect: bool,
+    /// Its pool weight.
+    pub weight: u16,
 }
 
 /// A live agent session.
@@ -63,7 +70,13 @@ impl ControlPlane {
                     endpoints: registry
                         .bindings_of(s.id)
                         .into_iter()
-                        .map(|(url, pool_members)| SessionBinding { url, pool_members })
+                        .map(|b| SessionBinding {
+                            url: b.url,
+                            pool_members: b.pool_members,
+                            healthy: b.healthy,
+                            suspect: b.suspect,
+                            weight: b.weight,
+                        })
                         .collect(),
                 }
             })

@@ -223,6 +223,22 @@ async fn run_session(
                 session.send_control(Frame::Pong { nonce });
             }
             Frame::Pong { nonce } => record_rtt(&session, nonce),
+            Frame::EndpointHealth {
+                url,
+                healthy,
+                weight,
+            } => {
+                let canonical = url
+                    .parse::<sluice_policy::InternalUrl>()
+                    .map(|u| u.canonical())
+                    .unwrap_or(url);
+                if !shared
+                    .registry
+                    .report_health(session.id, &canonical, healthy, weight)
+                {
+                    tracing::debug!(session = session.id, url = %canonical, "health report for a URL this session does not serve");
+                }
+            }
             Frame::Bind {
                 request_id,
                 url,

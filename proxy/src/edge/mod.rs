@@ -12,6 +12,7 @@ pub mod auth;
 pub mod conn_limits;
 mod control;
 pub mod endpoints;
+mod failover;
 pub mod pool;
 mod public;
 pub mod registry;

@@ -1,44 +1,173 @@
-//! Endpoint pools: the live sessions bound to one internal URL, and the choice of
-//! member for a new connection — the less loaded of two random members (by streams in
-//! flight), skipping members a connection already failed on. A pool is an immutable
-//! snapshot; membership changes publish a new one.
+//! Endpoint pools: the live sessions bound to one internal URL, each member's health,
+//! and the choice of member for a new connection.
+//!
+//! # Health
+//!
+//! A member is *usable* when its agent last reported the upstream healthy (the agent's
+//! own checks, [`crate::wire::Frame::EndpointHealth`]) and the edge has not marked it
+//! *suspect*: a member whose data channel failed to arrive, broke, or answered a stream
+//! with "upstream connect failed" is skipped for [`SUSPECT_FOR`]. A session silent past
+//! its heartbeat tolerance is dropped altogether (edge/control.rs), which removes it
+//! from every pool. When no untried member is usable the pick falls back to suspect
+//! but healthy members, then to any member (fail open: a wrong health report must not
+//! black-hole a URL; a member whose upstream really is down answers "failed" at once
+//! and the connection moves on).
+//!
+//! # Balancing: weighted power of two choices
+//!
+//! Two distinct members are drawn at random, each with probability proportional to
+//! its `weight`, and the one with fewer streams in flight *per unit of weight* wins
+//! (`in_flight_a * weight_b < in_flight_b * weight_a`; ties go to the first draw). Why
+//! this rather than round robin or global least-connections:
+//! - it needs no shared cursor or lock: every worker picks from the same immutable
+//!   snapshot plus per-session atomic counters, in O(1);
+//! - a slow member (its upstream accepts or answers late) holds its streams longer,
+//!   its in-flight count grows and it loses most comparisons, so it gets fewer new
+//!   connections without any latency measurement;
+//! - unlike global least-in-flight, two random draws do not make every worker (whose
+//!   view of the counters is a little stale) herd onto the same momentarily idle
+//!   member;
+//! - at low load (all counts equal) the first draw wins, so connections split in
+//!   proportion to the weights.
+//!
+//! Streams count against a member from the moment it is picked (while its data channel
+//! is taken and its upstream connects) until the stream ends, so slow opens count too.
+//!
+//! A pool is an immutable snapshot; membership changes publish a new one. Members are
+//! shared between snapshots, so health and weight changes need no republish.
 
-use std::sync::{atomic::Ordering, Arc};
+use std::sync::{
+    atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering},
+    Arc,
+};
 
 use rand::Rng;
 
 use super::registry::SessionHandle;
 
+/// How long a member the edge saw fail (no data channel in time, a broken channel, an
+/// upstream that refused) is skipped while others are usable.
+pub const SUSPECT_FOR: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Most members one connection tries before giving up.
+pub const MAX_ATTEMPTS: usize = 3;
+
+/// Default weight of a member whose agent sent none.
+pub const DEFAULT_WEIGHT: u16 = 100;
+
+/// One session serving one pooled URL.
+pub struct Member {
+    /// The agent session.
+    pub session: Arc<SessionHandle>,
+    /// The URL, for logs.
+    pub url: String,
+    /// What the agent's upstream checks last said.
+    healthy: AtomicBool,
+    /// Relative share of new connections.
+    weight: AtomicU16,
+    /// Skipped until this instant (ms on [`clock_ms`]); 0: not suspect.
+    suspect_until: AtomicU64,
+}
+
+impl Member {
+    fn new(session: Arc<SessionHandle>, url: &str) -> Self {
+        Self {
+            session,
+            url: url.to_string(),
+            healthy: AtomicBool::new(true),
+            weight: AtomicU16::new(DEFAULT_WEIGHT),
+            suspect_until: AtomicU64::new(0),
+        }
+    }
+
+    /// The session id.
+    pub fn id(&self) -> u64 {
+        self.session.id
+    }
+
+    /// Whether the agent reports the upstream healthy.
+    pub fn healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    /// The member's weight.
+    pub fn weight(&self) -> u16 {
+        self.weight.load(Ordering::Relaxed).max(1)
+    }
+
+    /// Whether the edge skips this member for now.
+    pub fn suspect(&self) -> bool {
+        self.suspect_until.load(Ordering::Relaxed) > clock_ms()
+    }
+
+    /// Records the agent's report; returns whether `healthy` changed.
+    pub fn report(&self, healthy: bool, weight: u16) -> bool {
+        self.weight.store(weight.max(1), Ordering::Relaxed);
+        self.healthy.swap(healthy, Ordering::Relaxed) != healthy
+    }
+
+    /// Marks the member suspect for [`SUSPECT_FOR`]; returns whether it was not
+    /// suspect before (so the caller logs once per transition).
+    pub fn mark_suspect(&self) -> bool {
+        let now = clock_ms();
+        let until = now + SUSPECT_FOR.as_millis() as u64;
+        self.suspect_until.swap(until, Ordering::Relaxed) <= now
+    }
+
+    fn load(&self) -> u64 {
+        self.session.in_flight.load(Ordering::Relaxed) as u64
+    }
+}
+
+/// Milliseconds on a process-wide monotonic clock (never 0 after the first call).
+fn clock_ms() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis() as u64
+        + 1
+}
+
 /// The sessions serving one internal URL.
 pub struct Pool {
     /// Live members (one unless every member bound with `pooling_enabled`).
-    pub members: Vec<Arc<SessionHandle>>,
+    pub members: Vec<Arc<Member>>,
     /// Whether the members bound with `pooling_enabled: true`.
     pub pooling: bool,
 }
 
 impl Pool {
-    /// Picks a member for a new connection: among the members not in `tried`, the one
-    /// with fewer streams in flight of two chosen at random. `None` when every member
-    /// was tried.
-    pub fn pick(&self, tried: &[u64]) -> Option<Arc<SessionHandle>> {
-        let candidates: Vec<&Arc<SessionHandle>> = self
-            .members
-            .iter()
-            .filter(|m| !tried.contains(&m.id))
-            .collect();
-        match candidates.len() {
-            0 => None,
-            1 => Some(candidates[0].clone()),
-            n => {
-                let mut rng = rand::rng();
-                let a = rng.random_range(0..n);
-                let b = (a + rng.random_range(1..n)) % n;
-                let (x, y) = (candidates[a], candidates[b]);
-                let load = |s: &SessionHandle| s.in_flight.load(Ordering::Relaxed);
-                Some(if load(y) < load(x) { y } else { x }.clone())
-            }
+    /// A pool of one.
+    pub fn first(url: &str, session: &Arc<SessionHandle>, pooling: bool) -> Pool {
+        Pool {
+            members: vec![Arc::new(Member::new(session.clone(), url))],
+            pooling,
         }
+    }
+
+    /// The member for `session_id`, if it is one.
+    pub fn member(&self, session_id: u64) -> Option<&Arc<Member>> {
+        self.members.iter().find(|m| m.id() == session_id)
+    }
+
+    /// Picks a member for a new connection among those not in `tried` (session ids):
+    /// weighted power of two choices over the usable ones, falling back as the module
+    /// doc says. `None` when every member was tried.
+    pub fn pick(&self, tried: &[u64]) -> Option<Arc<Member>> {
+        let untried = || self.members.iter().filter(|m| !tried.contains(&m.id()));
+        let usable: Vec<&Arc<Member>> = untried().filter(|m| m.healthy() && !m.suspect()).collect();
+        let candidates = if !usable.is_empty() {
+            usable
+        } else {
+            let healthy: Vec<_> = untried().filter(|m| m.healthy()).collect();
+            if healthy.is_empty() {
+                untried().collect()
+            } else {
+                healthy
+            }
+        };
+        two_choices(&candidates, &mut rand::rng()).cloned()
     }
 
     /// A pool with `session` added (when allowed): a URL held without pooling accepts
@@ -49,7 +178,7 @@ impl Pool {
         session: &Arc<SessionHandle>,
         pooling: bool,
     ) -> Result<Pool, String> {
-        if self.members.iter().any(|m| m.id == session.id) {
+        if self.member(session.id).is_some() {
             return Err(format!("{url} is already bound by this session"));
         }
         if !self.pooling && !pooling {
@@ -62,7 +191,7 @@ impl Pool {
             ));
         }
         let mut members = self.members.clone();
-        members.push(session.clone());
+        members.push(Arc::new(Member::new(session.clone(), url)));
         Ok(Pool { members, pooling })
     }
 
@@ -71,7 +200,7 @@ impl Pool {
         let members: Vec<_> = self
             .members
             .iter()
-            .filter(|m| m.id != session_id)
+            .filter(|m| m.id() != session_id)
             .cloned()
             .collect();
         (!members.is_empty()).then_some(Pool {
@@ -81,22 +210,153 @@ impl Pool {
     }
 }
 
-/// Most members one connection tries before giving up.
-pub const MAX_ATTEMPTS: usize = 3;
+/// Weighted power of two choices (see the module doc).
+fn two_choices<'a>(candidates: &[&'a Arc<Member>], rng: &mut impl Rng) -> Option<&'a Arc<Member>> {
+    match candidates.len() {
+        0 => None,
+        1 => Some(candidates[0]),
+        _ => {
+            let total: u64 = candidates.iter().map(|m| u64::from(m.weight())).sum();
+            let a = draw(candidates, total, None, rng);
+            let rest = total - u64::from(candidates[a].weight());
+            let b = draw(candidates, rest, Some(a), rng);
+            let (x, y) = (candidates[a], candidates[b]);
+            let (wx, wy) = (u64::from(x.weight()), u64::from(y.weight()));
+            Some(if y.load() * wx < x.load() * wy { y } else { x })
+        }
+    }
+}
+
+/// Index drawn with probability proportional to weight, skipping `except`.
+fn draw(
+    candidates: &[&Arc<Member>],
+    total: u64,
+    except: Option<usize>,
+    rng: &mut impl Rng,
+) -> usize {
+    let mut ticket = rng.random_range(0..total.max(1));
+    let mut last = 0;
+    for (i, m) in candidates.iter().enumerate() {
+        if Some(i) == except {
+            continue;
+        }
+        last = i;
+        let w = u64::from(m.weight());
+        if ticket < w {
+            return i;
+        }
+        ticket -= w;
+    }
+    last
+}
 
 /// Counts a stream against its member's load until dropped.
-pub struct MemberLoad(pub Arc<SessionHandle>);
+pub struct MemberLoad(pub Arc<Member>);
 
 impl MemberLoad {
-    /// Starts counting a stream on `session`.
-    pub fn new(session: Arc<SessionHandle>) -> Self {
-        session.in_flight.fetch_add(1, Ordering::Relaxed);
-        Self(session)
+    /// Starts counting a stream on `member`'s session.
+    pub fn new(member: Arc<Member>) -> Self {
+        member.session.in_flight.fetch_add(1, Ordering::Relaxed);
+        Self(member)
     }
 }
 
 impl Drop for MemberLoad {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.0.session.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Pool events since the edge started (for logs, the admin API and metrics).
+#[derive(Default, Debug)]
+pub struct PoolStats {
+    /// Members that joined a URL.
+    pub joined: AtomicU64,
+    /// Members that left a URL (session ended or drained).
+    pub left: AtomicU64,
+    /// Agent-reported transitions to unhealthy.
+    pub became_unhealthy: AtomicU64,
+    /// Agent-reported transitions back to healthy.
+    pub became_healthy: AtomicU64,
+    /// Members the edge marked suspect (channel failed or upstream refused).
+    pub marked_suspect: AtomicU64,
+    /// Connections moved to another member before any byte reached an upstream.
+    pub failovers: AtomicU64,
+    /// Connections that found no member able to take them.
+    pub exhausted: AtomicU64,
+}
+
+impl PoolStats {
+    /// Adds one.
+    pub fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(weight: u16, in_flight: usize) -> Arc<Member> {
+        let session = SessionHandle::for_tests(in_flight);
+        let m = Member::new(session, "tcp://x.internal:1");
+        m.report(true, weight);
+        Arc::new(m)
+    }
+
+    fn shares(members: &[Arc<Member>], rounds: usize) -> Vec<usize> {
+        let refs: Vec<&Arc<Member>> = members.iter().collect();
+        let mut rng = rand::rng();
+        let mut counts = vec![0; members.len()];
+        for _ in 0..rounds {
+            let m = two_choices(&refs, &mut rng).unwrap();
+            let i = members.iter().position(|x| Arc::ptr_eq(x, m)).unwrap();
+            counts[i] += 1;
+        }
+        counts
+    }
+
+    #[test]
+    fn idle_members_split_by_weight() {
+        let members = vec![member(100, 0), member(100, 0), member(200, 0)];
+        let c = shares(&members, 40_000);
+        // 25% / 25% / 50%, within a few percent.
+        assert!((9_000..11_000).contains(&c[0]), "{c:?}");
+        assert!((9_000..11_000).contains(&c[1]), "{c:?}");
+        assert!((19_000..21_000).contains(&c[2]), "{c:?}");
+    }
+
+    #[test]
+    fn the_busier_member_per_weight_loses() {
+        // Two members: the draw always compares both, so the less loaded one wins.
+        let members = vec![member(100, 10), member(100, 2)];
+        assert_eq!(shares(&members, 1000), vec![0, 1000]);
+        // Twice the weight carries twice the load before losing.
+        let members = vec![member(200, 10), member(100, 6)];
+        assert_eq!(shares(&members, 1000), vec![1000, 0]);
+    }
+
+    #[test]
+    fn unhealthy_and_suspect_members_are_skipped_while_others_are_usable() {
+        let members = vec![member(100, 0), member(100, 0), member(100, 0)];
+        members[0].report(false, 100);
+        assert!(members[1].mark_suspect());
+        assert!(
+            !members[1].mark_suspect(),
+            "second mark is not a transition"
+        );
+        let pool = Pool {
+            members: members.clone(),
+            pooling: true,
+        };
+        for _ in 0..200 {
+            assert!(Arc::ptr_eq(&pool.pick(&[]).unwrap(), &members[2]));
+        }
+        // Only unusable ones left: suspect-but-healthy first, then anyone.
+        let id2 = members[2].id();
+        assert!(Arc::ptr_eq(&pool.pick(&[id2]).unwrap(), &members[1]));
+        let id1 = members[1].id();
+        assert!(Arc::ptr_eq(&pool.pick(&[id1, id2]).unwrap(), &members[0]));
+        assert!(pool.pick(&[members[0].id(), id1, id2]).is_none());
     }
 }

@@ -1,32 +1,28 @@
 //! Public TCP endpoints: accept, evaluate the endpoint's traffic policy on the client
 //! address, find the session bound to the target, terminate TLS when the endpoint says
-//! so, take a parked data channel, announce the stream on it and move bytes both ways
-//! (splice when both hops are plain TCP).
+//! so, open the stream on a pool member (edge/failover.rs: a parked data channel, the
+//! stream header, the agent's status; another member while nothing reached an
+//! upstream) and move bytes both ways (splice when both hops are plain TCP).
 
 use std::{net::SocketAddr, os::fd::AsRawFd, sync::Arc};
 
-use monoio::{
-    io::AsyncWriteRentExt,
-    net::{TcpListener, TcpStream},
-};
+use monoio::net::{TcpListener, TcpStream};
 use sluice_policy::Outcome;
 
 use super::{
-    control::{self, Tls},
-    pool::{MemberLoad, MAX_ATTEMPTS},
-    registry::{ParkedChannel, TakeError},
+    control,
+    failover::{self, Opened},
     stats::{EdgeStats, EndpointStats},
-    EdgeShared, LiveEndpoint, CHANNEL_WAIT,
+    EdgeShared, LiveEndpoint,
 };
 use crate::{
     io::{
         self, chunked,
-        framed::FrameReader,
         idle::{until_idle, Progress},
         maybe_tls::MaybeTls,
         sockets,
     },
-    wire::{self, Frame, StreamStart},
+    wire::{Frame, StreamStart},
 };
 
 /// Accepts public connections; each is counted and handled by `handle` in its own task.
@@ -123,78 +119,49 @@ pub(super) async fn forward(
             }
         },
     };
-    // Nothing has reached an upstream yet, so a member without a usable data channel
-    // is skipped for another one, invisibly to the client.
-    let mut tried: Vec<u64> = Vec::new();
-    let (load, channel) = loop {
-        let member = (tried.len() < MAX_ATTEMPTS)
-            .then(|| pool.pick(&tried))
-            .flatten();
-        let Some(session) = member else {
-            tracing::info!(endpoint = %endpoint.url, %peer, %target, tried = tried.len(), "no data channel available");
-            EdgeStats::bump(&shared.stats.no_channel);
-            stats.no_channel.inc();
-            return;
-        };
-        match session.take_channel(CHANNEL_WAIT).await {
-            Ok(c) => break (MemberLoad::new(session), c),
-            Err(e) => {
-                tracing::info!(endpoint = %endpoint.url, %peer, %target, session = session.id,
-                    reason = if e == TakeError::Timeout { "timeout" } else { "session ended" },
-                    "pool member unusable; failing over");
-                stats.failovers.inc();
-                tried.push(session.id);
-            }
-        }
-    };
-    drop(pool);
-    let session = load.0.clone();
-    EdgeStats::bump(&shared.stats.forwarded);
-    stats.forwarded.inc();
+    // Nothing has reached an upstream until the agent's status says so: a member that
+    // fails before that is skipped for another one, invisibly to the client.
     let start = Frame::Stream(StreamStart {
         client: peer,
         server,
-        internal_url: target,
+        internal_url: target.clone(),
     });
-    match channel {
-        ParkedChannel::Plain(socket) => {
-            drop(session);
+    let to = failover::Target {
+        endpoint: &endpoint.url,
+        peer,
+        url: &target,
+    };
+    let opening = failover::open(&pool, &shared.registry, &start, &early, &to);
+    let (load, opened, failovers) = match opening.await {
+        Ok(opened) => opened,
+        Err(tried) => {
+            tracing::info!(endpoint = %endpoint.url, %peer, %target, tried, "no pool member could take the connection");
+            EdgeStats::bump(&shared.stats.no_channel);
+            stats.no_channel.inc();
+            return;
+        }
+    };
+    stats.failovers.add(failovers as u64);
+    drop(pool);
+    EdgeStats::bump(&shared.stats.forwarded);
+    stats.forwarded.inc();
+    stats.open_latency.observe(accepted_at.elapsed());
+    match opened {
+        Opened::Plain(channel) => {
             let _load = load;
-            let mut first = bytes::BytesMut::with_capacity(64 + early.len());
-            wire::encode(&start, &mut first);
-            first.extend_from_slice(&early);
             forward_plain(
                 shared.pump,
                 endpoint.idle_timeout,
                 client,
-                socket,
-                first,
+                channel,
                 peer,
-                (stats, accepted_at),
+                stats,
             )
             .await
         }
-        ParkedChannel::Tls(socket, conn) => {
-            let Ok(tcp) = TcpStream::from_std(socket) else {
-                return;
-            };
-            let mut tls = Tls::from_parts(tcp, *conn);
-            let mut first = bytes::BytesMut::with_capacity(64 + early.len());
-            wire::encode(&start, &mut first);
-            if !early.is_empty() {
-                bytes::BufMut::put_u32(&mut first, early.len() as u32);
-                first.extend_from_slice(&early);
-            }
-            let (res, _) = tls.write_all(first).await;
-            if let Err(e) = res {
-                tracing::info!(%peer, error = %e, "data channel failed before the stream started");
-                stats.stream_errors.inc();
-                return;
-            }
-            stats.open_latency.observe(accepted_at.elapsed());
-            let mut reader = FrameReader::new();
+        Opened::Tls(tls, mut reader) => {
             let progress = Progress::default();
-            let work = chunked::forward(client, tls, &mut reader, || true, &progress);
+            let work = chunked::forward(client, *tls, &mut reader, || true, &progress);
             let Some(outcome) = until_idle(endpoint.idle_timeout, &progress, work).await else {
                 tracing::debug!(%peer, "idle timeout; closed");
                 stats.idle_timeouts.inc();
@@ -210,33 +177,22 @@ pub(super) async fn forward(
             // The agent sends nothing unasked between streams: leftover bytes mean a
             // confused peer, and such a channel is not reused.
             if let (Some(tls), false) = (outcome.reusable, reader.has_leftover()) {
-                control::park_tls(tls, &session);
+                control::park_tls(tls, &load.0.session);
             }
         }
     }
 }
 
-/// One stream on a plain-TCP channel: `first` (the stream header and any early client
-/// bytes), then the pump both ways (user-space copy when the edge terminates TLS).
+/// One stream on a plain-TCP channel whose agent connected the upstream: the pump
+/// both ways (user-space copy when the edge terminates TLS).
 async fn forward_plain(
     pump: io::Pump,
     idle_timeout: Option<std::time::Duration>,
     client: MaybeTls<rustls::ServerConnection>,
-    socket: std::net::TcpStream,
-    first: bytes::BytesMut,
+    channel: TcpStream,
     peer: SocketAddr,
-    (stats, accepted_at): (&EndpointStats, std::time::Instant),
+    stats: &EndpointStats,
 ) {
-    let Ok(mut channel) = TcpStream::from_std(socket) else {
-        return;
-    };
-    let (res, _) = channel.write_all(first).await;
-    if let Err(e) = res {
-        tracing::info!(%peer, error = %e, "data channel failed before the stream started");
-        stats.stream_errors.inc();
-        return;
-    }
-    stats.open_latency.observe(accepted_at.elapsed());
     let progress = Progress::default();
     let work = async {
         match client {

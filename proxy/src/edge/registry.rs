@@ -23,7 +23,10 @@ use std::{
 use arc_swap::ArcSwap;
 use subtle::ConstantTimeEq;
 
-use super::{auth::Identity, pool::Pool};
+use super::{
+    auth::Identity,
+    pool::{Pool, PoolStats},
+};
 use crate::{io::sockets, wire::Frame};
 
 /// Most idle data channels parked per session; more are closed on arrival.
@@ -65,6 +68,9 @@ pub struct SessionHandle {
     control_tx: async_channel::Sender<Frame>,
     /// Streams forwarded through this session right now (pool balancing).
     pub in_flight: std::sync::atomic::AtomicUsize,
+    /// Never carries a message; closed when the session ends, to wake waiters.
+    ended: async_channel::Receiver<()>,
+    ended_tx: async_channel::Sender<()>,
 }
 
 /// Why no data channel could be had.
@@ -115,6 +121,16 @@ impl SessionHandle {
         }
     }
 
+    /// Resolves when the session has ended (at once if it already has).
+    pub async fn ended(&self) {
+        let _ = self.ended.recv().await;
+    }
+
+    /// Whether the session ended or is ending.
+    pub fn is_closed(&self) -> bool {
+        self.control_tx.is_closed()
+    }
+
     /// Queues a frame for the control channel; false if the session is ending.
     pub fn send_control(&self, frame: Frame) -> bool {
         self.control_tx.try_send(frame).is_ok()
@@ -137,11 +153,41 @@ impl SessionHandle {
         self.idle_rx.len()
     }
 
+    /// A session with no agent behind it, carrying `in_flight` streams (unit tests).
+    #[cfg(test)]
+    pub(crate) fn for_tests(in_flight: usize) -> Arc<SessionHandle> {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        let (idle_tx, idle_rx) = async_channel::bounded(1);
+        let (control_tx, _) = async_channel::bounded(1);
+        let (ended_tx, ended) = async_channel::bounded(1);
+        Arc::new(SessionHandle {
+            id: NEXT.fetch_add(1, Ordering::Relaxed),
+            secret: [0; 32],
+            identity: Arc::new(Identity {
+                user_id: String::new(),
+                user_name: String::new(),
+                token_id: String::new(),
+                acl: Vec::new(),
+            }),
+            peer: "127.0.0.1:1".parse().unwrap(),
+            agent_version: String::new(),
+            started_at: 0,
+            rtt_us: AtomicU64::new(0),
+            idle_tx,
+            idle_rx,
+            control_tx,
+            in_flight: in_flight.into(),
+            ended,
+            ended_tx,
+        })
+    }
+
     /// Ends the session's queues: parked channels are closed, waiters see `SessionGone`.
     fn close(&self) {
         self.idle_rx.close();
         while self.idle_rx.try_recv().is_ok() {}
         self.control_tx.close();
+        self.ended_tx.close();
     }
 }
 
@@ -151,6 +197,23 @@ pub struct Registry {
     sessions: Mutex<HashMap<u64, Arc<SessionHandle>>>,
     bindings: ArcSwap<HashMap<String, Arc<Pool>>>,
     next_id: AtomicU64,
+    /// Pool membership and health events.
+    pub pool_stats: PoolStats,
+}
+
+/// One URL a session serves, as the admin API shows it.
+#[derive(Debug, Clone)]
+pub struct BindingState {
+    /// The internal URL.
+    pub url: String,
+    /// Members of its pool.
+    pub pool_members: usize,
+    /// The agent's last upstream health report.
+    pub healthy: bool,
+    /// Skipped by the edge for now (a recent failure it saw).
+    pub suspect: bool,
+    /// Pool weight.
+    pub weight: u16,
 }
 
 impl Registry {
@@ -167,6 +230,7 @@ impl Registry {
         rand::RngCore::fill_bytes(&mut rand::rng(), &mut secret);
         let (idle_tx, idle_rx) = async_channel::bounded(MAX_IDLE_CHANNELS);
         let (control_tx, control_rx) = async_channel::bounded(1024);
+        let (ended_tx, ended) = async_channel::bounded(1);
         let session = Arc::new(SessionHandle {
             id,
             secret,
@@ -179,6 +243,8 @@ impl Registry {
             idle_rx,
             control_tx,
             in_flight: Default::default(),
+            ended,
+            ended_tx,
         });
         self.lock_sessions().insert(id, session.clone());
         (session, control_rx)
@@ -210,16 +276,37 @@ impl Registry {
         let current = self.bindings.load();
         let pool = match current.get(url) {
             Some(pool) => pool.with_member(url, session, pooling)?,
-            None => Pool {
-                members: vec![session.clone()],
-                pooling,
-            },
+            None => Pool::first(url, session, pooling),
         };
         let size = pool.members.len();
         let mut next = HashMap::clone(&current);
         next.insert(url.to_string(), Arc::new(pool));
         self.bindings.store(Arc::new(next));
+        PoolStats::bump(&self.pool_stats.joined);
+        if pooling {
+            tracing::info!(%url, session = session.id, members = size, "pool member joined");
+        }
         Ok(size)
+    }
+
+    /// Records an agent's health report for one of its URLs; logs and counts a change
+    /// of health. `false` when the session does not serve `url`.
+    pub fn report_health(&self, session_id: u64, url: &str, healthy: bool, weight: u16) -> bool {
+        let current = self.bindings.load();
+        let Some(member) = current.get(url).and_then(|p| p.member(session_id)) else {
+            return false;
+        };
+        if member.report(healthy, weight) {
+            let members = current.get(url).map_or(0, |p| p.members.len());
+            if healthy {
+                PoolStats::bump(&self.pool_stats.became_healthy);
+                tracing::info!(%url, session = session_id, weight, members, "pool member healthy");
+            } else {
+                PoolStats::bump(&self.pool_stats.became_unhealthy);
+                tracing::warn!(%url, session = session_id, members, why = "its agent cannot reach the upstream", "pool member unhealthy");
+            }
+        }
+        true
     }
 
     /// The pool serving `url`, if any. Lock-free.
@@ -246,16 +333,25 @@ impl Registry {
         all
     }
 
-    /// The URLs a session is bound to, each with its pool's size.
-    pub fn bindings_of(&self, session_id: u64) -> Vec<(String, usize)> {
+    /// The URLs a session is bound to, each with its pool's size and the member's
+    /// health.
+    pub fn bindings_of(&self, session_id: u64) -> Vec<BindingState> {
         let mut urls: Vec<_> = self
             .bindings
             .load()
             .iter()
-            .filter(|(_, p)| p.members.iter().any(|m| m.id == session_id))
-            .map(|(url, p)| (url.clone(), p.members.len()))
+            .filter_map(|(url, p)| {
+                let m = p.member(session_id)?;
+                Some(BindingState {
+                    url: url.clone(),
+                    pool_members: p.members.len(),
+                    healthy: m.healthy(),
+                    suspect: m.suspect(),
+                    weight: m.weight(),
+                })
+            })
             .collect();
-        urls.sort();
+        urls.sort_by(|a, b| a.url.cmp(&b.url));
         urls
     }
 
@@ -296,18 +392,16 @@ impl Registry {
         let _guard = self.lock_sessions();
         let mut urls = Vec::new();
         let current = self.bindings.load();
-        if current
-            .values()
-            .any(|p| p.members.iter().any(|s| s.id == session.id))
-        {
+        if current.values().any(|p| p.member(session.id).is_some()) {
             let next: HashMap<_, _> = current
                 .iter()
                 .filter_map(|(url, pool)| {
-                    if !pool.members.iter().any(|s| s.id == session.id) {
+                    if pool.member(session.id).is_none() {
                         return Some((url.clone(), pool.clone()));
                     }
                     urls.push(url.clone());
                     let left = pool.without(session.id);
+                    PoolStats::bump(&self.pool_stats.left);
                     tracing::info!(%url, session = session.id, members = left.as_ref().map_or(0, |p| p.members.len()), "pool member left");
                     left.map(|p| (url.clone(), Arc::new(p)))
                 })

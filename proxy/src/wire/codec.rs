@@ -4,7 +4,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use bytes::{BufMut, BytesMut};
 
-use super::frame::{ErrorCode, Frame, StreamStart};
+use super::frame::{ErrorCode, Frame, StreamCode, StreamStart};
 
 /// Largest frame body accepted or produced, in bytes.
 pub const MAX_FRAME_LEN: usize = 16 * 1024;
@@ -44,6 +44,8 @@ const PONG: u8 = 7;
 const NEED_CHANNELS: u8 = 8;
 const CHANNEL_HELLO: u8 = 9;
 const STREAM: u8 = 10;
+const ENDPOINT_HEALTH: u8 = 11;
+const STREAM_STATUS: u8 = 12;
 
 /// Appends `frame` to `out`. Strings longer than the decoder accepts are truncated at a
 /// char boundary rather than producing a frame the peer would reject.
@@ -124,6 +126,20 @@ pub fn encode(frame: &Frame, out: &mut BytesMut) {
             put_addr(out, server);
             put_str(out, internal_url);
         }
+        Frame::EndpointHealth {
+            url,
+            healthy,
+            weight,
+        } => {
+            out.put_u8(ENDPOINT_HEALTH);
+            put_str(out, url);
+            out.put_u8(u8::from(*healthy));
+            out.put_u16(*weight);
+        }
+        Frame::StreamStatus { code } => {
+            out.put_u8(STREAM_STATUS);
+            out.put_u8(*code as u8);
+        }
     }
     let body_len = (out.len() - start - 4) as u32;
     out[start..start + 4].copy_from_slice(&body_len.to_be_bytes());
@@ -186,6 +202,14 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Frame, usize)>, WireError> {
             server: r.addr("stream.server")?,
             internal_url: r.string("stream.internal_url")?,
         }),
+        ENDPOINT_HEALTH => Frame::EndpointHealth {
+            url: r.string("endpoint_health.url")?,
+            healthy: r.u8("endpoint_health.healthy")? != 0,
+            weight: r.u16("endpoint_health.weight")?,
+        },
+        STREAM_STATUS => Frame::StreamStatus {
+            code: StreamCode::from_u8(r.u8("stream_status.code")?),
+        },
         other => return Err(WireError::UnknownKind(other)),
     };
     if !r.0.is_empty() {

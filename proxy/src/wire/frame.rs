@@ -3,7 +3,10 @@
 use std::net::SocketAddr;
 
 /// Version spoken by this build; a peer with another version is refused at hello.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// Version 2 added [`Frame::EndpointHealth`] and the [`Frame::StreamStatus`] answer
+/// that every stream on a data channel now starts with (a version-1 agent would leave
+/// the edge waiting for it, so the edge refuses version 1 with a message naming both).
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// First bytes an agent sends on a plain-TCP data channel, so the edge's agent port can
 /// tell it from a TLS ClientHello (which starts with 0x16).
@@ -39,6 +42,39 @@ impl ErrorCode {
             5 => Self::Malformed,
             6 => Self::UnknownSession,
             _ => Self::Internal,
+        }
+    }
+}
+
+/// The agent's answer to a [`Frame::Stream`], sent before any upstream byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum StreamCode {
+    /// The upstream is connected; stream bytes follow.
+    Ok = 0,
+    /// Connecting to the upstream failed (refused, timed out, TLS to it failed): no
+    /// byte was exchanged with it, so the edge may try another pool member.
+    UpstreamFailed = 1,
+    /// This agent serves no such internal URL.
+    UnknownEndpoint = 2,
+}
+
+impl StreamCode {
+    /// Decodes a status byte; unknown values read as [`StreamCode::UpstreamFailed`].
+    pub(crate) fn from_u8(v: u8) -> Self {
+        match v {
+            0 => Self::Ok,
+            2 => Self::UnknownEndpoint,
+            _ => Self::UpstreamFailed,
+        }
+    }
+
+    /// Short name for logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::UpstreamFailed => "upstream connect failed",
+            Self::UnknownEndpoint => "unknown endpoint",
         }
     }
 }
@@ -124,6 +160,22 @@ pub enum Frame {
     },
     /// edge -> agent on a data channel: a public connection starts on it.
     Stream(StreamStart),
+    /// agent -> edge: an endpoint's upstream health and its pool weight; sent after
+    /// its Bind and again whenever either changes.
+    EndpointHealth {
+        /// The internal URL, as bound.
+        url: String,
+        /// Whether the agent's checks reach the upstream.
+        healthy: bool,
+        /// Relative share of new connections within the pool (1..=1000).
+        weight: u16,
+    },
+    /// agent -> edge on a data channel, the first thing after each Stream: whether
+    /// the upstream connected. Stream bytes from the upstream follow only after `Ok`.
+    StreamStatus {
+        /// The outcome.
+        code: StreamCode,
+    },
 }
 
 impl Frame {
@@ -140,6 +192,8 @@ impl Frame {
             Frame::NeedChannels { .. } => "need_channels",
             Frame::ChannelHello { .. } => "channel_hello",
             Frame::Stream(_) => "stream",
+            Frame::EndpointHealth { .. } => "endpoint_health",
+            Frame::StreamStatus { .. } => "stream_status",
         }
     }
 }

@@ -17,4 +17,4 @@ mod frame;
 mod tests;
 
 pub use codec::{decode, encode, WireError, MAX_FRAME_LEN};
-pub use frame::{ErrorCode, Frame, StreamStart, DATA_CHANNEL_MAGIC, PROTOCOL_VERSION};
+pub use frame::{ErrorCode, Frame, StreamCode, StreamStart, DATA_CHANNEL_MAGIC, PROTOCOL_VERSION};

@@ -43,6 +43,20 @@ fn samples() -> Vec<Frame> {
             server: "[2001:db8::2]:8443".parse().unwrap(),
             internal_url: "tls://api.internal:443".into(),
         }),
+        Frame::EndpointHealth {
+            url: "tcp://db.internal:5432".into(),
+            healthy: false,
+            weight: 250,
+        },
+        Frame::StreamStatus {
+            code: StreamCode::Ok,
+        },
+        Frame::StreamStatus {
+            code: StreamCode::UpstreamFailed,
+        },
+        Frame::StreamStatus {
+            code: StreamCode::UnknownEndpoint,
+        },
     ]
 }
 
@@ -125,4 +139,30 @@ fn long_strings_are_truncated_at_a_char_boundary_and_still_decode() {
         panic!("wrong frame")
     };
     assert!(message.len() <= 4096 && message.chars().all(|c| c == 'é'));
+}
+
+#[test]
+fn a_stream_status_is_six_bytes_and_unknown_codes_read_as_failure() {
+    let mut buf = BytesMut::new();
+    encode(
+        &Frame::StreamStatus {
+            code: StreamCode::Ok,
+        },
+        &mut buf,
+    );
+    // Fixed size: the edge reads exactly this many bytes before splicing.
+    assert_eq!(&buf[..], &[0, 0, 0, 2, 12, 0]);
+    assert_eq!(
+        decode(&[0, 0, 0, 2, 12, 77]),
+        Ok(Some((
+            Frame::StreamStatus {
+                code: StreamCode::UpstreamFailed
+            },
+            6
+        )))
+    );
+    assert_eq!(
+        decode(&[0, 0, 0, 1, 12]),
+        Err(WireError::Truncated("stream_status.code"))
+    );
 }

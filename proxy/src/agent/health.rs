@@ -1,0 +1,103 @@
+//! Upstream health checks: per endpoint, a TCP connect to the upstream every
+//! `interval` (bounded by `timeout`). The state flips after `unhealthy_threshold`
+//! failures or `healthy_threshold` successes in a row, is logged once per transition
+//! and reported to the edge ([`Frame::EndpointHealth`]) on the live control channel;
+//! every new session reports the current state right after its binds.
+//!
+//! An endpoint starts healthy (the edge also learns of refusals from each stream's
+//! status, so a member whose upstream is down at start loses no connection meanwhile).
+
+use std::{
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use monoio::net::TcpStream;
+
+use super::AgentShared;
+use crate::{config::agent::HealthCheck, wire::Frame};
+
+/// One endpoint's current upstream health.
+pub(crate) struct EndpointHealth {
+    healthy: AtomicBool,
+}
+
+impl Default for EndpointHealth {
+    fn default() -> Self {
+        Self {
+            healthy: AtomicBool::new(true),
+        }
+    }
+}
+
+impl EndpointHealth {
+    /// Whether the upstream passed its checks.
+    pub fn healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+}
+
+/// The health frame for endpoint `index`, as it stands.
+pub(crate) fn report(shared: &AgentShared, index: usize) -> Frame {
+    let ep = &shared.settings.endpoints[index];
+    Frame::EndpointHealth {
+        url: ep.url.clone(),
+        healthy: shared.health[index].healthy(),
+        weight: ep.weight,
+    }
+}
+
+/// Starts one checker per endpoint that has checks on (on the calling worker).
+pub(crate) fn spawn_checkers(shared: &Arc<AgentShared>) {
+    for (index, ep) in shared.settings.endpoints.iter().enumerate() {
+        if let Some(check) = ep.health_check {
+            monoio::spawn(run(shared.clone(), index, check));
+        }
+    }
+}
+
+async fn run(shared: Arc<AgentShared>, index: usize, check: HealthCheck) {
+    let ep = &shared.settings.endpoints[index];
+    let (mut ok_run, mut fail_run) = (0u32, 0u32);
+    loop {
+        if shared.draining.load(Ordering::Acquire) {
+            return;
+        }
+        let result = probe(&ep.upstream, check.timeout).await;
+        let state = &shared.health[index];
+        match &result {
+            Ok(()) => (ok_run, fail_run) = (ok_run.saturating_add(1), 0),
+            Err(_) => (ok_run, fail_run) = (0, fail_run.saturating_add(1)),
+        }
+        let flip_to = if state.healthy() {
+            (fail_run >= check.unhealthy_threshold).then_some(false)
+        } else {
+            (ok_run >= check.healthy_threshold).then_some(true)
+        };
+        if let Some(healthy) = flip_to {
+            state.healthy.store(healthy, Ordering::Relaxed);
+            match &result {
+                Ok(()) => {
+                    tracing::info!(url = %ep.url, upstream = %ep.upstream, checks = ok_run, "upstream healthy")
+                }
+                Err(e) => {
+                    tracing::warn!(url = %ep.url, upstream = %ep.upstream, checks = fail_run, error = %e, "upstream unhealthy")
+                }
+            }
+            shared.send_control(report(&shared, index));
+        }
+        monoio::time::sleep(check.interval).await;
+    }
+}
+
+/// One check: can a TCP connection to `upstream` be opened within `timeout`?
+async fn probe(upstream: &str, timeout: Duration) -> Result<(), String> {
+    match monoio::time::timeout(timeout, TcpStream::connect(upstream)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("connect timed out after {timeout:?}")),
+    }
+}
