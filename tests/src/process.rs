@@ -185,6 +185,13 @@ impl Sluice {
         unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGHUP) };
     }
 
+    /// Sends SIGSTOP to this child (by its PID): it goes silent without closing any
+    /// socket, like a machine that froze or dropped off the network.
+    pub fn freeze(&self) {
+        // SAFETY: kill(2) on the PID of a child we started and have not reaped.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGSTOP) };
+    }
+
     /// Sends SIGKILL to this child (by PID) and reaps it.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

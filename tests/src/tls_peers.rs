@@ -56,9 +56,14 @@ impl TlsEcho {
         let counter = accepted.clone();
         std::thread::spawn(move || {
             for tcp in listener.incoming().flatten() {
-                counter.fetch_add(1, Ordering::Relaxed);
                 let config = config.clone();
+                let counter = counter.clone();
                 std::thread::spawn(move || {
+                    // Health checks connect and close without a byte: not counted.
+                    if !matches!(tcp.peek(&mut [0u8; 1]), Ok(n) if n > 0) {
+                        return;
+                    }
+                    counter.fetch_add(1, Ordering::Relaxed);
                     let Ok(conn) = ServerConnection::new(config) else {
                         return;
                     };
@@ -84,7 +89,7 @@ impl TlsEcho {
         }
     }
 
-    /// TCP connections accepted so far.
+    /// TCP connections that brought bytes so far (health checks are not counted).
     pub fn accepted(&self) -> usize {
         self.accepted.load(Ordering::Relaxed)
     }

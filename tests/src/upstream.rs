@@ -4,38 +4,122 @@ use std::{
     io::{Read, Write},
     net::{SocketAddr, TcpListener, TcpStream},
     sync::{
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
         Arc,
     },
+    time::Duration,
 };
 
 /// An echo server: every byte comes back; EOF from the client is answered with EOF
-/// after the last byte.
+/// after the last byte. It can answer late ([`Echo::start_slow`]), and its listener can
+/// be closed and reopened on the same port ([`Echo::stop`], [`Echo::restart`]).
 pub struct Echo {
     /// Where it listens.
     pub addr: SocketAddr,
     accepted: Arc<AtomicUsize>,
+    active: Arc<AtomicUsize>,
+    delay: Duration,
+    stop: Arc<AtomicBool>,
+    acceptor: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Echo {
     /// Starts on 127.0.0.1 with a free port.
     pub fn start() -> Echo {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let counter = accepted.clone();
-        std::thread::spawn(move || {
-            for conn in listener.incoming().flatten() {
-                counter.fetch_add(1, Ordering::Relaxed);
-                std::thread::spawn(move || echo(conn));
-            }
-        });
-        Echo { addr, accepted }
+        Echo::start_slow(Duration::ZERO)
     }
 
-    /// Connections accepted so far.
+    /// Starts on 127.0.0.1 with a free port; each connection waits `delay` after its
+    /// first bytes arrive before anything is echoed (a slow upstream).
+    pub fn start_slow(delay: Duration) -> Echo {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut echo = Echo {
+            addr: listener.local_addr().unwrap(),
+            accepted: Default::default(),
+            active: Default::default(),
+            delay,
+            stop: Default::default(),
+            acceptor: None,
+        };
+        echo.serve(listener);
+        echo
+    }
+
+    fn serve(&mut self, listener: TcpListener) {
+        let (accepted, active, stop, delay) = (
+            self.accepted.clone(),
+            self.active.clone(),
+            self.stop.clone(),
+            self.delay,
+        );
+        self.acceptor = Some(std::thread::spawn(move || {
+            let mut draining = false;
+            loop {
+                let conn = match listener.accept() {
+                    Ok((conn, _)) => conn,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                    Err(_) => continue,
+                };
+                if !draining && stop.load(Ordering::Acquire) {
+                    // Serve what the kernel already accepted (closing the listener
+                    // would reset it), then close.
+                    draining = true;
+                    listener.set_nonblocking(true).unwrap();
+                }
+                let _ = conn.set_nonblocking(false);
+                let (accepted, active) = (accepted.clone(), active.clone());
+                active.fetch_add(1, Ordering::Relaxed);
+                std::thread::spawn(move || {
+                    // Count connections that carry bytes: health checks that only
+                    // connect and close are not clients.
+                    if matches!(conn.peek(&mut [0u8; 1]), Ok(n) if n > 0) {
+                        accepted.fetch_add(1, Ordering::Relaxed);
+                        if !delay.is_zero() {
+                            std::thread::sleep(delay);
+                        }
+                        echo(conn);
+                    }
+                    active.fetch_sub(1, Ordering::Relaxed);
+                });
+            }
+        }));
+    }
+
+    /// Closes the listener (new connections are refused); open ones, and those the
+    /// kernel had already accepted, carry on.
+    pub fn stop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        let _ = TcpStream::connect(self.addr);
+        if let Some(acceptor) = self.acceptor.take() {
+            acceptor.join().unwrap();
+        }
+    }
+
+    /// Listens again on the same address after [`Echo::stop`].
+    pub fn restart(&mut self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let listener = loop {
+            match TcpListener::bind(self.addr) {
+                Ok(l) => break l,
+                Err(e) if std::time::Instant::now() > deadline => {
+                    panic!("rebinding {}: {e}", self.addr)
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        };
+        self.stop = Default::default();
+        self.serve(listener);
+    }
+
+    /// Connections that brought bytes so far (bare connects, like health checks, are
+    /// not counted).
     pub fn accepted(&self) -> usize {
         self.accepted.load(Ordering::Relaxed)
+    }
+
+    /// Connections open now (any, from accept to close).
+    pub fn active(&self) -> usize {
+        self.active.load(Ordering::Relaxed)
     }
 }
 
@@ -68,7 +152,7 @@ pub enum Ending {
     Other,
 }
 
-/// An echo server that reports how each connection ended; with `reset_after` set it
+/// An echo server that reports how each connection that brought bytes ended; with `reset_after` set it
 /// resets each connection itself after echoing that many bytes.
 pub struct Recorder {
     /// Where it listens.
@@ -87,6 +171,10 @@ impl Recorder {
             for conn in listener.incoming().flatten() {
                 let tx = tx.clone();
                 std::thread::spawn(move || {
+                    // Health checks connect and close without a byte: not recorded.
+                    if !matches!(conn.peek(&mut [0u8; 1]), Ok(n) if n > 0) {
+                        return;
+                    }
                     let _ = tx.send(echo_and_record(conn, reset_after));
                 });
             }
