@@ -456,6 +456,109 @@ fn a_rolling_restart_of_every_member_under_load_fails_nothing() {
 }
 
 #[test]
+fn weights_split_connections_in_proportion() {
+    let driver = DRIVERS[0];
+    let fx = Fixture::new();
+    let (mut edge, agent_addr, public) = pool_edge(&fx, driver);
+    let upstreams = [Echo::start(), Echo::start()];
+    let mut agents = Vec::new();
+    for (i, (up, weight)) in upstreams.iter().zip([300, 100]).enumerate() {
+        let yaml = member_yaml(&fx, agent_addr, up.addr, "tcp").replace(
+            "    pooling_enabled: true\n",
+            &format!("    pooling_enabled: true\n    weight: {weight}\n"),
+        );
+        let mut agent = Sluice::agent(&fx.write(&format!("w{i}.yml"), &yaml), driver);
+        agent.wait_for("endpoint bound");
+        agents.push(agent);
+    }
+    edge.wait_for_n("weights known", 2, |v| v["message"] == "endpoint bound");
+    for i in 0..400u64 {
+        client::echo_ok(None, public, &i.to_be_bytes()).unwrap();
+    }
+    let (heavy, light) = (upstreams[0].accepted(), upstreams[1].accepted());
+    assert_eq!(heavy + light, 400);
+    // Idle members: the first draw, weighted 3:1, wins.
+    assert!(
+        (240..=360).contains(&heavy),
+        "weight 300 vs 100: {heavy} vs {light}"
+    );
+}
+
+#[test]
+fn a_tls_connection_is_replayed_on_another_member_when_an_upstream_refuses() {
+    for (driver, transport) in [(DRIVERS[0], "tcp"), (DRIVERS[1], "tls")] {
+        let fx = Fixture::new();
+        let good = sluice_tests::tls_peers::TlsEcho::start(&["db.acme.example"]);
+        // A port nobody listens on: connecting is refused.
+        let refused = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let edge_yaml = format!(
+            "version: 1\nworkers: 2\nagents:\n  listen: 127.0.0.1:0\n  tls: {{ cert: edge.crt, key: edge.key }}\n\
+             tls_endpoints:\n  listen: 127.0.0.1:0\n\
+             service_users:\n  - name: t\n    authtokens: [\"{}\"]\n\
+             endpoints:\n  - url: tls://db.acme.example\n    traffic_policy: {}\n",
+            fx.token_hash,
+            fixture::forward_all("tls://db.internal:443"),
+        );
+        let mut edge = Sluice::edge(&fx.write("edge.yml", &edge_yaml), driver);
+        let (agent_addr, _) = edge.edge_addrs(0);
+        let tls_port: std::net::SocketAddr = edge.wait_for_n("tls listener", 1, |v| {
+            v["message"] == "listening" && v["kind"] == "tls-endpoints"
+        })["addr"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        // The broken member has no health checks and a far larger weight, so the
+        // edge picks it first and only the failover saves the connection.
+        let mut agents = Vec::new();
+        for (name, upstream, extra) in [
+            ("broken", refused, "weight: 1000\n    "),
+            ("good", good.addr, "weight: 1\n    "),
+        ] {
+            let yaml = fx
+                .agent_yaml(
+                    &fx.token,
+                    agent_addr,
+                    transport,
+                    &[("tls://db.internal:443", upstream)],
+                )
+                .replace(
+                    "    upstream: {",
+                    &format!("    pooling_enabled: true\n    {extra}upstream: {{"),
+                )
+                .replace(
+                    &format!("url: \"{upstream}\" }}"),
+                    &format!("url: \"{upstream}\", health_check: {{ enabled: false }} }}"),
+                );
+            let mut agent = Sluice::agent(&fx.write(&format!("{name}.yml"), &yaml), driver);
+            agent.wait_for("endpoint bound");
+            agents.push(agent);
+        }
+        let trust = sluice_tests::tls_peers::client_config(&[&good.cert]);
+        for i in 0..20 {
+            sluice_tests::tls_peers::tls_echo(
+                tls_port,
+                trust.clone(),
+                "db.acme.example",
+                4096,
+                format!("hello {i}").as_bytes(),
+            )
+            .unwrap_or_else(|e| panic!("{driver}/{transport}: connection {i}: {e}"));
+        }
+        let moved = edge.count(|v| {
+            v["message"] == "pool member unusable; failing over"
+                && v["reason"] == "upstream connect failed"
+        });
+        assert!(moved >= 1, "{driver}/{transport}: no failover happened");
+        assert_eq!(good.accepted(), 20, "{driver}/{transport}");
+        agents[0].wait_for("upstream connect failed");
+    }
+}
+
+#[test]
 fn members_must_all_enable_pooling() {
     let fx = Fixture::new();
     let cfg = fx.write(

@@ -517,3 +517,51 @@ pub(crate) fn connect_host(addr: &str) -> Option<&str> {
     let host = host.trim_start_matches('[').trim_end_matches(']');
     (!host.is_empty()).then_some(host)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(endpoint_extra: &str, upstream_extra: &str) -> Result<AgentSettings, String> {
+        let yaml = format!(
+            "version: 3\nagent:\n  authtoken: tok\n  connect_url: edge.example.com:4443\n\
+             endpoints:\n  - url: tcp://db.internal:5432\n{endpoint_extra}    \
+             upstream: {{ url: \"10.0.0.5:5432\"{upstream_extra} }}\n"
+        );
+        AgentSettings::from_yaml(&yaml, Path::new("agent.yml")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn health_checks_and_weight_have_defaults_and_bounds() {
+        let ep = &load("", "").unwrap().endpoints[0];
+        assert_eq!(ep.health_check, Some(HealthCheck::default()));
+        assert_eq!(ep.weight, DEFAULT_WEIGHT);
+        let ep = &load(
+            "    weight: 7\n",
+            ", health_check: { interval: 250ms, timeout: 100ms, unhealthy_threshold: 3 }",
+        )
+        .unwrap()
+        .endpoints[0];
+        assert_eq!(ep.weight, 7);
+        assert_eq!(
+            ep.health_check,
+            Some(HealthCheck {
+                interval: Duration::from_millis(250),
+                timeout: Duration::from_millis(100),
+                healthy_threshold: 2,
+                unhealthy_threshold: 3,
+            })
+        );
+        let off = load("", ", health_check: { enabled: false }").unwrap();
+        assert_eq!(off.endpoints[0].health_check, None);
+        let e = load("    weight: 0\n", "").unwrap_err();
+        assert!(e.contains("endpoints[0].weight"), "{e}");
+        let e = load("", ", health_check: { interval: 1s, timeout: 2s }").unwrap_err();
+        assert!(
+            e.contains("endpoints[0].upstream.health_check.timeout"),
+            "{e}"
+        );
+        let e = load("", ", health_check: { healthy_threshold: 0 }").unwrap_err();
+        assert!(e.contains("threshold"), "{e}");
+    }
+}
