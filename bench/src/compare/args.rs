@@ -36,7 +36,7 @@ pub fn settings(mode: &str) -> Settings {
     }
 }
 
-pub const USAGE: &str = "usage: compare (--quick | --full) [--out bench/reports] [--name NAME] [--paths sluice-tcp,bore,...] [--rounds N]";
+pub const USAGE: &str = "usage: compare (--quick | --full) [--out bench/reports] [--name NAME] [--paths sluice-tcp,bore,...] [--rounds N]\n       compare --render RUN.json quick|full   (the report again from a run's JSON)";
 
 pub fn parse(argv: &[String]) -> Result<Args> {
     let mut mode = None;

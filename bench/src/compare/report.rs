@@ -17,6 +17,15 @@ fn num(v: f64) -> String {
     svg::short(v)
 }
 
+/// An added amount with its sign: `+51.2`, `-3.1` (below direct: noise).
+fn signed(v: f64) -> String {
+    if v < 0.0 {
+        format!("-{}", num(-v))
+    } else {
+        format!("+{}", num(v))
+    }
+}
+
 fn range(s: &Spread, suffix: &str) -> String {
     if s.n < 2 {
         return String::new();
@@ -37,9 +46,7 @@ fn cell(d: &RunData, path: &str, m: Metric) -> String {
         Versus::Ratio => d
             .versus(path, m)
             .map_or("–".into(), |s| format!("{}x", num(s.median))),
-        Versus::Added => d
-            .versus(path, m)
-            .map_or("–".into(), |s| format!("+{}", num(s.median))),
+        Versus::Added => d.versus(path, m).map_or("–".into(), |s| signed(s.median)),
         Versus::None => d.spread(path, m).map_or("–".into(), |s| num(s.median)),
     }
 }
@@ -137,7 +144,7 @@ pub fn behind(d: &RunData) -> Vec<String> {
                     let what = match m.versus {
                         Versus::Ratio => format!("{}x vs {}x of direct", num(a), num(b)),
                         Versus::Added => {
-                            format!("+{} vs +{} {} over direct", num(a), num(b), m.unit)
+                            format!("{} vs {} {} over direct", signed(a), signed(b), m.unit)
                         }
                         Versus::None => format!("{} vs {} {}", num(a), num(b), m.unit),
                     };
@@ -248,7 +255,7 @@ fn every_figure(d: &RunData) -> String {
                     }),
                     Versus::Added => {
                         let a = d.versus(&p.key, m).map_or(String::new(), |v| {
-                            format!("+{}{}", num(v.median), range(&v, ""))
+                            format!("{}{}", signed(v.median), range(&v, ""))
                         });
                         let r = d
                             .ratio_spread(&p.key, m)
@@ -384,6 +391,8 @@ mod tests {
         assert!(md.contains("![thr1-gbps](t-thr1-gbps.svg)"));
         assert!(md.contains("0.50x (0.40–0.60x)"));
         assert!(md.contains("Nowhere in this run."));
+        assert_eq!(signed(-5037.0), "-5037");
+        assert_eq!(signed(51.0), "+51.0");
         assert_eq!(charts(&d).len(), 6);
     }
 }

@@ -241,6 +241,15 @@ fn one(
     Ok(e)
 }
 
+/// Renders the report, charts and summary again from a run's raw JSON (`--render`),
+/// e.g. after a change to the report's layout; writes next to the JSON.
+pub fn rerender(json: &Path, cmd: &str) -> Result<PathBuf> {
+    let text =
+        std::fs::read_to_string(json).with_context(|| format!("reading {}", json.display()))?;
+    let data: RunData = serde_json::from_str(&text).context("parsing the run's JSON")?;
+    write(&data, json.parent().unwrap_or(Path::new(".")), cmd, &[])
+}
+
 /// Writes `<out>/<name>.md`, `<name>.json` and the charts; returns the Markdown path.
 fn write(data: &RunData, out: &Path, cmd: &str, failures: &[(String, String)]) -> Result<PathBuf> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
