@@ -326,6 +326,22 @@ impl Registry {
         all
     }
 
+    /// Every pool member: (url, session id, agent-reported healthy, suspect).
+    pub fn pool_members(&self) -> Vec<(String, u64, bool, bool)> {
+        let mut all: Vec<_> = self
+            .bindings
+            .load()
+            .iter()
+            .flat_map(|(url, p)| {
+                p.members
+                    .iter()
+                    .map(|m| (url.clone(), m.id(), m.healthy(), m.suspect()))
+            })
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
+        all
+    }
+
     /// Every live session.
     pub fn sessions(&self) -> Vec<Arc<SessionHandle>> {
         let mut all: Vec<_> = self.lock_sessions().values().cloned().collect();

@@ -191,6 +191,7 @@ pub fn render(edge: &EdgeShared) -> String {
     for (url, members) in edge.registry.pools() {
         e.sample("sluice_edge_pool_members", &[("url", &url)], members);
     }
+    pool_health(&mut e, edge);
     e.family(
         "sluice_edge_audit_events_dropped_total",
         "counter",
@@ -202,4 +203,52 @@ pub fn render(edge: &EdgeShared) -> String {
         edge.audit.dropped(),
     );
     e.finish()
+}
+
+/// Pool members' health and the pool events counted by the registry (issue 5).
+fn pool_health(e: &mut Exposition, edge: &EdgeShared) {
+    let members = edge.registry.pool_members();
+    for (family, help, pick) in [
+        (
+            "sluice_edge_pool_member_healthy",
+            "1 while the member's agent reports its upstream reachable.",
+            (|h: bool, _: bool| h) as fn(bool, bool) -> bool,
+        ),
+        (
+            "sluice_edge_pool_member_suspect",
+            "1 while the edge skips the member after a failure it saw.",
+            |_: bool, s: bool| s,
+        ),
+    ] {
+        e.family(family, "gauge", help);
+        for (url, session, healthy, suspect) in &members {
+            let id = session.to_string();
+            e.sample(
+                family,
+                &[("url", url), ("session", &id)],
+                u8::from(pick(*healthy, *suspect)),
+            );
+        }
+    }
+    let p = &edge.registry.pool_stats;
+    e.family(
+        "sluice_edge_pool_events_total",
+        "counter",
+        "Pool membership and health events: joined, left, unhealthy, healthy, suspect, failover, exhausted.",
+    );
+    for (event, counter) in [
+        ("joined", &p.joined),
+        ("left", &p.left),
+        ("unhealthy", &p.became_unhealthy),
+        ("healthy", &p.became_healthy),
+        ("suspect", &p.marked_suspect),
+        ("failover", &p.failovers),
+        ("exhausted", &p.exhausted),
+    ] {
+        e.sample(
+            "sluice_edge_pool_events_total",
+            &[("event", event)],
+            counter.load(Ordering::Relaxed),
+        );
+    }
 }
