@@ -559,6 +559,30 @@ fn a_tls_connection_is_replayed_on_another_member_when_an_upstream_refuses() {
 }
 
 #[test]
+fn when_every_member_refuses_the_client_is_reset() {
+    for transport in ["tcp", "tls"] {
+        let driver = DRIVERS[1];
+        let fx = Fixture::new();
+        let (mut edge, agent_addr, public) = pool_edge(&fx, driver);
+        let refused = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let yaml = fx.agent_yaml(&fx.token, agent_addr, transport, &[(URL, refused)]);
+        let mut agent = Sluice::agent(&fx.write("agent.yml", &yaml), driver);
+        agent.wait_for("endpoint bound");
+        let err = client::exchange(client::connect_from(None, public).unwrap(), b"anyone?")
+            .expect_err("an upstream that refuses must not look like an empty answer");
+        assert_eq!(
+            err.kind(),
+            std::io::ErrorKind::ConnectionReset,
+            "{transport}: {err}"
+        );
+        edge.wait_for("no pool member could take the connection");
+    }
+}
+
+#[test]
 fn members_must_all_enable_pooling() {
     let fx = Fixture::new();
     let cfg = fx.write(

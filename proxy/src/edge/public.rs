@@ -136,6 +136,8 @@ pub(super) async fn forward(
         Ok(opened) => opened,
         Err(tried) => {
             tracing::info!(endpoint = %endpoint.url, %peer, %target, tried, "no pool member could take the connection");
+            // Like a refused connection: the client sees a reset, not an empty stream.
+            sockets::reset_on_close(client.as_raw_fd());
             EdgeStats::bump(&shared.stats.no_channel);
             stats.no_channel.inc();
             return;
