@@ -104,6 +104,7 @@ async fn established(
         Ok(Err(e)) => anyhow::bail!("reading welcome: {e}"),
     };
     tracing::info!(session = id, edge = %edge_addr, transport = ?settings.transport, "session established");
+    shared.stats.sessions.inc();
     let ticket = Arc::new(SessionTicket {
         id,
         secret,

@@ -112,10 +112,42 @@ fn on_stream_assigned(ticket: &Arc<SessionTicket>, shared: &AgentShared) {
 /// The endpoint a stream is for.
 fn endpoint_for<'a>(start: &StreamStart, shared: &'a AgentShared) -> Option<&'a AgentEndpoint> {
     let endpoint = shared.upstreams.get(&start.internal_url);
-    if endpoint.is_none() {
-        tracing::warn!(url = %start.internal_url, "stream for an endpoint this agent does not serve");
+    match shared.stats.endpoint(&start.internal_url) {
+        Some(stats) => stats.streams.inc(),
+        None => {
+            shared.stats.unknown_endpoint.inc();
+            crate::log_throttled!(warn, url = %start.internal_url, "stream for an endpoint this agent does not serve");
+        }
     }
     endpoint
+}
+
+/// Counts a stream whose upstream could not be reached.
+fn upstream_failed(start: &StreamStart, shared: &AgentShared) {
+    if let Some(stats) = shared.stats.endpoint(&start.internal_url) {
+        stats.upstream_failed.inc();
+    }
+}
+
+/// Counts how a forwarded stream ended.
+fn stream_ended(
+    start: &StreamStart,
+    shared: &AgentShared,
+    result: &Result<io::PumpStats, impl std::fmt::Display>,
+) {
+    let Some(stats) = shared.stats.endpoint(&start.internal_url) else {
+        return;
+    };
+    match result {
+        Ok(bytes) => {
+            stats.bytes_in.add(bytes.inbound_to_outbound);
+            stats.bytes_out.add(bytes.outbound_to_inbound);
+        }
+        Err(e) => {
+            stats.stream_errors.inc();
+            tracing::debug!(client = %start.client, error = %e, "stream ended with an error");
+        }
+    }
 }
 
 /// Connects the stream's upstream and, when the endpoint asks for it, sends the PROXY
@@ -169,6 +201,7 @@ async fn connect_tcp_upstream(start: &StreamStart, endpoint: &AgentEndpoint) -> 
 
 async fn serve_plain(ticket: Arc<SessionTicket>, shared: Arc<AgentShared>) {
     let Some(mut channel) = dial_edge(&ticket).await else {
+        shared.stats.channel_failures.inc();
         return;
     };
     let mut out = bytes::BytesMut::with_capacity(64);
@@ -176,8 +209,10 @@ async fn serve_plain(ticket: Arc<SessionTicket>, shared: Arc<AgentShared>) {
     wire::encode(&hello(&ticket), &mut out);
     let (res, _) = channel.write_all(out).await;
     if res.is_err() {
+        shared.stats.channel_failures.inc();
         return;
     }
+    shared.stats.channels_opened.inc();
     ticket.idle.fetch_add(1, Ordering::Relaxed);
     // Parked at the edge now; wait (without a deadline) until a stream is assigned.
     // The client's first bytes may arrive in the same read as the header.
@@ -206,6 +241,7 @@ async fn serve_plain(ticket: Arc<SessionTicket>, shared: Arc<AgentShared>) {
     let early = reader.into_leftover();
     let Some(config) = &endpoint.tls_termination else {
         let Some(upstream) = connect_upstream(&start, endpoint).await else {
+            upstream_failed(&start, &shared);
             send_status(&mut channel, StreamCode::UpstreamFailed).await;
             return;
         };
@@ -224,6 +260,7 @@ async fn serve_plain(ticket: Arc<SessionTicket>, shared: Arc<AgentShared>) {
             Err(_) => return,
         };
     let Some(upstream) = connect_upstream(&start, endpoint).await else {
+        upstream_failed(&start, &shared);
         sockets::reset_on_close(inbound.as_raw_fd());
         return;
     };
@@ -253,16 +290,12 @@ async fn pump_plain(
         }
         (inbound, upstream) => io::copy::forward(inbound, upstream, &progress).await,
     };
-    match result {
-        Ok(stats) => {
-            tracing::trace!(client = %start.client, up = stats.inbound_to_outbound, down = stats.outbound_to_inbound, "stream closed")
-        }
-        Err(e) => tracing::debug!(client = %start.client, error = %e, "stream ended with an error"),
-    }
+    stream_ended(start, shared, &result);
 }
 
 async fn serve_tls(ticket: Arc<SessionTicket>, shared: Arc<AgentShared>) {
     let Some(tcp) = dial_edge(&ticket).await else {
+        shared.stats.channel_failures.inc();
         return;
     };
     let name = shared.settings.server_name.clone();
@@ -271,10 +304,12 @@ async fn serve_tls(ticket: Arc<SessionTicket>, shared: Arc<AgentShared>) {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "data channel TLS handshake failed");
+            shared.stats.channel_failures.inc();
             return;
         }
         Err(_) => {
             tracing::warn!("data channel TLS handshake timed out");
+            shared.stats.channel_failures.inc();
             return;
         }
     };
@@ -282,8 +317,10 @@ async fn serve_tls(ticket: Arc<SessionTicket>, shared: Arc<AgentShared>) {
         .await
         .is_err()
     {
+        shared.stats.channel_failures.inc();
         return;
     }
+    shared.stats.channels_opened.inc();
     let mut reader = FrameReader::new();
     loop {
         ticket.idle.fetch_add(1, Ordering::Relaxed);
@@ -331,6 +368,7 @@ async fn serve_tls(ticket: Arc<SessionTicket>, shared: Arc<AgentShared>) {
         // A refused upstream retires the channel: the edge may have sent early client
         // bytes for this stream, and it drops the channel too.
         let Some(upstream) = connect_upstream(&start, endpoint).await else {
+            upstream_failed(&start, &shared);
             send_status(&mut tls, StreamCode::UpstreamFailed).await;
             return;
         };
@@ -340,9 +378,7 @@ async fn serve_tls(ticket: Arc<SessionTicket>, shared: Arc<AgentShared>) {
         let keep = || ticket.is_alive() && ticket.below(ceiling);
         let progress = io::idle::Progress::default();
         let outcome = chunked::forward(upstream, tls, &mut reader, keep, &progress).await;
-        if let Err(e) = &outcome.result {
-            tracing::debug!(client = %start.client, error = %e, "stream ended with an error");
-        }
+        stream_ended(&start, &shared, &outcome.result);
         match outcome.reusable {
             Some(back) => tls = back,
             None => return,
@@ -371,12 +407,13 @@ async fn serve_terminated<T: io::Duplex>(
             return None;
         }
     };
-    let upstream = connect_upstream(start, endpoint).await?;
+    let Some(upstream) = connect_upstream(start, endpoint).await else {
+        upstream_failed(start, shared);
+        return None;
+    };
     let progress = io::idle::Progress::default();
     let (result, back) = io::copy::forward_returning(client, upstream, &progress).await;
-    if let Err(e) = &result {
-        tracing::debug!(client = %start.client, error = %e, "stream ended with an error");
-    }
+    stream_ended(start, shared, &result);
     let (sub, _conn) = back?.into_parts()?;
     sub.finish(END_MARKER_WAIT).await
 }

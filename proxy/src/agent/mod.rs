@@ -12,6 +12,7 @@
 mod control;
 mod datachan;
 mod health;
+pub(crate) mod stats;
 mod terminate;
 
 use std::{
@@ -66,6 +67,8 @@ pub(crate) struct AgentShared {
     /// Client TLS handshakes refused by `agent_tls_termination` (bad or missing
     /// client certificate, timeout).
     pub tls_refused: AtomicU64,
+    /// Counters (per worker; summed on scrape).
+    pub stats: stats::AgentStats,
     /// Upstream health per endpoint (same order as `settings.endpoints`).
     pub health: Vec<health::EndpointHealth>,
     /// The live session's control queue, for frames sent from outside the control
@@ -133,6 +136,7 @@ pub fn start(settings: AgentSettings, driver: Driver) -> std::io::Result<AgentHa
     let (open_tx, open_rx) = async_channel::bounded(64 * 1024);
     let workers = settings.workers;
     let endpoints = settings.endpoints.len();
+    let agent_stats = stats::AgentStats::new(settings.endpoints.iter().map(|e| e.url.as_str()));
     let shared = Arc::new(AgentShared {
         settings,
         upstreams,
@@ -142,9 +146,13 @@ pub fn start(settings: AgentSettings, driver: Driver) -> std::io::Result<AgentHa
         draining: AtomicBool::new(false),
         control_fd: (-1).into(),
         tls_refused: AtomicU64::new(0),
+        stats: agent_stats,
         health: (0..endpoints).map(|_| Default::default()).collect(),
         control: Default::default(),
     });
+    if let Some(listen) = shared.settings.metrics_listen {
+        crate::metrics::agent::serve(listen, shared.clone())?;
+    }
     let worker_shared = shared.clone();
     let threads = runtime::spawn_workers("agent", workers, driver, move |i| {
         let shared = worker_shared.clone();

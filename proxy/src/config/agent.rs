@@ -91,6 +91,9 @@ pub struct AgentSection {
     pub heartbeat_tolerance: Duration,
     /// Worker threads (default: number of cores).
     pub workers: Option<usize>,
+    /// Serve Prometheus metrics (`GET /metrics`) here; off when absent. Use a
+    /// loopback address: the listener has no authentication.
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// On SIGTERM, how long in-flight streams may take to finish. Default 30s.
     #[serde(
         default = "super::edge::default_drain_timeout",
@@ -291,6 +294,8 @@ pub struct AgentSettings {
     pub endpoints: Vec<AgentEndpoint>,
     /// Graceful drain limit on SIGTERM.
     pub drain_timeout: Duration,
+    /// Where the metrics listener listens, if anywhere.
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// How plain-TCP hops move bytes (command line, not the file).
     pub pump: crate::io::Pump,
 }
@@ -452,6 +457,7 @@ impl AgentSettings {
             heartbeat_tolerance: a.heartbeat_tolerance,
             endpoints,
             drain_timeout: a.drain_timeout,
+            metrics_listen: a.metrics_listen,
             pump: crate::io::Pump::default(),
         })
     }

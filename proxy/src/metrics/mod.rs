@@ -4,6 +4,7 @@
 //! own cell, and a scrape sums the cells. [`prometheus`] renders the text exposition
 //! format; `edge` renders the edge's families.
 
+pub mod agent;
 pub mod edge;
 pub mod prometheus;
 

@@ -1,0 +1,168 @@
+//! The agent's metric families, and the optional listener that serves them
+//! (`agent.metrics_listen`): plain HTTP, `GET /metrics`, on a thread of its own.
+
+use std::sync::{atomic::Ordering, Arc};
+
+use super::prometheus::{Exposition, CONTENT_TYPE};
+use crate::agent::AgentShared;
+
+/// Renders every agent metric.
+pub(crate) fn render(agent: &AgentShared) -> String {
+    let s = &agent.stats;
+    let mut e = Exposition::default();
+    e.family(
+        "sluice_agent_info",
+        "gauge",
+        "sluice agent build information.",
+    )
+    .sample(
+        "sluice_agent_info",
+        &[("version", env!("CARGO_PKG_VERSION"))],
+        1,
+    );
+    e.family(
+        "sluice_agent_session_up",
+        "gauge",
+        "1 while a control session with the edge is open.",
+    )
+    .sample(
+        "sluice_agent_session_up",
+        &[],
+        u8::from(agent.control_fd.load(Ordering::Relaxed) >= 0),
+    );
+    e.family(
+        "sluice_agent_sessions_total",
+        "counter",
+        "Sessions established with the edge (1 + reconnects).",
+    )
+    .sample("sluice_agent_sessions_total", &[], s.sessions.get());
+    e.family(
+        "sluice_agent_data_channels_opened_total",
+        "counter",
+        "Data channels opened to the edge.",
+    )
+    .sample(
+        "sluice_agent_data_channels_opened_total",
+        &[],
+        s.channels_opened.get(),
+    );
+    e.family(
+        "sluice_agent_data_channel_failures_total",
+        "counter",
+        "Data channels that could not be opened.",
+    )
+    .sample(
+        "sluice_agent_data_channel_failures_total",
+        &[],
+        s.channel_failures.get(),
+    );
+    e.family(
+        "sluice_agent_active_streams",
+        "gauge",
+        "Streams being forwarded now.",
+    )
+    .sample("sluice_agent_active_streams", &[], agent.in_flight.get());
+    e.family(
+        "sluice_agent_unknown_endpoint_total",
+        "counter",
+        "Streams for an internal URL this agent does not serve.",
+    )
+    .sample(
+        "sluice_agent_unknown_endpoint_total",
+        &[],
+        s.unknown_endpoint.get(),
+    );
+    e.family(
+        "sluice_agent_client_tls_refused_total",
+        "counter",
+        "Client TLS handshakes refused by agent_tls_termination.",
+    )
+    .sample(
+        "sluice_agent_client_tls_refused_total",
+        &[],
+        agent.tls_refused.load(Ordering::Relaxed),
+    );
+    let mut urls: Vec<&String> = s.endpoints.keys().collect();
+    urls.sort();
+    e.family(
+        "sluice_agent_streams_total",
+        "counter",
+        "Streams per internal endpoint and outcome (assigned = every stream the edge sent).",
+    );
+    for url in &urls {
+        let st = &s.endpoints[*url];
+        for (outcome, c) in [
+            ("assigned", &st.streams),
+            ("upstream_failed", &st.upstream_failed),
+            ("stream_error", &st.stream_errors),
+        ] {
+            e.sample(
+                "sluice_agent_streams_total",
+                &[("endpoint", url), ("outcome", outcome)],
+                c.get(),
+            );
+        }
+    }
+    e.family("sluice_agent_bytes_total", "counter", "Bytes forwarded per internal endpoint (in: toward the upstream), counted when a stream ends cleanly.");
+    for url in &urls {
+        let st = &s.endpoints[*url];
+        for (dir, c) in [("in", &st.bytes_in), ("out", &st.bytes_out)] {
+            e.sample(
+                "sluice_agent_bytes_total",
+                &[("endpoint", url), ("direction", dir)],
+                c.get(),
+            );
+        }
+    }
+    e.finish()
+}
+
+/// Binds `listen` now (a busy port is an error) and serves `/metrics` on a thread.
+pub(crate) fn serve(
+    listen: std::net::SocketAddr,
+    agent: Arc<AgentShared>,
+) -> std::io::Result<std::net::SocketAddr> {
+    use axum::{response::IntoResponse, routing::get, Router};
+    let listener = std::net::TcpListener::bind(listen)?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    if !addr.ip().is_loopback() {
+        tracing::warn!(%addr, "agent metrics listen beyond loopback (no authentication)");
+    }
+    let app = Router::new().route(
+        "/metrics",
+        get(move || {
+            let agent = agent.clone();
+            async move {
+                (
+                    [(axum::http::header::CONTENT_TYPE, CONTENT_TYPE)],
+                    render(&agent),
+                )
+                    .into_response()
+            }
+        }),
+    );
+    std::thread::Builder::new()
+        .name("sluice-metrics".into())
+        .spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                tracing::error!("agent metrics runtime failed to start");
+                return;
+            };
+            runtime.block_on(async move {
+                match tokio::net::TcpListener::from_std(listener) {
+                    Ok(l) => {
+                        if let Err(e) = axum::serve(l, app).await {
+                            tracing::error!(error = %e, "agent metrics listener stopped");
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e, "agent metrics listener unusable"),
+                }
+            });
+        })?;
+    tracing::info!(kind = "metrics", %addr, "listening");
+    Ok(addr)
+}
