@@ -560,7 +560,21 @@ fn metrics_change_as_traffic_flows_and_logs_are_json() {
     );
     let (edge, agent_addr, admin) = start_edge(&cfg);
     let upstream = Echo::start();
-    let mut agent = start_agent(&fx, "agent.yml", &fx.token, agent_addr, upstream.addr);
+    // The agent serves its own metrics on a listener of its own.
+    let agent_yaml = fx
+        .agent_yaml(&fx.token, agent_addr, "tcp", &[(URL, upstream.addr)])
+        .replace(
+            "  workers: 2\n",
+            "  workers: 2\n  metrics_listen: 127.0.0.1:0\n",
+        );
+    let mut agent = Sluice::agent(&fx.write("agent.yml", &agent_yaml), DRIVER);
+    let agent_metrics: SocketAddr = agent.wait_for_n("agent metrics listener", 1, |v| {
+        v["message"] == "listening" && v["kind"] == "metrics"
+    })["addr"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     agent.wait_for("endpoint bound");
     let endpoints = admin.get("/v1/endpoints")["items"].clone();
     let by_ip = |ip: &str| {
@@ -637,6 +651,25 @@ fn metrics_change_as_traffic_flows_and_logs_are_json() {
         1.0
     );
     assert!(sample(&after, "sluice_edge_agent_handshake_seconds_count") >= 1.0);
+    // The agent's side of the same traffic (no key: its listener is loopback-only).
+    let agent_text = Admin::new(agent_metrics, "")
+        .with_key(None)
+        .call("GET", "/metrics", None)
+        .text;
+    let agent_series = |outcome: &str| {
+        format!("sluice_agent_streams_total{{endpoint=\"{URL}\",outcome=\"{outcome}\"}}")
+    };
+    assert_eq!(
+        sample(&agent_text, &agent_series("assigned")),
+        3.0,
+        "{agent_text}"
+    );
+    assert_eq!(sample(&agent_text, &agent_series("upstream_failed")), 0.0);
+    let agent_bytes = format!("sluice_agent_bytes_total{{endpoint=\"{URL}\",direction=\"in\"}}");
+    assert_eq!(sample(&agent_text, &agent_bytes), 30_000.0, "{agent_text}");
+    assert_eq!(sample(&agent_text, "sluice_agent_session_up"), 1.0);
+    assert_eq!(sample(&agent_text, "sluice_agent_sessions_total"), 1.0);
+    assert!(sample(&agent_text, "sluice_agent_data_channels_opened_total") >= 4.0);
     // Every log line the edge and agent wrote is a JSON object.
     assert_eq!(edge.count(|v| v["raw"] == true), 0, "{}", edge.log_text());
     assert_eq!(agent.count(|v| v["raw"] == true), 0);
