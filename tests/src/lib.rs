@@ -9,11 +9,15 @@
 //! - [`tls_peers`]: a TLS echo upstream and a TLS client for `tls://` endpoints.
 //! - [`pki`]: test CAs issuing server and client certificates (mTLS).
 //! - [`openssl`]: `openssl s_client` as an independent TLS client.
+//! - [`netns`]: network namespaces joined by veth pairs, for silent link failures.
+//! - [`faults`]: misbehaving upstreams; fd and RSS probes from `/proc`.
 #![warn(missing_docs)]
 
 pub mod admin;
 pub mod client;
+pub mod faults;
 pub mod fixture;
+pub mod netns;
 pub mod openssl;
 pub mod pki;
 pub mod process;

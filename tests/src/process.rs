@@ -47,7 +47,22 @@ pub struct Sluice {
 impl Sluice {
     /// Starts `sluice <args…>` with JSON logs at debug level and the given driver.
     pub fn start(role: &str, args: &[&str], driver: &str) -> Sluice {
-        let mut child = Command::new(sluice_bin())
+        Sluice::start_prefixed(role, &[], args, driver)
+    }
+
+    /// Like [`Sluice::start`], run through `prefix` (e.g. `ip netns exec NS`): the
+    /// command becomes `prefix… sluice args…`. The child (and the PID) is the prefix's
+    /// process, which `exec`s sluice.
+    pub fn start_prefixed(role: &str, prefix: &[String], args: &[&str], driver: &str) -> Sluice {
+        let mut command = match prefix.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(sluice_bin());
+                c
+            }
+            None => Command::new(sluice_bin()),
+        };
+        let mut child = command
             .args(args)
             .args([
                 "--log-format",
