@@ -296,7 +296,6 @@ impl LiveEndpoint {
             idle_timeout,
             terminate_tls,
             closed: Default::default(),
-            in_flight: Default::default(),
             stats: Default::default(),
             limits: super::conn_limits::ConnLimits::new(limits),
         }
@@ -304,6 +303,6 @@ impl LiveEndpoint {
 
     /// Connections of this endpoint being forwarded now.
     pub fn in_flight(&self) -> usize {
-        self.in_flight.get()
+        self.stats.active.get().max(0) as usize
     }
 }

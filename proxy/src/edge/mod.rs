@@ -62,9 +62,8 @@ pub struct LiveEndpoint {
     pub terminate_tls: Option<Arc<rustls::ServerConfig>>,
     /// Set when the endpoint is removed: its accept loops end.
     pub closed: AtomicBool,
-    /// Its connections being forwarded now.
-    pub in_flight: crate::drain::InFlight,
-    /// Its counters (per worker; summed on scrape).
+    /// Its counters (per worker; summed on scrape; `stats.active` counts its open
+    /// connections).
     pub stats: stats::EndpointStats,
     /// Its connection limits.
     pub limits: conn_limits::ConnLimits,

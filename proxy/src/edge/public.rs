@@ -64,7 +64,6 @@ pub(super) async fn forward(
 ) {
     let accepted_at = std::time::Instant::now();
     let _in_flight = shared.in_flight.enter();
-    let _endpoint_in_flight = endpoint.in_flight.enter();
     let stats = &endpoint.stats;
     let _active = stats.active.track();
     stats.connections.inc();
