@@ -64,6 +64,23 @@ impl TokenHash {
     pub fn matches(&self, other: &TokenHash) -> bool {
         self.0.ct_eq(&other.0).into()
     }
+
+    /// The first of `candidates` whose hash is that of `token`. Every candidate is
+    /// compared, in constant time, so the time taken says nothing about which (or
+    /// whether one) matched.
+    pub fn find<'a, T: 'a>(
+        token: &str,
+        candidates: impl IntoIterator<Item = (&'a TokenHash, T)>,
+    ) -> Option<T> {
+        let presented = Self::of(token);
+        let mut found = None;
+        for (hash, value) in candidates {
+            if hash.matches(&presented) && found.is_none() {
+                found = Some(value);
+            }
+        }
+        found
+    }
 }
 
 impl fmt::Display for TokenHash {

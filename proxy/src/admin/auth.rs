@@ -40,14 +40,8 @@ impl ApiKeys {
     }
 
     fn check(&self, key: &str) -> Option<Actor> {
-        let presented = TokenHash::of(key);
-        let mut found = None;
-        for hash in &self.hashes {
-            if hash.matches(&presented) && found.is_none() {
-                found = Some(Actor(format!("api:{}", &hash.to_string()[7..15])));
-            }
-        }
-        found
+        let hash = TokenHash::find(key, self.hashes.iter().map(|h| (h, h)))?;
+        Some(Actor(format!("api:{}", &hash.to_string()[7..15])))
     }
 
     /// Whether this failure may be stored (a per-second budget).

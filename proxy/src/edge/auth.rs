@@ -98,17 +98,10 @@ impl AuthTable {
         Self { entries }
     }
 
-    /// The identity `token` proves. Compares against every hash in constant time, so
-    /// the time taken says nothing about which (or whether one) matched.
+    /// The identity `token` proves ([`TokenHash::find`]: every hash compared in
+    /// constant time).
     pub fn authenticate(&self, token: &str) -> Option<Arc<Identity>> {
-        let presented = TokenHash::of(token);
-        let mut found = None;
-        for (hash, identity) in &self.entries {
-            if hash.matches(&presented) && found.is_none() {
-                found = Some(identity.clone());
-            }
-        }
-        found
+        TokenHash::find(token, self.entries.iter().map(|(h, i)| (h, i))).cloned()
     }
 
     /// Whether the token with this id is still in the table.
