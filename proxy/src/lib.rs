@@ -26,6 +26,7 @@ pub mod datapath;
 pub mod demo;
 pub mod drain;
 pub mod edge;
+pub mod http_thread;
 pub mod io;
 pub mod limits;
 pub mod logging;

@@ -21,34 +21,6 @@ pub const MAX_BODY: usize = 4 * 1024 * 1024;
 /// Binds the admin listener now (a busy port is an error here) and serves it on a
 /// thread of its own. Returns the bound address.
 pub fn start(settings: AdminSettings, plane: Arc<ControlPlane>) -> std::io::Result<SocketAddr> {
-    let listener = std::net::TcpListener::bind(settings.listen)?;
-    listener.set_nonblocking(true)?;
-    let addr = listener.local_addr()?;
     let app = routes::router(auth::ApiKeys::new(settings.api_keys), plane);
-    std::thread::Builder::new()
-        .name("sluice-admin".into())
-        .spawn(move || {
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::error!(error = %e, "admin API runtime failed to start");
-                    return;
-                }
-            };
-            runtime.block_on(async move {
-                match tokio::net::TcpListener::from_std(listener) {
-                    Ok(l) => {
-                        if let Err(e) = axum::serve(l, app).await {
-                            tracing::error!(error = %e, "admin API stopped");
-                        }
-                    }
-                    Err(e) => tracing::error!(error = %e, "admin listener unusable"),
-                }
-            });
-        })?;
-    tracing::info!(kind = "admin", %addr, "listening");
-    Ok(addr)
+    crate::http_thread::serve(settings.listen, "sluice-admin", "admin", app)
 }

@@ -117,17 +117,14 @@ pub(crate) fn render(agent: &AgentShared) -> String {
     e.finish()
 }
 
-/// Binds `listen` now (a busy port is an error) and serves `/metrics` on a thread.
+/// Serves `/metrics` on `listen` ([`crate::http_thread::serve`]).
 pub(crate) fn serve(
     listen: std::net::SocketAddr,
     agent: Arc<AgentShared>,
 ) -> std::io::Result<std::net::SocketAddr> {
     use axum::{response::IntoResponse, routing::get, Router};
-    let listener = std::net::TcpListener::bind(listen)?;
-    listener.set_nonblocking(true)?;
-    let addr = listener.local_addr()?;
-    if !addr.ip().is_loopback() {
-        tracing::warn!(%addr, "agent metrics listen beyond loopback (no authentication)");
+    if !listen.ip().is_loopback() {
+        tracing::warn!(%listen, "agent metrics listen beyond loopback (no authentication)");
     }
     let app = Router::new().route(
         "/metrics",
@@ -142,27 +139,5 @@ pub(crate) fn serve(
             }
         }),
     );
-    std::thread::Builder::new()
-        .name("sluice-metrics".into())
-        .spawn(move || {
-            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                tracing::error!("agent metrics runtime failed to start");
-                return;
-            };
-            runtime.block_on(async move {
-                match tokio::net::TcpListener::from_std(listener) {
-                    Ok(l) => {
-                        if let Err(e) = axum::serve(l, app).await {
-                            tracing::error!(error = %e, "agent metrics listener stopped");
-                        }
-                    }
-                    Err(e) => tracing::error!(error = %e, "agent metrics listener unusable"),
-                }
-            });
-        })?;
-    tracing::info!(kind = "metrics", %addr, "listening");
-    Ok(addr)
+    crate::http_thread::serve(listen, "sluice-metrics", "metrics", app)
 }
