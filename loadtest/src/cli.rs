@@ -177,6 +177,11 @@ pub struct ConnectArgs {
     /// Payload echoed on each connection (0: connect and close only, any TCP service).
     #[arg(long, default_value = "32", value_parser = parse_size)]
     pub size: usize,
+    /// Open loop: start this many connections per second in total, however long each
+    /// takes (latency corrected for coordinated omission). Needs enough --concurrency
+    /// to keep up.
+    #[arg(long)]
+    pub rate: Option<f64>,
 }
 
 /// Flags of `hold`.
@@ -325,7 +330,8 @@ fn run(cli: Cli, argv: Vec<String>) -> Result<(), LoadError> {
         Command::Connect(a) => {
             let o = ConnectOptions::new(client_options(&a.common)?)
                 .concurrency(a.concurrency)
-                .size(a.size);
+                .size(a.size)
+                .rate(a.rate);
             (
                 "connect",
                 &a.common,

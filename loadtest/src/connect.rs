@@ -8,7 +8,8 @@ use std::time::Instant;
 
 use crate::{
     client::{self, Worker},
-    options::check_range,
+    options::{check_range, check_rate},
+    pace::Schedule,
     pattern,
     stream::Stream,
     ClientOptions, Failure, LoadError, RunResult,
@@ -24,6 +25,9 @@ pub struct ConnectOptions {
     pub concurrency: usize,
     /// Payload echoed on each connection.
     pub size: usize,
+    /// Open-loop rate in connection cycles per second over all loops; `None` =
+    /// closed loop.
+    pub rate: Option<f64>,
 }
 
 impl ConnectOptions {
@@ -34,6 +38,7 @@ impl ConnectOptions {
             client,
             concurrency: 1,
             size: 32,
+            rate: None,
         }
     }
 
@@ -51,46 +56,77 @@ impl ConnectOptions {
         self
     }
 
+    /// Sets the open-loop rate.
+    #[must_use]
+    pub fn rate(mut self, r: Option<f64>) -> Self {
+        self.rate = r;
+        self
+    }
+
     /// Checks ranges.
     pub fn validate(&self) -> Result<(), LoadError> {
         self.client.validate()?;
         check_range("--concurrency", self.concurrency as u64, 1, 100_000)?;
-        check_range("--size", self.size as u64, 0, 1 << 20)
+        check_range("--size", self.size as u64, 0, 1 << 20)?;
+        check_rate(self.rate)
     }
 }
 
 /// Runs `connect` to the end.
 pub fn run(opts: &ConnectOptions) -> Result<RunResult, LoadError> {
     opts.validate()?;
-    let (concurrency, size) = (opts.concurrency, opts.size);
+    let (concurrency, size, rate) = (opts.concurrency, opts.size, opts.rate);
     client::run(
         "connect",
         &opts.client,
         concurrency as u64 * 2,
         move |w| async move {
+            let start = Instant::now();
             let handles = w
                 .share(concurrency)
-                .map(|k| monoio::spawn(cycle_loop(w.clone(), k, size)))
+                .map(|k| {
+                    let schedule = rate.map(|r| Schedule::new(start, k, concurrency, r));
+                    monoio::spawn(cycle_loop(w.clone(), k, size, schedule))
+                })
                 .collect();
             client::join_all(handles).await;
         },
     )
 }
 
-async fn cycle_loop(w: Worker, k: usize, size: usize) {
+async fn cycle_loop(w: Worker, k: usize, size: usize, mut schedule: Option<Schedule>) {
     let end = w.end();
     let mut req = pattern::buffer(size);
     let mut resp = vec![0u8; size];
     let mut seq = k as u64;
-    while Instant::now() < end {
+    loop {
+        let slot = match schedule.as_mut() {
+            None if Instant::now() >= end => return,
+            None => None,
+            Some(s) => match s.wait(end).await {
+                None => return,
+                slot => slot,
+            },
+        };
         let t0 = Instant::now();
+        let record = |first: Instant| {
+            let mut rec = w.rec.borrow_mut();
+            match slot {
+                None => rec.op(t0, first.duration_since(t0)),
+                Some(slot) => rec.op_open(
+                    slot.intended,
+                    slot.latency(t0, first),
+                    first.duration_since(t0),
+                    slot.lag(t0),
+                ),
+            }
+            rec.closed(true);
+        };
         let Some(mut stream) = w.open().await else {
             continue;
         };
         if size == 0 {
-            let mut rec = w.rec.borrow_mut();
-            rec.op(t0, t0.elapsed());
-            rec.closed(true);
+            record(Instant::now());
             continue;
         }
         let phase = (seq % pattern::PERIOD as u64) as usize;
@@ -99,9 +135,7 @@ async fn cycle_loop(w: Worker, k: usize, size: usize) {
         {
             Ok((Ok(first), q, p)) => {
                 (req, resp) = (q, p);
-                let mut rec = w.rec.borrow_mut();
-                rec.op(t0, first.duration_since(t0));
-                rec.closed(true);
+                record(first);
             }
             Ok((Err(f), q, p)) => {
                 (req, resp) = (q, p);

@@ -21,6 +21,7 @@ pub mod error;
 pub mod hold;
 pub mod net;
 pub mod options;
+pub mod pace;
 pub mod pattern;
 pub mod progress;
 pub mod report;

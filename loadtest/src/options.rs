@@ -191,3 +191,13 @@ pub fn check_range(flag: &str, v: u64, lo: u64, hi: u64) -> Result<(), LoadError
     }
     Ok(())
 }
+
+/// Checks an optional `--rate` (operations per second over the whole run).
+pub fn check_rate(rate: Option<f64>) -> Result<(), LoadError> {
+    match rate {
+        Some(r) if !(r.is_finite() && r > 0.0 && r <= 100_000_000.0) => Err(invalid(format!(
+            "--rate must be more than 0 and at most 1e8 per second, got {r}"
+        ))),
+        _ => Ok(()),
+    }
+}

@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use crate::{
     client::{self, Worker},
-    options::{check_range, invalid},
+    options::{check_range, check_rate},
+    pace::Schedule,
     pattern,
     stream::Stream,
     ClientOptions, Failure, LoadError, RunResult,
@@ -73,14 +74,7 @@ impl RrOptions {
         self.client.validate()?;
         check_range("--connections", self.connections as u64, 1, 1_000_000)?;
         check_range("--size", self.size as u64, 1, 16 << 20)?;
-        if let Some(r) = self.rate {
-            if !(r.is_finite() && r > 0.0 && r <= 100_000_000.0) {
-                return Err(invalid(format!(
-                    "--rate must be more than 0 and at most 1e8 per second, got {r}"
-                )));
-            }
-        }
-        Ok(())
+        check_rate(self.rate)
     }
 }
 
@@ -96,13 +90,7 @@ pub fn run(opts: &RrOptions) -> Result<RunResult, LoadError> {
             let start = Instant::now();
             let mut handles = Vec::new();
             for k in w.share(connections) {
-                let schedule = rate.map(|r| {
-                    let interval = Duration::from_secs_f64(connections as f64 / r);
-                    (
-                        start + interval.mul_f64(k as f64 / connections as f64),
-                        interval,
-                    )
-                });
+                let schedule = rate.map(|r| Schedule::new(start, k, connections, r));
                 handles.push(monoio::spawn(connection(w.clone(), k, size, schedule)));
             }
             client::join_all(handles).await;
@@ -111,16 +99,15 @@ pub fn run(opts: &RrOptions) -> Result<RunResult, LoadError> {
 }
 
 /// One connection's life: reconnects after a failure until the run ends.
-async fn connection(w: Worker, k: usize, size: usize, schedule: Option<(Instant, Duration)>) {
+async fn connection(w: Worker, k: usize, size: usize, mut schedule: Option<Schedule>) {
     let end = w.end();
-    let mut next = schedule.map(|s| s.0);
     let mut seq = k as u64;
-    while Instant::now() < end && next.is_none_or(|n| n < end) {
+    while Instant::now() < end {
         let Some(mut stream) = w.open().await else {
             monoio::time::sleep(Duration::from_millis(10)).await;
             continue;
         };
-        if requests(&w, &mut stream, size, schedule, &mut next, &mut seq).await {
+        if requests(&w, &mut stream, size, schedule.as_mut(), &mut seq).await {
             // The run ended with this connection healthy.
             let mut rec = w.rec.borrow_mut();
             rec.conns.held += 1;
@@ -136,8 +123,7 @@ async fn requests(
     w: &Worker,
     stream: &mut Stream,
     size: usize,
-    schedule: Option<(Instant, Duration)>,
-    next: &mut Option<Instant>,
+    mut schedule: Option<&mut Schedule>,
     seq: &mut u64,
 ) -> bool {
     let end = w.end();
@@ -145,15 +131,13 @@ async fn requests(
     let mut resp = vec![0u8; size];
     loop {
         // When is this request due, and was the connection idle until then?
-        let (intended, idle) = match *next {
+        let slot = match schedule.as_deref_mut() {
             None if Instant::now() >= end => return true,
-            None => (Instant::now(), true),
-            Some(n) if n >= end => return true,
-            Some(n) if Instant::now() < n => {
-                monoio::time::sleep_until(monoio::time::Instant::from_std(n)).await;
-                (n, true)
-            }
-            Some(n) => (n, false),
+            None => None,
+            Some(s) => match s.wait(end).await {
+                None => return true,
+                slot => slot,
+            },
         };
         let sent = Instant::now();
         let phase = (*seq % pattern::PERIOD as u64) as usize;
@@ -172,18 +156,14 @@ async fn requests(
             }
         }
         let service = done.duration_since(sent);
-        match schedule {
+        match slot {
             None => w.rec.borrow_mut().op(sent, service),
-            Some((_, interval)) => {
-                let latency = if idle {
-                    service
-                } else {
-                    done.duration_since(intended)
-                };
-                let lag = sent.saturating_duration_since(intended);
-                w.rec.borrow_mut().op_open(intended, latency, service, lag);
-                *next = Some(intended + interval);
-            }
+            Some(slot) => w.rec.borrow_mut().op_open(
+                slot.intended,
+                slot.latency(sent, done),
+                service,
+                slot.lag(sent),
+            ),
         }
         *seq += 1;
     }

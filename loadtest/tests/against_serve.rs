@@ -76,6 +76,28 @@ fn connect_cycles_and_verifies() {
 }
 
 #[test]
+fn connect_open_loop_keeps_the_rate() {
+    for d in drivers() {
+        let server = start(ServeMode::Echo, 1, d);
+        let o = ConnectOptions::new(short(server.local_addr(), 1000).driver(d))
+            .concurrency(8)
+            .size(0)
+            .rate(Some(500.0));
+        let r = connect::run(&o).unwrap();
+        assert_eq!(r.errors.total(), 0, "{d:?}: {:?}", r.samples);
+        // 500/s for 1 s: the schedule fixes the count; a closed loop of 8 would run
+        // thousands.
+        assert!(
+            (495..=502).contains(&r.ops),
+            "{d:?}: {} connections at 500/s for 1 s",
+            r.ops
+        );
+        assert_eq!(r.service.len(), r.ops);
+        server.stop().unwrap();
+    }
+}
+
+#[test]
 fn throughput_in_every_direction() {
     for d in drivers() {
         for (dir, mode) in [

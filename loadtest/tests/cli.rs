@@ -36,6 +36,7 @@ fn bad_arguments_fail_clearly() {
         "--connections must be between",
     );
     fails(&["rr", t, "--rate=-5"], "--rate must be");
+    fails(&["connect", t, "--rate=0"], "--rate must be");
     fails(&["rr", t, "--size", "12parsecs"], "not a size");
     fails(&["rr", t, "--sni", "x"], "--tls");
     fails(

@@ -104,6 +104,7 @@ impl Settings {
         Settings {
             concurrency: Some(o.concurrency),
             size: Some(o.size),
+            rate: o.rate,
             ..Self::client(&o.client)
         }
     }
