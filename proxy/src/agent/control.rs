@@ -111,6 +111,7 @@ async fn established(
         edge_addr,
         alive: true.into(),
         idle: 0.into(),
+        opening: 0.into(),
     });
     let (control_tx, control_rx) = async_channel::bounded::<Frame>(1024);
     let (mut rd, mut wr) = tls.into_split();
@@ -139,6 +140,8 @@ async fn established(
     let heartbeat_tx = control_tx.clone();
     let interval = settings.heartbeat_interval;
     let started = Instant::now();
+    let (topped_up, target) = (ticket.clone(), settings.data_channels);
+    let refill = shared.clone();
     monoio::spawn(async move {
         loop {
             monoio::time::sleep(interval).await;
@@ -146,6 +149,9 @@ async fn established(
             if heartbeat_tx.send(Frame::Ping { nonce }).await.is_err() {
                 break;
             }
+            // Channels that could not be opened (edge unreachable for data, out of
+            // descriptors) are retried here, once per heartbeat, not in a loop.
+            refill.request_channels(&topped_up, topped_up.deficit(target));
         }
     });
     let tolerance = settings.heartbeat_tolerance;

@@ -31,7 +31,7 @@ use monoio::{
 };
 use rustls::ClientConnection;
 
-use super::{terminate, AgentShared, SessionTicket};
+use super::{terminate, AgentShared, Opening, SessionTicket};
 use crate::{
     config::agent::{AgentEndpoint, Transport},
     io::{
@@ -62,17 +62,30 @@ async fn send_status<W: monoio::io::AsyncWriteRent>(channel: &mut W, code: Strea
 
 /// Serves open requests from the shared queue for as long as the process runs.
 pub async fn open_loop(shared: Arc<AgentShared>) {
-    while let Ok(ticket) = shared.open_rx.recv().await {
-        if ticket.is_alive() {
+    while let Ok(opening) = shared.open_rx.recv().await {
+        if opening.0.is_alive() {
             let shared = shared.clone();
             monoio::spawn(async move {
                 match shared.settings.transport {
-                    Transport::Tcp => serve_plain(ticket, shared).await,
-                    Transport::Tls => serve_tls(ticket, shared).await,
+                    Transport::Tcp => serve_plain(opening, shared).await,
+                    Transport::Tls => serve_tls(opening, shared).await,
                 }
             });
         }
     }
+}
+
+/// Counts a data channel that could not be opened; the heartbeat's top-up retries.
+fn channel_failed(shared: &AgentShared, why: &dyn std::fmt::Display) {
+    shared.stats.channel_failures.inc();
+    crate::log_throttled!(warn, error = %why, "cannot open a data channel");
+    shared.channel_health.failed(shared, why);
+}
+
+/// Counts a data channel that opened and is parked at the edge.
+fn channel_opened(shared: &AgentShared) {
+    shared.stats.channels_opened.inc();
+    shared.channel_health.opened(shared);
 }
 
 fn hello(ticket: &SessionTicket) -> Frame {
@@ -83,18 +96,18 @@ fn hello(ticket: &SessionTicket) -> Frame {
     }
 }
 
-async fn dial_edge(ticket: &SessionTicket) -> Option<TcpStream> {
+async fn dial_edge(ticket: &SessionTicket, shared: &AgentShared) -> Option<TcpStream> {
     match monoio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect_addr(ticket.edge_addr)).await {
         Ok(Ok(s)) => {
             let _ = s.set_nodelay(true);
             Some(s)
         }
         Ok(Err(e)) => {
-            tracing::debug!(error = %e, "cannot open data channel");
+            channel_failed(shared, &e);
             None
         }
         Err(_) => {
-            tracing::debug!("data channel connect timed out");
+            channel_failed(shared, &"connect timed out");
             None
         }
     }
@@ -162,11 +175,11 @@ async fn connect_upstream(start: &StreamStart, endpoint: &AgentEndpoint) -> Opti
     match monoio::time::timeout(CONNECT_TIMEOUT, handshake).await {
         Ok(Ok(tls)) => Some(MaybeTls::Tls(Box::new(tls))),
         Ok(Err(e)) => {
-            tracing::warn!(url = %start.internal_url, upstream = %endpoint.upstream, error = %e, "upstream TLS handshake failed");
+            crate::log_throttled!(warn, url = %start.internal_url, upstream = %endpoint.upstream, error = %e, "upstream TLS handshake failed");
             None
         }
         Err(_) => {
-            tracing::warn!(url = %start.internal_url, upstream = %endpoint.upstream, "upstream TLS handshake timed out");
+            crate::log_throttled!(warn, url = %start.internal_url, upstream = %endpoint.upstream, "upstream TLS handshake timed out");
             None
         }
     }
@@ -182,38 +195,39 @@ async fn connect_tcp_upstream(start: &StreamStart, endpoint: &AgentEndpoint) -> 
                 crate::proxy_protocol::encode(version, start.client, start.server, &mut header);
                 let (res, _) = s.write_all(header).await;
                 if let Err(e) = res {
-                    tracing::warn!(url = %start.internal_url, upstream = %addr, error = %e, "PROXY header not sent");
+                    crate::log_throttled!(warn, url = %start.internal_url, upstream = %addr, error = %e, "PROXY header not sent");
                     return None;
                 }
             }
             Some(s)
         }
         Ok(Err(e)) => {
-            tracing::warn!(url = %start.internal_url, upstream = %addr, client = %start.client, error = %e, "upstream connect failed");
+            crate::log_throttled!(warn, url = %start.internal_url, upstream = %addr, client = %start.client, error = %e, "upstream connect failed");
             None
         }
         Err(_) => {
-            tracing::warn!(url = %start.internal_url, upstream = %addr, "upstream connect timed out");
+            crate::log_throttled!(warn, url = %start.internal_url, upstream = %addr, "upstream connect timed out");
             None
         }
     }
 }
 
-async fn serve_plain(ticket: Arc<SessionTicket>, shared: Arc<AgentShared>) {
-    let Some(mut channel) = dial_edge(&ticket).await else {
-        shared.stats.channel_failures.inc();
+async fn serve_plain(opening: Opening, shared: Arc<AgentShared>) {
+    let ticket = opening.0.clone();
+    let Some(mut channel) = dial_edge(&ticket, &shared).await else {
         return;
     };
     let mut out = bytes::BytesMut::with_capacity(64);
     out.extend_from_slice(&DATA_CHANNEL_MAGIC);
     wire::encode(&hello(&ticket), &mut out);
     let (res, _) = channel.write_all(out).await;
-    if res.is_err() {
-        shared.stats.channel_failures.inc();
+    if let Err(e) = res {
+        channel_failed(&shared, &e);
         return;
     }
-    shared.stats.channels_opened.inc();
+    channel_opened(&shared);
     ticket.idle.fetch_add(1, Ordering::Relaxed);
+    drop(opening);
     // Parked at the edge now; wait (without a deadline) until a stream is assigned.
     // The client's first bytes may arrive in the same read as the header.
     let mut reader = FrameReader::new();
@@ -293,9 +307,9 @@ async fn pump_plain(
     stream_ended(start, shared, &result);
 }
 
-async fn serve_tls(ticket: Arc<SessionTicket>, shared: Arc<AgentShared>) {
-    let Some(tcp) = dial_edge(&ticket).await else {
-        shared.stats.channel_failures.inc();
+async fn serve_tls(opening: Opening, shared: Arc<AgentShared>) {
+    let ticket = opening.0.clone();
+    let Some(tcp) = dial_edge(&ticket, &shared).await else {
         return;
     };
     let name = shared.settings.server_name.clone();
@@ -303,27 +317,24 @@ async fn serve_tls(ticket: Arc<SessionTicket>, shared: Arc<AgentShared>) {
     let mut tls = match monoio::time::timeout(CONNECT_TIMEOUT, handshake).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
-            tracing::warn!(error = %e, "data channel TLS handshake failed");
-            shared.stats.channel_failures.inc();
+            channel_failed(&shared, &format_args!("TLS handshake failed: {e}"));
             return;
         }
         Err(_) => {
-            tracing::warn!("data channel TLS handshake timed out");
-            shared.stats.channel_failures.inc();
+            channel_failed(&shared, &"TLS handshake timed out");
             return;
         }
     };
-    if framed::write_frame(&mut tls, &hello(&ticket))
-        .await
-        .is_err()
-    {
-        shared.stats.channel_failures.inc();
+    if let Err(e) = framed::write_frame(&mut tls, &hello(&ticket)).await {
+        channel_failed(&shared, &e);
         return;
     }
-    shared.stats.channels_opened.inc();
+    channel_opened(&shared);
     let mut reader = FrameReader::new();
+    let mut opening = Some(opening);
     loop {
         ticket.idle.fetch_add(1, Ordering::Relaxed);
+        opening.take();
         let start = match reader.next(&mut tls).await {
             Ok(Some(Frame::Stream(start))) => start,
             other => {

@@ -6,10 +6,15 @@
 //!
 //! An endpoint starts healthy (the edge also learns of refusals from each stream's
 //! status, so a member whose upstream is down at start loses no connection meanwhile).
+//!
+//! Whatever the upstream checks say, every endpoint is reported unhealthy while the
+//! agent cannot open data channels ([`ChannelHealth`]: [`FAILING_AFTER`] failures in a
+//! row, e.g. out of descriptors), since a stream could not reach it anyway; the first
+//! channel that opens again restores the reports.
 
 use std::{
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU32, Ordering},
         Arc,
     },
     time::Duration,
@@ -40,13 +45,56 @@ impl EndpointHealth {
     }
 }
 
+/// Data channel failures in a row after which the agent reports itself unable to
+/// take streams.
+pub(crate) const FAILING_AFTER: u32 = 3;
+
+/// Whether this agent can open data channels to the edge: failures in a row, and
+/// whether that run made every endpoint report unhealthy.
+#[derive(Default)]
+pub(crate) struct ChannelHealth {
+    failures_in_a_row: AtomicU32,
+    failing: AtomicBool,
+}
+
+impl ChannelHealth {
+    /// A data channel could not be opened.
+    pub fn failed(&self, shared: &AgentShared, error: &dyn std::fmt::Display) {
+        let run = self.failures_in_a_row.fetch_add(1, Ordering::Relaxed) + 1;
+        if run >= FAILING_AFTER && !self.failing.swap(true, Ordering::Relaxed) {
+            tracing::warn!(failures = run, %error, "data channels cannot be opened; reporting every endpoint unhealthy until one opens");
+            report_all(shared);
+        }
+    }
+
+    /// A data channel opened and is parked at the edge.
+    pub fn opened(&self, shared: &AgentShared) {
+        self.failures_in_a_row.store(0, Ordering::Relaxed);
+        if self.failing.swap(false, Ordering::Relaxed) {
+            tracing::info!("data channels open again; endpoint health restored");
+            report_all(shared);
+        }
+    }
+
+    fn failing(&self) -> bool {
+        self.failing.load(Ordering::Relaxed)
+    }
+}
+
 /// The health frame for endpoint `index`, as it stands.
 pub(crate) fn report(shared: &AgentShared, index: usize) -> Frame {
     let ep = &shared.settings.endpoints[index];
     Frame::EndpointHealth {
         url: ep.url.clone(),
-        healthy: shared.health[index].healthy(),
+        healthy: shared.health[index].healthy() && !shared.channel_health.failing(),
         weight: ep.weight,
+    }
+}
+
+/// Sends every endpoint's health as it stands.
+fn report_all(shared: &AgentShared) {
+    for index in 0..shared.settings.endpoints.len() {
+        shared.send_control(report(shared, index));
     }
 }
 

@@ -38,6 +38,8 @@ pub(crate) struct SessionTicket {
     pub alive: AtomicBool,
     /// Data channels of this session currently parked at the edge, waiting.
     pub idle: AtomicUsize,
+    /// Data channels requested and not yet parked (queued, dialing, handshaking).
+    pub opening: AtomicUsize,
 }
 
 impl SessionTicket {
@@ -45,9 +47,29 @@ impl SessionTicket {
         self.alive.load(Ordering::Acquire)
     }
 
-    /// Whether fewer than `target` channels are parked.
+    /// Channels parked or on their way.
+    fn parked_or_opening(&self) -> usize {
+        self.idle.load(Ordering::Relaxed) + self.opening.load(Ordering::Relaxed)
+    }
+
+    /// Whether fewer than `target` channels are parked or on their way.
     pub fn below(&self, target: usize) -> bool {
-        self.idle.load(Ordering::Relaxed) < target
+        self.parked_or_opening() < target
+    }
+
+    /// How many channels are missing for `target`, counting those on their way.
+    pub fn deficit(&self, target: usize) -> usize {
+        target.saturating_sub(self.parked_or_opening())
+    }
+}
+
+/// One requested data channel on its way; dropping it (parked, or given up) takes it
+/// off the ticket's `opening` count.
+pub(crate) struct Opening(pub Arc<SessionTicket>);
+
+impl Drop for Opening {
+    fn drop(&mut self) {
+        self.0.opening.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -56,8 +78,8 @@ pub(crate) struct AgentShared {
     pub settings: AgentSettings,
     /// internal URL -> its endpoint (upstream address, PROXY protocol).
     pub upstreams: HashMap<String, AgentEndpoint>,
-    pub open_tx: async_channel::Sender<Arc<SessionTicket>>,
-    pub open_rx: async_channel::Receiver<Arc<SessionTicket>>,
+    pub open_tx: async_channel::Sender<Opening>,
+    pub open_rx: async_channel::Receiver<Opening>,
     /// Streams being forwarded right now.
     pub in_flight: crate::drain::InFlight,
     /// Set by a drain: no reconnect after the current session.
@@ -71,6 +93,8 @@ pub(crate) struct AgentShared {
     pub stats: stats::AgentStats,
     /// Upstream health per endpoint (same order as `settings.endpoints`).
     pub health: Vec<health::EndpointHealth>,
+    /// Whether data channels can be opened (all endpoints report unhealthy if not).
+    pub channel_health: health::ChannelHealth,
     /// The live session's control queue, for frames sent from outside the control
     /// loop (health changes); `None` between sessions.
     pub control: std::sync::Mutex<Option<async_channel::Sender<crate::wire::Frame>>>,
@@ -88,7 +112,8 @@ impl AgentShared {
     /// Asks some worker to open `n` data channels for `ticket`'s session.
     pub fn request_channels(&self, ticket: &Arc<SessionTicket>, n: usize) {
         for _ in 0..n {
-            if self.open_tx.try_send(ticket.clone()).is_err() {
+            ticket.opening.fetch_add(1, Ordering::Relaxed);
+            if self.open_tx.try_send(Opening(ticket.clone())).is_err() {
                 break;
             }
         }
@@ -148,6 +173,7 @@ pub fn start(settings: AgentSettings, driver: Driver) -> std::io::Result<AgentHa
         tls_refused: AtomicU64::new(0),
         stats: agent_stats,
         health: (0..endpoints).map(|_| Default::default()).collect(),
+        channel_health: Default::default(),
         control: Default::default(),
     });
     if let Some(listen) = shared.settings.metrics_listen {

@@ -13,6 +13,12 @@
 //! black-hole a URL; a member whose upstream really is down answers "failed" at once
 //! and the connection moves on).
 //!
+//! Among the candidates, members with a data channel parked right now are preferred:
+//! a member whose agent cannot open channels (out of descriptors, its data path to the
+//! edge broken) would make the connection wait [`super::CHANNEL_WAIT`] for nothing
+//! while another member could take it at once. When no candidate has one parked (a
+//! burst drained them all), every candidate stays in the draw and waits for a refill.
+//!
 //! # Balancing: weighted power of two choices
 //!
 //! Two distinct members are drawn at random, each with probability proportional to
@@ -167,6 +173,12 @@ impl Pool {
                 healthy
             }
         };
+        let ready: Vec<&Arc<Member>> = candidates
+            .iter()
+            .copied()
+            .filter(|m| m.session.idle_channels() > 0)
+            .collect();
+        let candidates = if ready.is_empty() { candidates } else { ready };
         two_choices(&candidates, &mut rand::rng()).cloned()
     }
 
@@ -358,5 +370,32 @@ mod tests {
         let id1 = members[1].id();
         assert!(Arc::ptr_eq(&pool.pick(&[id1, id2]).unwrap(), &members[0]));
         assert!(pool.pick(&[members[0].id(), id1, id2]).is_none());
+    }
+
+    #[test]
+    fn members_with_a_parked_channel_are_preferred() {
+        let members = vec![member(100, 0), member(100, 0)];
+        let pool = Pool {
+            members: members.clone(),
+            pooling: true,
+        };
+        // Nobody has a channel parked: both stay in the draw.
+        let picked: std::collections::HashSet<u64> =
+            (0..200).map(|_| pool.pick(&[]).unwrap().id()).collect();
+        assert_eq!(picked.len(), 2);
+        // One has: it takes every connection while it does.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let channel = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        members[1]
+            .session
+            .park(super::super::registry::ParkedChannel::Plain(channel));
+        for _ in 0..200 {
+            assert!(Arc::ptr_eq(&pool.pick(&[]).unwrap(), &members[1]));
+        }
+        // Tried already: the other one, channel or not.
+        assert!(Arc::ptr_eq(
+            &pool.pick(&[members[1].id()]).unwrap(),
+            &members[0]
+        ));
     }
 }
