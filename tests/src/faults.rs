@@ -113,6 +113,58 @@ pub fn fd_count(pid: u32) -> usize {
         .count()
 }
 
+/// Sets the soft open-files limit of process `pid` (a child of the test), keeping its
+/// hard limit; returns the old soft limit. Lowering the soft limit needs no privilege.
+pub fn set_soft_nofile(pid: u32, soft: u64) -> u64 {
+    let mut old = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: prlimit(2) on the PID of a child we started, with valid pointers; a null
+    // new limit only reads.
+    let rc = unsafe {
+        libc::prlimit(
+            pid as libc::pid_t,
+            libc::RLIMIT_NOFILE,
+            std::ptr::null(),
+            &mut old,
+        )
+    };
+    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+    let new = libc::rlimit {
+        rlim_cur: soft,
+        rlim_max: old.rlim_max,
+    };
+    // SAFETY: as above.
+    let rc = unsafe {
+        libc::prlimit(
+            pid as libc::pid_t,
+            libc::RLIMIT_NOFILE,
+            &new,
+            std::ptr::null_mut(),
+        )
+    };
+    assert_eq!(
+        rc,
+        0,
+        "prlimit on {pid}: {}",
+        std::io::Error::last_os_error()
+    );
+    old.rlim_cur
+}
+
+/// CPU time (user + system) process `pid` has used so far.
+pub fn cpu_time(pid: u32) -> std::time::Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = after_name.split_whitespace().collect();
+    // Fields 14 and 15 of stat(5); after the name, state is index 0.
+    let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    std::time::Duration::from_millis(ticks * 1000 / hz)
+}
+
 /// Resident set size of process `pid` in KiB (`VmRSS` of `/proc/PID/status`).
 pub fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -145,9 +197,8 @@ fn parse_v4(field: &str) -> Option<SocketAddr> {
     ))
 }
 
-/// The IPv4 TCP sockets among process `pid`'s descriptors, and how many descriptors
-/// are something else (pipes, eventfds, files, other sockets).
-pub fn tcp_fds(pid: u32) -> (Vec<TcpFd>, usize) {
+/// Process `pid`'s IPv4 TCP sockets by inode.
+fn tcp_by_inode(pid: u32) -> HashMap<String, TcpFd> {
     let table = std::fs::read_to_string(format!("/proc/{pid}/net/tcp"))
         .unwrap_or_else(|e| panic!("/proc/{pid}/net/tcp: {e}"));
     let mut by_inode = HashMap::new();
@@ -165,20 +216,58 @@ pub fn tcp_fds(pid: u32) -> (Vec<TcpFd>, usize) {
             by_inode.insert(f[9].to_string(), fd);
         }
     }
+    by_inode
+}
+
+/// Process `pid`'s descriptors: number, and the socket inode for sockets.
+fn descriptors(pid: u32) -> Vec<(u64, Option<String>)> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap_or_else(|e| panic!("/proc/{pid}/fd: {e}"))
+        .flatten()
+        .filter_map(|entry| {
+            let number = entry.file_name().to_str()?.parse().ok()?;
+            let target = std::fs::read_link(entry.path()).unwrap_or_default();
+            let inode = target
+                .to_string_lossy()
+                .strip_prefix("socket:[")
+                .and_then(|t| t.strip_suffix(']'))
+                .map(str::to_string);
+            Some((number, inode))
+        })
+        .collect()
+}
+
+/// The IPv4 TCP sockets among process `pid`'s descriptors, and how many descriptors
+/// are something else (pipes, eventfds, files, other sockets).
+pub fn tcp_fds(pid: u32) -> (Vec<TcpFd>, usize) {
+    let by_inode = tcp_by_inode(pid);
     let mut tcp = Vec::new();
     let mut other = 0;
-    let dir = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap_or_else(|e| panic!("/proc/{pid}/fd: {e}"));
-    for entry in dir.flatten() {
-        let target = std::fs::read_link(entry.path()).unwrap_or_default();
-        let target = target.to_string_lossy();
-        let inode = target
-            .strip_prefix("socket:[")
-            .and_then(|t| t.strip_suffix(']'));
-        match inode.and_then(|i| by_inode.get(i)) {
+    for (_, inode) in descriptors(pid) {
+        match inode.and_then(|i| by_inode.get(&i)) {
             Some(fd) => tcp.push(*fd),
             None => other += 1,
         }
     }
     (tcp, other)
+}
+
+/// The lowest descriptor number among process `pid`'s connected TCP sockets. A soft
+/// `RLIMIT_NOFILE` at this value leaves the process no descriptor to open, and keeps
+/// it so while connections come and go (a closed connection frees a number above the
+/// limit, which a new descriptor may not take); the descriptors below it are the ones
+/// a process keeps for its life (stdio, logs, the ring, listeners).
+pub fn lowest_connection_fd(pid: u32) -> u64 {
+    let by_inode = tcp_by_inode(pid);
+    descriptors(pid)
+        .into_iter()
+        .filter(|(_, inode)| {
+            inode
+                .as_ref()
+                .and_then(|i| by_inode.get(i))
+                .is_some_and(|fd| !fd.listening)
+        })
+        .map(|(number, _)| number)
+        .min()
+        .unwrap_or_else(|| panic!("process {pid} holds no TCP connection"))
 }

@@ -10,37 +10,13 @@ use std::{
 };
 
 use sluice_tests::{
-    client,
+    client, faults,
     fixture::{self, Fixture},
     process::Sluice,
     upstream::Echo,
 };
 
 const URL: &str = "tcp://db.internal:5432";
-
-fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .count()
-}
-
-fn set_nofile(pid: u32, limit: u64) {
-    let lim = libc::rlimit {
-        rlim_cur: limit,
-        rlim_max: limit,
-    };
-    // SAFETY: prlimit on a child we started, with a valid struct; lowering needs no
-    // privilege for a process of the same user.
-    let rc = unsafe {
-        libc::prlimit(
-            pid as libc::pid_t,
-            libc::RLIMIT_NOFILE,
-            &lim,
-            std::ptr::null_mut(),
-        )
-    };
-    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
-}
 
 /// Sends a line and waits up to `wait` for its echo.
 fn echo_within(stream: &mut TcpStream, wait: Duration) -> bool {
@@ -74,7 +50,7 @@ fn out_of_descriptors_the_edge_keeps_serving_and_recovers() {
 
     // Room for a handful of connections (each holds a client socket and a data channel
     // at the edge, plus replacement channels the agent opens).
-    set_nofile(edge.pid(), open_fds(edge.pid()) as u64 + 12);
+    faults::set_soft_nofile(edge.pid(), faults::fd_count(edge.pid()) as u64 + 12);
     let mut served = Vec::new();
     let mut stuck = None;
     for _ in 0..40 {

@@ -20,7 +20,11 @@ use std::{
 };
 
 use common::Tunnel;
-use sluice_tests::{client, faults, DRIVERS};
+use sluice_tests::{
+    client,
+    faults::{self, cpu_time, set_soft_nofile},
+    DRIVERS,
+};
 
 /// Descriptors left to the edge above what it holds when the limit is lowered.
 const HEADROOM: u64 = 12;
@@ -28,58 +32,6 @@ const HEADROOM: u64 = 12;
 const ACCEPT_FAILED: &str = "accept failed; retrying every 50 ms";
 /// How long the exhausted edge is watched.
 const WINDOW: Duration = Duration::from_secs(2);
-
-/// Sets the soft open-files limit of process `pid`, keeping its hard limit; the old
-/// soft limit.
-fn set_soft_nofile(pid: u32, soft: u64) -> u64 {
-    let mut old = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: prlimit(2) on the PID of a child we started, with valid pointers; a null
-    // new limit only reads.
-    let rc = unsafe {
-        libc::prlimit(
-            pid as libc::pid_t,
-            libc::RLIMIT_NOFILE,
-            std::ptr::null(),
-            &mut old,
-        )
-    };
-    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
-    let new = libc::rlimit {
-        rlim_cur: soft,
-        rlim_max: old.rlim_max,
-    };
-    // SAFETY: as above.
-    let rc = unsafe {
-        libc::prlimit(
-            pid as libc::pid_t,
-            libc::RLIMIT_NOFILE,
-            &new,
-            std::ptr::null_mut(),
-        )
-    };
-    assert_eq!(
-        rc,
-        0,
-        "prlimit on the edge: {}",
-        std::io::Error::last_os_error()
-    );
-    old.rlim_cur
-}
-
-/// CPU time (user + system) a process has used so far.
-fn cpu_time(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let after_name = &stat[stat.rfind(')').unwrap() + 2..];
-    let f: Vec<&str> = after_name.split_whitespace().collect();
-    // Fields 14 and 15 of stat(5); after the name, state is index 0.
-    let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
-    Duration::from_millis(ticks * 1000 / hz)
-}
 
 /// Sends `msg` and waits up to `wait` for its echo; false if nothing came back.
 fn echoes(s: &mut TcpStream, msg: &[u8], wait: Duration) -> bool {

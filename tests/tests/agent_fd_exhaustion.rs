@@ -1,0 +1,331 @@
+//! End-to-end: an agent that runs out of file descriptors (its soft open-files limit
+//! lowered from outside with prlimit(2) below the numbers of all its connections, so
+//! it can open none, however many close). It keeps its session and the streams it forwards; new
+//! connections it cannot take are closed promptly (the upstream connect fails at once,
+//! or the edge's 5 s wait for a data channel runs out) rather than left hanging; it
+//! idles instead of retrying in a loop, says why in its log, and serves again by itself
+//! once descriptors are back. In a pool, the other member takes every connection
+//! meanwhile (the exhausted agent reports itself unhealthy) and the exhausted one
+//! rejoins afterwards.
+
+mod common;
+
+use std::{
+    io::{Read, Write},
+    net::{SocketAddr, TcpStream},
+    sync::{
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use common::Tunnel;
+use sluice_tests::{
+    client,
+    faults::{cpu_time, lowest_connection_fd, set_soft_nofile},
+    fixture::{self, Fixture},
+    process::Sluice,
+    upstream::Echo,
+    DRIVERS,
+};
+
+/// The edge's wait for a data channel before it gives up on a connection.
+const CHANNEL_WAIT: Duration = Duration::from_secs(5);
+/// How long the exhausted agent is watched.
+const WINDOW: Duration = Duration::from_secs(2);
+/// New clients tried against the exhausted agent at once.
+const REFUSED_CLIENTS: usize = 12;
+
+/// Sends `msg` and waits up to `wait` for its echo; false if nothing came back.
+fn echoes(s: &mut TcpStream, msg: &[u8], wait: Duration) -> bool {
+    s.set_read_timeout(Some(wait)).unwrap();
+    if s.write_all(msg).is_err() {
+        return false;
+    }
+    let mut got = vec![0u8; msg.len()];
+    s.read_exact(&mut got).is_ok() && got == msg
+}
+
+/// Connects, sends a probe and waits for the connection to end; how long that took,
+/// or a panic if it was echoed (served) or still open after `limit`.
+fn closed_unserved(public: SocketAddr, limit: Duration) -> Duration {
+    let started = Instant::now();
+    let mut s = match client::connect_from(None, public) {
+        Ok(s) => s,
+        // Reset before connect(2) even returned: closed at once.
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return started.elapsed(),
+        Err(e) => panic!("connect: {e}"),
+    };
+    s.set_read_timeout(Some(limit)).unwrap();
+    let _ = s.write_all(b"probe");
+    let mut buf = [0u8; 16];
+    match s.read(&mut buf) {
+        Ok(0) => {}
+        Ok(n) => panic!("served while the agent had no descriptors: {n} bytes echoed"),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Err(e) => panic!("not closed within {limit:?}: {e}"),
+    }
+    started.elapsed()
+}
+
+#[test]
+fn out_of_descriptors_the_agent_keeps_its_streams_closes_new_ones_promptly_and_recovers() {
+    for (driver, transport) in [(DRIVERS[0], "tcp"), (DRIVERS[1], "tls")] {
+        let mut t = Tunnel::start(driver, transport);
+        let mut held: Vec<TcpStream> = (0..3)
+            .map(|i| {
+                let mut s = client::connect_from(None, t.public).unwrap();
+                assert!(echoes(
+                    &mut s,
+                    format!("held {i}").as_bytes(),
+                    Duration::from_secs(10)
+                ));
+                s
+            })
+            .collect();
+        let pid = t.agent.pid();
+        let sessions_ended = t.edge.count(|v| v["message"] == "agent session ended");
+        let old_soft = set_soft_nofile(pid, lowest_connection_fd(pid));
+
+        // New connections: every one is closed, none hangs past the edge's channel wait.
+        let exhausted_at = Instant::now();
+        let closers: Vec<_> = (0..REFUSED_CLIENTS)
+            .map(|_| {
+                let public = t.public;
+                std::thread::spawn(move || closed_unserved(public, CHANNEL_WAIT * 2))
+            })
+            .collect();
+        let slowest = closers
+            .into_iter()
+            .map(|c| c.join().expect("client"))
+            .max()
+            .unwrap();
+        assert!(
+            slowest < CHANNEL_WAIT + Duration::from_secs(3),
+            "{driver}/{transport}: a refused connection took {slowest:?} to close"
+        );
+        let cause = t.agent.wait_for_n("the cause logged", 1, |v| {
+            v.to_string().contains("Too many open files")
+        });
+
+        // Exhausted: the held streams still flow, and the agent idles.
+        let cpu0 = cpu_time(pid);
+        let started = Instant::now();
+        let mut rounds = 0;
+        while started.elapsed() < WINDOW {
+            for (i, s) in held.iter_mut().enumerate() {
+                assert!(
+                    echoes(s, format!("still {i}").as_bytes(), Duration::from_secs(5)),
+                    "{driver}/{transport}: held stream {i} stopped while the agent had no descriptors"
+                );
+            }
+            rounds += 1;
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let window = started.elapsed();
+        let cpu = cpu_time(pid) - cpu0;
+        assert!(
+            cpu < window / 4,
+            "{driver}/{transport}: the exhausted agent used {cpu:?} of CPU in {window:?}: spinning"
+        );
+        let exhausted_for = exhausted_at.elapsed();
+        // Retries are paced (one top-up per heartbeat) and their log lines rate limited.
+        let channel_lines = t
+            .agent
+            .count(|v| v["message"] == "cannot open a data channel");
+        assert!(
+            channel_lines <= 10 * (exhausted_for.as_secs() as usize + 2),
+            "{driver}/{transport}: {channel_lines} 'cannot open a data channel' lines in {exhausted_for:?}"
+        );
+        assert_eq!(
+            t.edge.count(|v| v["message"] == "agent session ended"),
+            sessions_ended,
+            "{driver}/{transport}: the session ended while the agent was out of descriptors"
+        );
+
+        // Descriptors back: served again with no restart.
+        set_soft_nofile(pid, old_soft);
+        let restored = Instant::now();
+        client::wait_until_echo(t.public, Duration::from_secs(15)).unwrap();
+        let recovered = restored.elapsed();
+        client::echo_ok(None, t.public, &common::payload(3, 200_000)).unwrap();
+        for (i, s) in held.iter_mut().enumerate() {
+            assert!(echoes(
+                s,
+                format!("after {i}").as_bytes(),
+                Duration::from_secs(5)
+            ));
+        }
+        println!(
+            "agent_fd_exhaustion/{driver}/{transport}: {REFUSED_CLIENTS} new connections all closed, \
+             slowest after {:.0} ms; over {:.1} s exhausted: {rounds} echo rounds on 3 held \
+             streams, agent CPU {} ms, {channel_lines} 'cannot open a data channel' lines \
+             (cause: {}); served again {:.0} ms after the limit was restored",
+            slowest.as_secs_f64() * 1e3,
+            window.as_secs_f64(),
+            cpu.as_millis(),
+            cause["error"].as_str().unwrap_or("?"),
+            recovered.as_secs_f64() * 1e3
+        );
+    }
+}
+
+const URL: &str = "tcp://db.internal:5432";
+
+/// What the clients of [`load`] saw.
+#[derive(Default)]
+struct Seen {
+    ok: AtomicUsize,
+    failures: Mutex<Vec<String>>,
+    /// Connections that took a second or more: when they started, and how long.
+    slow: Mutex<Vec<(Instant, Duration)>>,
+}
+
+/// Clients in a loop until stopped: one short echo connection after another on each
+/// of `threads` threads.
+fn load(
+    public: SocketAddr,
+    threads: usize,
+    stop: &Arc<AtomicBool>,
+    seen: &Arc<Seen>,
+) -> Vec<std::thread::JoinHandle<()>> {
+    (0..threads)
+        .map(|t| {
+            let (stop, seen) = (stop.clone(), seen.clone());
+            std::thread::spawn(move || {
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let payload = format!("client {t} connection {i}");
+                    let started = Instant::now();
+                    match client::echo_ok(None, public, payload.as_bytes()) {
+                        Ok(()) => seen.ok.fetch_add(1, Ordering::Relaxed),
+                        Err(e) => {
+                            seen.failures
+                                .lock()
+                                .unwrap()
+                                .push(format!("{payload}: {e}"));
+                            0
+                        }
+                    };
+                    let took = started.elapsed();
+                    if took >= Duration::from_secs(1) {
+                        seen.slow.lock().unwrap().push((started, took));
+                    }
+                    i += 1;
+                }
+            })
+        })
+        .collect()
+}
+
+/// Waits (bounded) until `cond` holds.
+fn wait_until(what: &str, deadline: Duration, cond: impl Fn() -> bool) {
+    let end = Instant::now() + deadline;
+    while !cond() {
+        assert!(Instant::now() < end, "{what}: not within {deadline:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn a_pool_member_out_of_descriptors_loses_no_connection_and_rejoins() {
+    let driver = DRIVERS[0];
+    let fx = Fixture::new();
+    let cfg = fx.write(
+        "edge.yml",
+        &fx.edge_yaml("127.0.0.1:0", &[("127.0.0.1:0", fixture::forward_all(URL))]),
+    );
+    let mut edge = Sluice::edge(&cfg, driver);
+    let (agent_addr, eps) = edge.edge_addrs(1);
+    let public = eps[0];
+    let upstreams: Vec<Echo> = (0..2).map(|_| Echo::start()).collect();
+    let mut agents: Vec<Sluice> = upstreams
+        .iter()
+        .enumerate()
+        .map(|(i, up)| {
+            let yaml = fx
+                .agent_yaml(&fx.token, agent_addr, "tcp", &[(URL, up.addr)])
+                .replace(
+                    &format!("  - url: {URL}\n"),
+                    &format!("  - url: {URL}\n    pooling_enabled: true\n"),
+                );
+            let mut agent = Sluice::agent(&fx.write(&format!("member{i}.yml"), &yaml), driver);
+            agent.wait_for("endpoint bound");
+            agent
+        })
+        .collect();
+    edge.wait_for_n("full pool", 1, |v| {
+        v["message"] == "endpoint bound" && v["members"] == 2
+    });
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let seen = Arc::new(Seen::default());
+    let ok = || seen.ok.load(Ordering::Relaxed);
+    let clients = load(public, 4, &stop, &seen);
+    wait_until("both members serve", Duration::from_secs(20), || {
+        upstreams.iter().all(|u| u.accepted() > 5)
+    });
+
+    // Member 0 runs out of descriptors under load.
+    let pid = agents[0].pid();
+    let old_soft = set_soft_nofile(pid, lowest_connection_fd(pid));
+    agents[0].wait_for(
+        "data channels cannot be opened; reporting every endpoint unhealthy until one opens",
+    );
+    let reported = Instant::now();
+    let (ok0, served0) = (ok(), upstreams[0].accepted());
+    wait_until(
+        "200 connections while member 0 is exhausted",
+        Duration::from_secs(30),
+        || ok() >= ok0 + 200,
+    );
+    let reached_exhausted = upstreams[0].accepted() - served0;
+
+    // Descriptors back: member 0 serves again by itself.
+    set_soft_nofile(pid, old_soft);
+    let restored = Instant::now();
+    agents[0].wait_for("data channels open again; endpoint health restored");
+    let back = upstreams[0].accepted();
+    wait_until("member 0 serves again", Duration::from_secs(20), || {
+        upstreams[0].accepted() >= back + 20
+    });
+    let rejoined = restored.elapsed();
+
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.join().unwrap();
+    }
+    let failures = seen.failures.lock().unwrap().clone();
+    assert!(
+        failures.is_empty(),
+        "{} client failures: {failures:?}",
+        failures.len()
+    );
+    assert_eq!(
+        reached_exhausted, 0,
+        "the exhausted member's upstream got connections"
+    );
+    // Once the member said it cannot take streams, no connection waits on it (the
+    // edge's channel wait is 5 s); 100 ms for the report to reach the edge.
+    let waited: Vec<_> = seen
+        .slow
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(started, _)| *started > reported + Duration::from_millis(100))
+        .map(|(_, took)| *took)
+        .collect();
+    assert!(
+        waited.is_empty(),
+        "connections waited on the exhausted member: {waited:?}"
+    );
+    println!(
+        "agent_fd_exhaustion/pool: member 0 out of descriptors: 200 connections, all served \
+         by member 1; member 0 back to 20 connections {:.0} ms after its limit was restored; \
+         {} connections in all, 0 failed",
+        rejoined.as_secs_f64() * 1e3,
+        ok()
+    );
+    drop(agents);
+}
