@@ -3,6 +3,9 @@
 //! nothing at all reaches the edge). The edge must declare that session dead within
 //! the agent's heartbeat tolerance, send new connections only to the member still
 //! reachable, and take the agent back when the link returns, with no manual step.
+//! Connections that arrive before the edge can know (handed to the silent member's
+//! parked channels) are replayed on the other member once the session is declared
+//! dead: none is lost, none waits longer than the tolerance.
 //!
 //! Needs root for `ip netns`; without it the test fails, naming the reason.
 
@@ -91,9 +94,19 @@ fn partition_and_heal(driver: &str, tag: &str) {
         up_b.accepted()
     );
 
-    // The link goes silent.
+    // The link goes silent. Connections keep arriving while the edge cannot know yet:
+    // one every 100 ms until the session is declared dead (each on its own thread).
     let down_at = Instant::now();
     ns.link_down();
+    let window_clients: Vec<_> = (0..28u64)
+        .map(|i| {
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(100) * i as u32);
+                let started = Instant::now();
+                client::echo_ok(None, public, &i.to_be_bytes()).map(|()| started.elapsed())
+            })
+        })
+        .collect();
     let ended = edge.wait_for_n("member A's session ended", 1, |v| {
         v["message"] == "agent session ended" && v["session"] == session_a
     });
@@ -115,6 +128,27 @@ fn partition_and_heal(driver: &str, tag: &str) {
     edge.wait_for_n("member left", 1, |v| {
         v["message"] == "pool member left" && v["members"] == 1
     });
+    // Those handed to the silent member's parked channels waited for its answer until
+    // the session was declared dead, then went to the other member: none lost, none
+    // held longer than the tolerance (not the 12 s status wait).
+    let waits: Vec<Duration> = window_clients
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| {
+            c.join()
+                .unwrap()
+                .unwrap_or_else(|e| panic!("{driver}: connection {i} in the detection window: {e}"))
+        })
+        .collect();
+    let longest = waits.iter().max().copied().unwrap_or_default();
+    let waited = waits
+        .iter()
+        .filter(|w| **w > Duration::from_secs(1))
+        .count();
+    assert!(
+        longest <= TOLERANCE + MARGIN,
+        "{driver}: a connection in the detection window took {longest:?}"
+    );
 
     // Every new connection goes to B, none is lost.
     let a_before = up_a.accepted();
@@ -157,10 +191,14 @@ fn partition_and_heal(driver: &str, tag: &str) {
     }
     let served = up_at.elapsed();
     println!(
-        "partition/{driver}: dead after {:.2} s (tolerance {:?}); link down {:.1} s; rejoined \
-         {:.2} s and first connection through it {:.2} s after the link returned",
+        "partition/{driver}: dead after {:.2} s (tolerance {:?}); {} connections during \
+         detection all served, {waited} of them held on the silent member's channels until \
+         then (longest {:.2} s); link down {:.1} s; rejoined {:.2} s and first connection \
+         through it {:.2} s after the link returned",
         detected.as_secs_f64(),
         TOLERANCE,
+        waits.len(),
+        longest.as_secs_f64(),
         partitioned.as_secs_f64(),
         rejoined.as_secs_f64(),
         served.as_secs_f64()
