@@ -194,7 +194,8 @@ async fn established(
                 }
             }
             Frame::NeedChannels { count } => {
-                shared.request_channels(&ticket, count.min(MAX_CHANNELS_PER_REQUEST) as usize);
+                let count = count.min(MAX_CHANNELS_PER_REQUEST) as usize;
+                shared.request_channels_for_waiters(&ticket, count);
             }
             other => break format!("unexpected {} frame from the edge", other.name()),
         }

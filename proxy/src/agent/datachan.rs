@@ -63,7 +63,7 @@ async fn send_status<W: monoio::io::AsyncWriteRent>(channel: &mut W, code: Strea
 /// Serves open requests from the shared queue for as long as the process runs.
 pub async fn open_loop(shared: Arc<AgentShared>) {
     while let Ok(opening) = shared.open_rx.recv().await {
-        if opening.0.is_alive() {
+        if opening.ticket.is_alive() {
             let shared = shared.clone();
             monoio::spawn(async move {
                 match shared.settings.transport {
@@ -213,7 +213,7 @@ async fn connect_tcp_upstream(start: &StreamStart, endpoint: &AgentEndpoint) -> 
 }
 
 async fn serve_plain(opening: Opening, shared: Arc<AgentShared>) {
-    let ticket = opening.0.clone();
+    let ticket = opening.ticket.clone();
     let Some(mut channel) = dial_edge(&ticket, &shared).await else {
         return;
     };
@@ -308,7 +308,7 @@ async fn pump_plain(
 }
 
 async fn serve_tls(opening: Opening, shared: Arc<AgentShared>) {
-    let ticket = opening.0.clone();
+    let ticket = opening.ticket.clone();
     let Some(tcp) = dial_edge(&ticket, &shared).await else {
         return;
     };

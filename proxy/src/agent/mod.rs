@@ -38,7 +38,9 @@ pub(crate) struct SessionTicket {
     pub alive: AtomicBool,
     /// Data channels of this session currently parked at the edge, waiting.
     pub idle: AtomicUsize,
-    /// Data channels requested and not yet parked (queued, dialing, handshaking).
+    /// Data channels requested for the pool of `data_channels` and not yet parked
+    /// (queued, dialing, handshaking). Channels the edge asked for (NeedChannels) are
+    /// not counted: each is for a connection already waiting, not for the pool.
     pub opening: AtomicUsize,
 }
 
@@ -47,29 +49,35 @@ impl SessionTicket {
         self.alive.load(Ordering::Acquire)
     }
 
-    /// Channels parked or on their way.
-    fn parked_or_opening(&self) -> usize {
-        self.idle.load(Ordering::Relaxed) + self.opening.load(Ordering::Relaxed)
-    }
-
-    /// Whether fewer than `target` channels are parked or on their way.
+    /// Whether fewer than `target` channels are parked. Channels on their way are not
+    /// counted here: a channel handed a stream is replaced while the pool is short,
+    /// even in a burst, since the edge may hand the channels on their way to
+    /// connections that are already waiting for them.
     pub fn below(&self, target: usize) -> bool {
-        self.parked_or_opening() < target
+        self.idle.load(Ordering::Relaxed) < target
     }
 
-    /// How many channels are missing for `target`, counting those on their way.
+    /// How many pool channels are missing for `target`, counting those on their way
+    /// (for the periodic top-up, which must not pile requests on a slow dial).
     pub fn deficit(&self, target: usize) -> usize {
-        target.saturating_sub(self.parked_or_opening())
+        target.saturating_sub(
+            self.idle.load(Ordering::Relaxed) + self.opening.load(Ordering::Relaxed),
+        )
     }
 }
 
-/// One requested data channel on its way; dropping it (parked, or given up) takes it
-/// off the ticket's `opening` count.
-pub(crate) struct Opening(pub Arc<SessionTicket>);
+/// One requested data channel on its way; dropping it (parked, or given up) takes a
+/// pool channel off the ticket's `opening` count.
+pub(crate) struct Opening {
+    pub ticket: Arc<SessionTicket>,
+    for_pool: bool,
+}
 
 impl Drop for Opening {
     fn drop(&mut self) {
-        self.0.opening.fetch_sub(1, Ordering::Relaxed);
+        if self.for_pool {
+            self.ticket.opening.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -109,11 +117,28 @@ impl AgentShared {
         }
     }
 
-    /// Asks some worker to open `n` data channels for `ticket`'s session.
+    /// Asks some worker to open `n` data channels for `ticket`'s pool (counted in
+    /// `opening` until parked).
     pub fn request_channels(&self, ticket: &Arc<SessionTicket>, n: usize) {
+        self.open_channels(ticket, n, true);
+    }
+
+    /// Asks some worker to open `n` data channels the edge asked for: one per public
+    /// connection waiting for one, whatever the pool holds.
+    pub fn request_channels_for_waiters(&self, ticket: &Arc<SessionTicket>, n: usize) {
+        self.open_channels(ticket, n, false);
+    }
+
+    fn open_channels(&self, ticket: &Arc<SessionTicket>, n: usize, for_pool: bool) {
         for _ in 0..n {
-            ticket.opening.fetch_add(1, Ordering::Relaxed);
-            if self.open_tx.try_send(Opening(ticket.clone())).is_err() {
+            if for_pool {
+                ticket.opening.fetch_add(1, Ordering::Relaxed);
+            }
+            let opening = Opening {
+                ticket: ticket.clone(),
+                for_pool,
+            };
+            if self.open_tx.try_send(opening).is_err() {
                 break;
             }
         }
