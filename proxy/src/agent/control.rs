@@ -126,6 +126,7 @@ async fn established(
         // Binds, then each endpoint's health as it stands; later changes go through
         // the same queue (set under the lock, so none falls between the two).
         let mut live = shared.control.lock().unwrap_or_else(|p| p.into_inner());
+        shared.channel_health.reset();
         for (i, ep) in settings.endpoints.iter().enumerate() {
             let _ = control_tx.try_send(Frame::Bind {
                 request_id: i as u32 + 1,
@@ -150,8 +151,12 @@ async fn established(
                 break;
             }
             // Channels that could not be opened (edge unreachable for data, out of
-            // descriptors) are retried here, once per heartbeat, not in a loop.
-            refill.request_channels(&topped_up, topped_up.deficit(target));
+            // descriptors) are retried here, once per heartbeat, not in a loop; while
+            // they fail, at least one is tried (the edge sends an unhealthy member no
+            // streams, so nothing else would).
+            let failing = refill.channel_health.failing();
+            let wanted = topped_up.deficit(target).max(usize::from(failing));
+            refill.request_channels(&topped_up, wanted);
         }
     });
     let tolerance = settings.heartbeat_tolerance;

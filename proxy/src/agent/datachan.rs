@@ -76,16 +76,16 @@ pub async fn open_loop(shared: Arc<AgentShared>) {
 }
 
 /// Counts a data channel that could not be opened; the heartbeat's top-up retries.
-fn channel_failed(shared: &AgentShared, why: &dyn std::fmt::Display) {
+fn channel_failed(shared: &AgentShared, ticket: &SessionTicket, why: &dyn std::fmt::Display) {
     shared.stats.channel_failures.inc();
     crate::log_throttled!(warn, error = %why, "cannot open a data channel");
-    shared.channel_health.failed(shared, why);
+    shared.channel_health.failed(shared, ticket, why);
 }
 
 /// Counts a data channel that opened and is parked at the edge.
-fn channel_opened(shared: &AgentShared) {
+fn channel_opened(shared: &AgentShared, ticket: &SessionTicket) {
     shared.stats.channels_opened.inc();
-    shared.channel_health.opened(shared);
+    shared.channel_health.opened(shared, ticket);
 }
 
 fn hello(ticket: &SessionTicket) -> Frame {
@@ -103,11 +103,11 @@ async fn dial_edge(ticket: &SessionTicket, shared: &AgentShared) -> Option<TcpSt
             Some(s)
         }
         Ok(Err(e)) => {
-            channel_failed(shared, &e);
+            channel_failed(shared, ticket, &e);
             None
         }
         Err(_) => {
-            channel_failed(shared, &"connect timed out");
+            channel_failed(shared, ticket, &"connect timed out");
             None
         }
     }
@@ -222,10 +222,10 @@ async fn serve_plain(opening: Opening, shared: Arc<AgentShared>) {
     wire::encode(&hello(&ticket), &mut out);
     let (res, _) = channel.write_all(out).await;
     if let Err(e) = res {
-        channel_failed(&shared, &e);
+        channel_failed(&shared, &ticket, &e);
         return;
     }
-    channel_opened(&shared);
+    channel_opened(&shared, &ticket);
     ticket.idle.fetch_add(1, Ordering::Relaxed);
     drop(opening);
     // Parked at the edge now; wait (without a deadline) until a stream is assigned.
@@ -317,19 +317,19 @@ async fn serve_tls(opening: Opening, shared: Arc<AgentShared>) {
     let mut tls = match monoio::time::timeout(CONNECT_TIMEOUT, handshake).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
-            channel_failed(&shared, &format_args!("TLS handshake failed: {e}"));
+            channel_failed(&shared, &ticket, &format_args!("TLS handshake failed: {e}"));
             return;
         }
         Err(_) => {
-            channel_failed(&shared, &"TLS handshake timed out");
+            channel_failed(&shared, &ticket, &"TLS handshake timed out");
             return;
         }
     };
     if let Err(e) = framed::write_frame(&mut tls, &hello(&ticket)).await {
-        channel_failed(&shared, &e);
+        channel_failed(&shared, &ticket, &e);
         return;
     }
-    channel_opened(&shared);
+    channel_opened(&shared, &ticket);
     let mut reader = FrameReader::new();
     let mut opening = Some(opening);
     loop {

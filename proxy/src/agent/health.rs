@@ -22,7 +22,7 @@ use std::{
 
 use monoio::net::TcpStream;
 
-use super::AgentShared;
+use super::{AgentShared, SessionTicket};
 use crate::{config::agent::HealthCheck, wire::Frame};
 
 /// One endpoint's current upstream health.
@@ -49,8 +49,10 @@ impl EndpointHealth {
 /// take streams.
 pub(crate) const FAILING_AFTER: u32 = 3;
 
-/// Whether this agent can open data channels to the edge: failures in a row, and
-/// whether that run made every endpoint report unhealthy.
+/// Whether this agent can open data channels to the edge in the live session:
+/// failures in a row, and whether that run made every endpoint report unhealthy.
+/// Only the live session's channels count (a dial of an ended session finishing late
+/// says nothing about the new one), and each session starts afresh.
 #[derive(Default)]
 pub(crate) struct ChannelHealth {
     failures_in_a_row: AtomicU32,
@@ -58,25 +60,43 @@ pub(crate) struct ChannelHealth {
 }
 
 impl ChannelHealth {
-    /// A data channel could not be opened.
-    pub fn failed(&self, shared: &AgentShared, error: &dyn std::fmt::Display) {
+    /// A data channel of `ticket`'s session could not be opened.
+    pub fn failed(
+        &self,
+        shared: &AgentShared,
+        ticket: &SessionTicket,
+        error: &dyn std::fmt::Display,
+    ) {
+        if !ticket.is_alive() {
+            return;
+        }
         let run = self.failures_in_a_row.fetch_add(1, Ordering::Relaxed) + 1;
         if run >= FAILING_AFTER && !self.failing.swap(true, Ordering::Relaxed) {
-            tracing::warn!(failures = run, %error, "data channels cannot be opened; reporting every endpoint unhealthy until one opens");
+            crate::log_throttled!(warn, failures = run, %error, "data channels cannot be opened; reporting every endpoint unhealthy until one opens");
             report_all(shared);
         }
     }
 
-    /// A data channel opened and is parked at the edge.
-    pub fn opened(&self, shared: &AgentShared) {
+    /// A data channel of `ticket`'s session opened and is parked at the edge.
+    pub fn opened(&self, shared: &AgentShared, ticket: &SessionTicket) {
+        if !ticket.is_alive() {
+            return;
+        }
         self.failures_in_a_row.store(0, Ordering::Relaxed);
         if self.failing.swap(false, Ordering::Relaxed) {
-            tracing::info!("data channels open again; endpoint health restored");
+            crate::log_throttled!(info, "data channels open again; endpoint health restored");
             report_all(shared);
         }
     }
 
-    fn failing(&self) -> bool {
+    /// Forgets the last session's failures (a new session starts).
+    pub fn reset(&self) {
+        self.failures_in_a_row.store(0, Ordering::Relaxed);
+        self.failing.store(false, Ordering::Relaxed);
+    }
+
+    /// Whether the live session's channels are failing.
+    pub fn failing(&self) -> bool {
         self.failing.load(Ordering::Relaxed)
     }
 }
@@ -93,9 +113,11 @@ pub(crate) fn report(shared: &AgentShared, index: usize) -> Frame {
 
 /// Sends every endpoint's health as it stands.
 fn report_all(shared: &AgentShared) {
-    for index in 0..shared.settings.endpoints.len() {
-        shared.send_control(report(shared, index));
-    }
+    shared.send_control_with(|send| {
+        for index in 0..shared.settings.endpoints.len() {
+            send(report(shared, index));
+        }
+    });
 }
 
 /// Starts one checker per endpoint that has checks on (on the calling worker).
@@ -135,7 +157,7 @@ async fn run(shared: Arc<AgentShared>, index: usize, check: HealthCheck) {
                     tracing::warn!(url = %ep.url, upstream = %ep.upstream, checks = fail_run, error = %e, "upstream unhealthy")
                 }
             }
-            shared.send_control(report(&shared, index));
+            shared.send_control_with(|send| send(report(&shared, index)));
         }
         monoio::time::sleep(check.interval).await;
     }

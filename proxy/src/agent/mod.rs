@@ -109,11 +109,16 @@ pub(crate) struct AgentShared {
 }
 
 impl AgentShared {
-    /// Queues a frame on the live session's control channel, if there is one.
-    pub fn send_control(&self, frame: crate::wire::Frame) {
+    /// Queues frames on the live session's control channel, if there is one. The
+    /// frames are built by `build` under the lock, so state read there and sent goes
+    /// out in the order it was read: a report built from older state never follows
+    /// one built from newer state.
+    pub fn send_control_with(&self, build: impl FnOnce(&mut dyn FnMut(crate::wire::Frame))) {
         let control = self.control.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(tx) = control.as_ref() {
-            let _ = tx.try_send(frame);
+            build(&mut |frame| {
+                let _ = tx.try_send(frame);
+            });
         }
     }
 

@@ -13,11 +13,15 @@
 //! black-hole a URL; a member whose upstream really is down answers "failed" at once
 //! and the connection moves on).
 //!
-//! Among the candidates, members with a data channel parked right now are preferred:
-//! a member whose agent cannot open channels (out of descriptors, its data path to the
-//! edge broken) would make the connection wait [`super::CHANNEL_WAIT`] for nothing
-//! while another member could take it at once. When no candidate has one parked (a
-//! burst drained them all), every candidate stays in the draw and waits for a refill.
+//! A member that has left a connection waiting [`STARVED_AFTER`] for a data channel
+//! with none arriving meanwhile is *starved*: its agent cannot open channels (out of
+//! descriptors, its data path to the edge broken) or not fast enough, and a new
+//! connection given to it would wait up to [`super::CHANNEL_WAIT`] for nothing. Starved
+//! candidates are left out of the draw while any other candidate remains; the first
+//! channel the member parks ends it. (Its agent also reports itself unhealthy after a
+//! few failed channels, but a starved member is skipped before that report arrives.)
+//! An ordinary burst, refilled within milliseconds, starves nobody, so weights and
+//! load decide as usual.
 //!
 //! # Balancing: weighted power of two choices
 //!
@@ -125,14 +129,20 @@ impl Member {
     }
 }
 
-/// Milliseconds on a process-wide monotonic clock (never 0 after the first call).
-fn clock_ms() -> u64 {
+/// How long a member may leave a connection without a data channel before new
+/// connections avoid it (see the module doc).
+pub const STARVED_AFTER: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Milliseconds on a process-wide monotonic clock. It starts at 2^20 (about 17
+/// minutes), so it is never 0 and moments shortly before its first reading can be
+/// expressed too.
+pub(crate) fn clock_ms() -> u64 {
     static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
     START
         .get_or_init(std::time::Instant::now)
         .elapsed()
         .as_millis() as u64
-        + 1
+        + (1 << 20)
 }
 
 /// The sessions serving one internal URL.
@@ -173,12 +183,12 @@ impl Pool {
                 healthy
             }
         };
-        let ready: Vec<&Arc<Member>> = candidates
+        let fed: Vec<&Arc<Member>> = candidates
             .iter()
             .copied()
-            .filter(|m| m.session.idle_channels() > 0)
+            .filter(|m| !m.session.starved(STARVED_AFTER))
             .collect();
-        let candidates = if ready.is_empty() { candidates } else { ready };
+        let candidates = if fed.is_empty() { candidates } else { fed };
         two_choices(&candidates, &mut rand::rng()).cloned()
     }
 
@@ -373,29 +383,36 @@ mod tests {
     }
 
     #[test]
-    fn members_with_a_parked_channel_are_preferred() {
+    fn starved_members_are_skipped_until_a_channel_arrives() {
         let members = vec![member(100, 0), member(100, 0)];
         let pool = Pool {
             members: members.clone(),
             pooling: true,
         };
-        // Nobody has a channel parked: both stay in the draw.
-        let picked: std::collections::HashSet<u64> =
-            (0..200).map(|_| pool.pick(&[]).unwrap().id()).collect();
-        assert_eq!(picked.len(), 2);
-        // One has: it takes every connection while it does.
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let channel = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        members[1]
-            .session
-            .park(super::super::registry::ParkedChannel::Plain(channel));
-        for _ in 0..200 {
-            assert!(Arc::ptr_eq(&pool.pick(&[]).unwrap(), &members[1]));
-        }
-        // Tried already: the other one, channel or not.
+        let picked = |pool: &Pool| -> std::collections::HashSet<u64> {
+            (0..200).map(|_| pool.pick(&[]).unwrap().id()).collect()
+        };
+        // A connection waiting only briefly (a burst being refilled): both stay.
+        members[0].session.starve_for_tests(10);
+        assert_eq!(picked(&pool).len(), 2);
+        // Waiting past STARVED_AFTER: the other member takes every connection...
+        members[0].session.starve_for_tests(1_000);
+        assert_eq!(picked(&pool), [members[1].id()].into());
+        // ...unless it was tried already: the starved one is better than none.
         assert!(Arc::ptr_eq(
             &pool.pick(&[members[1].id()]).unwrap(),
             &members[0]
         ));
+        // A channel parks: starved no more.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let channel = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        members[0]
+            .session
+            .park(super::super::registry::ParkedChannel::Plain(channel));
+        assert_eq!(picked(&pool).len(), 2);
+        // Everyone starved: everyone stays in the draw.
+        members[0].session.starve_for_tests(1_000);
+        members[1].session.starve_for_tests(1_000);
+        assert_eq!(picked(&pool).len(), 2);
     }
 }

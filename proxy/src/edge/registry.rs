@@ -25,7 +25,7 @@ use subtle::ConstantTimeEq;
 
 use super::{
     auth::Identity,
-    pool::{Pool, PoolStats},
+    pool::{clock_ms, Pool, PoolStats},
 };
 use crate::{io::sockets, wire::Frame};
 
@@ -65,6 +65,9 @@ pub struct SessionHandle {
     pub rtt_us: AtomicU64,
     idle_tx: async_channel::Sender<ParkedChannel>,
     idle_rx: async_channel::Receiver<ParkedChannel>,
+    /// Since when (ms on [`clock_ms`]) a connection has been waiting for a data
+    /// channel with none parked since; 0: none waiting, or a channel came.
+    starved_since: AtomicU64,
     control_tx: async_channel::Sender<Frame>,
     /// Streams forwarded through this session right now (pool balancing).
     pub in_flight: std::sync::atomic::AtomicUsize,
@@ -91,9 +94,18 @@ impl SessionHandle {
     /// Parks an authenticated idle data channel; closes it if the pool is full or the
     /// session is gone.
     pub fn park(&self, channel: ParkedChannel) {
-        if let Err(e) = self.idle_tx.try_send(channel) {
-            tracing::debug!(session = self.id, "idle data channel dropped: {e}");
+        match self.idle_tx.try_send(channel) {
+            Ok(()) => self.starved_since.store(0, Ordering::Relaxed),
+            Err(e) => tracing::debug!(session = self.id, "idle data channel dropped: {e}"),
         }
+    }
+
+    /// Whether a connection has been waiting at least `for_at_least` for a data
+    /// channel of this session with none arriving meanwhile: its agent cannot open
+    /// them (out of descriptors, data path broken) or not fast enough.
+    pub fn starved(&self, for_at_least: Duration) -> bool {
+        let since = self.starved_since.load(Ordering::Relaxed);
+        since != 0 && clock_ms() >= since + for_at_least.as_millis() as u64
     }
 
     /// Takes an idle data channel, skipping ones whose agent side already closed. When
@@ -106,6 +118,12 @@ impl SessionHandle {
                 Ok(c) => c,
                 Err(async_channel::TryRecvError::Closed) => return Err(TakeError::SessionGone),
                 Err(async_channel::TryRecvError::Empty) => {
+                    let _ = self.starved_since.compare_exchange(
+                        0,
+                        clock_ms(),
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    );
                     let _ = self.control_tx.try_send(Frame::NeedChannels { count: 1 });
                     let left = deadline.saturating_duration_since(std::time::Instant::now());
                     match monoio::time::timeout(left, self.idle_rx.recv()).await {
@@ -175,11 +193,19 @@ impl SessionHandle {
             rtt_us: AtomicU64::new(0),
             idle_tx,
             idle_rx,
+            starved_since: AtomicU64::new(0),
             control_tx,
             in_flight: in_flight.into(),
             ended,
             ended_tx,
         })
+    }
+
+    /// Marks the session as having left a connection waiting for `ms_ago` ms.
+    #[cfg(test)]
+    pub(crate) fn starve_for_tests(&self, ms_ago: u64) {
+        self.starved_since
+            .store(clock_ms() - ms_ago, Ordering::Relaxed);
     }
 
     /// Ends the session's queues: parked channels are closed, waiters see `SessionGone`.
@@ -241,6 +267,7 @@ impl Registry {
             rtt_us: AtomicU64::new(0),
             idle_tx,
             idle_rx,
+            starved_since: AtomicU64::new(0),
             control_tx,
             in_flight: Default::default(),
             ended,
