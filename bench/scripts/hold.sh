@@ -6,7 +6,7 @@
 # connection (the client's and its data channel), the agent two (the data channel and
 # the upstream), so a limit L carries about (L - ~40) / 2 connections.
 #
-#   bash bench/scripts/hold.sh [--connections 10000] [--seconds 12]
+#   bash bench/scripts/hold.sh [--connections 10000] [--seconds 12] [--transport tcp|tls]
 #
 # Builds sluice and sluice-load in release mode; stops every process it starts by PID.
 set -euo pipefail
@@ -14,10 +14,12 @@ cd "$(dirname "$0")/../.."
 
 CONNECTIONS=10000
 SECONDS_HOLD=12
+TRANSPORTS="tcp tls"
 while [ $# -gt 0 ]; do
   case "$1" in
     --connections) CONNECTIONS="$2"; shift 2 ;;
     --seconds) SECONDS_HOLD="$2"; shift 2 ;;
+    --transport) TRANSPORTS="$2"; shift 2 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -39,7 +41,7 @@ cap_sys_resource=no
 printf "limits: fs.nr_open %s; this shell's open files soft/hard %s/%s; CAP_SYS_RESOURCE (to raise a hard limit): %s\n" \
   "$(cat /proc/sys/fs/nr_open)" "$(ulimit -Sn)" "$(ulimit -Hn)" "$cap_sys_resource"
 printf "%-9s %8s %8s %8s %14s %14s %15s %15s\n" transport opened held failed "edge B/conn" "agent B/conn" "edge fds/limit" "agent fds/limit"
-for transport in tcp tls; do
+for transport in $TRANSPORTS; do
   AGENT_PORT=$(free_port); PUB=$(free_port)
   cat > "$WORK/edge.yml" <<YML
 version: 1

@@ -55,9 +55,16 @@ done
 NS=sluice-syn-$$
 WORK=$(mktemp -d /tmp/sluice-synflood.XXXXXX)
 PIDS=()
+NS_CREATED=
 cleanup() {
   local pid _
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  # A namespace this run did not create (ip netns add failed) is not ours to empty.
+  if [ -z "$NS_CREATED" ]; then
+    wait 2>/dev/null || true
+    rm -rf "$WORK"
+    return
+  fi
   # Anything still in the namespace was started in it by this script; give it 5 s.
   for _ in $(seq 1 50); do
     [ -z "$(ip netns pids "$NS" 2>/dev/null)" ] && break
@@ -90,6 +97,7 @@ now_ns() { date +%s%N; }
 HZ=$(getconf CLK_TCK)
 
 ip netns add "$NS"
+NS_CREATED=1
 inns ip link set lo up
 inns ip route add 10.78.0.0/16 dev lo
 # The namespace is fresh, so fixed ports are free.

@@ -59,7 +59,15 @@ impl Schedule {
         }
     }
 
+    /// Whether no slot is left before `end`.
+    #[must_use]
+    pub fn finished(&self, end: Instant) -> bool {
+        self.next >= end
+    }
+
     /// Waits for the next slot; `None` when it would start at or after `end`.
+    /// A slot is spent whether or not its operation succeeds: an open loop does not
+    /// retry late.
     pub async fn wait(&mut self, end: Instant) -> Option<Slot> {
         let intended = self.next;
         if intended >= end {

@@ -102,7 +102,7 @@ pub fn run(opts: &RrOptions) -> Result<RunResult, LoadError> {
 async fn connection(w: Worker, k: usize, size: usize, mut schedule: Option<Schedule>) {
     let end = w.end();
     let mut seq = k as u64;
-    while Instant::now() < end {
+    while Instant::now() < end && schedule.is_none_or(|s| !s.finished(end)) {
         let Some(mut stream) = w.open().await else {
             monoio::time::sleep(Duration::from_millis(10)).await;
             continue;

@@ -252,15 +252,18 @@ pub fn tcp_fds(pid: u32) -> (Vec<TcpFd>, usize) {
     (tcp, other)
 }
 
-/// The lowest descriptor number among process `pid`'s connected TCP sockets. A soft
-/// `RLIMIT_NOFILE` at this value leaves the process no descriptor to open, and keeps
-/// it so while connections come and go (a closed connection frees a number above the
-/// limit, which a new descriptor may not take); the descriptors below it are the ones
-/// a process keeps for its life (stdio, logs, the ring, listeners).
+/// The lowest descriptor number among process `pid`'s connected TCP sockets, or the
+/// lowest free number if that is lower. A soft `RLIMIT_NOFILE` at this value leaves
+/// the process no descriptor to open, and keeps it so while connections come and go (a
+/// closed connection frees a number above the limit, which a new descriptor may not
+/// take); the descriptors below it are the ones a process keeps for its life (stdio,
+/// logs, the ring, listeners).
 pub fn lowest_connection_fd(pid: u32) -> u64 {
     let by_inode = tcp_by_inode(pid);
-    descriptors(pid)
-        .into_iter()
+    let held = descriptors(pid);
+    let numbers: std::collections::HashSet<u64> = held.iter().map(|(n, _)| *n).collect();
+    let first_free = (0..).find(|n| !numbers.contains(n)).unwrap();
+    held.into_iter()
         .filter(|(_, inode)| {
             inode
                 .as_ref()
@@ -270,4 +273,5 @@ pub fn lowest_connection_fd(pid: u32) -> u64 {
         .map(|(number, _)| number)
         .min()
         .unwrap_or_else(|| panic!("process {pid} holds no TCP connection"))
+        .min(first_free)
 }

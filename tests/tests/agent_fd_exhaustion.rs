@@ -4,9 +4,11 @@
 //! connections it cannot take are closed promptly (the upstream connect fails at once,
 //! or the edge's 5 s wait for a data channel runs out) rather than left hanging; it
 //! idles instead of retrying in a loop, says why in its log, and serves again by itself
-//! once descriptors are back. In a pool, the other member takes every connection
-//! meanwhile (the exhausted agent reports itself unhealthy) and the exhausted one
-//! rejoins afterwards.
+//! once descriptors are back (alone, the edge's next NeedChannels brings a channel at
+//! once). In a pool, the other member takes every connection meanwhile (the exhausted
+//! agent reports itself unhealthy, the edge skips a member that leaves connections
+//! waiting for a channel) and the exhausted one rejoins afterwards: nothing asks it
+//! for channels then, so that takes the agent's own retry, once per heartbeat.
 
 mod common;
 

@@ -250,7 +250,7 @@ fn round(s: &mut Setup, n: usize, what: &str) -> [Duration; 3] {
     // shared with the resetting upstream's failures), so not every one is a line.
     let logged = s
         .agent
-        .wait_for_n("an upstream connect failure logged", 1, |v| {
+        .wait_for_n("an upstream connect failure logged", n, |v| {
             v["message"] == "upstream connect failed"
         });
     assert!(
