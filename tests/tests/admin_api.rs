@@ -232,6 +232,11 @@ fn lifecycle_user_token_agent_endpoint_policy_swap_and_revocation() {
     });
     assert!(client::is_refused(None, public));
 
+    // Workers hand audit events to the control plane through a queue: the refusal's
+    // event is stored a moment after its log line.
+    wait_until("the refusal's audit event", Duration::from_secs(10), || {
+        event_types(&admin, "limit=1000").contains(&"session.auth_failed".to_string())
+    });
     let types = event_types(&admin, "limit=1000");
     for expected in [
         "service_user.created",
