@@ -56,6 +56,17 @@ pub fn echo_ok(source: Option<IpAddr>, target: SocketAddr, payload: &[u8]) -> io
     Ok(())
 }
 
+/// Sends `msg` on an open connection and waits up to `wait` for its echo; false if it
+/// did not come back whole.
+pub fn echoes(s: &mut TcpStream, msg: &[u8], wait: Duration) -> bool {
+    s.set_read_timeout(Some(wait)).unwrap();
+    if s.write_all(msg).is_err() {
+        return false;
+    }
+    let mut got = vec![0u8; msg.len()];
+    s.read_exact(&mut got).is_ok() && got == msg
+}
+
 /// Tries a small echo until it succeeds or `deadline` passes; for waiting until a
 /// tunnel is usable (after a restart) without sleeping blindly.
 pub fn wait_until_echo(target: SocketAddr, deadline: Duration) -> io::Result<()> {

@@ -26,3 +26,16 @@ pub mod upstream;
 
 /// Both monoio drivers; end-to-end tests run on each.
 pub const DRIVERS: [&str; 2] = ["uring", "legacy"];
+
+/// Waits until `cond` holds, polling every 10 ms; panics naming `what` after
+/// `deadline`.
+pub fn wait_until(what: &str, deadline: std::time::Duration, mut cond: impl FnMut() -> bool) {
+    let end = std::time::Instant::now() + deadline;
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < end,
+            "{what}: not within {deadline:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}

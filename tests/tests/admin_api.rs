@@ -19,6 +19,7 @@ use sluice_tests::{
     fixture::{self, Fixture},
     process::Sluice,
     upstream::Echo,
+    wait_until,
 };
 
 const URL: &str = "tcp://db.internal:5432";
@@ -71,14 +72,6 @@ fn event_types(admin: &Admin, query: &str) -> Vec<String> {
         .iter()
         .map(|e| e["type"].as_str().unwrap().to_string())
         .collect()
-}
-
-fn wait_until(what: &str, deadline: Duration, mut done: impl FnMut() -> bool) {
-    let end = Instant::now() + deadline;
-    while !done() {
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// One line through an established connection (kept open across the test).

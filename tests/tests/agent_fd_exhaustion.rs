@@ -29,7 +29,7 @@ use sluice_tests::{
     fixture::{self, Fixture},
     process::Sluice,
     upstream::Echo,
-    DRIVERS,
+    wait_until, DRIVERS,
 };
 
 /// The edge's wait for a data channel before it gives up on a connection.
@@ -38,16 +38,6 @@ const CHANNEL_WAIT: Duration = Duration::from_secs(5);
 const WINDOW: Duration = Duration::from_secs(2);
 /// New clients tried against the exhausted agent at once.
 const REFUSED_CLIENTS: usize = 12;
-
-/// Sends `msg` and waits up to `wait` for its echo; false if nothing came back.
-fn echoes(s: &mut TcpStream, msg: &[u8], wait: Duration) -> bool {
-    s.set_read_timeout(Some(wait)).unwrap();
-    if s.write_all(msg).is_err() {
-        return false;
-    }
-    let mut got = vec![0u8; msg.len()];
-    s.read_exact(&mut got).is_ok() && got == msg
-}
 
 /// Connects, sends a probe and waits for the connection to end; how long that took,
 /// or a panic if it was echoed (served) or still open after `limit`.
@@ -78,7 +68,7 @@ fn out_of_descriptors_the_agent_keeps_its_streams_closes_new_ones_promptly_and_r
         let mut held: Vec<TcpStream> = (0..3)
             .map(|i| {
                 let mut s = client::connect_from(None, t.public).unwrap();
-                assert!(echoes(
+                assert!(client::echoes(
                     &mut s,
                     format!("held {i}").as_bytes(),
                     Duration::from_secs(10)
@@ -118,7 +108,7 @@ fn out_of_descriptors_the_agent_keeps_its_streams_closes_new_ones_promptly_and_r
         while started.elapsed() < WINDOW {
             for (i, s) in held.iter_mut().enumerate() {
                 assert!(
-                    echoes(s, format!("still {i}").as_bytes(), Duration::from_secs(5)),
+                    client::echoes(s, format!("still {i}").as_bytes(), Duration::from_secs(5)),
                     "{driver}/{transport}: held stream {i} stopped while the agent had no descriptors"
                 );
             }
@@ -153,7 +143,7 @@ fn out_of_descriptors_the_agent_keeps_its_streams_closes_new_ones_promptly_and_r
         let recovered = restored.elapsed();
         client::echo_ok(None, t.public, &common::payload(3, 200_000)).unwrap();
         for (i, s) in held.iter_mut().enumerate() {
-            assert!(echoes(
+            assert!(client::echoes(
                 s,
                 format!("after {i}").as_bytes(),
                 Duration::from_secs(5)
@@ -219,15 +209,6 @@ fn load(
             })
         })
         .collect()
-}
-
-/// Waits (bounded) until `cond` holds.
-fn wait_until(what: &str, deadline: Duration, cond: impl Fn() -> bool) {
-    let end = Instant::now() + deadline;
-    while !cond() {
-        assert!(Instant::now() < end, "{what}: not within {deadline:?}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 #[test]

@@ -3,11 +3,7 @@
 //! the failing accept (it logs once per interval), and serves the waiting client by
 //! itself once descriptors are free again.
 
-use std::{
-    io::{Read, Write},
-    net::TcpStream,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use sluice_tests::{
     client, faults,
@@ -17,16 +13,6 @@ use sluice_tests::{
 };
 
 const URL: &str = "tcp://db.internal:5432";
-
-/// Sends a line and waits up to `wait` for its echo.
-fn echo_within(stream: &mut TcpStream, wait: Duration) -> bool {
-    stream.set_read_timeout(Some(wait)).unwrap();
-    if stream.write_all(b"ping\n").is_err() {
-        return false;
-    }
-    let mut got = [0u8; 5];
-    stream.read_exact(&mut got).is_ok() && &got == b"ping\n"
-}
 
 #[test]
 fn out_of_descriptors_the_edge_keeps_serving_and_recovers() {
@@ -55,7 +41,7 @@ fn out_of_descriptors_the_edge_keeps_serving_and_recovers() {
     let mut stuck = None;
     for _ in 0..40 {
         let mut s = client::connect_from(None, eps[0]).unwrap();
-        if echo_within(&mut s, Duration::from_secs(2)) {
+        if client::echoes(&mut s, b"ping\n", Duration::from_secs(2)) {
             served.push(s);
         } else {
             stuck = Some(s);
@@ -73,12 +59,16 @@ fn out_of_descriptors_the_edge_keeps_serving_and_recovers() {
     });
     // Established connections keep flowing while accept fails.
     for s in &mut served {
-        assert!(echo_within(s, Duration::from_secs(5)));
+        assert!(client::echoes(s, b"ping\n", Duration::from_secs(5)));
     }
     // No spinning log: a 50 ms retry loop would log ~20 times a second per worker.
     let watch = Instant::now();
     while watch.elapsed() < Duration::from_millis(1500) {
-        assert!(echo_within(&mut served[0], Duration::from_secs(5)));
+        assert!(client::echoes(
+            &mut served[0],
+            b"ping\n",
+            Duration::from_secs(5)
+        ));
         std::thread::sleep(Duration::from_millis(100));
     }
     let logged = edge.count(|v| v["message"] == "accept failed; retrying every 50 ms");
@@ -91,7 +81,7 @@ fn out_of_descriptors_the_edge_keeps_serving_and_recovers() {
     // Free descriptors: the waiting client is served without any other action.
     served.clear();
     assert!(
-        echo_within(&mut stuck, Duration::from_secs(10)),
+        client::echoes(&mut stuck, b"ping\n", Duration::from_secs(10)),
         "the waiting client was not served after recovery"
     );
     client::echo_ok(None, eps[0], b"after recovery").unwrap();

@@ -14,8 +14,7 @@
 mod common;
 
 use std::{
-    io::{Read, Write},
-    net::TcpStream,
+    io::Read,
     time::{Duration, Instant},
 };
 
@@ -32,16 +31,6 @@ const HEADROOM: u64 = 12;
 const ACCEPT_FAILED: &str = "accept failed; retrying every 50 ms";
 /// How long the exhausted edge is watched.
 const WINDOW: Duration = Duration::from_secs(2);
-
-/// Sends `msg` and waits up to `wait` for its echo; false if nothing came back.
-fn echoes(s: &mut TcpStream, msg: &[u8], wait: Duration) -> bool {
-    s.set_read_timeout(Some(wait)).unwrap();
-    if s.write_all(msg).is_err() {
-        return false;
-    }
-    let mut got = vec![0u8; msg.len()];
-    s.read_exact(&mut got).is_ok() && got == msg
-}
 
 #[test]
 fn out_of_descriptors_the_edge_idles_logs_once_and_serves_the_backlog_when_fds_free() {
@@ -64,7 +53,7 @@ fn out_of_descriptors_the_edge_idles_logs_once_and_serves_the_backlog_when_fds_f
                 held_fds + HEADROOM
             );
             let mut s = client::connect_from(None, t.public).unwrap();
-            if echoes(&mut s, b"fill", Duration::from_secs(2)) {
+            if client::echoes(&mut s, b"fill", Duration::from_secs(2)) {
                 held.push(s);
             } else {
                 break s;
@@ -95,7 +84,7 @@ fn out_of_descriptors_the_edge_idles_logs_once_and_serves_the_backlog_when_fds_f
         while started.elapsed() < WINDOW {
             for (i, s) in held.iter_mut().enumerate() {
                 assert!(
-                    echoes(s, format!("held {i}").as_bytes(), Duration::from_secs(5)),
+                    client::echoes(s, format!("held {i}").as_bytes(), Duration::from_secs(5)),
                     "{driver}: held connection {i} stopped working while out of descriptors"
                 );
             }

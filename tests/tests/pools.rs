@@ -17,7 +17,7 @@ use sluice_tests::{
     fixture::{self, Fixture},
     process::Sluice,
     upstream::Echo,
-    DRIVERS,
+    wait_until, DRIVERS,
 };
 
 const URL: &str = "tcp://db.internal:5432";
@@ -174,15 +174,6 @@ impl Load {
         }
         let failures = self.failures.lock().unwrap().clone();
         (self.ok(), failures)
-    }
-}
-
-/// Waits (bounded) until `cond` holds.
-fn wait_until(what: &str, deadline: Duration, cond: impl Fn() -> bool) {
-    let end = Instant::now() + deadline;
-    while !cond() {
-        assert!(Instant::now() < end, "{what}: not within {deadline:?}");
-        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
