@@ -1,7 +1,8 @@
 //! End-to-end: an edge that runs out of file descriptors (its open-files limit lowered
 //! from outside with prlimit(2)) keeps serving the connections it has, does not spin on
 //! the failing accept (it logs once per interval), and serves the waiting client by
-//! itself once descriptors are free again.
+//! itself once descriptors are free again. (A client it accepted while no pipe could be
+//! made for the splice is served through a copy: see `io::splice`.)
 
 use std::time::{Duration, Instant};
 
@@ -82,7 +83,8 @@ fn out_of_descriptors_the_edge_keeps_serving_and_recovers() {
     served.clear();
     assert!(
         client::echoes(&mut stuck, b"ping\n", Duration::from_secs(10)),
-        "the waiting client was not served after recovery"
+        "the waiting client was not served after recovery; edge log:\n{}",
+        edge.log_text()
     );
     client::echo_ok(None, eps[0], b"after recovery").unwrap();
 }

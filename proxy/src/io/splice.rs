@@ -9,6 +9,11 @@
 //! registration on the legacy driver), and then splices non-blockingly until the kernel
 //! says `EAGAIN`. EOF on one side becomes `shutdown(SHUT_WR)` on the other (half-close
 //! passes through), and a reset on one side becomes a reset on the other.
+//!
+//! A pipe costs two descriptors. When the process has none left (`EMFILE`/`ENFILE`), a
+//! stream that needs a new pipe moves its next chunk through a small user-space buffer
+//! instead and tries for a pipe again on the chunk after: a process out of descriptors
+//! keeps forwarding what it has, just with a copy.
 
 use std::{
     future::{poll_fn, Future},
@@ -27,6 +32,8 @@ use super::{idle::Progress, sockets, PumpStats, Side};
 pub const PIPE_SIZE: usize = 1 << 20;
 /// Linux's default pipe capacity.
 const DEFAULT_PIPE_SIZE: usize = 64 * 1024;
+/// The user-space buffer a stream copies through while no pipe can be had.
+const FALLBACK_BUFFER: usize = 16 * 1024;
 
 /// How a forwarded stream ended abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -147,6 +154,8 @@ async fn one_way(
     // next one would only say EAGAIN, so wait for readiness first (saves a syscall
     // per message on request/response traffic).
     let mut drained = false;
+    // Only allocated if a pipe could not be had (see the module doc).
+    let mut fallback: Option<Vec<u8>> = None;
     loop {
         if drained {
             if let Some(idle) = held.take() {
@@ -156,7 +165,22 @@ async fn one_way(
         }
         let pipe = match held.as_mut() {
             Some(pipe) => pipe,
-            None => held.insert(Pipe::take().map_err(src_err)?),
+            None => match Pipe::take() {
+                Ok(pipe) => held.insert(pipe),
+                Err(e) if out_of_descriptors(&e) => {
+                    let buffer = fallback.get_or_insert_with(|| vec![0; FALLBACK_BUFFER]);
+                    let n = copy_chunk(src, dst, buffer, &src_err, &dst_err).await?;
+                    if n == 0 {
+                        sockets::shutdown_write(dst.as_raw_fd());
+                        return Ok(total);
+                    }
+                    total += n as u64;
+                    progress.bump(n as u64);
+                    drained = false;
+                    continue;
+                }
+                Err(e) => return Err(src_err(e)),
+            },
         };
         let eof = match splice(src.as_raw_fd(), pipe.write.as_raw_fd(), PIPE_SIZE) {
             Ok(0) => true,
@@ -201,6 +225,60 @@ async fn one_way(
             return Ok(total);
         }
     }
+}
+
+/// Whether `e` says the process (or the system) has no descriptor left for a pipe.
+fn out_of_descriptors(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+}
+
+/// Moves one chunk (at most `buffer.len()` bytes) from `src` to `dst` through `buffer`,
+/// waiting for readiness as needed; 0 at EOF on `src`.
+async fn copy_chunk(
+    src: &TcpStream,
+    dst: &TcpStream,
+    buffer: &mut [u8],
+    src_err: &impl Fn(io::Error) -> PumpError,
+    dst_err: &impl Fn(io::Error) -> PumpError,
+) -> Result<usize, PumpError> {
+    let n = loop {
+        // SAFETY: reads into a buffer we own, of the length given, from a caller-owned fd.
+        let n = unsafe { libc::read(src.as_raw_fd(), buffer.as_mut_ptr().cast(), buffer.len()) };
+        if n >= 0 {
+            break n as usize;
+        }
+        let e = io::Error::last_os_error();
+        match e.kind() {
+            io::ErrorKind::WouldBlock => src.readable(false).await.map_err(src_err)?,
+            io::ErrorKind::Interrupted => {}
+            _ => return Err(src_err(e)),
+        }
+    };
+    let mut written = 0;
+    while written < n {
+        let rest = &buffer[written..n];
+        // SAFETY: sends from a buffer we own, of the length given, on a caller-owned fd;
+        // MSG_NOSIGNAL turns a closed peer into EPIPE instead of SIGPIPE.
+        let sent = unsafe {
+            libc::send(
+                dst.as_raw_fd(),
+                rest.as_ptr().cast(),
+                rest.len(),
+                libc::MSG_NOSIGNAL,
+            )
+        };
+        if sent >= 0 {
+            written += sent as usize;
+            continue;
+        }
+        let e = io::Error::last_os_error();
+        match e.kind() {
+            io::ErrorKind::WouldBlock => dst.writable(false).await.map_err(dst_err)?,
+            io::ErrorKind::Interrupted => {}
+            _ => return Err(dst_err(e)),
+        }
+    }
+    Ok(n)
 }
 
 /// Forwards both ways between `inbound` and `outbound` until both directions have seen
