@@ -3,7 +3,7 @@
 
 use std::{
     io::{Read, Write},
-    net::SocketAddr,
+    net::{SocketAddr, TcpStream},
     path::PathBuf,
     sync::{
         atomic::{AtomicBool, Ordering},
@@ -215,6 +215,21 @@ fn lifecycle_user_token_agent_endpoint_policy_swap_and_revocation() {
             .is_empty()
     });
     eprintln!("session gone {:?} after revocation", revoked_at.elapsed());
+    // The stream that was flowing through the revoked session is cut, both ways: the
+    // client sees the connection end, and so does the upstream.
+    assert!(
+        client::closed_within(&mut established, Duration::from_secs(5)),
+        "a stream kept flowing after its agent's token was revoked"
+    );
+    eprintln!(
+        "flowing stream cut {:?} after revocation",
+        revoked_at.elapsed()
+    );
+    wait_until(
+        "the upstream's connection to close",
+        Duration::from_secs(5),
+        || upstream.active() == 0,
+    );
     agent.wait_for_n("agent told", 1, |v| {
         v["message"].as_str().is_some_and(|m| m.contains("revoked"))
             || v.to_string().contains("revoked")
@@ -794,4 +809,91 @@ fn token_bind_rules_and_deactivated_users() {
         event_types(&admin, "type=service_user.deactivated").len(),
         1
     );
+}
+
+/// Revoking one token cuts the streams flowing through its agent's session, on either
+/// data-channel transport, and leaves every other agent's streams alone.
+#[test]
+fn revoking_a_token_cuts_its_flowing_streams_and_nobody_elses() {
+    struct Tunnel {
+        user_id: String,
+        token_id: String,
+        upstream: Echo,
+        _agent: Sluice,
+        streams: Vec<TcpStream>,
+    }
+    for transport in ["tcp", "tls"] {
+        let fx = Fixture::new();
+        let (_edge, agent_addr, admin) = start_edge(&edge_config(&fx, &[]));
+        let mut tunnels = Vec::new();
+        for (name, url) in [("revoked", URL), ("kept", "tcp://web.internal:80")] {
+            let user = admin.create("/v1/service_users", json!({ "name": name }));
+            let user_id = user["id"].as_str().unwrap().to_string();
+            let token = admin.create(
+                &format!("/v1/service_users/{user_id}/authtokens"),
+                json!({ "description": name }),
+            );
+            let upstream = Echo::start();
+            let yaml = fx.agent_yaml(
+                token["token"].as_str().unwrap(),
+                agent_addr,
+                transport,
+                &[(url, upstream.addr)],
+            );
+            let mut agent = Sluice::agent(&fx.write(&format!("{name}.yml"), &yaml), DRIVER);
+            agent.wait_for("endpoint bound");
+            let endpoint = admin.create(
+                "/v1/endpoints",
+                json!({ "url": "tcp://127.0.0.1:0", "traffic_policy": fixture::forward_all(url) }),
+            );
+            let public = endpoint_addr(&endpoint);
+            client::wait_until_echo(public, Duration::from_secs(10)).unwrap();
+            let streams = (0..3)
+                .map(|_| {
+                    let mut s = client::connect_from(None, public).unwrap();
+                    echo_line(&mut s, b"open\n").unwrap();
+                    s
+                })
+                .collect();
+            tunnels.push(Tunnel {
+                user_id,
+                token_id: token["id"].as_str().unwrap().to_string(),
+                upstream,
+                _agent: agent,
+                streams,
+            });
+        }
+
+        let (revoked, kept) = tunnels.split_at_mut(1);
+        let (revoked, kept) = (&mut revoked[0], &mut kept[0]);
+        let answer = admin.call(
+            "DELETE",
+            &format!(
+                "/v1/service_users/{}/authtokens/{}",
+                revoked.user_id, revoked.token_id
+            ),
+            None,
+        );
+        assert_eq!(answer.status, 200, "{}", answer.text);
+        let revoked_at = Instant::now();
+        for s in &mut revoked.streams {
+            assert!(
+                client::closed_within(s, Duration::from_secs(5)),
+                "{transport}: a stream kept flowing after its agent's token was revoked"
+            );
+        }
+        eprintln!(
+            "{transport}: 3 flowing streams cut {:?} after the revocation answered",
+            revoked_at.elapsed()
+        );
+        wait_until(
+            "the revoked agent's upstream connections to close",
+            Duration::from_secs(5),
+            || revoked.upstream.active() == 0,
+        );
+        for s in &mut kept.streams {
+            echo_line(s, b"still flowing\n").unwrap();
+        }
+        assert!(kept.upstream.active() >= 3);
+    }
 }

@@ -2,9 +2,16 @@
 //! address, find the session bound to the target, terminate TLS when the endpoint says
 //! so, open the stream on a pool member (edge/failover.rs: a parked data channel, the
 //! stream header, the agent's status; another member while nothing reached an
-//! upstream) and move bytes both ways (splice when both hops are plain TCP).
+//! upstream) and move bytes both ways (splice when both hops are plain TCP). A stream
+//! whose agent session is kicked (its token revoked, its user deactivated) is cut: both
+//! the client and the data channel are reset.
 
-use std::{net::SocketAddr, os::fd::AsRawFd, sync::Arc};
+use std::{
+    future::Future,
+    net::SocketAddr,
+    os::fd::{AsRawFd, RawFd},
+    sync::Arc,
+};
 
 use monoio::net::{TcpListener, TcpStream};
 use sluice_policy::Outcome;
@@ -12,6 +19,7 @@ use sluice_policy::Outcome;
 use super::{
     control,
     failover::{self, Opened},
+    registry::SessionHandle,
     stats::{EdgeStats, EndpointStats},
     EdgeShared, LiveEndpoint,
 };
@@ -147,23 +155,38 @@ pub(super) async fn forward(
     EdgeStats::bump(&shared.stats.forwarded);
     stats.forwarded.inc();
     stats.open_latency.observe(accepted_at.elapsed());
+    let session = load.0.session.clone();
+    let cut = |peer| {
+        crate::log_throttled!(info, endpoint = %endpoint.url, %peer, session = session.id,
+            "stream cut: its agent session was ended (token revoked or user deactivated)");
+        stats.stream_errors.inc();
+    };
     match opened {
         Opened::Plain(channel) => {
             let _load = load;
-            forward_plain(
+            let fds = [client.as_raw_fd(), channel.as_raw_fd()];
+            let work = forward_plain(
                 shared.pump,
                 endpoint.idle_timeout,
                 client,
                 channel,
                 peer,
                 stats,
-            )
-            .await
+            );
+            if unless_kicked(&session, fds, work).await.is_none() {
+                cut(peer);
+            }
         }
         Opened::Tls(tls, mut reader) => {
             let progress = Progress::default();
+            let fds = [client.as_raw_fd(), tls.as_raw_fd()];
             let work = chunked::forward(client, *tls, &mut reader, || true, &progress);
-            let Some(outcome) = until_idle(endpoint.idle_timeout, &progress, work).await else {
+            let work = until_idle(endpoint.idle_timeout, &progress, work);
+            let Some(idle_or_done) = unless_kicked(&session, fds, work).await else {
+                cut(peer);
+                return;
+            };
+            let Some(outcome) = idle_or_done else {
                 tracing::debug!(%peer, "idle timeout; closed");
                 stats.idle_timeouts.inc();
                 return;
@@ -181,6 +204,27 @@ pub(super) async fn forward(
                 control::park_tls(tls, &load.0.session);
             }
         }
+    }
+}
+
+/// Runs `work` (one stream's pumps, which own the client and the data channel whose
+/// descriptors are `fds`) unless `session` is kicked first. Then both sockets are set
+/// to reset on close before `work` is dropped, so the client and the agent see the cut
+/// at once; `None`.
+async fn unless_kicked<F: Future>(
+    session: &SessionHandle,
+    fds: [RawFd; 2],
+    work: F,
+) -> Option<F::Output> {
+    let cut = async {
+        session.kicked().await;
+        for fd in fds {
+            sockets::reset_on_close(fd);
+        }
+    };
+    monoio::select! {
+        output = work => Some(output),
+        _ = cut => None,
     }
 }
 

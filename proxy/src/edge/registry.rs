@@ -74,6 +74,9 @@ pub struct SessionHandle {
     /// Never carries a message; closed when the session ends, to wake waiters.
     ended: async_channel::Receiver<()>,
     ended_tx: async_channel::Sender<()>,
+    /// Never carries a message; closed when the session is kicked, to cut its streams.
+    kicked: async_channel::Receiver<()>,
+    kicked_tx: async_channel::Sender<()>,
 }
 
 /// Why no data channel could be had.
@@ -157,6 +160,7 @@ impl SessionHandle {
     /// Ends the session from outside (token revoked, user deactivated): queues an error
     /// frame saying why, then closes the control queue; the control channel's writer
     /// sends what is queued and shuts the connection, which ends the session loop.
+    /// Streams flowing through the session are cut ([`Self::kicked`]).
     pub fn kick(&self, code: crate::wire::ErrorCode, message: String) {
         let _ = self.control_tx.try_send(Frame::Error {
             request_id: 0,
@@ -164,6 +168,15 @@ impl SessionHandle {
             message,
         });
         self.control_tx.close();
+        self.kicked_tx.close();
+    }
+
+    /// Resolves when the session has been kicked (at once if it has): its agent's
+    /// authority is gone, so the streams it carries must end. A session that ends any
+    /// other way (its control channel lost) leaves flowing streams alone: their data
+    /// channels are connections of their own.
+    pub async fn kicked(&self) {
+        let _ = self.kicked.recv().await;
     }
 
     /// Data channels parked at the edge now.
@@ -178,6 +191,7 @@ impl SessionHandle {
         let (idle_tx, idle_rx) = async_channel::bounded(1);
         let (control_tx, _) = async_channel::bounded(1);
         let (ended_tx, ended) = async_channel::bounded(1);
+        let (kicked_tx, kicked) = async_channel::bounded(1);
         Arc::new(SessionHandle {
             id: NEXT.fetch_add(1, Ordering::Relaxed),
             secret: [0; 32],
@@ -198,6 +212,8 @@ impl SessionHandle {
             in_flight: in_flight.into(),
             ended,
             ended_tx,
+            kicked,
+            kicked_tx,
         })
     }
 
@@ -257,6 +273,7 @@ impl Registry {
         let (idle_tx, idle_rx) = async_channel::bounded(MAX_IDLE_CHANNELS);
         let (control_tx, control_rx) = async_channel::bounded(1024);
         let (ended_tx, ended) = async_channel::bounded(1);
+        let (kicked_tx, kicked) = async_channel::bounded(1);
         let session = Arc::new(SessionHandle {
             id,
             secret,
@@ -272,6 +289,8 @@ impl Registry {
             in_flight: Default::default(),
             ended,
             ended_tx,
+            kicked,
+            kicked_tx,
         });
         self.lock_sessions().insert(id, session.clone());
         (session, control_rx)
