@@ -65,12 +65,12 @@ pub async fn open_loop(shared: Arc<AgentShared>) {
     while let Ok(opening) = shared.open_rx.recv().await {
         if opening.ticket.is_alive() {
             let shared = shared.clone();
-            monoio::spawn(async move {
-                match shared.settings.transport {
-                    Transport::Tcp => serve_plain(opening, shared).await,
-                    Transport::Tls => serve_tls(opening, shared).await,
-                }
-            });
+            // One task type per transport, so a `tcp` channel's task is not sized by a
+            // `tls` channel's state.
+            match shared.settings.transport {
+                Transport::Tcp => drop(monoio::spawn(serve_plain(opening, shared))),
+                Transport::Tls => drop(monoio::spawn(serve_tls(opening, shared))),
+            }
         }
     }
 }
@@ -172,7 +172,8 @@ async fn connect_upstream(start: &StreamStart, endpoint: &AgentEndpoint) -> Opti
         return Some(MaybeTls::Plain(s));
     };
     let handshake = io::tls_stream::connect(s, tls.config.clone(), tls.server_name.clone());
-    match monoio::time::timeout(CONNECT_TIMEOUT, handshake).await {
+    // Boxed: the handshake's state would otherwise size every stream's task.
+    match Box::pin(monoio::time::timeout(CONNECT_TIMEOUT, handshake)).await {
         Ok(Ok(tls)) => Some(MaybeTls::Tls(Box::new(tls))),
         Ok(Err(e)) => {
             crate::log_throttled!(warn, url = %start.internal_url, upstream = %endpoint.upstream, error = %e, "upstream TLS handshake failed");
@@ -267,12 +268,12 @@ async fn serve_plain(opening: Opening, shared: Arc<AgentShared>) {
     if !send_status(&mut channel, StreamCode::Ok).await {
         return;
     }
-    let inbound =
-        match terminate::accept(channel, early.to_vec(), config.clone(), &start, &shared).await {
-            Ok(tls) => MaybeTls::Tls(Box::new(tls)),
-            // The alert went out; closing the channel (FIN) ends the client's stream.
-            Err(_) => return,
-        };
+    let accepting = terminate::accept(channel, early.to_vec(), config.clone(), &start, &shared);
+    let inbound = match Box::pin(accepting).await {
+        Ok(tls) => MaybeTls::Tls(Box::new(tls)),
+        // The alert went out; closing the channel (FIN) ends the client's stream.
+        Err(_) => return,
+    };
     let Some(upstream) = connect_upstream(&start, endpoint).await else {
         upstream_failed(&start, &shared);
         sockets::reset_on_close(inbound.as_raw_fd());
@@ -302,7 +303,7 @@ async fn pump_plain(
         (MaybeTls::Plain(channel), MaybeTls::Plain(upstream)) => {
             io::forward_tcp(shared.settings.pump, channel, upstream, &progress).await
         }
-        (inbound, upstream) => io::copy::forward(inbound, upstream, &progress).await,
+        (inbound, upstream) => Box::pin(io::copy::forward(inbound, upstream, &progress)).await,
     };
     stream_ended(start, shared, &result);
 }
@@ -368,7 +369,16 @@ async fn serve_tls(opening: Opening, shared: Arc<AgentShared>) {
                 move || ticket.is_alive() && ticket.below(ceiling)
             };
             let sub = ChunkedSub::new(tls, std::mem::take(&mut reader), keep);
-            match serve_terminated(sub, config.clone(), &start, endpoint, &shared).await {
+            // Boxed: TLS termination's state would otherwise size every channel's task.
+            match Box::pin(serve_terminated(
+                sub,
+                config.clone(),
+                &start,
+                endpoint,
+                &shared,
+            ))
+            .await
+            {
                 Some((back, r)) => {
                     (tls, reader) = (back, r);
                     continue;

@@ -10,6 +10,7 @@ use std::{
     future::Future,
     net::SocketAddr,
     os::fd::{AsRawFd, RawFd},
+    pin::{pin, Pin},
     sync::Arc,
 };
 
@@ -19,6 +20,7 @@ use sluice_policy::Outcome;
 use super::{
     control,
     failover::{self, Opened},
+    pool::MemberLoad,
     registry::SessionHandle,
     stats::{EdgeStats, EndpointStats},
     EdgeShared, LiveEndpoint,
@@ -26,6 +28,7 @@ use super::{
 use crate::{
     io::{
         self, chunked,
+        framed::FrameReader,
         idle::{until_idle, Progress},
         maybe_tls::MaybeTls,
         sockets,
@@ -116,15 +119,17 @@ pub(super) async fn forward(
     let server = client.local_addr().unwrap_or(endpoint.addr);
     let (client, early) = match &endpoint.terminate_tls {
         None => (MaybeTls::Plain(client), early),
-        Some(config) => match super::terminate::handshake(client, early, config.clone()).await {
-            Ok(tls) => (MaybeTls::Tls(Box::new(tls)), Vec::new()),
-            Err(reason) => {
-                tracing::info!(endpoint = %endpoint.url, %peer, %reason, "tls handshake with the client failed; closed");
-                EdgeStats::bump(&shared.stats.tls_handshake_failed);
-                stats.tls_handshake_failed.inc();
-                return;
+        Some(config) => {
+            match Box::pin(super::terminate::handshake(client, early, config.clone())).await {
+                Ok(tls) => (MaybeTls::Tls(Box::new(tls)), Vec::new()),
+                Err(reason) => {
+                    tracing::info!(endpoint = %endpoint.url, %peer, %reason, "tls handshake with the client failed; closed");
+                    EdgeStats::bump(&shared.stats.tls_handshake_failed);
+                    stats.tls_handshake_failed.inc();
+                    return;
+                }
             }
-        },
+        }
     };
     // Nothing has reached an upstream until the agent's status says so: a member that
     // fails before that is skipped for another one, invisibly to the client.
@@ -138,7 +143,7 @@ pub(super) async fn forward(
         peer,
         url: &target,
     };
-    let opening = failover::open(&pool, &shared.registry, &start, &early, &to);
+    let opening = Box::pin(failover::open(&pool, &shared.registry, &start, &early, &to));
     let (load, opened, failovers) = match opening.await {
         Ok(opened) => opened,
         Err(tried) => {
@@ -155,54 +160,24 @@ pub(super) async fn forward(
     EdgeStats::bump(&shared.stats.forwarded);
     stats.forwarded.inc();
     stats.open_latency.observe(accepted_at.elapsed());
-    let session = load.0.session.clone();
-    let cut = |peer| {
-        crate::log_throttled!(info, endpoint = %endpoint.url, %peer, session = session.id,
-            "stream cut: its agent session was ended (token revoked or user deactivated)");
-        stats.stream_errors.inc();
-    };
     match opened {
         Opened::Plain(channel) => {
-            let _load = load;
             let fds = [client.as_raw_fd(), channel.as_raw_fd()];
-            let work = forward_plain(
+            let work = pin!(forward_plain(
                 shared.pump,
                 endpoint.idle_timeout,
                 client,
                 channel,
                 peer,
                 stats,
-            );
-            if unless_kicked(&session, fds, work).await.is_none() {
-                cut(peer);
+            ));
+            if unless_kicked(&load.0.session, fds, work).await.is_none() {
+                log_cut(&endpoint, peer, &load);
             }
         }
-        Opened::Tls(tls, mut reader) => {
-            let progress = Progress::default();
-            let fds = [client.as_raw_fd(), tls.as_raw_fd()];
-            let work = chunked::forward(client, *tls, &mut reader, || true, &progress);
-            let work = until_idle(endpoint.idle_timeout, &progress, work);
-            let Some(idle_or_done) = unless_kicked(&session, fds, work).await else {
-                cut(peer);
-                return;
-            };
-            let Some(outcome) = idle_or_done else {
-                tracing::debug!(%peer, "idle timeout; closed");
-                stats.idle_timeouts.inc();
-                return;
-            };
-            match &outcome.result {
-                Ok(bytes) => count_bytes(stats, bytes),
-                Err(e) => {
-                    tracing::debug!(%peer, error = %e, "stream ended with an error");
-                    stats.stream_errors.inc();
-                }
-            }
-            // The agent sends nothing unasked between streams: leftover bytes mean a
-            // confused peer, and such a channel is not reused.
-            if let (Some(tls), false) = (outcome.reusable, reader.has_leftover()) {
-                control::park_tls(tls, &load.0.session);
-            }
+        // Boxed: a TLS channel's state would otherwise size every stream's task.
+        Opened::Tls(tls, reader) => {
+            Box::pin(forward_tls(client, tls, reader, &endpoint, peer, &load)).await
         }
     }
 }
@@ -214,7 +189,7 @@ pub(super) async fn forward(
 async fn unless_kicked<F: Future>(
     session: &SessionHandle,
     fds: [RawFd; 2],
-    work: F,
+    work: Pin<&mut F>,
 ) -> Option<F::Output> {
     let cut = async {
         session.kicked().await;
@@ -228,6 +203,12 @@ async fn unless_kicked<F: Future>(
     }
 }
 
+fn log_cut(endpoint: &LiveEndpoint, peer: SocketAddr, load: &MemberLoad) {
+    crate::log_throttled!(info, endpoint = %endpoint.url, %peer, session = load.0.session.id,
+        "stream cut: its agent session was ended (token revoked or user deactivated)");
+    endpoint.stats.stream_errors.inc();
+}
+
 /// One stream on a plain-TCP channel whose agent connected the upstream: the pump
 /// both ways (user-space copy when the edge terminates TLS).
 async fn forward_plain(
@@ -239,12 +220,12 @@ async fn forward_plain(
     stats: &EndpointStats,
 ) {
     let progress = Progress::default();
-    let work = async {
+    let work = pin!(async {
         match client {
             MaybeTls::Plain(client) => io::forward_tcp(pump, client, channel, &progress).await,
-            tls => io::copy::forward(tls, channel, &progress).await,
+            tls => Box::pin(io::copy::forward(tls, channel, &progress)).await,
         }
-    };
+    });
     match until_idle(idle_timeout, &progress, work).await {
         None => {
             tracing::debug!(%peer, "idle timeout; closed");
@@ -258,6 +239,53 @@ async fn forward_plain(
             tracing::debug!(%peer, error = %e, "stream ended with an error");
             stats.stream_errors.inc();
         }
+    }
+}
+
+/// One stream on a `tls` channel: chunk-framed both ways; the channel is parked again
+/// for the next stream when both sides ended cleanly.
+async fn forward_tls(
+    client: MaybeTls<rustls::ServerConnection>,
+    tls: Box<control::Tls>,
+    mut reader: FrameReader,
+    endpoint: &LiveEndpoint,
+    peer: SocketAddr,
+    load: &MemberLoad,
+) {
+    let stats = &endpoint.stats;
+    let progress = Progress::default();
+    let fds = [client.as_raw_fd(), tls.as_raw_fd()];
+    let ran = {
+        let work = pin!(chunked::forward(
+            client,
+            *tls,
+            &mut reader,
+            || true,
+            &progress
+        ));
+        let work = pin!(until_idle(endpoint.idle_timeout, &progress, work));
+        unless_kicked(&load.0.session, fds, work).await
+    };
+    let Some(idle_or_done) = ran else {
+        log_cut(endpoint, peer, load);
+        return;
+    };
+    let Some(outcome) = idle_or_done else {
+        tracing::debug!(%peer, "idle timeout; closed");
+        stats.idle_timeouts.inc();
+        return;
+    };
+    match &outcome.result {
+        Ok(bytes) => count_bytes(stats, bytes),
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "stream ended with an error");
+            stats.stream_errors.inc();
+        }
+    }
+    // The agent sends nothing unasked between streams: leftover bytes mean a
+    // confused peer, and such a channel is not reused.
+    if let (Some(tls), false) = (outcome.reusable, reader.has_leftover()) {
+        control::park_tls(tls, &load.0.session);
     }
 }
 

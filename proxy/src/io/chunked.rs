@@ -43,74 +43,76 @@ where
     let local_fd = std::os::fd::AsRawFd::as_raw_fd(&local);
     let (mut local_r, mut local_w) = local.into_split();
     let (mut chan_r, mut chan_w) = channel.into_split();
-    let up = async {
-        let mut buf: Vec<u8> = Vec::with_capacity(4 + MAX_CHUNK);
-        let mut total = 0u64;
-        loop {
-            buf.clear();
-            buf.extend_from_slice(&[0; 4]);
-            // Read behind the 4-byte header (monoio fills a plain Vec from index 0).
-            let (res, b) = local_r.read(buf.slice_mut(4..4 + MAX_CHUNK)).await;
-            buf = b.into_inner();
-            let n = res.map_err(|source| PumpError {
-                side: Side::Inbound,
-                source,
-            })?;
-            if n == 0 {
-                let marker = if keep_channel() { EOS_KEEP } else { EOS_RETIRE };
-                let (res, _) = chan_w.write_all(marker.to_be_bytes().to_vec()).await;
+    let result = {
+        let up = std::pin::pin!(async {
+            let mut buf: Vec<u8> = Vec::with_capacity(4 + MAX_CHUNK);
+            let mut total = 0u64;
+            loop {
+                buf.clear();
+                buf.extend_from_slice(&[0; 4]);
+                // Read behind the 4-byte header (monoio fills a plain Vec from index 0).
+                let (res, b) = local_r.read(buf.slice_mut(4..4 + MAX_CHUNK)).await;
+                buf = b.into_inner();
+                let n = res.map_err(|source| PumpError {
+                    side: Side::Inbound,
+                    source,
+                })?;
+                if n == 0 {
+                    let marker = if keep_channel() { EOS_KEEP } else { EOS_RETIRE };
+                    let (res, _) = chan_w.write_all(marker.to_be_bytes().to_vec()).await;
+                    res.map_err(|source| PumpError {
+                        side: Side::Outbound,
+                        source,
+                    })?;
+                    return Ok::<_, PumpError>((total, marker == EOS_KEEP));
+                }
+                buf[..4].copy_from_slice(&(n as u32).to_be_bytes());
+                let (res, b) = chan_w.write_all(buf.slice(..4 + n)).await;
+                buf = b.into_inner();
                 res.map_err(|source| PumpError {
                     side: Side::Outbound,
                     source,
                 })?;
-                return Ok::<_, PumpError>((total, marker == EOS_KEEP));
+                total += n as u64;
+                progress.bump(n as u64);
             }
-            buf[..4].copy_from_slice(&(n as u32).to_be_bytes());
-            let (res, b) = chan_w.write_all(buf.slice(..4 + n)).await;
-            buf = b.into_inner();
-            res.map_err(|source| PumpError {
-                side: Side::Outbound,
-                source,
-            })?;
-            total += n as u64;
-            progress.bump(n as u64);
-        }
-    };
-    let down = async {
-        let mut total = 0u64;
-        loop {
-            match reader.next_chunk(&mut chan_r).await {
-                Ok(Chunk::Data(bytes)) => {
-                    let n = bytes.len() as u64;
-                    let (res, _) = local_w.write_all(bytes).await;
-                    res.map_err(|source| PumpError {
-                        side: Side::Inbound,
-                        source,
-                    })?;
-                    total += n;
-                    progress.bump(n);
-                }
-                Ok(Chunk::End { keep }) => {
-                    // FIN on a socket (one syscall), close_notify first under TLS.
-                    let _ = local_w.shutdown().await;
-                    return Ok((total, keep));
-                }
-                Err(FrameError::Io(source)) => {
-                    return Err(PumpError {
-                        side: Side::Outbound,
-                        source,
-                    })
-                }
-                Err(e) => {
-                    return Err(PumpError {
-                        side: Side::Outbound,
-                        source: std::io::Error::other(e.to_string()),
-                    })
+        });
+        let down = std::pin::pin!(async {
+            let mut total = 0u64;
+            loop {
+                match reader.next_chunk(&mut chan_r).await {
+                    Ok(Chunk::Data(bytes)) => {
+                        let n = bytes.len() as u64;
+                        let (res, _) = local_w.write_all(bytes).await;
+                        res.map_err(|source| PumpError {
+                            side: Side::Inbound,
+                            source,
+                        })?;
+                        total += n;
+                        progress.bump(n);
+                    }
+                    Ok(Chunk::End { keep }) => {
+                        // FIN on a socket (one syscall), close_notify first under TLS.
+                        let _ = local_w.shutdown().await;
+                        return Ok((total, keep));
+                    }
+                    Err(FrameError::Io(source)) => {
+                        return Err(PumpError {
+                            side: Side::Outbound,
+                            source,
+                        })
+                    }
+                    Err(e) => {
+                        return Err(PumpError {
+                            side: Side::Outbound,
+                            source: std::io::Error::other(e.to_string()),
+                        })
+                    }
                 }
             }
-        }
+        });
+        join_or_first_error(up, down).await
     };
-    let result = join_or_first_error(up, down).await;
     match result {
         Ok(((up_bytes, we_keep), (down_bytes, they_keep))) => {
             let stats = PumpStats {

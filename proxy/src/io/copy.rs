@@ -85,17 +85,19 @@ pub async fn forward_returning<A: super::Duplex, B: super::Duplex>(
     let out_fd = std::os::fd::AsRawFd::as_raw_fd(&outbound);
     let (mut in_r, mut in_w) = inbound.into_split();
     let (mut out_r, mut out_w) = outbound.into_split();
-    let up = async {
-        copy_one_way(&mut in_r, &mut out_w, progress)
-            .await
-            .map_err(|e| blame(e, Side::Inbound, Side::Outbound))
+    let result = {
+        let up = std::pin::pin!(async {
+            copy_one_way(&mut in_r, &mut out_w, progress)
+                .await
+                .map_err(|e| blame(e, Side::Inbound, Side::Outbound))
+        });
+        let down = std::pin::pin!(async {
+            copy_one_way(&mut out_r, &mut in_w, progress)
+                .await
+                .map_err(|e| blame(e, Side::Outbound, Side::Inbound))
+        });
+        join_or_first_error(up, down).await
     };
-    let down = async {
-        copy_one_way(&mut out_r, &mut in_w, progress)
-            .await
-            .map_err(|e| blame(e, Side::Outbound, Side::Inbound))
-    };
-    let result = join_or_first_error(up, down).await;
     if let Err(e) = &result {
         sockets::reset_on_close(if e.side == Side::Inbound {
             out_fd

@@ -6,7 +6,7 @@
 use std::{
     cell::Cell,
     future::{poll_fn, Future},
-    pin::pin,
+    pin::{pin, Pin},
     task::Poll,
     time::Duration,
 };
@@ -32,9 +32,8 @@ impl Progress {
 pub async fn until_idle<F: Future>(
     period: Option<Duration>,
     progress: &Progress,
-    work: F,
+    mut work: Pin<&mut F>,
 ) -> Option<F::Output> {
-    let mut work = pin!(work);
     let Some(period) = period else {
         return Some(work.await);
     };

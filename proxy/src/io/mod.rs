@@ -85,6 +85,8 @@ pub async fn forward_tcp(
             }
             splice::forward(&inbound, &outbound, progress).await
         }
-        Pump::Copy => copy::forward(inbound, outbound, progress).await,
+        // Boxed: its futures (a buffer per direction in flight) would otherwise size
+        // every stream's task, spliced or not.
+        Pump::Copy => Box::pin(copy::forward(inbound, outbound, progress)).await,
     }
 }

@@ -19,7 +19,7 @@ use std::{
     future::{poll_fn, Future},
     io,
     os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
-    pin::pin,
+    pin::{pin, Pin},
     task::Poll,
 };
 
@@ -290,8 +290,20 @@ pub async fn forward(
     outbound: &TcpStream,
     progress: &Progress,
 ) -> Result<PumpStats, PumpError> {
-    let up = one_way(inbound, Side::Inbound, outbound, Side::Outbound, progress);
-    let down = one_way(outbound, Side::Outbound, inbound, Side::Inbound, progress);
+    let up = pin!(one_way(
+        inbound,
+        Side::Inbound,
+        outbound,
+        Side::Outbound,
+        progress
+    ));
+    let down = pin!(one_way(
+        outbound,
+        Side::Outbound,
+        inbound,
+        Side::Inbound,
+        progress
+    ));
     let result = join_or_first_error(up, down).await;
     if let Err(e) = &result {
         let other = match e.side {
@@ -306,14 +318,17 @@ pub async fn forward(
     })
 }
 
-/// Awaits both futures; returns early with the first error, dropping the other.
-pub(crate) async fn join_or_first_error<A, B, T, U, E>(a: A, b: B) -> Result<(T, U), E>
+/// Awaits both futures; returns early with the first error. They are pinned by the
+/// caller, so each is stored once in the caller's state (a future passed by value to
+/// an `async fn` is kept twice: as the argument and as the pinned local).
+pub(crate) async fn join_or_first_error<A, B, T, U, E>(
+    mut a: Pin<&mut A>,
+    mut b: Pin<&mut B>,
+) -> Result<(T, U), E>
 where
     A: Future<Output = Result<T, E>>,
     B: Future<Output = Result<U, E>>,
 {
-    let mut a = pin!(a);
-    let mut b = pin!(b);
     let mut ra: Option<T> = None;
     let mut rb: Option<U> = None;
     poll_fn(|cx| {
