@@ -171,24 +171,35 @@ impl Pool {
     /// weighted power of two choices over the usable ones, falling back as the module
     /// doc says. `None` when every member was tried.
     pub fn pick(&self, tried: &[u64]) -> Option<Arc<Member>> {
-        let untried = || self.members.iter().filter(|m| !tried.contains(&m.id()));
-        let usable: Vec<&Arc<Member>> = untried().filter(|m| m.healthy() && !m.suspect()).collect();
-        let candidates = if !usable.is_empty() {
-            usable
-        } else {
-            let healthy: Vec<_> = untried().filter(|m| m.healthy()).collect();
-            if healthy.is_empty() {
-                untried().collect()
+        let mut untried = self.members.iter().filter(|m| !tried.contains(&m.id()));
+        if self.members.len() == 1 {
+            return untried.next().cloned();
+        }
+        // One pass, each member ranked once (its health can change meanwhile): lower is
+        // better; usable, then healthy but suspect, then any; fed before starved
+        // within each. The candidates are the members of the best rank.
+        let rank = |m: &Member| {
+            let tier = if !m.healthy() {
+                2
+            } else if m.suspect() {
+                1
             } else {
-                healthy
-            }
+                0
+            };
+            tier * 2 + u8::from(m.session.starved(STARVED_AFTER))
         };
-        let fed: Vec<&Arc<Member>> = candidates
-            .iter()
-            .copied()
-            .filter(|m| !m.session.starved(STARVED_AFTER))
-            .collect();
-        let candidates = if fed.is_empty() { candidates } else { fed };
+        let mut candidates: Vec<&Arc<Member>> = Vec::with_capacity(self.members.len());
+        let mut best = u8::MAX;
+        for member in untried {
+            let r = rank(member);
+            if r < best {
+                best = r;
+                candidates.clear();
+            }
+            if r == best {
+                candidates.push(member);
+            }
+        }
         two_choices(&candidates, &mut rand::rng()).cloned()
     }
 
