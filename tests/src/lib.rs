@@ -5,6 +5,7 @@
 //!   JSON logs, wait for a log event with a deadline, stop them by PID on drop.
 //! - [`upstream`]: real upstream servers on loopback (echo).
 //! - [`client`]: clients that connect from a chosen source address and check bytes.
+//! - [`load`]: client threads making echo connections in a loop, for tests under load.
 //! - [`fixture`]: temporary directories, certificates, tokens and config files.
 //! - [`tls_peers`]: a TLS echo upstream and a TLS client for `tls://` endpoints.
 //! - [`pki`]: test CAs issuing server and client certificates (mTLS).
@@ -17,6 +18,7 @@ pub mod admin;
 pub mod client;
 pub mod faults;
 pub mod fixture;
+pub mod load;
 pub mod netns;
 pub mod openssl;
 pub mod pki;

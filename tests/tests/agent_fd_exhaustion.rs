@@ -15,10 +15,6 @@ mod common;
 use std::{
     io::{Read, Write},
     net::{SocketAddr, TcpStream},
-    sync::{
-        atomic::{AtomicBool, AtomicUsize, Ordering},
-        Arc, Mutex,
-    },
     time::{Duration, Instant},
 };
 
@@ -27,6 +23,7 @@ use sluice_tests::{
     client,
     faults::{cpu_time, lowest_connection_fd, set_soft_nofile},
     fixture::{self, Fixture},
+    load::Load,
     process::Sluice,
     upstream::Echo,
     wait_until, DRIVERS,
@@ -165,52 +162,6 @@ fn out_of_descriptors_the_agent_keeps_its_streams_closes_new_ones_promptly_and_r
 
 const URL: &str = "tcp://db.internal:5432";
 
-/// What the clients of [`load`] saw.
-#[derive(Default)]
-struct Seen {
-    ok: AtomicUsize,
-    failures: Mutex<Vec<String>>,
-    /// Connections that took a second or more: when they started, and how long.
-    slow: Mutex<Vec<(Instant, Duration)>>,
-}
-
-/// Clients in a loop until stopped: one short echo connection after another on each
-/// of `threads` threads.
-fn load(
-    public: SocketAddr,
-    threads: usize,
-    stop: &Arc<AtomicBool>,
-    seen: &Arc<Seen>,
-) -> Vec<std::thread::JoinHandle<()>> {
-    (0..threads)
-        .map(|t| {
-            let (stop, seen) = (stop.clone(), seen.clone());
-            std::thread::spawn(move || {
-                let mut i = 0u64;
-                while !stop.load(Ordering::Relaxed) {
-                    let payload = format!("client {t} connection {i}");
-                    let started = Instant::now();
-                    match client::echo_ok(None, public, payload.as_bytes()) {
-                        Ok(()) => seen.ok.fetch_add(1, Ordering::Relaxed),
-                        Err(e) => {
-                            seen.failures
-                                .lock()
-                                .unwrap()
-                                .push(format!("{payload}: {e}"));
-                            0
-                        }
-                    };
-                    let took = started.elapsed();
-                    if took >= Duration::from_secs(1) {
-                        seen.slow.lock().unwrap().push((started, took));
-                    }
-                    i += 1;
-                }
-            })
-        })
-        .collect()
-}
-
 #[test]
 fn a_pool_member_out_of_descriptors_loses_no_connection_and_rejoins() {
     let driver = DRIVERS[0];
@@ -242,10 +193,7 @@ fn a_pool_member_out_of_descriptors_loses_no_connection_and_rejoins() {
         v["message"] == "endpoint bound" && v["members"] == 2
     });
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let seen = Arc::new(Seen::default());
-    let ok = || seen.ok.load(Ordering::Relaxed);
-    let clients = load(public, 4, &stop, &seen);
+    let mut load = Load::start(public, 4);
     wait_until("both members serve", Duration::from_secs(20), || {
         upstreams.iter().all(|u| u.accepted() > 5)
     });
@@ -257,12 +205,8 @@ fn a_pool_member_out_of_descriptors_loses_no_connection_and_rejoins() {
         "data channels cannot be opened; reporting every endpoint unhealthy until one opens",
     );
     let reported = Instant::now();
-    let (ok0, served0) = (ok(), upstreams[0].accepted());
-    wait_until(
-        "200 connections while member 0 is exhausted",
-        Duration::from_secs(30),
-        || ok() >= ok0 + 200,
-    );
+    let served0 = upstreams[0].accepted();
+    load.wait_for_more(200, "200 connections while member 0 is exhausted");
     let reached_exhausted = upstreams[0].accepted() - served0;
 
     // Descriptors back: member 0 serves again by itself.
@@ -275,11 +219,9 @@ fn a_pool_member_out_of_descriptors_loses_no_connection_and_rejoins() {
     });
     let rejoined = restored.elapsed();
 
-    stop.store(true, Ordering::Relaxed);
-    for c in clients {
-        c.join().unwrap();
-    }
-    let failures = seen.failures.lock().unwrap().clone();
+    load.stop();
+    let waited = load.slow_started_after(reported + Duration::from_millis(100));
+    let (served, failures) = load.finish();
     assert!(
         failures.is_empty(),
         "{} client failures: {failures:?}",
@@ -291,14 +233,6 @@ fn a_pool_member_out_of_descriptors_loses_no_connection_and_rejoins() {
     );
     // Once the member said it cannot take streams, no connection waits on it (the
     // edge's channel wait is 5 s); 100 ms for the report to reach the edge.
-    let waited: Vec<_> = seen
-        .slow
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|(started, _)| *started > reported + Duration::from_millis(100))
-        .map(|(_, took)| *took)
-        .collect();
     assert!(
         waited.is_empty(),
         "connections waited on the exhausted member: {waited:?}"
@@ -308,7 +242,7 @@ fn a_pool_member_out_of_descriptors_loses_no_connection_and_rejoins() {
          by member 1; member 0 back to 20 connections {:.0} ms after its limit was restored; \
          {} connections in all, 0 failed",
         rejoined.as_secs_f64() * 1e3,
-        ok()
+        served
     );
     drop(agents);
 }

@@ -6,8 +6,8 @@
 
 use std::{
     sync::{
-        atomic::{AtomicBool, AtomicUsize, Ordering},
-        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+        Arc,
     },
     time::{Duration, Instant},
 };
@@ -15,6 +15,7 @@ use std::{
 use sluice_tests::{
     client,
     fixture::{self, Fixture},
+    load::Load,
     process::Sluice,
     upstream::Echo,
     wait_until, DRIVERS,
@@ -101,80 +102,6 @@ fn start_members(
         v["message"] == "endpoint bound" && v["members"] == n
     });
     (agents, sessions)
-}
-
-/// Clients in a loop: `threads` threads, each doing one short echo connection after
-/// another until stopped; failures are kept with their error.
-struct Load {
-    stop: Arc<AtomicBool>,
-    ok: Arc<AtomicUsize>,
-    failures: Arc<Mutex<Vec<(Instant, String)>>>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(public: std::net::SocketAddr, threads: usize) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let ok = Arc::new(AtomicUsize::new(0));
-        let failures = Arc::new(Mutex::new(Vec::new()));
-        let handles = (0..threads)
-            .map(|t| {
-                let (stop, ok, failures) = (stop.clone(), ok.clone(), failures.clone());
-                std::thread::spawn(move || {
-                    let mut i = 0u64;
-                    while !stop.load(Ordering::Relaxed) {
-                        let payload = format!("client {t} connection {i}");
-                        let started = Instant::now();
-                        match client::echo_ok(None, public, payload.as_bytes()) {
-                            Ok(()) => {
-                                ok.fetch_add(1, Ordering::Relaxed);
-                            }
-                            Err(e) => failures
-                                .lock()
-                                .unwrap()
-                                .push((started, format!("{payload}: {e}"))),
-                        }
-                        i += 1;
-                    }
-                })
-            })
-            .collect();
-        Load {
-            stop,
-            ok,
-            failures,
-            threads: handles,
-        }
-    }
-
-    fn ok(&self) -> usize {
-        self.ok.load(Ordering::Relaxed)
-    }
-
-    /// Waits until `more` further connections succeeded (bounded).
-    fn wait_for_more(&self, more: usize, what: &str) {
-        let target = self.ok() + more;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self.ok() < target {
-            assert!(
-                Instant::now() < deadline,
-                "{what}: only {} of {target} connections succeeded; failures: {:?}",
-                self.ok(),
-                self.failures.lock().unwrap()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    /// Stops the clients; returns (successes, failures with their start time).
-    fn finish(mut self) -> (usize, Vec<(Instant, String)>) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads.drain(..) {
-            t.join().unwrap();
-        }
-        let failures = self.failures.lock().unwrap().clone();
-        (self.ok(), failures)
-    }
 }
 
 #[test]
