@@ -67,19 +67,12 @@ pub fn echoes(s: &mut TcpStream, msg: &[u8], wait: Duration) -> bool {
     s.read_exact(&mut got).is_ok() && got == msg
 }
 
-/// Whether the far end closes `s` (EOF or reset) within `wait`, with nothing sent on
-/// it; false if it stays open that long or bytes arrive.
-pub fn closed_within(s: &mut TcpStream, wait: Duration) -> bool {
+/// Whether the far end resets `s` within `wait` (a plain EOF, a clean close, does not
+/// count), with nothing sent on it.
+pub fn reset_within(s: &mut TcpStream, wait: Duration) -> bool {
     s.set_read_timeout(Some(wait)).unwrap();
     let mut byte = [0u8; 1];
-    match s.read(&mut byte) {
-        Ok(0) => true,
-        Ok(_) => false,
-        Err(e) => !matches!(
-            e.kind(),
-            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-        ),
-    }
+    matches!(s.read(&mut byte), Err(e) if e.kind() == io::ErrorKind::ConnectionReset)
 }
 
 /// Tries a small echo until it succeeds or `deadline` passes; for waiting until a

@@ -216,9 +216,9 @@ fn lifecycle_user_token_agent_endpoint_policy_swap_and_revocation() {
     });
     eprintln!("session gone {:?} after revocation", revoked_at.elapsed());
     // The stream that was flowing through the revoked session is cut, both ways: the
-    // client sees the connection end, and so does the upstream.
+    // client sees a reset (not a clean close), and the upstream's connection ends.
     assert!(
-        client::closed_within(&mut established, Duration::from_secs(5)),
+        client::reset_within(&mut established, Duration::from_secs(5)),
         "a stream kept flowing after its agent's token was revoked"
     );
     eprintln!(
@@ -812,7 +812,9 @@ fn token_bind_rules_and_deactivated_users() {
 }
 
 /// Revoking one token cuts the streams flowing through its agent's session, on either
-/// data-channel transport, and leaves every other agent's streams alone.
+/// data-channel transport and with either plain-TCP pump, and leaves every other
+/// agent's streams alone. A cut is a reset: a clean close (FIN) would tell the client
+/// and the upstream that the stream ended complete.
 #[test]
 fn revoking_a_token_cuts_its_flowing_streams_and_nobody_elses() {
     struct Tunnel {
@@ -822,9 +824,22 @@ fn revoking_a_token_cuts_its_flowing_streams_and_nobody_elses() {
         _agent: Sluice,
         streams: Vec<TcpStream>,
     }
-    for transport in ["tcp", "tls"] {
+    for (transport, pump) in [("tcp", "splice"), ("tls", "splice"), ("tcp", "copy")] {
         let fx = Fixture::new();
-        let (_edge, agent_addr, admin) = start_edge(&edge_config(&fx, &[]));
+        let cfg = edge_config(&fx, &[]);
+        let mut edge = Sluice::start(
+            "edge",
+            &["--pump", pump, "edge", "--config", cfg.to_str().unwrap()],
+            DRIVER,
+        );
+        let (agent_addr, _) = edge.edge_addrs(0);
+        let listening = edge.wait_for_n("admin listener", 1, |v| {
+            v["message"] == "listening" && v["kind"] == "admin"
+        });
+        let admin = Admin::new(
+            listening["addr"].as_str().unwrap().parse().unwrap(),
+            API_KEY,
+        );
         let mut tunnels = Vec::new();
         for (name, url) in [("revoked", URL), ("kept", "tcp://web.internal:80")] {
             let user = admin.create("/v1/service_users", json!({ "name": name }));
@@ -840,7 +855,12 @@ fn revoking_a_token_cuts_its_flowing_streams_and_nobody_elses() {
                 transport,
                 &[(url, upstream.addr)],
             );
-            let mut agent = Sluice::agent(&fx.write(&format!("{name}.yml"), &yaml), DRIVER);
+            let path = fx.write(&format!("{name}.yml"), &yaml);
+            let mut agent = Sluice::start(
+                "agent",
+                &["--pump", pump, "agent", "--config", path.to_str().unwrap()],
+                DRIVER,
+            );
             agent.wait_for("endpoint bound");
             let endpoint = admin.create(
                 "/v1/endpoints",
@@ -878,12 +898,12 @@ fn revoking_a_token_cuts_its_flowing_streams_and_nobody_elses() {
         let revoked_at = Instant::now();
         for s in &mut revoked.streams {
             assert!(
-                client::closed_within(s, Duration::from_secs(5)),
-                "{transport}: a stream kept flowing after its agent's token was revoked"
+                client::reset_within(s, Duration::from_secs(5)),
+                "{transport}/{pump}: a stream was not reset after its agent's token was revoked"
             );
         }
         eprintln!(
-            "{transport}: 3 flowing streams cut {:?} after the revocation answered",
+            "{transport}/{pump}: 3 flowing streams reset {:?} after the revocation answered",
             revoked_at.elapsed()
         );
         wait_until(

@@ -6,7 +6,10 @@ use std::io;
 
 use monoio::{
     buf::IoBuf,
-    io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Splitable},
+    io::{
+        AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Split,
+        Splitable,
+    },
 };
 
 use super::{
@@ -83,16 +86,18 @@ pub async fn forward_returning<A: super::Duplex, B: super::Duplex>(
 ) -> (Result<PumpStats, PumpError>, Option<A>) {
     let in_fd = std::os::fd::AsRawFd::as_raw_fd(&inbound);
     let out_fd = std::os::fd::AsRawFd::as_raw_fd(&outbound);
-    let (mut in_r, mut in_w) = inbound.into_split();
-    let (mut out_r, mut out_w) = outbound.into_split();
+    let mut inbound = Halves::new(inbound);
+    let mut outbound = Halves::new(outbound);
     let result = {
+        let (in_r, in_w) = inbound.parts();
+        let (out_r, out_w) = outbound.parts();
         let up = std::pin::pin!(async {
-            copy_one_way(&mut in_r, &mut out_w, progress)
+            copy_one_way(in_r, out_w, progress)
                 .await
                 .map_err(|e| blame(e, Side::Inbound, Side::Outbound))
         });
         let down = std::pin::pin!(async {
-            copy_one_way(&mut out_r, &mut in_w, progress)
+            copy_one_way(out_r, in_w, progress)
                 .await
                 .map_err(|e| blame(e, Side::Outbound, Side::Inbound))
         });
@@ -104,13 +109,52 @@ pub async fn forward_returning<A: super::Duplex, B: super::Duplex>(
         } else {
             in_fd
         });
-        // Dropping a monoio write half sends FIN before the RST; drop whole streams.
-        drop((in_r.reunite(in_w), out_r.reunite(out_w)));
         return (result.map(|_| PumpStats::default()), None);
     }
     let stats = result.map(|(a, b)| PumpStats {
         inbound_to_outbound: a,
         outbound_to_inbound: b,
     });
-    (stats, in_r.reunite(in_w).ok())
+    (stats, inbound.reunite())
+}
+
+/// A stream split into halves for the two directions, put back together before it is
+/// dropped — also when the pump is dropped midway (a stream cut from outside). A monoio
+/// write half dropped on its own shuts a TCP socket down for writing, and that FIN
+/// would reach the peer ahead of the reset a failed or cut stream must end with.
+struct Halves<T: AsyncWriteRent> {
+    read: Option<OwnedReadHalf<T>>,
+    write: Option<OwnedWriteHalf<T>>,
+}
+
+impl<T: AsyncWriteRent + Split> Halves<T> {
+    fn new(stream: T) -> Self {
+        let (read, write) = stream.into_split();
+        Self {
+            read: Some(read),
+            write: Some(write),
+        }
+    }
+}
+
+impl<T: AsyncWriteRent> Halves<T> {
+    fn parts(&mut self) -> (&mut OwnedReadHalf<T>, &mut OwnedWriteHalf<T>) {
+        match (self.read.as_mut(), self.write.as_mut()) {
+            (Some(read), Some(write)) => (read, write),
+            _ => unreachable!("halves are only taken apart on drop or reunite"),
+        }
+    }
+
+    fn reunite(mut self) -> Option<T> {
+        let (read, write) = (self.read.take()?, self.write.take()?);
+        read.reunite(write).ok()
+    }
+}
+
+impl<T: AsyncWriteRent> Drop for Halves<T> {
+    fn drop(&mut self) {
+        if let (Some(read), Some(write)) = (self.read.take(), self.write.take()) {
+            drop(read.reunite(write));
+        }
+    }
 }
