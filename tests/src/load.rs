@@ -110,7 +110,13 @@ impl Load {
     pub fn stop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         for t in self.threads.drain(..) {
-            let _ = t.join();
+            // A client thread that panicked stopped adding load: that fails the test
+            // (unless it is failing already).
+            if let Err(panic) = t.join() {
+                if !std::thread::panicking() {
+                    std::panic::resume_unwind(panic);
+                }
+            }
         }
     }
 }

@@ -169,13 +169,12 @@ async fn one_way(
                 Ok(pipe) => held.insert(pipe),
                 Err(e) if out_of_descriptors(&e) => {
                     let buffer = fallback.get_or_insert_with(|| vec![0; FALLBACK_BUFFER]);
-                    let n = copy_chunk(src, dst, buffer, &src_err, &dst_err).await?;
+                    let n = copy_chunk(src, dst, buffer, progress, &src_err, &dst_err).await?;
                     if n == 0 {
                         sockets::shutdown_write(dst.as_raw_fd());
                         return Ok(total);
                     }
                     total += n as u64;
-                    progress.bump(n as u64);
                     drained = false;
                     continue;
                 }
@@ -233,11 +232,13 @@ fn out_of_descriptors(e: &io::Error) -> bool {
 }
 
 /// Moves one chunk (at most `buffer.len()` bytes) from `src` to `dst` through `buffer`,
-/// waiting for readiness as needed; 0 at EOF on `src`.
+/// waiting for readiness as needed and counting each write in `progress`; 0 at EOF on
+/// `src`.
 async fn copy_chunk(
     src: &TcpStream,
     dst: &TcpStream,
     buffer: &mut [u8],
+    progress: &Progress,
     src_err: &impl Fn(io::Error) -> PumpError,
     dst_err: &impl Fn(io::Error) -> PumpError,
 ) -> Result<usize, PumpError> {
@@ -269,6 +270,7 @@ async fn copy_chunk(
         };
         if sent >= 0 {
             written += sent as usize;
+            progress.bump(sent as u64);
             continue;
         }
         let e = io::Error::last_os_error();
