@@ -71,12 +71,33 @@ pub struct SessionHandle {
     control_tx: async_channel::Sender<Frame>,
     /// Streams forwarded through this session right now (pool balancing).
     pub in_flight: std::sync::atomic::AtomicUsize,
-    /// Never carries a message; closed when the session ends, to wake waiters.
-    ended: async_channel::Receiver<()>,
-    ended_tx: async_channel::Sender<()>,
-    /// Never carries a message; closed when the session is kicked, to cut its streams.
-    kicked: async_channel::Receiver<()>,
-    kicked_tx: async_channel::Sender<()>,
+    /// Fired when the session ends, to wake waiters.
+    ended: Signal,
+    /// Fired when the session is kicked, to cut its streams.
+    kicked: Signal,
+}
+
+/// A one-time event any number of tasks, on any worker, can wait for: a channel that
+/// never carries a message, closed to fire (which wakes every waiter, and answers later
+/// ones at once).
+struct Signal {
+    rx: async_channel::Receiver<()>,
+    tx: async_channel::Sender<()>,
+}
+
+impl Signal {
+    fn new() -> Self {
+        let (tx, rx) = async_channel::bounded(1);
+        Self { rx, tx }
+    }
+
+    fn fire(&self) {
+        self.tx.close();
+    }
+
+    async fn fired(&self) {
+        let _ = self.rx.recv().await;
+    }
 }
 
 /// Why no data channel could be had.
@@ -144,7 +165,7 @@ impl SessionHandle {
 
     /// Resolves when the session has ended (at once if it already has).
     pub async fn ended(&self) {
-        let _ = self.ended.recv().await;
+        self.ended.fired().await;
     }
 
     /// Whether the session ended or is ending.
@@ -168,7 +189,7 @@ impl SessionHandle {
             message,
         });
         self.control_tx.close();
-        self.kicked_tx.close();
+        self.kicked.fire();
     }
 
     /// Resolves when the session has been kicked (at once if it has): its agent's
@@ -176,7 +197,7 @@ impl SessionHandle {
     /// other way (its control channel lost) leaves flowing streams alone: their data
     /// channels are connections of their own.
     pub async fn kicked(&self) {
-        let _ = self.kicked.recv().await;
+        self.kicked.fired().await;
     }
 
     /// Data channels parked at the edge now.
@@ -190,8 +211,6 @@ impl SessionHandle {
         static NEXT: AtomicU64 = AtomicU64::new(1);
         let (idle_tx, idle_rx) = async_channel::bounded(1);
         let (control_tx, _) = async_channel::bounded(1);
-        let (ended_tx, ended) = async_channel::bounded(1);
-        let (kicked_tx, kicked) = async_channel::bounded(1);
         Arc::new(SessionHandle {
             id: NEXT.fetch_add(1, Ordering::Relaxed),
             secret: [0; 32],
@@ -210,10 +229,8 @@ impl SessionHandle {
             starved_since: AtomicU64::new(0),
             control_tx,
             in_flight: in_flight.into(),
-            ended,
-            ended_tx,
-            kicked,
-            kicked_tx,
+            ended: Signal::new(),
+            kicked: Signal::new(),
         })
     }
 
@@ -229,7 +246,7 @@ impl SessionHandle {
         self.idle_rx.close();
         while self.idle_rx.try_recv().is_ok() {}
         self.control_tx.close();
-        self.ended_tx.close();
+        self.ended.fire();
     }
 }
 
@@ -272,8 +289,6 @@ impl Registry {
         rand::RngCore::fill_bytes(&mut rand::rng(), &mut secret);
         let (idle_tx, idle_rx) = async_channel::bounded(MAX_IDLE_CHANNELS);
         let (control_tx, control_rx) = async_channel::bounded(1024);
-        let (ended_tx, ended) = async_channel::bounded(1);
-        let (kicked_tx, kicked) = async_channel::bounded(1);
         let session = Arc::new(SessionHandle {
             id,
             secret,
@@ -287,10 +302,8 @@ impl Registry {
             starved_since: AtomicU64::new(0),
             control_tx,
             in_flight: Default::default(),
-            ended,
-            ended_tx,
-            kicked,
-            kicked_tx,
+            ended: Signal::new(),
+            kicked: Signal::new(),
         });
         self.lock_sessions().insert(id, session.clone());
         (session, control_rx)
