@@ -2,7 +2,6 @@
 //! the API is driven over HTTP on loopback with a bearer key.
 
 use std::{
-    io::{Read, Write},
     net::{SocketAddr, TcpStream},
     path::PathBuf,
     sync::{
@@ -41,7 +40,17 @@ fn edge_config(fx: &Fixture, static_endpoints: &[(&str, String)]) -> PathBuf {
 
 /// Starts the edge; its agent port and its admin API.
 fn start_edge(cfg: &std::path::Path) -> (Sluice, SocketAddr, Admin) {
-    let mut edge = Sluice::edge(cfg, DRIVER);
+    start_edge_with(cfg, &[])
+}
+
+/// [`start_edge`] with global `sluice` flags before the subcommand (e.g. `--pump copy`).
+fn start_edge_with(cfg: &std::path::Path, flags: &[&str]) -> (Sluice, SocketAddr, Admin) {
+    let args: Vec<&str> = flags
+        .iter()
+        .copied()
+        .chain(["edge", "--config", cfg.to_str().unwrap()])
+        .collect();
+    let mut edge = Sluice::start("edge", &args, DRIVER);
     let (agent_addr, _) = edge.edge_addrs(0);
     let admin = edge.wait_for_n("admin listener", 1, |v| {
         v["message"] == "listening" && v["kind"] == "admin"
@@ -72,17 +81,6 @@ fn event_types(admin: &Admin, query: &str) -> Vec<String> {
         .iter()
         .map(|e| e["type"].as_str().unwrap().to_string())
         .collect()
-}
-
-/// One line through an established connection (kept open across the test).
-fn echo_line(stream: &mut std::net::TcpStream, line: &[u8]) -> std::io::Result<()> {
-    stream.write_all(line)?;
-    let mut got = vec![0; line.len()];
-    stream.read_exact(&mut got)?;
-    if got != line {
-        return Err(std::io::Error::other("echo mismatch"));
-    }
-    Ok(())
 }
 
 #[test]
@@ -135,7 +133,11 @@ fn lifecycle_user_token_agent_endpoint_policy_swap_and_revocation() {
 
     // Continuous load: an established connection, and new connections in a loop.
     let mut established = client::connect_from(None, public).unwrap();
-    echo_line(&mut established, b"before\n").unwrap();
+    assert!(client::echoes(
+        &mut established,
+        b"before\n",
+        client::IO_TIMEOUT
+    ));
     let stop = Arc::new(AtomicBool::new(false));
     let attempts: Arc<Mutex<Vec<(Instant, Instant, bool)>>> = Default::default();
     let churn = {
@@ -185,7 +187,11 @@ fn lifecycle_user_token_agent_endpoint_policy_swap_and_revocation() {
         "a connection started after the swap was forwarded"
     );
     // The established connection is untouched by the swap.
-    echo_line(&mut established, b"after the swap\n").unwrap();
+    assert!(client::echoes(
+        &mut established,
+        b"after the swap\n",
+        client::IO_TIMEOUT
+    ));
 
     // Back to allowing, then revoke the token: the session ends, traffic stops.
     let back = admin.call(
@@ -726,7 +732,11 @@ fn deleting_an_endpoint_stops_new_connections_and_lets_established_ones_finish()
     );
 
     let mut established = client::connect_from(None, public).unwrap();
-    echo_line(&mut established, b"before delete\n").unwrap();
+    assert!(client::echoes(
+        &mut established,
+        b"before delete\n",
+        client::IO_TIMEOUT
+    ));
     let id = ep["id"].as_str().unwrap();
     assert_eq!(
         admin
@@ -743,7 +753,11 @@ fn deleting_an_endpoint_stops_new_connections_and_lets_established_ones_finish()
     wait_until("the port to close", Duration::from_secs(5), || {
         std::net::TcpStream::connect(public).is_err()
     });
-    echo_line(&mut established, b"still flowing after delete\n").unwrap();
+    assert!(client::echoes(
+        &mut established,
+        b"still flowing after delete\n",
+        client::IO_TIMEOUT
+    ));
     drop(established);
     assert_eq!(
         admin
@@ -826,20 +840,7 @@ fn revoking_a_token_cuts_its_flowing_streams_and_nobody_elses() {
     }
     for (transport, pump) in [("tcp", "splice"), ("tls", "splice"), ("tcp", "copy")] {
         let fx = Fixture::new();
-        let cfg = edge_config(&fx, &[]);
-        let mut edge = Sluice::start(
-            "edge",
-            &["--pump", pump, "edge", "--config", cfg.to_str().unwrap()],
-            DRIVER,
-        );
-        let (agent_addr, _) = edge.edge_addrs(0);
-        let listening = edge.wait_for_n("admin listener", 1, |v| {
-            v["message"] == "listening" && v["kind"] == "admin"
-        });
-        let admin = Admin::new(
-            listening["addr"].as_str().unwrap().parse().unwrap(),
-            API_KEY,
-        );
+        let (_edge, agent_addr, admin) = start_edge_with(&edge_config(&fx, &[]), &["--pump", pump]);
         let mut tunnels = Vec::new();
         for (name, url) in [("revoked", URL), ("kept", "tcp://web.internal:80")] {
             let user = admin.create("/v1/service_users", json!({ "name": name }));
@@ -871,7 +872,7 @@ fn revoking_a_token_cuts_its_flowing_streams_and_nobody_elses() {
             let streams = (0..3)
                 .map(|_| {
                     let mut s = client::connect_from(None, public).unwrap();
-                    echo_line(&mut s, b"open\n").unwrap();
+                    assert!(client::echoes(&mut s, b"open\n", client::IO_TIMEOUT));
                     s
                 })
                 .collect();
@@ -912,7 +913,7 @@ fn revoking_a_token_cuts_its_flowing_streams_and_nobody_elses() {
             || revoked.upstream.active() == 0,
         );
         for s in &mut kept.streams {
-            echo_line(s, b"still flowing\n").unwrap();
+            assert!(client::echoes(s, b"still flowing\n", client::IO_TIMEOUT));
         }
         assert!(kept.upstream.active() >= 3);
     }
