@@ -6,16 +6,17 @@
 //! - [`gone_addr`]: an address on loopback where nothing listens (connect: refused).
 //! - [`fd_count`], [`rss_kib`], [`tcp_fds`]: a process's open descriptors, resident
 //!   memory and TCP sockets (with their addresses) from `/proc/PID`.
+//! - [`echo_held`]: held connections kept echoing while a process's CPU time is taken.
 
 use std::{
     collections::HashMap,
     io::Read,
-    net::{Ipv4Addr, SocketAddr, TcpListener},
+    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
     sync::{
         atomic::{AtomicUsize, Ordering},
         Arc,
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 /// An upstream that accepts, reads whatever comes and never writes a byte.
@@ -163,6 +164,41 @@ pub fn cpu_time(pid: u32) -> std::time::Duration {
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
     std::time::Duration::from_millis(ticks * 1000 / hz)
+}
+
+/// What process `pid` spent while [`echo_held`] kept its connections busy.
+pub struct HeldEchoes {
+    /// CPU time (user + system) the process used meanwhile.
+    pub cpu: Duration,
+    /// How long the echoes went on.
+    pub window: Duration,
+    /// Rounds of one echo on every held connection.
+    pub rounds: usize,
+}
+
+/// Echoes once on every connection in `held` every 100 ms for `window`, each echo
+/// within 5 s or a panic naming `what` and the connection, and takes the CPU time
+/// process `pid` used meanwhile: whether a process in trouble keeps serving the streams
+/// it has, and idles rather than spins.
+pub fn echo_held(pid: u32, held: &mut [TcpStream], window: Duration, what: &str) -> HeldEchoes {
+    let cpu0 = cpu_time(pid);
+    let started = Instant::now();
+    let mut rounds = 0;
+    while started.elapsed() < window {
+        for (i, s) in held.iter_mut().enumerate() {
+            assert!(
+                crate::client::echoes(s, format!("held {i}").as_bytes(), Duration::from_secs(5)),
+                "{what}: held connection {i} stopped echoing"
+            );
+        }
+        rounds += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    HeldEchoes {
+        window: started.elapsed(),
+        cpu: cpu_time(pid) - cpu0,
+        rounds,
+    }
 }
 
 /// Resident set size of process `pid` in KiB (`VmRSS` of `/proc/PID/status`).

@@ -21,7 +21,7 @@ use std::{
 use common::Tunnel;
 use sluice_tests::{
     client,
-    faults::{cpu_time, lowest_connection_fd, set_soft_nofile},
+    faults::{self, lowest_connection_fd, set_soft_nofile},
     fixture::{self, Fixture},
     load::Load,
     process::Sluice,
@@ -99,21 +99,16 @@ fn out_of_descriptors_the_agent_keeps_its_streams_closes_new_ones_promptly_and_r
         });
 
         // Exhausted: the held streams still flow, and the agent idles.
-        let cpu0 = cpu_time(pid);
-        let started = Instant::now();
-        let mut rounds = 0;
-        while started.elapsed() < WINDOW {
-            for (i, s) in held.iter_mut().enumerate() {
-                assert!(
-                    client::echoes(s, format!("still {i}").as_bytes(), Duration::from_secs(5)),
-                    "{driver}/{transport}: held stream {i} stopped while the agent had no descriptors"
-                );
-            }
-            rounds += 1;
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let window = started.elapsed();
-        let cpu = cpu_time(pid) - cpu0;
+        let faults::HeldEchoes {
+            cpu,
+            window,
+            rounds,
+        } = faults::echo_held(
+            pid,
+            &mut held,
+            WINDOW,
+            &format!("{driver}/{transport}, the agent out of descriptors"),
+        );
         assert!(
             cpu < window / 4,
             "{driver}/{transport}: the exhausted agent used {cpu:?} of CPU in {window:?}: spinning"

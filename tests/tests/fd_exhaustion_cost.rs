@@ -21,7 +21,7 @@ use std::{
 use common::Tunnel;
 use sluice_tests::{
     client,
-    faults::{self, cpu_time, set_soft_nofile},
+    faults::{self, set_soft_nofile},
     DRIVERS,
 };
 
@@ -77,22 +77,17 @@ fn out_of_descriptors_the_edge_idles_logs_once_and_serves_the_backlog_when_fds_f
         );
 
         // Exhausted: the held connections still work, and the edge idles.
-        let cpu0 = cpu_time(pid);
         let logs0 = t.edge.count(|v| v["message"] == ACCEPT_FAILED);
-        let started = Instant::now();
-        let mut rounds = 0;
-        while started.elapsed() < WINDOW {
-            for (i, s) in held.iter_mut().enumerate() {
-                assert!(
-                    client::echoes(s, format!("held {i}").as_bytes(), Duration::from_secs(5)),
-                    "{driver}: held connection {i} stopped working while out of descriptors"
-                );
-            }
-            rounds += 1;
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let window = started.elapsed();
-        let cpu = cpu_time(pid) - cpu0;
+        let faults::HeldEchoes {
+            cpu,
+            window,
+            rounds,
+        } = faults::echo_held(
+            pid,
+            &mut held,
+            WINDOW,
+            &format!("{driver}, the edge out of descriptors"),
+        );
         let logged = t.edge.count(|v| v["message"] == ACCEPT_FAILED) - logs0;
         assert!(
             cpu < window / 4,
