@@ -38,7 +38,7 @@ ECHO_PORT=$(free_port); AGENT_PORT=$(free_port); PUB=$(free_port)
 wait_port "$ECHO_PORT"
 cat > "$WORK/edge.yml" <<YML
 version: 1
-agents: { listen: 127.0.0.1:$AGENT_PORT, tls: { cert: edge.crt, key: edge.key } }
+agents: { listen: 127.0.0.1:$AGENT_PORT, tls: { cert: edge.crt, key: edge.key }, plain_channels: true }
 service_users: [ { name: flood, authtokens: ["$HASH"] } ]
 endpoints:
   - url: tcp://127.0.0.1:$PUB

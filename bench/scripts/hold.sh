@@ -45,7 +45,7 @@ for transport in $TRANSPORTS; do
   AGENT_PORT=$(free_port); PUB=$(free_port)
   cat > "$WORK/edge.yml" <<YML
 version: 1
-agents: { listen: 127.0.0.1:$AGENT_PORT, tls: { cert: edge.crt, key: edge.key } }
+agents: { listen: 127.0.0.1:$AGENT_PORT, tls: { cert: edge.crt, key: edge.key }, plain_channels: true }
 service_users: [ { name: bench, authtokens: ["$HASH"] } ]
 endpoints:
   - url: tcp://127.0.0.1:$PUB

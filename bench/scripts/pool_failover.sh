@@ -74,7 +74,7 @@ for i in 0 1 2; do wait_port "${DIST_UP[$i]}"; wait_port "${KILL_UP[$i]}"; done
 policy() { echo "{ on_tcp_connect: [ { actions: [ { type: forward-internal, config: { url: $1 } } ] } ] }"; }
 cat > "$WORK/edge.yml" <<YML
 version: 1
-agents: { listen: 127.0.0.1:$AGENT_PORT, tls: { cert: edge.crt, key: edge.key } }
+agents: { listen: 127.0.0.1:$AGENT_PORT, tls: { cert: edge.crt, key: edge.key }, plain_channels: true }
 service_users: [ { name: bench, authtokens: ["$HASH"] } ]
 endpoints:
   - { url: "tcp://127.0.0.1:$PUB_DIST", traffic_policy: $(policy tcp://dist.internal:7) }

@@ -44,7 +44,7 @@ wait_port "$ECHO_PORT"
 edge_yml() {
   cat > "$WORK/edge.yml.new" <<YML
 version: 1
-agents: { listen: 127.0.0.1:$AGENT_PORT, tls: { cert: edge.crt, key: edge.key } }
+agents: { listen: 127.0.0.1:$AGENT_PORT, tls: { cert: edge.crt, key: edge.key }, plain_channels: true }
 service_users: [ { name: soak, authtokens: ["$HASH"] } ]
 endpoints:
   - url: tcp://127.0.0.1:$PUB

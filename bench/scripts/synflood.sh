@@ -113,7 +113,7 @@ TOKEN=$(echo "$TOKEN_LINES" | sed -n 1p); HASH=$(echo "$TOKEN_LINES" | sed -n 2p
 wait_port "$ECHO_PORT"
 cat > "$WORK/edge.yml" <<YML
 version: 1
-agents: { listen: 127.0.0.1:$AGENT_PORT, tls: { cert: edge.crt, key: edge.key } }
+agents: { listen: 127.0.0.1:$AGENT_PORT, tls: { cert: edge.crt, key: edge.key }, plain_channels: true }
 service_users: [ { name: synflood, authtokens: ["$HASH"] } ]
 endpoints:
   - url: tcp://127.0.0.1:$PUB

@@ -52,7 +52,7 @@ start_tunnel() { # transport -> sets TLS_PORT
   agent_port=$(free_port); TLS_PORT=$(free_port)
   cat > "$WORK/$transport-edge.yml" <<YML
 version: 1
-agents: { listen: 127.0.0.1:$agent_port, tls: { cert: edge.crt, key: edge.key } }
+agents: { listen: 127.0.0.1:$agent_port, tls: { cert: edge.crt, key: edge.key }, plain_channels: true }
 tls_endpoints: { listen: 127.0.0.1:$TLS_PORT }
 service_users: [ { name: bench, authtokens: ["$HASH"] } ]
 endpoints:

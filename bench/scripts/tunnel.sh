@@ -34,7 +34,7 @@ start_tunnel() { # name transport -> sets PUB_IPERF PUB_ECHO
   agent_port=$(free_port); PUB_IPERF=$(free_port); PUB_ECHO=$(free_port)
   cat > "$WORK/$name-edge.yml" <<YML
 version: 1
-agents: { listen: 127.0.0.1:$agent_port, tls: { cert: edge.crt, key: edge.key } }
+agents: { listen: 127.0.0.1:$agent_port, tls: { cert: edge.crt, key: edge.key }, plain_channels: true }
 service_users: [ { name: bench, authtokens: ["$HASH"] } ]
 endpoints:
   - url: tcp://127.0.0.1:$PUB_IPERF

@@ -64,7 +64,7 @@ impl Fixture {
     /// one TCP endpoint per `(listen, policy)` (policy in YAML flow style).
     pub fn edge_yaml(&self, agent_listen: &str, endpoints: &[(&str, String)]) -> String {
         let mut yaml = format!(
-            "version: 1\nworkers: 2\nagents:\n  listen: {agent_listen}\n  tls: {{ cert: edge.crt, key: edge.key }}\n\
+            "version: 1\nworkers: 2\nagents:\n  listen: {agent_listen}\n  tls: {{ cert: edge.crt, key: edge.key }}\n  plain_channels: true\n\
              service_users:\n  - name: test-user\n    authtokens: [\"{}\"]\nendpoints:\n",
             self.token_hash
         );

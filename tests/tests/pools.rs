@@ -422,7 +422,7 @@ fn a_tls_connection_is_replayed_on_another_member_when_an_upstream_refuses() {
             .local_addr()
             .unwrap();
         let edge_yaml = format!(
-            "version: 1\nworkers: 2\nagents:\n  listen: 127.0.0.1:0\n  tls: {{ cert: edge.crt, key: edge.key }}\n\
+            "version: 1\nworkers: 2\nagents:\n  listen: 127.0.0.1:0\n  tls: {{ cert: edge.crt, key: edge.key }}\n  plain_channels: true\n\
              tls_endpoints:\n  listen: 127.0.0.1:0\n\
              service_users:\n  - name: t\n    authtokens: [\"{}\"]\n\
              endpoints:\n  - url: tls://db.acme.example\n    traffic_policy: {}\n",

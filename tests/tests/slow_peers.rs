@@ -50,7 +50,7 @@ fn start(driver: &str) -> Edge {
     let tls_up = TlsEcho::start(&["app.acme.example"]);
     let echo = Echo::start();
     let edge_yaml = format!(
-        "version: 1\nworkers: 2\nagents:\n  listen: 127.0.0.1:0\n  tls: {{ cert: edge.crt, key: edge.key }}\n\
+        "version: 1\nworkers: 2\nagents:\n  listen: 127.0.0.1:0\n  tls: {{ cert: edge.crt, key: edge.key }}\n  plain_channels: true\n\
          tls_endpoints:\n  listen: 127.0.0.1:0\n\
          service_users:\n  - name: t\n    authtokens: [\"{}\"]\n\
          endpoints:\n  - url: tls://app.acme.example\n    traffic_policy: {}\n  - url: tcp://127.0.0.1:0\n    traffic_policy: {}\n",

@@ -24,7 +24,7 @@ fn start(driver: &str, transport: &str) -> TlsTunnel {
     let exact = TlsEcho::start(&["db.acme.example"]);
     let wild = TlsEcho::start(&["*.acme.example"]);
     let edge_yaml = format!(
-        "version: 1\nworkers: 2\nagents:\n  listen: 127.0.0.1:0\n  tls: {{ cert: edge.crt, key: edge.key }}\n\
+        "version: 1\nworkers: 2\nagents:\n  listen: 127.0.0.1:0\n  tls: {{ cert: edge.crt, key: edge.key }}\n  plain_channels: true\n\
          tls_endpoints:\n  listen: 127.0.0.1:0\n\
          service_users:\n  - name: t\n    authtokens: [\"{}\"]\n\
          endpoints:\n  - url: tls://db.acme.example\n    traffic_policy: {}\n  - url: tls://*.acme.example\n    traffic_policy: {}\n",

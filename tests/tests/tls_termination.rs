@@ -21,7 +21,7 @@ const TRANSPORTS: [&str; 2] = ["tcp", "tls"];
 
 fn edge_head(fx: &Fixture) -> String {
     format!(
-        "version: 1\nworkers: 2\nagents:\n  listen: 127.0.0.1:0\n  tls: {{ cert: edge.crt, key: edge.key }}\n\
+        "version: 1\nworkers: 2\nagents:\n  listen: 127.0.0.1:0\n  tls: {{ cert: edge.crt, key: edge.key }}\n  plain_channels: true\n\
          tls_endpoints:\n  listen: 127.0.0.1:0\n\
          service_users:\n  - name: t\n    authtokens: [\"{}\"]\nendpoints:\n",
         fx.token_hash

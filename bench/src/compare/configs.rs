@@ -34,7 +34,7 @@ pub fn sluice_edge(
 ) -> String {
     format!(
         "version: 1\n\
-         agents: {{ listen: \"{agent_port}\", tls: {{ cert: \"{}\", key: \"{}\" }} }}\n\
+         agents: {{ listen: \"{agent_port}\", tls: {{ cert: \"{}\", key: \"{}\" }}, plain_channels: true }}\n\
          service_users: [ {{ name: bench, authtokens: [\"{hash}\"] }} ]\n\
          endpoints:\n  \
          - url: tcp://{}\n    {}\n  \

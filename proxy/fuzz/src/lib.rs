@@ -39,6 +39,7 @@ pub fn seed_frames() -> Vec<(&'static str, Frame)> {
             Frame::Welcome {
                 session_id: 42,
                 secret: [7; 32],
+                plain_channels: true,
             },
         ),
         (
@@ -66,7 +67,8 @@ pub fn seed_frames() -> Vec<(&'static str, Frame)> {
             Frame::ChannelHello {
                 version: PROTOCOL_VERSION,
                 session_id: 9,
-                secret: [1; 32],
+                seq: 17,
+                proof: [1; 32],
             },
         ),
         (

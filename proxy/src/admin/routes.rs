@@ -62,6 +62,11 @@ pub fn router(keys: ApiKeys, plane: Arc<ControlPlane>) -> Router {
             "/service_users/{id}/authtokens/{token_id}",
             axum::routing::delete(revoke_token),
         )
+        .route("/internal_urls", get(list_owners))
+        .route(
+            "/internal_urls/{url}",
+            get(get_owner).put(assign_owner).delete(release_owner),
+        )
         .route("/sessions", get(list_sessions))
         .route("/events", get(list_events))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_key));
@@ -297,6 +302,40 @@ async fn revoke_token(
     Path((id, token_id)): Path<(String, String)>,
 ) -> ApiResult {
     ok(StatusCode::OK, s.plane.revoke_token(&a.0, &id, &token_id)?)
+}
+
+async fn list_owners(State(s): St) -> ApiResult {
+    let items = s.plane.list_owners();
+    ok(StatusCode::OK, Page { items, next: None })
+}
+
+/// `{url}` is the internal URL, percent-encoded (`tcp%3A%2F%2Fdb.internal%3A5432`).
+async fn get_owner(State(s): St, Path(url): Path<String>) -> ApiResult {
+    ok(StatusCode::OK, s.plane.get_owner(&url)?)
+}
+
+async fn assign_owner(
+    State(s): St,
+    Extension(a): Extension<Actor>,
+    Path(url): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    let (view, created) = s.plane.assign_owner(&a.0, &url, parse(&body)?)?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    ok(status, view)
+}
+
+async fn release_owner(
+    State(s): St,
+    Extension(a): Extension<Actor>,
+    Path(url): Path<String>,
+) -> ApiResult {
+    s.plane.release_owner(&a.0, &url)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 async fn list_sessions(State(s): St) -> ApiResult {

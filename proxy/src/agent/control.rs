@@ -95,7 +95,20 @@ async fn established(
     let mut reader = FrameReader::new();
     let (id, secret) = match monoio::time::timeout(CONNECT_TIMEOUT, reader.next(&mut tls)).await {
         Err(_) => anyhow::bail!("edge sent no welcome in time"),
-        Ok(Ok(Some(Frame::Welcome { session_id, secret }))) => (session_id, secret),
+        Ok(Ok(Some(Frame::Welcome {
+            session_id,
+            secret,
+            plain_channels,
+        }))) => {
+            if settings.transport == crate::config::agent::Transport::Tcp && !plain_channels {
+                anyhow::bail!(
+                    "this agent uses transport: tcp, but the edge does not accept plain-TCP data \
+                     channels (agents.plain_channels is off there); use transport: tls, or turn \
+                     plain_channels on at the edge if the path to it is private"
+                );
+            }
+            (session_id, secret)
+        }
         Ok(Ok(Some(Frame::Error { code, message, .. }))) => {
             anyhow::bail!("edge refused the agent ({code:?}): {message}")
         }
@@ -108,6 +121,7 @@ async fn established(
     let ticket = Arc::new(SessionTicket {
         id,
         secret,
+        next_channel: 1.into(),
         edge_addr,
         alive: true.into(),
         idle: 0.into(),

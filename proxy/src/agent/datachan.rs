@@ -88,11 +88,17 @@ fn channel_opened(shared: &AgentShared, ticket: &SessionTicket) {
     shared.channel_health.opened(shared, ticket);
 }
 
+/// A data channel's first frame: a fresh sequence number and its proof, never the
+/// session secret itself.
 fn hello(ticket: &SessionTicket) -> Frame {
+    let seq = ticket
+        .next_channel
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     Frame::ChannelHello {
         version: PROTOCOL_VERSION,
         session_id: ticket.id,
-        secret: ticket.secret,
+        seq,
+        proof: crate::wire::channel_proof::prove(&ticket.secret, ticket.id, seq),
     }
 }
 

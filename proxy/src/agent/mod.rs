@@ -34,6 +34,8 @@ use crate::{
 pub(crate) struct SessionTicket {
     pub id: u64,
     pub secret: [u8; 32],
+    /// Sequence number of the next data channel's proof (`wire::channel_proof`).
+    pub next_channel: std::sync::atomic::AtomicU64,
     pub edge_addr: SocketAddr,
     pub alive: AtomicBool,
     /// Data channels of this session currently parked at the edge, waiting.

@@ -10,3 +10,9 @@ pub fn human<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     humantime::parse_duration(&text)
         .map_err(|e| serde::de::Error::custom(format!("invalid duration `{text}`: {e}")))
 }
+
+/// `deserialize_with` helper for an optional human-readable duration (pair it with
+/// `#[serde(default)]`).
+pub fn human_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    human(d).map(Some)
+}

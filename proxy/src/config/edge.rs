@@ -103,6 +103,23 @@ pub struct AgentsSection {
     pub listen: SocketAddr,
     /// Certificate and key the agent listener presents.
     pub tls: TlsFiles,
+    /// Accept plain-TCP data channels (agents with `transport: tcp`). Off by default:
+    /// their bytes cross the network in clear, so turn it on only where the path
+    /// between agent and edge is private (a VPN, a private link).
+    #[serde(default)]
+    pub plain_channels: bool,
+    /// Agent-port connections that have not authenticated yet, at most, edge-wide.
+    /// Default 1024.
+    pub max_unauthenticated: Option<usize>,
+    /// Of those, from one source IP. Default 64.
+    pub max_unauthenticated_per_ip: Option<u32>,
+    /// TLS handshakes per second a source IP with no live session may start on the
+    /// agent port (bursts of twice as many). Default 20.
+    pub handshakes_per_ip_per_sec: Option<u32>,
+    /// How long a connection to the agent port may take from accept to its hello,
+    /// TLS handshake included. Default 10s.
+    #[serde(default, deserialize_with = "super::duration::human_opt")]
+    pub handshake_timeout: Option<std::time::Duration>,
 }
 
 /// `tls_endpoints:`.
@@ -132,6 +149,13 @@ pub struct ServiceUserSection {
     /// `sha256:` hashes of the user's authtokens.
     #[serde(default)]
     pub authtokens: Vec<TokenHash>,
+    /// `bind:PATTERN` rules for every token of the user (empty: any URL another user
+    /// does not own).
+    #[serde(default)]
+    pub acl: Vec<String>,
+    /// Internal URLs this user owns: only its sessions may bind them.
+    #[serde(default)]
+    pub owns: Vec<String>,
 }
 
 /// One entry of `endpoints:`.
@@ -172,6 +196,10 @@ pub struct EdgeSettings {
     pub agent_listen: SocketAddr,
     /// TLS for the agent listener.
     pub agent_tls: Arc<ServerConfig>,
+    /// Whether plain-TCP data channels are accepted.
+    pub plain_channels: bool,
+    /// Limits of the agent port before authentication.
+    pub preauth: crate::edge::preauth::PreAuthSettings,
     /// Service users and their token hashes.
     pub users: Vec<ServiceUser>,
     /// Cloud endpoints.
@@ -197,6 +225,10 @@ pub struct ServiceUser {
     pub name: String,
     /// Accepted token hashes.
     pub token_hashes: Vec<TokenHash>,
+    /// Bind rules of every token of the user.
+    pub acl: Vec<crate::edge::auth::BindRule>,
+    /// Internal URLs (canonical) the user owns.
+    pub owns: Vec<String>,
 }
 
 /// Where a cloud endpoint receives connections.
@@ -254,9 +286,36 @@ impl EdgeSettings {
                     u.name
                 )));
             }
+            let acl = u
+                .acl
+                .iter()
+                .enumerate()
+                .map(|(j, r)| {
+                    crate::edge::auth::BindRule::parse(r)
+                        .map_err(|m| err(format!("service_users[{i}].acl[{j}]: {m}")))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut owns: Vec<String> = Vec::new();
+            for (j, url) in u.owns.iter().enumerate() {
+                let canonical = url
+                    .parse::<sluice_policy::InternalUrl>()
+                    .map_err(|e| err(format!("service_users[{i}].owns[{j}]: `{url}`: {e}")))?
+                    .canonical();
+                if let Some(other) = users.iter().find(|x| x.owns.contains(&canonical)) {
+                    return Err(err(format!(
+                        "service_users[{i}].owns[{j}]: {canonical} is already owned by service user `{}`",
+                        other.name
+                    )));
+                }
+                if !owns.contains(&canonical) {
+                    owns.push(canonical);
+                }
+            }
             users.push(ServiceUser {
                 name: u.name,
                 token_hashes: u.authtokens,
+                acl,
+                owns,
             });
         }
         let tls_listen = file.tls_endpoints.map(|t| t.listen);
@@ -350,6 +409,32 @@ impl EdgeSettings {
                 .max(1),
             agent_listen: file.agents.listen,
             agent_tls,
+            plain_channels: file.agents.plain_channels,
+            preauth: {
+                let d = crate::edge::preauth::PreAuthSettings::default();
+                crate::edge::preauth::PreAuthSettings {
+                    max_unauthenticated: file
+                        .agents
+                        .max_unauthenticated
+                        .unwrap_or(d.max_unauthenticated)
+                        .max(1),
+                    max_unauthenticated_per_ip: file
+                        .agents
+                        .max_unauthenticated_per_ip
+                        .unwrap_or(d.max_unauthenticated_per_ip)
+                        .max(1),
+                    handshakes_per_ip_per_sec: file
+                        .agents
+                        .handshakes_per_ip_per_sec
+                        .unwrap_or(d.handshakes_per_ip_per_sec)
+                        .max(1),
+                    handshake_timeout: file
+                        .agents
+                        .handshake_timeout
+                        .unwrap_or(d.handshake_timeout)
+                        .max(std::time::Duration::from_millis(100)),
+                }
+            },
             users,
             endpoints,
             tls_listen,

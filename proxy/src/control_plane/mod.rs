@@ -11,6 +11,7 @@
 mod audit_writer;
 mod endpoints;
 mod error;
+mod owners;
 mod reload;
 mod sessions;
 mod users;
@@ -22,6 +23,7 @@ use std::{
 
 pub use endpoints::{EndpointInput, EndpointPatch, EndpointView, ReservationInput};
 pub use error::{ErrorKind, PlaneError};
+pub use owners::{OwnerInput, UrlOwnerView};
 pub use sessions::{SessionBinding, SessionView};
 pub use users::{TokenCreated, TokenInput, UserInput, UserPatch, UserView};
 
@@ -99,6 +101,7 @@ impl ControlPlane {
         });
         plane.restore_endpoints()?;
         plane.rebuild_auth("start")?;
+        plane.restore_ownership("start")?;
         Ok(plane)
     }
 

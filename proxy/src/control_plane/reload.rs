@@ -96,6 +96,7 @@ impl ControlPlane {
             statics.endpoints = new_statics;
         }
         self.rebuild_auth("config reload")?;
+        self.restore_ownership("config reload")?;
         tracing::info!(%trigger, ?added, ?removed, ?changed, ?failed, "config reloaded");
         self.record(NewEvent::now(
             "config.reloaded",

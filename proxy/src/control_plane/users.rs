@@ -252,7 +252,8 @@ impl ControlPlane {
             serde_json::json!({ "name": old.name }),
         );
         self.store().delete_user(id, &event)?;
-        self.rebuild_auth("service_user.deleted")
+        self.rebuild_auth("service_user.deleted")?;
+        self.restore_ownership("service_user.deleted")
     }
 
     /// A user's tokens (revoked ones too).

@@ -59,7 +59,8 @@ pub fn start(public_port: u16, transport: &str, driver: Driver) -> anyhow::Resul
     };
     let edge_yml = EDGE_TEMPLATE
         .replace("{TOKEN_HASH}", &hash)
-        .replace("{PUBLIC_PORT}", &port.to_string());
+        .replace("{PUBLIC_PORT}", &port.to_string())
+        .replace("{PLAIN_CHANNELS}", &(transport == "tcp").to_string());
     let edge_path = dir.join("edge.yml");
     std::fs::write(&edge_path, &edge_yml)?;
     let edge = edge::start(EdgeSettings::from_yaml(&edge_yml, &edge_path)?, driver)?;

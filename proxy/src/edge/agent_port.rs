@@ -2,7 +2,7 @@
 //! channels, told apart by the first byte (0x16 starts a TLS handshake; plain data
 //! channels start with [`DATA_CHANNEL_MAGIC`]). Anything else is closed and counted.
 
-use std::{net::SocketAddr, os::fd::AsRawFd, sync::Arc};
+use std::{net::SocketAddr, os::fd::AsRawFd, sync::Arc, time::Instant};
 
 use monoio::{
     io::AsyncReadRentExt,
@@ -13,11 +13,11 @@ use super::{
     control,
     registry::{ParkedChannel, SessionHandle},
     stats::EdgeStats,
-    EdgeShared, AGENT_HANDSHAKE_TIMEOUT,
+    EdgeShared,
 };
 use crate::{
     io::{framed, sockets},
-    wire::{Frame, DATA_CHANNEL_MAGIC, PROTOCOL_VERSION},
+    wire::{Frame, CHANNEL_HELLO_FRAME_LEN, DATA_CHANNEL_MAGIC, PROTOCOL_VERSION},
 };
 
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
@@ -35,8 +35,21 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<EdgeShared>) {
 }
 
 async fn handle(stream: TcpStream, peer: SocketAddr, shared: Arc<EdgeShared>) {
+    let gate = shared.clone();
+    let has_session = shared.registry.has_session_from(peer.ip());
+    let _slot = match gate.preauth.admit(peer.ip(), has_session) {
+        Ok(slot) => slot,
+        Err(refusal) => {
+            crate::log_throttled!(warn, %peer, limit = refusal.as_str(), "agent port connection refused before authentication");
+            EdgeStats::bump(&shared.stats.agents_refused);
+            sockets::reset_on_close(stream.as_raw_fd());
+            return;
+        }
+    };
     let _ = stream.set_nodelay(true);
-    let first = match monoio::time::timeout(AGENT_HANDSHAKE_TIMEOUT, first_byte(&stream)).await {
+    let limit = shared.preauth.handshake_timeout();
+    let deadline = Instant::now() + limit;
+    let first = match monoio::time::timeout(limit, first_byte(&stream)).await {
         Ok(Ok(b)) => b,
         Ok(Err(e)) => {
             tracing::debug!(%peer, error = %e, "agent connection closed before speaking");
@@ -49,8 +62,23 @@ async fn handle(stream: TcpStream, peer: SocketAddr, shared: Arc<EdgeShared>) {
         }
     };
     match first {
-        TLS_HANDSHAKE_RECORD => control::handle_tls(stream, peer, shared).await,
-        b if b == DATA_CHANNEL_MAGIC[0] => plain_data_channel(stream, peer, shared).await,
+        TLS_HANDSHAKE_RECORD => {
+            if let Err(refusal) = shared.preauth.allow_handshake(peer.ip(), has_session) {
+                crate::log_throttled!(warn, %peer, limit = refusal.as_str(), "agent TLS handshake refused: too many from this source");
+                EdgeStats::bump(&shared.stats.agents_refused);
+                sockets::reset_on_close(stream.as_raw_fd());
+                return;
+            }
+            control::handle_tls(stream, peer, deadline, shared).await
+        }
+        b if b == DATA_CHANNEL_MAGIC[0] => {
+            if !shared.plain_channels {
+                crate::log_throttled!(warn, %peer, "plain-TCP data channel refused: this edge does not accept them (agents.plain_channels: false)");
+                EdgeStats::bump(&shared.stats.agents_refused);
+                return;
+            }
+            plain_data_channel(stream, peer, deadline, shared).await
+        }
         other => {
             crate::log_throttled!(warn, %peer, first_byte = other, "garbage on the agent port; closed");
             EdgeStats::bump(&shared.stats.agents_refused);
@@ -67,25 +95,39 @@ async fn first_byte(stream: &TcpStream) -> std::io::Result<u8> {
     }
 }
 
+/// Bytes of a plain data channel's opening: the magic, then one ChannelHello frame
+/// (always this long; nothing longer is read or allocated).
+const PLAIN_HELLO_LEN: usize = DATA_CHANNEL_MAGIC.len() + CHANNEL_HELLO_FRAME_LEN;
+
 /// Authenticates a plain-TCP data channel and parks it with its session.
-async fn plain_data_channel(mut stream: TcpStream, peer: SocketAddr, shared: Arc<EdgeShared>) {
-    let hello = monoio::time::timeout(AGENT_HANDSHAKE_TIMEOUT, async {
-        let (res, magic) = stream.read_exact(vec![0u8; DATA_CHANNEL_MAGIC.len()]).await;
-        res?;
-        if magic[..] != DATA_CHANNEL_MAGIC {
+async fn plain_data_channel(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    deadline: Instant,
+    shared: Arc<EdgeShared>,
+) {
+    let left = deadline.saturating_duration_since(Instant::now());
+    let hello = monoio::time::timeout(left, async {
+        let (res, opening) = stream.read_exact(vec![0u8; PLAIN_HELLO_LEN]).await;
+        res.map_err(framed::FrameError::Io)?;
+        if opening[..DATA_CHANNEL_MAGIC.len()] != DATA_CHANNEL_MAGIC {
             return Err(framed::FrameError::Wire(
-                crate::wire::WireError::UnknownKind(magic[0]),
+                crate::wire::WireError::UnknownKind(opening[0]),
             ));
         }
-        framed::read_exact_frame(&mut stream).await
+        match crate::wire::decode(&opening[DATA_CHANNEL_MAGIC.len()..])? {
+            Some((frame, used)) if used == CHANNEL_HELLO_FRAME_LEN => Ok(frame),
+            _ => Err(framed::FrameError::TruncatedEof),
+        }
     })
     .await;
-    let (session_id, secret) = match hello {
+    let (session_id, seq, proof) = match hello {
         Ok(Ok(Frame::ChannelHello {
             version: PROTOCOL_VERSION,
             session_id,
-            secret,
-        })) => (session_id, secret),
+            seq,
+            proof,
+        })) => (session_id, seq, proof),
         Ok(Ok(other)) => {
             crate::log_throttled!(warn, %peer, frame = other.name(), "unexpected first frame on a data channel; closed");
             EdgeStats::bump(&shared.stats.agents_refused);
@@ -102,7 +144,7 @@ async fn plain_data_channel(mut stream: TcpStream, peer: SocketAddr, shared: Arc
             return;
         }
     };
-    let Some(session) = authenticate_channel(&shared, peer, session_id, &secret) else {
+    let Some(session) = authenticate_channel(&shared, peer, session_id, seq, &proof) else {
         return;
     };
     use std::os::fd::{FromRawFd, IntoRawFd};
@@ -117,19 +159,21 @@ async fn plain_data_channel(mut stream: TcpStream, peer: SocketAddr, shared: Arc
     session.park(ParkedChannel::Plain(std_stream));
 }
 
-/// The session a data channel claims, if it exists and the secret is right.
+/// The session a data channel claims, if it exists and the channel's proof is right
+/// and unused.
 pub(super) fn authenticate_channel(
     shared: &EdgeShared,
     peer: SocketAddr,
     session_id: u64,
-    secret: &[u8; 32],
+    seq: u64,
+    proof: &[u8; 32],
 ) -> Option<Arc<SessionHandle>> {
     let Some(session) = shared.registry.session(session_id) else {
         crate::log_throttled!(info, %peer, session = session_id, "data channel for an unknown session; closed");
         return None;
     };
-    if !session.secret_matches(secret) {
-        crate::log_throttled!(warn, %peer, session = session_id, "data channel with a wrong session secret; closed");
+    if let Err(why) = session.admit_channel(seq, proof) {
+        crate::log_throttled!(warn, %peer, session = session_id, seq, reason = why, "data channel refused; closed");
         EdgeStats::bump(&shared.stats.agents_refused);
         return None;
     }

@@ -63,6 +63,17 @@ pub enum AuditEvent {
         url: String,
         /// Why.
         reason: String,
+        /// The URL's owner, when the refusal is that another user owns it.
+        owner: Option<super::ownership::Owner>,
+    },
+    /// A bind claimed an internal URL nobody owned for the session's user.
+    UrlClaimed {
+        /// Session id.
+        session: u64,
+        /// Who (now the owner).
+        identity: Arc<Identity>,
+        /// The URL.
+        url: String,
     },
     /// An agent presented a token nobody issued (or that was revoked).
     AuthFailed {

@@ -14,9 +14,9 @@ use monoio::{
 use super::{
     audit::AuditEvent,
     auth::Identity,
-    registry::{ParkedChannel, Registry, SessionHandle},
+    registry::{BindRefusal, ParkedChannel, Registry, SessionHandle},
     stats::EdgeStats,
-    EdgeShared, AGENT_HANDSHAKE_TIMEOUT,
+    EdgeShared,
 };
 use crate::{
     io::framed::{self, FrameReader},
@@ -29,11 +29,18 @@ const MAX_TOLERANCE: Duration = Duration::from_secs(600);
 
 pub(super) type Tls = crate::io::tls_stream::TlsStream<rustls::ServerConnection>;
 
-/// Handles a connection that started a TLS handshake on the agent port.
-pub async fn handle_tls(stream: TcpStream, peer: SocketAddr, shared: Arc<EdgeShared>) {
+/// Handles a connection that started a TLS handshake on the agent port; the
+/// handshake and the first frame must both be done by `deadline`.
+pub async fn handle_tls(
+    stream: TcpStream,
+    peer: SocketAddr,
+    deadline: std::time::Instant,
+    shared: Arc<EdgeShared>,
+) {
     let started = std::time::Instant::now();
+    let left = || deadline.saturating_duration_since(std::time::Instant::now());
     let mut tls = match monoio::time::timeout(
-        AGENT_HANDSHAKE_TIMEOUT,
+        left(),
         crate::io::tls_stream::accept(stream, shared.agent_tls.clone()),
     )
     .await
@@ -51,7 +58,7 @@ pub async fn handle_tls(stream: TcpStream, peer: SocketAddr, shared: Arc<EdgeSha
         }
     };
     let mut reader = FrameReader::new();
-    let first = match monoio::time::timeout(AGENT_HANDSHAKE_TIMEOUT, reader.next(&mut tls)).await {
+    let first = match monoio::time::timeout(left(), reader.next(&mut tls)).await {
         Ok(Ok(Some(frame))) => frame,
         Ok(Ok(None)) => return,
         Ok(Err(e)) => {
@@ -116,10 +123,11 @@ pub async fn handle_tls(stream: TcpStream, peer: SocketAddr, shared: Arc<EdgeSha
         Frame::ChannelHello {
             version: PROTOCOL_VERSION,
             session_id,
-            secret,
+            seq,
+            proof,
         } => {
             let Some(session) =
-                super::agent_port::authenticate_channel(&shared, peer, session_id, &secret)
+                super::agent_port::authenticate_channel(&shared, peer, session_id, seq, &proof)
             else {
                 return;
             };
@@ -177,6 +185,7 @@ async fn run_session(
     let welcome = Frame::Welcome {
         session_id: session.id,
         secret: Registry::secret_of(&session),
+        plain_channels: shared.plain_channels,
     };
     if let Err(e) = framed::write_frame(&mut tls, &welcome).await {
         tracing::info!(%peer, error = %e, "agent left during welcome");
@@ -267,6 +276,7 @@ async fn run_session(
                             identity: identity.clone(),
                             url: parsed.canonical(),
                             reason: message.clone(),
+                            owner: None,
                         });
                         Frame::Error {
                             request_id,
@@ -275,28 +285,47 @@ async fn run_session(
                         }
                     }
                     Ok(parsed) => {
-                        match shared.registry.bind(&parsed.canonical(), &session, pooling) {
-                            Ok(members) => {
-                                tracing::info!(session = session.id, url = %parsed.canonical(), members, "endpoint bound");
+                        let url = parsed.canonical();
+                        match shared.registry.bind(&url, &session, pooling) {
+                            Ok(bound) => {
+                                tracing::info!(session = session.id, %url, members = bound.members, claimed = bound.claimed, "endpoint bound");
+                                if bound.claimed {
+                                    shared.audit.send(AuditEvent::UrlClaimed {
+                                        session: session.id,
+                                        identity: identity.clone(),
+                                        url: url.clone(),
+                                    });
+                                }
                                 shared.audit.send(AuditEvent::Bound {
                                     session: session.id,
                                     identity: identity.clone(),
-                                    url: parsed.canonical(),
-                                    members,
+                                    members: bound.members,
+                                    url,
                                 });
                                 Frame::BindOk { request_id }
                             }
-                            Err(message) => {
-                                tracing::warn!(session = session.id, %url, reason = %message, "bind refused: already bound");
+                            Err(refusal) => {
+                                let message = refusal.message(&url);
+                                let owner = match &refusal {
+                                    BindRefusal::NotOwner(o) => {
+                                        tracing::warn!(session = session.id, %url, user = %identity.user_name, owner = %o.user_name, "bind refused: the URL belongs to another service user");
+                                        Some(o.clone())
+                                    }
+                                    _ => {
+                                        tracing::warn!(session = session.id, %url, reason = %message, "bind refused: already bound");
+                                        None
+                                    }
+                                };
                                 shared.audit.send(AuditEvent::BindRefused {
                                     session: session.id,
                                     identity: identity.clone(),
-                                    url: parsed.canonical(),
+                                    url,
                                     reason: message.clone(),
+                                    owner,
                                 });
                                 Frame::Error {
                                     request_id,
-                                    code: ErrorCode::AlreadyBound,
+                                    code: refusal.code(),
                                     message,
                                 }
                             }

@@ -13,7 +13,9 @@ pub mod conn_limits;
 mod control;
 pub mod endpoints;
 mod failover;
+pub mod ownership;
 pub mod pool;
+pub mod preauth;
 mod public;
 pub mod registry;
 pub mod stats;
@@ -41,7 +43,8 @@ use endpoints::{EndpointSpec, Endpoints, WorkerCommand};
 use registry::Registry;
 use stats::EdgeStats;
 
-/// How long an agent connection may take to say who it is (TLS handshake + first frame).
+/// How long an agent connection may take to say who it is (TLS handshake + first
+/// frame), unless `agents.handshake_timeout` says otherwise.
 pub const AGENT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a public connection waits for an idle data channel.
 pub const CHANNEL_WAIT: Duration = Duration::from_secs(5);
@@ -87,6 +90,10 @@ pub struct EdgeShared {
     pub draining: AtomicBool,
     /// Session happenings for the audit log.
     pub audit: AuditSink,
+    /// Whether plain-TCP data channels are accepted (`agents.plain_channels`).
+    pub plain_channels: bool,
+    /// Limits of the agent port before authentication.
+    pub preauth: preauth::PreAuthGate,
     agent_tls: Arc<rustls::ServerConfig>,
 }
 
@@ -125,7 +132,7 @@ impl EdgeHandle {
 pub type SniRoutes = crate::sni::SniRouter<Arc<LiveEndpoint>>;
 
 /// The auth table entries of service users declared in edge.yml: user id
-/// `static:NAME`, token ids `static:NAME:N`, no bind rules.
+/// `static:NAME`, token ids `static:NAME:N`, the user's bind rules.
 pub fn static_identities(users: &[ServiceUser]) -> Vec<(crate::token::TokenHash, Arc<Identity>)> {
     users
         .iter()
@@ -135,9 +142,26 @@ pub fn static_identities(users: &[ServiceUser]) -> Vec<(crate::token::TokenHash,
                     user_id: format!("static:{}", u.name),
                     user_name: u.name.clone(),
                     token_id: format!("static:{}:{i}", u.name),
-                    acl: Vec::new(),
+                    acl: u.acl.clone(),
                 };
                 (*hash, Arc::new(identity))
+            })
+        })
+        .collect()
+}
+
+/// The ownerships declared in edge.yml (`service_users[].owns`).
+pub fn static_ownership(users: &[ServiceUser]) -> Vec<(String, ownership::Owner)> {
+    users
+        .iter()
+        .flat_map(|u| {
+            u.owns.iter().map(|url| {
+                let owner = ownership::Owner {
+                    user_id: format!("static:{}", u.name),
+                    user_name: u.name.clone(),
+                    source: ownership::OwnerSource::Config,
+                };
+                (url.clone(), owner)
             })
         })
         .collect()
@@ -199,8 +223,13 @@ pub fn start_with_audit(
         in_flight: Default::default(),
         draining: Default::default(),
         audit,
+        plain_channels: settings.plain_channels,
+        preauth: preauth::PreAuthGate::new(settings.preauth),
         agent_tls: settings.agent_tls,
     });
+    shared
+        .registry
+        .set_ownership(static_ownership(&settings.users).into_iter().collect());
     let ids = static_endpoint_ids(settings.endpoints.iter().map(|e| e.url.as_str()));
     for (ep, id) in settings.endpoints.into_iter().zip(ids) {
         shared

@@ -62,6 +62,10 @@ pub const SUSPECT_FOR: std::time::Duration = std::time::Duration::from_secs(2);
 /// Most members one connection tries before giving up.
 pub const MAX_ATTEMPTS: usize = 3;
 
+/// Highest weight a member can have; an agent asking for more gets this (a member
+/// must not be able to take nearly all of a pool's connections by its own say).
+pub const MAX_WEIGHT: u16 = 1000;
+
 /// Default weight of a member whose agent sent none.
 pub const DEFAULT_WEIGHT: u16 = 100;
 
@@ -112,7 +116,8 @@ impl Member {
 
     /// Records the agent's report; returns whether `healthy` changed.
     pub fn report(&self, healthy: bool, weight: u16) -> bool {
-        self.weight.store(weight.max(1), Ordering::Relaxed);
+        self.weight
+            .store(weight.clamp(1, MAX_WEIGHT), Ordering::Relaxed);
         self.healthy.swap(healthy, Ordering::Relaxed) != healthy
     }
 
@@ -145,7 +150,35 @@ pub(crate) fn clock_ms() -> u64 {
         + (1 << 20)
 }
 
+/// Why a pool does not take a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolRefusal {
+    /// The session is a member already.
+    AlreadyMember,
+    /// Another session holds the URL without pooling (or asks without it).
+    HeldUnpooled,
+    /// The members disagree on `pooling_enabled`.
+    PoolingMismatch {
+        /// What the pool's members asked for.
+        pool_pooling: bool,
+    },
+}
+
+impl PoolRefusal {
+    /// A sentence about `url`.
+    pub fn message(self, url: &str) -> String {
+        match self {
+            Self::AlreadyMember => format!("{url} is already bound by this session"),
+            Self::HeldUnpooled => format!("{url} is already bound by another agent session"),
+            Self::PoolingMismatch { pool_pooling } => format!(
+                "{url} is bound by agents with pooling_enabled: {pool_pooling}; every member of a pool must set pooling_enabled: true"
+            ),
+        }
+    }
+}
+
 /// The sessions serving one internal URL.
+#[derive(Clone)]
 pub struct Pool {
     /// Live members (one unless every member bound with `pooling_enabled`).
     pub members: Vec<Arc<Member>>,
@@ -210,18 +243,17 @@ impl Pool {
         url: &str,
         session: &Arc<SessionHandle>,
         pooling: bool,
-    ) -> Result<Pool, String> {
+    ) -> Result<Pool, PoolRefusal> {
         if self.member(session.id).is_some() {
-            return Err(format!("{url} is already bound by this session"));
+            return Err(PoolRefusal::AlreadyMember);
         }
         if !self.pooling && !pooling {
-            return Err(format!("{url} is already bound by another agent session"));
+            return Err(PoolRefusal::HeldUnpooled);
         }
         if self.pooling != pooling {
-            return Err(format!(
-                "{url} is bound by agents with pooling_enabled: {}; every member of a pool must set pooling_enabled: true",
-                self.pooling
-            ));
+            return Err(PoolRefusal::PoolingMismatch {
+                pool_pooling: self.pooling,
+            });
         }
         let mut members = self.members.clone();
         members.push(Arc::new(Member::new(session.clone(), url)));
@@ -357,6 +389,19 @@ mod tests {
         assert!((9_000..11_000).contains(&c[0]), "{c:?}");
         assert!((9_000..11_000).contains(&c[1]), "{c:?}");
         assert!((19_000..21_000).contains(&c[2]), "{c:?}");
+    }
+
+    #[test]
+    fn an_agent_cannot_give_itself_more_than_the_maximum_weight() {
+        let members = vec![member(100, 0), member(100, 0)];
+        members[1].report(true, u16::MAX);
+        assert_eq!(members[1].weight(), MAX_WEIGHT);
+        members[1].report(true, 0);
+        assert_eq!(members[1].weight(), 1);
+        members[1].report(true, u16::MAX);
+        let c = shares(&members, 20_000);
+        // 100 vs 1000 (not 100 vs 65,535): the greedy member gets about 10/11.
+        assert!((1_400..2_300).contains(&c[0]), "{c:?}");
     }
 
     #[test]

@@ -21,13 +21,19 @@ use std::{
 };
 
 use arc_swap::ArcSwap;
-use subtle::ConstantTimeEq;
 
 use super::{
     auth::Identity,
+    ownership::{BindRight, Owner, OwnerSource, Ownership},
     pool::{clock_ms, Pool, PoolStats},
 };
-use crate::{io::sockets, wire::Frame};
+use crate::{
+    io::sockets,
+    wire::{
+        channel_proof::{self, Replay, ReplayWindow},
+        Frame,
+    },
+};
 
 /// Most idle data channels parked per session; more are closed on arrival.
 pub const MAX_IDLE_CHANNELS: usize = 4096;
@@ -53,6 +59,8 @@ pub struct SessionHandle {
     /// Session id (quoted by data channels).
     pub id: u64,
     secret: [u8; 32],
+    /// Channel numbers already used.
+    replay: Mutex<ReplayWindow>,
     /// Who the agent authenticated as (user, token, bind rules).
     pub identity: Arc<Identity>,
     /// The agent's address.
@@ -110,9 +118,17 @@ pub enum TakeError {
 }
 
 impl SessionHandle {
-    /// Whether `secret` is this session's (constant time).
-    pub fn secret_matches(&self, secret: &[u8; 32]) -> bool {
-        self.secret.ct_eq(secret).into()
+    /// Admits data channel `seq` of this session if `proof` is its proof and the
+    /// number was not used before ([`crate::wire::channel_proof`]); else says why not.
+    pub fn admit_channel(&self, seq: u64, proof: &[u8; 32]) -> Result<(), &'static str> {
+        if !channel_proof::verify(&self.secret, self.id, seq, proof) {
+            return Err("wrong proof");
+        }
+        let mut window = self.replay.lock().unwrap_or_else(|p| p.into_inner());
+        window.accept(seq).map_err(|r| match r {
+            Replay::Seen => "replayed channel hello",
+            Replay::TooOld => "channel number too old",
+        })
     }
 
     /// Parks an authenticated idle data channel; closes it if the pool is full or the
@@ -214,6 +230,7 @@ impl SessionHandle {
         Arc::new(SessionHandle {
             id: NEXT.fetch_add(1, Ordering::Relaxed),
             secret: [0; 32],
+            replay: Default::default(),
             identity: Arc::new(Identity {
                 user_id: String::new(),
                 user_name: String::new(),
@@ -254,10 +271,62 @@ impl SessionHandle {
 #[derive(Default)]
 pub struct Registry {
     sessions: Mutex<HashMap<u64, Arc<SessionHandle>>>,
+    /// Who owns which URL; locked only while the sessions lock is held.
+    owners: Mutex<Ownership>,
+    /// Live sessions per agent address (the agent port's pre-auth limits spare them).
+    agent_ips: Mutex<HashMap<std::net::IpAddr, u32>>,
     bindings: ArcSwap<HashMap<String, Arc<Pool>>>,
     next_id: AtomicU64,
     /// Pool membership and health events.
     pub pool_stats: PoolStats,
+}
+
+/// A bind that succeeded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bound {
+    /// Members of the URL's pool after the bind.
+    pub members: usize,
+    /// The bind claimed the URL for the session's user (nobody owned it).
+    pub claimed: bool,
+}
+
+/// Why a bind was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BindRefusal {
+    /// The session is ending.
+    SessionEnding,
+    /// Another service user owns the URL.
+    NotOwner(Owner),
+    /// The URL's pool does not take this session.
+    Pool(super::pool::PoolRefusal),
+}
+
+impl From<super::pool::PoolRefusal> for BindRefusal {
+    fn from(r: super::pool::PoolRefusal) -> Self {
+        Self::Pool(r)
+    }
+}
+
+impl BindRefusal {
+    /// The agent protocol's code for this refusal.
+    pub fn code(&self) -> crate::wire::ErrorCode {
+        match self {
+            Self::SessionEnding | Self::Pool(_) => crate::wire::ErrorCode::AlreadyBound,
+            Self::NotOwner(_) => crate::wire::ErrorCode::NotOwner,
+        }
+    }
+
+    /// A sentence about `url` for the agent, logs and audit events.
+    pub fn message(&self, url: &str) -> String {
+        match self {
+            Self::SessionEnding => format!("{url}: the session is ending"),
+            Self::NotOwner(o) => format!(
+                "{url} belongs to another service user ({}); only its sessions may bind it",
+                o.user_name
+            ),
+            Self::Pool(r) => r.message(url),
+        }
+    }
 }
 
 /// One URL a session serves, as the admin API shows it.
@@ -292,6 +361,7 @@ impl Registry {
         let session = Arc::new(SessionHandle {
             id,
             secret,
+            replay: Default::default(),
             identity,
             peer,
             agent_version,
@@ -306,6 +376,7 @@ impl Registry {
             kicked: Signal::new(),
         });
         self.lock_sessions().insert(id, session.clone());
+        *self.lock_agent_ips().entry(peer.ip()).or_insert(0) += 1;
         (session, control_rx)
     }
 
@@ -314,38 +385,131 @@ impl Registry {
         session.secret
     }
 
+    /// Whether a live session's agent connects from `ip`.
+    pub fn has_session_from(&self, ip: std::net::IpAddr) -> bool {
+        self.lock_agent_ips().contains_key(&ip)
+    }
+
     /// Looks up a session by id (data channel authentication).
     pub fn session(&self, id: u64) -> Option<Arc<SessionHandle>> {
         self.lock_sessions().get(&id).cloned()
     }
 
-    /// Binds `url` to `session`, joining the URL's pool when every member asks for
-    /// pooling; otherwise refused while another live session holds it. Returns the
-    /// pool's size after the bind.
+    /// Binds `url` to `session` if the session's user owns the URL or nobody does (the
+    /// bind then claims it), joining the URL's pool when every member asks for
+    /// pooling; otherwise refused while another live session holds it.
     pub fn bind(
         &self,
         url: &str,
         session: &Arc<SessionHandle>,
         pooling: bool,
-    ) -> Result<usize, String> {
+    ) -> Result<Bound, BindRefusal> {
         let _guard = self.lock_sessions();
         if session.control_tx.is_closed() {
-            return Err(format!("{url}: the session is ending"));
+            return Err(BindRefusal::SessionEnding);
+        }
+        let mut owners = self.lock_owners();
+        let right = owners.right(url, &session.identity);
+        if let BindRight::Foreign(owner) = right {
+            return Err(BindRefusal::NotOwner(owner));
         }
         let current = self.bindings.load();
         let pool = match current.get(url) {
             Some(pool) => pool.with_member(url, session, pooling)?,
             None => Pool::first(url, session, pooling),
         };
-        let size = pool.members.len();
+        let claimed = right == BindRight::Claim;
+        if claimed {
+            owners.set(
+                url.to_string(),
+                Owner {
+                    user_id: session.identity.user_id.clone(),
+                    user_name: session.identity.user_name.clone(),
+                    source: OwnerSource::FirstBind,
+                },
+            );
+        }
+        let members = pool.members.len();
         let mut next = HashMap::clone(&current);
         next.insert(url.to_string(), Arc::new(pool));
         self.bindings.store(Arc::new(next));
         PoolStats::bump(&self.pool_stats.joined);
         if pooling {
-            tracing::info!(%url, session = session.id, members = size, "pool member joined");
+            tracing::info!(%url, session = session.id, members, "pool member joined");
         }
-        Ok(size)
+        Ok(Bound { members, claimed })
+    }
+
+    /// Replaces the whole ownership table (start-up, config reload) and unbinds every
+    /// session bound to a URL its user no longer owns. Returns the URLs unbound, with
+    /// the sessions that lost them.
+    pub fn set_ownership(&self, table: Ownership) -> Vec<(String, u64)> {
+        let _guard = self.lock_sessions();
+        *self.lock_owners() = table;
+        self.unbind_foreign()
+    }
+
+    /// Makes `owner` the owner of `url` (API assign or transfer); sessions of other
+    /// users bound to it are unbound. Returns the URLs unbound, with their sessions.
+    pub fn set_owner(&self, url: &str, owner: Owner) -> Vec<(String, u64)> {
+        let _guard = self.lock_sessions();
+        self.lock_owners().set(url.to_string(), owner);
+        self.unbind_foreign()
+    }
+
+    /// Forgets the owner of `url` unless a live session holds it (then the owner
+    /// stays, and the sessions holding it are returned as the reason).
+    pub fn release_owner(&self, url: &str) -> Result<Option<Owner>, Vec<u64>> {
+        let _guard = self.lock_sessions();
+        if let Some(pool) = self.bindings.load().get(url) {
+            return Err(pool.members.iter().map(|m| m.id()).collect());
+        }
+        Ok(self.lock_owners().remove(url))
+    }
+
+    /// The ownership table as it stands.
+    pub fn ownership(&self) -> Ownership {
+        let _guard = self.lock_sessions();
+        self.lock_owners().clone()
+    }
+
+    /// Removes members whose user does not own their URL (caller holds the sessions
+    /// lock) and tells each session which URL it lost.
+    fn unbind_foreign(&self) -> Vec<(String, u64)> {
+        let owners = self.lock_owners();
+        let current = self.bindings.load();
+        let mut lost = Vec::new();
+        let mut next = HashMap::with_capacity(current.len());
+        for (url, pool) in current.iter() {
+            let Some(owner) = owners.owner(url) else {
+                next.insert(url.clone(), pool.clone());
+                continue;
+            };
+            let mut kept = Some(Pool::clone(pool));
+            for m in &pool.members {
+                if m.session.identity.user_id != owner.user_id {
+                    lost.push((url.clone(), m.id()));
+                    kept = kept.and_then(|p| p.without(m.id()));
+                    m.session.send_control(Frame::Error {
+                        request_id: 0,
+                        code: crate::wire::ErrorCode::NotOwner,
+                        message: format!(
+                            "{url} now belongs to service user {}; unbound",
+                            owner.user_name
+                        ),
+                    });
+                    PoolStats::bump(&self.pool_stats.left);
+                    tracing::warn!(%url, session = m.id(), owner = %owner.user_name, "unbound: the URL belongs to another service user");
+                }
+            }
+            if let Some(p) = kept {
+                next.insert(url.clone(), Arc::new(p));
+            }
+        }
+        if !lost.is_empty() {
+            self.bindings.store(Arc::new(next));
+        }
+        lost
     }
 
     /// Records an agent's health report for one of its URLs; logs and counts a change
@@ -456,7 +620,15 @@ impl Registry {
     /// Returns the URLs it held.
     pub fn close_session(&self, session: &SessionHandle) -> Vec<String> {
         let mut sessions = self.lock_sessions();
-        sessions.remove(&session.id);
+        if sessions.remove(&session.id).is_some() {
+            let mut ips = self.lock_agent_ips();
+            if let Some(n) = ips.get_mut(&session.peer.ip()) {
+                *n -= 1;
+                if *n == 0 {
+                    ips.remove(&session.peer.ip());
+                }
+            }
+        }
         drop(sessions);
         let urls = self.unbind_all(session);
         session.close();
@@ -484,6 +656,14 @@ impl Registry {
             self.bindings.store(Arc::new(next));
         }
         urls
+    }
+
+    fn lock_agent_ips(&self) -> std::sync::MutexGuard<'_, HashMap<std::net::IpAddr, u32>> {
+        self.agent_ips.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_owners(&self) -> std::sync::MutexGuard<'_, Ownership> {
+        self.owners.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn lock_sessions(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<SessionHandle>>> {

@@ -54,4 +54,20 @@ pub const MIGRATIONS: &[&str] = &[
     // 2: connection limits on API-made endpoints.
     "ALTER TABLE endpoints ADD COLUMN max_connections INTEGER;
     ALTER TABLE endpoints ADD COLUMN max_connections_per_ip INTEGER;",
+    // 3: owners of internal URLs (users from edge.yml have no row in `users`, so no
+    // foreign key; deleting an API user deletes its rows in the same transaction).
+    "CREATE TABLE url_owners (
+        url TEXT PRIMARY KEY,
+        user_id TEXT NOT NULL,
+        source TEXT NOT NULL,
+        assigned_at INTEGER NOT NULL
+    );
+    CREATE INDEX url_owners_by_user ON url_owners(user_id);",
+    // 4: security events (revocations, ownership, bind refusals) are pruned apart from
+    // routine ones, so a flood of routine events cannot push them out.
+    "ALTER TABLE events ADD COLUMN security INTEGER NOT NULL DEFAULT 0;
+    UPDATE events SET security = 1 WHERE kind LIKE 'internal\\_url.%' ESCAPE '\\'
+        OR kind LIKE 'authtoken.%' OR kind LIKE 'service\\_user.%' ESCAPE '\\'
+        OR kind = 'endpoint.bind_refused';
+    CREATE INDEX events_by_class ON events(security, id);",
 ];

@@ -48,7 +48,8 @@ pub trait Store: Send {
     fn users(&self) -> StoreResult<Vec<UserRecord>>;
     /// Inserts or replaces a user, with its audit event.
     fn put_user(&mut self, user: &UserRecord, event: &NewEvent) -> StoreResult<()>;
-    /// Deletes a user and its tokens, with the audit event; false if it did not exist.
+    /// Deletes a user, its tokens and its URL ownerships, with the audit event; false
+    /// if it did not exist.
     fn delete_user(&mut self, id: &str, event: &NewEvent) -> StoreResult<bool>;
 
     /// Every token (revoked ones too), optionally of one user.
@@ -57,6 +58,16 @@ pub trait Store: Send {
     fn put_token(&mut self, token: &TokenRecord, event: &NewEvent) -> StoreResult<()>;
     /// Records when a token was last used (no audit event; best effort).
     fn touch_token(&mut self, id: &str, at_ms: i64) -> StoreResult<()>;
+
+    /// Every recorded owner of an internal URL.
+    fn url_owners(&self) -> StoreResult<Vec<UrlOwnerRecord>>;
+    /// Records or replaces the owner of a URL, with its audit event.
+    fn put_url_owner(&mut self, owner: &UrlOwnerRecord, event: &NewEvent) -> StoreResult<()>;
+    /// Records the owner of a URL only if it has none (a first bind's claim), with its
+    /// audit event; false (and no event) if someone already owns it.
+    fn claim_url_owner(&mut self, owner: &UrlOwnerRecord, event: &NewEvent) -> StoreResult<bool>;
+    /// Forgets the owner of a URL, with its audit event; false if it had none.
+    fn delete_url_owner(&mut self, url: &str, event: &NewEvent) -> StoreResult<bool>;
 
     /// Appends an audit event on its own; returns its id.
     fn append_event(&mut self, event: &NewEvent) -> StoreResult<i64>;

@@ -82,6 +82,19 @@ pub struct TokenRecord {
     pub revoked_at: Option<i64>,
 }
 
+/// The owner of an internal URL.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct UrlOwnerRecord {
+    /// The internal URL, canonical (`tcp://db.internal:5432`).
+    pub url: String,
+    /// The owning service user (`usr_…` or `static:NAME`).
+    pub user_id: String,
+    /// How it came to own it: `first_bind`, `api` (`config` ones are not stored).
+    pub source: String,
+    /// Milliseconds since the epoch.
+    pub assigned_at: i64,
+}
+
 /// An audit event about to be stored.
 #[derive(Debug, Clone)]
 pub struct NewEvent {

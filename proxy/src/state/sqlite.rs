@@ -13,16 +13,32 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::{
     migrations::MIGRATIONS, EndpointRecord, EventQuery, EventRecord, NewEvent, ReservedAddr, Store,
-    StoreError, StoreResult, TokenRecord, UserRecord,
+    StoreError, StoreResult, TokenRecord, UrlOwnerRecord, UserRecord,
 };
 
-/// Audit events kept; older ones are pruned as new ones arrive.
+/// Routine audit events kept; older ones are pruned as new ones arrive.
 pub const MAX_EVENTS: i64 = 100_000;
+/// Events inserted between two prunes.
+const PRUNE_EVERY: i64 = 1000;
+/// Security events kept ([`is_security_event`]), pruned apart from routine ones.
+pub const MAX_SECURITY_EVENTS: i64 = 100_000;
+
+/// Whether an event kind belongs to the security retention class: ownership changes,
+/// bind refusals, token and service-user changes (revocations among them). Routine
+/// events (sessions, binds, failed authentications by outsiders) never push them out.
+pub fn is_security_event(kind: &str) -> bool {
+    kind.starts_with("internal_url.")
+        || kind.starts_with("authtoken.")
+        || kind.starts_with("service_user.")
+        || kind == "endpoint.bind_refused"
+}
 
 /// A store in one SQLite database.
 pub struct SqliteStore {
     db: Connection,
     inserts_since_prune: u32,
+    /// Events kept per retention class: routine, security.
+    keep: [i64; 2],
 }
 
 impl SqliteStore {
@@ -50,7 +66,14 @@ impl SqliteStore {
         Ok(Self {
             db,
             inserts_since_prune: 0,
+            keep: [MAX_EVENTS, MAX_SECURITY_EVENTS],
         })
+    }
+
+    /// Keeps at most `routine` routine and `security` security events (tests).
+    pub fn with_retention(mut self, routine: i64, security: i64) -> Self {
+        self.keep = [routine, security];
+        self
     }
 
     /// The schema version in force.
@@ -75,12 +98,15 @@ impl SqliteStore {
 
     fn after_insert(&mut self) -> StoreResult<()> {
         self.inserts_since_prune += 1;
-        if self.inserts_since_prune >= 1000 {
+        if i64::from(self.inserts_since_prune) >= PRUNE_EVERY.min(self.keep[0]) {
             self.inserts_since_prune = 0;
-            self.db.execute(
-                "DELETE FROM events WHERE id <= (SELECT MAX(id) FROM events) - ?1",
-                [MAX_EVENTS],
-            )?;
+            for (class, keep) in [(0, self.keep[0]), (1, self.keep[1])] {
+                self.db.execute(
+                    "DELETE FROM events WHERE security = ?1 AND id <= \
+                     (SELECT id FROM events WHERE security = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+                    params![class, keep],
+                )?;
+            }
         }
         Ok(())
     }
@@ -115,8 +141,16 @@ fn migrate(db: &mut Connection) -> StoreResult<()> {
 
 fn insert_event(tx: &Connection, e: &NewEvent) -> rusqlite::Result<i64> {
     tx.execute(
-        "INSERT INTO events (at, kind, actor, subject, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![e.at, e.kind, e.actor, e.subject, e.detail.to_string()],
+        "INSERT INTO events (at, kind, actor, subject, detail, security) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            e.at,
+            e.kind,
+            e.actor,
+            e.subject,
+            e.detail.to_string(),
+            is_security_event(&e.kind)
+        ],
     )?;
     Ok(tx.last_insert_rowid())
 }
@@ -270,6 +304,7 @@ impl Store for SqliteStore {
 
     fn delete_user(&mut self, id: &str, event: &NewEvent) -> StoreResult<bool> {
         self.write(event, |tx| {
+            tx.execute("DELETE FROM url_owners WHERE user_id = ?1", [id])?;
             tx.execute("DELETE FROM users WHERE id = ?1", [id])
                 .map(|n| n > 0)
         })
@@ -311,6 +346,56 @@ impl Store for SqliteStore {
             params![id, at_ms],
         )?;
         Ok(())
+    }
+
+    fn url_owners(&self) -> StoreResult<Vec<UrlOwnerRecord>> {
+        let mut st = self
+            .db
+            .prepare("SELECT url, user_id, source, assigned_at FROM url_owners ORDER BY url")?;
+        let rows = st.query_map([], |r| {
+            Ok(UrlOwnerRecord {
+                url: r.get(0)?,
+                user_id: r.get(1)?,
+                source: r.get(2)?,
+                assigned_at: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn put_url_owner(&mut self, o: &UrlOwnerRecord, event: &NewEvent) -> StoreResult<()> {
+        self.write(event, |tx| {
+            tx.execute(
+                "INSERT OR REPLACE INTO url_owners (url, user_id, source, assigned_at) \
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![o.url, o.user_id, o.source, o.assigned_at],
+            )
+            .map(drop)
+        })
+    }
+
+    fn claim_url_owner(&mut self, o: &UrlOwnerRecord, event: &NewEvent) -> StoreResult<bool> {
+        let tx = self.db.transaction()?;
+        let inserted = tx.execute(
+            "INSERT OR IGNORE INTO url_owners (url, user_id, source, assigned_at) \
+             VALUES (?1, ?2, ?3, ?4)",
+            params![o.url, o.user_id, o.source, o.assigned_at],
+        )? > 0;
+        if inserted {
+            insert_event(&tx, event)?;
+        }
+        tx.commit()?;
+        if inserted {
+            self.after_insert()?;
+        }
+        Ok(inserted)
+    }
+
+    fn delete_url_owner(&mut self, url: &str, event: &NewEvent) -> StoreResult<bool> {
+        self.write(event, |tx| {
+            tx.execute("DELETE FROM url_owners WHERE url = ?1", [url])
+                .map(|n| n > 0)
+        })
     }
 
     fn append_event(&mut self, event: &NewEvent) -> StoreResult<i64> {
@@ -385,6 +470,69 @@ mod tests {
 
     fn event(kind: &str) -> NewEvent {
         NewEvent::now(kind, "test", "x", serde_json::json!({}))
+    }
+
+    #[test]
+    fn a_flood_of_routine_events_does_not_push_out_security_events() {
+        let mut s = SqliteStore::in_memory().unwrap().with_retention(50, 1000);
+        s.append_event(&event("authtoken.revoked")).unwrap();
+        s.append_event(&event("internal_url.foreign_bind_refused"))
+            .unwrap();
+        for _ in 0..500 {
+            s.append_event(&event("session.auth_failed")).unwrap();
+        }
+        let all = s
+            .events(&EventQuery {
+                limit: 10_000,
+                ..Default::default()
+            })
+            .unwrap();
+        let security: Vec<_> = all
+            .iter()
+            .filter(|e| is_security_event(&e.kind))
+            .map(|e| e.kind.as_str())
+            .collect();
+        assert_eq!(
+            security,
+            ["internal_url.foreign_bind_refused", "authtoken.revoked"]
+        );
+        let routine = all.len() - security.len();
+        assert!(
+            (50..100).contains(&routine),
+            "routine events pruned to the cap: {routine}"
+        );
+    }
+
+    #[test]
+    fn url_owners_claim_once_and_leave_with_their_user() {
+        let mut s = SqliteStore::in_memory().unwrap();
+        let owner = |user: &str| UrlOwnerRecord {
+            url: "tcp://db.internal:5432".into(),
+            user_id: user.into(),
+            source: "first_bind".into(),
+            assigned_at: 1,
+        };
+        assert!(s
+            .claim_url_owner(&owner("usr_a"), &event("internal_url.claimed"))
+            .unwrap());
+        assert!(!s
+            .claim_url_owner(&owner("usr_b"), &event("internal_url.claimed"))
+            .unwrap());
+        assert_eq!(s.url_owners().unwrap(), vec![owner("usr_a")]);
+        s.put_url_owner(&owner("usr_b"), &event("internal_url.transferred"))
+            .unwrap();
+        assert_eq!(s.url_owners().unwrap(), vec![owner("usr_b")]);
+        let user = UserRecord {
+            id: "usr_b".into(),
+            name: "b".into(),
+            description: String::new(),
+            active: true,
+            created_at: 1,
+        };
+        s.put_user(&user, &event("service_user.created")).unwrap();
+        s.delete_user("usr_b", &event("service_user.deleted"))
+            .unwrap();
+        assert!(s.url_owners().unwrap().is_empty());
     }
 
     #[test]

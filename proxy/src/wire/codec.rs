@@ -43,6 +43,10 @@ const PING: u8 = 6;
 const PONG: u8 = 7;
 const NEED_CHANNELS: u8 = 8;
 const CHANNEL_HELLO: u8 = 9;
+
+/// Bytes of an encoded [`Frame::ChannelHello`], length prefix included: it has no
+/// variable-length field, so a data channel's opening is read in one bounded piece.
+pub const CHANNEL_HELLO_FRAME_LEN: usize = 4 + 1 + 2 + 8 + 8 + 32;
 const STREAM: u8 = 10;
 const ENDPOINT_HEALTH: u8 = 11;
 const STREAM_STATUS: u8 = 12;
@@ -65,10 +69,15 @@ pub fn encode(frame: &Frame, out: &mut BytesMut) {
             put_str(out, agent_version);
             out.put_u32(*heartbeat_tolerance_ms);
         }
-        Frame::Welcome { session_id, secret } => {
+        Frame::Welcome {
+            session_id,
+            secret,
+            plain_channels,
+        } => {
             out.put_u8(WELCOME);
             out.put_u64(*session_id);
             out.put_slice(secret);
+            out.put_u8(u8::from(*plain_channels));
         }
         Frame::Bind {
             request_id,
@@ -109,12 +118,14 @@ pub fn encode(frame: &Frame, out: &mut BytesMut) {
         Frame::ChannelHello {
             version,
             session_id,
-            secret,
+            seq,
+            proof,
         } => {
             out.put_u8(CHANNEL_HELLO);
             out.put_u16(*version);
             out.put_u64(*session_id);
-            out.put_slice(secret);
+            out.put_u64(*seq);
+            out.put_slice(proof);
         }
         Frame::Stream(StreamStart {
             client,
@@ -169,6 +180,7 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Frame, usize)>, WireError> {
         WELCOME => Frame::Welcome {
             session_id: r.u64("welcome.session_id")?,
             secret: r.array("welcome.secret")?,
+            plain_channels: r.u8("welcome.plain_channels")? != 0,
         },
         BIND => Frame::Bind {
             request_id: r.u32("bind.request_id")?,
@@ -195,7 +207,8 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Frame, usize)>, WireError> {
         CHANNEL_HELLO => Frame::ChannelHello {
             version: r.u16("channel_hello.version")?,
             session_id: r.u64("channel_hello.session_id")?,
-            secret: r.array("channel_hello.secret")?,
+            seq: r.u64("channel_hello.seq")?,
+            proof: r.array("channel_hello.proof")?,
         },
         STREAM => Frame::Stream(StreamStart {
             client: r.addr("stream.client")?,

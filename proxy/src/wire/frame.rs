@@ -6,7 +6,10 @@ use std::net::SocketAddr;
 /// Version 2 added [`Frame::EndpointHealth`] and the [`Frame::StreamStatus`] answer
 /// that every stream on a data channel now starts with (a version-1 agent would leave
 /// the edge waiting for it, so the edge refuses version 1 with a message naming both).
-pub const PROTOCOL_VERSION: u16 = 2;
+/// Version 3: data channels prove their session with a single-use MAC
+/// ([`super::channel_proof`]) instead of quoting the secret, and the welcome says
+/// whether the edge accepts plain-TCP data channels.
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// First bytes an agent sends on a plain-TCP data channel, so the edge's agent port can
 /// tell it from a TLS ClientHello (which starts with 0x16).
@@ -28,6 +31,8 @@ pub enum ErrorCode {
     Malformed = 5,
     /// The data channel's session is unknown or its secret is wrong.
     UnknownSession = 6,
+    /// The internal URL belongs to another service user.
+    NotOwner = 7,
     /// Anything else; the message says what.
     Internal = 99,
 }
@@ -41,6 +46,7 @@ impl ErrorCode {
             4 => Self::BadRequest,
             5 => Self::Malformed,
             6 => Self::UnknownSession,
+            7 => Self::NotOwner,
             _ => Self::Internal,
         }
     }
@@ -108,8 +114,10 @@ pub enum Frame {
     Welcome {
         /// Session id, quoted by data channels.
         session_id: u64,
-        /// Per-session secret, quoted by data channels.
+        /// Per-session secret: the key of data channels' proofs; never sent again.
         secret: [u8; 32],
+        /// Whether this edge accepts plain-TCP data channels (`agents.plain_channels`).
+        plain_channels: bool,
     },
     /// agent -> edge: bind an internal endpoint.
     Bind {
@@ -155,8 +163,10 @@ pub enum Frame {
         version: u16,
         /// Session the channel belongs to.
         session_id: u64,
-        /// That session's secret.
-        secret: [u8; 32],
+        /// This channel's sequence number in the session (1, 2, …; each used once).
+        seq: u64,
+        /// [`super::channel_proof::prove`] of the session secret, id and `seq`.
+        proof: [u8; 32],
     },
     /// edge -> agent on a data channel: a public connection starts on it.
     Stream(StreamStart),

@@ -10,11 +10,12 @@
 //! fields are fixed-width big-endian integers and `u16`-length-prefixed UTF-8 strings.
 //! The protocol version is checked once, in [`Frame::Hello`] / [`Frame::ChannelHello`].
 
+pub mod channel_proof;
 pub mod chunk;
 mod codec;
 mod frame;
 #[cfg(test)]
 mod tests;
 
-pub use codec::{decode, encode, WireError, MAX_FRAME_LEN};
+pub use codec::{decode, encode, WireError, CHANNEL_HELLO_FRAME_LEN, MAX_FRAME_LEN};
 pub use frame::{ErrorCode, Frame, StreamCode, StreamStart, DATA_CHANNEL_MAGIC, PROTOCOL_VERSION};

@@ -13,6 +13,7 @@ fn samples() -> Vec<Frame> {
         Frame::Welcome {
             session_id: 42,
             secret: [7; 32],
+            plain_channels: true,
         },
         Frame::Bind {
             request_id: 3,
@@ -31,7 +32,8 @@ fn samples() -> Vec<Frame> {
         Frame::ChannelHello {
             version: PROTOCOL_VERSION,
             session_id: 9,
-            secret: [1; 32],
+            seq: 17,
+            proof: [1; 32],
         },
         Frame::Stream(StreamStart {
             client: "203.0.113.7:5555".parse().unwrap(),
@@ -165,4 +167,19 @@ fn a_stream_status_is_six_bytes_and_unknown_codes_read_as_failure() {
         decode(&[0, 0, 0, 1, 12]),
         Err(WireError::Truncated("stream_status.code"))
     );
+}
+
+#[test]
+fn channel_hello_has_a_fixed_length() {
+    let mut out = BytesMut::new();
+    encode(
+        &Frame::ChannelHello {
+            version: PROTOCOL_VERSION,
+            session_id: u64::MAX,
+            seq: u64::MAX,
+            proof: [0xff; 32],
+        },
+        &mut out,
+    );
+    assert_eq!(out.len(), CHANNEL_HELLO_FRAME_LEN);
 }
