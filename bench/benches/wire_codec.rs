@@ -25,7 +25,8 @@ fn frames() -> Vec<(&'static str, Frame)> {
             Frame::ChannelHello {
                 version: PROTOCOL_VERSION,
                 session_id: 42,
-                secret: [7; 32],
+                seq: 7,
+                proof: [7; 32],
             },
         ),
         (

@@ -95,11 +95,9 @@ async fn first_byte(stream: &TcpStream) -> std::io::Result<u8> {
     }
 }
 
-/// Bytes of a plain data channel's opening: the magic, then one ChannelHello frame
-/// (always this long; nothing longer is read or allocated).
-const PLAIN_HELLO_LEN: usize = DATA_CHANNEL_MAGIC.len() + CHANNEL_HELLO_FRAME_LEN;
-
-/// Authenticates a plain-TCP data channel and parks it with its session.
+/// Authenticates a plain-TCP data channel and parks it with its session. Its opening
+/// is the magic and one ChannelHello frame, always [`CHANNEL_HELLO_FRAME_LEN`] long:
+/// nothing longer is read or allocated.
 async fn plain_data_channel(
     mut stream: TcpStream,
     peer: SocketAddr,
@@ -108,14 +106,30 @@ async fn plain_data_channel(
 ) {
     let left = deadline.saturating_duration_since(Instant::now());
     let hello = monoio::time::timeout(left, async {
-        let (res, opening) = stream.read_exact(vec![0u8; PLAIN_HELLO_LEN]).await;
+        // The magic and the length prefix first, so a wrong length is refused at once.
+        let head_len = DATA_CHANNEL_MAGIC.len() + 4;
+        let (res, head) = stream.read_exact(vec![0u8; head_len]).await;
         res.map_err(framed::FrameError::Io)?;
-        if opening[..DATA_CHANNEL_MAGIC.len()] != DATA_CHANNEL_MAGIC {
+        if head[..DATA_CHANNEL_MAGIC.len()] != DATA_CHANNEL_MAGIC {
             return Err(framed::FrameError::Wire(
-                crate::wire::WireError::UnknownKind(opening[0]),
+                crate::wire::WireError::UnknownKind(head[0]),
             ));
         }
-        match crate::wire::decode(&opening[DATA_CHANNEL_MAGIC.len()..])? {
+        let len = u32::from_be_bytes(
+            head[DATA_CHANNEL_MAGIC.len()..]
+                .try_into()
+                .expect("4 bytes"),
+        );
+        if len as usize != CHANNEL_HELLO_FRAME_LEN - 4 {
+            return Err(crate::wire::WireError::BadLength(len as usize).into());
+        }
+        let (res, rest) = stream
+            .read_exact(vec![0u8; CHANNEL_HELLO_FRAME_LEN - 4])
+            .await;
+        res.map_err(framed::FrameError::Io)?;
+        let mut frame = head[DATA_CHANNEL_MAGIC.len()..].to_vec();
+        frame.extend_from_slice(&rest);
+        match crate::wire::decode(&frame)? {
             Some((frame, used)) if used == CHANNEL_HELLO_FRAME_LEN => Ok(frame),
             _ => Err(framed::FrameError::TruncatedEof),
         }

@@ -7,7 +7,7 @@
 //! audit log is queried by type, time and id ranges, and uniqueness (URLs, token
 //! hashes, user names) is enforced by the schema, in the same transaction as the change.
 
-use std::path::Path;
+use std::{os::unix::fs::OpenOptionsExt, path::Path};
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
@@ -43,10 +43,29 @@ pub struct SqliteStore {
 
 impl SqliteStore {
     /// Opens (creating if needed) `dir/state.db` and brings its schema up to date.
+    /// The directory is made (or narrowed to) mode 0700 and the database files are
+    /// 0600: they hold token hashes and the audit log.
     pub fn open(dir: &Path) -> StoreResult<Self> {
-        std::fs::create_dir_all(dir)
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
             .map_err(|e| StoreError(format!("cannot create {}: {e}", dir.display())))?;
+        if let Err(e) = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)) {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot make the state directory private (mode 0700)");
+        }
         let path = dir.join("state.db");
+        if !path.exists() {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .map_err(|e| StoreError(format!("cannot create {}: {e}", path.display())))?;
+        }
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| StoreError(format!("cannot restrict {}: {e}", path.display())))?;
         let db = Connection::open(&path)
             .map_err(|e| StoreError(format!("cannot open {}: {e}", path.display())))?;
         db.pragma_update(None, "journal_mode", "WAL")?;
@@ -413,11 +432,16 @@ impl Store for SqliteStore {
         if !q.kinds.is_empty() {
             let mut parts = Vec::new();
             for k in &q.kinds {
+                let escape = |t: &str| {
+                    t.replace('\\', "\\\\")
+                        .replace('%', "\\%")
+                        .replace('_', "\\_")
+                };
                 kinds.push(match k.strip_suffix('*') {
-                    Some(prefix) => format!("{}%", prefix.replace(['%', '_'], "")),
-                    None => k.clone(),
+                    Some(prefix) => format!("{}%", escape(prefix)),
+                    None => escape(k),
                 });
-                parts.push(format!("kind LIKE ?{}", 4 + kinds.len()));
+                parts.push(format!("kind LIKE ?{} ESCAPE '\\'", 4 + kinds.len()));
             }
             sql.push_str(&format!(" AND ({})", parts.join(" OR ")));
         }
@@ -501,6 +525,43 @@ mod tests {
             (50..100).contains(&routine),
             "routine events pruned to the cap: {routine}"
         );
+    }
+
+    #[test]
+    fn the_database_is_private_to_its_owner() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("sluice-perm-{}", super::super::new_id("t")));
+        SqliteStore::open(&dir).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&dir.join("state.db")), 0o600);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn type_prefixes_with_underscores_match_literally() {
+        let mut s = SqliteStore::in_memory().unwrap();
+        for kind in [
+            "service_user.created",
+            "serviceXuser.created",
+            "internal_url.claimed",
+        ] {
+            s.append_event(&event(kind)).unwrap();
+        }
+        let kinds = |k: &str| -> Vec<String> {
+            s.events(&EventQuery {
+                kinds: vec![k.to_string()],
+                limit: 10,
+                ..Default::default()
+            })
+            .unwrap()
+            .into_iter()
+            .map(|e| e.kind)
+            .collect()
+        };
+        assert_eq!(kinds("service_user.*"), ["service_user.created"]);
+        assert_eq!(kinds("internal_url.*"), ["internal_url.claimed"]);
+        assert_eq!(kinds("service_user.created"), ["service_user.created"]);
     }
 
     #[test]
