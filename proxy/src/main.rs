@@ -2,6 +2,8 @@
 
 use std::{path::PathBuf, process::ExitCode};
 
+use anyhow::Context;
+
 use clap::{Parser, Subcommand};
 use sluice_proxy::{
     agent,
@@ -88,10 +90,12 @@ enum ConfigCommand {
 enum TokenCommand {
     /// Print a fresh token and, on the next line, the hash to put in edge.yml.
     New,
-    /// Print the `sha256:` hash of a token.
+    /// Print the `sha256:` hash of a token read from standard input (first line), so
+    /// it never shows in the process list or shell history: `sluice token hash < file`.
     Hash {
-        /// The token.
-        token: String,
+        /// The token; `-` or nothing: read it from standard input. (A token given here
+        /// is visible to other users of the machine; a warning says so.)
+        token: Option<String>,
     },
 }
 
@@ -115,7 +119,27 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     println!("{}", t.expose());
                     println!("{}", token::TokenHash::of(t.expose()));
                 }
-                TokenCommand::Hash { token: t } => println!("{}", token::TokenHash::of(&t)),
+                TokenCommand::Hash { token: t } => {
+                    let t = match t.as_deref() {
+                        None | Some("-") => {
+                            let mut line = String::new();
+                            std::io::stdin()
+                                .read_line(&mut line)
+                                .context("reading the token from standard input")?;
+                            let t = line.trim().to_string();
+                            anyhow::ensure!(!t.is_empty(), "no token on standard input");
+                            t
+                        }
+                        Some(t) => {
+                            eprintln!(
+                                "warning: a token on the command line is visible to other users \
+                                 (process list, shell history); pipe it: `sluice token hash < FILE`"
+                            );
+                            t.to_string()
+                        }
+                    };
+                    println!("{}", token::TokenHash::of(&t));
+                }
             }
             Ok(())
         }

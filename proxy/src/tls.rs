@@ -126,14 +126,16 @@ pub fn server_config_from_files(
     Ok(Arc::new(config))
 }
 
-/// A server configuration presenting `certs`/`key`, no client authentication.
+/// The agent port's server configuration: presenting `certs`/`key`, TLS 1.3 only, no
+/// client authentication.
 pub fn server_config(
     certs: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
     source: &Path,
 ) -> Result<Arc<ServerConfig>, TlsSetupError> {
+    // TLS 1.3 only: both ends are sluice, and 1.3 has no legacy suites or renegotiation.
     let config = ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
+        .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| TlsSetupError::new(source, e))?
         .with_no_client_auth()
         .with_single_cert(certs, key)

@@ -11,6 +11,24 @@ fn sluice(args: &[&str]) -> std::process::Output {
         .expect("run sluice")
 }
 
+fn sluice_with_stdin(args: &[&str], input: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run sluice");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().expect("wait for sluice")
+}
+
 #[test]
 fn token_new_prints_a_token_and_its_hash_that_token_hash_reproduces() {
     let out = sluice(&["token", "new"]);
@@ -24,8 +42,19 @@ fn token_new_prints_a_token_and_its_hash_that_token_hash_reproduces() {
         hash.starts_with("sha256:") && hash.len() == 7 + 64,
         "{hash}"
     );
-    let again = sluice(&["token", "hash", token]);
-    assert_eq!(String::from_utf8(again.stdout).unwrap().trim(), hash);
+    // From standard input (no argument, or `-`): the token never shows in argv.
+    for args in [&["token", "hash"][..], &["token", "hash", "-"][..]] {
+        let again = sluice_with_stdin(args, &format!("{token}\n"));
+        assert!(again.status.success());
+        assert_eq!(String::from_utf8(again.stdout).unwrap().trim(), hash);
+        assert!(again.stderr.is_empty(), "no warning for stdin");
+    }
+    // As an argument it still works, with a warning.
+    let argv = sluice(&["token", "hash", token]);
+    assert_eq!(String::from_utf8(argv.stdout).unwrap().trim(), hash);
+    assert!(String::from_utf8(argv.stderr)
+        .unwrap()
+        .contains("visible to other users"));
     let other = String::from_utf8(sluice(&["token", "new"]).stdout).unwrap();
     assert_ne!(
         other.lines().next().unwrap(),

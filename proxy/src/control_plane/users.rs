@@ -58,14 +58,23 @@ pub struct UserView {
     pub is_static: bool,
 }
 
-/// A token just created: the only time its secret is shown.
-#[derive(Debug, Serialize)]
+/// A token just created: the only time its secret is shown (never by `Debug`).
+#[derive(Serialize)]
 pub struct TokenCreated {
     /// The stored token (no secret).
     #[serde(flatten)]
     pub record: TokenRecord,
     /// The secret: give it to the agent (`agent.authtoken`); it cannot be shown again.
     pub token: String,
+}
+
+impl std::fmt::Debug for TokenCreated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenCreated")
+            .field("record", &self.record)
+            .field("token", &"***")
+            .finish()
+    }
 }
 
 fn valid_name(name: &str) -> bool {

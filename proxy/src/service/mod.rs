@@ -148,6 +148,7 @@ fn install(
     unit_dir: Option<PathBuf>,
     print: bool,
 ) -> anyhow::Result<()> {
+    check_user(&user)?;
     let config = absolute(config)?;
     let facts = target::read(&config)?;
     let unit = unit_file_name(&name.unwrap_or_else(|| default_name(facts.kind.name())))?;
@@ -192,10 +193,55 @@ fn install(
     Ok(())
 }
 
+/// A service user name that is safe to write into `User=` and is not root: a
+/// POSIX-style name (letters, digits, `_`, `-`, `.`, not starting with `-`), at most
+/// 32 characters.
+fn check_user(user: &str) -> anyhow::Result<()> {
+    let valid = !user.is_empty()
+        && user.len() <= 32
+        && !user.starts_with('-')
+        && user
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if !valid {
+        anyhow::bail!(
+            "--user `{}`: expected a user name (letters, digits, `_`, `-`, `.`; at most 32)",
+            user.escape_debug()
+        );
+    }
+    if user == "root" || user == "0" {
+        anyhow::bail!(
+            "--user root: sluice must not run as root; create a system user, e.g. \
+             `useradd --system --no-create-home --shell /usr/sbin/nologin sluice`"
+        );
+    }
+    Ok(())
+}
+
 fn user_exists(user: &str) -> bool {
     let Ok(c) = std::ffi::CString::new(user) else {
         return false;
     };
     // SAFETY: getpwnam with a NUL-terminated name; only the pointer's nullness is read.
     !unsafe { libc::getpwnam(c.as_ptr()) }.is_null()
+}
+
+#[cfg(test)]
+mod user_tests {
+    #[test]
+    fn unit_users_are_plain_names_and_never_root() {
+        assert!(super::check_user("sluice").is_ok());
+        assert!(super::check_user("sluice-edge_1.a").is_ok());
+        for bad in [
+            "",
+            "root",
+            "0",
+            "-x",
+            "a\nExecStartPre=/bin/sh",
+            "a b",
+            "x".repeat(33).as_str(),
+        ] {
+            assert!(super::check_user(bad).is_err(), "{bad:?}");
+        }
+    }
 }

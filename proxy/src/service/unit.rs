@@ -104,6 +104,11 @@ pub fn render(spec: &UnitSpec) -> String {
     line(&format!("AmbientCapabilities={caps}"));
     line(&format!("CapabilityBoundingSet={caps}"));
     line("LimitNOFILE=1048576");
+    // No core dumps (they would hold session secrets and keys); bounded memory and
+    // tasks, so a runaway cannot take the host with it.
+    line("LimitCORE=0");
+    line("MemoryMax=80%");
+    line("TasksMax=4096");
     line("NoNewPrivileges=yes");
     line("ProtectSystem=strict");
     if let Some(dir) = &spec.state_dir {
@@ -120,6 +125,8 @@ pub fn render(spec: &UnitSpec) -> String {
         "ProtectClock=yes",
         "ProtectHostname=yes",
         "ProtectProc=invisible",
+        "ProcSubset=pid",
+        "PrivateIPC=yes",
         "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX",
         "RestrictNamespaces=yes",
         "RestrictRealtime=yes",
@@ -177,6 +184,11 @@ mod tests {
         assert_eq!(keys(&u, "AmbientCapabilities"), [""]);
         assert_eq!(keys(&u, "CapabilityBoundingSet"), [""]);
         assert_eq!(keys(&u, "Restart"), ["on-failure"]);
+        assert_eq!(keys(&u, "LimitCORE"), ["0"]);
+        assert_eq!(keys(&u, "ProcSubset"), ["pid"]);
+        assert_eq!(keys(&u, "PrivateIPC"), ["yes"]);
+        assert_eq!(keys(&u, "TasksMax"), ["4096"]);
+        assert_eq!(keys(&u, "MemoryMax"), ["80%"]);
         assert_eq!(keys(&u, "TimeoutStopSec"), ["45s"]);
         assert_eq!(keys(&u, "WantedBy"), ["multi-user.target"]);
         assert_eq!(keys(&u, "After"), ["network-online.target"]);

@@ -96,8 +96,9 @@ pub struct StreamStart {
     pub internal_url: String,
 }
 
-/// One frame of the agent protocol.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One frame of the agent protocol. Its `Debug` never prints an authtoken, a session
+/// secret or a channel proof (`***` in their place).
+#[derive(Clone, PartialEq, Eq)]
 pub enum Frame {
     /// agent -> edge, first frame of a control channel.
     Hello {
@@ -186,6 +187,91 @@ pub enum Frame {
         /// The outcome.
         code: StreamCode,
     },
+}
+
+impl std::fmt::Debug for Frame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Frame::Hello {
+                version,
+                agent_version,
+                heartbeat_tolerance_ms,
+                ..
+            } => f
+                .debug_struct("Hello")
+                .field("version", version)
+                .field("authtoken", &"***")
+                .field("agent_version", agent_version)
+                .field("heartbeat_tolerance_ms", heartbeat_tolerance_ms)
+                .finish(),
+            Frame::Welcome {
+                session_id,
+                plain_channels,
+                ..
+            } => f
+                .debug_struct("Welcome")
+                .field("session_id", session_id)
+                .field("secret", &"***")
+                .field("plain_channels", plain_channels)
+                .finish(),
+            Frame::ChannelHello {
+                version,
+                session_id,
+                seq,
+                ..
+            } => f
+                .debug_struct("ChannelHello")
+                .field("version", version)
+                .field("session_id", session_id)
+                .field("seq", seq)
+                .field("proof", &"***")
+                .finish(),
+            Frame::Bind {
+                request_id,
+                url,
+                pooling,
+            } => f
+                .debug_struct("Bind")
+                .field("request_id", request_id)
+                .field("url", url)
+                .field("pooling", pooling)
+                .finish(),
+            Frame::BindOk { request_id } => f
+                .debug_struct("BindOk")
+                .field("request_id", request_id)
+                .finish(),
+            Frame::Error {
+                request_id,
+                code,
+                message,
+            } => f
+                .debug_struct("Error")
+                .field("request_id", request_id)
+                .field("code", code)
+                .field("message", message)
+                .finish(),
+            Frame::Ping { nonce } => f.debug_struct("Ping").field("nonce", nonce).finish(),
+            Frame::Pong { nonce } => f.debug_struct("Pong").field("nonce", nonce).finish(),
+            Frame::NeedChannels { count } => f
+                .debug_struct("NeedChannels")
+                .field("count", count)
+                .finish(),
+            Frame::Stream(start) => f.debug_tuple("Stream").field(start).finish(),
+            Frame::EndpointHealth {
+                url,
+                healthy,
+                weight,
+            } => f
+                .debug_struct("EndpointHealth")
+                .field("url", url)
+                .field("healthy", healthy)
+                .field("weight", weight)
+                .finish(),
+            Frame::StreamStatus { code } => {
+                f.debug_struct("StreamStatus").field("code", code).finish()
+            }
+        }
+    }
 }
 
 impl Frame {

@@ -183,3 +183,33 @@ fn channel_hello_has_a_fixed_length() {
     );
     assert_eq!(out.len(), CHANNEL_HELLO_FRAME_LEN);
 }
+
+#[test]
+fn debug_never_prints_secrets() {
+    let frames = [
+        Frame::Hello {
+            version: PROTOCOL_VERSION,
+            authtoken: "slt_supersecret".into(),
+            agent_version: "v".into(),
+            heartbeat_tolerance_ms: 1,
+        },
+        Frame::Welcome {
+            session_id: 1,
+            secret: [0xab; 32],
+            plain_channels: false,
+        },
+        Frame::ChannelHello {
+            version: PROTOCOL_VERSION,
+            session_id: 1,
+            seq: 2,
+            proof: [0xcd; 32],
+        },
+    ];
+    for frame in frames {
+        let text = format!("{frame:?}");
+        assert!(text.contains("***"), "{text}");
+        for leak in ["supersecret", "171", "205"] {
+            assert!(!text.contains(leak), "{text}");
+        }
+    }
+}
