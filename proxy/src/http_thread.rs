@@ -1,6 +1,8 @@
 //! HTTP servers off the data path (the edge's admin API, the agent's metrics): the
-//! listener is bound on the calling thread, so a busy port is an error at once, and
-//! an axum app is served on a thread of its own with a single-threaded tokio runtime.
+//! listener is bound on the calling thread, so a busy port is an error at once, without
+//! SO_REUSEPORT, so no other socket can share it (`io::sockets::exclusive_listener`),
+//! and an axum app is served on a thread of its own with a single-threaded tokio
+//! runtime.
 
 use std::net::SocketAddr;
 
@@ -12,9 +14,10 @@ pub fn serve(
     kind: &'static str,
     app: axum::Router,
 ) -> std::io::Result<SocketAddr> {
-    let listener = std::net::TcpListener::bind(listen)?;
-    listener.set_nonblocking(true)?;
-    let addr = listener.local_addr()?;
+    let listener = crate::io::sockets::exclusive_listener(listen)?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| crate::io::sockets::listen_error(listen, e))?;
     std::thread::Builder::new()
         .name(thread.to_string())
         .spawn(move || {

@@ -11,6 +11,7 @@
 //! - [`runtime`]: worker threads and the io_uring/epoll driver choice.
 //! - [`tls`], [`token`]: TLS material and authtokens.
 //! - [`limits`]: the open-files limit raised at start.
+//! - [`listeners`]: the listeners sluice owns, and which addresses would share a port.
 //! - [`demo`]: edge + agent + echo upstream in one process.
 //! - [`drain`], [`signals`]: graceful drain on SIGTERM.
 //! - [`control_plane`], [`state`], [`admin`]: the edge's run-time management — endpoints,
@@ -29,6 +30,7 @@ pub mod edge;
 pub mod http_thread;
 pub mod io;
 pub mod limits;
+pub mod listeners;
 pub mod logging;
 pub mod metrics;
 pub mod proxy_protocol;

@@ -250,7 +250,14 @@ fn run_edge(
     plane.spawn_audit_writer(audit_rx)?;
     plane.spawn_config_watcher()?;
     if let Some(admin) = admin {
-        sluice_proxy::admin::start(admin, plane.clone())?;
+        let addr = sluice_proxy::admin::start(admin, plane.clone())
+            .map_err(|e| std::io::Error::new(e.kind(), format!("admin.listen: {e}")))?;
+        edge.shared
+            .endpoints
+            .add_own_listener(sluice_proxy::listeners::Listener::new(
+                edge::ADMIN_API,
+                addr,
+            ));
     }
     let sig = loop {
         match signals::wait_with_hangup() {

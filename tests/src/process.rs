@@ -34,6 +34,8 @@ pub fn sluice_bin() -> PathBuf {
 struct Log {
     lines: Mutex<Vec<Value>>,
     changed: Condvar,
+    /// Set (under `lines`' lock) once stderr reached end-of-file.
+    ended: std::sync::atomic::AtomicBool,
 }
 
 /// A running `sluice` child process; killed (by its PID) when dropped.
@@ -90,6 +92,9 @@ impl Sluice {
                 sink.lines.lock().unwrap().push(value);
                 sink.changed.notify_all();
             }
+            let _lines = sink.lines.lock().unwrap();
+            sink.ended.store(true, std::sync::atomic::Ordering::Release);
+            sink.changed.notify_all();
         });
         Sluice {
             child,
@@ -223,6 +228,27 @@ impl Sluice {
             std::thread::sleep(Duration::from_millis(20));
         }
         panic!("{} did not exit in time", self.role);
+    }
+
+    /// Waits for the process to exit on its own and for its stderr to be read to the
+    /// end, up to the deadline: its status code and everything it logged (the last
+    /// words of a process that refuses to start included).
+    pub fn wait_exit_and_log(&mut self) -> (Option<i32>, String) {
+        let code = self.wait_exit();
+        let deadline = Instant::now() + WAIT;
+        let mut lines = self.log.lines.lock().unwrap();
+        while !self.log.ended.load(std::sync::atomic::Ordering::Acquire) {
+            let now = Instant::now();
+            assert!(now < deadline, "{}: stderr not closed in time", self.role);
+            lines = self
+                .log
+                .changed
+                .wait_timeout(lines, deadline - now)
+                .unwrap()
+                .0;
+        }
+        drop(lines);
+        (code, self.log_text())
     }
 
     /// The captured stderr so far, one event per line (for assertions on messages).

@@ -150,3 +150,72 @@ fn config_check_lists_every_agent_problem() {
     }
     assert!(text.contains("5 problem(s)"), "{text}");
 }
+
+#[test]
+fn config_check_refuses_listeners_that_would_share_a_port_naming_both() {
+    let fx = Fixture::new();
+    let policy = sluice_tests::fixture::forward_all("tcp://db.internal:5432");
+    let endpoint =
+        |listen: &str| format!("  - url: tcp://{listen}\n    traffic_policy: {policy}\n");
+    let mut yaml = format!(
+        "version: 1\n\
+         agents:\n  \
+           listen: 127.0.0.1:8443\n  \
+           tls: {{ cert: edge.crt, key: edge.key }}\n\
+         tls_endpoints:\n  \
+           listen: 0.0.0.0:8444\n\
+         admin:\n  \
+           listen: \"[::]:8445\"\n  \
+           api_keys: [\"{}\"]\n\
+         service_users:\n  \
+           - name: u\n    \
+             authtokens: [\"{}\"]\n\
+         endpoints:\n",
+        fx.token_hash, fx.token_hash
+    );
+    for listen in [
+        "0.0.0.0:8443",   // 0: the agent port (wildcard over its IP)
+        "127.0.0.1:8444", // 1: inside the TLS port's wildcard
+        "127.0.0.1:8445", // 2: the admin API's dual-stack `::`
+        "127.0.0.1:9000", // 3
+        "127.0.0.1:9000", // 4: endpoint 3 again
+        "127.0.0.1:0",    // 5: port 0 never clashes
+        "127.0.0.1:0",    // 6
+        "[::1]:9001",     // 7
+        "0.0.0.0:9001",   // 8: IPv4 wildcard, endpoint 7 is IPv6: no clash
+        "127.0.0.2:9000", // 9: another IP than endpoint 3: no clash
+    ] {
+        yaml.push_str(&endpoint(listen));
+    }
+    let (out, text) = check(&fx.write("edge.yml", &yaml));
+    assert!(!out.status.success(), "{text}");
+    for (key, other) in [
+        ("endpoints[0].url", "agents.listen (127.0.0.1:8443)"),
+        ("endpoints[1].url", "tls_endpoints.listen (0.0.0.0:8444)"),
+        ("endpoints[2].url", "admin.listen ([::]:8445)"),
+        ("endpoints[4].url", "endpoints[3].url (127.0.0.1:9000)"),
+    ] {
+        let lines = lines_about(&text, &format!(": {key}: "));
+        assert_eq!(lines.len(), 1, "{key}: {text}");
+        assert!(lines[0].contains(other), "{key}: {text}");
+        assert!(lines[0].contains("would share port"), "{key}: {text}");
+    }
+    assert!(
+        text.contains("4 problem(s)"),
+        "exactly the four clashes: {text}"
+    );
+
+    // The same check covers the edge's own listeners among themselves.
+    let own = fx.write(
+        "own.yml",
+        &fx.edge_yaml("0.0.0.0:8443", &[]).replace(
+            "endpoints:\n",
+            "endpoints: []\ntls_endpoints:\n  listen: 127.0.0.1:8443\n",
+        ),
+    );
+    let (out, text) = check(&own);
+    assert!(!out.status.success(), "{text}");
+    let lines = lines_about(&text, ": tls_endpoints.listen: ");
+    assert_eq!(lines.len(), 1, "{text}");
+    assert!(lines[0].contains("agents.listen (0.0.0.0:8443)"), "{text}");
+}

@@ -209,7 +209,8 @@ pub fn start(settings: AgentSettings, driver: Driver) -> std::io::Result<AgentHa
         control: Default::default(),
     });
     if let Some(listen) = shared.settings.metrics_listen {
-        crate::metrics::agent::serve(listen, shared.clone())?;
+        crate::metrics::agent::serve(listen, shared.clone())
+            .map_err(|e| std::io::Error::new(e.kind(), format!("agent.metrics_listen: {e}")))?;
     }
     let worker_shared = shared.clone();
     let threads = runtime::spawn_workers("agent", workers, driver, move |i| {

@@ -1,18 +1,23 @@
 //! The semantic checks of an edge file for `sluice config check`, collecting every
 //! problem: certificate and key files, duplicate users, endpoint URLs (format,
-//! duplicates, the TLS port they need) and policies that do not compile. Each section
-//! is read from the tree on its own, so a broken one hides nothing else.
+//! duplicates, the TLS port they need), listeners that would share a port (agent port,
+//! TLS port, admin API, `tcp://` endpoints: [`crate::listeners`]) and policies that do
+//! not compile. Each section is read from the tree on its own, so a broken one hides
+//! nothing else.
 
-use std::path::Path;
+use std::{net::SocketAddr, path::Path};
 
 use super::{
-    edge::{parse_endpoint_url, CloudEndpointSection, EndpointAddr},
+    edge::{
+        declared_listeners, default_admin_listen, parse_endpoint_url, CloudEndpointSection,
+        EndpointAddr,
+    },
     problems::Problems,
     relative_to,
     tree::Node,
     tree_de::from_node,
 };
-use crate::tls;
+use crate::{listeners, tls};
 
 /// Checks what serde cannot; warnings go to `warnings`.
 pub(super) fn check(tree: &Node, file: &Path, p: &mut Problems, warnings: &mut Vec<String>) {
@@ -42,7 +47,7 @@ pub(super) fn check(tree: &Node, file: &Path, p: &mut Problems, warnings: &mut V
     }
     let tls_port = tree.key("tls_endpoints").is_some();
     let mut sni = crate::sni::SniRouter::new();
-    let mut tcp: Vec<std::net::SocketAddr> = Vec::new();
+    let mut tcp: Vec<(usize, SocketAddr)> = Vec::new();
     for (i, node) in tree.key("endpoints").into_iter().flat_map(Node::all_items) {
         let at = |key: &str| format!("endpoints[{i}].{key}");
         if let Some(url) = node.text("url") {
@@ -61,12 +66,7 @@ pub(super) fn check(tree: &Node, file: &Path, p: &mut Problems, warnings: &mut V
                         Ok(None) => {}
                     }
                 }
-                Ok(EndpointAddr::Tcp(addr)) => {
-                    if addr.port() != 0 && tcp.contains(&addr) {
-                        p.at(&at("url"), format!("`{url}` is listed twice"));
-                    }
-                    tcp.push(addr);
-                }
+                Ok(EndpointAddr::Tcp(addr)) => tcp.push((i, addr)),
             }
         }
         if node.pruned {
@@ -81,6 +81,24 @@ pub(super) fn check(tree: &Node, file: &Path, p: &mut Problems, warnings: &mut V
         for w in ep.traffic_policy.unreachable() {
             warnings.push(format!("{}: {w}", at("traffic_policy")));
         }
+    }
+    check_listeners(tree, tcp, p);
+}
+
+/// No two listeners the file declares share a port; each clash is reported at the
+/// later one, naming the earlier. Addresses that do not parse are serde's to report.
+fn check_listeners(tree: &Node, tcp: Vec<(usize, SocketAddr)>, p: &mut Problems) {
+    let listen =
+        |section: &str| -> Option<SocketAddr> { tree.key(section)?.text("listen")?.parse().ok() };
+    let admin = match tree.key("admin") {
+        Some(node) if node.key("listen").is_none() => Some(default_admin_listen()),
+        Some(_) => listen("admin"),
+        None => None,
+    };
+    let declared = declared_listeners(listen("agents"), listen("tls_endpoints"), admin, tcp);
+    for (later, earlier) in listeners::clashes(&declared) {
+        let (later, earlier) = (&declared[later], &declared[earlier]);
+        p.at(&later.name, listeners::clash_message(later, earlier));
     }
 }
 

@@ -21,7 +21,11 @@ use serde::Deserialize;
 use sluice_policy::{CompiledPolicy, TrafficPolicy};
 
 use super::{parse_yaml, read_file, relative_to, ConfigError};
-use crate::{tls, token::TokenHash};
+use crate::{
+    listeners::{self, Listener},
+    tls,
+    token::TokenHash,
+};
 
 /// `edge.yml` as written.
 #[derive(Debug, Deserialize)]
@@ -78,7 +82,7 @@ pub struct AdminSection {
     pub api_keys: Vec<TokenHash>,
 }
 
-fn default_admin_listen() -> SocketAddr {
+pub(crate) fn default_admin_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 9440))
 }
 
@@ -342,14 +346,6 @@ impl EdgeSettings {
                     Ok(None) => {}
                 }
             }
-            let duplicate_port = matches!(addr, EndpointAddr::Tcp(a) if a.port() != 0)
-                && endpoints.iter().any(|e| e.addr == addr);
-            if duplicate_port {
-                return Err(err(format!(
-                    "endpoints[{i}].url: `{}` is listed twice",
-                    ep.url
-                )));
-            }
             let policy = ep
                 .traffic_policy
                 .compile()
@@ -402,6 +398,26 @@ impl EdgeSettings {
                 })
             }
         };
+        let listeners = declared_listeners(
+            Some(file.agents.listen),
+            tls_listen,
+            admin.as_ref().map(|a| a.listen),
+            endpoints
+                .iter()
+                .enumerate()
+                .filter_map(|(i, e)| match e.addr {
+                    EndpointAddr::Tcp(a) => Some((i, a)),
+                    EndpointAddr::Tls(_) => None,
+                }),
+        );
+        if let Some(&(later, earlier)) = listeners::clashes(&listeners).first() {
+            let (later, earlier) = (&listeners[later], &listeners[earlier]);
+            return Err(err(format!(
+                "{}: {}",
+                later.name,
+                listeners::clash_message(later, earlier)
+            )));
+        }
         Ok(Self {
             workers: file
                 .workers
@@ -463,4 +479,29 @@ pub(crate) fn parse_endpoint_url(url: &str) -> Result<EndpointAddr, String> {
     rest.parse()
         .map(EndpointAddr::Tcp)
         .map_err(|_| format!("`{url}`: expected tcp://ADDR:PORT with an IP address and a port"))
+}
+
+/// The listeners an edge file declares, named by their keys, in the order a clash is
+/// reported against: `agents.listen`, `tls_endpoints.listen`, `admin.listen`, then each
+/// `tcp://` endpoint as `(index, address)`. They must not share a port
+/// ([`listeners::clashes`]).
+pub(crate) fn declared_listeners(
+    agents: Option<SocketAddr>,
+    tls_endpoints: Option<SocketAddr>,
+    admin: Option<SocketAddr>,
+    tcp_endpoints: impl IntoIterator<Item = (usize, SocketAddr)>,
+) -> Vec<Listener> {
+    let own = [
+        ("agents.listen", agents),
+        ("tls_endpoints.listen", tls_endpoints),
+        ("admin.listen", admin),
+    ];
+    own.into_iter()
+        .filter_map(|(key, addr)| Some(Listener::new(key, addr?)))
+        .chain(
+            tcp_endpoints
+                .into_iter()
+                .map(|(i, addr)| Listener::new(format!("endpoints[{i}].url"), addr)),
+        )
+        .collect()
 }

@@ -2,7 +2,11 @@
 //! (or route), commit, and only then answer; deletes stop accepting and let
 //! established connections drain.
 
-use std::{net::IpAddr, sync::Arc, time::Duration};
+use std::{
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+    time::Duration,
+};
 
 use serde::{Deserialize, Serialize};
 use sluice_policy::{CompiledPolicy, TrafficPolicy};
@@ -15,6 +19,7 @@ use crate::{
         endpoints::{AddError, EndpointSpec},
         LiveEndpoint,
     },
+    listeners::ips_overlap,
     state::{new_id, now_ms, EndpointRecord, NewEvent, ReservedAddr},
 };
 
@@ -116,11 +121,27 @@ pub fn compile_policy(value: &serde_json::Value) -> Result<(String, CompiledPoli
     Ok((text, compiled))
 }
 
+/// The stable code of a refused address: another listener (the edge's own, another
+/// endpoint's, or another process's) holds it.
+pub const ADDRESS_IN_USE: &str = "address_in_use";
+
 fn add_error(e: AddError) -> PlaneError {
     match e {
         AddError::Conflict(m) => PlaneError::new(ErrorKind::Conflict, "conflict", m),
+        AddError::InUse { .. } => {
+            PlaneError::new(ErrorKind::Conflict, ADDRESS_IN_USE, e.to_string())
+        }
         AddError::Invalid(m) => PlaneError::bad_request("invalid_url", m),
-        AddError::Bind { .. } => PlaneError::new(ErrorKind::Conflict, "port_in_use", e.to_string()),
+        AddError::Bind { ref error, .. } => match error.kind() {
+            std::io::ErrorKind::AddrInUse => {
+                PlaneError::new(ErrorKind::Conflict, ADDRESS_IN_USE, e.to_string())
+            }
+            // Not an address of this host, or a port below 1024 without the capability.
+            std::io::ErrorKind::AddrNotAvailable | std::io::ErrorKind::PermissionDenied => {
+                PlaneError::bad_request("cannot_listen", e.to_string())
+            }
+            _ => PlaneError::new(ErrorKind::Internal, "cannot_listen", e.to_string()),
+        },
     }
 }
 
@@ -164,10 +185,6 @@ fn parse_range(addr: &str) -> Result<(IpAddr, u16, u16), PlaneError> {
         ));
     }
     Ok((ip, first, last))
-}
-
-fn ip_overlaps(a: IpAddr, b: IpAddr) -> bool {
-    a == b || a.is_unspecified() || b.is_unspecified()
 }
 
 impl ControlPlane {
@@ -286,15 +303,13 @@ impl ControlPlane {
                 let ip: IpAddr =
                     r.ip.parse()
                         .map_err(|_| PlaneError::bad_request("invalid_addr", "bad stored IP"))?;
-                let used: Vec<u16> = self
-                    .edge
-                    .endpoints
-                    .list()
-                    .iter()
-                    .map(|e| e.addr.port())
-                    .collect();
                 let port = (r.port_start..=r.port_end)
-                    .find(|p| !used.contains(p))
+                    .find(|p| {
+                        self.edge
+                            .endpoints
+                            .holder(SocketAddr::new(ip, *p))
+                            .is_none()
+                    })
                     .ok_or_else(|| {
                         PlaneError::new(
                             ErrorKind::Conflict,
@@ -303,7 +318,7 @@ impl ControlPlane {
                         )
                     })?;
                 (
-                    format!("tcp://{}", std::net::SocketAddr::new(ip, port)),
+                    format!("tcp://{}", SocketAddr::new(ip, port)),
                     Some(rid.clone()),
                 )
             }
@@ -313,7 +328,7 @@ impl ControlPlane {
             parse_endpoint_url(&url).map_err(|m| PlaneError::bad_request("invalid_url", m))?;
         if let (EndpointAddr::Tcp(a), None) = (&addr, &reserved_addr_id) {
             if let Some(r) = reservations.iter().find(|r| {
-                r.ip.parse().is_ok_and(|ip| ip_overlaps(ip, a.ip()))
+                r.ip.parse().is_ok_and(|ip| ips_overlap(ip, a.ip()))
                     && (r.port_start..=r.port_end).contains(&a.port())
             }) {
                 return Err(PlaneError::new(
@@ -451,7 +466,7 @@ impl ControlPlane {
         let (ip, first, last) = parse_range(&input.addr)?;
         for ep in self.edge.endpoints.list() {
             let tcp = !ep.url.starts_with("tls://");
-            if tcp && ip_overlaps(ep.addr.ip(), ip) && (first..=last).contains(&ep.addr.port()) {
+            if tcp && ips_overlap(ep.addr.ip(), ip) && (first..=last).contains(&ep.addr.port()) {
                 return Err(PlaneError::new(
                     ErrorKind::Conflict,
                     "port_in_use",
@@ -466,7 +481,7 @@ impl ControlPlane {
         }
         let existing = self.store().reserved_addrs()?;
         if let Some(r) = existing.iter().find(|r| {
-            r.ip.parse().is_ok_and(|rip| ip_overlaps(rip, ip))
+            r.ip.parse().is_ok_and(|rip| ips_overlap(rip, ip))
                 && r.port_start <= last
                 && first <= r.port_end
         }) {

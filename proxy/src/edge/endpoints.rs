@@ -2,7 +2,11 @@
 //!
 //! [`Endpoints::add`] binds a TCP endpoint's SO_REUSEPORT listeners on the calling
 //! thread (a busy port is an error at once) and hands one to each worker through its
-//! command queue; a `tls://` endpoint joins the SNI routes of the shared TLS port.
+//! command queue; a `tls://` endpoint joins the SNI routes of the shared TLS port. A
+//! TCP endpoint never shares a port: not with another endpoint, not with the edge's
+//! own listeners (agent port, TLS port, admin API: [`Endpoints::add_own_listener`]),
+//! which are checked by name first ([`AddError::InUse`]), nor with anybody else's,
+//! which the bind refuses (`io::sockets`).
 //! [`Endpoints::remove`] shuts the listeners down (pending accepts end, the port is
 //! released) or drops the SNI route; connections already forwarded keep their
 //! `Arc<LiveEndpoint>` and finish undisturbed. Policy changes need none of this: each
@@ -19,7 +23,11 @@ use arc_swap::ArcSwap;
 use sluice_policy::{CompiledPolicy, PolicyHandle};
 
 use super::{conn_limits::LimitSettings, LiveEndpoint, SniRoutes};
-use crate::{config::edge::EndpointAddr, io::sockets};
+use crate::{
+    config::edge::EndpointAddr,
+    io::sockets,
+    listeners::{self, Listener},
+};
 
 /// Work handed to a data-path worker.
 pub enum WorkerCommand {
@@ -59,23 +67,34 @@ pub struct Endpoints {
     sni: ArcSwap<SniRoutes>,
     tls_addr: Option<SocketAddr>,
     default_max_per_ip: Option<u32>,
+    /// The edge's own listeners (agent port, TLS port, admin API): no endpoint there.
+    own: Mutex<Vec<Listener>>,
 }
 
 /// Why an endpoint could not be added.
 #[derive(Debug, thiserror::Error)]
 pub enum AddError {
-    /// Another endpoint has this id, URL, port or host name.
+    /// Another endpoint has this id or host name.
     #[error("{0}")]
     Conflict(String),
+    /// One of the edge's own listeners or another endpoint holds the address.
+    #[error("{addr} is in use by {holder}")]
+    InUse {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// What holds it (`the agent port (agents.listen …)`, `endpoint ep_… (tcp://…)`).
+        holder: String,
+    },
     /// The endpoint is invalid here (e.g. tls:// without a TLS port).
     #[error("{0}")]
     Invalid(String),
-    /// Binding the listener failed.
-    #[error("cannot listen on {addr}: {error}")]
+    /// Binding the listener failed: [`std::io::ErrorKind::AddrInUse`] when another
+    /// process holds the address.
+    #[error("{error}")]
     Bind {
         /// The address.
         addr: SocketAddr,
-        /// The error.
+        /// The error (its message names the address).
         error: std::io::Error,
     },
 }
@@ -94,7 +113,39 @@ impl Endpoints {
             sni: ArcSwap::from_pointee(SniRoutes::new()),
             tls_addr,
             default_max_per_ip,
+            own: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Records a listener of the edge itself (bound, so with its real port): no
+    /// endpoint may share its port from now on.
+    pub fn add_own_listener(&self, listener: Listener) {
+        let mut own = self.own.lock().unwrap_or_else(|p| p.into_inner());
+        if !own.contains(&listener) {
+            own.push(listener);
+        }
+    }
+
+    /// What already listens on a port `addr` would share: one of the edge's own
+    /// listeners or a TCP endpoint, described for people; `None` when nothing does
+    /// (here: another process is the bind's to find).
+    pub fn holder(&self, addr: SocketAddr) -> Option<String> {
+        self.own_holder(addr)
+            .or_else(|| Self::endpoint_holder(&self.lock(), addr))
+    }
+
+    fn own_holder(&self, addr: SocketAddr) -> Option<String> {
+        let own = self.own.lock().unwrap_or_else(|p| p.into_inner());
+        own.iter()
+            .find(|l| listeners::shares_port(l.addr, addr))
+            .map(|l| format!("{} on {}", l.name, l.addr))
+    }
+
+    fn endpoint_holder(slots: &HashMap<String, Slot>, addr: SocketAddr) -> Option<String> {
+        slots
+            .values()
+            .find(|s| s.sni_host.is_none() && listeners::shares_port(s.endpoint.addr, addr))
+            .map(|s| format!("endpoint {} ({})", s.endpoint.id, s.endpoint.url))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
@@ -155,38 +206,29 @@ impl Endpoints {
                 Ok(live)
             }
             EndpointAddr::Tcp(listen) => {
-                if listen.port() != 0 {
-                    if let Some(other) = slots
-                        .values()
-                        .find(|s| s.sni_host.is_none() && overlaps(s.endpoint.addr, listen))
-                    {
-                        return Err(AddError::Conflict(format!(
-                            "port {} is in use by endpoint {} ({})",
-                            listen.port(),
-                            other.endpoint.id,
-                            other.endpoint.url
-                        )));
-                    }
+                let holder = self
+                    .own_holder(listen)
+                    .or_else(|| Self::endpoint_holder(&slots, listen));
+                if let Some(holder) = holder {
+                    return Err(AddError::InUse {
+                        addr: listen,
+                        holder,
+                    });
                 }
-                let listeners =
-                    sockets::reuseport_listeners(listen, self.workers.len()).map_err(|error| {
-                        AddError::Bind {
-                            addr: listen,
-                            error,
-                        }
-                    })?;
-                let addr = listeners[0].local_addr().map_err(|error| AddError::Bind {
+                let bind_error = |error| AddError::Bind {
                     addr: listen,
                     error,
-                })?;
+                };
+                let listeners =
+                    sockets::reuseport_listeners(listen, self.workers.len()).map_err(bind_error)?;
+                let addr = listeners[0]
+                    .local_addr()
+                    .map_err(|e| bind_error(sockets::listen_error(listen, e)))?;
                 let dups = listeners
                     .iter()
                     .map(|l| l.try_clone().map(OwnedFd::from))
                     .collect::<Result<Vec<_>, _>>()
-                    .map_err(|error| AddError::Bind {
-                        addr: listen,
-                        error,
-                    })?;
+                    .map_err(|e| bind_error(sockets::listen_error(listen, e)))?;
                 let live = Arc::new(LiveEndpoint::new(
                     spec.id.clone(),
                     spec.url,
@@ -270,12 +312,6 @@ impl Endpoints {
         }
         slots.len()
     }
-}
-
-/// Whether two listen addresses would share a port (same port, and the same IP or a
-/// wildcard on either side).
-fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
-    a.port() == b.port() && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }
 
 impl LiveEndpoint {

@@ -5,6 +5,9 @@
 //! [`start`] binds every listener on the calling thread (so a busy port is an error
 //! right away), then starts one worker per core; each worker owns one SO_REUSEPORT
 //! listener per address and serves both the agent port and the public endpoints.
+//! Every listener is exclusive to the edge and to its purpose (`io::sockets`,
+//! [`crate::listeners`]): a port held by anybody else is an `AddrInUse` error that
+//! names the config key.
 
 mod agent_port;
 pub mod audit;
@@ -35,6 +38,7 @@ use sluice_policy::PolicyHandle;
 use crate::{
     config::edge::{EdgeSettings, ServiceUser},
     io::sockets,
+    listeners::Listener,
     runtime::{self, Driver},
 };
 use audit::AuditSink;
@@ -42,6 +46,13 @@ use auth::{AuthTable, Identity};
 use endpoints::{EndpointSpec, Endpoints, WorkerCommand};
 use registry::Registry;
 use stats::EdgeStats;
+
+/// The agent port, as its holder is named when an endpoint asks for its address.
+pub const AGENT_PORT: &str = "the agent port (agents.listen)";
+/// The shared port of `tls://` endpoints, named likewise.
+pub const TLS_PORT: &str = "the tls:// endpoints' port (tls_endpoints.listen)";
+/// The admin API's listener, named likewise.
+pub const ADMIN_API: &str = "the admin API (admin.listen)";
 
 /// How long an agent connection may take to say who it is (TLS handshake + first
 /// frame), unless `agents.handshake_timeout` says otherwise.
@@ -196,14 +207,16 @@ pub fn start_with_audit(
 ) -> std::io::Result<EdgeHandle> {
     let workers = settings.workers;
     crate::limits::raise_and_log("edge");
-    let agent_listeners = sockets::reuseport_listeners(settings.agent_listen, workers)?;
+    let agent_listeners = sockets::reuseport_listeners(settings.agent_listen, workers)
+        .map_err(|e| naming("agents.listen", e))?;
     let agent_addr = agent_listeners[0].local_addr()?;
     tracing::info!(kind = "agents", %agent_addr, "listening");
     let mut tls_listeners: Vec<Option<TcpListener>> = (0..workers).map(|_| None).collect();
     let mut tls_fds = Vec::new();
     let mut tls_addr = None;
     if let Some(listen) = settings.tls_listen {
-        let listeners = sockets::reuseport_listeners(listen, workers)?;
+        let listeners = sockets::reuseport_listeners(listen, workers)
+            .map_err(|e| naming("tls_endpoints.listen", e))?;
         tls_fds.extend(listeners.iter().map(std::os::fd::AsRawFd::as_raw_fd));
         let addr = listeners[0].local_addr()?;
         tracing::info!(kind = "tls-endpoints", %addr, "listening");
@@ -230,8 +243,24 @@ pub fn start_with_audit(
     shared
         .registry
         .set_ownership(static_ownership(&settings.users).into_iter().collect());
+    shared
+        .endpoints
+        .add_own_listener(Listener::new(AGENT_PORT, agent_addr));
+    if let Some(addr) = tls_addr {
+        shared
+            .endpoints
+            .add_own_listener(Listener::new(TLS_PORT, addr));
+    }
+    // Bound later (by the caller, after the control plane starts); a port 0 there is
+    // recorded once bound.
+    if let Some(admin) = settings.admin.as_ref().filter(|a| a.listen.port() != 0) {
+        shared
+            .endpoints
+            .add_own_listener(Listener::new(ADMIN_API, admin.listen));
+    }
     let ids = static_endpoint_ids(settings.endpoints.iter().map(|e| e.url.as_str()));
     for (ep, id) in settings.endpoints.into_iter().zip(ids) {
+        let url = ep.url.clone();
         shared
             .endpoints
             .add(EndpointSpec {
@@ -243,7 +272,14 @@ pub fn start_with_audit(
                 terminate_tls: ep.terminate_tls,
                 limits: ep.limits,
             })
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
+            .map_err(|e| {
+                let kind = match &e {
+                    endpoints::AddError::Bind { error, .. } => error.kind(),
+                    endpoints::AddError::InUse { .. } => std::io::ErrorKind::AddrInUse,
+                    _ => std::io::ErrorKind::Other,
+                };
+                std::io::Error::new(kind, format!("{url}: {e}"))
+            })?;
     }
     crate::datapath::log_edge(shared.pump);
     let per_worker: Vec<_> = agent_listeners
@@ -270,6 +306,11 @@ pub fn start_with_audit(
         workers: threads,
         tls_fds,
     })
+}
+
+/// `e` with the config key of the listener it is about in front.
+fn naming(key: &str, e: std::io::Error) -> std::io::Error {
+    std::io::Error::new(e.kind(), format!("{key}: {e}"))
 }
 
 async fn run_worker(
