@@ -21,6 +21,7 @@ use super::{
 };
 use crate::{
     control_plane::{page_by, ControlPlane, Page},
+    http_thread::ConnStats,
     state::EventQuery,
 };
 
@@ -28,14 +29,15 @@ use crate::{
 pub struct AppState {
     pub(super) keys: ApiKeys,
     pub(super) plane: Arc<ControlPlane>,
+    pub(super) conns: Arc<ConnStats>,
 }
 
 type St = State<Arc<AppState>>;
 type ApiResult = Result<Response, ApiError>;
 
 /// The whole API.
-pub fn router(keys: ApiKeys, plane: Arc<ControlPlane>) -> Router {
-    let state = Arc::new(AppState { keys, plane });
+pub fn router(keys: ApiKeys, plane: Arc<ControlPlane>, conns: Arc<ConnStats>) -> Router {
+    let state = Arc::new(AppState { keys, plane, conns });
     let v1 = Router::new()
         .route("/endpoints", get(list_endpoints).post(create_endpoint))
         .route(
@@ -119,7 +121,8 @@ fn paging(
 }
 
 async fn metrics(State(s): St) -> Response {
-    let text = crate::metrics::edge::render(s.plane.edge());
+    let mut text = crate::metrics::edge::render(s.plane.edge());
+    text.push_str(&super::metrics::render(&s.conns));
     (
         [(
             axum::http::header::CONTENT_TYPE,

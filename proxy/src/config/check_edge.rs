@@ -1,11 +1,13 @@
 //! The semantic checks of an edge file for `sluice config check`, collecting every
 //! problem: certificate and key files, duplicate users, endpoint URLs (format,
-//! duplicates, the TLS port they need) and policies that do not compile. Each section
+//! duplicates, the TLS port they need), policies that do not compile, and the admin
+//! section's values (a plain-HTTP listener beyond loopback among them). Each section
 //! is read from the tree on its own, so a broken one hides nothing else.
 
 use std::path::Path;
 
 use super::{
+    admin::{plaintext_warning, value_problems, AdminSection},
     edge::{parse_endpoint_url, CloudEndpointSection, EndpointAddr},
     problems::Problems,
     relative_to,
@@ -22,6 +24,9 @@ pub(super) fn check(tree: &Node, file: &Path, p: &mut Problems, warnings: &mut V
         if let (Some(cert), Some(key)) = (node.text("cert"), node.text("key")) {
             check_tls_files(file, "agents.tls", &cert, &key, p);
         }
+    }
+    if let Some(admin) = tree.key("admin") {
+        check_admin(admin, file, p, warnings);
     }
     let mut names: Vec<String> = Vec::new();
     for (i, node) in tree
@@ -81,6 +86,27 @@ pub(super) fn check(tree: &Node, file: &Path, p: &mut Problems, warnings: &mut V
         for w in ep.traffic_policy.unreachable() {
             warnings.push(format!("{}: {w}", at("traffic_policy")));
         }
+    }
+}
+
+/// `admin:`: its TLS files, and the values the loader refuses.
+fn check_admin(node: &Node, file: &Path, p: &mut Problems, warnings: &mut Vec<String>) {
+    if let Some(tls) = node.key("tls") {
+        if let (Some(cert), Some(key)) = (tls.text("cert"), tls.text("key")) {
+            check_tls_files(file, "admin.tls", &cert, &key, p);
+        }
+    }
+    if node.pruned {
+        return;
+    }
+    let Ok(admin) = from_node::<AdminSection>(node) else {
+        return;
+    };
+    for (key, message) in value_problems(&admin) {
+        p.at(key, message);
+    }
+    if admin.tls.is_none() && admin.allow_plaintext_remote && !admin.listen.ip().is_loopback() {
+        warnings.push(plaintext_warning(admin.listen));
     }
 }
 
