@@ -1,14 +1,17 @@
 //! The admin listener's own series, appended to the edge's on `GET /metrics`:
 //! connections open and refused at the cap, connections closed per timed-out phase,
-//! TLS handshakes failed.
+//! TLS handshakes failed, authentication failures and hold-off refusals.
 
+use std::sync::atomic::Ordering::Relaxed;
+
+use super::auth::Guard;
 use crate::{
     http_thread::{phase::Phase, ConnStats},
     metrics::prometheus::Exposition,
 };
 
 /// The series, in the Prometheus text format.
-pub fn render(conns: &ConnStats) -> String {
+pub fn render(conns: &ConnStats, guard: &Guard) -> String {
     let mut e = Exposition::default();
     e.family(
         "sluice_admin_connections",
@@ -47,6 +50,26 @@ pub fn render(conns: &ConnStats) -> String {
         "sluice_admin_tls_handshake_failures_total",
         &[],
         conns.tls_failed(),
+    );
+    e.family(
+        "sluice_admin_auth_failures_total",
+        "counter",
+        "Admin API requests refused for a missing or wrong key (401).",
+    )
+    .sample(
+        "sluice_admin_auth_failures_total",
+        &[],
+        guard.failed.load(Relaxed),
+    );
+    e.family(
+        "sluice_admin_auth_held_off_total",
+        "counter",
+        "Admin API requests refused with 429 while their client was held off.",
+    )
+    .sample(
+        "sluice_admin_auth_held_off_total",
+        &[],
+        guard.held_off.load(Relaxed),
     );
     e.finish()
 }

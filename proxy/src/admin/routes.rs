@@ -15,7 +15,7 @@ use axum::{
 use serde::{de::DeserializeOwned, Deserialize};
 
 use super::{
-    auth::{require_key, Actor, ApiKeys},
+    auth::{require_key, Actor, Guard},
     error::ApiError,
     MAX_BODY,
 };
@@ -27,7 +27,7 @@ use crate::{
 
 /// What every handler sees.
 pub struct AppState {
-    pub(super) keys: ApiKeys,
+    pub(super) guard: Arc<Guard>,
     pub(super) plane: Arc<ControlPlane>,
     pub(super) conns: Arc<ConnStats>,
 }
@@ -36,8 +36,12 @@ type St = State<Arc<AppState>>;
 type ApiResult = Result<Response, ApiError>;
 
 /// The whole API.
-pub fn router(keys: ApiKeys, plane: Arc<ControlPlane>, conns: Arc<ConnStats>) -> Router {
-    let state = Arc::new(AppState { keys, plane, conns });
+pub fn router(guard: Arc<Guard>, plane: Arc<ControlPlane>, conns: Arc<ConnStats>) -> Router {
+    let state = Arc::new(AppState {
+        guard,
+        plane,
+        conns,
+    });
     let v1 = Router::new()
         .route("/endpoints", get(list_endpoints).post(create_endpoint))
         .route(
@@ -122,7 +126,7 @@ fn paging(
 
 async fn metrics(State(s): St) -> Response {
     let mut text = crate::metrics::edge::render(s.plane.edge());
-    text.push_str(&super::metrics::render(&s.conns));
+    text.push_str(&super::metrics::render(&s.conns, &s.guard));
     (
         [(
             axum::http::header::CONTENT_TYPE,

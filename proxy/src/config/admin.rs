@@ -1,5 +1,5 @@
-//! The edge's `admin:` section: where the admin API listens, its keys and its transport
-//! (TLS, per-phase timeouts, connection cap).
+//! The edge's `admin:` section: where the admin API listens, its keys, its transport
+//! (TLS, per-phase timeouts, connection cap) and the back-off on failed keys.
 //!
 //! ```yaml
 //! admin:
@@ -10,6 +10,7 @@
 //!   request_timeout: 30s
 //!   idle_timeout: 60s
 //!   max_connections: 256
+//!   auth_backoff: { failures: 5, window: 60s, initial: 1s, max: 60s }
 //! ```
 
 use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
@@ -19,6 +20,7 @@ use serde::Deserialize;
 
 use super::{edge::TlsFiles, relative_to};
 use crate::{
+    admin::BackoffSettings,
     http_thread::{options as http, phase::PhaseLimits},
     tls,
     token::TokenHash,
@@ -62,6 +64,46 @@ pub struct AdminSection {
     /// Most admin connections at once; more are closed at accept. Default 256.
     #[serde(default = "max_connections")]
     pub max_connections: usize,
+    /// Hold-off of clients sending wrong keys.
+    #[serde(default)]
+    pub auth_backoff: AuthBackoffSection,
+}
+
+/// `admin.auth_backoff:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthBackoffSection {
+    /// Wrong keys from one client within `window` before it is held off. Default 5.
+    #[serde(default = "backoff_failures")]
+    pub failures: u32,
+    /// How long failures are remembered; also the interval of the per-client audit
+    /// summary. Default 60s.
+    #[serde(
+        default = "backoff_window",
+        deserialize_with = "super::duration::human"
+    )]
+    pub window: Duration,
+    /// First hold-off; doubles with each further wrong key. Default 1s.
+    #[serde(
+        default = "backoff_initial",
+        deserialize_with = "super::duration::human"
+    )]
+    pub initial: Duration,
+    /// Longest hold-off. Default 60s.
+    #[serde(default = "backoff_max", deserialize_with = "super::duration::human")]
+    pub max: Duration,
+}
+
+impl Default for AuthBackoffSection {
+    fn default() -> Self {
+        let d = BackoffSettings::default();
+        Self {
+            failures: d.failures,
+            window: d.window,
+            initial: d.initial,
+            max: d.max,
+        }
+    }
 }
 
 fn default_listen() -> SocketAddr {
@@ -79,6 +121,18 @@ fn idle_timeout() -> Duration {
 fn max_connections() -> usize {
     http::DEFAULT_MAX_CONNECTIONS
 }
+fn backoff_failures() -> u32 {
+    BackoffSettings::default().failures
+}
+fn backoff_window() -> Duration {
+    BackoffSettings::default().window
+}
+fn backoff_initial() -> Duration {
+    BackoffSettings::default().initial
+}
+fn backoff_max() -> Duration {
+    BackoffSettings::default().max
+}
 
 /// The admin API's settings, validated.
 #[derive(Debug, Clone)]
@@ -93,6 +147,8 @@ pub struct AdminSettings {
     pub limits: PhaseLimits,
     /// Connection cap.
     pub max_connections: usize,
+    /// Hold-off on wrong keys.
+    pub backoff: BackoffSettings,
 }
 
 /// Why a plain-HTTP admin listener is refused: `Some(message)` when `listen` is not
@@ -134,6 +190,8 @@ pub(crate) fn value_problems(a: &AdminSection) -> Vec<(&'static str, String)> {
         ("admin.header_timeout", a.header_timeout),
         ("admin.request_timeout", a.request_timeout),
         ("admin.idle_timeout", a.idle_timeout),
+        ("admin.auth_backoff.window", a.auth_backoff.window),
+        ("admin.auth_backoff.initial", a.auth_backoff.initial),
     ] {
         if d.is_zero() {
             out.push((key, "must be more than 0s".to_string()));
@@ -141,6 +199,18 @@ pub(crate) fn value_problems(a: &AdminSection) -> Vec<(&'static str, String)> {
     }
     if a.max_connections == 0 {
         out.push(("admin.max_connections", "must be at least 1".to_string()));
+    }
+    if a.auth_backoff.failures == 0 {
+        out.push((
+            "admin.auth_backoff.failures",
+            "must be at least 1".to_string(),
+        ));
+    }
+    if a.auth_backoff.max < a.auth_backoff.initial {
+        out.push((
+            "admin.auth_backoff.max",
+            "must be at least admin.auth_backoff.initial".to_string(),
+        ));
     }
     out
 }
@@ -180,5 +250,11 @@ pub(crate) fn resolve(a: AdminSection, path: &Path) -> Result<AdminSettings, Str
             idle: a.idle_timeout,
         },
         max_connections: a.max_connections,
+        backoff: BackoffSettings {
+            failures: a.auth_backoff.failures,
+            window: a.auth_backoff.window,
+            initial: a.auth_backoff.initial,
+            max: a.auth_backoff.max,
+        },
     })
 }
