@@ -32,10 +32,15 @@ pub fn sluice_bin() -> PathBuf {
 
 #[derive(Default)]
 struct Log {
-    lines: Mutex<Vec<Value>>,
+    lines: Mutex<Lines>,
     changed: Condvar,
-    /// Set (under `lines`' lock) once stderr reached end-of-file.
-    ended: std::sync::atomic::AtomicBool,
+}
+
+#[derive(Default)]
+struct Lines {
+    events: Vec<Value>,
+    /// The child's stderr reached its end: every line it wrote is in `events`.
+    ended: bool,
 }
 
 /// A running `sluice` child process; killed (by its PID) when dropped.
@@ -89,11 +94,10 @@ impl Sluice {
                 if std::env::var_os("SLUICE_TEST_ECHO_LOGS").is_some() {
                     eprintln!("[{name}] {line}");
                 }
-                sink.lines.lock().unwrap().push(value);
+                sink.lines.lock().unwrap().events.push(value);
                 sink.changed.notify_all();
             }
-            let _lines = sink.lines.lock().unwrap();
-            sink.ended.store(true, std::sync::atomic::Ordering::Release);
+            sink.lines.lock().unwrap().ended = true;
             sink.changed.notify_all();
         });
         Sluice {
@@ -122,19 +126,20 @@ impl Sluice {
     }
 
     /// Waits until `count` log events satisfy `pred`; returns the last of them.
-    /// Panics with the log so far when the deadline passes or the process exits.
+    /// Panics with the log so far when the deadline passes or the process has exited
+    /// and all it wrote has been read.
     pub fn wait_for_n(&mut self, what: &str, count: usize, pred: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + WAIT;
         let mut lines = self.log.lines.lock().unwrap();
         loop {
-            let matching: Vec<&Value> = lines.iter().filter(|v| pred(v)).collect();
+            let matching: Vec<&Value> = lines.events.iter().filter(|v| pred(v)).collect();
             if matching.len() >= count {
                 return matching[count - 1].clone();
             }
             let now = Instant::now();
             let exited = self.child.try_wait().ok().flatten();
-            if now >= deadline || exited.is_some() {
-                let dump: Vec<String> = lines.iter().map(|v| v.to_string()).collect();
+            if now >= deadline || (exited.is_some() && lines.ended) {
+                let dump: Vec<String> = lines.events.iter().map(|v| v.to_string()).collect();
                 panic!(
                     "{}: waited for {what} ({}): exit status {exited:?}\n{}",
                     self.role,
@@ -162,6 +167,7 @@ impl Sluice {
             .lines
             .lock()
             .unwrap()
+            .events
             .iter()
             .filter(|v| pred(v))
             .count()
@@ -237,7 +243,7 @@ impl Sluice {
         let code = self.wait_exit();
         let deadline = Instant::now() + WAIT;
         let mut lines = self.log.lines.lock().unwrap();
-        while !self.log.ended.load(std::sync::atomic::Ordering::Acquire) {
+        while !lines.ended {
             let now = Instant::now();
             assert!(now < deadline, "{}: stderr not closed in time", self.role);
             lines = self
@@ -255,6 +261,7 @@ impl Sluice {
     pub fn log_text(&self) -> String {
         let lines = self.log.lines.lock().unwrap();
         lines
+            .events
             .iter()
             .map(|v| v.to_string())
             .collect::<Vec<_>>()

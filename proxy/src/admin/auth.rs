@@ -1,29 +1,36 @@
 //! Bearer API keys: `Authorization: Bearer KEY`, hashed and compared in constant time
-//! with every configured `sha256:` hash. A request without a valid key gets 401 and an
-//! audit event (at most a few per second are stored, so a flood cannot fill the log).
+//! with every configured `sha256:` hash. A request without a valid key gets 401; a
+//! client that sent too many wrong keys gets 429 with `Retry-After` for a while, its
+//! key not even checked ([`super::backoff`]). Every failure is logged (throttled) with
+//! the client's address, and audited as `admin.auth_failed`: at most one stored event
+//! per client per back-off window, counting the failures it covers.
 
-use std::sync::{
-    atomic::{AtomicU64, Ordering},
-    Arc,
+use std::{
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicU64, Ordering::Relaxed},
+        Arc, Mutex, MutexGuard,
+    },
+    time::Instant,
 };
 
 use axum::{
-    extract::{Request, State},
-    http::StatusCode,
+    extract::{ConnectInfo, Request, State},
+    http::{header, HeaderValue, StatusCode},
     middleware::Next,
     response::{IntoResponse, Response},
 };
 
-use super::{error::ApiError, routes::AppState};
-use crate::{state::NewEvent, token::TokenHash};
-
-/// Audit events about failed admin authentications stored per second, at most.
-const AUTH_FAILURE_EVENTS_PER_SEC: u64 = 5;
+use super::{
+    backoff::{AuthFailures, BackoffSettings, Client},
+    error::ApiError,
+    routes::AppState,
+};
+use crate::{control_plane::ControlPlane, state::NewEvent, token::TokenHash};
 
 /// The accepted key hashes.
 pub struct ApiKeys {
     hashes: Vec<TokenHash>,
-    failures_this_second: AtomicU64,
 }
 
 /// Who made a request: `api:` and the first hex digits of the key's hash.
@@ -33,72 +40,124 @@ pub struct Actor(pub String);
 impl ApiKeys {
     /// Keys from the config.
     pub fn new(hashes: Vec<TokenHash>) -> Self {
-        Self {
-            hashes,
-            failures_this_second: AtomicU64::new(0),
-        }
+        Self { hashes }
     }
 
     fn check(&self, key: &str) -> Option<Actor> {
         let hash = TokenHash::find(key, self.hashes.iter().map(|h| (h, h)))?;
         Some(Actor(format!("api:{}", &hash.to_string()[7..15])))
     }
+}
 
-    /// Whether this failure may be stored (a per-second budget).
-    fn may_record_failure(&self) -> bool {
-        let second = crate::state::now_ms() as u64 / 1000;
-        let packed = self.failures_this_second.load(Ordering::Relaxed);
-        let (at, count) = (packed >> 16, packed & 0xffff);
-        let next = if at == second {
-            (second << 16) | (count + 1)
-        } else {
-            (second << 16) | 1
-        };
-        self.failures_this_second.store(next, Ordering::Relaxed);
-        at != second || count < AUTH_FAILURE_EVENTS_PER_SEC
+/// The keys, the failures per client, and counters for `/metrics`.
+pub struct Guard {
+    keys: ApiKeys,
+    failures: Mutex<AuthFailures>,
+    /// Requests refused for a missing or wrong key.
+    pub failed: AtomicU64,
+    /// Requests refused with 429 during a hold-off.
+    pub held_off: AtomicU64,
+}
+
+impl Guard {
+    /// `keys`, nobody failed yet.
+    pub fn new(keys: ApiKeys, backoff: BackoffSettings) -> Self {
+        Self {
+            keys,
+            failures: Mutex::new(AuthFailures::new(backoff)),
+            failed: AtomicU64::new(0),
+            held_off: AtomicU64::new(0),
+        }
+    }
+
+    fn failures(&self) -> MutexGuard<'_, AuthFailures> {
+        self.failures.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Stores the audit summaries now due and forgets quiet clients.
+    pub fn sweep(&self, plane: &ControlPlane) {
+        let due = self.failures().sweep(Instant::now());
+        for (client, failures) in due {
+            plane.record(NewEvent::now(
+                "admin.auth_failed",
+                "admin",
+                client.to_string(),
+                serde_json::json!({ "client": client.to_string(), "failures": failures, "summary": true }),
+            ));
+        }
     }
 }
 
 /// Middleware: lets requests with a valid key through, with their [`Actor`].
 pub async fn require_key(
     State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     mut req: Request,
     next: Next,
 ) -> Response {
+    let guard = &state.guard;
+    let now = Instant::now();
+    let held = guard.failures().held(Client::of(peer.ip()), now);
+    if let Some(left) = held {
+        guard.held_off.fetch_add(1, Relaxed);
+        let retry_after = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+        crate::log_throttled!(info, client = %peer, path = %req.uri().path(), retry_after,
+            "admin API: request refused, client held off after wrong keys");
+        return too_many(retry_after);
+    }
     let key = req
         .headers()
-        .get(axum::http::header::AUTHORIZATION)
+        .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
-    let actor = key.and_then(|k| state.keys.check(k));
-    match actor {
-        Some(actor) => {
-            req.extensions_mut().insert(actor);
-            next.run(req).await
-        }
-        None => {
-            let reason = if key.is_none() {
-                "missing bearer key"
-            } else {
-                "unknown API key"
-            };
-            tracing::warn!(path = %req.uri().path(), %reason, "admin API: authentication failed");
-            if state.keys.may_record_failure() {
-                state.plane.record(NewEvent::now(
-                    "admin.auth_failed",
-                    "admin",
-                    req.uri().path(),
-                    serde_json::json!({ "method": req.method().as_str(), "reason": reason }),
-                ));
-            }
-            let mut resp =
-                ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", reason).into_response();
-            resp.headers_mut().insert(
-                axum::http::header::WWW_AUTHENTICATE,
-                axum::http::HeaderValue::from_static("Bearer"),
-            );
-            resp
-        }
+    if let Some(actor) = key.and_then(|k| guard.keys.check(k)) {
+        guard.failures().success(peer.ip());
+        req.extensions_mut().insert(actor);
+        return next.run(req).await;
     }
+    guard.failed.fetch_add(1, Relaxed);
+    let reason = if key.is_none() {
+        "missing bearer key"
+    } else {
+        "unknown API key"
+    };
+    let failure = guard.failures().failure(peer.ip(), key.is_some(), now);
+    crate::log_throttled!(warn, client = %peer, path = %req.uri().path(), %reason,
+        "admin API: authentication failed");
+    if let Some(hold) = failure.held_for {
+        crate::log_throttled!(warn, client = %peer, hold_secs = hold.as_secs_f64(),
+            "admin API: client held off after repeated wrong keys");
+    }
+    if let Some(failures) = failure.audit {
+        state.plane.record(NewEvent::now(
+            "admin.auth_failed",
+            "admin",
+            failure.client.to_string(),
+            serde_json::json!({
+                "client": failure.client.to_string(),
+                "failures": failures,
+                "method": req.method().as_str(),
+                "path": req.uri().path(),
+                "reason": reason,
+            }),
+        ));
+    }
+    let mut resp = ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", reason).into_response();
+    resp.headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    resp
+}
+
+/// 429 with `Retry-After` (whole seconds, rounded up).
+fn too_many(secs: u64) -> Response {
+    let mut resp = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too_many_auth_failures",
+        format!("too many wrong API keys from this address; retry after {secs} s"),
+    )
+    .into_response();
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    resp
 }

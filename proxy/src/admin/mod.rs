@@ -1,26 +1,67 @@
-//! The admin API: JSON over HTTP/1.1 on `admin.listen` (loopback by default), bearer
-//! API keys checked against `admin.api_keys` hashes, served by axum on a tokio runtime
-//! of its own thread — never on a data-path worker. Handlers call the
-//! [`ControlPlane`]; every change is committed before a 2xx answer.
+//! The admin API: JSON over HTTP/1.1 (HTTPS with `admin.tls`) on `admin.listen`
+//! (loopback by default; beyond loopback TLS is required), bearer API keys checked
+//! against `admin.api_keys` hashes, served by hyper and axum on a tokio runtime of its
+//! own thread — never on a data-path worker. Handlers call the [`ControlPlane`]; every
+//! change is committed before a 2xx answer.
+//!
+//! Transport limits (per-phase timeouts, connection cap) are the HTTP thread's
+//! ([`crate::http_thread`]); clients sending wrong keys are held off ([`backoff`],
+//! applied in `auth`).
 //!
 //! Routes: `/healthz`, `/readyz` (no key), and under `/v1`: `endpoints`,
 //! `reserved_addrs`, `service_users`, `service_users/{id}/authtokens`, `sessions`,
 //! `events` (docs/admin-api.md).
 
 mod auth;
+pub mod backoff;
 mod error;
+mod metrics;
 mod routes;
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use crate::{config::edge::AdminSettings, control_plane::ControlPlane};
+pub use backoff::BackoffSettings;
+
+use crate::{
+    config::admin::AdminSettings,
+    control_plane::ControlPlane,
+    http_thread::{ConnStats, ServeOptions},
+};
 
 /// Largest request body accepted (a traffic policy with a few thousand CIDRs fits).
 pub const MAX_BODY: usize = 4 * 1024 * 1024;
 
+/// How often due `admin.auth_failed` summaries are stored and quiet clients forgotten.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
 /// Binds the admin listener now (a busy port is an error here) and serves it on a
 /// thread of its own. Returns the bound address.
 pub fn start(settings: AdminSettings, plane: Arc<ControlPlane>) -> std::io::Result<SocketAddr> {
-    let app = routes::router(auth::ApiKeys::new(settings.api_keys), plane);
-    crate::http_thread::serve(settings.listen, "sluice-admin", "admin", app)
+    let conns = Arc::new(ConnStats::default());
+    let guard = Arc::new(auth::Guard::new(
+        auth::ApiKeys::new(settings.api_keys),
+        settings.backoff,
+    ));
+    let app = routes::router(guard.clone(), plane.clone(), conns.clone());
+    let options = ServeOptions::new()
+        .limits(settings.limits)
+        .max_connections(settings.max_connections)
+        .tls(settings.tls);
+    let sweeper = async move {
+        let mut tick = tokio::time::interval(SWEEP_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            guard.sweep(&plane);
+        }
+    };
+    crate::http_thread::serve_with(
+        settings.listen,
+        "sluice-admin",
+        "admin",
+        app,
+        options,
+        conns,
+        sweeper,
+    )
 }

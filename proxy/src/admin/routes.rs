@@ -15,27 +15,33 @@ use axum::{
 use serde::{de::DeserializeOwned, Deserialize};
 
 use super::{
-    auth::{require_key, Actor, ApiKeys},
+    auth::{require_key, Actor, Guard},
     error::ApiError,
     MAX_BODY,
 };
 use crate::{
     control_plane::{page_by, ControlPlane, Page},
+    http_thread::ConnStats,
     state::EventQuery,
 };
 
 /// What every handler sees.
 pub struct AppState {
-    pub(super) keys: ApiKeys,
+    pub(super) guard: Arc<Guard>,
     pub(super) plane: Arc<ControlPlane>,
+    pub(super) conns: Arc<ConnStats>,
 }
 
 type St = State<Arc<AppState>>;
 type ApiResult = Result<Response, ApiError>;
 
 /// The whole API.
-pub fn router(keys: ApiKeys, plane: Arc<ControlPlane>) -> Router {
-    let state = Arc::new(AppState { keys, plane });
+pub fn router(guard: Arc<Guard>, plane: Arc<ControlPlane>, conns: Arc<ConnStats>) -> Router {
+    let state = Arc::new(AppState {
+        guard,
+        plane,
+        conns,
+    });
     let v1 = Router::new()
         .route("/endpoints", get(list_endpoints).post(create_endpoint))
         .route(
@@ -124,7 +130,8 @@ fn paging(
 }
 
 async fn metrics(State(s): St) -> Response {
-    let text = crate::metrics::edge::render(s.plane.edge());
+    let mut text = crate::metrics::edge::render(s.plane.edge());
+    text.push_str(&super::metrics::render(&s.conns, &s.guard));
     (
         [(
             axum::http::header::CONTENT_TYPE,

@@ -1,17 +1,18 @@
 //! The semantic checks of an edge file for `sluice config check`, collecting every
 //! problem: certificate and key files, duplicate users, endpoint URLs (format,
 //! duplicates, the TLS port they need), listeners that would share a port (agent port,
-//! TLS port, admin API, `tcp://` endpoints: [`crate::listeners`]) and policies that do
-//! not compile. Each section is read from the tree on its own, so a broken one hides
+//! TLS port, admin API, `tcp://` endpoints: [`crate::listeners`]), policies that do
+//! not compile, and the admin section's values (a plain-HTTP listener beyond loopback
+//! among them). Each section is read from the tree on its own, so a broken one hides
 //! nothing else.
 
 use std::{net::SocketAddr, path::Path};
 
 use super::{
-    edge::{
-        declared_listeners, default_admin_listen, parse_endpoint_url, CloudEndpointSection,
-        EndpointAddr,
+    admin::{
+        default_listen as default_admin_listen, plaintext_warning, value_problems, AdminSection,
     },
+    edge::{declared_listeners, parse_endpoint_url, CloudEndpointSection, EndpointAddr},
     problems::Problems,
     relative_to,
     tree::Node,
@@ -27,6 +28,9 @@ pub(super) fn check(tree: &Node, file: &Path, p: &mut Problems, warnings: &mut V
         if let (Some(cert), Some(key)) = (node.text("cert"), node.text("key")) {
             check_tls_files(file, "agents.tls", &cert, &key, p);
         }
+    }
+    if let Some(admin) = tree.key("admin") {
+        check_admin(admin, file, p, warnings);
     }
     let mut names: Vec<String> = Vec::new();
     for (i, node) in tree
@@ -99,6 +103,27 @@ fn check_listeners(tree: &Node, tcp: Vec<(usize, SocketAddr)>, p: &mut Problems)
     for (later, earlier) in listeners::clashes(&declared) {
         let (later, earlier) = (&declared[later], &declared[earlier]);
         p.at(&later.name, listeners::clash_message(later, earlier));
+    }
+}
+
+/// `admin:`: its TLS files, and the values the loader refuses.
+fn check_admin(node: &Node, file: &Path, p: &mut Problems, warnings: &mut Vec<String>) {
+    if let Some(tls) = node.key("tls") {
+        if let (Some(cert), Some(key)) = (tls.text("cert"), tls.text("key")) {
+            check_tls_files(file, "admin.tls", &cert, &key, p);
+        }
+    }
+    if node.pruned {
+        return;
+    }
+    let Ok(admin) = from_node::<AdminSection>(node) else {
+        return;
+    };
+    for (key, message) in value_problems(&admin) {
+        p.at(key, message);
+    }
+    if admin.tls.is_none() && admin.allow_plaintext_remote && !admin.listen.ip().is_loopback() {
+        warnings.push(plaintext_warning(admin.listen));
     }
 }
 

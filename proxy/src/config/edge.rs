@@ -52,7 +52,7 @@ pub struct EdgeFile {
     )]
     pub drain_timeout: std::time::Duration,
     /// The admin API (off unless this section is present).
-    pub admin: Option<AdminSection>,
+    pub admin: Option<super::admin::AdminSection>,
     /// Edge-wide connection limits.
     #[serde(default)]
     pub limits: LimitsSection,
@@ -67,32 +67,6 @@ pub struct EdgeFile {
 pub struct LimitsSection {
     /// Default `max_connections_per_ip` of every endpoint that sets none (0: none).
     pub max_connections_per_ip: Option<u32>,
-}
-
-/// `admin:`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AdminSection {
-    /// Where the admin API listens. Default 127.0.0.1:9440 (loopback only).
-    #[serde(default = "default_admin_listen")]
-    pub listen: SocketAddr,
-    /// `sha256:` hashes of the bearer keys the API accepts (`sluice token new` makes
-    /// one). At least one.
-    #[serde(default)]
-    pub api_keys: Vec<TokenHash>,
-}
-
-pub(crate) fn default_admin_listen() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 9440))
-}
-
-/// The admin API's settings, validated.
-#[derive(Debug, Clone)]
-pub struct AdminSettings {
-    /// Listen address.
-    pub listen: SocketAddr,
-    /// Accepted bearer key hashes.
-    pub api_keys: Vec<TokenHash>,
 }
 
 pub(crate) fn default_drain_timeout() -> std::time::Duration {
@@ -215,7 +189,7 @@ pub struct EdgeSettings {
     /// How plain-TCP hops move bytes (command line, not the file).
     pub pump: crate::io::Pump,
     /// The admin API, when configured.
-    pub admin: Option<AdminSettings>,
+    pub admin: Option<super::admin::AdminSettings>,
     /// Per-IP connection limit of endpoints that set none.
     pub default_max_connections_per_ip: Option<u32>,
     /// The state directory (resolved against the config file), if any.
@@ -381,22 +355,7 @@ impl EdgeSettings {
         }
         let admin = match file.admin {
             None => None,
-            Some(a) if a.api_keys.is_empty() => {
-                return Err(err(
-                    "admin.api_keys: at least one `sha256:` key hash is required \
-                     (make one with `sluice token new`)"
-                        .to_string(),
-                ))
-            }
-            Some(a) => {
-                if !a.listen.ip().is_loopback() {
-                    tracing::warn!(listen = %a.listen, "admin API listens beyond loopback");
-                }
-                Some(AdminSettings {
-                    listen: a.listen,
-                    api_keys: a.api_keys,
-                })
-            }
+            Some(a) => Some(super::admin::resolve(a, path).map_err(err)?),
         };
         let listeners = declared_listeners(
             Some(file.agents.listen),

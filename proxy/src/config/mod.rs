@@ -4,6 +4,7 @@
 //! compiled). Every error names the file and, where the YAML parser knows it, the line,
 //! column and key.
 
+pub mod admin;
 pub mod agent;
 pub mod check;
 mod check_agent;

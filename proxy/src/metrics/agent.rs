@@ -139,5 +139,12 @@ pub(crate) fn serve(
             }
         }),
     );
-    crate::http_thread::serve(listen, "sluice-metrics", "metrics", app)
+    crate::http_thread::serve(
+        listen,
+        "sluice-metrics",
+        "metrics",
+        app,
+        crate::http_thread::ServeOptions::new(),
+        Arc::default(),
+    )
 }
