@@ -21,6 +21,20 @@ const DENSE_FROM: usize = 32 * 1024;
 /// leaves the slice.
 const PAD: usize = WIDE;
 
+/// Values the dense layout may copy byte for byte and read back unaligned: plain
+/// integers with no padding, no pointers and every bit pattern valid. Sealed: only
+/// the types listed here implement it.
+pub(crate) trait PlainValue: Copy + sealed::Sealed {}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for u8 {}
+    impl Sealed for u16 {}
+}
+
+impl PlainValue for u8 {}
+impl PlainValue for u16 {}
+
 /// IPv4 segment table with values `V`.
 #[derive(Debug)]
 pub(crate) enum Table4<V> {
@@ -30,7 +44,7 @@ pub(crate) enum Table4<V> {
     Dense(Dense16<V>),
 }
 
-impl<V: Copy> Table4<V> {
+impl<V: PlainValue> Table4<V> {
     /// Builds from boundaries (`keys[0] == 0`, strictly increasing) and values.
     pub(crate) fn new(keys: Vec<u32>, vals: Vec<V>) -> Self {
         if keys.len() >= DENSE_FROM {
@@ -91,7 +105,7 @@ pub(crate) struct Dense16<V> {
     _vals: PhantomData<V>,
 }
 
-impl<V: Copy> Dense16<V> {
+impl<V: PlainValue> Dense16<V> {
     const S: usize = std::mem::size_of::<V>();
 
     fn new(keys: &[u32], vals: Vec<V>) -> Self {
@@ -121,7 +135,7 @@ impl<V: Copy> Dense16<V> {
             }
             at += 2 * (hi - lo);
             let block_vals = &mut data[at..at + s * (hi - lo + 1)];
-            // SAFETY: `V: Copy` is plain data here (`u8` or `u16`); the value
+            // SAFETY: `V: PlainValue` is plain data (`u8` or `u16`); the value
             // in force at the start of the /16 and then `vals[lo..hi]` are
             // copied byte for byte into `block_vals`, which is exactly
             // `s * (hi - lo + 1)` bytes long.
@@ -161,7 +175,7 @@ impl<V: Copy> Dense16<V> {
         // SAFETY: block `b` starts at `(2 + S) * lo + S * b` and its `n` keys
         // are followed by at least `2 * PAD == 2 * WIDE` bytes of `data`
         // (its values, later blocks, the padding). `c <= n`, so value `c`
-        // lies inside the block; `V` is read unaligned.
+        // lies inside the block; `V: PlainValue` is read unaligned.
         unsafe {
             let block = self.data.as_ptr().add((2 + Self::S) * lo + Self::S * b);
             let c = count_le_u16(block, n, x as u16);
@@ -176,7 +190,7 @@ mod tests {
 
     /// Boundaries spread over the space plus crowded /16s (runs of hundreds
     /// of keys), values `u8` and `u16`, checked against a binary search.
-    fn check<V: Copy + PartialEq + std::fmt::Debug>(val: impl Fn(usize) -> V) {
+    fn check<V: PlainValue + PartialEq + std::fmt::Debug>(val: impl Fn(usize) -> V) {
         let mut r = 0x9e37_79b9_7f4a_7c15u64;
         let mut next = move || {
             r ^= r << 13;

@@ -181,3 +181,33 @@ pub fn self_signed_pem(names: &[&str]) -> Result<(String, String), TlsSetupError
         .map_err(|e| TlsSetupError::new(Path::new("<generated>"), e))?;
     Ok((certified.cert.pem(), certified.signing_key.serialize_pem()))
 }
+
+/// When the first certificate of `certs` (the leaf) stops being valid, if it parses.
+pub fn not_after(certs: &[CertificateDer<'_>]) -> Option<std::time::SystemTime> {
+    let (_, cert) = x509_parser::parse_x509_certificate(certs.first()?).ok()?;
+    let secs = cert.validity().not_after.timestamp();
+    let secs = u64::try_from(secs).ok()?;
+    Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
+}
+
+/// How long before its expiry a certificate is warned about.
+pub const EXPIRY_WARNING: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
+
+/// Logs how soon the certificate named `what` expires: an error once it has, a
+/// warning within [`EXPIRY_WARNING`], info otherwise.
+pub fn log_expiry(what: &str, not_after: Option<std::time::SystemTime>) {
+    let Some(at) = not_after else {
+        return;
+    };
+    let expires = humantime::format_rfc3339_seconds(at).to_string();
+    match at.duration_since(std::time::SystemTime::now()) {
+        Err(_) => {
+            tracing::error!(certificate = what, %expires, "certificate has expired: peers will refuse it; replace it and reload")
+        }
+        Ok(left) if left < EXPIRY_WARNING => {
+            let days = left.as_secs() / 86_400;
+            tracing::warn!(certificate = what, %expires, days, "certificate expires soon: replace it and reload (SIGHUP)")
+        }
+        Ok(_) => tracing::info!(certificate = what, %expires, "certificate valid"),
+    }
+}

@@ -359,3 +359,80 @@ fn a_flood_of_bad_tokens_leaves_one_audit_event_per_source_and_the_history_intac
         "the real session's history is still there"
     );
 }
+
+/// A self-signed certificate for `localhost` valid for `days` more days (PEM cert,
+/// PEM key).
+fn cert_valid_for(days: i64) -> (String, String) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    let today = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+        / 86_400;
+    let (y, m, d) = civil(today + days);
+    params.not_after = rcgen::date_time_ymd(y, m, d);
+    let (y, m, d) = civil(today - 1);
+    params.not_before = rcgen::date_time_ymd(y, m, d);
+    let cert = params.self_signed(&key).unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+/// The civil date (year, month, day) of day `days` since the Unix epoch (H. Hinnant's
+/// `civil_from_days`).
+fn civil(days: i64) -> (i32, u8, u8) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y as i32, m as u8, d as u8)
+}
+
+/// Whether a TLS 1.3 handshake with the agent port succeeds trusting only `cert_pem`.
+fn handshake_trusting(agent_addr: SocketAddr, cert_pem: &str) -> bool {
+    let cert = CertificateDer::from_pem_slice(cert_pem.as_bytes()).unwrap();
+    let config = sluice_tests::tls_peers::client_config(&[&cert]);
+    let tcp = client::connect_from(None, agent_addr).unwrap();
+    let conn =
+        rustls::ClientConnection::new(config, ServerName::try_from("localhost").unwrap()).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    while tls.conn.is_handshaking() {
+        if tls.conn.complete_io(&mut tls.sock).is_err() {
+            return false;
+        }
+    }
+    true
+}
+
+#[test]
+fn the_agent_port_certificate_is_reloaded_and_its_expiry_announced() {
+    let fx = Fixture::new();
+    let (old_cert, old_key) = cert_valid_for(5);
+    fx.write("edge.crt", &old_cert);
+    fx.write("edge.key", &old_key);
+    let mut edge = Sluice::edge(&fx.write("edge.yml", &edge_yaml(&fx, "")), DRIVER);
+    let (agent_addr, _) = edge.edge_addrs(1);
+    let soon = edge.wait_for("certificate expires soon: replace it and reload (SIGHUP)");
+    assert_eq!(soon["days"], 4, "{soon}");
+    assert!(handshake_trusting(agent_addr, &old_cert));
+
+    let (new_cert, new_key) = cert_valid_for(365);
+    fx.write("edge.crt", &new_cert);
+    fx.write("edge.key", &new_key);
+    edge.hangup();
+    edge.wait_for("certificate valid");
+    wait_until(
+        "the new certificate is presented",
+        Duration::from_secs(10),
+        || handshake_trusting(agent_addr, &new_cert),
+    );
+    assert!(
+        !handshake_trusting(agent_addr, &old_cert),
+        "the old certificate is still presented"
+    );
+}

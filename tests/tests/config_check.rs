@@ -166,6 +166,7 @@ fn config_check_refuses_listeners_that_would_share_a_port_naming_both() {
            listen: 0.0.0.0:8444\n\
          admin:\n  \
            listen: \"[::]:8445\"\n  \
+           allow_plaintext_remote: true\n  \
            api_keys: [\"{}\"]\n\
          service_users:\n  \
            - name: u\n    \

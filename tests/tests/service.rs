@@ -159,6 +159,28 @@ fn lifecycle_runs_systemctl_install_start_status_stop_restart_uninstall() {
     let cfg = config.to_str().unwrap();
     let unit_path = units.join("sluice-test.service");
 
+    // Never as root, and never a name that could smuggle another unit line in.
+    for bad in ["root", "sluice\nExecStartPre=/bin/sh"] {
+        let out = service(
+            &fake,
+            &units,
+            &[
+                "install",
+                "--config",
+                cfg,
+                "--name",
+                "sluice-test",
+                "--user",
+                bad,
+            ],
+        );
+        assert!(!out.status.success(), "--user {bad:?} accepted");
+        assert!(!unit_path.exists(), "a unit was written for --user {bad:?}");
+    }
+    assert!(
+        calls(&fx).is_empty(),
+        "systemctl called for a refused install"
+    );
     let out = service(
         &fake,
         &units,
@@ -169,7 +191,7 @@ fn lifecycle_runs_systemctl_install_start_status_stop_restart_uninstall() {
             "--name",
             "sluice-test",
             "--user",
-            "root",
+            "nobody",
         ],
     );
     assert!(out.status.success(), "{}", text(&out));
@@ -178,7 +200,7 @@ fn lifecycle_runs_systemctl_install_start_status_stop_restart_uninstall() {
         ["--version", "daemon-reload", "enable sluice-test.service"]
     );
     let unit = std::fs::read_to_string(&unit_path).unwrap();
-    assert_eq!(keys(&unit, "User"), ["root"]);
+    assert_eq!(keys(&unit, "User"), ["nobody"]);
     // systemd 256 (the fake's) gets the growing restart back-off.
     assert_eq!(keys(&unit, "RestartSteps"), ["10"], "{unit}");
 

@@ -62,11 +62,16 @@ async fn run_session(shared: &Arc<AgentShared>) -> anyhow::Result<String> {
         .await
         .map_err(|_| anyhow::anyhow!("connecting to {edge_addr} timed out"))??;
     let _ = tcp.set_nodelay(true);
-    shared
-        .control_fd
-        .store(std::os::fd::AsRawFd::as_raw_fd(&tcp), Ordering::Release);
+    // A duplicate of the socket's descriptor, owned here until the session ends, so a
+    // drain's shutdown reaches this socket and never a descriptor number reused since.
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&tcp);
+    // SAFETY: `fd` is `tcp`'s open descriptor, borrowed only to duplicate it here.
+    let handle = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }
+        .try_clone_to_owned()
+        .ok();
+    *shared.lock_control_fd() = handle;
     let result = established(shared, tcp, edge_addr).await;
-    shared.control_fd.store(-1, Ordering::Release);
+    *shared.lock_control_fd() = None;
     result
 }
 

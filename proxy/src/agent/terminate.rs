@@ -45,7 +45,7 @@ pub async fn accept<IO: AsyncReadRent + AsyncWriteRent>(
         ),
     };
     let refused = shared.tls_refused.fetch_add(1, Ordering::Relaxed) + 1;
-    tracing::warn!(url = %start.internal_url, client = %start.client, %reason, refused,
+    crate::log_throttled!(warn, url = %start.internal_url, client = %start.client, %reason, refused,
         "client TLS handshake failed; stream closed");
     Err(Some(tls))
 }

@@ -174,6 +174,8 @@ pub struct EdgeSettings {
     pub agent_listen: SocketAddr,
     /// TLS for the agent listener.
     pub agent_tls: Arc<ServerConfig>,
+    /// When the agent port's certificate expires (if it parsed).
+    pub agent_cert_not_after: Option<std::time::SystemTime>,
     /// Whether plain-TCP data channels are accepted.
     pub plain_channels: bool,
     /// Limits of the agent port before authentication.
@@ -254,6 +256,7 @@ impl EdgeSettings {
         let certs =
             tls::load_certs(&cert_path).map_err(|e| err(format!("agents.tls.cert: {e}")))?;
         let key = tls::load_key(&key_path).map_err(|e| err(format!("agents.tls.key: {e}")))?;
+        let agent_cert_not_after = tls::not_after(&certs);
         let agent_tls = tls::server_config(certs, key, &cert_path)
             .map_err(|e| err(format!("agents.tls: {e}")))?;
         let mut users: Vec<ServiceUser> = Vec::new();
@@ -384,6 +387,7 @@ impl EdgeSettings {
                 .max(1),
             agent_listen: file.agents.listen,
             agent_tls,
+            agent_cert_not_after,
             plain_channels: file.agents.plain_channels,
             preauth: {
                 let d = crate::edge::preauth::PreAuthSettings::default();

@@ -2,8 +2,9 @@
 //! is validated whole first; a bad one is rejected with the reason logged and stored as
 //! an audit event, and the running configuration stays. A good one replaces the static
 //! users (sessions whose token disappeared end) and the static endpoints (added,
-//! removed with drain, policies swapped in place). Listener addresses, TLS material of
-//! the agent port and worker counts need a restart; a change there is logged.
+//! removed with drain, policies swapped in place) and the agent port's certificate and
+//! key (new handshakes use them; its expiry is logged). Listener addresses and worker
+//! counts need a restart.
 
 use std::{path::Path, sync::Arc, time::Duration};
 
@@ -40,6 +41,8 @@ impl ControlPlane {
                 return Err(PlaneError::bad_request("invalid_config", e.to_string()));
             }
         };
+        self.edge.replace_agent_tls(settings.agent_tls.clone());
+        crate::tls::log_expiry("agents.tls.cert", settings.agent_cert_not_after);
         let new_statics = StaticEndpoint::all(&settings.endpoints);
         let old_statics = self.statics().endpoints.clone();
         let mut added = Vec::new();

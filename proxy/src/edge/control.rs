@@ -41,7 +41,7 @@ pub async fn handle_tls(
     let left = || deadline.saturating_duration_since(std::time::Instant::now());
     let mut tls = match monoio::time::timeout(
         left(),
-        crate::io::tls_stream::accept(stream, shared.agent_tls.clone()),
+        crate::io::tls_stream::accept(stream, shared.agent_tls()),
     )
     .await
     {

@@ -105,7 +105,21 @@ pub struct EdgeShared {
     pub plain_channels: bool,
     /// Limits of the agent port before authentication.
     pub preauth: preauth::PreAuthGate,
-    agent_tls: Arc<rustls::ServerConfig>,
+    /// The agent port's TLS (replaced by a config reload: new handshakes use it).
+    agent_tls: ArcSwap<rustls::ServerConfig>,
+}
+
+impl EdgeShared {
+    /// The agent port's TLS configuration in force.
+    pub fn agent_tls(&self) -> Arc<rustls::ServerConfig> {
+        self.agent_tls.load_full()
+    }
+
+    /// Replaces the agent port's certificate and key (a reload): connections after
+    /// this handshake with the new one; sessions already up keep theirs.
+    pub fn replace_agent_tls(&self, config: Arc<rustls::ServerConfig>) {
+        self.agent_tls.store(config);
+    }
 }
 
 /// A running edge.
@@ -238,8 +252,9 @@ pub fn start_with_audit(
         audit,
         plain_channels: settings.plain_channels,
         preauth: preauth::PreAuthGate::new(settings.preauth),
-        agent_tls: settings.agent_tls,
+        agent_tls: ArcSwap::new(settings.agent_tls),
     });
+    crate::tls::log_expiry("agents.tls.cert", settings.agent_cert_not_after);
     shared
         .registry
         .set_ownership(static_ownership(&settings.users).into_iter().collect());

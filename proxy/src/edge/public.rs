@@ -123,7 +123,7 @@ pub(super) async fn forward(
             match Box::pin(super::terminate::handshake(client, early, config.clone())).await {
                 Ok(tls) => (MaybeTls::Tls(Box::new(tls)), Vec::new()),
                 Err(reason) => {
-                    tracing::info!(endpoint = %endpoint.url, %peer, %reason, "tls handshake with the client failed; closed");
+                    crate::log_throttled!(info, endpoint = %endpoint.url, %peer, %reason, "tls handshake with the client failed; closed");
                     EdgeStats::bump(&shared.stats.tls_handshake_failed);
                     stats.tls_handshake_failed.inc();
                     return;
@@ -147,7 +147,7 @@ pub(super) async fn forward(
     let (load, opened, failovers) = match opening.await {
         Ok(opened) => opened,
         Err(tried) => {
-            tracing::info!(endpoint = %endpoint.url, %peer, %target, tried, "no pool member could take the connection");
+            crate::log_throttled!(info, endpoint = %endpoint.url, %peer, %target, tried, "no pool member could take the connection");
             // Like a refused connection: the client sees a reset, not an empty stream.
             sockets::reset_on_close(client.as_raw_fd());
             EdgeStats::bump(&shared.stats.no_channel);

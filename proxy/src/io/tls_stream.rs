@@ -213,6 +213,9 @@ where
     }
 }
 
+/// Most plaintext one read hands out: two TLS records.
+const READ_WINDOW: usize = 32 * 1024;
+
 impl<C, IO, SD> AsyncReadRent for TlsStream<C, IO>
 where
     C: DerefMut + Deref<Target = ConnectionCommon<SD>>,
@@ -220,9 +223,15 @@ where
     IO: AsyncReadRent + AsyncWriteRent,
 {
     async fn read<T: IoBufMut>(&mut self, mut buf: T) -> BufResult<usize, T> {
-        // SAFETY: the slice covers the buffer's writable capacity, which the buffer
-        // owns for the duration of this call; rustls only writes into it.
-        let out = unsafe { std::slice::from_raw_parts_mut(buf.write_ptr(), buf.bytes_total()) };
+        // A `&mut [u8]` must not cover uninitialised memory, even one only written to:
+        // the first READ_WINDOW bytes are zeroed first (a memset of at most 32 KiB per
+        // read, next to decrypting up to as many bytes).
+        let window = buf.bytes_total().min(READ_WINDOW);
+        // SAFETY: `write_ptr()..+bytes_total()` is the buffer's own allocation, owned
+        // by it for this call; `..window` lies inside it.
+        unsafe { std::ptr::write_bytes(buf.write_ptr(), 0, window) };
+        // SAFETY: the first `window` bytes are initialised just above.
+        let out = unsafe { std::slice::from_raw_parts_mut(buf.write_ptr(), window) };
         let res = self.read_plain(out).await;
         if let Ok(n) = res {
             // SAFETY: rustls initialised the first `n` bytes.

@@ -28,7 +28,7 @@ pub(crate) fn render(agent: &AgentShared) -> String {
     .sample(
         "sluice_agent_session_up",
         &[],
-        u8::from(agent.control_fd.load(Ordering::Relaxed) >= 0),
+        u8::from(agent.lock_control_fd().is_some()),
     );
     e.family(
         "sluice_agent_sessions_total",
