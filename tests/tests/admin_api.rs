@@ -505,6 +505,40 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
         Some(json!({ "name": "has space" })),
     );
     assert_eq!(a.status, 400);
+    // A huge bad name is quoted back in part, not echoed whole.
+    let a = admin.call(
+        "POST",
+        "/v1/service_users",
+        Some(json!({ "name": "x ".repeat(500_000) })),
+    );
+    assert_eq!(a.status, 400);
+    assert_eq!(a.body["error"]["code"], "invalid_name");
+    assert!(a.text.len() < 1_000, "{} bytes of error", a.text.len());
+
+    // Errors axum makes by itself are in the documented JSON shape too.
+    let a = admin.call("PUT", "/v1/events", Some(json!({})));
+    assert_eq!(a.status, 405, "{}", a.text);
+    assert_eq!(a.body["error"]["code"], "method_not_allowed", "{}", a.text);
+    let a = admin.raw("POST", "/v1/service_users", &vec![b' '; 5 * 1024 * 1024]);
+    assert_eq!(a.status, 413, "{}", a.text);
+    assert_eq!(a.body["error"]["code"], "body_too_large", "{}", a.text);
+
+    // The bearer scheme is case-insensitive.
+    for scheme in ["bearer", "BEARER"] {
+        let mut s = std::net::TcpStream::connect(admin.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        std::io::Write::write_all(
+            &mut s,
+            format!(
+                "GET /v1/endpoints HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: {scheme} {API_KEY}\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        let mut answer = String::new();
+        let _ = std::io::Read::read_to_string(&mut s, &mut answer);
+        assert!(answer.starts_with("HTTP/1.1 200"), "{scheme}: {answer}");
+    }
 
     assert_eq!(count(&admin, "/v1/endpoints"), endpoints_before);
     assert_eq!(
@@ -794,23 +828,47 @@ fn token_bind_rules_and_deactivated_users() {
     );
     assert_eq!(bad.status, 400, "{}", bad.text);
     let upstream = Echo::start();
-    // URL is db.internal: the token may only bind web.internal.
-    let mut agent = start_agent(
-        &fx,
-        "agent.yml",
-        token["token"].as_str().unwrap(),
-        agent_addr,
-        upstream.addr,
-    );
-    agent.wait_for_n("bind refused", 1, |v| {
+    let secret = token["token"].as_str().unwrap();
+    // URL is db.internal: the token may only bind web.internal. An agent whose every
+    // endpoint is refused can never serve: it says why and exits (status 2) instead of
+    // idling connected.
+    let mut refused = start_agent(&fx, "refused.yml", secret, agent_addr, upstream.addr);
+    refused.wait_for_n("bind refused", 1, |v| {
         v.to_string().contains("may not bind")
     });
-    // A refused bind is a bad request, not a bad token: the session stays, unbound.
+    let (code, log) = refused.wait_exit_and_log();
+    assert_eq!(code, Some(2), "{log}");
+    assert!(
+        log.contains("the edge refuses every endpoint of this agent"),
+        "{log}"
+    );
     wait_until("the bind_refused event", Duration::from_secs(5), || {
         event_types(&admin, "type=endpoint.bind_refused").len() == 1
     });
+    // With one endpoint its rules allow, the session stays and serves that one.
+    let web = Echo::start();
+    let yaml = fx.agent_yaml(
+        secret,
+        agent_addr,
+        "tcp",
+        &[(URL, upstream.addr), ("tcp://web.internal:80", web.addr)],
+    );
+    let mut agent = Sluice::agent(&fx.write("agent.yml", &yaml), DRIVER);
+    agent.wait_for("endpoint bound");
+    wait_until(
+        "the second bind_refused event",
+        Duration::from_secs(5),
+        || event_types(&admin, "type=endpoint.bind_refused").len() == 2,
+    );
     let sessions = admin.get("/v1/sessions");
-    assert_eq!(sessions["items"][0]["endpoints"], json!([]));
+    let bound: Vec<&str> = sessions["items"][0]["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["url"].as_str().unwrap())
+        .collect();
+    assert_eq!(bound, ["tcp://web.internal:80"], "{sessions}");
+    assert!(agent.is_running());
     // Deactivating the user ends its session.
     let a = admin.call(
         "PATCH",

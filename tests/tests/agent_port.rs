@@ -157,14 +157,16 @@ fn plain_channels_are_refused_unless_the_edge_allows_them() {
     let upstream = Echo::start();
     let tcp_yaml = fx.agent_yaml(&fx.token, agent_addr, "tcp", &[(URL, upstream.addr)]);
     let mut tcp_agent = Sluice::agent(&fx.write("tcp.yml", &tcp_yaml), DRIVER);
-    let refused = tcp_agent.wait_for("cannot establish a session with the edge");
-    assert!(
-        refused["error"]
-            .as_str()
-            .is_some_and(|e| e.contains("does not accept plain-TCP data channels")),
-        "{refused}"
+    let (code, log) = tcp_agent.wait_exit_and_log();
+    assert_eq!(
+        code,
+        Some(2),
+        "a configuration that can never work ends the agent: {log}"
     );
-    drop(tcp_agent);
+    assert!(
+        log.contains("does not accept plain-TCP data channels"),
+        "{log}"
+    );
     let mut raw = client::connect_from(None, agent_addr).unwrap();
     raw.write_all(b"SLDC").unwrap();
     assert!(closed_within(&mut raw, Duration::from_secs(5)));

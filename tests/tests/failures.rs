@@ -27,13 +27,19 @@ fn a_bad_token_is_refused_with_a_clear_error_and_disturbs_nobody() {
                 &[("tcp://other.internal:1", t.echo.addr)],
             ),
         );
+        // A wrong token at start can never work: the agent says why and exits
+        // (status 2) instead of retrying forever.
         let mut intruder = Sluice::agent(&cfg, driver);
-        let refused = intruder.wait_for("cannot establish a session with the edge");
-        let error = refused["error"].as_str().unwrap();
+        let refused = intruder.wait_for(
+            "the edge refuses this agent for good; exiting (fix the configuration, then start it again)",
+        );
+        let error = refused["reason"].as_str().unwrap();
         assert!(
             error.contains("Unauthorized") && error.contains("authtoken"),
             "{error}"
         );
+        let (code, _) = intruder.wait_exit_and_log();
+        assert_eq!(code, Some(2));
         t.edge.wait_for("agent refused: unknown authtoken");
         client::echo_ok(None, t.public, b"still fine").unwrap();
         assert!(t.agent.is_running());
@@ -80,6 +86,15 @@ fn a_duplicate_bind_is_refused_by_url_and_the_first_agent_keeps_serving() {
         );
         assert!(t.agent.is_running() && second.is_running());
         t.edge.wait_for("bind refused: already bound");
+        // The refused agent keeps asking, with backoff, and takes over once the first
+        // one leaves.
+        second.wait_for_n("a retry scheduled", 1, |v| {
+            v["message"] == "bind refused; retrying" && v["url"] == ECHO_URL
+        });
+        t.agent.kill();
+        second.wait_for("endpoint bound");
+        client::wait_until_echo(t.public, std::time::Duration::from_secs(10)).unwrap();
+        assert!(other.accepted() >= 1, "the second agent took over");
     }
 }
 

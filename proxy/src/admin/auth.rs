@@ -109,8 +109,7 @@ pub async fn require_key(
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+        .and_then(bearer_key);
     if let Some(actor) = key.and_then(|k| guard.keys.check(k)) {
         guard.failures().success(peer.ip());
         req.extensions_mut().insert(actor);
@@ -160,4 +159,23 @@ fn too_many(secs: u64) -> Response {
     resp.headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from(secs));
     resp
+}
+
+/// The key of an `Authorization: Bearer KEY` value; the scheme is case-insensitive
+/// (RFC 9110 §11.1), so `bearer KEY` and `BEARER KEY` count too.
+fn bearer_key(value: &str) -> Option<&str> {
+    let (scheme, key) = value.trim_start().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| key.trim())
+}
+
+#[cfg(test)]
+mod bearer_tests {
+    #[test]
+    fn the_scheme_is_case_insensitive_and_the_key_exact() {
+        assert_eq!(super::bearer_key("Bearer k1"), Some("k1"));
+        assert_eq!(super::bearer_key("bearer k1"), Some("k1"));
+        assert_eq!(super::bearer_key("BEARER  k1 "), Some("k1"));
+        assert_eq!(super::bearer_key("Basic k1"), None);
+        assert_eq!(super::bearer_key("Bearerk1"), None);
+    }
 }

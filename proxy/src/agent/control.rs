@@ -25,19 +25,55 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Most data channels opened for one `NeedChannels` request.
 const MAX_CHANNELS_PER_REQUEST: u32 = 256;
 
-/// Runs sessions one after another, forever.
+/// The edge refused this agent at its hello, or its configuration cannot work with
+/// this edge. `fatal`: retrying cannot help (a wrong token, a transport the edge
+/// refuses), so an agent that never had a session exits instead of retrying forever.
+#[derive(Debug)]
+struct Refused {
+    message: String,
+    fatal: bool,
+}
+
+impl Refused {
+    fn new(message: String, fatal: bool) -> Self {
+        Self { message, fatal }
+    }
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Refused {}
+
+/// Exit status of an agent that can never serve (see [`Refused`]).
+pub const EXIT_REFUSED: i32 = 2;
+
+/// Runs sessions one after another, forever. An agent whose very first session is
+/// refused for good (a wrong token, a transport the edge refuses, every endpoint
+/// refused by the token's bind rules) logs why and exits with [`EXIT_REFUSED`]: that
+/// is a configuration mistake to show at once. Once it has had a session, it keeps
+/// retrying with backoff whatever happens (a revoked token included), as a daemon
+/// should.
 pub async fn run_forever(shared: Arc<AgentShared>) {
     let mut backoff = FIRST_BACKOFF;
     loop {
         if shared.draining.load(Ordering::Acquire) {
             return;
         }
+        let first = shared.stats.sessions.get() == 0;
         match run_session(&shared).await {
-            Ok(reason) => {
+            Ok(SessionEnd::Fatal(reason)) if first => give_up(&reason),
+            Ok(SessionEnd::Fatal(reason)) | Ok(SessionEnd::Lost(reason)) => {
                 tracing::warn!(%reason, "session with the edge ended; reconnecting");
                 backoff = FIRST_BACKOFF;
             }
             Err(e) => {
+                if first && e.downcast_ref::<Refused>().is_some_and(|r| r.fatal) {
+                    give_up(&e.to_string());
+                }
                 tracing::warn!(error = %e, retry_in = ?backoff, "cannot establish a session with the edge");
             }
         }
@@ -47,15 +83,29 @@ pub async fn run_forever(shared: Arc<AgentShared>) {
     }
 }
 
+/// How an established session ended.
+enum SessionEnd {
+    /// Lost or ended by the edge: reconnect.
+    Lost(String),
+    /// Nothing this agent binds can ever be served by this token.
+    Fatal(String),
+}
+
+fn give_up(reason: &str) -> ! {
+    tracing::error!(%reason, status = EXIT_REFUSED, "the edge refuses this agent for good; exiting (fix the configuration, then start it again)");
+    eprintln!("sluice: {reason}");
+    std::process::exit(EXIT_REFUSED)
+}
+
 fn resolve(addr: &str) -> std::io::Result<SocketAddr> {
     addr.to_socket_addrs()?
         .next()
         .ok_or_else(|| std::io::Error::other(format!("{addr} resolves to no address")))
 }
 
-/// One session: returns `Ok(reason)` when an established session ends, `Err` when it
-/// could not be established.
-async fn run_session(shared: &Arc<AgentShared>) -> anyhow::Result<String> {
+/// One session: returns how an established session ended, `Err` when it could not be
+/// established.
+async fn run_session(shared: &Arc<AgentShared>) -> anyhow::Result<SessionEnd> {
     let settings = &shared.settings;
     let edge_addr = resolve(&settings.connect_addr)?;
     let tcp = monoio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect_addr(edge_addr))
@@ -80,7 +130,7 @@ async fn established(
     shared: &Arc<AgentShared>,
     tcp: TcpStream,
     edge_addr: SocketAddr,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<SessionEnd> {
     let settings = &shared.settings;
     let handshake = tls_stream::connect(tcp, settings.tls.clone(), settings.server_name.clone());
     let mut tls = monoio::time::timeout(CONNECT_TIMEOUT, handshake)
@@ -106,16 +156,23 @@ async fn established(
             plain_channels,
         }))) => {
             if settings.transport == crate::config::agent::Transport::Tcp && !plain_channels {
-                anyhow::bail!(
+                return Err(Refused::new(
                     "this agent uses transport: tcp, but the edge does not accept plain-TCP data \
                      channels (agents.plain_channels is off there); use transport: tls, or turn \
                      plain_channels on at the edge if the path to it is private"
-                );
+                        .into(),
+                    true,
+                )
+                .into());
             }
             (session_id, secret)
         }
         Ok(Ok(Some(Frame::Error { code, message, .. }))) => {
-            anyhow::bail!("edge refused the agent ({code:?}): {message}")
+            return Err(Refused::new(
+                format!("edge refused the agent ({code:?}): {message}"),
+                code == ErrorCode::Unauthorized,
+            )
+            .into())
         }
         Ok(Ok(Some(other))) => anyhow::bail!("edge sent {} instead of welcome", other.name()),
         Ok(Ok(None)) => anyhow::bail!("edge closed the connection during hello"),
@@ -179,11 +236,12 @@ async fn established(
         }
     });
     let tolerance = settings.heartbeat_tolerance;
-    let reason = loop {
+    let mut binds = BindRetries::new(settings.endpoints.len());
+    let end = loop {
         let frame = match monoio::time::timeout(tolerance, reader.next(&mut rd)).await {
-            Err(_) => break format!("no answer from the edge for {tolerance:?}"),
-            Ok(Ok(None)) => break "edge closed the control channel".to_string(),
-            Ok(Err(e)) => break format!("control channel error: {e}"),
+            Err(_) => break SessionEnd::Lost(format!("no answer from the edge for {tolerance:?}")),
+            Ok(Ok(None)) => break SessionEnd::Lost("edge closed the control channel".to_string()),
+            Ok(Err(e)) => break SessionEnd::Lost(format!("control channel error: {e}")),
             Ok(Ok(Some(frame))) => frame,
         };
         match frame {
@@ -198,8 +256,13 @@ async fn established(
             }
             Frame::BindOk { request_id } => {
                 let index = request_id.checked_sub(1).map(|i| i as usize);
-                if let Some(ep) = index.and_then(|i| settings.endpoints.get(i)) {
+                if let Some((i, ep)) = index.and_then(|i| Some((i, settings.endpoints.get(i)?))) {
                     tracing::info!(url = %ep.url, upstream = %ep.upstream, "endpoint bound");
+                    if binds.bound(i) {
+                        // A retried bind: the health report sent with the first try
+                        // found no binding at the edge.
+                        shared.send_control_with(|send| send(super::health::report(shared, i)));
+                    }
                 }
             }
             Frame::Error {
@@ -207,25 +270,114 @@ async fn established(
                 code,
                 message,
             } => {
-                let url = request_id
-                    .checked_sub(1)
-                    .and_then(|i| settings.endpoints.get(i as usize))
-                    .map(|e| e.url.as_str())
-                    .unwrap_or("-");
+                let index = request_id.checked_sub(1).map(|i| i as usize);
+                let endpoint = index.and_then(|i| Some((i, settings.endpoints.get(i)?)));
+                let url = endpoint.map_or("-", |(_, e)| e.url.as_str());
                 tracing::error!(%url, ?code, detail = %message, "edge reported an error");
                 if code == ErrorCode::Unauthorized || code == ErrorCode::Malformed {
-                    break format!("edge error {code:?}: {message}");
+                    break SessionEnd::Lost(format!("edge error {code:?}: {message}"));
+                }
+                let Some((i, ep)) = endpoint else { continue };
+                match code {
+                    // Another agent holds it, or another service user owns it: either
+                    // may change (that agent leaves, an admin transfers the URL).
+                    ErrorCode::AlreadyBound | ErrorCode::NotOwner => {
+                        let wait = binds.refused(i);
+                        tracing::warn!(url = %ep.url, retry_in = ?wait, "bind refused; retrying");
+                        let (tx, bind) = (
+                            control_tx.clone(),
+                            Frame::Bind {
+                                request_id,
+                                url: ep.url.clone(),
+                                pooling: ep.pooling,
+                            },
+                        );
+                        monoio::spawn(async move {
+                            monoio::time::sleep(wait).await;
+                            let _ = tx.send(bind).await;
+                        });
+                    }
+                    // The token's bind rules refuse it (or the URL is invalid): no
+                    // retry can change that during this token's life.
+                    _ => {
+                        if binds.refused_for_good(i) {
+                            break SessionEnd::Fatal(format!(
+                                "the edge refuses every endpoint of this agent; last: {message}"
+                            ));
+                        }
+                    }
                 }
             }
             Frame::NeedChannels { count } => {
                 let count = count.min(MAX_CHANNELS_PER_REQUEST) as usize;
                 shared.request_channels_for_waiters(&ticket, count);
             }
-            other => break format!("unexpected {} frame from the edge", other.name()),
+            other => {
+                break SessionEnd::Lost(format!("unexpected {} frame from the edge", other.name()))
+            }
         }
     };
     ticket.alive.store(false, Ordering::Release);
     *shared.control.lock().unwrap_or_else(|p| p.into_inner()) = None;
     control_tx.close();
-    Ok(reason)
+    Ok(end)
+}
+
+/// Where each endpoint's bind stands within one session: refused binds are retried
+/// with a doubling wait (1 s up to 30 s); endpoints refused for good are counted.
+struct BindRetries {
+    wait: Vec<Option<Duration>>,
+    refused_for_good: Vec<bool>,
+}
+
+impl BindRetries {
+    const FIRST: Duration = Duration::from_secs(1);
+    const MAX: Duration = Duration::from_secs(30);
+
+    fn new(endpoints: usize) -> Self {
+        Self {
+            wait: vec![None; endpoints],
+            refused_for_good: vec![false; endpoints],
+        }
+    }
+
+    /// Endpoint `i` was refused for now: how long to wait before asking again.
+    fn refused(&mut self, i: usize) -> Duration {
+        let next = self.wait[i].map_or(Self::FIRST, |w| (w * 2).min(Self::MAX));
+        self.wait[i] = Some(next);
+        next
+    }
+
+    /// Endpoint `i` is bound; whether it had been refused before (a retry).
+    fn bound(&mut self, i: usize) -> bool {
+        self.wait[i].take().is_some()
+    }
+
+    /// Endpoint `i` can never be bound with this token; whether that now holds for
+    /// every endpoint.
+    fn refused_for_good(&mut self, i: usize) -> bool {
+        self.refused_for_good[i] = true;
+        self.refused_for_good.iter().all(|r| *r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refused_binds_wait_longer_each_time_and_start_over_once_bound() {
+        let mut b = BindRetries::new(2);
+        assert_eq!(b.refused(0), Duration::from_secs(1));
+        assert_eq!(b.refused(0), Duration::from_secs(2));
+        for _ in 0..10 {
+            b.refused(0);
+        }
+        assert_eq!(b.refused(0), Duration::from_secs(30));
+        assert!(b.bound(0), "a retried bind");
+        assert!(!b.bound(1), "a first-time bind");
+        assert_eq!(b.refused(0), Duration::from_secs(1));
+        assert!(!b.refused_for_good(0));
+        assert!(b.refused_for_good(1), "every endpoint refused for good");
+    }
 }

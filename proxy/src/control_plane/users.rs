@@ -77,6 +77,21 @@ impl std::fmt::Debug for TokenCreated {
     }
 }
 
+/// At most the first 64 characters of `text`, escaped, for an error message (a bad
+/// value is quoted back, never echoed whole).
+pub(crate) fn excerpt(text: &str) -> String {
+    let mut out: String = text
+        .chars()
+        .take(64)
+        .collect::<String>()
+        .escape_debug()
+        .to_string();
+    if text.chars().nth(64).is_some() {
+        out.push('…');
+    }
+    out
+}
+
 fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
@@ -182,7 +197,10 @@ impl ControlPlane {
         if !valid_name(&input.name) {
             return Err(PlaneError::bad_request(
                 "invalid_name",
-                format!("`{}`: 1-64 letters, digits, `-`, `_` or `.`", input.name),
+                format!(
+                    "`{}`: 1-64 letters, digits, `-`, `_` or `.`",
+                    excerpt(&input.name)
+                ),
             ));
         }
         if self.list_users()?.iter().any(|u| u.user.name == input.name) {
