@@ -21,6 +21,7 @@
 
 pub mod admin;
 pub mod agent;
+pub mod certs;
 pub mod config;
 pub mod control_plane;
 pub mod datapath;

@@ -18,20 +18,29 @@ use sluice_proxy::{
 #[command(
     name = "sluice",
     version,
-    about = "Self-hosted edge proxy for reverse tunnels"
+    about = "Self-hosted edge proxy for reverse tunnels",
+    after_help = "Examples:\n  \
+        sluice demo                                   # edge + agent + echo upstream on loopback\n  \
+        sluice certs new --dir certs --name edge.example.com\n  \
+        sluice token new                              # a token and its hash\n  \
+        sluice config check edge.yml\n  \
+        sluice edge --config /etc/sluice/edge.yml\n  \
+        sluice --driver legacy agent --config agent.yml   # --driver/--pump go before the subcommand\n  \
+        sluice service install --config /etc/sluice/edge.yml --user sluice"
 )]
 struct Cli {
-    /// Log filter (e.g. `info`, `sluice_proxy=debug`); default from SLUICE_LOG, else info.
-    #[arg(long, global = true)]
+    /// Log filter (e.g. `info`, `sluice_proxy=debug`); default info.
+    #[arg(long, global = true, env = "SLUICE_LOG")]
     log_level: Option<String>,
     /// Log format.
     #[arg(long, global = true, value_enum, default_value = "auto")]
     log_format: LogFormat,
-    /// io_uring (`uring`), epoll (`legacy`), or `auto`.
-    #[arg(long, global = true, env = "SLUICE_DRIVER", default_value = "auto")]
+    /// io_uring (`uring`), epoll (`legacy`), or `auto` (edge, agent, demo).
+    #[arg(long, env = "SLUICE_DRIVER", default_value = "auto")]
     driver: Driver,
-    /// How plain-TCP hops move bytes: `splice` (zero-copy) or `copy` (for comparison).
-    #[arg(long, global = true, env = "SLUICE_PUMP", default_value = "splice")]
+    /// How plain-TCP hops move bytes: `splice` (zero-copy) or `copy` (for comparison)
+    /// (edge, agent, demo).
+    #[arg(long, env = "SLUICE_PUMP", default_value = "splice")]
     pump: sluice_proxy::io::Pump,
     #[command(subcommand)]
     command: Command,
@@ -40,12 +49,21 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the edge (public side).
+    #[command(
+        after_help = "Example:\n  sluice edge --config /etc/sluice/edge.yml\n\n\
+        SIGHUP (or the file changing) reloads edge.yml; SIGTERM drains, a second one exits."
+    )]
     Edge {
         /// Path to edge.yml.
         #[arg(long)]
         config: PathBuf,
     },
     /// Run the agent (private side).
+    #[command(
+        after_help = "Example:\n  sluice agent --config /etc/sluice/agent.yml\n\n\
+        SIGTERM leaves the edge and lets streams finish; exit status 2: the edge refuses this \
+        agent's token or every endpoint for good."
+    )]
     Agent {
         /// Path to agent.yml.
         #[arg(long)]
@@ -66,6 +84,11 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Certificates for the agent port (and mTLS clients), from a private CA.
+    Certs {
+        #[command(subcommand)]
+        command: CertsCommand,
+    },
     /// Edge + agent + echo upstream on loopback, ready to connect to.
     Demo {
         /// Public port of the demo endpoint (busy: a free one is used).
@@ -80,6 +103,9 @@ enum Command {
 #[derive(Subcommand)]
 enum ConfigCommand {
     /// Validate an edge or agent config without starting anything.
+    #[command(
+        after_help = "Example:\n  sluice config check /etc/sluice/edge.yml   # every problem, with its line"
+    )]
     Check {
         /// The config file.
         file: PathBuf,
@@ -87,8 +113,29 @@ enum ConfigCommand {
 }
 
 #[derive(Subcommand)]
+enum CertsCommand {
+    /// Make a CA, the edge's certificate for every --name, and client certificates:
+    /// `sluice certs new --dir certs --name edge.example.com`. Put edge.crt/edge.key in
+    /// edge.yml (agents.tls) and ca.crt in every agent.yml (agent.connect_cas).
+    New {
+        /// Directory to write into (created; existing files are never overwritten).
+        #[arg(long, default_value = "certs")]
+        dir: PathBuf,
+        /// A DNS name or IP address agents dial the edge by (repeat for several).
+        #[arg(long = "name", required = true)]
+        names: Vec<String>,
+        /// Issue a client certificate with this name too (mTLS; repeat for several).
+        #[arg(long = "client")]
+        clients: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
 enum TokenCommand {
     /// Print a fresh token and, on the next line, the hash to put in edge.yml.
+    #[command(
+        after_help = "Example:\n  sluice token new > token.txt   # line 1 to agent.yml, line 2 to edge.yml"
+    )]
     New,
     /// Print the `sha256:` hash of a token read from standard input (first line), so
     /// it never shows in the process list or shell history: `sluice token hash < file`.
@@ -144,6 +191,29 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Service { command } => sluice_proxy::service::run(command),
+        Command::Certs {
+            command:
+                CertsCommand::New {
+                    dir,
+                    names,
+                    clients,
+                },
+        } => {
+            let written = sluice_proxy::certs::make(&sluice_proxy::certs::CertRequest {
+                dir: dir.clone(),
+                names,
+                clients,
+            })?;
+            for f in &written.files {
+                println!("wrote {}", f.display());
+            }
+            println!(
+                "edge.yml:  agents: {{ tls: {{ cert: {0}/edge.crt, key: {0}/edge.key }} }}\n\
+                 agent.yml: agent: {{ connect_cas: {0}/ca.crt }}   (copy ca.crt to the agent; keep ca.key offline)",
+                dir.display()
+            );
+            Ok(())
+        }
         Command::Config {
             command: ConfigCommand::Check { file },
         } => {

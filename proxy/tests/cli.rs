@@ -127,3 +127,31 @@ fn config_check_accepts_a_good_agent_file_and_names_the_problem_in_a_bad_one() {
         .unwrap()
         .contains("neither an edge config"));
 }
+
+#[test]
+fn help_shows_examples_and_the_environment_and_only_the_flags_that_apply() {
+    let top = String::from_utf8(sluice(&["--help"]).stdout).unwrap();
+    assert!(
+        top.contains("Examples:") && top.contains("SLUICE_LOG"),
+        "{top}"
+    );
+    for sub in [
+        &["token", "--help"][..],
+        &["config", "check", "--help"],
+        &["certs", "new", "--help"],
+    ] {
+        let help = String::from_utf8(sluice(sub).stdout).unwrap();
+        assert!(
+            !help.contains("--driver") && !help.contains("--pump"),
+            "{sub:?} shows data-path flags:\n{help}"
+        );
+    }
+    for sub in [
+        &["edge", "--help"][..],
+        &["agent", "--help"],
+        &["config", "check", "--help"],
+    ] {
+        let help = String::from_utf8(sluice(sub).stdout).unwrap();
+        assert!(help.contains("Example"), "{sub:?} has no example:\n{help}");
+    }
+}

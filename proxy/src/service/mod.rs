@@ -178,6 +178,16 @@ fn install(
             spec.user
         );
     }
+    for hidden in ["/home/", "/root/", "/tmp/", "/var/tmp/", "/run/user/"] {
+        if spec.config.starts_with(hidden) {
+            eprintln!(
+                "warning: {} is under {hidden}, which the unit hides from the service \
+                 (ProtectHome=yes, PrivateTmp=yes): it would not start. Keep the config, \
+                 certificates and keys under /etc/sluice (or another system directory)",
+                spec.config.display()
+            );
+        }
+    }
     std::fs::create_dir_all(&systemd.unit_dir)
         .with_context(|| format!("creating {}", systemd.unit_dir.display()))?;
     let path = systemd.unit_dir.join(&unit);

@@ -69,19 +69,20 @@ impl SqliteStore {
         let db = Connection::open(&path)
             .map_err(|e| StoreError(format!("cannot open {}: {e}", path.display())))?;
         db.pragma_update(None, "journal_mode", "WAL")?;
-        Self::prepare(db)
+        Self::prepare(db, &path.display().to_string())
     }
 
     /// A store that lives in memory only.
     pub fn in_memory() -> StoreResult<Self> {
-        Self::prepare(Connection::open_in_memory()?)
+        Self::prepare(Connection::open_in_memory()?, "memory")
     }
 
-    fn prepare(mut db: Connection) -> StoreResult<Self> {
+    /// `database`: where it lives, for logs (a path, or `memory`).
+    fn prepare(mut db: Connection, database: &str) -> StoreResult<Self> {
         db.pragma_update(None, "synchronous", "FULL")?;
         db.pragma_update(None, "foreign_keys", "ON")?;
         db.busy_timeout(std::time::Duration::from_secs(5))?;
-        migrate(&mut db)?;
+        migrate(&mut db, database)?;
         Ok(Self {
             db,
             inserts_since_prune: 0,
@@ -131,7 +132,7 @@ impl SqliteStore {
     }
 }
 
-fn migrate(db: &mut Connection) -> StoreResult<()> {
+fn migrate(db: &mut Connection, database: &str) -> StoreResult<()> {
     let version: i64 = db.pragma_query_value(None, "user_version", |r| r.get(0))?;
     let version = usize::try_from(version).unwrap_or(usize::MAX);
     if version > MIGRATIONS.len() {
@@ -153,6 +154,7 @@ fn migrate(db: &mut Connection) -> StoreResult<()> {
     tracing::info!(
         from = version,
         to = MIGRATIONS.len(),
+        %database,
         "state schema migrated"
     );
     Ok(())
