@@ -245,10 +245,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let mut settings = AgentSettings::load(&config)?;
             settings.pump = cli.pump;
             logging::init(cli.log_level.as_deref(), cli.log_format);
-            signals::block_termination_signals();
+            signals::block_with_hangup();
             let drain_timeout = settings.drain_timeout;
             let agent = agent::start(settings, cli.driver)?;
-            serve_until_signal("agent", drain_timeout, agent.in_flight(), || {
+            let sig = loop {
+                match signals::wait_with_hangup() {
+                    signals::Signal::Terminate(name) => break name,
+                    signals::Signal::Hangup => tracing::warn!(
+                        config = %config.display(),
+                        "SIGHUP: the agent does not reload agent.yml; restart it to apply changes"
+                    ),
+                }
+            };
+            drain_after("agent", sig, drain_timeout, agent.in_flight(), || {
                 agent.leave_edge()
             });
             Ok(())
@@ -294,6 +303,7 @@ fn run_edge(
     let admin = settings.admin.clone();
     let users = settings.users.clone();
     let statics = StaticEndpoint::all(&settings.endpoints);
+    let restart_only = sluice_proxy::control_plane::restart_only(&settings);
     let store: Box<dyn Store> = match &settings.state_dir {
         Some(dir) => {
             let store = SqliteStore::open(dir)?;
@@ -316,6 +326,7 @@ fn run_edge(
         users,
         statics,
         Some(config_path),
+        restart_only,
     )?;
     plane.spawn_audit_writer(audit_rx)?;
     plane.spawn_config_watcher()?;
@@ -344,15 +355,15 @@ fn run_edge(
     Ok(())
 }
 
-/// Waits for SIGINT/SIGTERM, then drains: `stop_new_work`, and wait for `in_flight` to
-/// reach zero, up to `drain_timeout` (a second signal ends the wait).
-fn serve_until_signal(
+/// Drains after the termination signal `sig`: `stop_new_work`, then waits for the
+/// work in flight, up to `drain_timeout` (a second signal ends the wait).
+fn drain_after(
     role: &'static str,
+    sig: &'static str,
     drain_timeout: std::time::Duration,
     in_flight: &drain::InFlight,
     stop_new_work: impl FnOnce(),
 ) {
-    let sig = signals::wait_for_termination();
     tracing::info!(role, signal = sig, ?drain_timeout, "{role} draining");
     stop_new_work();
     let end = drain::wait(in_flight, drain_timeout);

@@ -240,6 +240,19 @@ fn lifecycle_user_token_agent_endpoint_policy_swap_and_revocation() {
         v["message"].as_str().is_some_and(|m| m.contains("revoked"))
             || v.to_string().contains("revoked")
     });
+    // The audit log says why the session ended: the revocation, not "the agent
+    // closed the control channel".
+    wait_until("the session.ended event", Duration::from_secs(5), || {
+        admin.get("/v1/events?type=session.ended")["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| {
+                e["detail"]["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("authtoken revoked"))
+            })
+    });
     // The agent keeps retrying with its revoked token and is refused each time.
     edge.wait_for_n("refused retry", 1, |v| {
         v["message"] == "agent refused: unknown authtoken"
@@ -594,6 +607,21 @@ fn sighup_with_a_broken_config_keeps_the_old_one_and_a_good_edit_applies() {
         "the new endpoint's policy is not in force"
     );
     client::echo_ok(None, first, b"first endpoint untouched").unwrap();
+
+    // A change a reload cannot apply (the agent port) says so, and the rest applies.
+    let moved =
+        fixture::read(&cfg).replace("listen: 127.0.0.1:0\n  tls:", "listen: 127.0.0.1:1\n  tls:");
+    assert_ne!(moved, fixture::read(&cfg), "the test edits agents.listen");
+    std::fs::write(&cfg, moved).unwrap();
+    edge.hangup();
+    let pending = edge.wait_for(
+        "config change needs a restart to take effect; the running values stay until then",
+    );
+    assert!(
+        pending["keys"].as_str().unwrap().contains("agents.listen"),
+        "{pending}"
+    );
+    client::echo_ok(None, first, b"agent port unchanged").unwrap();
 }
 
 /// The value of one Prometheus sample (`name{labels}`), 0 when absent.

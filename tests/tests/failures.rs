@@ -193,3 +193,14 @@ fn a_bad_config_exits_at_once_naming_file_line_and_key() {
         "{err}"
     );
 }
+
+#[test]
+fn sighup_to_the_agent_says_it_does_not_reload_and_changes_nothing() {
+    let mut t = Tunnel::start(DRIVERS[0], "tcp");
+    client::echo_ok(None, t.public, b"before").unwrap();
+    t.agent.hangup();
+    t.agent
+        .wait_for("SIGHUP: the agent does not reload agent.yml; restart it to apply changes");
+    assert!(t.agent.is_running());
+    client::echo_ok(None, t.public, b"after").unwrap();
+}

@@ -24,6 +24,7 @@ use std::{
 pub use endpoints::{EndpointInput, EndpointPatch, EndpointView, ReservationInput};
 pub use error::{ErrorKind, PlaneError};
 pub use owners::{OwnerInput, UrlOwnerView};
+pub use reload::restart_only;
 pub use sessions::{SessionBinding, SessionView};
 pub use users::{TokenCreated, TokenInput, UserInput, UserPatch, UserView};
 
@@ -79,25 +80,30 @@ pub struct ControlPlane {
     edge: Arc<EdgeShared>,
     statics: Mutex<StaticConfig>,
     config_path: Option<PathBuf>,
+    /// [`reload::restart_only`] of the settings the edge started with.
+    restart_only: Vec<(&'static str, String)>,
 }
 
 impl ControlPlane {
     /// A control plane over a running edge whose static objects came from `users`
     /// and `endpoints` (already serving), loading the API-made objects from `store`
     /// and applying them. An API-made endpoint that cannot be served (its port taken
-    /// by a static endpoint, say) is logged and skipped, not fatal.
+    /// by a static endpoint, say) is logged and skipped, not fatal. `restart_only`:
+    /// [`restart_only`] of the settings the edge started with.
     pub fn new(
         store: Box<dyn Store>,
         edge: Arc<EdgeShared>,
         users: Vec<ServiceUser>,
         endpoints: Vec<StaticEndpoint>,
         config_path: Option<PathBuf>,
+        restart_only: Vec<(&'static str, String)>,
     ) -> Result<Arc<Self>, PlaneError> {
         let plane = Arc::new(Self {
             store: Mutex::new(store),
             edge,
             statics: Mutex::new(StaticConfig { users, endpoints }),
             config_path,
+            restart_only,
         });
         plane.restore_endpoints()?;
         plane.rebuild_auth("start")?;

@@ -13,6 +13,34 @@ use sha2::Digest;
 use super::{ControlPlane, PlaneError, StaticEndpoint};
 use crate::{config::edge::EdgeSettings, edge::endpoints::EndpointSpec, state::NewEvent};
 
+/// The settings a reload cannot apply (listeners, workers, the admin API, the state
+/// directory, the agent port's limits), as `key = value` pairs: kept from start, and
+/// compared at each reload so a change there is logged as needing a restart rather
+/// than silently ignored.
+pub fn restart_only(s: &EdgeSettings) -> Vec<(&'static str, String)> {
+    let admin = s.admin.as_ref();
+    vec![
+        ("agents.listen", s.agent_listen.to_string()),
+        ("tls_endpoints.listen", format!("{:?}", s.tls_listen)),
+        ("workers", s.workers.to_string()),
+        ("agents.plain_channels", s.plain_channels.to_string()),
+        (
+            "agents (pre-authentication limits)",
+            format!("{:?}", s.preauth),
+        ),
+        ("admin.listen", format!("{:?}", admin.map(|a| a.listen))),
+        (
+            "admin (keys, tls, limits)",
+            format!(
+                "{:?}",
+                admin.map(|a| (&a.api_keys, a.tls.is_some(), a.max_connections))
+            ),
+        ),
+        ("state_dir", format!("{:?}", s.state_dir)),
+        ("drain_timeout", format!("{:?}", s.drain_timeout)),
+    ]
+}
+
 /// How often the config file is checked for changes.
 pub const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -41,6 +69,15 @@ impl ControlPlane {
                 return Err(PlaneError::bad_request("invalid_config", e.to_string()));
             }
         };
+        let pending: Vec<&str> = restart_only(&settings)
+            .into_iter()
+            .zip(self.restart_only.iter())
+            .filter(|(new, old)| new.1 != old.1)
+            .map(|(new, _)| new.0)
+            .collect();
+        if !pending.is_empty() {
+            tracing::warn!(%trigger, keys = ?pending, "config change needs a restart to take effect; the running values stay until then");
+        }
         self.edge.replace_agent_tls(settings.agent_tls.clone());
         crate::tls::log_expiry("agents.tls.cert", settings.agent_cert_not_after);
         let new_statics = StaticEndpoint::all(&settings.endpoints);
@@ -106,7 +143,8 @@ impl ControlPlane {
             "config",
             path.display().to_string(),
             serde_json::json!({ "trigger": trigger, "added": added, "removed": removed,
-                                "policy_changed": changed, "failed": failed }),
+                                "policy_changed": changed, "failed": failed,
+                                "needs_restart": pending }),
         ));
         Ok(())
     }

@@ -344,6 +344,9 @@ async fn run_session(
             }
         }
     };
+    // A kicked session's control channel closes because the edge shut it: the cause
+    // worth reporting is the kick's.
+    let reason = session.kick_reason().unwrap_or(reason);
     let unbound = shared.registry.close_session(&session);
     tracing::info!(session = session.id, %peer, %user, %reason, "agent session ended");
     shared.audit.send(AuditEvent::SessionEnded {

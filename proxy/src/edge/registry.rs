@@ -83,6 +83,8 @@ pub struct SessionHandle {
     ended: Signal,
     /// Fired when the session is kicked, to cut its streams.
     kicked: Signal,
+    /// Why it was kicked (the session's end is reported with this reason).
+    kick_reason: Mutex<Option<String>>,
 }
 
 /// A one-time event any number of tasks, on any worker, can wait for: a channel that
@@ -199,6 +201,7 @@ impl SessionHandle {
     /// sends what is queued and shuts the connection, which ends the session loop.
     /// Streams flowing through the session are cut ([`Self::kicked`]).
     pub fn kick(&self, code: crate::wire::ErrorCode, message: String) {
+        *self.kick_reason.lock().unwrap_or_else(|p| p.into_inner()) = Some(message.clone());
         let _ = self.control_tx.try_send(Frame::Error {
             request_id: 0,
             code,
@@ -206,6 +209,14 @@ impl SessionHandle {
         });
         self.control_tx.close();
         self.kicked.fire();
+    }
+
+    /// Why the session was kicked, if it was.
+    pub fn kick_reason(&self) -> Option<String> {
+        self.kick_reason
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Resolves when the session has been kicked (at once if it has): its agent's
@@ -248,6 +259,7 @@ impl SessionHandle {
             in_flight: in_flight.into(),
             ended: Signal::new(),
             kicked: Signal::new(),
+            kick_reason: Mutex::new(None),
         })
     }
 
@@ -374,6 +386,7 @@ impl Registry {
             in_flight: Default::default(),
             ended: Signal::new(),
             kicked: Signal::new(),
+            kick_reason: Mutex::new(None),
         });
         self.lock_sessions().insert(id, session.clone());
         *self.lock_agent_ips().entry(peer.ip()).or_insert(0) += 1;
