@@ -182,7 +182,13 @@ mod tests {
         // The edge's pair loads as the agent port's TLS (a leaf, key matching).
         let certs = crate::tls::load_certs(&dir.join("edge.crt")).unwrap();
         let key = crate::tls::load_key(&dir.join("edge.key")).unwrap();
-        crate::tls::server_config(certs.clone(), key, &dir.join("edge.crt")).unwrap();
+        crate::tls::server_config(
+            certs.clone(),
+            key,
+            &dir.join("edge.crt"),
+            &dir.join("edge.key"),
+        )
+        .unwrap();
         // And verifies against the CA for both names.
         let ca = crate::tls::load_certs(&dir.join("ca.crt")).unwrap();
         let mut roots = rustls::RootCertStore::empty();

@@ -116,14 +116,25 @@ pub fn server_config_from_files(
     };
     let config = builder
         .with_single_cert(certs, key_der)
-        .map_err(|e| match e {
-            rustls::Error::InconsistentKeys(_) => TlsSetupError::new(
-                key,
-                format!("does not match the certificate in {}", cert.display()),
-            ),
-            e => TlsSetupError::new(cert, e),
-        })?;
+        .map_err(|e| single_cert_error(e, cert, key))?;
     Ok(Arc::new(config))
+}
+
+/// Names the file at fault when a certificate and key cannot be used together: the
+/// key when it does not match the certificate or is of a kind rustls cannot sign with
+/// (DSA, say), the certificate otherwise.
+fn single_cert_error(e: rustls::Error, cert: &Path, key: &Path) -> TlsSetupError {
+    match e {
+        rustls::Error::InconsistentKeys(_) => TlsSetupError::new(
+            key,
+            format!("does not match the certificate in {}", cert.display()),
+        ),
+        rustls::Error::General(m) if m.contains("private key") => TlsSetupError::new(
+            key,
+            format!("unusable private key ({m}); use an RSA, ECDSA (P-256/P-384) or Ed25519 key"),
+        ),
+        e => TlsSetupError::new(cert, e),
+    }
 }
 
 /// The agent port's server configuration: presenting `certs`/`key`, TLS 1.3 only, no
@@ -131,15 +142,16 @@ pub fn server_config_from_files(
 pub fn server_config(
     certs: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
-    source: &Path,
+    cert_path: &Path,
+    key_path: &Path,
 ) -> Result<Arc<ServerConfig>, TlsSetupError> {
     // TLS 1.3 only: both ends are sluice, and 1.3 has no legacy suites or renegotiation.
     let config = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| TlsSetupError::new(source, e))?
+        .map_err(|e| TlsSetupError::new(cert_path, e))?
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .map_err(|e| TlsSetupError::new(source, e))?;
+        .map_err(|e| single_cert_error(e, cert_path, key_path))?;
     Ok(Arc::new(config))
 }
 
@@ -209,5 +221,29 @@ pub fn log_expiry(what: &str, not_after: Option<std::time::SystemTime>) {
             tracing::warn!(certificate = what, %expires, days, "certificate expires soon: replace it and reload (SIGHUP)")
         }
         Ok(_) => tracing::info!(certificate = what, %expires, "certificate valid"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_that_does_not_match_its_certificate_is_blamed_on_the_key_file() {
+        let a = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let b = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let key = PrivateKeyDer::try_from(b.signing_key.serialize_der()).unwrap();
+        let err = server_config(
+            vec![a.cert.der().clone()],
+            key,
+            Path::new("/etc/sluice/edge.crt"),
+            Path::new("/etc/sluice/edge.key"),
+        )
+        .unwrap_err();
+        assert_eq!(err.path, "/etc/sluice/edge.key", "{err}");
+        assert!(
+            err.problem.contains("does not match the certificate"),
+            "{err}"
+        );
     }
 }

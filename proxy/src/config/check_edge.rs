@@ -131,10 +131,10 @@ fn check_admin(node: &Node, file: &Path, p: &mut Problems, warnings: &mut Vec<St
 fn check_tls_files(file: &Path, at: &str, cert: &str, key: &str, p: &mut Problems) {
     let cert_path = relative_to(file, Path::new(cert));
     let certs = tls::load_certs(&cert_path).map_err(|e| p.at(&format!("{at}.cert"), e));
-    let key = tls::load_key(&relative_to(file, Path::new(key)))
-        .map_err(|e| p.at(&format!("{at}.key"), e));
+    let key_path = relative_to(file, Path::new(key));
+    let key = tls::load_key(&key_path).map_err(|e| p.at(&format!("{at}.key"), e));
     if let (Ok(certs), Ok(key)) = (certs, key) {
-        if let Err(e) = tls::server_config(certs, key, &cert_path) {
+        if let Err(e) = tls::server_config(certs, key, &cert_path, &key_path) {
             p.at(at, e);
         }
     }

@@ -257,7 +257,7 @@ impl EdgeSettings {
             tls::load_certs(&cert_path).map_err(|e| err(format!("agents.tls.cert: {e}")))?;
         let key = tls::load_key(&key_path).map_err(|e| err(format!("agents.tls.key: {e}")))?;
         let agent_cert_not_after = tls::not_after(&certs);
-        let agent_tls = tls::server_config(certs, key, &cert_path)
+        let agent_tls = tls::server_config(certs, key, &cert_path, &key_path)
             .map_err(|e| err(format!("agents.tls: {e}")))?;
         let mut users: Vec<ServiceUser> = Vec::new();
         for (i, u) in file.service_users.into_iter().enumerate() {
