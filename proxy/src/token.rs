@@ -12,9 +12,15 @@ const TOKEN_PREFIX: &str = "slt_";
 /// Prefix of a stored token hash.
 pub const HASH_PREFIX: &str = "sha256:";
 
-/// A secret authtoken. `Debug` never prints it.
+/// A secret authtoken. `Debug` never prints it; its memory is wiped when dropped.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
+
+impl Drop for Secret {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
+}
 
 impl Secret {
     /// Wraps a secret string.

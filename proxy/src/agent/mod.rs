@@ -46,6 +46,12 @@ pub(crate) struct SessionTicket {
     pub opening: AtomicUsize,
 }
 
+impl Drop for SessionTicket {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.secret);
+    }
+}
+
 impl SessionTicket {
     pub fn is_alive(&self) -> bool {
         self.alive.load(Ordering::Acquire)

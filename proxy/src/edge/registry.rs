@@ -87,6 +87,12 @@ pub struct SessionHandle {
     kick_reason: Mutex<Option<String>>,
 }
 
+impl Drop for SessionHandle {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.secret);
+    }
+}
+
 /// A one-time event any number of tasks, on any worker, can wait for: a channel that
 /// never carries a message, closed to fire (which wakes every waiter, and answers later
 /// ones at once).
