@@ -75,6 +75,28 @@ pub fn reset_within(s: &mut TcpStream, wait: Duration) -> bool {
     matches!(s.read(&mut byte), Err(e) if e.kind() == io::ErrorKind::ConnectionReset)
 }
 
+/// Whether the far end ends `s` (EOF or reset) within `wait`, sending nothing; false
+/// when the wait runs out with the connection still open (a timeout is not a close).
+pub fn closed_within(s: &mut TcpStream, wait: Duration) -> bool {
+    s.set_read_timeout(Some(wait)).unwrap();
+    let mut buf = [0u8; 256];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                return false
+            }
+            Err(_) => return true,
+        }
+    }
+}
+
 /// Tries a small echo until it succeeds or `deadline` passes; for waiting until a
 /// tunnel is usable (after a restart) without sleeping blindly.
 pub fn wait_until_echo(target: SocketAddr, deadline: Duration) -> io::Result<()> {

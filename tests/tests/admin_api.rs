@@ -237,8 +237,11 @@ fn lifecycle_user_token_agent_endpoint_policy_swap_and_revocation() {
         || upstream.active() == 0,
     );
     agent.wait_for_n("agent told", 1, |v| {
-        v["message"].as_str().is_some_and(|m| m.contains("revoked"))
-            || v.to_string().contains("revoked")
+        v["message"] == "edge reported an error"
+            && v["code"] == "Unauthorized"
+            && v["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("authtoken revoked"))
     });
     // The audit log says why the session ended: the revocation, not "the agent
     // closed the control channel".
@@ -576,8 +579,10 @@ fn sighup_with_a_broken_config_keeps_the_old_one_and_a_good_edit_applies() {
     let good = fixture::read(&cfg);
     std::fs::write(&cfg, good.replace("forward-internal", "forward-nowhere")).unwrap();
     edge.hangup();
+    // The signal's doing, not the file watcher's (which would say "file changed").
     edge.wait_for_n("rejected reload", 1, |v| {
         v["message"] == "config reload rejected; the running configuration stays"
+            && v["trigger"] == "SIGHUP"
     });
     client::echo_ok(None, first, b"still serving").unwrap();
     assert!(!event_types(&admin, "type=config.reload_failed").is_empty());
@@ -614,9 +619,11 @@ fn sighup_with_a_broken_config_keeps_the_old_one_and_a_good_edit_applies() {
     assert_ne!(moved, fixture::read(&cfg), "the test edits agents.listen");
     std::fs::write(&cfg, moved).unwrap();
     edge.hangup();
-    let pending = edge.wait_for(
-        "config change needs a restart to take effect; the running values stay until then",
-    );
+    let pending = edge.wait_for_n("a restart-only change", 1, |v| {
+        v["message"]
+            == "config change needs a restart to take effect; the running values stay until then"
+            && v["trigger"] == "SIGHUP"
+    });
     assert!(
         pending["keys"].as_str().unwrap().contains("agents.listen"),
         "{pending}"

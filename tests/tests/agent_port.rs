@@ -32,27 +32,6 @@ fn edge_yaml(fx: &Fixture, agents_extra: &str) -> String {
         .replace("  plain_channels: true\n", agents_extra)
 }
 
-/// Whether the edge ends `s` (EOF or reset) within `wait`.
-fn closed_within(s: &mut TcpStream, wait: Duration) -> bool {
-    s.set_read_timeout(Some(wait)).unwrap();
-    let mut buf = [0u8; 256];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => return true,
-            Ok(_) => continue,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                return false
-            }
-            Err(_) => return true,
-        }
-    }
-}
-
 /// A TCP relay in front of `target` that records the first 59 bytes of every
 /// connection opening with `SLDC` (a plain data channel's hello): what an observer on
 /// the path between agent and edge sees.
@@ -132,7 +111,7 @@ fn a_plain_channel_hello_seen_on_the_wire_cannot_be_replayed() {
             client::connect_from(Some("127.0.0.2".parse().unwrap()), agent_addr).unwrap();
         replay.write_all(&hello).unwrap();
         assert!(
-            closed_within(&mut replay, Duration::from_secs(5)),
+            client::closed_within(&mut replay, Duration::from_secs(5)),
             "a replayed channel hello was parked"
         );
     }
@@ -169,7 +148,7 @@ fn plain_channels_are_refused_unless_the_edge_allows_them() {
     );
     let mut raw = client::connect_from(None, agent_addr).unwrap();
     raw.write_all(b"SLDC").unwrap();
-    assert!(closed_within(&mut raw, Duration::from_secs(5)));
+    assert!(client::closed_within(&mut raw, Duration::from_secs(5)));
     edge.wait_for("plain-TCP data channel refused: this edge does not accept them (agents.plain_channels: false)");
     // The same edge serves a tls agent.
     let tls_yaml = fx.agent_yaml(&fx.token, agent_addr, "tls", &[(URL, upstream.addr)]);
@@ -242,11 +221,11 @@ fn unauthenticated_connections_are_capped_per_source() {
     let mut closed = vec![false; conns.len()];
     while Instant::now() < deadline && !closed.iter().any(|c| *c) {
         for (i, c) in conns.iter_mut().enumerate() {
-            closed[i] |= closed_within(c, Duration::from_millis(50));
+            closed[i] |= client::closed_within(c, Duration::from_millis(50));
         }
     }
     for (i, c) in conns.iter_mut().enumerate() {
-        closed[i] |= closed_within(c, Duration::from_millis(200));
+        closed[i] |= client::closed_within(c, Duration::from_millis(200));
     }
     assert_eq!(
         closed.iter().filter(|c| **c).count(),
