@@ -7,7 +7,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use monoio::{io::Splitable, net::TcpStream};
+use monoio::{
+    io::{AsyncWriteRent, Splitable},
+    net::TcpStream,
+};
 use rand::Rng;
 
 use super::{AgentShared, SessionTicket};
@@ -112,17 +115,7 @@ async fn run_session(shared: &Arc<AgentShared>) -> anyhow::Result<SessionEnd> {
         .await
         .map_err(|_| anyhow::anyhow!("connecting to {edge_addr} timed out"))??;
     let _ = tcp.set_nodelay(true);
-    // A duplicate of the socket's descriptor, owned here until the session ends, so a
-    // drain's shutdown reaches this socket and never a descriptor number reused since.
-    let fd = std::os::fd::AsRawFd::as_raw_fd(&tcp);
-    // SAFETY: `fd` is `tcp`'s open descriptor, borrowed only to duplicate it here.
-    let handle = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }
-        .try_clone_to_owned()
-        .ok();
-    *shared.lock_control_fd() = handle;
-    let result = established(shared, tcp, edge_addr).await;
-    *shared.lock_control_fd() = None;
-    result
+    established(shared, tcp, edge_addr).await
 }
 
 /// The part of a session after the TCP connection: TLS, hello, binds, heartbeats.
@@ -194,9 +187,13 @@ async fn established(
     monoio::spawn(async move {
         while let Ok(frame) = control_rx.recv().await {
             if framed::write_frame(&mut wr, &frame).await.is_err() {
-                break;
+                return;
             }
         }
+        // The queue closed: the session ended, or a drain asked to leave the edge
+        // (`AgentHandle::leave_edge`). Closing our side makes the edge end the session
+        // and unbind our endpoints at once; its close then ends our reader.
+        let _ = wr.shutdown().await;
     });
     {
         // Binds, then each endpoint's health as it stands; later changes go through
@@ -212,6 +209,10 @@ async fn established(
             let _ = control_tx.try_send(super::health::report(shared, i));
         }
         *live = Some(control_tx.clone());
+        if shared.draining.load(Ordering::Acquire) {
+            // A drain began during the handshake: leave at once.
+            control_tx.close();
+        }
     }
     shared.request_channels(&ticket, settings.data_channels);
     let heartbeat_tx = control_tx.clone();

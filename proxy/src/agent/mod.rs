@@ -100,9 +100,6 @@ pub(crate) struct AgentShared {
     pub in_flight: crate::drain::InFlight,
     /// Set by a drain: no reconnect after the current session.
     pub draining: AtomicBool,
-    /// A duplicate descriptor of the live control channel's socket, so a drain can
-    /// shut it down (None: no session).
-    pub control_fd: std::sync::Mutex<Option<std::os::fd::OwnedFd>>,
     /// Client TLS handshakes refused by `agent_tls_termination` (bad or missing
     /// client certificate, timeout).
     pub tls_refused: AtomicU64,
@@ -118,11 +115,6 @@ pub(crate) struct AgentShared {
 }
 
 impl AgentShared {
-    /// The live control channel's descriptor duplicate.
-    pub fn lock_control_fd(&self) -> std::sync::MutexGuard<'_, Option<std::os::fd::OwnedFd>> {
-        self.control_fd.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// Queues frames on the live session's control channel, if there is one. The
     /// frames are built by `build` under the lock, so state read there and sent goes
     /// out in the order it was read: a report built from older state never follows
@@ -177,8 +169,15 @@ impl AgentHandle {
     /// in flight carry on.
     pub fn leave_edge(&self) {
         self.shared.draining.store(true, Ordering::Release);
-        if let Some(fd) = self.shared.lock_control_fd().as_ref() {
-            crate::io::sockets::shutdown_both(std::os::fd::AsRawFd::as_raw_fd(fd));
+        if let Some(control) = self
+            .shared
+            .control
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            // The control channel's writer sends what is queued, then closes our side.
+            control.close();
         }
         tracing::info!(
             in_flight = self.shared.in_flight.get(),
@@ -212,7 +211,6 @@ pub fn start(settings: AgentSettings, driver: Driver) -> std::io::Result<AgentHa
         open_rx,
         in_flight: Default::default(),
         draining: AtomicBool::new(false),
-        control_fd: Default::default(),
         tls_refused: AtomicU64::new(0),
         stats: agent_stats,
         health: (0..endpoints).map(|_| Default::default()).collect(),

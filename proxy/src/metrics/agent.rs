@@ -28,7 +28,13 @@ pub(crate) fn render(agent: &AgentShared) -> String {
     .sample(
         "sluice_agent_session_up",
         &[],
-        u8::from(agent.lock_control_fd().is_some()),
+        u8::from(
+            agent
+                .control
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_some(),
+        ),
     );
     e.family(
         "sluice_agent_sessions_total",
