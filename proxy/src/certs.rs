@@ -18,7 +18,7 @@ use rcgen::{
     KeyPair, KeyUsagePurpose, SanType,
 };
 
-/// How long the certificates made here are valid.
+/// How long the certificates made here are valid unless asked otherwise.
 pub const VALID_DAYS: i64 = 825;
 
 /// What to make.
@@ -31,6 +31,8 @@ pub struct CertRequest {
     pub names: Vec<String>,
     /// Client certificates to issue for mTLS (common names).
     pub clients: Vec<String>,
+    /// Days the certificates stay valid (from yesterday, for clock skew).
+    pub days: i64,
 }
 
 /// The files written, for the summary printed to the operator.
@@ -48,7 +50,8 @@ pub fn make(req: &CertRequest) -> anyhow::Result<Written> {
     );
     std::fs::create_dir_all(&req.dir)?;
     let mut out = Written::default();
-    let ca = ca(&format!("sluice CA for {}", req.names[0]))?;
+    anyhow::ensure!(req.days >= 1, "--days must be at least 1");
+    let ca = ca(&format!("sluice CA for {}", req.names[0]), req.days)?;
     write(&req.dir.join("ca.crt"), &ca.pem(), 0o644, &mut out)?;
     write(
         &req.dir.join("ca.key"),
@@ -56,7 +59,12 @@ pub fn make(req: &CertRequest) -> anyhow::Result<Written> {
         0o600,
         &mut out,
     )?;
-    let (cert, key) = leaf(&ca, &req.names, ExtendedKeyUsagePurpose::ServerAuth)?;
+    let (cert, key) = leaf(
+        &ca,
+        &req.names,
+        ExtendedKeyUsagePurpose::ServerAuth,
+        req.days,
+    )?;
     write(&req.dir.join("edge.crt"), &cert, 0o644, &mut out)?;
     write(&req.dir.join("edge.key"), &key, 0o600, &mut out)?;
     if !req.clients.is_empty() {
@@ -71,6 +79,7 @@ pub fn make(req: &CertRequest) -> anyhow::Result<Written> {
                 &ca,
                 std::slice::from_ref(name),
                 ExtendedKeyUsagePurpose::ClientAuth,
+                req.days,
             )?;
             write(&dir.join(format!("{name}.crt")), &cert, 0o644, &mut out)?;
             write(&dir.join(format!("{name}.key")), &key, 0o600, &mut out)?;
@@ -79,7 +88,7 @@ pub fn make(req: &CertRequest) -> anyhow::Result<Written> {
     Ok(out)
 }
 
-fn validity(params: &mut CertificateParams) {
+fn validity(params: &mut CertificateParams, days: i64) {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
@@ -88,15 +97,15 @@ fn validity(params: &mut CertificateParams) {
         rcgen::date_time_ymd(y, m, d)
     };
     params.not_before = day(-1);
-    params.not_after = day(VALID_DAYS);
+    params.not_after = day(days);
 }
 
-fn ca(name: &str) -> anyhow::Result<CertifiedIssuer<'static, KeyPair>> {
+fn ca(name: &str, days: i64) -> anyhow::Result<CertifiedIssuer<'static, KeyPair>> {
     let mut params = CertificateParams::new(Vec::<String>::new())?;
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     params.distinguished_name.push(DnType::CommonName, name);
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    validity(&mut params);
+    validity(&mut params, days);
     Ok(CertifiedIssuer::self_signed(params, KeyPair::generate()?)?)
 }
 
@@ -104,6 +113,7 @@ fn leaf(
     ca: &CertifiedIssuer<'static, KeyPair>,
     names: &[String],
     usage: ExtendedKeyUsagePurpose,
+    days: i64,
 ) -> anyhow::Result<(String, String)> {
     let mut params = CertificateParams::new(Vec::<String>::new())?;
     params.subject_alt_names = names
@@ -119,7 +129,7 @@ fn leaf(
     params.is_ca = IsCa::ExplicitNoCa;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![usage];
-    validity(&mut params);
+    validity(&mut params, days);
     let key = KeyPair::generate()?;
     let cert = params.signed_by(&key, ca)?;
     Ok((cert.pem(), key.serialize_pem()))
@@ -176,6 +186,7 @@ mod tests {
             dir: dir.clone(),
             names: vec!["localhost".into(), "127.0.0.1".into()],
             clients: vec!["app".into()],
+            days: VALID_DAYS,
         };
         let written = make(&req).unwrap();
         assert_eq!(written.files.len(), 6);

@@ -127,6 +127,9 @@ enum CertsCommand {
         /// Issue a client certificate with this name too (mTLS; repeat for several).
         #[arg(long = "client")]
         clients: Vec<String>,
+        /// Days the certificates stay valid.
+        #[arg(long, default_value_t = sluice_proxy::certs::VALID_DAYS)]
+        days: i64,
     },
 }
 
@@ -197,12 +200,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     dir,
                     names,
                     clients,
+                    days,
                 },
         } => {
             let written = sluice_proxy::certs::make(&sluice_proxy::certs::CertRequest {
                 dir: dir.clone(),
                 names,
                 clients,
+                days,
             })?;
             for f in &written.files {
                 println!("wrote {}", f.display());

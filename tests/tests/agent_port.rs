@@ -341,37 +341,29 @@ fn a_flood_of_bad_tokens_leaves_one_audit_event_per_source_and_the_history_intac
     );
 }
 
-/// A self-signed certificate for `localhost` valid for `days` more days (PEM cert,
-/// PEM key).
-fn cert_valid_for(days: i64) -> (String, String) {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-    let today = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-        / 86_400;
-    let (y, m, d) = civil(today + days);
-    params.not_after = rcgen::date_time_ymd(y, m, d);
-    let (y, m, d) = civil(today - 1);
-    params.not_before = rcgen::date_time_ymd(y, m, d);
-    let cert = params.self_signed(&key).unwrap();
-    (cert.pem(), key.serialize_pem())
-}
-
-/// The civil date (year, month, day) of day `days` since the Unix epoch (H. Hinnant's
-/// `civil_from_days`).
-fn civil(days: i64) -> (i32, u8, u8) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y as i32, m as u8, d as u8)
+/// A certificate set for `localhost` made by `sluice certs new --days DAYS` in
+/// `fx`'s directory `dir`: (edge certificate PEM, edge key PEM, CA certificate PEM).
+fn cert_valid_for(fx: &Fixture, dir: &str, days: i64) -> (String, String, String) {
+    let out = std::process::Command::new(sluice_tests::process::sluice_bin())
+        .args([
+            "certs",
+            "new",
+            "--name",
+            "localhost",
+            "--days",
+            &days.to_string(),
+            "--dir",
+        ])
+        .arg(fx.path(dir))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let read = |f: &str| std::fs::read_to_string(fx.path(dir).join(f)).unwrap();
+    (read("edge.crt"), read("edge.key"), read("ca.crt"))
 }
 
 /// Whether a TLS 1.3 handshake with the agent port succeeds trusting only `cert_pem`.
@@ -393,16 +385,16 @@ fn handshake_trusting(agent_addr: SocketAddr, cert_pem: &str) -> bool {
 #[test]
 fn the_agent_port_certificate_is_reloaded_and_its_expiry_announced() {
     let fx = Fixture::new();
-    let (old_cert, old_key) = cert_valid_for(5);
+    let (old_cert, old_key, old_ca) = cert_valid_for(&fx, "old", 5);
     fx.write("edge.crt", &old_cert);
     fx.write("edge.key", &old_key);
     let mut edge = Sluice::edge(&fx.write("edge.yml", &edge_yaml(&fx, "")), DRIVER);
     let (agent_addr, _) = edge.edge_addrs(1);
     let soon = edge.wait_for("certificate expires soon: replace it and reload (SIGHUP)");
     assert_eq!(soon["days"], 4, "{soon}");
-    assert!(handshake_trusting(agent_addr, &old_cert));
+    assert!(handshake_trusting(agent_addr, &old_ca));
 
-    let (new_cert, new_key) = cert_valid_for(365);
+    let (new_cert, new_key, new_ca) = cert_valid_for(&fx, "new", 365);
     fx.write("edge.crt", &new_cert);
     fx.write("edge.key", &new_key);
     edge.hangup();
@@ -410,10 +402,10 @@ fn the_agent_port_certificate_is_reloaded_and_its_expiry_announced() {
     wait_until(
         "the new certificate is presented",
         Duration::from_secs(10),
-        || handshake_trusting(agent_addr, &new_cert),
+        || handshake_trusting(agent_addr, &new_ca),
     );
     assert!(
-        !handshake_trusting(agent_addr, &old_cert),
+        !handshake_trusting(agent_addr, &old_ca),
         "the old certificate is still presented"
     );
 }
