@@ -928,7 +928,8 @@ fn token_bind_rules_and_deactivated_users() {
 /// agent's streams alone. A cut is a reset: a clean close (FIN) would tell the client
 /// and the upstream that the stream ended complete.
 #[test]
-fn revoking_a_token_cuts_its_flowing_streams_and_nobody_elses() {
+fn revoking_a_token_or_deactivating_or_deleting_its_user_cuts_its_flowing_streams_and_nobody_elses()
+{
     struct Tunnel {
         user_id: String,
         token_id: String,
@@ -936,7 +937,13 @@ fn revoking_a_token_cuts_its_flowing_streams_and_nobody_elses() {
         _agent: Sluice,
         streams: Vec<TcpStream>,
     }
-    for (transport, pump) in [("tcp", "splice"), ("tls", "splice"), ("tcp", "copy")] {
+    for (transport, pump, how) in [
+        ("tcp", "splice", "revoke"),
+        ("tls", "splice", "revoke"),
+        ("tcp", "copy", "revoke"),
+        ("tcp", "splice", "deactivate"),
+        ("tls", "splice", "delete"),
+    ] {
         let fx = Fixture::new();
         let (_edge, agent_addr, admin) = start_edge_with(&edge_config(&fx, &[]), &["--pump", pump]);
         let mut tunnels = Vec::new();
@@ -985,24 +992,26 @@ fn revoking_a_token_cuts_its_flowing_streams_and_nobody_elses() {
 
         let (revoked, kept) = tunnels.split_at_mut(1);
         let (revoked, kept) = (&mut revoked[0], &mut kept[0]);
-        let answer = admin.call(
-            "DELETE",
-            &format!(
-                "/v1/service_users/{}/authtokens/{}",
-                revoked.user_id, revoked.token_id
+        let user = format!("/v1/service_users/{}", revoked.user_id);
+        let answer = match how {
+            "revoke" => admin.call(
+                "DELETE",
+                &format!("{user}/authtokens/{}", revoked.token_id),
+                None,
             ),
-            None,
-        );
-        assert_eq!(answer.status, 200, "{}", answer.text);
+            "deactivate" => admin.call("PATCH", &user, Some(json!({ "active": false }))),
+            _ => admin.call("DELETE", &user, None),
+        };
+        assert!(matches!(answer.status, 200 | 204), "{how}: {}", answer.text);
         let revoked_at = Instant::now();
         for s in &mut revoked.streams {
             assert!(
                 client::reset_within(s, Duration::from_secs(5)),
-                "{transport}/{pump}: a stream was not reset after its agent's token was revoked"
+                "{transport}/{pump}/{how}: a stream was not reset after its agent's authority ended"
             );
         }
         eprintln!(
-            "{transport}/{pump}: 3 flowing streams reset {:?} after the revocation answered",
+            "{transport}/{pump}/{how}: 3 flowing streams reset {:?} after the answer",
             revoked_at.elapsed()
         );
         wait_until(
