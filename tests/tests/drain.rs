@@ -82,3 +82,47 @@ fn a_second_sigterm_ends_the_drain_at_once() {
     );
     drop(open);
 }
+
+#[test]
+fn a_drain_that_runs_out_of_time_ends_the_remaining_streams() {
+    use sluice_tests::{
+        fixture::{self, Fixture},
+        process::Sluice,
+        upstream::Echo,
+    };
+    let fx = Fixture::new();
+    let echo = Echo::start();
+    let yaml = fx
+        .edge_yaml(
+            "127.0.0.1:0",
+            &[("127.0.0.1:0", fixture::forward_all(common::ECHO_URL))],
+        )
+        .replacen("version: 1\n", "version: 1\ndrain_timeout: 1s\n", 1);
+    let mut edge = Sluice::edge(&fx.write("edge.yml", &yaml), DRIVERS[0]);
+    let (agent_addr, public) = edge.edge_addrs(1);
+    let agent_yaml = fx.agent_yaml(
+        &fx.token,
+        agent_addr,
+        "tcp",
+        &[(common::ECHO_URL, echo.addr)],
+    );
+    let mut agent = Sluice::agent(&fx.write("agent.yml", &agent_yaml), DRIVERS[0]);
+    agent.wait_for("endpoint bound");
+    let mut open = client::connect_from(None, public[0]).unwrap();
+    round_trip(&mut open, b"held open past the drain");
+    let started = std::time::Instant::now();
+    edge.terminate();
+    // The held stream does not keep the edge up: after drain_timeout the edge exits and
+    // the stream ends with it.
+    assert_eq!(edge.wait_exit(), Some(0));
+    let stopped = edge.wait_for("edge stopped");
+    assert_eq!(stopped["end"], "TimedOut(1)", "{stopped}");
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(1),
+        "left before drain_timeout"
+    );
+    assert!(client::closed_within(
+        &mut open,
+        std::time::Duration::from_secs(5)
+    ));
+}
