@@ -340,7 +340,43 @@ fn restart_and_kill_9_keep_every_object_and_event() {
         .unwrap()
         .len();
 
+    let mut admin = admin;
     for (round, hard) in [(1, false), (2, true)] {
+        // Writes made by the process that is about to stop (or be killed): a user, a
+        // token revoked, a policy change, an internal URL's owner.
+        let made = admin.create(
+            "/v1/service_users",
+            json!({ "name": format!("round-{round}") }),
+        );
+        let made_id = made["id"].as_str().unwrap().to_string();
+        let doomed = admin.create(
+            &format!("/v1/service_users/{made_id}/authtokens"),
+            json!({}),
+        );
+        let doomed_id = doomed["id"].as_str().unwrap().to_string();
+        let revoked = admin.call(
+            "DELETE",
+            &format!("/v1/service_users/{made_id}/authtokens/{doomed_id}"),
+            None,
+        );
+        assert_eq!(revoked.status, 200, "{}", revoked.text);
+        let cidr = if round == 1 {
+            "127.0.0.0/8"
+        } else {
+            "127.0.0.1/32"
+        };
+        let patched = admin.call(
+            "PATCH",
+            &format!("/v1/endpoints/{}", ep["id"].as_str().unwrap()),
+            Some(json!({ "traffic_policy": fixture::allow_only(&[cidr], URL) })),
+        );
+        assert_eq!(patched.status, 200, "{}", patched.text);
+        let owned = admin.call(
+            "PUT",
+            &format!("/v1/internal_urls/tcp%3A%2F%2Fround{round}.internal%3A1"),
+            Some(json!({ "user_id": made_id })),
+        );
+        assert_eq!(owned.status, 201, "{}", owned.text);
         if hard {
             edge.kill();
         } else {
@@ -351,6 +387,21 @@ fn restart_and_kill_9_keep_every_object_and_event() {
         // restarted pointing at the new one.
         let (new_edge, new_agent_addr, new_admin) = start_edge(&cfg);
         edge = new_edge;
+        let tokens =
+            new_admin.get(&format!("/v1/service_users/{made_id}/authtokens"))["items"].clone();
+        assert!(
+            tokens[0]["revoked_at"].as_i64().is_some(),
+            "round {round}: the revocation was lost: {tokens}"
+        );
+        let policy = new_admin.get(&format!("/v1/endpoints/{}", ep["id"].as_str().unwrap()));
+        assert!(
+            policy.to_string().contains(cidr),
+            "round {round}: the policy change was lost: {policy}"
+        );
+        let owner = new_admin.get(&format!(
+            "/v1/internal_urls/tcp%3A%2F%2Fround{round}.internal%3A1"
+        ));
+        assert_eq!(owner["user_id"], made_id.as_str(), "round {round}: {owner}");
         let endpoints = new_admin.get("/v1/endpoints")["items"].clone();
         assert_eq!(
             endpoints.as_array().unwrap().len(),
@@ -383,6 +434,7 @@ fn restart_and_kill_9_keep_every_object_and_event() {
         agent = start_agent(&fx, "agent.yml", &secret, new_agent_addr, upstream.addr);
         agent.wait_for("endpoint bound");
         client::wait_until_echo(public, Duration::from_secs(10)).unwrap();
+        admin = new_admin;
     }
 }
 
