@@ -19,13 +19,10 @@ use sluice_loadtest::{
     serve, ClientOptions, DriverChoice, ServeHandle, ServeMode, ServeOptions, Shutdown,
 };
 
-/// The drivers this machine can run: epoll always, io_uring where the kernel allows.
+/// Both drivers, always: a kernel without io_uring fails the io_uring runs loudly
+/// (as the end-to-end tests do) instead of silently testing epoll alone.
 pub fn drivers() -> Vec<DriverChoice> {
-    let mut d = vec![DriverChoice::Legacy];
-    if monoio::utils::detect_uring() {
-        d.push(DriverChoice::Uring);
-    }
-    d
+    vec![DriverChoice::Legacy, DriverChoice::Uring]
 }
 
 /// A short run against `addr`: one thread, `ms` milliseconds, 1 s timeout.
