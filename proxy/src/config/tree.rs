@@ -1,6 +1,7 @@
 //! A YAML document as a plain tree whose every node and key remembers its line and
-//! column, for checks that must keep going after the first problem (`sluice config
-//! check`) and for reading a few keys without knowing the whole schema (`sluice service`).
+//! column, for the validation that must keep going after the first problem (the
+//! daemons' loaders and `sluice config check`, [`super::validate`]) and for reading a
+//! few keys without knowing the whole schema (`sluice service`).
 //! Nodes can be marked pruned: [`super::tree_de`] then deserializes as if they were
 //! absent, while their original positions (list indices, locations) stay put.
 
