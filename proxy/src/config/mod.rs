@@ -17,6 +17,8 @@ pub mod tree;
 pub mod tree_de;
 pub mod validate;
 
+#[cfg(test)]
+mod tests;
 
 use std::{
     fmt,
