@@ -241,8 +241,8 @@ pub(crate) fn resolve(
                 Some(Arc::new(config))
             }),
     };
-    // Reachable only with `allow_plaintext_remote` (otherwise a problem above).
-    if a.tls.is_none() && !a.listen.ip().is_loopback() {
+    // Without `allow_plaintext_remote` this is a problem (above), not a warning.
+    if a.tls.is_none() && a.allow_plaintext_remote && !a.listen.ip().is_loopback() {
         warnings.push(plaintext_warning(a.listen));
         if values_ok {
             tracing::warn!("{}", plaintext_warning(a.listen));

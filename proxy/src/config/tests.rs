@@ -152,4 +152,26 @@ fn warnings_come_from_the_same_validation() {
     );
     let r = check_file(&scratch.0.join("agent-ok-minimal.yml")).unwrap();
     assert!(r.warnings.is_empty(), "{r:?}");
+    // A plain-HTTP admin listener beyond loopback is a problem, and only with the
+    // explicit escape hatch a warning.
+    let r = check_file(&scratch.0.join("edge-bad-admin.yml")).unwrap();
+    assert!(r.warnings.is_empty(), "{r:?}");
+    let text = std::fs::read_to_string(scratch.0.join("edge-bad-admin.yml")).unwrap();
+    let allowed = scratch.0.join("edge-allowed.yml");
+    std::fs::write(
+        &allowed,
+        text.replace("  max_connections: 0\n", "  allow_plaintext_remote: true\n")
+            .replace(
+                "admin:\n",
+                &format!("admin:\n  api_keys: [\"sha256:{}\"]\n", "ab".repeat(32)),
+            ),
+    )
+    .unwrap();
+    let r = check_file(&allowed).unwrap();
+    assert!(r.problems.is_empty(), "{r:?}");
+    assert_eq!(r.warnings.len(), 1, "{r:?}");
+    assert!(
+        r.warnings[0].contains("plain HTTP beyond loopback"),
+        "{r:?}"
+    );
 }
