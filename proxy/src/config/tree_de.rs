@@ -388,6 +388,25 @@ mod tests {
             assert!(direct.is_some(), "{text}");
             assert_eq!(via_tree, direct, "{text}");
         }
+        // Unquoted too, and text that only looks like a boolean or number stays text
+        // for a string field, keys included.
+        #[derive(Debug, Deserialize, PartialEq)]
+        struct Mixed {
+            on: String,
+            flag: bool,
+            count: u16,
+            name: String,
+            id: String,
+        }
+        let text = "on: yes\nflag: on\ncount: 1_000\nname: n\nid: 0123\n";
+        let direct: Mixed = serde_saphyr::from_str(text).unwrap();
+        let via_tree: Mixed = from_node(&tree::parse(text).unwrap()).unwrap();
+        assert_eq!(via_tree, direct);
+        assert_eq!((via_tree.on.as_str(), via_tree.flag), ("yes", true));
+        assert_eq!(
+            (via_tree.name.as_str(), via_tree.id.as_str()),
+            ("n", "0123")
+        );
         for bad in [
             "count: \"eight\"",
             "count: \"70000\"",

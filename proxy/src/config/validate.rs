@@ -33,6 +33,15 @@
 //! deserializer ([`super::tree_de`]) reads such a scalar exactly as serde-saphyr does,
 //! so spellings such as `"0x10"` or `"yes"` follow serde-saphyr's rules in both, and
 //! text that is no number (`"eight"`) is refused with its line.
+//!
+//! The daemons used to deserialize the text straight into their structs with
+//! serde-saphyr; they now read the same tree as `check`. The tree keeps plain scalars
+//! that a string field would read as text as text ([`super::tree::parse`]: `yes`, `on`,
+//! `0123`, `1_000`), so string fields see what they saw before, with one exception: a
+//! typeless read normalises numbers in another base or with a sign, floats, and
+//! `True`/`FALSE` (`name: 0x10` is `16`, `name: 1.50` is `1.5`, `name: TRUE` is
+//! `true`). No string field of either file is a number in practice; quoting keeps the
+//! text as written.
 
 use std::path::{Path, PathBuf};
 
