@@ -107,6 +107,18 @@ pub fn server_config_from_files(
 ) -> Result<Arc<ServerConfig>, TlsSetupError> {
     let certs = load_certs(cert)?;
     let key_der = load_key(key)?;
+    server_config_with(certs, key_der, cert, key, verifier)
+}
+
+/// [`server_config_from_files`] for a chain and key already loaded from `cert` and
+/// `key` (the paths name the file in errors).
+pub fn server_config_with(
+    certs: Vec<CertificateDer<'static>>,
+    key_der: PrivateKeyDer<'static>,
+    cert: &Path,
+    key: &Path,
+    verifier: Option<Arc<dyn ClientCertVerifier>>,
+) -> Result<Arc<ServerConfig>, TlsSetupError> {
     let builder = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsSetupError::new(cert, e))?;

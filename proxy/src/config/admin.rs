@@ -18,7 +18,7 @@ use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
 use rustls::ServerConfig;
 use serde::Deserialize;
 
-use super::{edge::TlsFiles, relative_to};
+use super::{edge::TlsFiles, problems::Problems, validate::cert_and_key};
 use crate::{
     admin::BackoffSettings,
     http_thread::{options as http, phase::PhaseLimits},
@@ -152,9 +152,8 @@ pub struct AdminSettings {
 }
 
 /// Why a plain-HTTP admin listener is refused: `Some(message)` when `listen` is not
-/// loopback, there is no TLS and no explicit `allow_plaintext_remote`. Shared by the
-/// loader and `sluice config check`.
-pub(crate) fn plaintext_problem(listen: SocketAddr, tls: bool, allow: bool) -> Option<String> {
+/// loopback, there is no TLS and no explicit `allow_plaintext_remote`.
+fn plaintext_problem(listen: SocketAddr, tls: bool, allow: bool) -> Option<String> {
     (!listen.ip().is_loopback() && !tls && !allow).then(|| {
         format!(
             "`{listen}` is not a loopback address and admin.tls is not set: the API keys \
@@ -166,7 +165,7 @@ pub(crate) fn plaintext_problem(listen: SocketAddr, tls: bool, allow: bool) -> O
 }
 
 /// The warning for an accepted plain-HTTP, non-loopback listener.
-pub(crate) fn plaintext_warning(listen: SocketAddr) -> String {
+fn plaintext_warning(listen: SocketAddr) -> String {
     format!(
         "admin.listen: `{listen}` serves the admin API in plain HTTP beyond loopback \
          (allow_plaintext_remote): API keys cross the network in clear"
@@ -174,7 +173,7 @@ pub(crate) fn plaintext_warning(listen: SocketAddr) -> String {
 }
 
 /// Values serde cannot check: each `(key, message)`.
-pub(crate) fn value_problems(a: &AdminSection) -> Vec<(&'static str, String)> {
+fn value_problems(a: &AdminSection) -> Vec<(&'static str, String)> {
     let mut out = Vec::new();
     if a.api_keys.is_empty() {
         out.push((
@@ -215,35 +214,47 @@ pub(crate) fn value_problems(a: &AdminSection) -> Vec<(&'static str, String)> {
     out
 }
 
-/// Validates `a` and loads its TLS files (relative to the config file `path`); errors
-/// are `key: message`.
-pub(crate) fn resolve(a: AdminSection, path: &Path) -> Result<AdminSettings, String> {
-    if let Some((key, message)) = value_problems(&a).into_iter().next() {
-        return Err(format!("{key}: {message}"));
+/// Checks `admin:` (every problem at its key, into `p`) and loads its TLS files
+/// (relative to the config file `file`); `None` when it is invalid.
+pub(crate) fn resolve(
+    a: AdminSection,
+    file: &Path,
+    p: &mut Problems,
+    warnings: &mut Vec<String>,
+) -> Option<AdminSettings> {
+    let values = value_problems(&a);
+    let values_ok = values.is_empty();
+    for (key, message) in values {
+        p.at(key, message);
     }
     let tls = match &a.tls {
-        Some(files) => Some(
-            tls::server_config_from_files(
-                &relative_to(path, &files.cert),
-                &relative_to(path, &files.key),
-                None,
-            )
+        None => Some(None),
+        Some(files) => cert_and_key(file, "admin.tls", files, p)
+            .and_then(|ck| {
+                tls::server_config_with(ck.certs, ck.key, &ck.cert_path, &ck.key_path, None)
+                    .map_err(|e| p.at("admin.tls", e))
+                    .ok()
+            })
             .map(|config| {
                 let mut config = (*config).clone();
                 config.alpn_protocols = vec![b"http/1.1".to_vec()];
-                Arc::new(config)
-            })
-            .map_err(|e| format!("admin.tls: {e}"))?,
-        ),
-        None => None,
+                Some(Arc::new(config))
+            }),
     };
-    if tls.is_none() && !a.listen.ip().is_loopback() {
-        tracing::warn!("{}", plaintext_warning(a.listen));
+    // Without `allow_plaintext_remote` this is a problem (above), not a warning.
+    if a.tls.is_none() && a.allow_plaintext_remote && !a.listen.ip().is_loopback() {
+        warnings.push(plaintext_warning(a.listen));
+        if values_ok {
+            tracing::warn!("{}", plaintext_warning(a.listen));
+        }
     }
-    Ok(AdminSettings {
+    if !values_ok {
+        return None;
+    }
+    Some(AdminSettings {
         listen: a.listen,
         api_keys: a.api_keys,
-        tls,
+        tls: tls?,
         limits: PhaseLimits {
             header: a.header_timeout,
             request: a.request_timeout,

@@ -32,8 +32,13 @@ use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
 use serde::Deserialize;
 
-use super::{duration, parse_yaml, read_file, relative_to, ConfigError};
-use crate::{tls, token::Secret};
+use super::{
+    duration, read_file,
+    tree::{self, Node},
+    validate::{self, Validated},
+    ConfigError,
+};
+use crate::token::Secret;
 
 /// How data channels travel from agent to edge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -231,31 +236,6 @@ pub const DEFAULT_WEIGHT: u16 = 100;
 /// Largest pool weight.
 pub const MAX_WEIGHT: u16 = 1000;
 
-/// Validates `upstream.health_check`; `None` when checks are off.
-fn health_check(h: Option<&HealthCheckSection>) -> Result<Option<HealthCheck>, String> {
-    let Some(h) = h else {
-        return Ok(Some(HealthCheck::default()));
-    };
-    if !h.enabled {
-        return Ok(None);
-    }
-    if h.interval < Duration::from_millis(50) {
-        return Err(format!("interval: at least 50ms, found {:?}", h.interval));
-    }
-    if h.timeout.is_zero() || h.timeout > h.interval {
-        return Err("timeout: must be non-zero and at most the interval".into());
-    }
-    if !(1..=100).contains(&h.healthy_threshold) || !(1..=100).contains(&h.unhealthy_threshold) {
-        return Err("healthy_threshold and unhealthy_threshold: must be 1..=100".into());
-    }
-    Ok(Some(HealthCheck {
-        interval: h.interval,
-        timeout: h.timeout,
-        healthy_threshold: h.healthy_threshold,
-        unhealthy_threshold: h.unhealthy_threshold,
-    }))
-}
-
 fn default_data_channels() -> usize {
     8
 }
@@ -267,7 +247,7 @@ fn default_heartbeat_tolerance() -> Duration {
 }
 
 /// Upper bound on `data_channels`, so a typo cannot open thousands of sockets.
-const MAX_DATA_CHANNELS: usize = 1024;
+pub const MAX_DATA_CHANNELS: usize = 1024;
 
 /// Everything the agent runs with, validated and loaded.
 #[derive(Debug, Clone)]
@@ -341,179 +321,15 @@ impl AgentSettings {
     /// Parses and validates agent config text; `path` is used for messages and for
     /// resolving relative file names.
     pub fn from_yaml(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let file: AgentFile = parse_yaml(text, path)?;
-        Self::resolve(file, path)
+        let tree = tree::parse(text).map_err(|e| ConfigError::new(path, e))?;
+        Self::validate(tree, path).into_result(path)
     }
 
-    fn resolve(file: AgentFile, path: &Path) -> Result<Self, ConfigError> {
-        let err = |m: String| ConfigError::new(path, m);
-        if file.version != 3 {
-            return Err(err(format!("version: expected 3, found {}", file.version)));
-        }
-        let a = file.agent;
-        if a.authtoken.expose().trim().is_empty() {
-            return Err(err("agent.authtoken: must not be empty".into()));
-        }
-        let host = connect_host(&a.connect_url).ok_or_else(|| {
-            err(format!(
-                "agent.connect_url: expected host:port, found `{}`",
-                a.connect_url
-            ))
-        })?;
-        let name = a.server_name.clone().unwrap_or_else(|| host.to_string());
-        let server_name = ServerName::try_from(name.clone()).map_err(|_| {
-            err(format!(
-                "agent.server_name: `{name}` is not a valid DNS name or IP"
-            ))
-        })?;
-        if a.data_channels == 0 || a.data_channels > MAX_DATA_CHANNELS {
-            return Err(err(format!(
-                "agent.data_channels: must be 1..={MAX_DATA_CHANNELS}, found {}",
-                a.data_channels
-            )));
-        }
-        if a.heartbeat_interval.is_zero() || a.heartbeat_tolerance <= a.heartbeat_interval {
-            return Err(err(
-                "agent.heartbeat_tolerance: must be longer than a non-zero heartbeat_interval"
-                    .into(),
-            ));
-        }
-        let cas = match &a.connect_cas {
-            Some(p) => Some(
-                tls::load_certs(&relative_to(path, p))
-                    .map_err(|e| err(format!("agent.connect_cas: {e}")))?,
-            ),
-            None => None,
-        };
-        let tls = tls::client_config(cas).map_err(|e| err(e.to_string()))?;
-        let mut endpoints = Vec::with_capacity(file.endpoints.len());
-        for (i, ep) in file.endpoints.into_iter().enumerate() {
-            let url = ep.url.canonical();
-            if endpoints.iter().any(|e: &AgentEndpoint| e.url == url) {
-                return Err(err(format!("endpoints[{i}].url: `{url}` is listed twice")));
-            }
-            if connect_host(&ep.upstream.url).is_none() {
-                return Err(err(format!(
-                    "endpoints[{i}].upstream.url: expected host:port, found `{}`",
-                    ep.upstream.url
-                )));
-            }
-            let proxy_protocol = match ep.upstream.proxy_protocol {
-                None => None,
-                Some(1) => Some(crate::proxy_protocol::Version::V1),
-                Some(2) => Some(crate::proxy_protocol::Version::V2),
-                Some(other) => {
-                    return Err(err(format!(
-                        "endpoints[{i}].upstream.proxy_protocol: expected 1 or 2, found {other}"
-                    )))
-                }
-            };
-            let tls_termination = match &ep.agent_tls_termination {
-                Some(t) => Some(
-                    termination_config(t, path)
-                        .map_err(|m| err(format!("endpoints[{i}].agent_tls_termination: {m}")))?,
-                ),
-                None => None,
-            };
-            let upstream_tls = match &ep.upstream.tls {
-                Some(t) => Some(
-                    upstream_tls(t, &ep.upstream.url, path)
-                        .map_err(|m| err(format!("endpoints[{i}].upstream.tls: {m}")))?,
-                ),
-                None => None,
-            };
-            let weight = ep.weight.unwrap_or(DEFAULT_WEIGHT);
-            if !(1..=MAX_WEIGHT).contains(&weight) {
-                return Err(err(format!(
-                    "endpoints[{i}].weight: must be 1..={MAX_WEIGHT}, found {weight}"
-                )));
-            }
-            let health_check = health_check(ep.upstream.health_check.as_ref())
-                .map_err(|m| err(format!("endpoints[{i}].upstream.health_check.{m}")))?;
-            endpoints.push(AgentEndpoint {
-                name: ep.name.unwrap_or_else(|| url.clone()),
-                url,
-                pooling: ep.pooling_enabled,
-                upstream: ep.upstream.url,
-                proxy_protocol,
-                tls_termination,
-                upstream_tls,
-                weight,
-                health_check,
-            });
-        }
-        Ok(Self {
-            workers: a
-                .workers
-                .unwrap_or_else(crate::runtime::default_workers)
-                .max(1),
-            connect_addr: a.connect_url,
-            server_name,
-            tls,
-            authtoken: a.authtoken,
-            transport: a.transport,
-            data_channels: a.data_channels,
-            heartbeat_interval: a.heartbeat_interval,
-            heartbeat_tolerance: a.heartbeat_tolerance,
-            endpoints,
-            drain_timeout: a.drain_timeout,
-            metrics_listen: a.metrics_listen,
-            pump: crate::io::Pump::default(),
-        })
+    /// The one validation of an agent file (`path` parsed into `tree`): every problem,
+    /// or the settings. `sluice config check` runs exactly this.
+    pub fn validate(tree: Node, path: &Path) -> Validated<Self> {
+        validate::run::<AgentFile, _>(tree, path, super::agent_validate::resolve)
     }
-}
-
-/// Loads `agent_tls_termination`: the server certificate and key, and a client
-/// certificate verifier when CAs are listed.
-fn termination_config(
-    t: &AgentTlsTerminationSection,
-    path: &Path,
-) -> Result<Arc<rustls::ServerConfig>, String> {
-    let verifier = if t.mutual_tls_certificate_authorities.is_empty() {
-        None
-    } else {
-        let cas: Vec<_> = t
-            .mutual_tls_certificate_authorities
-            .iter()
-            .map(|p| relative_to(path, p))
-            .collect();
-        let refs: Vec<&Path> = cas.iter().map(|p| p.as_path()).collect();
-        let roots = tls::load_roots(&refs)
-            .map_err(|e| format!("mutual_tls_certificate_authorities: {e}"))?;
-        Some(tls::client_verifier(roots, refs[0]).map_err(|e| e.to_string())?)
-    };
-    tls::server_config_from_files(
-        &relative_to(path, &t.server_certificate),
-        &relative_to(path, &t.server_private_key),
-        verifier,
-    )
-    .map_err(|e| e.to_string())
-}
-
-/// Loads `upstream.tls`: the CA (or webpki roots) and the name to verify.
-fn upstream_tls(
-    t: &UpstreamTlsSection,
-    upstream: &str,
-    path: &Path,
-) -> Result<UpstreamTls, String> {
-    let config = match &t.ca {
-        Some(ca) => {
-            let ca = relative_to(path, ca);
-            let certs = tls::load_certs(&ca).map_err(|e| format!("ca: {e}"))?;
-            tls::client_config_named(Some(certs), &ca).map_err(|e| format!("ca: {e}"))?
-        }
-        None => tls::client_config(None).map_err(|e| e.to_string())?,
-    };
-    let name = match &t.server_name {
-        Some(n) => n.clone(),
-        None => connect_host(upstream).unwrap_or_default().to_string(),
-    };
-    let server_name = ServerName::try_from(name.clone())
-        .map_err(|_| format!("server_name: `{name}` is not a valid DNS name or IP"))?;
-    Ok(UpstreamTls {
-        config,
-        server_name,
-    })
 }
 
 /// The host part of `host:port` (brackets stripped for IPv6), if the port parses.

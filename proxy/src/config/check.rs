@@ -2,21 +2,20 @@
 //! policies it references) without starting anything, listing every problem with file,
 //! line and key, and warnings.
 //!
-//! Three passes over the file's [`tree`](super::tree): the config structs themselves
-//! deserialize it again and again, each error recorded and its node pruned
-//! ([`problems::collect`]): unknown keys, types, policies; then the semantic checks
-//! (`check_edge`, `check_agent`) on every section that survived; and when both found
-//! nothing, the daemon's own loader, so `check` never passes a file the daemon refuses.
+//! It tells the file's kind from its `version:` and runs that kind's one validation
+//! ([`EdgeSettings::validate`], [`AgentSettings::validate`]), the very function the
+//! daemon loads the file with ([`super::validate`]): `check` passes exactly the files
+//! the daemon starts with, and reports the same problems it would refuse them for.
 
 use std::path::Path;
 
 use super::{
-    agent::{AgentFile, AgentSettings},
-    check_agent, check_edge,
-    edge::{EdgeFile, EdgeSettings},
-    problems::{self, Problem, Problems},
+    agent::AgentSettings,
+    edge::EdgeSettings,
+    problems::Problem,
     read_file,
-    tree::{self, Node, Value},
+    tree::{self, Node},
+    tree_de::from_node,
     ConfigError,
 };
 
@@ -52,11 +51,12 @@ impl Kind {
 
 /// Tells an edge file (`version: 1`) from an agent file (`version: 3`).
 pub fn kind_of(tree: &Node, path: &Path) -> Result<Kind, ConfigError> {
-    let version = tree.key("version").map(|n| &n.value);
+    // Quoted (`version: "3"`) as the loaders read it; not a number: by the keys.
+    let version = tree.key("version").and_then(|n| from_node::<i128>(n).ok());
     match version {
-        Some(Value::Int(1)) => Ok(Kind::Edge),
-        Some(Value::Int(3)) => Ok(Kind::Agent),
-        Some(Value::Int(other)) => Err(ConfigError::new(
+        Some(1) => Ok(Kind::Edge),
+        Some(3) => Ok(Kind::Agent),
+        Some(other) => Err(ConfigError::new(
             path,
             format!("version: {other} is neither an edge config (1) nor an agent config (3)"),
         )),
@@ -79,44 +79,21 @@ pub fn read_tree(path: &Path) -> Result<(String, Node), ConfigError> {
 /// Checks the file at `path`. `Err` only when it cannot be read, is not YAML, or is
 /// neither an edge nor an agent file; everything else is in the report.
 pub fn check_file(path: &Path) -> Result<CheckReport, ConfigError> {
-    let (text, mut tree) = read_tree(path)?;
+    let (_, tree) = read_tree(path)?;
     let kind = kind_of(&tree, path)?;
-    let mut found = Vec::new();
-    let mut warnings = Vec::new();
-    match kind {
+    let (outcome, warnings) = match kind {
         Kind::Edge => {
-            problems::collect::<EdgeFile>(&mut tree, path, &mut found);
+            let v = EdgeSettings::validate(tree, path);
+            (v.outcome.map(drop), v.warnings)
         }
         Kind::Agent => {
-            problems::collect::<AgentFile>(&mut tree, path, &mut found);
+            let v = AgentSettings::validate(tree, path);
+            (v.outcome.map(drop), v.warnings)
         }
-    }
-    let mut p = Problems::new(path.to_path_buf(), &tree);
-    match kind {
-        Kind::Edge => check_edge::check(&tree, path, &mut p, &mut warnings),
-        Kind::Agent => check_agent::check(&tree, path, &mut p),
-    }
-    if found.is_empty() && p.list.is_empty() {
-        let loaded = match kind {
-            Kind::Edge => EdgeSettings::from_yaml(&text, path).map(drop),
-            Kind::Agent => AgentSettings::from_yaml(&text, path).map(drop),
-        };
-        if let Err(e) = loaded {
-            p.message(&e.message);
-        }
-    }
-    // With problems, broken endpoints were pruned from the tree: the count would lie.
-    let clean = found.is_empty() && p.list.is_empty();
-    if clean && kind == Kind::Agent && tree.key("endpoints").is_none_or(|e| e.items().count() == 0)
-    {
-        warnings.push("endpoints: none; the agent will bind nothing".to_string());
-    }
-    found.append(&mut p.list);
-    // File order; problems without a line (the whole file) last.
-    found.sort_by_key(|p| p.loc.filter(|l| l.line > 0).map_or(u64::MAX, |l| l.line));
+    };
     Ok(CheckReport {
         kind: kind.name(),
-        problems: found,
+        problems: outcome.err().unwrap_or_default(),
         warnings,
     })
 }

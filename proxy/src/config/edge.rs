@@ -20,12 +20,13 @@ use rustls::ServerConfig;
 use serde::Deserialize;
 use sluice_policy::{CompiledPolicy, TrafficPolicy};
 
-use super::{parse_yaml, read_file, relative_to, ConfigError};
-use crate::{
-    listeners::{self, Listener},
-    tls,
-    token::TokenHash,
+use super::{
+    read_file,
+    tree::{self, Node},
+    validate::{self, Validated},
+    ConfigError,
 };
+use crate::{listeners::Listener, token::TokenHash};
 
 /// `edge.yml` as written.
 #[derive(Debug, Deserialize)]
@@ -246,183 +247,14 @@ impl EdgeSettings {
 
     /// Parses and validates edge config text; relative paths resolve against `path`.
     pub fn from_yaml(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let file: EdgeFile = parse_yaml(text, path)?;
-        let err = |m: String| ConfigError::new(path, m);
-        if file.version != 1 {
-            return Err(err(format!("version: expected 1, found {}", file.version)));
-        }
-        let cert_path = relative_to(path, &file.agents.tls.cert);
-        let key_path = relative_to(path, &file.agents.tls.key);
-        let certs =
-            tls::load_certs(&cert_path).map_err(|e| err(format!("agents.tls.cert: {e}")))?;
-        let key = tls::load_key(&key_path).map_err(|e| err(format!("agents.tls.key: {e}")))?;
-        let agent_cert_not_after = tls::not_after(&certs);
-        let agent_tls = tls::server_config(certs, key, &cert_path, &key_path)
-            .map_err(|e| err(format!("agents.tls: {e}")))?;
-        let mut users: Vec<ServiceUser> = Vec::new();
-        for (i, u) in file.service_users.into_iter().enumerate() {
-            if users.iter().any(|x| x.name == u.name) {
-                return Err(err(format!(
-                    "service_users[{i}].name: `{}` is listed twice",
-                    u.name
-                )));
-            }
-            let acl = u
-                .acl
-                .iter()
-                .enumerate()
-                .map(|(j, r)| {
-                    crate::edge::auth::BindRule::parse(r)
-                        .map_err(|m| err(format!("service_users[{i}].acl[{j}]: {m}")))
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            let mut owns: Vec<String> = Vec::new();
-            for (j, url) in u.owns.iter().enumerate() {
-                let canonical = url
-                    .parse::<sluice_policy::InternalUrl>()
-                    .map_err(|e| err(format!("service_users[{i}].owns[{j}]: `{url}`: {e}")))?
-                    .canonical();
-                if let Some(other) = users.iter().find(|x| x.owns.contains(&canonical)) {
-                    return Err(err(format!(
-                        "service_users[{i}].owns[{j}]: {canonical} is already owned by service user `{}`",
-                        other.name
-                    )));
-                }
-                if !owns.contains(&canonical) {
-                    owns.push(canonical);
-                }
-            }
-            users.push(ServiceUser {
-                name: u.name,
-                token_hashes: u.authtokens,
-                acl,
-                owns,
-            });
-        }
-        let tls_listen = file.tls_endpoints.map(|t| t.listen);
-        let mut sni_names = crate::sni::SniRouter::new();
-        let mut endpoints: Vec<CloudEndpoint> = Vec::new();
-        for (i, ep) in file.endpoints.into_iter().enumerate() {
-            let addr =
-                parse_endpoint_url(&ep.url).map_err(|m| err(format!("endpoints[{i}].url: {m}")))?;
-            if let EndpointAddr::Tls(host) = &addr {
-                if tls_listen.is_none() {
-                    return Err(err(format!(
-                        "endpoints[{i}].url: `{}` needs `tls_endpoints: {{ listen: ADDR:PORT }}`",
-                        ep.url
-                    )));
-                }
-                match sni_names.insert(host, ()) {
-                    Err(e) => return Err(err(format!("endpoints[{i}].url: `{}`: {e}", ep.url))),
-                    Ok(Some(())) => {
-                        return Err(err(format!(
-                            "endpoints[{i}].url: `{}` is listed twice",
-                            ep.url
-                        )))
-                    }
-                    Ok(None) => {}
-                }
-            }
-            let policy = ep
-                .traffic_policy
-                .compile()
-                .map_err(|e| err(format!("endpoints[{i}].traffic_policy: {e}")))?;
-            let terminate_tls = match &ep.terminate_tls {
-                Some(files) => Some(
-                    tls::server_config_from_files(
-                        &relative_to(path, &files.cert),
-                        &relative_to(path, &files.key),
-                        None,
-                    )
-                    .map_err(|e| err(format!("endpoints[{i}].terminate_tls: {e}")))?,
-                ),
-                None => None,
-            };
-            let limits = crate::edge::conn_limits::LimitSettings {
-                max_connections: ep.max_connections.filter(|n| *n > 0),
-                // An explicit 0 turns the edge-wide default off for this endpoint.
-                max_connections_per_ip: match ep.max_connections_per_ip {
-                    Some(0) => Some(u32::MAX),
-                    other => other,
-                },
-            };
-            endpoints.push(CloudEndpoint {
-                limits,
-                policy_json: serde_json::to_string(&ep.traffic_policy).unwrap_or_default(),
-                url: ep.url,
-                addr,
-                policy,
-                idle_timeout: (!ep.idle_timeout.is_zero()).then_some(ep.idle_timeout),
-                terminate_tls,
-            });
-        }
-        let admin = match file.admin {
-            None => None,
-            Some(a) => Some(super::admin::resolve(a, path).map_err(err)?),
-        };
-        let listeners = declared_listeners(
-            Some(file.agents.listen),
-            tls_listen,
-            admin.as_ref().map(|a| a.listen),
-            endpoints
-                .iter()
-                .enumerate()
-                .filter_map(|(i, e)| match e.addr {
-                    EndpointAddr::Tcp(a) => Some((i, a)),
-                    EndpointAddr::Tls(_) => None,
-                }),
-        );
-        if let Some(&(later, earlier)) = listeners::clashes(&listeners).first() {
-            let (later, earlier) = (&listeners[later], &listeners[earlier]);
-            return Err(err(format!(
-                "{}: {}",
-                later.name,
-                listeners::clash_message(later, earlier)
-            )));
-        }
-        Ok(Self {
-            workers: file
-                .workers
-                .unwrap_or_else(crate::runtime::default_workers)
-                .max(1),
-            agent_listen: file.agents.listen,
-            agent_tls,
-            agent_cert_not_after,
-            plain_channels: file.agents.plain_channels,
-            preauth: {
-                let d = crate::edge::preauth::PreAuthSettings::default();
-                crate::edge::preauth::PreAuthSettings {
-                    max_unauthenticated: file
-                        .agents
-                        .max_unauthenticated
-                        .unwrap_or(d.max_unauthenticated)
-                        .max(1),
-                    max_unauthenticated_per_ip: file
-                        .agents
-                        .max_unauthenticated_per_ip
-                        .unwrap_or(d.max_unauthenticated_per_ip)
-                        .max(1),
-                    handshakes_per_ip_per_sec: file
-                        .agents
-                        .handshakes_per_ip_per_sec
-                        .unwrap_or(d.handshakes_per_ip_per_sec)
-                        .max(1),
-                    handshake_timeout: file
-                        .agents
-                        .handshake_timeout
-                        .unwrap_or(d.handshake_timeout)
-                        .max(std::time::Duration::from_millis(100)),
-                }
-            },
-            users,
-            endpoints,
-            tls_listen,
-            drain_timeout: file.drain_timeout,
-            pump: crate::io::Pump::default(),
-            admin,
-            default_max_connections_per_ip: file.limits.max_connections_per_ip.filter(|n| *n > 0),
-            state_dir: file.state_dir.map(|d| relative_to(path, &d)),
-        })
+        let tree = tree::parse(text).map_err(|e| ConfigError::new(path, e))?;
+        Self::validate(tree, path).into_result(path)
+    }
+
+    /// The one validation of an edge file (`path` parsed into `tree`): every problem,
+    /// or the settings. `sluice config check` and config reloads run exactly this.
+    pub fn validate(tree: Node, path: &Path) -> Validated<Self> {
+        validate::run::<EdgeFile, _>(tree, path, super::edge_validate::resolve)
     }
 }
 
@@ -447,7 +279,7 @@ pub(crate) fn parse_endpoint_url(url: &str) -> Result<EndpointAddr, String> {
 /// The listeners an edge file declares, named by their keys, in the order a clash is
 /// reported against: `agents.listen`, `tls_endpoints.listen`, `admin.listen`, then each
 /// `tcp://` endpoint as `(index, address)`. They must not share a port
-/// ([`listeners::clashes`]).
+/// ([`crate::listeners::clashes`]).
 pub(crate) fn declared_listeners(
     agents: Option<SocketAddr>,
     tls_endpoints: Option<SocketAddr>,

@@ -1,47 +1,72 @@
 //! Configuration files: serde structs that mirror the YAML (unknown keys are errors),
 //! parsed from a string apart from reading the file, then validated whole and resolved
 //! into the settings the edge and agent run with (TLS material loaded, policies
-//! compiled). Every error names the file and, where the YAML parser knows it, the line,
-//! column and key.
+//! compiled). Each file kind has one validation ([`validate`]), run both by the daemon
+//! that loads the file and by `sluice config check`; it reports every problem with the
+//! file, line, column and key path, and the daemon refuses a file with any.
 
 pub mod admin;
 pub mod agent;
+mod agent_validate;
 pub mod check;
-mod check_agent;
-mod check_edge;
 mod duration;
 pub mod edge;
+mod edge_validate;
 pub mod problems;
 pub mod tree;
 pub mod tree_de;
+pub mod validate;
 
-use std::path::{Path, PathBuf};
+#[cfg(test)]
+mod tests;
 
-/// A configuration file could not be read, parsed or validated.
+use std::{
+    fmt,
+    path::{Path, PathBuf},
+};
+
+use problems::Problem;
+
+/// A configuration file could not be read, parsed or validated: every problem found.
 #[derive(Debug, thiserror::Error)]
-#[error("{}: {message}", path.display())]
 pub struct ConfigError {
     /// The file (or `<embedded>` for built-in configurations).
     pub path: PathBuf,
-    /// What is wrong, with line and column where known.
-    pub message: String,
+    /// What is wrong, in file order, each with line and column where known; never
+    /// empty.
+    pub problems: Vec<Problem>,
 }
 
-impl ConfigError {
-    pub(crate) fn new(path: &Path, message: impl ToString) -> Self {
-        Self {
-            path: path.to_path_buf(),
-            message: message.to_string(),
+impl fmt::Display for ConfigError {
+    /// One problem a line (`FILE:LINE:COLUMN: key.path: what`), as `config check`
+    /// prints them.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{p}")?;
         }
+        if self.problems.is_empty() {
+            write!(f, "{}: invalid", self.path.display())?;
+        }
+        Ok(())
     }
 }
 
-/// Parses YAML into `T`, mapping the parser's error (which carries line and column).
-pub(crate) fn parse_yaml<T: serde::de::DeserializeOwned>(
-    text: &str,
-    path: &Path,
-) -> Result<T, ConfigError> {
-    serde_saphyr::from_str(text).map_err(|e| ConfigError::new(path, e))
+impl ConfigError {
+    /// A problem of the whole file (it cannot be read, is not YAML, …).
+    pub(crate) fn new(path: &Path, message: impl ToString) -> Self {
+        Self::from_problems(path, vec![Problem::whole(path, message)])
+    }
+
+    /// The problems the validation found.
+    pub(crate) fn from_problems(path: &Path, problems: Vec<Problem>) -> Self {
+        Self {
+            path: path.to_path_buf(),
+            problems,
+        }
+    }
 }
 
 /// Reads a file into a string with an error that names it.

@@ -25,6 +25,18 @@ pub struct Problem {
     pub message: String,
 }
 
+impl Problem {
+    /// A problem of the whole file (it cannot be read, is not YAML, …).
+    pub fn whole(file: &std::path::Path, message: impl ToString) -> Self {
+        Self {
+            file: file.to_path_buf(),
+            loc: None,
+            path: String::new(),
+            message: message.to_string(),
+        }
+    }
+}
+
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.file.display())?;
@@ -69,12 +81,23 @@ impl<'t> Problems<'t> {
         });
     }
 
-    /// Records a loader message of the form `key.path: what` (or a bare message).
-    pub fn message(&mut self, text: &str) {
-        match text.split_once(": ") {
-            Some((path, rest)) if Path::parse(path).is_some() => self.at(path, rest),
-            _ => self.at("", text),
+    /// Nothing found so far.
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// Records problems found elsewhere (serde's, from [`collect`]).
+    pub fn extend(&mut self, found: impl IntoIterator<Item = Problem>) {
+        for p in found {
+            self.push(p);
         }
+    }
+
+    /// The list in file order; problems without a line (the whole file) last.
+    pub fn into_sorted(mut self) -> Vec<Problem> {
+        self.list
+            .sort_by_key(|p| p.loc.filter(|l| l.line > 0).map_or(u64::MAX, |l| l.line));
+        self.list
     }
 
     fn push(&mut self, p: Problem) {

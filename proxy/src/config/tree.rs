@@ -1,6 +1,7 @@
 //! A YAML document as a plain tree whose every node and key remembers its line and
-//! column, for checks that must keep going after the first problem (`sluice config
-//! check`) and for reading a few keys without knowing the whole schema (`sluice service`).
+//! column, for the validation that must keep going after the first problem (the
+//! daemons' loaders and `sluice config check`, [`super::validate`]) and for reading a
+//! few keys without knowing the whole schema (`sluice service`).
 //! Nodes can be marked pruned: [`super::tree_de`] then deserializes as if they were
 //! absent, while their original positions (list indices, locations) stay put.
 
@@ -114,8 +115,20 @@ impl Path {
 
 /// Parses a YAML document into a tree, with the parser's own error (line and column in
 /// its text) when the text is not YAML.
+///
+/// The tree is typeless, so plain scalars are classified without knowing the field
+/// they are for. Spellings that serde-saphyr would read as text for a string field but
+/// that a typeless read would turn into something else stay text here: YAML 1.1
+/// booleans (`yes`, `on`, `n`, ... as values and as keys), numbers with a leading zero
+/// (`0123`) or underscores (`1_000`). A boolean or number field still reads them as
+/// serde-saphyr does ([`super::tree_de`]).
 pub fn parse(text: &str) -> Result<Node, serde_saphyr::Error> {
-    serde_saphyr::from_str(text)
+    let options = serde_saphyr::options! {
+        strict_booleans: true,
+        leading_zero_numbers_as_strings: true,
+        underscored_numbers_as_strings: true,
+    };
+    serde_saphyr::from_str_with_options(text, options)
 }
 
 impl Node {

@@ -2,6 +2,13 @@
 //! line and column of the node (or key) they are about, so the config structs' own
 //! derived rules (unknown keys, types, custom validation such as the policy crate's)
 //! report where they failed. Pruned nodes are treated as absent.
+//!
+//! A quoted scalar asked for as a number or a boolean (`data_channels: "8"`,
+//! `pooling_enabled: "true"`) is read exactly as serde-saphyr reads a scalar for that
+//! type: its text is handed back to serde-saphyr as a one-scalar document. Files
+//! written or templated with every value quoted are common in ngrok-style configs, and
+//! the daemons always started with them; [`super::validate`] has the reasoning. Text
+//! that is no such number or boolean is refused as before (`invalid type: string`).
 
 use std::fmt;
 
@@ -82,8 +89,47 @@ fn scalar_text(v: &Value) -> Option<String> {
     }
 }
 
+/// `text` read as serde-saphyr reads a scalar for `T` (a number or a boolean): the
+/// text, quoted as a JSON string (which YAML reads back verbatim), parsed as a document.
+fn scalar_as<T: serde::de::DeserializeOwned>(text: &str) -> Option<T> {
+    let quoted = serde_json::to_string(text).ok()?;
+    serde_saphyr::from_str(&quoted).ok()
+}
+
+/// Typed scalar requests: a string node whose text reads as the type is visited as
+/// that type; anything else goes through `deserialize_any` (and its type errors).
+macro_rules! quoted_scalars {
+    ($($method:ident: $ty:ty => $visit:ident,)*) => {$(
+        fn $method<V: Visitor<'de>>(self, v: V) -> Result<V::Value, DeError> {
+            match &self.0.value {
+                Value::Str(s) => match scalar_as::<$ty>(s) {
+                    Some(x) => v.$visit(x),
+                    None => self.deserialize_any(v),
+                },
+                _ => self.deserialize_any(v),
+            }
+        }
+    )*};
+}
+
 impl<'de> Deserializer<'de> for NodeDe<'de> {
     type Error = DeError;
+
+    quoted_scalars! {
+        deserialize_bool: bool => visit_bool,
+        deserialize_i8: i8 => visit_i8,
+        deserialize_i16: i16 => visit_i16,
+        deserialize_i32: i32 => visit_i32,
+        deserialize_i64: i64 => visit_i64,
+        deserialize_i128: i128 => visit_i128,
+        deserialize_u8: u8 => visit_u8,
+        deserialize_u16: u16 => visit_u16,
+        deserialize_u32: u32 => visit_u32,
+        deserialize_u64: u64 => visit_u64,
+        deserialize_u128: u128 => visit_u128,
+        deserialize_f32: f32 => visit_f32,
+        deserialize_f64: f64 => visit_f64,
+    }
 
     fn deserialize_any<V: Visitor<'de>>(self, v: V) -> Result<V::Value, DeError> {
         match &self.0.value {
@@ -165,8 +211,7 @@ impl<'de> Deserializer<'de> for NodeDe<'de> {
     }
 
     serde::forward_to_deserialize_any! {
-        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char bytes byte_buf
-        unit unit_struct seq tuple tuple_struct map struct
+        char bytes byte_buf unit unit_struct seq tuple tuple_struct map struct
     }
 }
 
@@ -315,6 +360,64 @@ mod tests {
         let e = from_node::<Outer>(&t).unwrap_err();
         assert_eq!(e.missing.as_deref(), Some("name"));
         assert!(e.path.0.is_empty());
+    }
+
+    #[derive(Debug, Deserialize, PartialEq)]
+    struct Scalars {
+        count: u16,
+        flag: bool,
+        maybe: Option<u8>,
+        big: i128,
+        x: f64,
+    }
+
+    #[test]
+    fn quoted_numbers_and_booleans_read_as_serde_saphyr_reads_them() {
+        let text = "count: \"8\"\nflag: \"true\"\nmaybe: '2'\nbig: \"-3\"\nx: \"1.5\"\n";
+        let t = tree::parse(text).unwrap();
+        let direct: Scalars = serde_saphyr::from_str(text).unwrap();
+        let via_tree: Scalars = from_node(&t).unwrap();
+        assert_eq!(via_tree, direct);
+        assert_eq!(via_tree.count, 8);
+        assert!(via_tree.flag);
+        // Whatever serde-saphyr makes of odd spellings, the tree makes the same.
+        for (count, flag) in [("0x10", "yes"), ("+7", "off"), ("1_000", "FALSE")] {
+            let text = format!("count: \"{count}\"\nflag: \"{flag}\"\nmaybe: ~\nbig: 1\nx: 2\n");
+            let direct = serde_saphyr::from_str::<Scalars>(&text).ok();
+            let via_tree = from_node::<Scalars>(&tree::parse(&text).unwrap()).ok();
+            assert!(direct.is_some(), "{text}");
+            assert_eq!(via_tree, direct, "{text}");
+        }
+        // Unquoted too, and text that only looks like a boolean or number stays text
+        // for a string field, keys included.
+        #[derive(Debug, Deserialize, PartialEq)]
+        struct Mixed {
+            on: String,
+            flag: bool,
+            count: u16,
+            name: String,
+            id: String,
+        }
+        let text = "on: yes\nflag: on\ncount: 1_000\nname: n\nid: 0123\n";
+        let direct: Mixed = serde_saphyr::from_str(text).unwrap();
+        let via_tree: Mixed = from_node(&tree::parse(text).unwrap()).unwrap();
+        assert_eq!(via_tree, direct);
+        assert_eq!((via_tree.on.as_str(), via_tree.flag), ("yes", true));
+        assert_eq!(
+            (via_tree.name.as_str(), via_tree.id.as_str()),
+            ("n", "0123")
+        );
+        for bad in [
+            "count: \"eight\"",
+            "count: \"70000\"",
+            "count: \"08\"",
+            "count: \"\"",
+        ] {
+            let text = format!("{bad}\nflag: true\nmaybe: 1\nbig: 1\nx: 2\n");
+            let e = from_node::<Scalars>(&tree::parse(&text).unwrap()).unwrap_err();
+            assert_eq!(e.path.to_string(), "count", "{bad}: {e}");
+            assert!(serde_saphyr::from_str::<Scalars>(&text).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -1,0 +1,334 @@
+//! The one validation of an agent file, the resolve step [`super::validate::run`] runs
+//! for `sluice agent` and `sluice config check` alike: the version, the `agent:`
+//! section's values and CA file, and each endpoint's URL (duplicates), upstream address,
+//! PROXY protocol version, TLS termination and upstream TLS files, pool weight and
+//! health check. Every problem is recorded at its key; each section is read from the
+//! tree on its own, so a broken one hides nothing else.
+
+use std::{path::Path, sync::Arc, time::Duration};
+
+use rustls::ClientConfig;
+use rustls_pki_types::ServerName;
+use sluice_policy::InternalUrl;
+
+use super::{
+    agent::{
+        connect_host, AgentEndpoint, AgentFile, AgentSection, AgentSettings,
+        AgentTlsTerminationSection, EndpointSection, HealthCheck, HealthCheckSection, UpstreamTls,
+        UpstreamTlsSection, DEFAULT_WEIGHT, MAX_DATA_CHANNELS, MAX_WEIGHT,
+    },
+    problems::Problems,
+    relative_to,
+    tree::Node,
+    tree_de::from_node,
+};
+use crate::{proxy_protocol::Version, tls};
+
+/// The agent file's version.
+const VERSION: u32 = 3;
+/// Shortest `upstream.health_check.interval`.
+const MIN_CHECK_INTERVAL: Duration = Duration::from_millis(50);
+/// Largest `healthy_threshold` / `unhealthy_threshold`.
+const MAX_THRESHOLD: u32 = 100;
+
+/// Checks the agent file in `tree` and builds its settings (see [`super::validate`]).
+pub(super) fn resolve(
+    tree: &Node,
+    _whole: Option<AgentFile>,
+    file: &Path,
+    p: &mut Problems,
+    warnings: &mut Vec<String>,
+) -> Option<AgentSettings> {
+    if let Some(v) = tree.key("version").and_then(|n| from_node::<u32>(n).ok()) {
+        if v != VERSION {
+            p.at("version", format!("expected {VERSION}, found {v}"));
+        }
+    }
+    let agent = tree
+        .key("agent")
+        .and_then(|node| agent_section(node, file, p));
+    let endpoints = endpoints(tree, file, p);
+    if p.is_empty() && endpoints.is_empty() {
+        warnings.push("endpoints: none; the agent will bind nothing".to_string());
+    }
+    let Connection {
+        section: a,
+        server_name,
+        tls,
+    } = agent?;
+    Some(AgentSettings {
+        workers: a
+            .workers
+            .unwrap_or_else(crate::runtime::default_workers)
+            .max(1),
+        connect_addr: a.connect_url,
+        server_name,
+        tls,
+        authtoken: a.authtoken,
+        transport: a.transport,
+        data_channels: a.data_channels,
+        heartbeat_interval: a.heartbeat_interval,
+        heartbeat_tolerance: a.heartbeat_tolerance,
+        endpoints,
+        drain_timeout: a.drain_timeout,
+        metrics_listen: a.metrics_listen,
+        pump: crate::io::Pump::default(),
+    })
+}
+
+/// The `agent:` section, checked, with what it resolves to.
+struct Connection {
+    section: AgentSection,
+    server_name: ServerName<'static>,
+    tls: Arc<ClientConfig>,
+}
+
+fn agent_section(node: &Node, file: &Path, p: &mut Problems) -> Option<Connection> {
+    // Not pruned, so serde accepted it in the first pass.
+    let a = from_node::<AgentSection>(node).ok()?;
+    if a.authtoken.expose().trim().is_empty() {
+        p.at("agent.authtoken", "must not be empty");
+    }
+    let server_name = match connect_host(&a.connect_url) {
+        None => {
+            p.at(
+                "agent.connect_url",
+                format!("expected host:port, found `{}`", a.connect_url),
+            );
+            None
+        }
+        Some(host) => {
+            let name = a.server_name.clone().unwrap_or_else(|| host.to_string());
+            ServerName::try_from(name.clone())
+                .map_err(|_| {
+                    p.at(
+                        "agent.server_name",
+                        format!("`{name}` is not a valid DNS name or IP"),
+                    )
+                })
+                .ok()
+        }
+    };
+    if a.data_channels == 0 || a.data_channels > MAX_DATA_CHANNELS {
+        p.at(
+            "agent.data_channels",
+            format!("must be 1..={MAX_DATA_CHANNELS}, found {}", a.data_channels),
+        );
+    }
+    if a.heartbeat_interval.is_zero() || a.heartbeat_tolerance <= a.heartbeat_interval {
+        p.at(
+            "agent.heartbeat_tolerance",
+            "must be longer than a non-zero heartbeat_interval",
+        );
+    }
+    let tls = match &a.connect_cas {
+        Some(cas) => tls::load_certs(&relative_to(file, cas))
+            .and_then(|certs| tls::client_config(Some(certs)))
+            .map_err(|e| p.at("agent.connect_cas", e))
+            .ok(),
+        None => tls::client_config(None).map_err(|e| p.at("agent", e)).ok(),
+    };
+    Some(Connection {
+        section: a,
+        server_name: server_name?,
+        tls: tls?,
+    })
+}
+
+fn endpoints(tree: &Node, file: &Path, p: &mut Problems) -> Vec<AgentEndpoint> {
+    let mut urls: Vec<String> = Vec::new();
+    let mut out = Vec::new();
+    for (i, node) in tree.key("endpoints").into_iter().flat_map(Node::all_items) {
+        let at = |key: &str| format!("endpoints[{i}].{key}");
+        // Read from the tree, so that an entry serde dropped (a broken sibling key)
+        // still has its URL, upstream address and PROXY version checked.
+        let url = node
+            .text("url")
+            .and_then(|u| u.parse::<InternalUrl>().ok())
+            .map(|u| u.canonical());
+        if let Some(url) = url {
+            if urls.contains(&url) {
+                p.at(&at("url"), format!("`{url}` is listed twice"));
+            }
+            urls.push(url);
+        }
+        let upstream = node.key("upstream");
+        if let Some(u) = upstream
+            .and_then(|u| u.text("url"))
+            .filter(|u| connect_host(u).is_none())
+        {
+            p.at(
+                &at("upstream.url"),
+                format!("expected host:port, found `{u}`"),
+            );
+        }
+        let proxy_protocol = match upstream
+            .and_then(|u| u.key("proxy_protocol"))
+            .and_then(|n| from_node::<u8>(n).ok())
+        {
+            None => Ok(None),
+            Some(1) => Ok(Some(Version::V1)),
+            Some(2) => Ok(Some(Version::V2)),
+            Some(other) => {
+                p.at(
+                    &at("upstream.proxy_protocol"),
+                    format!("expected 1 or 2, found {other}"),
+                );
+                Err(())
+            }
+        };
+        if node.pruned {
+            continue;
+        }
+        let Ok(ep) = from_node::<EndpointSection>(node) else {
+            continue;
+        };
+        out.extend(endpoint(ep, proxy_protocol, &at, file, p));
+    }
+    out
+}
+
+/// An endpoint serde accepted, checked further and resolved; `proxy_protocol` was
+/// read (and any problem with it recorded) by the caller.
+fn endpoint(
+    ep: EndpointSection,
+    proxy_protocol: Result<Option<Version>, ()>,
+    at: &dyn Fn(&str) -> String,
+    file: &Path,
+    p: &mut Problems,
+) -> Option<AgentEndpoint> {
+    let url = ep.url.canonical();
+    let tls_termination = ep
+        .agent_tls_termination
+        .as_ref()
+        .map(|t| termination_config(t, file).map_err(|m| p.at(&at("agent_tls_termination"), m)))
+        .transpose();
+    let upstream_tls = ep
+        .upstream
+        .tls
+        .as_ref()
+        .map(|t| upstream_tls(t, &ep.upstream.url, file).map_err(|m| p.at(&at("upstream.tls"), m)))
+        .transpose();
+    let weight = ep.weight.unwrap_or(DEFAULT_WEIGHT);
+    if !(1..=MAX_WEIGHT).contains(&weight) {
+        p.at(
+            &at("weight"),
+            format!("must be 1..={MAX_WEIGHT}, found {weight}"),
+        );
+    }
+    let health_check = health_check(
+        ep.upstream.health_check.as_ref(),
+        &at("upstream.health_check"),
+        p,
+    );
+    Some(AgentEndpoint {
+        name: ep.name.unwrap_or_else(|| url.clone()),
+        url,
+        pooling: ep.pooling_enabled,
+        upstream: ep.upstream.url,
+        proxy_protocol: proxy_protocol.ok()?,
+        tls_termination: tls_termination.ok()?,
+        upstream_tls: upstream_tls.ok()?,
+        weight,
+        health_check: health_check?,
+    })
+}
+
+/// Validates `upstream.health_check` (problems at `at.KEY`); `Some(None)` when checks
+/// are off, `None` when it is invalid.
+fn health_check(
+    h: Option<&HealthCheckSection>,
+    at: &str,
+    p: &mut Problems,
+) -> Option<Option<HealthCheck>> {
+    let Some(h) = h else {
+        return Some(Some(HealthCheck::default()));
+    };
+    if !h.enabled {
+        return Some(None);
+    }
+    let mut ok = true;
+    let mut problem = |key: &str, message: String| {
+        p.at(&format!("{at}.{key}"), message);
+        ok = false;
+    };
+    if h.interval < MIN_CHECK_INTERVAL {
+        problem(
+            "interval",
+            format!("at least {MIN_CHECK_INTERVAL:?}, found {:?}", h.interval),
+        );
+    }
+    if h.timeout.is_zero() || h.timeout > h.interval {
+        problem(
+            "timeout",
+            "must be non-zero and at most the interval".into(),
+        );
+    }
+    for (key, n) in [
+        ("healthy_threshold", h.healthy_threshold),
+        ("unhealthy_threshold", h.unhealthy_threshold),
+    ] {
+        if !(1..=MAX_THRESHOLD).contains(&n) {
+            problem(key, format!("must be 1..={MAX_THRESHOLD}, found {n}"));
+        }
+    }
+    ok.then_some(Some(HealthCheck {
+        interval: h.interval,
+        timeout: h.timeout,
+        healthy_threshold: h.healthy_threshold,
+        unhealthy_threshold: h.unhealthy_threshold,
+    }))
+}
+
+/// Loads `agent_tls_termination`: the server certificate and key, and a client
+/// certificate verifier when CAs are listed.
+fn termination_config(
+    t: &AgentTlsTerminationSection,
+    path: &Path,
+) -> Result<Arc<rustls::ServerConfig>, String> {
+    let verifier = if t.mutual_tls_certificate_authorities.is_empty() {
+        None
+    } else {
+        let cas: Vec<_> = t
+            .mutual_tls_certificate_authorities
+            .iter()
+            .map(|p| relative_to(path, p))
+            .collect();
+        let refs: Vec<&Path> = cas.iter().map(|p| p.as_path()).collect();
+        let roots = tls::load_roots(&refs)
+            .map_err(|e| format!("mutual_tls_certificate_authorities: {e}"))?;
+        Some(tls::client_verifier(roots, refs[0]).map_err(|e| e.to_string())?)
+    };
+    tls::server_config_from_files(
+        &relative_to(path, &t.server_certificate),
+        &relative_to(path, &t.server_private_key),
+        verifier,
+    )
+    .map_err(|e| e.to_string())
+}
+
+/// Loads `upstream.tls`: the CA (or webpki roots) and the name to verify.
+fn upstream_tls(
+    t: &UpstreamTlsSection,
+    upstream: &str,
+    path: &Path,
+) -> Result<UpstreamTls, String> {
+    let config = match &t.ca {
+        Some(ca) => {
+            let ca = relative_to(path, ca);
+            let certs = tls::load_certs(&ca).map_err(|e| format!("ca: {e}"))?;
+            tls::client_config_named(Some(certs), &ca).map_err(|e| format!("ca: {e}"))?
+        }
+        None => tls::client_config(None).map_err(|e| e.to_string())?,
+    };
+    let name = match &t.server_name {
+        Some(n) => n.clone(),
+        None => connect_host(upstream).unwrap_or_default().to_string(),
+    };
+    let server_name = ServerName::try_from(name.clone())
+        .map_err(|_| format!("server_name: `{name}` is not a valid DNS name or IP"))?;
+    Ok(UpstreamTls {
+        config,
+        server_name,
+    })
+}
