@@ -244,6 +244,23 @@ fn edge_terminates_tls_and_the_upstream_receives_plaintext() {
         assert!(tls_echo(tls_port, other, "app.acme.example", 4096, b"x").is_err());
         edge.wait_for("tls handshake with the client failed; closed");
         assert!(upstream.received() == expected);
+
+        // A reload of the unchanged file leaves both endpoints alone: nothing removed
+        // and re-added, the tcp:// one keeps the port it was given.
+        edge.hangup();
+        let reloaded = edge.wait_for_n("reload", 1, |v| {
+            v["message"] == "config reloaded" && v["trigger"] == "SIGHUP"
+        });
+        assert_eq!(reloaded["removed"], "[]", "{transport}: {reloaded}");
+        assert_eq!(reloaded["added"], "[]", "{transport}: {reloaded}");
+        tls_echo(
+            tcp[0],
+            client_config(&[&ca], None),
+            "app.acme.example",
+            4096,
+            b"same port",
+        )
+        .unwrap_or_else(|e| panic!("{transport}: after reload: {e}"));
     }
 }
 

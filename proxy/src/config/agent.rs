@@ -337,7 +337,7 @@ pub(crate) fn connect_host(addr: &str) -> Option<&str> {
     let (host, port) = addr.rsplit_once(':')?;
     port.parse::<u16>().ok()?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    (!host.is_empty()).then_some(host)
+    (!host.is_empty() && !host.contains('/')).then_some(host)
 }
 
 #[cfg(test)]
@@ -351,6 +351,23 @@ mod tests {
              upstream: {{ url: \"10.0.0.5:5432\"{upstream_extra} }}\n"
         );
         AgentSettings::from_yaml(&yaml, Path::new("agent.yml")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn an_upstream_url_with_a_scheme_is_refused_with_the_fix() {
+        for (url, plain) in [
+            ("http://localhost:8080", "localhost:8080"),
+            ("tcp://10.0.0.5:5432", "10.0.0.5:5432"),
+        ] {
+            let yaml = format!(
+                "version: 3\nagent:\n  authtoken: tok\n  connect_url: edge.example.com:4443\n\
+                 endpoints:\n  - url: tcp://db.internal:5432\n    upstream: {{ url: \"{url}\" }}\n"
+            );
+            let err = AgentSettings::from_yaml(&yaml, Path::new("agent.yml"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(&format!("`{plain}`")), "{url}: {err}");
+        }
     }
 
     #[test]

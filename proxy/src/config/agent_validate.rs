@@ -157,10 +157,20 @@ fn endpoints(tree: &Node, file: &Path, p: &mut Problems) -> Vec<AgentEndpoint> {
             .and_then(|u| u.text("url"))
             .filter(|u| connect_host(u).is_none())
         {
-            p.at(
-                &at("upstream.url"),
-                format!("expected host:port, found `{u}`"),
-            );
+            let message = match u.split_once("://") {
+                Some((scheme, rest)) => format!(
+                    "expected host:port, found `{u}`: the upstream is dialed as plain TCP, so \
+                     drop the `{scheme}://` (`{}`){}",
+                    rest.trim_end_matches('/'),
+                    if scheme.starts_with("http") {
+                        "; HTTP endpoints are not supported yet"
+                    } else {
+                        ""
+                    }
+                ),
+                None => format!("expected host:port, found `{u}`"),
+            };
+            p.at(&at("upstream.url"), message);
         }
         let proxy_protocol = match upstream
             .and_then(|u| u.key("proxy_protocol"))

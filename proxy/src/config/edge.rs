@@ -237,6 +237,9 @@ pub struct CloudEndpoint {
     pub policy_json: String,
     /// TLS the edge terminates for this endpoint (`terminate_tls`), if any.
     pub terminate_tls: Option<Arc<ServerConfig>>,
+    /// SHA-256 of the `terminate_tls` certificate and key files as loaded, so a reload
+    /// can tell an unchanged endpoint from one whose certificate was replaced.
+    pub terminate_tls_digest: Option<[u8; 32]>,
 }
 
 impl EdgeSettings {

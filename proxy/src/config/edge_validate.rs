@@ -249,6 +249,14 @@ fn endpoints(
         for w in ep.traffic_policy.unreachable() {
             warnings.push(format!("{}: {w}", at("traffic_policy")));
         }
+        let terminate_tls_digest = ep.terminate_tls.as_ref().map(|files| {
+            use sha2::Digest;
+            let mut h = sha2::Sha256::new();
+            for f in [&files.cert, &files.key] {
+                h.update(std::fs::read(relative_to(file, f)).unwrap_or_default());
+            }
+            <[u8; 32]>::from(h.finalize())
+        });
         let terminate_tls = ep
             .terminate_tls
             .as_ref()
@@ -279,6 +287,7 @@ fn endpoints(
             policy,
             idle_timeout: (!ep.idle_timeout.is_zero()).then_some(ep.idle_timeout),
             terminate_tls,
+            terminate_tls_digest,
         });
     }
     (out, tcp)

@@ -48,7 +48,8 @@ pub struct StaticEndpoint {
     policy_json: String,
     idle_timeout: Option<std::time::Duration>,
     limits: crate::edge::conn_limits::LimitSettings,
-    has_terminate_tls: bool,
+    /// Digest of the `terminate_tls` files (None: passthrough).
+    terminate_tls: Option<[u8; 32]>,
 }
 
 impl StaticEndpoint {
@@ -69,7 +70,7 @@ impl StaticEndpoint {
             policy_json: e.policy_json.clone(),
             idle_timeout: e.idle_timeout,
             limits: e.limits,
-            has_terminate_tls: e.terminate_tls.is_some(),
+            terminate_tls: e.terminate_tls_digest,
         }
     }
 }

@@ -90,8 +90,7 @@ impl ControlPlane {
             let same_shape = keep.is_some_and(|n| {
                 n.idle_timeout == old.idle_timeout
                     && n.limits == old.limits
-                    && !n.has_terminate_tls
-                    && !old.has_terminate_tls
+                    && n.terminate_tls == old.terminate_tls
             });
             if !same_shape {
                 self.edge.endpoints.remove(&old.id);
