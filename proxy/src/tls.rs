@@ -259,3 +259,99 @@ mod tests {
         );
     }
 }
+
+/// What is wrong with `cert` as a server's own certificate that clients (rustls among
+/// them) will refuse, each a sentence for `config check` and start-up: a CA used as
+/// the leaf, an X.509 v1 certificate, no subjectAltName, expired or not yet valid.
+pub fn leaf_problems(cert: &CertificateDer<'_>) -> Vec<String> {
+    let Ok((_, c)) = x509_parser::parse_x509_certificate(cert) else {
+        return vec!["cannot be parsed as an X.509 certificate".into()];
+    };
+    let mut out = Vec::new();
+    if c.version() != x509_parser::x509::X509Version::V3 {
+        out.push(format!(
+            "is an X.509 {} certificate; TLS clients require v3 (with extensions): \
+             make one with `sluice certs new`, or `openssl req -x509 … -addext \
+             subjectAltName=DNS:NAME`",
+            match c.version().0 {
+                0 => "v1",
+                1 => "v2",
+                _ => "unknown-version",
+            }
+        ));
+    }
+    if c.is_ca() {
+        out.push(
+            "is a CA certificate (basicConstraints CA:TRUE), which TLS clients refuse as a \
+             server's own certificate (CaUsedAsEndEntity): issue a leaf from it, e.g. \
+             `sluice certs new`, or add `-addext basicConstraints=critical,CA:FALSE` to \
+             `openssl req`"
+                .into(),
+        );
+    }
+    if c.subject_alternative_name().ok().flatten().is_none() {
+        out.push(
+            "has no subjectAltName: clients check the name they dial against the SANs only \
+             (add `-addext subjectAltName=DNS:edge.example.com`, or use `sluice certs new`)"
+                .into(),
+        );
+    }
+    let validity = c.validity();
+    let now = x509_parser::time::ASN1Time::now();
+    if validity.not_after < now {
+        out.push(format!("expired on {}", validity.not_after));
+    } else if validity.not_before > now {
+        out.push(format!("is not valid before {}", validity.not_before));
+    }
+    out
+}
+
+/// A TLS failure as a sentence: rustls' certificate errors (which print as debug text
+/// such as `Other(OtherError(CaUsedAsEndEntity))`) with what to do about them.
+pub fn explain(error: &str) -> String {
+    const HINTS: [(&str, &str); 8] = [
+        ("CaUsedAsEndEntity", "the edge presents a CA certificate as its own; give it a leaf certificate signed by that CA (`sluice certs new`)"),
+        ("UnknownIssuer", "the edge's certificate is not signed by a CA this side trusts; set connect_cas to the CA that signed it"),
+        ("NotValidForName", "the edge's certificate does not name the host dialed; add it as a subjectAltName or set server_name"),
+        ("Expired", "a certificate has expired; replace it"),
+        ("NotValidYet", "a certificate is not valid yet (check the clocks)"),
+        ("UnsupportedCertVersion", "a certificate is X.509 v1; TLS needs v3 (`sluice certs new`)"),
+        ("BadEncoding", "a certificate is malformed"),
+        ("InvalidPurpose", "a certificate is not meant for this use (extendedKeyUsage serverAuth/clientAuth)"),
+    ];
+    match HINTS.iter().find(|(tag, _)| error.contains(tag)) {
+        Some((_, hint)) => format!("{hint} ({error})"),
+        None => error.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod leaf_tests {
+    use super::*;
+
+    #[test]
+    fn a_ca_without_san_is_told_apart_from_a_good_leaf() {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let ca = params.self_signed(&key).unwrap();
+        let problems = leaf_problems(ca.der());
+        assert!(
+            problems.iter().any(|p| p.contains("CaUsedAsEndEntity")),
+            "{problems:?}"
+        );
+        assert!(
+            problems.iter().any(|p| p.contains("no subjectAltName")),
+            "{problems:?}"
+        );
+        let good = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        assert!(leaf_problems(good.cert.der()).is_empty());
+    }
+
+    #[test]
+    fn rustls_debug_text_becomes_a_sentence() {
+        let e = explain("invalid peer certificate: Other(OtherError(CaUsedAsEndEntity))");
+        assert!(e.starts_with("the edge presents a CA certificate"), "{e}");
+        assert_eq!(explain("connection reset"), "connection reset");
+    }
+}

@@ -220,3 +220,69 @@ fn config_check_refuses_listeners_that_would_share_a_port_naming_both() {
     assert_eq!(lines.len(), 1, "{text}");
     assert!(lines[0].contains("agents.listen (0.0.0.0:8443)"), "{text}");
 }
+
+#[test]
+fn the_usual_openssl_one_liner_is_explained_and_sluice_certs_new_passes() {
+    let fx = Fixture::new();
+    // What most guides print: a self-signed CA certificate without a subjectAltName.
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "bad.key",
+            "-out",
+            "bad.crt",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+        ])
+        .current_dir(&fx.dir)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let yaml = |cert: &str, key: &str| {
+        format!(
+            "version: 1\nagents:\n  listen: 127.0.0.1:0\n  tls: {{ cert: {cert}, key: {key} }}\n\
+             service_users:\n  - name: u\n    authtokens: [\"{}\"]\n",
+            fx.token_hash
+        )
+    };
+    let (out, text) = check(&fx.write("bad.yml", &yaml("bad.crt", "bad.key")));
+    assert!(!out.status.success(), "{text}");
+    for sentence in [
+        "CaUsedAsEndEntity",
+        "has no subjectAltName",
+        "sluice certs new",
+    ] {
+        assert!(
+            lines_about(&text, "agents.tls.cert")
+                .iter()
+                .any(|l| l.contains(sentence)),
+            "`{sentence}` missing: {text}"
+        );
+    }
+    // The same check passes the set `sluice certs new` makes.
+    let made = Command::new(sluice_bin())
+        .args(["certs", "new", "--name", "localhost", "--dir"])
+        .arg(fx.path("certs"))
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let (out, text) = check(&fx.write("good.yml", &yaml("certs/edge.crt", "certs/edge.key")));
+    assert!(out.status.success(), "{text}");
+}

@@ -129,7 +129,12 @@ async fn established(
     let mut tls = monoio::time::timeout(CONNECT_TIMEOUT, handshake)
         .await
         .map_err(|_| anyhow::anyhow!("TLS handshake with {edge_addr} timed out"))?
-        .map_err(|e| anyhow::anyhow!("TLS handshake with {edge_addr} failed: {e}"))?;
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "TLS handshake with {edge_addr} failed: {}",
+                crate::tls::explain(&e.to_string())
+            )
+        })?;
     let hello = Frame::Hello {
         version: PROTOCOL_VERSION,
         authtoken: settings.authtoken.expose().to_string(),

@@ -324,7 +324,14 @@ async fn serve_tls(opening: Opening, shared: Arc<AgentShared>) {
     let mut tls = match monoio::time::timeout(CONNECT_TIMEOUT, handshake).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
-            channel_failed(&shared, &ticket, &format_args!("TLS handshake failed: {e}"));
+            channel_failed(
+                &shared,
+                &ticket,
+                &format_args!(
+                    "TLS handshake failed: {}",
+                    crate::tls::explain(&e.to_string())
+                ),
+            );
             return;
         }
         Err(_) => {

@@ -50,7 +50,7 @@ pub(super) fn resolve(
     }
     let agent_port = tree
         .key("agents")
-        .and_then(|node| agent_port(node, file, p));
+        .and_then(|node| agent_port(node, file, p, warnings));
     // `None`: no admin section; `Some(None)`: a broken one.
     let admin = tree.key("admin").map(|node| {
         from_node::<admin::AdminSection>(node)
@@ -117,10 +117,26 @@ struct AgentPort {
     not_after: Option<SystemTime>,
 }
 
-fn agent_port(node: &Node, file: &Path, p: &mut Problems) -> Option<AgentPort> {
+fn agent_port(
+    node: &Node,
+    file: &Path,
+    p: &mut Problems,
+    warnings: &mut Vec<String>,
+) -> Option<AgentPort> {
     // Not pruned, so serde accepted it in the first pass.
     let section = from_node::<AgentsSection>(node).ok()?;
     let ck = cert_and_key(file, "agents.tls", &section.tls, p)?;
+    // What agents would refuse in the handshake, said now in a sentence. An expired
+    // certificate is a warning (the edge still starts, and says so loudly; replace it
+    // and reload), the rest can never work.
+    for problem in ck.certs.first().map(tls::leaf_problems).unwrap_or_default() {
+        let text = format!("{}: {problem}", ck.cert_path.display());
+        if problem.starts_with("expired") || problem.starts_with("is not valid before") {
+            warnings.push(format!("agents.tls.cert: {text}"));
+        } else {
+            p.at("agents.tls.cert", text);
+        }
+    }
     let not_after = tls::not_after(&ck.certs);
     let tls = tls::server_config(ck.certs, ck.key, &ck.cert_path, &ck.key_path)
         .map_err(|e| p.at("agents.tls", e))
