@@ -405,3 +405,101 @@ fn config_check_names_the_file_and_the_problem_of_bad_tls_material() {
         assert!(out.contains(w), "`{w}` missing from: {out}");
     }
 }
+
+#[test]
+fn an_endpoint_made_through_the_admin_api_can_terminate_tls_and_keeps_it_across_a_restart() {
+    use serde_json::json;
+    const KEY: &str = "test-admin-key-terminate-tls";
+    let fx = Fixture::new();
+    let ca = Ca::new("public CA");
+    let app = ca.server(&["app.acme.example"]);
+    let cert = fx.write("app.crt", &app.cert_pem);
+    let key = fx.write("app.key", &app.key_pem);
+    let yaml = format!(
+        "{}admin:\n  listen: 127.0.0.1:0\n  api_keys: [\"{}\"]\nstate_dir: state\n",
+        format!("{}endpoints: []\n", edge_head(&fx).strip_suffix("endpoints:\n").unwrap()),
+        fixture::token_hash(KEY)
+    );
+    let cfg = fx.write("edge.yml", &yaml);
+    let start = |fx: &Fixture| {
+        let mut edge = Sluice::edge(&cfg, DRIVERS[0]);
+        let (agent_addr, _) = edge.edge_addrs(0);
+        let admin = sluice_tests::admin::Admin::new(
+            edge.wait_for_n("admin listener", 1, |v| {
+                v["message"] == "listening" && v["kind"] == "admin"
+            })["addr"]
+                .as_str()
+                .unwrap()
+                .parse()
+                .unwrap(),
+            KEY,
+        );
+        let upstream = Capture::start();
+        let agent_yaml = format!(
+            "{}  - url: tcp://app.internal:80\n    upstream: {{ url: \"{}\" }}\n",
+            agent_head(fx, agent_addr, "tls"),
+            upstream.addr
+        );
+        let agent = start_agent(fx, &agent_yaml, 1);
+        (edge, admin, upstream, agent)
+    };
+    let (mut edge, admin, upstream, agent) = start(&fx);
+    let bad = admin.call(
+        "POST",
+        "/v1/endpoints",
+        Some(json!({ "url": "tcp://127.0.0.1:0",
+                     "traffic_policy": fixture::forward_all("tcp://app.internal:80"),
+                     "terminate_tls": { "cert": "app.crt", "key": key.to_str().unwrap() } })),
+    );
+    assert_eq!(bad.status, 400, "{}", bad.text);
+    assert_eq!(bad.body["error"]["code"], "invalid_tls", "{}", bad.text);
+    let made = admin.call(
+        "POST",
+        "/v1/endpoints",
+        Some(json!({ "url": "tcp://127.0.0.1:0",
+                     "traffic_policy": fixture::forward_all("tcp://app.internal:80"),
+                     "terminate_tls": { "cert": cert.to_str().unwrap(), "key": key.to_str().unwrap() } })),
+    );
+    assert_eq!(made.status, 201, "{}", made.text);
+    let port: SocketAddr = made.body["listen_addr"].as_str().unwrap().parse().unwrap();
+    let trusted = client_config(&[&ca], None);
+    tls_echo(
+        port,
+        trusted.clone(),
+        "app.acme.example",
+        4096,
+        b"through the api",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        upstream.received() == b"through the api",
+        "the upstream gets plaintext"
+    );
+
+    // Restarted, the stored endpoint terminates TLS again on the same port.
+    drop(agent);
+    edge.terminate();
+    assert_eq!(edge.wait_exit(), Some(0));
+    let (_edge, admin, upstream, _agent) = start(&fx);
+    let listed = admin.get("/v1/endpoints")["items"][0].clone();
+    assert_eq!(
+        listed["terminate_tls"]["cert"],
+        cert.to_str().unwrap(),
+        "{listed}"
+    );
+    sluice_tests::wait_until(
+        "the restored endpoint terminates TLS",
+        std::time::Duration::from_secs(10),
+        || {
+            tls_echo(
+                port,
+                trusted.clone(),
+                "app.acme.example",
+                4096,
+                b"after restart",
+            )
+            .is_ok()
+        },
+    );
+    assert!(upstream.received().ends_with(b"after restart"));
+}

@@ -20,7 +20,7 @@ use crate::{
         LiveEndpoint,
     },
     listeners::ips_overlap,
-    state::{new_id, now_ms, EndpointRecord, NewEvent, ReservedAddr},
+    state::{new_id, now_ms, EndpointRecord, NewEvent, ReservedAddr, TlsPaths},
 };
 
 /// Most ports one reservation may span.
@@ -47,6 +47,9 @@ pub struct EndpointInput {
     pub max_connections: Option<usize>,
     /// Most connections at once per client IP (absent: the edge-wide default).
     pub max_connections_per_ip: Option<u32>,
+    /// Terminate TLS at the edge with this certificate and key (absolute paths of PEM
+    /// files on the edge host, readable by its user), like edge.yml's `terminate_tls`.
+    pub terminate_tls: Option<TlsPaths>,
 }
 
 /// Changes to an endpoint.
@@ -94,6 +97,8 @@ pub struct EndpointView {
     /// Declared in edge.yml (read-only here).
     #[serde(rename = "static")]
     pub is_static: bool,
+    /// The certificate and key the edge terminates TLS with, if it does.
+    pub terminate_tls: Option<TlsPaths>,
     /// Connections being forwarded now.
     pub in_flight: usize,
     /// ms since the epoch (0 for static endpoints).
@@ -154,12 +159,28 @@ fn record_to_spec(r: &EndpointRecord) -> Result<EndpointSpec, PlaneError> {
         addr,
         policy,
         idle_timeout: (r.idle_timeout_secs > 0).then(|| Duration::from_secs(r.idle_timeout_secs)),
-        terminate_tls: None,
+        terminate_tls: r.terminate_tls.as_ref().map(load_tls).transpose()?,
         limits: LimitSettings {
             max_connections: r.max_connections,
             max_connections_per_ip: r.max_connections_per_ip,
         },
     })
+}
+
+/// The server configuration of an endpoint's `terminate_tls` files; a path that is
+/// not absolute, a file that cannot be read, or a pair that does not work is a 400
+/// naming the file.
+fn load_tls(paths: &TlsPaths) -> Result<Arc<rustls::ServerConfig>, PlaneError> {
+    for p in [&paths.cert, &paths.key] {
+        if !std::path::Path::new(p).is_absolute() {
+            return Err(PlaneError::bad_request(
+                "invalid_tls",
+                format!("terminate_tls: `{p}` must be an absolute path on the edge host"),
+            ));
+        }
+    }
+    crate::tls::server_config_from_files(paths.cert.as_ref(), paths.key.as_ref(), None)
+        .map_err(|e| PlaneError::bad_request("invalid_tls", format!("terminate_tls: {e}")))
 }
 
 fn parse_range(addr: &str) -> Result<(IpAddr, u16, u16), PlaneError> {
@@ -218,6 +239,7 @@ impl ControlPlane {
                 .and_then(|l| l.limits.settings.max_connections_per_ip)
                 .or(r.max_connections_per_ip),
             is_static: false,
+            terminate_tls: r.terminate_tls.clone(),
             in_flight: live.map_or(0, |l| l.in_flight()),
             created_at: r.created_at,
             updated_at: r.updated_at,
@@ -248,6 +270,7 @@ impl ControlPlane {
                         .as_ref()
                         .and_then(|l| l.limits.settings.max_connections_per_ip),
                     is_static: true,
+                    terminate_tls: None,
                     in_flight: live.map_or(0, |l| l.in_flight()),
                     created_at: 0,
                     updated_at: 0,
@@ -343,6 +366,7 @@ impl ControlPlane {
             }
         }
         let idle = input.idle_timeout_secs.unwrap_or(3600);
+        let terminate = input.terminate_tls.as_ref().map(load_tls).transpose()?;
         let id = new_id("ep_");
         let live = self
             .edge
@@ -353,7 +377,7 @@ impl ControlPlane {
                 addr: addr.clone(),
                 policy,
                 idle_timeout: (idle > 0).then(|| Duration::from_secs(idle)),
-                terminate_tls: None,
+                terminate_tls: terminate,
                 limits: LimitSettings {
                     max_connections: input.max_connections.filter(|n| *n > 0),
                     max_connections_per_ip: input.max_connections_per_ip,
@@ -375,6 +399,7 @@ impl ControlPlane {
             reserved_addr_id,
             max_connections: input.max_connections.filter(|n| *n > 0),
             max_connections_per_ip: input.max_connections_per_ip,
+            terminate_tls: input.terminate_tls,
             created_at: now,
             updated_at: now,
         };

@@ -70,4 +70,7 @@ pub const MIGRATIONS: &[&str] = &[
         OR kind LIKE 'authtoken.%' OR kind LIKE 'service\\_user.%' ESCAPE '\\'
         OR kind = 'endpoint.bind_refused';
     CREATE INDEX events_by_class ON events(security, id);",
+    // 5: TLS the edge terminates for an API-made endpoint (file paths).
+    "ALTER TABLE endpoints ADD COLUMN terminate_tls_cert TEXT;
+    ALTER TABLE endpoints ADD COLUMN terminate_tls_key TEXT;",
 ];

@@ -22,10 +22,23 @@ pub struct EndpointRecord {
     pub max_connections: Option<usize>,
     /// Most connections per client IP (None: the edge-wide default).
     pub max_connections_per_ip: Option<u32>,
+    /// TLS the edge terminates for this endpoint: its certificate and key files (paths
+    /// on the edge host), if any.
+    pub terminate_tls: Option<TlsPaths>,
     /// Milliseconds since the epoch.
     pub created_at: i64,
     /// Milliseconds since the epoch.
     pub updated_at: i64,
+}
+
+/// A certificate chain and its key, as PEM files on the edge host.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsPaths {
+    /// PEM certificate chain (absolute path).
+    pub cert: String,
+    /// PEM private key (absolute path).
+    pub key: String,
 }
 
 /// A reserved TCP address: one port or a range on one IP.

@@ -188,6 +188,13 @@ fn endpoint_row(r: &Row) -> rusqlite::Result<EndpointRecord> {
         updated_at: r.get(7)?,
         max_connections: r.get::<_, Option<i64>>(8)?.map(|n| n as usize),
         max_connections_per_ip: r.get::<_, Option<i64>>(9)?.map(|n| n as u32),
+        terminate_tls: match (
+            r.get::<_, Option<String>>(10)?,
+            r.get::<_, Option<String>>(11)?,
+        ) {
+            (Some(cert), Some(key)) => Some(super::TlsPaths { cert, key }),
+            _ => None,
+        },
     })
 }
 
@@ -209,8 +216,8 @@ impl Store for SqliteStore {
     fn endpoints(&self) -> StoreResult<Vec<EndpointRecord>> {
         let mut st = self.db.prepare(
             "SELECT id, url, description, traffic_policy, idle_timeout_secs, reserved_addr_id, \
-             created_at, updated_at, max_connections, max_connections_per_ip \
-             FROM endpoints ORDER BY created_at, id",
+             created_at, updated_at, max_connections, max_connections_per_ip, \
+             terminate_tls_cert, terminate_tls_key FROM endpoints ORDER BY created_at, id",
         )?;
         let rows = st.query_map([], endpoint_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -221,7 +228,8 @@ impl Store for SqliteStore {
             tx.execute(
                 "INSERT OR REPLACE INTO endpoints (id, url, description, traffic_policy, \
                  idle_timeout_secs, reserved_addr_id, created_at, updated_at, max_connections, \
-                 max_connections_per_ip) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                 max_connections_per_ip, terminate_tls_cert, terminate_tls_key) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
                 params![
                     e.id,
                     e.url,
@@ -232,7 +240,9 @@ impl Store for SqliteStore {
                     e.created_at,
                     e.updated_at,
                     e.max_connections.map(|n| n as i64),
-                    e.max_connections_per_ip
+                    e.max_connections_per_ip,
+                    e.terminate_tls.as_ref().map(|t| t.cert.as_str()),
+                    e.terminate_tls.as_ref().map(|t| t.key.as_str())
                 ],
             )
             .map(drop)
