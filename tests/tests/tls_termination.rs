@@ -416,8 +416,8 @@ fn an_endpoint_made_through_the_admin_api_can_terminate_tls_and_keeps_it_across_
     let cert = fx.write("app.crt", &app.cert_pem);
     let key = fx.write("app.key", &app.key_pem);
     let yaml = format!(
-        "{}admin:\n  listen: 127.0.0.1:0\n  api_keys: [\"{}\"]\nstate_dir: state\n",
-        format!("{}endpoints: []\n", edge_head(&fx).strip_suffix("endpoints:\n").unwrap()),
+        "{}endpoints: []\nadmin:\n  listen: 127.0.0.1:0\n  api_keys: [\"{}\"]\nstate_dir: state\n",
+        edge_head(&fx).strip_suffix("endpoints:\n").unwrap(),
         fixture::token_hash(KEY)
     );
     let cfg = fx.write("edge.yml", &yaml);
