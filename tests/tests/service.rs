@@ -195,6 +195,14 @@ fn lifecycle_runs_systemctl_install_start_status_stop_restart_uninstall() {
         ],
     );
     assert!(out.status.success(), "{}", text(&out));
+    // The fixture's config lives under the temp directory, which PrivateTmp hides.
+    if cfg.starts_with("/tmp/") {
+        assert!(
+            text(&out).contains("PrivateTmp=yes"),
+            "no warning that the unit cannot see {cfg}: {}",
+            text(&out)
+        );
+    }
     assert_eq!(
         calls(&fx),
         ["--version", "daemon-reload", "enable sluice-test.service"]
