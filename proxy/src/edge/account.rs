@@ -171,3 +171,99 @@ pub fn unrouted(edge: &EdgeStats, peer: SocketAddr, why: Unrouted<'_>) {
     }
     EdgeStats::bump(&edge.no_route);
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use sluice_policy::TrafficPolicy;
+
+    use super::*;
+    use crate::edge::datachan::OpenError;
+
+    const URL: &str = "tcp://x.internal:1";
+
+    fn endpoint() -> LiveEndpoint {
+        let yaml = format!(
+            "{{ on_tcp_connect: [ {{ actions: [ {{ type: restrict-ips, config: {{ allow: [\"10.0.0.0/8\"] }} }}, \
+             {{ type: forward-internal, config: {{ url: \"{URL}\" }} }} ] }} ] }}"
+        );
+        let policy = TrafficPolicy::from_yaml(&yaml).unwrap().compile().unwrap();
+        LiveEndpoint::new(
+            "ep".into(),
+            "tcp://127.0.0.1:1".into(),
+            "127.0.0.1:1".parse().unwrap(),
+            policy,
+            None,
+            None,
+            Default::default(),
+        )
+    }
+
+    #[test]
+    fn each_outcome_is_counted_once_under_its_metric() {
+        let edge = EdgeStats::default();
+        let ep = endpoint();
+        let peer = "192.0.2.1:5".parse().unwrap();
+        let conn = Conn {
+            edge: &edge,
+            endpoint: &ep,
+            peer,
+        };
+        let policy = ep.policy.load();
+        let decision = policy.evaluate(peer);
+        assert!(!decision.is_allowed());
+        conn.account(Outcome::Denied(decision.why()));
+        conn.account(Outcome::OverLimit(LimitHit::PerIp));
+        conn.account(Outcome::NoAgent { target: URL });
+        conn.account(Outcome::TlsHandshakeFailed {
+            reason: "no shared cipher".into(),
+        });
+        conn.account(Outcome::NoMember {
+            target: URL,
+            failure: NoMember {
+                tried: 2,
+                last: Some(OpenError::NoChannel),
+            },
+        });
+        conn.account(Outcome::Forwarded {
+            failovers: 2,
+            open_latency: Duration::from_millis(1),
+        });
+        conn.account(Outcome::Ended(StreamEnd::Closed(PumpStats {
+            inbound_to_outbound: 3,
+            outbound_to_inbound: 4,
+        })));
+        conn.account(Outcome::Ended(StreamEnd::IdleTimeout));
+        conn.account(Outcome::Ended(StreamEnd::Cut { session: 1 }));
+        let s = &ep.stats;
+        let endpoint_counts = [
+            s.denied.get(),
+            s.limited.get(),
+            s.no_agent.get(),
+            s.tls_handshake_failed.get(),
+            s.no_channel.get(),
+            s.forwarded.get(),
+            s.failovers.get(),
+            s.bytes_in.get(),
+            s.bytes_out.get(),
+            s.idle_timeouts.get(),
+            s.stream_errors.get(),
+        ];
+        assert_eq!(endpoint_counts, [1, 1, 1, 1, 1, 1, 2, 3, 4, 1, 1]);
+        let edge_counts = [
+            edge.denied.get(),
+            edge.no_agent.get(),
+            edge.tls_handshake_failed.get(),
+            edge.no_channel.get(),
+            edge.forwarded.get(),
+            edge.no_route.get(),
+        ];
+        assert_eq!(edge_counts, [1, 1, 1, 1, 1, 0]);
+        // The phases count the connection itself (`handled`) before any outcome.
+        assert_eq!(s.connections.get(), 0);
+        unrouted(&edge, peer, Unrouted::UnknownSni("a.example"));
+        unrouted(&edge, peer, Unrouted::Hello(HelloError::Timeout));
+        assert_eq!(edge.no_route.get(), 2);
+    }
+}
