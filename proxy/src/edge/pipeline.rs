@@ -82,38 +82,47 @@ pub(super) async fn forward(
     let _in_flight = shared.in_flight.enter();
     let _active = endpoint.stats.active.track();
     endpoint.stats.connections.inc();
-    let conn = Conn {
-        edge: &shared.stats,
-        endpoint: &endpoint,
-        peer,
-    };
+    // The account phase for this connection. Built at each use rather than kept in a
+    // local: a local would live across every await below and grow each connection's
+    // task (its future is 128-byte aligned; measured 3712 bytes that way, 3584 as
+    // before this pipeline with the macro and the destructuring below).
+    macro_rules! account {
+        ($outcome:expr) => {
+            Conn {
+                edge: &shared.stats,
+                endpoint: &endpoint,
+                peer,
+            }
+            .account($outcome)
+        };
+    }
 
     let (_ip_slot, target) = {
         let policy = endpoint.policy.load();
         match admit(&endpoint, peer, &policy) {
             Ok(admitted) => {
                 if let Some(why) = admitted.would_deny {
-                    conn.account(Outcome::WouldDeny(why));
+                    account!(Outcome::WouldDeny(why));
                 }
                 (admitted.ip_slot, admitted.target)
             }
             Err(refusal) => {
                 sockets::reset_on_close(client.as_raw_fd());
-                return conn.account(refusal);
+                return account!(refusal);
             }
         }
     };
 
     let pool = match route(&shared, &target) {
         Ok(Route::Local(pool)) => pool,
-        Err(refusal) => return conn.account(refusal),
+        Err(refusal) => return account!(refusal),
     };
 
     let _ = client.set_nodelay(true);
     let server = client.local_addr().unwrap_or(endpoint.addr);
     let (client, early) = match client_side(client, early, &endpoint).await {
         Ok(client) => client,
-        Err(reason) => return conn.account(Outcome::TlsHandshakeFailed { reason }),
+        Err(reason) => return account!(Outcome::TlsHandshakeFailed { reason }),
     };
 
     // Nothing has reached an upstream until the agent's status says so: a member that
@@ -129,26 +138,30 @@ pub(super) async fn forward(
         url: &target,
     };
     let opening = Box::pin(open::open(&pool, &shared.registry, &start, &early, &to));
-    let opened = match opening.await {
+    // Destructured so that only the load guard is held while the stream flows.
+    let open::Opened {
+        load,
+        channel,
+        failovers,
+    } = match opening.await {
         Ok(opened) => opened,
         Err(failure) => {
             // Like a refused connection: the client sees a reset, not an empty stream.
             sockets::reset_on_close(client.as_raw_fd());
-            return conn.account(Outcome::NoMember {
+            return account!(Outcome::NoMember {
                 target: &target,
                 failure,
             });
         }
     };
     drop(pool);
-    conn.account(Outcome::Forwarded {
-        failovers: opened.failovers,
+    account!(Outcome::Forwarded {
+        failovers,
         open_latency: accepted_at.elapsed(),
     });
 
-    let session = &opened.load.0.session;
-    let end = pump(&endpoint, shared.pump, client, opened.channel, session).await;
-    conn.account(Outcome::Ended(end));
+    let end = pump(&endpoint, shared.pump, client, channel, &load.0.session).await;
+    account!(Outcome::Ended(end));
 }
 
 /// An admitted connection.
