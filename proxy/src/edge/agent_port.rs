@@ -10,10 +10,7 @@ use monoio::{
 };
 
 use super::{
-    control,
-    registry::{ParkedChannel, SessionHandle},
-    stats::EdgeStats,
-    EdgeShared,
+    control, datachan::ParkedChannel, registry::SessionHandle, stats::EdgeStats, EdgeShared,
 };
 use crate::{
     io::{framed, sockets},
@@ -161,16 +158,12 @@ async fn plain_data_channel(
     let Some(session) = authenticate_channel(&shared, peer, session_id, seq, &proof) else {
         return;
     };
-    use std::os::fd::{FromRawFd, IntoRawFd};
-    let fd = stream.into_raw_fd();
-    // SAFETY: `into_raw_fd` handed us sole ownership of this open socket.
-    let std_stream = unsafe { std::net::TcpStream::from_raw_fd(fd) };
     tracing::debug!(
         session = session.id,
         transport = "tcp",
         "new data channel parked"
     );
-    session.park(ParkedChannel::Plain(std_stream));
+    session.park(ParkedChannel::plain(stream));
 }
 
 /// The session a data channel claims, if it exists and the channel's proof is right

@@ -14,7 +14,8 @@ use monoio::{
 use super::{
     audit::AuditEvent,
     auth::Identity,
-    registry::{BindRefusal, ParkedChannel, Registry, SessionHandle},
+    datachan::{ParkedChannel, Tls},
+    registry::{BindRefusal, Registry, SessionHandle},
     stats::EdgeStats,
     EdgeShared,
 };
@@ -26,8 +27,6 @@ use crate::{
 /// Bounds on the heartbeat tolerance an agent may ask for.
 const MIN_TOLERANCE: Duration = Duration::from_secs(1);
 const MAX_TOLERANCE: Duration = Duration::from_secs(600);
-
-pub(super) type Tls = crate::io::tls_stream::TlsStream<rustls::ServerConnection>;
 
 /// Handles a connection that started a TLS handshake on the agent port; the
 /// handshake and the first frame must both be done by `deadline`.
@@ -140,7 +139,9 @@ pub async fn handle_tls(
                 transport = "tls",
                 "new data channel parked"
             );
-            park_tls(tls, &session);
+            if let Some(channel) = ParkedChannel::tls(tls) {
+                session.park(channel);
+            }
         }
         other => {
             crate::log_throttled!(warn, %peer, frame = other.name(), "unexpected first frame on a control channel; closed");
@@ -392,21 +393,4 @@ fn record_rtt(session: &SessionHandle, nonce: u64) {
             .rtt_us
             .store(rtt, std::sync::atomic::Ordering::Relaxed);
     }
-}
-
-/// Parks a TLS data channel: its socket leaves this worker's runtime, its TLS state
-/// travels with it, and whichever worker takes it rebuilds the stream.
-pub(super) fn park_tls(tls: Tls, session: &SessionHandle) {
-    use std::os::fd::{FromRawFd, IntoRawFd};
-    let Some((tcp, conn)) = tls.into_parts() else {
-        tracing::debug!(
-            session = session.id,
-            "data channel with unread bytes not parked"
-        );
-        return;
-    };
-    let fd = tcp.into_raw_fd();
-    // SAFETY: `into_raw_fd` handed us sole ownership of this open socket.
-    let std_stream = unsafe { std::net::TcpStream::from_raw_fd(fd) };
-    session.park(ParkedChannel::Tls(std_stream, Box::new(conn)));
 }

@@ -315,7 +315,7 @@ impl Endpoints {
 }
 
 impl LiveEndpoint {
-    fn new(
+    pub(super) fn new(
         id: String,
         url: String,
         addr: SocketAddr,

@@ -9,14 +9,17 @@
 //! [`crate::listeners`]): a port held by anybody else is an `AddrInUse` error that
 //! names the config key.
 
+mod account;
 mod agent_port;
 pub mod audit;
 pub mod auth;
 pub mod conn_limits;
 mod control;
+pub mod datachan;
 pub mod endpoints;
-mod failover;
+mod open;
 pub mod ownership;
+mod pipeline;
 pub mod pool;
 pub mod preauth;
 mod public;
@@ -339,7 +342,7 @@ async fn run_worker(
         match monoio::net::TcpListener::from_std(listener) {
             Ok(l) => {
                 let sh = shared.clone();
-                let handle = move |s, p| tls_port::route(s, p, sh.clone());
+                let handle = move |s, p| pipeline::from_tls_port(s, p, sh.clone());
                 let name = "tls-endpoints".to_string();
                 monoio::spawn(public::accept_loop(
                     l,
@@ -381,7 +384,7 @@ fn serve_endpoint(
             let ep = endpoint.clone();
             let closed = move || ep.closed.load(std::sync::atomic::Ordering::Acquire);
             let handle =
-                move |s, p| public::forward(s, p, endpoint.clone(), sh.clone(), Vec::new());
+                move |s, p| pipeline::forward(s, p, endpoint.clone(), sh.clone(), Vec::new());
             monoio::spawn(public::accept_loop(l, name, shared, closed, handle));
         }
         Err(e) => tracing::error!(worker = index, error = %e, "cannot adopt public listener"),

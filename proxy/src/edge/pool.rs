@@ -53,7 +53,7 @@ use std::sync::{
 
 use rand::Rng;
 
-use super::registry::SessionHandle;
+use super::{datachan::OpenError, registry::SessionHandle};
 
 /// How long a member the edge saw fail (no data channel in time, a broken channel, an
 /// upstream that refused) is skipped while others are usable.
@@ -349,6 +349,9 @@ pub struct PoolStats {
     pub failovers: AtomicU64,
     /// Connections that found no member able to take them.
     pub exhausted: AtomicU64,
+    /// Failed attempts to open a stream on a member, by cause
+    /// ([`OpenError::index`]).
+    pub open_failures: [AtomicU64; OpenError::ALL.len()],
 }
 
 impl PoolStats {
@@ -464,7 +467,7 @@ mod tests {
         let channel = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         members[0]
             .session
-            .park(super::super::registry::ParkedChannel::Plain(channel));
+            .park(super::super::datachan::ParkedChannel::Plain(channel));
         assert_eq!(picked(&pool).len(), 2);
         // Everyone starved: everyone stays in the draw.
         members[0].session.starve_for_tests(1_000);

@@ -12,7 +12,7 @@
 
 use std::{
     collections::HashMap,
-    net::{SocketAddr, TcpStream},
+    net::SocketAddr,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc, Mutex,
@@ -22,6 +22,7 @@ use std::{
 
 use arc_swap::ArcSwap;
 
+use super::datachan::ParkedChannel;
 use super::{
     auth::Identity,
     ownership::{BindRight, Owner, OwnerSource, Ownership},
@@ -37,22 +38,6 @@ use crate::{
 
 /// Most idle data channels parked per session; more are closed on arrival.
 pub const MAX_IDLE_CHANNELS: usize = 4096;
-
-/// An idle, authenticated data channel waiting at the edge for a stream.
-pub enum ParkedChannel {
-    /// Plain TCP: carries one stream, moved with splice.
-    Plain(TcpStream),
-    /// TLS: carries chunk-framed streams one after another.
-    Tls(TcpStream, Box<rustls::ServerConnection>),
-}
-
-impl ParkedChannel {
-    fn socket(&self) -> &TcpStream {
-        match self {
-            ParkedChannel::Plain(s) | ParkedChannel::Tls(s, _) => s,
-        }
-    }
-}
 
 /// One authenticated agent connection and its parked data channels.
 pub struct SessionHandle {
@@ -181,7 +166,7 @@ impl SessionHandle {
                     }
                 }
             };
-            if !sockets::peer_closed(std::os::fd::AsRawFd::as_raw_fd(channel.socket())) {
+            if !sockets::peer_closed(std::os::fd::AsRawFd::as_raw_fd(&channel)) {
                 return Ok(channel);
             }
         }

@@ -1,62 +1,71 @@
-//! The shared port of `tls://` cloud endpoints: read the client's ClientHello (bounded
-//! in size and time) without terminating TLS, pick the endpoint by its SNI host name
-//! (exact names before wildcards), then forward like any public connection, the
-//! ClientHello bytes first — the client's TLS session reaches the upstream untouched.
+//! The shared port of `tls://` cloud endpoints, before the pipeline: read the client's
+//! ClientHello (bounded in size and time) without terminating TLS, so the endpoint can
+//! be picked by its SNI host name (exact names before wildcards; edge/pipeline.rs),
+//! then forwarded like any public connection, the ClientHello bytes first — the
+//! client's TLS session reaches the upstream untouched.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::time::Duration;
 
 use monoio::{buf::IoBufMut, io::AsyncReadRent, net::TcpStream};
 
-use super::{public, stats::EdgeStats, EdgeShared};
-use crate::sni::{peek_sni, SniPeek, MAX_CLIENT_HELLO};
+use crate::sni::{peek_sni, SniError, SniPeek, MAX_CLIENT_HELLO};
 
 /// How long a client may take to send its whole ClientHello.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Reads the ClientHello, picks the endpoint by SNI and forwards the connection.
-pub async fn route(mut client: TcpStream, peer: SocketAddr, shared: Arc<EdgeShared>) {
-    let hello = match monoio::time::timeout(HELLO_TIMEOUT, read_client_hello(&mut client)).await {
-        Ok(Ok(hello)) => hello,
-        Ok(Err(reason)) => {
-            crate::log_throttled!(info, %peer, %reason, "tls endpoint: connection closed");
-            EdgeStats::bump(&shared.stats.no_route);
-            return;
-        }
-        Err(_) => {
-            crate::log_throttled!(info, %peer, "tls endpoint: no ClientHello in time; closed");
-            EdgeStats::bump(&shared.stats.no_route);
-            return;
-        }
-    };
-    let Some(endpoint) = shared.endpoints.route_sni(&hello.name) else {
-        crate::log_throttled!(info, %peer, sni = %hello.name, "tls endpoint: unknown SNI; closed");
-        EdgeStats::bump(&shared.stats.no_route);
-        return;
-    };
-    public::forward(client, peer, endpoint, shared, hello.bytes).await;
+/// A complete ClientHello: its SNI host name and every byte read.
+pub struct ClientHello {
+    /// The SNI host name.
+    pub name: String,
+    /// The bytes read (the ClientHello and anything the client sent with it).
+    pub bytes: Vec<u8>,
 }
 
-struct ClientHello {
-    name: String,
-    bytes: Vec<u8>,
+/// Why no ClientHello with a host name was read.
+#[derive(Debug, thiserror::Error)]
+pub enum HelloError {
+    /// A well-formed ClientHello without SNI.
+    #[error("ClientHello without SNI")]
+    NoSni,
+    /// Not a ClientHello a TLS server would accept.
+    #[error("bad ClientHello: {0}")]
+    Bad(#[from] SniError),
+    /// Over [`MAX_CLIENT_HELLO`].
+    #[error("ClientHello too large")]
+    TooLarge,
+    /// End of stream first.
+    #[error("client closed before its ClientHello was complete")]
+    Closed,
+    /// The read failed.
+    #[error("read failed: {0}")]
+    Read(std::io::Error),
+    /// Not complete within [`HELLO_TIMEOUT`].
+    #[error("no ClientHello within {}s", HELLO_TIMEOUT.as_secs())]
+    Timeout,
 }
 
-/// Reads until the ClientHello is complete; its SNI host name and every byte read.
+/// Reads the client's ClientHello within [`HELLO_TIMEOUT`].
+pub async fn client_hello(client: &mut TcpStream) -> Result<ClientHello, HelloError> {
+    monoio::time::timeout(HELLO_TIMEOUT, read_client_hello(client))
+        .await
+        .unwrap_or(Err(HelloError::Timeout))
+}
+
+/// Reads until the ClientHello is complete.
 /// Not cancel-safe (bytes read are lost); dropped only on timeout, which closes.
-async fn read_client_hello(client: &mut TcpStream) -> Result<ClientHello, String> {
+async fn read_client_hello(client: &mut TcpStream) -> Result<ClientHello, HelloError> {
     let mut buf: Vec<u8> = Vec::with_capacity(2048);
     loop {
-        match peek_sni(&buf) {
-            Ok(SniPeek::Found(name)) => {
+        match peek_sni(&buf)? {
+            SniPeek::Found(name) => {
                 let name = name.into_owned();
                 return Ok(ClientHello { name, bytes: buf });
             }
-            Ok(SniPeek::NoSni) => return Err("ClientHello without SNI".into()),
-            Ok(SniPeek::NeedMore) => {}
-            Err(e) => return Err(format!("bad ClientHello: {e}")),
+            SniPeek::NoSni => return Err(HelloError::NoSni),
+            SniPeek::NeedMore => {}
         }
         if buf.len() >= MAX_CLIENT_HELLO {
-            return Err("ClientHello too large".into());
+            return Err(HelloError::TooLarge);
         }
         if buf.capacity() == buf.len() {
             buf.reserve((buf.len()).clamp(2048, MAX_CLIENT_HELLO - buf.len()));
@@ -65,9 +74,9 @@ async fn read_client_hello(client: &mut TcpStream) -> Result<ClientHello, String
         let (res, back) = client.read(buf.slice_mut(len..cap)).await;
         buf = back.into_inner();
         match res {
-            Ok(0) => return Err("client closed before its ClientHello was complete".into()),
+            Ok(0) => return Err(HelloError::Closed),
             Ok(_) => {}
-            Err(e) => return Err(format!("read failed: {e}")),
+            Err(e) => return Err(HelloError::Read(e)),
         }
     }
 }

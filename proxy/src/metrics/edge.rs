@@ -3,7 +3,7 @@
 use std::sync::atomic::Ordering;
 
 use super::prometheus::Exposition;
-use crate::edge::EdgeShared;
+use crate::edge::{datachan::OpenError, EdgeShared};
 
 /// Renders every edge metric.
 pub fn render(edge: &EdgeShared) -> String {
@@ -249,6 +249,18 @@ fn pool_health(e: &mut Exposition, edge: &EdgeShared) {
             "sluice_edge_pool_events_total",
             &[("event", event)],
             counter.load(Ordering::Relaxed),
+        );
+    }
+    e.family(
+        "sluice_edge_open_failures_total",
+        "counter",
+        "Failed attempts to open a stream on a pool member, by cause (each retried on another member while one is left).",
+    );
+    for cause in OpenError::ALL {
+        e.sample(
+            "sluice_edge_open_failures_total",
+            &[("cause", cause.label())],
+            p.open_failures[cause.index()].load(Ordering::Relaxed),
         );
     }
 }
