@@ -30,6 +30,22 @@ pub fn sluice_bin() -> PathBuf {
     bin
 }
 
+/// Runs `sluice config check FILE`: whether it passed, and everything it printed
+/// (stdout and stderr).
+pub fn config_check(file: &Path) -> (bool, String) {
+    let out = std::process::Command::new(sluice_bin())
+        .args(["config", "check"])
+        .arg(file)
+        .output()
+        .expect("run sluice config check");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
 #[derive(Default)]
 struct Log {
     lines: Mutex<Lines>,

@@ -21,7 +21,7 @@ use sluice_tests::{
     admin::{self, Admin},
     fixture::{self, Fixture},
     pki::{self, Ca},
-    process::{sluice_bin, Sluice},
+    process::{config_check, Sluice},
     wait_until,
 };
 
@@ -438,19 +438,6 @@ fn wrong_keys_hold_the_client_off_with_429_growing_until_a_right_key_and_are_aud
             "two events within a window: {times:?}"
         );
     }
-}
-
-fn config_check(file: &std::path::Path) -> (bool, String) {
-    let out = Command::new(sluice_bin())
-        .args(["config", "check", file.to_str().unwrap()])
-        .output()
-        .expect("run sluice config check");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
 }
 
 /// `sluice_tests::pki` material for HTTPS on the admin listener, written into `fx`:

@@ -1,22 +1,12 @@
 //! `sluice config check FILE` as an operator runs it: exit 0 on a valid file, otherwise
 //! every problem, one a line, with file, line and key.
 
-use std::process::{Command, Output};
+use std::process::Command;
 
-use sluice_tests::{fixture::Fixture, process::sluice_bin};
-
-fn check(file: &std::path::Path) -> (Output, String) {
-    let out = Command::new(sluice_bin())
-        .args(["config", "check", file.to_str().unwrap()])
-        .output()
-        .expect("run sluice config check");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out, text)
-}
+use sluice_tests::{
+    fixture::Fixture,
+    process::{config_check, sluice_bin},
+};
 
 /// The lines of the report that name `key`.
 fn lines_about<'a>(text: &'a str, key: &str) -> Vec<&'a str> {
@@ -51,8 +41,8 @@ fn config_check_catches_a_broken_policy_a_missing_cert_and_an_unknown_key_in_one
             fx.token_hash
         ),
     );
-    let (out, text) = check(&cfg);
-    assert!(!out.status.success(), "{text}");
+    let (ok, text) = config_check(&cfg);
+    assert!(!ok, "{text}");
 
     let cert = lines_about(&text, "agents.tls.cert");
     assert_eq!(cert.len(), 1, "{text}");
@@ -98,8 +88,8 @@ fn config_check_passes_valid_edge_and_agent_files() {
             )],
         ),
     );
-    let (out, text) = check(&edge);
-    assert!(out.status.success(), "{text}");
+    let (ok, text) = config_check(&edge);
+    assert!(ok, "{text}");
     assert!(text.contains("valid edge config"), "{text}");
 
     let agent = fx.write(
@@ -111,8 +101,8 @@ fn config_check_passes_valid_edge_and_agent_files() {
             &[("tcp://db.internal:5432", "127.0.0.1:5432".parse().unwrap())],
         ),
     );
-    let (out, text) = check(&agent);
-    assert!(out.status.success(), "{text}");
+    let (ok, text) = config_check(&agent);
+    assert!(ok, "{text}");
     assert!(text.contains("valid agent config"), "{text}");
 }
 
@@ -133,8 +123,8 @@ fn config_check_lists_every_agent_problem() {
            - url: tcp://db.internal:5432\n    \
              upstream: { url: 10.0.0.5:5432, proxy_protocol: 7 }\n",
     );
-    let (out, text) = check(&cfg);
-    assert!(!out.status.success(), "{text}");
+    let (ok, text) = config_check(&cfg);
+    assert!(!ok, "{text}");
     for (line, key) in [
         (5, "agent.connect_cas"),
         (6, "agent.transport"),
@@ -188,8 +178,8 @@ fn config_check_refuses_listeners_that_would_share_a_port_naming_both() {
     ] {
         yaml.push_str(&endpoint(listen));
     }
-    let (out, text) = check(&fx.write("edge.yml", &yaml));
-    assert!(!out.status.success(), "{text}");
+    let (ok, text) = config_check(&fx.write("edge.yml", &yaml));
+    assert!(!ok, "{text}");
     for (key, other) in [
         ("endpoints[0].url", "agents.listen (127.0.0.1:8443)"),
         ("endpoints[1].url", "tls_endpoints.listen (0.0.0.0:8444)"),
@@ -214,8 +204,8 @@ fn config_check_refuses_listeners_that_would_share_a_port_naming_both() {
             "endpoints: []\ntls_endpoints:\n  listen: 127.0.0.1:8443\n",
         ),
     );
-    let (out, text) = check(&own);
-    assert!(!out.status.success(), "{text}");
+    let (ok, text) = config_check(&own);
+    assert!(!ok, "{text}");
     let lines = lines_about(&text, ": tls_endpoints.listen: ");
     assert_eq!(lines.len(), 1, "{text}");
     assert!(lines[0].contains("agents.listen (0.0.0.0:8443)"), "{text}");
@@ -258,8 +248,8 @@ fn the_usual_openssl_one_liner_is_explained_and_sluice_certs_new_passes() {
             fx.token_hash
         )
     };
-    let (out, text) = check(&fx.write("bad.yml", &yaml("bad.crt", "bad.key")));
-    assert!(!out.status.success(), "{text}");
+    let (ok, text) = config_check(&fx.write("bad.yml", &yaml("bad.crt", "bad.key")));
+    assert!(!ok, "{text}");
     for sentence in [
         "CaUsedAsEndEntity",
         "has no subjectAltName",
@@ -283,6 +273,6 @@ fn the_usual_openssl_one_liner_is_explained_and_sluice_certs_new_passes() {
         "{}",
         String::from_utf8_lossy(&made.stderr)
     );
-    let (out, text) = check(&fx.write("good.yml", &yaml("certs/edge.crt", "certs/edge.key")));
-    assert!(out.status.success(), "{text}");
+    let (ok, text) = config_check(&fx.write("good.yml", &yaml("certs/edge.crt", "certs/edge.key")));
+    assert!(ok, "{text}");
 }

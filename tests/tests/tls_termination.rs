@@ -11,7 +11,7 @@ use sluice_tests::{
     fixture::{self, Fixture},
     openssl,
     pki::{client_config, server_config, Ca},
-    process::{sluice_bin, Sluice},
+    process::{config_check, Sluice},
     tls_peers::{tls_echo, TlsEcho},
     upstream::Capture,
     DRIVERS,
@@ -312,19 +312,6 @@ fn agent_reencrypts_towards_a_tls_upstream() {
         .unwrap_or_else(|e| panic!("{transport}: {e}"));
         assert_eq!(echo.accepted(), 3, "{transport}");
     }
-}
-
-/// Runs `sluice config check FILE`; its exit success and stderr.
-fn config_check(file: &std::path::Path) -> (bool, String) {
-    let out = std::process::Command::new(sluice_bin())
-        .args(["config", "check"])
-        .arg(file)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout),
-    )
 }
 
 #[test]
