@@ -260,9 +260,10 @@ mod tests {
     }
 }
 
-/// What is wrong with `cert` as a server's own certificate that clients (rustls among
-/// them) will refuse, each a sentence for `config check` and start-up: a CA used as
-/// the leaf, an X.509 v1 certificate, no subjectAltName, expired or not yet valid.
+/// What is wrong with the shape of `cert` as a server's own certificate, which
+/// clients (rustls among them) will always refuse, each a sentence for `config check`
+/// and start-up: a CA used as the leaf, an X.509 v1 certificate, no subjectAltName.
+/// Its dates are [`validity_problem`]'s.
 pub fn leaf_problems(cert: &CertificateDer<'_>) -> Vec<String> {
     let Ok((_, c)) = x509_parser::parse_x509_certificate(cert) else {
         return vec!["cannot be parsed as an X.509 certificate".into()];
@@ -296,14 +297,22 @@ pub fn leaf_problems(cert: &CertificateDer<'_>) -> Vec<String> {
                 .into(),
         );
     }
+    out
+}
+
+/// Whether `cert` is outside its validity now: expired, or not valid yet (a sentence),
+/// a problem that passes with time or a replaced file rather than one of its shape.
+pub fn validity_problem(cert: &CertificateDer<'_>) -> Option<String> {
+    let (_, c) = x509_parser::parse_x509_certificate(cert).ok()?;
     let validity = c.validity();
     let now = x509_parser::time::ASN1Time::now();
     if validity.not_after < now {
-        out.push(format!("expired on {}", validity.not_after));
+        Some(format!("expired on {}", validity.not_after))
     } else if validity.not_before > now {
-        out.push(format!("is not valid before {}", validity.not_before));
+        Some(format!("is not valid before {}", validity.not_before))
+    } else {
+        None
     }
-    out
 }
 
 /// A TLS failure as a sentence: rustls' certificate errors (which print as debug text

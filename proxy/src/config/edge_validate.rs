@@ -129,12 +129,13 @@ fn agent_port(
     // What agents would refuse in the handshake, said now in a sentence. An expired
     // certificate is a warning (the edge still starts, and says so loudly; replace it
     // and reload), the rest can never work.
-    for problem in ck.certs.first().map(tls::leaf_problems).unwrap_or_default() {
-        let text = format!("{}: {problem}", ck.cert_path.display());
-        if problem.starts_with("expired") || problem.starts_with("is not valid before") {
-            warnings.push(format!("agents.tls.cert: {text}"));
-        } else {
-            p.at("agents.tls.cert", text);
+    if let Some(leaf) = ck.certs.first() {
+        let path = ck.cert_path.display();
+        for problem in tls::leaf_problems(leaf) {
+            p.at("agents.tls.cert", format!("{path}: {problem}"));
+        }
+        if let Some(problem) = tls::validity_problem(leaf) {
+            warnings.push(format!("agents.tls.cert: {path}: {problem}"));
         }
     }
     let not_after = tls::not_after(&ck.certs);

@@ -109,7 +109,6 @@ impl ControlPlane {
 
     /// Every owned internal URL.
     pub fn list_owners(&self) -> Vec<UrlOwnerView> {
-        let bound = self.edge.registry.pools();
         let members = self.edge.registry.pool_members();
         self.edge
             .registry
@@ -117,11 +116,7 @@ impl ControlPlane {
             .all()
             .into_iter()
             .map(|(url, o)| UrlOwnerView {
-                bound_sessions: if bound.iter().any(|(u, _)| *u == url) {
-                    members.iter().filter(|m| m.0 == url).map(|m| m.1).collect()
-                } else {
-                    Vec::new()
-                },
+                bound_sessions: members.iter().filter(|m| m.0 == url).map(|m| m.1).collect(),
                 url,
                 user_id: o.user_id,
                 user_name: o.user_name,
