@@ -155,7 +155,10 @@ fn lifecycle_user_token_agent_endpoint_policy_swap_and_revocation() {
     wait_until("some allowed connections", Duration::from_secs(10), || {
         attempts.lock().unwrap().iter().filter(|a| a.2).count() >= 5
     });
-    // Deny this client (loopback) from now on.
+    // Deny this client (loopback) from now on. The swap takes effect while the call
+    // is in flight: connections that ended before it was sent must have been served,
+    // those that started after it answered must be refused.
+    let sent_at = Instant::now();
     let swap = admin.call(
         "PATCH",
         &format!("/v1/endpoints/{ep_id}"),
@@ -179,7 +182,7 @@ fn lifecycle_user_token_agent_endpoint_policy_swap_and_revocation() {
     stop.store(true, Ordering::Relaxed);
     churn.join().unwrap();
     let attempts = attempts.lock().unwrap().clone();
-    let before_ok = attempts.iter().filter(|a| a.1 < swapped_at).all(|a| a.2);
+    let before_ok = attempts.iter().filter(|a| a.1 < sent_at).all(|a| a.2);
     let after_refused = attempts.iter().filter(|a| a.0 > swapped_at).all(|a| !a.2);
     assert!(before_ok, "a connection failed before the policy changed");
     assert!(
