@@ -259,12 +259,16 @@ pub fn tls_half_close_exchange(
     let mut got = Vec::with_capacity(payload.len());
     let mut buf = vec![0u8; 256 * 1024];
     loop {
+        let mut moved = false;
         // Plaintext in, as far as rustls buffers it.
         while sent < payload.len() {
             let end = (sent + 64 * 1024).min(payload.len());
             match conn.writer().write(&payload[sent..end]) {
                 Ok(0) => break,
-                Ok(n) => sent += n,
+                Ok(n) => {
+                    sent += n;
+                    moved = true;
+                }
                 Err(e) => return Err(format!("buffering plaintext: {e}")),
             }
         }
@@ -275,7 +279,7 @@ pub fn tls_half_close_exchange(
         // Ciphertext out.
         while conn.wants_write() {
             match conn.write_tls(&mut tcp) {
-                Ok(_) => {}
+                Ok(_) => moved = true,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => return Err(format!("sending after {sent} bytes: {e}")),
             }
@@ -285,37 +289,50 @@ pub fn tls_half_close_exchange(
                 .map_err(|e| format!("shutdown: {e}"))?;
             shut = true;
         }
-        // Ciphertext in, plaintext out.
+        // Ciphertext in, plaintext out (drained after each read, so rustls' buffer of
+        // received plaintext never fills).
         let mut tcp_eof = false;
         loop {
             match conn.read_tls(&mut tcp) {
-                Ok(0) => {
-                    tcp_eof = true;
-                    break;
-                }
+                Ok(0) => tcp_eof = true,
                 Ok(_) => {
                     conn.process_new_packets()
                         .map_err(|e| format!("TLS error after {} bytes: {e}", got.len()))?;
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return Err(format!("reading after {} bytes: {e}", got.len())),
             }
-        }
-        loop {
-            match conn.reader().read(&mut buf) {
-                Ok(0) => return Ok((got, TlsEnd::CloseNotify)),
-                Ok(n) => got.extend_from_slice(&buf[..n]),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                    return Ok((got, TlsEnd::BareEof))
+            let mut progressed = false;
+            loop {
+                match conn.reader().read(&mut buf) {
+                    Ok(0) => return Ok((got, TlsEnd::CloseNotify)),
+                    Ok(n) => {
+                        got.extend_from_slice(&buf[..n]);
+                        progressed = true;
+                        moved = true;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                        return Ok((got, TlsEnd::BareEof))
+                    }
+                    Err(e) => return Err(format!("plaintext after {} bytes: {e}", got.len())),
                 }
-                Err(e) => return Err(format!("plaintext after {} bytes: {e}", got.len())),
+            }
+            if tcp_eof || !progressed {
+                break;
             }
         }
         if tcp_eof {
             return Ok((got, TlsEnd::BareEof));
         }
         let now = Instant::now();
+        if moved {
+            // More may go out or come in at once: only wait when nothing moved.
+            if now >= end_by {
+                return Err(format!("deadline: sent {sent}, received {}", got.len()));
+            }
+            continue;
+        }
         if now >= end_by {
             return Err(format!(
                 "deadline: sent {sent} of {}, received {}",
