@@ -101,13 +101,18 @@ fn outcomes(metrics: &str, url: &str, outcome: &str) -> f64 {
 
 /// Asserts `source` is refused by `public` without reaching the upstream.
 fn assert_refused(e: &Edge, source: &str, public: SocketAddr, what: &str) {
-    let before = e.echo.accepted();
+    refused_by(&e.echo, source, public, what);
+}
+
+/// Asserts `source` is refused by `public` without reaching `echo`.
+fn refused_by(echo: &Echo, source: &str, public: SocketAddr, what: &str) {
+    let before = echo.accepted();
     assert!(
         client::is_refused(Some(ip(source)), public),
         "{what}: {source} got through"
     );
     assert_eq!(
-        e.echo.accepted(),
+        echo.accepted(),
         before,
         "{what}: {source} reached the upstream"
     );
@@ -440,4 +445,74 @@ fn a_policy_swapped_under_concurrent_load_never_fails_a_client_both_policies_all
         &[&format!("id=\"{id}\"")],
     );
     assert_eq!(swaps, 21.0, "policy swaps counted\n{metrics}");
+}
+
+#[test]
+fn a_policy_changed_through_the_api_is_enforced_after_a_restart_and_after_kill_9() {
+    // admin_api.rs checks that the API lists the changed policy after a restart and a
+    // kill -9; this checks that the data path enforces it.
+    let fx = Fixture::new();
+    let echo = Echo::start();
+    let yaml = format!(
+        "{}admin:\n  listen: 127.0.0.1:0\n  api_keys: [\"{}\"]\nstate_dir: state\n",
+        fx.edge_yaml("127.0.0.1:0", &[])
+            .replace("endpoints:\n", "endpoints: []\n"),
+        fixture::token_hash(KEY)
+    );
+    let cfg = fx.write("edge.yml", &yaml);
+    let up = |fx: &Fixture| {
+        let mut edge = Sluice::edge(&cfg, DRIVERS[0]);
+        let (agent_addr, _) = edge.edge_addrs(0);
+        let (admin_addr, _) = admin::listening(&mut edge);
+        let agent_cfg = fx.write(
+            "agent.yml",
+            &fx.agent_yaml(&fx.token, agent_addr, "tcp", &[(URL, echo.addr)]),
+        );
+        let agent = Sluice::agent(&agent_cfg, DRIVERS[0]);
+        (edge, agent, Admin::new(admin_addr, KEY))
+    };
+    let (mut edge, mut agent, admin) = up(&fx);
+    agent.wait_for("endpoint bound");
+    let made = admin.create(
+        "/v1/endpoints",
+        json!({ "url": "tcp://127.0.0.1:0", "traffic_policy": fixture::forward_all(URL) }),
+    );
+    let id = made["id"].as_str().unwrap().to_string();
+    let public: SocketAddr = made["listen_addr"].as_str().unwrap().parse().unwrap();
+    let mut admin = admin;
+    // Each round refuses the source the other round lets through, so a restart that
+    // fell back to an older policy (or to none) is caught either way.
+    for (round, (allowed, denied), hard) in [
+        (1, ("127.0.0.2", "127.0.0.9"), false),
+        (2, ("127.0.0.9", "127.0.0.2"), true),
+    ] {
+        let patched = admin.call(
+            "PATCH",
+            &format!("/v1/endpoints/{id}"),
+            Some(json!({ "traffic_policy": restrict(&[allowed], &[denied], true) })),
+        );
+        assert_eq!(patched.status, 200, "{}", patched.text);
+        if hard {
+            edge.kill();
+        } else {
+            edge.terminate();
+            assert_eq!(edge.wait_exit(), Some(0));
+        }
+        agent.kill();
+        let (new_edge, new_agent, new_admin) = up(&fx);
+        (edge, agent, admin) = (new_edge, new_agent, new_admin);
+        agent.wait_for("endpoint bound");
+        let what = format!(
+            "round {round} ({})",
+            if hard { "kill -9" } else { "SIGTERM" }
+        );
+        // Wait on the allowed source (the endpoint is restored and the agent bound),
+        // then the denied one must be refused on the same port.
+        sluice_tests::wait_until(
+            &format!("{what}: {allowed} served"),
+            Duration::from_secs(20),
+            || client::echo_ok(Some(ip(allowed)), public, b"after the restart").is_ok(),
+        );
+        refused_by(&echo, denied, public, &what);
+    }
 }
