@@ -43,7 +43,7 @@ fn scrape(admin: &Admin) -> String {
 fn swaps(admin: &Admin, id: &str) -> f64 {
     let text = scrape(admin);
     assert!(
-        text.contains(&format!("sluice_edge_policy_swaps_total{{endpoint=")),
+        text.contains("sluice_edge_policy_swaps_total{endpoint="),
         "{text}"
     );
     prom::sum(
