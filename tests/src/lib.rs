@@ -12,6 +12,8 @@
 //! - [`openssl`]: `openssl s_client` as an independent TLS client.
 //! - [`netns`]: network namespaces joined by veth pairs, for silent link failures.
 //! - [`faults`]: misbehaving upstreams; fd and RSS probes from `/proc`.
+//! - [`probes`]: upstreams reporting PROXY headers and half-closes; a half-closing TLS client.
+//! - [`prom`]: sums of samples from a Prometheus `/metrics` scrape.
 #![warn(missing_docs)]
 
 pub mod admin;
@@ -22,7 +24,9 @@ pub mod load;
 pub mod netns;
 pub mod openssl;
 pub mod pki;
+pub mod probes;
 pub mod process;
+pub mod prom;
 pub mod tls_peers;
 pub mod upstream;
 
