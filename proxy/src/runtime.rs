@@ -68,6 +68,12 @@ pub fn worker_index() -> Option<usize> {
     (i != usize::MAX).then_some(i)
 }
 
+/// Marks the calling thread as worker `index` (done by [`spawn_workers`] as each worker
+/// starts).
+pub(crate) fn set_worker_index(index: usize) {
+    WORKER.with(|w| w.set(index));
+}
+
 /// Number of cores available to this process.
 pub fn default_workers() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -131,7 +137,7 @@ where
             std::thread::Builder::new()
                 .name(format!("{role}-worker-{i}"))
                 .spawn(move || {
-                    WORKER.with(|w| w.set(i));
+                    set_worker_index(i);
                     block_on(driver, || make(i)).inspect_err(|e| {
                         tracing::error!(role, worker = i, error = %e, "worker runtime failed");
                     })

@@ -175,7 +175,7 @@ mod tests {
             .map(|i| {
                 let c = c.clone();
                 std::thread::spawn(move || {
-                    set_worker_slot(i);
+                    crate::runtime::set_worker_index(i);
                     for _ in 0..1000 {
                         c.inc();
                     }
