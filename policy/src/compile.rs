@@ -17,13 +17,13 @@ use std::time::Instant;
 
 use ipnet::IpNet;
 
-use crate::compiled::{BuildStats, CidrSet, CompiledPolicy, Tables, Verdict, WhyT};
-use crate::decision::Cause;
+use crate::compiled::{BuildStats, CompiledPolicy, Tables};
 use crate::intervals::{merge, Provenance};
 use crate::key::Key;
 use crate::model::{Action, TrafficPolicy};
 use crate::table4::Table4;
 use crate::table6::Table6;
+use crate::verdict::{Cause, CidrSet, Verdict, Verdicts, WhyT};
 use crate::{Cidr, InternalUrl, PolicyError};
 
 /// Most distinct outcomes a policy may have (values are `u16`).
@@ -141,10 +141,12 @@ impl TrafficPolicy {
         stats.outcomes = verdicts.len();
         stats.duration = started.elapsed();
         Ok(CompiledPolicy {
-            rule_names: self.on_tcp_connect.iter().map(|r| r.name.clone()).collect(),
-            targets: targets.into_boxed_slice(),
-            sets: sets.into_boxed_slice(),
-            verdicts: verdicts.into_boxed_slice(),
+            verdicts: Verdicts {
+                rule_names: self.on_tcp_connect.iter().map(|r| r.name.clone()).collect(),
+                targets: targets.into_boxed_slice(),
+                sets: sets.into_boxed_slice(),
+                verdicts: verdicts.into_boxed_slice(),
+            },
             tables,
             stats,
         })

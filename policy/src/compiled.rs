@@ -9,55 +9,27 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use crate::decision::{Cause, Decision};
-use crate::intervals::Provenance;
+use crate::decision::Decision;
 use crate::table4::Table4;
 use crate::table6::Table6;
+use crate::verdict::Verdicts;
 use crate::InternalUrl;
 
 /// A compiled policy, ready to evaluate. Immutable; share it through a
 /// [`PolicyHandle`](crate::PolicyHandle) or an `Arc`.
 #[derive(Debug)]
 pub struct CompiledPolicy {
-    pub(crate) rule_names: Box<[Option<String>]>,
-    pub(crate) targets: Box<[InternalUrl]>,
-    pub(crate) sets: Box<[CidrSet]>,
-    pub(crate) verdicts: Box<[Verdict]>,
+    pub(crate) verdicts: Verdicts,
     pub(crate) tables: Tables,
     pub(crate) stats: BuildStats,
 }
 
-/// Provenance of one CIDR list, both families.
-#[derive(Debug, Default)]
-pub(crate) struct CidrSet {
-    pub(crate) v4: Provenance<u32>,
-    pub(crate) v6: Provenance<u128>,
-}
-
-/// The per-family tables; values are indexes into `verdicts`, one byte wide
+/// The per-family tables; values are indexes into `verdicts.verdicts`, one byte wide
 /// when the policy has at most 256 distinct outcomes.
 #[derive(Debug)]
 pub(crate) enum Tables {
     Narrow(Table4<u8>, Table6<u8>),
     Wide(Table4<u16>, Table6<u16>),
-}
-
-/// A precomputed outcome.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub(crate) struct Verdict {
-    /// Index into `targets`, or `None` for deny.
-    pub(crate) target: Option<u32>,
-    pub(crate) why: WhyT,
-    pub(crate) would_deny: Option<WhyT>,
-}
-
-/// Rule, action, cause and the CIDR list (index into `sets`) that explains it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub(crate) struct WhyT {
-    pub(crate) rule: u32,
-    pub(crate) action: u32,
-    pub(crate) cause: Cause,
-    pub(crate) set: Option<u32>,
 }
 
 /// Figures about one compilation.
@@ -126,12 +98,12 @@ impl CompiledPolicy {
 
     #[inline(always)]
     fn decision(&self, id: usize, client: IpAddr) -> Decision<'_> {
-        debug_assert!(id < self.verdicts.len());
+        debug_assert!(id < self.verdicts.verdicts.len());
         Decision {
-            policy: self,
+            verdicts: &self.verdicts,
             // SAFETY: every value in the tables is an id handed out by the
             // interner that built `verdicts`; `compile` asserts it.
-            verdict: unsafe { self.verdicts.get_unchecked(id) },
+            verdict: unsafe { self.verdicts.verdicts.get_unchecked(id) },
             client,
         }
     }
@@ -139,7 +111,7 @@ impl CompiledPolicy {
     /// Every internal endpoint this policy can forward to (deduplicated, in
     /// order of first appearance).
     pub fn forward_targets(&self) -> &[InternalUrl] {
-        &self.targets
+        &self.verdicts.targets
     }
 
     /// How long the build took, table sizes, bytes.

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
-use crate::compiled::{CompiledPolicy, Verdict, WhyT};
+use crate::verdict::{Cause, Verdict, Verdicts, WhyT};
 use crate::InternalUrl;
 
 /// What to do with the connection.
@@ -20,39 +20,11 @@ pub enum Outcome<'a> {
     Deny,
 }
 
-/// Why an action decided (or, for a log-only result, would have denied).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Cause {
-    /// A `forward-internal` action was reached.
-    Forward,
-    /// A `deny` action was reached.
-    DenyAction,
-    /// `restrict-ips`: the client matched a `deny` CIDR.
-    DeniedByCidr,
-    /// `restrict-ips`: `allow` is non-empty and the client matched none of it.
-    NotInAllowList,
-    /// No rule decided; the connection is denied. A validated policy never
-    /// gets here.
-    NoDecision,
-}
-
-impl Cause {
-    /// A short stable name for logs and metrics labels.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Cause::Forward => "forward",
-            Cause::DenyAction => "deny-action",
-            Cause::DeniedByCidr => "denied-by-cidr",
-            Cause::NotInAllowList => "not-in-allow-list",
-            Cause::NoDecision => "no-decision",
-        }
-    }
-}
-
 /// The result of evaluating a policy for one client address.
 #[derive(Clone, Copy)]
 pub struct Decision<'a> {
-    pub(crate) policy: &'a CompiledPolicy,
+    /// The tables the verdict refers to (targets, rule names, CIDR lists).
+    pub(crate) verdicts: &'a Verdicts,
     pub(crate) verdict: &'a Verdict,
     /// The client address as checked (IPv4-mapped IPv6 turned into IPv4).
     pub(crate) client: IpAddr,
@@ -63,7 +35,7 @@ impl<'a> Decision<'a> {
     #[inline]
     pub fn outcome(&self) -> Outcome<'a> {
         match self.verdict.target {
-            Some(t) => Outcome::Forward(&self.policy.targets[t as usize]),
+            Some(t) => Outcome::Forward(&self.verdicts.targets[t as usize]),
             None => Outcome::Deny,
         }
     }
@@ -87,7 +59,7 @@ impl<'a> Decision<'a> {
     #[inline]
     pub fn why(&self) -> Why<'a> {
         Why {
-            policy: self.policy,
+            verdicts: self.verdicts,
             t: &self.verdict.why,
             client: self.client,
         }
@@ -98,7 +70,7 @@ impl<'a> Decision<'a> {
     #[inline]
     pub fn would_deny(&self) -> Option<Why<'a>> {
         self.verdict.would_deny.as_ref().map(|t| Why {
-            policy: self.policy,
+            verdicts: self.verdicts,
             t,
             client: self.client,
         })
@@ -146,7 +118,7 @@ impl fmt::Display for Decision<'_> {
 /// Which action decided and why; borrowed from the compiled policy.
 #[derive(Clone, Copy)]
 pub struct Why<'a> {
-    policy: &'a CompiledPolicy,
+    verdicts: &'a Verdicts,
     t: &'a WhyT,
     client: IpAddr,
 }
@@ -159,7 +131,7 @@ impl<'a> Why<'a> {
 
     /// The rule's `name`, if it has one.
     pub fn rule_name(&self) -> Option<&'a str> {
-        self.policy
+        self.verdicts
             .rule_names
             .get(self.t.rule as usize)
             .and_then(|n| n.as_deref())
@@ -181,7 +153,7 @@ impl<'a> Why<'a> {
     /// the client, if any. Computed on demand (one binary search per prefix
     /// length in the list), meant for logs, not for the accept path.
     pub fn cidr(&self) -> Option<IpNet> {
-        let set = &self.policy.sets[self.t.set? as usize];
+        let set = &self.verdicts.sets[self.t.set? as usize];
         match self.client {
             IpAddr::V4(a) => set
                 .v4

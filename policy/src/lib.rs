@@ -37,7 +37,8 @@
 //! Modules: `model` (types), `parse` (YAML and validation), `url`
 //! ([`InternalUrl`]), `cidr` ([`Cidr`] normalisation), `intervals` (CIDR
 //! sets to merged intervals), `search`, `indexed`, `table4`, `table6` (the
-//! lookup tables), `compile`, `compiled` (evaluation), `decision`, `handle`.
+//! lookup tables), `compile`, `compiled` (evaluation), `verdict` (the
+//! precomputed outcomes and [`Cause`]), `decision`, `handle`.
 //! Design notes and benchmark figures: `docs/policy.md`.
 
 #![warn(missing_docs)]
@@ -57,11 +58,13 @@ mod search;
 mod table4;
 mod table6;
 mod url;
+mod verdict;
 
 pub use cidr::Cidr;
 pub use compiled::{BuildStats, CompiledPolicy};
-pub use decision::{Cause, Decision, Outcome, Why};
+pub use decision::{Decision, Outcome, Why};
 pub use error::PolicyError;
 pub use handle::{PolicyHandle, PolicyReader, SwapReport};
 pub use model::{Action, ForwardInternal, RestrictIps, Rule, TrafficPolicy};
 pub use url::{InternalUrl, Scheme};
+pub use verdict::Cause;

@@ -2,8 +2,10 @@
 //! configs, in the shape of ngrok's Traffic Policy for TCP/TLS endpoints.
 //!
 //! The types deserialize from YAML (see `parse.rs`, which validates while it
-//! reads so that every error carries a location) and serialize back to the
-//! same shape, so the admin API can show a stored policy.
+//! reads so that every error carries a location, and also owns
+//! [`TrafficPolicy::validate`] for policies built in code) and serialize back
+//! to the same shape, so the admin API can show a stored policy. Plain data:
+//! this module uses no other module of the crate but `cidr` and `url`.
 
 use serde::Serialize;
 
@@ -99,20 +101,5 @@ impl Rule {
             Some(n) => format!("rule {} (`{n}`)", index + 1),
             None => format!("rule {}", index + 1),
         }
-    }
-}
-
-impl TrafficPolicy {
-    /// Checks the invariants that parsing enforces, for a policy built in
-    /// code: at least one action per rule, a reachable decision (some rule
-    /// has `deny` or `forward-internal`), and non-empty `restrict-ips`.
-    pub fn validate(&self) -> Result<(), crate::PolicyError> {
-        crate::parse::validate(self).map_err(crate::PolicyError::Invalid)
-    }
-
-    /// Warnings (not errors): rules and actions that can never run because
-    /// an earlier one always decides.
-    pub fn unreachable(&self) -> Vec<String> {
-        crate::parse::unreachable(self)
     }
 }

@@ -5,7 +5,8 @@
 //! also when the policy is embedded in a larger document (the edge config's
 //! `traffic_policy:`). "No reachable decision" is checked when the rule list
 //! ends, so it points at the list. Unreachable rules and actions are not
-//! errors (see [`TrafficPolicy::unreachable`]).
+//! errors (see [`TrafficPolicy::unreachable`]). [`TrafficPolicy::validate`]
+//! runs the same checks on a policy built in code.
 
 use std::fmt;
 
@@ -28,6 +29,19 @@ impl TrafficPolicy {
             },
         };
         Ok(serde_saphyr::from_str_with_options(text, options)?)
+    }
+
+    /// Checks the invariants that parsing enforces, for a policy built in
+    /// code: at least one action per rule, a reachable decision (some rule
+    /// has `deny` or `forward-internal`), and non-empty `restrict-ips`.
+    pub fn validate(&self) -> Result<(), PolicyError> {
+        validate(self).map_err(PolicyError::Invalid)
+    }
+
+    /// Warnings (not errors): rules and actions that can never run because
+    /// an earlier one always decides.
+    pub fn unreachable(&self) -> Vec<String> {
+        unreachable(self)
     }
 }
 
@@ -340,7 +354,7 @@ impl<'de> Deserialize<'de> for ForwardInternal {
 // ---- validation of policies built in code -----------------------------------
 
 /// The same checks as parsing, for a [`TrafficPolicy`] built in code.
-pub(crate) fn validate(p: &TrafficPolicy) -> Result<(), String> {
+fn validate(p: &TrafficPolicy) -> Result<(), String> {
     for (i, rule) in p.on_tcp_connect.iter().enumerate() {
         if rule.actions.is_empty() {
             return Err(format!(
@@ -363,7 +377,7 @@ pub(crate) fn validate(p: &TrafficPolicy) -> Result<(), String> {
 /// Rules and actions that can never run (after one that always decides).
 /// Not errors: a trailing `deny` rule after a rule that already decides is
 /// a common belt-and-braces habit. `sluice config check` prints these.
-pub(crate) fn unreachable(p: &TrafficPolicy) -> Vec<String> {
+fn unreachable(p: &TrafficPolicy) -> Vec<String> {
     let mut out = Vec::new();
     let mut decided: Option<String> = None;
     for (i, rule) in p.on_tcp_connect.iter().enumerate() {

@@ -2,8 +2,10 @@
 //! the io_uring driver, or on the epoll ("legacy") driver where io_uring is missing or
 //! when forced with `--driver legacy` / `SLUICE_DRIVER=legacy`. The driver in use is
 //! logged once per process; runtime construction errors are returned, never panicked.
+//! Each worker thread knows its index ([`worker_index`]), which per-worker state such as
+//! the metrics cells keys on.
 
-use std::{future::Future, io, str::FromStr, thread::JoinHandle};
+use std::{cell::Cell, future::Future, io, str::FromStr, thread::JoinHandle};
 
 use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
 
@@ -51,6 +53,25 @@ impl Driver {
             _ => "epoll",
         }
     }
+}
+
+thread_local! {
+    /// This thread's worker index; `usize::MAX` on threads that are not workers.
+    static WORKER: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+
+/// The index of the calling worker thread (as passed to `make` by
+/// [`spawn_workers`]), or `None` on any other thread.
+#[inline]
+pub fn worker_index() -> Option<usize> {
+    let i = WORKER.with(Cell::get);
+    (i != usize::MAX).then_some(i)
+}
+
+/// Marks the calling thread as worker `index` (done by [`spawn_workers`] as each worker
+/// starts).
+pub(crate) fn set_worker_index(index: usize) {
+    WORKER.with(|w| w.set(index));
 }
 
 /// Number of cores available to this process.
@@ -116,7 +137,7 @@ where
             std::thread::Builder::new()
                 .name(format!("{role}-worker-{i}"))
                 .spawn(move || {
-                    crate::metrics::set_worker_slot(i);
+                    set_worker_index(i);
                     block_on(driver, || make(i)).inspect_err(|e| {
                         tracing::error!(role, worker = i, error = %e, "worker runtime failed");
                     })

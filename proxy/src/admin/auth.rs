@@ -24,7 +24,6 @@ use axum::{
 use super::{
     backoff::{AuthFailures, BackoffSettings, Client},
     error::ApiError,
-    routes::AppState,
 };
 use crate::{control_plane::ControlPlane, state::NewEvent, token::TokenHash};
 
@@ -88,9 +87,19 @@ impl Guard {
     }
 }
 
+/// What [`require_key`] works with: the keys and failures, and the control plane that
+/// stores its `admin.auth_failed` events.
+#[derive(Clone)]
+pub struct KeyCheck {
+    /// Keys, failures per client, counters.
+    pub guard: Arc<Guard>,
+    /// Where failures are audited.
+    pub plane: Arc<ControlPlane>,
+}
+
 /// Middleware: lets requests with a valid key through, with their [`Actor`].
 pub async fn require_key(
-    State(state): State<Arc<AppState>>,
+    State(state): State<KeyCheck>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     mut req: Request,
     next: Next,

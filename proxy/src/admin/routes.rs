@@ -15,7 +15,7 @@ use axum::{
 use serde::{de::DeserializeOwned, Deserialize};
 
 use super::{
-    auth::{require_key, Actor, Guard},
+    auth::{require_key, Actor, Guard, KeyCheck},
     error::ApiError,
     MAX_BODY,
 };
@@ -37,6 +37,10 @@ type ApiResult = Result<Response, ApiError>;
 
 /// The whole API.
 pub fn router(guard: Arc<Guard>, plane: Arc<ControlPlane>, conns: Arc<ConnStats>) -> Router {
+    let keys = KeyCheck {
+        guard: guard.clone(),
+        plane: plane.clone(),
+    };
     let state = Arc::new(AppState {
         guard,
         plane,
@@ -75,10 +79,10 @@ pub fn router(guard: Arc<Guard>, plane: Arc<ControlPlane>, conns: Arc<ConnStats>
         )
         .route("/sessions", get(list_sessions))
         .route("/events", get(list_events))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_key));
+        .route_layer(middleware::from_fn_with_state(keys.clone(), require_key));
     let metrics = Router::new()
         .route("/metrics", get(metrics))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_key));
+        .route_layer(middleware::from_fn_with_state(keys, require_key));
     Router::new()
         .merge(metrics)
         .route("/healthz", get(|| async { "ok\n" }))

@@ -13,20 +13,21 @@
 //!   - url: tcp://0.0.0.0:21001
 //!     traffic_policy: { on_tcp_connect: [ … ] }
 //! ```
+//!
+//! This module owns the file's types as written ([`EdgeFile`]) and as resolved
+//! ([`EdgeSettings`]); reading and validating a file is `edge_load` and
+//! `edge_validate`.
 
-use std::{net::SocketAddr, path::Path, sync::Arc};
+use std::{net::SocketAddr, sync::Arc};
 
 use rustls::ServerConfig;
 use serde::Deserialize;
 use sluice_policy::{CompiledPolicy, TrafficPolicy};
 
-use super::{
-    read_file,
-    tree::{self, Node},
-    validate::{self, Validated},
-    ConfigError,
-};
 use crate::{listeners::Listener, token::TokenHash};
+
+/// The `{ cert, key }` pair, shared with the admin section (it lives in `config`).
+pub use super::TlsFiles;
 
 /// `edge.yml` as written.
 #[derive(Debug, Deserialize)]
@@ -107,16 +108,6 @@ pub struct AgentsSection {
 pub struct TlsEndpointsSection {
     /// Address every `tls://` endpoint shares.
     pub listen: SocketAddr,
-}
-
-/// A certificate chain and its key, as PEM files.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsFiles {
-    /// PEM certificate chain.
-    pub cert: std::path::PathBuf,
-    /// PEM private key.
-    pub key: std::path::PathBuf,
 }
 
 /// One entry of `service_users:`.
@@ -240,25 +231,6 @@ pub struct CloudEndpoint {
     /// SHA-256 of the `terminate_tls` certificate and key files as loaded, so a reload
     /// can tell an unchanged endpoint from one whose certificate was replaced.
     pub terminate_tls_digest: Option<[u8; 32]>,
-}
-
-impl EdgeSettings {
-    /// Reads, parses and validates an edge config file.
-    pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        Self::from_yaml(&read_file(path)?, path)
-    }
-
-    /// Parses and validates edge config text; relative paths resolve against `path`.
-    pub fn from_yaml(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let tree = tree::parse(text).map_err(|e| ConfigError::new(path, e))?;
-        Self::validate(tree, path).into_result(path)
-    }
-
-    /// The one validation of an edge file (`path` parsed into `tree`): every problem,
-    /// or the settings. `sluice config check` and config reloads run exactly this.
-    pub fn validate(tree: Node, path: &Path) -> Validated<Self> {
-        validate::run::<EdgeFile, _>(tree, path, super::edge_validate::resolve)
-    }
 }
 
 /// Parses `tcp://ADDR:PORT` (its own listener) or `tls://HOST` (SNI on the TLS port).

@@ -11,6 +11,7 @@ mod agent_validate;
 pub mod check;
 mod duration;
 pub mod edge;
+mod edge_load;
 mod edge_validate;
 pub mod problems;
 pub mod tree;
@@ -26,6 +27,18 @@ use std::{
 };
 
 use problems::Problem;
+use serde::Deserialize;
+
+/// A certificate chain and its key, as PEM files (`tls:` of the edge's agent port, of
+/// the admin API, of `terminate_tls`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// PEM certificate chain.
+    pub cert: std::path::PathBuf,
+    /// PEM private key.
+    pub key: std::path::PathBuf,
+}
 
 /// A configuration file could not be read, parsed or validated: every problem found.
 #[derive(Debug, thiserror::Error)]

@@ -1,15 +1,14 @@
 //! Metrics without contention on the data path: every counter, gauge and histogram
-//! keeps one cache-line-padded cell per worker thread (the thread's slot is set when the
-//! worker starts; other threads share one extra slot), workers only ever touch their
-//! own cell, and a scrape sums the cells. [`prometheus`] renders the text exposition
-//! format; `edge` renders the edge's families.
+//! keeps one cache-line-padded cell per worker thread (the slot is the thread's
+//! [`runtime::worker_index`](crate::runtime::worker_index); other threads share one
+//! extra slot), workers only ever touch their own cell, and a scrape sums the cells.
+//! [`prometheus`] renders the text exposition format; `edge` renders the edge's families.
 
 pub mod agent;
 pub mod edge;
 pub mod prometheus;
 
 use std::{
-    cell::Cell,
     sync::{
         atomic::{AtomicI64, AtomicU64, Ordering},
         OnceLock,
@@ -17,29 +16,18 @@ use std::{
     time::Duration,
 };
 
-thread_local! {
-    static SLOT: Cell<usize> = const { Cell::new(usize::MAX) };
-}
-
 /// Slots per metric: one per core (at most 64) plus one shared by other threads.
 fn slots() -> usize {
     static SLOTS: OnceLock<usize> = OnceLock::new();
     *SLOTS.get_or_init(|| crate::runtime::default_workers().clamp(1, 64) + 1)
 }
 
-/// Marks the calling thread as worker `index` (called once as each worker starts).
-pub fn set_worker_slot(index: usize) {
-    SLOT.with(|s| s.set(index));
-}
-
 #[inline]
 fn my_slot() -> usize {
     let n = slots();
-    let s = SLOT.with(Cell::get);
-    if s == usize::MAX {
-        n - 1
-    } else {
-        s % (n - 1).max(1)
+    match crate::runtime::worker_index() {
+        None => n - 1,
+        Some(s) => s % (n - 1).max(1),
     }
 }
 
@@ -187,7 +175,7 @@ mod tests {
             .map(|i| {
                 let c = c.clone();
                 std::thread::spawn(move || {
-                    set_worker_slot(i);
+                    crate::runtime::set_worker_index(i);
                     for _ in 0..1000 {
                         c.inc();
                     }
