@@ -61,14 +61,6 @@ const KNOWN_CYCLES: &[&[&str]] = &[
     &["proxy/src/agent/mod.rs", "proxy/src/metrics/agent.rs"],
     &["proxy/src/edge/agent_port.rs", "proxy/src/edge/control.rs"],
     &["proxy/src/edge/pool.rs", "proxy/src/edge/registry.rs"],
-    // Found by this checker, not on the issue's list, in files no change of issue 15
-    // owns yet. `agent.rs` calls `agent_validate::resolve`, which uses the types of
-    // `agent.rs`; the fix is the one `config/edge.rs` got: `AgentSettings::load` and
-    // friends move to an `agent_load.rs`.
-    &[
-        "proxy/src/config/agent.rs",
-        "proxy/src/config/agent_validate.rs",
-    ],
     // `EdgeSettings.preauth` is `edge::preauth::PreAuthSettings`, whose default reads
     // `edge::AGENT_HANDSHAKE_TIMEOUT` from `edge/mod.rs`, which uses `EdgeSettings`.
     // The fix: that constant (or `PreAuthSettings`) moves to `preauth.rs` (or config).

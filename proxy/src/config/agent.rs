@@ -26,18 +26,13 @@
 //!       health_check: { interval: 5s, timeout: 2s, healthy_threshold: 2, unhealthy_threshold: 2 }
 //! ```
 
-use std::{path::Path, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
 use serde::Deserialize;
 
-use super::{
-    duration, read_file,
-    tree::{self, Node},
-    validate::{self, Validated},
-    ConfigError,
-};
+use super::duration;
 use crate::token::Secret;
 
 /// How data channels travel from agent to edge.
@@ -312,26 +307,6 @@ pub struct UpstreamTls {
     pub server_name: ServerName<'static>,
 }
 
-impl AgentSettings {
-    /// Reads, parses and validates an agent config file.
-    pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        Self::from_yaml(&read_file(path)?, path)
-    }
-
-    /// Parses and validates agent config text; `path` is used for messages and for
-    /// resolving relative file names.
-    pub fn from_yaml(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let tree = tree::parse(text).map_err(|e| ConfigError::new(path, e))?;
-        Self::validate(tree, path).into_result(path)
-    }
-
-    /// The one validation of an agent file (`path` parsed into `tree`): every problem,
-    /// or the settings. `sluice config check` runs exactly this.
-    pub fn validate(tree: Node, path: &Path) -> Validated<Self> {
-        validate::run::<AgentFile, _>(tree, path, super::agent_validate::resolve)
-    }
-}
-
 /// The host part of `host:port` (brackets stripped for IPv6), if the port parses.
 pub(crate) fn connect_host(addr: &str) -> Option<&str> {
     let (host, port) = addr.rsplit_once(':')?;
@@ -342,6 +317,8 @@ pub(crate) fn connect_host(addr: &str) -> Option<&str> {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
 
     fn load(endpoint_extra: &str, upstream_extra: &str) -> Result<AgentSettings, String> {

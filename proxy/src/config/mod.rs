@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod agent;
+mod agent_load;
 mod agent_validate;
 pub mod check;
 mod duration;
