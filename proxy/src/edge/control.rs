@@ -15,7 +15,8 @@ use super::{
     audit::AuditEvent,
     auth::Identity,
     datachan::{ParkedChannel, Tls},
-    registry::{BindRefusal, Registry, SessionHandle},
+    registry::{BindRefusal, Registry},
+    session_handle::SessionHandle,
     stats::EdgeStats,
     EdgeShared,
 };
@@ -126,7 +127,7 @@ pub async fn handle_tls(
             proof,
         } => {
             let Some(session) =
-                super::agent_port::authenticate_channel(&shared, peer, session_id, seq, &proof)
+                super::channel_auth::authenticate_channel(&shared, peer, session_id, seq, &proof)
             else {
                 return;
             };
@@ -366,7 +367,7 @@ const RTT_INTERVAL: Duration = Duration::from_secs(5);
 async fn measure_rtt(session: Arc<SessionHandle>, tolerance: Duration) {
     let every = RTT_INTERVAL.min(tolerance / 2);
     loop {
-        let nonce = rtt_clock_us() | RTT_NONCE_TAG;
+        let nonce = crate::clock::mono_us() | RTT_NONCE_TAG;
         if !session.send_control(Frame::Ping { nonce }) {
             return;
         }
@@ -377,18 +378,10 @@ async fn measure_rtt(session: Arc<SessionHandle>, tolerance: Duration) {
 /// Marks edge-originated ping nonces (agent pings use small counters).
 const RTT_NONCE_TAG: u64 = 1 << 63;
 
-fn rtt_clock_us() -> u64 {
-    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    START
-        .get_or_init(std::time::Instant::now)
-        .elapsed()
-        .as_micros() as u64
-}
-
 fn record_rtt(session: &SessionHandle, nonce: u64) {
     if nonce & RTT_NONCE_TAG != 0 {
         let sent = nonce & !RTT_NONCE_TAG;
-        let rtt = rtt_clock_us().saturating_sub(sent).max(1);
+        let rtt = crate::clock::mono_us().saturating_sub(sent).max(1);
         session
             .rtt_us
             .store(rtt, std::sync::atomic::Ordering::Relaxed);

@@ -53,7 +53,7 @@ use std::sync::{
 
 use rand::Rng;
 
-use super::{datachan::OpenError, registry::SessionHandle};
+use super::{datachan::OpenError, session_handle::SessionHandle};
 
 /// How long a member the edge saw fail (no data channel in time, a broken channel, an
 /// upstream that refused) is skipped while others are usable.
@@ -79,7 +79,7 @@ pub struct Member {
     healthy: AtomicBool,
     /// Relative share of new connections.
     weight: AtomicU16,
-    /// Skipped until this instant (ms on [`clock_ms`]); 0: not suspect.
+    /// Skipped until this instant (ms on [`crate::clock::mono_ms`]); 0: not suspect.
     suspect_until: AtomicU64,
 }
 
@@ -111,7 +111,12 @@ impl Member {
 
     /// Whether the edge skips this member for now.
     pub fn suspect(&self) -> bool {
-        self.suspect_until.load(Ordering::Relaxed) > clock_ms()
+        self.suspect_at(crate::clock::mono_ms())
+    }
+
+    /// Whether the edge skips this member at `now_ms` on the crate clock.
+    pub fn suspect_at(&self, now_ms: u64) -> bool {
+        self.suspect_until.load(Ordering::Relaxed) > now_ms
     }
 
     /// Records the agent's report; returns whether `healthy` changed.
@@ -124,9 +129,13 @@ impl Member {
     /// Marks the member suspect for [`SUSPECT_FOR`]; returns whether it was not
     /// suspect before (so the caller logs once per transition).
     pub fn mark_suspect(&self) -> bool {
-        let now = clock_ms();
-        let until = now + SUSPECT_FOR.as_millis() as u64;
-        self.suspect_until.swap(until, Ordering::Relaxed) <= now
+        self.mark_suspect_at(crate::clock::mono_ms())
+    }
+
+    /// [`Self::mark_suspect`] at `now_ms` on the crate clock.
+    pub fn mark_suspect_at(&self, now_ms: u64) -> bool {
+        let until = now_ms + SUSPECT_FOR.as_millis() as u64;
+        self.suspect_until.swap(until, Ordering::Relaxed) <= now_ms
     }
 
     fn load(&self) -> u64 {
@@ -137,18 +146,6 @@ impl Member {
 /// How long a member may leave a connection without a data channel before new
 /// connections avoid it (see the module doc).
 pub const STARVED_AFTER: std::time::Duration = std::time::Duration::from_millis(250);
-
-/// Milliseconds on a process-wide monotonic clock. It starts at 2^20 (about 17
-/// minutes), so it is never 0 and moments shortly before its first reading can be
-/// expressed too.
-pub(crate) fn clock_ms() -> u64 {
-    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    START
-        .get_or_init(std::time::Instant::now)
-        .elapsed()
-        .as_millis() as u64
-        + (1 << 20)
-}
 
 /// Why a pool does not take a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -204,6 +201,12 @@ impl Pool {
     /// weighted power of two choices over the usable ones, falling back as the module
     /// doc says. `None` when every member was tried.
     pub fn pick(&self, tried: &[u64]) -> Option<Arc<Member>> {
+        self.pick_at(tried, crate::clock::mono_ms(), &mut rand::rng())
+    }
+
+    /// [`Self::pick`] at `now_ms` on the crate clock, drawing from `rng`: no clock and
+    /// no global state, so tests decide both.
+    pub fn pick_at(&self, tried: &[u64], now_ms: u64, rng: &mut impl Rng) -> Option<Arc<Member>> {
         let mut untried = self.members.iter().filter(|m| !tried.contains(&m.id()));
         if self.members.len() == 1 {
             return untried.next().cloned();
@@ -214,12 +217,12 @@ impl Pool {
         let rank = |m: &Member| {
             let tier = if !m.healthy() {
                 2
-            } else if m.suspect() {
+            } else if m.suspect_at(now_ms) {
                 1
             } else {
                 0
             };
-            tier * 2 + u8::from(m.session.starved(STARVED_AFTER))
+            tier * 2 + u8::from(m.session.starved_at(STARVED_AFTER, now_ms))
         };
         let mut candidates: Vec<&Arc<Member>> = Vec::with_capacity(self.members.len());
         let mut best = u8::MAX;
@@ -233,7 +236,7 @@ impl Pool {
                 candidates.push(member);
             }
         }
-        two_choices(&candidates, &mut rand::rng()).cloned()
+        two_choices(&candidates, rng).cloned()
     }
 
     /// A pool with `session` added (when allowed): a URL held without pooling accepts
