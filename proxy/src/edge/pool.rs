@@ -53,7 +53,7 @@ use std::sync::{
 
 use rand::Rng;
 
-use super::{datachan::OpenError, session_handle::SessionHandle};
+use super::{bind_error::BindError, datachan::OpenError, session_handle::SessionHandle};
 
 /// How long a member the edge saw fail (no data channel in time, a broken channel, an
 /// upstream that refused) is skipped while others are usable.
@@ -147,33 +147,6 @@ impl Member {
 /// connections avoid it (see the module doc).
 pub const STARVED_AFTER: std::time::Duration = std::time::Duration::from_millis(250);
 
-/// Why a pool does not take a session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PoolRefusal {
-    /// The session is a member already.
-    AlreadyMember,
-    /// Another session holds the URL without pooling (or asks without it).
-    HeldUnpooled,
-    /// The members disagree on `pooling_enabled`.
-    PoolingMismatch {
-        /// What the pool's members asked for.
-        pool_pooling: bool,
-    },
-}
-
-impl PoolRefusal {
-    /// A sentence about `url`.
-    pub fn message(self, url: &str) -> String {
-        match self {
-            Self::AlreadyMember => format!("{url} is already bound by this session"),
-            Self::HeldUnpooled => format!("{url} is already bound by another agent session"),
-            Self::PoolingMismatch { pool_pooling } => format!(
-                "{url} is bound by agents with pooling_enabled: {pool_pooling}; every member of a pool must set pooling_enabled: true"
-            ),
-        }
-    }
-}
-
 /// The sessions serving one internal URL.
 #[derive(Clone)]
 pub struct Pool {
@@ -246,15 +219,15 @@ impl Pool {
         url: &str,
         session: &Arc<SessionHandle>,
         pooling: bool,
-    ) -> Result<Pool, PoolRefusal> {
+    ) -> Result<Pool, BindError> {
         if self.member(session.id).is_some() {
-            return Err(PoolRefusal::AlreadyMember);
+            return Err(BindError::AlreadyBoundHere);
         }
         if !self.pooling && !pooling {
-            return Err(PoolRefusal::HeldUnpooled);
+            return Err(BindError::AlreadyBound);
         }
         if self.pooling != pooling {
-            return Err(PoolRefusal::PoolingMismatch {
+            return Err(BindError::PoolingMismatch {
                 pool_pooling: self.pooling,
             });
         }
@@ -442,6 +415,73 @@ mod tests {
         let id1 = members[1].id();
         assert!(Arc::ptr_eq(&pool.pick(&[id1, id2]).unwrap(), &members[0]));
         assert!(pool.pick(&[members[0].id(), id1, id2]).is_none());
+    }
+
+    #[test]
+    fn on_a_fake_clock_suspicion_lasts_suspect_for_and_failover_goes_usable_suspect_unhealthy() {
+        use rand::SeedableRng;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(15);
+        let t0 = 50_000_000;
+        let (usable, suspect, unhealthy) = (member(100, 0), member(100, 0), member(100, 0));
+        unhealthy.report(false, 100);
+        assert!(suspect.mark_suspect_at(t0));
+        assert!(!suspect.mark_suspect_at(t0 + 1), "not a new transition");
+        let pool = Pool {
+            members: vec![unhealthy.clone(), suspect.clone(), usable.clone()],
+            pooling: true,
+        };
+        let order = |now: u64, rng: &mut rand::rngs::StdRng| {
+            let mut tried = Vec::new();
+            while let Some(m) = pool.pick_at(&tried, now, rng) {
+                tried.push(m.id());
+            }
+            tried
+        };
+        let expected = vec![usable.id(), suspect.id(), unhealthy.id()];
+        let until = t0 + 1 + SUSPECT_FOR.as_millis() as u64;
+        assert_eq!(order(t0 + 10, &mut rng), expected);
+        assert_eq!(order(until - 1, &mut rng), expected);
+        // Suspicion over: the two healthy members share first place.
+        let firsts: std::collections::HashSet<u64> =
+            (0..100).map(|_| order(until, &mut rng)[0]).collect();
+        assert_eq!(firsts, [usable.id(), suspect.id()].into());
+        assert!(!suspect.suspect_at(until));
+    }
+
+    #[test]
+    fn on_a_fake_clock_a_starved_member_is_skipped_once_starved_after_has_passed() {
+        use rand::SeedableRng;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(15);
+        let members = vec![member(100, 0), member(100, 0)];
+        let pool = Pool {
+            members: members.clone(),
+            pooling: true,
+        };
+        members[0].session.starve_for_tests(0);
+        let now = crate::clock::mono_ms();
+        let picked = |now: u64, rng: &mut rand::rngs::StdRng| -> std::collections::HashSet<u64> {
+            (0..100)
+                .map(|_| pool.pick_at(&[], now, rng).unwrap().id())
+                .collect()
+        };
+        assert_eq!(picked(now, &mut rng).len(), 2, "a burst being refilled");
+        let later = now + STARVED_AFTER.as_millis() as u64;
+        assert_eq!(picked(later, &mut rng), [members[1].id()].into());
+    }
+
+    #[test]
+    fn weights_decide_the_split_with_a_seeded_draw() {
+        use rand::SeedableRng;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(15);
+        let members = vec![member(300, 0), member(100, 0)];
+        let pool = Pool {
+            members: members.clone(),
+            pooling: true,
+        };
+        let heavy = (0..4000)
+            .filter(|_| Arc::ptr_eq(&pool.pick_at(&[], 0, &mut rng).unwrap(), &members[0]))
+            .count();
+        assert!((2800..3200).contains(&heavy), "about 3/4: {heavy}");
     }
 
     #[test]

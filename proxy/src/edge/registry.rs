@@ -18,6 +18,7 @@ use arc_swap::ArcSwap;
 
 use super::{
     auth::Identity,
+    bind_error::BindError,
     ownership::{BindRight, Owner, OwnerSource, Ownership},
     pool::{Pool, PoolStats},
     session_handle::SessionHandle,
@@ -45,45 +46,6 @@ pub struct Bound {
     pub members: usize,
     /// The bind claimed the URL for the session's user (nobody owned it).
     pub claimed: bool,
-}
-
-/// Why a bind was refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BindRefusal {
-    /// The session is ending.
-    SessionEnding,
-    /// Another service user owns the URL.
-    NotOwner(Owner),
-    /// The URL's pool does not take this session.
-    Pool(super::pool::PoolRefusal),
-}
-
-impl From<super::pool::PoolRefusal> for BindRefusal {
-    fn from(r: super::pool::PoolRefusal) -> Self {
-        Self::Pool(r)
-    }
-}
-
-impl BindRefusal {
-    /// The agent protocol's code for this refusal.
-    pub fn code(&self) -> crate::wire::ErrorCode {
-        match self {
-            Self::SessionEnding | Self::Pool(_) => crate::wire::ErrorCode::AlreadyBound,
-            Self::NotOwner(_) => crate::wire::ErrorCode::NotOwner,
-        }
-    }
-
-    /// A sentence about `url` for the agent, logs and audit events.
-    pub fn message(&self, url: &str) -> String {
-        match self {
-            Self::SessionEnding => format!("{url}: the session is ending"),
-            Self::NotOwner(o) => format!(
-                "{url} belongs to another service user ({}); only its sessions may bind it",
-                o.user_name
-            ),
-            Self::Pool(r) => r.message(url),
-        }
-    }
 }
 
 /// One URL a session serves, as the admin API shows it.
@@ -140,15 +102,15 @@ impl Registry {
         url: &str,
         session: &Arc<SessionHandle>,
         pooling: bool,
-    ) -> Result<Bound, BindRefusal> {
+    ) -> Result<Bound, BindError> {
         let _guard = self.lock_sessions();
         if session.is_closed() {
-            return Err(BindRefusal::SessionEnding);
+            return Err(BindError::SessionEnding);
         }
         let mut owners = self.lock_owners();
         let right = owners.right(url, &session.identity);
         if let BindRight::Foreign(owner) = right {
-            return Err(BindRefusal::NotOwner(owner));
+            return Err(BindError::NotOwner(owner));
         }
         let current = self.bindings.load();
         let pool = match current.get(url) {
