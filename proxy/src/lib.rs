@@ -10,6 +10,7 @@
 //! - [`config`]: the YAML files, validated whole, resolved into settings.
 //! - [`runtime`]: worker threads and the io_uring/epoll driver choice.
 //! - [`tls`], [`token`]: TLS material and authtokens.
+//! - [`clock`]: the one clock (monotonic and wall time).
 //! - [`limits`]: the open-files limit raised at start.
 //! - [`listeners`]: the listeners sluice owns, and which addresses would share a port.
 //! - [`demo`]: edge + agent + echo upstream in one process.
@@ -22,6 +23,7 @@
 pub mod admin;
 pub mod agent;
 pub mod certs;
+pub mod clock;
 pub mod config;
 pub mod control_plane;
 pub mod datapath;

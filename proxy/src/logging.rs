@@ -1,5 +1,11 @@
 //! Structured logs with `tracing`: human format on a terminal, JSON lines otherwise
 //! (or as chosen with `--log-format`); levels from `--log-level` or `SLUICE_LOG`.
+//!
+//! [`Throttle`] is the crate's one log rate limiter: every log line an outsider (or a
+//! failing kernel call) could repeat at will goes through one, usually by way of
+//! [`log_throttled!`](crate::log_throttled). Admission control (the agent port's
+//! handshake token bucket, the admin API's hold-off of wrong keys) is a different job
+//! and lives with what it guards.
 
 use std::io::IsTerminal;
 
@@ -43,36 +49,53 @@ pub fn init(level: Option<&str>, format: LogFormat) {
 pub const THROTTLE_PER_SEC: u64 = 10;
 
 /// A per-call-site log rate limiter (see [`log_throttled!`](crate::log_throttled)):
-/// the first [`THROTTLE_PER_SEC`] events of each second are logged, the rest are
-/// counted and reported with the next event that gets through.
+/// the first `limit` events of each window (by default [`THROTTLE_PER_SEC`] a second)
+/// are logged, the rest are counted and reported with the next event that gets
+/// through. Windows are aligned on the crate clock ([`crate::clock::mono_ms`]).
 pub struct Throttle {
-    /// (second << 20) | events this second.
+    /// (window number << 20) | events this window.
     window: std::sync::atomic::AtomicU64,
     suppressed: std::sync::atomic::AtomicU64,
+    limit: u64,
+    window_ms: u64,
 }
 
 impl Throttle {
-    /// A throttle with nothing seen yet.
+    /// A throttle letting [`THROTTLE_PER_SEC`] events a second through.
     pub const fn new() -> Self {
+        Self::per_window(THROTTLE_PER_SEC, 1000)
+    }
+
+    /// A throttle letting `limit` events through per `window_ms` milliseconds
+    /// (`limit` below 2^20, `window_ms` at least 1).
+    pub const fn per_window(limit: u64, window_ms: u64) -> Self {
         Self {
             window: std::sync::atomic::AtomicU64::new(0),
             suppressed: std::sync::atomic::AtomicU64::new(0),
+            limit,
+            window_ms: if window_ms == 0 { 1 } else { window_ms },
         }
     }
 
     /// Whether to log this event; `Some(n)` with `n` events suppressed since the last
     /// one logged.
     pub fn admit(&self) -> Option<u64> {
+        self.admit_at(crate::clock::mono_ms())
+    }
+
+    /// [`Self::admit`] at `now_ms` on the crate clock (tests pass their own).
+    pub fn admit_at(&self, now_ms: u64) -> Option<u64> {
         use std::sync::atomic::Ordering::Relaxed;
-        let second = coarse_seconds();
+        // Window numbers start at 1, so the initial 0 is never the current window.
+        let current = now_ms / self.window_ms + 1;
         let packed = self.window.load(Relaxed);
         let (at, seen) = (packed >> 20, packed & 0xfffff);
-        if at != second {
-            self.window.store((second << 20) | 1, Relaxed);
+        if at != current {
+            self.window.store((current << 20) | 1, Relaxed);
             return Some(self.suppressed.swap(0, Relaxed));
         }
-        if seen < THROTTLE_PER_SEC {
-            self.window.store((second << 20) | (seen + 1), Relaxed);
+        if seen < self.limit {
+            self.window.store((current << 20) | (seen + 1), Relaxed);
             return Some(self.suppressed.swap(0, Relaxed));
         }
         self.suppressed.fetch_add(1, Relaxed);
@@ -84,15 +107,6 @@ impl Default for Throttle {
     fn default() -> Self {
         Self::new()
     }
-}
-
-fn coarse_seconds() -> u64 {
-    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    START
-        .get_or_init(std::time::Instant::now)
-        .elapsed()
-        .as_secs()
-        + 1
 }
 
 /// Logs like `tracing::$level!`, at most [`THROTTLE_PER_SEC`] times a second from this
@@ -122,5 +136,18 @@ mod tests {
         // A second boundary may fall inside the loop: at most two bursts.
         assert!((THROTTLE_PER_SEC as usize..=2 * THROTTLE_PER_SEC as usize).contains(&admitted));
         assert!(t.suppressed.load(std::sync::atomic::Ordering::Relaxed) > 0 || admitted == 100);
+    }
+
+    #[test]
+    fn a_throttle_on_a_fake_clock_counts_what_it_held_back() {
+        let t = Throttle::per_window(2, 5000);
+        let start = 1_000_000;
+        assert_eq!(t.admit_at(start), Some(0));
+        assert_eq!(t.admit_at(start + 1), Some(0));
+        assert_eq!(t.admit_at(start + 2), None);
+        assert_eq!(t.admit_at(start + 4999 - start % 5000), None);
+        // The next window: the two held back ride on its first event.
+        assert_eq!(t.admit_at(start - start % 5000 + 5000), Some(2));
+        assert_eq!(t.admit_at(start - start % 5000 + 5001), Some(0));
     }
 }

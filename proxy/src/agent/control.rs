@@ -4,7 +4,7 @@
 use std::{
     net::{SocketAddr, ToSocketAddrs},
     sync::{atomic::Ordering, Arc},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use monoio::{
@@ -222,13 +222,12 @@ async fn established(
     shared.request_channels(&ticket, settings.data_channels);
     let heartbeat_tx = control_tx.clone();
     let interval = settings.heartbeat_interval;
-    let started = Instant::now();
     let (topped_up, target) = (ticket.clone(), settings.data_channels);
     let refill = shared.clone();
     monoio::spawn(async move {
         loop {
             monoio::time::sleep(interval).await;
-            let nonce = started.elapsed().as_nanos() as u64;
+            let nonce = crate::clock::mono_us();
             if heartbeat_tx.send(Frame::Ping { nonce }).await.is_err() {
                 break;
             }
@@ -252,9 +251,7 @@ async fn established(
         };
         match frame {
             Frame::Pong { nonce } => {
-                let rtt = started
-                    .elapsed()
-                    .saturating_sub(Duration::from_nanos(nonce));
+                let rtt = Duration::from_micros(crate::clock::mono_us().saturating_sub(nonce));
                 tracing::trace!(?rtt, "heartbeat");
             }
             Frame::Ping { nonce } => {
@@ -279,17 +276,15 @@ async fn established(
                 let index = request_id.checked_sub(1).map(|i| i as usize);
                 let endpoint = index.and_then(|i| Some((i, settings.endpoints.get(i)?)));
                 let url = endpoint.map_or("-", |(_, e)| e.url.as_str());
-                tracing::error!(%url, ?code, detail = %message, "edge reported an error");
+                tracing::error!(%url, code = code.name(), code_number = code.to_u16(), detail = %message, "edge reported an error");
                 if code == ErrorCode::Unauthorized || code == ErrorCode::Malformed {
-                    break SessionEnd::Lost(format!("edge error {code:?}: {message}"));
+                    break SessionEnd::Lost(format!("edge error {}: {message}", code.name()));
                 }
                 let Some((i, ep)) = endpoint else { continue };
-                match code {
-                    // Another agent holds it, or another service user owns it: either
-                    // may change (that agent leaves, an admin transfers the URL).
-                    ErrorCode::AlreadyBound | ErrorCode::NotOwner => {
+                match BindVerdict::of(code) {
+                    BindVerdict::Retry => {
                         let wait = binds.refused(i);
-                        tracing::warn!(url = %ep.url, retry_in = ?wait, "bind refused; retrying");
+                        tracing::warn!(url = %ep.url, code = code.name(), retry_in = ?wait, "bind refused; retrying");
                         let (tx, bind) = (
                             control_tx.clone(),
                             Frame::Bind {
@@ -303,9 +298,10 @@ async fn established(
                             let _ = tx.send(bind).await;
                         });
                     }
-                    // The token's bind rules refuse it (or the URL is invalid): no
-                    // retry can change that during this token's life.
-                    _ => {
+                    BindVerdict::Settled => {
+                        tracing::info!(url = %ep.url, code = code.name(), "bind answered without a retry to make");
+                    }
+                    BindVerdict::Final => {
                         if binds.refused_for_good(i) {
                             break SessionEnd::Fatal(format!(
                                 "the edge refuses every endpoint of this agent; last: {message}"
@@ -327,6 +323,41 @@ async fn established(
     *shared.control.lock().unwrap_or_else(|p| p.into_inner()) = None;
     control_tx.close();
     Ok(end)
+}
+
+/// What a refused bind calls for, by the edge's code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BindVerdict {
+    /// Ask again later, with backoff: what refused it may change (another agent holding
+    /// the URL leaves, an admin transfers it, a pool's members change their
+    /// `pooling_enabled` in a rolling update). Codes this build does not know are
+    /// retried too: a newer edge's refusal must not make this agent give up.
+    Retry,
+    /// Nothing to retry in this session: it is ending (the next session binds again),
+    /// or this session holds the URL already.
+    Settled,
+    /// No retry can change it during this token's life (its bind rules refuse the URL,
+    /// the URL is invalid, or the edge failed in a way it did not name).
+    Final,
+}
+
+impl BindVerdict {
+    fn of(code: ErrorCode) -> Self {
+        match code {
+            ErrorCode::AlreadyBound
+            | ErrorCode::NotOwner
+            | ErrorCode::PoolingMismatch
+            | ErrorCode::Unknown(_) => Self::Retry,
+            ErrorCode::SessionEnding | ErrorCode::AlreadyBoundHere => Self::Settled,
+            ErrorCode::BindForbidden
+            | ErrorCode::BadRequest
+            | ErrorCode::Internal
+            | ErrorCode::Unauthorized
+            | ErrorCode::VersionMismatch
+            | ErrorCode::Malformed
+            | ErrorCode::UnknownSession => Self::Final,
+        }
+    }
 }
 
 /// Where each endpoint's bind stands within one session: refused binds are retried
@@ -385,5 +416,23 @@ mod tests {
         assert_eq!(b.refused(0), Duration::from_secs(1));
         assert!(!b.refused_for_good(0));
         assert!(b.refused_for_good(1), "every endpoint refused for good");
+    }
+
+    #[test]
+    fn bind_refusals_that_may_change_are_retried_and_unknown_codes_too() {
+        use BindVerdict::*;
+        for (code, verdict) in [
+            (ErrorCode::AlreadyBound, Retry),
+            (ErrorCode::NotOwner, Retry),
+            (ErrorCode::PoolingMismatch, Retry),
+            (ErrorCode::from_u16(4242), Retry),
+            (ErrorCode::SessionEnding, Settled),
+            (ErrorCode::AlreadyBoundHere, Settled),
+            (ErrorCode::BindForbidden, Final),
+            (ErrorCode::BadRequest, Final),
+            (ErrorCode::Internal, Final),
+        ] {
+            assert_eq!(BindVerdict::of(code), verdict, "{}", code.name());
+        }
     }
 }

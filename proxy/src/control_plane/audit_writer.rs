@@ -113,7 +113,7 @@ impl ControlPlane {
                 if identity.token_id.starts_with("tok_") {
                     if let Err(e) = self
                         .store()
-                        .touch_token(&identity.token_id, crate::state::now_ms())
+                        .touch_token(&identity.token_id, crate::clock::wall_ms())
                     {
                         tracing::warn!(error = %e, "token last-used time not stored");
                     }

@@ -13,6 +13,7 @@ use sluice_policy::{CompiledPolicy, TrafficPolicy};
 
 use super::{ControlPlane, ErrorKind, PlaneError};
 use crate::{
+    clock::wall_ms as now_ms,
     config::edge::{parse_endpoint_url, EndpointAddr},
     edge::{
         conn_limits::LimitSettings,
@@ -20,7 +21,7 @@ use crate::{
         LiveEndpoint,
     },
     listeners::ips_overlap,
-    state::{new_id, now_ms, EndpointRecord, NewEvent, ReservedAddr, TlsPaths},
+    state::{new_id, EndpointRecord, NewEvent, ReservedAddr, TlsPaths},
 };
 
 /// Most ports one reservation may span.

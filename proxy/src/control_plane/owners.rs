@@ -7,11 +7,12 @@ use serde::{Deserialize, Serialize};
 
 use super::{ControlPlane, ErrorKind, PlaneError};
 use crate::{
+    clock::wall_ms as now_ms,
     edge::{
         auth::Identity,
         ownership::{Owner, OwnerSource, Ownership},
     },
-    state::{now_ms, NewEvent, UrlOwnerRecord},
+    state::{NewEvent, UrlOwnerRecord},
 };
 
 /// An internal URL's owner as the API shows it.

@@ -8,8 +8,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{ControlPlane, ErrorKind, PlaneError};
 use crate::{
+    clock::wall_ms as now_ms,
     edge::auth::{AuthTable, BindRule, Identity},
-    state::{new_id, now_ms, NewEvent, TokenRecord, UserRecord},
+    state::{new_id, NewEvent, TokenRecord, UserRecord},
     token::{self, TokenHash},
     wire::ErrorCode,
 };

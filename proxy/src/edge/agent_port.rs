@@ -9,9 +9,7 @@ use monoio::{
     net::{TcpListener, TcpStream},
 };
 
-use super::{
-    control, datachan::ParkedChannel, registry::SessionHandle, stats::EdgeStats, EdgeShared,
-};
+use super::{channel_auth, control, datachan::ParkedChannel, stats::EdgeStats, EdgeShared};
 use crate::{
     io::{framed, sockets},
     wire::{Frame, CHANNEL_HELLO_FRAME_LEN, DATA_CHANNEL_MAGIC, PROTOCOL_VERSION},
@@ -155,7 +153,8 @@ async fn plain_data_channel(
             return;
         }
     };
-    let Some(session) = authenticate_channel(&shared, peer, session_id, seq, &proof) else {
+    let Some(session) = channel_auth::authenticate_channel(&shared, peer, session_id, seq, &proof)
+    else {
         return;
     };
     tracing::debug!(
@@ -164,25 +163,4 @@ async fn plain_data_channel(
         "new data channel parked"
     );
     session.park(ParkedChannel::plain(stream));
-}
-
-/// The session a data channel claims, if it exists and the channel's proof is right
-/// and unused.
-pub(super) fn authenticate_channel(
-    shared: &EdgeShared,
-    peer: SocketAddr,
-    session_id: u64,
-    seq: u64,
-    proof: &[u8; 32],
-) -> Option<Arc<SessionHandle>> {
-    let Some(session) = shared.registry.session(session_id) else {
-        crate::log_throttled!(info, %peer, session = session_id, "data channel for an unknown session; closed");
-        return None;
-    };
-    if let Err(why) = session.admit_channel(seq, proof) {
-        crate::log_throttled!(warn, %peer, session = session_id, seq, reason = why, "data channel refused; closed");
-        EdgeStats::bump(&shared.stats.agents_refused);
-        return None;
-    }
-    Some(session)
 }

@@ -3,6 +3,9 @@
 //! channels) until the agent leaves, goes silent past its heartbeat tolerance, or
 //! sends something malformed. Ending a session unbinds its URLs and closes its parked
 //! data channels; nothing else is disturbed.
+//!
+//! This file does the I/O: reading frames, writing the queue, timers, logs and audit
+//! events. What each frame means is decided by [`SessionLogic`] (`session.rs`).
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -14,8 +17,11 @@ use monoio::{
 use super::{
     audit::AuditEvent,
     auth::Identity,
+    bind_error::BindError,
     datachan::{ParkedChannel, Tls},
-    registry::{BindRefusal, Registry, SessionHandle},
+    registry::{Bound, Registry},
+    session::{Action, SessionLogic},
+    session_handle::SessionHandle,
     stats::EdgeStats,
     EdgeShared,
 };
@@ -23,10 +29,6 @@ use crate::{
     io::framed::{self, FrameReader},
     wire::{ErrorCode, Frame, PROTOCOL_VERSION},
 };
-
-/// Bounds on the heartbeat tolerance an agent may ask for.
-const MIN_TOLERANCE: Duration = Duration::from_secs(1);
-const MAX_TOLERANCE: Duration = Duration::from_secs(600);
 
 /// Handles a connection that started a TLS handshake on the agent port; the
 /// handshake and the first frame must both be done by `deadline`.
@@ -105,8 +107,6 @@ pub async fn handle_tls(
                 EdgeStats::bump(&shared.stats.agents_refused);
                 return;
             };
-            let tolerance = Duration::from_millis(heartbeat_tolerance_ms.into())
-                .clamp(MIN_TOLERANCE, MAX_TOLERANCE);
             shared.stats.agent_handshake.0.observe(started.elapsed());
             run_session(
                 tls,
@@ -114,7 +114,7 @@ pub async fn handle_tls(
                 peer,
                 identity,
                 agent_version,
-                tolerance,
+                heartbeat_tolerance_ms,
                 shared,
             )
             .await;
@@ -126,7 +126,7 @@ pub async fn handle_tls(
             proof,
         } => {
             let Some(session) =
-                super::agent_port::authenticate_channel(&shared, peer, session_id, seq, &proof)
+                super::channel_auth::authenticate_channel(&shared, peer, session_id, seq, &proof)
             else {
                 return;
             };
@@ -175,7 +175,7 @@ async fn run_session(
     peer: SocketAddr,
     identity: Arc<Identity>,
     agent_version: String,
-    tolerance: Duration,
+    tolerance_ms: u32,
     shared: Arc<EdgeShared>,
 ) {
     let user = identity.user_name.clone();
@@ -213,135 +213,67 @@ async fn run_session(
         // open: this task owns its write half) wakes the reader with end-of-file.
         crate::io::sockets::shutdown_both(control_fd);
     });
-    monoio::spawn(measure_rtt(session.clone(), tolerance));
+    let mut logic = SessionLogic::new(identity.clone(), tolerance_ms, crate::clock::mono_ms());
+    monoio::spawn(measure_rtt(session.clone(), logic.ping_interval()));
     let reason = loop {
-        let frame = match monoio::time::timeout(tolerance, reader.next(&mut rd)).await {
-            Err(_) => break format!("no heartbeat for {tolerance:?}"),
-            Ok(Ok(None)) => break "agent closed the control channel".to_string(),
-            Ok(Err(e)) => {
-                session.send_control(Frame::Error {
-                    request_id: 0,
-                    code: ErrorCode::Malformed,
-                    message: e.to_string(),
-                });
-                break format!("control channel error: {e}");
+        let timeout = logic.read_timeout(crate::clock::mono_ms());
+        let action = match monoio::time::timeout(timeout, reader.next(&mut rd)).await {
+            // The read is dropped with the timeout: the session ends whatever the check
+            // says (it says "silent" unless the timer fired early).
+            Err(_) => logic
+                .on_tick(crate::clock::mono_ms())
+                .unwrap_or_else(|| Action::End {
+                    error: None,
+                    reason: format!("no heartbeat for {:?}", logic.tolerance()),
+                }),
+            Ok(Ok(None)) => logic.on_closed(),
+            Ok(Err(e)) => logic.on_read_error(&e),
+            Ok(Ok(Some(frame))) => {
+                logic.on_frame(frame, crate::clock::mono_ms(), crate::clock::mono_us())
             }
-            Ok(Ok(Some(frame))) => frame,
         };
-        match frame {
-            Frame::Ping { nonce } => {
-                session.send_control(Frame::Pong { nonce });
+        match action {
+            Action::Nothing => {}
+            Action::Reply(frame) => {
+                session.send_control(frame);
             }
-            Frame::Pong { nonce } => record_rtt(&session, nonce),
-            Frame::EndpointHealth {
+            Action::RecordRtt(us) => session
+                .rtt_us
+                .store(us, std::sync::atomic::Ordering::Relaxed),
+            Action::ReportHealth {
                 url,
                 healthy,
                 weight,
             } => {
-                let canonical = url
-                    .parse::<sluice_policy::InternalUrl>()
-                    .map(|u| u.canonical())
-                    .unwrap_or(url);
                 if !shared
                     .registry
-                    .report_health(session.id, &canonical, healthy, weight)
+                    .report_health(session.id, &url, healthy, weight)
                 {
-                    tracing::debug!(session = session.id, url = %canonical, "health report for a URL this session does not serve");
+                    tracing::debug!(session = session.id, %url, "health report for a URL this session does not serve");
                 }
             }
-            Frame::Bind {
+            Action::Bind {
                 request_id,
                 url,
                 pooling,
             } => {
-                let answer = match url.parse::<sluice_policy::InternalUrl>() {
-                    Err(e) => Frame::Error {
-                        request_id,
-                        code: ErrorCode::BadRequest,
-                        message: format!("{url}: {e}"),
-                    },
-                    Ok(parsed) if !identity.may_bind(&parsed.canonical()) => {
-                        let message = format!(
-                            "{}: this authtoken may not bind it (its rules: {})",
-                            parsed.canonical(),
-                            identity
-                                .acl
-                                .iter()
-                                .map(ToString::to_string)
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        );
-                        tracing::warn!(session = session.id, %url, token = %identity.token_id, "bind refused by the token's rules");
-                        shared.audit.send(AuditEvent::BindRefused {
-                            session: session.id,
-                            identity: identity.clone(),
-                            url: parsed.canonical(),
-                            reason: message.clone(),
-                            owner: None,
-                        });
-                        Frame::Error {
-                            request_id,
-                            code: ErrorCode::BadRequest,
-                            message,
-                        }
-                    }
-                    Ok(parsed) => {
-                        let url = parsed.canonical();
-                        match shared.registry.bind(&url, &session, pooling) {
-                            Ok(bound) => {
-                                tracing::info!(session = session.id, %url, members = bound.members, claimed = bound.claimed, "endpoint bound");
-                                if bound.claimed {
-                                    shared.audit.send(AuditEvent::UrlClaimed {
-                                        session: session.id,
-                                        identity: identity.clone(),
-                                        url: url.clone(),
-                                    });
-                                }
-                                shared.audit.send(AuditEvent::Bound {
-                                    session: session.id,
-                                    identity: identity.clone(),
-                                    members: bound.members,
-                                    url,
-                                });
-                                Frame::BindOk { request_id }
-                            }
-                            Err(refusal) => {
-                                let message = refusal.message(&url);
-                                let owner = match &refusal {
-                                    BindRefusal::NotOwner(o) => {
-                                        tracing::warn!(session = session.id, %url, user = %identity.user_name, owner = %o.user_name, "bind refused: the URL belongs to another service user");
-                                        Some(o.clone())
-                                    }
-                                    _ => {
-                                        tracing::warn!(session = session.id, %url, reason = %message, "bind refused: already bound");
-                                        None
-                                    }
-                                };
-                                shared.audit.send(AuditEvent::BindRefused {
-                                    session: session.id,
-                                    identity: identity.clone(),
-                                    url,
-                                    reason: message.clone(),
-                                    owner,
-                                });
-                                Frame::Error {
-                                    request_id,
-                                    code: refusal.code(),
-                                    message,
-                                }
-                            }
-                        }
-                    }
-                };
+                let outcome = shared.registry.bind(&url, &session, pooling);
+                let answer = SessionLogic::bind_answer(request_id, &url, outcome.as_ref());
+                match outcome {
+                    Ok(bound) => report_bound(&shared, &session, &url, bound),
+                    Err(error) => report_refused(&shared, &session, url, &error),
+                }
                 session.send_control(answer);
             }
-            other => {
-                session.send_control(Frame::Error {
-                    request_id: 0,
-                    code: ErrorCode::BadRequest,
-                    message: format!("unexpected {} frame on the control channel", other.name()),
-                });
-                break format!("unexpected {} frame", other.name());
+            Action::RefuseBind { url, error, answer } => {
+                report_refused(&shared, &session, url, &error);
+                session.send_control(answer);
+            }
+            Action::End { error, reason } => {
+                if let Some(frame) = error {
+                    session.send_control(frame);
+                }
+                break reason;
             }
         }
     };
@@ -358,39 +290,66 @@ async fn run_session(
     });
 }
 
-/// How often the edge measures the control channel's round trip.
-const RTT_INTERVAL: Duration = Duration::from_secs(5);
+/// Logs and audits a bind that succeeded.
+fn report_bound(shared: &EdgeShared, session: &SessionHandle, url: &str, bound: Bound) {
+    tracing::info!(session = session.id, %url, members = bound.members, claimed = bound.claimed, "endpoint bound");
+    if bound.claimed {
+        shared.audit.send(AuditEvent::UrlClaimed {
+            session: session.id,
+            identity: session.identity.clone(),
+            url: url.to_string(),
+        });
+    }
+    shared.audit.send(AuditEvent::Bound {
+        session: session.id,
+        identity: session.identity.clone(),
+        members: bound.members,
+        url: url.to_string(),
+    });
+}
 
-/// Pings the agent every [`RTT_INTERVAL`] (the nonce is the send time) until the
-/// session's control queue closes; [`record_rtt`] takes the matching pong.
-async fn measure_rtt(session: Arc<SessionHandle>, tolerance: Duration) {
-    let every = RTT_INTERVAL.min(tolerance / 2);
+/// Logs and audits a refused bind.
+fn report_refused(shared: &EdgeShared, session: &SessionHandle, url: String, error: &BindError) {
+    let identity = &session.identity;
+    let message = error.message(&url);
+    let reason = error.label();
+    let mut owner = None;
+    match error {
+        BindError::NotOwner(o) => {
+            tracing::warn!(session = session.id, %url, reason, user = %identity.user_name, owner = %o.user_name, "bind refused: the URL belongs to another service user");
+            owner = Some(o.clone());
+        }
+        BindError::Forbidden { .. } => {
+            tracing::warn!(session = session.id, %url, reason, token = %identity.token_id, "bind refused by the token's rules");
+        }
+        BindError::AlreadyBound => {
+            tracing::warn!(session = session.id, %url, reason, detail = %message, "bind refused: already bound");
+        }
+        // An invalid URL is the agent's mistake alone: not an audit event (as before).
+        BindError::InvalidUrl(_) => {
+            tracing::warn!(session = session.id, %url, reason, detail = %message, "bind refused");
+            return;
+        }
+        _ => {
+            tracing::warn!(session = session.id, %url, reason, detail = %message, "bind refused");
+        }
+    }
+    shared.audit.send(AuditEvent::BindRefused {
+        session: session.id,
+        identity: identity.clone(),
+        url,
+        reason: message,
+        owner,
+    });
+}
+
+/// Pings the agent every `every` (the nonce is the send time, [`SessionLogic::rtt_ping`])
+/// until the session's control queue closes; the session loop takes the matching pong.
+async fn measure_rtt(session: Arc<SessionHandle>, every: Duration) {
     loop {
-        let nonce = rtt_clock_us() | RTT_NONCE_TAG;
-        if !session.send_control(Frame::Ping { nonce }) {
+        if !session.send_control(SessionLogic::rtt_ping(crate::clock::mono_us())) {
             return;
         }
         monoio::time::sleep(every).await;
-    }
-}
-
-/// Marks edge-originated ping nonces (agent pings use small counters).
-const RTT_NONCE_TAG: u64 = 1 << 63;
-
-fn rtt_clock_us() -> u64 {
-    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    START
-        .get_or_init(std::time::Instant::now)
-        .elapsed()
-        .as_micros() as u64
-}
-
-fn record_rtt(session: &SessionHandle, nonce: u64) {
-    if nonce & RTT_NONCE_TAG != 0 {
-        let sent = nonce & !RTT_NONCE_TAG;
-        let rtt = rtt_clock_us().saturating_sub(sent).max(1);
-        session
-            .rtt_us
-            .store(rtt, std::sync::atomic::Ordering::Relaxed);
     }
 }

@@ -13,6 +13,8 @@ mod account;
 mod agent_port;
 pub mod audit;
 pub mod auth;
+pub mod bind_error;
+mod channel_auth;
 pub mod conn_limits;
 mod control;
 pub mod datachan;
@@ -24,6 +26,8 @@ pub mod pool;
 pub mod preauth;
 mod public;
 pub mod registry;
+pub mod session;
+pub mod session_handle;
 pub mod stats;
 mod terminate;
 mod tls_port;
@@ -399,18 +403,10 @@ pub const ACCEPT_ERROR_LOG_INTERVAL: Duration = Duration::from_secs(5);
 /// Connections already established keep being served; accepting resumes by itself once
 /// descriptors are free again.
 pub(crate) async fn accept_backoff(what: &str, e: &std::io::Error) {
-    static LAST_LOGGED_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    static FAILED_SINCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    use std::sync::atomic::Ordering::Relaxed;
-    let now = crate::state::now_ms() as u64;
-    let failed = FAILED_SINCE.fetch_add(1, Relaxed) + 1;
-    let last = LAST_LOGGED_MS.load(Relaxed);
-    if now.saturating_sub(last) >= ACCEPT_ERROR_LOG_INTERVAL.as_millis() as u64
-        && LAST_LOGGED_MS
-            .compare_exchange(last, now, Relaxed, Relaxed)
-            .is_ok()
-    {
-        FAILED_SINCE.fetch_sub(failed, Relaxed);
+    static THROTTLE: crate::logging::Throttle =
+        crate::logging::Throttle::per_window(1, ACCEPT_ERROR_LOG_INTERVAL.as_millis() as u64);
+    if let Some(suppressed) = THROTTLE.admit() {
+        let failed = suppressed + 1;
         tracing::warn!(listener = what, error = %e, failed, "accept failed; retrying every 50 ms");
     }
     monoio::time::sleep(Duration::from_millis(50)).await;

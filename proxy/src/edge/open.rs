@@ -24,7 +24,8 @@ use std::{net::SocketAddr, sync::atomic::Ordering, sync::Arc};
 use super::{
     datachan::{DataChannel, OpenError, ParkedChannel},
     pool::{Member, MemberLoad, Pool, PoolStats, MAX_ATTEMPTS},
-    registry::{Registry, TakeError},
+    registry::Registry,
+    session_handle::TakeError,
     CHANNEL_WAIT,
 };
 use crate::wire::Frame;

@@ -35,7 +35,7 @@ use super::{
     datachan::DataChannel,
     open,
     pool::Pool,
-    registry::SessionHandle,
+    session_handle::SessionHandle,
     tls_port, EdgeShared, LiveEndpoint,
 };
 use crate::{

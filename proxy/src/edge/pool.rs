@@ -53,7 +53,7 @@ use std::sync::{
 
 use rand::Rng;
 
-use super::{datachan::OpenError, registry::SessionHandle};
+use super::{bind_error::BindError, datachan::OpenError, session_handle::SessionHandle};
 
 /// How long a member the edge saw fail (no data channel in time, a broken channel, an
 /// upstream that refused) is skipped while others are usable.
@@ -79,7 +79,7 @@ pub struct Member {
     healthy: AtomicBool,
     /// Relative share of new connections.
     weight: AtomicU16,
-    /// Skipped until this instant (ms on [`clock_ms`]); 0: not suspect.
+    /// Skipped until this instant (ms on [`crate::clock::mono_ms`]); 0: not suspect.
     suspect_until: AtomicU64,
 }
 
@@ -111,7 +111,12 @@ impl Member {
 
     /// Whether the edge skips this member for now.
     pub fn suspect(&self) -> bool {
-        self.suspect_until.load(Ordering::Relaxed) > clock_ms()
+        self.suspect_at(crate::clock::mono_ms())
+    }
+
+    /// Whether the edge skips this member at `now_ms` on the crate clock.
+    pub fn suspect_at(&self, now_ms: u64) -> bool {
+        self.suspect_until.load(Ordering::Relaxed) > now_ms
     }
 
     /// Records the agent's report; returns whether `healthy` changed.
@@ -124,9 +129,13 @@ impl Member {
     /// Marks the member suspect for [`SUSPECT_FOR`]; returns whether it was not
     /// suspect before (so the caller logs once per transition).
     pub fn mark_suspect(&self) -> bool {
-        let now = clock_ms();
-        let until = now + SUSPECT_FOR.as_millis() as u64;
-        self.suspect_until.swap(until, Ordering::Relaxed) <= now
+        self.mark_suspect_at(crate::clock::mono_ms())
+    }
+
+    /// [`Self::mark_suspect`] at `now_ms` on the crate clock.
+    pub fn mark_suspect_at(&self, now_ms: u64) -> bool {
+        let until = now_ms + SUSPECT_FOR.as_millis() as u64;
+        self.suspect_until.swap(until, Ordering::Relaxed) <= now_ms
     }
 
     fn load(&self) -> u64 {
@@ -137,45 +146,6 @@ impl Member {
 /// How long a member may leave a connection without a data channel before new
 /// connections avoid it (see the module doc).
 pub const STARVED_AFTER: std::time::Duration = std::time::Duration::from_millis(250);
-
-/// Milliseconds on a process-wide monotonic clock. It starts at 2^20 (about 17
-/// minutes), so it is never 0 and moments shortly before its first reading can be
-/// expressed too.
-pub(crate) fn clock_ms() -> u64 {
-    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    START
-        .get_or_init(std::time::Instant::now)
-        .elapsed()
-        .as_millis() as u64
-        + (1 << 20)
-}
-
-/// Why a pool does not take a session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PoolRefusal {
-    /// The session is a member already.
-    AlreadyMember,
-    /// Another session holds the URL without pooling (or asks without it).
-    HeldUnpooled,
-    /// The members disagree on `pooling_enabled`.
-    PoolingMismatch {
-        /// What the pool's members asked for.
-        pool_pooling: bool,
-    },
-}
-
-impl PoolRefusal {
-    /// A sentence about `url`.
-    pub fn message(self, url: &str) -> String {
-        match self {
-            Self::AlreadyMember => format!("{url} is already bound by this session"),
-            Self::HeldUnpooled => format!("{url} is already bound by another agent session"),
-            Self::PoolingMismatch { pool_pooling } => format!(
-                "{url} is bound by agents with pooling_enabled: {pool_pooling}; every member of a pool must set pooling_enabled: true"
-            ),
-        }
-    }
-}
 
 /// The sessions serving one internal URL.
 #[derive(Clone)]
@@ -204,6 +174,12 @@ impl Pool {
     /// weighted power of two choices over the usable ones, falling back as the module
     /// doc says. `None` when every member was tried.
     pub fn pick(&self, tried: &[u64]) -> Option<Arc<Member>> {
+        self.pick_at(tried, crate::clock::mono_ms(), &mut rand::rng())
+    }
+
+    /// [`Self::pick`] at `now_ms` on the crate clock, drawing from `rng`: no clock and
+    /// no global state, so tests decide both.
+    pub fn pick_at(&self, tried: &[u64], now_ms: u64, rng: &mut impl Rng) -> Option<Arc<Member>> {
         let mut untried = self.members.iter().filter(|m| !tried.contains(&m.id()));
         if self.members.len() == 1 {
             return untried.next().cloned();
@@ -214,12 +190,12 @@ impl Pool {
         let rank = |m: &Member| {
             let tier = if !m.healthy() {
                 2
-            } else if m.suspect() {
+            } else if m.suspect_at(now_ms) {
                 1
             } else {
                 0
             };
-            tier * 2 + u8::from(m.session.starved(STARVED_AFTER))
+            tier * 2 + u8::from(m.session.starved_at(STARVED_AFTER, now_ms))
         };
         let mut candidates: Vec<&Arc<Member>> = Vec::with_capacity(self.members.len());
         let mut best = u8::MAX;
@@ -233,7 +209,7 @@ impl Pool {
                 candidates.push(member);
             }
         }
-        two_choices(&candidates, &mut rand::rng()).cloned()
+        two_choices(&candidates, rng).cloned()
     }
 
     /// A pool with `session` added (when allowed): a URL held without pooling accepts
@@ -243,15 +219,15 @@ impl Pool {
         url: &str,
         session: &Arc<SessionHandle>,
         pooling: bool,
-    ) -> Result<Pool, PoolRefusal> {
+    ) -> Result<Pool, BindError> {
         if self.member(session.id).is_some() {
-            return Err(PoolRefusal::AlreadyMember);
+            return Err(BindError::AlreadyBoundHere);
         }
         if !self.pooling && !pooling {
-            return Err(PoolRefusal::HeldUnpooled);
+            return Err(BindError::AlreadyBound);
         }
         if self.pooling != pooling {
-            return Err(PoolRefusal::PoolingMismatch {
+            return Err(BindError::PoolingMismatch {
                 pool_pooling: self.pooling,
             });
         }
@@ -439,6 +415,73 @@ mod tests {
         let id1 = members[1].id();
         assert!(Arc::ptr_eq(&pool.pick(&[id1, id2]).unwrap(), &members[0]));
         assert!(pool.pick(&[members[0].id(), id1, id2]).is_none());
+    }
+
+    #[test]
+    fn on_a_fake_clock_suspicion_lasts_suspect_for_and_failover_goes_usable_suspect_unhealthy() {
+        use rand::SeedableRng;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(15);
+        let t0 = 50_000_000;
+        let (usable, suspect, unhealthy) = (member(100, 0), member(100, 0), member(100, 0));
+        unhealthy.report(false, 100);
+        assert!(suspect.mark_suspect_at(t0));
+        assert!(!suspect.mark_suspect_at(t0 + 1), "not a new transition");
+        let pool = Pool {
+            members: vec![unhealthy.clone(), suspect.clone(), usable.clone()],
+            pooling: true,
+        };
+        let order = |now: u64, rng: &mut rand::rngs::StdRng| {
+            let mut tried = Vec::new();
+            while let Some(m) = pool.pick_at(&tried, now, rng) {
+                tried.push(m.id());
+            }
+            tried
+        };
+        let expected = vec![usable.id(), suspect.id(), unhealthy.id()];
+        let until = t0 + 1 + SUSPECT_FOR.as_millis() as u64;
+        assert_eq!(order(t0 + 10, &mut rng), expected);
+        assert_eq!(order(until - 1, &mut rng), expected);
+        // Suspicion over: the two healthy members share first place.
+        let firsts: std::collections::HashSet<u64> =
+            (0..100).map(|_| order(until, &mut rng)[0]).collect();
+        assert_eq!(firsts, [usable.id(), suspect.id()].into());
+        assert!(!suspect.suspect_at(until));
+    }
+
+    #[test]
+    fn on_a_fake_clock_a_starved_member_is_skipped_once_starved_after_has_passed() {
+        use rand::SeedableRng;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(15);
+        let members = vec![member(100, 0), member(100, 0)];
+        let pool = Pool {
+            members: members.clone(),
+            pooling: true,
+        };
+        members[0].session.starve_for_tests(0);
+        let now = crate::clock::mono_ms();
+        let picked = |now: u64, rng: &mut rand::rngs::StdRng| -> std::collections::HashSet<u64> {
+            (0..100)
+                .map(|_| pool.pick_at(&[], now, rng).unwrap().id())
+                .collect()
+        };
+        assert_eq!(picked(now, &mut rng).len(), 2, "a burst being refilled");
+        let later = now + STARVED_AFTER.as_millis() as u64;
+        assert_eq!(picked(later, &mut rng), [members[1].id()].into());
+    }
+
+    #[test]
+    fn weights_decide_the_split_with_a_seeded_draw() {
+        use rand::SeedableRng;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(15);
+        let members = vec![member(300, 0), member(100, 0)];
+        let pool = Pool {
+            members: members.clone(),
+            pooling: true,
+        };
+        let heavy = (0..4000)
+            .filter(|_| Arc::ptr_eq(&pool.pick_at(&[], 0, &mut rng).unwrap(), &members[0]))
+            .count();
+        assert!((2800..3200).contains(&heavy), "about 3/4: {heavy}");
     }
 
     #[test]

@@ -7,6 +7,10 @@
 //! The whole pre-authentication phase (first byte, TLS handshake, hello) runs under
 //! one deadline, [`PreAuthSettings::handshake_timeout`], however the peer drips its
 //! bytes.
+//!
+//! The handshake rate is a token bucket per source: admission control, a different
+//! job from the log throttle ([`crate::logging::Throttle`], which only decides which
+//! log lines to write). It reads the crate clock ([`crate::clock::mono_ms`]).
 
 use std::{
     collections::HashMap,
@@ -15,7 +19,6 @@ use std::{
         atomic::{AtomicUsize, Ordering},
         Mutex,
     },
-    time::Instant,
 };
 
 use super::conn_limits::{ConnLimits, IpSlot, LimitHit, LimitSettings};
@@ -79,7 +82,6 @@ pub struct PreAuthGate {
     limits: ConnLimits,
     edge_wide: ConnLimits,
     buckets: Mutex<HashMap<IpAddr, Bucket>>,
-    started: Instant,
 }
 
 /// A token bucket in thousandths of a handshake.
@@ -116,7 +118,6 @@ impl PreAuthGate {
                 max_connections_per_ip: None,
             }),
             buckets: Mutex::new(HashMap::new()),
-            started: Instant::now(),
         }
     }
 
@@ -151,7 +152,11 @@ impl PreAuthGate {
         if has_session {
             return Ok(());
         }
-        let now_ms = self.started.elapsed().as_millis() as u64;
+        self.take_handshake(ip, crate::clock::mono_ms())
+    }
+
+    /// Takes one handshake from `ip`'s bucket at `now_ms` on the crate clock.
+    fn take_handshake(&self, ip: IpAddr, now_ms: u64) -> Result<(), PreAuthRefusal> {
         let rate = u64::from(self.settings.handshakes_per_ip_per_sec.max(1));
         let capacity = rate * 2 * 1000;
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
@@ -162,8 +167,8 @@ impl PreAuthGate {
             milli_tokens: capacity,
             at_ms: now_ms,
         });
-        b.milli_tokens = (b.milli_tokens + (now_ms - b.at_ms) * rate).min(capacity);
-        b.at_ms = now_ms;
+        b.milli_tokens = (b.milli_tokens + now_ms.saturating_sub(b.at_ms) * rate).min(capacity);
+        b.at_ms = b.at_ms.max(now_ms);
         if b.milli_tokens < 1000 {
             return Err(PreAuthRefusal::Rate);
         }
@@ -228,5 +233,21 @@ mod tests {
         assert_eq!(g.allow_handshake(ip, true), Ok(()));
         let other: IpAddr = "192.0.2.10".parse().unwrap();
         assert_eq!(g.allow_handshake(other, false), Ok(()), "per source");
+    }
+
+    #[test]
+    fn the_handshake_bucket_refills_at_the_rate_on_a_fake_clock() {
+        let g = gate(10, 10, 5);
+        let ip: IpAddr = "192.0.2.11".parse().unwrap();
+        let t0 = 5_000_000;
+        let burst = (0..20).filter(|_| g.take_handshake(ip, t0).is_ok()).count();
+        assert_eq!(burst, 10, "a burst of twice the rate");
+        assert_eq!(g.take_handshake(ip, t0 + 199), Err(PreAuthRefusal::Rate));
+        assert_eq!(
+            g.take_handshake(ip, t0 + 200),
+            Ok(()),
+            "one per 200 ms at 5/s"
+        );
+        assert_eq!(g.take_handshake(ip, t0 + 200), Err(PreAuthRefusal::Rate));
     }
 }

@@ -2,13 +2,8 @@
 //!
 //! Binds and session changes are rare and go through a mutex; the map the data path
 //! reads (internal URL -> session) is an immutable snapshot published with `arc-swap`,
-//! so a public connection finds its session without taking any lock.
-//!
-//! Parked data channels wait in a bounded `async-channel` per session: its storage is
-//! `concurrent-queue`'s lock-free array queue (the same design as crossbeam's
-//! `ArrayQueue`), and unlike a bare crossbeam queue it can wake a task on another
-//! worker's runtime when a channel arrives, which a public connection waiting for a
-//! refill needs.
+//! so a public connection finds its session without taking any lock. A session itself
+//! is a [`SessionHandle`] (`session_handle.rs`); a URL's members are a [`Pool`].
 
 use std::{
     collections::HashMap,
@@ -17,258 +12,18 @@ use std::{
         atomic::{AtomicU64, Ordering},
         Arc, Mutex,
     },
-    time::Duration,
 };
 
 use arc_swap::ArcSwap;
 
-use super::datachan::ParkedChannel;
 use super::{
     auth::Identity,
+    bind_error::BindError,
     ownership::{BindRight, Owner, OwnerSource, Ownership},
-    pool::{clock_ms, Pool, PoolStats},
+    pool::{Pool, PoolStats},
+    session_handle::SessionHandle,
 };
-use crate::{
-    io::sockets,
-    wire::{
-        channel_proof::{self, Replay, ReplayWindow},
-        Frame,
-    },
-};
-
-/// Most idle data channels parked per session; more are closed on arrival.
-pub const MAX_IDLE_CHANNELS: usize = 4096;
-
-/// One authenticated agent connection and its parked data channels.
-pub struct SessionHandle {
-    /// Session id (quoted by data channels).
-    pub id: u64,
-    secret: [u8; 32],
-    /// Channel numbers already used.
-    replay: Mutex<ReplayWindow>,
-    /// Who the agent authenticated as (user, token, bind rules).
-    pub identity: Arc<Identity>,
-    /// The agent's address.
-    pub peer: SocketAddr,
-    /// The agent's version string.
-    pub agent_version: String,
-    /// When the session started (ms since the epoch).
-    pub started_at: i64,
-    /// Last control-channel round trip measured by the edge, in microseconds (0: none yet).
-    pub rtt_us: AtomicU64,
-    idle_tx: async_channel::Sender<ParkedChannel>,
-    idle_rx: async_channel::Receiver<ParkedChannel>,
-    /// Since when (ms on [`clock_ms`]) a connection has been waiting for a data
-    /// channel with none parked since; 0: none waiting, or a channel came.
-    starved_since: AtomicU64,
-    control_tx: async_channel::Sender<Frame>,
-    /// Streams forwarded through this session right now (pool balancing).
-    pub in_flight: std::sync::atomic::AtomicUsize,
-    /// Fired when the session ends, to wake waiters.
-    ended: Signal,
-    /// Fired when the session is kicked, to cut its streams.
-    kicked: Signal,
-    /// Why it was kicked (the session's end is reported with this reason).
-    kick_reason: Mutex<Option<String>>,
-}
-
-impl Drop for SessionHandle {
-    fn drop(&mut self) {
-        zeroize::Zeroize::zeroize(&mut self.secret);
-    }
-}
-
-/// A one-time event any number of tasks, on any worker, can wait for: a channel that
-/// never carries a message, closed to fire (which wakes every waiter, and answers later
-/// ones at once).
-struct Signal {
-    rx: async_channel::Receiver<()>,
-    tx: async_channel::Sender<()>,
-}
-
-impl Signal {
-    fn new() -> Self {
-        let (tx, rx) = async_channel::bounded(1);
-        Self { rx, tx }
-    }
-
-    fn fire(&self) {
-        self.tx.close();
-    }
-
-    async fn fired(&self) {
-        let _ = self.rx.recv().await;
-    }
-}
-
-/// Why no data channel could be had.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TakeError {
-    /// The session ended.
-    SessionGone,
-    /// None arrived in time.
-    Timeout,
-}
-
-impl SessionHandle {
-    /// Admits data channel `seq` of this session if `proof` is its proof and the
-    /// number was not used before ([`crate::wire::channel_proof`]); else says why not.
-    pub fn admit_channel(&self, seq: u64, proof: &[u8; 32]) -> Result<(), &'static str> {
-        if !channel_proof::verify(&self.secret, self.id, seq, proof) {
-            return Err("wrong proof");
-        }
-        let mut window = self.replay.lock().unwrap_or_else(|p| p.into_inner());
-        window.accept(seq).map_err(|r| match r {
-            Replay::Seen => "replayed channel hello",
-            Replay::TooOld => "channel number too old",
-        })
-    }
-
-    /// Parks an authenticated idle data channel; closes it if the pool is full or the
-    /// session is gone.
-    pub fn park(&self, channel: ParkedChannel) {
-        match self.idle_tx.try_send(channel) {
-            Ok(()) => self.starved_since.store(0, Ordering::Relaxed),
-            Err(e) => tracing::debug!(session = self.id, "idle data channel dropped: {e}"),
-        }
-    }
-
-    /// Whether a connection has been waiting at least `for_at_least` for a data
-    /// channel of this session with none arriving meanwhile: its agent cannot open
-    /// them (out of descriptors, data path broken) or not fast enough.
-    pub fn starved(&self, for_at_least: Duration) -> bool {
-        let since = self.starved_since.load(Ordering::Relaxed);
-        since != 0 && clock_ms() >= since + for_at_least.as_millis() as u64
-    }
-
-    /// Takes an idle data channel, skipping ones whose agent side already closed. When
-    /// none is parked, asks the agent for more and waits up to `wait`.
-    /// Cancel-safe: a channel is either returned or stays parked.
-    pub async fn take_channel(&self, wait: Duration) -> Result<ParkedChannel, TakeError> {
-        let deadline = std::time::Instant::now() + wait;
-        loop {
-            let channel = match self.idle_rx.try_recv() {
-                Ok(c) => c,
-                Err(async_channel::TryRecvError::Closed) => return Err(TakeError::SessionGone),
-                Err(async_channel::TryRecvError::Empty) => {
-                    let _ = self.starved_since.compare_exchange(
-                        0,
-                        clock_ms(),
-                        Ordering::Relaxed,
-                        Ordering::Relaxed,
-                    );
-                    let _ = self.control_tx.try_send(Frame::NeedChannels { count: 1 });
-                    let left = deadline.saturating_duration_since(std::time::Instant::now());
-                    match monoio::time::timeout(left, self.idle_rx.recv()).await {
-                        Ok(Ok(c)) => c,
-                        Ok(Err(_)) => return Err(TakeError::SessionGone),
-                        Err(_) => return Err(TakeError::Timeout),
-                    }
-                }
-            };
-            if !sockets::peer_closed(std::os::fd::AsRawFd::as_raw_fd(&channel)) {
-                return Ok(channel);
-            }
-        }
-    }
-
-    /// Resolves when the session has ended (at once if it already has).
-    pub async fn ended(&self) {
-        self.ended.fired().await;
-    }
-
-    /// Whether the session ended or is ending.
-    pub fn is_closed(&self) -> bool {
-        self.control_tx.is_closed()
-    }
-
-    /// Queues a frame for the control channel; false if the session is ending.
-    pub fn send_control(&self, frame: Frame) -> bool {
-        self.control_tx.try_send(frame).is_ok()
-    }
-
-    /// Ends the session from outside (token revoked, user deactivated): queues an error
-    /// frame saying why, then closes the control queue; the control channel's writer
-    /// sends what is queued and shuts the connection, which ends the session loop.
-    /// Streams flowing through the session are cut ([`Self::kicked`]).
-    pub fn kick(&self, code: crate::wire::ErrorCode, message: String) {
-        *self.kick_reason.lock().unwrap_or_else(|p| p.into_inner()) = Some(message.clone());
-        let _ = self.control_tx.try_send(Frame::Error {
-            request_id: 0,
-            code,
-            message,
-        });
-        self.control_tx.close();
-        self.kicked.fire();
-    }
-
-    /// Why the session was kicked, if it was.
-    pub fn kick_reason(&self) -> Option<String> {
-        self.kick_reason
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    /// Resolves when the session has been kicked (at once if it has): its agent's
-    /// authority is gone, so the streams it carries must end. A session that ends any
-    /// other way (its control channel lost) leaves flowing streams alone: their data
-    /// channels are connections of their own.
-    pub async fn kicked(&self) {
-        self.kicked.fired().await;
-    }
-
-    /// Data channels parked at the edge now.
-    pub fn idle_channels(&self) -> usize {
-        self.idle_rx.len()
-    }
-
-    /// A session with no agent behind it, carrying `in_flight` streams (unit tests).
-    #[cfg(test)]
-    pub(crate) fn for_tests(in_flight: usize) -> Arc<SessionHandle> {
-        static NEXT: AtomicU64 = AtomicU64::new(1);
-        let (idle_tx, idle_rx) = async_channel::bounded(1);
-        let (control_tx, _) = async_channel::bounded(1);
-        Arc::new(SessionHandle {
-            id: NEXT.fetch_add(1, Ordering::Relaxed),
-            secret: [0; 32],
-            replay: Default::default(),
-            identity: Arc::new(Identity {
-                user_id: String::new(),
-                user_name: String::new(),
-                token_id: String::new(),
-                acl: Vec::new(),
-            }),
-            peer: "127.0.0.1:1".parse().unwrap(),
-            agent_version: String::new(),
-            started_at: 0,
-            rtt_us: AtomicU64::new(0),
-            idle_tx,
-            idle_rx,
-            starved_since: AtomicU64::new(0),
-            control_tx,
-            in_flight: in_flight.into(),
-            ended: Signal::new(),
-            kicked: Signal::new(),
-            kick_reason: Mutex::new(None),
-        })
-    }
-
-    /// Marks the session as having left a connection waiting for `ms_ago` ms.
-    #[cfg(test)]
-    pub(crate) fn starve_for_tests(&self, ms_ago: u64) {
-        self.starved_since
-            .store(clock_ms() - ms_ago, Ordering::Relaxed);
-    }
-
-    /// Ends the session's queues: parked channels are closed, waiters see `SessionGone`.
-    fn close(&self) {
-        self.idle_rx.close();
-        while self.idle_rx.try_recv().is_ok() {}
-        self.control_tx.close();
-        self.ended.fire();
-    }
-}
+use crate::wire::Frame;
 
 /// All live sessions and the URL bindings.
 #[derive(Default)]
@@ -291,45 +46,6 @@ pub struct Bound {
     pub members: usize,
     /// The bind claimed the URL for the session's user (nobody owned it).
     pub claimed: bool,
-}
-
-/// Why a bind was refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BindRefusal {
-    /// The session is ending.
-    SessionEnding,
-    /// Another service user owns the URL.
-    NotOwner(Owner),
-    /// The URL's pool does not take this session.
-    Pool(super::pool::PoolRefusal),
-}
-
-impl From<super::pool::PoolRefusal> for BindRefusal {
-    fn from(r: super::pool::PoolRefusal) -> Self {
-        Self::Pool(r)
-    }
-}
-
-impl BindRefusal {
-    /// The agent protocol's code for this refusal.
-    pub fn code(&self) -> crate::wire::ErrorCode {
-        match self {
-            Self::SessionEnding | Self::Pool(_) => crate::wire::ErrorCode::AlreadyBound,
-            Self::NotOwner(_) => crate::wire::ErrorCode::NotOwner,
-        }
-    }
-
-    /// A sentence about `url` for the agent, logs and audit events.
-    pub fn message(&self, url: &str) -> String {
-        match self {
-            Self::SessionEnding => format!("{url}: the session is ending"),
-            Self::NotOwner(o) => format!(
-                "{url} belongs to another service user ({}); only its sessions may bind it",
-                o.user_name
-            ),
-            Self::Pool(r) => r.message(url),
-        }
-    }
 }
 
 /// One URL a session serves, as the admin API shows it.
@@ -357,28 +73,7 @@ impl Registry {
         agent_version: String,
     ) -> (Arc<SessionHandle>, async_channel::Receiver<Frame>) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-        let mut secret = [0u8; 32];
-        rand::RngCore::fill_bytes(&mut rand::rng(), &mut secret);
-        let (idle_tx, idle_rx) = async_channel::bounded(MAX_IDLE_CHANNELS);
-        let (control_tx, control_rx) = async_channel::bounded(1024);
-        let session = Arc::new(SessionHandle {
-            id,
-            secret,
-            replay: Default::default(),
-            identity,
-            peer,
-            agent_version,
-            started_at: crate::state::now_ms(),
-            rtt_us: AtomicU64::new(0),
-            idle_tx,
-            idle_rx,
-            starved_since: AtomicU64::new(0),
-            control_tx,
-            in_flight: Default::default(),
-            ended: Signal::new(),
-            kicked: Signal::new(),
-            kick_reason: Mutex::new(None),
-        });
+        let (session, control_rx) = SessionHandle::open(id, identity, peer, agent_version);
         self.lock_sessions().insert(id, session.clone());
         *self.lock_agent_ips().entry(peer.ip()).or_insert(0) += 1;
         (session, control_rx)
@@ -386,7 +81,7 @@ impl Registry {
 
     /// The session's secret, to hand to the agent once.
     pub fn secret_of(session: &SessionHandle) -> [u8; 32] {
-        session.secret
+        session.secret()
     }
 
     /// Whether a live session's agent connects from `ip`.
@@ -407,15 +102,15 @@ impl Registry {
         url: &str,
         session: &Arc<SessionHandle>,
         pooling: bool,
-    ) -> Result<Bound, BindRefusal> {
+    ) -> Result<Bound, BindError> {
         let _guard = self.lock_sessions();
-        if session.control_tx.is_closed() {
-            return Err(BindRefusal::SessionEnding);
+        if session.is_closed() {
+            return Err(BindError::SessionEnding);
         }
         let mut owners = self.lock_owners();
         let right = owners.right(url, &session.identity);
         if let BindRight::Foreign(owner) = right {
-            return Err(BindRefusal::NotOwner(owner));
+            return Err(BindError::NotOwner(owner));
         }
         let current = self.bindings.load();
         let pool = match current.get(url) {

@@ -75,14 +75,6 @@ pub trait Store: Send {
     fn events(&self, query: &EventQuery) -> StoreResult<Vec<EventRecord>>;
 }
 
-/// Milliseconds since the Unix epoch, now.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 /// A fresh random object id with a type prefix (`ep_`, `usr_`, `tok_`, `ra_`).
 pub fn new_id(prefix: &str) -> String {
     let mut bytes = [0u8; 10];

@@ -132,7 +132,7 @@ impl NewEvent {
         detail: serde_json::Value,
     ) -> Self {
         Self {
-            at: super::now_ms(),
+            at: crate::clock::wall_ms(),
             kind: kind.to_string(),
             actor: actor.to_string(),
             subject: subject.into(),

@@ -100,7 +100,7 @@ pub fn encode(frame: &Frame, out: &mut BytesMut) {
         } => {
             out.put_u8(ERROR);
             out.put_u32(*request_id);
-            out.put_u16(*code as u16);
+            out.put_u16(code.to_u16());
             put_str(out, message);
         }
         Frame::Ping { nonce } => {

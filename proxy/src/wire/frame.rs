@@ -15,30 +15,63 @@ pub const PROTOCOL_VERSION: u16 = 3;
 /// tell it from a TLS ClientHello (which starts with 0x16).
 pub const DATA_CHANNEL_MAGIC: [u8; 4] = *b"SLDC";
 
-/// Why the edge refused something; sent in [`Frame::Error`].
+/// Why the edge refused something; sent in [`Frame::Error`] as a `u16`.
+///
+/// Decoding never fails on a code: one this build does not know (a newer edge's) reads
+/// as [`ErrorCode::Unknown`] with its number, and the agent treats an unknown bind
+/// refusal as one to retry (see `agent/control.rs`). Agents built before codes 8 to 11
+/// read them as [`ErrorCode::Internal`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u16)]
 pub enum ErrorCode {
-    /// The authtoken is unknown, malformed or revoked.
-    Unauthorized = 1,
-    /// The peer speaks another protocol version.
-    VersionMismatch = 2,
-    /// The internal URL is already bound by another live session.
-    AlreadyBound = 3,
-    /// The bind request itself is invalid (bad URL, ...).
-    BadRequest = 4,
-    /// A frame could not be decoded.
-    Malformed = 5,
-    /// The data channel's session is unknown or its secret is wrong.
-    UnknownSession = 6,
-    /// The internal URL belongs to another service user.
-    NotOwner = 7,
-    /// Anything else; the message says what.
-    Internal = 99,
+    /// 1: the authtoken is unknown, malformed or revoked.
+    Unauthorized,
+    /// 2: the peer speaks another protocol version.
+    VersionMismatch,
+    /// 3: the internal URL is already bound by another live session, without pooling.
+    AlreadyBound,
+    /// 4: the request itself is invalid (bad URL, ...).
+    BadRequest,
+    /// 5: a frame could not be decoded.
+    Malformed,
+    /// 6: the data channel's session is unknown or its secret is wrong.
+    UnknownSession,
+    /// 7: the internal URL belongs to another service user.
+    NotOwner,
+    /// 8: the URL's pool and this bind disagree on `pooling_enabled`.
+    PoolingMismatch,
+    /// 9: the session is ending; the agent binds again in its next session.
+    SessionEnding,
+    /// 10: this session has bound the URL already.
+    AlreadyBoundHere,
+    /// 11: the authtoken's bind rules do not allow the URL.
+    BindForbidden,
+    /// 99: anything else; the message says what.
+    Internal,
+    /// A code this build does not know.
+    Unknown(u16),
 }
 
 impl ErrorCode {
-    pub(crate) fn from_u16(v: u16) -> Self {
+    /// The code's number on the wire.
+    pub const fn to_u16(self) -> u16 {
+        match self {
+            Self::Unauthorized => 1,
+            Self::VersionMismatch => 2,
+            Self::AlreadyBound => 3,
+            Self::BadRequest => 4,
+            Self::Malformed => 5,
+            Self::UnknownSession => 6,
+            Self::NotOwner => 7,
+            Self::PoolingMismatch => 8,
+            Self::SessionEnding => 9,
+            Self::AlreadyBoundHere => 10,
+            Self::BindForbidden => 11,
+            Self::Internal => 99,
+            Self::Unknown(v) => v,
+        }
+    }
+
+    pub(crate) const fn from_u16(v: u16) -> Self {
         match v {
             1 => Self::Unauthorized,
             2 => Self::VersionMismatch,
@@ -47,7 +80,32 @@ impl ErrorCode {
             5 => Self::Malformed,
             6 => Self::UnknownSession,
             7 => Self::NotOwner,
-            _ => Self::Internal,
+            8 => Self::PoolingMismatch,
+            9 => Self::SessionEnding,
+            10 => Self::AlreadyBoundHere,
+            11 => Self::BindForbidden,
+            99 => Self::Internal,
+            v => Self::Unknown(v),
+        }
+    }
+
+    /// The code's name for logs (`NotOwner`, ...; `Unknown` for codes this build does
+    /// not know: log [`Self::to_u16`] beside it).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Unauthorized => "Unauthorized",
+            Self::VersionMismatch => "VersionMismatch",
+            Self::AlreadyBound => "AlreadyBound",
+            Self::BadRequest => "BadRequest",
+            Self::Malformed => "Malformed",
+            Self::UnknownSession => "UnknownSession",
+            Self::NotOwner => "NotOwner",
+            Self::PoolingMismatch => "PoolingMismatch",
+            Self::SessionEnding => "SessionEnding",
+            Self::AlreadyBoundHere => "AlreadyBoundHere",
+            Self::BindForbidden => "BindForbidden",
+            Self::Internal => "Internal",
+            Self::Unknown(_) => "Unknown",
         }
     }
 }

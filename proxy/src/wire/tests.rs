@@ -213,3 +213,38 @@ fn debug_never_prints_secrets() {
         }
     }
 }
+
+#[test]
+fn every_error_code_round_trips_and_unknown_ones_keep_their_number() {
+    let known = [
+        ErrorCode::Unauthorized,
+        ErrorCode::VersionMismatch,
+        ErrorCode::AlreadyBound,
+        ErrorCode::BadRequest,
+        ErrorCode::Malformed,
+        ErrorCode::UnknownSession,
+        ErrorCode::NotOwner,
+        ErrorCode::PoolingMismatch,
+        ErrorCode::SessionEnding,
+        ErrorCode::AlreadyBoundHere,
+        ErrorCode::BindForbidden,
+        ErrorCode::Internal,
+    ];
+    let numbers: std::collections::HashSet<u16> = known.iter().map(|c| c.to_u16()).collect();
+    assert_eq!(numbers.len(), known.len(), "distinct numbers");
+    for code in known
+        .into_iter()
+        .chain([ErrorCode::Unknown(12), ErrorCode::Unknown(4242)])
+    {
+        let frame = Frame::Error {
+            request_id: 3,
+            code,
+            message: "m".into(),
+        };
+        let mut buf = BytesMut::new();
+        encode(&frame, &mut buf);
+        assert_eq!(decode(&buf).unwrap().unwrap().0, frame, "{}", code.name());
+    }
+    assert_eq!(ErrorCode::from_u16(12), ErrorCode::Unknown(12));
+    assert_eq!(ErrorCode::from_u16(7).name(), "NotOwner");
+}
