@@ -61,9 +61,6 @@ pub const TLS_PORT: &str = "the tls:// endpoints' port (tls_endpoints.listen)";
 /// The admin API's listener, named likewise.
 pub const ADMIN_API: &str = "the admin API (admin.listen)";
 
-/// How long an agent connection may take to say who it is (TLS handshake + first
-/// frame), unless `agents.handshake_timeout` says otherwise.
-pub const AGENT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a public connection waits for an idle data channel.
 pub const CHANNEL_WAIT: Duration = Duration::from_secs(5);
 

@@ -23,6 +23,10 @@ use std::{
 
 use super::conn_limits::{ConnLimits, IpSlot, LimitHit, LimitSettings};
 
+/// How long an agent connection may take to say who it is (TLS handshake + first
+/// frame), unless `agents.handshake_timeout` says otherwise.
+pub const AGENT_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Limits of the agent port's unauthenticated phase, as configured.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PreAuthSettings {
@@ -44,7 +48,7 @@ impl Default for PreAuthSettings {
             max_unauthenticated: 1024,
             max_unauthenticated_per_ip: 64,
             handshakes_per_ip_per_sec: 20,
-            handshake_timeout: super::AGENT_HANDSHAKE_TIMEOUT,
+            handshake_timeout: AGENT_HANDSHAKE_TIMEOUT,
         }
     }
 }
