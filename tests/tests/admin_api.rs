@@ -13,7 +13,7 @@ use std::{
 
 use serde_json::{json, Value};
 use sluice_tests::{
-    admin::Admin,
+    admin::{sample, Admin},
     client,
     fixture::{self, Fixture},
     process::Sluice,
@@ -217,6 +217,11 @@ fn lifecycle_user_token_agent_endpoint_policy_swap_and_revocation() {
         client::is_refused(None, public),
         "forwarded after revocation"
     );
+    // Refused because no agent serves the URL any more (the endpoint itself is fine:
+    // a new token's agent is served through it at the end of this test).
+    edge.wait_for_n("the refusal's reason", 1, |v| {
+        v["message"] == "no agent serves the target" && v["endpoint"] == "tcp://127.0.0.1:0"
+    });
     wait_until("the session to end", Duration::from_secs(5), || {
         admin.get("/v1/sessions")["items"]
             .as_array()
@@ -305,6 +310,22 @@ fn lifecycle_user_token_agent_endpoint_policy_swap_and_revocation() {
     // Token lists show when it was last used.
     let tokens = admin.get(&format!("/v1/service_users/{user_id}/authtokens"));
     assert!(tokens["items"][0]["last_used_at"].as_i64().is_some());
+
+    // Positive control for the refusals above: the same endpoint serves again as soon
+    // as an agent with a valid token binds the URL (the revoked one still retries).
+    let fresh = admin.create(
+        &format!("/v1/service_users/{user_id}/authtokens"),
+        json!({ "description": "replacement", "acl": ["bind:*.internal"] }),
+    );
+    let mut replacement = start_agent(
+        &fx,
+        "replacement.yml",
+        fresh["token"].as_str().unwrap(),
+        agent_addr,
+        upstream.addr,
+    );
+    replacement.wait_for("endpoint bound");
+    client::echo_ok(None, public, b"a valid token is served").unwrap();
 }
 
 #[test]
@@ -640,15 +661,18 @@ fn sighup_with_a_broken_config_keeps_the_old_one_and_a_good_edit_applies() {
             && v["trigger"] == "SIGHUP"
     });
     client::echo_ok(None, first, b"still serving").unwrap();
-    assert!(!event_types(&admin, "type=config.reload_failed").is_empty());
+    // Audit events are stored through a queue, a moment after the log line.
+    wait_until("the config.reload_failed event", Duration::from_secs(5), || {
+        !event_types(&admin, "type=config.reload_failed").is_empty()
+    });
 
-    // Good edit: a second endpoint that only allows 10.0.0.0/8, picked up from the
+    // Good edit: a second endpoint that only allows 127.0.0.2, picked up from the
     // file changing (no signal).
     let edited = good.replace(
         "admin:",
         &format!(
             "  - url: tcp://127.0.0.1:0\n    traffic_policy: {}\nadmin:",
-            fixture::allow_only(&["10.0.0.0/8"], URL)
+            fixture::allow_only(&["127.0.0.2/32"], URL)
         ),
     );
     std::fs::write(&cfg, edited).unwrap();
@@ -662,10 +686,14 @@ fn sighup_with_a_broken_config_keeps_the_old_one_and_a_good_edit_applies() {
         .map(endpoint_addr)
         .find(|a| *a != first)
         .unwrap();
+    // Its policy is in force: the one allowed source is served, at the same moment
+    // as the refusal of another.
+    client::echo_ok(Some("127.0.0.2".parse().unwrap()), second, b"allowed source").unwrap();
     assert!(
         client::is_refused(None, second),
         "the new endpoint's policy is not in force"
     );
+    client::echo_ok(Some("127.0.0.2".parse().unwrap()), second, b"allowed source").unwrap();
     client::echo_ok(None, first, b"first endpoint untouched").unwrap();
 
     // A change a reload cannot apply (the agent port) says so, and the rest applies.
@@ -686,16 +714,6 @@ fn sighup_with_a_broken_config_keeps_the_old_one_and_a_good_edit_applies() {
     client::echo_ok(None, first, b"agent port unchanged").unwrap();
 }
 
-/// The value of one Prometheus sample (`name{labels}`), 0 when absent.
-fn sample(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix(series)
-                .and_then(|rest| rest.strip_prefix(' '))
-        })
-        .map_or(0.0, |v| v.trim().parse().unwrap())
-}
-
 #[test]
 fn metrics_change_as_traffic_flows_and_logs_are_json() {
     let fx = Fixture::new();
@@ -703,7 +721,7 @@ fn metrics_change_as_traffic_flows_and_logs_are_json() {
         &fx,
         &[
             ("127.0.0.1:0", fixture::forward_all(URL)),
-            ("127.0.0.2:0", fixture::allow_only(&["10.0.0.0/8"], URL)),
+            ("127.0.0.2:0", fixture::allow_only(&["127.0.0.3/32"], URL)),
         ],
     );
     let (edge, agent_addr, admin) = start_edge(&cfg);
@@ -752,6 +770,10 @@ fn metrics_change_as_traffic_flows_and_logs_are_json() {
     let unauthorised = admin.with_key(None).call("GET", "/metrics", None);
     assert_eq!(unauthorised.status, 401);
     let before = admin.call("GET", "/metrics", None).text;
+    // The endpoint that refuses this client serves the one source it allows (the
+    // positive control for the refusal).
+    let control = b"allowed source";
+    client::echo_ok(Some("127.0.0.3".parse().unwrap()), closed, control).unwrap();
     let payload = vec![7u8; 10_000];
     for _ in 0..3 {
         client::echo_ok(None, open, &payload).unwrap();
@@ -781,7 +803,7 @@ fn metrics_change_as_traffic_flows_and_logs_are_json() {
         1.0,
         "{after}"
     );
-    assert_eq!(delta(&series(&closed_id, &closed_url, "forwarded")), 0.0);
+    assert_eq!(delta(&series(&closed_id, &closed_url, "forwarded")), 1.0);
     let bytes_in = format!(
         "sluice_edge_bytes_total{{endpoint=\"{open_url}\",id=\"{open_id}\",direction=\"in\"}}"
     );
@@ -809,12 +831,16 @@ fn metrics_change_as_traffic_flows_and_logs_are_json() {
     };
     assert_eq!(
         sample(&agent_text, &agent_series("assigned")),
-        3.0,
+        4.0,
         "{agent_text}"
     );
     assert_eq!(sample(&agent_text, &agent_series("upstream_failed")), 0.0);
     let agent_bytes = format!("sluice_agent_bytes_total{{endpoint=\"{URL}\",direction=\"in\"}}");
-    assert_eq!(sample(&agent_text, &agent_bytes), 30_000.0, "{agent_text}");
+    assert_eq!(
+        sample(&agent_text, &agent_bytes),
+        30_000.0 + control.len() as f64,
+        "{agent_text}"
+    );
     assert_eq!(sample(&agent_text, "sluice_agent_session_up"), 1.0);
     assert_eq!(sample(&agent_text, "sluice_agent_sessions_total"), 1.0);
     assert!(sample(&agent_text, "sluice_agent_data_channels_opened_total") >= 4.0);

@@ -49,13 +49,46 @@ fn a_bad_token_is_refused_with_a_clear_error_and_disturbs_nobody() {
 #[test]
 fn a_target_no_agent_serves_is_closed_at_once() {
     for driver in DRIVERS {
-        let t = Tunnel::with_policy(
-            driver,
-            "tcp",
-            fixture::forward_all("tcp://nobody.internal:9"),
+        // Two endpoints on one edge and one agent: one forwards to the URL the agent
+        // serves, one to a URL nobody serves. The first is the positive control: the
+        // same client, at the same moment, through the same edge, gets through.
+        let fx = Fixture::new();
+        let echo = Echo::start();
+        let cfg = fx.write(
+            "edge.yml",
+            &fx.edge_yaml(
+                "127.0.0.1:0",
+                &[
+                    ("127.0.0.1:0", fixture::forward_all(ECHO_URL)),
+                    ("127.0.0.2:0", fixture::forward_all("tcp://nobody.internal:9")),
+                ],
+            ),
         );
-        assert!(client::is_refused(None, t.public));
-        assert_eq!(t.echo.accepted(), 0);
+        let mut edge = Sluice::edge(&cfg, driver);
+        let (agent_addr, eps) = edge.edge_addrs(2);
+        let (served, unserved) = if eps[0].ip().to_string() == "127.0.0.1" {
+            (eps[0], eps[1])
+        } else {
+            (eps[1], eps[0])
+        };
+        let mut agent = Sluice::agent(
+            &fx.write(
+                "agent.yml",
+                &fx.agent_yaml(&fx.token, agent_addr, "tcp", &[(ECHO_URL, echo.addr)]),
+            ),
+            driver,
+        );
+        agent.wait_for("endpoint bound");
+        for i in 0..3u64 {
+            client::echo_ok(None, served, &common::payload(i, 100)).unwrap();
+            assert!(client::is_refused(None, unserved), "{driver}: served");
+        }
+        // The refusals are the missing agent's, as the edge says, and nothing reached
+        // the one upstream.
+        edge.wait_for_n("the reason logged", 1, |v| {
+            v["message"] == "no agent serves the target" && v["endpoint"] == "tcp://127.0.0.2:0"
+        });
+        assert_eq!(echo.accepted(), 3, "{driver}");
     }
 }
 

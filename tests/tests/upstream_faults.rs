@@ -15,7 +15,7 @@ use std::{
 };
 
 use sluice_tests::{
-    admin::Admin,
+    admin,
     client,
     faults::{self, Resetter, Silent},
     fixture::{self, Fixture},
@@ -211,15 +211,10 @@ fn census(s: &Setup) -> (Census, Census) {
 
 /// The agent's `upstream_failed` stream count for `url`, from its metrics listener.
 fn upstream_failures(s: &Setup, url: &str) -> u64 {
-    let text = Admin::new(s.agent_metrics, "")
-        .with_key(None)
-        .call("GET", "/metrics", None)
-        .text;
-    let series =
-        format!("sluice_agent_streams_total{{endpoint=\"{url}\",outcome=\"upstream_failed\"}} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(series.as_str()))
-        .map_or(0, |v| v.trim().parse().unwrap())
+    admin::sample(
+        &admin::scrape(s.agent_metrics),
+        &format!("sluice_agent_streams_total{{endpoint=\"{url}\",outcome=\"upstream_failed\"}}"),
+    ) as u64
 }
 
 /// One round of every fault kind; the slowest close of each (reset, gone, silent).
