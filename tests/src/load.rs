@@ -13,7 +13,7 @@ use std::{
 
 use crate::client;
 
-/// A connection taking at least this long is recorded as slow.
+/// A connection taking at least this long is recorded as slow (by [`Load::start`]).
 pub const SLOW: Duration = Duration::from_secs(1);
 
 #[derive(Default)]
@@ -33,6 +33,11 @@ pub struct Load {
 impl Load {
     /// Starts `threads` client threads against `public`.
     pub fn start(public: SocketAddr, threads: usize) -> Load {
+        Load::start_with_slow(public, threads, SLOW)
+    }
+
+    /// Like [`Load::start`], recording connections that take at least `slow` as slow.
+    pub fn start_with_slow(public: SocketAddr, threads: usize, slow: Duration) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let seen = Arc::new(Seen::default());
         let threads = (0..threads)
@@ -54,7 +59,7 @@ impl Load {
                                 .push((started, format!("{payload}: {e}"))),
                         }
                         let took = started.elapsed();
-                        if took >= SLOW {
+                        if took >= slow {
                             seen.slow.lock().unwrap().push((started, took));
                         }
                         i += 1;
@@ -89,7 +94,7 @@ impl Load {
         }
     }
 
-    /// How long each slow connection (see [`SLOW`]) started after `after` took.
+    /// How long each slow connection started after `after` took.
     pub fn slow_started_after(&self, after: Instant) -> Vec<Duration> {
         let slow = self.seen.slow.lock().unwrap();
         slow.iter()
