@@ -145,6 +145,21 @@ fn partition_and_heal(driver: &str, tag: &str) {
         .iter()
         .filter(|w| **w > Duration::from_secs(1))
         .count();
+    // The replay happened, and is what held them: the edge failed connections over
+    // from the silent member (edge/open.rs logs each), and every connection held past
+    // a second was one of those (a connection served at once by B takes milliseconds;
+    // a held one waits for the verdict on A).
+    let replayed = edge.count(|v| {
+        v["message"] == "pool member unusable; failing over" && v["session"] == session_a
+    });
+    assert!(
+        replayed >= 1,
+        "{driver}: no connection in the detection window was replayed from the silent member"
+    );
+    assert!(
+        waited <= replayed,
+        "{driver}: {waited} connections held, only {replayed} replayed from the silent member"
+    );
     // Detection (bounded above) plus the replay on the other member.
     assert!(
         longest <= TOLERANCE + MARGIN + Duration::from_millis(500),

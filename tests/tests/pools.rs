@@ -341,7 +341,31 @@ fn a_member_whose_upstream_stops_turns_unhealthy_loses_no_connection_and_rejoins
             failures.len(),
             ok + failures.len()
         );
+        // Suspicion (edge/open.rs) follows a failed attempt on a member: only the
+        // member whose upstream stopped is ever suspect, each mark after one of its
+        // failovers, and every failover went to another member (none lost, above).
         let suspect = edge.count(|v| v["message"] == "pool member suspect");
+        let suspect_member = edge.count(|v| {
+            v["message"] == "pool member suspect" && v["session"] == member
+        });
+        let failovers = edge.count(|v| {
+            v["message"] == "pool member unusable; failing over" && v["session"] == member
+        });
+        let other_failovers = edge.count(|v| {
+            v["message"] == "pool member unusable; failing over" && v["session"] != member
+        });
+        assert_eq!(
+            suspect, suspect_member,
+            "{driver}/{transport}: a member whose upstream was fine was marked suspect"
+        );
+        assert!(
+            suspect <= failovers,
+            "{driver}/{transport}: {suspect} suspect marks after {failovers} failed attempts"
+        );
+        assert_eq!(
+            other_failovers, 0,
+            "{driver}/{transport}: attempts failed on healthy members"
+        );
         eprintln!(
             "{driver}/{transport}: upstream stop/start: {ok} ok, {} failed (in flight at the stop), suspect marks {suspect}",
             at_stop.len()
