@@ -134,3 +134,25 @@ pub fn allow_only(allow: &[&str], url: &str) -> String {
 pub fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap()
 }
+
+/// The first of `n` consecutive ports on `ip` that were all free a moment ago: the
+/// kernel picks the first (bind to port 0), the test binds the following ones, and
+/// all are released just before returning. Another process may still take one
+/// before the caller binds it: callers retry on collision (see
+/// [`crate::process::Sluice::edge_on_fixed_ports`] and the reserved-range test).
+pub fn free_port_range(ip: std::net::IpAddr, n: u16) -> u16 {
+    for _ in 0..1000 {
+        let first = std::net::TcpListener::bind((ip, 0)).unwrap();
+        let start = first.local_addr().unwrap().port();
+        if u32::from(start) + u32::from(n) > 65_535 {
+            continue;
+        }
+        let rest: Result<Vec<_>, _> = (1..n)
+            .map(|i| std::net::TcpListener::bind((ip, start + i)))
+            .collect();
+        if rest.is_ok() {
+            return start;
+        }
+    }
+    panic!("no {n} consecutive free ports on {ip}");
+}

@@ -856,22 +856,43 @@ fn deleting_an_endpoint_stops_new_connections_and_lets_established_ones_finish()
     let upstream = Echo::start();
     let mut agent = start_agent(&fx, "agent.yml", &fx.token, agent_addr, upstream.addr);
     agent.wait_for("endpoint bound");
-    let ra = admin.create(
-        "/v1/reserved_addrs",
-        json!({ "addr": "127.0.0.1:23810-23819", "description": "db" }),
-    );
-    let ep = admin.create(
-        "/v1/endpoints",
-        json!({ "reserved_addr_id": ra["id"], "traffic_policy": fixture::forward_all(URL) }),
-    );
+    // A range of 10 loopback ports, free when found; another process may take one
+    // before the edge binds it, so a failed endpoint creation is retried on a new
+    // range.
+    let (start, ra, ep) = (0..20)
+        .find_map(|_| {
+            let start = fixture::free_port_range("127.0.0.1".parse().unwrap(), 10);
+            let ra = admin.create(
+                "/v1/reserved_addrs",
+                json!({ "addr": format!("127.0.0.1:{start}-{}", start + 9), "description": "db" }),
+            );
+            let ep = admin.call(
+                "POST",
+                "/v1/endpoints",
+                Some(
+                    json!({ "reserved_addr_id": ra["id"], "traffic_policy": fixture::forward_all(URL) }),
+                ),
+            );
+            if ep.status == 201 {
+                return Some((start, ra, ep.body));
+            }
+            let rid = ra["id"].as_str().unwrap();
+            eprintln!("reserved range {start}: endpoint not created ({}); another range", ep.text);
+            assert_eq!(
+                admin.call("DELETE", &format!("/v1/reserved_addrs/{rid}"), None).status,
+                204
+            );
+            None
+        })
+        .expect("an endpoint on a reserved range within 20 tries");
     let public = endpoint_addr(&ep);
-    assert!((23810..=23819).contains(&public.port()), "{ep}");
+    assert!((start..=start + 9).contains(&public.port()), "{ep}");
     // A port of the reservation cannot be taken without it.
     let a = admin.call(
         "POST",
         "/v1/endpoints",
         Some(
-            json!({ "url": "tcp://127.0.0.1:23815", "traffic_policy": fixture::forward_all(URL) }),
+            json!({ "url": format!("tcp://127.0.0.1:{}", start + 5), "traffic_policy": fixture::forward_all(URL) }),
         ),
     );
     assert_eq!(a.status, 409, "{}", a.text);

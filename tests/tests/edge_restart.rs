@@ -13,8 +13,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{Tunnel, ECHO_URL};
-use sluice_tests::{client, fixture, process::Sluice, DRIVERS};
+use common::Tunnel;
+use sluice_tests::{client, DRIVERS};
 
 /// Hang guard only: the agent's redial backoff (agent/control.rs) doubles from 0.5 s
 /// up to 30 s, so a redial comes within 30 s (+25% jitter) whatever happened before.
@@ -74,15 +74,7 @@ fn after_the_edge_is_killed_or_stopped_and_restarted_the_agent_heals_within_seco
             }
             t.agent
                 .wait_for("session with the edge ended; reconnecting");
-            let edge_cfg = t.fx.write(
-                "edge2.yml",
-                &t.fx.edge_yaml(
-                    &t.agent_addr.to_string(),
-                    &[(&t.public.to_string(), fixture::forward_all(ECHO_URL))],
-                ),
-            );
-            let mut edge = Sluice::edge(&edge_cfg, driver);
-            edge.edge_addrs(1);
+            let edge = t.restart_edge_on_same_ports(driver);
             let back = Instant::now();
             let failed_dials_at_back = t.agent.count(|v| v["message"] == REDIAL_FAILED);
             let ok_at_back = ok.load(Ordering::Relaxed);

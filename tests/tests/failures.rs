@@ -140,15 +140,7 @@ fn the_agent_heals_by_itself_after_the_edge_is_killed_and_restarted() {
         t.agent
             .wait_for("session with the edge ended; reconnecting");
         // Same ports as before, so the agent's config still points at the edge.
-        let edge_cfg = t.fx.write(
-            "edge2.yml",
-            &t.fx.edge_yaml(
-                &t.agent_addr.to_string(),
-                &[(&t.public.to_string(), fixture::forward_all(ECHO_URL))],
-            ),
-        );
-        let mut edge = Sluice::edge(&edge_cfg, driver);
-        edge.edge_addrs(1);
+        let mut edge = t.restart_edge_on_same_ports(driver);
         edge.wait_for("endpoint bound");
         client::wait_until_echo(t.public, std::time::Duration::from_secs(20)).unwrap();
         client::echo_ok(None, t.public, &common::payload(1, 100_000)).unwrap();

@@ -91,6 +91,23 @@ impl Tunnel {
         }
     }
 
+    /// Starts a new edge on this tunnel's agent port and public port (the old edge
+    /// must be gone), forwarding everything to the echo upstream, so the running
+    /// agent's config still points at it; retried while a port is taken meanwhile
+    /// ([`Sluice::edge_on_fixed_ports`]). Returns the new edge, its listeners up.
+    pub fn restart_edge_on_same_ports(&self, driver: &str) -> Sluice {
+        let cfg = self.fx.write(
+            "edge-restarted.yml",
+            &self.fx.edge_yaml(
+                &self.agent_addr.to_string(),
+                &[(&self.public.to_string(), fixture::forward_all(ECHO_URL))],
+            ),
+        );
+        let (edge, agent_addr, eps) = Sluice::edge_on_fixed_ports(&cfg, driver, 1);
+        assert_eq!((agent_addr, eps[0]), (self.agent_addr, self.public));
+        edge
+    }
+
     /// Starts a tunnel that forwards everything to the echo upstream.
     pub fn start(driver: &str, transport: &str) -> Tunnel {
         Tunnel::with_policy(driver, transport, fixture::forward_all(ECHO_URL))
