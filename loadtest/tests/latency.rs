@@ -44,7 +44,11 @@ fn closed_loop_percentiles_match_a_known_delay() {
 
 /// `per_connection` requests of 64 bytes on each of `connections` blocking std
 /// connections at once; every round trip in ms, sorted.
-fn control_latencies_ms(addr: std::net::SocketAddr, connections: usize, per_connection: usize) -> Vec<f64> {
+fn control_latencies_ms(
+    addr: std::net::SocketAddr,
+    connections: usize,
+    per_connection: usize,
+) -> Vec<f64> {
     use std::io::{Read, Write};
     let threads: Vec<_> = (0..connections)
         .map(|_| {
@@ -64,7 +68,10 @@ fn control_latencies_ms(addr: std::net::SocketAddr, connections: usize, per_conn
             })
         })
         .collect();
-    let mut all: Vec<f64> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
+    let mut all: Vec<f64> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
     all.sort_by(f64::total_cmp);
     all
 }

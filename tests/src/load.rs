@@ -16,6 +16,9 @@ use crate::client;
 /// A connection taking at least this long is recorded as slow (by [`Load::start`]).
 pub const SLOW: Duration = Duration::from_secs(1);
 
+/// Pause of a client thread after a failed connection.
+const FAILURE_PAUSE: Duration = Duration::from_millis(5);
+
 #[derive(Default)]
 struct Seen {
     ok: AtomicUsize,
@@ -52,11 +55,15 @@ impl Load {
                             Ok(()) => {
                                 seen.ok.fetch_add(1, Ordering::Relaxed);
                             }
-                            Err(e) => seen
-                                .failures
-                                .lock()
-                                .unwrap()
-                                .push((started, format!("{payload}: {e}"))),
+                            Err(e) => {
+                                seen.failures
+                                    .lock()
+                                    .unwrap()
+                                    .push((started, format!("{payload}: {e}")));
+                                // Refused while nothing listens (a restart): retry at
+                                // a modest pace rather than spin.
+                                std::thread::sleep(FAILURE_PAUSE);
+                            }
                         }
                         let took = started.elapsed();
                         if took >= slow {
@@ -77,6 +84,11 @@ impl Load {
     /// Connections that succeeded so far.
     pub fn ok(&self) -> usize {
         self.seen.ok.load(Ordering::Relaxed)
+    }
+
+    /// Connections that failed so far.
+    pub fn failed(&self) -> usize {
+        self.seen.failures.lock().unwrap().len()
     }
 
     /// Waits until `more` further connections succeeded (bounded: 30 s).

@@ -164,7 +164,11 @@ impl Sluice {
                     edge.log_text()
                 );
                 let lines = edge.log.lines.lock().unwrap();
-                drop(edge.log.changed.wait_timeout(lines, Duration::from_millis(50)));
+                drop(
+                    edge.log
+                        .changed
+                        .wait_timeout(lines, Duration::from_millis(50)),
+                );
             }
             let (code, log) = edge.wait_exit_and_log();
             let in_use = log.to_lowercase().contains("in use");
@@ -246,6 +250,17 @@ impl Sluice {
             eps.push(ep["addr"].as_str().unwrap().parse().unwrap());
         }
         (agent_addr, eps)
+    }
+
+    /// Waits for the edge's shared `tls://` listener (`tls_endpoints`); its address.
+    pub fn tls_endpoints_addr(&mut self) -> SocketAddr {
+        self.wait_for_n("tls listener", 1, |v| {
+            v["message"] == "listening" && v["kind"] == "tls-endpoints"
+        })["addr"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap()
     }
 
     /// The child's process id.

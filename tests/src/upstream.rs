@@ -341,29 +341,36 @@ impl Relay {
                     continue;
                 };
                 let _ = (client.set_nodelay(true), server.set_nodelay(true));
-                let pipe = |mut from: TcpStream, mut to: TcpStream, sink: Option<Arc<std::sync::Mutex<Vec<u8>>>>| {
-                    std::thread::spawn(move || {
-                        let mut buf = vec![0u8; 64 * 1024];
-                        loop {
-                            match from.read(&mut buf) {
-                                Ok(0) | Err(_) => {
-                                    let _ = to.shutdown(std::net::Shutdown::Write);
-                                    return;
-                                }
-                                Ok(n) => {
-                                    if let Some(sink) = &sink {
-                                        sink.lock().unwrap().extend_from_slice(&buf[..n]);
-                                    }
-                                    if to.write_all(&buf[..n]).is_err() {
-                                        let _ = from.shutdown(std::net::Shutdown::Read);
+                let pipe =
+                    |mut from: TcpStream,
+                     mut to: TcpStream,
+                     sink: Option<Arc<std::sync::Mutex<Vec<u8>>>>| {
+                        std::thread::spawn(move || {
+                            let mut buf = vec![0u8; 64 * 1024];
+                            loop {
+                                match from.read(&mut buf) {
+                                    Ok(0) | Err(_) => {
+                                        let _ = to.shutdown(std::net::Shutdown::Write);
                                         return;
+                                    }
+                                    Ok(n) => {
+                                        if let Some(sink) = &sink {
+                                            sink.lock().unwrap().extend_from_slice(&buf[..n]);
+                                        }
+                                        if to.write_all(&buf[..n]).is_err() {
+                                            let _ = from.shutdown(std::net::Shutdown::Read);
+                                            return;
+                                        }
                                     }
                                 }
                             }
-                        }
-                    });
-                };
-                pipe(client.try_clone().unwrap(), server.try_clone().unwrap(), None);
+                        });
+                    };
+                pipe(
+                    client.try_clone().unwrap(),
+                    server.try_clone().unwrap(),
+                    None,
+                );
                 pipe(server, client, Some(sink.clone()));
             }
         });

@@ -662,9 +662,11 @@ fn sighup_with_a_broken_config_keeps_the_old_one_and_a_good_edit_applies() {
     });
     client::echo_ok(None, first, b"still serving").unwrap();
     // Audit events are stored through a queue, a moment after the log line.
-    wait_until("the config.reload_failed event", Duration::from_secs(5), || {
-        !event_types(&admin, "type=config.reload_failed").is_empty()
-    });
+    wait_until(
+        "the config.reload_failed event",
+        Duration::from_secs(5),
+        || !event_types(&admin, "type=config.reload_failed").is_empty(),
+    );
 
     // Good edit: a second endpoint that only allows 127.0.0.2, picked up from the
     // file changing (no signal).
@@ -688,12 +690,22 @@ fn sighup_with_a_broken_config_keeps_the_old_one_and_a_good_edit_applies() {
         .unwrap();
     // Its policy is in force: the one allowed source is served, at the same moment
     // as the refusal of another.
-    client::echo_ok(Some("127.0.0.2".parse().unwrap()), second, b"allowed source").unwrap();
+    client::echo_ok(
+        Some("127.0.0.2".parse().unwrap()),
+        second,
+        b"allowed source",
+    )
+    .unwrap();
     assert!(
         client::is_refused(None, second),
         "the new endpoint's policy is not in force"
     );
-    client::echo_ok(Some("127.0.0.2".parse().unwrap()), second, b"allowed source").unwrap();
+    client::echo_ok(
+        Some("127.0.0.2".parse().unwrap()),
+        second,
+        b"allowed source",
+    )
+    .unwrap();
     client::echo_ok(None, first, b"first endpoint untouched").unwrap();
 
     // A change a reload cannot apply (the agent port) says so, and the rest applies.

@@ -13,8 +13,7 @@
 mod common;
 
 use std::{
-    io::{Read, Write},
-    net::{SocketAddr, TcpStream},
+    net::TcpStream,
     time::{Duration, Instant},
 };
 
@@ -38,28 +37,6 @@ const REFUSED_CLIENTS: usize = 12;
 /// The agents' `data_channels` and `heartbeat_interval` (fixture's agent_yaml).
 const DATA_CHANNELS: usize = 4;
 const HEARTBEAT_SECS: usize = 1;
-
-/// Connects, sends a probe and waits for the connection to end; how long that took,
-/// or a panic if it was echoed (served) or still open after `limit`.
-fn closed_unserved(public: SocketAddr, limit: Duration) -> Duration {
-    let started = Instant::now();
-    let mut s = match client::connect_from(None, public) {
-        Ok(s) => s,
-        // Reset before connect(2) even returned: closed at once.
-        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return started.elapsed(),
-        Err(e) => panic!("connect: {e}"),
-    };
-    s.set_read_timeout(Some(limit)).unwrap();
-    let _ = s.write_all(b"probe");
-    let mut buf = [0u8; 16];
-    match s.read(&mut buf) {
-        Ok(0) => {}
-        Ok(n) => panic!("served while the agent had no descriptors: {n} bytes echoed"),
-        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
-        Err(e) => panic!("not closed within {limit:?}: {e}"),
-    }
-    started.elapsed()
-}
 
 #[test]
 fn out_of_descriptors_the_agent_keeps_its_streams_closes_new_ones_promptly_and_recovers() {
@@ -94,7 +71,11 @@ fn out_of_descriptors_the_agent_keeps_its_streams_closes_new_ones_promptly_and_r
         let closers: Vec<_> = (0..REFUSED_CLIENTS)
             .map(|_| {
                 let public = t.public;
-                std::thread::spawn(move || closed_unserved(public, CHANNEL_WAIT * 2))
+                std::thread::spawn(move || {
+                    client::closed_unanswered(public, b"probe", CHANNEL_WAIT * 2).unwrap_or_else(
+                        |e| panic!("a new connection while the agent had no descriptors: {e}"),
+                    )
+                })
             })
             .collect();
         let slowest = closers
@@ -192,12 +173,10 @@ fn a_pool_member_out_of_descriptors_loses_no_connection_and_rejoins() {
         .iter()
         .enumerate()
         .map(|(i, up)| {
-            let yaml = fx
-                .agent_yaml(&fx.token, agent_addr, "tcp", &[(URL, up.addr)])
-                .replace(
-                    &format!("  - url: {URL}\n"),
-                    &format!("  - url: {URL}\n    pooling_enabled: true\n"),
-                );
+            let yaml = fixture::pooled(
+                &fx.agent_yaml(&fx.token, agent_addr, "tcp", &[(URL, up.addr)]),
+                URL,
+            );
             let mut agent = Sluice::agent(&fx.write(&format!("member{i}.yml"), &yaml), driver);
             agent.wait_for("endpoint bound");
             agent

@@ -60,7 +60,10 @@ fn a_target_no_agent_serves_is_closed_at_once() {
                 "127.0.0.1:0",
                 &[
                     ("127.0.0.1:0", fixture::forward_all(ECHO_URL)),
-                    ("127.0.0.2:0", fixture::forward_all("tcp://nobody.internal:9")),
+                    (
+                        "127.0.0.2:0",
+                        fixture::forward_all("tcp://nobody.internal:9"),
+                    ),
                 ],
             ),
         );

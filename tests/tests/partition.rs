@@ -32,12 +32,8 @@ fn pooled_agent_yaml(
     upstream: std::net::SocketAddr,
 ) -> String {
     // No health checks: the upstreams must see only the tunneled connections.
-    fx.agent_yaml(&fx.token, edge, "tcp", &[(URL, upstream)])
-        .replace("\" }", "\", health_check: { enabled: false } }")
-        .replace(
-            &format!("  - url: {URL}\n"),
-            &format!("  - url: {URL}\n    pooling_enabled: true\n"),
-        )
+    let yaml = fx.agent_yaml(&fx.token, edge, "tcp", &[(URL, upstream)]);
+    fixture::pooled(&fixture::without_health_checks(&yaml), URL)
 }
 
 fn session_of(edge: &mut Sluice, peer_ip: &str, nth: usize) -> u64 {

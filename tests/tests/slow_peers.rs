@@ -50,23 +50,14 @@ fn start(driver: &str) -> Edge {
     let tls_up = TlsEcho::start(&["app.acme.example"]);
     let echo = Echo::start();
     let edge_yaml = format!(
-        "version: 1\nworkers: 2\nagents:\n  listen: 127.0.0.1:0\n  tls: {{ cert: edge.crt, key: edge.key }}\n  plain_channels: true\n\
-         tls_endpoints:\n  listen: 127.0.0.1:0\n\
-         service_users:\n  - name: t\n    authtokens: [\"{}\"]\n\
-         endpoints:\n  - url: tls://app.acme.example\n    traffic_policy: {}\n  - url: tcp://127.0.0.1:0\n    traffic_policy: {}\n",
-        fx.token_hash,
+        "{}  - url: tls://app.acme.example\n    traffic_policy: {}\n  - url: tcp://127.0.0.1:0\n    traffic_policy: {}\n",
+        fx.tls_edge_head(),
         fixture::forward_all("tls://app.internal:443"),
         fixture::forward_all("tcp://echo.internal:7"),
     );
     let mut edge = Sluice::edge(&fx.write("edge.yml", &edge_yaml), driver);
     let (agent_port, eps) = edge.edge_addrs(1);
-    let tls_port = edge.wait_for_n("tls listener", 1, |v| {
-        v["message"] == "listening" && v["kind"] == "tls-endpoints"
-    })["addr"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let tls_port = edge.tls_endpoints_addr();
     let agent_yaml = fx.agent_yaml(
         &fx.token,
         agent_port,
@@ -252,7 +243,15 @@ fn run(driver: &'static str) {
         "silent connection on the agent port",
         spawn_each(&|i| {
             let ready = ready.clone();
-            Box::new(move || stall(agent, &[], Vec::new(), ready, format!("{driver}: silent {i}")))
+            Box::new(move || {
+                stall(
+                    agent,
+                    &[],
+                    Vec::new(),
+                    ready,
+                    format!("{driver}: silent {i}"),
+                )
+            })
         }),
     ));
     kinds.push((
@@ -260,7 +259,13 @@ fn run(driver: &'static str) {
         spawn_each(&|i| {
             let (hello, ready) = (hello.clone(), ready.clone());
             Box::new(move || {
-                stall(agent, &[], hello, ready, format!("{driver}: slow agent tls {i}"))
+                stall(
+                    agent,
+                    &[],
+                    hello,
+                    ready,
+                    format!("{driver}: slow agent tls {i}"),
+                )
             })
         }),
     ));

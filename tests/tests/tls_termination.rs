@@ -20,12 +20,7 @@ use sluice_tests::{
 const TRANSPORTS: [&str; 2] = ["tcp", "tls"];
 
 fn edge_head(fx: &Fixture) -> String {
-    format!(
-        "version: 1\nworkers: 2\nagents:\n  listen: 127.0.0.1:0\n  tls: {{ cert: edge.crt, key: edge.key }}\n  plain_channels: true\n\
-         tls_endpoints:\n  listen: 127.0.0.1:0\n\
-         service_users:\n  - name: t\n    authtokens: [\"{}\"]\nendpoints:\n",
-        fx.token_hash
-    )
+    fx.tls_edge_head()
 }
 
 fn agent_head(fx: &Fixture, edge: SocketAddr, transport: &str) -> String {
@@ -45,13 +40,7 @@ fn start_edge(
 ) -> (Sluice, SocketAddr, SocketAddr, Vec<SocketAddr>) {
     let mut edge = Sluice::edge(&fx.write("edge.yml", yaml), DRIVERS[0]);
     let (agent_addr, tcp) = edge.edge_addrs(tcp_endpoints);
-    let tls_port = edge.wait_for_n("tls listener", 1, |v| {
-        v["message"] == "listening" && v["kind"] == "tls-endpoints"
-    })["addr"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let tls_port = edge.tls_endpoints_addr();
     (edge, agent_addr, tls_port, tcp)
 }
 
@@ -177,7 +166,10 @@ fn agent_terminates_mtls_and_refuses_clients_without_a_trusted_certificate() {
                     String::from_utf8_lossy(&payload)
                 );
             }
-            assert!(!holds(&big[1000..1064]), "{transport}: the edge sent plaintext");
+            assert!(
+                !holds(&big[1000..1064]),
+                "{transport}: the edge sent plaintext"
+            );
         }
     }
 }
