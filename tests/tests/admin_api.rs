@@ -59,6 +59,33 @@ fn start_edge_with(cfg: &std::path::Path, flags: &[&str]) -> (Sluice, SocketAddr
     (edge, agent_addr, Admin::new(addr, API_KEY))
 }
 
+/// Starts the edge again on `cfg` after it stopped: its stored endpoints come back
+/// on the ports they had, which any process (a client's ephemeral port included) may
+/// have taken meanwhile. An edge that could not serve one because its address was in
+/// use is stopped (by PID) and started again, within the usual deadline.
+fn restart_edge(cfg: &std::path::Path) -> (Sluice, SocketAddr, Admin) {
+    let deadline = Instant::now() + sluice_tests::process::WAIT;
+    loop {
+        let (mut edge, agent_addr, admin) = start_edge(cfg);
+        let unserved = admin.get("/v1/endpoints")["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["listen_addr"].as_str().unwrap_or_default().is_empty());
+        if !unserved {
+            return (edge, agent_addr, admin);
+        }
+        let log = edge.log_text();
+        assert!(
+            log.contains("stored endpoint not served")
+                && log.to_lowercase().contains("in use")
+                && Instant::now() < deadline,
+            "a stored endpoint is not served after the restart:\n{log}"
+        );
+        edge.kill();
+    }
+}
+
 fn start_agent(
     fx: &Fixture,
     name: &str,
@@ -409,7 +436,7 @@ fn restart_and_kill_9_keep_every_object_and_event() {
         }
         // Same config, new process: the agent port is ephemeral, so the agent is
         // restarted pointing at the new one.
-        let (new_edge, new_agent_addr, new_admin) = start_edge(&cfg);
+        let (new_edge, new_agent_addr, new_admin) = restart_edge(&cfg);
         edge = new_edge;
         let tokens =
             new_admin.get(&format!("/v1/service_users/{made_id}/authtokens"))["items"].clone();
