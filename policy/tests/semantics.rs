@@ -2,7 +2,7 @@
 //! explanations, and the hot-swap handle under concurrent readers.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 
 use sluice_policy::{Cause, Outcome, PolicyHandle, Scheme, TrafficPolicy};
@@ -212,14 +212,19 @@ fn hot_swap_readers_see_whole_policies() {
     };
     let handle = PolicyHandle::new(build(0));
     let done = Arc::new(AtomicBool::new(false));
+    // The newest generation any reader has seen: the writer stores the next one only
+    // once a reader has seen the last, so readers and writer overlap on every
+    // generation whatever the scheduling (no sleeps: each side waits on the other).
+    let newest_seen = Arc::new(AtomicU32::new(0));
     let readers: Vec<_> = (0..3)
         .map(|_| {
             let handle = handle.clone();
             let done = done.clone();
+            let newest_seen = newest_seen.clone();
             std::thread::spawn(move || {
                 let mut reader = handle.reader();
                 let mut last = 0u32;
-                let mut seen = 0u64;
+                let mut seen = std::collections::BTreeSet::new();
                 loop {
                     let finished = done.load(Ordering::Acquire);
                     let p = reader.load();
@@ -232,7 +237,8 @@ fn hot_swap_readers_see_whole_policies() {
                     last = g;
                     assert!(p.evaluate(sa(&format!("10.0.{g}.1"))).is_allowed());
                     assert!(!p.evaluate(sa(&format!("10.0.{}.1", g + 1))).is_allowed());
-                    seen += 1;
+                    seen.insert(g);
+                    newest_seen.fetch_max(g, Ordering::AcqRel);
                     if finished && last == GENERATIONS {
                         return seen;
                     }
@@ -245,14 +251,31 @@ fn hot_swap_readers_see_whole_policies() {
         })
         .collect();
     for g in 1..=GENERATIONS {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while newest_seen.load(Ordering::Acquire) < g - 1 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no reader saw generation {} within 30 s",
+                g - 1
+            );
+            std::thread::yield_now();
+        }
         let report = handle.store(build(g));
         assert_eq!(report.generation, u64::from(g));
         assert!(report.build.duration > std::time::Duration::ZERO);
     }
     done.store(true, Ordering::Release);
+    // Every generation was seen whole by some reader while the writer was running:
+    // the checks above ran against each of the 41 tables, not only the last.
+    let mut seen = std::collections::BTreeSet::new();
     for r in readers {
-        assert!(r.join().unwrap() > 0);
+        seen.extend(r.join().unwrap());
     }
+    assert_eq!(
+        seen,
+        (0..=GENERATIONS).collect(),
+        "generations no reader checked"
+    );
     assert_eq!(handle.generation(), u64::from(GENERATIONS));
     assert_eq!(
         handle

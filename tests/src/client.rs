@@ -97,6 +97,42 @@ pub fn closed_within(s: &mut TcpStream, wait: Duration) -> bool {
     }
 }
 
+/// Connects to `target`, sends `probe` and waits up to `limit` for the far end to end
+/// the connection (EOF, or a reset, one arriving before `connect` returned included)
+/// without answering a byte. Ok: how long after connecting began it was closed. Err
+/// says what happened instead: bytes came back, still open after `limit`, or another
+/// failure.
+pub fn closed_unanswered(
+    target: SocketAddr,
+    probe: &[u8],
+    limit: Duration,
+) -> Result<Duration, String> {
+    let started = std::time::Instant::now();
+    let mut s = match connect_from(None, target) {
+        Ok(s) => s,
+        Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return Ok(started.elapsed()),
+        Err(e) => return Err(format!("connect: {e}")),
+    };
+    s.set_read_timeout(Some(limit)).map_err(|e| e.to_string())?;
+    // The write may already fail when the close was quick; only the close matters.
+    let _ = s.write_all(probe);
+    let mut buf = [0u8; 1024];
+    match s.read(&mut buf) {
+        Ok(0) => Ok(started.elapsed()),
+        Ok(n) => Err(format!("answered: {n} bytes came back")),
+        Err(e) if e.kind() == io::ErrorKind::ConnectionReset => Ok(started.elapsed()),
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ) =>
+        {
+            Err(format!("still open after {:?}", started.elapsed()))
+        }
+        Err(e) => Err(format!("read: {e}")),
+    }
+}
+
 /// Tries a small echo until it succeeds or `deadline` passes; for waiting until a
 /// tunnel is usable (after a restart) without sleeping blindly.
 pub fn wait_until_echo(target: SocketAddr, deadline: Duration) -> io::Result<()> {

@@ -76,6 +76,18 @@ impl Fixture {
         yaml
     }
 
+    /// The head of an edge config with the shared `tls://` listener
+    /// (`tls_endpoints`, 127.0.0.1:0) besides the agent port: everything up to
+    /// `endpoints:`, for the caller to append endpoint entries (`  - url: …`).
+    pub fn tls_edge_head(&self) -> String {
+        format!(
+            "version: 1\nworkers: 2\nagents:\n  listen: 127.0.0.1:0\n  tls: {{ cert: edge.crt, key: edge.key }}\n  plain_channels: true\n\
+             tls_endpoints:\n  listen: 127.0.0.1:0\n\
+             service_users:\n  - name: t\n    authtokens: [\"{}\"]\nendpoints:\n",
+            self.token_hash
+        )
+    }
+
     /// An agent config dialing `edge`, binding each `(internal url, upstream)`.
     pub fn agent_yaml(
         &self,
@@ -112,6 +124,23 @@ pub fn token_hash(token: &str) -> String {
     format!("sha256:{hex}")
 }
 
+/// `agent_yaml` (from [`Fixture::agent_yaml`]) with `pooling_enabled: true` on the
+/// endpoint binding `url`.
+pub fn pooled(agent_yaml: &str, url: &str) -> String {
+    let entry = format!("  - url: {url}\n");
+    assert!(
+        agent_yaml.contains(&entry),
+        "no endpoint {url} in:\n{agent_yaml}"
+    );
+    agent_yaml.replace(&entry, &format!("{entry}    pooling_enabled: true\n"))
+}
+
+/// `agent_yaml` (from [`Fixture::agent_yaml`]) with upstream health checks off on
+/// every endpoint, so upstreams see only tunneled connections.
+pub fn without_health_checks(agent_yaml: &str) -> String {
+    agent_yaml.replace("\" }", "\", health_check: { enabled: false } }")
+}
+
 /// A policy forwarding every connection to `url`.
 pub fn forward_all(url: &str) -> String {
     format!("{{ on_tcp_connect: [ {{ actions: [ {{ type: forward-internal, config: {{ url: \"{url}\" }} }} ] }} ] }}")
@@ -133,4 +162,31 @@ pub fn allow_only(allow: &[&str], url: &str) -> String {
 /// Reads a whole file (for assertions).
 pub fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap()
+}
+
+/// The first of `n` consecutive ports on `ip` that were all free a moment ago: the
+/// test binds them all and releases them just before returning. They are looked for
+/// below the kernel's ephemeral range (`ip_local_port_range`), where no connect(2)
+/// takes ports by itself (inside it, ports in TIME_WAIT from busy tests make runs of
+/// free ports rare), starting at random places. Another process may still take one
+/// before the caller binds it: callers retry on collision (see the reserved-range
+/// test in admin_api.rs).
+pub fn free_port_range(ip: std::net::IpAddr, n: u16) -> u16 {
+    let ephemeral_low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768);
+    let (low, high) = (ephemeral_low / 2, ephemeral_low - n);
+    let mut last = None;
+    for _ in 0..1000 {
+        let start = low + (rand::random::<u16>() % (high - low));
+        let taken: Result<Vec<_>, _> = (0..n)
+            .map(|i| std::net::TcpListener::bind((ip, start + i)))
+            .collect();
+        match taken {
+            Ok(_) => return start,
+            Err(e) => last = Some(e),
+        }
+    }
+    panic!("no {n} consecutive free ports on {ip} below {ephemeral_low}: {last:?}");
 }

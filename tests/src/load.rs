@@ -13,8 +13,11 @@ use std::{
 
 use crate::client;
 
-/// A connection taking at least this long is recorded as slow.
+/// A connection taking at least this long is recorded as slow (by [`Load::start`]).
 pub const SLOW: Duration = Duration::from_secs(1);
+
+/// Pause of a client thread after a failed connection.
+const FAILURE_PAUSE: Duration = Duration::from_millis(5);
 
 #[derive(Default)]
 struct Seen {
@@ -33,6 +36,11 @@ pub struct Load {
 impl Load {
     /// Starts `threads` client threads against `public`.
     pub fn start(public: SocketAddr, threads: usize) -> Load {
+        Load::start_with_slow(public, threads, SLOW)
+    }
+
+    /// Like [`Load::start`], recording connections that take at least `slow` as slow.
+    pub fn start_with_slow(public: SocketAddr, threads: usize, slow: Duration) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let seen = Arc::new(Seen::default());
         let threads = (0..threads)
@@ -47,14 +55,18 @@ impl Load {
                             Ok(()) => {
                                 seen.ok.fetch_add(1, Ordering::Relaxed);
                             }
-                            Err(e) => seen
-                                .failures
-                                .lock()
-                                .unwrap()
-                                .push((started, format!("{payload}: {e}"))),
+                            Err(e) => {
+                                seen.failures
+                                    .lock()
+                                    .unwrap()
+                                    .push((started, format!("{payload}: {e}")));
+                                // Refused while nothing listens (a restart): retry at
+                                // a modest pace rather than spin.
+                                std::thread::sleep(FAILURE_PAUSE);
+                            }
                         }
                         let took = started.elapsed();
-                        if took >= SLOW {
+                        if took >= slow {
                             seen.slow.lock().unwrap().push((started, took));
                         }
                         i += 1;
@@ -74,6 +86,11 @@ impl Load {
         self.seen.ok.load(Ordering::Relaxed)
     }
 
+    /// Connections that failed so far.
+    pub fn failed(&self) -> usize {
+        self.seen.failures.lock().unwrap().len()
+    }
+
     /// Waits until `more` further connections succeeded (bounded: 30 s).
     pub fn wait_for_more(&self, more: usize, what: &str) {
         let target = self.ok() + more;
@@ -89,7 +106,7 @@ impl Load {
         }
     }
 
-    /// How long each slow connection (see [`SLOW`]) started after `after` took.
+    /// How long each slow connection started after `after` took.
     pub fn slow_started_after(&self, after: Instant) -> Vec<Duration> {
         let slow = self.seen.slow.lock().unwrap();
         slow.iter()

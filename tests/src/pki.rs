@@ -11,7 +11,8 @@ use rcgen::{
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+/// The rustls crypto provider of every test peer.
+pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
@@ -93,14 +94,24 @@ impl Ca {
 
 /// A client config trusting `cas`, presenting `identity` when given.
 pub fn client_config(cas: &[&Ca], identity: Option<&Leaf>) -> Arc<ClientConfig> {
-    let mut roots = RootCertStore::empty();
-    for ca in cas {
-        roots.add(ca.der()).unwrap();
+    let roots: Vec<CertificateDer<'static>> = cas.iter().map(|ca| ca.der()).collect();
+    client_config_trusting(&roots, identity)
+}
+
+/// A client config trusting exactly `roots` (CA or self-signed certificates),
+/// presenting `identity` when given.
+pub fn client_config_trusting(
+    roots: &[CertificateDer<'static>],
+    identity: Option<&Leaf>,
+) -> Arc<ClientConfig> {
+    let mut store = RootCertStore::empty();
+    for root in roots {
+        store.add(root.clone()).unwrap();
     }
     let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .unwrap()
-        .with_root_certificates(roots);
+        .with_root_certificates(store);
     Arc::new(match identity {
         Some(leaf) => builder
             .with_client_auth_cert(vec![leaf.cert.clone()], leaf.key())
@@ -111,12 +122,20 @@ pub fn client_config(cas: &[&Ca], identity: Option<&Leaf>) -> Arc<ClientConfig> 
 
 /// A server config presenting `leaf`, no client authentication.
 pub fn server_config(leaf: &Leaf) -> Arc<ServerConfig> {
+    server_config_with(leaf.cert.clone(), leaf.key())
+}
+
+/// A server config presenting `cert` with `key`, no client authentication.
+pub fn server_config_with(
+    cert: CertificateDer<'static>,
+    key: PrivateKeyDer<'static>,
+) -> Arc<ServerConfig> {
     Arc::new(
         ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .unwrap()
             .with_no_client_auth()
-            .with_single_cert(vec![leaf.cert.clone()], leaf.key())
+            .with_single_cert(vec![cert], key)
             .unwrap(),
     )
 }

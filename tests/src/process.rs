@@ -132,6 +132,53 @@ impl Sluice {
         )
     }
 
+    /// Starts an edge whose config names fixed ports (e.g. the ports of an edge that
+    /// was stopped, to restart it "on the same ports"), and waits for its agent port
+    /// and `endpoints` endpoint listeners. Those ports were free when chosen, but any
+    /// process (a client's ephemeral port included) may have taken one since: an edge
+    /// that exits because an address is in use is started again, until `WAIT` runs
+    /// out. Returns the edge and its listening addresses.
+    pub fn edge_on_fixed_ports(
+        config: &Path,
+        driver: &str,
+        endpoints: usize,
+    ) -> (Sluice, SocketAddr, Vec<SocketAddr>) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let mut edge = Sluice::edge(config, driver);
+            let listening = |v: &Value| {
+                v["message"] == "listening" && (v["kind"] == "agents" || v["kind"] == "endpoint")
+            };
+            // Either every listener is up, or the process ended.
+            loop {
+                if edge.count(listening) > endpoints {
+                    let (agents, eps) = edge.edge_addrs(endpoints);
+                    return (edge, agents, eps);
+                }
+                if !edge.is_running() {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "edge on fixed ports: not listening in time:\n{}",
+                    edge.log_text()
+                );
+                let lines = edge.log.lines.lock().unwrap();
+                drop(
+                    edge.log
+                        .changed
+                        .wait_timeout(lines, Duration::from_millis(50)),
+                );
+            }
+            let (code, log) = edge.wait_exit_and_log();
+            let in_use = log.to_lowercase().contains("in use");
+            assert!(
+                in_use && Instant::now() < deadline,
+                "edge on fixed ports exited ({code:?}), not for a port in use:\n{log}"
+            );
+        }
+    }
+
     /// Starts an agent with the given config file.
     pub fn agent(config: &Path, driver: &str) -> Sluice {
         Sluice::start(
@@ -203,6 +250,17 @@ impl Sluice {
             eps.push(ep["addr"].as_str().unwrap().parse().unwrap());
         }
         (agent_addr, eps)
+    }
+
+    /// Waits for the edge's shared `tls://` listener (`tls_endpoints`); its address.
+    pub fn tls_endpoints_addr(&mut self) -> SocketAddr {
+        self.wait_for_n("tls listener", 1, |v| {
+            v["message"] == "listening" && v["kind"] == "tls-endpoints"
+        })["addr"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap()
     }
 
     /// The child's process id.

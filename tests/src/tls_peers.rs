@@ -10,14 +10,8 @@ use std::{
     },
 };
 
-use rustls::{
-    ClientConfig, ClientConnection, RootCertStore, ServerConfig, ServerConnection, StreamOwned,
-};
+use rustls::{ClientConfig, ClientConnection, ServerConfig, ServerConnection, StreamOwned};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
-
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
 
 /// An echo server that terminates TLS with a certificate for `names`.
 pub struct TlsEcho {
@@ -37,15 +31,7 @@ impl TlsEcho {
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
             certified.signing_key.serialize_der(),
         ));
-        let config = Arc::new(
-            ServerConfig::builder_with_provider(provider())
-                .with_safe_default_protocol_versions()
-                .unwrap()
-                .with_no_client_auth()
-                .with_single_cert(vec![cert.clone()], key)
-                .unwrap(),
-        );
-        TlsEcho::start_with(config, cert)
+        TlsEcho::start_with(crate::pki::server_config_with(cert.clone(), key), cert)
     }
 
     /// Starts on 127.0.0.1 with a free port, presenting `config`'s certificate `cert`.
@@ -97,17 +83,8 @@ impl TlsEcho {
 
 /// A client config trusting exactly `certs`.
 pub fn client_config(certs: &[&CertificateDer<'static>]) -> Arc<ClientConfig> {
-    let mut roots = RootCertStore::empty();
-    for c in certs {
-        roots.add((*c).clone()).unwrap();
-    }
-    Arc::new(
-        ClientConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth(),
-    )
+    let roots: Vec<CertificateDer<'static>> = certs.iter().map(|c| (*c).clone()).collect();
+    crate::pki::client_config_trusting(&roots, None)
 }
 
 /// Connects to `target`, sends the ClientHello in pieces of `piece` bytes (to make the

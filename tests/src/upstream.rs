@@ -318,3 +318,67 @@ impl Capture {
         self.received.lock().unwrap().clone()
     }
 }
+
+/// A transparent TCP relay to `target` that keeps every byte it forwarded from the
+/// target back to its clients: put between an agent and the edge's agent port, it
+/// shows what the edge sent over the control and data channels.
+pub struct Relay {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    from_target: Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl Relay {
+    /// Starts on 127.0.0.1 with a free port, relaying every connection to `target`.
+    pub fn start(target: SocketAddr) -> Relay {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let from_target = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = from_target.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(server) = TcpStream::connect(target) else {
+                    continue;
+                };
+                let _ = (client.set_nodelay(true), server.set_nodelay(true));
+                let pipe =
+                    |mut from: TcpStream,
+                     mut to: TcpStream,
+                     sink: Option<Arc<std::sync::Mutex<Vec<u8>>>>| {
+                        std::thread::spawn(move || {
+                            let mut buf = vec![0u8; 64 * 1024];
+                            loop {
+                                match from.read(&mut buf) {
+                                    Ok(0) | Err(_) => {
+                                        let _ = to.shutdown(std::net::Shutdown::Write);
+                                        return;
+                                    }
+                                    Ok(n) => {
+                                        if let Some(sink) = &sink {
+                                            sink.lock().unwrap().extend_from_slice(&buf[..n]);
+                                        }
+                                        if to.write_all(&buf[..n]).is_err() {
+                                            let _ = from.shutdown(std::net::Shutdown::Read);
+                                            return;
+                                        }
+                                    }
+                                }
+                            }
+                        });
+                    };
+                pipe(
+                    client.try_clone().unwrap(),
+                    server.try_clone().unwrap(),
+                    None,
+                );
+                pipe(server, client, Some(sink.clone()));
+            }
+        });
+        Relay { addr, from_target }
+    }
+
+    /// Every byte the target sent so far, over all connections.
+    pub fn from_target(&self) -> Vec<u8> {
+        self.from_target.lock().unwrap().clone()
+    }
+}

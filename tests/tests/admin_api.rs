@@ -13,7 +13,7 @@ use std::{
 
 use serde_json::{json, Value};
 use sluice_tests::{
-    admin::Admin,
+    admin::{sample, Admin},
     client,
     fixture::{self, Fixture},
     process::Sluice,
@@ -57,6 +57,33 @@ fn start_edge_with(cfg: &std::path::Path, flags: &[&str]) -> (Sluice, SocketAddr
     });
     let addr = admin["addr"].as_str().unwrap().parse().unwrap();
     (edge, agent_addr, Admin::new(addr, API_KEY))
+}
+
+/// Starts the edge again on `cfg` after it stopped: its stored endpoints come back
+/// on the ports they had, which any process (a client's ephemeral port included) may
+/// have taken meanwhile. An edge that could not serve one because its address was in
+/// use is stopped (by PID) and started again, within the usual deadline.
+fn restart_edge(cfg: &std::path::Path) -> (Sluice, SocketAddr, Admin) {
+    let deadline = Instant::now() + sluice_tests::process::WAIT;
+    loop {
+        let (mut edge, agent_addr, admin) = start_edge(cfg);
+        let unserved = admin.get("/v1/endpoints")["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["listen_addr"].as_str().unwrap_or_default().is_empty());
+        if !unserved {
+            return (edge, agent_addr, admin);
+        }
+        let log = edge.log_text();
+        assert!(
+            log.contains("stored endpoint not served")
+                && log.to_lowercase().contains("in use")
+                && Instant::now() < deadline,
+            "a stored endpoint is not served after the restart:\n{log}"
+        );
+        edge.kill();
+    }
 }
 
 fn start_agent(
@@ -217,6 +244,11 @@ fn lifecycle_user_token_agent_endpoint_policy_swap_and_revocation() {
         client::is_refused(None, public),
         "forwarded after revocation"
     );
+    // Refused because no agent serves the URL any more (the endpoint itself is fine:
+    // a new token's agent is served through it at the end of this test).
+    edge.wait_for_n("the refusal's reason", 1, |v| {
+        v["message"] == "no agent serves the target" && v["endpoint"] == "tcp://127.0.0.1:0"
+    });
     wait_until("the session to end", Duration::from_secs(5), || {
         admin.get("/v1/sessions")["items"]
             .as_array()
@@ -305,6 +337,22 @@ fn lifecycle_user_token_agent_endpoint_policy_swap_and_revocation() {
     // Token lists show when it was last used.
     let tokens = admin.get(&format!("/v1/service_users/{user_id}/authtokens"));
     assert!(tokens["items"][0]["last_used_at"].as_i64().is_some());
+
+    // Positive control for the refusals above: the same endpoint serves again as soon
+    // as an agent with a valid token binds the URL (the revoked one still retries).
+    let fresh = admin.create(
+        &format!("/v1/service_users/{user_id}/authtokens"),
+        json!({ "description": "replacement", "acl": ["bind:*.internal"] }),
+    );
+    let mut replacement = start_agent(
+        &fx,
+        "replacement.yml",
+        fresh["token"].as_str().unwrap(),
+        agent_addr,
+        upstream.addr,
+    );
+    replacement.wait_for("endpoint bound");
+    client::echo_ok(None, public, b"a valid token is served").unwrap();
 }
 
 #[test]
@@ -388,7 +436,7 @@ fn restart_and_kill_9_keep_every_object_and_event() {
         }
         // Same config, new process: the agent port is ephemeral, so the agent is
         // restarted pointing at the new one.
-        let (new_edge, new_agent_addr, new_admin) = start_edge(&cfg);
+        let (new_edge, new_agent_addr, new_admin) = restart_edge(&cfg);
         edge = new_edge;
         let tokens =
             new_admin.get(&format!("/v1/service_users/{made_id}/authtokens"))["items"].clone();
@@ -640,15 +688,20 @@ fn sighup_with_a_broken_config_keeps_the_old_one_and_a_good_edit_applies() {
             && v["trigger"] == "SIGHUP"
     });
     client::echo_ok(None, first, b"still serving").unwrap();
-    assert!(!event_types(&admin, "type=config.reload_failed").is_empty());
+    // Audit events are stored through a queue, a moment after the log line.
+    wait_until(
+        "the config.reload_failed event",
+        Duration::from_secs(5),
+        || !event_types(&admin, "type=config.reload_failed").is_empty(),
+    );
 
-    // Good edit: a second endpoint that only allows 10.0.0.0/8, picked up from the
+    // Good edit: a second endpoint that only allows 127.0.0.2, picked up from the
     // file changing (no signal).
     let edited = good.replace(
         "admin:",
         &format!(
             "  - url: tcp://127.0.0.1:0\n    traffic_policy: {}\nadmin:",
-            fixture::allow_only(&["10.0.0.0/8"], URL)
+            fixture::allow_only(&["127.0.0.2/32"], URL)
         ),
     );
     std::fs::write(&cfg, edited).unwrap();
@@ -662,10 +715,24 @@ fn sighup_with_a_broken_config_keeps_the_old_one_and_a_good_edit_applies() {
         .map(endpoint_addr)
         .find(|a| *a != first)
         .unwrap();
+    // Its policy is in force: the one allowed source is served, at the same moment
+    // as the refusal of another.
+    client::echo_ok(
+        Some("127.0.0.2".parse().unwrap()),
+        second,
+        b"allowed source",
+    )
+    .unwrap();
     assert!(
         client::is_refused(None, second),
         "the new endpoint's policy is not in force"
     );
+    client::echo_ok(
+        Some("127.0.0.2".parse().unwrap()),
+        second,
+        b"allowed source",
+    )
+    .unwrap();
     client::echo_ok(None, first, b"first endpoint untouched").unwrap();
 
     // A change a reload cannot apply (the agent port) says so, and the rest applies.
@@ -686,16 +753,6 @@ fn sighup_with_a_broken_config_keeps_the_old_one_and_a_good_edit_applies() {
     client::echo_ok(None, first, b"agent port unchanged").unwrap();
 }
 
-/// The value of one Prometheus sample (`name{labels}`), 0 when absent.
-fn sample(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix(series)
-                .and_then(|rest| rest.strip_prefix(' '))
-        })
-        .map_or(0.0, |v| v.trim().parse().unwrap())
-}
-
 #[test]
 fn metrics_change_as_traffic_flows_and_logs_are_json() {
     let fx = Fixture::new();
@@ -703,7 +760,7 @@ fn metrics_change_as_traffic_flows_and_logs_are_json() {
         &fx,
         &[
             ("127.0.0.1:0", fixture::forward_all(URL)),
-            ("127.0.0.2:0", fixture::allow_only(&["10.0.0.0/8"], URL)),
+            ("127.0.0.2:0", fixture::allow_only(&["127.0.0.3/32"], URL)),
         ],
     );
     let (edge, agent_addr, admin) = start_edge(&cfg);
@@ -752,6 +809,10 @@ fn metrics_change_as_traffic_flows_and_logs_are_json() {
     let unauthorised = admin.with_key(None).call("GET", "/metrics", None);
     assert_eq!(unauthorised.status, 401);
     let before = admin.call("GET", "/metrics", None).text;
+    // The endpoint that refuses this client serves the one source it allows (the
+    // positive control for the refusal).
+    let control = b"allowed source";
+    client::echo_ok(Some("127.0.0.3".parse().unwrap()), closed, control).unwrap();
     let payload = vec![7u8; 10_000];
     for _ in 0..3 {
         client::echo_ok(None, open, &payload).unwrap();
@@ -781,7 +842,7 @@ fn metrics_change_as_traffic_flows_and_logs_are_json() {
         1.0,
         "{after}"
     );
-    assert_eq!(delta(&series(&closed_id, &closed_url, "forwarded")), 0.0);
+    assert_eq!(delta(&series(&closed_id, &closed_url, "forwarded")), 1.0);
     let bytes_in = format!(
         "sluice_edge_bytes_total{{endpoint=\"{open_url}\",id=\"{open_id}\",direction=\"in\"}}"
     );
@@ -809,12 +870,16 @@ fn metrics_change_as_traffic_flows_and_logs_are_json() {
     };
     assert_eq!(
         sample(&agent_text, &agent_series("assigned")),
-        3.0,
+        4.0,
         "{agent_text}"
     );
     assert_eq!(sample(&agent_text, &agent_series("upstream_failed")), 0.0);
     let agent_bytes = format!("sluice_agent_bytes_total{{endpoint=\"{URL}\",direction=\"in\"}}");
-    assert_eq!(sample(&agent_text, &agent_bytes), 30_000.0, "{agent_text}");
+    assert_eq!(
+        sample(&agent_text, &agent_bytes),
+        30_000.0 + control.len() as f64,
+        "{agent_text}"
+    );
     assert_eq!(sample(&agent_text, "sluice_agent_session_up"), 1.0);
     assert_eq!(sample(&agent_text, "sluice_agent_sessions_total"), 1.0);
     assert!(sample(&agent_text, "sluice_agent_data_channels_opened_total") >= 4.0);
@@ -830,22 +895,43 @@ fn deleting_an_endpoint_stops_new_connections_and_lets_established_ones_finish()
     let upstream = Echo::start();
     let mut agent = start_agent(&fx, "agent.yml", &fx.token, agent_addr, upstream.addr);
     agent.wait_for("endpoint bound");
-    let ra = admin.create(
-        "/v1/reserved_addrs",
-        json!({ "addr": "127.0.0.1:23810-23819", "description": "db" }),
-    );
-    let ep = admin.create(
-        "/v1/endpoints",
-        json!({ "reserved_addr_id": ra["id"], "traffic_policy": fixture::forward_all(URL) }),
-    );
+    // A range of 10 loopback ports, free when found; another process may take one
+    // before the edge binds it, so a failed endpoint creation is retried on a new
+    // range.
+    let (start, ra, ep) = (0..20)
+        .find_map(|_| {
+            let start = fixture::free_port_range("127.0.0.1".parse().unwrap(), 10);
+            let ra = admin.create(
+                "/v1/reserved_addrs",
+                json!({ "addr": format!("127.0.0.1:{start}-{}", start + 9), "description": "db" }),
+            );
+            let ep = admin.call(
+                "POST",
+                "/v1/endpoints",
+                Some(
+                    json!({ "reserved_addr_id": ra["id"], "traffic_policy": fixture::forward_all(URL) }),
+                ),
+            );
+            if ep.status == 201 {
+                return Some((start, ra, ep.body));
+            }
+            let rid = ra["id"].as_str().unwrap();
+            eprintln!("reserved range {start}: endpoint not created ({}); another range", ep.text);
+            assert_eq!(
+                admin.call("DELETE", &format!("/v1/reserved_addrs/{rid}"), None).status,
+                204
+            );
+            None
+        })
+        .expect("an endpoint on a reserved range within 20 tries");
     let public = endpoint_addr(&ep);
-    assert!((23810..=23819).contains(&public.port()), "{ep}");
+    assert!((start..=start + 9).contains(&public.port()), "{ep}");
     // A port of the reservation cannot be taken without it.
     let a = admin.call(
         "POST",
         "/v1/endpoints",
         Some(
-            json!({ "url": "tcp://127.0.0.1:23815", "traffic_policy": fixture::forward_all(URL) }),
+            json!({ "url": format!("tcp://127.0.0.1:{}", start + 5), "traffic_policy": fixture::forward_all(URL) }),
         ),
     );
     assert_eq!(a.status, 409, "{}", a.text);

@@ -49,13 +49,49 @@ fn a_bad_token_is_refused_with_a_clear_error_and_disturbs_nobody() {
 #[test]
 fn a_target_no_agent_serves_is_closed_at_once() {
     for driver in DRIVERS {
-        let t = Tunnel::with_policy(
-            driver,
-            "tcp",
-            fixture::forward_all("tcp://nobody.internal:9"),
+        // Two endpoints on one edge and one agent: one forwards to the URL the agent
+        // serves, one to a URL nobody serves. The first is the positive control: the
+        // same client, at the same moment, through the same edge, gets through.
+        let fx = Fixture::new();
+        let echo = Echo::start();
+        let cfg = fx.write(
+            "edge.yml",
+            &fx.edge_yaml(
+                "127.0.0.1:0",
+                &[
+                    ("127.0.0.1:0", fixture::forward_all(ECHO_URL)),
+                    (
+                        "127.0.0.2:0",
+                        fixture::forward_all("tcp://nobody.internal:9"),
+                    ),
+                ],
+            ),
         );
-        assert!(client::is_refused(None, t.public));
-        assert_eq!(t.echo.accepted(), 0);
+        let mut edge = Sluice::edge(&cfg, driver);
+        let (agent_addr, eps) = edge.edge_addrs(2);
+        let (served, unserved) = if eps[0].ip().to_string() == "127.0.0.1" {
+            (eps[0], eps[1])
+        } else {
+            (eps[1], eps[0])
+        };
+        let mut agent = Sluice::agent(
+            &fx.write(
+                "agent.yml",
+                &fx.agent_yaml(&fx.token, agent_addr, "tcp", &[(ECHO_URL, echo.addr)]),
+            ),
+            driver,
+        );
+        agent.wait_for("endpoint bound");
+        for i in 0..3u64 {
+            client::echo_ok(None, served, &common::payload(i, 100)).unwrap();
+            assert!(client::is_refused(None, unserved), "{driver}: served");
+        }
+        // The refusals are the missing agent's, as the edge says, and nothing reached
+        // the one upstream.
+        edge.wait_for_n("the reason logged", 1, |v| {
+            v["message"] == "no agent serves the target" && v["endpoint"] == "tcp://127.0.0.2:0"
+        });
+        assert_eq!(echo.accepted(), 3, "{driver}");
     }
 }
 
@@ -107,15 +143,7 @@ fn the_agent_heals_by_itself_after_the_edge_is_killed_and_restarted() {
         t.agent
             .wait_for("session with the edge ended; reconnecting");
         // Same ports as before, so the agent's config still points at the edge.
-        let edge_cfg = t.fx.write(
-            "edge2.yml",
-            &t.fx.edge_yaml(
-                &t.agent_addr.to_string(),
-                &[(&t.public.to_string(), fixture::forward_all(ECHO_URL))],
-            ),
-        );
-        let mut edge = Sluice::edge(&edge_cfg, driver);
-        edge.edge_addrs(1);
+        let mut edge = t.restart_edge_on_same_ports(driver);
         edge.wait_for("endpoint bound");
         client::wait_until_echo(t.public, std::time::Duration::from_secs(20)).unwrap();
         client::echo_ok(None, t.public, &common::payload(1, 100_000)).unwrap();

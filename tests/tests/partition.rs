@@ -32,12 +32,8 @@ fn pooled_agent_yaml(
     upstream: std::net::SocketAddr,
 ) -> String {
     // No health checks: the upstreams must see only the tunneled connections.
-    fx.agent_yaml(&fx.token, edge, "tcp", &[(URL, upstream)])
-        .replace("\" }", "\", health_check: { enabled: false } }")
-        .replace(
-            &format!("  - url: {URL}\n"),
-            &format!("  - url: {URL}\n    pooling_enabled: true\n"),
-        )
+    let yaml = fx.agent_yaml(&fx.token, edge, "tcp", &[(URL, upstream)]);
+    fixture::pooled(&fixture::without_health_checks(&yaml), URL)
 }
 
 fn session_of(edge: &mut Sluice, peer_ip: &str, nth: usize) -> u64 {
@@ -145,6 +141,21 @@ fn partition_and_heal(driver: &str, tag: &str) {
         .iter()
         .filter(|w| **w > Duration::from_secs(1))
         .count();
+    // The replay happened, and is what held them: the edge failed connections over
+    // from the silent member (edge/open.rs logs each), and every connection held past
+    // a second was one of those (a connection served at once by B takes milliseconds;
+    // a held one waits for the verdict on A).
+    let replayed = edge.count(|v| {
+        v["message"] == "pool member unusable; failing over" && v["session"] == session_a
+    });
+    assert!(
+        replayed >= 1,
+        "{driver}: no connection in the detection window was replayed from the silent member"
+    );
+    assert!(
+        waited <= replayed,
+        "{driver}: {waited} connections held, only {replayed} replayed from the silent member"
+    );
     // Detection (bounded above) plus the replay on the other member.
     assert!(
         longest <= TOLERANCE + MARGIN + Duration::from_millis(500),

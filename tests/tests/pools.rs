@@ -36,10 +36,7 @@ fn agent_yaml(
 ) -> String {
     let yaml = fx.agent_yaml(&fx.token, edge, "tcp", &[(URL, upstream)]);
     if pooling {
-        yaml.replace(
-            &format!("  - url: {URL}\n"),
-            &format!("  - url: {URL}\n    pooling_enabled: true\n"),
-        )
+        fixture::pooled(&yaml, URL)
     } else {
         yaml
     }
@@ -52,15 +49,14 @@ fn member_yaml(
     upstream: std::net::SocketAddr,
     transport: &str,
 ) -> String {
-    fx.agent_yaml(&fx.token, edge, transport, &[(URL, upstream)])
-        .replace(
-            &format!("  - url: {URL}\n"),
-            &format!("  - url: {URL}\n    pooling_enabled: true\n"),
-        )
-        .replace(
-            &format!("upstream: {{ url: \"{upstream}\" }}"),
-            &format!("upstream: {{ url: \"{upstream}\", {FAST_CHECKS} }}"),
-        )
+    fixture::pooled(
+        &fx.agent_yaml(&fx.token, edge, transport, &[(URL, upstream)]),
+        URL,
+    )
+    .replace(
+        &format!("upstream: {{ url: \"{upstream}\" }}"),
+        &format!("upstream: {{ url: \"{upstream}\", {FAST_CHECKS} }}"),
+    )
 }
 
 /// An edge with one public endpoint forwarding to [`URL`].
@@ -341,7 +337,30 @@ fn a_member_whose_upstream_stops_turns_unhealthy_loses_no_connection_and_rejoins
             failures.len(),
             ok + failures.len()
         );
+        // Suspicion (edge/open.rs) follows a failed attempt on a member: only the
+        // member whose upstream stopped is ever suspect, each mark after one of its
+        // failovers, and every failover went to another member (none lost, above).
         let suspect = edge.count(|v| v["message"] == "pool member suspect");
+        let suspect_member =
+            edge.count(|v| v["message"] == "pool member suspect" && v["session"] == member);
+        let failovers = edge.count(|v| {
+            v["message"] == "pool member unusable; failing over" && v["session"] == member
+        });
+        let other_failovers = edge.count(|v| {
+            v["message"] == "pool member unusable; failing over" && v["session"] != member
+        });
+        assert_eq!(
+            suspect, suspect_member,
+            "{driver}/{transport}: a member whose upstream was fine was marked suspect"
+        );
+        assert!(
+            suspect <= failovers,
+            "{driver}/{transport}: {suspect} suspect marks after {failovers} failed attempts"
+        );
+        assert_eq!(
+            other_failovers, 0,
+            "{driver}/{transport}: attempts failed on healthy members"
+        );
         eprintln!(
             "{driver}/{transport}: upstream stop/start: {ok} ok, {} failed (in flight at the stop), suspect marks {suspect}",
             at_stop.len()
@@ -422,22 +441,13 @@ fn a_tls_connection_is_replayed_on_another_member_when_an_upstream_refuses() {
             .local_addr()
             .unwrap();
         let edge_yaml = format!(
-            "version: 1\nworkers: 2\nagents:\n  listen: 127.0.0.1:0\n  tls: {{ cert: edge.crt, key: edge.key }}\n  plain_channels: true\n\
-             tls_endpoints:\n  listen: 127.0.0.1:0\n\
-             service_users:\n  - name: t\n    authtokens: [\"{}\"]\n\
-             endpoints:\n  - url: tls://db.acme.example\n    traffic_policy: {}\n",
-            fx.token_hash,
+            "{}  - url: tls://db.acme.example\n    traffic_policy: {}\n",
+            fx.tls_edge_head(),
             fixture::forward_all("tls://db.internal:443"),
         );
         let mut edge = Sluice::edge(&fx.write("edge.yml", &edge_yaml), driver);
         let (agent_addr, _) = edge.edge_addrs(0);
-        let tls_port: std::net::SocketAddr = edge.wait_for_n("tls listener", 1, |v| {
-            v["message"] == "listening" && v["kind"] == "tls-endpoints"
-        })["addr"]
-            .as_str()
-            .unwrap()
-            .parse()
-            .unwrap();
+        let tls_port: std::net::SocketAddr = edge.tls_endpoints_addr();
         // The broken member has no health checks and a far larger weight, so the
         // edge picks it first and only the failover saves the connection.
         let mut agents = Vec::new();

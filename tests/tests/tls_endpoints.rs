@@ -24,23 +24,14 @@ fn start(driver: &str, transport: &str) -> TlsTunnel {
     let exact = TlsEcho::start(&["db.acme.example"]);
     let wild = TlsEcho::start(&["*.acme.example"]);
     let edge_yaml = format!(
-        "version: 1\nworkers: 2\nagents:\n  listen: 127.0.0.1:0\n  tls: {{ cert: edge.crt, key: edge.key }}\n  plain_channels: true\n\
-         tls_endpoints:\n  listen: 127.0.0.1:0\n\
-         service_users:\n  - name: t\n    authtokens: [\"{}\"]\n\
-         endpoints:\n  - url: tls://db.acme.example\n    traffic_policy: {}\n  - url: tls://*.acme.example\n    traffic_policy: {}\n",
-        fx.token_hash,
+        "{}  - url: tls://db.acme.example\n    traffic_policy: {}\n  - url: tls://*.acme.example\n    traffic_policy: {}\n",
+        fx.tls_edge_head(),
         fixture::forward_all("tls://db.internal:443"),
         fixture::forward_all("tls://wild.internal:443"),
     );
     let mut edge = Sluice::edge(&fx.write("edge.yml", &edge_yaml), driver);
     let (agent_addr, _) = edge.edge_addrs(0);
-    let tls_port = edge.wait_for_n("tls listener", 1, |v| {
-        v["message"] == "listening" && v["kind"] == "tls-endpoints"
-    })["addr"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let tls_port = edge.tls_endpoints_addr();
     let agent_yaml = fx.agent_yaml(
         &fx.token,
         agent_addr,

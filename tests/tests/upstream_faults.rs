@@ -9,19 +9,17 @@
 mod common;
 
 use std::{
-    io::{Read, Write},
     net::SocketAddr,
     time::{Duration, Instant},
 };
 
 use sluice_tests::{
-    admin::Admin,
-    client,
+    admin, client,
     faults::{self, Resetter, Silent},
     fixture::{self, Fixture},
     process::Sluice,
     upstream::Echo,
-    DRIVERS,
+    wait_until, DRIVERS,
 };
 
 const TRANSPORTS: [&str; 2] = ["tcp", "tls"];
@@ -79,13 +77,12 @@ fn start(driver: &str, transport: &str) -> Setup {
     let upstreams = [echo.addr, silent.addr, resetter.addr, gone];
     let pairs: Vec<(&str, SocketAddr)> = URLS.iter().copied().zip(upstreams).collect();
     // No health checks: the upstreams must see only the tunneled connections.
-    let agent_yaml = fx
-        .agent_yaml(&fx.token, agent_addr, transport, &pairs)
-        .replace("\" }", "\", health_check: { enabled: false } }")
-        .replace(
-            "  workers: 2\n",
-            "  workers: 2\n  metrics_listen: 127.0.0.1:0\n",
-        );
+    let agent_yaml =
+        fixture::without_health_checks(&fx.agent_yaml(&fx.token, agent_addr, transport, &pairs))
+            .replace(
+                "  workers: 2\n",
+                "  workers: 2\n  metrics_listen: 127.0.0.1:0\n",
+            );
     let mut agent = Sluice::agent(&fx.write("agent.yml", &agent_yaml), driver);
     let agent_metrics = agent.wait_for_n("agent metrics listener", 1, |v| {
         v["message"] == "listening" && v["kind"] == "metrics"
@@ -111,32 +108,6 @@ fn start(driver: &str, transport: &str) -> Setup {
     }
 }
 
-/// One client: send a request, read until the tunnel closes; how long that took.
-fn until_closed(target: SocketAddr) -> Result<Duration, String> {
-    let started = Instant::now();
-    let mut s = match client::connect_from(None, target) {
-        Ok(s) => s,
-        // Reset so fast that setting the socket's options after connect saw it.
-        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Ok(started.elapsed()),
-        Err(e) => return Err(format!("connect: {e}")),
-    };
-    // The write may already fail when the close was quick; only the close matters.
-    let _ = s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
-    let mut buf = [0u8; 1024];
-    match s.read(&mut buf) {
-        Ok(0) => Ok(started.elapsed()),
-        Ok(n) => Err(format!("{n} unexpected bytes")),
-        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Ok(started.elapsed()),
-        Err(e)
-            if e.kind() == std::io::ErrorKind::WouldBlock
-                || e.kind() == std::io::ErrorKind::TimedOut =>
-        {
-            Err(format!("still open after {:?}", started.elapsed()))
-        }
-        Err(e) => Err(format!("read: {e}")),
-    }
-}
-
 /// Runs `count` clients against `target`, `concurrency` at a time; the slowest close.
 fn load(target: SocketAddr, count: usize, concurrency: usize, what: &str) -> Duration {
     let per_thread = count / concurrency;
@@ -144,7 +115,13 @@ fn load(target: SocketAddr, count: usize, concurrency: usize, what: &str) -> Dur
         .map(|_| {
             std::thread::spawn(move || {
                 (0..per_thread)
-                    .map(|_| until_closed(target))
+                    .map(|_| {
+                        client::closed_unanswered(
+                            target,
+                            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+                            client::IO_TIMEOUT,
+                        )
+                    })
                     .collect::<Result<Vec<_>, _>>()
             })
         })
@@ -211,15 +188,10 @@ fn census(s: &Setup) -> (Census, Census) {
 
 /// The agent's `upstream_failed` stream count for `url`, from its metrics listener.
 fn upstream_failures(s: &Setup, url: &str) -> u64 {
-    let text = Admin::new(s.agent_metrics, "")
-        .with_key(None)
-        .call("GET", "/metrics", None)
-        .text;
-    let series =
-        format!("sluice_agent_streams_total{{endpoint=\"{url}\",outcome=\"upstream_failed\"}} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(series.as_str()))
-        .map_or(0, |v| v.trim().parse().unwrap())
+    admin::sample(
+        &admin::scrape(s.agent_metrics),
+        &format!("sluice_agent_streams_total{{endpoint=\"{url}\",outcome=\"upstream_failed\"}}"),
+    ) as u64
 }
 
 /// One round of every fault kind; the slowest close of each (reset, gone, silent).
@@ -237,8 +209,11 @@ fn round(s: &mut Setup, n: usize, what: &str) -> [Duration; 3] {
     assert_eq!(s.resetter.accepted(), n * PER_KIND, "{what}");
     assert_eq!(s.silent.accepted(), n * PER_KIND, "{what}");
     // The silent upstream's side is closed by the tunnel too.
-    wait_until(Duration::from_secs(10), || s.silent.open() == 0)
-        .unwrap_or_else(|()| panic!("{what}: {} upstream connections left open", s.silent.open()));
+    wait_until(
+        &format!("{what}: the silent upstream's connections closed"),
+        Duration::from_secs(10),
+        || s.silent.open() == 0,
+    );
     // The agent counts every refused connect, and logs the cause (rate limited).
     let counted = upstream_failures(s, URLS[3]);
     assert_eq!(
@@ -282,6 +257,36 @@ fn silent_resetting_and_gone_upstreams_close_clients_promptly_and_leak_nothing()
                 // its ceiling and keep their channel), but never beyond the burst's
                 // concurrency plus the control channel.
                 let after = settle(&s, Some(baseline), &what);
+                if transport == "tcp" {
+                    // A tcp channel carries one stream and is gone: every channel the
+                    // agent opened either carried a stream or is parked, so the edge
+                    // holds exactly the difference (plus the control channel). A
+                    // channel kept after its stream, or one lost, breaks the equality.
+                    let text = admin::scrape(s.agent_metrics);
+                    let opened =
+                        admin::sample(&text, "sluice_agent_data_channels_opened_total") as usize;
+                    let assigned: usize = URLS
+                        .iter()
+                        .map(|u| {
+                            admin::sample(
+                                &text,
+                                &format!(
+                                    "sluice_agent_streams_total{{endpoint=\"{u}\",outcome=\"assigned\"}}"
+                                ),
+                            ) as usize
+                        })
+                        .sum();
+                    assert_eq!(
+                        after.0.channels,
+                        opened - assigned + 1,
+                        "{what}: {opened} channels opened, {assigned} carried a stream, \
+                         the edge holds {after:?}"
+                    );
+                }
+                // tls channels return to the pool after their stream while it is below
+                // 2 x data_channels; streams ending together all see it below that,
+                // so a burst may leave up to its concurrency parked (the silent
+                // kind's PER_KIND), plus the control channel, never more.
                 assert!(
                     after.0.channels <= baseline.0.channels.max(PER_KIND + 1),
                     "{what}: data channel pool grew from {baseline:?} to {after:?}"
@@ -324,18 +329,6 @@ fn silent_resetting_and_gone_upstreams_close_clients_promptly_and_leak_nothing()
             );
         }
     }
-}
-
-/// Polls until `cond` holds or `limit` passes.
-fn wait_until(limit: Duration, cond: impl Fn() -> bool) -> Result<(), ()> {
-    let end = Instant::now() + limit;
-    while !cond() {
-        if Instant::now() >= end {
-            return Err(());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Ok(())
 }
 
 /// Waits until the descriptors hold still for 500 ms with no tunneled stream open;

@@ -20,6 +20,8 @@ pub struct Tunnel {
     pub agent: Sluice,
     pub agent_addr: SocketAddr,
     pub public: SocketAddr,
+    /// The agent's metrics listener, when started with one ([`Tunnel::with_agent_metrics`]).
+    pub agent_metrics: Option<SocketAddr>,
 }
 
 impl Tunnel {
@@ -31,6 +33,22 @@ impl Tunnel {
     /// Like `with_policy`, with extra keys (YAML, indented for an endpoint entry)
     /// added to the endpoint, e.g. `"    idle_timeout: 500ms\n"`.
     pub fn build(driver: &str, transport: &str, policy: String, endpoint_extra: &str) -> Tunnel {
+        Tunnel::build_full(driver, transport, policy, endpoint_extra, false)
+    }
+
+    /// Like `start`, with the agent serving its metrics on a loopback listener of its
+    /// own (`agent_metrics`).
+    pub fn with_agent_metrics(driver: &str, transport: &str) -> Tunnel {
+        Tunnel::build_full(driver, transport, fixture::forward_all(ECHO_URL), "", true)
+    }
+
+    fn build_full(
+        driver: &str,
+        transport: &str,
+        policy: String,
+        endpoint_extra: &str,
+        metrics: bool,
+    ) -> Tunnel {
         let fx = Fixture::new();
         let echo = Echo::start();
         let edge_yaml = fx
@@ -42,11 +60,25 @@ impl Tunnel {
         let edge_cfg = fx.write("edge.yml", &edge_yaml);
         let mut edge = Sluice::edge(&edge_cfg, driver);
         let (agent_addr, eps) = edge.edge_addrs(1);
-        let agent_cfg = fx.write(
-            "agent.yml",
-            &fx.agent_yaml(&fx.token, agent_addr, transport, &[(ECHO_URL, echo.addr)]),
-        );
+        let mut agent_yaml =
+            fx.agent_yaml(&fx.token, agent_addr, transport, &[(ECHO_URL, echo.addr)]);
+        if metrics {
+            agent_yaml = agent_yaml.replace(
+                "  workers: 2\n",
+                "  workers: 2\n  metrics_listen: 127.0.0.1:0\n",
+            );
+        }
+        let agent_cfg = fx.write("agent.yml", &agent_yaml);
         let mut agent = Sluice::agent(&agent_cfg, driver);
+        let agent_metrics = metrics.then(|| {
+            agent.wait_for_n("agent metrics listener", 1, |v| {
+                v["message"] == "listening" && v["kind"] == "metrics"
+            })["addr"]
+                .as_str()
+                .unwrap()
+                .parse()
+                .unwrap()
+        });
         agent.wait_for("endpoint bound");
         Tunnel {
             fx,
@@ -55,7 +87,25 @@ impl Tunnel {
             agent,
             agent_addr,
             public: eps[0],
+            agent_metrics,
         }
+    }
+
+    /// Starts a new edge on this tunnel's agent port and public port (the old edge
+    /// must be gone), forwarding everything to the echo upstream, so the running
+    /// agent's config still points at it; retried while a port is taken meanwhile
+    /// ([`Sluice::edge_on_fixed_ports`]). Returns the new edge, its listeners up.
+    pub fn restart_edge_on_same_ports(&self, driver: &str) -> Sluice {
+        let cfg = self.fx.write(
+            "edge-restarted.yml",
+            &self.fx.edge_yaml(
+                &self.agent_addr.to_string(),
+                &[(&self.public.to_string(), fixture::forward_all(ECHO_URL))],
+            ),
+        );
+        let (edge, agent_addr, eps) = Sluice::edge_on_fixed_ports(&cfg, driver, 1);
+        assert_eq!((agent_addr, eps[0]), (self.agent_addr, self.public));
+        edge
     }
 
     /// Starts a tunnel that forwards everything to the echo upstream.
