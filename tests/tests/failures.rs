@@ -89,7 +89,9 @@ fn a_target_no_agent_serves_is_closed_at_once() {
         // The refusals are the missing agent's, as the edge says, and nothing reached
         // the one upstream.
         edge.wait_for_n("the reason logged", 1, |v| {
-            v["message"] == "no agent serves the target" && v["endpoint"] == "tcp://127.0.0.2:0"
+            v["message"] == "no agent serves the target"
+                && v["endpoint"] == "tcp://127.0.0.2:0"
+                && v["internal_url"] == "tcp://nobody.internal:9"
         });
         assert_eq!(echo.accepted(), 3, "{driver}");
     }

@@ -101,7 +101,7 @@ impl Conn<'_> {
                     "would be denied by traffic policy (enforce: false); forwarded");
             }
             Outcome::NoAgent { target } => {
-                crate::log_throttled!(info, endpoint = %endpoint.url, %peer, %target, "no agent serves the target");
+                crate::log_throttled!(info, endpoint = %endpoint.url, %peer, internal_url = %target, "no agent serves the target");
                 EdgeStats::bump(&self.edge.no_agent);
                 stats.no_agent.inc();
             }
@@ -112,7 +112,7 @@ impl Conn<'_> {
             }
             Outcome::NoMember { target, failure } => {
                 let last = failure.last.map_or("", |e| e.as_str());
-                crate::log_throttled!(info, endpoint = %endpoint.url, %peer, %target, tried = failure.tried,
+                crate::log_throttled!(info, endpoint = %endpoint.url, %peer, internal_url = %target, tried = failure.tried,
                     last, "no pool member could take the connection");
                 EdgeStats::bump(&self.edge.no_channel);
                 stats.no_channel.inc();
