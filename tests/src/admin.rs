@@ -243,18 +243,7 @@ pub fn listening(edge: &mut crate::process::Sluice) -> (SocketAddr, Value) {
     (addr, event)
 }
 
-/// The value of one Prometheus sample in `text`, given its exact name and labels
-/// (`name{label="v",…}`); 0 when the series is absent (counters not yet incremented
-/// are not exported).
-pub fn sample(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix(series)?
-                .strip_prefix(' ')
-                .map(|v| v.trim().parse().unwrap())
-        })
-        .unwrap_or(0.0)
-}
+pub use crate::prom::sample;
 
 /// The metrics text of a listener that needs no key (the agent's `metrics_listen`).
 pub fn scrape(addr: SocketAddr) -> String {
