@@ -89,6 +89,9 @@ impl ControlPlane {
                                 ));
                             }
                         }
+                        Ok(AuditEvent::Flush(done)) => {
+                            let _ = done.try_send(());
+                        }
                         Ok(event) => plane.store_audit(event),
                         Err(RecvTimeoutError::Timeout) => {}
                         Err(RecvTimeoutError::Disconnected) => break,
@@ -191,6 +194,10 @@ impl ControlPlane {
             }
             AuditEvent::AuthFailed { peer } => {
                 auth_failed(Some(peer.ip()), 1, "first in its window")
+            }
+            AuditEvent::Flush(done) => {
+                let _ = done.try_send(());
+                return;
             }
         };
         self.record(new);

@@ -103,8 +103,23 @@ impl ControlPlane {
             url,
             serde_json::json!({ "user": identity.user_name, "token_id": identity.token_id, "session": session }),
         );
-        if let Err(e) = self.store().claim_url_owner(&record, &event) {
-            tracing::error!(%url, error = %e, "ownership claim not stored; it holds until restart");
+        match self.store().claim_url_owner(&record, &event) {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::info!(%url, user = %identity.user_name, "claim recorded; an assignment through the API had already stored its owner")
+            }
+            Err(e) => {
+                tracing::error!(%url, error = %e, "ownership claim not stored; it holds until restart")
+            }
+        }
+    }
+
+    /// First binds claim URLs on the data path and are stored by the audit writer; an
+    /// admin change of an owner waits for claims queued before it, so a claim stored
+    /// late cannot bring back an owner the API released.
+    fn store_pending_claims(&self) {
+        if !self.edge.audit.flush(std::time::Duration::from_secs(2)) {
+            tracing::warn!("audit writer did not catch up in 2 s; ownership change goes ahead");
         }
     }
 
@@ -145,6 +160,7 @@ impl ControlPlane {
     ) -> Result<(UrlOwnerView, bool), PlaneError> {
         let url = canonical(url)?;
         let user_name = self.user_name(&input.user_id)?;
+        self.store_pending_claims();
         let before = self.edge.registry.ownership().owner(&url).cloned();
         if let Some(o) = &before {
             if o.source == OwnerSource::Config {
@@ -187,6 +203,7 @@ impl ControlPlane {
     /// a session holds the URL (transfer it instead) or when edge.yml declares it.
     pub fn release_owner(&self, actor: &str, url: &str) -> Result<(), PlaneError> {
         let url = canonical(url)?;
+        self.store_pending_claims();
         let Some(before) = self.edge.registry.ownership().owner(&url).cloned() else {
             return Err(PlaneError::not_found("owned internal URL", &url));
         };

@@ -75,6 +75,10 @@ pub enum AuditEvent {
         /// The URL.
         url: String,
     },
+    /// Not a happening: answered once every event queued before it is stored, so the
+    /// control plane can order its own writes after the data path's (a first bind's
+    /// claim must be stored before an admin release of that URL).
+    Flush(SyncSender<()>),
     /// An agent presented a token nobody issued (or that was revoked).
     AuthFailed {
         /// From where.
@@ -119,6 +123,16 @@ impl AuditSink {
                 }
             }
         }
+    }
+
+    /// Waits until every event queued before this call is stored, at most `timeout`;
+    /// false if the writer did not answer in time (or there is none to wait for).
+    pub fn flush(&self, timeout: std::time::Duration) -> bool {
+        let Some(tx) = &self.tx else {
+            return false;
+        };
+        let (done_tx, done_rx) = std::sync::mpsc::sync_channel(1);
+        tx.send(AuditEvent::Flush(done_tx)).is_ok() && done_rx.recv_timeout(timeout).is_ok()
     }
 
     /// Events dropped because the queue was full.

@@ -63,8 +63,9 @@ pub trait Store: Send {
     fn url_owners(&self) -> StoreResult<Vec<UrlOwnerRecord>>;
     /// Records or replaces the owner of a URL, with its audit event.
     fn put_url_owner(&mut self, owner: &UrlOwnerRecord, event: &NewEvent) -> StoreResult<()>;
-    /// Records the owner of a URL only if it has none (a first bind's claim), with its
-    /// audit event; false (and no event) if someone already owns it.
+    /// Records the owner of a URL only if it has none (a first bind's claim); false if
+    /// someone owns it already (an assignment through the API overtook the claim on its
+    /// way here). The claim's audit event is recorded either way: the claim happened.
     fn claim_url_owner(&mut self, owner: &UrlOwnerRecord, event: &NewEvent) -> StoreResult<bool>;
     /// Forgets the owner of a URL, with its audit event; false if it had none.
     fn delete_url_owner(&mut self, url: &str, event: &NewEvent) -> StoreResult<bool>;

@@ -412,13 +412,9 @@ impl Store for SqliteStore {
              VALUES (?1, ?2, ?3, ?4)",
             params![o.url, o.user_id, o.source, o.assigned_at],
         )? > 0;
-        if inserted {
-            insert_event(&tx, event)?;
-        }
+        insert_event(&tx, event)?;
         tx.commit()?;
-        if inserted {
-            self.after_insert()?;
-        }
+        self.after_insert()?;
         Ok(inserted)
     }
 
