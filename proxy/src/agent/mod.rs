@@ -40,7 +40,7 @@ use crate::{
 };
 
 /// How long dialing the edge (a data channel) or an upstream may take.
-pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+pub(crate) const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What a data channel needs to know about the session it belongs to.
 pub(crate) struct SessionTicket {

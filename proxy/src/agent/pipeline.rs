@@ -14,9 +14,9 @@
 //!    another pool member. Under `agent_tls_termination` the status is `Ok` at once and
 //!    the client's handshake ([`DataChannel::accept_client`]) comes before the connect
 //!    ([`terminated`]); a refused upstream then ends the stream.
-//! 5. **pump** ([`DataChannel::pump`] then [`DataChannel::pumped`], [`DataChannel::pump_client`]): until both
-//!    directions end; counted by [`stream_ended`]. A `tls` channel both sides keep goes
-//!    back to step 2.
+//! 5. **pump** ([`DataChannel::pump`] then [`DataChannel::pumped`];
+//!    [`DataChannel::pump_client`] under termination): until both directions end;
+//!    counted by [`stream_ended`]. A `tls` channel both sides keep goes back to step 2.
 //!
 //! The pipeline is generic over the channel type, so each transport's task is sized by
 //! its own state ([`serve`] explains why the plain-stream phases are inline).
@@ -223,4 +223,3 @@ fn stream_ended(stream: &Stream<'_>, result: &Result<PumpStats, PumpError>) {
         }
     }
 }
-
