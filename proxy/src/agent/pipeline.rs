@@ -40,6 +40,10 @@ use crate::{
 /// Written as an `async` block rather than an `async fn`, and with the phases of a
 /// plain stream inline: an `async fn` stores its arguments twice, and every layer of
 /// futures between the task and the pump adds to the size of every channel's task.
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an async block keeps its arguments once; an async fn, twice"
+)]
 pub fn serve<C: DataChannel>(
     opening: Opening,
     shared: Arc<AgentShared>,
