@@ -8,12 +8,20 @@
 //! every worker opens and serves data channels, taking open requests from one shared
 //! queue. Each stream is answered with a status (upstream connected or not) before any
 //! upstream byte, so the edge can fail over to another pool member.
+//!
+//! One stream's path is `pipeline.rs` (accept channel, read stream header, connect
+//! upstream, status, pump); `datachan.rs` owns the data channel and the one choice
+//! between `tcp` (`datachan/plain.rs`) and `tls` (`datachan/tls.rs`) channels;
+//! `upstream.rs` the connect and its typed failures. Counters live in
+//! [`crate::metrics::agent`], which reads this agent through
+//! [`crate::metrics::agent::AgentReadout`].
 
 mod control;
 mod datachan;
 mod health;
-pub(crate) mod stats;
+mod pipeline;
 mod terminate;
+mod upstream;
 
 use std::{
     collections::HashMap,
@@ -27,8 +35,12 @@ use std::{
 
 use crate::{
     config::agent::{AgentEndpoint, AgentSettings},
+    metrics::agent::{AgentReadout, AgentStats},
     runtime::{self, Driver},
 };
+
+/// How long dialing the edge (a data channel) or an upstream may take.
+pub(crate) const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What a data channel needs to know about the session it belongs to.
 pub(crate) struct SessionTicket {
@@ -104,7 +116,7 @@ pub(crate) struct AgentShared {
     /// client certificate, timeout).
     pub tls_refused: AtomicU64,
     /// Counters (per worker; summed on scrape).
-    pub stats: stats::AgentStats,
+    pub stats: AgentStats,
     /// Upstream health per endpoint (same order as `settings.endpoints`).
     pub health: Vec<health::EndpointHealth>,
     /// Whether data channels can be opened (all endpoints report unhealthy if not).
@@ -156,6 +168,27 @@ impl AgentShared {
     }
 }
 
+impl AgentReadout for AgentShared {
+    fn stats(&self) -> &AgentStats {
+        &self.stats
+    }
+
+    fn session_up(&self) -> bool {
+        self.control
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+
+    fn active_streams(&self) -> usize {
+        self.in_flight.get()
+    }
+
+    fn client_tls_refused(&self) -> u64 {
+        self.tls_refused.load(Ordering::Relaxed)
+    }
+}
+
 /// A running agent.
 pub struct AgentHandle {
     /// Worker threads (they run until the process exits).
@@ -203,7 +236,10 @@ pub fn start(settings: AgentSettings, driver: Driver) -> std::io::Result<AgentHa
     let (open_tx, open_rx) = async_channel::bounded(64 * 1024);
     let workers = settings.workers;
     let endpoints = settings.endpoints.len();
-    let agent_stats = stats::AgentStats::new(settings.endpoints.iter().map(|e| e.url.as_str()));
+    let agent_stats = AgentStats::new(
+        settings.endpoints.iter().map(|e| e.url.as_str()),
+        &upstream::UpstreamError::LABELS,
+    );
     let shared = Arc::new(AgentShared {
         settings,
         upstreams,

@@ -1,14 +1,120 @@
-//! The agent's metric families, and the optional listener that serves them
-//! (`agent.metrics_listen`): plain HTTP, `GET /metrics`, on a thread of its own.
+//! The agent's counters ([`AgentStats`], per worker, see [`crate::metrics`]), its metric
+//! families, and the optional listener that serves them (`agent.metrics_listen`):
+//! plain HTTP, `GET /metrics`, on a thread of its own.
+//!
+//! This module knows nothing of the agent's types: the agent hands the listener an
+//! [`AgentReadout`] (its live gauges and its [`AgentStats`]), so the dependency runs
+//! one way, `agent` → `metrics`.
 
-use std::sync::{atomic::Ordering, Arc};
+use std::{collections::HashMap, sync::Arc};
 
-use super::prometheus::{Exposition, CONTENT_TYPE};
-use crate::agent::AgentShared;
+use super::{
+    prometheus::{Exposition, CONTENT_TYPE},
+    Counter,
+};
+
+/// One internal endpoint's streams.
+#[derive(Default)]
+pub struct EndpointStats {
+    /// Streams the edge assigned to this endpoint.
+    pub streams: Counter,
+    /// Streams whose upstream could not be reached (connect or TLS failed, timed out).
+    pub upstream_failed: Counter,
+    /// Streams that ended with an error after the upstream answered.
+    pub stream_errors: Counter,
+    /// Bytes from the edge (public clients) to the upstream, for streams that ended cleanly.
+    pub bytes_in: Counter,
+    /// Bytes from the upstream back to the edge, for streams that ended cleanly.
+    pub bytes_out: Counter,
+}
+
+/// Counters labelled by cause: one per label, the labels fixed at start.
+#[derive(Default)]
+pub struct ByCause {
+    labels: &'static [&'static str],
+    counters: Box<[Counter]>,
+}
+
+impl ByCause {
+    /// One counter per label of `labels`.
+    pub fn new(labels: &'static [&'static str]) -> Self {
+        Self {
+            labels,
+            counters: labels.iter().map(|_| Counter::default()).collect(),
+        }
+    }
+
+    /// Counts one event of the cause at `index` in the labels (ignored if out of range).
+    pub fn inc(&self, index: usize) {
+        if let Some(c) = self.counters.get(index) {
+            c.inc();
+        }
+    }
+
+    /// Each label with its count.
+    pub fn samples(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        self.labels
+            .iter()
+            .zip(self.counters.iter())
+            .map(|(l, c)| (*l, c.get()))
+    }
+}
+
+/// Everything the agent counts.
+#[derive(Default)]
+pub struct AgentStats {
+    /// By internal URL (fixed at start).
+    pub endpoints: HashMap<String, EndpointStats>,
+    /// Sessions established with the edge (1 + reconnects).
+    pub sessions: Counter,
+    /// Data channels dialled and sent their hello.
+    pub channels_opened: Counter,
+    /// Data channels that could not be opened (connect or TLS failed).
+    pub channel_failures: Counter,
+    /// Streams for an internal URL this agent does not serve.
+    pub unknown_endpoint: Counter,
+    /// Failed upstream connects, agent-wide, by cause (`refused`, `timeout`, `dns`…).
+    pub upstream_failures: ByCause,
+}
+
+impl AgentStats {
+    /// Counters for these internal URLs, and one upstream failure counter per label of
+    /// `upstream_causes`.
+    pub fn new<'a>(
+        urls: impl IntoIterator<Item = &'a str>,
+        upstream_causes: &'static [&'static str],
+    ) -> Self {
+        Self {
+            endpoints: urls
+                .into_iter()
+                .map(|u| (u.to_string(), EndpointStats::default()))
+                .collect(),
+            upstream_failures: ByCause::new(upstream_causes),
+            ..Default::default()
+        }
+    }
+
+    /// The counters of one internal URL (URLs the agent serves always have some).
+    pub fn endpoint(&self, url: &str) -> Option<&EndpointStats> {
+        self.endpoints.get(url)
+    }
+}
+
+/// What the metrics listener reads from a running agent on each scrape.
+pub trait AgentReadout: Send + Sync + 'static {
+    /// The agent's counters.
+    fn stats(&self) -> &AgentStats;
+    /// Whether a control session with the edge is open.
+    fn session_up(&self) -> bool;
+    /// Streams being forwarded now.
+    fn active_streams(&self) -> usize;
+    /// Client TLS handshakes refused by `agent_tls_termination`.
+    fn client_tls_refused(&self) -> u64;
+}
 
 /// Renders every agent metric.
-pub(crate) fn render(agent: &AgentShared) -> String {
-    let s = &agent.stats;
+pub(crate) fn render(agent: &dyn AgentReadout) -> String {
+    let s = agent.stats();
     let mut e = Exposition::default();
     e.family(
         "sluice_agent_info",
@@ -25,17 +131,7 @@ pub(crate) fn render(agent: &AgentShared) -> String {
         "gauge",
         "1 while a control session with the edge is open.",
     )
-    .sample(
-        "sluice_agent_session_up",
-        &[],
-        u8::from(
-            agent
-                .control
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .is_some(),
-        ),
-    );
+    .sample("sluice_agent_session_up", &[], u8::from(agent.session_up()));
     e.family(
         "sluice_agent_sessions_total",
         "counter",
@@ -67,7 +163,7 @@ pub(crate) fn render(agent: &AgentShared) -> String {
         "gauge",
         "Streams being forwarded now.",
     )
-    .sample("sluice_agent_active_streams", &[], agent.in_flight.get());
+    .sample("sluice_agent_active_streams", &[], agent.active_streams());
     e.family(
         "sluice_agent_unknown_endpoint_total",
         "counter",
@@ -86,8 +182,20 @@ pub(crate) fn render(agent: &AgentShared) -> String {
     .sample(
         "sluice_agent_client_tls_refused_total",
         &[],
-        agent.tls_refused.load(Ordering::Relaxed),
+        agent.client_tls_refused(),
     );
+    e.family(
+        "sluice_agent_upstream_failures_total",
+        "counter",
+        "Upstream connects that failed, by cause (the stream was answered UpstreamFailed, or ended under agent_tls_termination).",
+    );
+    for (cause, n) in s.upstream_failures.samples() {
+        e.sample(
+            "sluice_agent_upstream_failures_total",
+            &[("cause", cause)],
+            n,
+        );
+    }
     let mut urls: Vec<&String> = s.endpoints.keys().collect();
     urls.sort();
     e.family(
@@ -126,7 +234,7 @@ pub(crate) fn render(agent: &AgentShared) -> String {
 /// Serves `/metrics` on `listen` ([`crate::http_thread::serve`]).
 pub(crate) fn serve(
     listen: std::net::SocketAddr,
-    agent: Arc<AgentShared>,
+    agent: Arc<dyn AgentReadout>,
 ) -> std::io::Result<std::net::SocketAddr> {
     use axum::{response::IntoResponse, routing::get, Router};
     if !listen.ip().is_loopback() {
@@ -139,7 +247,7 @@ pub(crate) fn serve(
             async move {
                 (
                     [(axum::http::header::CONTENT_TYPE, CONTENT_TYPE)],
-                    render(&agent),
+                    render(&*agent),
                 )
                     .into_response()
             }
