@@ -1,6 +1,6 @@
 //! The agent's side of a data channel: the one place where `tcp` and `tls` channels
 //! differ. [`DataChannel`] is what the stream pipeline (agent/pipeline.rs) needs from a
-//! channel, step by step; [`open_loop`] picks the implementation once, from
+//! channel, step by step; `pipeline::open_loop` picks the implementation once, from
 //! `agent.transport`, and spawns one task per requested channel, typed by it (so a
 //! `tcp` channel's task is not sized by a `tls` channel's state).
 //!
@@ -32,30 +32,12 @@ use monoio::net::TcpStream;
 use rustls::ServerConfig;
 
 pub(super) use self::{plain::PlainChannel, tls::TlsChannel};
-use super::{pipeline, upstream::Upstream, AgentShared, SessionTicket, CONNECT_TIMEOUT};
+use super::{upstream::Upstream, AgentShared, SessionTicket, CONNECT_TIMEOUT};
 use crate::{
-    config::{agent::AgentEndpoint, agent::Transport},
+    config::agent::AgentEndpoint,
     io::{framed::FrameError, idle::Progress, splice::PumpError, PumpStats},
     wire::{Frame, StreamCode, StreamStart, PROTOCOL_VERSION},
 };
-
-/// Serves open requests from the shared queue for as long as the process runs: each
-/// becomes a channel task of the configured transport.
-pub async fn open_loop(shared: Arc<AgentShared>) {
-    while let Ok(opening) = shared.open_rx.recv().await {
-        if opening.ticket.is_alive() {
-            let shared = shared.clone();
-            match shared.settings.transport {
-                Transport::Tcp => drop(monoio::spawn(pipeline::serve::<PlainChannel>(
-                    opening, shared,
-                ))),
-                Transport::Tls => drop(monoio::spawn(pipeline::serve::<TlsChannel>(
-                    opening, shared,
-                ))),
-            }
-        }
-    }
-}
 
 /// One stream handed to a channel: what each step needs to know about it.
 pub(super) struct Stream<'a> {

@@ -265,7 +265,7 @@ pub fn start(settings: AgentSettings, driver: Driver) -> std::io::Result<AgentHa
                 monoio::spawn(control::run_forever(shared.clone()));
                 health::spawn_checkers(&shared);
             }
-            datachan::open_loop(shared).await;
+            pipeline::open_loop(shared).await;
         }
     })?;
     Ok(AgentHandle {

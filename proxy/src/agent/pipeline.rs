@@ -18,21 +18,36 @@
 //!    [`DataChannel::pump_client`] under termination): until both directions end;
 //!    counted by [`stream_ended`]. A `tls` channel both sides keep goes back to step 2.
 //!
-//! The pipeline is generic over the channel type, so each transport's task is sized by
-//! its own state ([`serve`] explains why the plain-stream phases are inline).
+//! [`open_loop`] turns each channel the session asks for into a task of the configured
+//! transport. The pipeline is generic over the channel type, so each transport's task
+//! is sized by its own state ([`serve`] explains why the plain-stream phases are inline).
 
 use std::sync::{atomic::Ordering, Arc};
 
 use super::{
-    datachan::{ChannelError, DataChannel, ParkEnd, Stream},
+    datachan::{ChannelError, DataChannel, ParkEnd, PlainChannel, Stream, TlsChannel},
     upstream::{self, Upstream, UpstreamError},
     AgentShared, Opening, SessionTicket,
 };
 use crate::{
-    config::agent::AgentEndpoint,
+    config::agent::{AgentEndpoint, Transport},
     io::{idle::Progress, splice::PumpError, PumpStats},
     wire::{StreamCode, StreamStart},
 };
+
+/// Serves open requests from the shared queue for as long as the process runs: each
+/// becomes a channel task of the configured transport.
+pub async fn open_loop(shared: Arc<AgentShared>) {
+    while let Ok(opening) = shared.open_rx.recv().await {
+        if opening.ticket.is_alive() {
+            let shared = shared.clone();
+            match shared.settings.transport {
+                Transport::Tcp => drop(monoio::spawn(serve::<PlainChannel>(opening, shared))),
+                Transport::Tls => drop(monoio::spawn(serve::<TlsChannel>(opening, shared))),
+            }
+        }
+    }
+}
 
 /// Serves one requested data channel of transport `C`: opens it, then forwards the
 /// streams the edge hands it until it is spent.
