@@ -288,8 +288,33 @@ impl Sluice {
     /// Sends SIGSTOP to this child (by its PID): it goes silent without closing any
     /// socket, like a machine that froze or dropped off the network.
     pub fn freeze(&self) {
+        let pid = self.child.id();
         // SAFETY: kill(2) on the PID of a child we started and have not reaped.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGSTOP) };
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGSTOP) };
+        // The signal is queued at once but takes effect when each thread is next
+        // scheduled: return once every thread is stopped, so work that starts after
+        // this call cannot be served by the frozen process.
+        let all_stopped = || {
+            let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+                return false;
+            };
+            tasks.flatten().all(|t| {
+                std::fs::read_to_string(t.path().join("stat")).is_ok_and(|stat| {
+                    // pid (comm) STATE ...; comm may hold spaces and parentheses.
+                    stat.rsplit_once(") ")
+                        .is_some_and(|(_, rest)| rest.starts_with('T') || rest.starts_with('t'))
+                })
+            })
+        };
+        let deadline = Instant::now() + WAIT;
+        while !all_stopped() {
+            assert!(
+                Instant::now() < deadline,
+                "{}: SIGSTOP never took effect",
+                self.role
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     /// Sends SIGKILL to this child (by PID) and reaps it.

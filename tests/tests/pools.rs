@@ -379,8 +379,13 @@ fn a_rolling_restart_of_every_member_under_load_fails_nothing() {
         let load = Load::start(public, 6);
         load.wait_for_more(100, "before the restarts");
         for (i, agent) in agents.iter_mut().enumerate() {
+            let left = |v: &serde_json::Value| v["message"] == "pool member left";
+            let left_before = edge.count(left);
             agent.terminate();
             assert_eq!(agent.wait_exit(), Some(0), "{transport}: member {i}");
+            // The edge learns of the exit from its control channel's end, a moment
+            // later; the replacement then joins a pool of two and makes it three.
+            edge.wait_for_n("member gone", left_before + 1, left);
             let full =
                 |v: &serde_json::Value| v["message"] == "pool member joined" && v["members"] == 3;
             let full_before = edge.count(full);
