@@ -22,8 +22,8 @@ use crate::{
     serve,
     throughput::{self, ThroughputOptions},
     tls::{self, Roots},
-    ClientOptions, Direction, DriverChoice, LoadError, Report, RunResult, ServeMode, ServeOptions,
-    Shutdown,
+    ClientModel, ClientOptions, Direction, DriverChoice, LoadError, Report, RunResult, ServeMode,
+    ServeOptions, Shutdown,
 };
 
 /// `sluice-load`: TCP and TLS load, honest latency, reports.
@@ -163,6 +163,10 @@ pub struct RrArgs {
     /// Open loop at this many requests/s in total (latency corrected for coordinated omission).
     #[arg(long)]
     pub rate: Option<f64>,
+    /// Client model: async tasks on --threads runtimes, or blocking: one OS thread per
+    /// connection on blocking sockets (closed loop only).
+    #[arg(long, value_enum, default_value = "async")]
+    pub model: ClientModel,
 }
 
 /// Flags of `connect`.
@@ -182,6 +186,11 @@ pub struct ConnectArgs {
     /// to keep up.
     #[arg(long)]
     pub rate: Option<f64>,
+    /// Client model: async tasks on --threads runtimes, or blocking: a pool of
+    /// --concurrency OS threads on blocking sockets, one connection at a time each
+    /// (closed loop only; --concurrency 1 is one at a time).
+    #[arg(long, value_enum, default_value = "async")]
+    pub model: ClientModel,
 }
 
 /// Flags of `hold`.
@@ -277,6 +286,24 @@ pub fn client_options(c: &Common) -> Result<ClientOptions, LoadError> {
         .progress(!c.quiet))
 }
 
+/// [`client_options`] for a command with a client model: the blocking model runs one
+/// OS thread per client, so its thread count is `clients` (and an explicit `--threads`
+/// that says otherwise is an error rather than silently ignored).
+pub fn model_options(
+    c: &Common,
+    model: ClientModel,
+    clients: usize,
+) -> Result<ClientOptions, LoadError> {
+    let o = client_options(c)?;
+    match (model, c.threads) {
+        (ClientModel::Async, _) => Ok(o),
+        (ClientModel::Blocking, Some(t)) if t != clients => Err(crate::options::invalid(format!(
+            "--model blocking runs one thread per client: --threads {t} does not match {clients} clients (leave --threads out)"
+        ))),
+        (ClientModel::Blocking, _) => Ok(o.threads(clients)),
+    }
+}
+
 /// Runs the command line `args` (program name first) and returns the exit code.
 pub fn main(args: Vec<OsString>) -> ExitCode {
     let cli = match Cli::try_parse_from(&args) {
@@ -321,17 +348,19 @@ fn run(cli: Cli, argv: Vec<String>) -> Result<(), LoadError> {
             )
         }
         Command::Rr(a) => {
-            let o = RrOptions::new(client_options(&a.common)?)
+            let o = RrOptions::new(model_options(&a.common, a.model, a.connections)?)
                 .size(a.size)
                 .connections(a.connections)
-                .rate(a.rate);
+                .rate(a.rate)
+                .model(a.model);
             ("rr", &a.common, Settings::rr(&o), rr::run(&o)?)
         }
         Command::Connect(a) => {
-            let o = ConnectOptions::new(client_options(&a.common)?)
+            let o = ConnectOptions::new(model_options(&a.common, a.model, a.concurrency)?)
                 .concurrency(a.concurrency)
                 .size(a.size)
-                .rate(a.rate);
+                .rate(a.rate)
+                .model(a.model);
             (
                 "connect",
                 &a.common,

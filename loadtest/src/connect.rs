@@ -7,12 +7,13 @@
 use std::time::Instant;
 
 use crate::{
+    blocking,
     client::{self, Worker},
     options::{check_range, check_rate},
     pace::Schedule,
     pattern,
     stream::Stream,
-    ClientOptions, Failure, LoadError, RunResult,
+    ClientModel, ClientOptions, Failure, LoadError, RunResult,
 };
 
 /// Options of `connect`.
@@ -28,6 +29,9 @@ pub struct ConnectOptions {
     /// Open-loop rate in connection cycles per second over all loops; `None` =
     /// closed loop.
     pub rate: Option<f64>,
+    /// Client model: async tasks (default) or a pool of blocking threads, one per
+    /// loop (see [`crate::blocking`]).
+    pub model: ClientModel,
 }
 
 impl ConnectOptions {
@@ -39,6 +43,7 @@ impl ConnectOptions {
             concurrency: 1,
             size: 32,
             rate: None,
+            model: ClientModel::Async,
         }
     }
 
@@ -63,18 +68,42 @@ impl ConnectOptions {
         self
     }
 
+    /// Sets the client model.
+    #[must_use]
+    pub fn model(mut self, m: ClientModel) -> Self {
+        self.model = m;
+        self
+    }
+
     /// Checks ranges.
     pub fn validate(&self) -> Result<(), LoadError> {
         self.client.validate()?;
         check_range("--concurrency", self.concurrency as u64, 1, 100_000)?;
         check_range("--size", self.size as u64, 0, 1 << 20)?;
-        check_rate(self.rate)
+        check_rate(self.rate)?;
+        if self.model == ClientModel::Blocking {
+            check_range(
+                "--concurrency (one thread each in the blocking model)",
+                self.concurrency as u64,
+                1,
+                blocking::MAX_THREADS as u64,
+            )?;
+            if self.rate.is_some() {
+                return Err(crate::options::invalid(
+                    "--rate (open loop) needs --model async; the blocking model is closed loop",
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
 /// Runs `connect` to the end.
 pub fn run(opts: &ConnectOptions) -> Result<RunResult, LoadError> {
     opts.validate()?;
+    if opts.model == ClientModel::Blocking {
+        return blocking::connect(opts);
+    }
     let (concurrency, size, rate) = (opts.concurrency, opts.size, opts.rate);
     client::run(
         "connect",

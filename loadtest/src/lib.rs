@@ -6,13 +6,18 @@
 //! many concurrent idle connections ([`hold`]). [`serve`] is the matching upstream
 //! (echo, sink or source) that sluice's own tests and benchmarks put behind the proxy.
 //!
-//! Everything is thread-per-core: [`runtime`] starts one `monoio` runtime per worker
+//! `connect` and `rr` also run on a pool of blocking OS threads ([`blocking`],
+//! `--model blocking`), the client model of most applications, so that a figure can be
+//! checked against a second client that shares none of the async code.
+//!
+//! The async model is thread-per-core: [`runtime`] starts one `monoio` runtime per worker
 //! thread (io_uring, or epoll where io_uring is unavailable), each worker records into
 //! its own [`stats::Recorder`], and the recorders are merged at the end into a
 //! [`report::Report`], whose JSON shape is the stable interface (see `docs/loadtest.md`).
 //! The `sluice-load` binary is only the clap front-end in [`cli`].
 #![warn(missing_docs)]
 
+pub mod blocking;
 pub mod classify;
 pub mod cli;
 pub mod client;
@@ -37,7 +42,9 @@ pub mod tls;
 
 pub use classify::{ErrorClass, ErrorCounts, Failure};
 pub use error::LoadError;
-pub use options::{ClientOptions, Direction, DriverChoice, ServeMode, TlsClientOptions};
+pub use options::{
+    ClientModel, ClientOptions, Direction, DriverChoice, ServeMode, TlsClientOptions,
+};
 pub use report::Report;
 pub use serve::{serve, ServeHandle, ServeOptions};
 pub use shutdown::Shutdown;

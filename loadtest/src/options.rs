@@ -20,6 +20,19 @@ pub enum DriverChoice {
     Legacy,
 }
 
+/// How the clients of `connect` and `rr` are built.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientModel {
+    /// Tasks on one `monoio` runtime per worker thread (`--threads`), many
+    /// connections per thread: a load generator.
+    #[default]
+    Async,
+    /// A pool of OS threads on blocking std sockets, one connection at a time each
+    /// (as many threads as `--concurrency` / `--connections`): most applications.
+    Blocking,
+}
+
 /// Data direction of `throughput`, seen from the client.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]

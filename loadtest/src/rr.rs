@@ -14,12 +14,13 @@
 use std::time::{Duration, Instant};
 
 use crate::{
+    blocking,
     client::{self, Worker},
     options::{check_range, check_rate},
     pace::Schedule,
     pattern,
     stream::Stream,
-    ClientOptions, Failure, LoadError, RunResult,
+    ClientModel, ClientOptions, Failure, LoadError, RunResult,
 };
 
 /// Options of `rr`.
@@ -34,6 +35,9 @@ pub struct RrOptions {
     pub size: usize,
     /// Open-loop rate in requests per second over all connections; `None` = closed loop.
     pub rate: Option<f64>,
+    /// Client model: async tasks (default) or a pool of blocking threads, one per
+    /// connection (see [`crate::blocking`]).
+    pub model: ClientModel,
 }
 
 impl RrOptions {
@@ -45,6 +49,7 @@ impl RrOptions {
             connections: 1,
             size: 64,
             rate: None,
+            model: ClientModel::Async,
         }
     }
 
@@ -69,18 +74,42 @@ impl RrOptions {
         self
     }
 
+    /// Sets the client model.
+    #[must_use]
+    pub fn model(mut self, m: ClientModel) -> Self {
+        self.model = m;
+        self
+    }
+
     /// Checks ranges.
     pub fn validate(&self) -> Result<(), LoadError> {
         self.client.validate()?;
         check_range("--connections", self.connections as u64, 1, 1_000_000)?;
         check_range("--size", self.size as u64, 1, 16 << 20)?;
-        check_rate(self.rate)
+        check_rate(self.rate)?;
+        if self.model == ClientModel::Blocking {
+            check_range(
+                "--connections (one thread each in the blocking model)",
+                self.connections as u64,
+                1,
+                blocking::MAX_THREADS as u64,
+            )?;
+            if self.rate.is_some() {
+                return Err(crate::options::invalid(
+                    "--rate (open loop) needs --model async; the blocking model is closed loop",
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
 /// Runs `rr` to the end and returns the merged measurements.
 pub fn run(opts: &RrOptions) -> Result<RunResult, LoadError> {
     opts.validate()?;
+    if opts.model == ClientModel::Blocking {
+        return blocking::rr(opts);
+    }
     let (connections, size, rate) = (opts.connections, opts.size, opts.rate);
     client::run(
         "rr",

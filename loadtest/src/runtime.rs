@@ -28,6 +28,9 @@ pub enum DriverKind {
     /// epoll (monoio's legacy driver).
     #[serde(rename = "epoll")]
     Epoll,
+    /// No runtime: blocking std sockets on a pool of OS threads (`--model blocking`).
+    #[serde(rename = "blocking")]
+    Blocking,
 }
 
 impl DriverKind {
@@ -37,6 +40,7 @@ impl DriverKind {
         match self {
             DriverKind::IoUring => "io_uring",
             DriverKind::Epoll => "epoll",
+            DriverKind::Blocking => "blocking",
         }
     }
 }
@@ -102,7 +106,8 @@ where
             }
             match kind {
                 DriverKind::IoUring => run_on!(IoUringDriver),
-                DriverKind::Epoll => run_on!(LegacyDriver),
+                // `resolve` never gives `Blocking`: that model starts no runtime.
+                DriverKind::Epoll | DriverKind::Blocking => run_on!(LegacyDriver),
             }
         });
         match spawned {

@@ -110,14 +110,42 @@ pub const OPEN_P999: Metric = m(
 );
 pub const CONN_RATE: Metric = m(
     "conn_per_s",
-    "connections/s, 32 clients",
+    "connections/s, async client, 32 concurrent",
     "conn/s",
     true,
     Versus::Ratio,
 );
+pub const CONN_POOL_RATE: Metric = m(
+    "conn_pool_per_s",
+    "connections/s, 32 blocking client threads",
+    "conn/s",
+    true,
+    Versus::Ratio,
+);
+pub const CPU_CONN_POOL: Metric = m(
+    "cpu_us_per_conn_pool",
+    "proxy CPU per connection (32 blocking threads)",
+    "CPU µs",
+    false,
+    Versus::None,
+);
+pub const CONN_ONE_RATE: Metric = m(
+    "conn_one_per_s",
+    "connections/s, one at a time (1 blocking thread)",
+    "conn/s",
+    true,
+    Versus::Ratio,
+);
+pub const CONN_ONE_P50: Metric = m(
+    "conn_one_p50_us",
+    "connect to first byte p50, one at a time",
+    "µs",
+    false,
+    Versus::Added,
+);
 pub const CONN_P50: Metric = m(
     "conn_p50_us",
-    "connect to first byte p50",
+    "connect to first byte p50 (async, 32 concurrent)",
     "µs",
     false,
     Versus::Added,
@@ -174,9 +202,31 @@ pub const ERRORS: Metric = m(
 );
 
 /// Every figure, in report order.
-pub const ALL: [Metric; 20] = [
-    THR1, THR4, CPU_GB, RR_P50, RR_P99, RR_P999, RR_RATE, OPEN_P50, OPEN_P99, OPEN_P999, CONN_RATE,
-    CONN_P50, CONN_P99, CPU_CONN, HELD, RSS_EDGE, RSS_AGENT, RSS_TOTAL, AGENT_UP, ERRORS,
+pub const ALL: [Metric; 24] = [
+    THR1,
+    THR4,
+    CPU_GB,
+    RR_P50,
+    RR_P99,
+    RR_P999,
+    RR_RATE,
+    OPEN_P50,
+    OPEN_P99,
+    OPEN_P999,
+    CONN_RATE,
+    CONN_P50,
+    CONN_P99,
+    CPU_CONN,
+    CONN_POOL_RATE,
+    CPU_CONN_POOL,
+    CONN_ONE_RATE,
+    CONN_ONE_P50,
+    HELD,
+    RSS_EDGE,
+    RSS_AGENT,
+    RSS_TOTAL,
+    AGENT_UP,
+    ERRORS,
 ];
 
 /// The metric with this key.

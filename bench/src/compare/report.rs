@@ -52,13 +52,15 @@ fn cell(d: &RunData, path: &str, m: Metric) -> String {
 }
 
 /// The summary columns.
-pub const SUMMARY: [Metric; 11] = [
+pub const SUMMARY: [Metric; 13] = [
     metrics::THR1,
     metrics::THR4,
     metrics::RR_P50,
     metrics::RR_P99,
     metrics::OPEN_P999,
     metrics::CONN_RATE,
+    metrics::CONN_POOL_RATE,
+    metrics::CONN_ONE_RATE,
     metrics::CONN_P50,
     metrics::CPU_GB,
     metrics::CPU_CONN,
@@ -73,8 +75,10 @@ fn header(m: Metric) -> String {
         "rr_p50_us" => "rr p50 added µs",
         "rr_p99_us" => "rr p99 added µs",
         "open_p999_us" => "open-loop p99.9 added µs",
-        "conn_per_s" => "conn/s",
-        "conn_p50_us" => "connect p50 added µs",
+        "conn_per_s" => "conn/s async 32",
+        "conn_pool_per_s" => "conn/s 32 threads",
+        "conn_one_per_s" => "conn/s one at a time",
+        "conn_p50_us" => "connect p50 added µs (async 32)",
         "cpu_s_per_gb" => "CPU s/GB",
         "cpu_us_per_conn" => "CPU µs/conn",
         "rss_b_per_conn" => "RSS B/conn",
@@ -161,7 +165,7 @@ pub fn behind(d: &RunData) -> Vec<String> {
 
 /// The charts of the report: (file suffix, SVG text).
 pub fn charts(d: &RunData) -> Vec<(String, String)> {
-    let specs: [(Metric, &str, bool); 6] = [
+    let specs: [(Metric, &str, bool); 8] = [
         (
             metrics::THR1,
             "Throughput, 1 stream (x direct, same round)",
@@ -169,7 +173,17 @@ pub fn charts(d: &RunData) -> Vec<(String, String)> {
         ),
         (
             metrics::CONN_RATE,
-            "Connections/s, 32 clients (x direct, same round)",
+            "Connections/s, async client, 32 concurrent (x direct, same round)",
+            true,
+        ),
+        (
+            metrics::CONN_POOL_RATE,
+            "Connections/s, 32 blocking client threads (x direct, same round)",
+            true,
+        ),
+        (
+            metrics::CONN_ONE_RATE,
+            "Connections/s, one at a time (x direct, same round)",
             true,
         ),
         (
@@ -393,6 +407,6 @@ mod tests {
         assert!(md.contains("Nowhere in this run."));
         assert_eq!(signed(-5037.0), "-5037");
         assert_eq!(signed(51.0), "+51.0");
-        assert_eq!(charts(&d).len(), 6);
+        assert_eq!(charts(&d).len(), 8);
     }
 }

@@ -115,6 +115,7 @@ pub fn run(args: Args, cmd: &str) -> Result<PathBuf> {
         let status = if !wanted(key) {
             continue;
         } else if let Some(p) = problem {
+            eprintln!("compare: SKIPPING {key} ({label}): {p}; its row is left out of the report");
             p
         } else if kind
             == (Kind::Rathole {
@@ -122,6 +123,9 @@ pub fn run(args: Args, cmd: &str) -> Result<PathBuf> {
             })
             && env.noise.is_none()
         {
+            eprintln!(
+                "compare: SKIPPING {key} ({label}): no Noise key pair (rathole --genkey failed)"
+            );
             "no Noise key pair (rathole --genkey failed)".into()
         } else {
             selected.push((key, kind));

@@ -1,8 +1,16 @@
 //! The workloads every path runs, as `sluice-load` command lines, and the figures
 //! each one records: throughput (1 and 4 streams, into the sink, with proxy CPU per
-//! GB), 64-byte request/response closed and open loop, connections/s with 32 clients
-//! (with proxy CPU per connection), and held connections (resident memory per
-//! connection).
+//! GB), 64-byte request/response closed and open loop, connections/s with three
+//! client models (with proxy CPU per connection), and held connections (resident
+//! memory per connection).
+//!
+//! Connections/s is measured three ways, each against direct in the same round: an
+//! async load generator with 32 connections in flight (`--threads 4`: with only one
+//! worker per core, a worker descheduled on a 2-core machine shared with the proxy
+//! stalls a whole share of the connections, and the direct figure fell short of a
+//! thread pool's by ~20%); a pool of 32 blocking threads, as most applications
+//! connect; and one blocking thread, one connection at a time (set-up latency with
+//! nothing queued).
 use std::net::SocketAddr;
 
 use super::load::{get, LoadRun};
@@ -17,16 +25,20 @@ pub enum Workload {
     Rr,
     Open,
     Connect,
+    ConnectPool,
+    ConnectOne,
     Hold,
 }
 
 /// The interleaved workloads, in order (hold runs last, one path at a time).
-pub const ROUND: [Workload; 5] = [
+pub const ROUND: [Workload; 7] = [
     Workload::Thr1,
     Workload::Thr4,
     Workload::Rr,
     Workload::Open,
     Workload::Connect,
+    Workload::ConnectPool,
+    Workload::ConnectOne,
 ];
 
 impl Workload {
@@ -37,6 +49,8 @@ impl Workload {
             Workload::Rr => "rr",
             Workload::Open => "rr-open",
             Workload::Connect => "connect",
+            Workload::ConnectPool => "connect-pool",
+            Workload::ConnectOne => "connect-one",
             Workload::Hold => "hold",
         }
     }
@@ -84,17 +98,30 @@ impl Workload {
                 "--warmup".into(),
                 "0.5s".into(),
             ],
-            Workload::Connect => vec![
-                "connect".into(),
-                "--target".into(),
-                echo.to_string(),
-                "--concurrency".into(),
-                "32".into(),
-                "--size".into(),
-                "32".into(),
-                "--warmup".into(),
-                "0s".into(),
-            ],
+            Workload::Connect | Workload::ConnectPool | Workload::ConnectOne => {
+                let (model, clients, threads) = match self {
+                    Workload::Connect => ("async", "32", Some("4")),
+                    Workload::ConnectPool => ("blocking", "32", None),
+                    _ => ("blocking", "1", None),
+                };
+                let mut v: Vec<String> = vec![
+                    "connect".into(),
+                    "--target".into(),
+                    echo.to_string(),
+                    "--model".into(),
+                    model.into(),
+                    "--concurrency".into(),
+                    clients.into(),
+                    "--size".into(),
+                    "64".into(),
+                    "--warmup".into(),
+                    "0.2s".into(),
+                ];
+                if let Some(t) = threads {
+                    v.extend(["--threads".into(), t.into()]);
+                }
+                v
+            }
             Workload::Hold => {
                 return vec![
                     "hold".into(),
@@ -156,6 +183,18 @@ impl Workload {
                 }
                 v
             }
+            Workload::ConnectPool => {
+                let mut v = vec![(metrics::CONN_POOL_RATE, get(r, "/totals/ops_per_s"))];
+                let opened = get(r, "/connections/opened");
+                if proxied && opened > 0.0 {
+                    v.push((metrics::CPU_CONN_POOL, run.cpu_s * 1e6 / opened));
+                }
+                v
+            }
+            Workload::ConnectOne => vec![
+                (metrics::CONN_ONE_RATE, get(r, "/totals/ops_per_s")),
+                (metrics::CONN_ONE_P50, get(r, "/latency_us/p50")),
+            ],
             Workload::Hold => {
                 let held = get(r, "/connections/held");
                 let mut v = vec![(metrics::HELD, held)];
@@ -225,10 +264,19 @@ mod tests {
             .args(e, s, &st)
             .join(" ")
             .contains("--rate 2000"));
-        assert!(Workload::Connect
-            .args(e, s, &st)
-            .join(" ")
-            .contains("--target 127.0.0.1:1 --concurrency 32"));
+        let c = Workload::Connect.args(e, s, &st).join(" ");
+        assert!(
+            c.contains("--target 127.0.0.1:1 --model async --concurrency 32")
+                && c.contains("--threads 4"),
+            "{c}"
+        );
+        let c = Workload::ConnectPool.args(e, s, &st).join(" ");
+        assert!(
+            c.contains("--model blocking --concurrency 32") && !c.contains("--threads"),
+            "{c}"
+        );
+        let c = Workload::ConnectOne.args(e, s, &st).join(" ");
+        assert!(c.contains("--model blocking --concurrency 1 "), "{c}");
         let h = Workload::Hold.args(e, s, &st).join(" ");
         assert!(
             h.contains("--connections 2000") && h.ends_with("--duration 5s"),
@@ -252,6 +300,22 @@ mod tests {
         let f = Workload::Connect.figures(&c, 1, true);
         assert!(f.contains(&(metrics::CPU_CONN, 2000.0)));
         assert!(f.contains(&(metrics::CONN_RATE, 5000.0)));
+        let f = Workload::ConnectPool.figures(&c, 1, true);
+        assert_eq!(
+            f,
+            vec![
+                (metrics::CONN_POOL_RATE, 5000.0),
+                (metrics::CPU_CONN_POOL, 2000.0)
+            ]
+        );
+        let f = Workload::ConnectOne.figures(&c, 1, false);
+        assert_eq!(
+            f,
+            vec![
+                (metrics::CONN_ONE_RATE, 5000.0),
+                (metrics::CONN_ONE_P50, 100.0)
+            ]
+        );
         let h = run(serde_json::json!({ "connections": { "held": 1024.0 } }));
         let f = Workload::Hold.figures(&h, 1, true);
         assert!(f.contains(&(metrics::RSS_EDGE, 1000.0)));
