@@ -16,14 +16,18 @@ pub struct InFlight(AtomicUsize);
 
 impl InFlight {
     /// Counts a stream until the returned guard drops.
+    ///
+    /// Sequentially consistent with [`Self::get`]: a worker that enters and then reads
+    /// a "draining" flag, and a drain that sets the flag and then reads the count, can
+    /// not both miss each other.
     pub fn enter(&self) -> InFlightGuard<'_> {
-        self.0.fetch_add(1, Ordering::Relaxed);
+        self.0.fetch_add(1, Ordering::SeqCst);
         InFlightGuard(self)
     }
 
     /// Streams in flight now.
     pub fn get(&self) -> usize {
-        self.0.load(Ordering::Relaxed)
+        self.0.load(Ordering::SeqCst)
     }
 }
 

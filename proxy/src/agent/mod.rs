@@ -201,7 +201,8 @@ impl AgentHandle {
     /// endpoints and closes its idle data channels) and does not reconnect. Streams
     /// in flight carry on.
     pub fn leave_edge(&self) {
-        self.shared.draining.store(true, Ordering::Release);
+        // SeqCst: pairs with `InFlight::enter` then the flag's load in the pipeline.
+        self.shared.draining.store(true, Ordering::SeqCst);
         if let Some(control) = self
             .shared
             .control

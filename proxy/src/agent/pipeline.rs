@@ -85,6 +85,13 @@ pub fn serve<C: DataChannel>(
             };
             on_stream_assigned(&ticket, &shared);
             let _in_flight = shared.in_flight.enter();
+            if shared.draining.load(Ordering::SeqCst) {
+                // The agent has left the edge and its drain may already have seen no
+                // stream in flight: the process could exit under this stream. A
+                // status before any upstream byte makes the edge replay it elsewhere.
+                channel.send_status(StreamCode::UpstreamFailed).await;
+                return;
+            }
             let Some(endpoint) = endpoint_for(&start, &shared) else {
                 channel.send_status(StreamCode::UnknownEndpoint).await;
                 return;
