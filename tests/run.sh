@@ -44,7 +44,7 @@ status=0
 if [ "$#" -gt 0 ]; then
     cargo test --release "$@" 2>&1 | tee "$log" || status=$?
 else
-    cargo test --workspace --release 2>&1 | tee "$log" || status=$?
+    cargo test --workspace --release --no-fail-fast 2>&1 | tee "$log" || status=$?
     # The fuzz crate is outside the workspace (it needs libFuzzer only for its
     # targets); its tests check that the seed corpus matches the encoder.
     if [ "$status" -eq 0 ]; then

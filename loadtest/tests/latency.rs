@@ -108,13 +108,15 @@ fn open_loop_under_capacity_is_not_charged_for_the_timer() {
     )
     .unwrap();
     assert_eq!(r.errors.total(), 0, "{:?}", r.samples);
-    let p99 = r.latency.value_at_quantile(0.99) as f64 / 1e6;
-    // Charged for the timer or for queueing, a request would count at least one more
-    // delay than the same machine's own round trip (control: plain clients, same server).
+    let p50 = r.latency.value_at_quantile(0.5) as f64 / 1e6;
+    // Charged for the timer or for queueing, the typical request would count at least
+    // one more delay than the same machine's own round trip (control: plain clients,
+    // same server). The median, not a tail: a stall of this shared machine during one
+    // run and not the other moves the tails of either.
     let control = control_latencies_ms(server.addr, 8, 5);
-    let control_max = *control.last().unwrap();
+    let control_p50 = control[control.len() / 2];
     assert!(
-        (DELAY_MS as f64..control_max + DELAY_MS as f64).contains(&p99),
-        "corrected p99 {p99} ms, control {control:?} ms"
+        (DELAY_MS as f64..control_p50 + DELAY_MS as f64 / 2.0).contains(&p50),
+        "corrected p50 {p50} ms, control {control:?} ms"
     );
 }
