@@ -332,8 +332,8 @@ fn silent_resetting_and_gone_upstreams_close_clients_promptly_and_leak_nothing()
 }
 
 /// Waits until the descriptors hold still for 500 ms with no tunneled stream open;
-/// with `baseline`, also until everything but the data channel pool is exactly as in
-/// the baseline and both ends agree on the pool. Within 15 s; returns the census.
+/// with `baseline`, also until everything but the data channel pool is back to at
+/// most the baseline and both ends agree on the pool. Within 15 s; returns the census.
 fn settle(s: &Setup, baseline: Option<(Census, Census)>, what: &str) -> (Census, Census) {
     let end = Instant::now() + Duration::from_secs(15);
     let mut last = census(s);
@@ -351,7 +351,9 @@ fn settle(s: &Setup, baseline: Option<(Census, Census)>, what: &str) -> (Census,
             && edge.channels == agent.channels
             && stable_since.elapsed() >= Duration::from_millis(500);
         let done = match baseline {
-            Some((e0, a0)) => quiet && edge.rest == e0.rest && agent.rest == a0.rest,
+            // Not above the baseline: a leak only adds. (Below it is no leak: on a
+            // loaded machine the baseline can catch a descriptor on its way out.)
+            Some((e0, a0)) => quiet && edge.rest <= e0.rest && agent.rest <= a0.rest,
             None => quiet,
         };
         if done {
