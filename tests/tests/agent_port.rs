@@ -349,6 +349,25 @@ fn a_flood_of_bad_tokens_leaves_one_audit_event_per_source_and_the_history_intac
         !types("type=session.started").is_empty(),
         "the real session's history is still there"
     );
+    // Every answered bad hello is counted under its own cause, and nothing else was
+    // refused.
+    let metrics = admin.call("GET", "/metrics", None).text;
+    let refused = |reason: &str| {
+        sluice_tests::prom::sample(
+            &metrics,
+            &format!("sluice_edge_agents_refused_total{{reason=\"{reason}\"}}"),
+        )
+    };
+    assert!(
+        refused("unknown_token") >= answered as f64 && refused("unknown_token") <= 300.0,
+        "unknown_token {} for {answered} answered bad hellos",
+        refused("unknown_token")
+    );
+    assert_eq!(
+        sluice_tests::prom::sum(&metrics, "sluice_edge_agents_refused_total", &[]),
+        refused("unknown_token"),
+        "{metrics}"
+    );
 }
 
 /// A certificate set for `localhost` made by `sluice certs new --days DAYS` in

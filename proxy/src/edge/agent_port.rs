@@ -9,7 +9,9 @@ use monoio::{
     net::{TcpListener, TcpStream},
 };
 
-use super::{channel_auth, control, datachan::ParkedChannel, stats::EdgeStats, EdgeShared};
+use super::{
+    agent_refusal::AgentRefusal, channel_auth, control, datachan::ParkedChannel, EdgeShared,
+};
 use crate::{
     io::{framed, sockets},
     wire::{Frame, CHANNEL_HELLO_FRAME_LEN, DATA_CHANNEL_MAGIC, PROTOCOL_VERSION},
@@ -35,8 +37,7 @@ async fn handle(stream: TcpStream, peer: SocketAddr, shared: Arc<EdgeShared>) {
     let _slot = match gate.preauth.admit(peer.ip(), has_session) {
         Ok(slot) => slot,
         Err(refusal) => {
-            crate::log_throttled!(warn, %peer, limit = refusal.as_str(), "agent port connection refused before authentication");
-            EdgeStats::bump(&shared.stats.agents_refused);
+            AgentRefusal::PreAuthLimit(refusal.as_str()).account(&shared, peer);
             sockets::reset_on_close(stream.as_raw_fd());
             return;
         }
@@ -50,17 +51,12 @@ async fn handle(stream: TcpStream, peer: SocketAddr, shared: Arc<EdgeShared>) {
             tracing::debug!(%peer, error = %e, "agent connection closed before speaking");
             return;
         }
-        Err(_) => {
-            crate::log_throttled!(info, %peer, "agent connection silent past the handshake timeout; closed");
-            EdgeStats::bump(&shared.stats.agents_refused);
-            return;
-        }
+        Err(_) => return AgentRefusal::Silent.account(&shared, peer),
     };
     match first {
         TLS_HANDSHAKE_RECORD => {
             if let Err(refusal) = shared.preauth.allow_handshake(peer.ip(), has_session) {
-                crate::log_throttled!(warn, %peer, limit = refusal.as_str(), "agent TLS handshake refused: too many from this source");
-                EdgeStats::bump(&shared.stats.agents_refused);
+                AgentRefusal::HandshakeRate(refusal.as_str()).account(&shared, peer);
                 sockets::reset_on_close(stream.as_raw_fd());
                 return;
             }
@@ -68,16 +64,11 @@ async fn handle(stream: TcpStream, peer: SocketAddr, shared: Arc<EdgeShared>) {
         }
         b if b == DATA_CHANNEL_MAGIC[0] => {
             if !shared.plain_channels {
-                crate::log_throttled!(warn, %peer, "plain-TCP data channel refused: this edge does not accept them (agents.plain_channels: false)");
-                EdgeStats::bump(&shared.stats.agents_refused);
-                return;
+                return AgentRefusal::PlainChannelsOff.account(&shared, peer);
             }
             plain_data_channel(stream, peer, deadline, shared).await
         }
-        other => {
-            crate::log_throttled!(warn, %peer, first_byte = other, "garbage on the agent port; closed");
-            EdgeStats::bump(&shared.stats.agents_refused);
-        }
+        other => AgentRefusal::Garbage(other).account(&shared, peer),
     }
 }
 
@@ -138,20 +129,15 @@ async fn plain_data_channel(
             proof,
         })) => (session_id, seq, proof),
         Ok(Ok(other)) => {
-            crate::log_throttled!(warn, %peer, frame = other.name(), "unexpected first frame on a data channel; closed");
-            EdgeStats::bump(&shared.stats.agents_refused);
-            return;
+            let frame = other.name();
+            return AgentRefusal::UnexpectedFrame {
+                channel: "data",
+                frame,
+            }
+            .account(&shared, peer);
         }
-        Ok(Err(e)) => {
-            crate::log_throttled!(warn, %peer, error = %e, "bad data channel hello; closed");
-            EdgeStats::bump(&shared.stats.agents_refused);
-            return;
-        }
-        Err(_) => {
-            crate::log_throttled!(info, %peer, "data channel silent past the handshake timeout; closed");
-            EdgeStats::bump(&shared.stats.agents_refused);
-            return;
-        }
+        Ok(Err(e)) => return AgentRefusal::BadChannelHello(&e).account(&shared, peer),
+        Err(_) => return AgentRefusal::ChannelSilent.account(&shared, peer),
     };
     let Some(session) = channel_auth::authenticate_channel(&shared, peer, session_id, seq, &proof)
     else {

@@ -4,7 +4,7 @@
 
 use std::{net::SocketAddr, sync::Arc};
 
-use super::{session_handle::SessionHandle, stats::EdgeStats, EdgeShared};
+use super::{agent_refusal::AgentRefusal, session_handle::SessionHandle, EdgeShared};
 
 /// The session a data channel claims, if it exists and the channel's proof is right
 /// and unused.
@@ -19,9 +19,13 @@ pub(super) fn authenticate_channel(
         crate::log_throttled!(info, %peer, session = session_id, "data channel for an unknown session; closed");
         return None;
     };
-    if let Err(why) = session.admit_channel(seq, proof) {
-        crate::log_throttled!(warn, %peer, session = session_id, seq, reason = why, "data channel refused; closed");
-        EdgeStats::bump(&shared.stats.agents_refused);
+    if let Err(reason) = session.admit_channel(seq, proof) {
+        AgentRefusal::ChannelRefused {
+            session: session_id,
+            seq,
+            reason,
+        }
+        .account(shared, peer);
         return None;
     }
     Some(session)

@@ -15,6 +15,7 @@ use monoio::{
 };
 
 use super::{
+    agent_refusal::AgentRefusal,
     audit::AuditEvent,
     auth::Identity,
     bind_error::BindError,
@@ -22,7 +23,6 @@ use super::{
     registry::{Bound, Registry},
     session::{Action, SessionLogic},
     session_handle::SessionHandle,
-    stats::EdgeStats,
     EdgeShared,
 };
 use crate::{
@@ -47,37 +47,19 @@ pub async fn handle_tls(
     .await
     {
         Ok(Ok(tls)) => tls,
-        Ok(Err(e)) => {
-            crate::log_throttled!(warn, %peer, error = %e, "agent TLS handshake failed");
-            EdgeStats::bump(&shared.stats.agents_refused);
-            return;
-        }
-        Err(_) => {
-            crate::log_throttled!(info, %peer, "agent TLS handshake timed out");
-            EdgeStats::bump(&shared.stats.agents_refused);
-            return;
-        }
+        Ok(Err(e)) => return AgentRefusal::TlsHandshake(&e).account(&shared, peer),
+        Err(_) => return AgentRefusal::TlsHandshakeTimeout.account(&shared, peer),
     };
     let mut reader = FrameReader::new();
     let first = match monoio::time::timeout(left(), reader.next(&mut tls)).await {
         Ok(Ok(Some(frame))) => frame,
         Ok(Ok(None)) => return,
         Ok(Err(e)) => {
-            crate::log_throttled!(warn, %peer, error = %e, "bad first frame from agent; closed");
-            refuse(
-                &mut tls,
-                ErrorCode::Malformed,
-                format!("malformed frame: {e}"),
-            )
-            .await;
-            EdgeStats::bump(&shared.stats.agents_refused);
-            return;
+            AgentRefusal::BadFirstFrame(&e).account(&shared, peer);
+            let message = format!("malformed frame: {e}");
+            return refuse(&mut tls, ErrorCode::Malformed, message).await;
         }
-        Err(_) => {
-            crate::log_throttled!(info, %peer, "agent sent no hello in time; closed");
-            EdgeStats::bump(&shared.stats.agents_refused);
-            return;
-        }
+        Err(_) => return AgentRefusal::NoHello.account(&shared, peer),
     };
     match first {
         Frame::Hello {
@@ -90,22 +72,14 @@ pub async fn handle_tls(
                 let msg = format!(
                     "protocol version {version} not supported; this edge speaks {PROTOCOL_VERSION}"
                 );
-                crate::log_throttled!(warn, %peer, version, "agent refused: version mismatch");
-                refuse(&mut tls, ErrorCode::VersionMismatch, msg).await;
-                EdgeStats::bump(&shared.stats.agents_refused);
-                return;
+                AgentRefusal::VersionMismatch(version).account(&shared, peer);
+                return refuse(&mut tls, ErrorCode::VersionMismatch, msg).await;
             }
             let Some(identity) = shared.auth.load().authenticate(&authtoken) else {
-                crate::log_throttled!(warn, %peer, "agent refused: unknown authtoken");
+                AgentRefusal::UnknownToken.account(&shared, peer);
                 shared.audit.send(AuditEvent::AuthFailed { peer });
-                refuse(
-                    &mut tls,
-                    ErrorCode::Unauthorized,
-                    "authtoken not recognised".into(),
-                )
-                .await;
-                EdgeStats::bump(&shared.stats.agents_refused);
-                return;
+                let message = "authtoken not recognised".into();
+                return refuse(&mut tls, ErrorCode::Unauthorized, message).await;
             };
             shared.stats.agent_handshake.0.observe(started.elapsed());
             run_session(
@@ -144,14 +118,14 @@ pub async fn handle_tls(
             }
         }
         other => {
-            crate::log_throttled!(warn, %peer, frame = other.name(), "unexpected first frame on a control channel; closed");
-            refuse(
-                &mut tls,
-                ErrorCode::BadRequest,
-                format!("expected hello, got {}", other.name()),
-            )
-            .await;
-            EdgeStats::bump(&shared.stats.agents_refused);
+            let frame = other.name();
+            AgentRefusal::UnexpectedFrame {
+                channel: "control",
+                frame,
+            }
+            .account(&shared, peer);
+            let message = format!("expected hello, got {frame}");
+            refuse(&mut tls, ErrorCode::BadRequest, message).await;
         }
     }
 }

@@ -11,6 +11,7 @@
 
 mod account;
 mod agent_port;
+mod agent_refusal;
 pub mod audit;
 pub mod auth;
 pub mod bind_error;

@@ -3,6 +3,9 @@
 
 use crate::metrics::{Counter, Gauge, Histogram};
 
+/// Labels of `agents_refused`, one per cause of refusal on the agent port.
+pub const AGENT_REFUSAL_LABELS: [&str; 15] = super::agent_refusal::AgentRefusal::LABELS;
+
 /// Edge-wide outcomes (those that happen before a connection has an endpoint, or
 /// concern agents).
 #[derive(Default, Debug)]
@@ -22,8 +25,9 @@ pub struct EdgeStats {
     /// Public connections closed because their TLS handshake with the edge
     /// (`terminate_tls`) failed or timed out.
     pub tls_handshake_failed: Counter,
-    /// Agent connections refused (bad token, version, garbage).
-    pub agents_refused: Counter,
+    /// Agent-port connections refused before a session or parked channel, by cause
+    /// (indexed like `AgentRefusal::LABELS`, which [`AGENT_REFUSAL_LABELS`] names).
+    pub agents_refused: [Counter; AGENT_REFUSAL_LABELS.len()],
     /// Agent control channels' TLS handshake + hello, until the session starts.
     pub agent_handshake: HistogramField,
 }

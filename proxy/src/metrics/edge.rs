@@ -3,7 +3,7 @@
 use std::sync::atomic::Ordering;
 
 use super::prometheus::Exposition;
-use crate::edge::{datachan::OpenError, EdgeShared};
+use crate::edge::{datachan::OpenError, stats::AGENT_REFUSAL_LABELS, EdgeShared};
 
 /// Renders every edge metric.
 pub fn render(edge: &EdgeShared) -> String {
@@ -31,16 +31,18 @@ pub fn render(edge: &EdgeShared) -> String {
         "TLS-port connections closed for a missing, unknown or unreadable SNI.",
     )
     .sample("sluice_edge_no_route_total", &[], s.no_route.get());
-    e.family(
+    let refused = e.family(
         "sluice_edge_agents_refused_total",
         "counter",
-        "Agent connections refused (bad token, version, garbage, timeouts).",
-    )
-    .sample(
-        "sluice_edge_agents_refused_total",
-        &[],
-        s.agents_refused.get(),
+        "Agent-port connections refused before a session or parked channel, by cause.",
     );
+    for (label, counter) in AGENT_REFUSAL_LABELS.iter().zip(&s.agents_refused) {
+        refused.sample(
+            "sluice_edge_agents_refused_total",
+            &[("reason", label)],
+            counter.get(),
+        );
+    }
     e.family(
         "sluice_edge_agent_handshake_seconds",
         "histogram",
