@@ -2,9 +2,13 @@
 # sluice and sluice-load, makes a scratch directory with a self-signed edge certificate
 # and a fresh token, and stops every process listed in PIDS on exit (by PID).
 #   KEEP_BENCH_DIR=1  keeps the scratch directory (configs, logs, JSON) for a look.
+#   SLUICE_BIN=PATH   the sluice binary to measure (default: this tree's release build).
 
 cargo build --release -q -p sluice-proxy -p sluice-loadtest
 BIN=${CARGO_TARGET_DIR:-target}/release
+# SLUICE_BIN=path runs another build of sluice (say, a commit before a change) with
+# this tree's sluice-load, so two builds are measured with one harness.
+SLUICE=${SLUICE_BIN:-$BIN/sluice}
 WORK=$(mktemp -d /tmp/sluice-bench.XXXXXX)
 PIDS=()
 cleanup() {
@@ -26,5 +30,5 @@ wait_port() {
 ( cd "$WORK" && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
     -keyout edge.key -out edge.crt -days 2 -subj /CN=localhost \
     -addext subjectAltName=DNS:localhost -addext basicConstraints=critical,CA:FALSE 2>/dev/null )
-TOKEN_LINES=$("$BIN"/sluice token new)
+TOKEN_LINES=$("$SLUICE" token new)
 TOKEN=$(echo "$TOKEN_LINES" | sed -n 1p); HASH=$(echo "$TOKEN_LINES" | sed -n 2p)

@@ -53,9 +53,9 @@ version: 3
 agent: { authtoken: "$TOKEN", connect_url: "127.0.0.1:$agent_port", connect_cas: edge.crt, server_name: localhost, transport: tcp, data_channels: 16 }
 endpoints: [ { url: tcp://echo.internal:7, upstream: { url: "127.0.0.1:$ECHO_PORT" } } ]
 YML
-  "$BIN"/sluice --log-level warn edge --config "$WORK/edge-$name.yml" 2>"$WORK/edge-$name.log" & local edge=$!; PIDS+=($edge)
+  "$SLUICE" --log-level warn edge --config "$WORK/edge-$name.yml" 2>"$WORK/edge-$name.log" & local edge=$!; PIDS+=($edge)
   wait_port "$agent_port"
-  "$BIN"/sluice --log-level warn agent --config "$WORK/agent-$name.yml" 2>"$WORK/agent-$name.log" & local agent=$!; PIDS+=($agent)
+  "$SLUICE" --log-level warn agent --config "$WORK/agent-$name.yml" 2>"$WORK/agent-$name.log" & local agent=$!; PIDS+=($agent)
   for _ in $(seq 1 200); do
     "$BIN"/sluice-load connect --target 127.0.0.1:"$pub" --size 16 --concurrency 1 --duration 0.2s >/dev/null 2>&1 && break
     sleep 0.05

@@ -80,7 +80,7 @@ endpoints:
   - { url: "tcp://127.0.0.1:$PUB_DIST", traffic_policy: $(policy tcp://dist.internal:7) }
   - { url: "tcp://127.0.0.1:$PUB_KILL", traffic_policy: $(policy tcp://kill.internal:7) }
 YML
-"$BIN"/sluice --log-format json --log-level info edge --config "$WORK/edge.yml" 2>"$WORK/edge.log" & PIDS+=($!)
+"$SLUICE" --log-format json --log-level info edge --config "$WORK/edge.yml" 2>"$WORK/edge.log" & PIDS+=($!)
 wait_port "$AGENT_PORT"
 for i in 0 1 2; do
   cat > "$WORK/agent-$i.yml" <<YML
@@ -91,7 +91,7 @@ endpoints:
   - { url: tcp://dist.internal:7, pooling_enabled: true, upstream: { url: "127.0.0.1:${DIST_UP[$i]}" } }
   - { url: tcp://kill.internal:7, pooling_enabled: true, upstream: { url: "127.0.0.1:${KILL_UP[$i]}" } }
 YML
-  "$BIN"/sluice --log-format json --log-level info agent --config "$WORK/agent-$i.yml" 2>"$WORK/agent-$i.log" & AGENT_PIDS[$i]=$!; PIDS+=($!)
+  "$SLUICE" --log-format json --log-level info agent --config "$WORK/agent-$i.yml" 2>"$WORK/agent-$i.log" & AGENT_PIDS[$i]=$!; PIDS+=($!)
 done
 # Ready once the edge logged both pools at three members.
 for _ in $(seq 1 200); do

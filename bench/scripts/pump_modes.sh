@@ -67,9 +67,9 @@ endpoints:
   - { url: tcp://iperf.internal:5201, upstream: { url: "127.0.0.1:$IPERF_PORT" } }
   - { url: tcp://echo.internal:7, upstream: { url: "127.0.0.1:$ECHO_PORT" } }
 YML
-  "$BIN"/sluice --log-level warn --driver "$DRIVER" --pump "$pump" edge --config "$WORK/$pump-edge.yml" 2>"$WORK/$pump-edge.log" & PIDS+=($!)
+  "$SLUICE" --log-level warn --driver "$DRIVER" --pump "$pump" edge --config "$WORK/$pump-edge.yml" 2>"$WORK/$pump-edge.log" & PIDS+=($!)
   wait_port "$agent_port"
-  "$BIN"/sluice --log-level warn --driver "$DRIVER" --pump "$pump" agent --config "$WORK/$pump-agent.yml" 2>"$WORK/$pump-agent.log" & PIDS+=($!)
+  "$SLUICE" --log-level warn --driver "$DRIVER" --pump "$pump" agent --config "$WORK/$pump-agent.yml" 2>"$WORK/$pump-agent.log" & PIDS+=($!)
   for _ in $(seq 1 200); do
     if "$BIN"/sluice-load rr --target 127.0.0.1:"$pub_echo" --size 16 --connections 1 --duration 0.2s --warmup 0s >/dev/null 2>&1; then
       ECHO[$pump]=$pub_echo; IPERFP[$pump]=$pub_iperf; return 0

@@ -64,9 +64,9 @@ version: 3
 agent: { authtoken: "$TOKEN", connect_url: "127.0.0.1:$AGENT_PORT", connect_cas: edge.crt, server_name: localhost, transport: $TRANSPORT, data_channels: 16 }
 endpoints: [ { url: tcp://echo.internal:7, upstream: { url: "127.0.0.1:$ECHO_PORT" } } ]
 YML
-"$BIN"/sluice --log-level info --log-format json edge --config "$WORK/edge.yml" 2>"$WORK/edge.log" & EDGE=$!; PIDS+=($EDGE)
+"$SLUICE" --log-level info --log-format json edge --config "$WORK/edge.yml" 2>"$WORK/edge.log" & EDGE=$!; PIDS+=($EDGE)
 wait_port "$AGENT_PORT"
-"$BIN"/sluice --log-level info --log-format json agent --config "$WORK/agent.yml" 2>"$WORK/agent.log" & AGENT=$!; PIDS+=($AGENT)
+"$SLUICE" --log-level info --log-format json agent --config "$WORK/agent.yml" 2>"$WORK/agent.log" & AGENT=$!; PIDS+=($AGENT)
 for _ in $(seq 1 200); do
   "$BIN"/sluice-load rr --target 127.0.0.1:"$PUB" --size 16 --connections 1 --duration 0.2s >/dev/null 2>&1 && break
   sleep 0.05

@@ -69,9 +69,9 @@ endpoints:
   - { url: tls://pass.internal:443, upstream: { url: "127.0.0.1:$TLS_UP" } }
   - { url: tcp://term.internal:80, upstream: { url: "127.0.0.1:$PLAIN_UP" } }
 YML
-  "$BIN"/sluice --log-level warn edge --config "$WORK/$transport-edge.yml" 2>"$WORK/$transport-edge.log" & PIDS+=($!)
+  "$SLUICE" --log-level warn edge --config "$WORK/$transport-edge.yml" 2>"$WORK/$transport-edge.log" & PIDS+=($!)
   wait_port "$agent_port"
-  "$BIN"/sluice --log-level warn agent --config "$WORK/$transport-agent.yml" 2>"$WORK/$transport-agent.log" & PIDS+=($!)
+  "$SLUICE" --log-level warn agent --config "$WORK/$transport-agent.yml" 2>"$WORK/$transport-agent.log" & PIDS+=($!)
   # Usable once a TLS echo goes through both routes (bounded: 200 tries).
   local name
   for name in pass term; do

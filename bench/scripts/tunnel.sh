@@ -49,9 +49,9 @@ endpoints:
   - { url: tcp://iperf.internal:5201, upstream: { url: "127.0.0.1:$IPERF_PORT" } }
   - { url: tcp://echo.internal:7, upstream: { url: "127.0.0.1:$ECHO_PORT" } }
 YML
-  "$BIN"/sluice --log-level warn --pump "$PUMP" edge --config "$WORK/$name-edge.yml" 2>"$WORK/$name-edge.log" & PIDS+=($!)
+  "$SLUICE" --log-level warn --pump "$PUMP" edge --config "$WORK/$name-edge.yml" 2>"$WORK/$name-edge.log" & PIDS+=($!)
   wait_port "$agent_port"
-  "$BIN"/sluice --log-level warn --pump "$PUMP" agent --config "$WORK/$name-agent.yml" 2>"$WORK/$name-agent.log" & PIDS+=($!)
+  "$SLUICE" --log-level warn --pump "$PUMP" agent --config "$WORK/$name-agent.yml" 2>"$WORK/$name-agent.log" & PIDS+=($!)
   # Usable once an echo goes through.
   for _ in $(seq 1 200); do
     "$BIN"/sluice-load rr --target 127.0.0.1:"$PUB_ECHO" --size 16 --connections 1 --duration 0.2s --warmup 0s >/dev/null 2>&1 && return 0
