@@ -14,7 +14,6 @@
 use std::{
     io::{self, Read, Write},
     net::{SocketAddr, TcpStream},
-    os::fd::AsRawFd,
     sync::{
         atomic::{AtomicBool, Ordering::Relaxed},
         Arc,
@@ -22,8 +21,6 @@ use std::{
     thread,
     time::{Duration, Instant},
 };
-
-use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::{
     connect::ConnectOptions,
@@ -63,23 +60,7 @@ fn tcp(
     let Some(ip) = bind else {
         return TcpStream::connect_timeout(&target, timeout);
     };
-    let socket = Socket::new(
-        Domain::for_address(target),
-        Type::STREAM,
-        Some(Protocol::TCP),
-    )?;
-    let one: libc::c_int = 1;
-    // SAFETY: valid fd, option value points to a live c_int of the given length.
-    unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::IPPROTO_IP,
-            libc::IP_BIND_ADDRESS_NO_PORT,
-            (&one as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
-    socket.bind(&SocketAddr::new(ip, 0).into())?;
+    let socket = crate::net::socket_from(target, ip)?;
     socket.connect_timeout(&target.into(), timeout)?;
     Ok(socket.into())
 }
@@ -174,6 +155,27 @@ impl Client<'_> {
         self.rec.error(Instant::now(), f);
         self.rec.closed(false);
     }
+}
+
+/// The option checks the blocking model adds: one thread per client (`flag` names the
+/// option that sets how many), closed loop only.
+pub(crate) fn check_options(
+    flag: &str,
+    clients: usize,
+    rate: Option<f64>,
+) -> Result<(), LoadError> {
+    check_range(
+        &format!("{flag} (one thread each in the blocking model)"),
+        clients as u64,
+        1,
+        MAX_THREADS as u64,
+    )?;
+    if rate.is_some() {
+        return Err(invalid(
+            "--rate (open loop) needs --model async; the blocking model is closed loop",
+        ));
+    }
+    Ok(())
 }
 
 /// Runs `body` on `n` OS threads named `load-client-{i}`, each with its own recorder,

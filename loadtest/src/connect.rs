@@ -82,17 +82,7 @@ impl ConnectOptions {
         check_range("--size", self.size as u64, 0, 1 << 20)?;
         check_rate(self.rate)?;
         if self.model == ClientModel::Blocking {
-            check_range(
-                "--concurrency (one thread each in the blocking model)",
-                self.concurrency as u64,
-                1,
-                blocking::MAX_THREADS as u64,
-            )?;
-            if self.rate.is_some() {
-                return Err(crate::options::invalid(
-                    "--rate (open loop) needs --model async; the blocking model is closed loop",
-                ));
-            }
+            blocking::check_options("--concurrency", self.concurrency, self.rate)?;
         }
         Ok(())
     }

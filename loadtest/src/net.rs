@@ -35,15 +35,15 @@ pub async fn connect(
     }
 }
 
-/// Non-blocking connect from a chosen source address.
-async fn connect_from(target: SocketAddr, ip: IpAddr) -> io::Result<TcpStream> {
+/// A TCP socket for `target`, bound to source address `ip` with the port left to
+/// connect(), so many connections from one IP do not exhaust the ephemeral ports
+/// that bind() alone would reserve. Shared by the async and the blocking clients.
+pub(crate) fn socket_from(target: SocketAddr, ip: IpAddr) -> io::Result<Socket> {
     let socket = Socket::new(
         Domain::for_address(target),
         Type::STREAM,
         Some(Protocol::TCP),
     )?;
-    // Let connect() pick the port, so many connections from one IP do not exhaust
-    // the ephemeral ports that bind() alone would reserve.
     let one: libc::c_int = 1;
     // SAFETY: valid fd, option value points to a live c_int of the given length.
     unsafe {
@@ -56,6 +56,12 @@ async fn connect_from(target: SocketAddr, ip: IpAddr) -> io::Result<TcpStream> {
         );
     }
     socket.bind(&SocketAddr::new(ip, 0).into())?;
+    Ok(socket)
+}
+
+/// Non-blocking connect from a chosen source address.
+async fn connect_from(target: SocketAddr, ip: IpAddr) -> io::Result<TcpStream> {
+    let socket = socket_from(target, ip)?;
     socket.set_nonblocking(true)?;
     match socket.connect(&target.into()) {
         Ok(()) => {}

@@ -88,17 +88,7 @@ impl RrOptions {
         check_range("--size", self.size as u64, 1, 16 << 20)?;
         check_rate(self.rate)?;
         if self.model == ClientModel::Blocking {
-            check_range(
-                "--connections (one thread each in the blocking model)",
-                self.connections as u64,
-                1,
-                blocking::MAX_THREADS as u64,
-            )?;
-            if self.rate.is_some() {
-                return Err(crate::options::invalid(
-                    "--rate (open loop) needs --model async; the blocking model is closed loop",
-                ));
-            }
+            blocking::check_options("--connections", self.connections, self.rate)?;
         }
         Ok(())
     }
