@@ -157,3 +157,16 @@ pub fn is_refused(source: Option<IpAddr>, target: SocketAddr) -> bool {
         Err(_) => true,
     }
 }
+
+/// Deterministic pseudo-random bytes (xorshift), distinct per seed.
+pub fn payload(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}

@@ -133,7 +133,7 @@ fn out_of_descriptors_the_agent_keeps_its_streams_closes_new_ones_promptly_and_r
              (at most {bound}: {REFUSED_CLIENTS} clients, {heartbeats} heartbeats)"
         );
         let channel_lines = failures;
-        client::echo_ok(None, t.public, &common::payload(3, 200_000)).unwrap();
+        client::echo_ok(None, t.public, &sluice_tests::client::payload(3, 200_000)).unwrap();
         for (i, s) in held.iter_mut().enumerate() {
             assert!(client::echoes(
                 s,

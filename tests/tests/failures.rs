@@ -83,7 +83,7 @@ fn a_target_no_agent_serves_is_closed_at_once() {
         );
         agent.wait_for("endpoint bound");
         for i in 0..3u64 {
-            client::echo_ok(None, served, &common::payload(i, 100)).unwrap();
+            client::echo_ok(None, served, &sluice_tests::client::payload(i, 100)).unwrap();
             assert!(client::is_refused(None, unserved), "{driver}: served");
         }
         // The refusals are the missing agent's, as the edge says, and nothing reached
@@ -115,7 +115,7 @@ fn a_duplicate_bind_is_refused_by_url_and_the_first_agent_keeps_serving() {
             "{err}"
         );
         for i in 0..20u64 {
-            client::echo_ok(None, t.public, &common::payload(i, 100)).unwrap();
+            client::echo_ok(None, t.public, &sluice_tests::client::payload(i, 100)).unwrap();
         }
         assert_eq!(
             other.accepted(),
@@ -148,7 +148,7 @@ fn the_agent_heals_by_itself_after_the_edge_is_killed_and_restarted() {
         let mut edge = t.restart_edge_on_same_ports(driver);
         edge.wait_for("endpoint bound");
         client::wait_until_echo(t.public, std::time::Duration::from_secs(20)).unwrap();
-        client::echo_ok(None, t.public, &common::payload(1, 100_000)).unwrap();
+        client::echo_ok(None, t.public, &sluice_tests::client::payload(1, 100_000)).unwrap();
         t.edge = edge;
     }
 }

@@ -131,7 +131,7 @@ fn out_of_descriptors_the_edge_idles_logs_once_and_serves_the_backlog_when_fds_f
         let waited = recovered.elapsed();
         set_soft_nofile(pid, old_soft);
         client::wait_until_echo(t.public, Duration::from_secs(15)).unwrap();
-        client::echo_ok(None, t.public, &common::payload(7, 100_000)).unwrap();
+        client::echo_ok(None, t.public, &sluice_tests::client::payload(7, 100_000)).unwrap();
         println!(
             "fd_exhaustion/{driver}: limit {} ({held_fds} held at the time): {} connections \
              served, then EMFILE; over {:.1} s exhausted: {} echo rounds on the held ones, \

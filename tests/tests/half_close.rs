@@ -22,24 +22,12 @@ const TRANSPORTS: [&str; 2] = ["tcp", "tls"];
 const URL: &str = "tcp://svc.internal:1";
 const WAIT: Duration = Duration::from_secs(20);
 
-fn payload(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 #[test]
 fn the_upstream_closing_first_reaches_the_client_which_can_still_send() {
     for driver in DRIVERS {
         for transport in TRANSPORTS {
             let what = format!("{driver}/{transport}");
-            let greeting = payload(1, 200_000);
+            let greeting = client::payload(1, 200_000);
             let upstream = ClosesFirst::start(greeting.clone());
             let fx = Fixture::new();
             let edge_cfg = fx.write(
@@ -70,7 +58,7 @@ fn the_upstream_closing_first_reaches_the_client_which_can_still_send() {
             assert!(got == greeting, "{what}: greeting of {} bytes", got.len());
             // The way in is still open: what the client sends now reaches the
             // upstream whole, and the client's own FIN ends it there.
-            let request = payload(2, 300_000);
+            let request = client::payload(2, 300_000);
             s.write_all(&request)
                 .unwrap_or_else(|e| panic!("{what}: sending after the upstream's FIN: {e}"));
             s.shutdown(Shutdown::Write).unwrap();
@@ -165,7 +153,7 @@ fn a_client_half_close_crosses_tls_termination_at_the_edge_and_at_the_agent() {
             ("db.acme.example", &t.at_agent),
         ] {
             let what = format!("{transport}/{name}");
-            let request = payload(3, 300_000);
+            let request = client::payload(3, 300_000);
             // The client sends, then half-closes (close_notify and FIN) and reads:
             // the upstream replies only once that EOF has reached it in plaintext.
             let (got, end) =

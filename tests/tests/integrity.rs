@@ -19,18 +19,6 @@ use sluice_tests::{
 const URL: &str = "tcp://echo.internal:7";
 const SIZE: usize = 64 << 20;
 
-fn payload(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 /// Starts `sluice <flags…> <role> --config <cfg>`.
 fn start(role: &str, flags: &[&str], cfg: &std::path::Path, driver: &str) -> Sluice {
     let args: Vec<&str> = flags
@@ -43,7 +31,7 @@ fn start(role: &str, flags: &[&str], cfg: &std::path::Path, driver: &str) -> Slu
 
 #[test]
 fn sixty_four_mebibytes_each_way_arrive_unchanged_through_the_copy_pump() {
-    let data = payload(11, SIZE);
+    let data = client::payload(11, SIZE);
     let sent_hash = Sha256::digest(&data);
     for driver in DRIVERS {
         let fx = Fixture::new();
@@ -83,7 +71,7 @@ fn sixty_four_mebibytes_each_way_arrive_unchanged_through_the_copy_pump() {
 
 #[test]
 fn sixty_four_mebibytes_each_way_arrive_unchanged_through_tls_terminated_at_the_edge() {
-    let data = payload(12, SIZE);
+    let data = client::payload(12, SIZE);
     let sent_hash = Sha256::digest(&data);
     for transport in ["tcp", "tls"] {
         let fx = Fixture::new();

@@ -7,8 +7,9 @@ use std::{
     net::{IpAddr, Shutdown},
 };
 
-use common::{payload, Tunnel};
+use common::Tunnel;
 use sha2::{Digest, Sha256};
+use sluice_tests::client::payload;
 use sluice_tests::{client, DRIVERS};
 
 const TRANSPORTS: [&str; 2] = ["tcp", "tls"];

@@ -141,8 +141,12 @@ fn warm_up(target: SocketAddr) {
         .map(|i| {
             std::thread::spawn(move || {
                 for j in 0..20u64 {
-                    client::echo_ok(None, target, &common::payload(i as u64 * 100 + j, 4096))
-                        .unwrap();
+                    client::echo_ok(
+                        None,
+                        target,
+                        &sluice_tests::client::payload(i as u64 * 100 + j, 4096),
+                    )
+                    .unwrap();
                 }
             })
         })

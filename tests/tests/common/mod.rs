@@ -113,16 +113,3 @@ impl Tunnel {
         Tunnel::with_policy(driver, transport, fixture::forward_all(ECHO_URL))
     }
 }
-
-/// Deterministic pseudo-random bytes (xorshift), distinct per seed.
-pub fn payload(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
