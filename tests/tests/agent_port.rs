@@ -260,10 +260,10 @@ fn unauthenticated_connections_are_capped_per_source() {
     drop(conns);
 }
 
-/// A `Hello` frame of protocol 3, encoded independently of sluice.
+/// A `Hello` frame of the current protocol, encoded independently of sluice.
 fn hello_frame(token: &str) -> Vec<u8> {
     let mut body = vec![1u8];
-    body.extend_from_slice(&3u16.to_be_bytes());
+    body.extend_from_slice(&sluice_tests::PROTOCOL_VERSION.to_be_bytes());
     for s in [token, "flood"] {
         body.extend_from_slice(&(s.len() as u16).to_be_bytes());
         body.extend_from_slice(s.as_bytes());

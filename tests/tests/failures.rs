@@ -177,10 +177,10 @@ fn garbage_on_the_agent_port_and_on_a_data_channel_is_closed_and_the_edge_keeps_
         // Data channel hello for a session that does not exist.
         let mut forged = client::connect_from(None, t.agent_addr).unwrap();
         let mut hello = b"SLDC".to_vec();
-        // kind 9 (ChannelHello), protocol version 3, an unknown session, channel 1.
+        // kind 9 (ChannelHello), this protocol version, an unknown session, channel 1.
         let body: Vec<u8> = [9u8]
             .into_iter()
-            .chain(3u16.to_be_bytes())
+            .chain(sluice_tests::PROTOCOL_VERSION.to_be_bytes())
             .chain(424242u64.to_be_bytes())
             .chain(1u64.to_be_bytes())
             .chain([0u8; 32])

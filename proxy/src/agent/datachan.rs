@@ -4,19 +4,18 @@
 //! `agent.transport`, and spawns one task per requested channel, typed by it (so a
 //! `tcp` channel's task is not sized by a `tls` channel's state).
 //!
-//! | step          | `tcp` ([`PlainChannel`], plain.rs)       | `tls` ([`TlsChannel`], tls.rs)                 |
-//! |---------------|------------------------------------------|------------------------------------------------|
-//! | authenticate  | dial, magic + `ChannelHello`             | dial, TLS handshake, `ChannelHello`            |
-//! | read header   | `Stream`; bytes behind it are early      | `Stream`; the channel's reader keeps the rest  |
-//! | status        | raw `StreamStatus` frame                 | `StreamStatus` frame over TLS                  |
-//! | pump          | splice (copy when the upstream is TLS)   | chunk-framed ([`crate::io::chunked::forward`]) |
-//! | terminate     | client TLS over the socket               | client TLS over the stream's chunks            |
-//! | after         | closed                                   | waits for the next header when both keep it    |
+//! | step          | `tcp` (plain.rs)                  | `tls` (tls.rs)                          |
+//! |---------------|-----------------------------------|-----------------------------------------|
+//! | authenticate  | dial, magic + `ChannelHello`      | dial, TLS handshake, `ChannelHello`     |
 //!
-//! `tcp` channels carry one stream and are gone after it. `tls` channels carry streams
-//! one after another and wait for the next header when a stream ends, unless twice
-//! `data_channels` are already parked ([`Stream::keeps_channel`]).
+//! Everything after the hello is the same for both ([`FramedChannel`], framed.rs): a
+//! `Stream` header, the agent's `StreamStatus`, then the stream's bytes chunk-framed
+//! both ways ([`crate::io::chunked::forward`]); TLS termination runs over the stream's
+//! chunks. A channel carries streams one after another and waits for the next header
+//! when a stream ends, unless twice `data_channels` are already parked
+//! ([`Stream::keeps_channel`]).
 
+mod framed;
 mod plain;
 mod tls;
 
@@ -31,11 +30,40 @@ use std::{
 use monoio::net::TcpStream;
 use rustls::ServerConfig;
 
-pub(super) use self::{plain::PlainChannel, tls::TlsChannel};
+pub(super) use self::framed::FramedChannel;
+
+/// A `tcp` data channel.
+pub(super) type PlainChannel = FramedChannel<TcpStream>;
+/// A `tls` data channel.
+pub(super) type TlsChannel = FramedChannel<tls::Tls>;
+
+/// The connection under a data channel: how it is opened, and how a stream's bytes
+/// cross it.
+pub(super) trait ChannelLink: Sized {
+    /// Dials the edge and proves the session ([`hello`]); `Ok` once sent.
+    async fn dial(ticket: &SessionTicket, shared: &AgentShared) -> Result<Self, ChannelError>;
+
+    /// Forwards one stream, chunk-framed on this link, between it and `upstream`
+    /// ([`crate::io::chunked::forward`]); `keep` is asked when the upstream ends.
+    fn forward<'a>(
+        self,
+        upstream: Upstream,
+        reader: &'a mut FrameReader,
+        keep: impl FnOnce() -> bool + 'a,
+        progress: &'a Progress,
+        pump: Pump,
+    ) -> impl Future<Output = ChunkedOutcome<Self>> + 'a;
+}
 use super::{upstream::Upstream, AgentShared, SessionTicket, CONNECT_TIMEOUT};
 use crate::{
     config::agent::AgentEndpoint,
-    io::{framed::FrameError, idle::Progress, splice::PumpError, PumpStats},
+    io::{
+        chunked::ChunkedOutcome,
+        framed::{FrameError, FrameReader},
+        idle::Progress,
+        splice::PumpError,
+        Pump, PumpStats,
+    },
     wire::{Frame, StreamCode, StreamStart, PROTOCOL_VERSION},
 };
 

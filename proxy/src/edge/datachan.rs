@@ -8,16 +8,12 @@
 //!
 //! | step      | `tcp` (plain)                          | `tls`                                        |
 //! |-----------|----------------------------------------|----------------------------------------------|
-//! | park      | [`ParkedChannel::plain`] (agent port)  | [`ParkedChannel::tls`] (control.rs, reuse)   |
-//! | announce  | header + early bytes, raw              | header + one length-prefixed chunk of early  |
-//! | status    | [`framed::read_exact_frame`] (6 bytes) | through the channel's [`FrameReader`]        |
-//! | pump      | splice (copy under `terminate_tls`)    | chunk-framed ([`chunked::forward`])          |
-//! | after     | closed                                 | parked again if reusable                     |
+//! | park      | [`ParkedChannel::plain`] (agent port)  | [`ParkedChannel::tls`] (control.rs)          |
 //!
-//! On `tcp` channels the status is read with [`framed::read_exact_frame`], which reads
-//! exactly its 6 bytes, so the splice that follows starts at the first upstream byte.
-//! On `tls` channels it is read through the channel's [`FrameReader`], which keeps any
-//! chunk bytes behind it for the chunked pump.
+//! From the announce on, both are the same: the header and one length-prefixed chunk of
+//! early bytes, the status read through the channel's [`FrameReader`] (which keeps any
+//! chunk bytes behind it), the stream chunk-framed both ways ([`chunked::forward`]),
+//! and the channel parked again when both sides kept it.
 //!
 //! A failure before the agent's `Ok` status is an [`OpenError`]: nothing has reached an
 //! upstream yet, so the open phase (edge/open.rs) may replay the stream on another
@@ -32,8 +28,8 @@ use monoio::{io::AsyncWriteRentExt, net::TcpStream};
 
 use crate::{
     io::{
-        self, chunked, framed, framed::FrameReader, idle::Progress, maybe_tls::MaybeTls,
-        splice::PumpError, tls_stream::TlsStream,
+        self, chunked, chunked_splice, framed, framed::FrameReader, idle::Progress,
+        maybe_tls::MaybeTls, splice::PumpError, tls_stream::TlsStream,
     },
     wire::{self, Frame, StreamCode},
 };
@@ -45,11 +41,12 @@ pub(super) type Tls = TlsStream<rustls::ServerConnection>;
 /// (10 s) plus a margin.
 pub const STATUS_WAIT: Duration = Duration::from_secs(12);
 
-/// An idle, authenticated data channel waiting at the edge for a stream.
+/// An idle, authenticated data channel waiting at the edge for a stream. Either kind
+/// carries chunk-framed streams one after another.
 pub enum ParkedChannel {
-    /// Plain TCP: carries one stream, moved with splice.
+    /// Plain TCP.
     Plain(std::net::TcpStream),
-    /// TLS: carries chunk-framed streams one after another.
+    /// TLS.
     Tls(std::net::TcpStream, Box<rustls::ServerConnection>),
 }
 
@@ -69,7 +66,8 @@ fn detach(stream: TcpStream) -> std::net::TcpStream {
 }
 
 impl ParkedChannel {
-    /// A plain-TCP channel whose hello the agent port accepted.
+    /// A plain-TCP channel whose hello the agent port accepted, or after a stream that
+    /// left it reusable.
     pub fn plain(stream: TcpStream) -> Self {
         ParkedChannel::Plain(detach(stream))
     }
@@ -93,27 +91,25 @@ impl ParkedChannel {
     pub async fn announce(self, start: &Frame, early: &[u8]) -> Result<DataChannel, OpenError> {
         let mut first = bytes::BytesMut::with_capacity(64 + early.len());
         wire::encode(start, &mut first);
+        if !early.is_empty() {
+            bytes::BufMut::put_u32(&mut first, early.len() as u32);
+            first.extend_from_slice(early);
+        }
+        let mut reader = FrameReader::new();
         match self {
             ParkedChannel::Plain(socket) => {
                 let mut tcp = TcpStream::from_std(socket).map_err(|_| OpenError::Unusable)?;
-                first.extend_from_slice(early);
                 let (res, _) = tcp.write_all(first).await;
                 res.map_err(|_| OpenError::Broke)?;
-                let status =
-                    monoio::time::timeout(STATUS_WAIT, framed::read_exact_frame(&mut tcp)).await;
-                status_of(status.map(|r| r.map(Some)))?;
-                Ok(DataChannel::Plain(tcp))
+                let status = monoio::time::timeout(STATUS_WAIT, reader.next(&mut tcp)).await;
+                status_of(status)?;
+                Ok(DataChannel::Plain(tcp, reader))
             }
             ParkedChannel::Tls(socket, conn) => {
                 let tcp = TcpStream::from_std(socket).map_err(|_| OpenError::Unusable)?;
                 let mut tls = Tls::from_parts(tcp, *conn);
-                if !early.is_empty() {
-                    bytes::BufMut::put_u32(&mut first, early.len() as u32);
-                    first.extend_from_slice(early);
-                }
                 let (res, _) = tls.write_all(first).await;
                 res.map_err(|_| OpenError::Broke)?;
-                let mut reader = FrameReader::new();
                 let status = monoio::time::timeout(STATUS_WAIT, reader.next(&mut tls)).await;
                 status_of(status)?;
                 Ok(DataChannel::Tls(Box::new(tls), reader))
@@ -241,8 +237,8 @@ impl std::error::Error for OpenError {}
 
 /// A data channel whose agent connected the upstream: ready for the pump.
 pub enum DataChannel {
-    /// A `tcp` channel; the next byte from it is the upstream's.
-    Plain(TcpStream),
+    /// A `tcp` channel and the reader holding any chunk bytes already received.
+    Plain(TcpStream, FrameReader),
     /// A `tls` channel and the reader holding any chunk bytes already received.
     Tls(Box<Tls>, FrameReader),
 }
@@ -250,7 +246,7 @@ pub enum DataChannel {
 impl AsRawFd for DataChannel {
     fn as_raw_fd(&self) -> RawFd {
         match self {
-            DataChannel::Plain(tcp) => tcp.as_raw_fd(),
+            DataChannel::Plain(tcp, _) => tcp.as_raw_fd(),
             DataChannel::Tls(tls, _) => tls.as_raw_fd(),
         }
     }
@@ -260,61 +256,68 @@ impl AsRawFd for DataChannel {
 pub struct Pumped {
     /// Bytes moved, or the error that ended the stream.
     pub result: Result<io::PumpStats, PumpError>,
-    /// A `tls` channel both sides kept, to park again for the next stream.
+    /// A channel both sides kept, to park again for the next stream.
     pub again: Option<ParkedChannel>,
 }
 
 impl DataChannel {
-    /// Moves the stream's bytes between `client` and the channel until both directions
-    /// end: splice between plain sockets (or `pump`'s choice), a user-space copy when
-    /// the edge terminates the client's TLS, chunk framing on a `tls` channel.
-    /// `progress` counts bytes (idle timeout). Not cancel-safe.
+    /// Moves the stream's bytes between `client` and the channel, chunk-framed, until
+    /// both directions end: spliced between plain sockets (unless `pump` says copy),
+    /// copied otherwise. `progress` counts bytes (idle timeout). Not cancel-safe.
     pub async fn pump(
         self,
         client: MaybeTls<rustls::ServerConnection>,
         pump: io::Pump,
         progress: &Progress,
     ) -> Pumped {
-        match self {
-            DataChannel::Plain(channel) => {
-                let result = match client {
-                    MaybeTls::Plain(client) => {
-                        io::forward_tcp(pump, client, channel, progress).await
-                    }
-                    // Boxed: its buffers would otherwise size every stream's task.
-                    tls => Box::pin(io::copy::forward(tls, channel, progress)).await,
-                };
+        match (self, client) {
+            (DataChannel::Plain(tcp, mut reader), MaybeTls::Plain(client))
+                if pump == io::Pump::Splice =>
+            {
+                let outcome =
+                    chunked_splice::forward(client, tcp, &mut reader, || true, progress).await;
+                Pumped {
+                    again: reusable(outcome.reusable, &reader).map(ParkedChannel::plain),
+                    result: outcome.result,
+                }
+            }
+            (DataChannel::Plain(tcp, reader), client) => {
+                // Boxed: the copy pump's buffers would otherwise size every stream's task.
+                let (result, again) = Box::pin(pump_framed(client, tcp, reader, progress)).await;
                 Pumped {
                     result,
-                    again: None,
+                    again: again.map(ParkedChannel::plain),
                 }
             }
             // Boxed: a TLS channel's state would otherwise size every stream's task.
-            DataChannel::Tls(tls, reader) => {
-                Box::pin(pump_tls(client, *tls, reader, progress)).await
+            (DataChannel::Tls(tls, reader), client) => {
+                let (result, again) = Box::pin(pump_framed(client, *tls, reader, progress)).await;
+                Pumped {
+                    result,
+                    again: again.and_then(ParkedChannel::tls),
+                }
             }
         }
     }
 }
 
-/// One stream on a `tls` channel, chunk-framed both ways.
-async fn pump_tls(
+/// One stream on a channel, chunk-framed both ways; the channel back when both sides
+/// kept it.
+async fn pump_framed<T: io::Duplex>(
     client: MaybeTls<rustls::ServerConnection>,
-    tls: Tls,
+    channel: T,
     mut reader: FrameReader,
     progress: &Progress,
-) -> Pumped {
-    let outcome = chunked::forward(client, tls, &mut reader, || true, progress).await;
-    // The agent sends nothing unasked between streams: leftover bytes mean a confused
-    // peer, and such a channel is not reused.
-    let again = match (outcome.reusable, reader.has_leftover()) {
-        (Some(tls), false) => ParkedChannel::tls(tls),
-        _ => None,
-    };
-    Pumped {
-        result: outcome.result,
-        again,
-    }
+) -> (Result<io::PumpStats, PumpError>, Option<T>) {
+    let outcome = chunked::forward(client, channel, &mut reader, || true, progress).await;
+    (outcome.result, reusable(outcome.reusable, &reader))
+}
+
+/// A channel both sides kept, unless bytes came after the agent's end marker: the
+/// agent sends nothing unasked between streams, so leftover bytes mean a confused peer,
+/// and such a channel is not reused.
+fn reusable<T>(channel: Option<T>, reader: &FrameReader) -> Option<T> {
+    channel.filter(|_| !reader.has_leftover())
 }
 
 #[cfg(test)]

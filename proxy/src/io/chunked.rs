@@ -15,7 +15,7 @@ use super::{
     splice::{join_or_first_error, PumpError},
     PumpStats, Side,
 };
-use crate::wire::chunk::{EOS_KEEP, EOS_RETIRE, MAX_CHUNK};
+use crate::wire::chunk::{COPY_CHUNK, EOS_KEEP, EOS_RETIRE};
 
 /// How a chunked forward ended.
 pub struct ChunkedOutcome<T> {
@@ -45,13 +45,13 @@ where
     let (mut chan_r, mut chan_w) = channel.into_split();
     let result = {
         let up = std::pin::pin!(async {
-            let mut buf: Vec<u8> = Vec::with_capacity(4 + MAX_CHUNK);
+            let mut buf: Vec<u8> = Vec::with_capacity(4 + COPY_CHUNK);
             let mut total = 0u64;
             loop {
                 buf.clear();
                 buf.extend_from_slice(&[0; 4]);
                 // Read behind the 4-byte header (monoio fills a plain Vec from index 0).
-                let (res, b) = local_r.read(buf.slice_mut(4..4 + MAX_CHUNK)).await;
+                let (res, b) = local_r.read(buf.slice_mut(4..4 + COPY_CHUNK)).await;
                 buf = b.into_inner();
                 let n = res.map_err(|source| PumpError {
                     side: Side::Inbound,

@@ -8,7 +8,7 @@ use monoio::{
     io::{AsyncReadRent, AsyncReadRentExt, AsyncWriteRent, AsyncWriteRentExt},
 };
 
-use crate::wire::{self, Frame, WireError, MAX_FRAME_LEN};
+use crate::wire::{self, chunk::COPY_CHUNK, Frame, WireError, MAX_FRAME_LEN};
 
 /// Why a frame could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +29,8 @@ pub enum FrameError {
 #[derive(Default)]
 pub struct FrameReader {
     buf: BytesMut,
+    /// Bytes of the current chunk not yet handed out by [`Self::next_chunk`].
+    chunk_rest: usize,
 }
 
 impl FrameReader {
@@ -36,6 +38,7 @@ impl FrameReader {
     pub fn new() -> Self {
         Self {
             buf: BytesMut::with_capacity(4096),
+            chunk_rest: 0,
         }
     }
 
@@ -126,26 +129,35 @@ pub enum Chunk {
 }
 
 impl FrameReader {
-    /// Reads the next chunk of a chunked stream; bytes after it stay buffered (they may
-    /// be the next stream's header). Not cancel-safe.
+    /// Reads the next piece of a chunked stream: stream bytes as they arrive (part of a
+    /// chunk, never more than [`COPY_CHUNK`] buffered at once, whatever the chunk's
+    /// length), or the end marker. Bytes after it stay buffered (they may be the next
+    /// stream's header). Not cancel-safe.
     pub async fn next_chunk<R: AsyncReadRent>(&mut self, r: &mut R) -> Result<Chunk, FrameError> {
         use crate::wire::chunk::{decode_chunk_header, ChunkHeader};
         loop {
-            // Room for the rest of the current chunk (at least a page): small messages
-            // keep small buffers, bulk chunks arrive in one read.
-            let mut want = 4096;
-            match decode_chunk_header(&self.buf)? {
-                Some(ChunkHeader::End { keep }) => {
-                    let _ = self.buf.split_to(4);
-                    return Ok(Chunk::End { keep });
-                }
-                Some(ChunkHeader::Data(n)) if self.buf.len() >= 4 + n => {
-                    let _ = self.buf.split_to(4);
-                    return Ok(Chunk::Data(self.buf.split_to(n)));
-                }
-                Some(ChunkHeader::Data(n)) => want = want.max(4 + n - self.buf.len()),
-                None => {}
+            if self.chunk_rest > 0 && !self.buf.is_empty() {
+                let k = self.chunk_rest.min(self.buf.len());
+                self.chunk_rest -= k;
+                return Ok(Chunk::Data(self.buf.split_to(k)));
             }
+            if self.chunk_rest == 0 {
+                match decode_chunk_header(&self.buf)? {
+                    Some(ChunkHeader::End { keep }) => {
+                        let _ = self.buf.split_to(4);
+                        return Ok(Chunk::End { keep });
+                    }
+                    Some(ChunkHeader::Data(n)) => {
+                        let _ = self.buf.split_to(4);
+                        self.chunk_rest = n;
+                        continue;
+                    }
+                    None => {}
+                }
+            }
+            // Room for the rest of the current chunk (at least a page, at most a copy
+            // chunk): small messages keep small buffers, bulk arrives in large reads.
+            let want = self.chunk_rest.clamp(4096, COPY_CHUNK);
             if self.buf.capacity() - self.buf.len() < want {
                 self.buf.reserve(want);
             }
@@ -155,6 +167,12 @@ impl FrameReader {
                 return Err(FrameError::TruncatedEof);
             }
         }
+    }
+
+    /// The buffer behind the reader: bytes received and not yet consumed, for a pump
+    /// that parses chunks itself ([`super::chunked_splice`]).
+    pub fn buffer_mut(&mut self) -> &mut BytesMut {
+        &mut self.buf
     }
 
     /// Whether bytes are buffered past the last frame or chunk.

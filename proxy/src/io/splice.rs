@@ -31,7 +31,7 @@ use super::{idle::Progress, sockets, PumpStats, Side};
 /// (pages are only allocated when used).
 pub const PIPE_SIZE: usize = 1 << 20;
 /// Linux's default pipe capacity.
-const DEFAULT_PIPE_SIZE: usize = 64 * 1024;
+pub(super) const DEFAULT_PIPE_SIZE: usize = 64 * 1024;
 /// The user-space buffer a stream copies through while no pipe can be had.
 const FALLBACK_BUFFER: usize = 16 * 1024;
 
@@ -54,16 +54,17 @@ thread_local! {
     static PIPE_POOL: std::cell::RefCell<Vec<Pipe>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-struct Pipe {
-    read: OwnedFd,
-    write: OwnedFd,
-    pending: usize,
-    enlarged: bool,
+pub(super) struct Pipe {
+    pub(super) read: OwnedFd,
+    pub(super) write: OwnedFd,
+    /// Bytes in the pipe.
+    pub(super) pending: usize,
+    pub(super) enlarged: bool,
 }
 
 impl Pipe {
     /// A pipe from this thread's pool, or a new one.
-    fn take() -> io::Result<Self> {
+    pub(super) fn take() -> io::Result<Self> {
         if let Some(pipe) = PIPE_POOL.with(|p| p.borrow_mut().pop()) {
             return Ok(pipe);
         }
@@ -85,7 +86,7 @@ impl Pipe {
     /// Grows the pipe to [`PIPE_SIZE`] the first time a stream fills it: bulk streams
     /// then need fewer wake-ups per megabyte, short ones never pay for it. Failure
     /// (a limit) is harmless.
-    fn enlarge(&mut self) {
+    pub(super) fn enlarge(&mut self) {
         self.enlarged = true;
         // SAFETY: F_SETPIPE_SZ on a pipe fd we own, with an integer argument.
         unsafe {
@@ -98,7 +99,7 @@ impl Pipe {
     }
 
     /// Returns an empty pipe to this thread's pool (a pipe holding bytes is closed).
-    fn give_back(self) {
+    pub(super) fn give_back(self) {
         if self.pending == 0 {
             PIPE_POOL.with(|p| {
                 let mut pool = p.borrow_mut();
@@ -110,7 +111,7 @@ impl Pipe {
     }
 }
 
-fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
+pub(super) fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
     // SAFETY: plain syscall on fds owned by the caller; null offsets mean "current position".
     let n = unsafe {
         libc::splice(

@@ -15,7 +15,7 @@ use monoio::{
 };
 
 use super::framed::{Chunk, FrameError, FrameReader};
-use crate::wire::chunk::{EOS_KEEP, EOS_RETIRE, MAX_CHUNK};
+use crate::wire::chunk::{COPY_CHUNK, EOS_KEEP, EOS_RETIRE};
 
 /// One stream on a chunk-framed channel `T`.
 pub struct ChunkedSub<T> {
@@ -128,7 +128,7 @@ impl<T: AsyncReadRent + AsyncWriteRent> AsyncWriteRent for ChunkedSub<T> {
     async fn write<B: IoBuf>(&mut self, buf: B) -> BufResult<usize, B> {
         // SAFETY: the buffer's initialised bytes, owned by `buf` for this call.
         let data = unsafe { std::slice::from_raw_parts(buf.read_ptr(), buf.bytes_init()) };
-        let n = data.len().min(MAX_CHUNK);
+        let n = data.len().min(COPY_CHUNK);
         if n == 0 {
             return (Ok(0), buf);
         }

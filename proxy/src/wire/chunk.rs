@@ -1,13 +1,16 @@
-//! Stream framing inside TLS data channels, so a channel can carry one stream after
+//! Stream framing inside data channels (`tcp` and `tls`), so a channel can carry one stream after
 //! another: each direction is a run of chunks `len: u32 BE` + `len` bytes, ended by a
 //! marker — [`EOS_KEEP`] (this direction is done, the channel may be reused) or
-//! [`EOS_RETIRE`] (done, and the sender will close the channel afterwards). Plain-TCP
-//! channels carry one stream and need none of this.
+//! [`EOS_RETIRE`] (done, and the sender will close the channel afterwards).
 
 use super::codec::WireError;
 
-/// Largest data chunk.
-pub const MAX_CHUNK: usize = 64 * 1024;
+/// Largest data chunk a receiver accepts. Receivers never buffer a whole chunk: they
+/// hand its bytes on as they arrive ([`crate::io::framed::FrameReader::next_chunk`]),
+/// or splice them.
+pub const MAX_CHUNK: usize = 1 << 20;
+/// Largest chunk a sender that copies through user space makes (its read buffer).
+pub const COPY_CHUNK: usize = 64 * 1024;
 /// End of this direction's stream; the channel stays usable.
 pub const EOS_KEEP: u32 = 0;
 /// End of this direction's stream; the channel will be closed.

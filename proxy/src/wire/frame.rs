@@ -9,7 +9,10 @@ use std::net::SocketAddr;
 /// Version 3: data channels prove their session with a single-use MAC
 /// ([`super::channel_proof`]) instead of quoting the secret, and the welcome says
 /// whether the edge accepts plain-TCP data channels.
-pub const PROTOCOL_VERSION: u16 = 3;
+/// Version 4: plain-TCP data channels are chunk-framed like TLS ones
+/// ([`super::chunk`]) and carry streams one after another (a version-3 agent would
+/// send raw bytes and close its channel after each stream).
+pub const PROTOCOL_VERSION: u16 = 4;
 
 /// First bytes an agent sends on a plain-TCP data channel, so the edge's agent port can
 /// tell it from a TLS ClientHello (which starts with 0x16).

@@ -1,0 +1,410 @@
+//! Chunk framing ([`crate::wire::chunk`]) between two plain sockets, a local one and a
+//! `tcp` data channel, with bulk bytes moved by `splice(2)` and small ones copied.
+//!
+//! The framing lets a `tcp` channel carry one stream after another, as
+//! [`super::chunked::forward`] does for any stream; this pump keeps what splice gave
+//! the one-stream channels it replaced: bulk bytes never enter user space.
+//!
+//! - **Local to channel.** A read into a buffer of [`SMALL`] bytes; a message that fits
+//!   goes out as one `send` of header and bytes (a 64-byte request costs a read and a
+//!   send, as a copy loop would). A read that fills the buffer means bulk: the next
+//!   reads are splices of up to [`MAX_CHUNK`] (1 MiB) into a pipe (enlarged to that
+//!   once a splice fills the default 64 KiB), each sent as a header
+//!   (`MSG_MORE`, so it leaves in the same segment) and a splice of exactly those
+//!   bytes, until a splice returns less than [`SMALL`].
+//! - **Channel to local.** Reads into the channel's [`FrameReader`] buffer parse
+//!   headers and deliver what they hold; once the rest of a chunk is at least
+//!   [`SPLICE_AT_LEAST`] bytes, exactly that many are spliced, so the read never runs
+//!   past the chunk.
+//!
+//! Buffers are held only while bytes move: a stream waiting for its next byte holds no
+//! buffer and no pipe. Readiness comes from the runtime (a one-shot poll on io_uring);
+//! the syscalls themselves are non-blocking, as in [`super::splice`].
+
+use std::{
+    io,
+    os::fd::{AsRawFd, RawFd},
+};
+
+use bytes::{Buf, BytesMut};
+use monoio::net::TcpStream;
+
+use super::{
+    chunked::ChunkedOutcome,
+    framed::FrameReader,
+    idle::Progress,
+    sockets,
+    splice::{join_or_first_error, splice, Pipe, PumpError, DEFAULT_PIPE_SIZE},
+    PumpStats, Side,
+};
+use crate::wire::chunk::{decode_chunk_header, ChunkHeader, EOS_KEEP, EOS_RETIRE, MAX_CHUNK};
+
+/// The copy buffer; a read that fills it switches a direction to splice.
+pub const SMALL: usize = 16 * 1024;
+/// The smallest rest of a chunk worth a splice rather than a read.
+pub const SPLICE_AT_LEAST: usize = 8 * 1024;
+
+/// Forwards `local <-> channel`, chunk-framed on the channel, until both directions
+/// end; the channel comes back when both end markers said "keep". `keep_channel` is
+/// asked when `local` reaches EOF. Bytes read past the peer's end marker stay in
+/// `reader`. Not cancel-safe.
+pub async fn forward(
+    local: TcpStream,
+    channel: TcpStream,
+    reader: &mut FrameReader,
+    keep_channel: impl FnOnce() -> bool,
+    progress: &Progress,
+) -> ChunkedOutcome<TcpStream> {
+    for s in [&local, &channel] {
+        if let Err(source) = sockets::set_nonblocking(s.as_raw_fd()) {
+            return ChunkedOutcome {
+                reusable: None,
+                result: Err(PumpError {
+                    side: Side::Inbound,
+                    source,
+                }),
+            };
+        }
+    }
+    let result = {
+        let up = std::pin::pin!(to_channel(&local, &channel, keep_channel, progress));
+        let down = std::pin::pin!(from_channel(&channel, &local, reader, progress));
+        join_or_first_error(up, down).await
+    };
+    match result {
+        Ok(((up, we_keep), (down, they_keep))) => ChunkedOutcome {
+            reusable: (we_keep && they_keep).then_some(channel),
+            result: Ok(PumpStats {
+                inbound_to_outbound: up,
+                outbound_to_inbound: down,
+            }),
+        },
+        Err(e) => {
+            if e.side == Side::Outbound {
+                sockets::reset_on_close(local.as_raw_fd());
+            }
+            ChunkedOutcome {
+                reusable: None,
+                result: Err(e),
+            }
+        }
+    }
+}
+
+fn inbound(source: io::Error) -> PumpError {
+    PumpError {
+        side: Side::Inbound,
+        source,
+    }
+}
+
+fn outbound(source: io::Error) -> PumpError {
+    PumpError {
+        side: Side::Outbound,
+        source,
+    }
+}
+
+/// The local side's bytes as chunks, its EOF as our end marker: (bytes, kept).
+async fn to_channel(
+    local: &TcpStream,
+    channel: &TcpStream,
+    keep_channel: impl FnOnce() -> bool,
+    progress: &Progress,
+) -> Result<(u64, bool), PumpError> {
+    let mut total = 0u64;
+    let mut bulk = false;
+    loop {
+        let n = if bulk {
+            match splice_chunk(local, channel, progress).await? {
+                Some(n) => {
+                    bulk = n >= SMALL;
+                    n
+                }
+                None => {
+                    bulk = false;
+                    continue;
+                }
+            }
+        } else {
+            let n = copy_chunk(local, channel, progress).await?;
+            bulk = n == SMALL;
+            n
+        };
+        if n == 0 {
+            let keep = keep_channel();
+            let marker = if keep { EOS_KEEP } else { EOS_RETIRE };
+            send_all(channel, &marker.to_be_bytes(), 0)
+                .await
+                .map_err(outbound)?;
+            return Ok((total, keep));
+        }
+        total += n as u64;
+    }
+}
+
+/// One read of at most [`SMALL`] bytes from `local`, sent as one chunk; 0 at EOF.
+async fn copy_chunk(
+    local: &TcpStream,
+    channel: &TcpStream,
+    progress: &Progress,
+) -> Result<usize, PumpError> {
+    loop {
+        let mut buf: Vec<u8> = Vec::with_capacity(4 + SMALL);
+        buf.extend_from_slice(&[0; 4]);
+        match read_into(local.as_raw_fd(), &mut buf) {
+            Ok(0) => return Ok(0),
+            Ok(n) => {
+                buf[..4].copy_from_slice(&(n as u32).to_be_bytes());
+                send_all(channel, &buf[..4 + n], 0)
+                    .await
+                    .map_err(outbound)?;
+                progress.bump(n as u64);
+                return Ok(n);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                // Wait without the buffer: an idle stream holds none.
+                drop(buf);
+                local.readable(false).await.map_err(inbound)?;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(inbound(e)),
+        }
+    }
+}
+
+/// One splice of at most [`MAX_CHUNK`] bytes from `local`, sent as one chunk; 0 at
+/// EOF, `None` when no pipe could be made (out of descriptors: the copy path takes
+/// over).
+async fn splice_chunk(
+    local: &TcpStream,
+    channel: &TcpStream,
+    progress: &Progress,
+) -> Result<Option<usize>, PumpError> {
+    let Ok(mut pipe) = Pipe::take() else {
+        return Ok(None);
+    };
+    let n = loop {
+        match splice(local.as_raw_fd(), pipe.write.as_raw_fd(), MAX_CHUNK) {
+            Ok(n) => break n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                // Drained: wait for more without holding the (empty) pipe.
+                pipe.give_back();
+                local.readable(false).await.map_err(inbound)?;
+                pipe = match Pipe::take() {
+                    Ok(pipe) => pipe,
+                    Err(_) => return Ok(None),
+                };
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                pipe.give_back();
+                return Err(inbound(e));
+            }
+        }
+    };
+    if n > 0 {
+        // A stream that filled the default pipe gets a large one (as the one-stream
+        // pump does): fewer wake-ups and headers per megabyte.
+        if !pipe.enlarged && n >= DEFAULT_PIPE_SIZE {
+            pipe.enlarge();
+        }
+        pipe.pending = n;
+        send_all(channel, &(n as u32).to_be_bytes(), libc::MSG_MORE)
+            .await
+            .map_err(outbound)?;
+        drain_pipe(&mut pipe, channel, progress)
+            .await
+            .map_err(outbound)?;
+    }
+    pipe.give_back();
+    Ok(Some(n))
+}
+
+/// The channel's chunks as the local side's bytes, the peer's end marker as our FIN:
+/// (bytes, whether the peer keeps the channel).
+async fn from_channel(
+    channel: &TcpStream,
+    local: &TcpStream,
+    reader: &mut FrameReader,
+    progress: &Progress,
+) -> Result<(u64, bool), PumpError> {
+    let buf = reader.buffer_mut();
+    let mut total = 0u64;
+    // Bytes of the current chunk not yet delivered (some may be in `buf`).
+    let mut rest = 0usize;
+    // The last chunk was spliced: read only the next header, so that a bulk chunk's
+    // bytes are spliced from its first byte rather than copied up to a buffer's worth.
+    let mut bulk = false;
+    loop {
+        if rest > 0 && !buf.is_empty() {
+            let k = rest.min(buf.len());
+            send_all(local, &buf[..k], 0).await.map_err(inbound)?;
+            buf.advance(k);
+            rest -= k;
+            total += k as u64;
+            progress.bump(k as u64);
+            continue;
+        }
+        if rest == 0 {
+            match decode_chunk_header(buf) {
+                Ok(Some(ChunkHeader::Data(n))) => {
+                    buf.advance(4);
+                    rest = n;
+                    bulk = n >= SMALL;
+                    continue;
+                }
+                Ok(Some(ChunkHeader::End { keep })) => {
+                    buf.advance(4);
+                    sockets::shutdown_write(local.as_raw_fd());
+                    return Ok((total, keep));
+                }
+                Ok(None) => {}
+                Err(e) => return Err(outbound(io::Error::other(e.to_string()))),
+            }
+        }
+        if rest >= SPLICE_AT_LEAST {
+            if let Some(moved) = splice_rest(channel, local, rest, progress).await? {
+                rest -= moved;
+                total += moved as u64;
+                continue;
+            }
+        }
+        let want = if bulk && rest == 0 {
+            4 - buf.len()
+        } else {
+            SMALL
+        };
+        read_more(channel, buf, want).await?;
+    }
+}
+
+/// Splices up to `rest` bytes (never more) from the channel to `local`; `None` when no
+/// pipe could be made.
+async fn splice_rest(
+    channel: &TcpStream,
+    local: &TcpStream,
+    rest: usize,
+    progress: &Progress,
+) -> Result<Option<usize>, PumpError> {
+    let Ok(mut pipe) = Pipe::take() else {
+        return Ok(None);
+    };
+    let n = loop {
+        match splice(channel.as_raw_fd(), pipe.write.as_raw_fd(), rest) {
+            Ok(0) => {
+                pipe.give_back();
+                return Err(outbound(io::ErrorKind::UnexpectedEof.into()));
+            }
+            Ok(n) => break n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                channel.readable(false).await.map_err(outbound)?;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                pipe.give_back();
+                return Err(outbound(e));
+            }
+        }
+    };
+    if !pipe.enlarged && n >= DEFAULT_PIPE_SIZE {
+        pipe.enlarge();
+    }
+    pipe.pending = n;
+    drain_pipe(&mut pipe, local, progress)
+        .await
+        .map_err(inbound)?;
+    pipe.give_back();
+    Ok(Some(n))
+}
+
+/// Reads what the channel has into `buf`, at least one byte and at most `want`,
+/// waiting for it with no buffer held when `buf` is empty.
+async fn read_more(channel: &TcpStream, buf: &mut BytesMut, want: usize) -> Result<(), PumpError> {
+    loop {
+        if buf.capacity() - buf.len() < want.min(1024) {
+            buf.reserve(want.max(1024));
+        }
+        let spare = buf.spare_capacity_mut();
+        let room = spare.len().min(want);
+        // SAFETY: read(2) writes at most `room` bytes into the spare capacity, which
+        // `set_len` below then covers exactly.
+        let n = unsafe { libc::read(channel.as_raw_fd(), spare.as_mut_ptr().cast(), room) };
+        if n > 0 {
+            // SAFETY: the kernel initialised these `n` bytes.
+            unsafe { buf.set_len(buf.len() + n as usize) };
+            return Ok(());
+        }
+        if n == 0 {
+            return Err(outbound(io::ErrorKind::UnexpectedEof.into()));
+        }
+        let e = io::Error::last_os_error();
+        match e.kind() {
+            io::ErrorKind::WouldBlock => {
+                if buf.is_empty() {
+                    *buf = BytesMut::new();
+                }
+                channel.readable(false).await.map_err(outbound)?;
+            }
+            io::ErrorKind::Interrupted => {}
+            _ => return Err(outbound(e)),
+        }
+    }
+}
+
+/// Moves the pipe's pending bytes to `dst`.
+async fn drain_pipe(pipe: &mut Pipe, dst: &TcpStream, progress: &Progress) -> io::Result<()> {
+    while pipe.pending > 0 {
+        match splice(pipe.read.as_raw_fd(), dst.as_raw_fd(), pipe.pending) {
+            Ok(n) => {
+                pipe.pending -= n;
+                progress.bump(n as u64);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => dst.writable(false).await?,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Sends all of `data` on `dst` (`flags` beside `MSG_NOSIGNAL`), waiting for room.
+async fn send_all(dst: &TcpStream, mut data: &[u8], flags: libc::c_int) -> io::Result<()> {
+    while !data.is_empty() {
+        // SAFETY: sends from a live slice of the given length on a caller-owned socket.
+        let sent = unsafe {
+            libc::send(
+                dst.as_raw_fd(),
+                data.as_ptr().cast(),
+                data.len(),
+                libc::MSG_NOSIGNAL | flags,
+            )
+        };
+        if sent >= 0 {
+            data = &data[sent as usize..];
+            continue;
+        }
+        let e = io::Error::last_os_error();
+        match e.kind() {
+            io::ErrorKind::WouldBlock => dst.writable(false).await?,
+            io::ErrorKind::Interrupted => {}
+            _ => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// A non-blocking read(2) into the spare capacity of `buf` (at most [`SMALL`] bytes),
+/// appended to it on success.
+fn read_into(fd: RawFd, buf: &mut Vec<u8>) -> io::Result<usize> {
+    let spare = buf.spare_capacity_mut();
+    let room = spare.len().min(SMALL);
+    // SAFETY: reads at most `room` bytes into the spare capacity of `buf`.
+    let n = unsafe { libc::read(fd, spare.as_mut_ptr().cast(), room) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel initialised the `n` bytes behind the old length.
+    unsafe { buf.set_len(buf.len() + n as usize) };
+    Ok(n as usize)
+}
