@@ -86,10 +86,8 @@ pub fn block_on<Fut: Future>(
 ) -> io::Result<Fut::Output> {
     match driver.resolve() {
         Driver::Uring => {
-            let mut rt = RuntimeBuilder::<IoUringDriver>::new()
-                .with_entries(RING_ENTRIES)
-                .enable_timer()
-                .build()
+            let mut rt = uring_runtime(true)
+                .or_else(|_| uring_runtime(false))
                 .map_err(explain_uring_error)?;
             Ok(rt.block_on(make()))
         }
@@ -100,6 +98,26 @@ pub fn block_on<Fut: Future>(
             Ok(rt.block_on(make()))
         }
     }
+}
+
+/// An io_uring runtime for this thread. `deferred`: the ring is only ever used by the
+/// thread that made it (`SINGLE_ISSUER`) and the kernel runs completion work when that
+/// thread asks for completions (`DEFER_TASKRUN`, Linux 6.1+) rather than interrupting
+/// it whenever a completion arrives. Measured with `compare --quick --paths
+/// sluice-tcp,sluice-tls` interleaved with and without, two rounds each: proxy CPU per
+/// connection 134–139 against 152–166 µs on `tcp`, 140–145 against 160 on `tls`.
+fn uring_runtime(
+    deferred: bool,
+) -> io::Result<monoio::Runtime<monoio::time::TimeDriver<IoUringDriver>>> {
+    let mut ring = io_uring::IoUring::builder();
+    if deferred {
+        ring.setup_single_issuer().setup_defer_taskrun();
+    }
+    RuntimeBuilder::<IoUringDriver>::new()
+        .with_entries(RING_ENTRIES)
+        .uring_builder(ring)
+        .enable_timer()
+        .build()
 }
 
 fn explain_uring_error(e: io::Error) -> io::Error {
