@@ -15,8 +15,8 @@ pub fn ktls_available() -> bool {
 /// How one hop moves bytes.
 pub fn hop(transport: Transport, pump: Pump) -> &'static str {
     match (transport, pump) {
-        (Transport::Tcp, Pump::Splice) => "chunk-framed, channel reused, bulk spliced (zero-copy)",
-        (Transport::Tcp, Pump::Copy) => "chunk-framed, channel reused, copied (user space)",
+        (Transport::Tcp, Pump::Splice) => "splice (zero-copy)",
+        (Transport::Tcp, Pump::Copy) => "copy (user space)",
         (Transport::Tls, _) => "rustls (user space, chunk-framed, channel reused)",
     }
 }
