@@ -8,9 +8,10 @@
 //! 3. **terminate** ([`client_side`]): the client's TLS is finished at the edge when
 //!    the endpoint says `terminate_tls` (edge/terminate.rs).
 //! 4. **open** (edge/open.rs): a data channel of a pool member, the stream announced on
-//!    it, the agent's status; another member while the stream is replayable.
+//!    it (with the bytes a plain client has already sent: [`EARLY_READ`]), the agent's
+//!    status; another member while the stream is replayable.
 //! 5. **pump** ([`pump`]): bytes both ways over the data channel (edge/datachan.rs
-//!    decides splice, copy or chunk framing, and parks a reusable `tls` channel again),
+//!    decides splice or copy, and parks the channel again when both sides kept it),
 //!    until both sides end, the idle timeout, or the agent session is kicked.
 //! 6. **account** (edge/account.rs): each phase's result is an
 //!    [`Outcome`](super::account::Outcome) value, logged and counted in one place.
@@ -50,6 +51,11 @@ use crate::{
 
 /// The client, plain or with its TLS terminated at the edge.
 type Client = MaybeTls<rustls::ServerConnection>;
+
+/// At most this many bytes a plain client already sent travel with the stream header
+/// (kept for a replay on another pool member), so a client that speaks first reaches
+/// its upstream without waiting for the agent's status.
+const EARLY_READ: usize = 16 * 1024;
 
 /// A connection on the shared `tls://` port: its ClientHello picks the endpoint by
 /// SNI, then it is forwarded like any other, the ClientHello bytes first.
@@ -120,10 +126,13 @@ pub(super) async fn forward(
 
     let _ = client.set_nodelay(true);
     let server = client.local_addr().unwrap_or(endpoint.addr);
-    let (client, early) = match client_side(client, early, &endpoint).await {
+    let (client, mut early) = match client_side(client, early, &endpoint).await {
         Ok(client) => client,
         Err(reason) => return account!(Outcome::TlsHandshakeFailed { reason }),
     };
+    if let MaybeTls::Plain(plain) = &client {
+        sockets::read_ready::<EARLY_READ>(plain.as_raw_fd(), &mut early);
+    }
 
     // Nothing has reached an upstream until the agent's status says so: a member that
     // fails before that is skipped for another one, invisibly to the client.
@@ -154,13 +163,18 @@ pub(super) async fn forward(
             });
         }
     };
-    drop(pool);
+    // The early bytes went with the header: counted here, as the pump never sees them.
+    let early_bytes = early.len() as u64;
+    drop((pool, early));
     account!(Outcome::Forwarded {
         failovers,
         open_latency: accepted_at.elapsed(),
     });
 
-    let end = pump(&endpoint, shared.pump, client, channel, &load.0.session).await;
+    let mut end = pump(&endpoint, shared.pump, client, channel, &load.0.session).await;
+    if let StreamEnd::Closed(bytes) = &mut end {
+        bytes.inbound_to_outbound += early_bytes;
+    }
     account!(Outcome::Ended(end));
 }
 

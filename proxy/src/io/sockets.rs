@@ -181,6 +181,23 @@ pub fn peer_closed(fd: RawFd) -> bool {
     peek_first_byte(fd).is_err()
 }
 
+/// Appends to `buf` what `fd` has already received, up to `LIMIT` bytes in all; never
+/// blocks, and grows `buf` only by what arrived. Nothing there yet, an end of stream or
+/// an error appends nothing: the next read on the socket sees them again.
+pub fn read_ready<const LIMIT: usize>(fd: RawFd, buf: &mut Vec<u8>) {
+    let mut scratch = [0u8; LIMIT];
+    let room = LIMIT.saturating_sub(buf.len());
+    if room == 0 {
+        return;
+    }
+    // SAFETY: recv writes at most `room` (<= LIMIT) bytes into `scratch`; MSG_DONTWAIT
+    // keeps it non-blocking.
+    let n = unsafe { libc::recv(fd, scratch.as_mut_ptr().cast(), room, libc::MSG_DONTWAIT) };
+    if n > 0 {
+        buf.extend_from_slice(&scratch[..n as usize]);
+    }
+}
+
 /// Peeks at the first byte without consuming it; `Ok(None)` when none is there yet.
 pub fn peek_first_byte(fd: RawFd) -> io::Result<Option<u8>> {
     let mut byte = 0u8;
