@@ -6,7 +6,7 @@
 use std::{
     cell::Cell,
     future::{poll_fn, Future},
-    pin::{pin, Pin},
+    pin::Pin,
     task::Poll,
     time::Duration,
 };
@@ -39,7 +39,9 @@ pub async fn until_idle<F: Future>(
     };
     let mut seen = progress.get();
     loop {
-        let mut tick = pin!(monoio::time::sleep(period));
+        // Boxed: the timer is 640 bytes and 128-byte aligned; inline, it would align
+        // (and pad) every future that holds a stream, all for a wake-up per period.
+        let mut tick = Box::pin(monoio::time::sleep(period));
         let finished = poll_fn(|cx| {
             if let Poll::Ready(v) = work.as_mut().poll(cx) {
                 return Poll::Ready(Some(v));
