@@ -28,8 +28,8 @@ use monoio::{io::AsyncWriteRentExt, net::TcpStream};
 
 use crate::{
     io::{
-        self, chunked, chunked_splice, framed, framed::FrameReader, idle::Progress,
-        maybe_tls::MaybeTls, splice::PumpError, tls_stream::TlsStream,
+        self, chunked, framed, framed::FrameReader, idle::Progress, maybe_tls::MaybeTls,
+        splice::PumpError, tls_stream::TlsStream,
     },
     wire::{self, Frame, StreamCode},
 };
@@ -271,27 +271,18 @@ impl DataChannel {
         progress: &Progress,
     ) -> Pumped {
         match (self, client) {
-            (DataChannel::Plain(tcp, mut reader), MaybeTls::Plain(client))
-                if pump == io::Pump::Splice =>
-            {
+            (DataChannel::Plain(tcp, mut reader), client) => {
                 let outcome =
-                    chunked_splice::forward(client, tcp, &mut reader, || true, progress).await;
+                    io::forward_on_tcp_channel(pump, client, tcp, &mut reader, || true, progress)
+                        .await;
                 Pumped {
                     again: reusable(outcome.reusable, &reader).map(ParkedChannel::plain),
                     result: outcome.result,
                 }
             }
-            (DataChannel::Plain(tcp, reader), client) => {
-                // Boxed: the copy pump's buffers would otherwise size every stream's task.
-                let (result, again) = Box::pin(pump_framed(client, tcp, reader, progress)).await;
-                Pumped {
-                    result,
-                    again: again.map(ParkedChannel::plain),
-                }
-            }
             // Boxed: a TLS channel's state would otherwise size every stream's task.
             (DataChannel::Tls(tls, reader), client) => {
-                let (result, again) = Box::pin(pump_framed(client, *tls, reader, progress)).await;
+                let (result, again) = Box::pin(pump_tls(client, *tls, reader, progress)).await;
                 Pumped {
                     result,
                     again: again.and_then(ParkedChannel::tls),
@@ -301,14 +292,14 @@ impl DataChannel {
     }
 }
 
-/// One stream on a channel, chunk-framed both ways; the channel back when both sides
-/// kept it.
-async fn pump_framed<T: io::Duplex>(
+/// One stream on a `tls` channel, chunk-framed both ways; the channel back when both
+/// sides kept it.
+async fn pump_tls(
     client: MaybeTls<rustls::ServerConnection>,
-    channel: T,
+    channel: Tls,
     mut reader: FrameReader,
     progress: &Progress,
-) -> (Result<io::PumpStats, PumpError>, Option<T>) {
+) -> (Result<io::PumpStats, PumpError>, Option<Tls>) {
     let outcome = chunked::forward(client, channel, &mut reader, || true, progress).await;
     (outcome.result, reusable(outcome.reusable, &reader))
 }

@@ -67,27 +67,37 @@ impl std::str::FromStr for Pump {
     }
 }
 
-/// Forwards between two plain TCP sockets with the chosen pump, counting bytes in
-/// `progress` (for idle timeouts).
-pub async fn forward_tcp(
+/// Forwards one stream, chunk-framed, between `local` (a client or an upstream, plain
+/// or TLS) and a `tcp` data channel: spliced ([`chunked_splice::forward`]) when `local`
+/// is a plain socket and `pump` says splice, copied ([`chunked::forward`]) otherwise.
+/// `keep_channel` is asked when `local` reaches EOF; the channel comes back when both
+/// ends kept it, and bytes after the peer's end marker stay in `reader`.
+/// Not cancel-safe.
+pub async fn forward_on_tcp_channel<C>(
     pump: Pump,
-    inbound: monoio::net::TcpStream,
-    outbound: monoio::net::TcpStream,
+    local: maybe_tls::MaybeTls<C>,
+    channel: monoio::net::TcpStream,
+    reader: &mut framed::FrameReader,
+    keep_channel: impl FnOnce() -> bool,
     progress: &idle::Progress,
-) -> Result<PumpStats, splice::PumpError> {
-    match pump {
-        Pump::Splice => {
-            use std::os::fd::AsRawFd;
-            for s in [&inbound, &outbound] {
-                sockets::set_nonblocking(s.as_raw_fd()).map_err(|source| splice::PumpError {
-                    side: Side::Inbound,
-                    source,
-                })?;
-            }
-            splice::forward(&inbound, &outbound, progress).await
+) -> chunked::ChunkedOutcome<monoio::net::TcpStream>
+where
+    maybe_tls::MaybeTls<C>: Duplex,
+{
+    match local {
+        maybe_tls::MaybeTls::Plain(local) if pump == Pump::Splice => {
+            chunked_splice::forward(local, channel, reader, keep_channel, progress).await
         }
-        // Boxed: its futures (a buffer per direction in flight) would otherwise size
-        // every stream's task, spliced or not.
-        Pump::Copy => Box::pin(copy::forward(inbound, outbound, progress)).await,
+        // Boxed: the copy pump's buffers would otherwise size every stream's task.
+        local => {
+            Box::pin(chunked::forward(
+                local,
+                channel,
+                reader,
+                keep_channel,
+                progress,
+            ))
+            .await
+        }
     }
 }

@@ -1,5 +1,5 @@
 //! `tcp` data channels: a plain socket proved by the magic bytes and a `ChannelHello`;
-//! a stream to a plain upstream is spliced ([`crate::io::chunked_splice`]).
+//! a stream to a plain upstream is spliced ([`crate::io::forward_on_tcp_channel`]).
 
 use std::future::Future;
 
@@ -9,14 +9,7 @@ use monoio::{io::AsyncWriteRentExt, net::TcpStream};
 use super::{dial_edge, hello, ChannelError, ChannelLink};
 use crate::{
     agent::{upstream::Upstream, AgentShared, SessionTicket},
-    io::{
-        chunked::{self, ChunkedOutcome},
-        chunked_splice,
-        framed::FrameReader,
-        idle::Progress,
-        maybe_tls::MaybeTls,
-        Pump,
-    },
+    io::{self, chunked::ChunkedOutcome, framed::FrameReader, idle::Progress, Pump},
     wire::{self, DATA_CHANNEL_MAGIC},
 };
 
@@ -31,10 +24,6 @@ impl ChannelLink for TcpStream {
         Ok(tcp)
     }
 
-    #[allow(
-        clippy::manual_async_fn,
-        reason = "the trait's signature, which the `tls` link meets without a wrapper"
-    )]
     fn forward<'a>(
         self,
         upstream: Upstream,
@@ -43,16 +32,6 @@ impl ChannelLink for TcpStream {
         progress: &'a Progress,
         pump: Pump,
     ) -> impl Future<Output = ChunkedOutcome<Self>> + 'a {
-        async move {
-            match upstream {
-                MaybeTls::Plain(upstream) if pump == Pump::Splice => {
-                    chunked_splice::forward(upstream, self, reader, keep, progress).await
-                }
-                // Boxed: the copy pump's buffers would otherwise size every channel's task.
-                upstream => {
-                    Box::pin(chunked::forward(upstream, self, reader, keep, progress)).await
-                }
-            }
-        }
+        io::forward_on_tcp_channel(pump, upstream, self, reader, keep, progress)
     }
 }
