@@ -12,6 +12,9 @@ use std::{
     thread,
 };
 
+mod common;
+
+use common::{pair, pattern, read_header, write_chunk};
 use sluice_proxy::{
     io::{chunked_splice, framed::FrameReader, idle::Progress},
     runtime::{self, Driver},
@@ -20,30 +23,6 @@ use sluice_proxy::{
 const SMALL: &[u8] = b"a 64-byte request, as a database client or an API call sends it.";
 const BULK_UP: usize = 3 << 20;
 const BULK_DOWN: usize = 2 << 20;
-
-fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u8).wrapping_mul(31) ^ seed)
-        .collect()
-}
-
-/// A connected pair of loopback sockets.
-fn pair(listener: &TcpListener) -> (TcpStream, TcpStream) {
-    let near = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-    let (far, _) = listener.accept().unwrap();
-    (near, far)
-}
-
-/// Reads one chunk header: `Some(len)` for data, `None` for an end marker (keep).
-fn read_header(peer: &mut TcpStream) -> Option<usize> {
-    let mut header = [0u8; 4];
-    peer.read_exact(&mut header).unwrap();
-    match u32::from_be_bytes(header) {
-        0 => None,
-        u32::MAX => panic!("the pump retired the channel"),
-        n => Some(n as usize),
-    }
-}
 
 /// What the channel's peer saw, up to the pump's end marker.
 struct PeerLog {
@@ -72,11 +51,9 @@ fn channel_peer(mut peer: TcpStream, answer_after: usize, first: mpsc::Sender<()
             // One chunk of 1 MiB (the largest allowed), then the rest in one.
             let down = pattern(BULK_DOWN, 2);
             for piece in [&down[..1 << 20], &down[1 << 20..]] {
-                peer.write_all(&(piece.len() as u32).to_be_bytes()).unwrap();
-                peer.write_all(piece).unwrap();
+                write_chunk(&mut peer, piece);
             }
-            peer.write_all(&(SMALL.len() as u32).to_be_bytes()).unwrap();
-            peer.write_all(SMALL).unwrap();
+            write_chunk(&mut peer, SMALL);
         }
     }
     // The pump's end marker came: ours, then what would be the next stream's header.

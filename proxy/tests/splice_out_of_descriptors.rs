@@ -1,16 +1,20 @@
-//! The splice pump in a process that has no descriptor left for a pipe: each stream
-//! moves its bytes through a user-space buffer instead of failing. (Its own test binary,
-//! because it lowers the open-files limit of the whole process.)
+//! The `tcp` data channel's splice pump (`io::chunked_splice`) in a process that has no
+//! descriptor left for a pipe: each stream moves its bytes through a user-space buffer
+//! instead of failing. (Its own test binary, because it lowers the open-files limit of
+//! the whole process.)
 
 use std::{
     io::{Read, Write},
-    net::{Shutdown, TcpListener, TcpStream},
+    net::{Shutdown, TcpListener},
     os::fd::AsRawFd,
     thread,
 };
 
+mod common;
+
+use common::{pair, pattern, read_header, write_chunk, write_end};
 use sluice_proxy::{
-    io::{idle::Progress, splice},
+    io::{chunked_splice, framed::FrameReader, idle::Progress},
     runtime::{self, Driver},
 };
 
@@ -52,29 +56,14 @@ impl Drop for LoweredLimit {
     }
 }
 
-fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u8).wrapping_mul(31) ^ seed)
-        .collect()
-}
-
-/// A connected pair of loopback sockets.
-fn pair(listener: &TcpListener) -> (TcpStream, TcpStream) {
-    let near = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-    let (far, _) = listener.accept().unwrap();
-    (near, far)
-}
-
 fn forwards_both_ways_without_new_descriptors(driver: Driver) {
     runtime::block_on(driver, || async {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let (mut client, inbound) = pair(&listener);
-        let (outbound, mut upstream) = pair(&listener);
+        let (mut client, local) = pair(&listener);
+        let (channel, mut peer) = pair(&listener);
         drop(listener);
-        inbound.set_nonblocking(true).unwrap();
-        outbound.set_nonblocking(true).unwrap();
-        let inbound = monoio::net::TcpStream::from_std(inbound).unwrap();
-        let outbound = monoio::net::TcpStream::from_std(outbound).unwrap();
+        let local = monoio::net::TcpStream::from_std(local).unwrap();
+        let channel = monoio::net::TcpStream::from_std(channel).unwrap();
 
         let limit = LoweredLimit::to_lowest_free();
         let sender = thread::spawn(move || {
@@ -84,16 +73,24 @@ fn forwards_both_ways_without_new_descriptors(driver: Driver) {
             client.read_to_end(&mut back).unwrap();
             back
         });
+        // The data channel's far end: the chunks up to the end marker, then the answer.
         let receiver = thread::spawn(move || {
             let mut got = Vec::new();
-            upstream.read_to_end(&mut got).unwrap();
-            upstream.write_all(&pattern(DOWN, 2)).unwrap();
-            upstream.shutdown(Shutdown::Write).unwrap();
+            while let Some(len) = read_header(&mut peer) {
+                let start = got.len();
+                got.resize(start + len, 0);
+                peer.read_exact(&mut got[start..]).unwrap();
+            }
+            write_chunk(&mut peer, &pattern(DOWN, 2));
+            write_end(&mut peer);
             got
         });
-        let stats = splice::forward(&inbound, &outbound, &Progress::default()).await;
+        let mut reader = FrameReader::new();
+        let outcome =
+            chunked_splice::forward(local, channel, &mut reader, || true, &Progress::default())
+                .await;
         drop(limit);
-        let stats = stats.expect("the pump failed for want of a pipe");
+        let stats = outcome.result.expect("the pump failed for want of a pipe");
         assert_eq!(stats.inbound_to_outbound, UP as u64);
         assert_eq!(stats.outbound_to_inbound, DOWN as u64);
         assert!(receiver.join().unwrap() == pattern(UP, 1));

@@ -1,6 +1,5 @@
-//! Forwarding through user space with a buffer per direction: the baseline the splice
-//! pump is benchmarked against (`--pump copy`), and the pump for hops where one side
-//! speaks TLS that sluice terminates or originates.
+//! Forwarding through user space with a buffer per direction, for a client whose TLS
+//! the agent terminates, carried in a data channel's chunks (agent/datachan/framed.rs).
 
 use std::io;
 
@@ -68,17 +67,8 @@ fn blame(e: CopyError, read_side: Side, write_side: Side) -> PumpError {
 
 /// Forwards both ways between two streams (TCP sockets, or TLS over them) through
 /// user-space buffers until both directions saw EOF (half-close passed on) or one side
-/// fails (the other is reset). Not cancel-safe.
-pub async fn forward<A: super::Duplex, B: super::Duplex>(
-    inbound: A,
-    outbound: B,
-    progress: &Progress,
-) -> Result<PumpStats, PumpError> {
-    forward_returning(inbound, outbound, progress).await.0
-}
-
-/// [`forward`], handing the inbound stream back when both directions ended cleanly
-/// (a stream inside a reusable data channel).
+/// fails (the other is reset), handing the inbound stream back when both directions
+/// ended cleanly (a stream inside a reusable data channel). Not cancel-safe.
 pub async fn forward_returning<A: super::Duplex, B: super::Duplex>(
     inbound: A,
     outbound: B,

@@ -1,39 +1,34 @@
-//! Zero-copy forwarding between two kernel sockets with `splice(2)`.
+//! The pieces of zero-copy forwarding with `splice(2)` that the chunk-framed `tcp`
+//! channel pump ([`super::chunked_splice`]) is built from: per-worker pooled pipes and a
+//! non-blocking `splice` call; and what every pump shares ([`PumpError`],
+//! [`join_or_first_error`]).
 //!
 //! monoio's own `io::zero_copy` makes a pipe per call and lets io_uring punt splices on
 //! sockets that are not ready to kernel worker threads, which measured 50x slower than
-//! a copy loop here. This pump instead uses one pipe per direction while bytes move
-//! (taken from a per-worker pool, given back when the stream goes idle, enlarged once
-//! a stream fills it),
-//! waits for readiness through the runtime (a one-shot poll on io_uring, the epoll
-//! registration on the legacy driver), and then splices non-blockingly until the kernel
-//! says `EAGAIN`. EOF on one side becomes `shutdown(SHUT_WR)` on the other (half-close
-//! passes through), and a reset on one side becomes a reset on the other.
+//! a copy loop here. The pump instead holds a pipe per direction only while bytes move
+//! (taken from a per-worker pool, given back when the stream goes idle, enlarged once a
+//! stream fills it), waits for readiness through the runtime (a one-shot poll on
+//! io_uring, the epoll registration on the legacy driver), and splices non-blockingly.
 //!
-//! A pipe costs two descriptors. When the process has none left (`EMFILE`/`ENFILE`), a
-//! stream that needs a new pipe moves its next chunk through a small user-space buffer
-//! instead and tries for a pipe again on the chunk after: a process out of descriptors
-//! keeps forwarding what it has, just with a copy.
+//! A pipe costs two descriptors. When the process has none left, [`Pipe::take`] fails
+//! and the pump copies that chunk through a small user-space buffer instead: a process
+//! out of descriptors keeps forwarding what it has, just with a copy.
 
 use std::{
     future::{poll_fn, Future},
     io,
     os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
-    pin::{pin, Pin},
+    pin::Pin,
     task::Poll,
 };
 
-use monoio::net::TcpStream;
-
-use super::{idle::Progress, sockets, PumpStats, Side};
+use super::Side;
 
 /// Pipe capacity requested with `F_SETPIPE_SZ` once a stream fills the default pipe
 /// (pages are only allocated when used).
 pub const PIPE_SIZE: usize = 1 << 20;
 /// Linux's default pipe capacity.
 pub(super) const DEFAULT_PIPE_SIZE: usize = 64 * 1024;
-/// The user-space buffer a stream copies through while no pipe can be had.
-const FALLBACK_BUFFER: usize = 16 * 1024;
 
 /// How a forwarded stream ended abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -128,197 +123,6 @@ pub(super) fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
     } else {
         Ok(n as usize)
     }
-}
-
-/// Moves bytes `src -> dst` until EOF on `src`, then half-closes `dst`.
-/// Not cancel-safe (bytes in the pipe are lost if dropped); only dropped on teardown.
-async fn one_way(
-    src: &TcpStream,
-    src_side: Side,
-    dst: &TcpStream,
-    dst_side: Side,
-    progress: &Progress,
-) -> Result<u64, PumpError> {
-    let src_err = |source| PumpError {
-        side: src_side,
-        source,
-    };
-    let dst_err = |source| PumpError {
-        side: dst_side,
-        source,
-    };
-    // The pipe is held only while bytes move: an idle stream gives its (empty) pipe
-    // back to the worker's pool, so 10,000 idle connections hold no pipes.
-    let mut held: Option<Pipe> = None;
-    let mut total = 0u64;
-    // A splice that returned less than the pipe could take drained the socket: the
-    // next one would only say EAGAIN, so wait for readiness first (saves a syscall
-    // per message on request/response traffic).
-    let mut drained = false;
-    // Only allocated if a pipe could not be had (see the module doc).
-    let mut fallback: Option<Vec<u8>> = None;
-    loop {
-        if drained {
-            if let Some(idle) = held.take() {
-                idle.give_back();
-            }
-            src.readable(false).await.map_err(src_err)?;
-        }
-        let pipe = match held.as_mut() {
-            Some(pipe) => pipe,
-            None => match Pipe::take() {
-                Ok(pipe) => held.insert(pipe),
-                Err(e) if out_of_descriptors(&e) => {
-                    let buffer = fallback.get_or_insert_with(|| vec![0; FALLBACK_BUFFER]);
-                    let n = copy_chunk(src, dst, buffer, progress, &src_err, &dst_err).await?;
-                    if n == 0 {
-                        sockets::shutdown_write(dst.as_raw_fd());
-                        return Ok(total);
-                    }
-                    total += n as u64;
-                    drained = false;
-                    continue;
-                }
-                Err(e) => return Err(src_err(e)),
-            },
-        };
-        let eof = match splice(src.as_raw_fd(), pipe.write.as_raw_fd(), PIPE_SIZE) {
-            Ok(0) => true,
-            Ok(n) => {
-                pipe.pending += n;
-                drained = n < if pipe.enlarged {
-                    PIPE_SIZE
-                } else {
-                    DEFAULT_PIPE_SIZE
-                };
-                if !pipe.enlarged && n >= DEFAULT_PIPE_SIZE {
-                    pipe.enlarge();
-                }
-                false
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                drained = true;
-                continue;
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(src_err(e)),
-        };
-        while pipe.pending > 0 {
-            match splice(pipe.read.as_raw_fd(), dst.as_raw_fd(), pipe.pending) {
-                Ok(n) => {
-                    pipe.pending -= n;
-                    total += n as u64;
-                    progress.bump(n as u64);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    dst.writable(false).await.map_err(dst_err)?;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(dst_err(e)),
-            }
-        }
-        if eof {
-            sockets::shutdown_write(dst.as_raw_fd());
-            if let Some(pipe) = held.take() {
-                pipe.give_back();
-            }
-            return Ok(total);
-        }
-    }
-}
-
-/// Whether `e` says the process (or the system) has no descriptor left for a pipe.
-fn out_of_descriptors(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
-}
-
-/// Moves one chunk (at most `buffer.len()` bytes) from `src` to `dst` through `buffer`,
-/// waiting for readiness as needed and counting each write in `progress`; 0 at EOF on
-/// `src`.
-async fn copy_chunk(
-    src: &TcpStream,
-    dst: &TcpStream,
-    buffer: &mut [u8],
-    progress: &Progress,
-    src_err: &impl Fn(io::Error) -> PumpError,
-    dst_err: &impl Fn(io::Error) -> PumpError,
-) -> Result<usize, PumpError> {
-    let n = loop {
-        // SAFETY: reads into a buffer we own, of the length given, from a caller-owned fd.
-        let n = unsafe { libc::read(src.as_raw_fd(), buffer.as_mut_ptr().cast(), buffer.len()) };
-        if n >= 0 {
-            break n as usize;
-        }
-        let e = io::Error::last_os_error();
-        match e.kind() {
-            io::ErrorKind::WouldBlock => src.readable(false).await.map_err(src_err)?,
-            io::ErrorKind::Interrupted => {}
-            _ => return Err(src_err(e)),
-        }
-    };
-    let mut written = 0;
-    while written < n {
-        let rest = &buffer[written..n];
-        // SAFETY: sends from a buffer we own, of the length given, on a caller-owned fd;
-        // MSG_NOSIGNAL turns a closed peer into EPIPE instead of SIGPIPE.
-        let sent = unsafe {
-            libc::send(
-                dst.as_raw_fd(),
-                rest.as_ptr().cast(),
-                rest.len(),
-                libc::MSG_NOSIGNAL,
-            )
-        };
-        if sent >= 0 {
-            written += sent as usize;
-            progress.bump(sent as u64);
-            continue;
-        }
-        let e = io::Error::last_os_error();
-        match e.kind() {
-            io::ErrorKind::WouldBlock => dst.writable(false).await.map_err(dst_err)?,
-            io::ErrorKind::Interrupted => {}
-            _ => return Err(dst_err(e)),
-        }
-    }
-    Ok(n)
-}
-
-/// Forwards both ways between `inbound` and `outbound` until both directions have seen
-/// EOF (half-close is passed on as it happens) or one side fails; on failure the other
-/// side is reset so the failure reaches both ends. Both sockets must be non-blocking.
-/// Not cancel-safe.
-pub async fn forward(
-    inbound: &TcpStream,
-    outbound: &TcpStream,
-    progress: &Progress,
-) -> Result<PumpStats, PumpError> {
-    let up = pin!(one_way(
-        inbound,
-        Side::Inbound,
-        outbound,
-        Side::Outbound,
-        progress
-    ));
-    let down = pin!(one_way(
-        outbound,
-        Side::Outbound,
-        inbound,
-        Side::Inbound,
-        progress
-    ));
-    let result = join_or_first_error(up, down).await;
-    if let Err(e) = &result {
-        let other = match e.side {
-            Side::Inbound => outbound,
-            Side::Outbound => inbound,
-        };
-        sockets::reset_on_close(other.as_raw_fd());
-    }
-    result.map(|(a, b)| PumpStats {
-        inbound_to_outbound: a,
-        outbound_to_inbound: b,
-    })
 }
 
 /// Awaits both futures; returns early with the first error. They are pinned by the
