@@ -215,6 +215,7 @@ fn hot_swap_readers_see_whole_policies() {
     // The newest generation any reader has seen: the writer stores the next one only
     // once a reader has seen the last, so readers and writer overlap on every
     // generation whatever the scheduling (no sleeps: each side waits on the other).
+    // It holds generation + 1, so 0 means no reader has seen generation 0 yet.
     let newest_seen = Arc::new(AtomicU32::new(0));
     let readers: Vec<_> = (0..3)
         .map(|_| {
@@ -238,7 +239,7 @@ fn hot_swap_readers_see_whole_policies() {
                     assert!(p.evaluate(sa(&format!("10.0.{g}.1"))).is_allowed());
                     assert!(!p.evaluate(sa(&format!("10.0.{}.1", g + 1))).is_allowed());
                     seen.insert(g);
-                    newest_seen.fetch_max(g, Ordering::AcqRel);
+                    newest_seen.fetch_max(g + 1, Ordering::AcqRel);
                     if finished && last == GENERATIONS {
                         return seen;
                     }
@@ -252,7 +253,7 @@ fn hot_swap_readers_see_whole_policies() {
         .collect();
     for g in 1..=GENERATIONS {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while newest_seen.load(Ordering::Acquire) < g - 1 {
+        while newest_seen.load(Ordering::Acquire) < g {
             assert!(
                 std::time::Instant::now() < deadline,
                 "no reader saw generation {} within 30 s",
