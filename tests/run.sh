@@ -12,6 +12,7 @@
 #   systemd-analyze  checks the units `sluice service install` writes (service.rs)
 #   ip               network namespaces and veth pairs (partition.rs)
 #   python3          the quick start's stand-in web server (quickstart.rs)
+#   etcd             the fleet's shared state (fleet.rs), from Debian's etcd-server
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,6 +23,7 @@ need curl curl
 need systemd-analyze systemd
 need ip iproute2
 need python3 python3
+need etcd etcd-server
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "tests/run.sh: installing ${missing[*]}"
     if [ "$(id -u)" -eq 0 ]; then

@@ -302,20 +302,25 @@ fn run_edge(
     use sluice_proxy::{
         control_plane::{ControlPlane, StaticEndpoint},
         edge::audit::AuditSink,
-        state::{sqlite::SqliteStore, Store},
+        state::{etcd::EtcdStore, sqlite::SqliteStore, Store},
     };
     let drain_timeout = settings.drain_timeout;
     let admin = settings.admin.clone();
     let users = settings.users.clone();
     let statics = StaticEndpoint::all(&settings.endpoints);
     let restart_only = sluice_proxy::control_plane::restart_only(&settings);
-    let store: Box<dyn Store> = match &settings.state_dir {
-        Some(dir) => {
+    let edge_id = settings.edge_id.clone();
+    let store: Box<dyn Store> = match (&settings.etcd, &settings.state_dir) {
+        (Some(etcd), _) => {
+            tracing::info!(edge = %edge_id, endpoints = ?etcd.endpoints, prefix = %etcd.prefix, "state: etcd (shared by the fleet)");
+            Box::new(EtcdStore::connect(etcd.clone(), &edge_id)?)
+        }
+        (None, Some(dir)) => {
             let store = SqliteStore::open(dir)?;
             tracing::info!(state_dir = %dir.display(), "state: SQLite");
             Box::new(store)
         }
-        None => {
+        (None, None) => {
             if admin.is_some() {
                 tracing::warn!("state: in memory (set state_dir in edge.yml to keep API changes across restarts)");
             }

@@ -14,10 +14,12 @@
 //! - [`faults`]: misbehaving upstreams; fd and RSS probes from `/proc`.
 //! - [`probes`]: upstreams reporting PROXY headers and half-closes; a half-closing TLS client.
 //! - [`prom`]: sums of samples from a Prometheus `/metrics` scrape.
+//! - [`etcd`]: a real etcd server on loopback ports, for the fleet tests.
 #![warn(missing_docs)]
 
 pub mod admin;
 pub mod client;
+pub mod etcd;
 pub mod faults;
 pub mod fixture;
 pub mod load;

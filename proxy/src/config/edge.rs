@@ -61,6 +61,13 @@ pub struct EdgeFile {
     /// Where the control plane keeps API-made changes (SQLite). Without it they live in
     /// memory and are lost on restart.
     pub state_dir: Option<std::path::PathBuf>,
+    /// State shared by a fleet of edges (`state: { etcd: … }`), instead of `state_dir`.
+    pub state: Option<super::fleet::StateSection>,
+    /// This edge's name in logs, metrics, events and the API. Default: the host name.
+    pub edge_id: Option<String>,
+    /// The IP this edge's `tcp://` cloud endpoints bind, in place of the host in their
+    /// URLs, so every edge of a fleet serves every endpoint on its own address.
+    pub public_address: Option<std::net::IpAddr>,
 }
 
 /// `limits:`.
@@ -188,6 +195,12 @@ pub struct EdgeSettings {
     pub default_max_connections_per_ip: Option<u32>,
     /// The state directory (resolved against the config file), if any.
     pub state_dir: Option<std::path::PathBuf>,
+    /// The etcd cluster holding a fleet's shared state, if the state is there.
+    pub etcd: Option<super::fleet::EtcdSettings>,
+    /// This edge's name.
+    pub edge_id: String,
+    /// The IP `tcp://` endpoints bind (the URL's host otherwise).
+    pub public_address: Option<std::net::IpAddr>,
 }
 
 /// A service user, resolved.

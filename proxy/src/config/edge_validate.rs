@@ -20,6 +20,7 @@ use super::{
         declared_listeners, parse_endpoint_url, AgentsSection, CloudEndpoint, CloudEndpointSection,
         EdgeFile, EdgeSettings, EndpointAddr, ServiceUser, ServiceUserSection,
     },
+    fleet,
     problems::Problems,
     relative_to,
     tree::Node,
@@ -60,6 +61,8 @@ pub(super) fn resolve(
     let users = service_users(tree, p);
     let (endpoints, tcp) = endpoints(tree, file, p, warnings);
     check_listeners(tree, tcp, p);
+    let edge_id = fleet::edge_id(tree, p);
+    let etcd = fleet::state(tree, file, tree.key("state_dir").is_some(), p);
 
     let f = whole?;
     let AgentPort {
@@ -107,6 +110,9 @@ pub(super) fn resolve(
         admin,
         default_max_connections_per_ip: f.limits.max_connections_per_ip.filter(|n| *n > 0),
         state_dir: f.state_dir.map(|d| relative_to(file, &d)),
+        etcd,
+        edge_id,
+        public_address: f.public_address,
     })
 }
 

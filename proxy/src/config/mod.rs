@@ -14,6 +14,7 @@ mod duration;
 pub mod edge;
 mod edge_load;
 mod edge_validate;
+pub mod fleet;
 pub mod problems;
 pub mod tree;
 pub mod tree_de;

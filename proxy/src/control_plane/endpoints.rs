@@ -131,7 +131,7 @@ pub fn compile_policy(value: &serde_json::Value) -> Result<(String, CompiledPoli
 /// endpoint's, or another process's) holds it.
 pub const ADDRESS_IN_USE: &str = "address_in_use";
 
-fn add_error(e: AddError) -> PlaneError {
+pub(super) fn add_error(e: AddError) -> PlaneError {
     match e {
         AddError::Conflict(m) => PlaneError::new(ErrorKind::Conflict, "conflict", m),
         AddError::InUse { .. } => {
@@ -151,7 +151,7 @@ fn add_error(e: AddError) -> PlaneError {
     }
 }
 
-fn record_to_spec(r: &EndpointRecord) -> Result<EndpointSpec, PlaneError> {
+pub(super) fn record_to_spec(r: &EndpointRecord) -> Result<EndpointSpec, PlaneError> {
     let addr = parse_endpoint_url(&r.url).map_err(|m| PlaneError::bad_request("invalid_url", m))?;
     let (_, policy) = compile_policy(&serde_json::Value::String(r.traffic_policy.clone()))?;
     Ok(EndpointSpec {
@@ -212,8 +212,13 @@ fn parse_range(addr: &str) -> Result<(IpAddr, u16, u16), PlaneError> {
 impl ControlPlane {
     /// Serves the endpoints stored by earlier runs.
     pub(super) fn restore_endpoints(&self) -> Result<(), PlaneError> {
+        let mut applied = self.applied_endpoints();
         let records = self.store().endpoints()?;
         for r in records {
+            applied.insert(r.id.clone(), r.clone());
+            if self.edge.endpoints.get(&r.id).is_some() {
+                continue;
+            }
             match record_to_spec(&r)
                 .and_then(|spec| self.edge.endpoints.add(spec).map_err(add_error))
             {
@@ -310,6 +315,7 @@ impl ControlPlane {
         actor: &str,
         input: EndpointInput,
     ) -> Result<EndpointView, PlaneError> {
+        let mut applied = self.applied_endpoints();
         let (policy_text, policy) = compile_policy(&input.traffic_policy)?;
         let reservations = self.store().reserved_addrs()?;
         let (url, reserved_addr_id) = match (&input.url, &input.reserved_addr_id) {
@@ -414,6 +420,7 @@ impl ControlPlane {
             self.edge.endpoints.remove(&id);
             return Err(e.into());
         }
+        applied.insert(id, record.clone());
         Ok(self.view(Some(&live), &record))
     }
 
@@ -425,6 +432,7 @@ impl ControlPlane {
         id: &str,
         patch: EndpointPatch,
     ) -> Result<EndpointView, PlaneError> {
+        let mut applied = self.applied_endpoints();
         let old = self.find_record(id)?;
         let mut new = old.clone();
         let compiled = match &patch.traffic_policy {
@@ -458,6 +466,7 @@ impl ControlPlane {
         if let Some(policy) = compiled {
             self.edge.endpoints.set_policy(id, policy);
         }
+        applied.insert(id.to_string(), new.clone());
         let live = self.edge.endpoints.get(id);
         Ok(self.view(live.as_ref(), &new))
     }
@@ -465,6 +474,7 @@ impl ControlPlane {
     /// Deletes an endpoint: committed, then it stops accepting; its established
     /// connections finish.
     pub fn delete_endpoint(&self, actor: &str, id: &str) -> Result<(), PlaneError> {
+        let mut applied = self.applied_endpoints();
         let old = self.find_record(id)?;
         let event = NewEvent::now(
             "endpoint.deleted",
@@ -474,6 +484,7 @@ impl ControlPlane {
         );
         self.store().delete_endpoint(id, &event)?;
         self.edge.endpoints.remove(id);
+        applied.remove(id);
         Ok(())
     }
 

@@ -16,6 +16,8 @@ pub enum ErrorKind {
     Static,
     /// Something failed inside (500).
     Internal,
+    /// The shared state cannot be reached; nothing changed (503).
+    Unavailable,
 }
 
 /// A failed operation: kind, a stable machine-readable code, a message for people.
@@ -66,7 +68,16 @@ impl PlaneError {
 
 impl From<StoreError> for PlaneError {
     fn from(e: StoreError) -> Self {
-        tracing::error!(error = %e, "state store failed");
-        Self::new(ErrorKind::Internal, "store_failed", e.to_string())
+        match e {
+            StoreError::Conflict(m) => Self::new(ErrorKind::Conflict, "write_conflict", m),
+            StoreError::Unavailable(_) => {
+                tracing::warn!(error = %e, "admin write refused: shared state unavailable");
+                Self::new(ErrorKind::Unavailable, "state_unavailable", e.to_string())
+            }
+            StoreError::Failed(_) => {
+                tracing::error!(error = %e, "state store failed");
+                Self::new(ErrorKind::Internal, "store_failed", e.to_string())
+            }
+        }
     }
 }

@@ -11,12 +11,14 @@
 mod audit_writer;
 mod endpoints;
 mod error;
+mod fleet_sync;
 mod owners;
 mod reload;
 mod sessions;
 mod users;
 
 use std::{
+    collections::HashMap,
     path::PathBuf,
     sync::{Arc, Mutex, MutexGuard},
 };
@@ -31,7 +33,7 @@ pub use users::{TokenCreated, TokenInput, UserInput, UserPatch, UserView};
 use crate::{
     config::edge::{CloudEndpoint, ServiceUser},
     edge::EdgeShared,
-    state::{EventQuery, EventRecord, NewEvent, Store},
+    state::{EndpointRecord, EventQuery, EventRecord, NewEvent, Store},
 };
 
 /// What edge.yml declared, as last loaded.
@@ -83,6 +85,9 @@ pub struct ControlPlane {
     config_path: Option<PathBuf>,
     /// [`reload::restart_only`] of the settings the edge started with.
     restart_only: Vec<(&'static str, String)>,
+    /// The API-made endpoints as last applied to the live edge. Held for the whole of
+    /// an endpoint change, local or from another edge, so the two never interleave.
+    applied: Mutex<HashMap<String, EndpointRecord>>,
 }
 
 impl ControlPlane {
@@ -105,7 +110,11 @@ impl ControlPlane {
             statics: Mutex::new(StaticConfig { users, endpoints }),
             config_path,
             restart_only,
+            applied: Mutex::new(HashMap::new()),
         });
+        plane
+            .follow_remote_changes()
+            .map_err(|e| PlaneError::new(ErrorKind::Internal, "cannot_start", e.to_string()))?;
         plane.restore_endpoints()?;
         plane.rebuild_auth("start")?;
         plane.restore_ownership("start")?;
@@ -115,6 +124,10 @@ impl ControlPlane {
     fn store(&self) -> MutexGuard<'_, Box<dyn Store>> {
         // A panic mid-call leaves SQLite consistent (the transaction rolls back).
         self.store.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn applied_endpoints(&self) -> MutexGuard<'_, HashMap<String, EndpointRecord>> {
+        self.applied.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn statics(&self) -> MutexGuard<'_, StaticConfig> {

@@ -37,6 +37,9 @@ pub fn restart_only(s: &EdgeSettings) -> Vec<(&'static str, String)> {
             ),
         ),
         ("state_dir", format!("{:?}", s.state_dir)),
+        ("state.etcd", format!("{:?}", s.etcd)),
+        ("edge_id", s.edge_id.clone()),
+        ("public_address", format!("{:?}", s.public_address)),
         ("drain_timeout", format!("{:?}", s.drain_timeout)),
     ]
 }

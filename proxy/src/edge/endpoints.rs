@@ -67,6 +67,8 @@ pub struct Endpoints {
     sni: ArcSwap<SniRoutes>,
     tls_addr: Option<SocketAddr>,
     default_max_per_ip: Option<u32>,
+    /// `public_address`: the IP every `tcp://` endpoint binds, whatever its URL's host.
+    bind_ip: Option<std::net::IpAddr>,
     /// The edge's own listeners (agent port, TLS port, admin API): no endpoint there.
     own: Mutex<Vec<Listener>>,
 }
@@ -101,11 +103,13 @@ pub enum AddError {
 
 impl Endpoints {
     /// A manager feeding these worker queues; `tls_addr` is the shared TLS port.
-    /// `default_max_per_ip` applies to endpoints that set no per-IP limit.
+    /// `default_max_per_ip` applies to endpoints that set no per-IP limit; `bind_ip`
+    /// (the edge's `public_address`) replaces the host of every `tcp://` URL.
     pub fn new(
         workers: Vec<async_channel::Sender<WorkerCommand>>,
         tls_addr: Option<SocketAddr>,
         default_max_per_ip: Option<u32>,
+        bind_ip: Option<std::net::IpAddr>,
     ) -> Self {
         Self {
             workers,
@@ -113,6 +117,7 @@ impl Endpoints {
             sni: ArcSwap::from_pointee(SniRoutes::new()),
             tls_addr,
             default_max_per_ip,
+            bind_ip,
             own: Mutex::new(Vec::new()),
         }
     }
@@ -206,6 +211,9 @@ impl Endpoints {
                 Ok(live)
             }
             EndpointAddr::Tcp(listen) => {
+                let listen = self
+                    .bind_ip
+                    .map_or(listen, |ip| SocketAddr::new(ip, listen.port()));
                 let holder = self
                     .own_holder(listen)
                     .or_else(|| Self::endpoint_holder(&slots, listen));

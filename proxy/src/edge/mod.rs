@@ -249,7 +249,12 @@ pub fn start_with_audit(
     let shared = Arc::new(EdgeShared {
         registry: Registry::default(),
         auth: ArcSwap::from_pointee(AuthTable::new(static_identities(&settings.users))),
-        endpoints: Endpoints::new(senders, tls_addr, settings.default_max_connections_per_ip),
+        endpoints: Endpoints::new(
+            senders,
+            tls_addr,
+            settings.default_max_connections_per_ip,
+            settings.public_address,
+        ),
         stats: EdgeStats::default(),
         pump: settings.pump,
         in_flight: Default::default(),

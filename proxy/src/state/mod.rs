@@ -5,25 +5,65 @@
 //! [`Store`] is the interface the control plane writes through; every write that
 //! changes an object carries the audit event describing it and commits both in one
 //! transaction before returning, so an API answer of 2xx means the change is on disk.
-//! [`sqlite::SqliteStore`] is the embedded backend; a shared backend for a fleet of
-//! edges (etcd, say) implements the same trait (README, "Sharing state").
+//! [`sqlite::SqliteStore`] is the embedded backend of one edge; [`etcd::EtcdStore`]
+//! keeps the state of a fleet of edges in etcd and tells each edge of the changes the
+//! others make ([`Store::on_remote_change`]).
 
+pub mod etcd;
 mod migrations;
 pub mod records;
 pub mod sqlite;
 
 pub use records::*;
 
-/// A state backend failed (I/O, corruption, constraint).
+/// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
-#[error("state store: {0}")]
-pub struct StoreError(pub String);
+pub enum StoreError {
+    /// The backend failed (I/O, corruption, a constraint, a bad stored value).
+    #[error("state store: {0}")]
+    Failed(String),
+    /// Another writer changed what this write depends on first (another edge of the
+    /// fleet, at the same time): nothing was written; read again and retry.
+    #[error("{0}")]
+    Conflict(String),
+    /// The shared store cannot be reached now: nothing was written.
+    #[error("shared state unavailable: {0}")]
+    Unavailable(String),
+}
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
-        Self(e.to_string())
+        Self::Failed(e.to_string())
     }
 }
+
+/// Which kinds of objects changed (to re-apply them to the live edge).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Changes {
+    /// Cloud endpoints (listeners, SNI routes, policies).
+    pub endpoints: bool,
+    /// Service users or tokens (the auth table, sessions to end).
+    pub auth: bool,
+    /// Owners of internal URLs (or the users they name).
+    pub owners: bool,
+}
+
+impl Changes {
+    /// Whether anything changed.
+    pub fn any(&self) -> bool {
+        self.endpoints || self.auth || self.owners
+    }
+
+    /// Both sets of changes.
+    pub fn merge(&mut self, other: Changes) {
+        self.endpoints |= other.endpoints;
+        self.auth |= other.auth;
+        self.owners |= other.owners;
+    }
+}
+
+/// Called with what changed when a shared store learns of changes made elsewhere.
+pub type ChangeListener = Box<dyn Fn(Changes) + Send + Sync>;
 
 /// Result of a store operation.
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -74,6 +114,10 @@ pub trait Store: Send {
     fn append_event(&mut self, event: &NewEvent) -> StoreResult<i64>;
     /// Audit events matching `query`, newest first.
     fn events(&self, query: &EventQuery) -> StoreResult<Vec<EventRecord>>;
+
+    /// Registers who to tell when objects change through another writer (another edge
+    /// of a fleet). A store only this edge writes never calls it.
+    fn on_remote_change(&mut self, _listener: ChangeListener) {}
 }
 
 /// A fresh random object id with a type prefix (`ep_`, `usr_`, `tok_`, `ra_`).

@@ -1,10 +1,10 @@
 //! The objects the control plane stores, as plain data (serialised as the admin API
 //! shows them).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A cloud endpoint created through the admin API.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct EndpointRecord {
     /// `ep_…`.
     pub id: String,
@@ -42,7 +42,7 @@ pub struct TlsPaths {
 }
 
 /// A reserved TCP address: one port or a range on one IP.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ReservedAddr {
     /// `ra_…`.
     pub id: String,
@@ -59,7 +59,7 @@ pub struct ReservedAddr {
 }
 
 /// A service user created through the admin API.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct UserRecord {
     /// `usr_…`.
     pub id: String,
@@ -74,7 +74,7 @@ pub struct UserRecord {
 }
 
 /// An authtoken: only its hash is kept.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct TokenRecord {
     /// `tok_…`.
     pub id: String,
@@ -96,7 +96,7 @@ pub struct TokenRecord {
 }
 
 /// The owner of an internal URL.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct UrlOwnerRecord {
     /// The internal URL, canonical (`tcp://db.internal:5432`).
     pub url: String,
@@ -157,6 +157,9 @@ pub struct EventRecord {
     pub subject: String,
     /// Details.
     pub detail: serde_json::Value,
+    /// The edge that recorded it (in a fleet sharing its state).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub edge: Option<String>,
 }
 
 /// Which audit events to return.
@@ -172,4 +175,17 @@ pub struct EventQuery {
     pub before_id: Option<i64>,
     /// Most events returned.
     pub limit: usize,
+}
+
+impl EventQuery {
+    /// Whether `e` passes the type and time filters (not the id cursor or the limit).
+    pub fn matches(&self, e: &EventRecord) -> bool {
+        self.since.is_none_or(|t| e.at >= t)
+            && self.until.is_none_or(|t| e.at <= t)
+            && (self.kinds.is_empty()
+                || self.kinds.iter().any(|k| match k.strip_suffix('*') {
+                    Some(prefix) => e.kind.starts_with(prefix),
+                    None => e.kind == *k,
+                }))
+    }
 }

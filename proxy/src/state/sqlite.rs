@@ -51,7 +51,7 @@ impl SqliteStore {
             .recursive(true)
             .mode(0o700)
             .create(dir)
-            .map_err(|e| StoreError(format!("cannot create {}: {e}", dir.display())))?;
+            .map_err(|e| StoreError::Failed(format!("cannot create {}: {e}", dir.display())))?;
         if let Err(e) = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)) {
             tracing::warn!(dir = %dir.display(), error = %e, "cannot make the state directory private (mode 0700)");
         }
@@ -62,12 +62,14 @@ impl SqliteStore {
                 .create_new(true)
                 .mode(0o600)
                 .open(&path)
-                .map_err(|e| StoreError(format!("cannot create {}: {e}", path.display())))?;
+                .map_err(|e| {
+                    StoreError::Failed(format!("cannot create {}: {e}", path.display()))
+                })?;
         }
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
-            .map_err(|e| StoreError(format!("cannot restrict {}: {e}", path.display())))?;
+            .map_err(|e| StoreError::Failed(format!("cannot restrict {}: {e}", path.display())))?;
         let db = Connection::open(&path)
-            .map_err(|e| StoreError(format!("cannot open {}: {e}", path.display())))?;
+            .map_err(|e| StoreError::Failed(format!("cannot open {}: {e}", path.display())))?;
         db.pragma_update(None, "journal_mode", "WAL")?;
         Self::prepare(db, &path.display().to_string())
     }
@@ -136,7 +138,7 @@ fn migrate(db: &mut Connection, database: &str) -> StoreResult<()> {
     let version: i64 = db.pragma_query_value(None, "user_version", |r| r.get(0))?;
     let version = usize::try_from(version).unwrap_or(usize::MAX);
     if version > MIGRATIONS.len() {
-        return Err(StoreError(format!(
+        return Err(StoreError::Failed(format!(
             "database schema version {version} is newer than this sluice knows ({}); \
              refusing to touch it",
             MIGRATIONS.len()
@@ -475,6 +477,7 @@ impl Store for SqliteStore {
                 actor: r.get(3)?,
                 subject: r.get(4)?,
                 detail: serde_json::from_str(&detail).unwrap_or(serde_json::Value::Null),
+                edge: None,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)

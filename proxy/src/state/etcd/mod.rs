@@ -1,0 +1,505 @@
+//! The shared backend of a fleet: every edge keeps its control-plane state in one etcd
+//! cluster ([`keys`] has the layout), reads it from its own [`mirror`], and learns of
+//! the changes other edges make through the watch ([`session`]), which it hands to the
+//! control plane to apply ([`Store::on_remote_change`]).
+//!
+//! Every write is one etcd transaction: the object, its index keys (unique URLs, ports,
+//! user names) and its audit event, guarded by the revisions this edge last saw of what
+//! the write depends on. If another edge changed any of them first, nothing is written
+//! and the caller gets [`StoreError::Conflict`] (409), so two admins writing through
+//! two edges at once never lose an update. While etcd cannot be reached writes fail
+//! with [`StoreError::Unavailable`] (503) and reads answer from the mirror.
+
+mod keys;
+mod mirror;
+mod session;
+
+use std::time::{Duration, Instant};
+
+use etcd_client::{Compare, CompareOp, GetOptions, SortOrder, SortTarget, Txn, TxnOp};
+use serde::{Deserialize, Serialize};
+
+use super::{
+    ChangeListener, EndpointRecord, EventQuery, EventRecord, NewEvent, ReservedAddr, Store,
+    StoreError, StoreResult, TokenRecord, UrlOwnerRecord, UserRecord,
+};
+use crate::config::fleet::EtcdSettings;
+use keys::{tcp_port, ENDPOINTS, OWNERS, RESERVED, TOKENS, USERS};
+use session::Link;
+
+/// How long the edge waits at start for the shared state before serving without it.
+pub const LOAD_WAIT: Duration = Duration::from_secs(5);
+
+/// Events fetched per etcd request while filtering audit events.
+const EVENT_PAGE: i64 = 500;
+
+/// A token as stored: the record the API shows and the hash it hides.
+#[derive(Serialize, Deserialize)]
+struct StoredToken {
+    record: TokenRecord,
+    hash: String,
+}
+
+/// An audit event as stored.
+#[derive(Serialize, Deserialize)]
+struct StoredEvent {
+    at: i64,
+    kind: String,
+    actor: String,
+    subject: String,
+    detail: serde_json::Value,
+    edge: String,
+}
+
+/// What a write depends on.
+enum Guard {
+    /// The key is as this edge last saw it (absent if it saw none).
+    Unchanged(String),
+    /// No key of that name exists.
+    Absent(String),
+}
+
+/// The state of a fleet in etcd.
+pub struct EtcdStore {
+    link: Link,
+    edge_id: String,
+}
+
+impl EtcdStore {
+    /// Starts the link to etcd and waits up to [`LOAD_WAIT`] for the shared state.
+    /// Past that it returns anyway: the edge serves its edge.yml objects, says so, and
+    /// applies the shared ones as soon as etcd answers.
+    pub fn connect(settings: EtcdSettings, edge_id: &str) -> std::io::Result<Self> {
+        let endpoints = settings.endpoints.clone();
+        let link = Link::start(settings, edge_id)?;
+        let deadline = Instant::now() + LOAD_WAIT;
+        while !link.shared.mirror().loaded && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if !link.shared.mirror().loaded {
+            tracing::warn!(edge = %edge_id, ?endpoints, "shared state not loaded yet (etcd does not answer): serving edge.yml's objects; the others apply as soon as etcd answers");
+        }
+        Ok(Self {
+            link,
+            edge_id: edge_id.to_string(),
+        })
+    }
+
+    /// Whether the watch is up (changes from other edges arrive).
+    pub fn watching(&self) -> bool {
+        self.link
+            .shared
+            .watching
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn keys(&self) -> &keys::Keys {
+        &self.link.shared.keys
+    }
+
+    fn list<T: for<'de> Deserialize<'de>>(&self, collection: &str) -> StoreResult<Vec<T>> {
+        let prefix = self.keys().object(collection, "");
+        let mirror = self.link.shared.mirror();
+        mirror
+            .values_under(&prefix)
+            .map(|v| {
+                serde_json::from_slice(v).map_err(|e| {
+                    StoreError::Failed(format!("unreadable object under {prefix}: {e}"))
+                })
+            })
+            .collect()
+    }
+
+    fn one<T: for<'de> Deserialize<'de>>(&self, key: &str) -> StoreResult<Option<T>> {
+        let mirror = self.link.shared.mirror();
+        mirror
+            .get(key)
+            .map(|v| {
+                serde_json::from_slice(v)
+                    .map_err(|e| StoreError::Failed(format!("unreadable object {key}: {e}")))
+            })
+            .transpose()
+    }
+
+    fn event_put(&self, event: &NewEvent) -> TxnOp {
+        let stored = StoredEvent {
+            at: event.at,
+            kind: event.kind.clone(),
+            actor: event.actor.clone(),
+            subject: event.subject.clone(),
+            detail: event.detail.clone(),
+            edge: self.edge_id.clone(),
+        };
+        TxnOp::put(
+            self.keys().event(&self.edge_id, event.at, rand::random()),
+            json(&stored),
+            None,
+        )
+    }
+
+    /// Commits `puts` and `deletes` with `event` if every guard holds; the revision
+    /// of the write. `what` names the change for a conflict's message.
+    fn commit(
+        &self,
+        guards: Vec<Guard>,
+        puts: Vec<(String, Vec<u8>)>,
+        deletes: Vec<String>,
+        event: &NewEvent,
+        what: &str,
+    ) -> StoreResult<i64> {
+        let compares: Vec<Compare> = {
+            let mirror = self.link.shared.mirror();
+            if !mirror.loaded {
+                return Err(StoreError::Unavailable(
+                    "the shared state has not been loaded from etcd yet".into(),
+                ));
+            }
+            guards
+                .iter()
+                .map(|g| match g {
+                    Guard::Unchanged(k) => match mirror.mod_revision(k) {
+                        Some(r) => Compare::mod_revision(k.as_str(), CompareOp::Equal, r),
+                        None => Compare::create_revision(k.as_str(), CompareOp::Equal, 0),
+                    },
+                    Guard::Absent(k) => Compare::create_revision(k.as_str(), CompareOp::Equal, 0),
+                })
+                .collect()
+        };
+        let mut ops: Vec<TxnOp> = puts
+            .iter()
+            .map(|(k, v)| TxnOp::put(k.as_str(), v.clone(), None))
+            .collect();
+        ops.extend(deletes.iter().map(|k| TxnOp::delete(k.as_str(), None)));
+        ops.push(self.event_put(event));
+        let txn = Txn::new().when(compares).and_then(ops);
+        let resp = self
+            .link
+            .call(move |mut c| async move { c.txn(txn).await })?;
+        if !resp.succeeded() {
+            return Err(StoreError::Conflict(format!(
+                "{what}: changed at the same time through another edge of the fleet (or the \
+                 name is taken there); nothing was written — read it again and retry"
+            )));
+        }
+        let revision = resp.header().map_or(0, |h| h.revision());
+        let mut mirror = self.link.shared.mirror();
+        for (k, v) in puts {
+            mirror.put(&k, v, revision);
+        }
+        for k in deletes {
+            mirror.delete(&k, revision);
+        }
+        Ok(revision)
+    }
+
+    /// Writes `event` alone, or with `ops` if `compare` holds; (whether it held, revision).
+    fn conditional(
+        &self,
+        compare: Compare,
+        puts: Vec<(String, Vec<u8>)>,
+        event: &NewEvent,
+    ) -> StoreResult<(bool, i64)> {
+        let mut ops: Vec<TxnOp> = puts
+            .iter()
+            .map(|(k, v)| TxnOp::put(k.as_str(), v.clone(), None))
+            .collect();
+        ops.push(self.event_put(event));
+        let txn = Txn::new()
+            .when([compare])
+            .and_then(ops)
+            .or_else([self.event_put(event)]);
+        let resp = self
+            .link
+            .call(move |mut c| async move { c.txn(txn).await })?;
+        let revision = resp.header().map_or(0, |h| h.revision());
+        if resp.succeeded() {
+            let mut mirror = self.link.shared.mirror();
+            for (k, v) in puts {
+                mirror.put(&k, v, revision);
+            }
+        }
+        Ok((resp.succeeded(), revision))
+    }
+}
+
+fn json<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("records serialise")
+}
+
+impl Store for EtcdStore {
+    fn endpoints(&self) -> StoreResult<Vec<EndpointRecord>> {
+        self.list(ENDPOINTS)
+    }
+
+    fn put_endpoint(&mut self, endpoint: &EndpointRecord, event: &NewEvent) -> StoreResult<()> {
+        let key = self.keys().object(ENDPOINTS, &endpoint.id);
+        let old: Option<EndpointRecord> = self.one(&key)?;
+        let mut guards = vec![Guard::Unchanged(key.clone())];
+        let mut puts = vec![(key, json(endpoint))];
+        let mut deletes = Vec::new();
+        let old_url = old.as_ref().map(|o| o.url.as_str());
+        if old_url != Some(endpoint.url.as_str()) {
+            let url_key = self.keys().endpoint_url(&endpoint.url);
+            guards.push(Guard::Absent(url_key.clone()));
+            puts.push((url_key, endpoint.id.clone().into_bytes()));
+            if let Some(port) = tcp_port(&endpoint.url) {
+                let port_key = self.keys().tcp_port(port);
+                guards.push(Guard::Absent(port_key.clone()));
+                puts.push((port_key, endpoint.id.clone().into_bytes()));
+            }
+            if let Some(old_url) = old_url {
+                deletes.push(self.keys().endpoint_url(old_url));
+                deletes.extend(tcp_port(old_url).map(|p| self.keys().tcp_port(p)));
+            }
+        }
+        self.commit(
+            guards,
+            puts,
+            deletes,
+            event,
+            &format!("endpoint {} ({})", endpoint.id, endpoint.url),
+        )?;
+        Ok(())
+    }
+
+    fn delete_endpoint(&mut self, id: &str, event: &NewEvent) -> StoreResult<bool> {
+        let key = self.keys().object(ENDPOINTS, id);
+        let Some(old) = self.one::<EndpointRecord>(&key)? else {
+            return Ok(false);
+        };
+        let mut deletes = vec![key.clone(), self.keys().endpoint_url(&old.url)];
+        deletes.extend(tcp_port(&old.url).map(|p| self.keys().tcp_port(p)));
+        self.commit(
+            vec![Guard::Unchanged(key)],
+            Vec::new(),
+            deletes,
+            event,
+            &format!("endpoint {id}"),
+        )?;
+        Ok(true)
+    }
+
+    fn reserved_addrs(&self) -> StoreResult<Vec<ReservedAddr>> {
+        self.list(RESERVED)
+    }
+
+    fn put_reserved_addr(&mut self, addr: &ReservedAddr, event: &NewEvent) -> StoreResult<()> {
+        let key = self.keys().object(RESERVED, &addr.id);
+        let guard = self.keys().reservations_guard();
+        // Every reservation change touches one guard key: overlapping ranges reserved
+        // through two edges at once cannot both land.
+        self.commit(
+            vec![
+                Guard::Unchanged(guard.clone()),
+                Guard::Unchanged(key.clone()),
+            ],
+            vec![(key, json(addr)), (guard, addr.id.clone().into_bytes())],
+            Vec::new(),
+            event,
+            "reserved addresses",
+        )?;
+        Ok(())
+    }
+
+    fn delete_reserved_addr(&mut self, id: &str, event: &NewEvent) -> StoreResult<bool> {
+        let key = self.keys().object(RESERVED, id);
+        if self.link.shared.mirror().get(&key).is_none() {
+            return Ok(false);
+        }
+        let guard = self.keys().reservations_guard();
+        self.commit(
+            vec![
+                Guard::Unchanged(guard.clone()),
+                Guard::Unchanged(key.clone()),
+            ],
+            vec![(guard, id.as_bytes().to_vec())],
+            vec![key],
+            event,
+            "reserved addresses",
+        )?;
+        Ok(true)
+    }
+
+    fn users(&self) -> StoreResult<Vec<UserRecord>> {
+        self.list(USERS)
+    }
+
+    fn put_user(&mut self, user: &UserRecord, event: &NewEvent) -> StoreResult<()> {
+        let key = self.keys().object(USERS, &user.id);
+        let old: Option<UserRecord> = self.one(&key)?;
+        let mut guards = vec![Guard::Unchanged(key.clone())];
+        let mut puts = vec![(key, json(user))];
+        let mut deletes = Vec::new();
+        if old.as_ref().map(|o| o.name.as_str()) != Some(user.name.as_str()) {
+            let name_key = self.keys().user_name(&user.name);
+            guards.push(Guard::Absent(name_key.clone()));
+            puts.push((name_key, user.id.clone().into_bytes()));
+            deletes.extend(old.map(|o| self.keys().user_name(&o.name)));
+        }
+        self.commit(
+            guards,
+            puts,
+            deletes,
+            event,
+            &format!("service user {} ({})", user.id, user.name),
+        )?;
+        Ok(())
+    }
+
+    fn delete_user(&mut self, id: &str, event: &NewEvent) -> StoreResult<bool> {
+        let key = self.keys().object(USERS, id);
+        let Some(old) = self.one::<UserRecord>(&key)? else {
+            return Ok(false);
+        };
+        let mut deletes = vec![key.clone(), self.keys().user_name(&old.name)];
+        for t in self.tokens(Some(id))? {
+            deletes.push(self.keys().object(TOKENS, &t.id));
+        }
+        for o in self.url_owners()? {
+            if o.user_id == id {
+                deletes.push(self.keys().object(OWNERS, &o.url));
+            }
+        }
+        self.commit(
+            vec![Guard::Unchanged(key)],
+            Vec::new(),
+            deletes,
+            event,
+            &format!("service user {id}"),
+        )?;
+        Ok(true)
+    }
+
+    fn tokens(&self, user_id: Option<&str>) -> StoreResult<Vec<TokenRecord>> {
+        let stored: Vec<StoredToken> = self.list(TOKENS)?;
+        Ok(stored
+            .into_iter()
+            .filter(|t| user_id.is_none_or(|u| t.record.user_id == u))
+            .map(|t| TokenRecord {
+                hash: t.hash,
+                ..t.record
+            })
+            .collect())
+    }
+
+    fn put_token(&mut self, token: &TokenRecord, event: &NewEvent) -> StoreResult<()> {
+        let key = self.keys().object(TOKENS, &token.id);
+        let stored = StoredToken {
+            record: token.clone(),
+            hash: token.hash.clone(),
+        };
+        // The owner must not have been deleted meanwhile (its token would be orphaned).
+        let user = self.keys().object(USERS, &token.user_id);
+        self.commit(
+            vec![Guard::Unchanged(key.clone()), Guard::Unchanged(user)],
+            vec![(key, json(&stored))],
+            Vec::new(),
+            event,
+            &format!("authtoken {}", token.id),
+        )?;
+        Ok(())
+    }
+
+    fn touch_token(&mut self, id: &str, at_ms: i64) -> StoreResult<()> {
+        // Outside the mirrored objects: an authentication changes nothing anywhere.
+        let key = self.keys().token_used(id);
+        self.link
+            .call(move |mut c| async move { c.put(key, at_ms.to_string(), None).await.map(|_| ()) })
+    }
+
+    fn url_owners(&self) -> StoreResult<Vec<UrlOwnerRecord>> {
+        self.list(OWNERS)
+    }
+
+    fn put_url_owner(&mut self, owner: &UrlOwnerRecord, event: &NewEvent) -> StoreResult<()> {
+        let key = self.keys().object(OWNERS, &owner.url);
+        self.commit(
+            vec![Guard::Unchanged(key.clone())],
+            vec![(key, json(owner))],
+            Vec::new(),
+            event,
+            &format!("owner of {}", owner.url),
+        )?;
+        Ok(())
+    }
+
+    fn claim_url_owner(&mut self, owner: &UrlOwnerRecord, event: &NewEvent) -> StoreResult<bool> {
+        let key = self.keys().object(OWNERS, &owner.url);
+        let (claimed, _) = self.conditional(
+            Compare::create_revision(key.as_str(), CompareOp::Equal, 0),
+            vec![(key, json(owner))],
+            event,
+        )?;
+        Ok(claimed)
+    }
+
+    fn delete_url_owner(&mut self, url: &str, event: &NewEvent) -> StoreResult<bool> {
+        let key = self.keys().object(OWNERS, url);
+        if self.link.shared.mirror().get(&key).is_none() {
+            return Ok(false);
+        }
+        self.commit(
+            vec![Guard::Unchanged(key.clone())],
+            Vec::new(),
+            vec![key],
+            event,
+            &format!("owner of {url}"),
+        )?;
+        Ok(true)
+    }
+
+    fn append_event(&mut self, event: &NewEvent) -> StoreResult<i64> {
+        let op = self.event_put(event);
+        let resp = self
+            .link
+            .call(move |mut c| async move { c.txn(Txn::new().and_then([op])).await })?;
+        Ok(resp.header().map_or(0, |h| h.revision()))
+    }
+
+    fn events(&self, query: &EventQuery) -> StoreResult<Vec<EventRecord>> {
+        let prefix = self.keys().events();
+        let mut out = Vec::new();
+        // Newest first: pages by create revision (the event's id), descending.
+        let mut below = query.before_id.unwrap_or(i64::MAX);
+        while out.len() < query.limit && below > 1 {
+            let mut options = GetOptions::new()
+                .with_prefix()
+                .with_sort(SortTarget::Create, SortOrder::Descend)
+                .with_limit(EVENT_PAGE);
+            if below < i64::MAX {
+                options = options.with_max_create_revision(below - 1);
+            }
+            let key = prefix.clone();
+            let resp = self
+                .link
+                .call(move |mut c| async move { c.get(key, Some(options)).await })?;
+            let kvs = resp.kvs();
+            for kv in kvs {
+                below = below.min(kv.create_revision());
+                let Ok(e) = serde_json::from_slice::<StoredEvent>(kv.value()) else {
+                    continue;
+                };
+                let record = EventRecord {
+                    id: kv.create_revision(),
+                    at: e.at,
+                    kind: e.kind,
+                    actor: e.actor,
+                    subject: e.subject,
+                    detail: e.detail,
+                    edge: Some(e.edge),
+                };
+                if query.matches(&record) && out.len() < query.limit {
+                    out.push(record);
+                }
+            }
+            if (kvs.len() as i64) < EVENT_PAGE {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    fn on_remote_change(&mut self, listener: ChangeListener) {
+        self.link.shared.set_listener(listener);
+    }
+}

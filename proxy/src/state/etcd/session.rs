@@ -1,0 +1,331 @@
+//! The edge's link to etcd: a thread of its own running the client (tokio, off the
+//! data-path workers), which connects, loads the mirror, and watches `P/objects/`
+//! from the last revision it applied, for as long as the edge runs. When etcd goes
+//! away it retries with backoff and resumes the watch where it stopped, or reloads
+//! everything if that revision was compacted meanwhile, and says which.
+//!
+//! [`Link::call`] runs one request on that thread for a caller on any thread (the
+//! admin API's included) and waits for its answer with a deadline.
+
+use std::{
+    future::Future,
+    sync::{
+        atomic::{AtomicBool, AtomicI64, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
+
+use etcd_client::{
+    Certificate, Client, ConnectOptions, EventType, GetOptions, Identity, TlsOptions, WatchOptions,
+};
+
+use super::{super::StoreError, keys::Keys, mirror::Mirror};
+use crate::{
+    config::fleet::EtcdSettings,
+    state::{ChangeListener, Changes},
+};
+
+/// Longest wait for one etcd request, connection included.
+pub(super) const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Backoff between attempts to reach etcd.
+const RETRY_MIN: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(2);
+
+/// What the link thread and the store share.
+pub(super) struct Shared {
+    pub keys: Keys,
+    pub mirror: Mutex<Mirror>,
+    client: Mutex<Option<Client>>,
+    listener: Mutex<Option<ChangeListener>>,
+    /// The watch is established (changes made elsewhere arrive).
+    pub watching: AtomicBool,
+    /// Wall-clock ms of the last answer from etcd (0: never).
+    pub last_contact_ms: AtomicI64,
+}
+
+impl Shared {
+    pub fn mirror(&self) -> std::sync::MutexGuard<'_, Mirror> {
+        self.mirror.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn set_listener(&self, listener: ChangeListener) {
+        *self.listener.lock().unwrap_or_else(|p| p.into_inner()) = Some(listener);
+    }
+
+    fn notify(&self, changes: Changes) {
+        if !changes.any() {
+            return;
+        }
+        if let Some(l) = self
+            .listener
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            l(changes);
+        }
+    }
+
+    fn contact(&self) {
+        self.last_contact_ms
+            .store(crate::clock::wall_ms(), Ordering::Relaxed);
+    }
+}
+
+/// A handle to the link thread.
+pub(super) struct Link {
+    runtime: tokio::runtime::Handle,
+    pub shared: Arc<Shared>,
+}
+
+impl Link {
+    /// Starts the link thread for `settings`; returns at once (connecting and loading
+    /// go on in the background).
+    pub fn start(settings: EtcdSettings, edge_id: &str) -> std::io::Result<Link> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let handle = runtime.handle().clone();
+        let shared = Arc::new(Shared {
+            keys: Keys::new(&settings.prefix),
+            mirror: Mutex::new(Mirror::default()),
+            client: Mutex::new(None),
+            listener: Mutex::new(None),
+            watching: AtomicBool::new(false),
+            last_contact_ms: AtomicI64::new(0),
+        });
+        let thread_shared = shared.clone();
+        let edge = edge_id.to_string();
+        std::thread::Builder::new()
+            .name("sluice-etcd".into())
+            .spawn(move || runtime.block_on(run(thread_shared, settings, edge)))?;
+        Ok(Link {
+            runtime: handle,
+            shared,
+        })
+    }
+
+    /// Runs `request` with the client on the link thread and waits for its answer, at
+    /// most [`CALL_TIMEOUT`].
+    pub fn call<T, F, Fut>(&self, request: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(Client) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, etcd_client::Error>> + Send + 'static,
+    {
+        let client = self
+            .shared
+            .client
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or_else(|| StoreError::Unavailable("not connected to etcd yet".into()))?;
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.runtime.spawn(async move {
+            let answer = tokio::time::timeout(CALL_TIMEOUT, request(client)).await;
+            let _ = tx.send(answer);
+        });
+        match rx.recv_timeout(CALL_TIMEOUT + Duration::from_secs(1)) {
+            Ok(Ok(Ok(v))) => {
+                self.shared.contact();
+                Ok(v)
+            }
+            Ok(Ok(Err(e))) => Err(classify(e)),
+            Ok(Err(_)) | Err(_) => Err(StoreError::Unavailable(format!(
+                "etcd did not answer within {} s",
+                CALL_TIMEOUT.as_secs()
+            ))),
+        }
+    }
+}
+
+/// Unreachable members and lost leaders are outages (503); the rest are failures.
+fn classify(e: etcd_client::Error) -> StoreError {
+    use etcd_client::Error;
+    match &e {
+        Error::TransportError(_) | Error::IoError(_) => StoreError::Unavailable(e.to_string()),
+        Error::GRpcStatus(s)
+            if matches!(
+                s.code(),
+                tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
+            ) =>
+        {
+            StoreError::Unavailable(e.to_string())
+        }
+        _ => StoreError::Failed(format!("etcd: {e}")),
+    }
+}
+
+fn options(settings: &EtcdSettings) -> ConnectOptions {
+    let mut o = ConnectOptions::new()
+        .with_connect_timeout(Duration::from_secs(2))
+        .with_timeout(CALL_TIMEOUT)
+        .with_keep_alive(Duration::from_secs(5), Duration::from_secs(3))
+        .with_keep_alive_while_idle(true);
+    if let Some((user, password)) = &settings.user {
+        o = o.with_user(user.clone(), password.clone());
+    }
+    if let Some(tls) = &settings.tls {
+        let mut t = TlsOptions::new().ca_certificate(Certificate::from_pem(&tls.ca_pem));
+        if let Some((cert, key)) = &tls.identity {
+            t = t.identity(Identity::from_pem(cert, key));
+        }
+        o = o.with_tls(t);
+    }
+    o
+}
+
+/// The link thread: connect, load, watch; again after every loss.
+async fn run(shared: Arc<Shared>, settings: EtcdSettings, edge: String) {
+    let mut backoff = RETRY_MIN;
+    let mut reload = true;
+    let mut outage_logged = false;
+    let client = loop {
+        match Client::connect(&settings.endpoints, Some(options(&settings))).await {
+            Ok(c) => break c,
+            Err(e) => {
+                tracing::warn!(%edge, error = %e, endpoints = ?settings.endpoints, "etcd: cannot connect; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(RETRY_MAX);
+            }
+        }
+    };
+    *shared.client.lock().unwrap_or_else(|p| p.into_inner()) = Some(client.clone());
+    loop {
+        if reload {
+            match load(&client, &shared).await {
+                Ok((revision, changes, objects)) => {
+                    tracing::info!(%edge, revision, objects, "shared state loaded from etcd");
+                    reload = false;
+                    outage_logged = false;
+                    backoff = RETRY_MIN;
+                    shared.notify(changes);
+                }
+                Err(e) => {
+                    if !outage_logged {
+                        tracing::warn!(%edge, error = %e, "etcd unreachable: serving the last applied state; retrying");
+                        outage_logged = true;
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(RETRY_MAX);
+                    continue;
+                }
+            }
+        }
+        let start = shared.mirror().revision + 1;
+        match watch(&client, &shared, start).await {
+            WatchEnd::Compacted(at) => {
+                tracing::warn!(%edge, resume_from = start, compacted = at, "etcd compacted the revisions this edge had not seen; reloading everything");
+                reload = true;
+            }
+            WatchEnd::Lost(e) => {
+                if !outage_logged {
+                    tracing::warn!(%edge, error = %e, "etcd unreachable: serving the last applied state; retrying");
+                    outage_logged = true;
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(RETRY_MAX);
+            }
+        }
+    }
+}
+
+/// Loads every object; (revision, what changed, how many objects).
+async fn load(
+    client: &Client,
+    shared: &Shared,
+) -> Result<(i64, Changes, usize), etcd_client::Error> {
+    let mut kv = client.kv_client();
+    let prefix = shared.keys.objects();
+    let resp = tokio::time::timeout(
+        CALL_TIMEOUT,
+        kv.get(prefix.as_str(), Some(GetOptions::new().with_prefix())),
+    )
+    .await
+    .map_err(|_| etcd_client::Error::WatchError("load timed out".into()))??;
+    shared.contact();
+    let revision = resp.header().map_or(0, |h| h.revision());
+    let kvs: Vec<(String, Vec<u8>, i64)> = resp
+        .kvs()
+        .iter()
+        .map(|kv| {
+            (
+                String::from_utf8_lossy(kv.key()).into_owned(),
+                kv.value().to_vec(),
+                kv.mod_revision(),
+            )
+        })
+        .collect();
+    let objects = kvs.len();
+    let changes = shared.mirror().replace_all(kvs, revision, &shared.keys);
+    Ok((revision, changes, objects))
+}
+
+enum WatchEnd {
+    /// The start revision is gone; reload.
+    Compacted(i64),
+    /// The stream ended or failed; resume after a pause.
+    Lost(String),
+}
+
+/// Watches `P/objects/` from `start`, applying each change, until the stream ends.
+async fn watch(client: &Client, shared: &Shared, start: i64) -> WatchEnd {
+    let options = WatchOptions::new()
+        .with_prefix()
+        .with_start_revision(start)
+        .with_progress_notify();
+    let mut stream = match client
+        .watch_client()
+        .watch(shared.keys.objects(), Some(options))
+        .await
+    {
+        Ok(s) => s,
+        Err(e) => return WatchEnd::Lost(e.to_string()),
+    };
+    shared.watching.store(true, Ordering::Relaxed);
+    let end = loop {
+        let resp = match stream.message().await {
+            Ok(Some(r)) => r,
+            Ok(None) => break WatchEnd::Lost("watch stream ended".into()),
+            Err(e) => break WatchEnd::Lost(e.to_string()),
+        };
+        shared.contact();
+        if resp.compact_revision() > 0 {
+            break WatchEnd::Compacted(resp.compact_revision());
+        }
+        if resp.canceled() {
+            break WatchEnd::Lost(format!("watch canceled: {}", resp.cancel_reason()));
+        }
+        let mut changes = Changes::default();
+        let mut mirror = shared.mirror();
+        let mut last = 0;
+        for event in resp.events() {
+            let Some(kv) = event.kv() else { continue };
+            let key = String::from_utf8_lossy(kv.key());
+            let revision = kv.mod_revision();
+            last = last.max(revision);
+            let changed = match event.event_type() {
+                EventType::Put => mirror.put(&key, kv.value().to_vec(), revision),
+                EventType::Delete => mirror.delete(&key, revision),
+            };
+            if changed {
+                changes.merge(shared.keys.changes_of(&key));
+            }
+        }
+        let header = resp.header().map_or(0, |h| h.revision());
+        // A progress notification (no events) says every change up to the header's
+        // revision was delivered.
+        // (The response that confirms the watch also has none, but older events may
+        // still follow it.)
+        if !resp.events().is_empty() {
+            mirror.advance(last);
+        } else if !resp.created() {
+            mirror.advance(header);
+        }
+        drop(mirror);
+        shared.notify(changes);
+    };
+    shared.watching.store(false, Ordering::Relaxed);
+    end
+}
