@@ -282,7 +282,22 @@ fn with_etcd_down_connections_flow_writes_get_503_and_the_fleet_converges_after(
     let on_b = SocketAddr::from(([127, 0, 0, 2], port));
     client::wait_until_echo(on_b, PROPAGATION).expect("edge B serves the endpoint");
 
+    let state = b.admin.get("/v1/state");
+    assert_eq!(state["edge_id"], "edge-b", "{state}");
+    assert_eq!(state["backend"], "etcd", "{state}");
+    assert_eq!(state["following"], true, "{state}");
+    assert!(state["remote_changes"].as_u64().unwrap() >= 1, "{state}");
+
     etcd.kill();
+    // B notices (its watch ends) and says so; it stays ready: the data path needs
+    // nothing from etcd.
+    wait_until(
+        "B reports that it no longer follows etcd",
+        PROPAGATION,
+        || b.admin.get("/v1/state")["following"] == false,
+    );
+    let ready = b.admin.call("GET", "/readyz", None);
+    assert_eq!(ready.status, 200, "{}", ready.text);
     // Every connection through either edge is served for the whole outage.
     for i in 0..50 {
         for target in [on_a, on_b] {
@@ -311,6 +326,16 @@ fn with_etcd_down_connections_flow_writes_get_503_and_the_fleet_converges_after(
             .unwrap()
             .len(),
         1
+    );
+
+    let metrics = b.admin.call("GET", "/metrics", None).text;
+    assert!(
+        metrics.contains("sluice_edge_state_following 0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("sluice_edge_state_info{backend=\"etcd\",edge=\"edge-b\"} 1"),
+        "{metrics}"
     );
 
     etcd.restart();

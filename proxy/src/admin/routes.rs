@@ -79,6 +79,7 @@ pub fn router(guard: Arc<Guard>, plane: Arc<ControlPlane>, conns: Arc<ConnStats>
         )
         .route("/sessions", get(list_sessions))
         .route("/events", get(list_events))
+        .route("/state", get(state_status))
         .route_layer(middleware::from_fn_with_state(keys.clone(), require_key));
     let metrics = Router::new()
         .route("/metrics", get(metrics))
@@ -161,6 +162,7 @@ fn paging(
 
 async fn metrics(State(s): St) -> Response {
     let mut text = crate::metrics::edge::render(s.plane.edge());
+    text.push_str(&crate::metrics::state::render(&s.plane.state_status()));
     text.push_str(&super::metrics::render(&s.conns, &s.guard));
     (
         [(
@@ -373,6 +375,10 @@ async fn release_owner(
 ) -> ApiResult {
     s.plane.release_owner(&a.0, &url)?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn state_status(State(s): St) -> ApiResult {
+    ok(StatusCode::OK, s.plane.state_status())
 }
 
 async fn list_sessions(State(s): St) -> ApiResult {

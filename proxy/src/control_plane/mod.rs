@@ -146,20 +146,44 @@ impl ControlPlane {
         }
     }
 
-    /// Whether the store answers (readiness).
+    /// Whether the edge serves its whole state (readiness). A local store must answer;
+    /// a shared one must have been loaded once — an etcd outage later changes nothing
+    /// on the data path, so it does not take the edge out of a balancer's rotation.
     pub fn ready(&self) -> bool {
-        self.store()
-            .events(&EventQuery {
-                limit: 1,
-                ..Default::default()
-            })
-            .is_ok()
+        let store = self.store();
+        match store.status().backend {
+            "etcd" => store.status().loaded,
+            _ => store
+                .events(&EventQuery {
+                    limit: 1,
+                    ..Default::default()
+                })
+                .is_ok(),
+        }
+    }
+
+    /// How current this edge's view of the state is, and which edge this is.
+    pub fn state_status(&self) -> StateView {
+        StateView {
+            edge_id: self.edge.edge_id.clone(),
+            store: self.store().status(),
+        }
     }
 
     /// The edge this plane manages.
     pub fn edge(&self) -> &Arc<EdgeShared> {
         &self.edge
     }
+}
+
+/// `GET /v1/state`: this edge and how current its state is.
+#[derive(Debug, serde::Serialize)]
+pub struct StateView {
+    /// This edge's name.
+    pub edge_id: String,
+    /// The store's report.
+    #[serde(flatten)]
+    pub store: crate::state::StoreStatus,
 }
 
 /// A page of a list: the items and the cursor of the next page.

@@ -90,6 +90,8 @@ pub struct LiveEndpoint {
 
 /// State shared by every worker and the control plane.
 pub struct EdgeShared {
+    /// This edge's name (`edge_id`): in logs, metrics, events and the API.
+    pub edge_id: String,
     /// Sessions and bindings.
     pub registry: Registry,
     /// Which authtokens are valid, and whose they are.
@@ -247,6 +249,7 @@ pub fn start_with_audit(
     let (senders, receivers): (Vec<_>, Vec<_>) =
         (0..workers).map(|_| async_channel::unbounded()).unzip();
     let shared = Arc::new(EdgeShared {
+        edge_id: settings.edge_id.clone(),
         registry: Registry::default(),
         auth: ArcSwap::from_pointee(AuthTable::new(static_identities(&settings.users))),
         endpoints: Endpoints::new(

@@ -16,7 +16,10 @@ pub fn render(edge: &EdgeShared) -> String {
     )
     .sample(
         "sluice_edge_info",
-        &[("version", env!("CARGO_PKG_VERSION"))],
+        &[
+            ("version", env!("CARGO_PKG_VERSION")),
+            ("edge", edge.edge_id.as_str()),
+        ],
         1,
     );
     e.family(

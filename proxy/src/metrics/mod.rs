@@ -7,6 +7,7 @@
 pub mod agent;
 pub mod edge;
 pub mod prometheus;
+pub mod state;
 
 use std::{
     sync::{

@@ -62,6 +62,41 @@ impl Changes {
     }
 }
 
+/// How current this edge's view of the state is.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StoreStatus {
+    /// `sqlite`, `memory` or `etcd`.
+    pub backend: &'static str,
+    /// Whether the state has been loaded (a shared store that never answered: false;
+    /// the edge then serves edge.yml's objects only).
+    pub loaded: bool,
+    /// Whether changes made elsewhere arrive now (always true for a local store).
+    pub following: bool,
+    /// The shared store's revision this edge has applied (0 for a local store).
+    pub revision: i64,
+    /// Milliseconds since the shared store last answered (None: local, or never).
+    pub last_contact_age_ms: Option<i64>,
+    /// Changes made elsewhere applied since start.
+    pub remote_changes: u64,
+    /// Writes refused because another writer changed their object first.
+    pub write_conflicts: u64,
+}
+
+impl StoreStatus {
+    /// The status of a store only this edge writes.
+    pub fn local(backend: &'static str) -> Self {
+        Self {
+            backend,
+            loaded: true,
+            following: true,
+            revision: 0,
+            last_contact_age_ms: None,
+            remote_changes: 0,
+            write_conflicts: 0,
+        }
+    }
+}
+
 /// Called with what changed when a shared store learns of changes made elsewhere.
 pub type ChangeListener = Box<dyn Fn(Changes) + Send + Sync>;
 
@@ -118,6 +153,9 @@ pub trait Store: Send {
     /// Registers who to tell when objects change through another writer (another edge
     /// of a fleet). A store only this edge writes never calls it.
     fn on_remote_change(&mut self, _listener: ChangeListener) {}
+
+    /// How current this edge's view is.
+    fn status(&self) -> StoreStatus;
 }
 
 /// A fresh random object id with a type prefix (`ep_`, `usr_`, `tok_`, `ra_`).

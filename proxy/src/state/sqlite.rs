@@ -13,7 +13,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::{
     migrations::MIGRATIONS, EndpointRecord, EventQuery, EventRecord, NewEvent, ReservedAddr, Store,
-    StoreError, StoreResult, TokenRecord, UrlOwnerRecord, UserRecord,
+    StoreError, StoreResult, StoreStatus, TokenRecord, UrlOwnerRecord, UserRecord,
 };
 
 /// Routine audit events kept; older ones are pruned as new ones arrive.
@@ -39,6 +39,8 @@ pub struct SqliteStore {
     inserts_since_prune: u32,
     /// Events kept per retention class: routine, security.
     keep: [i64; 2],
+    /// `sqlite`, or `memory` without a state directory.
+    backend: &'static str,
 }
 
 impl SqliteStore {
@@ -89,6 +91,11 @@ impl SqliteStore {
             db,
             inserts_since_prune: 0,
             keep: [MAX_EVENTS, MAX_SECURITY_EVENTS],
+            backend: if database == "memory" {
+                "memory"
+            } else {
+                "sqlite"
+            },
         })
     }
 
@@ -431,6 +438,10 @@ impl Store for SqliteStore {
         let id = insert_event(&self.db, event)?;
         self.after_insert()?;
         Ok(id)
+    }
+
+    fn status(&self) -> StoreStatus {
+        StoreStatus::local(self.backend)
     }
 
     fn events(&self, q: &EventQuery) -> StoreResult<Vec<EventRecord>> {

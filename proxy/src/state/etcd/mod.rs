@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     ChangeListener, EndpointRecord, EventQuery, EventRecord, NewEvent, ReservedAddr, Store,
-    StoreError, StoreResult, TokenRecord, UrlOwnerRecord, UserRecord,
+    StoreError, StoreResult, StoreStatus, TokenRecord, UrlOwnerRecord, UserRecord,
 };
 use crate::config::fleet::EtcdSettings;
 use keys::{tcp_port, ENDPOINTS, OWNERS, RESERVED, TOKENS, USERS};
@@ -176,6 +176,10 @@ impl EtcdStore {
             .link
             .call(move |mut c| async move { c.txn(txn).await })?;
         if !resp.succeeded() {
+            self.link
+                .shared
+                .write_conflicts
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return Err(StoreError::Conflict(format!(
                 "{what}: changed at the same time through another edge of the fleet (or the \
                  name is taken there); nothing was written — read it again and retry"
@@ -501,5 +505,24 @@ impl Store for EtcdStore {
 
     fn on_remote_change(&mut self, listener: ChangeListener) {
         self.link.shared.set_listener(listener);
+    }
+
+    fn status(&self) -> StoreStatus {
+        use std::sync::atomic::Ordering::Relaxed;
+        let shared = &self.link.shared;
+        let (loaded, revision) = {
+            let m = shared.mirror();
+            (m.loaded, m.revision)
+        };
+        let last = shared.last_contact_ms.load(Relaxed);
+        StoreStatus {
+            backend: "etcd",
+            loaded,
+            following: self.watching(),
+            revision,
+            last_contact_age_ms: (last > 0).then(|| (crate::clock::wall_ms() - last).max(0)),
+            remote_changes: shared.remote_changes.load(Relaxed),
+            write_conflicts: shared.write_conflicts.load(Relaxed),
+        }
     }
 }

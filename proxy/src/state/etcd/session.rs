@@ -10,7 +10,7 @@
 use std::{
     future::Future,
     sync::{
-        atomic::{AtomicBool, AtomicI64, Ordering},
+        atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering},
         Arc, Mutex,
     },
     time::Duration,
@@ -42,6 +42,10 @@ pub(super) struct Shared {
     pub watching: AtomicBool,
     /// Wall-clock ms of the last answer from etcd (0: never).
     pub last_contact_ms: AtomicI64,
+    /// Reports of changes made elsewhere handed to the control plane.
+    pub remote_changes: AtomicU64,
+    /// Writes refused by a failed revision compare.
+    pub write_conflicts: AtomicU64,
 }
 
 impl Shared {
@@ -57,6 +61,7 @@ impl Shared {
         if !changes.any() {
             return;
         }
+        self.remote_changes.fetch_add(1, Ordering::Relaxed);
         if let Some(l) = self
             .listener
             .lock()
@@ -94,6 +99,8 @@ impl Link {
             listener: Mutex::new(None),
             watching: AtomicBool::new(false),
             last_contact_ms: AtomicI64::new(0),
+            remote_changes: AtomicU64::new(0),
+            write_conflicts: AtomicU64::new(0),
         });
         let thread_shared = shared.clone();
         let edge = edge_id.to_string();
