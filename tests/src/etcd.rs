@@ -1,6 +1,6 @@
-//! A real etcd server (Debian's `etcd-server`, installed by `tests/run.sh`) for the
-//! fleet tests: one member on loopback ports of its own, in a data directory of its
-//! own, stopped by its PID when dropped.
+//! A real etcd cluster (Debian's `etcd-server`, installed by `tests/run.sh`) for the
+//! fleet tests: one or more members on loopback ports of their own, each in a data
+//! directory of its own, stopped by their PIDs when dropped.
 
 use std::{
     io::{Read, Write},
@@ -10,21 +10,33 @@ use std::{
     time::{Duration, Instant},
 };
 
-/// A running etcd member.
-pub struct Etcd {
-    child: Child,
+/// Where Debian's package puts the server.
+const ETCD: &str = "/usr/bin/etcd";
+
+struct Member {
+    name: String,
+    /// None while killed.
+    child: Option<Child>,
     dir: PathBuf,
-    /// Its client address (`http://` + this).
-    pub client: SocketAddr,
+    client: SocketAddr,
     peer: SocketAddr,
 }
 
-/// Where Debian's package puts the server.
-const ETCD: &str = "/usr/bin/etcd";
+/// A running etcd cluster.
+pub struct Etcd {
+    members: Vec<Member>,
+    initial_cluster: String,
+}
 
 impl Etcd {
     /// Starts a one-member cluster on 127.0.0.1 and waits until it answers `/health`.
     pub fn start() -> Etcd {
+        Etcd::start_cluster(1)
+    }
+
+    /// Starts a cluster of `n` members on 127.0.0.1 and waits until each answers
+    /// `/health` (the cluster has a leader).
+    pub fn start_cluster(n: u16) -> Etcd {
         assert!(
             std::path::Path::new(ETCD).exists(),
             "{ETCD} is missing: run the suite with `bash tests/run.sh`, which installs etcd-server"
@@ -32,37 +44,77 @@ impl Etcd {
         let ip = "127.0.0.1".parse().unwrap();
         let deadline = Instant::now() + crate::process::WAIT;
         loop {
-            let base = crate::fixture::free_port_range(ip, 2);
-            let client = SocketAddr::new(ip, base);
-            let peer = SocketAddr::new(ip, base + 1);
-            let dir = std::env::temp_dir().join(format!(
-                "sluice-etcd-{}-{}",
-                std::process::id(),
-                rand::random::<u32>()
-            ));
-            let child = spawn(&dir, client, peer);
+            let base = crate::fixture::free_port_range(ip, 2 * n);
+            let tag = rand::random::<u32>();
+            let members: Vec<Member> = (0..n)
+                .map(|i| Member {
+                    name: format!("m{i}"),
+                    child: None,
+                    dir: std::env::temp_dir()
+                        .join(format!("sluice-etcd-{}-{tag:08x}-m{i}", std::process::id())),
+                    client: SocketAddr::new(ip, base + 2 * i),
+                    peer: SocketAddr::new(ip, base + 2 * i + 1),
+                })
+                .collect();
+            let initial_cluster = members
+                .iter()
+                .map(|m| format!("{}=http://{}", m.name, m.peer))
+                .collect::<Vec<_>>()
+                .join(",");
             let mut etcd = Etcd {
-                child,
-                dir,
-                client,
-                peer,
+                members,
+                initial_cluster,
             };
-            // A port taken between the probe and etcd's bind ends etcd at once: try
-            // other ports.
-            if etcd.wait_healthy(deadline) {
+            for i in 0..etcd.members.len() {
+                etcd.spawn(i);
+            }
+            // A port taken between the probe and etcd's bind ends that member at once:
+            // try other ports.
+            if (0..etcd.members.len()).all(|i| etcd.wait_healthy(i, deadline)) {
                 return etcd;
             }
             assert!(Instant::now() < deadline, "etcd did not become healthy");
         }
     }
 
-    /// Whether it answers `/health` before `deadline` (false once it has exited).
-    fn wait_healthy(&mut self, deadline: Instant) -> bool {
+    fn spawn(&mut self, i: usize) {
+        let m = &self.members[i];
+        let child = Command::new(ETCD)
+            .args([
+                "--name",
+                &m.name,
+                "--data-dir",
+                m.dir.to_str().unwrap(),
+                "--listen-client-urls",
+                &format!("http://{}", m.client),
+                "--advertise-client-urls",
+                &format!("http://{}", m.client),
+                "--listen-peer-urls",
+                &format!("http://{}", m.peer),
+                "--initial-advertise-peer-urls",
+                &format!("http://{}", m.peer),
+                "--initial-cluster",
+                &self.initial_cluster,
+                "--initial-cluster-state",
+                "new",
+                "--log-level",
+                "error",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn etcd");
+        self.members[i].child = Some(child);
+    }
+
+    /// Whether member `i` answers `/health` before `deadline` (false once it exited).
+    fn wait_healthy(&mut self, i: usize, deadline: Instant) -> bool {
         while Instant::now() < deadline {
-            if self.healthy() {
+            if healthy(self.members[i].client) {
                 return true;
             }
-            if let Ok(Some(_)) = self.child.try_wait() {
+            if let Some(Ok(Some(_))) = self.members[i].child.as_mut().map(Child::try_wait) {
                 return false;
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -70,81 +122,119 @@ impl Etcd {
         false
     }
 
-    /// Kills the server (SIGKILL, by its PID), keeping its data for [`Etcd::restart`].
+    /// Kills every member (SIGKILL, by PID), keeping their data for [`Etcd::restart`].
     pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        for i in 0..self.members.len() {
+            self.kill_member(i);
+        }
     }
 
-    /// Starts the killed server again on the same ports and data, and waits until it
+    /// Kills member `i` (SIGKILL, by its PID), keeping its data.
+    pub fn kill_member(&mut self, i: usize) {
+        if let Some(mut child) = self.members[i].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts every killed member again on its ports and data, and waits until each
     /// is healthy.
     pub fn restart(&mut self) {
-        self.child = spawn(&self.dir, self.client, self.peer);
-        assert!(
-            self.wait_healthy(Instant::now() + crate::process::WAIT),
-            "etcd did not come back on {}",
-            self.client
-        );
-    }
-
-    /// `http://IP:PORT` for configs.
-    pub fn url(&self) -> String {
-        format!("http://{}", self.client)
-    }
-
-    /// Whether `GET /health` says so.
-    pub fn healthy(&self) -> bool {
-        let Ok(mut s) = TcpStream::connect_timeout(&self.client, Duration::from_millis(200)) else {
-            return false;
-        };
-        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-        if s.write_all(b"GET /health HTTP/1.1\r\nHost: etcd\r\nConnection: close\r\n\r\n")
-            .is_err()
-        {
-            return false;
+        let killed: Vec<usize> = (0..self.members.len())
+            .filter(|i| self.members[*i].child.is_none())
+            .collect();
+        for &i in &killed {
+            self.spawn(i);
         }
-        let mut answer = String::new();
-        let _ = s.read_to_string(&mut answer);
-        answer.contains("\"health\":\"true\"")
+        let deadline = Instant::now() + crate::process::WAIT;
+        for i in killed {
+            assert!(
+                self.wait_healthy(i, deadline),
+                "etcd member {i} did not come back on {}",
+                self.members[i].client
+            );
+        }
     }
 
-    /// The server's PID.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
+    /// The index of the member that is the cluster's leader now, as the first member
+    /// that answers says.
+    pub fn leader(&self) -> usize {
+        let status = |client| -> Option<serde_json::Value> {
+            let text = post(client, "/v3/maintenance/status", "{}")?;
+            serde_json::from_str(text.split("\r\n\r\n").nth(1)?).ok()
+        };
+        let deadline = Instant::now() + crate::process::WAIT;
+        loop {
+            let statuses: Vec<Option<serde_json::Value>> = self
+                .members
+                .iter()
+                .map(|m| m.child.as_ref().and_then(|_| status(m.client)))
+                .collect();
+            let leader = statuses
+                .iter()
+                .flatten()
+                .find_map(|s| s["leader"].as_str().map(String::from));
+            if let Some(leader) = leader {
+                if let Some(i) = statuses.iter().position(|s| {
+                    s.as_ref()
+                        .is_some_and(|s| s["header"]["member_id"] == leader.as_str())
+                }) {
+                    return i;
+                }
+            }
+            assert!(Instant::now() < deadline, "no etcd member names a leader");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
+
+    /// `http://IP:PORT` of the first member.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.members[0].client)
+    }
+
+    /// Every member's `http://IP:PORT`.
+    pub fn urls(&self) -> Vec<String> {
+        self.members
+            .iter()
+            .map(|m| format!("http://{}", m.client))
+            .collect()
+    }
+}
+
+/// Whether `GET /health` at `client` says so.
+fn healthy(client: SocketAddr) -> bool {
+    request(
+        client,
+        "GET /health HTTP/1.1\r\nHost: etcd\r\nConnection: close\r\n\r\n",
+    )
+    .is_some_and(|a| a.contains("\"health\":\"true\""))
+}
+
+/// `POST path` with a JSON `body` (etcd's JSON gateway); the whole answer.
+fn post(client: SocketAddr, path: &str, body: &str) -> Option<String> {
+    request(
+        client,
+        &format!(
+            "POST {path} HTTP/1.1\r\nHost: etcd\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+}
+
+fn request(client: SocketAddr, raw: &str) -> Option<String> {
+    let mut s = TcpStream::connect_timeout(&client, Duration::from_millis(200)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    s.write_all(raw.as_bytes()).ok()?;
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    Some(answer)
 }
 
 impl Drop for Etcd {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        self.kill();
+        for m in &self.members {
+            let _ = std::fs::remove_dir_all(&m.dir);
+        }
     }
-}
-
-fn spawn(dir: &std::path::Path, client: SocketAddr, peer: SocketAddr) -> Child {
-    Command::new(ETCD)
-        .args([
-            "--name",
-            "m0",
-            "--data-dir",
-            dir.to_str().unwrap(),
-            "--listen-client-urls",
-            &format!("http://{client}"),
-            "--advertise-client-urls",
-            &format!("http://{client}"),
-            "--listen-peer-urls",
-            &format!("http://{peer}"),
-            "--initial-advertise-peer-urls",
-            &format!("http://{peer}"),
-            "--initial-cluster",
-            &format!("m0=http://{peer}"),
-            "--log-level",
-            "error",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn etcd")
 }

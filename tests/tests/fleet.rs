@@ -38,9 +38,9 @@ fn edge_config(fx: &Fixture, name: &str, ip: &str, etcd: &Etcd, prefix: &str) ->
         .replace("endpoints:\n", "endpoints: []\n");
     yaml.push_str(&format!(
         "admin:\n  listen: {ip}:0\n  api_keys: [\"{}\"]\nedge_id: {name}\npublic_address: {ip}\n\
-         state:\n  etcd:\n    endpoints: [\"{}\"]\n    prefix: {prefix}\n",
+         state:\n  etcd:\n    endpoints: {}\n    prefix: {prefix}\n",
         fixture::token_hash(API_KEY),
-        etcd.url()
+        serde_json::to_string(&etcd.urls()).unwrap()
     ));
     fx.write(&format!("{name}.yml"), &yaml)
 }
@@ -368,5 +368,83 @@ fn wait_for_write(write: impl Fn() -> sluice_tests::admin::Answer) -> Value {
                 answer.status, answer.text
             ),
         }
+    }
+}
+
+#[test]
+fn a_three_member_etcd_losing_its_leader_loses_no_write_and_no_connection() {
+    let mut etcd = Etcd::start_cluster(3);
+    let fx = Fixture::new();
+    let (a, b) = fleet(&fx, &etcd);
+    let upstream = Echo::start();
+    let _agent = agent(&fx, "agent-b.yml", &fx.token, b.agent_addr, upstream.addr);
+    let created = a.admin.create(
+        "/v1/endpoints",
+        json!({ "url": "tcp://127.0.0.1:0", "traffic_policy": fixture::forward_all(URL) }),
+    );
+    let on_b = SocketAddr::from(([127, 0, 0, 2], listen_addr(&created).unwrap().port()));
+    client::wait_until_echo(on_b, PROPAGATION).expect("edge B serves the endpoint");
+
+    // Connections through B for the whole test, and admin writes through both edges;
+    // the leader is killed after the first ten writes.
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    // Stops the load when the writes end, or fail.
+    struct StopOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+    impl Drop for StopOnDrop<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    const WRITES: usize = 30;
+    let (served, failures) = std::thread::scope(|s| {
+        let load = s.spawn(|| {
+            let (mut served, mut failures) = (0, Vec::new());
+            let end = Instant::now() + Duration::from_secs(60);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < end {
+                match client::echo_ok(None, on_b, b"through the election") {
+                    Ok(()) => served += 1,
+                    Err(e) => failures.push(e.to_string()),
+                }
+            }
+            (served, failures)
+        });
+        let _stop = StopOnDrop(&stop);
+        for i in 0..WRITES {
+            if i == 10 {
+                let leader = etcd.leader();
+                etcd.kill_member(leader);
+                eprintln!("killed etcd member {leader} (the leader)");
+            }
+            let edge = if i % 2 == 0 { &a } else { &b };
+            let started = Instant::now();
+            let answer = edge.admin.call(
+                "POST",
+                "/v1/service_users",
+                Some(json!({ "name": format!("branch-{i}") })),
+            );
+            assert_eq!(answer.status, 201, "write {i}: {}", answer.text);
+            if started.elapsed() > Duration::from_millis(200) {
+                eprintln!("write {i} took {:?}", started.elapsed());
+            }
+        }
+        drop(_stop);
+        load.join().unwrap()
+    });
+    assert!(
+        failures.is_empty(),
+        "{} connections failed: {failures:?}",
+        failures.len()
+    );
+    assert!(served > 0);
+    for edge in [&a, &b] {
+        wait_until("every write on both edges", PROPAGATION, || {
+            edge.admin.get("/v1/service_users?limit=100")["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|u| u["name"].as_str().is_some_and(|n| n.starts_with("branch-")))
+                .count()
+                == WRITES
+        });
     }
 }

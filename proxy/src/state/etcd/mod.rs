@@ -30,6 +30,12 @@ use session::Link;
 /// How long the edge waits at start for the shared state before serving without it.
 pub const LOAD_WAIT: Duration = Duration::from_secs(5);
 
+/// How long a write keeps retrying while etcd does not answer (a member lost, a
+/// leader being elected) before it fails with [`StoreError::Unavailable`].
+pub const WRITE_RETRY_FOR: Duration = Duration::from_secs(6);
+/// Longest wait for one attempt of a write.
+const WRITE_ATTEMPT: Duration = Duration::from_secs(2);
+
 /// Events fetched per etcd request while filtering audit events.
 const EVENT_PAGE: i64 = 500;
 
@@ -121,7 +127,8 @@ impl EtcdStore {
             .transpose()
     }
 
-    fn event_put(&self, event: &NewEvent) -> TxnOp {
+    /// The key and value of `event` (a fresh key each call).
+    fn event_entry(&self, event: &NewEvent) -> (String, Vec<u8>) {
         let stored = StoredEvent {
             at: event.at,
             kind: event.kind.clone(),
@@ -130,10 +137,9 @@ impl EtcdStore {
             detail: event.detail.clone(),
             edge: self.edge_id.clone(),
         };
-        TxnOp::put(
+        (
             self.keys().event(&self.edge_id, event.at, rand::random()),
             json(&stored),
-            None,
         )
     }
 
@@ -170,12 +176,10 @@ impl EtcdStore {
             .map(|(k, v)| TxnOp::put(k.as_str(), v.clone(), None))
             .collect();
         ops.extend(deletes.iter().map(|k| TxnOp::delete(k.as_str(), None)));
-        ops.push(self.event_put(event));
+        let (event_key, event_value) = self.event_entry(event);
+        ops.push(TxnOp::put(event_key.as_str(), event_value, None));
         let txn = Txn::new().when(compares).and_then(ops);
-        let resp = self
-            .link
-            .call(move |mut c| async move { c.txn(txn).await })?;
-        if !resp.succeeded() {
+        let Some(revision) = self.transact(txn, &event_key)? else {
             self.link
                 .shared
                 .write_conflicts
@@ -184,8 +188,7 @@ impl EtcdStore {
                 "{what}: changed at the same time through another edge of the fleet (or the \
                  name is taken there); nothing was written — read it again and retry"
             )));
-        }
-        let revision = resp.header().map_or(0, |h| h.revision());
+        };
         let mut mirror = self.link.shared.mirror();
         for (k, v) in puts {
             mirror.put(&k, v, revision);
@@ -196,33 +199,102 @@ impl EtcdStore {
         Ok(revision)
     }
 
-    /// Writes `event` alone, or with `ops` if `compare` holds; (whether it held, revision).
+    /// Runs `txn`, whose success branch (only) puts `event_key`: the revision it was
+    /// applied at, or None when its compares failed. An attempt that fails on the way
+    /// (a member killed, a leader being elected, no answer in time) may or may not land:
+    /// the event key tells, so the write is retried — in effect exactly once — until it
+    /// has a definite outcome or [`WRITE_RETRY_FOR`] has passed.
+    fn transact(&self, txn: Txn, event_key: &str) -> StoreResult<Option<i64>> {
+        let deadline = Instant::now() + WRITE_RETRY_FOR;
+        let mut pause = Duration::from_millis(20);
+        let mut first_error: Option<String> = None;
+        loop {
+            let attempt = txn.clone();
+            match self.link.call_within(
+                WRITE_ATTEMPT,
+                move |mut c| async move { c.txn(attempt).await },
+            ) {
+                Ok(resp) if resp.succeeded() => {
+                    return Ok(Some(resp.header().map_or(0, |h| h.revision())));
+                }
+                // Compares failed: unless an earlier attempt of this very write landed
+                // meanwhile, someone else's change came first.
+                Ok(_) if first_error.is_none() => return Ok(None),
+                Ok(_) => return Ok(self.landed(event_key)?),
+                Err(StoreError::Unavailable(e)) => {
+                    first_error.get_or_insert(e);
+                    if let Ok(Some(revision)) = self.landed(event_key) {
+                        return Ok(Some(revision));
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+            if Instant::now() + pause > deadline {
+                return Err(StoreError::Unavailable(
+                    first_error.unwrap_or_else(|| "etcd does not answer".into()),
+                ));
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(250));
+        }
+    }
+
+    /// The revision at which the write recording `event_key` landed, if it did.
+    fn landed(&self, event_key: &str) -> StoreResult<Option<i64>> {
+        let key = event_key.to_string();
+        let resp =
+            self.link.call_within(
+                WRITE_ATTEMPT,
+                move |mut c| async move { c.get(key, None).await },
+            )?;
+        Ok(resp.kvs().first().map(|kv| kv.create_revision()))
+    }
+
+    /// Records `event` alone, or with `puts` if `compare` holds; whether it held.
     fn conditional(
         &self,
         compare: Compare,
         puts: Vec<(String, Vec<u8>)>,
         event: &NewEvent,
-    ) -> StoreResult<(bool, i64)> {
+    ) -> StoreResult<bool> {
+        // Both branches record the event; a separate marker in the failure branch
+        // tells them apart when an attempt's answer is lost.
+        let (event_key, event_value) = self.event_entry(event);
         let mut ops: Vec<TxnOp> = puts
             .iter()
             .map(|(k, v)| TxnOp::put(k.as_str(), v.clone(), None))
             .collect();
-        ops.push(self.event_put(event));
-        let txn = Txn::new()
-            .when([compare])
-            .and_then(ops)
-            .or_else([self.event_put(event)]);
-        let resp = self
-            .link
-            .call(move |mut c| async move { c.txn(txn).await })?;
-        let revision = resp.header().map_or(0, |h| h.revision());
-        if resp.succeeded() {
-            let mut mirror = self.link.shared.mirror();
-            for (k, v) in puts {
-                mirror.put(&k, v, revision);
+        ops.push(TxnOp::put(event_key.as_str(), event_value.clone(), None));
+        let marker = format!("{event_key}.held");
+        let txn = Txn::new().when([compare]).and_then(ops).or_else([
+            TxnOp::put(event_key.as_str(), event_value, None),
+            TxnOp::put(marker.as_str(), "", None),
+        ]);
+        // The failure branch's marker has no place among events: it is read back only
+        // here, then removed.
+        let held = self.transact(txn, &event_key)?;
+        let refused = match held {
+            None => true,
+            // An attempt whose answer was lost: the marker says which branch ran.
+            Some(_) => {
+                let marker_key = marker.clone();
+                self.link
+                    .call(move |mut c| async move { c.get(marker_key, None).await })
+                    .map(|r| !r.kvs().is_empty())?
             }
+        };
+        if refused {
+            let _ = self
+                .link
+                .call(move |mut c| async move { c.delete(marker, None).await.map(|_| ()) });
+            return Ok(false);
         }
-        Ok((resp.succeeded(), revision))
+        let revision = held.unwrap_or_default();
+        let mut mirror = self.link.shared.mirror();
+        for (k, v) in puts {
+            mirror.put(&k, v, revision);
+        }
+        Ok(true)
     }
 }
 
@@ -429,12 +501,11 @@ impl Store for EtcdStore {
 
     fn claim_url_owner(&mut self, owner: &UrlOwnerRecord, event: &NewEvent) -> StoreResult<bool> {
         let key = self.keys().object(OWNERS, &owner.url);
-        let (claimed, _) = self.conditional(
+        self.conditional(
             Compare::create_revision(key.as_str(), CompareOp::Equal, 0),
             vec![(key, json(owner))],
             event,
-        )?;
-        Ok(claimed)
+        )
     }
 
     fn delete_url_owner(&mut self, url: &str, event: &NewEvent) -> StoreResult<bool> {
@@ -453,11 +524,9 @@ impl Store for EtcdStore {
     }
 
     fn append_event(&mut self, event: &NewEvent) -> StoreResult<i64> {
-        let op = self.event_put(event);
-        let resp = self
-            .link
-            .call(move |mut c| async move { c.txn(Txn::new().and_then([op])).await })?;
-        Ok(resp.header().map_or(0, |h| h.revision()))
+        let (key, value) = self.event_entry(event);
+        let txn = Txn::new().and_then([TxnOp::put(key.as_str(), value, None)]);
+        Ok(self.transact(txn, &key)?.unwrap_or(0))
     }
 
     fn events(&self, query: &EventQuery) -> StoreResult<Vec<EventRecord>> {

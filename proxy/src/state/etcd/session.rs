@@ -121,6 +121,16 @@ impl Link {
         F: FnOnce(Client) -> Fut + Send + 'static,
         Fut: Future<Output = Result<T, etcd_client::Error>> + Send + 'static,
     {
+        self.call_within(CALL_TIMEOUT, request)
+    }
+
+    /// [`Link::call`] with a deadline of `timeout`.
+    pub fn call_within<T, F, Fut>(&self, timeout: Duration, request: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(Client) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, etcd_client::Error>> + Send + 'static,
+    {
         let client = self
             .shared
             .client
@@ -130,18 +140,17 @@ impl Link {
             .ok_or_else(|| StoreError::Unavailable("not connected to etcd yet".into()))?;
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         self.runtime.spawn(async move {
-            let answer = tokio::time::timeout(CALL_TIMEOUT, request(client)).await;
+            let answer = tokio::time::timeout(timeout, request(client)).await;
             let _ = tx.send(answer);
         });
-        match rx.recv_timeout(CALL_TIMEOUT + Duration::from_secs(1)) {
+        match rx.recv_timeout(timeout + Duration::from_secs(1)) {
             Ok(Ok(Ok(v))) => {
                 self.shared.contact();
                 Ok(v)
             }
             Ok(Ok(Err(e))) => Err(classify(e)),
             Ok(Err(_)) | Err(_) => Err(StoreError::Unavailable(format!(
-                "etcd did not answer within {} s",
-                CALL_TIMEOUT.as_secs()
+                "etcd did not answer within {timeout:?}"
             ))),
         }
     }
@@ -166,8 +175,11 @@ fn classify(e: etcd_client::Error) -> StoreError {
 
 fn options(settings: &EtcdSettings) -> ConnectOptions {
     let mut o = ConnectOptions::new()
-        .with_connect_timeout(Duration::from_secs(2))
+        .with_connect_timeout(Duration::from_secs(1))
         .with_timeout(CALL_TIMEOUT)
+        // A member without a leader answers at once (and the write is retried) rather
+        // than holding the request through an election.
+        .with_require_leader(true)
         .with_keep_alive(Duration::from_secs(5), Duration::from_secs(3))
         .with_keep_alive_while_idle(true);
     if let Some((user, password)) = &settings.user {
