@@ -220,7 +220,7 @@ impl EtcdStore {
                 // Compares failed: unless an earlier attempt of this very write landed
                 // meanwhile, someone else's change came first.
                 Ok(_) if first_error.is_none() => return Ok(None),
-                Ok(_) => return Ok(self.landed(event_key)?),
+                Ok(_) => return self.landed(event_key),
                 Err(StoreError::Unavailable(e)) => {
                     first_error.get_or_insert(e);
                     if let Ok(Some(revision)) = self.landed(event_key) {
