@@ -31,11 +31,20 @@ struct Edge {
     admin: Admin,
 }
 
-/// An edge named `name` on loopback address `ip`, its state in `etcd` under `prefix`.
-fn edge_config(fx: &Fixture, name: &str, ip: &str, etcd: &Etcd, prefix: &str) -> PathBuf {
-    let mut yaml = fx
-        .edge_yaml(&format!("{ip}:0"), &[])
-        .replace("endpoints:\n", "endpoints: []\n");
+/// An edge named `name` on loopback address `ip`, its state in `etcd` under `prefix`,
+/// with `statics` as edge.yml's own endpoints (`(listen, policy)`).
+fn edge_config(
+    fx: &Fixture,
+    name: &str,
+    ip: &str,
+    etcd: &Etcd,
+    prefix: &str,
+    statics: &[(&str, String)],
+) -> PathBuf {
+    let mut yaml = fx.edge_yaml(&format!("{ip}:0"), statics);
+    if statics.is_empty() {
+        yaml = yaml.replace("endpoints:\n", "endpoints: []\n");
+    }
     yaml.push_str(&format!(
         "admin:\n  listen: {ip}:0\n  api_keys: [\"{}\"]\nedge_id: {name}\npublic_address: {ip}\n\
          state:\n  etcd:\n    endpoints: {}\n    prefix: {prefix}\n",
@@ -46,7 +55,18 @@ fn edge_config(fx: &Fixture, name: &str, ip: &str, etcd: &Etcd, prefix: &str) ->
 }
 
 fn start_edge(fx: &Fixture, name: &str, ip: &str, etcd: &Etcd, prefix: &str) -> Edge {
-    let cfg = edge_config(fx, name, ip, etcd, prefix);
+    start_edge_with(fx, name, ip, etcd, prefix, &[])
+}
+
+fn start_edge_with(
+    fx: &Fixture,
+    name: &str,
+    ip: &str,
+    etcd: &Etcd,
+    prefix: &str,
+    statics: &[(&str, String)],
+) -> Edge {
+    let cfg = edge_config(fx, name, ip, etcd, prefix, statics);
     let mut process = Sluice::edge(&cfg, DRIVER);
     let (agent_addr, _) = process.edge_addrs(0);
     let admin = process.wait_for_n("admin listener", 1, |v| {
@@ -60,9 +80,14 @@ fn start_edge(fx: &Fixture, name: &str, ip: &str, etcd: &Etcd, prefix: &str) -> 
     }
 }
 
+/// A fresh key prefix: each test's fleet on its own.
+fn fresh_prefix() -> String {
+    format!("/sluice-test-{:08x}", rand::random::<u32>())
+}
+
 /// Two edges on one fresh prefix of `etcd`.
 fn fleet(fx: &Fixture, etcd: &Etcd) -> (Edge, Edge) {
-    let prefix = format!("/sluice-test-{:08x}", rand::random::<u32>());
+    let prefix = fresh_prefix();
     let a = start_edge(fx, "edge-a", "127.0.0.1", etcd, &prefix);
     let b = start_edge(fx, "edge-b", "127.0.0.2", etcd, &prefix);
     (a, b)
@@ -90,12 +115,16 @@ fn listen_addr(endpoint: &Value) -> Option<SocketAddr> {
 }
 
 #[test]
-fn an_endpoint_made_through_one_edge_is_served_policed_and_removed_by_the_other() {
+fn an_endpoint_made_through_one_edge_is_served_policed_and_removed_by_the_others() {
     let etcd = Etcd::start();
     let fx = Fixture::new();
-    let (a, b) = fleet(&fx, &etcd);
+    let prefix = fresh_prefix();
+    let a = start_edge(&fx, "edge-a", "127.0.0.1", &etcd, &prefix);
+    let b = start_edge(&fx, "edge-b", "127.0.0.2", &etcd, &prefix);
+    let c = start_edge(&fx, "edge-c", "127.0.0.3", &etcd, &prefix);
     let upstream = Echo::start();
-    let _agent = agent(&fx, "agent-b.yml", &fx.token, b.agent_addr, upstream.addr);
+    let _agent_b = agent(&fx, "agent-b.yml", &fx.token, b.agent_addr, upstream.addr);
+    let _agent_c = agent(&fx, "agent-c.yml", &fx.token, c.agent_addr, upstream.addr);
 
     let created = a.admin.create(
         "/v1/endpoints",
@@ -104,14 +133,18 @@ fn an_endpoint_made_through_one_edge_is_served_policed_and_removed_by_the_other(
     let created_at = Instant::now();
     let id = created["id"].as_str().unwrap().to_string();
     let port = listen_addr(&created).unwrap().port();
-    // Edge B serves it on its own address, the port of the URL, into B's agent.
+    // Edges B and C serve it on their own addresses, the port of the URL, into
+    // their agents.
     let on_b = SocketAddr::from(([127, 0, 0, 2], port));
+    let on_c = SocketAddr::from(([127, 0, 0, 3], port));
     client::wait_until_echo(on_b, PROPAGATION).expect("edge B serves the endpoint");
+    client::wait_until_echo(on_c, PROPAGATION).expect("edge C serves the endpoint");
     eprintln!(
-        "created through A, served by B after {:?}",
+        "created through A, served by B and C after {:?}",
         created_at.elapsed()
     );
     assert_eq!(listen_addr(&listed(&b, &id).unwrap()), Some(on_b));
+    assert_eq!(listen_addr(&listed(&c, &id).unwrap()), Some(on_c));
 
     // A policy change made through A is enforced by B: this client (loopback) is
     // refused from then on.
@@ -122,8 +155,8 @@ fn an_endpoint_made_through_one_edge_is_served_policed_and_removed_by_the_other(
     );
     assert_eq!(changed.status, 200, "{}", changed.text);
     let changed_at = Instant::now();
-    wait_until("B enforces the new policy", PROPAGATION, || {
-        client::is_refused(None, on_b)
+    wait_until("B and C enforce the new policy", PROPAGATION, || {
+        client::is_refused(None, on_b) && client::is_refused(None, on_c)
     });
     eprintln!(
         "policy changed through A, enforced by B after {:?}",
@@ -139,10 +172,10 @@ fn an_endpoint_made_through_one_edge_is_served_policed_and_removed_by_the_other(
     // Deleted through A: B stops accepting on that port.
     let deleted = a.admin.call("DELETE", &format!("/v1/endpoints/{id}"), None);
     assert_eq!(deleted.status, 204, "{}", deleted.text);
-    wait_until("B stops listening", PROPAGATION, || {
-        std::net::TcpStream::connect(on_b).is_err()
+    wait_until("B and C stop listening", PROPAGATION, || {
+        std::net::TcpStream::connect(on_b).is_err() && std::net::TcpStream::connect(on_c).is_err()
     });
-    assert!(listed(&b, &id).is_none());
+    assert!(listed(&b, &id).is_none() && listed(&c, &id).is_none());
 
     // B's audit log is the fleet's: it shows what was done through A, and where.
     let events = b
@@ -307,12 +340,18 @@ fn with_etcd_down_connections_flow_writes_get_503_and_the_fleet_converges_after(
         }
     }
     // Writes are refused with a clear error; reads still answer from the mirror.
+    let asked = Instant::now();
     let refused = b.admin.call(
         "POST",
         "/v1/endpoints",
         Some(json!({ "url": "tcp://127.0.0.1:0", "traffic_policy": fixture::forward_all(URL) })),
     );
     assert_eq!(refused.status, 503, "{}", refused.text);
+    eprintln!(
+        "write refused after {:?}: {}",
+        asked.elapsed(),
+        refused.text
+    );
     assert_eq!(
         refused.body["error"]["code"], "state_unavailable",
         "{}",
@@ -338,6 +377,19 @@ fn with_etcd_down_connections_flow_writes_get_503_and_the_fleet_converges_after(
         "{metrics}"
     );
 
+    // An agent that connects during the outage is served, and its session's audit
+    // event waits for etcd.
+    let late_upstream = Echo::start();
+    let late_yaml = fx.agent_yaml(
+        &fx.token,
+        b.agent_addr,
+        "tcp",
+        &[("tcp://late.internal:1", late_upstream.addr)],
+    );
+    let mut late = Sluice::agent(&fx.write("agent-late.yml", &late_yaml), DRIVER);
+    late.wait_for("endpoint bound");
+    let late_session = late.wait_for("session established");
+
     etcd.restart();
     // A change made through B once etcd is back reaches A.
     let second = wait_for_write(|| {
@@ -352,6 +404,14 @@ fn with_etcd_down_connections_flow_writes_get_503_and_the_fleet_converges_after(
     let port2 = listen_addr(&second).unwrap().port();
     client::wait_until_echo(SocketAddr::from(([127, 0, 0, 1], port2)), PROPAGATION)
         .expect("edge A serves the endpoint made through B after etcd came back");
+    // The session event queued during the outage is in the fleet's audit log.
+    let sessions = b.admin.get("/v1/events?type=session.started");
+    let sessions = sessions["items"].as_array().unwrap();
+    assert_eq!(
+        sessions.len(),
+        3,
+        "two sessions before the outage, one during it: {sessions:?} (late agent: {late_session})"
+    );
 }
 
 /// Retries `write` while it answers 503 (the edge reconnecting to etcd); the body of
@@ -447,4 +507,54 @@ fn a_three_member_etcd_losing_its_leader_loses_no_write_and_no_connection() {
                 == WRITES
         });
     }
+}
+
+#[test]
+fn an_edge_started_while_etcd_is_down_serves_its_own_endpoints_then_the_fleet_s() {
+    let mut etcd = Etcd::start();
+    let fx = Fixture::new();
+    let prefix = fresh_prefix();
+    let a = start_edge(&fx, "edge-a", "127.0.0.1", &etcd, &prefix);
+    let created = a.admin.create(
+        "/v1/endpoints",
+        json!({ "url": "tcp://127.0.0.1:0", "traffic_policy": fixture::forward_all(URL) }),
+    );
+    let port = listen_addr(&created).unwrap().port();
+    etcd.kill();
+
+    // B starts with etcd down: it serves its edge.yml endpoint, says the shared state
+    // is not loaded, and is not ready.
+    let own_port = fixture::free_port_range("127.0.0.2".parse().unwrap(), 1);
+    let mut b = start_edge_with(
+        &fx,
+        "edge-b",
+        "127.0.0.2",
+        &etcd,
+        &prefix,
+        &[(&format!("127.0.0.2:{own_port}"), fixture::forward_all(URL))],
+    );
+    b.process.wait_for("shared state not loaded yet (etcd does not answer): serving edge.yml's objects; the others apply as soon as etcd answers");
+    let upstream = Echo::start();
+    let _agent = agent(&fx, "agent-b.yml", &fx.token, b.agent_addr, upstream.addr);
+    client::echo_ok(
+        None,
+        SocketAddr::from(([127, 0, 0, 2], own_port)),
+        b"edge.yml endpoint",
+    )
+    .expect("B serves its own endpoint with etcd down");
+    let state = b.admin.get("/v1/state");
+    assert_eq!(state["loaded"], false, "{state}");
+    assert_eq!(b.admin.call("GET", "/readyz", None).status, 503);
+    let on_b = SocketAddr::from(([127, 0, 0, 2], port));
+    assert!(
+        std::net::TcpStream::connect(on_b).is_err(),
+        "served before it was loaded"
+    );
+
+    // etcd returns: B loads the fleet's state and serves A's endpoint too.
+    etcd.restart();
+    client::wait_until_echo(on_b, sluice_tests::process::WAIT)
+        .expect("B serves the fleet's endpoint once etcd answers");
+    assert_eq!(b.admin.get("/v1/state")["loaded"], true);
+    assert_eq!(b.admin.call("GET", "/readyz", None).status, 200);
 }

@@ -33,6 +33,10 @@ pub const LOAD_WAIT: Duration = Duration::from_secs(5);
 /// How long a write keeps retrying while etcd does not answer (a member lost, a
 /// leader being elected) before it fails with [`StoreError::Unavailable`].
 pub const WRITE_RETRY_FOR: Duration = Duration::from_secs(6);
+/// Audit events kept while etcd is away (the oldest go first beyond that).
+pub const MAX_PENDING_EVENTS: usize = 10_000;
+/// Audit events per transaction when a backlog goes out.
+const EVENTS_PER_TXN: usize = 100;
 /// Longest wait for one attempt of a write.
 const WRITE_ATTEMPT: Duration = Duration::from_secs(2);
 
@@ -69,6 +73,11 @@ enum Guard {
 pub struct EtcdStore {
     link: Link,
     edge_id: String,
+    /// Audit events not yet stored (etcd away), oldest first, at most
+    /// [`MAX_PENDING_EVENTS`].
+    pending_events: std::collections::VecDeque<(String, Vec<u8>)>,
+    /// Events dropped because the queue was full.
+    dropped_events: u64,
 }
 
 impl EtcdStore {
@@ -88,7 +97,23 @@ impl EtcdStore {
         Ok(Self {
             link,
             edge_id: edge_id.to_string(),
+            pending_events: Default::default(),
+            dropped_events: 0,
         })
+    }
+
+    fn queue_event(&mut self, entry: (String, Vec<u8>)) {
+        if self.pending_events.len() >= MAX_PENDING_EVENTS {
+            self.pending_events.pop_front();
+            self.dropped_events += 1;
+            if self.dropped_events.is_power_of_two() {
+                tracing::warn!(
+                    dropped = self.dropped_events,
+                    "etcd away too long: oldest queued audit events dropped"
+                );
+            }
+        }
+        self.pending_events.push_back(entry);
     }
 
     /// Whether the watch is up (changes from other edges arrive).
@@ -146,7 +171,7 @@ impl EtcdStore {
     /// Commits `puts` and `deletes` with `event` if every guard holds; the revision
     /// of the write. `what` names the change for a conflict's message.
     fn commit(
-        &self,
+        &mut self,
         guards: Vec<Guard>,
         puts: Vec<(String, Vec<u8>)>,
         deletes: Vec<String>,
@@ -196,7 +221,32 @@ impl EtcdStore {
         for k in deletes {
             mirror.delete(&k, revision);
         }
+        drop(mirror);
+        self.flush_pending_events();
         Ok(revision)
+    }
+
+    /// Stores the audit events queued while etcd was away (best effort; what fails
+    /// stays queued).
+    fn flush_pending_events(&mut self) {
+        while !self.pending_events.is_empty() && !self.link.shared.is_down() {
+            let n = self.pending_events.len().min(EVENTS_PER_TXN);
+            let ops: Vec<TxnOp> = self
+                .pending_events
+                .iter()
+                .take(n)
+                .map(|(k, v)| TxnOp::put(k.as_str(), v.clone(), None))
+                .collect();
+            let txn = Txn::new().and_then(ops);
+            if self
+                .link
+                .call_within(WRITE_ATTEMPT, move |mut c| async move { c.txn(txn).await })
+                .is_err()
+            {
+                return;
+            }
+            self.pending_events.drain(..n);
+        }
     }
 
     /// Runs `txn`, whose success branch (only) puts `event_key`: the revision it was
@@ -478,6 +528,10 @@ impl Store for EtcdStore {
 
     fn touch_token(&mut self, id: &str, at_ms: i64) -> StoreResult<()> {
         // Outside the mirrored objects: an authentication changes nothing anywhere.
+        // Best effort, and never a wait while etcd is away.
+        if self.link.shared.is_down() {
+            return Ok(());
+        }
         let key = self.keys().token_used(id);
         self.link
             .call(move |mut c| async move { c.put(key, at_ms.to_string(), None).await.map(|_| ()) })
@@ -524,12 +578,52 @@ impl Store for EtcdStore {
     }
 
     fn append_event(&mut self, event: &NewEvent) -> StoreResult<i64> {
-        let (key, value) = self.event_entry(event);
-        let txn = Txn::new().and_then([TxnOp::put(key.as_str(), value, None)]);
-        Ok(self.transact(txn, &key)?.unwrap_or(0))
+        // Events of the data path (sessions, binds) must never wait on etcd: while it is
+        // away they queue here (bounded) and go out with the next event it takes.
+        let entry = self.event_entry(event);
+        if self.link.shared.is_down() {
+            self.queue_event(entry);
+            return Ok(0);
+        }
+        let backlog: Vec<(String, Vec<u8>)> = self.pending_events.drain(..).collect();
+        let ops: Vec<TxnOp> = backlog
+            .iter()
+            .chain(std::iter::once(&entry))
+            .map(|(k, v)| TxnOp::put(k.as_str(), v.clone(), None))
+            .collect();
+        // Oldest first, so ids (create revisions) keep the order events happened in;
+        // etcd caps the operations of one transaction (128 by default).
+        let mut revision = 0;
+        for chunk in ops.chunks(EVENTS_PER_TXN) {
+            let txn = Txn::new().and_then(chunk.to_vec());
+            match self
+                .link
+                .call_within(WRITE_ATTEMPT, move |mut c| async move { c.txn(txn).await })
+            {
+                Ok(resp) => revision = resp.header().map_or(0, |h| h.revision()),
+                Err(e) => {
+                    // Nothing is known to have landed: keep everything (an event put
+                    // twice is the same key twice: one event).
+                    for e in backlog.into_iter().chain(std::iter::once(entry)) {
+                        self.queue_event(e);
+                    }
+                    return match e {
+                        StoreError::Unavailable(_) => Ok(0),
+                        other => Err(other),
+                    };
+                }
+            }
+        }
+        Ok(revision)
     }
 
     fn events(&self, query: &EventQuery) -> StoreResult<Vec<EventRecord>> {
+        if !self.pending_events.is_empty() {
+            tracing::debug!(
+                pending = self.pending_events.len(),
+                "audit events queued while etcd was away are not listed yet"
+            );
+        }
         let prefix = self.keys().events();
         let mut out = Vec::new();
         // Newest first: pages by create revision (the event's id), descending.

@@ -42,6 +42,8 @@ pub(super) struct Shared {
     pub watching: AtomicBool,
     /// Wall-clock ms of the last answer from etcd (0: never).
     pub last_contact_ms: AtomicI64,
+    /// The last request found etcd unreachable, and nothing has answered since.
+    pub down: AtomicBool,
     /// Reports of changes made elsewhere handed to the control plane.
     pub remote_changes: AtomicU64,
     /// Writes refused by a failed revision compare.
@@ -75,6 +77,12 @@ impl Shared {
     fn contact(&self) {
         self.last_contact_ms
             .store(crate::clock::wall_ms(), Ordering::Relaxed);
+        self.down.store(false, Ordering::Relaxed);
+    }
+
+    /// Whether etcd was found unreachable and has not answered since.
+    pub fn is_down(&self) -> bool {
+        self.down.load(Ordering::Relaxed)
     }
 }
 
@@ -99,6 +107,7 @@ impl Link {
             listener: Mutex::new(None),
             watching: AtomicBool::new(false),
             last_contact_ms: AtomicI64::new(0),
+            down: AtomicBool::new(false),
             remote_changes: AtomicU64::new(0),
             write_conflicts: AtomicU64::new(0),
         });
@@ -148,10 +157,19 @@ impl Link {
                 self.shared.contact();
                 Ok(v)
             }
-            Ok(Ok(Err(e))) => Err(classify(e)),
-            Ok(Err(_)) | Err(_) => Err(StoreError::Unavailable(format!(
-                "etcd did not answer within {timeout:?}"
-            ))),
+            Ok(Ok(Err(e))) => {
+                let e = classify(e);
+                if matches!(e, StoreError::Unavailable(_)) {
+                    self.shared.down.store(true, Ordering::Relaxed);
+                }
+                Err(e)
+            }
+            Ok(Err(_)) | Err(_) => {
+                self.shared.down.store(true, Ordering::Relaxed);
+                Err(StoreError::Unavailable(format!(
+                    "etcd did not answer within {timeout:?}"
+                )))
+            }
         }
     }
 }
@@ -222,6 +240,7 @@ async fn run(shared: Arc<Shared>, settings: EtcdSettings, edge: String) {
                     shared.notify(changes);
                 }
                 Err(e) => {
+                    shared.down.store(true, Ordering::Relaxed);
                     if !outage_logged {
                         tracing::warn!(%edge, error = %e, "etcd unreachable: serving the last applied state; retrying");
                         outage_logged = true;
@@ -239,6 +258,7 @@ async fn run(shared: Arc<Shared>, settings: EtcdSettings, edge: String) {
                 reload = true;
             }
             WatchEnd::Lost(e) => {
+                shared.down.store(true, Ordering::Relaxed);
                 if !outage_logged {
                     tracing::warn!(%edge, error = %e, "etcd unreachable: serving the last applied state; retrying");
                     outage_logged = true;
