@@ -84,6 +84,11 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// The edge's control-plane state: move it between SQLite and a fleet's etcd.
+    State {
+        #[command(subcommand)]
+        command: StateCommand,
+    },
     /// Certificates for the agent port (and mTLS clients), from a private CA.
     Certs {
         #[command(subcommand)]
@@ -108,6 +113,33 @@ enum ConfigCommand {
     )]
     Check {
         /// The config file.
+        file: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum StateCommand {
+    /// Write every API-made object (token hashes included) and the audit log of the
+    /// state edge.yml names (state_dir or state.etcd) as one JSON document.
+    #[command(
+        after_help = "Example (SQLite to etcd):\n  sluice state export --config edge-sqlite.yml --out state.json\n  \
+        sluice state import --config edge-etcd.yml state.json"
+    )]
+    Export {
+        /// The edge config naming the state.
+        #[arg(long)]
+        config: PathBuf,
+        /// Write here (created with mode 0600) instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Write an exported state into the state edge.yml names, which must hold no
+    /// objects yet. Running edges of a fleet apply it at once.
+    Import {
+        /// The edge config naming the target state.
+        #[arg(long)]
+        config: PathBuf,
+        /// The exported document.
         file: PathBuf,
     },
 }
@@ -219,6 +251,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::State { command } => {
+            logging::init(cli.log_level.as_deref(), cli.log_format);
+            run_state(command)
+        }
         Command::Config {
             command: ConfigCommand::Check { file },
         } => {
@@ -302,31 +338,13 @@ fn run_edge(
     use sluice_proxy::{
         control_plane::{ControlPlane, StaticEndpoint},
         edge::audit::AuditSink,
-        state::{etcd::EtcdStore, sqlite::SqliteStore, Store},
     };
     let drain_timeout = settings.drain_timeout;
     let admin = settings.admin.clone();
     let users = settings.users.clone();
     let statics = StaticEndpoint::all(&settings.endpoints);
     let restart_only = sluice_proxy::control_plane::restart_only(&settings);
-    let edge_id = settings.edge_id.clone();
-    let store: Box<dyn Store> = match (&settings.etcd, &settings.state_dir) {
-        (Some(etcd), _) => {
-            tracing::info!(edge = %edge_id, endpoints = ?etcd.endpoints, prefix = %etcd.prefix, "state: etcd (shared by the fleet)");
-            Box::new(EtcdStore::connect(etcd.clone(), &edge_id)?)
-        }
-        (None, Some(dir)) => {
-            let store = SqliteStore::open(dir)?;
-            tracing::info!(state_dir = %dir.display(), "state: SQLite");
-            Box::new(store)
-        }
-        (None, None) => {
-            if admin.is_some() {
-                tracing::warn!("state: in memory (set state_dir in edge.yml to keep API changes across restarts)");
-            }
-            Box::new(SqliteStore::in_memory()?)
-        }
-    };
+    let store = sluice_proxy::state::open(&settings, admin.is_some())?;
     let (audit, audit_rx) = AuditSink::channel();
     let edge = edge::start_with_audit(settings, driver, audit)?;
     let config_path = std::fs::canonicalize(config).unwrap_or_else(|_| config.to_path_buf());
@@ -363,6 +381,68 @@ fn run_edge(
     let end = drain::wait(&edge.shared.in_flight, drain_timeout);
     tracing::info!(role = "edge", ?end, "edge stopped");
     Ok(())
+}
+
+/// `sluice state export|import`.
+fn run_state(command: StateCommand) -> anyhow::Result<()> {
+    use sluice_proxy::state::snapshot;
+    match command {
+        StateCommand::Export { config, out } => {
+            let settings = EdgeSettings::load(&config)?;
+            let store = sluice_proxy::state::open(&settings, false)?;
+            anyhow::ensure!(
+                store.status().loaded,
+                "the state is not loaded (etcd does not answer); nothing exported"
+            );
+            let snapshot = snapshot::export(store.as_ref())?;
+            let text = serde_json::to_string_pretty(&snapshot)?;
+            match out {
+                None => println!("{text}"),
+                Some(path) => {
+                    use std::{io::Write, os::unix::fs::OpenOptionsExt};
+                    let mut f = std::fs::OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .mode(0o600)
+                        .open(&path)
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                    f.write_all(text.as_bytes())?;
+                    f.write_all(b"\n")?;
+                }
+            }
+            eprintln!(
+                "exported {} endpoints, {} reserved addresses, {} service users, {} authtokens, {} URL owners, {} events from {}",
+                snapshot.endpoints.len(),
+                snapshot.reserved_addrs.len(),
+                snapshot.service_users.len(),
+                snapshot.authtokens.len(),
+                snapshot.internal_url_owners.len(),
+                snapshot.events.len(),
+                snapshot.source
+            );
+            Ok(())
+        }
+        StateCommand::Import { config, file } => {
+            let settings = EdgeSettings::load(&config)?;
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            let snapshot: snapshot::Snapshot = serde_json::from_str(&text)
+                .map_err(|e| anyhow::anyhow!("{}: not a state export: {e}", file.display()))?;
+            let mut store = sluice_proxy::state::open(&settings, false)?;
+            anyhow::ensure!(
+                store.status().loaded,
+                "the target state is not loaded (etcd does not answer); nothing imported"
+            );
+            let done = snapshot::import(store.as_mut(), snapshot, "cli:state-import")?;
+            eprintln!(
+                "imported {} objects and {} events into {}",
+                done.objects,
+                done.events,
+                store.status().backend
+            );
+            Ok(())
+        }
+    }
 }
 
 /// Drains after the termination signal `sig`: `stop_new_work`, then waits for the

@@ -558,3 +558,125 @@ fn an_edge_started_while_etcd_is_down_serves_its_own_endpoints_then_the_fleet_s(
     assert_eq!(b.admin.get("/v1/state")["loaded"], true);
     assert_eq!(b.admin.call("GET", "/readyz", None).status, 200);
 }
+
+/// Runs `sluice state <args>` to completion; its stderr.
+fn state_command(args: &[&str]) -> String {
+    let out = std::process::Command::new(sluice_tests::process::sluice_bin())
+        .arg("state")
+        .args(args)
+        .output()
+        .expect("run sluice state");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "sluice state {args:?}: {stderr}");
+    stderr
+}
+
+#[test]
+fn a_single_edge_state_moves_into_etcd_and_the_fleet_serves_it() {
+    let fx = Fixture::new();
+    // A lone edge on SQLite, with a user, a token and an endpoint made through its API.
+    let mut lone_yaml = fx
+        .edge_yaml("127.0.0.1:0", &[])
+        .replace("endpoints:\n", "endpoints: []\n");
+    lone_yaml.push_str(&format!(
+        "admin:\n  listen: 127.0.0.1:0\n  api_keys: [\"{}\"]\nstate_dir: state\n",
+        fixture::token_hash(API_KEY)
+    ));
+    let lone_cfg = fx.write("lone.yml", &lone_yaml);
+    let (secret, port) = {
+        let mut lone = Sluice::edge(&lone_cfg, DRIVER);
+        lone.edge_addrs(0);
+        let admin = lone.wait_for_n("admin listener", 1, |v| {
+            v["message"] == "listening" && v["kind"] == "admin"
+        });
+        let admin = Admin::new(admin["addr"].as_str().unwrap().parse().unwrap(), API_KEY);
+        let user = admin.create("/v1/service_users", json!({ "name": "clinic" }));
+        let token = admin.create(
+            &format!(
+                "/v1/service_users/{}/authtokens",
+                user["id"].as_str().unwrap()
+            ),
+            json!({ "description": "db agent" }),
+        );
+        let endpoint = admin.create(
+            "/v1/endpoints",
+            json!({ "url": "tcp://127.0.0.1:0", "traffic_policy": fixture::forward_all(URL) }),
+        );
+        lone.terminate();
+        lone.wait_exit();
+        (
+            token["token"].as_str().unwrap().to_string(),
+            listen_addr(&endpoint).unwrap().port(),
+        )
+    };
+
+    let export = fx.path("state.json");
+    let said = state_command(&[
+        "export",
+        "--config",
+        lone_cfg.to_str().unwrap(),
+        "--out",
+        export.to_str().unwrap(),
+    ]);
+    assert!(
+        said.contains("exported 1 endpoints, 0 reserved addresses, 1 service users, 1 authtokens"),
+        "{said}"
+    );
+
+    let etcd = Etcd::start();
+    let prefix = fresh_prefix();
+    let target = edge_config(&fx, "edge-a", "127.0.0.1", &etcd, &prefix, &[]);
+    let said = state_command(&[
+        "import",
+        "--config",
+        target.to_str().unwrap(),
+        export.to_str().unwrap(),
+    ]);
+    assert!(said.contains("imported 3 objects"), "{said}");
+    // Never twice.
+    let again = std::process::Command::new(sluice_tests::process::sluice_bin())
+        .args([
+            "state",
+            "import",
+            "--config",
+            target.to_str().unwrap(),
+            export.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already holds"));
+
+    // A fleet on the imported state: the token works at B, the endpoint is served
+    // on both addresses.
+    let a = start_edge(&fx, "edge-a", "127.0.0.1", &etcd, &prefix);
+    let b = start_edge(&fx, "edge-b", "127.0.0.2", &etcd, &prefix);
+    let upstream = Echo::start();
+    let _agent_b = agent(&fx, "agent-b.yml", &secret, b.agent_addr, upstream.addr);
+    let _agent_a = agent(&fx, "agent-a.yml", &secret, a.agent_addr, upstream.addr);
+    client::echo_ok(None, SocketAddr::from(([127, 0, 0, 2], port)), b"imported")
+        .expect("B serves the imported endpoint");
+    client::echo_ok(None, SocketAddr::from(([127, 0, 0, 1], port)), b"imported")
+        .expect("A serves the imported endpoint");
+    // The audit log came along, with the import recorded after it.
+    let kinds: Vec<String> = a
+        .admin
+        .get("/v1/events?type=service_user.*,authtoken.*,endpoint.created,endpoint.imported")
+        ["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "endpoint.imported",
+            "authtoken.imported",
+            "service_user.imported",
+            "endpoint.created",
+            "authtoken.created",
+            "service_user.created"
+        ]
+    );
+}

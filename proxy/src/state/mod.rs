@@ -12,6 +12,7 @@
 pub mod etcd;
 mod migrations;
 pub mod records;
+pub mod snapshot;
 pub mod sqlite;
 
 pub use records::*;
@@ -163,4 +164,30 @@ pub fn new_id(prefix: &str) -> String {
     let mut bytes = [0u8; 10];
     rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
     format!("{prefix}{}", hex::encode(bytes))
+}
+
+/// The store an edge's settings name: etcd (`state.etcd`), SQLite (`state_dir`), or
+/// memory. `warn_memory`: say that API changes will not survive a restart.
+pub fn open(
+    settings: &crate::config::edge::EdgeSettings,
+    warn_memory: bool,
+) -> std::io::Result<Box<dyn Store>> {
+    let to_io = |e: StoreError| std::io::Error::other(e.to_string());
+    Ok(match (&settings.etcd, &settings.state_dir) {
+        (Some(etcd), _) => {
+            tracing::info!(edge = %settings.edge_id, endpoints = ?etcd.endpoints, prefix = %etcd.prefix, "state: etcd (shared by the fleet)");
+            Box::new(etcd::EtcdStore::connect(etcd.clone(), &settings.edge_id)?)
+        }
+        (None, Some(dir)) => {
+            let store = sqlite::SqliteStore::open(dir).map_err(to_io)?;
+            tracing::info!(state_dir = %dir.display(), "state: SQLite");
+            Box::new(store)
+        }
+        (None, None) => {
+            if warn_memory {
+                tracing::warn!("state: in memory (set state_dir in edge.yml to keep API changes across restarts)");
+            }
+            Box::new(sqlite::SqliteStore::in_memory().map_err(to_io)?)
+        }
+    })
 }

@@ -142,7 +142,7 @@ impl NewEvent {
 }
 
 /// A stored audit event.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EventRecord {
     /// Increasing id (paging cursor).
     pub id: i64,
