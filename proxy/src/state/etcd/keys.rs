@@ -12,7 +12,7 @@
 //! | `P/objects/index/user_name/<name>` | the id of the user with that name |
 //! | `P/objects/index/reservations` | touched by every reservation change |
 //! | `P/token_used/<id>` | when a token last authenticated (ms) |
-//! | `P/events/<edge>/<at>-<nonce>` | an audit event; its id is its create revision |
+//! | `P/events/<class>/<edge>/<at>-<nonce>` | an audit event (`class`: `routine` or `security`, pruned apart); its id is its create revision |
 //!
 //! Every edge mirrors and watches `P/objects/`; index keys make uniqueness part of the
 //! write's transaction. Events and token use are outside it: they change often and
@@ -79,8 +79,13 @@ impl Keys {
         format!("{}/events/", self.prefix)
     }
 
-    pub fn event(&self, edge: &str, at: i64, nonce: u32) -> String {
-        format!("{}{edge}/{at:013}-{nonce:08x}", self.events())
+    /// Events of one retention class (`routine`, `security`).
+    pub fn event_class(&self, class: &str) -> String {
+        format!("{}{class}/", self.events())
+    }
+
+    pub fn event(&self, class: &str, edge: &str, at: i64, nonce: u32) -> String {
+        format!("{}{edge}/{at:013}-{nonce:08x}", self.event_class(class))
     }
 
     /// What a change of `key` means for the live edge.

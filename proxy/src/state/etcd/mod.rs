@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use etcd_client::{Compare, CompareOp, GetOptions, SortOrder, SortTarget, Txn, TxnOp};
 use serde::{Deserialize, Serialize};
 
+use super::sqlite::{is_security_event, MAX_EVENTS, MAX_SECURITY_EVENTS};
 use super::{
     ChangeListener, EndpointRecord, EventQuery, EventRecord, NewEvent, ReservedAddr, Store,
     StoreError, StoreResult, StoreStatus, TokenRecord, UrlOwnerRecord, UserRecord,
@@ -33,6 +34,14 @@ pub const LOAD_WAIT: Duration = Duration::from_secs(5);
 /// How long a write keeps retrying while etcd does not answer (a member lost, a
 /// leader being elected) before it fails with [`StoreError::Unavailable`].
 pub const WRITE_RETRY_FOR: Duration = Duration::from_secs(6);
+/// Retention classes of the audit log: routine events never push security ones out.
+const ROUTINE: &str = "routine";
+const SECURITY: &str = "security";
+/// Events this edge records between two prunes.
+const PRUNE_EVERY: u32 = 1000;
+/// Most events one prune deletes (the rest go at the next).
+const MAX_PRUNED_AT_ONCE: usize = 10_000;
+
 /// Audit events kept while etcd is away (the oldest go first beyond that).
 pub const MAX_PENDING_EVENTS: usize = 10_000;
 /// Audit events per transaction when a backlog goes out.
@@ -78,6 +87,10 @@ pub struct EtcdStore {
     pending_events: std::collections::VecDeque<(String, Vec<u8>)>,
     /// Events dropped because the queue was full.
     dropped_events: u64,
+    /// Events recorded by this edge since it last pruned the log.
+    events_since_prune: u32,
+    /// Events kept per retention class: routine, security.
+    keep: [usize; 2],
 }
 
 impl EtcdStore {
@@ -99,7 +112,76 @@ impl EtcdStore {
             edge_id: edge_id.to_string(),
             pending_events: Default::default(),
             dropped_events: 0,
+            events_since_prune: 0,
+            keep: [MAX_EVENTS as usize, MAX_SECURITY_EVENTS as usize],
         })
+    }
+
+    /// Keeps at most `routine` routine and `security` security events (tests).
+    pub fn with_retention(mut self, routine: usize, security: usize) -> Self {
+        self.keep = [routine, security];
+        self
+    }
+
+    /// Every [`PRUNE_EVERY`] events this edge records, each retention class is cut
+    /// back to what it keeps, oldest first (every edge prunes the shared log; two
+    /// pruning at once delete the same keys). Best effort.
+    fn prune_events(&mut self) {
+        let every = PRUNE_EVERY.min(self.keep[0] as u32).max(1);
+        if self.events_since_prune < every || self.link.shared.is_down() {
+            return;
+        }
+        self.events_since_prune = 0;
+        for (class, keep) in [(ROUTINE, self.keep[0]), (SECURITY, self.keep[1])] {
+            let prefix = self.keys().event_class(class);
+            let count_key = prefix.clone();
+            let Ok(count) = self.link.call(move |mut c| async move {
+                c.get(
+                    count_key,
+                    Some(GetOptions::new().with_prefix().with_count_only()),
+                )
+                .await
+                .map(|r| r.count())
+            }) else {
+                return;
+            };
+            let excess = (count.max(0) as usize)
+                .saturating_sub(keep)
+                .min(MAX_PRUNED_AT_ONCE);
+            if excess == 0 {
+                continue;
+            }
+            let oldest = self.link.call(move |mut c| async move {
+                c.get(
+                    prefix,
+                    Some(
+                        GetOptions::new()
+                            .with_prefix()
+                            .with_keys_only()
+                            .with_sort(SortTarget::Create, SortOrder::Ascend)
+                            .with_limit(excess as i64),
+                    ),
+                )
+                .await
+            });
+            let Ok(oldest) = oldest else { return };
+            let keys: Vec<Vec<u8>> = oldest.kvs().iter().map(|kv| kv.key().to_vec()).collect();
+            for chunk in keys.chunks(EVENTS_PER_TXN) {
+                let ops: Vec<TxnOp> = chunk
+                    .iter()
+                    .map(|k| TxnOp::delete(k.clone(), None))
+                    .collect();
+                let txn = Txn::new().and_then(ops);
+                if self
+                    .link
+                    .call(move |mut c| async move { c.txn(txn).await })
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            tracing::debug!(class, pruned = keys.len(), "audit events pruned");
+        }
     }
 
     fn queue_event(&mut self, entry: (String, Vec<u8>)) {
@@ -153,7 +235,8 @@ impl EtcdStore {
     }
 
     /// The key and value of `event` (a fresh key each call).
-    fn event_entry(&self, event: &NewEvent) -> (String, Vec<u8>) {
+    fn event_entry(&mut self, event: &NewEvent) -> (String, Vec<u8>) {
+        self.events_since_prune += 1;
         let stored = StoredEvent {
             at: event.at,
             kind: event.kind.clone(),
@@ -162,8 +245,14 @@ impl EtcdStore {
             detail: event.detail.clone(),
             edge: self.edge_id.clone(),
         };
+        let class = if is_security_event(&event.kind) {
+            SECURITY
+        } else {
+            ROUTINE
+        };
         (
-            self.keys().event(&self.edge_id, event.at, rand::random()),
+            self.keys()
+                .event(class, &self.edge_id, event.at, rand::random()),
             json(&stored),
         )
     }
@@ -204,7 +293,24 @@ impl EtcdStore {
         let (event_key, event_value) = self.event_entry(event);
         ops.push(TxnOp::put(event_key.as_str(), event_value, None));
         let txn = Txn::new().when(compares).and_then(ops);
-        let Some(revision) = self.transact(txn, &event_key)? else {
+        self.link.shared.expect_own(&puts, &deletes);
+        let outcome = self.transact(txn, &event_key);
+        // The mirror has the write (below) before it forgets it was this edge's.
+        let outcome = match outcome {
+            Ok(Some(revision)) => {
+                let mut mirror = self.link.shared.mirror();
+                for (k, v) in &puts {
+                    mirror.put(k, v.clone(), revision);
+                }
+                for k in &deletes {
+                    mirror.delete(k, revision);
+                }
+                Ok(Some(revision))
+            }
+            other => other,
+        };
+        self.link.shared.forget_own(&puts, &deletes);
+        let Some(revision) = outcome? else {
             self.link
                 .shared
                 .write_conflicts
@@ -214,15 +320,8 @@ impl EtcdStore {
                  name is taken there); nothing was written — read it again and retry"
             )));
         };
-        let mut mirror = self.link.shared.mirror();
-        for (k, v) in puts {
-            mirror.put(&k, v, revision);
-        }
-        for k in deletes {
-            mirror.delete(&k, revision);
-        }
-        drop(mirror);
         self.flush_pending_events();
+        self.prune_events();
         Ok(revision)
     }
 
@@ -302,7 +401,7 @@ impl EtcdStore {
 
     /// Records `event` alone, or with `puts` if `compare` holds; whether it held.
     fn conditional(
-        &self,
+        &mut self,
         compare: Compare,
         puts: Vec<(String, Vec<u8>)>,
         event: &NewEvent,
@@ -322,18 +421,34 @@ impl EtcdStore {
         ]);
         // The failure branch's marker has no place among events: it is read back only
         // here, then removed.
-        let held = self.transact(txn, &event_key)?;
+        self.link.shared.expect_own(&puts, &[]);
+        let held = self.transact(txn, &event_key);
+        let held = match held {
+            Ok(held) => held,
+            Err(e) => {
+                self.link.shared.forget_own(&puts, &[]);
+                return Err(e);
+            }
+        };
         let refused = match held {
             None => true,
             // An attempt whose answer was lost: the marker says which branch ran.
             Some(_) => {
                 let marker_key = marker.clone();
-                self.link
-                    .call(move |mut c| async move { c.get(marker_key, None).await })
-                    .map(|r| !r.kvs().is_empty())?
+                let read = self
+                    .link
+                    .call(move |mut c| async move { c.get(marker_key, None).await });
+                match read {
+                    Ok(r) => !r.kvs().is_empty(),
+                    Err(e) => {
+                        self.link.shared.forget_own(&puts, &[]);
+                        return Err(e);
+                    }
+                }
             }
         };
         if refused {
+            self.link.shared.forget_own(&puts, &[]);
             let _ = self
                 .link
                 .call(move |mut c| async move { c.delete(marker, None).await.map(|_| ()) });
@@ -341,9 +456,11 @@ impl EtcdStore {
         }
         let revision = held.unwrap_or_default();
         let mut mirror = self.link.shared.mirror();
-        for (k, v) in puts {
-            mirror.put(&k, v, revision);
+        for (k, v) in &puts {
+            mirror.put(k, v.clone(), revision);
         }
+        drop(mirror);
+        self.link.shared.forget_own(&puts, &[]);
         Ok(true)
     }
 }
@@ -614,6 +731,7 @@ impl Store for EtcdStore {
                 }
             }
         }
+        self.prune_events();
         Ok(revision)
     }
 

@@ -48,6 +48,10 @@ pub(super) struct Shared {
     pub remote_changes: AtomicU64,
     /// Writes refused by a failed revision compare.
     pub write_conflicts: AtomicU64,
+    /// What this edge's writes in flight put (Some) or delete (None), by key: the
+    /// watch may deliver them before their answer, and they are not changes made
+    /// elsewhere.
+    own_writes: Mutex<std::collections::HashMap<String, Option<Vec<u8>>>>,
 }
 
 impl Shared {
@@ -80,6 +84,33 @@ impl Shared {
         self.down.store(false, Ordering::Relaxed);
     }
 
+    /// Notes the puts and deletes of a write about to be sent.
+    pub fn expect_own(&self, puts: &[(String, Vec<u8>)], deletes: &[String]) {
+        let mut own = self.own_writes.lock().unwrap_or_else(|p| p.into_inner());
+        for (k, v) in puts {
+            own.insert(k.clone(), Some(v.clone()));
+        }
+        for k in deletes {
+            own.insert(k.clone(), None);
+        }
+    }
+
+    /// Forgets them once the write has its answer (the mirror has them then).
+    pub fn forget_own(&self, puts: &[(String, Vec<u8>)], deletes: &[String]) {
+        let mut own = self.own_writes.lock().unwrap_or_else(|p| p.into_inner());
+        for (k, _) in puts {
+            own.remove(k);
+        }
+        for k in deletes {
+            own.remove(k);
+        }
+    }
+
+    fn is_own(&self, key: &str, value: Option<&[u8]>) -> bool {
+        let own = self.own_writes.lock().unwrap_or_else(|p| p.into_inner());
+        own.get(key).is_some_and(|v| v.as_deref() == value)
+    }
+
     /// Whether etcd was found unreachable and has not answered since.
     pub fn is_down(&self) -> bool {
         self.down.load(Ordering::Relaxed)
@@ -110,6 +141,7 @@ impl Link {
             down: AtomicBool::new(false),
             remote_changes: AtomicU64::new(0),
             write_conflicts: AtomicU64::new(0),
+            own_writes: Mutex::new(Default::default()),
         });
         let thread_shared = shared.clone();
         let edge = edge_id.to_string();
@@ -344,11 +376,14 @@ async fn watch(client: &Client, shared: &Shared, start: i64) -> WatchEnd {
             let key = String::from_utf8_lossy(kv.key());
             let revision = kv.mod_revision();
             last = last.max(revision);
-            let changed = match event.event_type() {
-                EventType::Put => mirror.put(&key, kv.value().to_vec(), revision),
-                EventType::Delete => mirror.delete(&key, revision),
+            let (changed, value) = match event.event_type() {
+                EventType::Put => (
+                    mirror.put(&key, kv.value().to_vec(), revision),
+                    Some(kv.value()),
+                ),
+                EventType::Delete => (mirror.delete(&key, revision), None),
             };
-            if changed {
+            if changed && !shared.is_own(&key, value) {
                 changes.merge(shared.keys.changes_of(&key));
             }
         }
