@@ -223,8 +223,21 @@ fn a_token_made_through_one_edge_works_on_the_other_and_its_revocation_ends_the_
         token_id.as_str(),
         "{sessions}"
     );
+    // A stream flowing through B into that session.
+    let created = a.admin.create(
+        "/v1/endpoints",
+        json!({ "url": "tcp://127.0.0.1:0", "traffic_policy": fixture::forward_all(URL) }),
+    );
+    let on_b = SocketAddr::from(([127, 0, 0, 2], listen_addr(&created).unwrap().port()));
+    client::wait_until_echo(on_b, PROPAGATION).expect("B serves the endpoint");
+    let mut flowing = client::connect_from(None, on_b).unwrap();
+    assert!(client::echoes(
+        &mut flowing,
+        b"before\n",
+        client::IO_TIMEOUT
+    ));
 
-    // Revoked through A: B ends the session.
+    // Revoked through A: B ends the session and cuts the stream.
     let revoked = a.admin.call(
         "DELETE",
         &format!("/v1/service_users/{user_id}/authtokens/{token_id}"),
@@ -241,6 +254,10 @@ fn a_token_made_through_one_edge_works_on_the_other_and_its_revocation_ends_the_
     eprintln!(
         "revoked through A, session on B ended after {:?}",
         revoked_at.elapsed()
+    );
+    assert!(
+        client::reset_within(&mut flowing, PROPAGATION),
+        "the stream through B outlived the revocation"
     );
     // The agent was told why, and B refuses the token from then on.
     agent.wait_for_n("the session's end, with its reason", 1, |v| {
