@@ -10,6 +10,7 @@
 //! two edges at once never lose an update. While etcd cannot be reached writes fail
 //! with [`StoreError::Unavailable`] (503) and reads answer from the mirror.
 
+mod backlog;
 mod keys;
 mod mirror;
 mod session;
@@ -42,10 +43,8 @@ const PRUNE_EVERY: u32 = 1000;
 /// Most events one prune deletes (the rest go at the next).
 const MAX_PRUNED_AT_ONCE: usize = 10_000;
 
-/// Audit events kept while etcd is away (the oldest go first beyond that).
-pub const MAX_PENDING_EVENTS: usize = 10_000;
 /// Audit events per transaction when a backlog goes out.
-const EVENTS_PER_TXN: usize = 100;
+pub(super) const EVENTS_PER_TXN: usize = 100;
 /// Longest wait for one attempt of a write.
 const WRITE_ATTEMPT: Duration = Duration::from_secs(2);
 
@@ -82,11 +81,6 @@ enum Guard {
 pub struct EtcdStore {
     link: Link,
     edge_id: String,
-    /// Audit events not yet stored (etcd away), oldest first, at most
-    /// [`MAX_PENDING_EVENTS`].
-    pending_events: std::collections::VecDeque<(String, Vec<u8>)>,
-    /// Events dropped because the queue was full.
-    dropped_events: u64,
     /// Events recorded by this edge since it last pruned the log.
     events_since_prune: u32,
     /// Events kept per retention class: routine, security.
@@ -110,8 +104,6 @@ impl EtcdStore {
         Ok(Self {
             link,
             edge_id: edge_id.to_string(),
-            pending_events: Default::default(),
-            dropped_events: 0,
             events_since_prune: 0,
             keep: [MAX_EVENTS as usize, MAX_SECURITY_EVENTS as usize],
         })
@@ -182,20 +174,6 @@ impl EtcdStore {
             }
             tracing::debug!(class, pruned = keys.len(), "audit events pruned");
         }
-    }
-
-    fn queue_event(&mut self, entry: (String, Vec<u8>)) {
-        if self.pending_events.len() >= MAX_PENDING_EVENTS {
-            self.pending_events.pop_front();
-            self.dropped_events += 1;
-            if self.dropped_events.is_power_of_two() {
-                tracing::warn!(
-                    dropped = self.dropped_events,
-                    "etcd away too long: oldest queued audit events dropped"
-                );
-            }
-        }
-        self.pending_events.push_back(entry);
     }
 
     /// Whether the watch is up (changes from other edges arrive).
@@ -320,31 +298,37 @@ impl EtcdStore {
                  name is taken there); nothing was written — read it again and retry"
             )));
         };
-        self.flush_pending_events();
+        if !self.link.shared.is_down() {
+            let _ = self.flush_backlog();
+        }
         self.prune_events();
         Ok(revision)
     }
 
-    /// Stores the audit events queued while etcd was away (best effort; what fails
-    /// stays queued).
-    fn flush_pending_events(&mut self) {
-        while !self.pending_events.is_empty() && !self.link.shared.is_down() {
-            let n = self.pending_events.len().min(EVENTS_PER_TXN);
-            let ops: Vec<TxnOp> = self
-                .pending_events
+    /// Sends the queued audit events, oldest first; the revision of the last batch,
+    /// or the error that stopped it (what was not sent stays queued).
+    fn flush_backlog(&self) -> StoreResult<i64> {
+        let mut revision = 0;
+        loop {
+            let batch = self.link.shared.backlog.take(EVENTS_PER_TXN);
+            if batch.is_empty() {
+                return Ok(revision);
+            }
+            let ops: Vec<TxnOp> = batch
                 .iter()
-                .take(n)
                 .map(|(k, v)| TxnOp::put(k.as_str(), v.clone(), None))
                 .collect();
             let txn = Txn::new().and_then(ops);
-            if self
+            match self
                 .link
                 .call_within(WRITE_ATTEMPT, move |mut c| async move { c.txn(txn).await })
-                .is_err()
             {
-                return;
+                Ok(resp) => revision = resp.header().map_or(0, |h| h.revision()),
+                Err(e) => {
+                    self.link.shared.backlog.put_back(batch);
+                    return Err(e);
+                }
             }
-            self.pending_events.drain(..n);
         }
     }
 
@@ -696,49 +680,27 @@ impl Store for EtcdStore {
 
     fn append_event(&mut self, event: &NewEvent) -> StoreResult<i64> {
         // Events of the data path (sessions, binds) must never wait on etcd: while it is
-        // away they queue here (bounded) and go out with the next event it takes.
+        // away they stay queued (see `backlog`).
         let entry = self.event_entry(event);
+        self.link.shared.backlog.push(entry);
         if self.link.shared.is_down() {
-            self.queue_event(entry);
             return Ok(0);
         }
-        let backlog: Vec<(String, Vec<u8>)> = self.pending_events.drain(..).collect();
-        let ops: Vec<TxnOp> = backlog
-            .iter()
-            .chain(std::iter::once(&entry))
-            .map(|(k, v)| TxnOp::put(k.as_str(), v.clone(), None))
-            .collect();
-        // Oldest first, so ids (create revisions) keep the order events happened in;
-        // etcd caps the operations of one transaction (128 by default).
-        let mut revision = 0;
-        for chunk in ops.chunks(EVENTS_PER_TXN) {
-            let txn = Txn::new().and_then(chunk.to_vec());
-            match self
-                .link
-                .call_within(WRITE_ATTEMPT, move |mut c| async move { c.txn(txn).await })
-            {
-                Ok(resp) => revision = resp.header().map_or(0, |h| h.revision()),
-                Err(e) => {
-                    // Nothing is known to have landed: keep everything (an event put
-                    // twice is the same key twice: one event).
-                    for e in backlog.into_iter().chain(std::iter::once(entry)) {
-                        self.queue_event(e);
-                    }
-                    return match e {
-                        StoreError::Unavailable(_) => Ok(0),
-                        other => Err(other),
-                    };
-                }
+        match self.flush_backlog() {
+            Ok(revision) => {
+                self.prune_events();
+                Ok(revision)
             }
+            Err(StoreError::Unavailable(_)) => Ok(0),
+            Err(e) => Err(e),
         }
-        self.prune_events();
-        Ok(revision)
     }
 
     fn events(&self, query: &EventQuery) -> StoreResult<Vec<EventRecord>> {
-        if !self.pending_events.is_empty() {
+        let pending = self.link.shared.backlog.len();
+        if pending > 0 {
             tracing::debug!(
-                pending = self.pending_events.len(),
+                pending,
                 "audit events queued while etcd was away are not listed yet"
             );
         }

@@ -20,7 +20,7 @@ use etcd_client::{
     Certificate, Client, ConnectOptions, EventType, GetOptions, Identity, TlsOptions, WatchOptions,
 };
 
-use super::{super::StoreError, keys::Keys, mirror::Mirror};
+use super::{super::StoreError, backlog::Backlog, keys::Keys, mirror::Mirror};
 use crate::{
     config::fleet::EtcdSettings,
     state::{ChangeListener, Changes},
@@ -52,6 +52,8 @@ pub(super) struct Shared {
     /// watch may deliver them before their answer, and they are not changes made
     /// elsewhere.
     own_writes: Mutex<std::collections::HashMap<String, Option<Vec<u8>>>>,
+    /// Audit events waiting for etcd.
+    pub backlog: Backlog,
 }
 
 impl Shared {
@@ -142,6 +144,7 @@ impl Link {
             remote_changes: AtomicU64::new(0),
             write_conflicts: AtomicU64::new(0),
             own_writes: Mutex::new(Default::default()),
+            backlog: Backlog::default(),
         });
         let thread_shared = shared.clone();
         let edge = edge_id.to_string();
@@ -333,6 +336,36 @@ async fn load(
     Ok((revision, changes, objects))
 }
 
+/// Sends the audit events queued while etcd was away, now that it answers again.
+async fn flush_backlog(client: &Client, shared: &Shared) {
+    let mut kv = client.kv_client();
+    let mut sent = 0;
+    loop {
+        let batch = shared.backlog.take(super::EVENTS_PER_TXN);
+        if batch.is_empty() {
+            break;
+        }
+        let ops: Vec<etcd_client::TxnOp> = batch
+            .iter()
+            .map(|(k, v)| etcd_client::TxnOp::put(k.as_str(), v.clone(), None))
+            .collect();
+        let txn = etcd_client::Txn::new().and_then(ops);
+        match tokio::time::timeout(CALL_TIMEOUT, kv.txn(txn)).await {
+            Ok(Ok(_)) => sent += batch.len(),
+            _ => {
+                shared.backlog.put_back(batch);
+                break;
+            }
+        }
+    }
+    if sent > 0 {
+        tracing::info!(
+            events = sent,
+            "audit events queued while etcd was away stored"
+        );
+    }
+}
+
 enum WatchEnd {
     /// The start revision is gone; reload.
     Compacted(i64),
@@ -355,6 +388,7 @@ async fn watch(client: &Client, shared: &Shared, start: i64) -> WatchEnd {
         Err(e) => return WatchEnd::Lost(e.to_string()),
     };
     shared.watching.store(true, Ordering::Relaxed);
+    flush_backlog(client, shared).await;
     let end = loop {
         let resp = match stream.message().await {
             Ok(Some(r)) => r,
