@@ -46,7 +46,7 @@ const MAX_PRUNED_AT_ONCE: usize = 10_000;
 /// Audit events per transaction when a backlog goes out.
 pub(super) const EVENTS_PER_TXN: usize = 100;
 /// Longest wait for one attempt of a write.
-const WRITE_ATTEMPT: Duration = Duration::from_secs(2);
+const WRITE_ATTEMPT: Duration = Duration::from_secs(1);
 
 /// Events fetched per etcd request while filtering audit events.
 const EVENT_PAGE: i64 = 500;
