@@ -337,6 +337,12 @@ fn with_etcd_down_connections_flow_writes_get_503_and_the_fleet_converges_after(
     assert_eq!(state["backend"], "etcd", "{state}");
     assert_eq!(state["following"], true, "{state}");
     assert!(state["remote_changes"].as_u64().unwrap() >= 1, "{state}");
+    assert!(state["revision"].as_i64().unwrap() > 0, "{state}");
+    wait_until(
+        "B has applied every change it has seen",
+        PROPAGATION,
+        || b.admin.get("/v1/state")["lag_revisions"] == 0,
+    );
 
     etcd.kill();
     // B notices (its watch ends) and says so; it stays ready: the data path needs

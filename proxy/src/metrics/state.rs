@@ -37,6 +37,12 @@ pub fn render(view: &StateView) -> String {
         "The shared store's revision this edge has applied (0 for a local store).",
     )
     .sample("sluice_edge_state_revision", &[], s.revision);
+    e.family(
+        "sluice_edge_state_lag_revisions",
+        "gauge",
+        "Revisions the shared store has shown beyond the one applied here: changes not yet applied (watch lag).",
+    )
+    .sample("sluice_edge_state_lag_revisions", &[], s.lag_revisions);
     if let Some(age) = s.last_contact_age_ms {
         e.family(
             "sluice_edge_state_contact_age_seconds",

@@ -75,6 +75,9 @@ pub struct StoreStatus {
     pub following: bool,
     /// The shared store's revision this edge has applied (0 for a local store).
     pub revision: i64,
+    /// How many revisions the newest answer of the shared store showed beyond the
+    /// applied one: changes written but not yet applied here (0 for a local store).
+    pub lag_revisions: i64,
     /// Milliseconds since the shared store last answered (None: local, or never).
     pub last_contact_age_ms: Option<i64>,
     /// Changes made elsewhere applied since start.
@@ -91,6 +94,7 @@ impl StoreStatus {
             loaded: true,
             following: true,
             revision: 0,
+            lag_revisions: 0,
             last_contact_age_ms: None,
             remote_changes: 0,
             write_conflicts: 0,

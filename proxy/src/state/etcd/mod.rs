@@ -348,7 +348,9 @@ impl EtcdStore {
                 move |mut c| async move { c.txn(attempt).await },
             ) {
                 Ok(resp) if resp.succeeded() => {
-                    return Ok(Some(resp.header().map_or(0, |h| h.revision())));
+                    let revision = resp.header().map_or(0, |h| h.revision());
+                    self.link.shared.saw_revision(revision);
+                    return Ok(Some(revision));
                 }
                 // Compares failed: unless an earlier attempt of this very write landed
                 // meanwhile, someone else's change came first.
@@ -763,6 +765,7 @@ impl Store for EtcdStore {
             loaded,
             following: self.watching(),
             revision,
+            lag_revisions: (shared.etcd_revision.load(Relaxed) - revision).max(0),
             last_contact_age_ms: (last > 0).then(|| (crate::clock::wall_ms() - last).max(0)),
             remote_changes: shared.remote_changes.load(Relaxed),
             write_conflicts: shared.write_conflicts.load(Relaxed),

@@ -46,6 +46,9 @@ pub(super) struct Shared {
     pub down: AtomicBool,
     /// Reports of changes made elsewhere handed to the control plane.
     pub remote_changes: AtomicU64,
+    /// The newest etcd revision any answer has shown (the watch's lag is the distance
+    /// from the mirror's revision to this).
+    pub etcd_revision: AtomicI64,
     /// Writes refused by a failed revision compare.
     pub write_conflicts: AtomicU64,
     /// What this edge's writes in flight put (Some) or delete (None), by key: the
@@ -113,6 +116,11 @@ impl Shared {
         own.get(key).is_some_and(|v| v.as_deref() == value)
     }
 
+    /// Notes a revision an answer of etcd showed.
+    pub fn saw_revision(&self, revision: i64) {
+        self.etcd_revision.fetch_max(revision, Ordering::Relaxed);
+    }
+
     /// Whether etcd was found unreachable and has not answered since.
     pub fn is_down(&self) -> bool {
         self.down.load(Ordering::Relaxed)
@@ -142,6 +150,7 @@ impl Link {
             last_contact_ms: AtomicI64::new(0),
             down: AtomicBool::new(false),
             remote_changes: AtomicU64::new(0),
+            etcd_revision: AtomicI64::new(0),
             write_conflicts: AtomicU64::new(0),
             own_writes: Mutex::new(Default::default()),
             backlog: Backlog::default(),
@@ -320,6 +329,7 @@ async fn load(
     .map_err(|_| etcd_client::Error::WatchError("load timed out".into()))??;
     shared.contact();
     let revision = resp.header().map_or(0, |h| h.revision());
+    shared.saw_revision(revision);
     let kvs: Vec<(String, Vec<u8>, i64)> = resp
         .kvs()
         .iter()
@@ -422,6 +432,7 @@ async fn watch(client: &Client, shared: &Shared, start: i64) -> WatchEnd {
             }
         }
         let header = resp.header().map_or(0, |h| h.revision());
+        shared.saw_revision(header);
         // A progress notification (no events) says every change up to the header's
         // revision was delivered.
         // (The response that confirms the watch also has none, but older events may
