@@ -26,6 +26,8 @@ struct Member {
 pub struct Etcd {
     members: Vec<Member>,
     initial_cluster: String,
+    /// More command-line flags for every member.
+    extra: Vec<String>,
 }
 
 impl Etcd {
@@ -37,6 +39,11 @@ impl Etcd {
     /// Starts a cluster of `n` members on 127.0.0.1 and waits until each answers
     /// `/health` (the cluster has a leader).
     pub fn start_cluster(n: u16) -> Etcd {
+        Etcd::start_with(n, &[])
+    }
+
+    /// [`Etcd::start_cluster`] with more flags for every member (`--auth-token-ttl 2`).
+    pub fn start_with(n: u16, extra: &[&str]) -> Etcd {
         assert!(
             std::path::Path::new(ETCD).exists(),
             "{ETCD} is missing: run the suite with `bash tests/run.sh`, which installs etcd-server"
@@ -64,6 +71,7 @@ impl Etcd {
             let mut etcd = Etcd {
                 members,
                 initial_cluster,
+                extra: extra.iter().map(|s| s.to_string()).collect(),
             };
             for i in 0..etcd.members.len() {
                 etcd.spawn(i);
@@ -100,6 +108,7 @@ impl Etcd {
                 "--log-level",
                 "error",
             ])
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -184,6 +193,27 @@ impl Etcd {
             }
             assert!(Instant::now() < deadline, "no etcd member names a leader");
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Turns on etcd's authentication with `user` as its root (etcd's JSON gateway on
+    /// the first member): from then on every request needs a token.
+    pub fn enable_auth(&self, user: &str, password: &str) {
+        let client = self.members[0].client;
+        for (path, body) in [
+            ("/v3/auth/role/add", r#"{"name":"root"}"#.to_string()),
+            (
+                "/v3/auth/user/add",
+                format!(r#"{{"name":"{user}","password":"{password}"}}"#),
+            ),
+            (
+                "/v3/auth/user/grant",
+                format!(r#"{{"user":"{user}","role":"root"}}"#),
+            ),
+            ("/v3/auth/enable", "{}".to_string()),
+        ] {
+            let answer = post(client, path, &body).unwrap_or_default();
+            assert!(answer.starts_with("HTTP/1.1 200"), "etcd {path}: {answer}");
         }
     }
 

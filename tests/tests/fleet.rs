@@ -709,3 +709,73 @@ fn a_single_edge_state_moves_into_etcd_and_the_fleet_serves_it() {
         ]
     );
 }
+
+#[test]
+fn an_etcd_with_authentication_and_short_lived_tokens_serves_the_fleet() {
+    // etcd's own users: the edges log in, and their tokens expire every 2 s.
+    let etcd = Etcd::start_with(1, &["--auth-token", "simple", "--auth-token-ttl", "2"]);
+    etcd.enable_auth("root", "fleet-secret");
+    let fx = Fixture::new();
+    fx.write("etcd.password", "fleet-secret\n");
+    let prefix = fresh_prefix();
+    let with_user = |name: &str, ip: &str| {
+        let cfg = edge_config(&fx, name, ip, &etcd, &prefix, &[]);
+        let mut yaml = std::fs::read_to_string(&cfg).unwrap();
+        yaml.push_str("    username: root\n    password_file: etcd.password\n");
+        std::fs::write(&cfg, yaml).unwrap();
+        let mut process = Sluice::edge(&cfg, DRIVER);
+        let (agent_addr, _) = process.edge_addrs(0);
+        let admin = process.wait_for_n("admin listener", 1, |v| {
+            v["message"] == "listening" && v["kind"] == "admin"
+        });
+        Edge {
+            admin: Admin::new(admin["addr"].as_str().unwrap().parse().unwrap(), API_KEY),
+            agent_addr,
+            process,
+        }
+    };
+    let a = with_user("edge-a", "127.0.0.1");
+    let b = with_user("edge-b", "127.0.0.2");
+    let upstream = Echo::start();
+    let _agent = agent(&fx, "agent-b.yml", &fx.token, b.agent_addr, upstream.addr);
+    let created = a.admin.create(
+        "/v1/endpoints",
+        json!({ "url": "tcp://127.0.0.1:0", "traffic_policy": fixture::forward_all(URL) }),
+    );
+    let on_b = SocketAddr::from(([127, 0, 0, 2], listen_addr(&created).unwrap().port()));
+    client::wait_until_echo(on_b, PROPAGATION).expect("B serves the endpoint");
+
+    // A token expires 2 s after its last use: after a quiet spell longer than that,
+    // writes through both edges still land (the edges log in again), and B's watch
+    // keeps delivering A's changes.
+    let mut written = 0;
+    for round in 0..2 {
+        if round > 0 {
+            let quiet = Instant::now() + Duration::from_secs(3);
+            // Nothing to wait for but the token's lifetime passing.
+            std::thread::sleep(quiet - Instant::now());
+        }
+        for edge in [&a, &b] {
+            let answer = edge.admin.call(
+                "POST",
+                "/v1/service_users",
+                Some(json!({ "name": format!("auth-{written}") })),
+            );
+            assert_eq!(
+                answer.status, 201,
+                "write {written} (round {round}): {}",
+                answer.text
+            );
+            written += 1;
+        }
+    }
+    wait_until("B lists every user", PROPAGATION, || {
+        b.admin.get("/v1/service_users?limit=1000")["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|u| u["name"].as_str().is_some_and(|n| n.starts_with("auth-")))
+            .count()
+            == written
+    });
+}

@@ -245,7 +245,12 @@ fn options(settings: &EtcdSettings) -> ConnectOptions {
         .with_keep_alive(Duration::from_secs(5), Duration::from_secs(3))
         .with_keep_alive_while_idle(true);
     if let Some((user, password)) = &settings.user {
-        o = o.with_user(user.clone(), password.clone());
+        // etcd's auth tokens expire (simple tokens 5 min after their last use): fetch a
+        // new one when a request meets an expired one, rather than failing every write
+        // after a quiet spell.
+        o = o
+            .with_user(user.clone(), password.clone())
+            .with_auto_token_refresh(true);
     }
     if let Some(tls) = &settings.tls {
         let mut t = TlsOptions::new().ca_certificate(Certificate::from_pem(&tls.ca_pem));
