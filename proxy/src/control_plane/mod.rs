@@ -151,8 +151,9 @@ impl ControlPlane {
     /// on the data path, so it does not take the edge out of a balancer's rotation.
     pub fn ready(&self) -> bool {
         let store = self.store();
-        match store.status().backend {
-            "etcd" => store.status().loaded,
+        let status = store.status();
+        match status.backend {
+            "etcd" => status.loaded,
             _ => store
                 .events(&EventQuery {
                     limit: 1,

@@ -65,46 +65,35 @@ impl Mirror {
 
     /// Applies a put seen at `revision`; whether it changed anything.
     pub fn put(&mut self, key: &str, value: Vec<u8>, revision: i64) -> bool {
-        match self.entries.get_mut(key) {
-            Some(e) if e.mod_revision >= revision => false,
-            Some(e) => {
-                let changed = e.value.as_deref() != Some(value.as_slice());
-                e.value = Some(value);
-                e.mod_revision = revision;
-                changed
-            }
-            None => {
-                self.entries.insert(
-                    key.to_string(),
-                    Entry {
-                        value: Some(value),
-                        mod_revision: revision,
-                    },
-                );
-                true
-            }
-        }
+        self.set(key, Some(value), revision)
     }
 
     /// Applies a deletion seen at `revision`; whether it changed anything.
     pub fn delete(&mut self, key: &str, revision: i64) -> bool {
+        self.set(key, None, revision)
+    }
+
+    /// `key` becomes `value` (None: deleted) unless a change at `revision` or later
+    /// is already applied; whether what the key holds changed.
+    fn set(&mut self, key: &str, value: Option<Vec<u8>>, revision: i64) -> bool {
         match self.entries.get_mut(key) {
             Some(e) if e.mod_revision >= revision => false,
             Some(e) => {
-                let changed = e.value.is_some();
-                e.value = None;
+                let changed = e.value != value;
+                e.value = value;
                 e.mod_revision = revision;
                 changed
             }
             None => {
+                let changed = value.is_some();
                 self.entries.insert(
                     key.to_string(),
                     Entry {
-                        value: None,
+                        value,
                         mod_revision: revision,
                     },
                 );
-                false
+                changed
             }
         }
     }

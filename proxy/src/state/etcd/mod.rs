@@ -273,20 +273,9 @@ impl EtcdStore {
         let txn = Txn::new().when(compares).and_then(ops);
         self.link.shared.expect_own(&puts, &deletes);
         let outcome = self.transact(txn, &event_key);
-        // The mirror has the write (below) before it forgets it was this edge's.
-        let outcome = match outcome {
-            Ok(Some(revision)) => {
-                let mut mirror = self.link.shared.mirror();
-                for (k, v) in &puts {
-                    mirror.put(k, v.clone(), revision);
-                }
-                for k in &deletes {
-                    mirror.delete(k, revision);
-                }
-                Ok(Some(revision))
-            }
-            other => other,
-        };
+        if let Ok(Some(revision)) = outcome {
+            self.applied_own(&puts, &deletes, revision);
+        }
         self.link.shared.forget_own(&puts, &deletes);
         let Some(revision) = outcome? else {
             self.link
@@ -305,30 +294,23 @@ impl EtcdStore {
         Ok(revision)
     }
 
-    /// Sends the queued audit events, oldest first; the revision of the last batch,
-    /// or the error that stopped it (what was not sent stays queued).
+    /// Sends the queued audit events ([`session::send_backlog`]); the revision of the
+    /// last batch, or the error that stopped it (what was not sent stays queued).
     fn flush_backlog(&self) -> StoreResult<i64> {
-        let mut revision = 0;
-        loop {
-            let batch = self.link.shared.backlog.take(EVENTS_PER_TXN);
-            if batch.is_empty() {
-                return Ok(revision);
-            }
-            let ops: Vec<TxnOp> = batch
-                .iter()
-                .map(|(k, v)| TxnOp::put(k.as_str(), v.clone(), None))
-                .collect();
-            let txn = Txn::new().and_then(ops);
-            match self
-                .link
-                .call_within(WRITE_ATTEMPT, move |mut c| async move { c.txn(txn).await })
-            {
-                Ok(resp) => revision = resp.header().map_or(0, |h| h.revision()),
-                Err(e) => {
-                    self.link.shared.backlog.put_back(batch);
-                    return Err(e);
-                }
-            }
+        let shared = self.link.shared.clone();
+        self.link
+            .call(move |c| async move { session::send_backlog(c, &shared).await })
+    }
+
+    /// Puts this edge's landed write into the mirror (before it forgets the write was
+    /// its own, so the watch's copy of it is never taken for a change made elsewhere).
+    fn applied_own(&self, puts: &[(String, Vec<u8>)], deletes: &[String], revision: i64) {
+        let mut mirror = self.link.shared.mirror();
+        for (k, v) in puts {
+            mirror.put(k, v.clone(), revision);
+        }
+        for k in deletes {
+            mirror.delete(k, revision);
         }
     }
 
@@ -440,12 +422,7 @@ impl EtcdStore {
                 .call(move |mut c| async move { c.delete(marker, None).await.map(|_| ()) });
             return Ok(false);
         }
-        let revision = held.unwrap_or_default();
-        let mut mirror = self.link.shared.mirror();
-        for (k, v) in &puts {
-            mirror.put(k, v.clone(), revision);
-        }
-        drop(mirror);
+        self.applied_own(&puts, &[], held.unwrap_or_default());
         self.link.shared.forget_own(&puts, &[]);
         Ok(true)
     }

@@ -351,33 +351,31 @@ async fn load(
     Ok((revision, changes, objects))
 }
 
-/// Sends the audit events queued while etcd was away, now that it answers again.
-async fn flush_backlog(client: &Client, shared: &Shared) {
+/// Sends the audit events queued while etcd was away, oldest first, in batches; the
+/// revision of the last batch (0: nothing queued). What a failed batch holds goes back
+/// ahead of the rest.
+pub(super) async fn send_backlog(
+    client: Client,
+    shared: &Shared,
+) -> Result<i64, etcd_client::Error> {
     let mut kv = client.kv_client();
-    let mut sent = 0;
+    let mut revision = 0;
     loop {
         let batch = shared.backlog.take(super::EVENTS_PER_TXN);
         if batch.is_empty() {
-            break;
+            return Ok(revision);
         }
         let ops: Vec<etcd_client::TxnOp> = batch
             .iter()
             .map(|(k, v)| etcd_client::TxnOp::put(k.as_str(), v.clone(), None))
             .collect();
-        let txn = etcd_client::Txn::new().and_then(ops);
-        match tokio::time::timeout(CALL_TIMEOUT, kv.txn(txn)).await {
-            Ok(Ok(_)) => sent += batch.len(),
-            _ => {
+        match kv.txn(etcd_client::Txn::new().and_then(ops)).await {
+            Ok(resp) => revision = resp.header().map_or(0, |h| h.revision()),
+            Err(e) => {
                 shared.backlog.put_back(batch);
-                break;
+                return Err(e);
             }
         }
-    }
-    if sent > 0 {
-        tracing::info!(
-            events = sent,
-            "audit events queued while etcd was away stored"
-        );
     }
 }
 
@@ -403,7 +401,16 @@ async fn watch(client: &Client, shared: &Shared, start: i64) -> WatchEnd {
         Err(e) => return WatchEnd::Lost(e.to_string()),
     };
     shared.watching.store(true, Ordering::Relaxed);
-    flush_backlog(client, shared).await;
+    let queued = shared.backlog.len();
+    match tokio::time::timeout(CALL_TIMEOUT, send_backlog(client.clone(), shared)).await {
+        Ok(Ok(_)) if queued > 0 => {
+            tracing::info!(
+                events = queued,
+                "audit events queued while etcd was away stored"
+            )
+        }
+        _ => {}
+    }
     let end = loop {
         let resp = match stream.message().await {
             Ok(Some(r)) => r,
