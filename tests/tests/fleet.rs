@@ -66,18 +66,29 @@ fn start_edge_with(
     prefix: &str,
     statics: &[(&str, String)],
 ) -> Edge {
-    let cfg = edge_config(fx, name, ip, etcd, prefix, statics);
-    let mut process = Sluice::edge(&cfg, DRIVER);
+    run_edge(&edge_config(fx, name, ip, etcd, prefix, statics))
+}
+
+/// Starts the edge of config `cfg`; its agent port and admin API.
+fn run_edge(cfg: &std::path::Path) -> Edge {
+    let mut process = Sluice::edge(cfg, DRIVER);
     let (agent_addr, _) = process.edge_addrs(0);
-    let admin = process.wait_for_n("admin listener", 1, |v| {
-        v["message"] == "listening" && v["kind"] == "admin"
-    });
-    let addr = admin["addr"].as_str().unwrap().parse().unwrap();
+    let (addr, _) = sluice_tests::admin::listening(&mut process);
     Edge {
         process,
         agent_addr,
         admin: Admin::new(addr, API_KEY),
     }
+}
+
+/// How many service users `edge` lists whose name starts with `prefix`.
+fn users_named(edge: &Edge, prefix: &str) -> usize {
+    edge.admin.get("/v1/service_users?limit=1000")["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|u| u["name"].as_str().is_some_and(|n| n.starts_with(prefix)))
+        .count()
 }
 
 /// A fresh key prefix: each test's fleet on its own.
@@ -304,13 +315,7 @@ fn a_name_claimed_through_two_edges_at_once_is_created_once() {
     // Both edges list each name once.
     for edge in [&a, &b] {
         wait_until("every user on both edges", PROPAGATION, || {
-            edge.admin.get("/v1/service_users?limit=100")["items"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .filter(|u| u["name"].as_str().is_some_and(|n| n.starts_with("site-")))
-                .count()
-                == 10
+            users_named(edge, "site-") == 10
         });
     }
 }
@@ -527,13 +532,7 @@ fn a_three_member_etcd_losing_its_leader_loses_no_write_and_no_connection() {
     assert!(served > 0);
     for edge in [&a, &b] {
         wait_until("every write on both edges", PROPAGATION, || {
-            edge.admin.get("/v1/service_users?limit=100")["items"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .filter(|u| u["name"].as_str().is_some_and(|n| n.starts_with("branch-")))
-                .count()
-                == WRITES
+            users_named(edge, "branch-") == WRITES
         });
     }
 }
@@ -613,12 +612,11 @@ fn a_single_edge_state_moves_into_etcd_and_the_fleet_serves_it() {
     ));
     let lone_cfg = fx.write("lone.yml", &lone_yaml);
     let (secret, port) = {
-        let mut lone = Sluice::edge(&lone_cfg, DRIVER);
-        lone.edge_addrs(0);
-        let admin = lone.wait_for_n("admin listener", 1, |v| {
-            v["message"] == "listening" && v["kind"] == "admin"
-        });
-        let admin = Admin::new(admin["addr"].as_str().unwrap().parse().unwrap(), API_KEY);
+        let Edge {
+            process: mut lone,
+            admin,
+            ..
+        } = run_edge(&lone_cfg);
         let user = admin.create("/v1/service_users", json!({ "name": "clinic" }));
         let token = admin.create(
             &format!(
@@ -723,16 +721,7 @@ fn an_etcd_with_authentication_and_short_lived_tokens_serves_the_fleet() {
         let mut yaml = std::fs::read_to_string(&cfg).unwrap();
         yaml.push_str("    username: root\n    password_file: etcd.password\n");
         std::fs::write(&cfg, yaml).unwrap();
-        let mut process = Sluice::edge(&cfg, DRIVER);
-        let (agent_addr, _) = process.edge_addrs(0);
-        let admin = process.wait_for_n("admin listener", 1, |v| {
-            v["message"] == "listening" && v["kind"] == "admin"
-        });
-        Edge {
-            admin: Admin::new(admin["addr"].as_str().unwrap().parse().unwrap(), API_KEY),
-            agent_addr,
-            process,
-        }
+        run_edge(&cfg)
     };
     let a = with_user("edge-a", "127.0.0.1");
     let b = with_user("edge-b", "127.0.0.2");
@@ -770,12 +759,6 @@ fn an_etcd_with_authentication_and_short_lived_tokens_serves_the_fleet() {
         }
     }
     wait_until("B lists every user", PROPAGATION, || {
-        b.admin.get("/v1/service_users?limit=1000")["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|u| u["name"].as_str().is_some_and(|n| n.starts_with("auth-")))
-            .count()
-            == written
+        users_named(&b, "auth-") == written
     });
 }
