@@ -42,7 +42,7 @@ async fn handle(stream: TcpStream, peer: SocketAddr, shared: Arc<EdgeShared>) {
             return;
         }
     };
-    let _ = stream.set_nodelay(true);
+    // TCP_NODELAY comes from the listener (io/sockets.rs).
     let limit = shared.preauth.handshake_timeout();
     let deadline = Instant::now() + limit;
     let first = match monoio::time::timeout(limit, first_byte(&stream)).await {

@@ -124,8 +124,8 @@ pub(super) async fn forward(
         Err(refusal) => return account!(refusal),
     };
 
-    let _ = client.set_nodelay(true);
-    let server = client.local_addr().unwrap_or(endpoint.addr);
+    // TCP_NODELAY comes from the listener (io/sockets.rs).
+    let server = server_address(&client, endpoint.addr);
     let (client, mut early) = match client_side(client, early, &endpoint).await {
         Ok(client) => client,
         Err(reason) => return account!(Outcome::TlsHandshakeFailed { reason }),
@@ -176,6 +176,17 @@ pub(super) async fn forward(
         bytes.inbound_to_outbound += early_bytes;
     }
     account!(Outcome::Ended(end));
+}
+
+/// The address the client connected to (the PROXY protocol's destination): the
+/// endpoint's own bound address, unless it listens on a wildcard, which takes a
+/// `getsockname` to resolve.
+fn server_address(client: &TcpStream, bound: SocketAddr) -> SocketAddr {
+    if bound.ip().is_unspecified() {
+        client.local_addr().unwrap_or(bound)
+    } else {
+        bound
+    }
 }
 
 /// An admitted connection.

@@ -19,7 +19,10 @@
 //!
 //! Buffers are held only while bytes move: a stream waiting for its next byte holds no
 //! buffer and no pipe. Readiness comes from the runtime (a one-shot poll on io_uring);
-//! the syscalls themselves are non-blocking, as in [`super::splice`].
+//! the syscalls themselves are non-blocking, as in [`super::splice`]. A read that
+//! returned less than it asked for drained the socket, so the next one waits for
+//! readiness first rather than failing once with `EAGAIN`: a request and its answer
+//! cost a read and a send per hop, nothing more.
 
 use std::{
     io,
@@ -114,11 +117,18 @@ async fn to_channel(
 ) -> Result<(u64, bool), PumpError> {
     let mut total = 0u64;
     let mut bulk = false;
+    // The last read returned less than it could take: the socket is drained, so the
+    // next read waits for readiness first instead of failing once with EAGAIN (a
+    // syscall per message saved). Also assumed for a new stream: at the edge the
+    // client's first bytes went with the stream header, and an upstream the agent has
+    // just connected has rarely spoken yet; a poll on a ready socket completes at once.
+    let mut drained = true;
     loop {
         let n = if bulk {
             match splice_chunk(local, channel, progress).await? {
                 Some(n) => {
                     bulk = n >= SMALL;
+                    drained = !bulk;
                     n
                 }
                 None => {
@@ -127,8 +137,9 @@ async fn to_channel(
                 }
             }
         } else {
-            let n = copy_chunk(local, channel, progress).await?;
+            let n = copy_chunk(local, channel, drained, progress).await?;
             bulk = n == SMALL;
+            drained = !bulk;
             n
         };
         if n == 0 {
@@ -144,11 +155,16 @@ async fn to_channel(
 }
 
 /// One read of at most [`SMALL`] bytes from `local`, sent as one chunk; 0 at EOF.
+/// `drained`: the last read emptied the socket, so wait for readiness before reading.
 async fn copy_chunk(
     local: &TcpStream,
     channel: &TcpStream,
+    drained: bool,
     progress: &Progress,
 ) -> Result<usize, PumpError> {
+    if drained {
+        local.readable(false).await.map_err(inbound)?;
+    }
     loop {
         let mut buf: Vec<u8> = Vec::with_capacity(4 + SMALL);
         buf.extend_from_slice(&[0; 4]);
@@ -236,6 +252,8 @@ async fn from_channel(
     // The last chunk was spliced: read only the next header, so that a bulk chunk's
     // bytes are spliced from its first byte rather than copied up to a buffer's worth.
     let mut bulk = false;
+    // As in `to_channel`: the reader's last read (the status or the header) was short.
+    let mut drained = true;
     loop {
         if rest > 0 && !buf.is_empty() {
             let k = rest.min(buf.len());
@@ -275,7 +293,7 @@ async fn from_channel(
         } else {
             SMALL
         };
-        read_more(channel, buf, want).await?;
+        drained = read_more(channel, buf, want, drained).await?;
     }
 }
 
@@ -319,8 +337,18 @@ async fn splice_rest(
 }
 
 /// Reads what the channel has into `buf`, at least one byte and at most `want`,
-/// waiting for it with no buffer held when `buf` is empty.
-async fn read_more(channel: &TcpStream, buf: &mut BytesMut, want: usize) -> Result<(), PumpError> {
+/// waiting for it with no buffer held when `buf` is empty; first waits for readiness
+/// when `drained` (the last read was short). Returns whether this read was short.
+async fn read_more(
+    channel: &TcpStream,
+    buf: &mut BytesMut,
+    want: usize,
+    drained: bool,
+) -> Result<bool, PumpError> {
+    if drained {
+        release_if_empty(buf);
+        channel.readable(false).await.map_err(outbound)?;
+    }
     loop {
         if buf.capacity() - buf.len() < want.min(1024) {
             buf.reserve(want.max(1024));
@@ -333,7 +361,7 @@ async fn read_more(channel: &TcpStream, buf: &mut BytesMut, want: usize) -> Resu
         if n > 0 {
             // SAFETY: the kernel initialised these `n` bytes.
             unsafe { buf.set_len(buf.len() + n as usize) };
-            return Ok(());
+            return Ok((n as usize) < room);
         }
         if n == 0 {
             return Err(outbound(io::ErrorKind::UnexpectedEof.into()));
@@ -341,14 +369,19 @@ async fn read_more(channel: &TcpStream, buf: &mut BytesMut, want: usize) -> Resu
         let e = io::Error::last_os_error();
         match e.kind() {
             io::ErrorKind::WouldBlock => {
-                if buf.is_empty() {
-                    *buf = BytesMut::new();
-                }
+                release_if_empty(buf);
                 channel.readable(false).await.map_err(outbound)?;
             }
             io::ErrorKind::Interrupted => {}
             _ => return Err(outbound(e)),
         }
+    }
+}
+
+/// An idle stream holds no buffer.
+fn release_if_empty(buf: &mut BytesMut) {
+    if buf.is_empty() {
+        *buf = BytesMut::new();
     }
 }
 
