@@ -60,7 +60,10 @@ async fn handle(stream: TcpStream, peer: SocketAddr, shared: Arc<EdgeShared>) {
                 sockets::reset_on_close(stream.as_raw_fd());
                 return;
             }
-            control::handle_tls(stream, peer, deadline, shared).await
+            // Boxed: a control channel's TLS handshake and session would otherwise
+            // size every connection's task, data channels' included (6.4 KB against
+            // 1.4 KB for a plain channel's hello).
+            Box::pin(control::handle_tls(stream, peer, deadline, shared)).await
         }
         b if b == DATA_CHANNEL_MAGIC[0] => {
             if !shared.plain_channels {

@@ -105,17 +105,28 @@ impl ParkedChannel {
                 status_of(status)?;
                 Ok(DataChannel::Plain(tcp, reader))
             }
+            // Boxed from the start: the TLS state would otherwise size every open.
             ParkedChannel::Tls(socket, conn) => {
-                let tcp = TcpStream::from_std(socket).map_err(|_| OpenError::Unusable)?;
-                let mut tls = Tls::from_parts(tcp, *conn);
-                let (res, _) = tls.write_all(first).await;
-                res.map_err(|_| OpenError::Broke)?;
-                let status = monoio::time::timeout(STATUS_WAIT, reader.next(&mut tls)).await;
-                status_of(status)?;
-                Ok(DataChannel::Tls(Box::new(tls), reader))
+                Box::pin(announce_tls(socket, conn, first, reader)).await
             }
         }
     }
+}
+
+/// [`ParkedChannel::announce`] on a `tls` channel.
+async fn announce_tls(
+    socket: std::net::TcpStream,
+    conn: Box<rustls::ServerConnection>,
+    first: bytes::BytesMut,
+    mut reader: FrameReader,
+) -> Result<DataChannel, OpenError> {
+    let tcp = TcpStream::from_std(socket).map_err(|_| OpenError::Unusable)?;
+    let mut tls = Box::new(Tls::from_parts(tcp, *conn));
+    let (res, _) = tls.write_all(first).await;
+    res.map_err(|_| OpenError::Broke)?;
+    let status = monoio::time::timeout(STATUS_WAIT, reader.next(&mut *tls)).await;
+    status_of(status)?;
+    Ok(DataChannel::Tls(tls, reader))
 }
 
 type Status = Result<Result<Option<Frame>, framed::FrameError>, monoio::time::error::Elapsed>;

@@ -156,6 +156,8 @@ async fn to_channel(
 
 /// One read of at most [`SMALL`] bytes from `local`, sent as one chunk; 0 at EOF.
 /// `drained`: the last read emptied the socket, so wait for readiness before reading.
+/// The bytes pass through a buffer on the thread's stack; only what the channel cannot
+/// take at once is copied to the heap to wait for room.
 async fn copy_chunk(
     local: &TcpStream,
     channel: &TcpStream,
@@ -166,26 +168,67 @@ async fn copy_chunk(
         local.readable(false).await.map_err(inbound)?;
     }
     loop {
-        let mut buf: Vec<u8> = Vec::with_capacity(4 + SMALL);
-        buf.extend_from_slice(&[0; 4]);
-        match read_into(local.as_raw_fd(), &mut buf) {
-            Ok(0) => return Ok(0),
-            Ok(n) => {
-                buf[..4].copy_from_slice(&(n as u32).to_be_bytes());
-                send_all(channel, &buf[..4 + n], 0)
-                    .await
-                    .map_err(outbound)?;
+        match read_and_send(local.as_raw_fd(), channel.as_raw_fd()) {
+            Ok(Relayed::Sent(n)) => {
                 progress.bump(n as u64);
                 return Ok(n);
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                // Wait without the buffer: an idle stream holds none.
-                drop(buf);
-                local.readable(false).await.map_err(inbound)?;
+            Ok(Relayed::Pending { n, rest }) => {
+                send_all(channel, &rest, 0).await.map_err(outbound)?;
+                progress.bump(n as u64);
+                return Ok(n);
             }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(inbound(e)),
+            Err(e) if e.side == Side::Inbound => match e.source.kind() {
+                io::ErrorKind::WouldBlock => local.readable(false).await.map_err(inbound)?,
+                io::ErrorKind::Interrupted => {}
+                _ => return Err(e),
+            },
+            Err(e) => return Err(e),
         }
+    }
+}
+
+/// What [`read_and_send`] did with one read.
+enum Relayed {
+    /// `n` bytes read and sent as one chunk (0: EOF, nothing sent).
+    Sent(usize),
+    /// `n` bytes read; the end of their chunk (`rest`) still has to be sent.
+    Pending { n: usize, rest: Vec<u8> },
+}
+
+/// One non-blocking read of at most [`SMALL`] bytes from `from` into a stack buffer,
+/// sent on `to` behind its chunk header with one non-blocking `send`.
+fn read_and_send(from: RawFd, to: RawFd) -> Result<Relayed, PumpError> {
+    let mut chunk = [0u8; 4 + SMALL];
+    // SAFETY: reads at most SMALL bytes into the buffer behind its 4-byte header.
+    let n = unsafe { libc::read(from, chunk[4..].as_mut_ptr().cast(), SMALL) };
+    if n < 0 {
+        return Err(inbound(io::Error::last_os_error()));
+    }
+    let n = n as usize;
+    if n == 0 {
+        return Ok(Relayed::Sent(0));
+    }
+    chunk[..4].copy_from_slice(&(n as u32).to_be_bytes());
+    let whole = &chunk[..4 + n];
+    // SAFETY: sends from a live slice of the given length on a caller-owned socket.
+    let sent = unsafe { libc::send(to, whole.as_ptr().cast(), whole.len(), libc::MSG_NOSIGNAL) };
+    let sent = if sent >= 0 {
+        sent as usize
+    } else {
+        let e = io::Error::last_os_error();
+        match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => 0,
+            _ => return Err(outbound(e)),
+        }
+    };
+    if sent == whole.len() {
+        Ok(Relayed::Sent(n))
+    } else {
+        Ok(Relayed::Pending {
+            n,
+            rest: whole[sent..].to_vec(),
+        })
     }
 }
 
@@ -339,6 +382,8 @@ async fn splice_rest(
 /// Reads what the channel has into `buf`, at least one byte and at most `want`,
 /// waiting for it with no buffer held when `buf` is empty; first waits for readiness
 /// when `drained` (the last read was short). Returns whether this read was short.
+/// The read goes through a buffer on the thread's stack, so `buf` grows only by what
+/// arrived.
 async fn read_more(
     channel: &TcpStream,
     buf: &mut BytesMut,
@@ -350,30 +395,32 @@ async fn read_more(
         channel.readable(false).await.map_err(outbound)?;
     }
     loop {
-        if buf.capacity() - buf.len() < want.min(1024) {
-            buf.reserve(want.max(1024));
-        }
-        let spare = buf.spare_capacity_mut();
-        let room = spare.len().min(want);
-        // SAFETY: read(2) writes at most `room` bytes into the spare capacity, which
-        // `set_len` below then covers exactly.
-        let n = unsafe { libc::read(channel.as_raw_fd(), spare.as_mut_ptr().cast(), room) };
-        if n > 0 {
-            // SAFETY: the kernel initialised these `n` bytes.
-            unsafe { buf.set_len(buf.len() + n as usize) };
-            return Ok((n as usize) < room);
-        }
-        if n == 0 {
-            return Err(outbound(io::ErrorKind::UnexpectedEof.into()));
-        }
-        let e = io::Error::last_os_error();
-        match e.kind() {
-            io::ErrorKind::WouldBlock => {
+        match read_appending(channel.as_raw_fd(), buf, want) {
+            Ok(short) => return Ok(short),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 release_if_empty(buf);
                 channel.readable(false).await.map_err(outbound)?;
             }
-            io::ErrorKind::Interrupted => {}
-            _ => return Err(outbound(e)),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(outbound(e)),
+        }
+    }
+}
+
+/// One non-blocking read of at most `want` (and [`SMALL`]) bytes from `fd`, appended
+/// to `buf`: whether it was short. EOF is an error here (mid-stream, before the end
+/// marker).
+fn read_appending(fd: RawFd, buf: &mut BytesMut, want: usize) -> io::Result<bool> {
+    let mut scratch = [0u8; SMALL];
+    let room = want.clamp(1, SMALL);
+    // SAFETY: reads at most `room` (<= SMALL) bytes into the stack buffer.
+    let n = unsafe { libc::read(fd, scratch.as_mut_ptr().cast(), room) };
+    match n {
+        0 => Err(io::ErrorKind::UnexpectedEof.into()),
+        n if n < 0 => Err(io::Error::last_os_error()),
+        n => {
+            buf.extend_from_slice(&scratch[..n as usize]);
+            Ok((n as usize) < room)
         }
     }
 }
@@ -427,17 +474,110 @@ async fn send_all(dst: &TcpStream, mut data: &[u8], flags: libc::c_int) -> io::R
     Ok(())
 }
 
-/// A non-blocking read(2) into the spare capacity of `buf` (at most [`SMALL`] bytes),
-/// appended to it on success.
-fn read_into(fd: RawFd, buf: &mut Vec<u8>) -> io::Result<usize> {
-    let spare = buf.spare_capacity_mut();
-    let room = spare.len().min(SMALL);
-    // SAFETY: reads at most `room` bytes into the spare capacity of `buf`.
-    let n = unsafe { libc::read(fd, spare.as_mut_ptr().cast(), room) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
+#[cfg(test)]
+mod tests {
+    use std::{
+        io::{Read, Write},
+        net::{TcpListener, TcpStream},
+    };
+
+    use super::*;
+
+    /// `step` until it stops saying "would block" (loopback delivers at once; the
+    /// deadline only keeps a broken pump from hanging the test).
+    fn until_ready<T>(mut step: impl FnMut() -> Result<T, io::Error>) -> Result<T, io::Error> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            match step() {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    assert!(std::time::Instant::now() < deadline, "never ready");
+                    std::thread::yield_now();
+                }
+                other => return other,
+            }
+        }
     }
-    // SAFETY: the kernel initialised the `n` bytes behind the old length.
-    unsafe { buf.set_len(buf.len() + n as usize) };
-    Ok(n as usize)
+
+    fn relay(local: &TcpStream, channel: &TcpStream) -> Relayed {
+        until_ready(|| read_and_send(local.as_raw_fd(), channel.as_raw_fd()).map_err(|e| e.source))
+            .unwrap()
+    }
+
+    fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let a = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (b, _) = listener.accept().unwrap();
+        (a, b)
+    }
+
+    #[test]
+    fn a_read_is_sent_as_one_chunk_or_kept_for_later_when_the_channel_is_full() {
+        let (mut client, local) = pair();
+        let (channel, mut peer) = pair();
+        for s in [&local, &channel] {
+            s.set_nonblocking(true).unwrap();
+        }
+        let message = [7u8; 100];
+
+        // Room on the channel: header and bytes leave in one send.
+        client.write_all(&message).unwrap();
+        assert!(matches!(relay(&local, &channel), Relayed::Sent(100)));
+        let mut got = [0u8; 104];
+        peer.read_exact(&mut got).unwrap();
+        assert_eq!(got[..4], 100u32.to_be_bytes());
+        assert_eq!(got[4..], message);
+
+        // A full channel: the whole chunk comes back to be sent once there is room.
+        let filler = [0u8; 65536];
+        // SAFETY: non-blocking sends from a live buffer until the socket is full.
+        while unsafe {
+            libc::send(
+                channel.as_raw_fd(),
+                filler.as_ptr().cast(),
+                filler.len(),
+                libc::MSG_NOSIGNAL,
+            )
+        } > 0
+        {}
+        client.write_all(&message).unwrap();
+        let Relayed::Pending { n: 100, rest } = relay(&local, &channel) else {
+            panic!("a full channel took the chunk");
+        };
+        assert_eq!(rest[..4], 100u32.to_be_bytes());
+        assert_eq!(rest[4..], message);
+
+        // The client's EOF: nothing sent, 0.
+        drop(client);
+        assert!(matches!(relay(&local, &channel), Relayed::Sent(0)));
+    }
+
+    #[test]
+    fn reads_append_only_what_arrived_and_say_when_they_were_short() {
+        let (mut peer, channel) = pair();
+        channel.set_nonblocking(true).unwrap();
+        let mut buf = BytesMut::new();
+        let e = read_appending(channel.as_raw_fd(), &mut buf, SMALL).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+        assert_eq!(buf.capacity(), 0, "no buffer while nothing arrived");
+
+        peer.write_all(b"abcdef").unwrap();
+        assert!(until_ready(|| read_appending(channel.as_raw_fd(), &mut buf, SMALL)).unwrap());
+        assert_eq!(&buf[..], b"abcdef");
+        assert!(
+            buf.capacity() < 1024,
+            "grown by what arrived, not a copy buffer"
+        );
+
+        // A read limited to `want` bytes that gets them all is not short.
+        peer.write_all(b"0123").unwrap();
+        assert!(!until_ready(|| read_appending(channel.as_raw_fd(), &mut buf, 2)).unwrap());
+        assert_eq!(&buf[..], b"abcdef01");
+
+        drop(peer);
+        let mut rest = BytesMut::new();
+        assert!(until_ready(|| read_appending(channel.as_raw_fd(), &mut rest, SMALL)).unwrap());
+        let eof = until_ready(|| read_appending(channel.as_raw_fd(), &mut rest, SMALL));
+        assert_eq!(eof.unwrap_err().kind(), io::ErrorKind::UnexpectedEof);
+        assert_eq!(&rest[..], b"23");
+    }
 }

@@ -33,13 +33,16 @@ pub struct FrameReader {
     chunk_rest: usize,
 }
 
+/// Room for the first read of a frame into an empty buffer: a stream header, a
+/// status or a ping fit, with the first client bytes behind a header when they are few;
+/// a larger frame grows the buffer as it arrives. Small, because a data channel waiting
+/// for its next stream holds this buffer in its pending read.
+const FIRST_READ: usize = 512;
+
 impl FrameReader {
-    /// A reader with an empty buffer.
+    /// A reader with an empty buffer (allocated by the first read).
     pub fn new() -> Self {
-        Self {
-            buf: BytesMut::with_capacity(4096),
-            chunk_rest: 0,
-        }
+        Self::default()
     }
 
     /// Reads until one frame is complete. `Ok(None)` on EOF at a frame boundary.
@@ -50,7 +53,10 @@ impl FrameReader {
                 let _ = self.buf.split_to(used);
                 return Ok(Some(frame));
             }
-            if self.buf.capacity() - self.buf.len() < 1024 {
+            let room = self.buf.capacity() - self.buf.len();
+            if self.buf.is_empty() && room < FIRST_READ {
+                self.buf.reserve(FIRST_READ);
+            } else if !self.buf.is_empty() && room < 1024 {
                 self.buf
                     .reserve((MAX_FRAME_LEN + 4).min(self.buf.len() + 4096));
             }
@@ -178,5 +184,62 @@ impl FrameReader {
     /// Whether bytes are buffered past the last frame or chunk.
     pub fn has_leftover(&self) -> bool {
         !self.buf.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+    use crate::{
+        runtime::{block_on, Driver},
+        wire::ErrorCode,
+    };
+
+    #[test]
+    fn small_frames_keep_a_small_buffer_and_large_ones_grow_it() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut writer = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (reader_side, _) = listener.accept().unwrap();
+        let large = Frame::Error {
+            request_id: 7,
+            code: ErrorCode::Internal,
+            message: "x".repeat(3 * FIRST_READ),
+        };
+        let mut out = BytesMut::new();
+        for frame in [
+            Frame::Ping { nonce: 1 },
+            large.clone(),
+            Frame::Ping { nonce: 2 },
+        ] {
+            wire::encode(&frame, &mut out);
+        }
+        writer.write_all(&out).unwrap();
+        drop(writer);
+
+        block_on(Driver::Legacy, || async move {
+            let mut stream = monoio::net::TcpStream::from_std(reader_side).unwrap();
+            let mut reader = FrameReader::new();
+            assert_eq!(
+                reader.buf.capacity(),
+                0,
+                "nothing held before the first read"
+            );
+            let first = reader.next(&mut stream).await.unwrap();
+            assert_eq!(first, Some(Frame::Ping { nonce: 1 }));
+            assert!(
+                reader.buf.capacity() <= FIRST_READ,
+                "{}",
+                reader.buf.capacity()
+            );
+            assert_eq!(reader.next(&mut stream).await.unwrap(), Some(large));
+            assert_eq!(
+                reader.next(&mut stream).await.unwrap(),
+                Some(Frame::Ping { nonce: 2 })
+            );
+            assert_eq!(reader.next(&mut stream).await.unwrap(), None);
+        })
+        .unwrap();
     }
 }
