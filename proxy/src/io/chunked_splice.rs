@@ -26,6 +26,7 @@
 
 use std::{
     io,
+    mem::MaybeUninit,
     os::fd::{AsRawFd, RawFd},
 };
 
@@ -199,18 +200,17 @@ enum Relayed {
 /// One non-blocking read of at most [`SMALL`] bytes from `from` into a stack buffer,
 /// sent on `to` behind its chunk header with one non-blocking `send`.
 fn read_and_send(from: RawFd, to: RawFd) -> Result<Relayed, PumpError> {
-    let mut chunk = [0u8; 4 + SMALL];
-    // SAFETY: reads at most SMALL bytes into the buffer behind its 4-byte header.
-    let n = unsafe { libc::read(from, chunk[4..].as_mut_ptr().cast(), SMALL) };
-    if n < 0 {
-        return Err(inbound(io::Error::last_os_error()));
-    }
-    let n = n as usize;
+    let mut chunk = [MaybeUninit::<u8>::uninit(); 4 + SMALL];
+    let (header, body) = chunk.split_at_mut(4);
+    let n = sockets::recv_uninit(from, body, 0).map_err(inbound)?.len();
     if n == 0 {
         return Ok(Relayed::Sent(0));
     }
-    chunk[..4].copy_from_slice(&(n as u32).to_be_bytes());
-    let whole = &chunk[..4 + n];
+    for (slot, byte) in header.iter_mut().zip((n as u32).to_be_bytes()) {
+        slot.write(byte);
+    }
+    // SAFETY: the header was written just above and the `n` bytes behind it by recv.
+    let whole = unsafe { std::slice::from_raw_parts(chunk.as_ptr().cast::<u8>(), 4 + n) };
     // SAFETY: sends from a live slice of the given length on a caller-owned socket.
     let sent = unsafe { libc::send(to, whole.as_ptr().cast(), whole.len(), libc::MSG_NOSIGNAL) };
     let sent = if sent >= 0 {
@@ -411,18 +411,14 @@ async fn read_more(
 /// to `buf`: whether it was short. EOF is an error here (mid-stream, before the end
 /// marker).
 fn read_appending(fd: RawFd, buf: &mut BytesMut, want: usize) -> io::Result<bool> {
-    let mut scratch = [0u8; SMALL];
+    let mut scratch = [MaybeUninit::<u8>::uninit(); SMALL];
     let room = want.clamp(1, SMALL);
-    // SAFETY: reads at most `room` (<= SMALL) bytes into the stack buffer.
-    let n = unsafe { libc::read(fd, scratch.as_mut_ptr().cast(), room) };
-    match n {
-        0 => Err(io::ErrorKind::UnexpectedEof.into()),
-        n if n < 0 => Err(io::Error::last_os_error()),
-        n => {
-            buf.extend_from_slice(&scratch[..n as usize]);
-            Ok((n as usize) < room)
-        }
+    let got = sockets::recv_uninit(fd, &mut scratch[..room], 0)?;
+    if got.is_empty() {
+        return Err(io::ErrorKind::UnexpectedEof.into());
     }
+    buf.extend_from_slice(got);
+    Ok(got.len() < room)
 }
 
 /// An idle stream holds no buffer.

@@ -42,6 +42,7 @@
 
 use std::{
     io,
+    mem::MaybeUninit,
     net::{SocketAddr, TcpListener},
     os::fd::RawFd,
     time::{Duration, Instant},
@@ -185,17 +186,30 @@ pub fn peer_closed(fd: RawFd) -> bool {
 /// blocks, and grows `buf` only by what arrived. Nothing there yet, an end of stream or
 /// an error appends nothing: the next read on the socket sees them again.
 pub fn read_ready<const LIMIT: usize>(fd: RawFd, buf: &mut Vec<u8>) {
-    let mut scratch = [0u8; LIMIT];
+    let mut scratch = [MaybeUninit::<u8>::uninit(); LIMIT];
     let room = LIMIT.saturating_sub(buf.len());
     if room == 0 {
         return;
     }
-    // SAFETY: recv writes at most `room` (<= LIMIT) bytes into `scratch`; MSG_DONTWAIT
-    // keeps it non-blocking.
-    let n = unsafe { libc::recv(fd, scratch.as_mut_ptr().cast(), room, libc::MSG_DONTWAIT) };
-    if n > 0 {
-        buf.extend_from_slice(&scratch[..n as usize]);
+    if let Ok(got) = recv_uninit(fd, &mut scratch[..room], libc::MSG_DONTWAIT) {
+        buf.extend_from_slice(got);
     }
+}
+
+/// One `recv(2)` into uninitialised memory, so a large stack buffer costs no zeroing
+/// per call: the bytes received (none at EOF), or the error (`WouldBlock` included).
+pub fn recv_uninit(
+    fd: RawFd,
+    buf: &mut [MaybeUninit<u8>],
+    flags: libc::c_int,
+) -> io::Result<&[u8]> {
+    // SAFETY: recv writes at most `buf.len()` bytes into `buf`.
+    let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), flags) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel initialised the first `n` (<= buf.len()) bytes.
+    Ok(unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), n as usize) })
 }
 
 /// Peeks at the first byte without consuming it; `Ok(None)` when none is there yet.
