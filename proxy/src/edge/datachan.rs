@@ -275,28 +275,40 @@ impl DataChannel {
     /// Moves the stream's bytes between `client` and the channel, chunk-framed, until
     /// both directions end: spliced between plain sockets (unless `pump` says copy),
     /// copied otherwise. `progress` counts bytes (idle timeout). Not cancel-safe.
-    pub async fn pump(
+    #[allow(
+        clippy::manual_async_fn,
+        reason = "an async block keeps its arguments once; an async fn, twice"
+    )]
+    pub fn pump<'a>(
         self,
         client: MaybeTls<rustls::ServerConnection>,
         pump: io::Pump,
-        progress: &Progress,
-    ) -> Pumped {
-        match (self, client) {
-            (DataChannel::Plain(tcp, mut reader), client) => {
-                let outcome =
-                    io::forward_on_tcp_channel(pump, client, tcp, &mut reader, || true, progress)
-                        .await;
-                Pumped {
-                    again: reusable(outcome.reusable, &reader).map(ParkedChannel::plain),
-                    result: outcome.result,
+        progress: &'a Progress,
+    ) -> impl std::future::Future<Output = Pumped> + 'a {
+        async move {
+            match self {
+                DataChannel::Plain(tcp, mut reader) => {
+                    let outcome = io::forward_on_tcp_channel(
+                        pump,
+                        client,
+                        tcp,
+                        &mut reader,
+                        || true,
+                        progress,
+                    )
+                    .await;
+                    Pumped {
+                        again: reusable(outcome.reusable, &reader).map(ParkedChannel::plain),
+                        result: outcome.result,
+                    }
                 }
-            }
-            // Boxed: a TLS channel's state would otherwise size every stream's task.
-            (DataChannel::Tls(tls, reader), client) => {
-                let (result, again) = Box::pin(pump_tls(client, *tls, reader, progress)).await;
-                Pumped {
-                    result,
-                    again: again.and_then(ParkedChannel::tls),
+                // Boxed: a TLS channel's state would otherwise size every stream's task.
+                DataChannel::Tls(tls, reader) => {
+                    let (result, again) = Box::pin(pump_tls(client, *tls, reader, progress)).await;
+                    Pumped {
+                        result,
+                        again: again.and_then(ParkedChannel::tls),
+                    }
                 }
             }
         }

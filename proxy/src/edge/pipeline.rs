@@ -77,105 +77,130 @@ pub(super) async fn from_tls_port(
 /// Forwards one accepted public connection through every phase. `early` holds bytes
 /// already read from the client (a `tls://` endpoint's ClientHello); they reach the
 /// upstream first.
-pub(super) async fn forward(
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an async block keeps its arguments once; an async fn, twice"
+)]
+pub(super) fn forward(
     client: TcpStream,
     peer: SocketAddr,
     endpoint: Arc<LiveEndpoint>,
     shared: Arc<EdgeShared>,
     early: Vec<u8>,
-) {
-    let accepted_at = std::time::Instant::now();
-    let _in_flight = shared.in_flight.enter();
-    let _active = endpoint.stats.active.track();
-    endpoint.stats.connections.inc();
-    // The account phase for this connection. Built at each use rather than kept in a
-    // local: a local would live across every await below and grow each connection's
-    // task (its future is 128-byte aligned; measured 3712 bytes that way, 3584 as
-    // before this pipeline with the macro and the destructuring below).
-    macro_rules! account {
-        ($outcome:expr) => {
-            Conn {
-                edge: &shared.stats,
-                endpoint: &endpoint,
-                peer,
-            }
-            .account($outcome)
-        };
-    }
-
-    let (_ip_slot, target) = {
-        let policy = endpoint.policy.load();
-        match admit(&endpoint, peer, &policy) {
-            Ok(admitted) => {
-                if let Some(why) = admitted.would_deny {
-                    account!(Outcome::WouldDeny(why));
+) -> impl Future<Output = ()> {
+    async move {
+        let accepted_at = std::time::Instant::now();
+        let _in_flight = shared.in_flight.enter();
+        let _active = endpoint.stats.active.track();
+        endpoint.stats.connections.inc();
+        // The account phase for this connection. Built at each use rather than kept in a
+        // local: a local would live across every await below and grow each connection's
+        // task (its future is 128-byte aligned; measured 3712 bytes that way, 3584 as
+        // before this pipeline with the macro and the destructuring below).
+        macro_rules! account {
+            ($outcome:expr) => {
+                Conn {
+                    edge: &shared.stats,
+                    endpoint: &endpoint,
+                    peer,
                 }
-                (admitted.ip_slot, admitted.target)
-            }
-            Err(refusal) => {
-                sockets::reset_on_close(client.as_raw_fd());
-                return account!(refusal);
-            }
+                .account($outcome)
+            };
         }
-    };
 
-    let pool = match route(&shared, &target) {
-        Ok(Route::Local(pool)) => pool,
-        Err(refusal) => return account!(refusal),
-    };
+        let (_ip_slot, target) = {
+            let policy = endpoint.policy.load();
+            match admit(&endpoint, peer, &policy) {
+                Ok(admitted) => {
+                    if let Some(why) = admitted.would_deny {
+                        account!(Outcome::WouldDeny(why));
+                    }
+                    (admitted.ip_slot, admitted.target)
+                }
+                Err(refusal) => {
+                    sockets::reset_on_close(client.as_raw_fd());
+                    return account!(refusal);
+                }
+            }
+        };
 
-    // TCP_NODELAY comes from the listener (io/sockets.rs).
-    let server = server_address(&client, endpoint.addr);
-    let (client, mut early) = match client_side(client, early, &endpoint).await {
-        Ok(client) => client,
-        Err(reason) => return account!(Outcome::TlsHandshakeFailed { reason }),
-    };
-    if let MaybeTls::Plain(plain) = &client {
-        sockets::read_ready::<EARLY_READ>(plain.as_raw_fd(), &mut early);
+        let pool = match route(&shared, &target) {
+            Ok(Route::Local(pool)) => pool,
+            Err(refusal) => return account!(refusal),
+        };
+
+        // TCP_NODELAY comes from the listener (io/sockets.rs).
+        let server = server_address(&client, endpoint.addr);
+        let (client, mut early) = match client_side(client, early, &endpoint).await {
+            Ok(client) => client,
+            Err(reason) => return account!(Outcome::TlsHandshakeFailed { reason }),
+        };
+        if let MaybeTls::Plain(plain) = &client {
+            sockets::read_ready::<EARLY_READ>(plain.as_raw_fd(), &mut early);
+        }
+
+        // Nothing has reached an upstream until the agent's status says so: a member that
+        // fails before that is skipped for another one, invisibly to the client.
+        let opening = Box::pin(open_phase(
+            &shared, &endpoint, pool, early, peer, server, &target,
+        ));
+        // Destructured so that only the load guard is held while the stream flows.
+        let (
+            open::Opened {
+                load,
+                channel,
+                failovers,
+            },
+            early_bytes,
+        ) = match opening.await {
+            Ok(opened) => opened,
+            Err(failure) => {
+                // Like a refused connection: the client sees a reset, not an empty stream.
+                sockets::reset_on_close(client.as_raw_fd());
+                return account!(Outcome::NoMember {
+                    target: &target,
+                    failure,
+                });
+            }
+        };
+        account!(Outcome::Forwarded {
+            failovers,
+            open_latency: accepted_at.elapsed(),
+        });
+
+        let mut end = pump(&endpoint, shared.pump, client, channel, &load.0.session).await;
+        if let StreamEnd::Closed(bytes) = &mut end {
+            bytes.inbound_to_outbound += early_bytes;
+        }
+        account!(Outcome::Ended(end));
     }
+}
 
-    // Nothing has reached an upstream until the agent's status says so: a member that
-    // fails before that is skipped for another one, invisibly to the client.
+/// The open phase (edge/open.rs), boxed by the caller so that the stream header and
+/// the client's early bytes take room only while it runs: the stream announced with
+/// those bytes on a member of `pool`, and how many there were (the pump never sees
+/// them).
+async fn open_phase(
+    shared: &EdgeShared,
+    endpoint: &LiveEndpoint,
+    pool: Arc<Pool>,
+    early: Vec<u8>,
+    peer: SocketAddr,
+    server: SocketAddr,
+    target: &str,
+) -> Result<(open::Opened, u64), open::NoMember> {
     let start = Frame::Stream(StreamStart {
         client: peer,
         server,
-        internal_url: target.clone(),
+        internal_url: target.to_owned(),
     });
     let to = open::Target {
         endpoint: &endpoint.url,
         peer,
-        url: &target,
+        url: target,
     };
-    let opening = Box::pin(open::open(&pool, &shared.registry, &start, &early, &to));
-    // Destructured so that only the load guard is held while the stream flows.
-    let open::Opened {
-        load,
-        channel,
-        failovers,
-    } = match opening.await {
-        Ok(opened) => opened,
-        Err(failure) => {
-            // Like a refused connection: the client sees a reset, not an empty stream.
-            sockets::reset_on_close(client.as_raw_fd());
-            return account!(Outcome::NoMember {
-                target: &target,
-                failure,
-            });
-        }
-    };
-    // The early bytes went with the header: counted here, as the pump never sees them.
-    let early_bytes = early.len() as u64;
-    drop((pool, early));
-    account!(Outcome::Forwarded {
-        failovers,
-        open_latency: accepted_at.elapsed(),
-    });
-
-    let mut end = pump(&endpoint, shared.pump, client, channel, &load.0.session).await;
-    if let StreamEnd::Closed(bytes) = &mut end {
-        bytes.inbound_to_outbound += early_bytes;
-    }
-    account!(Outcome::Ended(end));
+    let opened = open::open(&pool, &shared.registry, &start, &early, &to).await?;
+    Ok((opened, early.len() as u64))
 }
 
 /// The address the client connected to (the PROXY protocol's destination): the
@@ -259,29 +284,35 @@ async fn client_side(
 /// The pump phase: the stream's bytes both ways until both directions end, the
 /// endpoint's idle timeout, or `session` is kicked; a `tls` channel left reusable is
 /// parked with `session` again.
-async fn pump(
-    endpoint: &LiveEndpoint,
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an async block keeps its arguments once; an async fn, twice"
+)]
+fn pump<'a>(
+    endpoint: &'a LiveEndpoint,
     how: io::Pump,
     client: Client,
     channel: DataChannel,
-    session: &SessionHandle,
-) -> StreamEnd {
-    let progress = Progress::default();
-    let fds = [client.as_raw_fd(), channel.as_raw_fd()];
-    let work = pin!(channel.pump(client, how, &progress));
-    let work = pin!(until_idle(endpoint.idle_timeout, &progress, work));
-    match unless_kicked(session, fds, work).await {
-        None => StreamEnd::Cut {
-            session: session.id,
-        },
-        Some(None) => StreamEnd::IdleTimeout,
-        Some(Some(pumped)) => {
-            if let Some(channel) = pumped.again {
-                session.park(channel);
-            }
-            match pumped.result {
-                Ok(bytes) => StreamEnd::Closed(bytes),
-                Err(e) => StreamEnd::Failed(e),
+    session: &'a SessionHandle,
+) -> impl Future<Output = StreamEnd> + 'a {
+    async move {
+        let progress = Progress::default();
+        let fds = [client.as_raw_fd(), channel.as_raw_fd()];
+        let work = pin!(channel.pump(client, how, &progress));
+        let work = pin!(until_idle(endpoint.idle_timeout, &progress, work));
+        match unless_kicked(session, fds, work).await {
+            None => StreamEnd::Cut {
+                session: session.id,
+            },
+            Some(None) => StreamEnd::IdleTimeout,
+            Some(Some(pumped)) => {
+                if let Some(channel) = pumped.again {
+                    session.park(channel);
+                }
+                match pumped.result {
+                    Ok(bytes) => StreamEnd::Closed(bytes),
+                    Err(e) => StreamEnd::Failed(e),
+                }
             }
         }
     }

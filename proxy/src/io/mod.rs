@@ -73,31 +73,38 @@ impl std::str::FromStr for Pump {
 /// `keep_channel` is asked when `local` reaches EOF; the channel comes back when both
 /// ends kept it, and bytes after the peer's end marker stay in `reader`.
 /// Not cancel-safe.
-pub async fn forward_on_tcp_channel<C>(
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an async block keeps its arguments once; an async fn, twice"
+)]
+pub fn forward_on_tcp_channel<'a, C>(
     pump: Pump,
     local: maybe_tls::MaybeTls<C>,
     channel: monoio::net::TcpStream,
-    reader: &mut framed::FrameReader,
-    keep_channel: impl FnOnce() -> bool,
-    progress: &idle::Progress,
-) -> chunked::ChunkedOutcome<monoio::net::TcpStream>
+    reader: &'a mut framed::FrameReader,
+    keep_channel: impl FnOnce() -> bool + 'a,
+    progress: &'a idle::Progress,
+) -> impl std::future::Future<Output = chunked::ChunkedOutcome<monoio::net::TcpStream>> + 'a
 where
     maybe_tls::MaybeTls<C>: Duplex,
+    C: 'a,
 {
-    match local {
-        maybe_tls::MaybeTls::Plain(local) if pump == Pump::Splice => {
-            chunked_splice::forward(local, channel, reader, keep_channel, progress).await
-        }
-        // Boxed: the copy pump's buffers would otherwise size every stream's task.
-        local => {
-            Box::pin(chunked::forward(
-                local,
-                channel,
-                reader,
-                keep_channel,
-                progress,
-            ))
-            .await
+    async move {
+        match local {
+            maybe_tls::MaybeTls::Plain(local) if pump == Pump::Splice => {
+                chunked_splice::forward(local, channel, reader, keep_channel, progress).await
+            }
+            // Boxed: the copy pump's buffers would otherwise size every stream's task.
+            local => {
+                Box::pin(chunked::forward(
+                    local,
+                    channel,
+                    reader,
+                    keep_channel,
+                    progress,
+                ))
+                .await
+            }
         }
     }
 }
