@@ -20,6 +20,19 @@ struct Member {
     dir: PathBuf,
     client: SocketAddr,
     peer: SocketAddr,
+    /// The TLS client listener, when the cluster serves one.
+    tls_client: Option<SocketAddr>,
+}
+
+/// Files of a cluster that also serves clients over TLS and asks them for a
+/// certificate (etcd's `--client-cert-auth`).
+pub struct EtcdTls {
+    /// The server certificate (PEM; its names must include 127.0.0.1).
+    pub cert: PathBuf,
+    /// Its key.
+    pub key: PathBuf,
+    /// The CA that client certificates must chain to.
+    pub ca: PathBuf,
 }
 
 /// A running etcd cluster.
@@ -29,6 +42,9 @@ pub struct Etcd {
     /// More command-line flags for every member.
     extra: Vec<String>,
 }
+
+/// Ports per member: client, peer and (with TLS) the TLS client listener.
+const PORTS_PER_MEMBER: u16 = 3;
 
 impl Etcd {
     /// Starts a one-member cluster on 127.0.0.1 and waits until it answers `/health`.
@@ -44,6 +60,25 @@ impl Etcd {
 
     /// [`Etcd::start_cluster`] with more flags for every member (`--auth-token-ttl 2`).
     pub fn start_with(n: u16, extra: &[&str]) -> Etcd {
+        Etcd::start_members(n, extra, false)
+    }
+
+    /// A one-member cluster that also serves clients over TLS (see [`EtcdTls`]) on a
+    /// port of its own ([`Etcd::tls_urls`]); health checks keep the plain one.
+    pub fn start_tls(tls: &EtcdTls) -> Etcd {
+        let flags = [
+            "--cert-file",
+            tls.cert.to_str().unwrap(),
+            "--key-file",
+            tls.key.to_str().unwrap(),
+            "--trusted-ca-file",
+            tls.ca.to_str().unwrap(),
+            "--client-cert-auth",
+        ];
+        Etcd::start_members(1, &flags, true)
+    }
+
+    fn start_members(n: u16, extra: &[&str], with_tls: bool) -> Etcd {
         assert!(
             std::path::Path::new(ETCD).exists(),
             "{ETCD} is missing: run the suite with `bash tests/run.sh`, which installs etcd-server"
@@ -51,7 +86,7 @@ impl Etcd {
         let ip = "127.0.0.1".parse().unwrap();
         let deadline = Instant::now() + crate::process::WAIT;
         loop {
-            let base = crate::fixture::free_port_range(ip, 2 * n);
+            let base = crate::fixture::free_port_range(ip, PORTS_PER_MEMBER * n);
             let tag = rand::random::<u32>();
             let members: Vec<Member> = (0..n)
                 .map(|i| Member {
@@ -59,8 +94,10 @@ impl Etcd {
                     child: None,
                     dir: std::env::temp_dir()
                         .join(format!("sluice-etcd-{}-{tag:08x}-m{i}", std::process::id())),
-                    client: SocketAddr::new(ip, base + 2 * i),
-                    peer: SocketAddr::new(ip, base + 2 * i + 1),
+                    client: SocketAddr::new(ip, base + PORTS_PER_MEMBER * i),
+                    peer: SocketAddr::new(ip, base + PORTS_PER_MEMBER * i + 1),
+                    tls_client: with_tls
+                        .then(|| SocketAddr::new(ip, base + PORTS_PER_MEMBER * i + 2)),
                 })
                 .collect();
             let initial_cluster = members
@@ -87,6 +124,10 @@ impl Etcd {
 
     fn spawn(&mut self, i: usize) {
         let m = &self.members[i];
+        let clients = match m.tls_client {
+            Some(tls) => format!("http://{},https://{tls}", m.client),
+            None => format!("http://{}", m.client),
+        };
         let child = Command::new(ETCD)
             .args([
                 "--name",
@@ -94,9 +135,9 @@ impl Etcd {
                 "--data-dir",
                 m.dir.to_str().unwrap(),
                 "--listen-client-urls",
-                &format!("http://{}", m.client),
+                &clients,
                 "--advertise-client-urls",
-                &format!("http://{}", m.client),
+                &clients,
                 "--listen-peer-urls",
                 &format!("http://{}", m.peer),
                 "--initial-advertise-peer-urls",
@@ -220,6 +261,14 @@ impl Etcd {
     /// `http://IP:PORT` of the first member.
     pub fn url(&self) -> String {
         format!("http://{}", self.members[0].client)
+    }
+
+    /// Every member's `https://IP:PORT` (clusters started with [`Etcd::start_tls`]).
+    pub fn tls_urls(&self) -> Vec<String> {
+        self.members
+            .iter()
+            .map(|m| format!("https://{}", m.tls_client.expect("a TLS listener")))
+            .collect()
     }
 
     /// Every member's `http://IP:PORT`.

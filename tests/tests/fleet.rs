@@ -11,8 +11,9 @@ use serde_json::{json, Value};
 use sluice_tests::{
     admin::Admin,
     client,
-    etcd::Etcd,
+    etcd::{Etcd, EtcdTls},
     fixture::{self, Fixture},
+    pki::Ca,
     process::Sluice,
     upstream::Echo,
     wait_until,
@@ -761,4 +762,80 @@ fn an_etcd_with_authentication_and_short_lived_tokens_serves_the_fleet() {
     wait_until("B lists every user", PROPAGATION, || {
         users_named(&b, "auth-") == written
     });
+}
+
+#[test]
+fn an_etcd_over_mutual_tls_serves_the_fleet_and_an_edge_it_does_not_trust_gets_nothing() {
+    // etcd serves clients over TLS and asks each for a certificate from its CA.
+    let fx = Fixture::new();
+    let ca = Ca::new("etcd test CA");
+    let server = ca.server(&["127.0.0.1"]);
+    let edge_identity = ca.client("edge");
+    let stranger = Ca::new("another CA").client("stranger");
+    let file = |name: &str, pem: &str| fx.write(name, pem);
+    let tls = EtcdTls {
+        cert: file("etcd.crt", &server.cert_pem),
+        key: file("etcd.key", &server.key_pem),
+        ca: file("etcd-ca.crt", &ca.pem()),
+    };
+    file("edge-etcd.crt", &edge_identity.cert_pem);
+    file("edge-etcd.key", &edge_identity.key_pem);
+    file("stranger.crt", &stranger.cert_pem);
+    file("stranger.key", &stranger.key_pem);
+    let etcd = Etcd::start_tls(&tls);
+    let prefix = fresh_prefix();
+    let over_tls = |name: &str, ip: &str, identity: &str| {
+        let cfg = edge_config(&fx, name, ip, &etcd, &prefix, &[]);
+        let yaml = std::fs::read_to_string(&cfg).unwrap().replace(
+            &serde_json::to_string(&etcd.urls()).unwrap(),
+            &serde_json::to_string(&etcd.tls_urls()).unwrap(),
+        );
+        let yaml = format!(
+            "{yaml}    tls:\n      ca: etcd-ca.crt\n      cert: {identity}.crt\n      key: {identity}.key\n"
+        );
+        std::fs::write(&cfg, yaml).unwrap();
+        cfg
+    };
+    let a = run_edge(&over_tls("edge-a", "127.0.0.1", "edge-etcd"));
+    let b = run_edge(&over_tls("edge-b", "127.0.0.2", "edge-etcd"));
+
+    // What A writes, B serves: both edges hold a working TLS session with etcd.
+    let upstream = Echo::start();
+    let _agent = agent(&fx, "agent-b.yml", &fx.token, b.agent_addr, upstream.addr);
+    let created = a.admin.create(
+        "/v1/endpoints",
+        json!({ "url": "tcp://127.0.0.1:0", "traffic_policy": fixture::forward_all(URL) }),
+    );
+    let on_b = SocketAddr::from(([127, 0, 0, 2], listen_addr(&created).unwrap().port()));
+    client::wait_until_echo(on_b, PROPAGATION).expect("B serves the endpoint made through A");
+    let user = b.admin.call(
+        "POST",
+        "/v1/service_users",
+        Some(json!({ "name": "tls-user" })),
+    );
+    assert_eq!(user.status, 201, "{}", user.text);
+    wait_until("A lists the user made through B", PROPAGATION, || {
+        users_named(&a, "tls-user") == 1
+    });
+
+    // An edge whose certificate etcd's CA did not sign is refused by etcd: it logs
+    // why, writes get 503, and it never sees the fleet's endpoint.
+    let mut c = run_edge(&over_tls("edge-c", "127.0.0.3", "stranger"));
+    let outage = c
+        .process
+        .wait_for("etcd unreachable: serving the last applied state; retrying");
+    assert!(
+        outage["hint"]
+            .as_str()
+            .is_some_and(|h| h.contains("check that etcd's certificate")),
+        "{outage}"
+    );
+    let refused = c.admin.call(
+        "POST",
+        "/v1/service_users",
+        Some(json!({ "name": "stranger-user" })),
+    );
+    assert_eq!(refused.status, 503, "{}", refused.text);
+    assert!(listed(&c, created["id"].as_str().unwrap()).is_none());
+    assert_eq!(users_named(&a, "stranger-user"), 0);
 }

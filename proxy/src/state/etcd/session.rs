@@ -262,6 +262,23 @@ fn options(settings: &EtcdSettings) -> ConnectOptions {
     o
 }
 
+/// With TLS to etcd, a certificate etcd refuses (or one the edge refuses) shows as a
+/// lost connection, not as a TLS error: the log line says where to look.
+fn tls_hint(settings: &EtcdSettings) -> Option<&'static str> {
+    settings.tls.as_ref().map(|_| {
+        "with state.etcd.tls: check that etcd's certificate chains to tls.ca and names the \
+         endpoint's host, and that etcd trusts the CA of tls.cert"
+    })
+}
+
+/// Logs the start of an outage, once until the state loads again.
+fn log_outage(edge: &str, e: &dyn std::fmt::Display, settings: &EtcdSettings, logged: &mut bool) {
+    if !std::mem::replace(logged, true) {
+        let hint = tls_hint(settings);
+        tracing::warn!(%edge, error = %e, hint, "etcd unreachable: serving the last applied state; retrying");
+    }
+}
+
 /// The link thread: connect, load, watch; again after every loss.
 async fn run(shared: Arc<Shared>, settings: EtcdSettings, edge: String) {
     let mut backoff = RETRY_MIN;
@@ -271,7 +288,8 @@ async fn run(shared: Arc<Shared>, settings: EtcdSettings, edge: String) {
         match Client::connect(&settings.endpoints, Some(options(&settings))).await {
             Ok(c) => break c,
             Err(e) => {
-                tracing::warn!(%edge, error = %e, endpoints = ?settings.endpoints, "etcd: cannot connect; retrying");
+                let hint = tls_hint(&settings);
+                tracing::warn!(%edge, error = %e, endpoints = ?settings.endpoints, hint, "etcd: cannot connect; retrying");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(RETRY_MAX);
             }
@@ -290,10 +308,7 @@ async fn run(shared: Arc<Shared>, settings: EtcdSettings, edge: String) {
                 }
                 Err(e) => {
                     shared.down.store(true, Ordering::Relaxed);
-                    if !outage_logged {
-                        tracing::warn!(%edge, error = %e, "etcd unreachable: serving the last applied state; retrying");
-                        outage_logged = true;
-                    }
+                    log_outage(&edge, &e, &settings, &mut outage_logged);
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(RETRY_MAX);
                     continue;
@@ -308,10 +323,7 @@ async fn run(shared: Arc<Shared>, settings: EtcdSettings, edge: String) {
             }
             WatchEnd::Lost(e) => {
                 shared.down.store(true, Ordering::Relaxed);
-                if !outage_logged {
-                    tracing::warn!(%edge, error = %e, "etcd unreachable: serving the last applied state; retrying");
-                    outage_logged = true;
-                }
+                log_outage(&edge, &e, &settings, &mut outage_logged);
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(RETRY_MAX);
             }
