@@ -58,6 +58,15 @@ impl Driver {
 thread_local! {
     /// This thread's worker index; `usize::MAX` on threads that are not workers.
     static WORKER: Cell<usize> = const { Cell::new(usize::MAX) };
+    /// Runtimes [`block_on`] has started on this thread.
+    static RUNTIMES: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Which of this thread's runtimes is running (a per-thread count of [`block_on`]
+/// calls): state kept per thread across runtimes, such as the idle watchdog's task,
+/// can tell a runtime that is gone.
+pub(crate) fn runtime_generation() -> u64 {
+    RUNTIMES.with(Cell::get)
 }
 
 /// The index of the calling worker thread (as passed to `make` by
@@ -84,6 +93,7 @@ pub fn block_on<Fut: Future>(
     driver: Driver,
     make: impl FnOnce() -> Fut,
 ) -> io::Result<Fut::Output> {
+    RUNTIMES.with(|n| n.set(n.get() + 1));
     match driver.resolve() {
         Driver::Uring => {
             let mut rt = uring_runtime(true)

@@ -257,7 +257,8 @@ pub(super) fn hello(ticket: &SessionTicket) -> Frame {
 
 /// Dials the edge's agent port (bounded by [`CONNECT_TIMEOUT`]).
 pub(super) async fn dial_edge(ticket: &SessionTicket) -> Result<TcpStream, ChannelError> {
-    match monoio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect_addr(ticket.edge_addr)).await {
+    match crate::io::idle::within(CONNECT_TIMEOUT, TcpStream::connect_addr(ticket.edge_addr)).await
+    {
         Ok(Ok(s)) => {
             let _ = s.set_nodelay(true);
             Ok(s)

@@ -140,7 +140,7 @@ async fn connect_tcp(
             .await
             .map_err(UpstreamError::from_connect)
     };
-    let mut s = monoio::time::timeout(CONNECT_TIMEOUT, dial)
+    let mut s = crate::io::idle::within(CONNECT_TIMEOUT, dial)
         .await
         .map_err(|_| UpstreamError::Timeout)??;
     let _ = s.set_nodelay(true);

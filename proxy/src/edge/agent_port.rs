@@ -13,7 +13,7 @@ use super::{
     agent_refusal::AgentRefusal, channel_auth, control, datachan::ParkedChannel, EdgeShared,
 };
 use crate::{
-    io::{framed, sockets},
+    io::{framed, idle, sockets},
     wire::{Frame, CHANNEL_HELLO_FRAME_LEN, DATA_CHANNEL_MAGIC, PROTOCOL_VERSION},
 };
 
@@ -45,7 +45,7 @@ async fn handle(stream: TcpStream, peer: SocketAddr, shared: Arc<EdgeShared>) {
     // TCP_NODELAY comes from the listener (io/sockets.rs).
     let limit = shared.preauth.handshake_timeout();
     let deadline = Instant::now() + limit;
-    let first = match monoio::time::timeout(limit, first_byte(&stream)).await {
+    let first = match idle::within(limit, first_byte(&stream)).await {
         Ok(Ok(b)) => b,
         Ok(Err(e)) => {
             tracing::debug!(%peer, error = %e, "agent connection closed before speaking");
@@ -94,7 +94,7 @@ async fn plain_data_channel(
     shared: Arc<EdgeShared>,
 ) {
     let left = deadline.saturating_duration_since(Instant::now());
-    let hello = monoio::time::timeout(left, async {
+    let hello = idle::within(left, async {
         // The magic and the length prefix first, so a wrong length is refused at once.
         let head_len = DATA_CHANNEL_MAGIC.len() + 4;
         let (res, head) = stream.read_exact(vec![0u8; head_len]).await;

@@ -28,7 +28,7 @@ use monoio::{io::AsyncWriteRentExt, net::TcpStream};
 
 use crate::{
     io::{
-        self, chunked, framed, framed::FrameReader, idle::Progress, maybe_tls::MaybeTls,
+        self, chunked, framed, framed::FrameReader, idle, idle::Progress, maybe_tls::MaybeTls,
         splice::PumpError, tls_stream::TlsStream,
     },
     wire::{self, Frame, StreamCode},
@@ -101,7 +101,7 @@ impl ParkedChannel {
                 let mut tcp = TcpStream::from_std(socket).map_err(|_| OpenError::Unusable)?;
                 let (res, _) = tcp.write_all(first).await;
                 res.map_err(|_| OpenError::Broke)?;
-                let status = monoio::time::timeout(STATUS_WAIT, reader.next(&mut tcp)).await;
+                let status = idle::within(STATUS_WAIT, reader.next(&mut tcp)).await;
                 status_of(status)?;
                 Ok(DataChannel::Plain(tcp, reader))
             }
@@ -124,12 +124,12 @@ async fn announce_tls(
     let mut tls = Box::new(Tls::from_parts(tcp, *conn));
     let (res, _) = tls.write_all(first).await;
     res.map_err(|_| OpenError::Broke)?;
-    let status = monoio::time::timeout(STATUS_WAIT, reader.next(&mut *tls)).await;
+    let status = idle::within(STATUS_WAIT, reader.next(&mut *tls)).await;
     status_of(status)?;
     Ok(DataChannel::Tls(tls, reader))
 }
 
-type Status = Result<Result<Option<Frame>, framed::FrameError>, monoio::time::error::Elapsed>;
+type Status = Result<Result<Option<Frame>, framed::FrameError>, idle::TimedOut>;
 
 /// The agent's answer to a Stream header, as an open result.
 fn status_of(status: Status) -> Result<(), OpenError> {

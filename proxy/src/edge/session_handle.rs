@@ -158,9 +158,7 @@ impl SessionHandle {
                     );
                     let _ = self.control_tx.try_send(Frame::NeedChannels { count: 1 });
                     let left = deadline.saturating_duration_since(std::time::Instant::now());
-                    // Boxed: a monoio timer is 640 bytes aligned to 128, which every
-                    // open would carry even when a channel is waiting.
-                    match Box::pin(monoio::time::timeout(left, self.idle_rx.recv())).await {
+                    match crate::io::idle::within(left, self.idle_rx.recv()).await {
                         Ok(Ok(c)) => c,
                         Ok(Err(_)) => return Err(TakeError::SessionGone),
                         Err(_) => return Err(TakeError::Timeout),

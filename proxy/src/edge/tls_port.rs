@@ -46,7 +46,7 @@ pub enum HelloError {
 
 /// Reads the client's ClientHello within [`HELLO_TIMEOUT`].
 pub async fn client_hello(client: &mut TcpStream) -> Result<ClientHello, HelloError> {
-    monoio::time::timeout(HELLO_TIMEOUT, read_client_hello(client))
+    crate::io::idle::within(HELLO_TIMEOUT, read_client_hello(client))
         .await
         .unwrap_or(Err(HelloError::Timeout))
 }
