@@ -165,27 +165,29 @@ async fn copy_chunk(
     drained: bool,
     progress: &Progress,
 ) -> Result<usize, PumpError> {
-    if drained {
-        local.readable(false).await.map_err(inbound)?;
-    }
+    let mut wait = drained;
     loop {
-        match read_and_send(local.as_raw_fd(), channel.as_raw_fd()) {
-            Ok(Relayed::Sent(n)) => {
-                progress.bump(n as u64);
-                return Ok(n);
-            }
+        if wait {
+            local.readable(false).await.map_err(inbound)?;
+        }
+        let n = match read_and_send(local.as_raw_fd(), channel.as_raw_fd()) {
+            Ok(Relayed::Sent(n)) => n,
             Ok(Relayed::Pending { n, rest }) => {
                 send_all(channel, &rest, 0).await.map_err(outbound)?;
-                progress.bump(n as u64);
-                return Ok(n);
+                n
             }
-            Err(e) if e.side == Side::Inbound => match e.source.kind() {
-                io::ErrorKind::WouldBlock => local.readable(false).await.map_err(inbound)?,
-                io::ErrorKind::Interrupted => {}
-                _ => return Err(e),
-            },
+            Err(e) if e.side == Side::Inbound => {
+                match e.source.kind() {
+                    io::ErrorKind::WouldBlock => wait = true,
+                    io::ErrorKind::Interrupted => wait = false,
+                    _ => return Err(e),
+                }
+                continue;
+            }
             Err(e) => return Err(e),
-        }
+        };
+        progress.bump(n as u64);
+        return Ok(n);
     }
 }
 
@@ -211,16 +213,17 @@ fn read_and_send(from: RawFd, to: RawFd) -> Result<Relayed, PumpError> {
     }
     // SAFETY: the header was written just above and the `n` bytes behind it by recv.
     let whole = unsafe { std::slice::from_raw_parts(chunk.as_ptr().cast::<u8>(), 4 + n) };
-    // SAFETY: sends from a live slice of the given length on a caller-owned socket.
-    let sent = unsafe { libc::send(to, whole.as_ptr().cast(), whole.len(), libc::MSG_NOSIGNAL) };
-    let sent = if sent >= 0 {
-        sent as usize
-    } else {
-        let e = io::Error::last_os_error();
-        match e.kind() {
-            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => 0,
-            _ => return Err(outbound(e)),
+    let sent = match send_now(to, whole, 0) {
+        Ok(sent) => sent,
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+            ) =>
+        {
+            0
         }
+        Err(e) => return Err(outbound(e)),
     };
     if sent == whole.len() {
         Ok(Relayed::Sent(n))
@@ -390,18 +393,16 @@ async fn read_more(
     want: usize,
     drained: bool,
 ) -> Result<bool, PumpError> {
-    if drained {
-        release_if_empty(buf);
-        channel.readable(false).await.map_err(outbound)?;
-    }
+    let mut wait = drained;
     loop {
+        if wait {
+            release_if_empty(buf);
+            channel.readable(false).await.map_err(outbound)?;
+        }
         match read_appending(channel.as_raw_fd(), buf, want) {
             Ok(short) => return Ok(short),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                release_if_empty(buf);
-                channel.readable(false).await.map_err(outbound)?;
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => wait = true,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => wait = false,
             Err(e) => return Err(outbound(e)),
         }
     }
@@ -447,27 +448,32 @@ async fn drain_pipe(pipe: &mut Pipe, dst: &TcpStream, progress: &Progress) -> io
 /// Sends all of `data` on `dst` (`flags` beside `MSG_NOSIGNAL`), waiting for room.
 async fn send_all(dst: &TcpStream, mut data: &[u8], flags: libc::c_int) -> io::Result<()> {
     while !data.is_empty() {
-        // SAFETY: sends from a live slice of the given length on a caller-owned socket.
-        let sent = unsafe {
-            libc::send(
-                dst.as_raw_fd(),
-                data.as_ptr().cast(),
-                data.len(),
-                libc::MSG_NOSIGNAL | flags,
-            )
-        };
-        if sent >= 0 {
-            data = &data[sent as usize..];
-            continue;
-        }
-        let e = io::Error::last_os_error();
-        match e.kind() {
-            io::ErrorKind::WouldBlock => dst.writable(false).await?,
-            io::ErrorKind::Interrupted => {}
-            _ => return Err(e),
+        match send_now(dst.as_raw_fd(), data, flags) {
+            Ok(sent) => data = &data[sent..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => dst.writable(false).await?,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
     }
     Ok(())
+}
+
+/// One non-blocking `send(2)` of `data` on `fd` (`flags` beside `MSG_NOSIGNAL`): how
+/// much the socket took, or the error (`WouldBlock` when it took nothing).
+fn send_now(fd: RawFd, data: &[u8], flags: libc::c_int) -> io::Result<usize> {
+    // SAFETY: sends from a live slice of the given length on a caller-owned socket.
+    let sent = unsafe {
+        libc::send(
+            fd,
+            data.as_ptr().cast(),
+            data.len(),
+            libc::MSG_NOSIGNAL | flags,
+        )
+    };
+    if sent < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(sent as usize)
 }
 
 #[cfg(test)]
@@ -525,16 +531,7 @@ mod tests {
 
         // A full channel: the whole chunk comes back to be sent once there is room.
         let filler = [0u8; 65536];
-        // SAFETY: non-blocking sends from a live buffer until the socket is full.
-        while unsafe {
-            libc::send(
-                channel.as_raw_fd(),
-                filler.as_ptr().cast(),
-                filler.len(),
-                libc::MSG_NOSIGNAL,
-            )
-        } > 0
-        {}
+        while send_now(channel.as_raw_fd(), &filler, 0).is_ok() {}
         client.write_all(&message).unwrap();
         let Relayed::Pending { n: 100, rest } = relay(&local, &channel) else {
             panic!("a full channel took the chunk");

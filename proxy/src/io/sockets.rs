@@ -214,28 +214,13 @@ pub fn recv_uninit(
 
 /// Peeks at the first byte without consuming it; `Ok(None)` when none is there yet.
 pub fn peek_first_byte(fd: RawFd) -> io::Result<Option<u8>> {
-    let mut byte = 0u8;
-    // SAFETY: recv into a one-byte buffer we own; MSG_DONTWAIT keeps it non-blocking
-    // and MSG_PEEK leaves the byte in the socket.
-    let n = unsafe {
-        libc::recv(
-            fd,
-            (&mut byte as *mut u8).cast(),
-            1,
-            libc::MSG_PEEK | libc::MSG_DONTWAIT,
-        )
-    };
-    match n {
-        0 => Err(io::ErrorKind::UnexpectedEof.into()),
-        1 => Ok(Some(byte)),
-        _ => {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::WouldBlock {
-                Ok(None)
-            } else {
-                Err(e)
-            }
-        }
+    let mut byte = [MaybeUninit::<u8>::uninit()];
+    // MSG_PEEK leaves the byte in the socket; MSG_DONTWAIT keeps it non-blocking.
+    match recv_uninit(fd, &mut byte, libc::MSG_PEEK | libc::MSG_DONTWAIT) {
+        Ok(&[b]) => Ok(Some(b)),
+        Ok(_) => Err(io::ErrorKind::UnexpectedEof.into()),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+        Err(e) => Err(e),
     }
 }
 
