@@ -32,7 +32,6 @@ command -v pgbench >/dev/null || { echo "pgbench missing: apt-get install postgr
 command -v haproxy >/dev/null || { echo "haproxy missing: apt-get install haproxy" >&2; exit 2; }
 
 source bench/scripts/common.sh
-SLUICE=$(realpath "$SLUICE")
 
 # The server: a throwaway cluster on loopback, trusted local connections.
 PGDATA="$WORK/pgdata"
@@ -64,9 +63,9 @@ agent: { authtoken: "$TOKEN", connect_url: "127.0.0.1:$agent_port", connect_cas:
 endpoints:
   - { url: tcp://db.internal:5432, upstream: { url: "127.0.0.1:$PG_PORT" } }
 YML
-  (cd "$WORK" && exec "$SLUICE" --log-level warn edge --config "$transport-edge.yml" 2>"$transport-edge.log") & PIDS+=($!)
+  "$SLUICE" --log-level warn edge --config "$WORK/$transport-edge.yml" 2>"$WORK/$transport-edge.log" & PIDS+=($!)
   wait_port "$agent_port"
-  (cd "$WORK" && exec "$SLUICE" --log-level warn agent --config "$transport-agent.yml" 2>"$transport-agent.log") & PIDS+=($!)
+  "$SLUICE" --log-level warn agent --config "$WORK/$transport-agent.yml" 2>"$WORK/$transport-agent.log" & PIDS+=($!)
   for _ in $(seq 1 200); do
     pgbench -h 127.0.0.1 -p "$PUB" -U bench -S -t 1 postgres >/dev/null 2>&1 && return 0
     sleep 0.05

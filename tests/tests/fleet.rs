@@ -126,6 +126,19 @@ fn listen_addr(endpoint: &Value) -> Option<SocketAddr> {
     endpoint["listen_addr"].as_str()?.parse().ok()
 }
 
+/// Creates a `tcp://` endpoint forwarding to [`URL`] through edge `a` and waits until
+/// edge B (127.0.0.2, with an agent serving [`URL`]) serves it: the endpoint as created
+/// and its address on B.
+fn made_through_a_served_by_b(a: &Edge) -> (Value, SocketAddr) {
+    let created = a.admin.create(
+        "/v1/endpoints",
+        json!({ "url": "tcp://127.0.0.1:0", "traffic_policy": fixture::forward_all(URL) }),
+    );
+    let on_b = SocketAddr::from(([127, 0, 0, 2], listen_addr(&created).unwrap().port()));
+    client::wait_until_echo(on_b, PROPAGATION).expect("edge B serves the endpoint made through A");
+    (created, on_b)
+}
+
 #[test]
 fn an_endpoint_made_through_one_edge_is_served_policed_and_removed_by_the_others() {
     let etcd = Etcd::start();
@@ -236,12 +249,7 @@ fn a_token_made_through_one_edge_works_on_the_other_and_its_revocation_ends_the_
         "{sessions}"
     );
     // A stream flowing through B into that session.
-    let created = a.admin.create(
-        "/v1/endpoints",
-        json!({ "url": "tcp://127.0.0.1:0", "traffic_policy": fixture::forward_all(URL) }),
-    );
-    let on_b = SocketAddr::from(([127, 0, 0, 2], listen_addr(&created).unwrap().port()));
-    client::wait_until_echo(on_b, PROPAGATION).expect("B serves the endpoint");
+    let (_, on_b) = made_through_a_served_by_b(&a);
     let mut flowing = client::connect_from(None, on_b).unwrap();
     assert!(client::echoes(
         &mut flowing,
@@ -473,12 +481,7 @@ fn a_three_member_etcd_losing_its_leader_loses_no_write_and_no_connection() {
     let (a, b) = fleet(&fx, &etcd);
     let upstream = Echo::start();
     let _agent = agent(&fx, "agent-b.yml", &fx.token, b.agent_addr, upstream.addr);
-    let created = a.admin.create(
-        "/v1/endpoints",
-        json!({ "url": "tcp://127.0.0.1:0", "traffic_policy": fixture::forward_all(URL) }),
-    );
-    let on_b = SocketAddr::from(([127, 0, 0, 2], listen_addr(&created).unwrap().port()));
-    client::wait_until_echo(on_b, PROPAGATION).expect("edge B serves the endpoint");
+    let (_, on_b) = made_through_a_served_by_b(&a);
 
     // Connections through B for the whole test, and admin writes through both edges;
     // the leader is killed after the first ten writes.
@@ -728,12 +731,7 @@ fn an_etcd_with_authentication_and_short_lived_tokens_serves_the_fleet() {
     let b = with_user("edge-b", "127.0.0.2");
     let upstream = Echo::start();
     let _agent = agent(&fx, "agent-b.yml", &fx.token, b.agent_addr, upstream.addr);
-    let created = a.admin.create(
-        "/v1/endpoints",
-        json!({ "url": "tcp://127.0.0.1:0", "traffic_policy": fixture::forward_all(URL) }),
-    );
-    let on_b = SocketAddr::from(([127, 0, 0, 2], listen_addr(&created).unwrap().port()));
-    client::wait_until_echo(on_b, PROPAGATION).expect("B serves the endpoint");
+    made_through_a_served_by_b(&a);
 
     // A token expires 2 s after its last use: after a quiet spell longer than that,
     // writes through both edges still land (the edges log in again), and B's watch
@@ -802,12 +800,7 @@ fn an_etcd_over_mutual_tls_serves_the_fleet_and_an_edge_it_does_not_trust_gets_n
     // What A writes, B serves: both edges hold a working TLS session with etcd.
     let upstream = Echo::start();
     let _agent = agent(&fx, "agent-b.yml", &fx.token, b.agent_addr, upstream.addr);
-    let created = a.admin.create(
-        "/v1/endpoints",
-        json!({ "url": "tcp://127.0.0.1:0", "traffic_policy": fixture::forward_all(URL) }),
-    );
-    let on_b = SocketAddr::from(([127, 0, 0, 2], listen_addr(&created).unwrap().port()));
-    client::wait_until_echo(on_b, PROPAGATION).expect("B serves the endpoint made through A");
+    let (created, _) = made_through_a_served_by_b(&a);
     let user = b.admin.call(
         "POST",
         "/v1/service_users",
