@@ -9,6 +9,10 @@
 
 use std::io::IsTerminal;
 
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::registry::LookupSpan;
+
 use tracing_subscriber::EnvFilter;
 
 /// Output format of the logs.
@@ -22,8 +26,9 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the global subscriber, writing to stderr.
-pub fn init(level: Option<&str>, format: LogFormat) {
+/// Installs the global subscriber, writing to stderr. An edge passes its `edge_id`,
+/// which then names it on every line (fleet logs are read side by side).
+pub fn init(level: Option<&str>, format: LogFormat, edge: Option<&str>) {
     let filter = match level {
         Some(l) => EnvFilter::new(l),
         None => EnvFilter::try_from_env("SLUICE_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
@@ -38,11 +43,68 @@ pub fn init(level: Option<&str>, format: LogFormat) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_thread_names(true);
-    let _ = if json {
-        builder.json().flatten_event(true).try_init()
-    } else {
-        builder.with_ansi(terminal).try_init()
+    let lines = tracing_subscriber::fmt::format().with_thread_names(true);
+    let _ = match (json, edge) {
+        (true, None) => builder.json().flatten_event(true).try_init(),
+        (false, None) => builder.with_ansi(terminal).try_init(),
+        (true, Some(edge)) => builder
+            .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+            .event_format(WithEdge::new(lines.json().flatten_event(true), edge, true))
+            .try_init(),
+        (false, Some(edge)) => builder
+            .with_ansi(terminal)
+            .event_format(WithEdge::new(lines, edge, false))
+            .try_init(),
     };
+}
+
+/// The default formatters with the edge's name on every line of its log: the first
+/// member of a JSON line (`"edge":"edge-a"`), a `[edge-a]` prefix on a text line.
+struct WithEdge<F> {
+    inner: F,
+    /// The JSON member's value, quoted and escaped.
+    quoted: String,
+    /// The text prefix: `[edge-a] `.
+    text_prefix: String,
+    json: bool,
+}
+
+impl<F> WithEdge<F> {
+    fn new(inner: F, edge: &str, json: bool) -> Self {
+        Self {
+            inner,
+            quoted: serde_json::to_string(edge).unwrap_or_else(|_| "\"?\"".into()),
+            text_prefix: format!("[{edge}] "),
+            json,
+        }
+    }
+}
+
+impl<S, N, F> FormatEvent<S, N> for WithEdge<F>
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        if !self.json {
+            writer.write_str(&self.text_prefix)?;
+            return self.inner.format_event(ctx, writer, event);
+        }
+        let mut line = String::with_capacity(256);
+        self.inner
+            .format_event(ctx, Writer::new(&mut line), event)?;
+        let Some(rest) = line.strip_prefix('{') else {
+            return writer.write_str(&line);
+        };
+        let separator = if rest.starts_with('}') { "" } else { "," };
+        write!(writer, "{{\"edge\":{}{separator}{rest}", self.quoted)
+    }
 }
 
 /// Events per second a [`Throttle`] lets through before it starts counting instead.
@@ -128,6 +190,69 @@ macro_rules! log_throttled {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A log sink the test reads back.
+    #[derive(Clone, Default)]
+    struct Sink(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn logged_by(edge: &str, json: bool) -> String {
+        let sink = Sink::default();
+        let writer = sink.clone();
+        let builder = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false);
+        let lines = tracing_subscriber::fmt::format();
+        let dispatch = if json {
+            tracing::Dispatch::new(
+                builder
+                    .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+                    .event_format(WithEdge::new(lines.json().flatten_event(true), edge, true))
+                    .finish(),
+            )
+        } else {
+            tracing::Dispatch::new(
+                builder
+                    .event_format(WithEdge::new(lines, edge, false))
+                    .finish(),
+            )
+        };
+        tracing::dispatcher::with_default(&dispatch, || {
+            tracing::info!(port = 7, "first");
+            tracing::warn!("second");
+        });
+        let text = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+        text
+    }
+
+    #[test]
+    fn every_line_of_an_edge_names_it() {
+        let json = logged_by("edge \"a\"", true);
+        let lines: Vec<serde_json::Value> = json
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect();
+        assert_eq!(lines.len(), 2, "{json}");
+        for line in &lines {
+            assert_eq!(line["edge"], "edge \"a\"", "{line}");
+        }
+        assert_eq!(lines[0]["port"], 7);
+        assert_eq!(lines[1]["message"], "second");
+
+        let text = logged_by("edge-b", false);
+        assert_eq!(text.lines().count(), 2, "{text}");
+        assert!(text.lines().all(|l| l.starts_with("[edge-b] ")), "{text}");
+        assert!(text.contains("first port=7"), "{text}");
+    }
 
     #[test]
     fn throttle_admits_a_burst_then_counts() {

@@ -252,7 +252,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::State { command } => {
-            logging::init(cli.log_level.as_deref(), cli.log_format);
+            logging::init(cli.log_level.as_deref(), cli.log_format, None);
             run_state(command)
         }
         Command::Config {
@@ -278,14 +278,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Edge { config } => {
             let mut settings = EdgeSettings::load(&config)?;
             settings.pump = cli.pump;
-            logging::init(cli.log_level.as_deref(), cli.log_format);
+            logging::init(
+                cli.log_level.as_deref(),
+                cli.log_format,
+                Some(&settings.edge_id),
+            );
             signals::block_with_hangup();
             run_edge(settings, &config, cli.driver)
         }
         Command::Agent { config } => {
             let mut settings = AgentSettings::load(&config)?;
             settings.pump = cli.pump;
-            logging::init(cli.log_level.as_deref(), cli.log_format);
+            logging::init(cli.log_level.as_deref(), cli.log_format, None);
             signals::block_with_hangup();
             let drain_timeout = settings.drain_timeout;
             let agent = agent::start(settings, cli.driver)?;
@@ -304,7 +308,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Demo { port, transport } => {
-            logging::init(cli.log_level.as_deref(), cli.log_format);
+            logging::init(cli.log_level.as_deref(), cli.log_format, None);
             signals::block_termination_signals();
             let d = demo::start(port, &transport, cli.driver)?;
             println!("sluice demo: edge, agent and echo upstream are running");

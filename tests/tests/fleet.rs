@@ -348,6 +348,12 @@ fn with_etcd_down_connections_flow_writes_get_503_and_the_fleet_converges_after(
 
     let state = b.admin.get("/v1/state");
     assert_eq!(state["edge_id"], "edge-b", "{state}");
+    let read = b.admin.call("GET", "/v1/endpoints", None);
+    assert_eq!(
+        read.header("sluice-state-following"),
+        Some("true"),
+        "{read:?}"
+    );
     assert_eq!(state["backend"], "etcd", "{state}");
     assert_eq!(state["following"], true, "{state}");
     assert!(state["remote_changes"].as_u64().unwrap() >= 1, "{state}");
@@ -395,6 +401,21 @@ fn with_etcd_down_connections_flow_writes_get_503_and_the_fleet_converges_after(
         refused.text
     );
     assert!(listed(&b, created["id"].as_str().unwrap()).is_some());
+    // Each read says it may be stale, and since when.
+    let read = b.admin.call("GET", "/v1/endpoints", None);
+    let header = |name: &str| {
+        read.header(name)
+            .unwrap_or_else(|| panic!("{name} on {read:?}"))
+    };
+    assert_eq!(header("sluice-state-following"), "false");
+    assert_eq!(header("sluice-state-loaded"), "true");
+    assert!(header("sluice-state-revision").parse::<i64>().unwrap() > 0);
+    let age: u64 = header("sluice-state-contact-age-ms").parse().unwrap();
+    assert!(
+        age >= asked.elapsed().as_millis() as u64,
+        "etcd last answered {age} ms ago, but the refused write started {:?} ago",
+        asked.elapsed()
+    );
     // The refused create left nothing listening on B.
     assert_eq!(
         b.admin.get("/v1/endpoints")["items"]
@@ -426,6 +447,14 @@ fn with_etcd_down_connections_flow_writes_get_503_and_the_fleet_converges_after(
     let mut late = Sluice::agent(&fx.write("agent-late.yml", &late_yaml), DRIVER);
     late.wait_for("endpoint bound");
     let late_session = late.wait_for("session established");
+    wait_until("B reports the queued session event", PROPAGATION, || {
+        b.admin.get("/v1/state")["queued_events"].as_u64() >= Some(1)
+    });
+    let listing = b.admin.call("GET", "/v1/events", None);
+    assert!(
+        listing.header("sluice-state-queued-events").is_some(),
+        "{listing:?}"
+    );
 
     etcd.restart();
     // The session event queued during the outage reaches the fleet's audit log once
@@ -441,6 +470,7 @@ fn with_etcd_down_connections_flow_writes_get_503_and_the_fleet_converges_after(
                     .is_some_and(|i| i.len() == 3)
         },
     );
+    assert_eq!(b.admin.get("/v1/state")["queued_events"], 0);
     eprintln!("late agent's session: {late_session}");
     // A change made through B once etcd is back reaches A.
     let second = wait_for_write(|| {
@@ -455,6 +485,18 @@ fn with_etcd_down_connections_flow_writes_get_503_and_the_fleet_converges_after(
     let port2 = listen_addr(&second).unwrap().port();
     client::wait_until_echo(SocketAddr::from(([127, 0, 0, 1], port2)), PROPAGATION)
         .expect("edge A serves the endpoint made through B after etcd came back");
+    // Every line of each edge's log names it, whichever thread wrote it.
+    for (edge, name) in [(&a, "edge-a"), (&b, "edge-b")] {
+        let lines = edge.process.count(|_| true);
+        let unnamed = edge.process.count(|v| v["edge"] != name);
+        assert!(lines > 10, "{name} logged {lines} lines");
+        assert_eq!(
+            unnamed,
+            0,
+            "{name}: lines without the edge's name in\n{}",
+            edge.process.log_text()
+        );
+    }
 }
 
 /// Retries `write` while it answers 503 (the edge reconnecting to etcd); the body of

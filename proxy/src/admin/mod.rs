@@ -15,6 +15,7 @@
 mod auth;
 pub mod backoff;
 mod error;
+mod freshness;
 mod metrics;
 mod routes;
 

@@ -17,6 +17,7 @@ use serde::{de::DeserializeOwned, Deserialize};
 use super::{
     auth::{require_key, Actor, Guard, KeyCheck},
     error::ApiError,
+    freshness::state_headers,
     MAX_BODY,
 };
 use crate::{
@@ -43,7 +44,7 @@ pub fn router(guard: Arc<Guard>, plane: Arc<ControlPlane>, conns: Arc<ConnStats>
     };
     let state = Arc::new(AppState {
         guard,
-        plane,
+        plane: plane.clone(),
         conns,
     });
     let v1 = Router::new()
@@ -80,6 +81,7 @@ pub fn router(guard: Arc<Guard>, plane: Arc<ControlPlane>, conns: Arc<ConnStats>
         .route("/sessions", get(list_sessions))
         .route("/events", get(list_events))
         .route("/state", get(state_status))
+        .route_layer(middleware::from_fn_with_state(plane, state_headers))
         .route_layer(middleware::from_fn_with_state(keys.clone(), require_key));
     let metrics = Router::new()
         .route("/metrics", get(metrics))

@@ -56,6 +56,12 @@ pub fn render(view: &StateView) -> String {
         );
     }
     e.family(
+        "sluice_edge_state_queued_events",
+        "gauge",
+        "Audit events recorded here while the shared store was away, waiting to be stored (listed once stored).",
+    )
+    .sample("sluice_edge_state_queued_events", &[], s.queued_events);
+    e.family(
         "sluice_edge_state_remote_changes_total",
         "counter",
         "Reports of changes made through other edges applied here.",

@@ -80,6 +80,9 @@ pub struct StoreStatus {
     pub lag_revisions: i64,
     /// Milliseconds since the shared store last answered (None: local, or never).
     pub last_contact_age_ms: Option<i64>,
+    /// Audit events recorded while the shared store was away, not stored (nor listed)
+    /// yet (0 for a local store).
+    pub queued_events: u64,
     /// Changes made elsewhere applied since start.
     pub remote_changes: u64,
     /// Writes refused because another writer changed their object first.
@@ -96,6 +99,7 @@ impl StoreStatus {
             revision: 0,
             lag_revisions: 0,
             last_contact_age_ms: None,
+            queued_events: 0,
             remote_changes: 0,
             write_conflicts: 0,
         }
@@ -179,7 +183,7 @@ pub fn open(
     let to_io = |e: StoreError| std::io::Error::other(e.to_string());
     Ok(match (&settings.etcd, &settings.state_dir) {
         (Some(etcd), _) => {
-            tracing::info!(edge = %settings.edge_id, endpoints = ?etcd.endpoints, prefix = %etcd.prefix, "state: etcd (shared by the fleet)");
+            tracing::info!(endpoints = ?etcd.endpoints, prefix = %etcd.prefix, "state: etcd (shared by the fleet)");
             Box::new(etcd::EtcdStore::connect(etcd.clone(), &settings.edge_id)?)
         }
         (None, Some(dir)) => {

@@ -99,7 +99,7 @@ impl EtcdStore {
             std::thread::sleep(Duration::from_millis(10));
         }
         if !link.shared.mirror().loaded {
-            tracing::warn!(edge = %edge_id, ?endpoints, "shared state not loaded yet (etcd does not answer): serving edge.yml's objects; the others apply as soon as etcd answers");
+            tracing::warn!(?endpoints, "shared state not loaded yet (etcd does not answer): serving edge.yml's objects; the others apply as soon as etcd answers");
         }
         Ok(Self {
             link,
@@ -676,13 +676,6 @@ impl Store for EtcdStore {
     }
 
     fn events(&self, query: &EventQuery) -> StoreResult<Vec<EventRecord>> {
-        let pending = self.link.shared.backlog.len();
-        if pending > 0 {
-            tracing::debug!(
-                pending,
-                "audit events queued while etcd was away are not listed yet"
-            );
-        }
         let prefix = self.keys().events();
         let mut out = Vec::new();
         // Newest first: pages by create revision (the event's id), descending.
@@ -744,6 +737,7 @@ impl Store for EtcdStore {
             revision,
             lag_revisions: (shared.etcd_revision.load(Relaxed) - revision).max(0),
             last_contact_age_ms: (last > 0).then(|| (crate::clock::wall_ms() - last).max(0)),
+            queued_events: shared.backlog.len() as u64,
             remote_changes: shared.remote_changes.load(Relaxed),
             write_conflicts: shared.write_conflicts.load(Relaxed),
         }
