@@ -3,14 +3,18 @@
 # sharing their state in it, and edge S on SQLite, each with an agent and one echo
 # upstream. Measured in one run:
 #   - propagation: 100 policy changes made through A's API, each timed from A's 2xx to
-#     the first connection B serves under the new policy (p50, p99, max);
+#     the first connection B serves under the new policy (p50, p99, max), on idle
+#     edges and again while a load generator opens connections through A and B;
+#   - revocation: tokens made through B, each used by an agent holding its session on
+#     A with a stream flowing through A, revoked through B: timed from B's 2xx to the
+#     stream's cut on A (p50, p99, max), while the same load runs;
 #   - admin writes per second through A (etcd) and S (SQLite), one client at a time
 #     and four at once;
 #   - the accept path with etcd configured (A) against without (S), both on 127.0.0.1:
 #     connections per second (32 concurrent) and the 64 B round trip, side by side,
 #     alternating.
 #
-#   bash bench/scripts/fleet.sh [--changes N] [--writes N] [--seconds N]
+#   bash bench/scripts/fleet.sh [--changes N] [--revocations N] [--writes N] [--seconds N]
 #
 # Needs etcd (Debian's etcd-server) and python3. Every process it starts is stopped by
 # PID on exit; all traffic stays on 127.0.0.0/8.
@@ -18,11 +22,13 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 CHANGES=100
+REVOCATIONS=20
 WRITES=200
 SECONDS_PER_RUN=4
 while [ $# -gt 0 ]; do
   case "$1" in
     --changes) CHANGES="$2"; shift 2 ;;
+    --revocations) REVOCATIONS="$2"; shift 2 ;;
     --writes) WRITES="$2"; shift 2 ;;
     --seconds) SECONDS_PER_RUN="$2"; shift 2 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
@@ -74,10 +80,10 @@ start_edge a 127.0.0.1 "$ETCD_STATE"
 start_edge b 127.0.0.2 "$ETCD_STATE"
 start_edge s 127.0.0.1 "state_dir: $WORK/sqlite"
 
-python3 - "$WORK" "$KEY" "${ADMIN[a]}" "${ADMIN[s]}" "$CHANGES" "$WRITES" "$SECONDS_PER_RUN" "$BIN" <<'PY'
+python3 - "$WORK" "$KEY" "${ADMIN[a]}" "${ADMIN[b]}" "${ADMIN[s]}" "$CHANGES" "$REVOCATIONS" "$WRITES" "$SECONDS_PER_RUN" "$BIN" "$SLUICE" "${AGENT[a]}" "$ECHO_PORT" <<'PY'
 import http.client, json, os, socket, statistics, subprocess, sys, threading, time
-work, key, admin_a, admin_s, changes, writes, seconds, bin_dir = sys.argv[1:]
-changes, writes, seconds = int(changes), int(writes), int(seconds)
+work, key, admin_a, admin_b, admin_s, changes, revocations, writes, seconds, bin_dir, sluice, agent_a, echo_port = sys.argv[1:]
+changes, revocations, writes, seconds = int(changes), int(revocations), int(writes), int(seconds)
 
 def api(ip, port, method, path, body=None):
     c = http.client.HTTPConnection(ip, int(port), timeout=10)
@@ -116,20 +122,89 @@ wait(lambda: echoes(on_b), "B serves the endpoint")
 wait(lambda: echoes(on_s), "S serves its endpoint")
 
 # 1. Propagation: A's 2xx -> first connection B serves under the new policy.
-delays = []
-for i in range(changes):
-    deny = i % 2 == 0
-    st, _ = api("127.0.0.1", admin_a, "PATCH", f"/v1/endpoints/{ep['id']}", {"traffic_policy": DENY if deny else ALLOW})
+def propagation():
+    delays = []
+    for i in range(changes):
+        deny = i % 2 == 0
+        st, _ = api("127.0.0.1", admin_a, "PATCH", f"/v1/endpoints/{ep['id']}", {"traffic_policy": DENY if deny else ALLOW})
+        assert st == 200, st
+        t0 = time.monotonic()
+        end = t0 + 5
+        while echoes(on_b) == deny:
+            if time.monotonic() > end: sys.exit(f"change {i} not in force on B within 5 s")
+        delays.append((time.monotonic() - t0) * 1000)
+    # Leave the endpoint open for what follows.
+    st, _ = api("127.0.0.1", admin_a, "PATCH", f"/v1/endpoints/{ep['id']}", {"traffic_policy": ALLOW})
     assert st == 200, st
-    t0 = time.monotonic()
-    end = t0 + 5
-    while echoes(on_b) == deny:
-        if time.monotonic() > end: sys.exit(f"change {i} not in force on B within 5 s")
-    delays.append((time.monotonic() - t0) * 1000)
-delays.sort()
+    wait(lambda: echoes(on_b), "B serves the endpoint again")
+    return sorted(delays)
 def pct(xs, p): return xs[min(len(xs) - 1, int(len(xs) * p))]
 
-# 2. Admin write rate, etcd (A) and SQLite (S).
+class Load:
+    """sluice-load opening connections (16 at a time) through A and through B, bounded
+    by --duration and stopped (by PID) when the measurement under it is done."""
+    def __enter__(self):
+        self.procs = [subprocess.Popen([f"{bin_dir}/sluice-load", "connect", "--target", f"{ip}:{port}",
+                                        "--concurrency", "16", "--duration", "120s", "--json", f"{work}/load-{ip}-{time.monotonic_ns()}.json"],
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                      for ip in ("127.0.0.1", "127.0.0.2")]
+        time.sleep(1)  # let the generators reach full rate before measuring under them
+        return self
+    def __exit__(self, *exc):
+        running = [p.poll() is None for p in self.procs]
+        for p in self.procs:
+            p.terminate(); p.wait()
+        if not all(running): sys.exit("a load generator stopped before the measurement under it ended")
+
+delays_idle = propagation()
+with Load():
+    delays_loaded = propagation()
+
+# 2. Revocation: a token made through B, an agent holding its session on A with a
+# stream flowing through A, the token revoked through B -> the stream cut on A.
+def revocation(i):
+    st, user = api("127.0.0.2", admin_b, "POST", "/v1/service_users", {"name": f"rev-{i}"})
+    assert st == 201, (st, user)
+    st, tok = api("127.0.0.2", admin_b, "POST", f"/v1/service_users/{user['id']}/authtokens", {"description": "revocation bench"})
+    assert st == 201, (st, tok)
+    url = f"tcp://rev-{i}.internal:7"
+    cfg = f"{work}/rev-{i}-agent.yml"
+    with open(cfg, "w") as f:
+        f.write(f'version: 3\nagent: {{ authtoken: "{tok["token"]}", connect_url: "127.0.0.1:{agent_a}", connect_cas: edge.crt, '
+                f'server_name: localhost, transport: tcp, data_channels: 4 }}\n'
+                f'endpoints:\n  - {{ url: {url}, upstream: {{ url: "127.0.0.1:{echo_port}" }} }}\n')
+    agent = subprocess.Popen([sluice, "--log-level", "warn", "agent", "--config", cfg],
+                             stdout=subprocess.DEVNULL, stderr=open(f"{cfg}.log", "w"))
+    try:
+        policy = "{ on_tcp_connect: [ { actions: [ { type: forward-internal, config: { url: %s } } ] } ] }" % url
+        st, rep = api("127.0.0.2", admin_b, "POST", "/v1/endpoints", {"url": "tcp://127.0.0.1:0", "traffic_policy": policy})
+        assert st == 201, (st, rep)
+        on_a = ("127.0.0.1", int(rep["listen_addr"].rsplit(":", 1)[1]))
+        wait(lambda: echoes(on_a), f"A serves rev-{i} through its agent")
+        flowing = socket.create_connection(on_a, timeout=5)
+        flowing.sendall(b"ping"); assert flowing.recv(4) == b"ping"
+        st, _ = api("127.0.0.2", admin_b, "DELETE", f"/v1/service_users/{user['id']}/authtokens/{tok['id']}")
+        assert st == 200, st
+        t0 = time.monotonic()
+        try:
+            got = flowing.recv(1)
+            assert got == b"", got
+        except ConnectionResetError:
+            pass
+        except socket.timeout:
+            sys.exit(f"revocation {i}: the stream through A outlived it by 5 s")
+        delay = (time.monotonic() - t0) * 1000
+        flowing.close()
+        st, _ = api("127.0.0.2", admin_b, "DELETE", f"/v1/endpoints/{rep['id']}")
+        assert st in (200, 204), st
+        return delay
+    finally:
+        agent.terminate(); agent.wait()
+
+with Load():
+    revoked = sorted(revocation(i) for i in range(revocations))
+
+# 3. Admin write rate, etcd (A) and SQLite (S).
 def write_rate(port, tag, threads):
     per = writes // threads
     def run(t):
@@ -146,7 +221,7 @@ for threads in (1, 4):
     rates[("etcd", threads)] = write_rate(admin_a, "e", threads)
     rates[("sqlite", threads)] = write_rate(admin_s, "s", threads)
 
-# 3. Accept path: A (etcd configured) against S (SQLite), both on 127.0.0.1,
+# 4. Accept path: A (etcd configured) against S (SQLite), both on 127.0.0.1,
 # alternating, same harness.
 on_a = ("127.0.0.1", port)
 def load(kind, addr, extra):
@@ -164,7 +239,12 @@ for round_ in range(4):
         rr[name].append(r["latency_us"]["p50"])
 
 print(f"## Fleet: propagation, admin writes, accept path ({time.strftime('%Y-%m-%d')})\n")
-print(f"Propagation of {changes} policy changes through A to B (ms): p50 {pct(delays, 0.5):.1f}, p99 {pct(delays, 0.99):.1f}, max {delays[-1]:.1f}\n")
+print("| from a 2xx on one edge to in force on the other (ms) | p50 | p99 | max |\n| --- | ---: | ---: | ---: |")
+for what, xs in ((f"{changes} policy changes through A, first connection B decides under it; idle", delays_idle),
+                 (f"the same, while 2 x 16 concurrent clients open connections through A and B", delays_loaded),
+                 (f"{revocations} tokens revoked through B, stream cut on A; under the same load", revoked)):
+    print(f"| {what} | {pct(xs, 0.5):.1f} | {pct(xs, 0.99):.1f} | {xs[-1]:.1f} |")
+print()
 print("| admin writes/s | etcd | SQLite | etcd / SQLite |\n| --- | ---: | ---: | ---: |")
 for threads in (1, 4):
     e, s = rates[("etcd", threads)], rates[("sqlite", threads)]
