@@ -90,6 +90,9 @@ fn a_change_through_one_store_is_reported_to_the_other_and_names_stay_unique() {
         seen.lock().unwrap().auth
     });
     assert_eq!(b.users().unwrap(), vec![user.clone()]);
+    // B measured how long A's write took to reach it.
+    let lag = b.status().watch_lag_ms;
+    assert!(lag.is_some_and(|l| (0..5000).contains(&l)), "{lag:?}");
     // Another user with the same name, through B: refused, nothing written.
     let twin = UserRecord {
         id: "usr_2".into(),
@@ -102,6 +105,8 @@ fn a_change_through_one_store_is_reported_to_the_other_and_names_stay_unique() {
     );
     assert_eq!(b.users().unwrap(), vec![user]);
     assert_eq!(b.status().write_conflicts, 1);
-    // A's own write was never reported back to A as a remote change.
+    // A's own write was never reported back to A as a remote change, nor taken for
+    // another edge's lag (B's refused write stamped nothing).
     assert_eq!(a.status().remote_changes, 0);
+    assert_eq!(a.status().watch_lag_ms, None);
 }

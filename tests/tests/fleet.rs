@@ -201,6 +201,19 @@ fn an_endpoint_made_through_one_edge_is_served_policed_and_removed_by_the_others
         std::net::TcpStream::connect(on_b).is_err() && std::net::TcpStream::connect(on_c).is_err()
     });
     assert!(listed(&b, &id).is_none() && listed(&c, &id).is_none());
+    // B and C measured how long A's changes took to reach them.
+    for (edge, name) in [(&b, "B"), (&c, "C")] {
+        let lag = edge.admin.get("/v1/state")["watch_lag_ms"].as_i64();
+        assert!(
+            lag.is_some_and(|l| (l as u128) < PROPAGATION.as_millis()),
+            "{name}'s watch lag: {lag:?}"
+        );
+        let metrics = edge.admin.call("GET", "/metrics", None).text;
+        assert!(
+            metrics.contains("sluice_edge_state_watch_lag_seconds "),
+            "{metrics}"
+        );
+    }
 
     // B's audit log is the fleet's: it shows what was done through A, and where.
     let events = b

@@ -55,6 +55,18 @@ pub fn render(view: &StateView) -> String {
             age as f64 / 1000.0,
         );
     }
+    if let Some(lag) = s.watch_lag_ms {
+        e.family(
+            "sluice_edge_state_watch_lag_seconds",
+            "gauge",
+            "How long the last change made through another edge took to reach this edge's watch (from its writer's request; assumes the hosts' clocks in sync).",
+        )
+        .sample(
+            "sluice_edge_state_watch_lag_seconds",
+            &[],
+            lag as f64 / 1000.0,
+        );
+    }
     e.family(
         "sluice_edge_state_queued_events",
         "gauge",

@@ -80,6 +80,9 @@ pub struct StoreStatus {
     pub lag_revisions: i64,
     /// Milliseconds since the shared store last answered (None: local, or never).
     pub last_contact_age_ms: Option<i64>,
+    /// How long the last change made through another edge took to be applied here,
+    /// from its writer's request to this edge's watch (None: local, or none yet).
+    pub watch_lag_ms: Option<i64>,
     /// Audit events recorded while the shared store was away, not stored (nor listed)
     /// yet (0 for a local store).
     pub queued_events: u64,
@@ -99,6 +102,7 @@ impl StoreStatus {
             revision: 0,
             lag_revisions: 0,
             last_contact_age_ms: None,
+            watch_lag_ms: None,
             queued_events: 0,
             remote_changes: 0,
             write_conflicts: 0,

@@ -11,6 +11,7 @@
 //! | `P/objects/index/tcp_port/<port>` | the id of the `tcp://` endpoint on that port |
 //! | `P/objects/index/user_name/<name>` | the id of the user with that name |
 //! | `P/objects/index/reservations` | touched by every reservation change |
+//! | `P/objects/index/written` | put by every write: which edge wrote, and when (wall-clock ms); the others' watch lag in time |
 //! | `P/token_used/<id>` | when a token last authenticated (ms) |
 //! | `P/events/<class>/<edge>/<at>-<nonce>` | an audit event (`class`: `routine` or `security`, pruned apart); its id is its create revision |
 //!
@@ -67,6 +68,11 @@ impl Keys {
         self.object("index/", "reservations")
     }
 
+    /// The stamp every write puts: [`WriteStamp`].
+    pub fn written(&self) -> String {
+        self.object("index/", "written")
+    }
+
     pub fn token_used_prefix(&self) -> String {
         format!("{}/token_used/", self.prefix)
     }
@@ -104,6 +110,15 @@ impl Keys {
         }
         c
     }
+}
+
+/// Which edge wrote last, and when: put by every write, so an edge whose watch
+/// delivers it knows how long the change took to reach it (clocks of the fleet's
+/// hosts assumed in sync, as with NTP).
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(super) struct WriteStamp {
+    pub edge: String,
+    pub at_ms: i64,
 }
 
 /// The `tcp://` port of an endpoint URL, for the fleet-wide port index.

@@ -212,6 +212,15 @@ impl EtcdStore {
             .transpose()
     }
 
+    /// The put of this write's [`keys::WriteStamp`].
+    fn write_stamp(&self) -> TxnOp {
+        let stamp = keys::WriteStamp {
+            edge: self.edge_id.clone(),
+            at_ms: crate::clock::wall_ms(),
+        };
+        TxnOp::put(self.keys().written(), json(&stamp), None)
+    }
+
     /// The key and value of `event` (a fresh key each call).
     fn event_entry(&mut self, event: &NewEvent) -> (String, Vec<u8>) {
         self.events_since_prune += 1;
@@ -268,6 +277,7 @@ impl EtcdStore {
             .map(|(k, v)| TxnOp::put(k.as_str(), v.clone(), None))
             .collect();
         ops.extend(deletes.iter().map(|k| TxnOp::delete(k.as_str(), None)));
+        ops.push(self.write_stamp());
         let (event_key, event_value) = self.event_entry(event);
         ops.push(TxnOp::put(event_key.as_str(), event_value, None));
         let txn = Txn::new().when(compares).and_then(ops);
@@ -382,6 +392,7 @@ impl EtcdStore {
             .map(|(k, v)| TxnOp::put(k.as_str(), v.clone(), None))
             .collect();
         ops.push(TxnOp::put(event_key.as_str(), event_value.clone(), None));
+        ops.push(self.write_stamp());
         let marker = format!("{event_key}.held");
         let txn = Txn::new().when([compare]).and_then(ops).or_else([
             TxnOp::put(event_key.as_str(), event_value, None),
@@ -738,6 +749,7 @@ impl Store for EtcdStore {
             lag_revisions: (shared.etcd_revision.load(Relaxed) - revision).max(0),
             last_contact_age_ms: (last > 0).then(|| (crate::clock::wall_ms() - last).max(0)),
             queued_events: shared.backlog.len() as u64,
+            watch_lag_ms: shared.watch_lag_ms(),
             remote_changes: shared.remote_changes.load(Relaxed),
             write_conflicts: shared.write_conflicts.load(Relaxed),
         }

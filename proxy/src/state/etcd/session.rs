@@ -57,6 +57,10 @@ pub(super) struct Shared {
     own_writes: Mutex<std::collections::HashMap<String, Option<Vec<u8>>>>,
     /// Audit events waiting for etcd.
     pub backlog: Backlog,
+    /// This edge's name: its own writes' stamps are not the others' lag.
+    edge_id: String,
+    /// [`Shared::watch_lag_ms`] (-1: none yet).
+    watch_lag_ms: AtomicI64,
 }
 
 impl Shared {
@@ -121,6 +125,24 @@ impl Shared {
         self.etcd_revision.fetch_max(revision, Ordering::Relaxed);
     }
 
+    /// How long the last change written through another edge took to reach this one
+    /// (its [`WriteStamp`](super::keys::WriteStamp) to its arrival in the watch).
+    pub fn watch_lag_ms(&self) -> Option<i64> {
+        let lag = self.watch_lag_ms.load(Ordering::Relaxed);
+        (lag >= 0).then_some(lag)
+    }
+
+    /// Notes the stamp of a write the watch delivered.
+    fn saw_stamp(&self, value: &[u8]) {
+        let Ok(stamp) = serde_json::from_slice::<super::keys::WriteStamp>(value) else {
+            return;
+        };
+        if stamp.edge != self.edge_id {
+            let lag = (crate::clock::wall_ms() - stamp.at_ms).max(0);
+            self.watch_lag_ms.store(lag, Ordering::Relaxed);
+        }
+    }
+
     /// Whether etcd was found unreachable and has not answered since.
     pub fn is_down(&self) -> bool {
         self.down.load(Ordering::Relaxed)
@@ -154,12 +176,13 @@ impl Link {
             write_conflicts: AtomicU64::new(0),
             own_writes: Mutex::new(Default::default()),
             backlog: Backlog::default(),
+            edge_id: edge_id.to_string(),
+            watch_lag_ms: AtomicI64::new(-1),
         });
         let thread_shared = shared.clone();
-        let edge = edge_id.to_string();
         std::thread::Builder::new()
             .name("sluice-etcd".into())
-            .spawn(move || runtime.block_on(run(thread_shared, settings, edge)))?;
+            .spawn(move || runtime.block_on(run(thread_shared, settings)))?;
         Ok(Link {
             runtime: handle,
             shared,
@@ -272,15 +295,15 @@ fn tls_hint(settings: &EtcdSettings) -> Option<&'static str> {
 }
 
 /// Logs the start of an outage, once until the state loads again.
-fn log_outage(edge: &str, e: &dyn std::fmt::Display, settings: &EtcdSettings, logged: &mut bool) {
+fn log_outage(e: &dyn std::fmt::Display, settings: &EtcdSettings, logged: &mut bool) {
     if !std::mem::replace(logged, true) {
         let hint = tls_hint(settings);
-        tracing::warn!(%edge, error = %e, hint, "etcd unreachable: serving the last applied state; retrying");
+        tracing::warn!(error = %e, hint, "etcd unreachable: serving the last applied state; retrying");
     }
 }
 
 /// The link thread: connect, load, watch; again after every loss.
-async fn run(shared: Arc<Shared>, settings: EtcdSettings, edge: String) {
+async fn run(shared: Arc<Shared>, settings: EtcdSettings) {
     let mut backoff = RETRY_MIN;
     let mut reload = true;
     let mut outage_logged = false;
@@ -289,7 +312,7 @@ async fn run(shared: Arc<Shared>, settings: EtcdSettings, edge: String) {
             Ok(c) => break c,
             Err(e) => {
                 let hint = tls_hint(&settings);
-                tracing::warn!(%edge, error = %e, endpoints = ?settings.endpoints, hint, "etcd: cannot connect; retrying");
+                tracing::warn!(error = %e, endpoints = ?settings.endpoints, hint, "etcd: cannot connect; retrying");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(RETRY_MAX);
             }
@@ -300,7 +323,7 @@ async fn run(shared: Arc<Shared>, settings: EtcdSettings, edge: String) {
         if reload {
             match load(&client, &shared).await {
                 Ok((revision, changes, objects)) => {
-                    tracing::info!(%edge, revision, objects, "shared state loaded from etcd");
+                    tracing::info!(revision, objects, "shared state loaded from etcd");
                     reload = false;
                     outage_logged = false;
                     backoff = RETRY_MIN;
@@ -308,7 +331,7 @@ async fn run(shared: Arc<Shared>, settings: EtcdSettings, edge: String) {
                 }
                 Err(e) => {
                     shared.down.store(true, Ordering::Relaxed);
-                    log_outage(&edge, &e, &settings, &mut outage_logged);
+                    log_outage(&e, &settings, &mut outage_logged);
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(RETRY_MAX);
                     continue;
@@ -318,12 +341,16 @@ async fn run(shared: Arc<Shared>, settings: EtcdSettings, edge: String) {
         let start = shared.mirror().revision + 1;
         match watch(&client, &shared, start).await {
             WatchEnd::Compacted(at) => {
-                tracing::warn!(%edge, resume_from = start, compacted = at, "etcd compacted the revisions this edge had not seen; reloading everything");
+                tracing::warn!(
+                    resume_from = start,
+                    compacted = at,
+                    "etcd compacted the revisions this edge had not seen; reloading everything"
+                );
                 reload = true;
             }
             WatchEnd::Lost(e) => {
                 shared.down.store(true, Ordering::Relaxed);
-                log_outage(&edge, &e, &settings, &mut outage_logged);
+                log_outage(&e, &settings, &mut outage_logged);
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(RETRY_MAX);
             }
@@ -413,6 +440,7 @@ async fn watch(client: &Client, shared: &Shared, start: i64) -> WatchEnd {
         Err(e) => return WatchEnd::Lost(e.to_string()),
     };
     shared.watching.store(true, Ordering::Relaxed);
+    let written = shared.keys.written();
     let queued = shared.backlog.len();
     match tokio::time::timeout(CALL_TIMEOUT, send_backlog(client.clone(), shared)).await {
         Ok(Ok(_)) if queued > 0 => {
@@ -439,6 +467,7 @@ async fn watch(client: &Client, shared: &Shared, start: i64) -> WatchEnd {
         let mut changes = Changes::default();
         let mut mirror = shared.mirror();
         let mut last = 0;
+        let mut stamp = None;
         for event in resp.events() {
             let Some(kv) = event.kv() else { continue };
             let key = String::from_utf8_lossy(kv.key());
@@ -454,6 +483,9 @@ async fn watch(client: &Client, shared: &Shared, start: i64) -> WatchEnd {
             if changed && !shared.is_own(&key, value) {
                 changes.merge(shared.keys.changes_of(&key));
             }
+            if key == written && value.is_some() {
+                stamp = value;
+            }
         }
         let header = resp.header().map_or(0, |h| h.revision());
         shared.saw_revision(header);
@@ -468,6 +500,9 @@ async fn watch(client: &Client, shared: &Shared, start: i64) -> WatchEnd {
         }
         drop(mirror);
         shared.notify(changes);
+        if let Some(stamp) = stamp {
+            shared.saw_stamp(stamp);
+        }
     };
     shared.watching.store(false, Ordering::Relaxed);
     end
