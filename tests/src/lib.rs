@@ -15,6 +15,7 @@
 //! - [`probes`]: upstreams reporting PROXY headers and half-closes; a half-closing TLS client.
 //! - [`prom`]: sums of samples from a Prometheus `/metrics` scrape.
 //! - [`etcd`]: a real etcd server on loopback ports, for the fleet tests.
+//! - [`fleet`]: edges sharing their state in etcd, each on its own loopback address.
 #![warn(missing_docs)]
 
 pub mod admin;
@@ -22,6 +23,7 @@ pub mod client;
 pub mod etcd;
 pub mod faults;
 pub mod fixture;
+pub mod fleet;
 pub mod load;
 pub mod netns;
 pub mod openssl;

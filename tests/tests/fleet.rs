@@ -5,14 +5,17 @@
 //! served, re-policied and removed, tokens accepted and revoked, names unique across
 //! both; while etcd is down connections keep flowing and writes get 503.
 
-use std::{net::SocketAddr, path::PathBuf, sync::Barrier, time::Duration, time::Instant};
+use std::{net::SocketAddr, sync::Barrier, time::Duration, time::Instant};
 
 use serde_json::{json, Value};
 use sluice_tests::{
-    admin::Admin,
     client,
     etcd::{Etcd, EtcdTls},
     fixture::{self, Fixture},
+    fleet::{
+        edge_config, fleet, fresh_prefix, listen_addr, run_edge, start_edge, start_edge_with, Edge,
+        API_KEY, DRIVER, PROPAGATION,
+    },
     pki::Ca,
     process::Sluice,
     upstream::Echo,
@@ -20,67 +23,6 @@ use sluice_tests::{
 };
 
 const URL: &str = "tcp://db.internal:5432";
-const DRIVER: &str = "uring";
-const API_KEY: &str = "fleet-admin-key-0123456789";
-/// How long a change may take to reach the other edge before the test fails (the
-/// target is far lower: the closing note and docs/fleet.md have the measured delays).
-const PROPAGATION: Duration = Duration::from_secs(5);
-
-struct Edge {
-    process: Sluice,
-    agent_addr: SocketAddr,
-    admin: Admin,
-}
-
-/// An edge named `name` on loopback address `ip`, its state in `etcd` under `prefix`,
-/// with `statics` as edge.yml's own endpoints (`(listen, policy)`).
-fn edge_config(
-    fx: &Fixture,
-    name: &str,
-    ip: &str,
-    etcd: &Etcd,
-    prefix: &str,
-    statics: &[(&str, String)],
-) -> PathBuf {
-    let mut yaml = fx.edge_yaml(&format!("{ip}:0"), statics);
-    if statics.is_empty() {
-        yaml = yaml.replace("endpoints:\n", "endpoints: []\n");
-    }
-    yaml.push_str(&format!(
-        "admin:\n  listen: {ip}:0\n  api_keys: [\"{}\"]\nedge_id: {name}\npublic_address: {ip}\n\
-         state:\n  etcd:\n    endpoints: {}\n    prefix: {prefix}\n",
-        fixture::token_hash(API_KEY),
-        serde_json::to_string(&etcd.urls()).unwrap()
-    ));
-    fx.write(&format!("{name}.yml"), &yaml)
-}
-
-fn start_edge(fx: &Fixture, name: &str, ip: &str, etcd: &Etcd, prefix: &str) -> Edge {
-    start_edge_with(fx, name, ip, etcd, prefix, &[])
-}
-
-fn start_edge_with(
-    fx: &Fixture,
-    name: &str,
-    ip: &str,
-    etcd: &Etcd,
-    prefix: &str,
-    statics: &[(&str, String)],
-) -> Edge {
-    run_edge(&edge_config(fx, name, ip, etcd, prefix, statics))
-}
-
-/// Starts the edge of config `cfg`; its agent port and admin API.
-fn run_edge(cfg: &std::path::Path) -> Edge {
-    let mut process = Sluice::edge(cfg, DRIVER);
-    let (agent_addr, _) = process.edge_addrs(0);
-    let (addr, _) = sluice_tests::admin::listening(&mut process);
-    Edge {
-        process,
-        agent_addr,
-        admin: Admin::new(addr, API_KEY),
-    }
-}
 
 /// How many service users `edge` lists whose name starts with `prefix`.
 fn users_named(edge: &Edge, prefix: &str) -> usize {
@@ -90,19 +32,6 @@ fn users_named(edge: &Edge, prefix: &str) -> usize {
         .iter()
         .filter(|u| u["name"].as_str().is_some_and(|n| n.starts_with(prefix)))
         .count()
-}
-
-/// A fresh key prefix: each test's fleet on its own.
-fn fresh_prefix() -> String {
-    format!("/sluice-test-{:08x}", rand::random::<u32>())
-}
-
-/// Two edges on one fresh prefix of `etcd`.
-fn fleet(fx: &Fixture, etcd: &Etcd) -> (Edge, Edge) {
-    let prefix = fresh_prefix();
-    let a = start_edge(fx, "edge-a", "127.0.0.1", etcd, &prefix);
-    let b = start_edge(fx, "edge-b", "127.0.0.2", etcd, &prefix);
-    (a, b)
 }
 
 fn agent(fx: &Fixture, name: &str, token: &str, edge: SocketAddr, upstream: SocketAddr) -> Sluice {
@@ -120,10 +49,6 @@ fn listed(edge: &Edge, id: &str) -> Option<Value> {
         .iter()
         .find(|e| e["id"] == id)
         .cloned()
-}
-
-fn listen_addr(endpoint: &Value) -> Option<SocketAddr> {
-    endpoint["listen_addr"].as_str()?.parse().ok()
 }
 
 /// Creates a `tcp://` endpoint forwarding to [`URL`] through edge `a` and waits until

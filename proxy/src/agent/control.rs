@@ -1,8 +1,8 @@
-//! The agent's control loop: connect, authenticate, bind, heartbeat; on any failure,
-//! reconnect after a capped exponential backoff with jitter.
+//! The agent's control loops, one per edge it holds a session with: connect,
+//! authenticate, bind, heartbeat; on any failure, reconnect (to another edge when one
+//! is free) after a capped exponential backoff with jitter.
 
 use std::{
-    net::{SocketAddr, ToSocketAddrs},
     sync::{atomic::Ordering, Arc},
     time::Duration,
 };
@@ -13,7 +13,7 @@ use monoio::{
 };
 use rand::Rng;
 
-use super::{AgentShared, SessionTicket};
+use super::{edges::Edge, AgentShared, LiveSession, SessionTicket};
 use crate::{
     io::{
         framed::{self, FrameReader},
@@ -54,30 +54,53 @@ impl std::error::Error for Refused {}
 /// Exit status of an agent that can never serve (see [`Refused`]).
 pub const EXIT_REFUSED: i32 = 2;
 
-/// Runs sessions one after another, forever. An agent whose very first session is
-/// refused for good (a wrong token, a transport the edge refuses, every endpoint
-/// refused by the token's bind rules) logs why and exits with [`EXIT_REFUSED`]: that
-/// is a configuration mistake to show at once. Once it has had a session, it keeps
-/// retrying with backoff whatever happens (a revoked token included), as a daemon
-/// should.
+/// Keeps the agent's sessions: one slot per edge it should hold
+/// (`edge_connections`, capped by the edges known), each running sessions one after
+/// another, forever (see [`run_slot`]).
 pub async fn run_forever(shared: Arc<AgentShared>) {
+    for slot in 1..shared.edge_slots.slots() {
+        monoio::spawn(run_slot(shared.clone(), slot));
+    }
+    run_slot(shared, 0).await;
+}
+
+/// Runs sessions on slot `slot` one after another, forever, each with an edge no other
+/// slot holds; a lost session is re-established on another edge when one is free. An
+/// agent whose very first session is refused for good (a wrong token, a transport the
+/// edge refuses, every endpoint refused by the token's bind rules) logs why and exits
+/// with [`EXIT_REFUSED`]: that is a configuration mistake to show at once. Once it has
+/// had a session, it keeps retrying with backoff whatever happens (a revoked token
+/// included), as a daemon should.
+async fn run_slot(shared: Arc<AgentShared>, slot: usize) {
     let mut backoff = FIRST_BACKOFF;
+    let mut turn = 0;
+    let mut last_edge = None;
     loop {
         if shared.draining.load(Ordering::Acquire) {
             return;
         }
         let first = shared.stats.sessions.get() == 0;
-        match run_session(&shared).await {
+        let Some(edge) = shared.edge_slots.choose(slot, turn, last_edge) else {
+            tracing::debug!(slot, "no free edge for this session slot; waiting");
+            let jitter = rand::rng().random_range(0.0..0.25);
+            monoio::time::sleep(MAX_BACKOFF.min(FIRST_BACKOFF * 4).mul_f64(1.0 + jitter)).await;
+            continue;
+        };
+        let outcome = run_session(&shared, slot, &edge).await;
+        shared.edge_slots.release(slot);
+        last_edge = Some(edge.addr);
+        turn += 1;
+        match outcome {
             Ok(SessionEnd::Fatal(reason)) if first => give_up(&reason),
             Ok(SessionEnd::Fatal(reason)) | Ok(SessionEnd::Lost(reason)) => {
-                tracing::warn!(%reason, "session with the edge ended; reconnecting");
+                tracing::warn!(%reason, edge = %edge.addr, "session with the edge ended; reconnecting");
                 backoff = FIRST_BACKOFF;
             }
             Err(e) => {
                 if first && e.downcast_ref::<Refused>().is_some_and(|r| r.fatal) {
                     give_up(&e.to_string());
                 }
-                tracing::warn!(error = %e, retry_in = ?backoff, "cannot establish a session with the edge");
+                tracing::warn!(error = %e, edge = %edge.addr, retry_in = ?backoff, "cannot establish a session with the edge");
             }
         }
         let jitter = rand::rng().random_range(0.0..0.25);
@@ -100,32 +123,31 @@ fn give_up(reason: &str) -> ! {
     std::process::exit(EXIT_REFUSED)
 }
 
-fn resolve(addr: &str) -> std::io::Result<SocketAddr> {
-    addr.to_socket_addrs()?
-        .next()
-        .ok_or_else(|| std::io::Error::other(format!("{addr} resolves to no address")))
-}
-
-/// One session: returns how an established session ended, `Err` when it could not be
-/// established.
-async fn run_session(shared: &Arc<AgentShared>) -> anyhow::Result<SessionEnd> {
-    let settings = &shared.settings;
-    let edge_addr = resolve(&settings.connect_addr)?;
+/// One session with `edge` on slot `slot`: returns how an established session ended,
+/// `Err` when it could not be established.
+async fn run_session(
+    shared: &Arc<AgentShared>,
+    slot: usize,
+    edge: &Edge,
+) -> anyhow::Result<SessionEnd> {
+    let edge_addr = edge.addr;
     let tcp = monoio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect_addr(edge_addr))
         .await
         .map_err(|_| anyhow::anyhow!("connecting to {edge_addr} timed out"))??;
     let _ = tcp.set_nodelay(true);
-    established(shared, tcp, edge_addr).await
+    established(shared, tcp, slot, edge).await
 }
 
 /// The part of a session after the TCP connection: TLS, hello, binds, heartbeats.
 async fn established(
     shared: &Arc<AgentShared>,
     tcp: TcpStream,
-    edge_addr: SocketAddr,
+    slot: usize,
+    edge: &Edge,
 ) -> anyhow::Result<SessionEnd> {
     let settings = &shared.settings;
-    let handshake = tls_stream::connect(tcp, settings.tls.clone(), settings.server_name.clone());
+    let edge_addr = edge.addr;
+    let handshake = tls_stream::connect(tcp, settings.tls.clone(), edge.server_name.clone());
     let mut tls = monoio::time::timeout(CONNECT_TIMEOUT, handshake)
         .await
         .map_err(|_| anyhow::anyhow!("TLS handshake with {edge_addr} timed out"))?
@@ -183,6 +205,7 @@ async fn established(
         secret,
         next_channel: 1.into(),
         edge_addr,
+        server_name: edge.server_name.clone(),
         alive: true.into(),
         idle: 0.into(),
         opening: 0.into(),
@@ -203,7 +226,7 @@ async fn established(
     {
         // Binds, then each endpoint's health as it stands; later changes go through
         // the same queue (set under the lock, so none falls between the two).
-        let mut live = shared.control.lock().unwrap_or_else(|p| p.into_inner());
+        let mut live = shared.live_sessions();
         shared.channel_health.reset();
         for (i, ep) in settings.endpoints.iter().enumerate() {
             let _ = control_tx.try_send(Frame::Bind {
@@ -213,7 +236,11 @@ async fn established(
             });
             let _ = control_tx.try_send(super::health::report(shared, i));
         }
-        *live = Some(control_tx.clone());
+        live.push(LiveSession {
+            slot,
+            edge: edge_addr,
+            control: control_tx.clone(),
+        });
         if shared.draining.load(Ordering::Acquire) {
             // A drain began during the handshake: leave at once.
             control_tx.close();
@@ -320,7 +347,7 @@ async fn established(
         }
     };
     ticket.alive.store(false, Ordering::Release);
-    *shared.control.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    shared.live_sessions().retain(|s| s.slot != slot);
     control_tx.close();
     Ok(end)
 }

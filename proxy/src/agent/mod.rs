@@ -18,6 +18,7 @@
 
 mod control;
 mod datachan;
+mod edges;
 mod health;
 mod pipeline;
 mod terminate;
@@ -49,6 +50,8 @@ pub(crate) struct SessionTicket {
     /// Sequence number of the next data channel's proof (`wire::channel_proof`).
     pub next_channel: std::sync::atomic::AtomicU64,
     pub edge_addr: SocketAddr,
+    /// The name the edge's certificate shows (for `tls` data channels).
+    pub server_name: rustls_pki_types::ServerName<'static>,
     pub alive: AtomicBool,
     /// Data channels of this session currently parked at the edge, waiting.
     pub idle: AtomicUsize,
@@ -121,9 +124,18 @@ pub(crate) struct AgentShared {
     pub health: Vec<health::EndpointHealth>,
     /// Whether data channels can be opened (all endpoints report unhealthy if not).
     pub channel_health: health::ChannelHealth,
-    /// The live session's control queue, for frames sent from outside the control
-    /// loop (health changes); `None` between sessions.
-    pub control: std::sync::Mutex<Option<async_channel::Sender<crate::wire::Frame>>>,
+    /// The edges the agent holds sessions with, one per slot.
+    pub edge_slots: edges::EdgeSlots,
+    /// The live sessions' control queues, for frames sent from outside the control
+    /// loops (health changes, a drain's goodbye).
+    pub sessions: std::sync::Mutex<Vec<LiveSession>>,
+}
+
+/// A session that is up: its slot, its edge and its control queue.
+pub(crate) struct LiveSession {
+    pub slot: usize,
+    pub edge: SocketAddr,
+    pub control: async_channel::Sender<crate::wire::Frame>,
 }
 
 impl AgentShared {
@@ -132,12 +144,19 @@ impl AgentShared {
     /// out in the order it was read: a report built from older state never follows
     /// one built from newer state.
     pub fn send_control_with(&self, build: impl FnOnce(&mut dyn FnMut(crate::wire::Frame))) {
-        let control = self.control.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(tx) = control.as_ref() {
-            build(&mut |frame| {
-                let _ = tx.try_send(frame);
-            });
+        let sessions = self.live_sessions();
+        if sessions.is_empty() {
+            return;
         }
+        build(&mut |frame| {
+            for session in sessions.iter() {
+                let _ = session.control.try_send(frame.clone());
+            }
+        });
+    }
+
+    pub(crate) fn live_sessions(&self) -> std::sync::MutexGuard<'_, Vec<LiveSession>> {
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Asks some worker to open `n` data channels for `ticket`'s pool (counted in
@@ -174,10 +193,17 @@ impl AgentReadout for AgentShared {
     }
 
     fn session_up(&self) -> bool {
-        self.control
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some()
+        !self.live_sessions().is_empty()
+    }
+
+    fn edges_held(&self) -> Vec<SocketAddr> {
+        let mut edges: Vec<SocketAddr> = self.live_sessions().iter().map(|s| s.edge).collect();
+        edges.sort();
+        edges
+    }
+
+    fn edge_sessions_wanted(&self) -> usize {
+        self.edge_slots.slots()
     }
 
     fn active_streams(&self) -> usize {
@@ -203,18 +229,14 @@ impl AgentHandle {
     pub fn leave_edge(&self) {
         // SeqCst: pairs with `InFlight::enter` then the flag's load in the pipeline.
         self.shared.draining.store(true, Ordering::SeqCst);
-        if let Some(control) = self
-            .shared
-            .control
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-        {
+        let sessions = self.shared.live_sessions();
+        for session in sessions.iter() {
             // The control channel's writer sends what is queued, then closes our side.
-            control.close();
+            session.control.close();
         }
         tracing::info!(
             in_flight = self.shared.in_flight.get(),
+            edges = sessions.len(),
             "draining: left the edge"
         );
     }
@@ -241,7 +263,9 @@ pub fn start(settings: AgentSettings, driver: Driver) -> std::io::Result<AgentHa
         settings.endpoints.iter().map(|e| e.url.as_str()),
         &upstream::UpstreamError::LABELS,
     );
+    let edge_slots = edges::EdgeSlots::new(settings.edges.clone(), settings.edge_connections);
     let shared = Arc::new(AgentShared {
+        edge_slots,
         settings,
         upstreams,
         open_tx,
@@ -252,7 +276,7 @@ pub fn start(settings: AgentSettings, driver: Driver) -> std::io::Result<AgentHa
         stats: agent_stats,
         health: (0..endpoints).map(|_| Default::default()).collect(),
         channel_health: Default::default(),
-        control: Default::default(),
+        sessions: Default::default(),
     });
     if let Some(listen) = shared.settings.metrics_listen {
         crate::metrics::agent::serve(listen, shared.clone())

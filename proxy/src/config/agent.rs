@@ -4,9 +4,10 @@
 //! version: 3
 //! agent:
 //!   authtoken: "slt_…"
-//!   connect_url: edge.example.com:4443
+//!   connect_url: edge.example.com:4443   # or a list: [edge-a.example.com:4443, …]
+//!   edge_connections: 2                  # sessions to that many distinct edges (default 2)
 //!   connect_cas: /etc/sluice/ca.pem      # optional, default: webpki roots
-//!   server_name: edge.example.com        # optional, default: host of connect_url
+//!   server_name: edge.example.com        # optional, default: host of each connect_url
 //!   transport: tls                       # tls | tcp
 //!   data_channels: 8
 //!   heartbeat_interval: 10s
@@ -65,8 +66,13 @@ pub struct AgentFile {
 pub struct AgentSection {
     /// The authtoken issued for this agent's service user.
     pub authtoken: Secret,
-    /// `host:port` of the edge's agent listener.
-    pub connect_url: String,
+    /// `host:port` of the edge's agent listener, or a list of them (a fleet's edges; a
+    /// name with several addresses counts as several edges).
+    #[serde(deserialize_with = "one_or_many")]
+    pub connect_url: Vec<String>,
+    /// Sessions to keep, each with a distinct edge (capped by the edges known).
+    #[serde(default = "default_edge_connections")]
+    pub edge_connections: usize,
     /// PEM bundle of CAs that may sign the edge's certificate.
     pub connect_cas: Option<std::path::PathBuf>,
     /// Name to verify in the edge's certificate (default: host of `connect_url`).
@@ -231,6 +237,38 @@ pub const DEFAULT_WEIGHT: u16 = 100;
 /// Largest pool weight.
 pub const MAX_WEIGHT: u16 = 1000;
 
+fn default_edge_connections() -> usize {
+    2
+}
+
+/// Most `edge_connections`.
+pub const MAX_EDGE_CONNECTIONS: usize = 16;
+
+/// `connect_url`: one `host:port`, or a list of them.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    struct Urls;
+    impl<'de> serde::de::Visitor<'de> for Urls {
+        type Value = Vec<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("host:port, or a list of host:port")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(vec![v.to_string()])
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some(url) = seq.next_element::<String>()? {
+                out.push(url);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_any(Urls)
+}
+
 fn default_data_channels() -> usize {
     8
 }
@@ -249,10 +287,10 @@ pub const MAX_DATA_CHANNELS: usize = 1024;
 pub struct AgentSettings {
     /// Worker threads for data channels.
     pub workers: usize,
-    /// `host:port` of the edge.
-    pub connect_addr: String,
-    /// Name checked in the edge's certificate.
-    pub server_name: ServerName<'static>,
+    /// The edges to hold sessions with, in the order given.
+    pub edges: Vec<EdgeTarget>,
+    /// Sessions to keep, each with a distinct edge.
+    pub edge_connections: usize,
     /// TLS client configuration for the control (and TLS data) channels.
     pub tls: Arc<ClientConfig>,
     /// The authtoken.
@@ -273,6 +311,15 @@ pub struct AgentSettings {
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// How plain-TCP hops move bytes (command line, not the file).
     pub pump: crate::io::Pump,
+}
+
+/// One entry of `connect_url`.
+#[derive(Debug, Clone)]
+pub struct EdgeTarget {
+    /// `host:port` (a name may resolve to several edges).
+    pub addr: String,
+    /// Name checked in the edge's certificate (`server_name`, or the host of `addr`).
+    pub server_name: ServerName<'static>,
 }
 
 /// One internal endpoint and its upstream.
@@ -344,6 +391,56 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(err.contains(&format!("`{plain}`")), "{url}: {err}");
+        }
+    }
+
+    fn with_connect(connect: &str) -> Result<AgentSettings, String> {
+        let yaml = format!(
+            "version: 3\nagent:\n  authtoken: tok\n{connect}\nendpoints:\n  - url: tcp://db.internal:5432\n    \
+             upstream: {{ url: \"10.0.0.5:5432\" }}\n"
+        );
+        AgentSettings::from_yaml(&yaml, Path::new("agent.yml")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn connect_url_names_one_edge_or_a_list_each_checked_by_its_own_name() {
+        let one = with_connect("  connect_url: edge.example.com:4443").unwrap();
+        assert_eq!(one.edges.len(), 1);
+        assert_eq!(one.edges[0].server_name.to_str(), "edge.example.com");
+        assert_eq!(one.edge_connections, 2);
+        let fleet = with_connect(
+            "  connect_url: [edge-a.example.com:4443, \"10.0.0.2:4443\"]\n  edge_connections: 3",
+        )
+        .unwrap();
+        let names: Vec<_> = fleet.edges.iter().map(|e| e.server_name.to_str()).collect();
+        assert_eq!(names, ["edge-a.example.com", "10.0.0.2"]);
+        assert_eq!(fleet.edge_connections, 3);
+        let named = with_connect(
+            "  connect_url: [\"10.0.0.1:4443\", \"10.0.0.2:4443\"]\n  server_name: edge.example.com",
+        )
+        .unwrap();
+        assert!(named
+            .edges
+            .iter()
+            .all(|e| e.server_name.to_str() == "edge.example.com"));
+        for (connect, at) in [
+            ("  connect_url: []", "agent.connect_url"),
+            (
+                "  connect_url: [a.example.com:1, nope]",
+                "agent.connect_url[1]",
+            ),
+            (
+                "  connect_url: [a.example.com:1, a.example.com:1]",
+                "listed twice",
+            ),
+            (
+                "  connect_url: a.example.com:1\n  edge_connections: 0",
+                "agent.edge_connections",
+            ),
+            ("  connect_url: { host: a }", "agent.connect_url"),
+        ] {
+            let e = with_connect(connect).unwrap_err();
+            assert!(e.contains(at), "{connect}: {e}");
         }
     }
 

@@ -14,8 +14,9 @@ use sluice_policy::InternalUrl;
 use super::{
     agent::{
         connect_host, AgentEndpoint, AgentFile, AgentSection, AgentSettings,
-        AgentTlsTerminationSection, EndpointSection, HealthCheck, HealthCheckSection, UpstreamTls,
-        UpstreamTlsSection, DEFAULT_WEIGHT, MAX_DATA_CHANNELS, MAX_WEIGHT,
+        AgentTlsTerminationSection, EdgeTarget, EndpointSection, HealthCheck, HealthCheckSection,
+        UpstreamTls, UpstreamTlsSection, DEFAULT_WEIGHT, MAX_DATA_CHANNELS, MAX_EDGE_CONNECTIONS,
+        MAX_WEIGHT,
     },
     problems::Problems,
     relative_to,
@@ -53,7 +54,7 @@ pub(super) fn resolve(
     }
     let Connection {
         section: a,
-        server_name,
+        edges,
         tls,
     } = agent?;
     Some(AgentSettings {
@@ -61,8 +62,8 @@ pub(super) fn resolve(
             .workers
             .unwrap_or_else(crate::runtime::default_workers)
             .max(1),
-        connect_addr: a.connect_url,
-        server_name,
+        edges,
+        edge_connections: a.edge_connections,
         tls,
         authtoken: a.authtoken,
         transport: a.transport,
@@ -79,7 +80,7 @@ pub(super) fn resolve(
 /// The `agent:` section, checked, with what it resolves to.
 struct Connection {
     section: AgentSection,
-    server_name: ServerName<'static>,
+    edges: Vec<EdgeTarget>,
     tls: Arc<ClientConfig>,
 }
 
@@ -89,26 +90,16 @@ fn agent_section(node: &Node, file: &Path, p: &mut Problems) -> Option<Connectio
     if a.authtoken.expose().trim().is_empty() {
         p.at("agent.authtoken", "must not be empty");
     }
-    let server_name = match connect_host(&a.connect_url) {
-        None => {
-            p.at(
-                "agent.connect_url",
-                format!("expected host:port, found `{}`", a.connect_url),
-            );
-            None
-        }
-        Some(host) => {
-            let name = a.server_name.clone().unwrap_or_else(|| host.to_string());
-            ServerName::try_from(name.clone())
-                .map_err(|_| {
-                    p.at(
-                        "agent.server_name",
-                        format!("`{name}` is not a valid DNS name or IP"),
-                    )
-                })
-                .ok()
-        }
-    };
+    let edges = edge_targets(&a, p);
+    if a.edge_connections == 0 || a.edge_connections > MAX_EDGE_CONNECTIONS {
+        p.at(
+            "agent.edge_connections",
+            format!(
+                "must be 1..={MAX_EDGE_CONNECTIONS}, found {}",
+                a.edge_connections
+            ),
+        );
+    }
     if a.data_channels == 0 || a.data_channels > MAX_DATA_CHANNELS {
         p.at(
             "agent.data_channels",
@@ -130,9 +121,53 @@ fn agent_section(node: &Node, file: &Path, p: &mut Problems) -> Option<Connectio
     };
     Some(Connection {
         section: a,
-        server_name: server_name?,
+        edges: edges?,
         tls: tls?,
     })
+}
+
+/// `connect_url`'s entries with the name each edge's certificate must show.
+fn edge_targets(a: &AgentSection, p: &mut Problems) -> Option<Vec<EdgeTarget>> {
+    if a.connect_url.is_empty() {
+        p.at("agent.connect_url", "lists no edge");
+        return None;
+    }
+    let mut edges = Vec::new();
+    let mut ok = true;
+    for (i, addr) in a.connect_url.iter().enumerate() {
+        let at = if a.connect_url.len() == 1 {
+            "agent.connect_url".to_string()
+        } else {
+            format!("agent.connect_url[{i}]")
+        };
+        let Some(host) = connect_host(addr) else {
+            p.at(&at, format!("expected host:port, found `{addr}`"));
+            ok = false;
+            continue;
+        };
+        if edges.iter().any(|e: &EdgeTarget| e.addr == *addr) {
+            p.at(&at, format!("`{addr}` is listed twice"));
+            ok = false;
+            continue;
+        }
+        let name = a.server_name.clone().unwrap_or_else(|| host.to_string());
+        match ServerName::try_from(name.clone()) {
+            Ok(server_name) => edges.push(EdgeTarget {
+                addr: addr.clone(),
+                server_name,
+            }),
+            Err(_) => {
+                let key = if a.server_name.is_some() {
+                    "agent.server_name"
+                } else {
+                    at.as_str()
+                };
+                p.at(key, format!("`{name}` is not a valid DNS name or IP"));
+                ok = false;
+            }
+        }
+    }
+    ok.then_some(edges)
 }
 
 fn endpoints(tree: &Node, file: &Path, p: &mut Problems) -> Vec<AgentEndpoint> {

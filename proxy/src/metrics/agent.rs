@@ -104,8 +104,12 @@ impl AgentStats {
 pub trait AgentReadout: Send + Sync + 'static {
     /// The agent's counters.
     fn stats(&self) -> &AgentStats;
-    /// Whether a control session with the edge is open.
+    /// Whether a control session with an edge is open.
     fn session_up(&self) -> bool;
+    /// The edges with an open session.
+    fn edges_held(&self) -> Vec<std::net::SocketAddr>;
+    /// How many edges the agent keeps sessions with when it can.
+    fn edge_sessions_wanted(&self) -> usize;
     /// Streams being forwarded now.
     fn active_streams(&self) -> usize;
     /// Client TLS handshakes refused by `agent_tls_termination`.
@@ -129,9 +133,38 @@ pub(crate) fn render(agent: &dyn AgentReadout) -> String {
     e.family(
         "sluice_agent_session_up",
         "gauge",
-        "1 while a control session with the edge is open.",
+        "1 while a control session with at least one edge is open.",
     )
     .sample("sluice_agent_session_up", &[], u8::from(agent.session_up()));
+    let held = agent.edges_held();
+    e.family(
+        "sluice_agent_edge_sessions",
+        "gauge",
+        "Sessions open now, each with a distinct edge.",
+    )
+    .sample("sluice_agent_edge_sessions", &[], held.len());
+    e.family(
+        "sluice_agent_edge_sessions_wanted",
+        "gauge",
+        "Sessions the agent keeps when it can (edge_connections, capped by the edges connect_url names).",
+    )
+    .sample(
+        "sluice_agent_edge_sessions_wanted",
+        &[],
+        agent.edge_sessions_wanted(),
+    );
+    e.family(
+        "sluice_agent_edge_session_up",
+        "gauge",
+        "1 for each edge the agent holds a session with (label: the edge's address).",
+    );
+    for edge in &held {
+        e.sample(
+            "sluice_agent_edge_session_up",
+            &[("edge", edge.to_string().as_str())],
+            1,
+        );
+    }
     e.family(
         "sluice_agent_sessions_total",
         "counter",

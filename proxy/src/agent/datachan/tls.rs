@@ -21,7 +21,7 @@ pub(in crate::agent) type Tls = TlsStream<rustls::ClientConnection>;
 impl ChannelLink for Tls {
     async fn dial(ticket: &SessionTicket, shared: &AgentShared) -> Result<Self, ChannelError> {
         let tcp = dial_edge(ticket).await?;
-        let name = shared.settings.server_name.clone();
+        let name = ticket.server_name.clone();
         let handshake = io::tls_stream::connect(tcp, shared.settings.tls.clone(), name);
         let mut tls = match monoio::time::timeout(CONNECT_TIMEOUT, handshake).await {
             Ok(Ok(tls)) => tls,
