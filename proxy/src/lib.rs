@@ -15,6 +15,7 @@
 //! - [`listeners`]: the listeners sluice owns, and which addresses would share a port.
 //! - [`demo`]: edge + agent + echo upstream in one process.
 //! - [`drain`], [`signals`]: graceful drain on SIGTERM.
+//! - [`fleet`]: a fleet's edges reaching each other (routes in etcd, peer link keys).
 //! - [`control_plane`], [`state`], [`admin`]: the edge's run-time management — endpoints,
 //!   users and tokens, audit events — durable in SQLite, served as a JSON admin API.
 //! - [`service`]: `sluice service`, the edge or agent as a systemd unit.
@@ -30,6 +31,7 @@ pub mod datapath;
 pub mod demo;
 pub mod drain;
 pub mod edge;
+pub mod fleet;
 pub mod http_thread;
 pub mod io;
 pub mod limits;

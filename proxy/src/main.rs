@@ -349,8 +349,12 @@ fn run_edge(
     let statics = StaticEndpoint::all(&settings.endpoints);
     let restart_only = sluice_proxy::control_plane::restart_only(&settings);
     let store = sluice_proxy::state::open(&settings, admin.is_some())?;
+    let public_address = settings.public_address;
     let (audit, audit_rx) = AuditSink::channel();
     let edge = edge::start_with_audit(settings, driver, audit)?;
+    if let Some(link) = store.fleet_link() {
+        start_fleet(link, &edge, public_address);
+    }
     let config_path = std::fs::canonicalize(config).unwrap_or_else(|_| config.to_path_buf());
     let plane = ControlPlane::new(
         store,
@@ -385,6 +389,26 @@ fn run_edge(
     let end = drain::wait(&edge.shared.in_flight, drain_timeout);
     tracing::info!(role = "edge", ?end, "edge stopped");
     Ok(())
+}
+
+/// Starts the fleet's routes and peer links (crate::fleet) for an edge on etcd. Peers
+/// reach this edge at its agent port: on `public_address` when the port listens on a
+/// wildcard address.
+fn start_fleet(
+    link: sluice_proxy::state::etcd::FleetLink,
+    edge: &edge::EdgeHandle,
+    public_address: Option<std::net::IpAddr>,
+) {
+    let mut peer_addr = Some(edge.agent_addr);
+    if edge.agent_addr.ip().is_unspecified() {
+        peer_addr = public_address.map(|ip| std::net::SocketAddr::new(ip, edge.agent_addr.port()));
+        if peer_addr.is_none() {
+            tracing::warn!(agent_port = %edge.agent_addr, "fleet: the agent port listens on a wildcard address and public_address is not set: other edges cannot reach this one, so it publishes no routes (it still forwards to the others)");
+        }
+    }
+    let shared = edge.shared.clone();
+    let bound = std::sync::Arc::new(move || shared.registry.bound_urls());
+    sluice_proxy::fleet::start(link, edge.shared.peers.clone(), peer_addr, bound);
 }
 
 /// `sluice state export|import`.

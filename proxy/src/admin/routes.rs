@@ -165,6 +165,7 @@ fn paging(
 async fn metrics(State(s): St) -> Response {
     let mut text = crate::metrics::edge::render(s.plane.edge());
     text.push_str(&crate::metrics::state::render(&s.plane.state_status()));
+    text.push_str(&crate::metrics::fleet::render(&s.plane.edge().peers));
     text.push_str(&super::metrics::render(&s.conns, &s.guard));
     (
         [(

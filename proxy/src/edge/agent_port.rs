@@ -1,6 +1,7 @@
-//! The agent port: one listener for control channels (TLS) and plain-TCP data
-//! channels, told apart by the first byte (0x16 starts a TLS handshake; plain data
-//! channels start with [`DATA_CHANNEL_MAGIC`]). Anything else is closed and counted.
+//! The agent port: one listener for control channels (TLS), plain-TCP data channels
+//! and a fleet's peer links, told apart by the first bytes (0x16 starts a TLS
+//! handshake; plain data channels start with [`DATA_CHANNEL_MAGIC`], peer links with
+//! [`PEER_STREAM_MAGIC`]: edge/peer_in.rs). Anything else is closed and counted.
 
 use std::{net::SocketAddr, os::fd::AsRawFd, sync::Arc, time::Instant};
 
@@ -14,7 +15,9 @@ use super::{
 };
 use crate::{
     io::{framed, idle, sockets},
-    wire::{Frame, CHANNEL_HELLO_FRAME_LEN, DATA_CHANNEL_MAGIC, PROTOCOL_VERSION},
+    wire::{
+        Frame, CHANNEL_HELLO_FRAME_LEN, DATA_CHANNEL_MAGIC, PEER_STREAM_MAGIC, PROTOCOL_VERSION,
+    },
 };
 
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
@@ -31,10 +34,10 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<EdgeShared>) {
     }
 }
 
-async fn handle(stream: TcpStream, peer: SocketAddr, shared: Arc<EdgeShared>) {
+async fn handle(mut stream: TcpStream, peer: SocketAddr, shared: Arc<EdgeShared>) {
     let gate = shared.clone();
     let has_session = shared.registry.has_session_from(peer.ip());
-    let _slot = match gate.preauth.admit(peer.ip(), has_session) {
+    let slot = match gate.preauth.admit(peer.ip(), has_session) {
         Ok(slot) => slot,
         Err(refusal) => {
             AgentRefusal::PreAuthLimit(refusal.as_str()).account(&shared, peer);
@@ -66,8 +69,24 @@ async fn handle(stream: TcpStream, peer: SocketAddr, shared: Arc<EdgeShared>) {
             Box::pin(control::handle_tls(stream, peer, deadline, shared)).await
         }
         b if b == DATA_CHANNEL_MAGIC[0] => {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let magic = match idle::within(left, read_magic(&mut stream)).await {
+                Ok(Ok(magic)) => magic,
+                Ok(Err(e)) => {
+                    let e = framed::FrameError::Io(e);
+                    return AgentRefusal::BadChannelHello(&e).account(&shared, peer);
+                }
+                Err(_) => return AgentRefusal::ChannelSilent.account(&shared, peer),
+            };
+            if magic == PEER_STREAM_MAGIC {
+                // The slot goes once the opening is proven: a stream may last long.
+                return Box::pin(super::peer_in::serve(stream, peer, deadline, shared, slot)).await;
+            }
             if !shared.plain_channels {
                 return AgentRefusal::PlainChannelsOff.account(&shared, peer);
+            }
+            if magic != DATA_CHANNEL_MAGIC {
+                return AgentRefusal::Garbage(magic[1]).account(&shared, peer);
             }
             plain_data_channel(stream, peer, deadline, shared).await
         }
@@ -84,9 +103,16 @@ async fn first_byte(stream: &TcpStream) -> std::io::Result<u8> {
     }
 }
 
-/// Authenticates a plain-TCP data channel and parks it with its session. Its opening
-/// is the magic and one ChannelHello frame, always [`CHANNEL_HELLO_FRAME_LEN`] long:
-/// nothing longer is read or allocated.
+/// The 4-byte magic of a plain connection: a data channel's or a peer link's.
+async fn read_magic(stream: &mut TcpStream) -> std::io::Result<[u8; 4]> {
+    let (res, magic) = stream.read_exact(vec![0u8; 4]).await;
+    res?;
+    Ok(magic[..4].try_into().expect("4 bytes"))
+}
+
+/// Authenticates a plain-TCP data channel whose magic was read and parks it with its
+/// session. The rest of its opening is one ChannelHello frame, always
+/// [`CHANNEL_HELLO_FRAME_LEN`] long: nothing longer is read or allocated.
 async fn plain_data_channel(
     mut stream: TcpStream,
     peer: SocketAddr,
@@ -95,20 +121,10 @@ async fn plain_data_channel(
 ) {
     let left = deadline.saturating_duration_since(Instant::now());
     let hello = idle::within(left, async {
-        // The magic and the length prefix first, so a wrong length is refused at once.
-        let head_len = DATA_CHANNEL_MAGIC.len() + 4;
-        let (res, head) = stream.read_exact(vec![0u8; head_len]).await;
+        // The length prefix first, so a wrong length is refused at once.
+        let (res, head) = stream.read_exact(vec![0u8; 4]).await;
         res.map_err(framed::FrameError::Io)?;
-        if head[..DATA_CHANNEL_MAGIC.len()] != DATA_CHANNEL_MAGIC {
-            return Err(framed::FrameError::Wire(
-                crate::wire::WireError::UnknownKind(head[0]),
-            ));
-        }
-        let len = u32::from_be_bytes(
-            head[DATA_CHANNEL_MAGIC.len()..]
-                .try_into()
-                .expect("4 bytes"),
-        );
+        let len = u32::from_be_bytes(head[..4].try_into().expect("4 bytes"));
         if len as usize != CHANNEL_HELLO_FRAME_LEN - 4 {
             return Err(crate::wire::WireError::BadLength(len as usize).into());
         }
@@ -116,7 +132,7 @@ async fn plain_data_channel(
             .read_exact(vec![0u8; CHANNEL_HELLO_FRAME_LEN - 4])
             .await;
         res.map_err(framed::FrameError::Io)?;
-        let mut frame = head[DATA_CHANNEL_MAGIC.len()..].to_vec();
+        let mut frame = head[..4].to_vec();
         frame.extend_from_slice(&rest);
         match crate::wire::decode(&frame)? {
             Some((frame, used)) if used == CHANNEL_HELLO_FRAME_LEN => Ok(frame),

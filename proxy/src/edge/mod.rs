@@ -22,6 +22,8 @@ pub mod datachan;
 pub mod endpoints;
 mod open;
 pub mod ownership;
+mod peer_in;
+mod peer_out;
 mod pipeline;
 pub mod pool;
 pub mod preauth;
@@ -112,6 +114,9 @@ pub struct EdgeShared {
     pub plain_channels: bool,
     /// Limits of the agent port before authentication.
     pub preauth: preauth::PreAuthGate,
+    /// The fleet's other edges: their routes and the key of peer links (empty for a
+    /// lone edge).
+    pub peers: Arc<crate::fleet::Peers>,
     /// The agent port's TLS (replaced by a config reload: new handshakes use it).
     agent_tls: ArcSwap<rustls::ServerConfig>,
 }
@@ -266,6 +271,7 @@ pub fn start_with_audit(
         plain_channels: settings.plain_channels,
         preauth: preauth::PreAuthGate::new(settings.preauth),
         agent_tls: ArcSwap::new(settings.agent_tls),
+        peers: Default::default(),
     });
     crate::tls::log_expiry("agents.tls.cert", settings.agent_cert_not_after);
     shared

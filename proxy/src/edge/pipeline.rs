@@ -3,8 +3,9 @@
 //!
 //! 1. **admit** ([`admit`]): the endpoint's connection limits, then its traffic policy
 //!    on the client address; the policy names the target (an internal URL).
-//! 2. **route** ([`route`]): who serves the target. Today the local session pool bound
-//!    to the URL ([`Route::Local`]); a fleet of edges adds "a peer edge" here.
+//! 2. **route** ([`route`]): who serves the target: the local session pool bound to the
+//!    URL ([`Route::Local`]), else another edge of the fleet that holds a session for
+//!    it ([`Route::Peer`], over a peer link: edge/peer_out.rs).
 //! 3. **terminate** ([`client_side`]): the client's TLS is finished at the edge when
 //!    the endpoint says `terminate_tls` (edge/terminate.rs).
 //! 4. **open** (edge/open.rs): a data channel of a pool member, the stream announced on
@@ -34,12 +35,13 @@ use super::{
     account::{self, Conn, Outcome, StreamEnd, Unrouted},
     conn_limits::IpSlot,
     datachan::DataChannel,
-    open,
+    open, peer_out,
     pool::Pool,
     session_handle::SessionHandle,
     tls_port, EdgeShared, LiveEndpoint,
 };
 use crate::{
+    fleet::PeerRoutes,
     io::{
         self,
         idle::{until_idle, Progress},
@@ -124,8 +126,8 @@ pub(super) fn forward(
             }
         };
 
-        let pool = match route(&shared, &target) {
-            Ok(Route::Local(pool)) => pool,
+        let route = match route(&shared, &target) {
+            Ok(route) => route,
             Err(refusal) => return account!(refusal),
         };
 
@@ -142,12 +144,11 @@ pub(super) fn forward(
         // Nothing has reached an upstream until the agent's status says so: a member that
         // fails before that is skipped for another one, invisibly to the client.
         let opening = Box::pin(open_phase(
-            &shared, &endpoint, pool, early, peer, server, &target,
+            &shared, &endpoint, route, early, peer, server, &target,
         ));
-        // Destructured so that only the load guard is held while the stream flows.
         let (
-            open::Opened {
-                load,
+            Carried {
+                via,
                 channel,
                 failovers,
             },
@@ -168,7 +169,11 @@ pub(super) fn forward(
             open_latency: accepted_at.elapsed(),
         });
 
-        let mut end = pump(&endpoint, shared.pump, client, channel, &load.0.session).await;
+        let session = match &via {
+            Via::Member(load) => Some(&*load.0.session),
+            Via::Peer => None,
+        };
+        let mut end = pump(&endpoint, shared.pump, client, channel, session).await;
         if let StreamEnd::Closed(bytes) = &mut end {
             bytes.inbound_to_outbound += early_bytes;
         }
@@ -176,31 +181,73 @@ pub(super) fn forward(
     }
 }
 
-/// The open phase (edge/open.rs), boxed by the caller so that the stream header and
-/// the client's early bytes take room only while it runs: the stream announced with
-/// those bytes on a member of `pool`, and how many there were (the pump never sees
-/// them).
+/// Who carries an opened stream.
+enum Via {
+    /// A local pool member (its load guard, held while the stream flows).
+    Member(super::pool::MemberLoad),
+    /// Another edge of the fleet, over a peer link.
+    Peer,
+}
+
+/// An opened stream: who carries it, the channel ready for the pump, and how many
+/// members (or edges) failed first.
+struct Carried {
+    via: Via,
+    channel: DataChannel,
+    failovers: usize,
+}
+
+/// The open phase (edge/open.rs, or edge/peer_out.rs for another edge), boxed by the
+/// caller so that the stream header and the client's early bytes take room only while
+/// it runs: the stream announced with those bytes, and how many there were (the pump
+/// never sees them).
 async fn open_phase(
     shared: &EdgeShared,
     endpoint: &LiveEndpoint,
-    pool: Arc<Pool>,
+    route: Route,
     early: Vec<u8>,
     peer: SocketAddr,
     server: SocketAddr,
     target: &str,
-) -> Result<(open::Opened, u64), open::NoMember> {
-    let start = Frame::Stream(StreamStart {
+) -> Result<(Carried, u64), open::NoMember> {
+    let start = StreamStart {
         client: peer,
         server,
         internal_url: target.to_owned(),
-    });
-    let to = open::Target {
-        endpoint: &endpoint.url,
-        peer,
-        url: target,
     };
-    let opened = open::open(&pool, &shared.registry, &start, &early, &to).await?;
-    Ok((opened, early.len() as u64))
+    let carried = match route {
+        Route::Local(pool) => {
+            let to = open::Target {
+                endpoint: &endpoint.url,
+                peer,
+                url: target,
+            };
+            let start = Frame::Stream(start);
+            let opened = open::open(&pool, &shared.registry, &start, &early, &to).await?;
+            Carried {
+                via: Via::Member(opened.load),
+                channel: opened.channel,
+                failovers: opened.failovers,
+            }
+        }
+        Route::Peer(routes) => {
+            let Some(edges) = routes.lookup(target) else {
+                return Err(open::NoMember {
+                    tried: 0,
+                    last: None,
+                });
+            };
+            let opened = peer_out::open(shared, edges, &start, &early).await?;
+            tracing::debug!(endpoint = %endpoint.url, %peer, url = target, peer_edge = %opened.edge,
+                "forwarded to the edge holding the URL's session");
+            Carried {
+                via: Via::Peer,
+                channel: opened.channel,
+                failovers: opened.failovers,
+            }
+        }
+    };
+    Ok((carried, early.len() as u64))
 }
 
 /// The address the client connected to (the PROXY protocol's destination): the
@@ -251,16 +298,21 @@ fn admit<'e, 'p>(
 enum Route {
     /// The pool of local agent sessions bound to the URL.
     Local(Arc<Pool>),
-    // A fleet of edges adds `Peer(..)`: another edge holds the URL's sessions.
+    /// Other edges of the fleet hold sessions for it (the routes snapshot in force).
+    Peer(Arc<PeerRoutes>),
 }
 
-/// The route phase: who serves `target`. [`Outcome::NoAgent`] when nobody does (the
-/// client is closed).
+/// The route phase: who serves `target`, local sessions first. [`Outcome::NoAgent`]
+/// when nobody does (the client is closed).
 fn route<'t>(shared: &EdgeShared, target: &'t str) -> Result<Route, Outcome<'t>> {
-    match shared.registry.lookup(target) {
-        Some(pool) => Ok(Route::Local(pool)),
-        None => Err(Outcome::NoAgent { target }),
+    if let Some(pool) = shared.registry.lookup(target) {
+        return Ok(Route::Local(pool));
     }
+    let routes = shared.peers.routes();
+    if routes.lookup(target).is_some() {
+        return Ok(Route::Peer(arc_swap::Guard::into_inner(routes)));
+    }
+    Err(Outcome::NoAgent { target })
 }
 
 /// The terminate phase: the client as the pump sees it; under `terminate_tls` the
@@ -282,8 +334,9 @@ async fn client_side(
 }
 
 /// The pump phase: the stream's bytes both ways until both directions end, the
-/// endpoint's idle timeout, or `session` is kicked; a `tls` channel left reusable is
-/// parked with `session` again.
+/// endpoint's idle timeout, or `session` (a local member's) is kicked; a `tls` channel
+/// left reusable is parked with `session` again. A peer link (no session) carries one
+/// stream and is closed after it: the other edge then lets its data channel go.
 #[allow(
     clippy::manual_async_fn,
     reason = "an async block keeps its arguments once; an async fn, twice"
@@ -293,20 +346,24 @@ fn pump<'a>(
     how: io::Pump,
     client: Client,
     channel: DataChannel,
-    session: &'a SessionHandle,
+    session: Option<&'a SessionHandle>,
 ) -> impl Future<Output = StreamEnd> + 'a {
     async move {
         let progress = Progress::default();
         let fds = [client.as_raw_fd(), channel.as_raw_fd()];
         let work = pin!(channel.pump(client, how, &progress));
         let work = pin!(until_idle(endpoint.idle_timeout, &progress, work));
-        match unless_kicked(session, fds, work).await {
+        let ended = match session {
+            Some(session) => unless_kicked(session, fds, work).await,
+            None => Some(work.await),
+        };
+        match ended {
             None => StreamEnd::Cut {
-                session: session.id,
+                session: session.map_or(0, |s| s.id),
             },
             Some(None) => StreamEnd::IdleTimeout,
             Some(Some(pumped)) => {
-                if let Some(channel) = pumped.again {
+                if let (Some(channel), Some(session)) = (pumped.again, session) {
                     session.park(channel);
                 }
                 match pumped.result {
@@ -322,7 +379,7 @@ fn pump<'a>(
 /// descriptors are `fds`) unless `session` is kicked first. Then both sockets are set
 /// to reset on close before `work` is dropped, so the client and the agent see the cut
 /// at once; `None`.
-async fn unless_kicked<F: Future>(
+pub(super) async fn unless_kicked<F: Future>(
     session: &SessionHandle,
     fds: [RawFd; 2],
     work: Pin<&mut F>,

@@ -89,6 +89,12 @@ impl Registry {
         self.lock_agent_ips().contains_key(&ip)
     }
 
+    /// The internal URLs bound by a session here now (what this edge publishes as its
+    /// routes to a fleet).
+    pub fn bound_urls(&self) -> Vec<String> {
+        self.bindings.load().keys().cloned().collect()
+    }
+
     /// Looks up a session by id (data channel authentication).
     pub fn session(&self, id: u64) -> Option<Arc<SessionHandle>> {
         self.lock_sessions().get(&id).cloned()

@@ -6,6 +6,7 @@
 
 pub mod agent;
 pub mod edge;
+pub mod fleet;
 pub mod prometheus;
 pub mod state;
 

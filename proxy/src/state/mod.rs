@@ -166,6 +166,11 @@ pub trait Store: Send {
     /// Registers who to tell when objects change through another writer (another edge
     /// of a fleet). A store only this edge writes never calls it.
     fn on_remote_change(&mut self, _listener: ChangeListener) {}
+    /// The link to a fleet's etcd, for the fleet's features beyond the state (routes,
+    /// peer links); None for a store of one edge.
+    fn fleet_link(&self) -> Option<etcd::FleetLink> {
+        None
+    }
 
     /// How current this edge's view is.
     fn status(&self) -> StoreStatus;

@@ -50,6 +50,7 @@ pub const CHANNEL_HELLO_FRAME_LEN: usize = 4 + 1 + 2 + 8 + 8 + 32;
 const STREAM: u8 = 10;
 const ENDPOINT_HEALTH: u8 = 11;
 const STREAM_STATUS: u8 = 12;
+const PEER_STREAM: u8 = 13;
 
 /// Appends `frame` to `out`. Strings longer than the decoder accepts are truncated at a
 /// char boundary rather than producing a frame the peer would reject.
@@ -137,6 +138,22 @@ pub fn encode(frame: &Frame, out: &mut BytesMut) {
             put_addr(out, server);
             put_str(out, internal_url);
         }
+        Frame::PeerStream {
+            edge,
+            at_ms,
+            nonce,
+            proof,
+            start,
+        } => {
+            out.put_u8(PEER_STREAM);
+            put_str(out, edge);
+            out.put_u64(*at_ms);
+            out.put_u64(*nonce);
+            out.put_slice(proof);
+            put_addr(out, &start.client);
+            put_addr(out, &start.server);
+            put_str(out, &start.internal_url);
+        }
         Frame::EndpointHealth {
             url,
             healthy,
@@ -215,6 +232,17 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Frame, usize)>, WireError> {
             server: r.addr("stream.server")?,
             internal_url: r.string("stream.internal_url")?,
         }),
+        PEER_STREAM => Frame::PeerStream {
+            edge: r.string("peer_stream.edge")?,
+            at_ms: r.u64("peer_stream.at_ms")?,
+            nonce: r.u64("peer_stream.nonce")?,
+            proof: r.array("peer_stream.proof")?,
+            start: StreamStart {
+                client: r.addr("peer_stream.client")?,
+                server: r.addr("peer_stream.server")?,
+                internal_url: r.string("peer_stream.internal_url")?,
+            },
+        },
         ENDPOINT_HEALTH => Frame::EndpointHealth {
             url: r.string("endpoint_health.url")?,
             healthy: r.u8("endpoint_health.healthy")? != 0,

@@ -18,6 +18,10 @@ pub const PROTOCOL_VERSION: u16 = 4;
 /// tell it from a TLS ClientHello (which starts with 0x16).
 pub const DATA_CHANNEL_MAGIC: [u8; 4] = *b"SLDC";
 
+/// First bytes an edge of a fleet sends on a peer link (a connection forwarded to the
+/// edge that holds its URL's session), on the other edge's agent port.
+pub const PEER_STREAM_MAGIC: [u8; 4] = *b"SLPS";
+
 /// Why the edge refused something; sent in [`Frame::Error`] as a `u16`.
 ///
 /// Decoding never fails on a code: one this build does not know (a newer edge's) reads
@@ -122,8 +126,12 @@ pub enum StreamCode {
     /// Connecting to the upstream failed (refused, timed out, TLS to it failed): no
     /// byte was exchanged with it, so the edge may try another pool member.
     UpstreamFailed = 1,
-    /// This agent serves no such internal URL.
+    /// This agent serves no such internal URL (or, on a peer link, no session of the
+    /// receiving edge does).
     UnknownEndpoint = 2,
+    /// A peer link's opening was refused (a wrong proof, a replay, a stale time): the
+    /// sending edge's fleet key is not this edge's.
+    PeerRefused = 3,
 }
 
 impl StreamCode {
@@ -132,6 +140,7 @@ impl StreamCode {
         match v {
             0 => Self::Ok,
             2 => Self::UnknownEndpoint,
+            3 => Self::PeerRefused,
             _ => Self::UpstreamFailed,
         }
     }
@@ -142,6 +151,7 @@ impl StreamCode {
             Self::Ok => "ok",
             Self::UpstreamFailed => "upstream connect failed",
             Self::UnknownEndpoint => "unknown endpoint",
+            Self::PeerRefused => "peer link refused",
         }
     }
 }
@@ -242,6 +252,22 @@ pub enum Frame {
         /// Relative share of new connections within the pool (1..=1000).
         weight: u16,
     },
+    /// edge -> edge, first frame of a peer link (after [`PEER_STREAM_MAGIC`]): a public
+    /// connection the sending edge admitted, for a URL whose session the receiving edge
+    /// holds. Followed by one chunk of early client bytes, like a Stream on a data
+    /// channel; answered with a `StreamStatus`, then the stream's chunks both ways.
+    PeerStream {
+        /// The sending edge's `edge_id`.
+        edge: String,
+        /// The sender's wall clock (ms): openings outside a short window are refused.
+        at_ms: u64,
+        /// Random, once per opening: a replayed opening is refused.
+        nonce: u64,
+        /// HMAC-SHA256 of the rest with the fleet's peer key.
+        proof: [u8; 32],
+        /// The connection, as the sending edge accepted it.
+        start: StreamStart,
+    },
     /// agent -> edge on a data channel, the first thing after each Stream: whether
     /// the upstream connected. Stream bytes from the upstream follow only after `Ok`.
     StreamStatus {
@@ -318,6 +344,20 @@ impl std::fmt::Debug for Frame {
                 .field("count", count)
                 .finish(),
             Frame::Stream(start) => f.debug_tuple("Stream").field(start).finish(),
+            Frame::PeerStream {
+                edge,
+                at_ms,
+                nonce,
+                start,
+                ..
+            } => f
+                .debug_struct("PeerStream")
+                .field("edge", edge)
+                .field("at_ms", at_ms)
+                .field("nonce", nonce)
+                .field("proof", &"***")
+                .field("start", start)
+                .finish(),
             Frame::EndpointHealth {
                 url,
                 healthy,
@@ -349,6 +389,7 @@ impl Frame {
             Frame::NeedChannels { .. } => "need_channels",
             Frame::ChannelHello { .. } => "channel_hello",
             Frame::Stream(_) => "stream",
+            Frame::PeerStream { .. } => "peer_stream",
             Frame::EndpointHealth { .. } => "endpoint_health",
             Frame::StreamStatus { .. } => "stream_status",
         }

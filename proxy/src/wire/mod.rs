@@ -18,4 +18,7 @@ mod frame;
 mod tests;
 
 pub use codec::{decode, encode, WireError, CHANNEL_HELLO_FRAME_LEN, MAX_FRAME_LEN};
-pub use frame::{ErrorCode, Frame, StreamCode, StreamStart, DATA_CHANNEL_MAGIC, PROTOCOL_VERSION};
+pub use frame::{
+    ErrorCode, Frame, StreamCode, StreamStart, DATA_CHANNEL_MAGIC, PEER_STREAM_MAGIC,
+    PROTOCOL_VERSION,
+};

@@ -59,6 +59,20 @@ fn samples() -> Vec<Frame> {
         Frame::StreamStatus {
             code: StreamCode::UnknownEndpoint,
         },
+        Frame::StreamStatus {
+            code: StreamCode::PeerRefused,
+        },
+        Frame::PeerStream {
+            edge: "edge-a".into(),
+            at_ms: 1_765_000_000_000,
+            nonce: 77,
+            proof: [9; 32],
+            start: StreamStart {
+                client: "203.0.113.7:5555".parse().unwrap(),
+                server: "198.51.100.1:21001".parse().unwrap(),
+                internal_url: "tcp://db.internal:5432".into(),
+            },
+        },
     ]
 }
 

@@ -13,6 +13,8 @@
 //! | `P/objects/index/reservations` | touched by every reservation change |
 //! | `P/objects/index/written` | put by every write: which edge wrote, and when (wall-clock ms); the others' watch lag in time |
 //! | `P/token_used/<id>` | when a token last authenticated (ms) |
+//! | `P/routes/<edge>` | which internal URLs that edge holds sessions for, and where its peers reach it; under the edge's lease (gone with the edge) |
+//! | `P/fleet/peer_key` | the fleet's key for peer links (random, made by the first edge that needs it) |
 //! | `P/events/<class>/<edge>/<at>-<nonce>` | an audit event (`class`: `routine` or `security`, pruned apart); its id is its create revision |
 //!
 //! Every edge mirrors and watches `P/objects/`; index keys make uniqueness part of the
@@ -66,6 +68,11 @@ impl Keys {
 
     pub fn reservations_guard(&self) -> String {
         self.object("index/", "reservations")
+    }
+
+    /// `P/<rest>`: keys of the fleet's features beyond the state (routes, peer key).
+    pub fn under(&self, rest: &str) -> String {
+        format!("{}/{rest}", self.prefix)
     }
 
     /// The stamp every write puts: [`WriteStamp`].

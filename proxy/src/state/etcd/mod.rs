@@ -15,6 +15,8 @@ mod keys;
 mod mirror;
 mod session;
 
+pub use session::FleetLink;
+
 use std::time::{Duration, Instant};
 
 use etcd_client::{Compare, CompareOp, GetOptions, SortOrder, SortTarget, Txn, TxnOp};
@@ -731,6 +733,10 @@ impl Store for EtcdStore {
 
     fn on_remote_change(&mut self, listener: ChangeListener) {
         self.link.shared.set_listener(listener);
+    }
+
+    fn fleet_link(&self) -> Option<FleetLink> {
+        Some(self.link.fleet_link())
     }
 
     fn status(&self) -> StoreStatus {

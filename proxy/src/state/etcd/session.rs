@@ -149,6 +149,40 @@ impl Shared {
     }
 }
 
+/// What the fleet's features beyond the state (routes, the peer key: `crate::fleet`)
+/// need of the etcd link: its runtime, to run their tasks on, and its client.
+#[derive(Clone)]
+pub struct FleetLink {
+    runtime: tokio::runtime::Handle,
+    shared: Arc<Shared>,
+}
+
+impl FleetLink {
+    /// Runs `task` on the link's thread.
+    pub fn spawn<F: Future<Output = ()> + Send + 'static>(&self, task: F) {
+        self.runtime.spawn(task);
+    }
+
+    /// The client, once the link has connected.
+    pub fn client(&self) -> Option<Client> {
+        self.shared
+            .client
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// `P/<rest>` under the fleet's prefix.
+    pub fn key(&self, rest: &str) -> String {
+        self.shared.keys.under(rest)
+    }
+
+    /// This edge's name.
+    pub fn edge_id(&self) -> &str {
+        &self.shared.edge_id
+    }
+}
+
 /// A handle to the link thread.
 pub(super) struct Link {
     runtime: tokio::runtime::Handle,
@@ -187,6 +221,14 @@ impl Link {
             runtime: handle,
             shared,
         })
+    }
+
+    /// The handle the fleet's other features use.
+    pub fn fleet_link(&self) -> FleetLink {
+        FleetLink {
+            runtime: self.runtime.clone(),
+            shared: self.shared.clone(),
+        }
     }
 
     /// Runs `request` with the client on the link thread and waits for its answer, at

@@ -1,0 +1,164 @@
+//! A fleet's edges reaching each other: which edge holds a session for which internal
+//! URL ([`routes`]: published in etcd under each edge's lease, watched by every edge
+//! into an immutable snapshot the workers read without a lock), and the fleet's key
+//! that authenticates peer links ([`peer_key`], [`proof`]).
+//!
+//! A public connection whose URL has no local session is carried over a peer link to
+//! an edge that has one (edge/peer_out.rs), which hands it to its session as if it
+//! had accepted it (edge/peer_in.rs). Nothing on the accept path reads etcd.
+
+pub mod peer_key;
+pub mod proof;
+pub mod routes;
+
+use std::{collections::HashMap, net::SocketAddr, sync::Arc};
+
+use arc_swap::{ArcSwap, ArcSwapOption};
+
+use crate::{metrics::Counter, state::etcd::FleetLink};
+
+/// Another edge that holds a session for a URL, and where its peer links go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerRoute {
+    /// Its `edge_id`.
+    pub edge: Arc<str>,
+    /// Its agent port, where peer links are opened.
+    pub addr: SocketAddr,
+}
+
+/// Which other edges hold sessions for which URLs (this edge's own are not in it).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PeerRoutes {
+    by_url: HashMap<String, Vec<PeerRoute>>,
+}
+
+impl PeerRoutes {
+    /// The routes published by each edge: (edge, peer address, URLs).
+    pub fn from_edges<'a>(
+        edges: impl IntoIterator<Item = (&'a str, SocketAddr, &'a [String])>,
+    ) -> Self {
+        let mut by_url: HashMap<String, Vec<PeerRoute>> = HashMap::new();
+        for (edge, addr, urls) in edges {
+            let edge: Arc<str> = Arc::from(edge);
+            for url in urls {
+                by_url.entry(url.clone()).or_default().push(PeerRoute {
+                    edge: edge.clone(),
+                    addr,
+                });
+            }
+        }
+        for routes in by_url.values_mut() {
+            routes.sort_by(|a, b| a.edge.cmp(&b.edge));
+        }
+        Self { by_url }
+    }
+
+    /// The edges serving `url`.
+    pub fn lookup(&self, url: &str) -> Option<&[PeerRoute]> {
+        self.by_url
+            .get(url)
+            .map(Vec::as_slice)
+            .filter(|r| !r.is_empty())
+    }
+
+    /// How many (URL, edge) routes there are.
+    pub fn len(&self) -> usize {
+        self.by_url.values().map(Vec::len).sum()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Counters of peer links.
+#[derive(Default)]
+pub struct PeerStats {
+    /// Connections this edge carried to another edge.
+    pub out_opened: Counter,
+    /// Attempts to open a peer link that failed (the next route was tried).
+    pub out_failed: Counter,
+    /// Connections another edge carried here and this edge handed to a session.
+    pub in_opened: Counter,
+    /// Openings refused (bad proof, replay, stale time, no fleet key yet).
+    pub in_refused: Counter,
+    /// Openings for a URL no local session could take.
+    pub in_failed: Counter,
+}
+
+/// What the workers know of the fleet's other edges.
+#[derive(Default)]
+pub struct Peers {
+    routes: ArcSwap<PeerRoutes>,
+    key: ArcSwapOption<[u8; 32]>,
+    /// Openings seen (replay protection).
+    pub replay: proof::ReplayGuard,
+    /// Counters.
+    pub stats: PeerStats,
+}
+
+impl Peers {
+    /// The routes in force.
+    pub fn routes(&self) -> arc_swap::Guard<Arc<PeerRoutes>> {
+        self.routes.load()
+    }
+
+    /// Replaces the routes.
+    pub fn set_routes(&self, routes: PeerRoutes) {
+        self.routes.store(Arc::new(routes));
+    }
+
+    /// The fleet key, once loaded (no peer link is opened or accepted before).
+    pub fn key(&self) -> Option<Arc<[u8; 32]>> {
+        self.key.load_full()
+    }
+
+    /// Sets the fleet key.
+    pub fn set_key(&self, key: [u8; 32]) {
+        self.key.store(Some(Arc::new(key)));
+    }
+}
+
+/// Starts the fleet's tasks on the etcd link: the peer key, this edge's routes (the
+/// URLs `bound` reports, reachable at `peer_addr`; none published without one) and
+/// the watch of the others'.
+pub fn start(
+    link: FleetLink,
+    peers: Arc<Peers>,
+    peer_addr: Option<SocketAddr>,
+    bound: Arc<dyn Fn() -> Vec<String> + Send + Sync>,
+) {
+    link.spawn(peer_key::load(link.clone(), peers.clone()));
+    if let Some(peer_addr) = peer_addr {
+        tracing::info!(%peer_addr, "fleet: publishing this edge's routes; peer links accepted on the agent port");
+        link.spawn(routes::publish(link.clone(), peer_addr, bound));
+    }
+    link.spawn(routes::follow(link.clone(), peers));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_are_found_by_url_in_edge_order() {
+        let db = vec!["tcp://db.internal:5432".to_string()];
+        let both = vec![
+            "tcp://db.internal:5432".to_string(),
+            "tcp://api.internal:443".to_string(),
+        ];
+        let routes = PeerRoutes::from_edges([
+            ("edge-c", "127.0.0.3:4443".parse().unwrap(), both.as_slice()),
+            ("edge-b", "127.0.0.2:4443".parse().unwrap(), db.as_slice()),
+        ]);
+        let db_routes = routes.lookup("tcp://db.internal:5432").unwrap();
+        assert_eq!(
+            db_routes.iter().map(|r| &*r.edge).collect::<Vec<_>>(),
+            ["edge-b", "edge-c"]
+        );
+        assert_eq!(routes.lookup("tcp://api.internal:443").unwrap().len(), 1);
+        assert!(routes.lookup("tcp://none.internal:1").is_none());
+        assert_eq!(routes.len(), 3);
+    }
+}

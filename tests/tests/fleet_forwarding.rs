@@ -1,0 +1,324 @@
+//! End-to-end: forwarding between the edges of a fleet. Three edges on one host
+//! (127.0.0.1, .2, .3) share their state in a real etcd; agents hold sessions with
+//! some of them. A public connection that reaches an edge holding no session for its
+//! URL is checked against the endpoint's policy there, on the real client address,
+//! then carried over a peer link to an edge that holds one. Bytes are verified both
+//! ways (half-close included), the PROXY header at the upstream names the real client,
+//! an edge killed under a connection loop costs no more than the connection in flight
+//! through it, and a forged peer link opening is refused.
+
+use std::{
+    io::{Read, Write},
+    net::{IpAddr, SocketAddr},
+    sync::atomic::{AtomicBool, AtomicUsize, Ordering},
+    time::{Duration, Instant},
+};
+
+use serde_json::json;
+use sluice_tests::{
+    client,
+    etcd::Etcd,
+    fixture::{self, Fixture},
+    fleet::{fresh_prefix, listen_addr, start_edge, Edge, DRIVER, PROPAGATION},
+    probes::HeaderEcho,
+    process::Sluice,
+    upstream::Echo,
+    wait_until,
+};
+
+const URL: &str = "tcp://db.internal:5432";
+const PP_URL: &str = "tcp://pp.internal:7000";
+const IPS: [&str; 3] = ["127.0.0.1", "127.0.0.2", "127.0.0.3"];
+
+fn ip(text: &str) -> IpAddr {
+    text.parse().unwrap()
+}
+
+fn on(edge: usize, port: u16) -> SocketAddr {
+    SocketAddr::new(ip(IPS[edge]), port)
+}
+
+/// Three edges on one fresh prefix of `etcd`, on [`IPS`].
+fn three_edges(fx: &Fixture, etcd: &Etcd) -> Vec<Edge> {
+    let prefix = fresh_prefix();
+    ["edge-a", "edge-b", "edge-c"]
+        .iter()
+        .zip(IPS)
+        .map(|(name, ip)| start_edge(fx, name, ip, etcd, &prefix))
+        .collect()
+}
+
+/// An agent holding sessions with `on` (indexes into `edges`), serving `endpoints`,
+/// each upstream with `upstream_extra` (e.g. `, proxy_protocol: 2`).
+fn agent_on(
+    fx: &Fixture,
+    name: &str,
+    edges: &[Edge],
+    on: &[usize],
+    endpoints: &[(&str, SocketAddr)],
+    upstream_extra: &str,
+) -> Sluice {
+    let first = edges[on[0]].agent_addr;
+    let all: Vec<String> = on
+        .iter()
+        .map(|&i| format!("\"{}\"", edges[i].agent_addr))
+        .collect();
+    let yaml = fx
+        .agent_yaml(&fx.token, first, "tcp", endpoints)
+        .replace("\" }", &format!("\"{upstream_extra} }}"))
+        .replace(
+            &format!("connect_url: \"{first}\""),
+            &format!(
+                "connect_url: [{}]\n  edge_connections: {}",
+                all.join(", "),
+                on.len()
+            ),
+        );
+    let mut agent = Sluice::agent(&fx.write(name, &yaml), DRIVER);
+    agent.wait_for_n("every session", on.len(), |v| {
+        v["message"] == "session established"
+    });
+    agent
+}
+
+/// A `tcp://` endpoint made through edge 0 with `policy`: its port.
+fn endpoint(edges: &[Edge], policy: String) -> u16 {
+    let created = edges[0].admin.create(
+        "/v1/endpoints",
+        json!({ "url": "tcp://127.0.0.1:0", "traffic_policy": policy }),
+    );
+    listen_addr(&created).unwrap().port()
+}
+
+/// Waits until a client from `source` gets its echo through `target`.
+fn wait_served(source: &str, target: SocketAddr) {
+    wait_until(&format!("{target} serves {source}"), PROPAGATION, || {
+        client::echo_ok(Some(ip(source)), target, b"ready?").is_ok()
+    });
+}
+
+#[test]
+fn an_edge_without_the_session_forwards_to_the_edge_that_has_it_under_its_own_policy() {
+    let etcd = Etcd::start();
+    let fx = Fixture::new();
+    let edges = three_edges(&fx, &etcd);
+    let echo = Echo::start();
+    let headers = HeaderEcho::start();
+    // The agent holds one session, with B (edge 1); its PROXY endpoint sends v2 headers.
+    let yaml_marker = format!(
+        "  - url: {PP_URL}\n    upstream: {{ url: \"{}\"",
+        headers.addr
+    );
+    let _agent = {
+        let first = edges[1].agent_addr;
+        let yaml = fx
+            .agent_yaml(
+                &fx.token,
+                first,
+                "tcp",
+                &[(URL, echo.addr), (PP_URL, headers.addr)],
+            )
+            .replace(&yaml_marker, &format!("{yaml_marker}, proxy_protocol: 2"))
+            .replace(
+                &format!("connect_url: \"{first}\""),
+                &format!("connect_url: \"{first}\"\n  edge_connections: 1"),
+            );
+        assert!(yaml.contains("proxy_protocol: 2"), "{yaml}");
+        let mut agent = Sluice::agent(&fx.write("agent.yml", &yaml), DRIVER);
+        agent.wait_for_n("both endpoints bound", 2, |v| {
+            v["message"] == "endpoint bound"
+        });
+        agent
+    };
+    // Only 127.0.0.5 may connect.
+    let port = endpoint(&edges, fixture::allow_only(&["127.0.0.5/32"], URL));
+    let pp_port = endpoint(&edges, fixture::forward_all(PP_URL));
+
+    for edge in 0..3 {
+        wait_served("127.0.0.5", on(edge, port));
+        // A megabyte each way, then the client's half-close: everything comes back,
+        // then the end, through the extra hop on A and C.
+        let payload = client::payload(edge as u64 + 1, 1 << 20);
+        let stream = client::connect_from(Some(ip("127.0.0.5")), on(edge, port)).unwrap();
+        let got = client::exchange(stream, &payload).unwrap();
+        assert!(
+            got == payload,
+            "edge {edge}: {} of {} bytes came back intact",
+            got.len(),
+            payload.len()
+        );
+        // The policy is decided where the client connected, on its own address: a
+        // forwarding edge does not let through what the holding edge would refuse.
+        assert!(
+            client::is_refused(Some(ip("127.0.0.6")), on(edge, port)),
+            "edge {edge} let 127.0.0.6 through"
+        );
+    }
+    // Only B holds a session: A and C carried theirs over peer links.
+    for (edge, name) in [(0, "A"), (2, "C")] {
+        assert!(edges[edge].admin.get("/v1/sessions")["items"]
+            .as_array()
+            .unwrap()
+            .is_empty());
+        let metrics = edges[edge].admin.call("GET", "/metrics", None).text;
+        let out = sluice_tests::prom::sample(
+            &metrics,
+            "sluice_edge_peer_streams_total{direction=\"out\",outcome=\"opened\"}",
+        );
+        assert!(out >= 1.0, "{name} forwarded nothing:\n{metrics}");
+    }
+    let metrics_b = edges[1].admin.call("GET", "/metrics", None).text;
+    let into_b = sluice_tests::prom::sample(
+        &metrics_b,
+        "sluice_edge_peer_streams_total{direction=\"in\",outcome=\"opened\"}",
+    );
+    assert!(into_b >= 4.0, "B took {into_b} peer streams:\n{metrics_b}");
+
+    // The upstream behind B's agent sees the real client and the address it reached,
+    // on C, in the PROXY header.
+    wait_served("127.0.0.7", on(2, pp_port));
+    while headers.headers.try_recv().is_ok() {}
+    client::echo_ok(Some(ip("127.0.0.7")), on(2, pp_port), b"who am I?").unwrap();
+    let header = headers
+        .headers
+        .recv_timeout(PROPAGATION)
+        .unwrap()
+        .expect("a PROXY header");
+    assert_eq!(header.src.ip(), ip("127.0.0.7"), "{header:?}");
+    assert_eq!(header.dst, on(2, pp_port), "{header:?}");
+}
+
+#[test]
+fn an_edge_killed_under_forwarded_connections_costs_only_those_in_flight() {
+    let etcd = Etcd::start();
+    let fx = Fixture::new();
+    let mut edges = three_edges(&fx, &etcd);
+    let echo = Echo::start();
+    // Sessions with B and C; connections arrive at A, which holds none.
+    let _agent = agent_on(&fx, "agent.yml", &edges, &[1, 2], &[(URL, echo.addr)], "");
+    let port = endpoint(&edges, fixture::forward_all(URL));
+    wait_served("127.0.0.1", on(0, port));
+
+    let stop = AtomicBool::new(false);
+    let made = AtomicUsize::new(0);
+    let (served, failures) = std::thread::scope(|s| {
+        let looping = s.spawn(|| {
+            let (mut served, mut failures) = (0usize, Vec::new());
+            let end = Instant::now() + Duration::from_secs(40);
+            while !stop.load(Ordering::Relaxed) && Instant::now() < end {
+                let n = made.fetch_add(1, Ordering::Relaxed);
+                match client::echo_ok(None, on(0, port), format!("loop {n}").as_bytes()) {
+                    Ok(()) => served += 1,
+                    Err(e) => failures.push(format!("connection {n}: {e}")),
+                }
+            }
+            (served, failures)
+        });
+        let past = |count: usize| {
+            wait_until("the loop makes connections", PROPAGATION, || {
+                made.load(Ordering::Relaxed) > count || looping.is_finished()
+            })
+        };
+        past(50);
+        edges[1].process.kill();
+        let killed_at = Instant::now();
+        // A keeps B's routes until B's lease runs out; connections meanwhile go to C
+        // after B refuses the link.
+        wait_until(
+            "A's routes drop the killed edge",
+            Duration::from_secs(15),
+            || {
+                edges[0]
+                    .admin
+                    .call("GET", "/metrics", None)
+                    .text
+                    .contains("sluice_edge_fleet_routes 1\n")
+            },
+        );
+        eprintln!(
+            "B's routes left A's snapshot {:?} after the kill",
+            killed_at.elapsed()
+        );
+        past(made.load(Ordering::Relaxed) + 50);
+        stop.store(true, Ordering::Relaxed);
+        looping.join().unwrap()
+    });
+    assert!(
+        failures.len() <= 1,
+        "{} of {} connections through A failed (at most the one in flight through B may): {failures:?}",
+        failures.len(),
+        served + failures.len()
+    );
+    assert!(served > 100, "only {served} connections made");
+}
+
+#[test]
+fn a_peer_link_opening_without_the_fleet_key_is_refused_and_reaches_no_upstream() {
+    let etcd = Etcd::start();
+    let fx = Fixture::new();
+    let edges = three_edges(&fx, &etcd);
+    let headers = HeaderEcho::start();
+    let _agent = agent_on(
+        &fx,
+        "agent.yml",
+        &edges,
+        &[1],
+        &[(URL, headers.addr)],
+        ", proxy_protocol: 2",
+    );
+    let port = endpoint(&edges, fixture::forward_all(URL));
+    wait_served("127.0.0.1", on(0, port));
+    while headers.headers.try_recv().is_ok() {}
+
+    // A hand-made opening with a proof made with another key.
+    let mut opening = Vec::new();
+    opening.extend_from_slice(b"SLPS");
+    let mut body = vec![13u8];
+    let put_str = |b: &mut Vec<u8>, s: &str| {
+        b.extend_from_slice(&(s.len() as u16).to_be_bytes());
+        b.extend_from_slice(s.as_bytes());
+    };
+    put_str(&mut body, "edge-a");
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    body.extend_from_slice(&now_ms.to_be_bytes());
+    body.extend_from_slice(&42u64.to_be_bytes());
+    body.extend_from_slice(&[0x5a; 32]);
+    for addr in ["203.0.113.9:4000", "127.0.0.1:1"] {
+        let addr: SocketAddr = addr.parse().unwrap();
+        let IpAddr::V4(v4) = addr.ip() else {
+            unreachable!()
+        };
+        body.push(4);
+        body.extend_from_slice(&v4.octets());
+        body.extend_from_slice(&addr.port().to_be_bytes());
+    }
+    put_str(&mut body, URL);
+    opening.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    opening.extend_from_slice(&body);
+
+    let mut link = std::net::TcpStream::connect(edges[1].agent_addr).unwrap();
+    link.set_read_timeout(Some(PROPAGATION)).unwrap();
+    link.write_all(&opening).unwrap();
+    let mut answer = Vec::new();
+    let _ = link.read_to_end(&mut answer);
+    // A StreamStatus frame: length 2, kind 12, code 3 (peer link refused); then EOF.
+    assert_eq!(answer, [0, 0, 0, 2, 12, 3], "answer to a forged opening");
+    // The next connection the upstream sees is a real one, from 127.0.0.8 through A:
+    // the forged opening reached nothing.
+    client::echo_ok(Some(ip("127.0.0.8")), on(0, port), b"real").unwrap();
+    let first = headers
+        .headers
+        .recv_timeout(PROPAGATION)
+        .unwrap()
+        .expect("a PROXY header");
+    assert_eq!(first.src.ip(), ip("127.0.0.8"), "{first:?}");
+    let metrics = edges[1].admin.call("GET", "/metrics", None).text;
+    let refused = sluice_tests::prom::sample(
+        &metrics,
+        "sluice_edge_peer_streams_total{direction=\"in\",outcome=\"refused\"}",
+    );
+    assert_eq!(refused, 1.0, "{metrics}");
+}
