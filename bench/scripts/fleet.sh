@@ -12,7 +12,10 @@
 #     and four at once;
 #   - the accept path with etcd configured (A) against without (S), both on 127.0.0.1:
 #     connections per second (32 concurrent) and the 64 B round trip, side by side,
-#     alternating.
+#     alternating;
+#   - the peer hop: edge C (127.0.0.3, on etcd, no agent) forwards to A or B over a peer
+#     link; direct, through A (its own session) and through C (forwarded) side by side:
+#     connections per second, the 64 B round trip and one stream's throughput.
 #
 #   bash bench/scripts/fleet.sh [--changes N] [--revocations N] [--writes N] [--seconds N]
 #
@@ -49,8 +52,8 @@ etcd --name bench --data-dir "$WORK/etcd" \
 wait_port "$ETCD_CLIENT"; wait_port "$ECHO_PORT"
 
 declare -A ADMIN AGENT
-start_edge() { # name ip state-yaml
-  local name=$1 ip=$2 state=$3
+start_edge() { # name ip state-yaml [no-agent]
+  local name=$1 ip=$2 state=$3 no_agent=${4:-}
   AGENT[$name]=$(free_port); ADMIN[$name]=$(free_port)
   cat > "$WORK/$name-edge.yml" <<YML
 version: 1
@@ -67,6 +70,7 @@ YML
     (exec 3<>/dev/tcp/"$ip"/"${ADMIN[$name]}") 2>/dev/null && break
     sleep 0.05
   done
+  [ -n "$no_agent" ] && return 0
   cat > "$WORK/$name-agent.yml" <<YML
 version: 3
 agent: { authtoken: "$TOKEN", connect_url: "$ip:${AGENT[$name]}", connect_cas: edge.crt, server_name: localhost, transport: tcp, data_channels: 64 }
@@ -79,6 +83,7 @@ ETCD_STATE="state: { etcd: { endpoints: [\"http://127.0.0.1:$ETCD_CLIENT\"], pre
 start_edge a 127.0.0.1 "$ETCD_STATE"
 start_edge b 127.0.0.2 "$ETCD_STATE"
 start_edge s 127.0.0.1 "state_dir: $WORK/sqlite"
+start_edge c 127.0.0.3 "$ETCD_STATE" no-agent
 
 python3 - "$WORK" "$KEY" "${ADMIN[a]}" "${ADMIN[b]}" "${ADMIN[s]}" "$CHANGES" "$REVOCATIONS" "$WRITES" "$SECONDS_PER_RUN" "$BIN" "$SLUICE" "${AGENT[a]}" "$ECHO_PORT" <<'PY'
 import http.client, json, os, socket, statistics, subprocess, sys, threading, time
@@ -238,7 +243,20 @@ for round_ in range(4):
         r = load("rr", addr, ["--size", "64", "--connections", "1"])
         rr[name].append(r["latency_us"]["p50"])
 
-print(f"## Fleet: propagation, admin writes, accept path ({time.strftime('%Y-%m-%d')})\n")
+# 5. The peer hop: direct, through A (local session), through C (forwarded to A or B).
+on_c = ("127.0.0.3", port)
+direct = ("127.0.0.1", int(echo_port))
+wait(lambda: echoes(on_c), "C forwards the endpoint")
+hop = {"direct": {"conn": [], "rr": [], "bulk": []}, "local": {"conn": [], "rr": [], "bulk": []},
+       "forwarded": {"conn": [], "rr": [], "bulk": []}}
+paths = (("direct", direct), ("local", on_a), ("forwarded", on_c))
+for round_ in range(3):
+    for name, addr in paths if round_ % 2 == 0 else paths[::-1]:
+        hop[name]["conn"].append(load("connect", addr, ["--concurrency", "32"])["totals"]["ops_per_s"])
+        hop[name]["rr"].append(load("rr", addr, ["--size", "64", "--connections", "1"])["latency_us"]["p50"])
+        hop[name]["bulk"].append(load("throughput", addr, ["--direction", "both", "--streams", "1", "--threads", "1"])["totals"]["gbit_per_s"])
+
+print(f"## Fleet: propagation, admin writes, accept path, peer hop ({time.strftime('%Y-%m-%d')})\n")
 print("| from a 2xx on one edge to in force on the other (ms) | p50 | p99 | max |\n| --- | ---: | ---: | ---: |")
 for what, xs in ((f"{changes} policy changes through A, first connection B decides under it; idle", delays_idle),
                  (f"the same, while 2 x 16 concurrent clients open connections through A and B", delays_loaded),
@@ -254,6 +272,15 @@ ce, cs = statistics.median(conn["etcd"]), statistics.median(conn["sqlite"])
 print(f"| conn/s, 32 concurrent | {ce:.0f} | {cs:.0f} | {ce / cs:.2f}x |")
 re_, rs = statistics.median(rr["etcd"]), statistics.median(rr["sqlite"])
 print(f"| 64 B round trip p50 (µs) | {re_:.1f} | {rs:.1f} | {re_ / rs:.2f}x |")
+med = {n: {k: statistics.median(v) for k, v in m.items()} for n, m in hop.items()}
+print("\n| the peer hop | direct | through A (local session) | through C (forwarded) | forwarded / local |\n| --- | ---: | ---: | ---: | ---: |")
+print(f"| conn/s, 32 concurrent | {med['direct']['conn']:.0f} | {med['local']['conn']:.0f} ({med['local']['conn'] / med['direct']['conn']:.2f}x) | {med['forwarded']['conn']:.0f} ({med['forwarded']['conn'] / med['direct']['conn']:.2f}x) | {med['forwarded']['conn'] / med['local']['conn']:.2f}x |")
+print(f"| 64 B round trip p50 (µs) | {med['direct']['rr']:.1f} | {med['local']['rr']:.1f} (+{med['local']['rr'] - med['direct']['rr']:.1f}) | {med['forwarded']['rr']:.1f} (+{med['forwarded']['rr'] - med['direct']['rr']:.1f}) | +{med['forwarded']['rr'] - med['local']['rr']:.1f} µs |")
+print(f"| one stream, both ways (Gbit/s) | {med['direct']['bulk']:.2f} | {med['local']['bulk']:.2f} ({med['local']['bulk'] / med['direct']['bulk']:.2f}x) | {med['forwarded']['bulk']:.2f} ({med['forwarded']['bulk'] / med['direct']['bulk']:.2f}x) | {med['forwarded']['bulk'] / med['local']['bulk']:.2f}x |")
+print(f"\nPeer hop: medians of 3 rounds, the order reversed every other round. conn/s per round: "
+      f"{ {n: [round(x) for x in m['conn']] for n, m in hop.items()} }; round trip p50: "
+      f"{ {n: [round(x, 1) for x in m['rr']] for n, m in hop.items()} }; Gbit/s: "
+      f"{ {n: [round(x, 2) for x in m['bulk']] for n, m in hop.items()} }.")
 print(f"\nMedians of {len(conn['etcd'])} rounds, the order swapped every round. conn/s per round: etcd "
       f"{[round(x) for x in conn['etcd']]}, SQLite {[round(x) for x in conn['sqlite']]}; "
       f"round trip p50 (µs): etcd {[round(x, 1) for x in rr['etcd']]}, SQLite {[round(x, 1) for x in rr['sqlite']]}.")

@@ -406,9 +406,12 @@ fn start_fleet(
             tracing::warn!(agent_port = %edge.agent_addr, "fleet: the agent port listens on a wildcard address and public_address is not set: other edges cannot reach this one, so it publishes no routes (it still forwards to the others)");
         }
     }
-    let shared = edge.shared.clone();
-    let bound = std::sync::Arc::new(move || shared.registry.bound_urls());
-    sluice_proxy::fleet::start(link, edge.shared.peers.clone(), peer_addr, bound);
+    sluice_proxy::fleet::start(
+        link,
+        edge.shared.peers.clone(),
+        peer_addr,
+        edge.shared.clone(),
+    );
 }
 
 /// `sluice state export|import`.

@@ -26,11 +26,12 @@ use sluice_tests::{
 
 const URL: &str = "tcp://db.internal:5432";
 const IPS: [&str; 3] = ["127.0.0.1", "127.0.0.2", "127.0.0.3"];
+const NAMES: [&str; 3] = ["edge-a", "edge-b", "edge-c"];
 
 /// Three edges on one fresh prefix of `etcd`, on [`IPS`].
 fn three_edges(fx: &Fixture, etcd: &Etcd) -> Vec<Edge> {
     let prefix = fresh_prefix();
-    ["edge-a", "edge-b", "edge-c"]
+    NAMES
         .iter()
         .zip(IPS)
         .map(|(name, ip)| start_edge(fx, name, ip, etcd, &prefix))
@@ -70,13 +71,15 @@ fn fleet_agent(
     (agent, metrics)
 }
 
-/// Which of `edges` (by index) list a session now.
+/// Which of `edges` (by index) hold a session now, by their own account.
 fn holding(edges: &[Edge], alive: &[usize]) -> Vec<usize> {
     alive
         .iter()
         .copied()
         .filter(|&i| {
-            let sessions = edges[i].admin.get("/v1/sessions");
+            let sessions = edges[i]
+                .admin
+                .get(&format!("/v1/sessions?edge={}", NAMES[i]));
             let n = sessions["items"].as_array().unwrap().len();
             assert!(
                 n <= 1,

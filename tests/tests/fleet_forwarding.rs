@@ -154,12 +154,24 @@ fn an_edge_without_the_session_forwards_to_the_edge_that_has_it_under_its_own_po
             "edge {edge} let 127.0.0.6 through"
         );
     }
-    // Only B holds a session: A and C carried theirs over peer links.
+    // Only B holds a session: A and C carried theirs over peer links. Every edge lists
+    // it, with the edge that holds it.
     for (edge, name) in [(0, "A"), (2, "C")] {
-        assert!(edges[edge].admin.get("/v1/sessions")["items"]
+        let own = edges[edge]
+            .admin
+            .get(&format!("/v1/sessions?edge=edge-{}", name.to_lowercase()));
+        assert!(own["items"].as_array().unwrap().is_empty(), "{name}: {own}");
+        let fleet = edges[edge].admin.get("/v1/sessions");
+        let items = fleet["items"].as_array().unwrap();
+        assert_eq!(items.len(), 1, "{name}: {fleet}");
+        assert_eq!(items[0]["edge"], "edge-b", "{fleet}");
+        let urls: Vec<&str> = items[0]["endpoints"]
             .as_array()
             .unwrap()
-            .is_empty());
+            .iter()
+            .map(|u| u.as_str().unwrap())
+            .collect();
+        assert_eq!(urls, [URL, PP_URL], "{fleet}");
         let metrics = edges[edge].admin.call("GET", "/metrics", None).text;
         let out = sluice_tests::prom::sample(
             &metrics,

@@ -384,8 +384,20 @@ async fn state_status(State(s): St) -> ApiResult {
     ok(StatusCode::OK, s.plane.state_status())
 }
 
-async fn list_sessions(State(s): St) -> ApiResult {
-    let items = s.plane.list_sessions();
+/// `?edge=ID`: one edge's sessions only.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SessionParams {
+    edge: Option<String>,
+}
+
+async fn list_sessions(
+    State(s): St,
+    q: Result<Query<SessionParams>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult {
+    let Query(p) =
+        q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_query", e.body_text()))?;
+    let items = s.plane.fleet_sessions(p.edge.as_deref());
     ok(StatusCode::OK, Page { items, next: None })
 }
 

@@ -1,4 +1,6 @@
-//! Live agent sessions as the admin API shows them.
+//! Live agent sessions as the admin API shows them: this edge's, in full, and in a
+//! fleet the other edges' as they announced them (crate::fleet), each with the edge
+//! holding it.
 
 use serde::Serialize;
 
@@ -23,6 +25,8 @@ pub struct SessionBinding {
 /// A live agent session.
 #[derive(Debug, Serialize)]
 pub struct SessionView {
+    /// The edge holding it (this one).
+    pub edge: String,
     /// Session id.
     pub id: u64,
     /// Service user id.
@@ -47,8 +51,57 @@ pub struct SessionView {
     pub endpoints: Vec<SessionBinding>,
 }
 
+/// A session another edge of the fleet holds: what it announced (its load, health and
+/// round trip are on that edge's own `/v1/sessions`).
+#[derive(Debug, Serialize)]
+pub struct RemoteSessionView {
+    /// The edge holding it.
+    pub edge: String,
+    /// The session, as announced.
+    #[serde(flatten)]
+    pub session: crate::fleet::SessionSummary,
+}
+
+/// One entry of `/v1/sessions`.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum SessionItem {
+    /// Held by this edge.
+    Local(SessionView),
+    /// Held by another edge of the fleet.
+    Remote(RemoteSessionView),
+}
+
 impl ControlPlane {
-    /// Every live session.
+    /// The fleet's sessions: this edge's, then the others' (by edge, then id); only
+    /// those of edge `only` when given.
+    pub fn fleet_sessions(&self, only: Option<&str>) -> Vec<SessionItem> {
+        let wanted = |edge: &str| only.is_none_or(|o| o == edge);
+        let mut items: Vec<SessionItem> = if wanted(&self.edge.edge_id) {
+            self.list_sessions()
+                .into_iter()
+                .map(SessionItem::Local)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        items.extend(
+            self.edge
+                .peers
+                .remote_sessions()
+                .iter()
+                .filter(|r| wanted(&r.edge))
+                .map(|r| {
+                    SessionItem::Remote(RemoteSessionView {
+                        edge: r.edge.clone(),
+                        session: r.session.clone(),
+                    })
+                }),
+        );
+        items
+    }
+
+    /// Every live session of this edge.
     pub fn list_sessions(&self) -> Vec<SessionView> {
         let registry = &self.edge.registry;
         registry
@@ -57,6 +110,7 @@ impl ControlPlane {
             .map(|s| {
                 let rtt = s.rtt_us.load(std::sync::atomic::Ordering::Relaxed);
                 SessionView {
+                    edge: self.edge.edge_id.clone(),
                     id: s.id,
                     user_id: s.identity.user_id.clone(),
                     user: s.identity.user_name.clone(),

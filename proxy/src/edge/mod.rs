@@ -121,6 +121,40 @@ pub struct EdgeShared {
     agent_tls: ArcSwap<rustls::ServerConfig>,
 }
 
+/// What this edge announces to a fleet: the URLs it holds sessions for, and those
+/// sessions.
+impl crate::fleet::RouteSource for EdgeShared {
+    fn generation(&self) -> u64 {
+        self.registry.generation()
+    }
+
+    fn announcement(&self) -> crate::fleet::Announcement {
+        let mut urls = self.registry.bound_urls();
+        urls.sort();
+        let sessions = self
+            .registry
+            .sessions()
+            .into_iter()
+            .map(|s| crate::fleet::SessionSummary {
+                id: s.id,
+                user_id: s.identity.user_id.clone(),
+                user: s.identity.user_name.clone(),
+                token_id: s.identity.token_id.clone(),
+                peer: s.peer.to_string(),
+                agent_version: s.agent_version.clone(),
+                started_at: s.started_at,
+                endpoints: self
+                    .registry
+                    .bindings_of(s.id)
+                    .into_iter()
+                    .map(|b| b.url)
+                    .collect(),
+            })
+            .collect();
+        crate::fleet::Announcement { urls, sessions }
+    }
+}
+
 impl EdgeShared {
     /// The agent port's TLS configuration in force.
     pub fn agent_tls(&self) -> Arc<rustls::ServerConfig> {

@@ -35,6 +35,9 @@ pub struct Registry {
     agent_ips: Mutex<HashMap<std::net::IpAddr, u32>>,
     bindings: ArcSwap<HashMap<String, Arc<Pool>>>,
     next_id: AtomicU64,
+    /// Bumped by every change of the sessions or their bindings (a fleet republishes
+    /// this edge's routes and sessions when it moves).
+    generation: AtomicU64,
     /// Pool membership and health events.
     pub pool_stats: PoolStats,
 }
@@ -76,6 +79,7 @@ impl Registry {
         let (session, control_rx) = SessionHandle::open(id, identity, peer, agent_version);
         self.lock_sessions().insert(id, session.clone());
         *self.lock_agent_ips().entry(peer.ip()).or_insert(0) += 1;
+        self.changed();
         (session, control_rx)
     }
 
@@ -87,6 +91,16 @@ impl Registry {
     /// Whether a live session's agent connects from `ip`.
     pub fn has_session_from(&self, ip: std::net::IpAddr) -> bool {
         self.lock_agent_ips().contains_key(&ip)
+    }
+
+    /// Counts a change of sessions or bindings.
+    fn changed(&self) {
+        self.generation.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A number that moves whenever sessions or bindings change.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
     }
 
     /// The internal URLs bound by a session here now (what this edge publishes as its
@@ -138,6 +152,7 @@ impl Registry {
         let mut next = HashMap::clone(&current);
         next.insert(url.to_string(), Arc::new(pool));
         self.bindings.store(Arc::new(next));
+        self.changed();
         PoolStats::bump(&self.pool_stats.joined);
         if pooling {
             tracing::info!(%url, session = session.id, members, "pool member joined");
@@ -337,6 +352,7 @@ impl Registry {
         drop(sessions);
         let urls = self.unbind_all(session);
         session.close();
+        self.changed();
         urls
     }
 
@@ -359,6 +375,7 @@ impl Registry {
                 })
                 .collect();
             self.bindings.store(Arc::new(next));
+            self.changed();
         }
         urls
     }

@@ -72,6 +72,55 @@ impl PeerRoutes {
     }
 }
 
+/// An agent session as the other edges of a fleet see it (`/v1/sessions` on any
+/// edge): what does not change while it lives.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SessionSummary {
+    /// Its id on its edge.
+    pub id: u64,
+    /// Service user id.
+    pub user_id: String,
+    /// Service user name.
+    pub user: String,
+    /// Token it authenticated with.
+    pub token_id: String,
+    /// The agent's address.
+    pub peer: String,
+    /// The agent's version.
+    pub agent_version: String,
+    /// ms since the epoch.
+    pub started_at: i64,
+    /// The internal URLs it serves.
+    pub endpoints: Vec<String>,
+}
+
+/// What an edge tells the fleet about itself: the URLs it holds sessions for, and
+/// those sessions.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Announcement {
+    /// Internal URLs with a session here (sorted).
+    pub urls: Vec<String>,
+    /// The sessions.
+    pub sessions: Vec<SessionSummary>,
+}
+
+/// Where the fleet reads what this edge announces (the edge's registry).
+pub trait RouteSource: Send + Sync + 'static {
+    /// A number that moves whenever the announcement would change.
+    fn generation(&self) -> u64;
+    /// The announcement as it stands.
+    fn announcement(&self) -> Announcement;
+}
+
+/// A session held by another edge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteSession {
+    /// The edge holding it.
+    pub edge: String,
+    /// The session.
+    pub session: SessionSummary,
+}
+
 /// Counters of peer links.
 #[derive(Default)]
 pub struct PeerStats {
@@ -91,6 +140,7 @@ pub struct PeerStats {
 #[derive(Default)]
 pub struct Peers {
     routes: ArcSwap<PeerRoutes>,
+    sessions: ArcSwap<Vec<RemoteSession>>,
     key: ArcSwapOption<[u8; 32]>,
     /// Openings seen (replay protection).
     pub replay: proof::ReplayGuard,
@@ -109,6 +159,16 @@ impl Peers {
         self.routes.store(Arc::new(routes));
     }
 
+    /// The sessions the other edges hold, as last announced.
+    pub fn remote_sessions(&self) -> Arc<Vec<RemoteSession>> {
+        self.sessions.load_full()
+    }
+
+    /// Replaces them.
+    pub fn set_remote_sessions(&self, sessions: Vec<RemoteSession>) {
+        self.sessions.store(Arc::new(sessions));
+    }
+
     /// The fleet key, once loaded (no peer link is opened or accepted before).
     pub fn key(&self) -> Option<Arc<[u8; 32]>> {
         self.key.load_full()
@@ -120,19 +180,19 @@ impl Peers {
     }
 }
 
-/// Starts the fleet's tasks on the etcd link: the peer key, this edge's routes (the
-/// URLs `bound` reports, reachable at `peer_addr`; none published without one) and
-/// the watch of the others'.
+/// Starts the fleet's tasks on the etcd link: the peer key, this edge's routes (what
+/// `source` announces, reachable at `peer_addr`; none published without one) and the
+/// watch of the others'.
 pub fn start(
     link: FleetLink,
     peers: Arc<Peers>,
     peer_addr: Option<SocketAddr>,
-    bound: Arc<dyn Fn() -> Vec<String> + Send + Sync>,
+    source: Arc<dyn RouteSource>,
 ) {
     link.spawn(peer_key::load(link.clone(), peers.clone()));
     if let Some(peer_addr) = peer_addr {
         tracing::info!(%peer_addr, "fleet: publishing this edge's routes; peer links accepted on the agent port");
-        link.spawn(routes::publish(link.clone(), peer_addr, bound));
+        link.spawn(routes::publish(link.clone(), peer_addr, source));
     }
     link.spawn(routes::follow(link.clone(), peers));
 }

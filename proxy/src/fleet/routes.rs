@@ -1,10 +1,11 @@
 //! This edge's routes in etcd, and everyone's in a snapshot.
 //!
 //! [`publish`]: `P/routes/<edge_id>` holds the internal URLs this edge has a session
-//! for and the address of its agent port (where peer links go), attached to a lease of
-//! [`TTL_SECS`] kept alive every [`KEEPALIVE`]. An edge that dies stops keeping it
-//! alive, and its routes vanish from etcd when the lease runs out, all at once. The
-//! URLs are read from the registry every [`CHECK`] and written when they change.
+//! for, those sessions (for `/v1/sessions` on any edge) and the address of its agent
+//! port (where peer links go), attached to a lease of [`TTL_SECS`] kept alive every
+//! [`KEEPALIVE`]. An edge that dies stops keeping it alive, and its routes vanish from
+//! etcd when the lease runs out, all at once. The registry's generation is read every
+//! [`CHECK`]; the announcement is rebuilt and written when it moved.
 //!
 //! [`follow`]: every edge loads `P/routes/` and watches it, building a fresh
 //! [`PeerRoutes`] (the other edges' routes) on each change and swapping it in for the
@@ -17,7 +18,7 @@ use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
 use etcd_client::{EventType, GetOptions, PutOptions, WatchOptions};
 use serde::{Deserialize, Serialize};
 
-use super::{PeerRoutes, Peers};
+use super::{PeerRoutes, Peers, RemoteSession, RouteSource};
 use crate::state::etcd::FleetLink;
 
 /// Life of an edge's routes without a keepalive: how long the routes of an edge that
@@ -38,18 +39,17 @@ pub struct RouteRecord {
     pub peer: SocketAddr,
     /// The internal URLs it holds sessions for.
     pub urls: Vec<String>,
+    /// Its sessions.
+    #[serde(default)]
+    pub sessions: Vec<super::SessionSummary>,
 }
 
 /// Publishes this edge's routes under its lease, forever.
-pub async fn publish(
-    link: FleetLink,
-    peer: SocketAddr,
-    bound: Arc<dyn Fn() -> Vec<String> + Send + Sync>,
-) {
+pub async fn publish(link: FleetLink, peer: SocketAddr, source: Arc<dyn RouteSource>) {
     let key = link.key(&format!("routes/{}", link.edge_id()));
     let mut logged = false;
     loop {
-        match publish_under_one_lease(&link, &key, peer, &*bound).await {
+        match publish_under_one_lease(&link, &key, peer, &*source).await {
             Ok(()) => {}
             Err(e) => {
                 if !std::mem::replace(&mut logged, true) {
@@ -66,30 +66,35 @@ async fn publish_under_one_lease(
     link: &FleetLink,
     key: &str,
     peer: SocketAddr,
-    bound: &(dyn Fn() -> Vec<String> + Send + Sync),
+    source: &dyn RouteSource,
 ) -> anyhow::Result<()> {
     let mut client = link
         .client()
         .ok_or_else(|| anyhow::anyhow!("not connected to etcd yet"))?;
     let lease = client.lease_grant(TTL_SECS, None).await?.id();
     let (mut keeper, mut answers) = client.lease_keep_alive(lease).await?;
-    let mut published: Option<Vec<String>> = None;
+    let mut published: Option<u64> = None;
     let mut next_keepalive = tokio::time::Instant::now() + KEEPALIVE;
     loop {
-        let mut urls = bound();
-        urls.sort();
-        if published.as_ref() != Some(&urls) {
+        let generation = source.generation();
+        if published != Some(generation) {
+            let announced = source.announcement();
             let record = RouteRecord {
                 edge: link.edge_id().to_string(),
                 peer,
-                urls: urls.clone(),
+                urls: announced.urls,
+                sessions: announced.sessions,
             };
             let value = serde_json::to_vec(&record)?;
             client
                 .put(key, value, Some(PutOptions::new().with_lease(lease)))
                 .await?;
-            tracing::debug!(urls = urls.len(), "fleet routes published");
-            published = Some(urls);
+            tracing::debug!(
+                urls = record.urls.len(),
+                sessions = record.sessions.len(),
+                "fleet routes published"
+            );
+            published = Some(generation);
         }
         if tokio::time::Instant::now() >= next_keepalive {
             keeper.keep_alive().await?;
@@ -183,5 +188,19 @@ fn apply(link: &FleetLink, peers: &Peers, records: &HashMap<String, RouteRecord>
         let edges = records.values().filter(|r| r.edge != own).count();
         tracing::info!(edges, routes = routes.len(), "fleet routes changed");
         peers.set_routes(routes);
+    }
+    let mut sessions: Vec<RemoteSession> = records
+        .values()
+        .filter(|r| r.edge != own)
+        .flat_map(|r| {
+            r.sessions.iter().map(|s| RemoteSession {
+                edge: r.edge.clone(),
+                session: s.clone(),
+            })
+        })
+        .collect();
+    sessions.sort_by(|a, b| (&a.edge, a.session.id).cmp(&(&b.edge, b.session.id)));
+    if *peers.remote_sessions() != sessions {
+        peers.set_remote_sessions(sessions);
     }
 }
