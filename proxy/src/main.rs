@@ -352,6 +352,7 @@ fn run_edge(
     let public_address = settings.public_address;
     let (audit, audit_rx) = AuditSink::channel();
     let edge = edge::start_with_audit(settings, driver, audit)?;
+    let in_fleet = store.fleet_link().is_some();
     if let Some(link) = store.fleet_link() {
         start_fleet(link, &edge, public_address);
     }
@@ -385,10 +386,37 @@ fn run_edge(
         }
     };
     tracing::info!(role = "edge", signal = sig, ?drain_timeout, "edge draining");
+    if in_fleet {
+        leave_fleet(&edge, drain_timeout);
+    }
     edge.stop_accepting();
     let end = drain::wait(&edge.shared.in_flight, drain_timeout);
     tracing::info!(role = "edge", ?end, "edge stopped");
     Ok(())
+}
+
+/// Longest a fleet edge waits, on SIGTERM, for its agents to move their sessions to
+/// other edges before it stops accepting (bounded by `drain_timeout` too).
+const FLEET_LEAVE_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+/// Least a fleet edge stays in service after SIGTERM (not ready, still accepting), so
+/// a balancer polling `/readyz` takes it out of rotation before its listeners close.
+const FLEET_LEAVE_MIN: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A fleet edge's first step on SIGTERM: not ready any more, agents told to move, and
+/// public connections still served (forwarded once the sessions are elsewhere) for at
+/// least [`FLEET_LEAVE_MIN`], then until no session is left here or the grace ends.
+fn leave_fleet(edge: &edge::EdgeHandle, drain_timeout: std::time::Duration) {
+    let grace = FLEET_LEAVE_GRACE.min(drain_timeout / 2);
+    let least = FLEET_LEAVE_MIN.min(grace);
+    let started = std::time::Instant::now();
+    edge.leave_fleet(grace);
+    while started.elapsed() < grace
+        && (started.elapsed() < least || !edge.shared.registry.sessions().is_empty())
+    {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let left = edge.shared.registry.sessions().len();
+    tracing::info!(after = ?started.elapsed(), sessions_left = left, "leaving the fleet: agents moved; closing public listeners");
 }
 
 /// Starts the fleet's routes and peer links (crate::fleet) for an edge on etcd. Peers

@@ -181,7 +181,15 @@ async fn ready(State(s): St) -> Response {
     if s.plane.ready() {
         (StatusCode::OK, "ready\n").into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "state store unavailable\n").into_response()
+        let edge = s.plane.edge();
+        let why = if edge.leaving.load(std::sync::atomic::Ordering::Acquire) {
+            "leaving: this edge is shutting down\n"
+        } else if !edge.peers.ready() {
+            "fleet: the peer key or the other edges' routes are not loaded yet\n"
+        } else {
+            "state store unavailable\n"
+        };
+        (StatusCode::SERVICE_UNAVAILABLE, why).into_response()
     }
 }
 

@@ -58,10 +58,10 @@ pub const EXIT_REFUSED: i32 = 2;
 /// (`edge_connections`, capped by the edges known), each running sessions one after
 /// another, forever (see [`run_slot`]).
 pub async fn run_forever(shared: Arc<AgentShared>) {
-    for slot in 1..shared.edge_slots.slots() {
-        monoio::spawn(run_slot(shared.clone(), slot));
+    for slot in 1..shared.edge_slots.initial() {
+        monoio::spawn(run_slot(shared.clone(), slot, None));
     }
-    run_slot(shared, 0).await;
+    run_slot(shared, 0, None).await;
 }
 
 /// Runs sessions on slot `slot` one after another, forever, each with an edge no other
@@ -71,7 +71,12 @@ pub async fn run_forever(shared: Arc<AgentShared>) {
 /// with [`EXIT_REFUSED`]: that is a configuration mistake to show at once. Once it has
 /// had a session, it keeps retrying with backoff whatever happens (a revoked token
 /// included), as a daemon should.
-async fn run_slot(shared: Arc<AgentShared>, slot: usize) {
+///
+/// A slot started to replace a session whose edge is leaving gets `moved`: it says so
+/// there once its first session has every endpoint bound (and the fleet has had a
+/// moment to learn its routes), and the old session ends then. A slot whose edge said
+/// it is leaving retires when that session ends.
+async fn run_slot(shared: Arc<AgentShared>, slot: usize, mut moved: Option<Moved>) {
     let mut backoff = FIRST_BACKOFF;
     let mut turn = 0;
     let mut last_edge = None;
@@ -86,11 +91,17 @@ async fn run_slot(shared: Arc<AgentShared>, slot: usize) {
             monoio::time::sleep(MAX_BACKOFF.min(FIRST_BACKOFF * 4).mul_f64(1.0 + jitter)).await;
             continue;
         };
-        let outcome = run_session(&shared, slot, &edge).await;
+        let outcome = run_session(&shared, slot, &edge, &mut moved).await;
         shared.edge_slots.release(slot);
+        if let Ok(SessionEnd::Moved(reason)) = &outcome {
+            tracing::info!(edge = %edge.addr, %reason, "session moved off a leaving edge");
+            shared.edge_slots.retire(slot);
+            return;
+        }
         last_edge = Some(edge.addr);
         turn += 1;
         match outcome {
+            Ok(SessionEnd::Moved(_)) => unreachable!("handled above"),
             Ok(SessionEnd::Fatal(reason)) if first => give_up(&reason),
             Ok(SessionEnd::Fatal(reason)) | Ok(SessionEnd::Lost(reason)) => {
                 tracing::warn!(%reason, edge = %edge.addr, "session with the edge ended; reconnecting");
@@ -109,10 +120,20 @@ async fn run_slot(shared: Arc<AgentShared>, slot: usize) {
     }
 }
 
+/// Tells a session whose edge is leaving that its replacement is in place.
+type Moved = async_channel::Sender<()>;
+
+/// How long a replacement session waits, once bound, before the old one ends: time for
+/// its edge to publish the routes and the fleet to learn them.
+const MOVE_SETTLE: Duration = Duration::from_millis(250);
+
 /// How an established session ended.
 enum SessionEnd {
     /// Lost or ended by the edge: reconnect.
     Lost(String),
+    /// Its edge said it is leaving and the session ended (replaced, or the edge went):
+    /// the slot retires.
+    Moved(String),
     /// Nothing this agent binds can ever be served by this token.
     Fatal(String),
 }
@@ -129,13 +150,14 @@ async fn run_session(
     shared: &Arc<AgentShared>,
     slot: usize,
     edge: &Edge,
+    moved: &mut Option<Moved>,
 ) -> anyhow::Result<SessionEnd> {
     let edge_addr = edge.addr;
     let tcp = monoio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect_addr(edge_addr))
         .await
         .map_err(|_| anyhow::anyhow!("connecting to {edge_addr} timed out"))??;
     let _ = tcp.set_nodelay(true);
-    established(shared, tcp, slot, edge).await
+    established(shared, tcp, slot, edge, moved).await
 }
 
 /// The part of a session after the TCP connection: TLS, hello, binds, heartbeats.
@@ -144,6 +166,7 @@ async fn established(
     tcp: TcpStream,
     slot: usize,
     edge: &Edge,
+    moved: &mut Option<Moved>,
 ) -> anyhow::Result<SessionEnd> {
     let settings = &shared.settings;
     let edge_addr = edge.addr;
@@ -269,8 +292,21 @@ async fn established(
     });
     let tolerance = settings.heartbeat_tolerance;
     let mut binds = BindRetries::new(settings.endpoints.len());
+    let mut bound = vec![false; settings.endpoints.len()];
+    // Set once this edge said it is leaving: the replacement's word that it is in place.
+    let mut replaced: Option<async_channel::Receiver<()>> = None;
     let end = loop {
-        let frame = match monoio::time::timeout(tolerance, reader.next(&mut rd)).await {
+        let next = monoio::time::timeout(tolerance, reader.next(&mut rd));
+        let read = match &replaced {
+            None => next.await,
+            Some(rx) => monoio::select! {
+                read = next => read,
+                Ok(()) = rx.recv() => {
+                    break SessionEnd::Moved("the replacement session is in place".into())
+                }
+            },
+        };
+        let frame = match read {
             Err(_) => break SessionEnd::Lost(format!("no answer from the edge for {tolerance:?}")),
             Ok(Ok(None)) => break SessionEnd::Lost("edge closed the control channel".to_string()),
             Ok(Err(e)) => break SessionEnd::Lost(format!("control channel error: {e}")),
@@ -288,6 +324,15 @@ async fn established(
                 let index = request_id.checked_sub(1).map(|i| i as usize);
                 if let Some((i, ep)) = index.and_then(|i| Some((i, settings.endpoints.get(i)?))) {
                     tracing::info!(url = %ep.url, upstream = %ep.upstream, "endpoint bound");
+                    bound[i] = true;
+                    if bound.iter().all(|b| *b) {
+                        if let Some(tell) = moved.take() {
+                            monoio::spawn(async move {
+                                monoio::time::sleep(MOVE_SETTLE).await;
+                                let _ = tell.send(()).await;
+                            });
+                        }
+                    }
                     if binds.bound(i) {
                         // A retried bind: the health report sent with the first try
                         // found no binding at the edge.
@@ -337,6 +382,16 @@ async fn established(
                     }
                 }
             }
+            Frame::Drain { grace_ms } => {
+                if replaced.is_none() {
+                    tracing::info!(edge = %edge_addr, grace_ms, "the edge is leaving: moving this session to another edge");
+                    shared.edge_slots.mark_leaving(edge_addr);
+                    let (tell, told) = async_channel::bounded(1);
+                    let next = shared.edge_slots.add_slot();
+                    monoio::spawn(run_slot(shared.clone(), next, Some(tell)));
+                    replaced = Some(told);
+                }
+            }
             Frame::NeedChannels { count } => {
                 let count = count.min(MAX_CHANNELS_PER_REQUEST) as usize;
                 shared.request_channels_for_waiters(&ticket, count);
@@ -349,7 +404,12 @@ async fn established(
     ticket.alive.store(false, Ordering::Release);
     shared.live_sessions().retain(|s| s.slot != slot);
     control_tx.close();
-    Ok(end)
+    // A session whose edge said it is leaving is not re-established by this slot: its
+    // replacement is (or will be, once an edge is free).
+    Ok(match end {
+        SessionEnd::Lost(reason) if replaced.is_some() => SessionEnd::Moved(reason),
+        end => end,
+    })
 }
 
 /// What a refused bind calls for, by the edge's code.

@@ -5,10 +5,17 @@
 //! session is lost picks another edge (not the one it lost, while another is free);
 //! an edge another slot holds is never picked twice. Names are resolved anew at each
 //! choice, so an edge whose address changed is found again.
+//!
+//! An edge that says it is leaving (a fleet edge's drain) is avoided for
+//! [`LEAVING_AVOIDED_FOR`] while another edge is free; the slot that held it is
+//! replaced by a new one ([`EdgeSlots::add_slot`]) and retired once its session ends
+//! ([`EdgeSlots::retire`]).
 
 use std::{
+    collections::HashMap,
     net::{SocketAddr, ToSocketAddrs},
     sync::Mutex,
+    time::{Duration, Instant},
 };
 
 use rustls_pki_types::ServerName;
@@ -22,10 +29,24 @@ pub(crate) struct Edge {
     pub server_name: ServerName<'static>,
 }
 
+/// How long an edge that said it is leaving is avoided (while another is free).
+pub const LEAVING_AVOIDED_FOR: Duration = Duration::from_secs(30);
+
+/// What a slot holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    /// Holding (or dialing) this edge, or nothing yet.
+    Live(Option<SocketAddr>),
+    /// Replaced after its edge said it is leaving; never used again.
+    Retired,
+}
+
 /// The slots and the edge each holds (or is dialing).
 pub(crate) struct EdgeSlots {
     targets: Vec<EdgeTarget>,
-    held: Mutex<Vec<Option<SocketAddr>>>,
+    held: Mutex<Vec<Slot>>,
+    /// Edges that said they are leaving, and since when.
+    leaving: Mutex<HashMap<SocketAddr, Instant>>,
 }
 
 impl EdgeSlots {
@@ -40,17 +61,50 @@ impl EdgeSlots {
         let slots = wanted.clamp(1, known);
         Self {
             targets,
-            held: Mutex::new(vec![None; slots]),
+            held: Mutex::new(vec![Slot::Live(None); slots]),
+            leaving: Mutex::default(),
         }
     }
 
-    /// How many sessions the agent keeps.
+    /// How many sessions the agent keeps (one more while one moves off a leaving
+    /// edge).
     pub fn slots(&self) -> usize {
+        self.held().iter().filter(|s| **s != Slot::Retired).count()
+    }
+
+    /// The slots in use at start (their indexes are `0..initial`).
+    pub fn initial(&self) -> usize {
         self.held().len()
     }
 
-    fn held(&self) -> std::sync::MutexGuard<'_, Vec<Option<SocketAddr>>> {
+    fn held(&self) -> std::sync::MutexGuard<'_, Vec<Slot>> {
         self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A new slot, to replace one whose edge is leaving: its index.
+    pub fn add_slot(&self) -> usize {
+        let mut held = self.held();
+        held.push(Slot::Live(None));
+        held.len() - 1
+    }
+
+    /// `slot` is done for good (replaced).
+    pub fn retire(&self, slot: usize) {
+        self.held()[slot] = Slot::Retired;
+    }
+
+    /// `edge` said it is leaving.
+    pub fn mark_leaving(&self, edge: SocketAddr) {
+        self.leaving
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(edge, Instant::now());
+    }
+
+    fn is_leaving(&self, edge: SocketAddr) -> bool {
+        let mut leaving = self.leaving.lock().unwrap_or_else(|p| p.into_inner());
+        leaving.retain(|_, since| since.elapsed() < LEAVING_AVOIDED_FOR);
+        leaving.contains_key(&edge)
     }
 
     /// Every edge `connect_url` names now, in its order, each address once.
@@ -78,27 +132,33 @@ impl EdgeSlots {
         if known.is_empty() {
             return None;
         }
+        let leaving: Vec<bool> = known.iter().map(|e| self.is_leaving(e.addr)).collect();
         let mut held = self.held();
         let taken = |addr: SocketAddr| {
             held.iter()
                 .enumerate()
-                .any(|(other, h)| other != slot && *h == Some(addr))
+                .any(|(other, h)| other != slot && *h == Slot::Live(Some(addr)))
         };
         let start = (slot + turn) % known.len();
-        let order = known.iter().cycle().skip(start).take(known.len());
-        let free: Vec<&Edge> = order.filter(|e| !taken(e.addr)).collect();
+        let order = (0..known.len()).map(|i| (start + i) % known.len());
+        let free: Vec<usize> = order.filter(|&i| !taken(known[i].addr)).collect();
+        // Best: neither leaving nor the edge just lost; then not leaving; then any.
         let chosen = free
             .iter()
-            .find(|e| Some(e.addr) != avoid)
+            .find(|&&i| !leaving[i] && Some(known[i].addr) != avoid)
+            .or_else(|| free.iter().find(|&&i| !leaving[i]))
             .or(free.first())
-            .map(|e| (*e).clone())?;
-        held[slot] = Some(chosen.addr);
+            .map(|&i| known[i].clone())?;
+        held[slot] = Slot::Live(Some(chosen.addr));
         Some(chosen)
     }
 
     /// `slot` holds no edge any more.
     pub fn release(&self, slot: usize) {
-        self.held()[slot] = None;
+        let mut held = self.held();
+        if held[slot] != Slot::Retired {
+            held[slot] = Slot::Live(None);
+        }
     }
 }
 
@@ -152,6 +212,31 @@ mod tests {
         slots_full.release(0);
         assert_eq!(slots_full.choose(0, 3, Some(x)).unwrap().addr, x);
         assert_ne!(x, y);
+    }
+
+    #[test]
+    fn a_leaving_edge_is_avoided_while_another_is_free_and_its_slot_replaced() {
+        let slots = EdgeSlots::new(
+            targets(&["127.0.0.1:4001", "127.0.0.2:4001", "127.0.0.3:4001"]),
+            2,
+        );
+        let a = slots.choose(0, 0, None).unwrap().addr;
+        let b = slots.choose(1, 0, None).unwrap().addr;
+        slots.mark_leaving(a);
+        let extra = slots.add_slot();
+        assert_eq!(slots.slots(), 3, "one more while moving");
+        let moved = slots.choose(extra, 0, None).unwrap().addr;
+        assert!(moved != a && moved != b, "{moved}");
+        slots.retire(0);
+        slots.release(0);
+        assert_eq!(slots.slots(), 2);
+        // With every other edge taken, a leaving edge is still chosen (it may be back).
+        let only = EdgeSlots::new(targets(&["127.0.0.1:4001"]), 1);
+        let x = only.choose(0, 0, None).unwrap().addr;
+        only.mark_leaving(x);
+        let again = only.add_slot();
+        only.retire(0);
+        assert_eq!(only.choose(again, 0, None).unwrap().addr, x);
     }
 
     #[test]

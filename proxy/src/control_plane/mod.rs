@@ -150,6 +150,10 @@ impl ControlPlane {
     /// a shared one must have been loaded once — an etcd outage later changes nothing
     /// on the data path, so it does not take the edge out of a balancer's rotation.
     pub fn ready(&self) -> bool {
+        if self.edge.leaving.load(std::sync::atomic::Ordering::Acquire) || !self.edge.peers.ready()
+        {
+            return false;
+        }
         let store = self.store();
         let status = store.status();
         match status.backend {

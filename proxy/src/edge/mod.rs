@@ -108,6 +108,9 @@ pub struct EdgeShared {
     pub in_flight: crate::drain::InFlight,
     /// Set once a drain started: accept loops end instead of retrying.
     pub draining: AtomicBool,
+    /// Set when a fleet edge starts leaving (SIGTERM): not ready any more, its agents
+    /// told to move their sessions to other edges; it still serves meanwhile.
+    pub leaving: AtomicBool,
     /// Session happenings for the audit log.
     pub audit: AuditSink,
     /// Whether plain-TCP data channels are accepted (`agents.plain_channels`).
@@ -182,6 +185,27 @@ pub struct EdgeHandle {
 }
 
 impl EdgeHandle {
+    /// Starts leaving a fleet: `/readyz` answers 503 from now on, and every agent
+    /// session is told to move to another edge (a Drain frame) within `grace`, while
+    /// this edge keeps serving (its own sessions while they last, other edges' over peer
+    /// links). Returns how many sessions were told.
+    pub fn leave_fleet(&self, grace: std::time::Duration) -> usize {
+        self.shared
+            .leaving
+            .store(true, std::sync::atomic::Ordering::Release);
+        let grace_ms = grace.as_millis().min(u128::from(u32::MAX)) as u32;
+        let sessions = self.shared.registry.sessions();
+        for session in &sessions {
+            session.send_control(crate::wire::Frame::Drain { grace_ms });
+        }
+        tracing::info!(
+            sessions = sessions.len(),
+            ?grace,
+            "leaving the fleet: agents told to move their sessions to other edges"
+        );
+        sessions.len()
+    }
+
     /// Starts a drain: every public listener stops accepting (pending accepts end),
     /// established connections carry on. Agents stay connected.
     pub fn stop_accepting(&self) {
@@ -301,6 +325,7 @@ pub fn start_with_audit(
         pump: settings.pump,
         in_flight: Default::default(),
         draining: Default::default(),
+        leaving: Default::default(),
         audit,
         plain_channels: settings.plain_channels,
         preauth: preauth::PreAuthGate::new(settings.preauth),

@@ -142,6 +142,10 @@ pub struct Peers {
     routes: ArcSwap<PeerRoutes>,
     sessions: ArcSwap<Vec<RemoteSession>>,
     key: ArcSwapOption<[u8; 32]>,
+    /// Set when the fleet's tasks start (an edge on etcd).
+    in_fleet: std::sync::atomic::AtomicBool,
+    /// Set once the other edges' routes have been loaded.
+    routes_loaded: std::sync::atomic::AtomicBool,
     /// Openings seen (replay protection).
     pub replay: proof::ReplayGuard,
     /// Counters.
@@ -157,6 +161,13 @@ impl Peers {
     /// Replaces the routes.
     pub fn set_routes(&self, routes: PeerRoutes) {
         self.routes.store(Arc::new(routes));
+    }
+
+    /// Whether this edge can take its part in the fleet: the peer key and the other
+    /// edges' routes loaded (always true for a lone edge).
+    pub fn ready(&self) -> bool {
+        use std::sync::atomic::Ordering::Acquire;
+        !self.in_fleet.load(Acquire) || (self.key().is_some() && self.routes_loaded.load(Acquire))
     }
 
     /// The sessions the other edges hold, as last announced.
@@ -189,6 +200,9 @@ pub fn start(
     peer_addr: Option<SocketAddr>,
     source: Arc<dyn RouteSource>,
 ) {
+    peers
+        .in_fleet
+        .store(true, std::sync::atomic::Ordering::Release);
     link.spawn(peer_key::load(link.clone(), peers.clone()));
     if let Some(peer_addr) = peer_addr {
         tracing::info!(%peer_addr, "fleet: publishing this edge's routes; peer links accepted on the agent port");

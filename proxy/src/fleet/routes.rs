@@ -141,6 +141,9 @@ async fn follow_once(link: &FleetLink, peers: &Peers) -> anyhow::Result<()> {
         }
     }
     apply(link, peers, &records);
+    peers
+        .routes_loaded
+        .store(true, std::sync::atomic::Ordering::Release);
     let options = WatchOptions::new()
         .with_prefix()
         .with_start_revision(revision + 1);

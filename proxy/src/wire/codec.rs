@@ -51,6 +51,7 @@ const STREAM: u8 = 10;
 const ENDPOINT_HEALTH: u8 = 11;
 const STREAM_STATUS: u8 = 12;
 const PEER_STREAM: u8 = 13;
+const DRAIN: u8 = 14;
 
 /// Appends `frame` to `out`. Strings longer than the decoder accepts are truncated at a
 /// char boundary rather than producing a frame the peer would reject.
@@ -154,6 +155,10 @@ pub fn encode(frame: &Frame, out: &mut BytesMut) {
             put_addr(out, &start.server);
             put_str(out, &start.internal_url);
         }
+        Frame::Drain { grace_ms } => {
+            out.put_u8(DRAIN);
+            out.put_u32(*grace_ms);
+        }
         Frame::EndpointHealth {
             url,
             healthy,
@@ -242,6 +247,9 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Frame, usize)>, WireError> {
                 server: r.addr("peer_stream.server")?,
                 internal_url: r.string("peer_stream.internal_url")?,
             },
+        },
+        DRAIN => Frame::Drain {
+            grace_ms: r.u32("drain.grace_ms")?,
         },
         ENDPOINT_HEALTH => Frame::EndpointHealth {
             url: r.string("endpoint_health.url")?,

@@ -268,6 +268,12 @@ pub enum Frame {
         /// The connection, as the sending edge accepted it.
         start: StreamStart,
     },
+    /// edge -> agent: this edge is leaving (SIGTERM in a fleet). The agent opens a
+    /// session with another edge, then ends this one; meanwhile this one keeps serving.
+    Drain {
+        /// How long the edge keeps serving before it stops accepting.
+        grace_ms: u32,
+    },
     /// agent -> edge on a data channel, the first thing after each Stream: whether
     /// the upstream connected. Stream bytes from the upstream follow only after `Ok`.
     StreamStatus {
@@ -344,6 +350,9 @@ impl std::fmt::Debug for Frame {
                 .field("count", count)
                 .finish(),
             Frame::Stream(start) => f.debug_tuple("Stream").field(start).finish(),
+            Frame::Drain { grace_ms } => {
+                f.debug_struct("Drain").field("grace_ms", grace_ms).finish()
+            }
             Frame::PeerStream {
                 edge,
                 at_ms,
@@ -390,6 +399,7 @@ impl Frame {
             Frame::ChannelHello { .. } => "channel_hello",
             Frame::Stream(_) => "stream",
             Frame::PeerStream { .. } => "peer_stream",
+            Frame::Drain { .. } => "drain",
             Frame::EndpointHealth { .. } => "endpoint_health",
             Frame::StreamStatus { .. } => "stream_status",
         }

@@ -62,6 +62,7 @@ fn samples() -> Vec<Frame> {
         Frame::StreamStatus {
             code: StreamCode::PeerRefused,
         },
+        Frame::Drain { grace_ms: 10_000 },
         Frame::PeerStream {
             edge: "edge-a".into(),
             at_ms: 1_765_000_000_000,
