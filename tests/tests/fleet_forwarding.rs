@@ -334,3 +334,88 @@ fn a_peer_link_opening_without_the_fleet_key_is_refused_and_reaches_no_upstream(
     );
     assert_eq!(refused, 1.0, "{metrics}");
 }
+
+#[test]
+fn an_edge_whose_members_are_unhealthy_forwards_to_an_edge_with_a_healthy_one() {
+    let etcd = Etcd::start();
+    let fx = Fixture::new();
+    let edges = three_edges(&fx, &etcd);
+    let echo = Echo::start();
+    let checks = ", health_check: { interval: 100ms, timeout: 50ms, unhealthy_threshold: 1 }";
+    // B's agent cannot reach its upstream; C's can.
+    let mut sick = agent_on(
+        &fx,
+        "sick.yml",
+        &edges,
+        &[1],
+        &[(URL, sluice_tests::faults::gone_addr())],
+        checks,
+    );
+    let _well = agent_on(&fx, "well.yml", &edges, &[2], &[(URL, echo.addr)], checks);
+    sick.wait_for("upstream unhealthy");
+    wait_until("B knows its member is unhealthy", PROPAGATION, || {
+        edges[1].admin.get("/v1/sessions?edge=edge-b")["items"][0]["endpoints"][0]["healthy"]
+            == false
+    });
+    let port = endpoint(&edges, fixture::forward_all(URL));
+    // Through A (no session) and through B (a session, unhealthy): both reach C's.
+    for edge in [0, 1] {
+        wait_served("127.0.0.1", on(edge, port));
+        for n in 0..20 {
+            client::echo_ok(None, on(edge, port), format!("healthy {n}").as_bytes())
+                .unwrap_or_else(|e| panic!("connection {n} through edge {edge}: {e}"));
+        }
+    }
+}
+
+#[test]
+fn an_agent_whose_only_edge_dies_is_served_again_after_its_reconnect() {
+    let etcd = Etcd::start();
+    let fx = Fixture::new();
+    let mut edges = three_edges(&fx, &etcd);
+    let echo = Echo::start();
+    // One session, on B (the first edge it lists); C is there to move to.
+    let yaml = fx
+        .agent_yaml(&fx.token, edges[1].agent_addr, "tcp", &[(URL, echo.addr)])
+        .replace(
+            &format!("connect_url: \"{}\"", edges[1].agent_addr),
+            &format!(
+                "connect_url: [\"{}\", \"{}\"]\n  edge_connections: 1",
+                edges[1].agent_addr, edges[2].agent_addr
+            ),
+        );
+    let mut agent = Sluice::agent(&fx.write("agent.yml", &yaml), DRIVER);
+    agent.wait_for("endpoint bound");
+    assert_eq!(
+        edges[1].admin.get("/v1/sessions?edge=edge-b")["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    let port = endpoint(&edges, fixture::forward_all(URL));
+    wait_served("127.0.0.1", on(0, port));
+
+    // B dies; connections through A fail until the agent's session is back (on C)
+    // and A has learnt its route.
+    edges[1].process.kill();
+    let killed = Instant::now();
+    let mut failed = 0;
+    let gap = loop {
+        match client::echo_ok(None, on(0, port), b"back?") {
+            Ok(()) => break killed.elapsed(),
+            Err(_) => failed += 1,
+        }
+        assert!(
+            killed.elapsed() < PROPAGATION * 2,
+            "not served again {:?} after the agent's only edge died",
+            killed.elapsed()
+        );
+    };
+    eprintln!(
+        "served again through A {gap:?} after B died ({failed} connections failed meanwhile)"
+    );
+    agent.wait_for_n("a session with C", 2, |v| {
+        v["message"] == "session established"
+    });
+}

@@ -302,17 +302,23 @@ enum Route {
     Peer(Arc<PeerRoutes>),
 }
 
-/// The route phase: who serves `target`, local sessions first. [`Outcome::NoAgent`]
-/// when nobody does (the client is closed).
+/// The route phase: who serves `target`: local sessions with a healthy member first,
+/// then another edge of the fleet that announces healthy ones, then a local pool whose
+/// members all report their upstream down (the open phase tries them anyway).
+/// [`Outcome::NoAgent`] when nobody does (the client is closed).
 fn route<'t>(shared: &EdgeShared, target: &'t str) -> Result<Route, Outcome<'t>> {
-    if let Some(pool) = shared.registry.lookup(target) {
-        return Ok(Route::Local(pool));
+    let local = shared.registry.lookup(target);
+    if let Some(pool) = local.as_ref().filter(|p| p.any_healthy()) {
+        return Ok(Route::Local(pool.clone()));
     }
     let routes = shared.peers.routes();
     if routes.lookup(target).is_some() {
         return Ok(Route::Peer(arc_swap::Guard::into_inner(routes)));
     }
-    Err(Outcome::NoAgent { target })
+    match local {
+        Some(pool) => Ok(Route::Local(pool)),
+        None => Err(Outcome::NoAgent { target }),
+    }
 }
 
 /// The terminate phase: the client as the pump sees it; under `terminate_tls` the

@@ -157,6 +157,11 @@ pub struct Pool {
 }
 
 impl Pool {
+    /// Whether a member's agent last reported its upstream reachable.
+    pub fn any_healthy(&self) -> bool {
+        self.members.iter().any(|m| m.healthy())
+    }
+
     /// A pool of one.
     pub fn first(url: &str, session: &Arc<SessionHandle>, pooling: bool) -> Pool {
         Pool {

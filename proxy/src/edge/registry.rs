@@ -103,10 +103,15 @@ impl Registry {
         self.generation.load(Ordering::Relaxed)
     }
 
-    /// The internal URLs bound by a session here now (what this edge publishes as its
-    /// routes to a fleet).
+    /// The internal URLs bound here now with at least one healthy member (what this
+    /// edge publishes as its routes to a fleet).
     pub fn bound_urls(&self) -> Vec<String> {
-        self.bindings.load().keys().cloned().collect()
+        self.bindings
+            .load()
+            .iter()
+            .filter(|(_, pool)| pool.any_healthy())
+            .map(|(url, _)| url.clone())
+            .collect()
     }
 
     /// Looks up a session by id (data channel authentication).
@@ -240,6 +245,7 @@ impl Registry {
             return false;
         };
         if member.report(healthy, weight) {
+            self.changed();
             let members = current.get(url).map_or(0, |p| p.members.len());
             if healthy {
                 PoolStats::bump(&self.pool_stats.became_healthy);
