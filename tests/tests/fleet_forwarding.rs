@@ -419,3 +419,68 @@ fn an_agent_whose_only_edge_dies_is_served_again_after_its_reconnect() {
         v["message"] == "session established"
     });
 }
+
+#[test]
+fn resets_cross_the_extra_hop_both_ways_on_both_transports() {
+    use sluice_tests::upstream::{Ending, Recorder};
+    let etcd = Etcd::start();
+    let fx = Fixture::new();
+    let edges = three_edges(&fx, &etcd);
+    for (i, transport) in ["tcp", "tls"].into_iter().enumerate() {
+        let url = format!("tcp://resets-{transport}.internal:{}", 7100 + i);
+        let plain = Recorder::start(None);
+        let resetting = Recorder::start(Some(3));
+        let reset_url = format!("tcp://resets-{transport}-up.internal:{}", 7200 + i);
+        // The agent holds its session with B, on this transport; clients come to A.
+        let yaml = fx
+            .agent_yaml(
+                &fx.token,
+                edges[1].agent_addr,
+                transport,
+                &[
+                    (url.as_str(), plain.addr),
+                    (reset_url.as_str(), resetting.addr),
+                ],
+            )
+            .replace(
+                &format!("connect_url: \"{}\"", edges[1].agent_addr),
+                &format!(
+                    "connect_url: \"{}\"\n  edge_connections: 1",
+                    edges[1].agent_addr
+                ),
+            );
+        let mut agent = Sluice::agent(&fx.write(&format!("agent-{transport}.yml"), &yaml), DRIVER);
+        agent.wait_for_n("both endpoints bound", 2, |v| {
+            v["message"] == "endpoint bound"
+        });
+        let port = endpoint(&edges, fixture::forward_all(&url));
+        let reset_port = endpoint(&edges, fixture::forward_all(&reset_url));
+        wait_served("127.0.0.1", on(0, port));
+
+        // The client resets: the upstream behind B sees a reset.
+        while plain.endings.try_recv().is_ok() {}
+        let mut s = client::connect_from(None, on(0, port)).unwrap();
+        s.write_all(b"abc").unwrap();
+        let mut buf = [0u8; 3];
+        s.read_exact(&mut buf).unwrap();
+        socket2::SockRef::from(&s)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+        drop(s);
+        let ending = plain.endings.recv_timeout(PROPAGATION).unwrap();
+        assert_eq!(ending, Ending::Reset, "{transport}: client reset at A");
+
+        // The upstream resets: the client at A sees a reset, not an end.
+        let mut s = client::connect_from(None, on(0, reset_port)).unwrap();
+        s.write_all(b"abc").unwrap();
+        let mut got = Vec::new();
+        let err = s.read_to_end(&mut got).expect_err(&format!(
+            "{transport}: the stream must end in a reset, not EOF"
+        ));
+        assert_eq!(
+            err.kind(),
+            std::io::ErrorKind::ConnectionReset,
+            "{transport}"
+        );
+    }
+}
