@@ -179,3 +179,51 @@ fn a_rolling_restart_of_every_edge_fails_no_new_connection() {
         agent.log_text()
     );
 }
+
+#[test]
+fn a_stream_forwarded_into_a_leaving_edge_lives_through_its_drain() {
+    let etcd = Etcd::start();
+    let fx = Fixture::new();
+    let prefix = fresh_prefix();
+    let mut edges: Vec<Edge> = (0..3)
+        .map(|i| sluice_tests::fleet::start_edge(&fx, NAMES[i], IPS[i], &etcd, &prefix))
+        .collect();
+    let echo = Echo::start();
+    // One session, on B; C is where it moves.
+    let agent_yaml = fx
+        .agent_yaml(&fx.token, edges[1].agent_addr, "tcp", &[(URL, echo.addr)])
+        .replace(
+            &format!("connect_url: \"{}\"", edges[1].agent_addr),
+            &format!(
+                "connect_url: [\"{}\", \"{}\"]\n  edge_connections: 1",
+                edges[1].agent_addr, edges[2].agent_addr
+            ),
+        );
+    let mut agent = Sluice::agent(&fx.write("agent.yml", &agent_yaml), DRIVER);
+    agent.wait_for("endpoint bound");
+    let created = edges[0].admin.create(
+        "/v1/endpoints",
+        json!({ "url": "tcp://127.0.0.1:0", "traffic_policy": fixture::forward_all(URL) }),
+    );
+    let on_a = SocketAddr::new(IPS[0].parse().unwrap(), listen_addr(&created).unwrap().port());
+    client::wait_until_echo(on_a, PROPAGATION).unwrap();
+    // A stream through A, carried to B.
+    let mut held = client::connect_from(None, on_a).unwrap();
+    assert!(client::echoes(&mut held, b"before\n", client::IO_TIMEOUT));
+
+    // B leaves: its session moves to C, its listeners close; the stream it carries
+    // keeps flowing until the client ends it, and only then does B exit.
+    edges[1].process.terminate();
+    edges[1].process.wait_for("draining: public listeners closed");
+    agent.wait_for("session moved off a leaving edge");
+    assert!(
+        client::echoes(&mut held, b"during the drain\n", client::IO_TIMEOUT),
+        "the stream forwarded into B was cut by its drain"
+    );
+    assert!(edges[1].process.is_running(), "B exited with a stream in flight");
+    // New connections through A reach the session on C meanwhile.
+    client::echo_ok(None, on_a, b"new").unwrap();
+    drop(held);
+    let (code, log) = edges[1].process.wait_exit_and_log();
+    assert_eq!(code, Some(0), "{log}");
+}

@@ -327,6 +327,20 @@ fn a_peer_link_opening_without_the_fleet_key_is_refused_and_reaches_no_upstream(
         .unwrap()
         .expect("a PROXY header");
     assert_eq!(first.src.ip(), ip("127.0.0.8"), "{first:?}");
+    // A lone edge (no fleet, so no key) refuses an opening before reading it, however
+    // long it claims to be.
+    let lone_yaml = fx
+        .edge_yaml("127.0.0.1:0", &[])
+        .replace("endpoints:\n", "endpoints: []\n");
+    let mut lone = Sluice::edge(&fx.write("lone.yml", &lone_yaml), DRIVER);
+    let (lone_agent_port, _) = lone.edge_addrs(0);
+    let mut link = std::net::TcpStream::connect(lone_agent_port).unwrap();
+    link.set_read_timeout(Some(PROPAGATION)).unwrap();
+    link.write_all(b"SLPS\x00\x10\x00\x00").unwrap();
+    let mut answer = Vec::new();
+    let _ = link.read_to_end(&mut answer);
+    assert_eq!(answer, [0, 0, 0, 2, 12, 3], "a lone edge's answer to an opening");
+
     let metrics = edges[1].admin.call("GET", "/metrics", None).text;
     let refused = sluice_tests::prom::sample(
         &metrics,

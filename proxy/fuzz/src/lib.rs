@@ -40,6 +40,7 @@ pub fn seed_frames() -> Vec<(&'static str, Frame)> {
                 session_id: 42,
                 secret: [7; 32],
                 plain_channels: true,
+                edge_id: "edge-a".into(),
             },
         ),
         (
@@ -99,6 +100,21 @@ pub fn seed_frames() -> Vec<(&'static str, Frame)> {
             "stream-status",
             Frame::StreamStatus {
                 code: StreamCode::UpstreamFailed,
+            },
+        ),
+        ("drain", Frame::Drain { grace_ms: 10_000 }),
+        (
+            "peer-stream",
+            Frame::PeerStream {
+                edge: "edge-a".into(),
+                at_ms: 1_765_000_000_000,
+                nonce: 7,
+                proof: [3; 32],
+                start: StreamStart {
+                    client: "203.0.113.7:5555".parse().expect("literal"),
+                    server: "198.51.100.1:21001".parse().expect("literal"),
+                    internal_url: "tcp://db.internal:5432".into(),
+                },
             },
         ),
     ]

@@ -98,10 +98,21 @@ async fn run_slot(shared: Arc<AgentShared>, slot: usize, mut moved: Option<Moved
             shared.edge_slots.retire(slot);
             return;
         }
+        if let Ok(SessionEnd::SameEdge(edge_id)) = &outcome {
+            // Another address of an edge already held (a name with several addresses
+            // for one edge): try again rarely, in case that session goes.
+            tracing::debug!(edge = %edge.addr, %edge_id, "this address reaches an edge the agent already holds a session with; not a second session");
+            shared.edge_slots.mark_leaving(edge.addr);
+            let jitter = rand::rng().random_range(0.0..0.25);
+            monoio::time::sleep(MAX_BACKOFF.mul_f64(1.0 + jitter)).await;
+            continue;
+        }
         last_edge = Some(edge.addr);
         turn += 1;
         match outcome {
-            Ok(SessionEnd::Moved(_)) => unreachable!("handled above"),
+            Ok(SessionEnd::Moved(_)) | Ok(SessionEnd::SameEdge(_)) => {
+                unreachable!("handled above")
+            }
             Ok(SessionEnd::Fatal(reason)) if first => give_up(&reason),
             Ok(SessionEnd::Fatal(reason)) | Ok(SessionEnd::Lost(reason)) => {
                 tracing::warn!(%reason, edge = %edge.addr, "session with the edge ended; reconnecting");
@@ -134,6 +145,9 @@ enum SessionEnd {
     /// Its edge said it is leaving and the session ended (replaced, or the edge went):
     /// the slot retires.
     Moved(String),
+    /// The address led to an edge (this `edge_id`) the agent already holds a session
+    /// with: no second session there.
+    SameEdge(String),
     /// Nothing this agent binds can ever be served by this token.
     Fatal(String),
 }
@@ -191,15 +205,20 @@ async fn established(
     };
     framed::write_frame(&mut tls, &hello).await?;
     let mut reader = FrameReader::new();
-    let (id, secret) = match monoio::time::timeout(CONNECT_TIMEOUT, reader.next(&mut tls)).await {
-        Err(_) => anyhow::bail!("edge sent no welcome in time"),
-        Ok(Ok(Some(Frame::Welcome {
-            session_id,
-            secret,
-            plain_channels,
-        }))) => {
-            if settings.transport == crate::config::agent::Transport::Tcp && !plain_channels {
-                return Err(Refused::new(
+    let (id, secret, edge_id) =
+        match monoio::time::timeout(CONNECT_TIMEOUT, reader.next(&mut tls)).await {
+            Err(_) => anyhow::bail!("edge sent no welcome in time"),
+            Ok(Ok(Some(Frame::Welcome {
+                session_id,
+                secret,
+                plain_channels,
+                edge_id,
+            }))) => {
+                if shared.live_sessions().iter().any(|s| s.edge_id == edge_id) {
+                    return Ok(SessionEnd::SameEdge(edge_id));
+                }
+                if settings.transport == crate::config::agent::Transport::Tcp && !plain_channels {
+                    return Err(Refused::new(
                     "this agent uses transport: tcp, but the edge does not accept plain-TCP data \
                      channels (agents.plain_channels is off there); use transport: tls, or turn \
                      plain_channels on at the edge if the path to it is private"
@@ -207,20 +226,24 @@ async fn established(
                     true,
                 )
                 .into());
+                }
+                (session_id, secret, edge_id)
             }
-            (session_id, secret)
-        }
-        Ok(Ok(Some(Frame::Error { code, message, .. }))) => {
-            return Err(Refused::new(
-                format!("edge refused the agent ({code:?}): {message}"),
-                code == ErrorCode::Unauthorized,
-            )
-            .into())
-        }
-        Ok(Ok(Some(other))) => anyhow::bail!("edge sent {} instead of welcome", other.name()),
-        Ok(Ok(None)) => anyhow::bail!("edge closed the connection during hello"),
-        Ok(Err(e)) => anyhow::bail!("reading welcome: {e}"),
-    };
+            Ok(Ok(Some(Frame::Error { code, message, .. }))) => {
+                if code == ErrorCode::SessionEnding {
+                    // A fleet edge on its way out: prefer the others for a while.
+                    shared.edge_slots.mark_leaving(edge_addr);
+                }
+                return Err(Refused::new(
+                    format!("edge refused the agent ({code:?}): {message}"),
+                    code == ErrorCode::Unauthorized,
+                )
+                .into());
+            }
+            Ok(Ok(Some(other))) => anyhow::bail!("edge sent {} instead of welcome", other.name()),
+            Ok(Ok(None)) => anyhow::bail!("edge closed the connection during hello"),
+            Ok(Err(e)) => anyhow::bail!("reading welcome: {e}"),
+        };
     tracing::info!(session = id, edge = %edge_addr, transport = ?settings.transport, "session established");
     shared.stats.sessions.inc();
     let ticket = Arc::new(SessionTicket {
@@ -262,6 +285,7 @@ async fn established(
         live.push(LiveSession {
             slot,
             edge: edge_addr,
+            edge_id: edge_id.clone(),
             control: control_tx.clone(),
         });
         if shared.draining.load(Ordering::Acquire) {
@@ -384,11 +408,17 @@ async fn established(
             }
             Frame::Drain { grace_ms } => {
                 if replaced.is_none() {
-                    tracing::info!(edge = %edge_addr, grace_ms, "the edge is leaving: moving this session to another edge");
                     shared.edge_slots.mark_leaving(edge_addr);
                     let (tell, told) = async_channel::bounded(1);
                     let next = shared.edge_slots.add_slot();
-                    monoio::spawn(run_slot(shared.clone(), next, Some(tell)));
+                    // Other sessions bind every endpoint too: nothing is lost by ending
+                    // this one now (the replacement comes when an edge is free).
+                    let covered = shared.live_sessions().iter().any(|s| s.slot != slot);
+                    tracing::info!(edge = %edge_addr, grace_ms, covered, "the edge is leaving: moving this session to another edge");
+                    monoio::spawn(run_slot(shared.clone(), next, (!covered).then_some(tell)));
+                    if covered {
+                        break SessionEnd::Moved("other sessions serve the endpoints".into());
+                    }
                     replaced = Some(told);
                 }
             }
@@ -407,7 +437,9 @@ async fn established(
     // A session whose edge said it is leaving is not re-established by this slot: its
     // replacement is (or will be, once an edge is free).
     Ok(match end {
-        SessionEnd::Lost(reason) if replaced.is_some() => SessionEnd::Moved(reason),
+        SessionEnd::Lost(reason) | SessionEnd::Fatal(reason) if replaced.is_some() => {
+            SessionEnd::Moved(reason)
+        }
         end => end,
     })
 }

@@ -135,6 +135,8 @@ pub(crate) struct AgentShared {
 pub(crate) struct LiveSession {
     pub slot: usize,
     pub edge: SocketAddr,
+    /// The edge's `edge_id`, from its welcome.
+    pub edge_id: String,
     pub control: async_channel::Sender<crate::wire::Frame>,
 }
 

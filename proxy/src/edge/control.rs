@@ -153,6 +153,18 @@ async fn run_session(
     shared: Arc<EdgeShared>,
 ) {
     let user = identity.user_name.clone();
+    if shared.leaving_grace().is_some() {
+        // Leaving the fleet: sessions move away, none start here.
+        let refusal = Frame::Error {
+            request_id: 0,
+            code: ErrorCode::SessionEnding,
+            message: "this edge is leaving its fleet (shutting down): connect to another edge"
+                .into(),
+        };
+        let _ = framed::write_frame(&mut tls, &refusal).await;
+        tracing::info!(%peer, %user, "agent refused: this edge is leaving its fleet");
+        return;
+    }
     let (session, control_rx) =
         shared
             .registry
@@ -161,6 +173,7 @@ async fn run_session(
         session_id: session.id,
         secret: Registry::secret_of(&session),
         plain_channels: shared.plain_channels,
+        edge_id: shared.edge_id.clone(),
     };
     if let Err(e) = framed::write_frame(&mut tls, &welcome).await {
         tracing::info!(%peer, error = %e, "agent left during welcome");

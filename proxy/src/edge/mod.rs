@@ -111,6 +111,8 @@ pub struct EdgeShared {
     /// Set when a fleet edge starts leaving (SIGTERM): not ready any more, its agents
     /// told to move their sessions to other edges; it still serves meanwhile.
     pub leaving: AtomicBool,
+    /// The leaving grace, in ms (for sessions that start while leaving).
+    leave_grace_ms: std::sync::atomic::AtomicU64,
     /// Session happenings for the audit log.
     pub audit: AuditSink,
     /// Whether plain-TCP data channels are accepted (`agents.plain_channels`).
@@ -138,6 +140,7 @@ impl crate::fleet::RouteSource for EdgeShared {
             .registry
             .sessions()
             .into_iter()
+            .take(crate::fleet::MAX_ANNOUNCED_SESSIONS)
             .map(|s| crate::fleet::SessionSummary {
                 id: s.id,
                 user_id: s.identity.user_id.clone(),
@@ -159,6 +162,18 @@ impl crate::fleet::RouteSource for EdgeShared {
 }
 
 impl EdgeShared {
+    /// While this edge is leaving its fleet, the grace its agents were given.
+    pub fn leaving_grace(&self) -> Option<std::time::Duration> {
+        self.leaving
+            .load(std::sync::atomic::Ordering::Acquire)
+            .then(|| {
+                std::time::Duration::from_millis(
+                    self.leave_grace_ms
+                        .load(std::sync::atomic::Ordering::Relaxed),
+                )
+            })
+    }
+
     /// The agent port's TLS configuration in force.
     pub fn agent_tls(&self) -> Arc<rustls::ServerConfig> {
         self.agent_tls.load_full()
@@ -190,6 +205,10 @@ impl EdgeHandle {
     /// this edge keeps serving (its own sessions while they last, other edges' over peer
     /// links). Returns how many sessions were told.
     pub fn leave_fleet(&self, grace: std::time::Duration) -> usize {
+        self.shared.leave_grace_ms.store(
+            grace.as_millis().min(u128::from(u64::MAX)) as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         self.shared
             .leaving
             .store(true, std::sync::atomic::Ordering::Release);
@@ -326,6 +345,7 @@ pub fn start_with_audit(
         in_flight: Default::default(),
         draining: Default::default(),
         leaving: Default::default(),
+        leave_grace_ms: Default::default(),
         audit,
         plain_channels: settings.plain_channels,
         preauth: preauth::PreAuthGate::new(settings.preauth),

@@ -13,7 +13,13 @@
 //! they are, in both directions, until the sending edge closes the link (it does once
 //! both directions ended) or the session is cut.
 
-use std::{net::SocketAddr, os::fd::AsRawFd, pin::pin, sync::Arc, time::Instant};
+use std::{
+    net::SocketAddr,
+    os::fd::AsRawFd,
+    pin::pin,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use monoio::{io::AsyncWriteRentExt, net::TcpStream};
 
@@ -26,6 +32,12 @@ use crate::{
     wire::{self, Frame, StreamCode, StreamStart},
 };
 
+/// How long the stream may take to open here: less than the sending edge waits for
+/// the status ([`super::datachan::STATUS_WAIT`]).
+const PEER_OPEN_WAIT: Duration = Duration::from_secs(10);
+/// Keepalive probes on a peer link start after this long without traffic.
+pub const PEER_KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
+
 /// Serves one peer link whose magic the agent port has read, by `deadline` for its
 /// opening; `preauth` (its place among unauthenticated connections) is released once
 /// the opening is proven.
@@ -36,8 +48,14 @@ pub async fn serve(
     shared: Arc<EdgeShared>,
     preauth: PreAuthSlot<'_>,
 ) {
+    if shared.peers.key().is_none() {
+        // Not in a fleet (or its key not loaded yet): nothing to check an opening
+        // against, so nothing is read.
+        crate::log_throttled!(info, %from, "peer link refused: this edge has no fleet peer key");
+        return refuse(&shared, link).await;
+    }
     let left = deadline.saturating_duration_since(Instant::now());
-    let opening = match idle::within(left, framed::read_exact_frame(&mut link)).await {
+    let opening = match idle::within(left, read_opening(&mut link)).await {
         Ok(Ok(frame)) => frame,
         Ok(Err(e)) => {
             crate::log_throttled!(info, %from, error = %e, "peer link: unreadable opening; closed");
@@ -64,6 +82,15 @@ pub async fn serve(
         return refuse(&shared, link).await;
     }
     drop(preauth);
+    // A drain waits for it like for a connection accepted here; a sending edge that
+    // vanishes without closing is noticed by keepalive.
+    let _in_flight = shared.in_flight.enter();
+    sockets::keepalive(
+        link.as_raw_fd(),
+        PEER_KEEPALIVE_IDLE,
+        Duration::from_secs(10),
+        3,
+    );
     let url = start.internal_url.clone();
     let Some(pool) = shared.registry.lookup(&url) else {
         shared.peers.stats.in_failed.inc();
@@ -77,9 +104,18 @@ pub async fn serve(
         url: &url,
     };
     let stream = Frame::Stream(start.clone());
-    let opened = match open::open(&pool, &shared.registry, &stream, &[], &to).await {
-        Ok(opened) => opened,
-        Err(failure) => {
+    // Within the sending edge's wait for the status, so it never gives up on an
+    // opening this edge then completes.
+    let opening = open::open(&pool, &shared.registry, &stream, &[], &to);
+    let opened = match idle::within(PEER_OPEN_WAIT, opening).await {
+        Ok(Ok(opened)) => opened,
+        Err(_) => {
+            shared.peers.stats.in_failed.inc();
+            crate::log_throttled!(info, peer_edge = %edge, client = %start.client, url = %url,
+                "peer link: no pool member took the connection in time");
+            return status(link, StreamCode::UpstreamFailed).await;
+        }
+        Ok(Err(failure)) => {
             shared.peers.stats.in_failed.inc();
             crate::log_throttled!(info, peer_edge = %edge, client = %start.client, url = %url,
                 tried = failure.tried, last = failure.last.map_or("", |e| e.as_str()),
@@ -103,6 +139,30 @@ pub async fn serve(
     }
 }
 
+/// Longest opening accepted: a PeerStream frame with an edge id and a URL of sensible
+/// length (both far below the codec's 4 KiB string limit).
+pub const MAX_OPENING: usize = 1024;
+
+/// Reads the opening frame, at most [`MAX_OPENING`] bytes, and nothing past it (the
+/// bytes after it are the stream's).
+async fn read_opening(link: &mut TcpStream) -> Result<Frame, framed::FrameError> {
+    use monoio::io::AsyncReadRentExt;
+    let (res, head) = link.read_exact(vec![0u8; 4]).await;
+    res.map_err(framed::FrameError::Io)?;
+    let len = u32::from_be_bytes(head[..4].try_into().expect("4 bytes")) as usize;
+    if len == 0 || len > MAX_OPENING {
+        return Err(wire::WireError::BadLength(len).into());
+    }
+    let (res, body) = link.read_exact(vec![0u8; len]).await;
+    res.map_err(framed::FrameError::Io)?;
+    let mut whole = head;
+    whole.extend_from_slice(&body);
+    match wire::decode(&whole)? {
+        Some((frame, used)) if used == whole.len() => Ok(frame),
+        _ => Err(framed::FrameError::TruncatedEof),
+    }
+}
+
 /// Checks the opening's proof, time and nonce; why not, for the log.
 fn admit(
     shared: &EdgeShared,
@@ -115,8 +175,16 @@ fn admit(
     let Some(key) = shared.peers.key() else {
         return Err("the fleet peer key is not loaded yet");
     };
-    if !proof::verify(&key, edge, at_ms, nonce, start, mac) {
-        return Err("wrong proof (not this fleet's key)");
+    let opening = proof::Opening {
+        from: edge,
+        to: &shared.edge_id,
+        to_boot: shared.peers.boot,
+        at_ms,
+        nonce,
+        start,
+    };
+    if !proof::verify(&key, &opening, mac) {
+        return Err("wrong proof (another fleet's key, meant for another edge, or from before this edge restarted)");
     }
     let now = crate::clock::wall_ms().max(0) as u64;
     shared

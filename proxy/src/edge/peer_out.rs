@@ -141,13 +141,27 @@ async fn attempt(
         .map_err(|_| PeerFailure::ConnectTimeout)?
         .map_err(|_| PeerFailure::Connect)?;
     let _ = tcp.set_nodelay(true);
+    crate::io::sockets::keepalive(
+        std::os::fd::AsRawFd::as_raw_fd(&tcp),
+        super::peer_in::PEER_KEEPALIVE_IDLE,
+        Duration::from_secs(10),
+        3,
+    );
     let at_ms = crate::clock::wall_ms().max(0) as u64;
     let nonce: u64 = rand::random();
+    let proven = proof::Opening {
+        from: &shared.edge_id,
+        to: &route.edge,
+        to_boot: route.boot,
+        at_ms,
+        nonce,
+        start,
+    };
     let opening = Frame::PeerStream {
         edge: shared.edge_id.clone(),
         at_ms,
         nonce,
-        proof: proof::prove(key, &shared.edge_id, at_ms, nonce, start),
+        proof: proof::prove(key, &proven),
         start: start.clone(),
     };
     let mut first = bytes::BytesMut::with_capacity(128 + early.len());

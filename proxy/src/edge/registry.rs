@@ -233,6 +233,7 @@ impl Registry {
         }
         if !lost.is_empty() {
             self.bindings.store(Arc::new(next));
+            self.changed();
         }
         lost
     }

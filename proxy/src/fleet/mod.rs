@@ -24,6 +24,8 @@ pub struct PeerRoute {
     pub edge: Arc<str>,
     /// Its agent port, where peer links are opened.
     pub addr: SocketAddr,
+    /// The number it drew at start (openings are proven for it).
+    pub boot: u64,
 }
 
 /// Which other edges hold sessions for which URLs (this edge's own are not in it).
@@ -33,17 +35,18 @@ pub struct PeerRoutes {
 }
 
 impl PeerRoutes {
-    /// The routes published by each edge: (edge, peer address, URLs).
+    /// The routes published by each edge: (edge, peer address, boot number, URLs).
     pub fn from_edges<'a>(
-        edges: impl IntoIterator<Item = (&'a str, SocketAddr, &'a [String])>,
+        edges: impl IntoIterator<Item = (&'a str, SocketAddr, u64, &'a [String])>,
     ) -> Self {
         let mut by_url: HashMap<String, Vec<PeerRoute>> = HashMap::new();
-        for (edge, addr, urls) in edges {
+        for (edge, addr, boot, urls) in edges {
             let edge: Arc<str> = Arc::from(edge);
             for url in urls {
                 by_url.entry(url.clone()).or_default().push(PeerRoute {
                     edge: edge.clone(),
                     addr,
+                    boot,
                 });
             }
         }
@@ -94,6 +97,10 @@ pub struct SessionSummary {
     pub endpoints: Vec<String>,
 }
 
+/// Sessions an edge lists in its routes record at most (the rest are on its own
+/// `/v1/sessions`): the record is one etcd value, and etcd refuses values over 1.5 MiB.
+pub const MAX_ANNOUNCED_SESSIONS: usize = 1000;
+
 /// What an edge tells the fleet about itself: the URLs it holds sessions for, and
 /// those sessions.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -137,8 +144,10 @@ pub struct PeerStats {
 }
 
 /// What the workers know of the fleet's other edges.
-#[derive(Default)]
 pub struct Peers {
+    /// Drawn at start: openings for this edge are proven for this number, so one
+    /// captured before a restart is refused after it.
+    pub boot: u64,
     routes: ArcSwap<PeerRoutes>,
     sessions: ArcSwap<Vec<RemoteSession>>,
     key: ArcSwapOption<[u8; 32]>,
@@ -150,6 +159,21 @@ pub struct Peers {
     pub replay: proof::ReplayGuard,
     /// Counters.
     pub stats: PeerStats,
+}
+
+impl Default for Peers {
+    fn default() -> Self {
+        Self {
+            boot: rand::random(),
+            routes: Default::default(),
+            sessions: Default::default(),
+            key: Default::default(),
+            in_fleet: Default::default(),
+            routes_loaded: Default::default(),
+            replay: Default::default(),
+            stats: Default::default(),
+        }
+    }
 }
 
 impl Peers {
@@ -206,7 +230,7 @@ pub fn start(
     link.spawn(peer_key::load(link.clone(), peers.clone()));
     if let Some(peer_addr) = peer_addr {
         tracing::info!(%peer_addr, "fleet: publishing this edge's routes; peer links accepted on the agent port");
-        link.spawn(routes::publish(link.clone(), peer_addr, source));
+        link.spawn(routes::publish(link.clone(), peer_addr, peers.boot, source));
     }
     link.spawn(routes::follow(link.clone(), peers));
 }
@@ -223,8 +247,18 @@ mod tests {
             "tcp://api.internal:443".to_string(),
         ];
         let routes = PeerRoutes::from_edges([
-            ("edge-c", "127.0.0.3:4443".parse().unwrap(), both.as_slice()),
-            ("edge-b", "127.0.0.2:4443".parse().unwrap(), db.as_slice()),
+            (
+                "edge-c",
+                "127.0.0.3:4443".parse().unwrap(),
+                3,
+                both.as_slice(),
+            ),
+            (
+                "edge-b",
+                "127.0.0.2:4443".parse().unwrap(),
+                2,
+                db.as_slice(),
+            ),
         ]);
         let db_routes = routes.lookup("tcp://db.internal:5432").unwrap();
         assert_eq!(

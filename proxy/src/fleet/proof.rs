@@ -1,9 +1,13 @@
-//! How an edge proves a peer link's opening comes from an edge of its fleet: every
-//! opening carries `HMAC-SHA256(fleet key, "sluice-peer" ‖ edge ‖ at_ms ‖ nonce ‖ client
-//! ‖ server ‖ url)`, never the key. The receiving edge checks the MAC, refuses an
-//! opening whose time is more than [`WINDOW_MS`] from its own clock, and accepts each
-//! (edge, nonce) once within that window ([`ReplayGuard`]): someone who watched an
-//! opening go by on a plain link can neither forge another nor replay it.
+//! How an edge proves a peer link's opening comes from an edge of its fleet and is
+//! meant for the edge that receives it: every opening carries `HMAC-SHA256(fleet key,
+//! "sluice-peer" ‖ from ‖ to ‖ to_boot ‖ client ‖ server ‖ url ‖ at_ms ‖ nonce)`, never
+//! the key. `to` and `to_boot` are the receiving edge's name and the random number it
+//! drew at start (published with its routes): an opening captured on its way to one
+//! edge is refused by any other, and by the same edge after a restart. The receiving
+//! edge checks the MAC with its own name and boot number, refuses an opening whose
+//! time is more than [`WINDOW_MS`] from its own clock, and accepts each (edge, nonce)
+//! once within that window ([`ReplayGuard`]): someone who watched an opening go by on
+//! a plain link can neither forge another nor replay it.
 
 use std::{
     collections::HashMap,
@@ -25,42 +29,53 @@ pub const MAX_REMEMBERED: usize = 1_000_000;
 
 const LABEL: &[u8] = b"sluice-peer";
 
+/// What an opening's proof covers.
+pub struct Opening<'a> {
+    /// The sending edge.
+    pub from: &'a str,
+    /// The receiving edge.
+    pub to: &'a str,
+    /// The receiving edge's boot number.
+    pub to_boot: u64,
+    /// The sender's wall clock, ms.
+    pub at_ms: u64,
+    /// Random, once per opening.
+    pub nonce: u64,
+    /// The stream.
+    pub start: &'a StreamStart,
+}
+
 /// The proof of an opening.
-pub fn prove(key: &[u8; 32], edge: &str, at_ms: u64, nonce: u64, start: &StreamStart) -> [u8; 32] {
+pub fn prove(key: &[u8; 32], opening: &Opening<'_>) -> [u8; 32] {
     let key = hmac::Key::new(hmac::HMAC_SHA256, key);
-    let tag = hmac::sign(&key, &message(edge, at_ms, nonce, start));
+    let tag = hmac::sign(&key, &message(opening));
     let mut out = [0u8; 32];
     out.copy_from_slice(tag.as_ref());
     out
 }
 
 /// Whether `proof` is the proof of that opening (constant time).
-pub fn verify(
-    key: &[u8; 32],
-    edge: &str,
-    at_ms: u64,
-    nonce: u64,
-    start: &StreamStart,
-    proof: &[u8; 32],
-) -> bool {
+pub fn verify(key: &[u8; 32], opening: &Opening<'_>, proof: &[u8; 32]) -> bool {
     let key = hmac::Key::new(hmac::HMAC_SHA256, key);
-    hmac::verify(&key, &message(edge, at_ms, nonce, start), proof).is_ok()
+    hmac::verify(&key, &message(opening), proof).is_ok()
 }
 
-fn message(edge: &str, at_ms: u64, nonce: u64, start: &StreamStart) -> Vec<u8> {
-    let mut m = Vec::with_capacity(128);
+fn message(o: &Opening<'_>) -> Vec<u8> {
+    let mut m = Vec::with_capacity(160);
     m.extend_from_slice(LABEL);
     for field in [
-        edge,
-        &start.client.to_string(),
-        &start.server.to_string(),
-        &start.internal_url,
+        o.from,
+        o.to,
+        &o.start.client.to_string(),
+        &o.start.server.to_string(),
+        &o.start.internal_url,
     ] {
         m.extend_from_slice(&(field.len() as u32).to_be_bytes());
         m.extend_from_slice(field.as_bytes());
     }
-    m.extend_from_slice(&at_ms.to_be_bytes());
-    m.extend_from_slice(&nonce.to_be_bytes());
+    m.extend_from_slice(&o.to_boot.to_be_bytes());
+    m.extend_from_slice(&o.at_ms.to_be_bytes());
+    m.extend_from_slice(&o.nonce.to_be_bytes());
     m
 }
 
@@ -134,18 +149,84 @@ mod tests {
     #[test]
     fn a_proof_holds_for_its_opening_only() {
         let key = [7u8; 32];
-        let proof = prove(&key, "edge-a", 1000, 5, &start());
-        assert!(verify(&key, "edge-a", 1000, 5, &start(), &proof));
-        assert!(!verify(&[8u8; 32], "edge-a", 1000, 5, &start(), &proof));
-        assert!(!verify(&key, "edge-b", 1000, 5, &start(), &proof));
-        assert!(!verify(&key, "edge-a", 1001, 5, &start(), &proof));
-        assert!(!verify(&key, "edge-a", 1000, 6, &start(), &proof));
-        let mut other = start();
+        let start = start();
+        let opening = || Opening {
+            from: "edge-a",
+            to: "edge-b",
+            to_boot: 99,
+            at_ms: 1000,
+            nonce: 5,
+            start: &start,
+        };
+        let proof = prove(&key, &opening());
+        assert!(verify(&key, &opening(), &proof));
+        assert!(!verify(&[8u8; 32], &opening(), &proof));
+        assert!(!verify(
+            &key,
+            &Opening {
+                from: "edge-c",
+                ..opening()
+            },
+            &proof
+        ));
+        assert!(
+            !verify(
+                &key,
+                &Opening {
+                    to: "edge-c",
+                    ..opening()
+                },
+                &proof
+            ),
+            "another receiver"
+        );
+        assert!(
+            !verify(
+                &key,
+                &Opening {
+                    to_boot: 100,
+                    ..opening()
+                },
+                &proof
+            ),
+            "after a restart"
+        );
+        assert!(!verify(
+            &key,
+            &Opening {
+                at_ms: 1001,
+                ..opening()
+            },
+            &proof
+        ));
+        assert!(!verify(
+            &key,
+            &Opening {
+                nonce: 6,
+                ..opening()
+            },
+            &proof
+        ));
+        let mut other = start.clone();
         other.internal_url = "tcp://other.internal:5432".into();
-        assert!(!verify(&key, "edge-a", 1000, 5, &other, &proof));
-        other = start();
+        assert!(!verify(
+            &key,
+            &Opening {
+                start: &other,
+                ..opening()
+            },
+            &proof
+        ));
+        other = start.clone();
         other.client = "203.0.113.8:5555".parse().unwrap();
-        assert!(!verify(&key, "edge-a", 1000, 5, &other, &proof));
+        assert!(!verify(
+            &key,
+            &Opening {
+                start: &other,
+                ..opening()
+            },
+            &proof
+        ));
     }
 
     #[test]

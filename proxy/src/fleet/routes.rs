@@ -37,6 +37,9 @@ pub struct RouteRecord {
     pub edge: String,
     /// Its agent port, where peer links are opened.
     pub peer: SocketAddr,
+    /// The number it drew at start (peer link openings are proven for it).
+    #[serde(default)]
+    pub boot: u64,
     /// The internal URLs it holds sessions for.
     pub urls: Vec<String>,
     /// Its sessions.
@@ -45,11 +48,11 @@ pub struct RouteRecord {
 }
 
 /// Publishes this edge's routes under its lease, forever.
-pub async fn publish(link: FleetLink, peer: SocketAddr, source: Arc<dyn RouteSource>) {
+pub async fn publish(link: FleetLink, peer: SocketAddr, boot: u64, source: Arc<dyn RouteSource>) {
     let key = link.key(&format!("routes/{}", link.edge_id()));
     let mut logged = false;
     loop {
-        match publish_under_one_lease(&link, &key, peer, &*source).await {
+        match publish_under_one_lease(&link, &key, peer, boot, &*source).await {
             Ok(()) => {}
             Err(e) => {
                 if !std::mem::replace(&mut logged, true) {
@@ -66,6 +69,7 @@ async fn publish_under_one_lease(
     link: &FleetLink,
     key: &str,
     peer: SocketAddr,
+    boot: u64,
     source: &dyn RouteSource,
 ) -> anyhow::Result<()> {
     let mut client = link
@@ -82,6 +86,7 @@ async fn publish_under_one_lease(
             let record = RouteRecord {
                 edge: link.edge_id().to_string(),
                 peer,
+                boot,
                 urls: announced.urls,
                 sessions: announced.sessions,
             };
@@ -185,7 +190,7 @@ fn apply(link: &FleetLink, peers: &Peers, records: &HashMap<String, RouteRecord>
         records
             .values()
             .filter(|r| r.edge != own)
-            .map(|r| (r.edge.as_str(), r.peer, r.urls.as_slice())),
+            .map(|r| (r.edge.as_str(), r.peer, r.boot, r.urls.as_slice())),
     );
     if **peers.routes() != routes {
         let edges = records.values().filter(|r| r.edge != own).count();

@@ -158,6 +158,19 @@ pub fn shutdown_write(fd: RawFd) {
     unsafe { libc::shutdown(fd, libc::SHUT_WR) };
 }
 
+/// Turns TCP keepalive on: probes after `idle` without traffic, every `interval`,
+/// `count` of them unanswered end the connection (a peer that vanished without a FIN
+/// is noticed). Best effort.
+pub fn keepalive(fd: RawFd, idle: std::time::Duration, interval: std::time::Duration, count: u32) {
+    // SAFETY: the fd is an open socket the caller owns; SockRef does not close it.
+    let socket = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    let options = socket2::TcpKeepalive::new()
+        .with_time(idle)
+        .with_interval(interval)
+        .with_retries(count);
+    let _ = socket2::SockRef::from(&socket).set_tcp_keepalive(&options);
+}
+
 /// Makes the coming close send RST instead of FIN (SO_LINGER with zero timeout).
 pub fn reset_on_close(fd: RawFd) {
     let linger = libc::linger {

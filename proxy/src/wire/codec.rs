@@ -75,11 +75,13 @@ pub fn encode(frame: &Frame, out: &mut BytesMut) {
             session_id,
             secret,
             plain_channels,
+            edge_id,
         } => {
             out.put_u8(WELCOME);
             out.put_u64(*session_id);
             out.put_slice(secret);
             out.put_u8(u8::from(*plain_channels));
+            put_str(out, edge_id);
         }
         Frame::Bind {
             request_id,
@@ -203,6 +205,7 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Frame, usize)>, WireError> {
             session_id: r.u64("welcome.session_id")?,
             secret: r.array("welcome.secret")?,
             plain_channels: r.u8("welcome.plain_channels")? != 0,
+            edge_id: r.string("welcome.edge_id")?,
         },
         BIND => Frame::Bind {
             request_id: r.u32("bind.request_id")?,

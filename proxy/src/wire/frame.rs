@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 /// Version 4: plain-TCP data channels are chunk-framed like TLS ones
 /// ([`super::chunk`]) and carry streams one after another (a version-3 agent would
 /// send raw bytes and close its channel after each stream).
-pub const PROTOCOL_VERSION: u16 = 4;
+pub const PROTOCOL_VERSION: u16 = 5;
 
 /// First bytes an agent sends on a plain-TCP data channel, so the edge's agent port can
 /// tell it from a TLS ClientHello (which starts with 0x16).
@@ -190,6 +190,9 @@ pub enum Frame {
         secret: [u8; 32],
         /// Whether this edge accepts plain-TCP data channels (`agents.plain_channels`).
         plain_channels: bool,
+        /// The edge's `edge_id`: an agent that reaches one edge by two addresses keeps
+        /// one session with it.
+        edge_id: String,
     },
     /// agent -> edge: bind an internal endpoint.
     Bind {
@@ -300,12 +303,14 @@ impl std::fmt::Debug for Frame {
             Frame::Welcome {
                 session_id,
                 plain_channels,
+                edge_id,
                 ..
             } => f
                 .debug_struct("Welcome")
                 .field("session_id", session_id)
                 .field("secret", &"***")
                 .field("plain_channels", plain_channels)
+                .field("edge_id", edge_id)
                 .finish(),
             Frame::ChannelHello {
                 version,

@@ -14,6 +14,7 @@ fn samples() -> Vec<Frame> {
             session_id: 42,
             secret: [7; 32],
             plain_channels: true,
+            edge_id: "edge-a".into(),
         },
         Frame::Bind {
             request_id: 3,
@@ -212,6 +213,7 @@ fn debug_never_prints_secrets() {
             session_id: 1,
             secret: [0xab; 32],
             plain_channels: false,
+            edge_id: String::new(),
         },
         Frame::ChannelHello {
             version: PROTOCOL_VERSION,
