@@ -205,7 +205,10 @@ fn a_stream_forwarded_into_a_leaving_edge_lives_through_its_drain() {
         "/v1/endpoints",
         json!({ "url": "tcp://127.0.0.1:0", "traffic_policy": fixture::forward_all(URL) }),
     );
-    let on_a = SocketAddr::new(IPS[0].parse().unwrap(), listen_addr(&created).unwrap().port());
+    let on_a = SocketAddr::new(
+        IPS[0].parse().unwrap(),
+        listen_addr(&created).unwrap().port(),
+    );
     client::wait_until_echo(on_a, PROPAGATION).unwrap();
     // A stream through A, carried to B.
     let mut held = client::connect_from(None, on_a).unwrap();
@@ -214,13 +217,18 @@ fn a_stream_forwarded_into_a_leaving_edge_lives_through_its_drain() {
     // B leaves: its session moves to C, its listeners close; the stream it carries
     // keeps flowing until the client ends it, and only then does B exit.
     edges[1].process.terminate();
-    edges[1].process.wait_for("draining: public listeners closed");
+    edges[1]
+        .process
+        .wait_for("draining: public listeners closed");
     agent.wait_for("session moved off a leaving edge");
     assert!(
         client::echoes(&mut held, b"during the drain\n", client::IO_TIMEOUT),
         "the stream forwarded into B was cut by its drain"
     );
-    assert!(edges[1].process.is_running(), "B exited with a stream in flight");
+    assert!(
+        edges[1].process.is_running(),
+        "B exited with a stream in flight"
+    );
     // New connections through A reach the session on C meanwhile.
     client::echo_ok(None, on_a, b"new").unwrap();
     drop(held);

@@ -339,7 +339,11 @@ fn a_peer_link_opening_without_the_fleet_key_is_refused_and_reaches_no_upstream(
     link.write_all(b"SLPS\x00\x10\x00\x00").unwrap();
     let mut answer = Vec::new();
     let _ = link.read_to_end(&mut answer);
-    assert_eq!(answer, [0, 0, 0, 2, 12, 3], "a lone edge's answer to an opening");
+    assert_eq!(
+        answer,
+        [0, 0, 0, 2, 12, 3],
+        "a lone edge's answer to an opening"
+    );
 
     let metrics = edges[1].admin.call("GET", "/metrics", None).text;
     let refused = sluice_tests::prom::sample(
