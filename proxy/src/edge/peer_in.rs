@@ -35,8 +35,6 @@ use crate::{
 /// How long the stream may take to open here: less than the sending edge waits for
 /// the status ([`super::datachan::STATUS_WAIT`]).
 const PEER_OPEN_WAIT: Duration = Duration::from_secs(10);
-/// Keepalive probes on a peer link start after this long without traffic.
-pub const PEER_KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
 
 /// Serves one peer link whose magic the agent port has read, by `deadline` for its
 /// opening; `preauth` (its place among unauthenticated connections) is released once
@@ -85,12 +83,7 @@ pub async fn serve(
     // A drain waits for it like for a connection accepted here; a sending edge that
     // vanishes without closing is noticed by keepalive.
     let _in_flight = shared.in_flight.enter();
-    sockets::keepalive(
-        link.as_raw_fd(),
-        PEER_KEEPALIVE_IDLE,
-        Duration::from_secs(10),
-        3,
-    );
+    crate::fleet::keep_link_alive(link.as_raw_fd());
     let url = start.internal_url.clone();
     let Some(pool) = shared.registry.lookup(&url) else {
         shared.peers.stats.in_failed.inc();

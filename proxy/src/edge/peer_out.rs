@@ -141,12 +141,7 @@ async fn attempt(
         .map_err(|_| PeerFailure::ConnectTimeout)?
         .map_err(|_| PeerFailure::Connect)?;
     let _ = tcp.set_nodelay(true);
-    crate::io::sockets::keepalive(
-        std::os::fd::AsRawFd::as_raw_fd(&tcp),
-        super::peer_in::PEER_KEEPALIVE_IDLE,
-        Duration::from_secs(10),
-        3,
-    );
+    crate::fleet::keep_link_alive(std::os::fd::AsRawFd::as_raw_fd(&tcp));
     let at_ms = crate::clock::wall_ms().max(0) as u64;
     let nonce: u64 = rand::random();
     let proven = proof::Opening {

@@ -17,6 +17,20 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 
 use crate::{metrics::Counter, state::etcd::FleetLink};
 
+/// Keepalive probes on a peer link start after this long without traffic (then 3, 10 s
+/// apart): an edge that vanished without closing its links is noticed.
+pub const PEER_KEEPALIVE_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Turns keepalive on for a peer link (either end).
+pub fn keep_link_alive(fd: std::os::fd::RawFd) {
+    crate::io::sockets::keepalive(
+        fd,
+        PEER_KEEPALIVE_IDLE,
+        std::time::Duration::from_secs(10),
+        3,
+    );
+}
+
 /// Another edge that holds a session for a URL, and where its peer links go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerRoute {
