@@ -255,6 +255,7 @@ async fn established(
         alive: true.into(),
         idle: 0.into(),
         opening: 0.into(),
+        channel_health: Default::default(),
     });
     let (control_tx, control_rx) = async_channel::bounded::<Frame>(1024);
     let (mut rd, mut wr) = tls.into_split();
@@ -273,18 +274,18 @@ async fn established(
         // Binds, then each endpoint's health as it stands; later changes go through
         // the same queue (set under the lock, so none falls between the two).
         let mut live = shared.live_sessions();
-        shared.channel_health.reset();
         for (i, ep) in settings.endpoints.iter().enumerate() {
             let _ = control_tx.try_send(Frame::Bind {
                 request_id: i as u32 + 1,
                 url: ep.url.clone(),
                 pooling: ep.pooling,
             });
-            let _ = control_tx.try_send(super::health::report(shared, i));
+            let _ = control_tx.try_send(super::health::report(shared, i, &ticket));
         }
         live.push(LiveSession {
             slot,
             edge: edge_addr,
+            ticket: ticket.clone(),
             edge_id: edge_id.clone(),
             control: control_tx.clone(),
         });
@@ -309,7 +310,7 @@ async fn established(
             // descriptors) are retried here, once per heartbeat, not in a loop; while
             // they fail, at least one is tried (the edge sends an unhealthy member no
             // streams, so nothing else would).
-            let failing = refill.channel_health.failing();
+            let failing = topped_up.channel_health.failing();
             let wanted = topped_up.deficit(target).max(usize::from(failing));
             refill.request_channels(&topped_up, wanted);
         }
@@ -360,7 +361,7 @@ async fn established(
                     if binds.bound(i) {
                         // A retried bind: the health report sent with the first try
                         // found no binding at the edge.
-                        shared.send_control_with(|send| send(super::health::report(shared, i)));
+                        let _ = control_tx.try_send(super::health::report(shared, i, &ticket));
                     }
                 }
             }

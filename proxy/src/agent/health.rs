@@ -7,10 +7,12 @@
 //! An endpoint starts healthy (the edge also learns of refusals from each stream's
 //! status, so a member whose upstream is down at start loses no connection meanwhile).
 //!
-//! Whatever the upstream checks say, every endpoint is reported unhealthy while the
-//! agent cannot open data channels ([`ChannelHealth`]: [`FAILING_AFTER`] failures in a
-//! row, e.g. out of descriptors), since a stream could not reach it anyway; the first
-//! channel that opens again restores the reports.
+//! Whatever the upstream checks say, every endpoint is reported unhealthy to an edge
+//! while the agent cannot open data channels to it ([`ChannelHealth`], one per
+//! session: [`FAILING_AFTER`] failures in a row, e.g. out of descriptors, or that edge
+//! unreachable for data), since a stream could not reach it through that edge anyway;
+//! the first channel that opens again restores that edge's reports. Other edges' are
+//! not affected.
 
 use std::{
     sync::{
@@ -49,10 +51,10 @@ impl EndpointHealth {
 /// take streams.
 pub(crate) const FAILING_AFTER: u32 = 3;
 
-/// Whether this agent can open data channels to the edge in the live session:
-/// failures in a row, and whether that run made every endpoint report unhealthy.
-/// Only the live session's channels count (a dial of an ended session finishing late
-/// says nothing about the new one), and each session starts afresh.
+/// Whether this agent can open data channels for one session (kept in its
+/// [`SessionTicket`]): failures in a row, and whether that run made every endpoint
+/// report unhealthy to that session's edge. A dial of an ended session finishing late
+/// counts for nothing, and each session starts afresh.
 #[derive(Default)]
 pub(crate) struct ChannelHealth {
     failures_in_a_row: AtomicU32,
@@ -72,8 +74,8 @@ impl ChannelHealth {
         }
         let run = self.failures_in_a_row.fetch_add(1, Ordering::Relaxed) + 1;
         if run >= FAILING_AFTER && !self.failing.swap(true, Ordering::Relaxed) {
-            crate::log_throttled!(warn, failures = run, %error, "data channels cannot be opened; reporting every endpoint unhealthy until one opens");
-            report_all(shared);
+            crate::log_throttled!(warn, failures = run, %error, edge = %ticket.edge_addr, "data channels cannot be opened; reporting every endpoint unhealthy to this edge until one opens");
+            report_all_to(shared, ticket);
         }
     }
 
@@ -84,15 +86,9 @@ impl ChannelHealth {
         }
         self.failures_in_a_row.store(0, Ordering::Relaxed);
         if self.failing.swap(false, Ordering::Relaxed) {
-            crate::log_throttled!(info, "data channels open again; endpoint health restored");
-            report_all(shared);
+            crate::log_throttled!(info, edge = %ticket.edge_addr, "data channels open again; endpoint health restored");
+            report_all_to(shared, ticket);
         }
-    }
-
-    /// Forgets the last session's failures (a new session starts).
-    pub fn reset(&self) {
-        self.failures_in_a_row.store(0, Ordering::Relaxed);
-        self.failing.store(false, Ordering::Relaxed);
     }
 
     /// Whether the live session's channels are failing.
@@ -101,23 +97,34 @@ impl ChannelHealth {
     }
 }
 
-/// The health frame for endpoint `index`, as it stands.
-pub(crate) fn report(shared: &AgentShared, index: usize) -> Frame {
+/// The health frame for endpoint `index`, as it stands, for the session of `ticket`.
+pub(crate) fn report(shared: &AgentShared, index: usize, ticket: &SessionTicket) -> Frame {
     let ep = &shared.settings.endpoints[index];
     Frame::EndpointHealth {
         url: ep.url.clone(),
-        healthy: shared.health[index].healthy() && !shared.channel_health.failing(),
+        healthy: shared.health[index].healthy() && !ticket.channel_health.failing(),
         weight: ep.weight,
     }
 }
 
-/// Sends every endpoint's health as it stands.
-fn report_all(shared: &AgentShared) {
-    shared.send_control_with(|send| {
-        for index in 0..shared.settings.endpoints.len() {
-            send(report(shared, index));
+/// Sends every endpoint's health as it stands to the session of `ticket`.
+fn report_all_to(shared: &AgentShared, ticket: &SessionTicket) {
+    for session in shared.live_sessions().iter() {
+        if std::ptr::eq(Arc::as_ptr(&session.ticket), ticket) {
+            for index in 0..shared.settings.endpoints.len() {
+                let _ = session.control.try_send(report(shared, index, ticket));
+            }
         }
-    });
+    }
+}
+
+/// Sends endpoint `index`'s health to every live session, each as its edge sees it.
+fn report_to_all(shared: &AgentShared, index: usize) {
+    for session in shared.live_sessions().iter() {
+        let _ = session
+            .control
+            .try_send(report(shared, index, &session.ticket));
+    }
 }
 
 /// Starts one checker per endpoint that has checks on (on the calling worker).
@@ -157,7 +164,7 @@ async fn run(shared: Arc<AgentShared>, index: usize, check: HealthCheck) {
                     tracing::warn!(url = %ep.url, upstream = %ep.upstream, checks = fail_run, error = %e, "upstream unhealthy")
                 }
             }
-            shared.send_control_with(|send| send(report(&shared, index)));
+            report_to_all(&shared, index);
         }
         monoio::time::sleep(check.interval).await;
     }

@@ -59,6 +59,8 @@ pub(crate) struct SessionTicket {
     /// (queued, dialing, handshaking). Channels the edge asked for (NeedChannels) are
     /// not counted: each is for a connection already waiting, not for the pool.
     pub opening: AtomicUsize,
+    /// Whether data channels to this session's edge can be opened.
+    pub channel_health: health::ChannelHealth,
 }
 
 impl Drop for SessionTicket {
@@ -122,8 +124,6 @@ pub(crate) struct AgentShared {
     pub stats: AgentStats,
     /// Upstream health per endpoint (same order as `settings.endpoints`).
     pub health: Vec<health::EndpointHealth>,
-    /// Whether data channels can be opened (all endpoints report unhealthy if not).
-    pub channel_health: health::ChannelHealth,
     /// The edges the agent holds sessions with, one per slot.
     pub edge_slots: edges::EdgeSlots,
     /// The live sessions' control queues, for frames sent from outside the control
@@ -135,28 +135,15 @@ pub(crate) struct AgentShared {
 pub(crate) struct LiveSession {
     pub slot: usize,
     pub edge: SocketAddr,
+    /// Its ticket (its data channels' health among the rest).
+    pub ticket: Arc<SessionTicket>,
     /// The edge's `edge_id`, from its welcome.
     pub edge_id: String,
     pub control: async_channel::Sender<crate::wire::Frame>,
 }
 
 impl AgentShared {
-    /// Queues frames on the live session's control channel, if there is one. The
-    /// frames are built by `build` under the lock, so state read there and sent goes
-    /// out in the order it was read: a report built from older state never follows
-    /// one built from newer state.
-    pub fn send_control_with(&self, build: impl FnOnce(&mut dyn FnMut(crate::wire::Frame))) {
-        let sessions = self.live_sessions();
-        if sessions.is_empty() {
-            return;
-        }
-        build(&mut |frame| {
-            for session in sessions.iter() {
-                let _ = session.control.try_send(frame.clone());
-            }
-        });
-    }
-
+    /// The sessions up now.
     pub(crate) fn live_sessions(&self) -> std::sync::MutexGuard<'_, Vec<LiveSession>> {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -277,7 +264,6 @@ pub fn start(settings: AgentSettings, driver: Driver) -> std::io::Result<AgentHa
         tls_refused: AtomicU64::new(0),
         stats: agent_stats,
         health: (0..endpoints).map(|_| Default::default()).collect(),
-        channel_health: Default::default(),
         sessions: Default::default(),
     });
     if let Some(listen) = shared.settings.metrics_listen {

@@ -181,13 +181,13 @@ async fn connect_upstream(stream: &Stream<'_>) -> Result<Upstream, UpstreamError
 fn channel_failed(shared: &AgentShared, ticket: &SessionTicket, why: &ChannelError) {
     shared.stats.channel_failures.inc();
     crate::log_throttled!(warn, error = %why, "cannot open a data channel");
-    shared.channel_health.failed(shared, ticket, why);
+    ticket.channel_health.failed(shared, ticket, why);
 }
 
 /// Counts a data channel that opened and is parked at the edge.
 fn channel_opened(shared: &AgentShared, ticket: &SessionTicket) {
     shared.stats.channels_opened.inc();
-    shared.channel_health.opened(shared, ticket);
+    ticket.channel_health.opened(shared, ticket);
 }
 
 /// Logs a parked channel's wait that ended without a stream.
