@@ -243,6 +243,17 @@ pub fn listening(edge: &mut crate::process::Sluice) -> (SocketAddr, Value) {
     (addr, event)
 }
 
+/// Waits for an agent's `metrics_listen` listener: its address.
+pub fn metrics_listening(agent: &mut crate::process::Sluice) -> SocketAddr {
+    agent.wait_for_n("agent metrics listener", 1, |v| {
+        v["message"] == "listening" && v["kind"] == "metrics"
+    })["addr"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
 pub use crate::prom::sample;
 
 /// The metrics text of a listener that needs no key (the agent's `metrics_listen`).

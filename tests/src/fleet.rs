@@ -2,7 +2,11 @@
 //! etcd ([`crate::etcd`]), each on its own loopback address (127.0.0.1, 127.0.0.2, …,
 //! its `public_address`), with an admin API the tests drive.
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    time::Duration,
+};
 
 use serde_json::Value;
 
@@ -99,4 +103,42 @@ pub fn fleet(fx: &Fixture, etcd: &Etcd) -> (Edge, Edge) {
 /// The address an endpoint as the API shows it listens on.
 pub fn listen_addr(endpoint: &Value) -> Option<SocketAddr> {
     endpoint["listen_addr"].as_str()?.parse().ok()
+}
+
+/// The loopback addresses of a three-edge fleet, in order.
+pub const IPS: [&str; 3] = ["127.0.0.1", "127.0.0.2", "127.0.0.3"];
+/// Their `edge_id`s.
+pub const NAMES: [&str; 3] = ["edge-a", "edge-b", "edge-c"];
+
+/// Three edges on one fresh prefix of `etcd`, named [`NAMES`], on [`IPS`].
+pub fn three_edges(fx: &Fixture, etcd: &Etcd) -> Vec<Edge> {
+    let prefix = fresh_prefix();
+    NAMES
+        .iter()
+        .zip(IPS)
+        .map(|(name, ip)| start_edge(fx, name, ip, etcd, &prefix))
+        .collect()
+}
+
+/// Port `port` on the address of edge `edge` of [`IPS`].
+pub fn on(edge: usize, port: u16) -> SocketAddr {
+    SocketAddr::new(IPS[edge].parse::<IpAddr>().unwrap(), port)
+}
+
+/// An agent file ([`Fixture::agent_yaml`] on `transport`, serving `endpoints`) whose
+/// `connect_url` lists the agent ports `edges` and that keeps `k` sessions.
+pub fn agent_yaml_on(
+    fx: &Fixture,
+    edges: &[SocketAddr],
+    k: usize,
+    transport: &str,
+    endpoints: &[(&str, SocketAddr)],
+) -> String {
+    let first = edges[0];
+    let all: Vec<String> = edges.iter().map(|a| format!("\"{a}\"")).collect();
+    fx.agent_yaml(&fx.token, first, transport, endpoints)
+        .replace(
+            &format!("connect_url: \"{first}\""),
+            &format!("connect_url: [{}]\n  edge_connections: {k}", all.join(", ")),
+        )
 }

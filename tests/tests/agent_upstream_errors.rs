@@ -74,13 +74,7 @@ fn start(driver: &str, transport: &str) -> Setup {
         );
     assert!(agent_yaml.contains(".invalid:80"), "{agent_yaml}");
     let mut agent = Sluice::agent(&fx.write("agent.yml", &agent_yaml), driver);
-    let metrics = agent.wait_for_n("agent metrics listener", 1, |v| {
-        v["message"] == "listening" && v["kind"] == "metrics"
-    })["addr"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let metrics = sluice_tests::admin::metrics_listening(&mut agent);
     agent.wait_for_n("all endpoints bound", urls.len(), |v| {
         v["message"] == "endpoint bound"
     });

@@ -13,11 +13,11 @@ use std::{
 
 use serde_json::json;
 use sluice_tests::{
-    admin::scrape,
+    admin::{metrics_listening, scrape},
     client,
     etcd::Etcd,
     fixture::{self, Fixture},
-    fleet::{fresh_prefix, listen_addr, start_edge, Edge, DRIVER, PROPAGATION},
+    fleet::{agent_yaml_on, listen_addr, on, three_edges, Edge, DRIVER, NAMES, PROPAGATION},
     process::Sluice,
     prom,
     upstream::Echo,
@@ -25,19 +25,6 @@ use sluice_tests::{
 };
 
 const URL: &str = "tcp://db.internal:5432";
-const IPS: [&str; 3] = ["127.0.0.1", "127.0.0.2", "127.0.0.3"];
-const NAMES: [&str; 3] = ["edge-a", "edge-b", "edge-c"];
-
-/// Three edges on one fresh prefix of `etcd`, on [`IPS`].
-fn three_edges(fx: &Fixture, etcd: &Etcd) -> Vec<Edge> {
-    let prefix = fresh_prefix();
-    NAMES
-        .iter()
-        .zip(IPS)
-        .map(|(name, ip)| start_edge(fx, name, ip, etcd, &prefix))
-        .collect()
-}
-
 /// An agent serving [`URL`] with `upstream`, listing every edge of `edges`, keeping
 /// `k` sessions; its metrics address.
 fn fleet_agent(
@@ -46,28 +33,13 @@ fn fleet_agent(
     k: usize,
     upstream: SocketAddr,
 ) -> (Sluice, SocketAddr) {
-    let first = edges[0].agent_addr;
-    let all: Vec<String> = edges
-        .iter()
-        .map(|e| format!("\"{}\"", e.agent_addr))
-        .collect();
-    let yaml = fx
-        .agent_yaml(&fx.token, first, "tcp", &[(URL, upstream)])
-        .replace(
-            &format!("connect_url: \"{first}\""),
-            &format!(
-                "connect_url: [{}]\n  edge_connections: {k}\n  metrics_listen: 127.0.0.1:0",
-                all.join(", ")
-            ),
-        );
+    let ports: Vec<SocketAddr> = edges.iter().map(|e| e.agent_addr).collect();
+    let yaml = agent_yaml_on(fx, &ports, k, "tcp", &[(URL, upstream)]).replace(
+        "  workers: 2\n",
+        "  workers: 2\n  metrics_listen: 127.0.0.1:0\n",
+    );
     let mut agent = Sluice::agent(&fx.write("agent.yml", &yaml), DRIVER);
-    let metrics = agent.wait_for_n("agent metrics listener", 1, |v| {
-        v["message"] == "listening" && v["kind"] == "metrics"
-    })["addr"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let metrics = metrics_listening(&mut agent);
     (agent, metrics)
 }
 
@@ -97,10 +69,6 @@ fn endpoint(edges: &[Edge]) -> u16 {
         json!({ "url": "tcp://127.0.0.1:0", "traffic_policy": fixture::forward_all(URL) }),
     );
     listen_addr(&created).unwrap().port()
-}
-
-fn on(edge: usize, port: u16) -> SocketAddr {
-    SocketAddr::new(IPS[edge].parse().unwrap(), port)
 }
 
 #[test]

@@ -22,15 +22,16 @@ use sluice_tests::{
     client,
     etcd::Etcd,
     fixture::{self, Fixture},
-    fleet::{edge_config, fresh_prefix, listen_addr, Edge, API_KEY, DRIVER, PROPAGATION},
+    fleet::{
+        agent_yaml_on, edge_config, fresh_prefix, listen_addr, on, three_edges, Edge, API_KEY,
+        DRIVER, IPS, NAMES, PROPAGATION,
+    },
     process::Sluice,
     upstream::Echo,
     wait_until,
 };
 
 const URL: &str = "tcp://db.internal:5432";
-const IPS: [&str; 3] = ["127.0.0.1", "127.0.0.2", "127.0.0.3"];
-const NAMES: [&str; 3] = ["edge-a", "edge-b", "edge-c"];
 
 /// Starts the edge of `cfg` (whose agent port is fixed) and waits for its admin API.
 fn start_fixed(cfg: &std::path::Path) -> Edge {
@@ -84,18 +85,8 @@ fn a_rolling_restart_of_every_edge_fails_no_new_connection() {
         .collect();
     let mut edges: Vec<Edge> = configs.iter().map(|c| start_fixed(c)).collect();
     let echo = Echo::start();
-    let agent_yaml = {
-        let first = edges[0].agent_addr;
-        let all: Vec<String> = edges
-            .iter()
-            .map(|e| format!("\"{}\"", e.agent_addr))
-            .collect();
-        fx.agent_yaml(&fx.token, first, "tcp", &[(URL, echo.addr)])
-            .replace(
-                &format!("connect_url: \"{first}\""),
-                &format!("connect_url: [{}]\n  edge_connections: 2", all.join(", ")),
-            )
-    };
+    let ports: Vec<SocketAddr> = edges.iter().map(|e| e.agent_addr).collect();
+    let agent_yaml = agent_yaml_on(&fx, &ports, 2, "tcp", &[(URL, echo.addr)]);
     let mut agent = Sluice::agent(&fx.write("agent.yml", &agent_yaml), DRIVER);
     agent.wait_for_n("two sessions", 2, |v| v["message"] == "session established");
     let created = edges[0].admin.create(
@@ -103,7 +94,7 @@ fn a_rolling_restart_of_every_edge_fails_no_new_connection() {
         json!({ "url": "tcp://127.0.0.1:0", "traffic_policy": fixture::forward_all(URL) }),
     );
     let port = listen_addr(&created).unwrap().port();
-    let public = |i: usize| SocketAddr::new(IPS[i].parse().unwrap(), port);
+    let public = |i: usize| on(i, port);
     for i in 0..3 {
         client::wait_until_echo(public(i), PROPAGATION).unwrap();
     }
@@ -184,31 +175,23 @@ fn a_rolling_restart_of_every_edge_fails_no_new_connection() {
 fn a_stream_forwarded_into_a_leaving_edge_lives_through_its_drain() {
     let etcd = Etcd::start();
     let fx = Fixture::new();
-    let prefix = fresh_prefix();
-    let mut edges: Vec<Edge> = (0..3)
-        .map(|i| sluice_tests::fleet::start_edge(&fx, NAMES[i], IPS[i], &etcd, &prefix))
-        .collect();
+    let mut edges = three_edges(&fx, &etcd);
     let echo = Echo::start();
     // One session, on B; C is where it moves.
-    let agent_yaml = fx
-        .agent_yaml(&fx.token, edges[1].agent_addr, "tcp", &[(URL, echo.addr)])
-        .replace(
-            &format!("connect_url: \"{}\"", edges[1].agent_addr),
-            &format!(
-                "connect_url: [\"{}\", \"{}\"]\n  edge_connections: 1",
-                edges[1].agent_addr, edges[2].agent_addr
-            ),
-        );
+    let agent_yaml = agent_yaml_on(
+        &fx,
+        &[edges[1].agent_addr, edges[2].agent_addr],
+        1,
+        "tcp",
+        &[(URL, echo.addr)],
+    );
     let mut agent = Sluice::agent(&fx.write("agent.yml", &agent_yaml), DRIVER);
     agent.wait_for("endpoint bound");
     let created = edges[0].admin.create(
         "/v1/endpoints",
         json!({ "url": "tcp://127.0.0.1:0", "traffic_policy": fixture::forward_all(URL) }),
     );
-    let on_a = SocketAddr::new(
-        IPS[0].parse().unwrap(),
-        listen_addr(&created).unwrap().port(),
-    );
+    let on_a = on(0, listen_addr(&created).unwrap().port());
     client::wait_until_echo(on_a, PROPAGATION).unwrap();
     // A stream through A, carried to B.
     let mut held = client::connect_from(None, on_a).unwrap();

@@ -19,7 +19,7 @@ use sluice_tests::{
     client,
     etcd::Etcd,
     fixture::{self, Fixture},
-    fleet::{fresh_prefix, listen_addr, start_edge, Edge, DRIVER, PROPAGATION},
+    fleet::{agent_yaml_on, listen_addr, on, three_edges, Edge, DRIVER, PROPAGATION},
     probes::HeaderEcho,
     process::Sluice,
     upstream::Echo,
@@ -28,24 +28,9 @@ use sluice_tests::{
 
 const URL: &str = "tcp://db.internal:5432";
 const PP_URL: &str = "tcp://pp.internal:7000";
-const IPS: [&str; 3] = ["127.0.0.1", "127.0.0.2", "127.0.0.3"];
 
 fn ip(text: &str) -> IpAddr {
     text.parse().unwrap()
-}
-
-fn on(edge: usize, port: u16) -> SocketAddr {
-    SocketAddr::new(ip(IPS[edge]), port)
-}
-
-/// Three edges on one fresh prefix of `etcd`, on [`IPS`].
-fn three_edges(fx: &Fixture, etcd: &Etcd) -> Vec<Edge> {
-    let prefix = fresh_prefix();
-    ["edge-a", "edge-b", "edge-c"]
-        .iter()
-        .zip(IPS)
-        .map(|(name, ip)| start_edge(fx, name, ip, etcd, &prefix))
-        .collect()
 }
 
 /// An agent holding sessions with `on` (indexes into `edges`), serving `endpoints`,
@@ -58,22 +43,9 @@ fn agent_on(
     endpoints: &[(&str, SocketAddr)],
     upstream_extra: &str,
 ) -> Sluice {
-    let first = edges[on[0]].agent_addr;
-    let all: Vec<String> = on
-        .iter()
-        .map(|&i| format!("\"{}\"", edges[i].agent_addr))
-        .collect();
-    let yaml = fx
-        .agent_yaml(&fx.token, first, "tcp", endpoints)
-        .replace("\" }", &format!("\"{upstream_extra} }}"))
-        .replace(
-            &format!("connect_url: \"{first}\""),
-            &format!(
-                "connect_url: [{}]\n  edge_connections: {}",
-                all.join(", "),
-                on.len()
-            ),
-        );
+    let ports: Vec<SocketAddr> = on.iter().map(|&i| edges[i].agent_addr).collect();
+    let yaml = agent_yaml_on(fx, &ports, on.len(), "tcp", endpoints)
+        .replace("\" }", &format!("\"{upstream_extra} }}"));
     let mut agent = Sluice::agent(&fx.write(name, &yaml), DRIVER);
     agent.wait_for_n("every session", on.len(), |v| {
         v["message"] == "session established"
@@ -110,19 +82,14 @@ fn an_edge_without_the_session_forwards_to_the_edge_that_has_it_under_its_own_po
         headers.addr
     );
     let _agent = {
-        let first = edges[1].agent_addr;
-        let yaml = fx
-            .agent_yaml(
-                &fx.token,
-                first,
-                "tcp",
-                &[(URL, echo.addr), (PP_URL, headers.addr)],
-            )
-            .replace(&yaml_marker, &format!("{yaml_marker}, proxy_protocol: 2"))
-            .replace(
-                &format!("connect_url: \"{first}\""),
-                &format!("connect_url: \"{first}\"\n  edge_connections: 1"),
-            );
+        let yaml = agent_yaml_on(
+            &fx,
+            &[edges[1].agent_addr],
+            1,
+            "tcp",
+            &[(URL, echo.addr), (PP_URL, headers.addr)],
+        )
+        .replace(&yaml_marker, &format!("{yaml_marker}, proxy_protocol: 2"));
         assert!(yaml.contains("proxy_protocol: 2"), "{yaml}");
         let mut agent = Sluice::agent(&fx.write("agent.yml", &yaml), DRIVER);
         agent.wait_for_n("both endpoints bound", 2, |v| {
@@ -393,15 +360,13 @@ fn an_agent_whose_only_edge_dies_is_served_again_after_its_reconnect() {
     let mut edges = three_edges(&fx, &etcd);
     let echo = Echo::start();
     // One session, on B (the first edge it lists); C is there to move to.
-    let yaml = fx
-        .agent_yaml(&fx.token, edges[1].agent_addr, "tcp", &[(URL, echo.addr)])
-        .replace(
-            &format!("connect_url: \"{}\"", edges[1].agent_addr),
-            &format!(
-                "connect_url: [\"{}\", \"{}\"]\n  edge_connections: 1",
-                edges[1].agent_addr, edges[2].agent_addr
-            ),
-        );
+    let yaml = agent_yaml_on(
+        &fx,
+        &[edges[1].agent_addr, edges[2].agent_addr],
+        1,
+        "tcp",
+        &[(URL, echo.addr)],
+    );
     let mut agent = Sluice::agent(&fx.write("agent.yml", &yaml), DRIVER);
     agent.wait_for("endpoint bound");
     assert_eq!(
@@ -450,23 +415,16 @@ fn resets_cross_the_extra_hop_both_ways_on_both_transports() {
         let resetting = Recorder::start(Some(3));
         let reset_url = format!("tcp://resets-{transport}-up.internal:{}", 7200 + i);
         // The agent holds its session with B, on this transport; clients come to A.
-        let yaml = fx
-            .agent_yaml(
-                &fx.token,
-                edges[1].agent_addr,
-                transport,
-                &[
-                    (url.as_str(), plain.addr),
-                    (reset_url.as_str(), resetting.addr),
-                ],
-            )
-            .replace(
-                &format!("connect_url: \"{}\"", edges[1].agent_addr),
-                &format!(
-                    "connect_url: \"{}\"\n  edge_connections: 1",
-                    edges[1].agent_addr
-                ),
-            );
+        let yaml = agent_yaml_on(
+            &fx,
+            &[edges[1].agent_addr],
+            1,
+            transport,
+            &[
+                (url.as_str(), plain.addr),
+                (reset_url.as_str(), resetting.addr),
+            ],
+        );
         let mut agent = Sluice::agent(&fx.write(&format!("agent-{transport}.yml"), &yaml), DRIVER);
         agent.wait_for_n("both endpoints bound", 2, |v| {
             v["message"] == "endpoint bound"

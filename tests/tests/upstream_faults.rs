@@ -84,13 +84,7 @@ fn start(driver: &str, transport: &str) -> Setup {
                 "  workers: 2\n  metrics_listen: 127.0.0.1:0\n",
             );
     let mut agent = Sluice::agent(&fx.write("agent.yml", &agent_yaml), driver);
-    let agent_metrics = agent.wait_for_n("agent metrics listener", 1, |v| {
-        v["message"] == "listening" && v["kind"] == "metrics"
-    })["addr"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let agent_metrics = sluice_tests::admin::metrics_listening(&mut agent);
     agent.wait_for_n("all endpoints bound", URLS.len(), |v| {
         v["message"] == "endpoint bound"
     });
