@@ -153,7 +153,7 @@ async fn run_session(
     shared: Arc<EdgeShared>,
 ) {
     let user = identity.user_name.clone();
-    if shared.leaving_grace().is_some() {
+    if shared.leaving.load(std::sync::atomic::Ordering::Acquire) {
         // Leaving the fleet: sessions move away, none start here.
         let refusal = Frame::Error {
             request_id: 0,

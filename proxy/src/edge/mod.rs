@@ -111,8 +111,6 @@ pub struct EdgeShared {
     /// Set when a fleet edge starts leaving (SIGTERM): not ready any more, its agents
     /// told to move their sessions to other edges; it still serves meanwhile.
     pub leaving: AtomicBool,
-    /// The leaving grace, in ms (for sessions that start while leaving).
-    leave_grace_ms: std::sync::atomic::AtomicU64,
     /// Session happenings for the audit log.
     pub audit: AuditSink,
     /// Whether plain-TCP data channels are accepted (`agents.plain_channels`).
@@ -136,6 +134,11 @@ impl crate::fleet::RouteSource for EdgeShared {
     fn announcement(&self) -> crate::fleet::Announcement {
         let mut urls = self.registry.bound_urls();
         urls.sort();
+        // Each session's URLs from one pass over the bindings (sorted by URL).
+        let mut urls_of: std::collections::HashMap<u64, Vec<String>> = Default::default();
+        for (url, session, _, _) in self.registry.pool_members() {
+            urls_of.entry(session).or_default().push(url);
+        }
         let sessions = self
             .registry
             .sessions()
@@ -149,12 +152,7 @@ impl crate::fleet::RouteSource for EdgeShared {
                 peer: s.peer.to_string(),
                 agent_version: s.agent_version.clone(),
                 started_at: s.started_at,
-                endpoints: self
-                    .registry
-                    .bindings_of(s.id)
-                    .into_iter()
-                    .map(|b| b.url)
-                    .collect(),
+                endpoints: urls_of.remove(&s.id).unwrap_or_default(),
             })
             .collect();
         crate::fleet::Announcement { urls, sessions }
@@ -162,18 +160,6 @@ impl crate::fleet::RouteSource for EdgeShared {
 }
 
 impl EdgeShared {
-    /// While this edge is leaving its fleet, the grace its agents were given.
-    pub fn leaving_grace(&self) -> Option<std::time::Duration> {
-        self.leaving
-            .load(std::sync::atomic::Ordering::Acquire)
-            .then(|| {
-                std::time::Duration::from_millis(
-                    self.leave_grace_ms
-                        .load(std::sync::atomic::Ordering::Relaxed),
-                )
-            })
-    }
-
     /// The agent port's TLS configuration in force.
     pub fn agent_tls(&self) -> Arc<rustls::ServerConfig> {
         self.agent_tls.load_full()
@@ -205,10 +191,6 @@ impl EdgeHandle {
     /// this edge keeps serving (its own sessions while they last, other edges' over peer
     /// links). Returns how many sessions were told.
     pub fn leave_fleet(&self, grace: std::time::Duration) -> usize {
-        self.shared.leave_grace_ms.store(
-            grace.as_millis().min(u128::from(u64::MAX)) as u64,
-            std::sync::atomic::Ordering::Relaxed,
-        );
         self.shared
             .leaving
             .store(true, std::sync::atomic::Ordering::Release);
@@ -345,7 +327,6 @@ pub fn start_with_audit(
         in_flight: Default::default(),
         draining: Default::default(),
         leaving: Default::default(),
-        leave_grace_ms: Default::default(),
         audit,
         plain_channels: settings.plain_channels,
         preauth: preauth::PreAuthGate::new(settings.preauth),

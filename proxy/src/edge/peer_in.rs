@@ -209,32 +209,20 @@ async fn join(mut link: TcpStream, channel: DataChannel, start: &StreamStart, pr
         },
         &mut head,
     );
+    let mut channel = channel;
+    let (DataChannel::Plain(_, reader) | DataChannel::Tls(_, reader)) = &mut channel;
+    head.extend_from_slice(&reader.buffer_mut().split());
+    let (res, _) = link.write_all(head).await;
+    if let Err(e) = res {
+        sockets::reset_on_close(channel.as_raw_fd());
+        return tracing::debug!(client = %start.client, error = %e, "peer link: sending the status failed");
+    }
     let result = match channel {
-        DataChannel::Plain(tcp, reader) => {
-            head.extend_from_slice(&reader.into_leftover());
-            let (res, _) = link.write_all(head).await;
-            match res {
-                Ok(_) => io::copy::forward_returning(link, tcp, progress).await.0,
-                Err(e) => {
-                    sockets::reset_on_close(tcp.as_raw_fd());
-                    return tracing::debug!(client = %start.client, error = %e, "peer link: sending the status failed");
-                }
-            }
-        }
-        DataChannel::Tls(tls, reader) => {
-            head.extend_from_slice(&reader.into_leftover());
-            let (res, _) = link.write_all(head).await;
-            match res {
-                Ok(_) => {
-                    Box::pin(io::copy::forward_returning(link, *tls, progress))
-                        .await
-                        .0
-                }
-                Err(e) => {
-                    sockets::reset_on_close(tls.as_raw_fd());
-                    return tracing::debug!(client = %start.client, error = %e, "peer link: sending the status failed");
-                }
-            }
+        DataChannel::Plain(tcp, _) => io::copy::forward_returning(link, tcp, progress).await.0,
+        DataChannel::Tls(tls, _) => {
+            Box::pin(io::copy::forward_returning(link, *tls, progress))
+                .await
+                .0
         }
     };
     if let Err(e) = result {
