@@ -10,7 +10,8 @@
 //!    the endpoint says `terminate_tls` (edge/terminate.rs).
 //! 4. **open** (edge/open.rs): a data channel of a pool member, the stream announced on
 //!    it (with the bytes a plain client has already sent: [`EARLY_READ`]), the agent's
-//!    status; another member while the stream is replayable.
+//!    status; another member while the stream is replayable, and another edge of the
+//!    fleet when no local member could take it.
 //! 5. **pump** ([`pump`]): bytes both ways over the data channel (edge/datachan.rs
 //!    decides splice or copy, and parks the channel again when both sides kept it),
 //!    until both sides end, the idle timeout, or the agent session is kicked.
@@ -222,32 +223,56 @@ async fn open_phase(
                 peer,
                 url: target,
             };
-            let start = Frame::Stream(start);
-            let opened = open::open(&pool, &shared.registry, &start, &early, &to).await?;
-            Carried {
-                via: Via::Member(opened.load),
-                channel: opened.channel,
-                failovers: opened.failovers,
+            let stream = Frame::Stream(start);
+            match open::open(&pool, &shared.registry, &stream, &early, &to).await {
+                Ok(opened) => Carried {
+                    via: Via::Member(opened.load),
+                    channel: opened.channel,
+                    failovers: opened.failovers,
+                },
+                // Nothing reached an upstream: another edge of the fleet holding the URL
+                // may still take it (the local sessions ended meanwhile, say moved off
+                // this edge as it leaves its fleet).
+                Err(failure) => {
+                    let routes = arc_swap::Guard::into_inner(shared.peers.routes());
+                    let Frame::Stream(start) = stream else {
+                        unreachable!("built above")
+                    };
+                    if routes.lookup(target).is_none() {
+                        return Err(failure);
+                    }
+                    carry_to_peer(shared, endpoint, &routes, &start, &early).await?
+                }
             }
         }
-        Route::Peer(routes) => {
-            let Some(edges) = routes.lookup(target) else {
-                return Err(open::NoMember {
-                    tried: 0,
-                    last: None,
-                });
-            };
-            let opened = peer_out::open(shared, edges, &start, &early).await?;
-            tracing::debug!(endpoint = %endpoint.url, %peer, url = target, peer_edge = %opened.edge,
-                "forwarded to the edge holding the URL's session");
-            Carried {
-                via: Via::Peer,
-                channel: opened.channel,
-                failovers: opened.failovers,
-            }
-        }
+        Route::Peer(routes) => carry_to_peer(shared, endpoint, &routes, &start, &early).await?,
     };
     Ok((carried, early.len() as u64))
+}
+
+/// The open phase over a peer link to one of the edges `routes` names for the stream's
+/// URL (edge/peer_out.rs).
+async fn carry_to_peer(
+    shared: &EdgeShared,
+    endpoint: &LiveEndpoint,
+    routes: &PeerRoutes,
+    start: &StreamStart,
+    early: &[u8],
+) -> Result<Carried, open::NoMember> {
+    let Some(edges) = routes.lookup(&start.internal_url) else {
+        return Err(open::NoMember {
+            tried: 0,
+            last: None,
+        });
+    };
+    let opened = peer_out::open(shared, edges, start, early).await?;
+    tracing::debug!(endpoint = %endpoint.url, peer = %start.client, url = %start.internal_url,
+        peer_edge = %opened.edge, "forwarded to the edge holding the URL's session");
+    Ok(Carried {
+        via: Via::Peer,
+        channel: opened.channel,
+        failovers: opened.failovers,
+    })
 }
 
 /// The address the client connected to (the PROXY protocol's destination): the
