@@ -433,8 +433,11 @@ fn resets_cross_the_extra_hop_both_ways_on_both_transports() {
         let reset_port = endpoint(&edges, fixture::forward_all(&reset_url));
         wait_served("127.0.0.1", on(0, port));
 
+        // The connection that found the endpoint served ended cleanly; the upstream
+        // records it on its own thread, so wait for that before the next one.
+        let served = plain.endings.recv_timeout(PROPAGATION).unwrap();
+        assert_eq!(served, Ending::Eof, "{transport}: the served echo's end");
         // The client resets: the upstream behind B sees a reset.
-        while plain.endings.try_recv().is_ok() {}
         let mut s = client::connect_from(None, on(0, port)).unwrap();
         s.write_all(b"abc").unwrap();
         let mut buf = [0u8; 3];
