@@ -463,3 +463,111 @@ fn resets_cross_the_extra_hop_both_ways_on_both_transports() {
         );
     }
 }
+
+/// A sample of edge `edge`'s metrics.
+fn metric(edges: &[Edge], edge: usize, series: &str) -> f64 {
+    let text = edges[edge].admin.call("GET", "/metrics", None).text;
+    sluice_tests::prom::sample(&text, series)
+}
+
+const OUT_OPENED: &str = "sluice_edge_peer_streams_total{direction=\"out\",outcome=\"opened\"}";
+const IN_OPENED: &str = "sluice_edge_peer_streams_total{direction=\"in\",outcome=\"opened\"}";
+
+#[test]
+fn connections_through_a_forwarding_edge_reuse_its_peer_links() {
+    let etcd = Etcd::start();
+    let fx = Fixture::new();
+    let (a, b) = sluice_tests::fleet::fleet(&fx, &etcd);
+    let edges = vec![a, b];
+    let echo = Echo::start();
+    let _agent = agent_on(&fx, "agent.yml", &edges, &[1], &[(URL, echo.addr)], "");
+    let port = endpoint(&edges, fixture::forward_all(URL));
+    wait_served("127.0.0.1", on(0, port));
+
+    // One after another through A, each with its bytes both ways and the client's
+    // half-close: each stream ends cleanly on both sides, so its link carries the next.
+    for n in 0..40u64 {
+        let payload = client::payload(n, 20_000);
+        let stream = client::connect_from(None, on(0, port)).unwrap();
+        let got = client::exchange(stream, &payload).unwrap();
+        assert!(got == payload, "connection {n}: {} bytes back", got.len());
+    }
+    let connected = metric(
+        &edges,
+        0,
+        "sluice_edge_peer_link_streams_total{link=\"connected\"}",
+    );
+    let reused = metric(
+        &edges,
+        0,
+        "sluice_edge_peer_link_streams_total{link=\"reused\"}",
+    );
+    eprintln!("41 connections through A: {connected} new peer links, {reused} reused");
+    assert_eq!(connected + reused, metric(&edges, 0, OUT_OPENED));
+    assert!(
+        reused >= 30.0,
+        "only {reused} of 41 streams reused a link ({connected} connected)"
+    );
+    assert!(metric(&edges, 1, IN_OPENED) >= 41.0);
+}
+
+#[test]
+fn a_forwarding_edge_sends_new_connections_to_the_less_loaded_edge() {
+    let etcd = Etcd::start();
+    let fx = Fixture::new();
+    let edges = three_edges(&fx, &etcd);
+    let echo = Echo::start();
+    // One agent with sessions on A and B; clients come to C, which holds none.
+    let _agent = agent_on(&fx, "agent.yml", &edges, &[0, 1], &[(URL, echo.addr)], "");
+    let port = endpoint(&edges, fixture::forward_all(URL));
+    wait_served("127.0.0.1", on(2, port));
+    let into = |edge: usize| metric(&edges, edge, IN_OPENED);
+    let (into_a, into_b) = (into(0), into(1));
+
+    // Six connections held open on A itself: A's URL carries six streams.
+    let held_on_a: Vec<_> = (0..6)
+        .map(|n| {
+            let mut s = client::connect_from(None, on(0, port)).unwrap();
+            assert!(client::echoes(
+                &mut s,
+                format!("on A {n}").as_bytes(),
+                PROPAGATION
+            ));
+            s
+        })
+        .collect();
+    wait_until("C sees A's load", PROPAGATION, || {
+        edges[2].admin.get("/v1/routes")["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["edge"] == "edge-a" && r["active"].as_u64() >= Some(6))
+    });
+    // Six more through C: each goes to B, the lighter, until B carries as many.
+    let held_via_c: Vec<_> = (0..6)
+        .map(|n| {
+            let mut s = client::connect_from(None, on(2, port)).unwrap();
+            assert!(client::echoes(
+                &mut s,
+                format!("via C {n}").as_bytes(),
+                PROPAGATION
+            ));
+            s
+        })
+        .collect();
+    let (to_a, to_b) = (into(0) - into_a, into(1) - into_b);
+    assert_eq!(
+        (to_a, to_b),
+        (0.0, 6.0),
+        "C sent {to_a} to A (6 streams) and {to_b} to B (none)"
+    );
+    // B now publishes its six: C's routes show both edges loaded alike.
+    wait_until("C sees B's load", PROPAGATION, || {
+        edges[2].admin.get("/v1/routes")["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["edge"] == "edge-b" && r["active"].as_u64() >= Some(6))
+    });
+    drop((held_on_a, held_via_c));
+}

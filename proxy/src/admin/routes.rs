@@ -79,6 +79,7 @@ pub fn router(guard: Arc<Guard>, plane: Arc<ControlPlane>, conns: Arc<ConnStats>
             get(get_owner).put(assign_owner).delete(release_owner),
         )
         .route("/sessions", get(list_sessions))
+        .route("/routes", get(list_routes))
         .route("/events", get(list_events))
         .route("/state", get(state_status))
         .route_layer(middleware::from_fn_with_state(plane, state_headers))
@@ -406,6 +407,11 @@ async fn list_sessions(
     let Query(p) =
         q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_query", e.body_text()))?;
     let items = s.plane.fleet_sessions(p.edge.as_deref());
+    ok(StatusCode::OK, Page { items, next: None })
+}
+
+async fn list_routes(State(s): St) -> ApiResult {
+    let items = s.plane.fleet_routes();
     ok(StatusCode::OK, Page { items, next: None })
 }
 

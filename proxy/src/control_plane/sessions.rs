@@ -1,6 +1,6 @@
 //! Live agent sessions as the admin API shows them: this edge's, in full, and in a
 //! fleet the other edges' as they announced them (crate::fleet), each with the edge
-//! holding it.
+//! holding it; and which edges serve which URLs (`/v1/routes`).
 
 use serde::Serialize;
 
@@ -62,6 +62,21 @@ pub struct RemoteSessionView {
     pub session: crate::fleet::SessionSummary,
 }
 
+/// One entry of `/v1/routes`: an edge of the fleet that serves an internal URL.
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct RouteView {
+    /// The internal URL.
+    pub url: String,
+    /// The edge holding sessions for it.
+    pub edge: String,
+    /// Whether that edge is this one (its load is live; the others' as last published).
+    pub local: bool,
+    /// The summed weights of its healthy members there.
+    pub capacity: u32,
+    /// Streams open on those members' sessions.
+    pub active: u32,
+}
+
 /// One entry of `/v1/sessions`.
 #[derive(Debug, Serialize)]
 #[serde(untagged)]
@@ -98,6 +113,34 @@ impl ControlPlane {
                     })
                 }),
         );
+        items
+    }
+
+    /// Which edges serve which internal URLs, with their loads: this edge's own (now),
+    /// then the other edges' as last published, sorted by URL and edge.
+    pub fn fleet_routes(&self) -> Vec<RouteView> {
+        let own = &self.edge.edge_id;
+        let mut items: Vec<RouteView> = self
+            .edge
+            .registry
+            .bound_urls()
+            .into_iter()
+            .map(|(url, load)| RouteView {
+                url,
+                edge: own.to_string(),
+                local: true,
+                capacity: load.capacity,
+                active: load.active,
+            })
+            .collect();
+        items.extend(self.edge.peers.routes().iter().map(|(url, r)| RouteView {
+            url: url.to_owned(),
+            edge: r.edge.to_string(),
+            local: false,
+            capacity: r.load.capacity,
+            active: r.load.active,
+        }));
+        items.sort_by(|a, b| (&a.url, &a.edge).cmp(&(&b.url, &b.edge)));
         items
     }
 

@@ -23,6 +23,7 @@ pub mod endpoints;
 mod open;
 pub mod ownership;
 mod peer_in;
+mod peer_links;
 mod peer_out;
 mod pipeline;
 pub mod pool;
@@ -132,8 +133,7 @@ impl crate::fleet::RouteSource for EdgeShared {
     }
 
     fn announcement(&self) -> crate::fleet::Announcement {
-        let mut urls = self.registry.bound_urls();
-        urls.sort();
+        let (urls, loads) = self.registry.bound_urls().into_iter().unzip();
         // Each session's URLs from one pass over the bindings (sorted by URL).
         let mut urls_of: std::collections::HashMap<u64, Vec<String>> = Default::default();
         for (url, session, _, _) in self.registry.pool_members() {
@@ -155,7 +155,11 @@ impl crate::fleet::RouteSource for EdgeShared {
                 endpoints: urls_of.remove(&s.id).unwrap_or_default(),
             })
             .collect();
-        crate::fleet::Announcement { urls, sessions }
+        crate::fleet::Announcement {
+            urls,
+            loads,
+            sessions,
+        }
     }
 }
 

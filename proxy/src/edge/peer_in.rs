@@ -9,9 +9,10 @@
 //! forwarded again, so no loop can form). The stream is opened on the URL's pool as
 //! for a local connection (failing over between members), with the status sent back
 //! once an agent connected the upstream. Then the link and the agent's data channel
-//! are joined: both carry the same chunk-framed stream, so the bytes are relayed as
-//! they are, in both directions, until the sending edge closes the link (it does once
-//! both directions ended) or the session is cut.
+//! are joined: both carry chunk-framed streams, so the chunks are relayed as they are,
+//! in both directions, until both directions ended (io/chunked_relay.rs) or the session
+//! is cut. The data channel is parked with its session again and the link waits for the
+//! sending edge's next opening (each proven on its own), when their far ends keep them.
 
 use std::{
     net::SocketAddr,
@@ -24,11 +25,15 @@ use std::{
 use monoio::{io::AsyncWriteRentExt, net::TcpStream};
 
 use super::{
-    datachan::DataChannel, open, pipeline::unless_kicked, preauth::PreAuthSlot, EdgeShared,
+    datachan::{DataChannel, ParkedChannel},
+    open,
+    pipeline::unless_kicked,
+    preauth::PreAuthSlot,
+    EdgeShared,
 };
 use crate::{
     fleet::proof,
-    io::{self, framed, idle, idle::Progress, sockets},
+    io::{chunked_relay, framed, idle, idle::Progress, sockets},
     wire::{self, Frame, StreamCode, StreamStart},
 };
 
@@ -36,9 +41,15 @@ use crate::{
 /// the status ([`super::datachan::STATUS_WAIT`]).
 const PEER_OPEN_WAIT: Duration = Duration::from_secs(10);
 
+/// How long a link whose stream ended waits for the next opening from its edge: longer
+/// than that edge keeps it idle ([`super::peer_links::REUSE_WITHIN`]), so it is the
+/// sending edge that stops using a link, not this one that closes it under a stream.
+pub const LINK_IDLE: Duration = Duration::from_secs(30);
+
 /// Serves one peer link whose magic the agent port has read, by `deadline` for its
 /// opening; `preauth` (its place among unauthenticated connections) is released once
-/// the opening is proven.
+/// the opening is proven. The link then carries stream after stream from that edge,
+/// each opening proven on its own, while both edges keep it.
 pub async fn serve(
     mut link: TcpStream,
     from: SocketAddr,
@@ -64,6 +75,47 @@ pub async fn serve(
             return refuse(&shared, link).await;
         }
     };
+    let Some((edge, start)) = proven(&shared, from, opening, None) else {
+        return refuse(&shared, link).await;
+    };
+    drop(preauth);
+    crate::fleet::keep_link_alive(link.as_raw_fd());
+    let mut reader = framed::FrameReader::new();
+    let mut start = start;
+    loop {
+        let Some(kept) = carry(&shared, &edge, link, &mut reader, &start).await else {
+            return;
+        };
+        link = kept;
+        if shared.leaving.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
+        // The next opening from the same edge, or the link's end (that edge closed it,
+        // or kept it idle past its reuse window).
+        let next = match idle::within(LINK_IDLE, reader.next(&mut link)).await {
+            Ok(Ok(Some(frame))) => frame,
+            Ok(Ok(None)) | Err(_) => return,
+            Ok(Err(e)) => {
+                crate::log_throttled!(info, %from, peer_edge = %edge, error = %e,
+                    "peer link: unreadable opening after a stream; closed");
+                return;
+            }
+        };
+        match proven(&shared, from, next, Some(&edge)) {
+            Some((_, next_start)) => start = next_start,
+            None => return refuse(&shared, link).await,
+        }
+    }
+}
+
+/// The opening's edge and stream when it is a [`Frame::PeerStream`] with a valid proof
+/// (from `edge` on a link that already carried its streams); logged otherwise.
+fn proven(
+    shared: &EdgeShared,
+    from: SocketAddr,
+    opening: Frame,
+    edge_of_link: Option<&str>,
+) -> Option<(String, StreamStart)> {
     let Frame::PeerStream {
         edge,
         at_ms,
@@ -73,28 +125,43 @@ pub async fn serve(
     } = opening
     else {
         crate::log_throttled!(info, %from, frame = opening.name(), "peer link: unexpected opening frame; closed");
-        return refuse(&shared, link).await;
+        return None;
     };
-    if let Err(why) = admit(&shared, &edge, at_ms, nonce, &start, &mac) {
-        crate::log_throttled!(warn, %from, peer_edge = %edge, reason = why, "peer link refused");
-        return refuse(&shared, link).await;
+    if edge_of_link.is_some_and(|e| e != edge) {
+        crate::log_throttled!(warn, %from, peer_edge = %edge, "peer link refused: an opening from another edge than the link's");
+        return None;
     }
-    drop(preauth);
+    if let Err(why) = admit(shared, &edge, at_ms, nonce, &start, &mac) {
+        crate::log_throttled!(warn, %from, peer_edge = %edge, reason = why, "peer link refused");
+        return None;
+    }
+    Some((edge, start))
+}
+
+/// One proven stream: opened on the URL's local pool, its status sent back, then
+/// relayed until both directions end; the link back when both edges keep it.
+async fn carry(
+    shared: &EdgeShared,
+    edge: &str,
+    link: TcpStream,
+    reader: &mut framed::FrameReader,
+    start: &StreamStart,
+) -> Option<TcpStream> {
     // A drain waits for it like for a connection accepted here; a sending edge that
     // vanishes without closing is noticed by keepalive.
     let _in_flight = shared.in_flight.enter();
-    crate::fleet::keep_link_alive(link.as_raw_fd());
-    let url = start.internal_url.clone();
-    let Some(pool) = shared.registry.lookup(&url) else {
+    let url = &start.internal_url;
+    let Some(pool) = shared.registry.lookup(url) else {
         shared.peers.stats.in_failed.inc();
         crate::log_throttled!(info, peer_edge = %edge, client = %start.client, url = %url,
             "peer link: no local session for the URL (any more)");
-        return status(link, StreamCode::UnknownEndpoint).await;
+        status(link, StreamCode::UnknownEndpoint).await;
+        return None;
     };
     let to = open::Target {
         endpoint: "peer link",
         peer: start.client,
-        url: &url,
+        url,
     };
     let stream = Frame::Stream(start.clone());
     // Within the sending edge's wait for the status, so it never gives up on an
@@ -106,14 +173,16 @@ pub async fn serve(
             shared.peers.stats.in_failed.inc();
             crate::log_throttled!(info, peer_edge = %edge, client = %start.client, url = %url,
                 "peer link: no pool member took the connection in time");
-            return status(link, StreamCode::UpstreamFailed).await;
+            status(link, StreamCode::UpstreamFailed).await;
+            return None;
         }
         Ok(Err(failure)) => {
             shared.peers.stats.in_failed.inc();
             crate::log_throttled!(info, peer_edge = %edge, client = %start.client, url = %url,
                 tried = failure.tried, last = failure.last.map_or("", |e| e.as_str()),
                 "peer link: no pool member could take the connection");
-            return status(link, StreamCode::UpstreamFailed).await;
+            status(link, StreamCode::UpstreamFailed).await;
+            return None;
         }
     };
     shared.peers.stats.in_opened.inc();
@@ -122,13 +191,19 @@ pub async fn serve(
     let link_fd = link.as_raw_fd();
     let channel_fd = opened.channel.as_raw_fd();
     let progress = Progress::default();
-    let work = pin!(join(link, opened.channel, &start, &progress));
-    if unless_kicked(session, [link_fd, channel_fd], work)
-        .await
-        .is_none()
-    {
-        crate::log_throttled!(info, peer_edge = %edge, client = %start.client, session = session.id,
-            "peer link cut: its agent session was ended (token revoked or user deactivated)");
+    let work = pin!(join(link, reader, opened.channel, start, &progress));
+    match unless_kicked(session, [link_fd, channel_fd], work).await {
+        None => {
+            crate::log_throttled!(info, peer_edge = %edge, client = %start.client, session = session.id,
+                "peer link cut: its agent session was ended (token revoked or user deactivated)");
+            None
+        }
+        Some(Joined { link, channel }) => {
+            if let Some(channel) = channel {
+                session.park(channel);
+            }
+            link
+        }
     }
 }
 
@@ -199,9 +274,22 @@ async fn status(mut link: TcpStream, code: StreamCode) {
     let _ = link.write_all(out).await;
 }
 
+/// What a joined stream leaves: the link and the agent's data channel, each when both
+/// its ends kept it.
+struct Joined {
+    link: Option<TcpStream>,
+    channel: Option<ParkedChannel>,
+}
+
 /// The status `Ok` and whatever the agent sent after its own, to the sending edge;
-/// then the two streams joined until both directions end.
-async fn join(mut link: TcpStream, channel: DataChannel, start: &StreamStart, progress: &Progress) {
+/// then the stream relayed chunk by chunk until both directions end.
+async fn join(
+    mut link: TcpStream,
+    link_reader: &mut framed::FrameReader,
+    channel: DataChannel,
+    start: &StreamStart,
+    progress: &Progress,
+) -> Joined {
     let mut head = bytes::BytesMut::with_capacity(64);
     wire::encode(
         &Frame::StreamStatus {
@@ -209,23 +297,42 @@ async fn join(mut link: TcpStream, channel: DataChannel, start: &StreamStart, pr
         },
         &mut head,
     );
-    let mut channel = channel;
-    let (DataChannel::Plain(_, reader) | DataChannel::Tls(_, reader)) = &mut channel;
-    head.extend_from_slice(&reader.buffer_mut().split());
     let (res, _) = link.write_all(head).await;
     if let Err(e) = res {
         sockets::reset_on_close(channel.as_raw_fd());
-        return tracing::debug!(client = %start.client, error = %e, "peer link: sending the status failed");
+        tracing::debug!(client = %start.client, error = %e, "peer link: sending the status failed");
+        return Joined {
+            link: None,
+            channel: None,
+        };
     }
-    let result = match channel {
-        DataChannel::Plain(tcp, _) => io::copy::forward_returning(link, tcp, progress).await.0,
-        DataChannel::Tls(tls, _) => {
-            Box::pin(io::copy::forward_returning(link, *tls, progress))
-                .await
-                .0
+    let (result, link, channel) = match channel {
+        DataChannel::Plain(tcp, mut reader) => {
+            let relayed = chunked_relay::relay(link, link_reader, tcp, &mut reader, progress).await;
+            (
+                relayed.result,
+                relayed.a_again,
+                relayed.b_again.map(ParkedChannel::plain),
+            )
+        }
+        DataChannel::Tls(tls, mut reader) => {
+            let relayed = Box::pin(chunked_relay::relay(
+                link,
+                link_reader,
+                *tls,
+                &mut reader,
+                progress,
+            ))
+            .await;
+            (
+                relayed.result,
+                relayed.a_again,
+                relayed.b_again.and_then(ParkedChannel::tls),
+            )
         }
     };
     if let Err(e) = result {
         tracing::debug!(client = %start.client, error = %e, "peer link: stream ended with an error");
     }
+    Joined { link, channel }
 }

@@ -8,9 +8,14 @@
 //! [`PEER_STREAM_MAGIC`], a [`Frame::PeerStream`] (the stream header, proven with the
 //! fleet key) and the client's early bytes as one chunk, then the other edge's
 //! [`Frame::StreamStatus`] once its agent connected the upstream. From there it is a
-//! `tcp` data channel carrying one stream: chunk-framed both ways, spliced here. Until
-//! that status, nothing has reached an upstream, so a failed attempt moves on to the
-//! next route (at most [`MAX_ATTEMPTS`] edges), invisibly to the client.
+//! `tcp` data channel: chunk-framed both ways, spliced here, and kept for the next
+//! stream to the same edge once both ended cleanly (edge/peer_links.rs; no magic then).
+//! Until that status, nothing has reached an upstream, so a failed attempt moves on to
+//! the next route (at most [`MAX_ATTEMPTS`] edges), invisibly to the client.
+//!
+//! Which edge first: of two routes drawn at random, the one with less load per unit of
+//! capacity, as each edge publishes it (its members' weights, the streams on them) and
+//! as this worker sees it (its streams open there: [`PeerLoad`]).
 
 use std::{sync::Arc, time::Duration};
 
@@ -36,14 +41,14 @@ pub const PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 pub struct PeerOpened {
     /// The peer link, ready for the pump (the next byte is the upstream's).
     pub channel: DataChannel,
-    /// The edge that took it.
-    pub edge: Arc<str>,
+    /// The edge that took it, the stream counted against it while it flows.
+    pub load: PeerLoad,
     /// Edges that failed first.
     pub failovers: usize,
 }
 
-/// Opens `start` (with the client's `early` bytes) on one of `routes`, trying the next
-/// while nothing reached an upstream.
+/// Opens `start` (with the client's `early` bytes) on one of `routes`, the least
+/// loaded of two drawn first, trying the next while nothing reached an upstream.
 pub async fn open(
     shared: &EdgeShared,
     routes: &[PeerRoute],
@@ -58,7 +63,11 @@ pub async fn open(
             last: None,
         });
     };
-    let first = rand::random_range(0..routes.len());
+    let first = first_choice(
+        routes,
+        rand::random::<u32>() as usize,
+        rand::random::<u32>() as usize,
+    );
     let mut last = None;
     let attempts = routes.len().min(MAX_ATTEMPTS);
     for i in 0..attempts {
@@ -68,7 +77,7 @@ pub async fn open(
                 shared.peers.stats.out_opened.inc();
                 return Ok(PeerOpened {
                     channel,
-                    edge: route.edge.clone(),
+                    load: PeerLoad::new(route),
                     failovers: i,
                 });
             }
@@ -84,6 +93,80 @@ pub async fn open(
         tried: attempts,
         last,
     })
+}
+
+/// The route tried first: of two drawn at random (`draw_a`, `draw_b`), the one with
+/// less load per unit of capacity (power of two choices, as local pools do). An edge's
+/// load is at least what it last published (at most [`crate::fleet::routes::LOAD_CHECK`]
+/// old, this worker's streams there included once published) and at least the streams
+/// this worker has open there now, so a burst is spread before the next publication
+/// and nothing is counted twice after it.
+fn first_choice(routes: &[PeerRoute], draw_a: usize, draw_b: usize) -> usize {
+    let n = routes.len();
+    if n < 2 {
+        return 0;
+    }
+    let a = draw_a % n;
+    let b = (a + 1 + draw_b % (n - 1)) % n;
+    OUTSTANDING.with_borrow(|outstanding| {
+        let load = |r: &PeerRoute| {
+            u64::from(r.load.active).max(u64::from(outstanding.get(&r.edge).copied().unwrap_or(0)))
+        };
+        let capacity = |r: &PeerRoute| u64::from(r.load.capacity.max(1));
+        let (ra, rb) = (&routes[a], &routes[b]);
+        if load(rb) * capacity(ra) < load(ra) * capacity(rb) {
+            b
+        } else {
+            a
+        }
+    })
+}
+
+thread_local! {
+    /// Streams this worker has open on each other edge.
+    static OUTSTANDING: std::cell::RefCell<std::collections::HashMap<Arc<str>, u32>> =
+        Default::default();
+}
+
+/// Counts a stream against the edge carrying it (in this worker) until dropped, and
+/// knows where its link may wait for the next stream.
+pub struct PeerLoad {
+    /// The edge.
+    pub edge: Arc<str>,
+    boot: u64,
+    reuses_links: bool,
+}
+
+impl PeerLoad {
+    fn new(route: &PeerRoute) -> Self {
+        OUTSTANDING.with_borrow_mut(|o| *o.entry(route.edge.clone()).or_default() += 1);
+        Self {
+            edge: route.edge.clone(),
+            boot: route.boot,
+            reuses_links: route.reuses_links,
+        }
+    }
+
+    /// Keeps the link of a stream both edges ended cleanly for the next stream to the
+    /// same edge, if that edge keeps its end too (otherwise it is closed).
+    pub fn keep_link(&self, link: std::net::TcpStream) {
+        if self.reuses_links {
+            super::peer_links::put(self.edge.clone(), self.boot, link);
+        }
+    }
+}
+
+impl Drop for PeerLoad {
+    fn drop(&mut self) {
+        OUTSTANDING.with_borrow_mut(|o| {
+            if let Some(n) = o.get_mut(&self.edge) {
+                *n -= 1;
+                if *n == 0 {
+                    o.remove(&self.edge);
+                }
+            }
+        });
+    }
 }
 
 /// Why one peer link failed.
@@ -129,6 +212,8 @@ impl PeerFailure {
     }
 }
 
+/// One edge: on a link kept from an earlier stream when this worker has one (a link
+/// that broke meanwhile is replaced by a fresh one), else on a new link.
 async fn attempt(
     shared: &EdgeShared,
     key: &[u8; 32],
@@ -136,12 +221,41 @@ async fn attempt(
     start: &StreamStart,
     early: &[u8],
 ) -> Result<DataChannel, PeerFailure> {
-    let mut tcp = idle::within(PEER_CONNECT_TIMEOUT, TcpStream::connect_addr(route.addr))
+    if route.reuses_links {
+        if let Some(link) = super::peer_links::take(&route.edge, route.boot) {
+            if let Ok(tcp) = TcpStream::from_std(link) {
+                match announce(shared, key, route, start, early, tcp, false).await {
+                    Ok(channel) => {
+                        shared.peers.stats.links_reused.inc();
+                        return Ok(channel);
+                    }
+                    Err(PeerFailure::Broke) => {}
+                    Err(other) => return Err(other),
+                }
+            }
+        }
+    }
+    let tcp = idle::within(PEER_CONNECT_TIMEOUT, TcpStream::connect_addr(route.addr))
         .await
         .map_err(|_| PeerFailure::ConnectTimeout)?
         .map_err(|_| PeerFailure::Connect)?;
     let _ = tcp.set_nodelay(true);
     crate::fleet::keep_link_alive(std::os::fd::AsRawFd::as_raw_fd(&tcp));
+    shared.peers.stats.links_connected.inc();
+    announce(shared, key, route, start, early, tcp, true).await
+}
+
+/// Sends the proven opening (after the magic on a new link) and the client's early
+/// bytes, and reads the other edge's status.
+async fn announce(
+    shared: &EdgeShared,
+    key: &[u8; 32],
+    route: &PeerRoute,
+    start: &StreamStart,
+    early: &[u8],
+    mut tcp: TcpStream,
+    new_link: bool,
+) -> Result<DataChannel, PeerFailure> {
     let at_ms = crate::clock::wall_ms().max(0) as u64;
     let nonce: u64 = rand::random();
     let proven = proof::Opening {
@@ -160,7 +274,9 @@ async fn attempt(
         start: start.clone(),
     };
     let mut first = bytes::BytesMut::with_capacity(128 + early.len());
-    first.extend_from_slice(&PEER_STREAM_MAGIC);
+    if new_link {
+        first.extend_from_slice(&PEER_STREAM_MAGIC);
+    }
     wire::encode(&opening, &mut first);
     if !early.is_empty() {
         first.put_u32(early.len() as u32);
@@ -179,5 +295,56 @@ async fn attempt(
             StreamCode::PeerRefused => Err(PeerFailure::Refused),
         },
         Ok(Ok(Some(_))) => Err(PeerFailure::Unexpected),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fleet::UrlLoad;
+
+    fn route(edge: &str, capacity: u32, active: u32) -> PeerRoute {
+        PeerRoute {
+            edge: Arc::from(edge),
+            addr: "127.0.0.2:4443".parse().unwrap(),
+            boot: 1,
+            load: UrlLoad { capacity, active },
+            reuses_links: true,
+        }
+    }
+
+    #[test]
+    fn the_lighter_of_two_edges_is_tried_first_per_unit_of_capacity() {
+        let routes = [route("edge-a", 1, 10), route("edge-b", 1, 2)];
+        for draws in [(0, 0), (1, 0), (0, 7), (1, 3)] {
+            assert_eq!(first_choice(&routes, draws.0, draws.1), 1, "{draws:?}");
+        }
+        // Twice the capacity carries twice the load before it loses.
+        let routes = [route("edge-a", 2, 10), route("edge-b", 1, 6)];
+        assert_eq!(first_choice(&routes, 1, 0), 0);
+        // Equal loads: the first draw, so idle edges share evenly.
+        let routes = [route("edge-a", 1, 0), route("edge-b", 1, 0)];
+        assert_eq!(first_choice(&routes, 0, 0), 0);
+        assert_eq!(first_choice(&routes, 1, 0), 1);
+        assert_eq!(first_choice(&routes[..1], 5, 5), 0);
+    }
+
+    #[test]
+    fn streams_this_worker_opened_count_until_they_end() {
+        let routes = [route("edge-x", 1, 0), route("edge-y", 1, 0)];
+        let held: Vec<PeerLoad> = (0..3).map(|_| PeerLoad::new(&routes[0])).collect();
+        assert_eq!(first_choice(&routes, 0, 0), 1, "x has 3 of ours open");
+        let on_y: Vec<PeerLoad> = (0..4).map(|_| PeerLoad::new(&routes[1])).collect();
+        assert_eq!(first_choice(&routes, 1, 0), 0, "now y has more");
+        drop(held);
+        drop(on_y);
+        assert!(OUTSTANDING.with_borrow(|o| o.is_empty()));
+        assert_eq!(first_choice(&routes, 1, 0), 1);
+
+        // Once y has published our 4 streams (and x its 5 of others'), ours are not
+        // counted again on top: y (4) is still lighter than x (5).
+        let routes = [route("edge-x", 1, 5), route("edge-y", 1, 4)];
+        let _on_y: Vec<PeerLoad> = (0..4).map(|_| PeerLoad::new(&routes[1])).collect();
+        assert_eq!(first_choice(&routes, 0, 0), 1);
     }
 }

@@ -35,7 +35,7 @@ use sluice_policy::{CompiledPolicy, Outcome as Verdict, Why};
 use super::{
     account::{self, Conn, Outcome, StreamEnd, Unrouted},
     conn_limits::IpSlot,
-    datachan::DataChannel,
+    datachan::{DataChannel, ParkedChannel},
     open, peer_out,
     pool::Pool,
     session_handle::SessionHandle,
@@ -170,11 +170,11 @@ pub(super) fn forward(
             open_latency: accepted_at.elapsed(),
         });
 
-        let session = match &via {
-            Via::Member(load) => Some(&*load.0.session),
-            Via::Peer => None,
+        let keeper = match &via {
+            Via::Member(load) => Keeper::Session(&load.0.session),
+            Via::Peer(load) => Keeper::PeerLink(load),
         };
-        let mut end = pump(&endpoint, shared.pump, client, channel, session).await;
+        let mut end = pump(&endpoint, shared.pump, client, channel, keeper).await;
         if let StreamEnd::Closed(bytes) = &mut end {
             bytes.inbound_to_outbound += early_bytes;
         }
@@ -186,8 +186,8 @@ pub(super) fn forward(
 enum Via {
     /// A local pool member (its load guard, held while the stream flows).
     Member(super::pool::MemberLoad),
-    /// Another edge of the fleet, over a peer link.
-    Peer,
+    /// Another edge of the fleet, over a peer link (the stream counted against it).
+    Peer(peer_out::PeerLoad),
 }
 
 /// An opened stream: who carries it, the channel ready for the pump, and how many
@@ -267,9 +267,9 @@ async fn carry_to_peer(
     };
     let opened = peer_out::open(shared, edges, start, early).await?;
     tracing::debug!(endpoint = %endpoint.url, peer = %start.client, url = %start.internal_url,
-        peer_edge = %opened.edge, "forwarded to the edge holding the URL's session");
+        peer_edge = %opened.load.edge, "forwarded to the edge holding the URL's session");
     Ok(Carried {
-        via: Via::Peer,
+        via: Via::Peer(opened.load),
         channel: opened.channel,
         failovers: opened.failovers,
     })
@@ -364,10 +364,17 @@ async fn client_side(
     }
 }
 
+/// Who takes a channel back when its stream left it reusable.
+enum Keeper<'a> {
+    /// A local member's session: the channel is parked with it again.
+    Session(&'a SessionHandle),
+    /// Another edge: the peer link waits for the next stream to it.
+    PeerLink(&'a peer_out::PeerLoad),
+}
+
 /// The pump phase: the stream's bytes both ways until both directions end, the
-/// endpoint's idle timeout, or `session` (a local member's) is kicked; a `tls` channel
-/// left reusable is parked with `session` again. A peer link (no session) carries one
-/// stream and is closed after it: the other edge then lets its data channel go.
+/// endpoint's idle timeout, or (a local member's) session is kicked; a channel left
+/// reusable goes back to its `keeper`.
 #[allow(
     clippy::manual_async_fn,
     reason = "an async block keeps its arguments once; an async fn, twice"
@@ -377,25 +384,32 @@ fn pump<'a>(
     how: io::Pump,
     client: Client,
     channel: DataChannel,
-    session: Option<&'a SessionHandle>,
+    keeper: Keeper<'a>,
 ) -> impl Future<Output = StreamEnd> + 'a {
     async move {
         let progress = Progress::default();
         let fds = [client.as_raw_fd(), channel.as_raw_fd()];
         let work = pin!(channel.pump(client, how, &progress));
         let work = pin!(until_idle(endpoint.idle_timeout, &progress, work));
-        let ended = match session {
-            Some(session) => unless_kicked(session, fds, work).await,
-            None => Some(work.await),
+        let ended = match keeper {
+            Keeper::Session(session) => unless_kicked(session, fds, work).await,
+            Keeper::PeerLink(_) => Some(work.await),
         };
         match ended {
             None => StreamEnd::Cut {
-                session: session.map_or(0, |s| s.id),
+                session: match keeper {
+                    Keeper::Session(s) => s.id,
+                    Keeper::PeerLink(_) => 0,
+                },
             },
             Some(None) => StreamEnd::IdleTimeout,
             Some(Some(pumped)) => {
-                if let (Some(channel), Some(session)) = (pumped.again, session) {
-                    session.park(channel);
+                match (pumped.again, keeper) {
+                    (Some(channel), Keeper::Session(session)) => session.park(channel),
+                    (Some(ParkedChannel::Plain(link)), Keeper::PeerLink(load)) => {
+                        load.keep_link(link)
+                    }
+                    _ => {}
                 }
                 match pumped.result {
                     Ok(bytes) => StreamEnd::Closed(bytes),

@@ -162,6 +162,19 @@ impl Pool {
         self.members.iter().any(|m| m.healthy())
     }
 
+    /// The pool's load as another edge of a fleet weighs it: its healthy members'
+    /// summed weights, and the streams open on their sessions.
+    pub fn load(&self) -> crate::fleet::UrlLoad {
+        let healthy = self.members.iter().filter(|m| m.healthy());
+        let (capacity, active) = healthy.fold((0u32, 0u32), |(c, a), m| {
+            (
+                c.saturating_add(u32::from(m.weight())),
+                a.saturating_add(m.load().min(u64::from(u32::MAX)) as u32),
+            )
+        });
+        crate::fleet::UrlLoad { capacity, active }
+    }
+
     /// A pool of one.
     pub fn first(url: &str, session: &Arc<SessionHandle>, pooling: bool) -> Pool {
         Pool {

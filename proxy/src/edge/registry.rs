@@ -103,15 +103,18 @@ impl Registry {
         self.generation.load(Ordering::Relaxed)
     }
 
-    /// The internal URLs bound here now with at least one healthy member (what this
-    /// edge publishes as its routes to a fleet).
-    pub fn bound_urls(&self) -> Vec<String> {
-        self.bindings
+    /// The internal URLs bound here now with at least one healthy member, sorted, with
+    /// their loads (what this edge publishes as its routes to a fleet).
+    pub fn bound_urls(&self) -> Vec<(String, crate::fleet::UrlLoad)> {
+        let mut urls: Vec<_> = self
+            .bindings
             .load()
             .iter()
             .filter(|(_, pool)| pool.any_healthy())
-            .map(|(url, _)| url.clone())
-            .collect()
+            .map(|(url, pool)| (url.clone(), pool.load()))
+            .collect();
+        urls.sort_by(|a, b| a.0.cmp(&b.0));
+        urls
     }
 
     /// Looks up a session by id (data channel authentication).

@@ -40,6 +40,37 @@ pub struct PeerRoute {
     pub addr: SocketAddr,
     /// The number it drew at start (openings are proven for it).
     pub boot: u64,
+    /// The URL's load there, as last published.
+    pub load: UrlLoad,
+    /// Whether it keeps a link for the next stream once one ended (edges before this
+    /// was published close it, and the link is closed here too).
+    pub reuses_links: bool,
+}
+
+/// How loaded a URL is on the edge that publishes it: what balancing across edges
+/// compares (edge/peer_out.rs).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct UrlLoad {
+    /// The summed weights of its healthy members there (0: not published).
+    pub capacity: u32,
+    /// Streams open on those members' sessions.
+    pub active: u32,
+}
+
+/// One edge's part of the routes: what [`PeerRoutes::from_edges`] reads.
+pub struct EdgeRoutes<'a> {
+    /// Its `edge_id`.
+    pub edge: &'a str,
+    /// Its agent port.
+    pub addr: SocketAddr,
+    /// Its boot number.
+    pub boot: u64,
+    /// The URLs it serves.
+    pub urls: &'a [String],
+    /// Their loads, in the order of `urls` (empty: not published).
+    pub loads: &'a [UrlLoad],
+    /// Whether it reuses peer links.
+    pub reuses_links: bool,
 }
 
 /// Which other edges hold sessions for which URLs (this edge's own are not in it).
@@ -49,18 +80,19 @@ pub struct PeerRoutes {
 }
 
 impl PeerRoutes {
-    /// The routes published by each edge: (edge, peer address, boot number, URLs).
-    pub fn from_edges<'a>(
-        edges: impl IntoIterator<Item = (&'a str, SocketAddr, u64, &'a [String])>,
-    ) -> Self {
+    /// The routes published by each edge.
+    pub fn from_edges<'a>(edges: impl IntoIterator<Item = EdgeRoutes<'a>>) -> Self {
         let mut by_url: HashMap<String, Vec<PeerRoute>> = HashMap::new();
-        for (edge, addr, boot, urls) in edges {
-            let edge: Arc<str> = Arc::from(edge);
-            for url in urls {
+        for published in edges {
+            let edge: Arc<str> = Arc::from(published.edge);
+            let loads = (published.loads.len() == published.urls.len()).then_some(published.loads);
+            for (i, url) in published.urls.iter().enumerate() {
                 by_url.entry(url.clone()).or_default().push(PeerRoute {
                     edge: edge.clone(),
-                    addr,
-                    boot,
+                    addr: published.addr,
+                    boot: published.boot,
+                    load: loads.map_or_else(UrlLoad::default, |l| l[i]),
+                    reuses_links: published.reuses_links,
                 });
             }
         }
@@ -76,6 +108,27 @@ impl PeerRoutes {
             .get(url)
             .map(Vec::as_slice)
             .filter(|r| !r.is_empty())
+    }
+
+    /// Every (URL, route), in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &PeerRoute)> {
+        self.by_url
+            .iter()
+            .flat_map(|(url, routes)| routes.iter().map(move |r| (url.as_str(), r)))
+    }
+
+    /// Whether `other` sends each URL to the same edges (loads aside).
+    pub fn same_targets(&self, other: &PeerRoutes) -> bool {
+        self.by_url.len() == other.by_url.len()
+            && self.by_url.iter().all(|(url, routes)| {
+                other.by_url.get(url).is_some_and(|theirs| {
+                    routes.len() == theirs.len()
+                        && routes
+                            .iter()
+                            .zip(theirs)
+                            .all(|(a, b)| (&a.edge, a.addr, a.boot) == (&b.edge, b.addr, b.boot))
+                })
+            })
     }
 
     /// How many (URL, edge) routes there are.
@@ -121,6 +174,8 @@ pub const MAX_ANNOUNCED_SESSIONS: usize = 1000;
 pub struct Announcement {
     /// Internal URLs with a session here (sorted).
     pub urls: Vec<String>,
+    /// Their loads, in the same order.
+    pub loads: Vec<UrlLoad>,
     /// The sessions.
     pub sessions: Vec<SessionSummary>,
 }
@@ -155,6 +210,10 @@ pub struct PeerStats {
     pub in_refused: Counter,
     /// Openings for a URL no local session could take.
     pub in_failed: Counter,
+    /// Peer links this edge connected to another edge.
+    pub links_connected: Counter,
+    /// Streams this edge sent on a link kept from an earlier stream.
+    pub links_reused: Counter,
 }
 
 /// What the workers know of the fleet's other edges.
@@ -260,26 +319,47 @@ mod tests {
             "tcp://db.internal:5432".to_string(),
             "tcp://api.internal:443".to_string(),
         ];
+        let loads = [
+            UrlLoad {
+                capacity: 2,
+                active: 5,
+            },
+            UrlLoad {
+                capacity: 1,
+                active: 0,
+            },
+        ];
         let routes = PeerRoutes::from_edges([
-            (
-                "edge-c",
-                "127.0.0.3:4443".parse().unwrap(),
-                3,
-                both.as_slice(),
-            ),
-            (
-                "edge-b",
-                "127.0.0.2:4443".parse().unwrap(),
-                2,
-                db.as_slice(),
-            ),
+            EdgeRoutes {
+                edge: "edge-c",
+                addr: "127.0.0.3:4443".parse().unwrap(),
+                boot: 3,
+                urls: &both,
+                loads: &loads,
+                reuses_links: true,
+            },
+            EdgeRoutes {
+                edge: "edge-b",
+                addr: "127.0.0.2:4443".parse().unwrap(),
+                boot: 2,
+                urls: &db,
+                loads: &[],
+                reuses_links: false,
+            },
         ]);
         let db_routes = routes.lookup("tcp://db.internal:5432").unwrap();
         assert_eq!(
             db_routes.iter().map(|r| &*r.edge).collect::<Vec<_>>(),
             ["edge-b", "edge-c"]
         );
+        assert_eq!(db_routes[0].load, UrlLoad::default(), "b published none");
+        assert_eq!(db_routes[1].load, loads[0]);
+        assert!(db_routes[1].reuses_links && !db_routes[0].reuses_links);
         assert_eq!(routes.lookup("tcp://api.internal:443").unwrap().len(), 1);
+        assert_eq!(
+            routes.lookup("tcp://api.internal:443").unwrap()[0].load,
+            loads[1]
+        );
         assert!(routes.lookup("tcp://none.internal:1").is_none());
         assert_eq!(routes.len(), 3);
     }

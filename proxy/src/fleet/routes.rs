@@ -5,7 +5,8 @@
 //! port (where peer links go), attached to a lease of [`TTL_SECS`] kept alive every
 //! [`KEEPALIVE`]. An edge that dies stops keeping it alive, and its routes vanish from
 //! etcd when the lease runs out, all at once. The registry's generation is read every
-//! [`CHECK`]; the announcement is rebuilt and written when it moved.
+//! [`CHECK`]; the announcement is rebuilt and written when it moved, and every
+//! [`LOAD_CHECK`] when only the URLs' loads moved (what other edges balance on).
 //!
 //! [`follow`]: every edge loads `P/routes/` and watches it, building a fresh
 //! [`PeerRoutes`] (the other edges' routes) on each change and swapping it in for the
@@ -18,7 +19,7 @@ use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
 use etcd_client::{EventType, GetOptions, PutOptions, WatchOptions};
 use serde::{Deserialize, Serialize};
 
-use super::{PeerRoutes, Peers, RemoteSession, RouteSource};
+use super::{EdgeRoutes, PeerRoutes, Peers, RemoteSession, RouteSource};
 use crate::state::etcd::FleetLink;
 
 /// Life of an edge's routes without a keepalive: how long the routes of an edge that
@@ -28,6 +29,9 @@ pub const TTL_SECS: i64 = 5;
 pub const KEEPALIVE: Duration = Duration::from_millis(1500);
 /// How often the registry's URLs are compared with those published.
 pub const CHECK: Duration = Duration::from_millis(50);
+/// How often the URLs' loads are compared with those published (and published again
+/// when they moved): how stale the load another edge balances on may be.
+pub const LOAD_CHECK: Duration = Duration::from_secs(1);
 const RETRY: Duration = Duration::from_secs(1);
 
 /// The value of `P/routes/<edge>`.
@@ -42,6 +46,13 @@ pub struct RouteRecord {
     pub boot: u64,
     /// The internal URLs it holds sessions for.
     pub urls: Vec<String>,
+    /// Their loads, in the order of `urls` (absent from edges before it).
+    #[serde(default)]
+    pub loads: Vec<super::UrlLoad>,
+    /// Whether it keeps a peer link for the next stream (absent from edges before it,
+    /// which close each link after one stream).
+    #[serde(default)]
+    pub reuses_links: bool,
     /// Its sessions.
     #[serde(default)]
     pub sessions: Vec<super::SessionSummary>,
@@ -77,17 +88,29 @@ async fn publish_under_one_lease(
         .ok_or_else(|| anyhow::anyhow!("not connected to etcd yet"))?;
     let lease = client.lease_grant(TTL_SECS, None).await?.id();
     let (mut keeper, mut answers) = client.lease_keep_alive(lease).await?;
-    let mut published: Option<u64> = None;
+    let mut published: Option<(u64, Vec<super::UrlLoad>)> = None;
     let mut next_keepalive = tokio::time::Instant::now() + KEEPALIVE;
+    let mut next_load_check = tokio::time::Instant::now() + LOAD_CHECK;
     loop {
         let generation = source.generation();
-        if published != Some(generation) {
-            let announced = source.announcement();
+        let moved = published.as_ref().is_none_or(|(g, _)| *g != generation);
+        let load_due = tokio::time::Instant::now() >= next_load_check;
+        if load_due {
+            next_load_check = tokio::time::Instant::now() + LOAD_CHECK;
+        }
+        let announced = (moved || load_due).then(|| source.announcement());
+        let loads_moved = announced
+            .as_ref()
+            .is_some_and(|a| published.as_ref().is_none_or(|(_, l)| *l != a.loads));
+        if let Some(announced) = announced.filter(|_| moved || loads_moved) {
+            let loads = announced.loads.clone();
             let record = RouteRecord {
                 edge: link.edge_id().to_string(),
                 peer,
                 boot,
                 urls: announced.urls,
+                loads: announced.loads,
+                reuses_links: true,
                 sessions: announced.sessions,
             };
             let value = serde_json::to_vec(&record)?;
@@ -99,7 +122,7 @@ async fn publish_under_one_lease(
                 sessions = record.sessions.len(),
                 "fleet routes published"
             );
-            published = Some(generation);
+            published = Some((generation, loads));
         }
         if tokio::time::Instant::now() >= next_keepalive {
             keeper.keep_alive().await?;
@@ -186,15 +209,26 @@ fn parse(value: &[u8]) -> Option<RouteRecord> {
 /// Swaps in the routes of `records` (other edges only) if they changed.
 fn apply(link: &FleetLink, peers: &Peers, records: &HashMap<String, RouteRecord>) {
     let own = link.edge_id();
-    let routes = PeerRoutes::from_edges(
-        records
-            .values()
-            .filter(|r| r.edge != own)
-            .map(|r| (r.edge.as_str(), r.peer, r.boot, r.urls.as_slice())),
-    );
-    if **peers.routes() != routes {
-        let edges = records.values().filter(|r| r.edge != own).count();
-        tracing::info!(edges, routes = routes.len(), "fleet routes changed");
+    let routes =
+        PeerRoutes::from_edges(
+            records
+                .values()
+                .filter(|r| r.edge != own)
+                .map(|r| EdgeRoutes {
+                    edge: &r.edge,
+                    addr: r.peer,
+                    boot: r.boot,
+                    urls: &r.urls,
+                    loads: &r.loads,
+                    reuses_links: r.reuses_links,
+                }),
+        );
+    let in_force = peers.routes();
+    if **in_force != routes {
+        if !in_force.same_targets(&routes) {
+            let edges = records.values().filter(|r| r.edge != own).count();
+            tracing::info!(edges, routes = routes.len(), "fleet routes changed");
+        }
         peers.set_routes(routes);
     }
     let mut sessions: Vec<RemoteSession> = records

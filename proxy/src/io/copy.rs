@@ -112,13 +112,13 @@ pub async fn forward_returning<A: super::Duplex, B: super::Duplex>(
 /// dropped — also when the pump is dropped midway (a stream cut from outside). A monoio
 /// write half dropped on its own shuts a TCP socket down for writing, and that FIN
 /// would reach the peer ahead of the reset a failed or cut stream must end with.
-struct Halves<T: AsyncWriteRent> {
+pub(crate) struct Halves<T: AsyncWriteRent> {
     read: Option<OwnedReadHalf<T>>,
     write: Option<OwnedWriteHalf<T>>,
 }
 
 impl<T: AsyncWriteRent + Split> Halves<T> {
-    fn new(stream: T) -> Self {
+    pub(crate) fn new(stream: T) -> Self {
         let (read, write) = stream.into_split();
         Self {
             read: Some(read),
@@ -128,14 +128,14 @@ impl<T: AsyncWriteRent + Split> Halves<T> {
 }
 
 impl<T: AsyncWriteRent> Halves<T> {
-    fn parts(&mut self) -> (&mut OwnedReadHalf<T>, &mut OwnedWriteHalf<T>) {
+    pub(crate) fn parts(&mut self) -> (&mut OwnedReadHalf<T>, &mut OwnedWriteHalf<T>) {
         match (self.read.as_mut(), self.write.as_mut()) {
             (Some(read), Some(write)) => (read, write),
             _ => unreachable!("halves are only taken apart on drop or reunite"),
         }
     }
 
-    fn reunite(mut self) -> Option<T> {
+    pub(crate) fn reunite(mut self) -> Option<T> {
         let (read, write) = (self.read.take()?, self.write.take()?);
         read.reunite(write).ok()
     }

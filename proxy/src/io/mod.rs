@@ -3,6 +3,7 @@
 //! socket construction (SO_REUSEPORT listeners, non-blocking, reset on close).
 
 pub mod chunked;
+pub mod chunked_relay;
 pub mod chunked_splice;
 pub mod copy;
 pub mod framed;

@@ -27,6 +27,21 @@ pub fn render(peers: &Peers) -> String {
         );
     }
     e.family(
+        "sluice_edge_peer_link_streams_total",
+        "counter",
+        "Streams this edge sent to another edge, by the link that carried them: connected (a new peer link) or reused (a link kept from an earlier stream to the same edge).",
+    );
+    for (link, counter) in [
+        ("connected", &s.links_connected),
+        ("reused", &s.links_reused),
+    ] {
+        e.sample(
+            "sluice_edge_peer_link_streams_total",
+            &[("link", link)],
+            counter.get(),
+        );
+    }
+    e.family(
         "sluice_edge_fleet_routes",
         "gauge",
         "(internal URL, edge) routes of the other edges of the fleet in force here.",
