@@ -33,7 +33,7 @@ use super::{
 };
 use crate::{
     fleet::proof,
-    io::{chunked_relay, framed, idle, idle::Progress, sockets},
+    io::{chunked_relay, chunked_splice, framed, idle, idle::Progress, sockets},
     wire::{self, Frame, StreamCode, StreamStart},
 };
 
@@ -281,8 +281,9 @@ struct Joined {
     channel: Option<ParkedChannel>,
 }
 
-/// The status `Ok` and whatever the agent sent after its own, to the sending edge;
-/// then the stream relayed chunk by chunk until both directions end.
+/// The status `Ok` to the sending edge; then the stream (the agent's first chunks
+/// may already be in its channel's reader) relayed chunk by chunk until both directions end: spliced from a
+/// `tcp` data channel, copied from a `tls` one.
 async fn join(
     mut link: TcpStream,
     link_reader: &mut framed::FrameReader,
@@ -308,7 +309,8 @@ async fn join(
     }
     let (result, link, channel) = match channel {
         DataChannel::Plain(tcp, mut reader) => {
-            let relayed = chunked_relay::relay(link, link_reader, tcp, &mut reader, progress).await;
+            let relayed =
+                chunked_splice::relay(link, link_reader, tcp, &mut reader, progress).await;
             (
                 relayed.result,
                 relayed.a_again,

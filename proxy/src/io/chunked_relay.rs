@@ -139,93 +139,118 @@ mod tests {
         out
     }
 
-    /// Relays between the near ends of two pairs whose far ends already sent `from_a`
-    /// and `from_b`: (whether a and b came back, a's reader leftover, the result).
+    /// Both relays: this copying one, and the splicing one for two plain sockets.
+    const BOTH: [bool; 2] = [false, true];
+
+    /// Relays (spliced or copied) between the near ends of two pairs whose far ends
+    /// already sent their part: (whether a and b came back, a's reader leftover, the
+    /// result).
     fn run(
+        spliced: bool,
         a_near: std::net::TcpStream,
         b_near: std::net::TcpStream,
+        after_a_end: usize,
     ) -> (bool, bool, Vec<u8>, Result<PumpStats, PumpError>) {
         block_on(Driver::Legacy, || async move {
             let a = monoio::net::TcpStream::from_std(a_near).unwrap();
             let b = monoio::net::TcpStream::from_std(b_near).unwrap();
             let (mut a_reader, mut b_reader) = (FrameReader::new(), FrameReader::new());
-            let out = relay(a, &mut a_reader, b, &mut b_reader, &Progress::default()).await;
-            (
-                out.a_again.is_some(),
-                out.b_again.is_some(),
-                a_reader.buffer_mut().to_vec(),
-                out.result,
-            )
+            let progress = Progress::default();
+            let out = if spliced {
+                crate::io::chunked_splice::relay(a, &mut a_reader, b, &mut b_reader, &progress)
+                    .await
+            } else {
+                relay(a, &mut a_reader, b, &mut b_reader, &progress).await
+            };
+            // What a's far side sent after its end marker: some may still be in the
+            // socket (the spliced relay reads only a header after a bulk chunk).
+            let mut after = a_reader.buffer_mut().to_vec();
+            let a_kept = out.a_again.is_some();
+            if let Some(mut a) = out.a_again {
+                while after.len() < after_a_end {
+                    use monoio::io::AsyncReadRentExt;
+                    let (res, more) = a.read_exact(vec![0u8; after_a_end - after.len()]).await;
+                    res.unwrap();
+                    after.extend_from_slice(&more);
+                }
+            }
+            (a_kept, out.b_again.is_some(), after, out.result)
         })
         .unwrap()
     }
 
     #[test]
     fn chunks_pass_both_ways_and_both_channels_come_back_kept() {
-        let (mut a_far, a_near) = pair();
-        let (mut b_far, b_near) = pair();
-        let mut from_a = chunk(b"hello");
-        from_a.extend_from_slice(&chunk(&[9u8; 70_000]));
-        from_a.extend_from_slice(&EOS_KEEP.to_be_bytes());
-        from_a.extend_from_slice(b"next opening");
-        a_far.write_all(&from_a).unwrap();
-        let mut from_b = chunk(b"world");
-        from_b.extend_from_slice(&EOS_KEEP.to_be_bytes());
-        b_far.write_all(&from_b).unwrap();
+        for spliced in BOTH {
+            let (mut a_far, a_near) = pair();
+            let (mut b_far, b_near) = pair();
+            let mut from_a = chunk(b"hello");
+            from_a.extend_from_slice(&chunk(&[9u8; 70_000]));
+            from_a.extend_from_slice(&EOS_KEEP.to_be_bytes());
+            from_a.extend_from_slice(b"next opening");
+            a_far.write_all(&from_a).unwrap();
+            let mut from_b = chunk(b"world");
+            from_b.extend_from_slice(&EOS_KEEP.to_be_bytes());
+            b_far.write_all(&from_b).unwrap();
 
-        let (a_kept, b_kept, leftover, result) = run(a_near, b_near);
-        let stats = result.unwrap();
-        assert_eq!(stats.inbound_to_outbound, 5 + 70_000);
-        assert_eq!(stats.outbound_to_inbound, 5);
-        assert!(a_kept && b_kept);
-        assert_eq!(
-            leftover, b"next opening",
-            "the next opening stays for the link"
-        );
+            let (a_kept, b_kept, leftover, result) = run(spliced, a_near, b_near, 12);
+            let stats = result.unwrap();
+            assert_eq!(stats.inbound_to_outbound, 5 + 70_000);
+            assert_eq!(stats.outbound_to_inbound, 5);
+            assert!(a_kept && b_kept);
+            assert_eq!(
+                leftover, b"next opening",
+                "the next opening stays for the link's next read"
+            );
 
-        // b received a's bytes (re-chunked as they arrived) and our end marker.
-        let mut got = Vec::new();
-        let mut reader = FrameReader::new();
-        block_on(Driver::Legacy, || async {
-            let mut far = monoio::net::TcpStream::from_std(b_far.try_clone().unwrap()).unwrap();
-            loop {
-                match reader.next_chunk(&mut far).await.unwrap() {
-                    crate::io::framed::Chunk::Data(bytes) => got.extend_from_slice(&bytes),
-                    crate::io::framed::Chunk::End { keep } => break assert!(keep),
+            // b received a's bytes (re-chunked as they arrived) and our end marker.
+            let mut got = Vec::new();
+            let mut reader = FrameReader::new();
+            block_on(Driver::Legacy, || async {
+                let mut far = monoio::net::TcpStream::from_std(b_far.try_clone().unwrap()).unwrap();
+                loop {
+                    match reader.next_chunk(&mut far).await.unwrap() {
+                        crate::io::framed::Chunk::Data(bytes) => got.extend_from_slice(&bytes),
+                        crate::io::framed::Chunk::End { keep } => break assert!(keep),
+                    }
                 }
-            }
-        })
-        .unwrap();
-        assert_eq!(&got[..5], b"hello");
-        assert_eq!(got.len(), 5 + 70_000);
-        let mut back = [0u8; 13];
-        a_far.read_exact(&mut back).unwrap();
-        assert_eq!(back[..9], chunk(b"world")[..]);
-        assert_eq!(back[9..], EOS_KEEP.to_be_bytes());
+            })
+            .unwrap();
+            assert_eq!(&got[..5], b"hello");
+            assert_eq!(got.len(), 5 + 70_000);
+            let mut back = [0u8; 13];
+            a_far.read_exact(&mut back).unwrap();
+            assert_eq!(back[..9], chunk(b"world")[..]);
+            assert_eq!(back[9..], EOS_KEEP.to_be_bytes());
+        }
     }
 
     #[test]
     fn a_channel_its_far_side_retires_does_not_come_back() {
-        let (mut a_far, a_near) = pair();
-        let (mut b_far, b_near) = pair();
-        a_far.write_all(&EOS_KEEP.to_be_bytes()).unwrap();
-        b_far.write_all(&EOS_RETIRE.to_be_bytes()).unwrap();
-        let (a_kept, b_kept, _, result) = run(a_near, b_near);
-        assert!(result.is_ok());
-        assert!(a_kept && !b_kept);
+        for spliced in BOTH {
+            let (mut a_far, a_near) = pair();
+            let (mut b_far, b_near) = pair();
+            a_far.write_all(&EOS_KEEP.to_be_bytes()).unwrap();
+            b_far.write_all(&EOS_RETIRE.to_be_bytes()).unwrap();
+            let (a_kept, b_kept, _, result) = run(spliced, a_near, b_near, 0);
+            assert!(result.is_ok());
+            assert!(a_kept && !b_kept);
+        }
     }
 
     #[test]
     fn a_reset_on_one_side_resets_the_other() {
-        let (a_far, a_near) = pair();
-        let (mut b_far, b_near) = pair();
-        sockets::reset_on_close(std::os::fd::AsRawFd::as_raw_fd(&a_far));
-        drop(a_far);
-        let (a_kept, b_kept, _, result) = run(a_near, b_near);
-        assert!(result.is_err());
-        assert!(!a_kept && !b_kept);
-        let mut buf = [0u8; 16];
-        let err = b_far.read(&mut buf).expect_err("a reset, not an end");
-        assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset);
+        for spliced in BOTH {
+            let (a_far, a_near) = pair();
+            let (mut b_far, b_near) = pair();
+            sockets::reset_on_close(std::os::fd::AsRawFd::as_raw_fd(&a_far));
+            drop(a_far);
+            let (a_kept, b_kept, _, result) = run(spliced, a_near, b_near, 0);
+            assert!(result.is_err());
+            assert!(!a_kept && !b_kept);
+            let mut buf = [0u8; 16];
+            let err = b_far.read(&mut buf).expect_err("a reset, not an end");
+            assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset);
+        }
     }
 }

@@ -72,7 +72,13 @@ pub async fn forward(
     }
     let result = {
         let up = std::pin::pin!(to_channel(&local, &channel, keep_channel, progress));
-        let down = std::pin::pin!(from_channel(&channel, &local, reader, progress));
+        let down = std::pin::pin!(from_channel(
+            &channel,
+            &local,
+            reader,
+            Deliver::Bytes,
+            progress
+        ));
         join_or_first_error(up, down).await
     };
     match result {
@@ -92,6 +98,55 @@ pub async fn forward(
                 result: Err(e),
             }
         }
+    }
+}
+
+/// Relays chunk-framed streams between two plain channels (a peer link `a` and a
+/// `tcp` data channel `b`, at the edge holding the session), as
+/// [`super::chunked_relay::relay`] does for any two, but with each chunk's header
+/// copied and its bytes spliced (or copied when few). Each direction's end marker is
+/// answered with ours, "keep"; (bytes `a` to `b`, bytes `b` to `a`), and each channel
+/// back when its far side kept it (bytes past `a`'s end marker stay in `a_reader`).
+/// An error resets both. Not cancel-safe.
+pub async fn relay(
+    a: TcpStream,
+    a_reader: &mut FrameReader,
+    b: TcpStream,
+    b_reader: &mut FrameReader,
+    progress: &Progress,
+) -> super::chunked_relay::RelayOutcome<TcpStream, TcpStream> {
+    use super::chunked_relay::RelayOutcome;
+    let failed = |e: PumpError| {
+        for s in [&a, &b] {
+            sockets::reset_on_close(s.as_raw_fd());
+        }
+        e
+    };
+    let result = match [&a, &b]
+        .into_iter()
+        .try_for_each(|s| sockets::set_nonblocking(s.as_raw_fd()))
+    {
+        Err(source) => Err(inbound(source)),
+        Ok(()) => {
+            let a_to_b = std::pin::pin!(from_channel(&a, &b, a_reader, Deliver::Chunks, progress));
+            let b_to_a = std::pin::pin!(from_channel(&b, &a, b_reader, Deliver::Chunks, progress));
+            join_or_first_error(a_to_b, b_to_a).await
+        }
+    };
+    match result {
+        Ok(((a_bytes, a_keeps), (b_bytes, b_keeps))) => RelayOutcome {
+            result: Ok(PumpStats {
+                inbound_to_outbound: a_bytes,
+                outbound_to_inbound: b_bytes,
+            }),
+            a_again: a_keeps.then_some(a),
+            b_again: (b_keeps && !b_reader.has_leftover()).then_some(b),
+        },
+        Err(e) => RelayOutcome {
+            result: Err(failed(e)),
+            a_again: None,
+            b_again: None,
+        },
     }
 }
 
@@ -283,12 +338,22 @@ async fn splice_chunk(
     Ok(Some(n))
 }
 
-/// The channel's chunks as the local side's bytes, the peer's end marker as our FIN:
-/// (bytes, whether the peer keeps the channel).
+/// What [`from_channel`] makes of the channel's chunks on the other socket.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Deliver {
+    /// Their bytes, and the end marker as a FIN (a local socket).
+    Bytes,
+    /// The chunks as they are, and the end marker as ours, "keep" (another channel).
+    Chunks,
+}
+
+/// The channel's chunks delivered to `local` as `deliver` says: (bytes, whether the
+/// peer keeps the channel).
 async fn from_channel(
     channel: &TcpStream,
     local: &TcpStream,
     reader: &mut FrameReader,
+    deliver: Deliver,
     progress: &Progress,
 ) -> Result<(u64, bool), PumpError> {
     let buf = reader.buffer_mut();
@@ -313,6 +378,11 @@ async fn from_channel(
         if rest == 0 {
             match decode_chunk_header(buf) {
                 Ok(Some(ChunkHeader::Data(n))) => {
+                    if deliver == Deliver::Chunks {
+                        send_all(local, &buf[..4], libc::MSG_MORE)
+                            .await
+                            .map_err(inbound)?;
+                    }
                     buf.advance(4);
                     rest = n;
                     bulk = n >= SMALL;
@@ -320,7 +390,12 @@ async fn from_channel(
                 }
                 Ok(Some(ChunkHeader::End { keep })) => {
                     buf.advance(4);
-                    sockets::shutdown_write(local.as_raw_fd());
+                    match deliver {
+                        Deliver::Bytes => sockets::shutdown_write(local.as_raw_fd()),
+                        Deliver::Chunks => send_all(local, &EOS_KEEP.to_be_bytes(), 0)
+                            .await
+                            .map_err(inbound)?,
+                    }
                     return Ok((total, keep));
                 }
                 Ok(None) => {}
