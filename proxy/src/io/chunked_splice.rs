@@ -378,14 +378,23 @@ async fn from_channel(
         if rest == 0 {
             match decode_chunk_header(buf) {
                 Ok(Some(ChunkHeader::Data(n))) => {
+                    bulk = n >= SMALL;
                     if deliver == Deliver::Chunks {
-                        send_all(local, &buf[..4], libc::MSG_MORE)
+                        // The header with what is here of its bytes, in one send (a
+                        // small message is one read and one send, as a copy would be).
+                        let k = n.min(buf.len() - 4);
+                        let more = if k < n { libc::MSG_MORE } else { 0 };
+                        send_all(local, &buf[..4 + k], more)
                             .await
                             .map_err(inbound)?;
+                        buf.advance(4 + k);
+                        rest = n - k;
+                        total += k as u64;
+                        progress.bump(k as u64);
+                        continue;
                     }
                     buf.advance(4);
                     rest = n;
-                    bulk = n >= SMALL;
                     continue;
                 }
                 Ok(Some(ChunkHeader::End { keep })) => {
