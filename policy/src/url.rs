@@ -1,9 +1,9 @@
-//! [`InternalUrl`]: the address of an internal endpoint, `tcp://db.internal:5432`
-//! or `tls://api.internal[:443]`.
+//! [`InternalUrl`]: the address of an internal endpoint, `tcp://db.internal:5432`,
+//! `tls://api.internal[:443]` or `http://api.internal[:80]`.
 //!
 //! The host must be a DNS name ending in `.internal` (so it can never be
 //! mistaken for a public address), `tcp` requires a port, `tls` defaults to
-//! 443. Hosts are compared in lower case; the original text is kept for logs.
+//! 443, `http` to 80. Hosts are compared in lower case; the original text is kept for logs.
 
 use std::fmt;
 use std::str::FromStr;
@@ -19,6 +19,9 @@ pub enum Scheme {
     Tcp,
     /// TLS: `tls://host.internal[:port]`, port 443 by default.
     Tls,
+    /// HTTP: `http://host.internal[:port]`, port 80 by default (the edge speaks HTTP/1.1
+    /// to it through the tunnel).
+    Http,
 }
 
 impl Scheme {
@@ -27,6 +30,7 @@ impl Scheme {
         match self {
             Scheme::Tcp => "tcp",
             Scheme::Tls => "tls",
+            Scheme::Http => "http",
         }
     }
 }
@@ -132,9 +136,10 @@ fn parse(text: &str) -> Result<InternalUrl, String> {
     let scheme = match scheme.to_ascii_lowercase().as_str() {
         "tcp" => Scheme::Tcp,
         "tls" => Scheme::Tls,
+        "http" => Scheme::Http,
         other => {
             return Err(format!(
-                "unsupported scheme `{other}` (expected `tcp` or `tls`)"
+                "unsupported scheme `{other}` (expected `tcp`, `tls` or `http`)"
             ))
         }
     };
@@ -159,6 +164,7 @@ fn parse(text: &str) -> Result<InternalUrl, String> {
     let port = match (scheme, port) {
         (_, Some(p)) => p,
         (Scheme::Tls, None) => 443,
+        (Scheme::Http, None) => 80,
         (Scheme::Tcp, None) => {
             return Err("a `tcp` URL needs a port, e.g. `tcp://db.internal:5432`".to_owned())
         }

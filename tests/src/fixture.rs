@@ -55,6 +55,11 @@ impl Fixture {
         path
     }
 
+    /// The fixture directory.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
     /// Path of a file in the fixture directory.
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.join(name)

@@ -16,6 +16,7 @@
 //! - [`prom`]: sums of samples from a Prometheus `/metrics` scrape.
 //! - [`etcd`]: a real etcd server on loopback ports, for the fleet tests.
 //! - [`fleet`]: edges sharing their state in etcd, each on its own loopback address.
+//! - [`http`]: an HTTP upstream that echoes requests, and `curl` as the client.
 #![warn(missing_docs)]
 
 pub mod admin;
@@ -24,6 +25,7 @@ pub mod etcd;
 pub mod faults;
 pub mod fixture;
 pub mod fleet;
+pub mod http;
 pub mod load;
 pub mod netns;
 pub mod openssl;

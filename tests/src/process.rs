@@ -263,6 +263,17 @@ impl Sluice {
             .unwrap()
     }
 
+    /// Waits for the edge's shared `http://` listener (`http_endpoints`); its address.
+    pub fn http_endpoints_addr(&mut self) -> SocketAddr {
+        self.wait_for_n("http listener", 1, |v| {
+            v["message"] == "listening" && v["kind"] == "http-endpoints"
+        })["addr"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
     /// The child's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()

@@ -355,6 +355,26 @@ pub struct UpstreamTls {
 }
 
 /// The host part of `host:port` (brackets stripped for IPv6), if the port parses.
+/// The address an `upstream.url` is dialed at: `host:port` as written, or
+/// `http://host[:port]` (port 80 by default) as `host:port`: the edge speaks HTTP over
+/// the stream, the agent dials plain TCP. `None` for anything else.
+pub(crate) fn upstream_dial_addr(url: &str) -> Option<String> {
+    let addr = match url.strip_prefix("http://") {
+        Some(rest) => {
+            let rest = rest.strip_suffix('/').unwrap_or(rest);
+            if connect_host(rest).is_some() {
+                rest.to_owned()
+            } else if rest.contains(':') && !rest.starts_with('[') {
+                return None;
+            } else {
+                format!("{rest}:80")
+            }
+        }
+        None => url.to_owned(),
+    };
+    connect_host(&addr).is_some().then_some(addr)
+}
+
 pub(crate) fn connect_host(addr: &str) -> Option<&str> {
     let (host, port) = addr.rsplit_once(':')?;
     port.parse::<u16>().ok()?;
@@ -378,9 +398,25 @@ mod tests {
     }
 
     #[test]
+    fn an_http_upstream_is_dialed_at_its_host_and_port() {
+        for (url, addr) in [
+            ("http://localhost:8080", Some("localhost:8080")),
+            ("http://localhost:8080/", Some("localhost:8080")),
+            ("http://api.lan", Some("api.lan:80")),
+            ("http://[::1]", Some("[::1]:80")),
+            ("10.0.0.5:5432", Some("10.0.0.5:5432")),
+            ("http://api.lan:http", None),
+            ("http://api.lan/v1", None),
+            ("https://api.lan", None),
+        ] {
+            assert_eq!(upstream_dial_addr(url).as_deref(), addr, "{url}");
+        }
+    }
+
+    #[test]
     fn an_upstream_url_with_a_scheme_is_refused_with_the_fix() {
         for (url, plain) in [
-            ("http://localhost:8080", "localhost:8080"),
+            ("https://localhost:8443", "localhost:8443"),
             ("tcp://10.0.0.5:5432", "10.0.0.5:5432"),
         ] {
             let yaml = format!(

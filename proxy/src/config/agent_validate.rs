@@ -13,7 +13,7 @@ use sluice_policy::InternalUrl;
 
 use super::{
     agent::{
-        connect_host, AgentEndpoint, AgentFile, AgentSection, AgentSettings,
+        connect_host, upstream_dial_addr, AgentEndpoint, AgentFile, AgentSection, AgentSettings,
         AgentTlsTerminationSection, EdgeTarget, EndpointSection, HealthCheck, HealthCheckSection,
         UpstreamTls, UpstreamTlsSection, DEFAULT_WEIGHT, MAX_DATA_CHANNELS, MAX_EDGE_CONNECTIONS,
         MAX_WEIGHT,
@@ -190,15 +190,15 @@ fn endpoints(tree: &Node, file: &Path, p: &mut Problems) -> Vec<AgentEndpoint> {
         let upstream = node.key("upstream");
         if let Some(u) = upstream
             .and_then(|u| u.text("url"))
-            .filter(|u| connect_host(u).is_none())
+            .filter(|u| upstream_dial_addr(u).is_none())
         {
             let message = match u.split_once("://") {
                 Some((scheme, rest)) => format!(
-                    "expected host:port, found `{u}`: the upstream is dialed as plain TCP, so \
-                     drop the `{scheme}://` (`{}`){}",
+                    "expected host:port or http://host[:port], found `{u}`: the upstream is \
+                     dialed as plain TCP, so drop the `{scheme}://` (`{}`){}",
                     rest.trim_end_matches('/'),
-                    if scheme.starts_with("http") {
-                        "; HTTP endpoints are not supported yet"
+                    if scheme == "https" || scheme == "tls" {
+                        " and set `upstream.tls` for TLS to the upstream"
                     } else {
                         ""
                     }
@@ -270,7 +270,7 @@ fn endpoint(
         name: ep.name.unwrap_or_else(|| url.clone()),
         url,
         pooling: ep.pooling_enabled,
-        upstream: ep.upstream.url,
+        upstream: upstream_dial_addr(&ep.upstream.url).unwrap_or(ep.upstream.url),
         proxy_protocol: proxy_protocol.ok()?,
         tls_termination: tls_termination.ok()?,
         upstream_tls: upstream_tls.ok()?,

@@ -41,6 +41,8 @@ pub struct EdgeFile {
     pub agents: AgentsSection,
     /// The shared port of `tls://` cloud endpoints (routed by SNI).
     pub tls_endpoints: Option<TlsEndpointsSection>,
+    /// The shared port of `http://` cloud endpoints (routed by the `Host` header).
+    pub http_endpoints: Option<HttpEndpointsSection>,
     /// Identities that own authtokens.
     #[serde(default)]
     pub service_users: Vec<ServiceUserSection>,
@@ -117,6 +119,14 @@ pub struct TlsEndpointsSection {
     pub listen: SocketAddr,
 }
 
+/// `http_endpoints:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpEndpointsSection {
+    /// Address every `http://` endpoint shares.
+    pub listen: SocketAddr,
+}
+
 /// One entry of `service_users:`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -185,6 +195,8 @@ pub struct EdgeSettings {
     pub endpoints: Vec<CloudEndpoint>,
     /// The shared port of `tls://` endpoints.
     pub tls_listen: Option<SocketAddr>,
+    /// The shared port of `http://` endpoints.
+    pub http_listen: Option<SocketAddr>,
     /// Graceful drain limit on SIGTERM.
     pub drain_timeout: std::time::Duration,
     /// How plain-TCP hops move bytes (command line, not the file).
@@ -223,6 +235,8 @@ pub enum EndpointAddr {
     Tcp(SocketAddr),
     /// The shared TLS port, for ClientHellos naming this host (or wildcard pattern).
     Tls(String),
+    /// The shared HTTP port, for requests whose `Host` names this host (or pattern).
+    Http(String),
 }
 
 /// A cloud endpoint, resolved.
@@ -246,8 +260,17 @@ pub struct CloudEndpoint {
     pub terminate_tls_digest: Option<[u8; 32]>,
 }
 
-/// Parses `tcp://ADDR:PORT` (its own listener) or `tls://HOST` (SNI on the TLS port).
+/// Parses `tcp://ADDR:PORT` (its own listener), `tls://HOST` (SNI on the TLS port) or
+/// `http://HOST` (the `Host` header on the HTTP port).
 pub(crate) fn parse_endpoint_url(url: &str) -> Result<EndpointAddr, String> {
+    if let Some(host) = url.strip_prefix("http://") {
+        if host.is_empty() || host.contains(['/', ':', '?', '#', '@']) {
+            return Err(format!(
+                "`{url}`: expected http://HOST or http://*.DOMAIN (the port is http_endpoints.listen)"
+            ));
+        }
+        return Ok(EndpointAddr::Http(host.to_ascii_lowercase()));
+    }
     if let Some(host) = url.strip_prefix("tls://") {
         if host.is_empty() || host.contains(['/', ':']) {
             return Err(format!(
@@ -258,25 +281,27 @@ pub(crate) fn parse_endpoint_url(url: &str) -> Result<EndpointAddr, String> {
     }
     let rest = url
         .strip_prefix("tcp://")
-        .ok_or_else(|| format!("`{url}`: expected tcp://ADDR:PORT or tls://HOST"))?;
+        .ok_or_else(|| format!("`{url}`: expected tcp://ADDR:PORT, tls://HOST or http://HOST"))?;
     rest.parse()
         .map(EndpointAddr::Tcp)
         .map_err(|_| format!("`{url}`: expected tcp://ADDR:PORT with an IP address and a port"))
 }
 
 /// The listeners an edge file declares, named by their keys, in the order a clash is
-/// reported against: `agents.listen`, `tls_endpoints.listen`, `admin.listen`, then each
-/// `tcp://` endpoint as `(index, address)`. They must not share a port
+/// reported against: `agents.listen`, `tls_endpoints.listen`, `http_endpoints.listen`,
+/// `admin.listen`, then each `tcp://` endpoint as `(index, address)`. They must not share a port
 /// ([`crate::listeners::clashes`]).
 pub(crate) fn declared_listeners(
     agents: Option<SocketAddr>,
     tls_endpoints: Option<SocketAddr>,
+    http_endpoints: Option<SocketAddr>,
     admin: Option<SocketAddr>,
     tcp_endpoints: impl IntoIterator<Item = (usize, SocketAddr)>,
 ) -> Vec<Listener> {
     let own = [
         ("agents.listen", agents),
         ("tls_endpoints.listen", tls_endpoints),
+        ("http_endpoints.listen", http_endpoints),
         ("admin.listen", admin),
     ];
     own.into_iter()

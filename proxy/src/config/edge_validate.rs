@@ -105,6 +105,7 @@ pub(super) fn resolve(
         users,
         endpoints,
         tls_listen: f.tls_endpoints.map(|t| t.listen),
+        http_listen: f.http_endpoints.map(|h| h.listen),
         drain_timeout: f.drain_timeout,
         pump: crate::io::Pump::default(),
         admin,
@@ -228,7 +229,9 @@ fn endpoints(
     warnings: &mut Vec<String>,
 ) -> (Vec<CloudEndpoint>, Vec<(usize, SocketAddr)>) {
     let tls_port = tree.key("tls_endpoints").is_some();
+    let http_port = tree.key("http_endpoints").is_some();
     let mut sni = crate::sni::SniRouter::new();
+    let mut hosts = crate::sni::SniRouter::new();
     let mut tcp: Vec<(usize, SocketAddr)> = Vec::new();
     let mut out = Vec::new();
     for (i, node) in tree.key("endpoints").into_iter().flat_map(Node::all_items) {
@@ -252,6 +255,20 @@ fn endpoints(
                         Ok(None) => {}
                     }
                     addr = Some(EndpointAddr::Tls(host));
+                }
+                Ok(EndpointAddr::Http(host)) => {
+                    if !http_port {
+                        p.at(
+                            &at("url"),
+                            format!("`{url}` needs `http_endpoints: {{ listen: ADDR:PORT }}`"),
+                        );
+                    }
+                    match hosts.insert(&host, ()) {
+                        Err(e) => p.at(&at("url"), format!("`{url}`: {e}")),
+                        Ok(Some(())) => p.at(&at("url"), format!("`{url}` is listed twice")),
+                        Ok(None) => {}
+                    }
+                    addr = Some(EndpointAddr::Http(host));
                 }
                 Ok(EndpointAddr::Tcp(a)) => {
                     tcp.push((i, a));
@@ -326,7 +343,13 @@ fn check_listeners(tree: &Node, tcp: Vec<(usize, SocketAddr)>, p: &mut Problems)
         Some(_) => listen("admin"),
         None => None,
     };
-    let declared = declared_listeners(listen("agents"), listen("tls_endpoints"), admin, tcp);
+    let declared = declared_listeners(
+        listen("agents"),
+        listen("tls_endpoints"),
+        listen("http_endpoints"),
+        admin,
+        tcp,
+    );
     for (later, earlier) in listeners::clashes(&declared) {
         let (later, earlier) = (&declared[later], &declared[earlier]);
         p.at(&later.name, listeners::clash_message(later, earlier));

@@ -22,6 +22,7 @@ pub fn restart_only(s: &EdgeSettings) -> Vec<(&'static str, String)> {
     vec![
         ("agents.listen", s.agent_listen.to_string()),
         ("tls_endpoints.listen", format!("{:?}", s.tls_listen)),
+        ("http_endpoints.listen", format!("{:?}", s.http_listen)),
         ("workers", s.workers.to_string()),
         ("agents.plain_channels", s.plain_channels.to_string()),
         (

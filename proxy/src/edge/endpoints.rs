@@ -2,7 +2,8 @@
 //!
 //! [`Endpoints::add`] binds a TCP endpoint's SO_REUSEPORT listeners on the calling
 //! thread (a busy port is an error at once) and hands one to each worker through its
-//! command queue; a `tls://` endpoint joins the SNI routes of the shared TLS port. A
+//! command queue; a `tls://` endpoint joins the SNI routes of the shared TLS port, an
+//! `http://` endpoint the `Host` routes of the shared HTTP port. A
 //! TCP endpoint never shares a port: not with another endpoint, not with the edge's
 //! own listeners (agent port, TLS port, admin API: [`Endpoints::add_own_listener`]),
 //! which are checked by name first ([`AddError::InUse`]), nor with anybody else's,
@@ -58,6 +59,7 @@ struct Slot {
     /// Duplicates of the workers' listeners, to shut them down (never reused numbers).
     listeners: Vec<OwnedFd>,
     sni_host: Option<String>,
+    http_host: Option<String>,
 }
 
 /// Live endpoints by id, the SNI routes, and the workers' command queues.
@@ -66,6 +68,9 @@ pub struct Endpoints {
     slots: Mutex<HashMap<String, Slot>>,
     sni: ArcSwap<SniRoutes>,
     tls_addr: Option<SocketAddr>,
+    /// `http://` endpoints by `Host` (the same exact-then-wildcard matching as SNI).
+    hosts: ArcSwap<SniRoutes>,
+    http_addr: Option<SocketAddr>,
     default_max_per_ip: Option<u32>,
     /// `public_address`: the IP every `tcp://` endpoint binds, whatever its URL's host.
     bind_ip: Option<std::net::IpAddr>,
@@ -102,12 +107,14 @@ pub enum AddError {
 }
 
 impl Endpoints {
-    /// A manager feeding these worker queues; `tls_addr` is the shared TLS port.
+    /// A manager feeding these worker queues; `tls_addr` is the shared TLS port,
+    /// `http_addr` the shared HTTP port.
     /// `default_max_per_ip` applies to endpoints that set no per-IP limit; `bind_ip`
     /// (the edge's `public_address`) replaces the host of every `tcp://` URL.
     pub fn new(
         workers: Vec<async_channel::Sender<WorkerCommand>>,
         tls_addr: Option<SocketAddr>,
+        http_addr: Option<SocketAddr>,
         default_max_per_ip: Option<u32>,
         bind_ip: Option<std::net::IpAddr>,
     ) -> Self {
@@ -116,6 +123,8 @@ impl Endpoints {
             slots: Mutex::new(HashMap::new()),
             sni: ArcSwap::from_pointee(SniRoutes::new()),
             tls_addr,
+            hosts: ArcSwap::from_pointee(SniRoutes::new()),
+            http_addr,
             default_max_per_ip,
             bind_ip,
             own: Mutex::new(Vec::new()),
@@ -149,7 +158,11 @@ impl Endpoints {
     fn endpoint_holder(slots: &HashMap<String, Slot>, addr: SocketAddr) -> Option<String> {
         slots
             .values()
-            .find(|s| s.sni_host.is_none() && listeners::shares_port(s.endpoint.addr, addr))
+            .find(|s| {
+                s.sni_host.is_none()
+                    && s.http_host.is_none()
+                    && listeners::shares_port(s.endpoint.addr, addr)
+            })
             .map(|s| format!("endpoint {} ({})", s.endpoint.id, s.endpoint.url))
     }
 
@@ -206,6 +219,53 @@ impl Endpoints {
                         endpoint: live.clone(),
                         listeners: Vec::new(),
                         sni_host: Some(host),
+                        http_host: None,
+                    },
+                );
+                Ok(live)
+            }
+            EndpointAddr::Http(host) => {
+                let addr = self.http_addr.ok_or_else(|| {
+                    AddError::Invalid(format!(
+                        "{}: http:// endpoints need `http_endpoints: {{ listen: ADDR:PORT }}` in edge.yml",
+                        spec.url
+                    ))
+                })?;
+                if spec.terminate_tls.is_some() {
+                    return Err(AddError::Invalid(format!(
+                        "{}: terminate_tls is for tcp:// and tls:// endpoints",
+                        spec.url
+                    )));
+                }
+                let live = Arc::new(LiveEndpoint::new(
+                    spec.id.clone(),
+                    spec.url,
+                    addr,
+                    spec.policy,
+                    spec.idle_timeout,
+                    None,
+                    spec.limits,
+                ));
+                let mut routes = SniRoutes::clone(&self.hosts.load());
+                match routes.insert(&host, live.clone()) {
+                    Err(e) => return Err(AddError::Invalid(format!("{}: {e}", live.url))),
+                    Ok(Some(_)) => {
+                        return Err(AddError::Conflict(format!(
+                            "{}: host name already routed",
+                            live.url
+                        )))
+                    }
+                    Ok(None) => {}
+                }
+                self.hosts.store(Arc::new(routes));
+                tracing::info!(kind = "endpoint", id = %live.id, url = %live.url, %addr, "serving (Host)");
+                slots.insert(
+                    spec.id,
+                    Slot {
+                        endpoint: live.clone(),
+                        listeners: Vec::new(),
+                        sni_host: None,
+                        http_host: Some(host),
                     },
                 );
                 Ok(live)
@@ -256,6 +316,7 @@ impl Endpoints {
                         endpoint: live.clone(),
                         listeners: dups,
                         sni_host: None,
+                        http_host: None,
                     },
                 );
                 Ok(live)
@@ -278,6 +339,15 @@ impl Endpoints {
                 }
             }
             self.sni.store(Arc::new(routes));
+        }
+        if slot.http_host.is_some() {
+            let mut routes = SniRoutes::new();
+            for s in self.lock().values() {
+                if let Some(host) = &s.http_host {
+                    let _ = routes.insert(host, s.endpoint.clone());
+                }
+            }
+            self.hosts.store(Arc::new(routes));
         }
         tracing::info!(id, url = %slot.endpoint.url, in_flight = slot.endpoint.in_flight(), "endpoint removed; established connections drain");
         Some(slot.endpoint)
@@ -308,6 +378,11 @@ impl Endpoints {
     /// The endpoint for a TLS server name (exact before wildcard). Lock-free.
     pub fn route_sni(&self, name: &str) -> Option<Arc<LiveEndpoint>> {
         self.sni.load().route(name).cloned()
+    }
+
+    /// The endpoint for an HTTP `Host` (port removed; exact before wildcard). Lock-free.
+    pub fn route_host(&self, host: &str) -> Option<Arc<LiveEndpoint>> {
+        self.hosts.load().route(host).cloned()
     }
 
     /// Closes every TCP endpoint's listeners (drain); returns how many were closed.

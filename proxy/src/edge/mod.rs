@@ -20,8 +20,10 @@ pub mod conn_limits;
 mod control;
 pub mod datachan;
 pub mod endpoints;
+mod http;
 mod open;
 pub mod ownership;
+
 mod peer_in;
 mod peer_links;
 mod peer_out;
@@ -62,6 +64,8 @@ use stats::EdgeStats;
 pub const AGENT_PORT: &str = "the agent port (agents.listen)";
 /// The shared port of `tls://` endpoints, named likewise.
 pub const TLS_PORT: &str = "the tls:// endpoints' port (tls_endpoints.listen)";
+/// The name of the shared `http://` port in clash messages.
+pub const HTTP_PORT: &str = "the http:// endpoints' port (http_endpoints.listen)";
 /// The admin API's listener, named likewise.
 pub const ADMIN_API: &str = "the admin API (admin.listen)";
 
@@ -182,6 +186,8 @@ pub struct EdgeHandle {
     pub agent_addr: SocketAddr,
     /// The shared port of `tls://` endpoints.
     pub tls_addr: Option<SocketAddr>,
+    /// The shared port of `http://` endpoints.
+    pub http_addr: Option<SocketAddr>,
     /// Shared state (sessions, endpoints, counters).
     pub shared: Arc<EdgeShared>,
     /// Worker threads.
@@ -314,6 +320,19 @@ pub fn start_with_audit(
             *slot = Some(l);
         }
     }
+    let mut http_listeners: Vec<Option<TcpListener>> = (0..workers).map(|_| None).collect();
+    let mut http_addr = None;
+    if let Some(listen) = settings.http_listen {
+        let listeners = sockets::reuseport_listeners(listen, workers)
+            .map_err(|e| naming("http_endpoints.listen", e))?;
+        tls_fds.extend(listeners.iter().map(std::os::fd::AsRawFd::as_raw_fd));
+        let addr = listeners[0].local_addr()?;
+        tracing::info!(kind = "http-endpoints", %addr, "listening");
+        http_addr = Some(addr);
+        for (slot, l) in http_listeners.iter_mut().zip(listeners) {
+            *slot = Some(l);
+        }
+    }
     let (senders, receivers): (Vec<_>, Vec<_>) =
         (0..workers).map(|_| async_channel::unbounded()).unzip();
     let shared = Arc::new(EdgeShared {
@@ -323,6 +342,7 @@ pub fn start_with_audit(
         endpoints: Endpoints::new(
             senders,
             tls_addr,
+            http_addr,
             settings.default_max_connections_per_ip,
             settings.public_address,
         ),
@@ -348,6 +368,11 @@ pub fn start_with_audit(
         shared
             .endpoints
             .add_own_listener(Listener::new(TLS_PORT, addr));
+    }
+    if let Some(addr) = http_addr {
+        shared
+            .endpoints
+            .add_own_listener(Listener::new(HTTP_PORT, addr));
     }
     // Bound later (by the caller, after the control plane starts); a port 0 there is
     // recorded once bound.
@@ -383,8 +408,9 @@ pub fn start_with_audit(
     let per_worker: Vec<_> = agent_listeners
         .into_iter()
         .zip(tls_listeners)
+        .zip(http_listeners)
         .zip(receivers)
-        .map(|((agent, tls), commands)| Some((agent, tls, commands)))
+        .map(|(((agent, tls), http), commands)| Some((agent, [tls, http], commands)))
         .collect();
     let slots = Arc::new(Mutex::new(per_worker));
     let worker_shared = shared.clone();
@@ -392,14 +418,15 @@ pub fn start_with_audit(
         let shared = worker_shared.clone();
         let mine = slots.lock().unwrap_or_else(|p| p.into_inner())[i].take();
         async move {
-            if let Some((agent, tls, commands)) = mine {
-                run_worker(i, agent, tls, commands, shared).await;
+            if let Some((agent, shared_ports, commands)) = mine {
+                run_worker(i, agent, shared_ports, commands, shared).await;
             }
         }
     })?;
     Ok(EdgeHandle {
         agent_addr,
         tls_addr,
+        http_addr,
         shared,
         workers: threads,
         tls_fds,
@@ -414,10 +441,27 @@ fn naming(key: &str, e: std::io::Error) -> std::io::Error {
 async fn run_worker(
     index: usize,
     agent: TcpListener,
-    tls: Option<TcpListener>,
+    [tls, http]: [Option<TcpListener>; 2],
     commands: async_channel::Receiver<WorkerCommand>,
     shared: Arc<EdgeShared>,
 ) {
+    if let Some(listener) = http {
+        match monoio::net::TcpListener::from_std(listener) {
+            Ok(l) => {
+                let sh = shared.clone();
+                let handle = move |s, p| http::serve(s, p, sh.clone());
+                let name = "http-endpoints".to_string();
+                monoio::spawn(public::accept_loop(
+                    l,
+                    name,
+                    shared.clone(),
+                    || false,
+                    handle,
+                ));
+            }
+            Err(e) => tracing::error!(worker = index, error = %e, "cannot adopt http listener"),
+        }
+    }
     if let Some(listener) = tls {
         match monoio::net::TcpListener::from_std(listener) {
             Ok(l) => {

@@ -183,7 +183,7 @@ pub(super) fn forward(
 }
 
 /// Who carries an opened stream.
-enum Via {
+pub(super) enum Via {
     /// A local pool member (its load guard, held while the stream flows).
     Member(super::pool::MemberLoad),
     /// Another edge of the fleet, over a peer link (the stream counted against it).
@@ -192,17 +192,17 @@ enum Via {
 
 /// An opened stream: who carries it, the channel ready for the pump, and how many
 /// members (or edges) failed first.
-struct Carried {
-    via: Via,
-    channel: DataChannel,
-    failovers: usize,
+pub(super) struct Carried {
+    pub(super) via: Via,
+    pub(super) channel: DataChannel,
+    pub(super) failovers: usize,
 }
 
 /// The open phase (edge/open.rs, or edge/peer_out.rs for another edge), boxed by the
 /// caller so that the stream header and the client's early bytes take room only while
 /// it runs: the stream announced with those bytes, and how many there were (the pump
 /// never sees them).
-async fn open_phase(
+pub(super) async fn open_phase(
     shared: &EdgeShared,
     endpoint: &LiveEndpoint,
     route: Route,
@@ -278,7 +278,7 @@ async fn carry_to_peer(
 /// The address the client connected to (the PROXY protocol's destination): the
 /// endpoint's own bound address, unless it listens on a wildcard, which takes a
 /// `getsockname` to resolve.
-fn server_address(client: &TcpStream, bound: SocketAddr) -> SocketAddr {
+pub(super) fn server_address(client: &TcpStream, bound: SocketAddr) -> SocketAddr {
     if bound.ip().is_unspecified() {
         client.local_addr().unwrap_or(bound)
     } else {
@@ -287,19 +287,19 @@ fn server_address(client: &TcpStream, bound: SocketAddr) -> SocketAddr {
 }
 
 /// An admitted connection.
-struct Admitted<'e, 'p> {
+pub(super) struct Admitted<'e, 'p> {
     /// Its place in the per-address table, held until the connection ends.
-    ip_slot: Option<IpSlot<'e>>,
+    pub(super) ip_slot: Option<IpSlot<'e>>,
     /// The internal URL the policy forwards it to (canonical form).
-    target: String,
+    pub(super) target: String,
     /// The `enforce: false` restriction that would have denied it, if any.
-    would_deny: Option<Why<'p>>,
+    pub(super) would_deny: Option<Why<'p>>,
 }
 
 /// The admit phase: the endpoint's connection limits (before the policy is even
 /// evaluated), then the traffic policy on the client address. A refusal is
 /// [`Outcome::OverLimit`] or [`Outcome::Denied`]; the client is then reset.
-fn admit<'e, 'p>(
+pub(super) fn admit<'e, 'p>(
     endpoint: &'e LiveEndpoint,
     peer: SocketAddr,
     policy: &'p CompiledPolicy,
@@ -320,7 +320,7 @@ fn admit<'e, 'p>(
 }
 
 /// Who serves a target.
-enum Route {
+pub(super) enum Route {
     /// The pool of local agent sessions bound to the URL.
     Local(Arc<Pool>),
     /// Other edges of the fleet hold sessions for it (the routes snapshot in force).
@@ -331,7 +331,7 @@ enum Route {
 /// then another edge of the fleet that announces healthy ones, then a local pool whose
 /// members all report their upstream down (the open phase tries them anyway).
 /// [`Outcome::NoAgent`] when nobody does (the client is closed).
-fn route<'t>(shared: &EdgeShared, target: &'t str) -> Result<Route, Outcome<'t>> {
+pub(super) fn route<'t>(shared: &EdgeShared, target: &'t str) -> Result<Route, Outcome<'t>> {
     let local = shared.registry.lookup(target);
     if let Some(pool) = local.as_ref().filter(|p| p.any_healthy()) {
         return Ok(Route::Local(pool.clone()));

@@ -81,4 +81,6 @@ pub struct EndpointStats {
     pub active: Gauge,
     /// From accept to the stream announced on a data channel.
     pub open_latency: Histogram,
+    /// `http://` endpoints: responses sent, by status class (1xx … 5xx).
+    pub http_responses: [Counter; 5],
 }

@@ -85,6 +85,23 @@ pub fn render(edge: &EdgeShared) -> String {
         }
     }
     e.family(
+        "sluice_edge_http_responses_total",
+        "counter",
+        "Responses of http:// endpoints by status class, the edge's own error pages included.",
+    );
+    for ep in endpoints.iter().filter(|ep| ep.url.starts_with("http://")) {
+        for (class, c) in ["1xx", "2xx", "3xx", "4xx", "5xx"]
+            .into_iter()
+            .zip(&ep.stats.http_responses)
+        {
+            e.sample(
+                "sluice_edge_http_responses_total",
+                &[("endpoint", &ep.url), ("id", &ep.id), ("class", class)],
+                c.get(),
+            );
+        }
+    }
+    e.family(
         "sluice_edge_failovers_total",
         "counter",
         "Pool members skipped for another before any byte moved.",

@@ -1,0 +1,238 @@
+//! One request on an `http://` endpoint, phase by phase: route (its `Host` to an
+//! endpoint), admit (the endpoint's limits and traffic policy, on the client address:
+//! a refusal is an HTTP page, not a reset), route the policy's target to a pool (local,
+//! or another edge of the fleet), open a stream of its own on a pool member's data
+//! channel (another member while nothing reached an upstream, as for any connection:
+//! edge/pipeline.rs), then the request sent over that stream by hyper's HTTP/1.1 client
+//! with the forwarding headers, and the upstream's response passed back as it arrives.
+//!
+//! Each request has its own stream, which is how a pool balances per request. The
+//! upstream request says `Connection: close`, so the upstream ends the stream after its
+//! response and the data channel goes back to its session for the next one.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use hyper::{body::Incoming, header, Request, Response};
+use monoio::io::{AsyncReadRent, AsyncWriteRent};
+
+use super::{
+    headers,
+    page::{self, Body, Code},
+    rt,
+};
+use crate::{
+    edge::{
+        account::{Conn, Outcome},
+        datachan::{DataChannel, ParkedChannel},
+        pipeline::{self, Carried, Via},
+        EdgeShared,
+    },
+    io::substream::ChunkedSub,
+};
+
+/// How long a finished stream waits for the agent's end of it before its data channel
+/// is closed rather than parked again.
+const STREAM_END_WAIT: Duration = Duration::from_secs(2);
+
+/// The connection a request came on.
+pub struct ConnInfo {
+    /// The client.
+    pub peer: SocketAddr,
+    /// The address it connected to.
+    pub server: SocketAddr,
+    /// The edge.
+    pub shared: Arc<EdgeShared>,
+}
+
+/// Answers one request: the upstream's response, or the edge's page saying why not.
+pub async fn request(req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> {
+    let accepted_at = std::time::Instant::now();
+    let shared = &*conn.shared;
+    let Some(host) = headers::host_of(&req) else {
+        return page::error(Code::NoHost);
+    };
+    let Some(endpoint) = shared.endpoints.route_host(&host) else {
+        crate::log_throttled!(info, peer = %conn.peer, %host, "http: no endpoint serves the host");
+        return page::error(Code::NoEndpoint);
+    };
+    let _active = endpoint.stats.active.track();
+    endpoint.stats.connections.inc();
+    let account = |outcome| {
+        Conn {
+            edge: &shared.stats,
+            endpoint: &endpoint,
+            peer: conn.peer,
+        }
+        .account(outcome)
+    };
+    let counted = |response: Response<Body>| {
+        let class = (response.status().as_u16() / 100).clamp(1, 5) as usize - 1;
+        endpoint.stats.http_responses[class].inc();
+        response
+    };
+
+    let policy = endpoint.policy.load();
+    let (_ip_slot, target) = match pipeline::admit(&endpoint, conn.peer, &policy) {
+        Ok(admitted) => {
+            if let Some(why) = admitted.would_deny {
+                account(Outcome::WouldDeny(why));
+            }
+            (admitted.ip_slot, admitted.target)
+        }
+        Err(refusal) => {
+            let code = match refusal {
+                Outcome::OverLimit(_) => Code::OverLimit,
+                _ => Code::Denied,
+            };
+            account(refusal);
+            return counted(page::error(code));
+        }
+    };
+    let route = match pipeline::route(shared, &target) {
+        Ok(route) => route,
+        Err(refusal) => {
+            account(refusal);
+            return counted(page::error(Code::AgentOffline));
+        }
+    };
+    let opening = Box::pin(pipeline::open_phase(
+        shared,
+        &endpoint,
+        route,
+        Vec::new(),
+        conn.peer,
+        conn.server,
+        &target,
+    ));
+    let carried = match opening.await {
+        Ok((carried, _)) => carried,
+        Err(failure) => {
+            account(Outcome::NoMember {
+                target: &target,
+                failure,
+            });
+            return counted(page::error(Code::UpstreamUnreachable));
+        }
+    };
+    account(Outcome::Forwarded {
+        failovers: carried.failovers,
+        open_latency: accepted_at.elapsed(),
+    });
+
+    let host_header = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or(&host)
+        .to_owned();
+    let upstream_request = to_upstream(req, conn.peer, &host_header);
+    match send(carried, upstream_request).await {
+        Ok(response) => counted(to_client(response)),
+        Err(e) => {
+            crate::log_throttled!(info, endpoint = %endpoint.url, peer = %conn.peer, error = %e,
+                "http: the upstream's response failed");
+            counted(page::error(Code::UpstreamFailed))
+        }
+    }
+}
+
+/// The client's request as the upstream gets it: hop-by-hop headers gone, the
+/// forwarding headers set, in origin form, `Connection: close`.
+fn to_upstream(mut req: Request<Incoming>, client: SocketAddr, host: &str) -> Request<Incoming> {
+    let headers = req.headers_mut();
+    headers::strip_hop_by_hop(headers);
+    headers::add_forwarded(headers, client.ip(), "http", host);
+    if !headers.contains_key(header::HOST) {
+        if let Ok(value) = header::HeaderValue::from_str(host) {
+            headers.insert(header::HOST, value);
+        }
+    }
+    headers.insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("close"),
+    );
+    if req.uri().authority().is_some() {
+        let origin = req
+            .uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .parse()
+            .expect("a path and query is a valid origin-form URI");
+        *req.uri_mut() = origin;
+    }
+    *req.version_mut() = hyper::Version::HTTP_11;
+    req
+}
+
+/// The upstream's response as the client gets it: hop-by-hop headers gone (hyper
+/// frames the body for the client's connection).
+fn to_client(response: Response<Incoming>) -> Response<Body> {
+    let (mut parts, body) = response.into_parts();
+    headers::strip_hop_by_hop(&mut parts.headers);
+    Response::from_parts(parts, http_body_util::Either::Left(body))
+}
+
+/// Sends `req` over the opened stream; the response head once it arrives (its body
+/// follows as the client reads it).
+async fn send(
+    carried: Carried,
+    req: Request<Incoming>,
+) -> Result<Response<Incoming>, hyper::Error> {
+    let Carried { via, channel, .. } = carried;
+    match channel {
+        DataChannel::Plain(tcp, reader) => {
+            exchange(ChunkedSub::new(tcp, reader, || true), via, req, |tcp| {
+                Some(ParkedChannel::plain(tcp))
+            })
+            .await
+        }
+        DataChannel::Tls(tls, reader) => {
+            Box::pin(exchange(
+                ChunkedSub::new(*tls, reader, || true),
+                via,
+                req,
+                ParkedChannel::tls,
+            ))
+            .await
+        }
+    }
+}
+
+/// hyper's client over one stream: the request sent, the response head returned; the
+/// connection task runs on until the response body ended, then ends the stream and
+/// parks the data channel with its session again (both sides kept it).
+async fn exchange<T>(
+    stream: ChunkedSub<T>,
+    via: Via,
+    req: Request<Incoming>,
+    park: fn(T) -> Option<ParkedChannel>,
+) -> Result<Response<Incoming>, hyper::Error>
+where
+    T: AsyncReadRent + AsyncWriteRent + Unpin + 'static,
+{
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(rt::io(stream)).await?;
+    monoio::spawn(async move {
+        // The stream counts against its member until it ended.
+        let via = via;
+        let Ok(parts) = connection.without_shutdown().await else {
+            return;
+        };
+        if !parts.read_buf.is_empty() {
+            return;
+        }
+        let mut stream = rt::unwrap(parts.io);
+        if stream.shutdown().await.is_err() {
+            return;
+        }
+        let Some((channel, reader)) = stream.finish(STREAM_END_WAIT).await else {
+            return;
+        };
+        if reader.has_leftover() {
+            return;
+        }
+        if let (Via::Member(load), Some(parked)) = (&via, park(channel)) {
+            load.0.session.park(parked);
+        }
+    });
+    sender.send_request(req).await
+}

@@ -1,0 +1,156 @@
+//! Headers across the edge (pure): the host a request names, hop-by-hop headers kept on
+//! their hop (RFC 9110 §7.6.1, and those RFC 2616 listed), and the client's address,
+//! protocol and host passed on in `X-Forwarded-For`/`-Proto`/`-Host`.
+
+use std::net::IpAddr;
+
+use hyper::{
+    header::{self, HeaderMap, HeaderName, HeaderValue},
+    Request,
+};
+
+/// Headers that belong to one connection, never forwarded.
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// The host a request is for: its `Host` header (or the authority of an absolute
+/// URI), lowercase, without a port. `None` when it names none or an unusable one.
+pub fn host_of<B>(req: &Request<B>) -> Option<String> {
+    let raw = match req.headers().get(header::HOST) {
+        Some(value) => value.to_str().ok()?.to_owned(),
+        None => req.uri().authority()?.as_str().to_owned(),
+    };
+    let raw = raw.rsplit_once('@').map_or(raw.as_str(), |(_, h)| h);
+    let host = if let Some(v6) = raw.strip_prefix('[') {
+        v6.split_once(']')?.0
+    } else {
+        raw.split_once(':').map_or(raw, |(h, _)| h)
+    };
+    (!host.is_empty()).then(|| host.to_ascii_lowercase())
+}
+
+/// Removes the hop-by-hop headers, and those the `Connection` header names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// Appends `client` to `X-Forwarded-For` (after any addresses earlier proxies put
+/// there) and sets `X-Forwarded-Proto` to `proto` and `X-Forwarded-Host` to the host the
+/// client asked for (`host`, its `Host` header as sent).
+pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, proto: &'static str, host: &str) {
+    let earlier: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .collect();
+    let chain = if earlier.is_empty() {
+        client.to_string()
+    } else {
+        format!("{}, {client}", earlier.join(", "))
+    };
+    if let Ok(value) = HeaderValue::from_str(&chain) {
+        headers.insert("x-forwarded-for", value);
+    }
+    headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
+    if let Ok(value) = HeaderValue::from_str(host) {
+        headers.insert("x-forwarded-host", value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(host: Option<&str>, uri: &str) -> Request<()> {
+        let mut builder = Request::builder().uri(uri);
+        if let Some(host) = host {
+            builder = builder.header(header::HOST, host);
+        }
+        builder.body(()).unwrap()
+    }
+
+    #[test]
+    fn the_host_comes_from_the_host_header_or_the_absolute_uri_without_its_port() {
+        let cases = [
+            (Some("API.Example.com:8080"), "/", Some("api.example.com")),
+            (Some("api.example.com"), "/x", Some("api.example.com")),
+            (Some("[::1]:80"), "/", Some("::1")),
+            (None, "http://Other.example:81/p", Some("other.example")),
+            (None, "/", None),
+            (Some(""), "/", None),
+            (Some(":80"), "/", None),
+        ];
+        for (host, uri, want) in cases {
+            assert_eq!(
+                host_of(&request(host, uri)).as_deref(),
+                want,
+                "{host:?} {uri}"
+            );
+        }
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_those_connection_names_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            "keep-alive, X-Secret-Hop".parse().unwrap(),
+        );
+        h.insert("keep-alive", "timeout=5".parse().unwrap());
+        h.insert("x-secret-hop", "1".parse().unwrap());
+        h.insert(header::TRANSFER_ENCODING, "chunked".parse().unwrap());
+        h.insert(header::UPGRADE, "websocket".parse().unwrap());
+        h.insert("x-kept", "yes".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["x-kept"]);
+    }
+
+    #[test]
+    fn the_client_is_appended_to_the_forwarded_chain() {
+        let client: IpAddr = "203.0.113.9".parse().unwrap();
+        let mut h = HeaderMap::new();
+        add_forwarded(&mut h, client, "http", "api.example.com:8080");
+        assert_eq!(h["x-forwarded-for"], "203.0.113.9");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "api.example.com:8080");
+
+        let mut h = HeaderMap::new();
+        h.append("x-forwarded-for", "10.0.0.1".parse().unwrap());
+        h.append("x-forwarded-for", "10.0.0.2, 10.0.0.3".parse().unwrap());
+        h.insert("x-forwarded-proto", "https".parse().unwrap());
+        add_forwarded(&mut h, client, "http", "a");
+        assert_eq!(
+            h["x-forwarded-for"],
+            "10.0.0.1, 10.0.0.2, 10.0.0.3, 203.0.113.9"
+        );
+        assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
+        assert_eq!(
+            h["x-forwarded-proto"], "http",
+            "the client's own claim is replaced"
+        );
+    }
+}

@@ -1,0 +1,191 @@
+//! HTTP for the `http://` endpoint tests: an upstream that answers every request with
+//! what it received (request line, headers, body) and its own name, and `curl` as the
+//! client, run with `--resolve` so the host names stay on loopback.
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream},
+    path::Path,
+    process::Command,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+};
+
+/// An upstream whose responses (200, `X-Upstream: NAME`) carry the request as it
+/// arrived: its head as text, a blank line, then its body.
+pub struct HttpEcho {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Requests answered.
+    pub requests: Arc<AtomicUsize>,
+}
+
+impl HttpEcho {
+    /// Starts on 127.0.0.1 with a free port, answering as `name`.
+    pub fn start(name: &str) -> HttpEcho {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let requests = Arc::new(AtomicUsize::new(0));
+        let (name, count) = (name.to_owned(), requests.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let (name, count) = (name.clone(), count.clone());
+                std::thread::spawn(move || {
+                    let _ = serve(stream, &name, &count);
+                });
+            }
+        });
+        HttpEcho { addr, requests }
+    }
+}
+
+/// Answers requests on one connection until it closes or asks to.
+fn serve(stream: TcpStream, name: &str, count: &AtomicUsize) -> std::io::Result<()> {
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut writer = stream;
+    loop {
+        let mut head = String::new();
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line)? == 0 {
+                return Ok(());
+            }
+            let end = line == "\r\n";
+            head.push_str(&line);
+            if end {
+                break;
+            }
+        }
+        let lower = head.to_ascii_lowercase();
+        let header = |name: &str| {
+            lower
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{name}: ")).map(str::trim))
+                .map(str::to_owned)
+        };
+        let mut body = Vec::new();
+        if let Some(len) = header("content-length").and_then(|l| l.parse::<usize>().ok()) {
+            body.resize(len, 0);
+            reader.read_exact(&mut body)?;
+        } else if header("transfer-encoding").is_some_and(|t| t.contains("chunked")) {
+            loop {
+                let mut size = String::new();
+                reader.read_line(&mut size)?;
+                let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+                let mut chunk = vec![0u8; n + 2];
+                reader.read_exact(&mut chunk)?;
+                if n == 0 {
+                    break;
+                }
+                body.extend_from_slice(&chunk[..n]);
+            }
+        }
+        count.fetch_add(1, Ordering::Relaxed);
+        let mut payload = head.into_bytes();
+        payload.extend_from_slice(&body);
+        let close = header("connection").is_some_and(|c| c == "close");
+        write!(
+            writer,
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-Upstream: {name}\r\nContent-Length: {}\r\n{}\r\n",
+            payload.len(),
+            if close { "Connection: close\r\n" } else { "" }
+        )?;
+        writer.write_all(&payload)?;
+        if close {
+            return Ok(());
+        }
+    }
+}
+
+/// What `curl` reported of one transfer.
+#[derive(Debug)]
+pub struct Transfer {
+    /// The status.
+    pub status: u16,
+    /// Response headers, names in lower case.
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: Vec<u8>,
+    /// New connections curl made for it (0: it reused the previous transfer's).
+    pub connects: u32,
+}
+
+impl Transfer {
+    /// A response header.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Runs `curl` for each of `urls` in one invocation (so it reuses its connection),
+/// host names resolved to `edge`, from `source` when given, with `extra` arguments
+/// before the URLs; each transfer's status, headers, body and connects.
+pub fn curl(
+    edge: SocketAddr,
+    host: &str,
+    urls: &[String],
+    source: Option<&str>,
+    extra: &[&str],
+    dir: &Path,
+) -> Vec<Transfer> {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "--max-time", "20"]);
+    cmd.arg("--resolve")
+        .arg(format!("{host}:{}:{}", edge.port(), edge.ip()));
+    if let Some(source) = source {
+        cmd.args(["--interface", source]);
+    }
+    cmd.args(extra);
+    for (i, url) in urls.iter().enumerate() {
+        if i > 0 {
+            cmd.arg("--next");
+            cmd.arg("--resolve")
+                .arg(format!("{host}:{}:{}", edge.port(), edge.ip()));
+            if let Some(source) = source {
+                cmd.args(["--interface", source]);
+            }
+        }
+        let headers = dir.join(format!("headers-{i}"));
+        let body = dir.join(format!("body-{i}"));
+        cmd.arg("-D").arg(&headers).arg("-o").arg(&body);
+        cmd.args(["-w", "%{http_code} %{num_connects}\\n"]);
+        cmd.arg(url);
+    }
+    let out = cmd.output().expect("curl runs (tests/run.sh installs it)");
+    assert!(
+        out.status.success(),
+        "curl failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    report
+        .lines()
+        .enumerate()
+        .map(|(i, line)| {
+            let (status, connects) = line.split_once(' ').expect("status and connects");
+            let head = std::fs::read_to_string(dir.join(format!("headers-{i}"))).unwrap();
+            let headers = head
+                .lines()
+                .skip(1)
+                .filter_map(|l| l.split_once(':'))
+                .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+                .collect();
+            Transfer {
+                status: status.parse().unwrap(),
+                headers,
+                body: std::fs::read(dir.join(format!("body-{i}"))).unwrap(),
+                connects: connects.trim().parse().unwrap(),
+            }
+        })
+        .collect()
+}

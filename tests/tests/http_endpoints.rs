@@ -1,0 +1,246 @@
+//! End-to-end: `http://` cloud endpoints. A real edge and agents (separate processes),
+//! HTTP upstreams that echo each request, and `curl` as the client: requests routed by
+//! `Host`, the forwarding headers the upstream sees, the edge's own pages for what it
+//! refuses (policy, unknown host, agent offline), bodies both ways, keep-alive, and a
+//! pool balanced per request that survives one agent's `kill -9`.
+
+use sluice_tests::{
+    fixture::{self, Fixture},
+    http::{curl, HttpEcho, Transfer},
+    process::Sluice,
+    prom, wait_until,
+};
+
+const API: &str = "http://api.internal";
+const ADMIN: &str = "http://admin.internal";
+
+/// The edge: the shared HTTP port, `http://api.example.com` forwarding to [`API`] and
+/// `http://admin.example.com` to [`ADMIN`] for 127.0.0.5 only.
+fn edge(fx: &Fixture) -> (Sluice, std::net::SocketAddr, std::net::SocketAddr) {
+    let yaml = fx.tls_edge_head().replace(
+        "tls_endpoints:\n  listen: 127.0.0.1:0\n",
+        "http_endpoints:\n  listen: 127.0.0.1:0\n",
+    ) + &format!(
+        "  - url: http://api.example.com\n    traffic_policy: {}\n\
+             \x20 - url: http://admin.example.com\n    traffic_policy: {}\n\
+             admin:\n  listen: 127.0.0.1:0\n  api_keys: [\"{}\"]\n",
+        fixture::forward_all(API),
+        fixture::allow_only(&["127.0.0.5/32"], ADMIN),
+        fixture::token_hash("http-test-admin-key-0123456789"),
+    );
+    let mut edge = Sluice::edge(&fx.write("edge.yml", &yaml), "uring");
+    let (agent_addr, _) = edge.edge_addrs(0);
+    let http = edge.http_endpoints_addr();
+    (edge, agent_addr, http)
+}
+
+/// An agent binding `endpoints` (`(internal URL, upstream)`), with pooling on.
+fn agent(
+    fx: &Fixture,
+    name: &str,
+    edge: std::net::SocketAddr,
+    endpoints: &[(&str, String)],
+) -> Sluice {
+    let mut yaml = fx.agent_yaml(&fx.token, edge, "tcp", &[]);
+    for (url, upstream) in endpoints {
+        yaml.push_str(&format!(
+            "  - url: {url}\n    pooling_enabled: true\n    upstream: {{ url: \"{upstream}\" }}\n"
+        ));
+    }
+    let mut agent = Sluice::agent(&fx.write(name, &yaml), "uring");
+    agent.wait_for_n("every endpoint bound", endpoints.len(), |v| {
+        v["message"] == "endpoint bound"
+    });
+    agent
+}
+
+fn url(http: std::net::SocketAddr, host: &str, path: &str) -> String {
+    format!("http://{host}:{}{path}", http.port())
+}
+
+fn one(
+    fx: &Fixture,
+    http: std::net::SocketAddr,
+    host: &str,
+    path: &str,
+    source: Option<&str>,
+    extra: &[&str],
+) -> Transfer {
+    curl(
+        http,
+        host,
+        &[url(http, host, path)],
+        source,
+        extra,
+        fx.dir(),
+    )
+    .pop()
+    .unwrap()
+}
+
+#[test]
+fn requests_reach_the_upstream_with_forwarding_headers_and_refusals_get_pages() {
+    let fx = Fixture::new();
+    let (mut edge, agent_addr, http) = edge(&fx);
+    let api = HttpEcho::start("api");
+    let admin = HttpEcho::start("admin");
+    let _agent = agent(
+        &fx,
+        "agent.yml",
+        agent_addr,
+        &[
+            (API, format!("http://{}", api.addr)),
+            (ADMIN, format!("http://{}", admin.addr)),
+        ],
+    );
+
+    // Through the tunnel: the request line and Host as the client sent them, and the
+    // forwarding headers naming the client.
+    let got = one(&fx, http, "api.example.com", "/hello?x=1", None, &[]);
+    assert_eq!(got.status, 200, "{got:?}");
+    assert_eq!(got.header("x-upstream"), Some("api"));
+    let seen = got.text().to_ascii_lowercase();
+    let host = format!("api.example.com:{}", http.port());
+    for line in [
+        "get /hello?x=1 http/1.1\r\n".to_string(),
+        format!("host: {host}\r\n"),
+        "x-forwarded-for: 127.0.0.1\r\n".to_string(),
+        "x-forwarded-proto: http\r\n".to_string(),
+        format!("x-forwarded-host: {host}\r\n"),
+    ] {
+        assert!(
+            seen.contains(&line),
+            "the upstream saw no `{}`:\n{seen}",
+            line.trim()
+        );
+    }
+
+    // A megabyte up and (echoed) a megabyte down, intact.
+    let payload = sluice_tests::client::payload(7, 1 << 20);
+    let file = fx.dir().join("payload");
+    std::fs::write(&file, &payload).unwrap();
+    let posted = one(
+        &fx,
+        http,
+        "api.example.com",
+        "/upload",
+        None,
+        &[
+            "--data-binary",
+            &format!("@{}", file.display()),
+            "-H",
+            "Content-Type: application/octet-stream",
+        ],
+    );
+    assert_eq!(posted.status, 200);
+    assert!(
+        posted.body.ends_with(&payload),
+        "{} bytes came back for a 1 MiB body",
+        posted.body.len()
+    );
+
+    // Keep-alive: curl's second and third requests reuse its connection.
+    let urls: Vec<String> = (0..3)
+        .map(|i| url(http, "api.example.com", &format!("/k{i}")))
+        .collect();
+    let kept = curl(http, "api.example.com", &urls, None, &[], fx.dir());
+    assert!(kept.iter().all(|t| t.status == 200), "{kept:?}");
+    assert_eq!(
+        kept.iter().map(|t| t.connects).collect::<Vec<_>>(),
+        [1, 0, 0],
+        "one connection for three requests"
+    );
+
+    // The policy decides on the client's address: a page, not a reset.
+    let denied = one(&fx, http, "admin.example.com", "/", None, &[]);
+    assert_eq!(denied.status, 403, "{denied:?}");
+    assert_eq!(
+        denied.header("sluice-error-code"),
+        Some("ERR_SLUICE_DENIED")
+    );
+    assert!(denied.text().contains("denied"), "{}", denied.text());
+    assert_eq!(admin.requests.load(std::sync::atomic::Ordering::Relaxed), 0);
+    let allowed = one(&fx, http, "admin.example.com", "/", Some("127.0.0.5"), &[]);
+    assert_eq!(allowed.status, 200, "{allowed:?}");
+    assert_eq!(allowed.header("x-upstream"), Some("admin"));
+
+    // A host no endpoint serves.
+    let unknown = one(&fx, http, "nobody.example.com", "/", None, &[]);
+    assert_eq!(unknown.status, 404);
+    assert_eq!(
+        unknown.header("sluice-error-code"),
+        Some("ERR_SLUICE_NO_ENDPOINT")
+    );
+
+    // Every response counted by class.
+    let metrics = sluice_tests::admin::Admin::new(
+        sluice_tests::admin::listening(&mut edge).0,
+        "http-test-admin-key-0123456789",
+    )
+    .call("GET", "/metrics", None)
+    .text;
+    let count = |class: &str| {
+        prom::samples(&metrics, "sluice_edge_http_responses_total")
+            .filter(|(labels, _)| labels.contains(&format!("class=\"{class}\"")))
+            .map(|(_, v)| v)
+            .sum::<f64>()
+    };
+    assert_eq!(count("2xx"), 6.0, "{metrics}");
+    assert_eq!(
+        count("4xx"),
+        1.0,
+        "the 403 (the 404 has no endpoint to count it)"
+    );
+}
+
+#[test]
+fn a_pool_is_balanced_per_request_and_survives_one_agents_kill() {
+    let fx = Fixture::new();
+    let (_edge, agent_addr, http) = edge(&fx);
+    let one_up = HttpEcho::start("one");
+    let two_up = HttpEcho::start("two");
+    let mut first = agent(
+        &fx,
+        "one.yml",
+        agent_addr,
+        &[(API, format!("http://{}", one_up.addr))],
+    );
+    let _second = agent(
+        &fx,
+        "two.yml",
+        agent_addr,
+        &[(API, format!("http://{}", two_up.addr))],
+    );
+
+    // Twenty requests on one kept-alive connection: both members serve some.
+    let urls: Vec<String> = (0..20)
+        .map(|i| url(http, "api.example.com", &format!("/r{i}")))
+        .collect();
+    let served = curl(http, "api.example.com", &urls, None, &[], fx.dir());
+    assert!(served.iter().all(|t| t.status == 200), "{served:?}");
+    assert_eq!(served.iter().map(|t| t.connects).sum::<u32>(), 1);
+    let by = |name: &str| {
+        served
+            .iter()
+            .filter(|t| t.header("x-upstream") == Some(name))
+            .count()
+    };
+    assert!(
+        by("one") > 0 && by("two") > 0,
+        "one: {}, two: {}",
+        by("one"),
+        by("two")
+    );
+
+    // One agent dies: requests go on being answered by the other, none failed.
+    first.kill();
+    let after = curl(http, "api.example.com", &urls, None, &[], fx.dir());
+    let failed: Vec<_> = after.iter().filter(|t| t.status != 200).collect();
+    assert!(failed.is_empty(), "{failed:?}");
+    assert!(after.iter().all(|t| t.header("x-upstream") == Some("two")));
+    wait_until(
+        "the dead agent's requests stopped",
+        std::time::Duration::from_secs(5),
+        || one_up.requests.load(std::sync::atomic::Ordering::Relaxed) == by("one"),
+    );
+}
