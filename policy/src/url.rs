@@ -224,11 +224,20 @@ mod tests {
     }
 
     #[test]
+    fn http_defaults_to_port_80() {
+        let u = InternalUrl::parse("HTTP://Api.Internal").unwrap();
+        assert_eq!(u.scheme(), Scheme::Http);
+        assert_eq!(u.canonical(), "http://api.internal:80");
+        assert_eq!(u, InternalUrl::parse("http://api.internal:80").unwrap());
+        assert_ne!(u, InternalUrl::parse("tcp://api.internal:80").unwrap());
+    }
+
+    #[test]
     fn rejects_bad_urls() {
         for (bad, why) in [
             ("tcp://db.example.com:5432", "does not end in `.internal`"),
             ("tcp://db.internal", "needs a port"),
-            ("http://db.internal:80", "unsupported scheme `http`"),
+            ("udp://db.internal:80", "unsupported scheme `udp`"),
             ("db.internal:80", "expected `tcp://"),
             ("tcp://.internal:1", "needs a name"),
             ("tcp://internal:1", "does not end in `.internal`"),
