@@ -110,6 +110,8 @@ pub struct Transfer {
     pub body: Vec<u8>,
     /// New connections curl made for it (0: it reused the previous transfer's).
     pub connects: u32,
+    /// The HTTP version it used (`1.1`, `2`).
+    pub version: String,
 }
 
 impl Transfer {
@@ -128,8 +130,8 @@ impl Transfer {
 }
 
 /// Runs `curl` for each of `urls` in one invocation (so it reuses its connection),
-/// host names resolved to `edge`, from `source` when given, with `extra` arguments
-/// before the URLs; each transfer's status, headers, body and connects.
+/// host names resolved to `edge`, from `source` when given, with `extra` arguments for
+/// each; each transfer's status, headers, body, connects and HTTP version.
 pub fn curl(
     edge: SocketAddr,
     host: &str,
@@ -154,11 +156,12 @@ pub fn curl(
             if let Some(source) = source {
                 cmd.args(["--interface", source]);
             }
+            cmd.args(extra);
         }
         let headers = dir.join(format!("headers-{i}"));
         let body = dir.join(format!("body-{i}"));
         cmd.arg("-D").arg(&headers).arg("-o").arg(&body);
-        cmd.args(["-w", "%{http_code} %{num_connects}\\n"]);
+        cmd.args(["-w", "%{http_code} %{num_connects} %{http_version}\\n"]);
         cmd.arg(url);
     }
     let out = cmd.output().expect("curl runs (tests/run.sh installs it)");
@@ -172,7 +175,12 @@ pub fn curl(
         .lines()
         .enumerate()
         .map(|(i, line)| {
-            let (status, connects) = line.split_once(' ').expect("status and connects");
+            let mut fields = line.split(' ');
+            let (status, connects, version) = (
+                fields.next().unwrap_or_default(),
+                fields.next().unwrap_or_default(),
+                fields.next().unwrap_or_default(),
+            );
             let head = std::fs::read_to_string(dir.join(format!("headers-{i}"))).unwrap();
             let headers = head
                 .lines()
@@ -185,6 +193,7 @@ pub fn curl(
                 headers,
                 body: std::fs::read(dir.join(format!("body-{i}"))).unwrap(),
                 connects: connects.trim().parse().unwrap(),
+                version: version.trim().to_owned(),
             }
         })
         .collect()

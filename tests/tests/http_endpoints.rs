@@ -244,3 +244,58 @@ fn a_pool_is_balanced_per_request_and_survives_one_agents_kill() {
         || one_up.requests.load(std::sync::atomic::Ordering::Relaxed) == by("one"),
     );
 }
+
+#[test]
+fn an_https_endpoint_ends_tls_at_the_edge_and_speaks_http2_or_http1() {
+    let fx = Fixture::new();
+    let api = HttpEcho::start("api");
+    let ca = sluice_tests::pki::Ca::new("sluice test CA");
+    let leaf = ca.server(&["api.example.com"]);
+    fx.write("api.crt", &leaf.cert_pem);
+    fx.write("api.key", &leaf.key_pem);
+    let ca_file = fx.write("ca.crt", &ca.pem());
+    let yaml = fx.tls_edge_head()
+        + &format!(
+            "  - url: https://api.example.com\n    terminate_tls: {{ cert: api.crt, key: api.key }}\n    traffic_policy: {}\n",
+            fixture::forward_all(API)
+        );
+    let mut edge = Sluice::edge(&fx.write("edge.yml", &yaml), "uring");
+    let (agent_addr, _) = edge.edge_addrs(0);
+    let tls = edge.tls_endpoints_addr();
+    let _agent = agent(
+        &fx,
+        "agent.yml",
+        agent_addr,
+        &[(API, format!("http://{}", api.addr))],
+    );
+    let ca_file = ca_file.to_str().unwrap();
+    let urls: Vec<String> = (0..3)
+        .map(|i| format!("https://api.example.com:{}/s{i}", tls.port()))
+        .collect();
+    for (flag, version) in [("--http2", "2"), ("--http1.1", "1.1")] {
+        let got = curl(
+            tls,
+            "api.example.com",
+            &urls,
+            None,
+            &["--cacert", ca_file, flag],
+            fx.dir(),
+        );
+        for t in &got {
+            assert_eq!(t.status, 200, "{flag}: {t:?}");
+            assert_eq!(t.version, version, "{flag}");
+            let seen = t.text().to_ascii_lowercase();
+            assert!(seen.contains("x-forwarded-proto: https\r\n"), "{seen}");
+            assert!(seen.contains("x-forwarded-for: 127.0.0.1\r\n"), "{seen}");
+            assert!(
+                seen.contains(&format!("host: api.example.com:{}\r\n", tls.port())),
+                "{flag}: the upstream gets the host the client asked for:\n{seen}"
+            );
+        }
+        assert_eq!(
+            got.iter().map(|t| t.connects).sum::<u32>(),
+            1,
+            "{flag}: one connection"
+        );
+    }
+}

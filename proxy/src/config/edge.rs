@@ -237,6 +237,9 @@ pub enum EndpointAddr {
     Tls(String),
     /// The shared HTTP port, for requests whose `Host` names this host (or pattern).
     Http(String),
+    /// The shared TLS port, for ClientHellos naming this host: TLS ended at the edge
+    /// (`terminate_tls`), then HTTP/1.1 or HTTP/2 as ALPN says.
+    Https(String),
 }
 
 /// A cloud endpoint, resolved.
@@ -260,9 +263,18 @@ pub struct CloudEndpoint {
     pub terminate_tls_digest: Option<[u8; 32]>,
 }
 
-/// Parses `tcp://ADDR:PORT` (its own listener), `tls://HOST` (SNI on the TLS port) or
-/// `http://HOST` (the `Host` header on the HTTP port).
+/// Parses `tcp://ADDR:PORT` (its own listener), `tls://HOST` (SNI on the TLS port),
+/// `http://HOST` (the `Host` header on the HTTP port) or `https://HOST` (SNI on the
+/// TLS port, HTTP inside).
 pub(crate) fn parse_endpoint_url(url: &str) -> Result<EndpointAddr, String> {
+    if let Some(host) = url.strip_prefix("https://") {
+        if host.is_empty() || host.contains(['/', ':', '?', '#', '@']) {
+            return Err(format!(
+                "`{url}`: expected https://HOST or https://*.DOMAIN (the port is tls_endpoints.listen)"
+            ));
+        }
+        return Ok(EndpointAddr::Https(host.to_ascii_lowercase()));
+    }
     if let Some(host) = url.strip_prefix("http://") {
         if host.is_empty() || host.contains(['/', ':', '?', '#', '@']) {
             return Err(format!(
@@ -279,9 +291,9 @@ pub(crate) fn parse_endpoint_url(url: &str) -> Result<EndpointAddr, String> {
         }
         return Ok(EndpointAddr::Tls(host.to_ascii_lowercase()));
     }
-    let rest = url
-        .strip_prefix("tcp://")
-        .ok_or_else(|| format!("`{url}`: expected tcp://ADDR:PORT, tls://HOST or http://HOST"))?;
+    let rest = url.strip_prefix("tcp://").ok_or_else(|| {
+        format!("`{url}`: expected tcp://ADDR:PORT, tls://HOST, http://HOST or https://HOST")
+    })?;
     rest.parse()
         .map(EndpointAddr::Tcp)
         .map_err(|_| format!("`{url}`: expected tcp://ADDR:PORT with an IP address and a port"))

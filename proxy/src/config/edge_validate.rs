@@ -256,6 +256,28 @@ fn endpoints(
                     }
                     addr = Some(EndpointAddr::Tls(host));
                 }
+                Ok(EndpointAddr::Https(host)) => {
+                    if !tls_port {
+                        p.at(
+                            &at("url"),
+                            format!("`{url}` needs `tls_endpoints: {{ listen: ADDR:PORT }}`"),
+                        );
+                    }
+                    if node.key("terminate_tls").is_none() {
+                        p.at(
+                            &at("url"),
+                            format!("`{url}` needs `terminate_tls: {{ cert: FILE, key: FILE }}` (the edge ends its TLS)"),
+                        );
+                    }
+                    match sni.insert(&host, ()) {
+                        Err(e) => p.at(&at("url"), format!("`{url}`: {e}")),
+                        Ok(Some(())) => {
+                            p.at(&at("url"), format!("`{url}`: its host is listed twice"))
+                        }
+                        Ok(None) => {}
+                    }
+                    addr = Some(EndpointAddr::Https(host));
+                }
                 Ok(EndpointAddr::Http(host)) => {
                     if !http_port {
                         p.at(

@@ -394,7 +394,7 @@ impl ControlPlane {
         // Port 0 picked a port: keep the one bound, so a restart listens there again.
         let url = match addr {
             EndpointAddr::Tcp(_) => format!("tcp://{}", live.addr),
-            EndpointAddr::Tls(_) | EndpointAddr::Http(_) => url,
+            EndpointAddr::Tls(_) | EndpointAddr::Http(_) | EndpointAddr::Https(_) => url,
         };
         let now = now_ms();
         let record = EndpointRecord {

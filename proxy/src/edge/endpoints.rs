@@ -183,11 +183,24 @@ impl Endpoints {
                 spec.id
             )));
         }
+        if let EndpointAddr::Https(host) = spec.addr {
+            let Some(config) = spec.terminate_tls.take() else {
+                return Err(AddError::Invalid(format!(
+                    "{}: https:// endpoints need terminate_tls (the certificate the edge presents)",
+                    spec.url
+                )));
+            };
+            let mut config = rustls::ServerConfig::clone(&config);
+            config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+            spec.terminate_tls = Some(Arc::new(config));
+            spec.addr = EndpointAddr::Tls(host);
+        }
         match spec.addr {
+            EndpointAddr::Https(_) => unreachable!("routed by SNI like tls:// just above"),
             EndpointAddr::Tls(host) => {
                 let addr = self.tls_addr.ok_or_else(|| {
                     AddError::Invalid(format!(
-                        "{}: tls:// endpoints need `tls_endpoints: {{ listen: ADDR:PORT }}` in edge.yml",
+                        "{}: tls:// and https:// endpoints need `tls_endpoints: {{ listen: ADDR:PORT }}` in edge.yml",
                         spec.url
                     ))
                 })?;

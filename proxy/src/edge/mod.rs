@@ -36,6 +36,7 @@ pub mod session;
 pub mod session_handle;
 pub mod stats;
 mod terminate;
+mod tls_front;
 mod tls_port;
 
 use std::{
@@ -93,6 +94,13 @@ pub struct LiveEndpoint {
     pub stats: stats::EndpointStats,
     /// Its connection limits.
     pub limits: conn_limits::ConnLimits,
+}
+
+impl LiveEndpoint {
+    /// Whether it serves HTTP requests (`http://`, `https://`) rather than streams.
+    pub fn is_https(&self) -> bool {
+        self.url.starts_with("https://")
+    }
 }
 
 /// State shared by every worker and the control plane.
@@ -466,7 +474,7 @@ async fn run_worker(
         match monoio::net::TcpListener::from_std(listener) {
             Ok(l) => {
                 let sh = shared.clone();
-                let handle = move |s, p| pipeline::from_tls_port(s, p, sh.clone());
+                let handle = move |s, p| tls_front::serve(s, p, sh.clone());
                 let name = "tls-endpoints".to_string();
                 monoio::spawn(public::accept_loop(
                     l,

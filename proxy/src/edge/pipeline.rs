@@ -19,7 +19,7 @@
 //!    [`Outcome`](super::account::Outcome) value, logged and counted in one place.
 //!
 //! Connections on the shared `tls://` port first have their endpoint picked by the
-//! ClientHello's SNI ([`from_tls_port`], edge/tls_port.rs).
+//! ClientHello's SNI (edge/tls_port.rs).
 
 use std::{
     future::Future,
@@ -33,13 +33,13 @@ use monoio::net::TcpStream;
 use sluice_policy::{CompiledPolicy, Outcome as Verdict, Why};
 
 use super::{
-    account::{self, Conn, Outcome, StreamEnd, Unrouted},
+    account::{Conn, Outcome, StreamEnd},
     conn_limits::IpSlot,
     datachan::{DataChannel, ParkedChannel},
     open, peer_out,
     pool::Pool,
     session_handle::SessionHandle,
-    tls_port, EdgeShared, LiveEndpoint,
+    EdgeShared, LiveEndpoint,
 };
 use crate::{
     fleet::PeerRoutes,
@@ -59,23 +59,6 @@ type Client = MaybeTls<rustls::ServerConnection>;
 /// (kept for a replay on another pool member), so a client that speaks first reaches
 /// its upstream without waiting for the agent's status.
 const EARLY_READ: usize = 16 * 1024;
-
-/// A connection on the shared `tls://` port: its ClientHello picks the endpoint by
-/// SNI, then it is forwarded like any other, the ClientHello bytes first.
-pub(super) async fn from_tls_port(
-    mut client: TcpStream,
-    peer: SocketAddr,
-    shared: Arc<EdgeShared>,
-) {
-    let hello = match tls_port::client_hello(&mut client).await {
-        Ok(hello) => hello,
-        Err(e) => return account::unrouted(&shared.stats, peer, Unrouted::Hello(e)),
-    };
-    let Some(endpoint) = shared.endpoints.route_sni(&hello.name) else {
-        return account::unrouted(&shared.stats, peer, Unrouted::UnknownSni(&hello.name));
-    };
-    forward(client, peer, endpoint, shared, hello.bytes).await;
-}
 
 /// Forwards one accepted public connection through every phase. `early` holds bytes
 /// already read from the client (a `tls://` endpoint's ClientHello); they reach the

@@ -2,7 +2,8 @@
 //! ClientHello (bounded in size and time) without terminating TLS, so the endpoint can
 //! be picked by its SNI host name (exact names before wildcards; edge/pipeline.rs),
 //! then forwarded like any public connection, the ClientHello bytes first — the
-//! client's TLS session reaches the upstream untouched.
+//! client's TLS session reaches the upstream untouched (edge/tls_front.rs). An
+//! `https://` endpoint's connections go to edge/http instead, which ends their TLS.
 
 use std::time::Duration;
 

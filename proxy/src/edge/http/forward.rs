@@ -1,5 +1,5 @@
-//! One request on an `http://` endpoint, phase by phase: route (its `Host` to an
-//! endpoint), admit (the endpoint's limits and traffic policy, on the client address:
+//! One request on an `http://` or `https://` endpoint, phase by phase: route (its
+//! `Host` to an endpoint, or the endpoint its TLS named), admit (the endpoint's limits and traffic policy, on the client address:
 //! a refusal is an HTTP page, not a reset), route the policy's target to a pool (local,
 //! or another edge of the fleet), open a stream of its own on a pool member's data
 //! channel (another member while nothing reached an upstream, as for any connection:
@@ -25,7 +25,7 @@ use crate::{
         account::{Conn, Outcome},
         datachan::{DataChannel, ParkedChannel},
         pipeline::{self, Carried, Via},
-        EdgeShared,
+        EdgeShared, LiveEndpoint,
     },
     io::substream::ChunkedSub,
 };
@@ -42,6 +42,10 @@ pub struct ConnInfo {
     pub server: SocketAddr,
     /// The edge.
     pub shared: Arc<EdgeShared>,
+    /// The endpoint its TLS named (`https://`); `None`: each request's `Host` picks one.
+    pub endpoint: Option<Arc<LiveEndpoint>>,
+    /// `http` or `https`, for `X-Forwarded-Proto`.
+    pub proto: &'static str,
 }
 
 /// Answers one request: the upstream's response, or the edge's page saying why not.
@@ -51,7 +55,11 @@ pub async fn request(req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> 
     let Some(host) = headers::host_of(&req) else {
         return page::error(Code::NoHost);
     };
-    let Some(endpoint) = shared.endpoints.route_host(&host) else {
+    let Some(endpoint) = conn
+        .endpoint
+        .clone()
+        .or_else(|| shared.endpoints.route_host(&host))
+    else {
         crate::log_throttled!(info, peer = %conn.peer, %host, "http: no endpoint serves the host");
         return page::error(Code::NoEndpoint);
     };
@@ -119,13 +127,15 @@ pub async fn request(req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> 
         open_latency: accepted_at.elapsed(),
     });
 
+    // As the client wrote it (an HTTP/2 request's is its `:authority`).
     let host_header = req
         .headers()
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
-        .unwrap_or(&host)
-        .to_owned();
-    let upstream_request = to_upstream(req, conn.peer, &host_header);
+        .map(str::to_owned)
+        .or_else(|| req.uri().authority().map(|a| a.as_str().to_owned()))
+        .unwrap_or_else(|| host.clone());
+    let upstream_request = to_upstream(req, conn.peer, conn.proto, &host_header);
     match send(carried, upstream_request).await {
         Ok(response) => counted(to_client(response)),
         Err(e) => {
@@ -138,10 +148,15 @@ pub async fn request(req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> 
 
 /// The client's request as the upstream gets it: hop-by-hop headers gone, the
 /// forwarding headers set, in origin form, `Connection: close`.
-fn to_upstream(mut req: Request<Incoming>, client: SocketAddr, host: &str) -> Request<Incoming> {
+fn to_upstream(
+    mut req: Request<Incoming>,
+    client: SocketAddr,
+    proto: &'static str,
+    host: &str,
+) -> Request<Incoming> {
     let headers = req.headers_mut();
     headers::strip_hop_by_hop(headers);
-    headers::add_forwarded(headers, client.ip(), "http", host);
+    headers::add_forwarded(headers, client.ip(), proto, host);
     if !headers.contains_key(header::HOST) {
         if let Ok(value) = header::HeaderValue::from_str(host) {
             headers.insert(header::HOST, value);

@@ -1,6 +1,6 @@
 //! hyper on a monoio worker: byte streams (a client's socket, a stream inside a data
-//! channel) adapted to hyper's I/O traits through monoio's own compat layer, and a
-//! timer for hyper's header deadline.
+//! channel) adapted to hyper's I/O traits through monoio's own compat layer, a timer
+//! for hyper's deadlines, and an executor for HTTP/2's per-stream tasks.
 
 use std::{
     future::Future,
@@ -22,6 +22,20 @@ pub fn io<T: AsyncReadRent + AsyncWriteRent + Unpin + 'static>(stream: T) -> Io<
 /// The stream back from hyper's wrapping.
 pub fn unwrap<T>(io: Io<T>) -> T {
     io.into_inner().into_inner()
+}
+
+/// hyper's executor for HTTP/2 streams: tasks of the worker the connection is on.
+#[derive(Clone, Copy, Debug)]
+pub struct Exec;
+
+impl<F> hyper::rt::Executor<F> for Exec
+where
+    F: Future + 'static,
+    F::Output: 'static,
+{
+    fn execute(&self, future: F) {
+        monoio::spawn(future);
+    }
 }
 
 /// hyper's timer, on the worker's monoio timer.
