@@ -14,7 +14,8 @@ use std::{
 };
 
 /// An upstream whose responses (200, `X-Upstream: NAME`) carry the request as it
-/// arrived: its head as text, a blank line, then its body.
+/// arrived: its head as text, a blank line, then its body. A request to switch
+/// protocols (`Upgrade`) gets a 101, then its bytes echoed as they come.
 pub struct HttpEcho {
     /// Where it listens.
     pub addr: SocketAddr,
@@ -65,6 +66,24 @@ fn serve(stream: TcpStream, name: &str, count: &AtomicUsize) -> std::io::Result<
                 .find_map(|l| l.strip_prefix(&format!("{name}: ")).map(str::trim))
                 .map(str::to_owned)
         };
+        if header("upgrade").is_some()
+            && header("connection").is_some_and(|c| c.contains("upgrade"))
+        {
+            // A protocol switch: 101, then every byte echoed until the client ends.
+            count.fetch_add(1, Ordering::Relaxed);
+            write!(
+                writer,
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nX-Upstream: {name}\r\n\r\n"
+            )?;
+            let mut buf = [0u8; 16 * 1024];
+            loop {
+                let n = reader.read(&mut buf)?;
+                if n == 0 {
+                    return writer.shutdown(std::net::Shutdown::Write);
+                }
+                writer.write_all(&buf[..n])?;
+            }
+        }
         let mut body = Vec::new();
         if let Some(len) = header("content-length").and_then(|l| l.parse::<usize>().ok()) {
             body.resize(len, 0);

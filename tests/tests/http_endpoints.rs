@@ -299,3 +299,57 @@ fn an_https_endpoint_ends_tls_at_the_edge_and_speaks_http2_or_http1() {
         );
     }
 }
+
+#[test]
+fn a_websocket_upgrade_passes_through_and_then_flows_both_ways() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let fx = Fixture::new();
+    let (_edge, agent_addr, http) = edge(&fx);
+    let api = HttpEcho::start("ws");
+    let _agent = agent(
+        &fx,
+        "agent.yml",
+        agent_addr,
+        &[(API, format!("http://{}", api.addr))],
+    );
+
+    let stream = std::net::TcpStream::connect(http).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    write!(
+        writer,
+        "GET /chat HTTP/1.1\r\nHost: api.example.com\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    )
+    .unwrap();
+    let mut reader = BufReader::new(stream);
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        head.push_str(&line);
+        if line == "\r\n" || line.is_empty() {
+            break;
+        }
+    }
+    let lower = head.to_ascii_lowercase();
+    assert!(lower.starts_with("http/1.1 101"), "{head}");
+    assert!(lower.contains("upgrade: websocket\r\n"), "{head}");
+    assert!(lower.contains("x-upstream: ws\r\n"), "{head}");
+
+    // After the switch, messages both ways, many times, on the same connection.
+    for i in 0..50 {
+        let message = format!("message {i} {}", "x".repeat(i * 100));
+        writer.write_all(message.as_bytes()).unwrap();
+        let mut back = vec![0u8; message.len()];
+        reader.read_exact(&mut back).unwrap();
+        assert_eq!(back, message.as_bytes(), "message {i}");
+    }
+    // The client ends: the upstream's end comes back.
+    writer.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut rest = Vec::new();
+    reader.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty(), "{} unexpected bytes", rest.len());
+}

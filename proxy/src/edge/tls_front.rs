@@ -31,4 +31,3 @@ pub(super) async fn serve(
     }
     super::pipeline::forward(client, peer, endpoint, shared, hello.bytes).await;
 }
-

@@ -8,7 +8,9 @@
 //!
 //! Each request has its own stream, which is how a pool balances per request. The
 //! upstream request says `Connection: close`, so the upstream ends the stream after its
-//! response and the data channel goes back to its session for the next one.
+//! response and the data channel goes back to its session for the next one. A request
+//! that switches protocols (`Upgrade`, websockets) keeps its stream: after the
+//! upstream's 101 both sides' bytes are relayed as they are until both end.
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -135,9 +137,33 @@ pub async fn request(req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> 
         .map(str::to_owned)
         .or_else(|| req.uri().authority().map(|a| a.as_str().to_owned()))
         .unwrap_or_else(|| host.clone());
-    let upstream_request = to_upstream(req, conn.peer, conn.proto, &host_header);
-    match send(carried, upstream_request).await {
-        Ok(response) => counted(to_client(response)),
+    let mut req = req;
+    // A protocol switch (websockets): the client's side of it, once answered.
+    let upgrade =
+        headers::upgrade_of(req.headers()).map(|protocol| (protocol, hyper::upgrade::on(&mut req)));
+    let upstream_request = to_upstream(
+        req,
+        conn.peer,
+        conn.proto,
+        &host_header,
+        upgrade.as_ref().map(|u| &u.0),
+    );
+    match send(carried, upstream_request, upgrade.is_some()).await {
+        Ok((mut response, via)) => {
+            if response.status() == hyper::StatusCode::SWITCHING_PROTOCOLS {
+                if let (Some((_, client_side)), Some(via)) = (upgrade, via) {
+                    let upstream_side = hyper::upgrade::on(&mut response);
+                    monoio::spawn(tunnel(client_side, upstream_side, via));
+                    let (mut parts, body) = response.into_parts();
+                    headers::keep_upgrade(&mut parts.headers);
+                    return counted(Response::from_parts(
+                        parts,
+                        http_body_util::Either::Left(body),
+                    ));
+                }
+            }
+            counted(to_client(response))
+        }
         Err(e) => {
             crate::log_throttled!(info, endpoint = %endpoint.url, peer = %conn.peer, error = %e,
                 "http: the upstream's response failed");
@@ -147,12 +173,14 @@ pub async fn request(req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> 
 }
 
 /// The client's request as the upstream gets it: hop-by-hop headers gone, the
-/// forwarding headers set, in origin form, `Connection: close`.
+/// forwarding headers set, in origin form, `Connection: close` (or the protocol switch
+/// the client asked for, `upgrade`).
 fn to_upstream(
     mut req: Request<Incoming>,
     client: SocketAddr,
     proto: &'static str,
     host: &str,
+    upgrade: Option<&header::HeaderValue>,
 ) -> Request<Incoming> {
     let headers = req.headers_mut();
     headers::strip_hop_by_hop(headers);
@@ -162,10 +190,21 @@ fn to_upstream(
             headers.insert(header::HOST, value);
         }
     }
-    headers.insert(
-        header::CONNECTION,
-        header::HeaderValue::from_static("close"),
-    );
+    match upgrade {
+        Some(protocol) => {
+            headers.insert(header::UPGRADE, protocol.clone());
+            headers.insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("upgrade"),
+            );
+        }
+        None => {
+            headers.insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
+        }
+    }
     if req.uri().authority().is_some() {
         let origin = req
             .uri()
@@ -188,28 +227,38 @@ fn to_client(response: Response<Incoming>) -> Response<Body> {
 }
 
 /// Sends `req` over the opened stream; the response head once it arrives (its body
-/// follows as the client reads it).
+/// follows as the client reads it), and for an `upgrade` request the stream's load
+/// guard, for the switched protocol to hold.
 async fn send(
     carried: Carried,
     req: Request<Incoming>,
-) -> Result<Response<Incoming>, hyper::Error> {
+    upgrade: bool,
+) -> Result<(Response<Incoming>, Option<Via>), hyper::Error> {
     let Carried { via, channel, .. } = carried;
     match channel {
         DataChannel::Plain(tcp, reader) => {
-            exchange(ChunkedSub::new(tcp, reader, || true), via, req, |tcp| {
-                Some(ParkedChannel::plain(tcp))
-            })
-            .await
+            let stream = ChunkedSub::new(tcp, reader, || true);
+            let park = |tcp| Some(ParkedChannel::plain(tcp));
+            exchange(stream, via, req, upgrade, park).await
         }
         DataChannel::Tls(tls, reader) => {
-            Box::pin(exchange(
-                ChunkedSub::new(*tls, reader, || true),
-                via,
-                req,
-                ParkedChannel::tls,
-            ))
-            .await
+            let stream = ChunkedSub::new(*tls, reader, || true);
+            Box::pin(exchange(stream, via, req, upgrade, ParkedChannel::tls)).await
         }
+    }
+}
+
+/// Bytes both ways between the two sides of a switched protocol, until both end; the
+/// stream counted against its member meanwhile.
+async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade, via: Via) {
+    let _via = via;
+    let (Ok(client), Ok(upstream)) = (client.await, upstream.await) else {
+        return;
+    };
+    let mut client = hyper_util::rt::TokioIo::new(client);
+    let mut upstream = hyper_util::rt::TokioIo::new(upstream);
+    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        tracing::debug!(error = %e, "http: upgraded connection ended with an error");
     }
 }
 
@@ -220,12 +269,20 @@ async fn exchange<T>(
     stream: ChunkedSub<T>,
     via: Via,
     req: Request<Incoming>,
+    upgrade: bool,
     park: fn(T) -> Option<ParkedChannel>,
-) -> Result<Response<Incoming>, hyper::Error>
+) -> Result<(Response<Incoming>, Option<Via>), hyper::Error>
 where
     T: AsyncReadRent + AsyncWriteRent + Unpin + 'static,
 {
     let (mut sender, connection) = hyper::client::conn::http1::handshake(rt::io(stream)).await?;
+    if upgrade {
+        // The connection hands its stream to the switched protocol (tunnel) once the
+        // upstream answers 101; the stream is not reused afterwards.
+        monoio::spawn(connection.with_upgrades());
+        let response = sender.send_request(req).await?;
+        return Ok((response, Some(via)));
+    }
     monoio::spawn(async move {
         // The stream counts against its member until it ended.
         let via = via;
@@ -249,5 +306,5 @@ where
             load.0.session.park(parked);
         }
     });
-    sender.send_request(req).await
+    Ok((sender.send_request(req).await?, None))
 }

@@ -55,6 +55,30 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// The protocol a request asks to switch to (`Upgrade`, with `upgrade` among the
+/// `Connection` options), e.g. `websocket`.
+pub fn upgrade_of(headers: &HeaderMap) -> Option<HeaderValue> {
+    let asks = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|option| option.trim().eq_ignore_ascii_case("upgrade"));
+    asks.then(|| headers.get(header::UPGRADE).cloned())
+        .flatten()
+}
+
+/// A 101 response's headers as the client gets them: hop-by-hop ones gone, except the
+/// protocol switch itself.
+pub fn keep_upgrade(headers: &mut HeaderMap) {
+    let protocol = headers.get(header::UPGRADE).cloned();
+    strip_hop_by_hop(headers);
+    if let Some(protocol) = protocol {
+        headers.insert(header::UPGRADE, protocol);
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
 /// Appends `client` to `X-Forwarded-For` (after any addresses earlier proxies put
 /// there) and sets `X-Forwarded-Proto` to `proto` and `X-Forwarded-Host` to the host the
 /// client asked for (`host`, its `Host` header as sent).
@@ -127,6 +151,18 @@ mod tests {
         strip_hop_by_hop(&mut h);
         let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(left, ["x-kept"]);
+    }
+
+    #[test]
+    fn a_protocol_switch_is_read_from_connection_and_upgrade() {
+        let mut h = HeaderMap::new();
+        h.insert(header::UPGRADE, "websocket".parse().unwrap());
+        assert_eq!(upgrade_of(&h), None, "no Connection: upgrade");
+        h.insert(header::CONNECTION, "keep-alive, Upgrade".parse().unwrap());
+        assert_eq!(upgrade_of(&h).unwrap(), "websocket");
+        keep_upgrade(&mut h);
+        assert_eq!(h[header::CONNECTION], "upgrade");
+        assert_eq!(h[header::UPGRADE], "websocket");
     }
 
     #[test]

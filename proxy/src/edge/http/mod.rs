@@ -101,7 +101,7 @@ where
         .header_read_timeout(HEAD_TIMEOUT)
         .max_buf_size(MAX_HEAD_BYTES)
         .keep_alive(true);
-    http.serve_connection(io, service).await
+    http.serve_connection(io, service).with_upgrades().await
 }
 
 /// HTTP/2 on `io`: each stream's request handled as a task of this worker.

@@ -12,16 +12,53 @@ use std::{
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
 
 /// A monoio stream as hyper reads and writes it.
-pub type Io<T> = hyper_util::rt::TokioIo<monoio_compat::StreamWrapper<T>>;
+pub struct Io<T>(hyper_util::rt::TokioIo<monoio_compat::StreamWrapper<T>>);
+
+// SAFETY: hyper wants the I/O of a connection it may upgrade (websockets) to be Send,
+// because its upgraded streams may move between threads on other runtimes. Here a
+// connection, its upgraded stream and everything they hold live and are dropped on the
+// monoio worker that accepted or opened them: a monoio task never leaves its thread,
+// and the edge never hands these to another thread.
+unsafe impl<T> Send for Io<T> {}
 
 /// Wraps `stream` for hyper.
 pub fn io<T: AsyncReadRent + AsyncWriteRent + Unpin + 'static>(stream: T) -> Io<T> {
-    hyper_util::rt::TokioIo::new(monoio_compat::StreamWrapper::new(stream))
+    Io(hyper_util::rt::TokioIo::new(
+        monoio_compat::StreamWrapper::new(stream),
+    ))
 }
 
 /// The stream back from hyper's wrapping.
 pub fn unwrap<T>(io: Io<T>) -> T {
-    io.into_inner().into_inner()
+    io.0.into_inner().into_inner()
+}
+
+impl<T: AsyncReadRent + Unpin + 'static> hyper::rt::Read for Io<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWriteRent + Unpin + 'static> hyper::rt::Write for Io<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
 }
 
 /// hyper's executor for HTTP/2 streams: tasks of the worker the connection is on.
