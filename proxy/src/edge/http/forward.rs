@@ -6,27 +6,31 @@
 //! edge/pipeline.rs), then the request sent over that stream by hyper's HTTP/1.1 client
 //! with the forwarding headers, and the upstream's response passed back as it arrives.
 //!
-//! Each request has its own stream, which is how a pool balances per request. The
-//! upstream request says `Connection: close`, so the upstream ends the stream after its
-//! response and the data channel goes back to its session for the next one. A request
+//! The pool picks a member for each request; a kept-alive upstream connection of that
+//! member (upstreams.rs) carries it when this worker has one, else a new stream on one of
+//! its data channels, which is kept alive for the next request once the response ended
+//! (HTTP keep-alive through the tunnel). A request carried to another edge of the fleet
+//! has a stream of its own and says `Connection: close`, so the upstream ends it after
+//! the response. When a stream ends, its data channel goes back to its session. A request
 //! that switches protocols (`Upgrade`, websockets) keeps its stream: after the
 //! upstream's 101 both sides' bytes are relayed as they are until both end.
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use hyper::{body::Incoming, header, Request, Response};
+use hyper::{body::Incoming, client::conn::http1::SendRequest, header, Request, Response};
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
 
 use super::{
     headers,
     page::{self, Body, Code},
-    rt,
+    rt, upstreams,
 };
 use crate::{
     edge::{
         account::{Conn, Outcome},
         datachan::{DataChannel, ParkedChannel},
         pipeline::{self, Carried, Via},
+        pool::MemberLoad,
         EdgeShared, LiveEndpoint,
     },
     io::substream::ChunkedSub,
@@ -105,6 +109,57 @@ pub async fn request(req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> 
             return counted(page::error(Code::AgentOffline));
         }
     };
+    // As the client wrote it (an HTTP/2 request's is its `:authority`).
+    let host_header = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| req.uri().authority().map(|a| a.as_str().to_owned()))
+        .unwrap_or_else(|| host.clone());
+    let mut req = req;
+    // A protocol switch (websockets): the client's side of it, once answered.
+    let upgrade = headers::upgrade_of(req.headers())
+        .map(|protocol| (protocol, hyper::upgrade::on(&mut req)));
+    let local = matches!(route, pipeline::Route::Local(_));
+    let mut req = to_upstream(
+        req,
+        conn.peer,
+        conn.proto,
+        &host_header,
+        upgrade.as_ref().map(|u| &u.0),
+        // Keep-alive with local members; one stream per request to another edge.
+        !local,
+    );
+
+    // A kept-alive upstream connection of the member the pool picks, when this worker
+    // has one: the request goes there, unless it could not even be sent.
+    if let (pipeline::Route::Local(pool), None) = (&route, &upgrade) {
+        if let Some(member) = pool.pick(&[]) {
+            if let Some((mut sender, channel)) = upstreams::take(member.id(), &target) {
+                let load = MemberLoad::new(member);
+                match sender.try_send_request(req).await {
+                    Ok(response) => {
+                        account(Outcome::Forwarded {
+                            failovers: 0,
+                            open_latency: accepted_at.elapsed(),
+                        });
+                        keep_alive(sender, Via::Member(load), Some((target.clone(), channel)));
+                        return counted(to_client(response));
+                    }
+                    Err(mut e) => match e.take_message() {
+                        Some(unsent) => req = unsent,
+                        None => {
+                            crate::log_throttled!(info, endpoint = %endpoint.url, peer = %conn.peer,
+                                error = %e.error(), "http: the upstream's response failed");
+                            return counted(page::error(Code::UpstreamFailed));
+                        }
+                    },
+                }
+            }
+        }
+    }
+
     let opening = Box::pin(pipeline::open_phase(
         shared,
         &endpoint,
@@ -129,26 +184,8 @@ pub async fn request(req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> 
         open_latency: accepted_at.elapsed(),
     });
 
-    // As the client wrote it (an HTTP/2 request's is its `:authority`).
-    let host_header = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| req.uri().authority().map(|a| a.as_str().to_owned()))
-        .unwrap_or_else(|| host.clone());
-    let mut req = req;
-    // A protocol switch (websockets): the client's side of it, once answered.
-    let upgrade =
-        headers::upgrade_of(req.headers()).map(|protocol| (protocol, hyper::upgrade::on(&mut req)));
-    let upstream_request = to_upstream(
-        req,
-        conn.peer,
-        conn.proto,
-        &host_header,
-        upgrade.as_ref().map(|u| &u.0),
-    );
-    match send(carried, upstream_request, upgrade.is_some()).await {
+    let key = (local && upgrade.is_none()).then(|| target.clone());
+    match send(carried, req, upgrade.is_some(), key).await {
         Ok((mut response, via)) => {
             if response.status() == hyper::StatusCode::SWITCHING_PROTOCOLS {
                 if let (Some((_, client_side)), Some(via)) = (upgrade, via) {
@@ -173,14 +210,15 @@ pub async fn request(req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> 
 }
 
 /// The client's request as the upstream gets it: hop-by-hop headers gone, the
-/// forwarding headers set, in origin form, `Connection: close` (or the protocol switch
-/// the client asked for, `upgrade`).
+/// forwarding headers set, in origin form; `Connection: close` when its stream is not
+/// kept alive (`close`), or the protocol switch the client asked for (`upgrade`).
 fn to_upstream(
     mut req: Request<Incoming>,
     client: SocketAddr,
     proto: &'static str,
     host: &str,
     upgrade: Option<&header::HeaderValue>,
+    close: bool,
 ) -> Request<Incoming> {
     let headers = req.headers_mut();
     headers::strip_hop_by_hop(headers);
@@ -198,12 +236,13 @@ fn to_upstream(
                 header::HeaderValue::from_static("upgrade"),
             );
         }
-        None => {
+        None if close => {
             headers.insert(
                 header::CONNECTION,
                 header::HeaderValue::from_static("close"),
             );
         }
+        None => {}
     }
     if req.uri().authority().is_some() {
         let origin = req
@@ -233,19 +272,37 @@ async fn send(
     carried: Carried,
     req: Request<Incoming>,
     upgrade: bool,
+    keep: Option<String>,
 ) -> Result<(Response<Incoming>, Option<Via>), hyper::Error> {
     let Carried { via, channel, .. } = carried;
     match channel {
         DataChannel::Plain(tcp, reader) => {
             let stream = ChunkedSub::new(tcp, reader, || true);
             let park = |tcp| Some(ParkedChannel::plain(tcp));
-            exchange(stream, via, req, upgrade, park).await
+            exchange(stream, via, req, upgrade, keep, park).await
         }
         DataChannel::Tls(tls, reader) => {
             let stream = ChunkedSub::new(*tls, reader, || true);
-            Box::pin(exchange(stream, via, req, upgrade, ParkedChannel::tls)).await
+            Box::pin(exchange(stream, via, req, upgrade, keep, ParkedChannel::tls)).await
         }
     }
+}
+
+/// Once the response to the request just sent on `sender` has ended, keeps the
+/// connection (`keep`: its URL and data channel socket) for the next request to that
+/// URL on the same member (upstreams.rs), or (`None`) lets it go; the stream counts
+/// against its member (`via`) until then.
+fn keep_alive(
+    mut sender: SendRequest<Incoming>,
+    via: Via,
+    keep: Option<(String, std::os::fd::RawFd)>,
+) {
+    monoio::spawn(async move {
+        let ready = sender.ready().await;
+        if let (Ok(()), Via::Member(load), Some((url, channel))) = (ready, &via, keep) {
+            upstreams::put(load.0.id(), &url, sender, channel);
+        }
+    });
 }
 
 /// Bytes both ways between the two sides of a switched protocol, until both end; the
@@ -270,11 +327,13 @@ async fn exchange<T>(
     via: Via,
     req: Request<Incoming>,
     upgrade: bool,
+    keep: Option<String>,
     park: fn(T) -> Option<ParkedChannel>,
 ) -> Result<(Response<Incoming>, Option<Via>), hyper::Error>
 where
-    T: AsyncReadRent + AsyncWriteRent + Unpin + 'static,
+    T: AsyncReadRent + AsyncWriteRent + std::os::fd::AsRawFd + Unpin + 'static,
 {
+    let channel_fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
     let (mut sender, connection) = hyper::client::conn::http1::handshake(rt::io(stream)).await?;
     if upgrade {
         // The connection hands its stream to the switched protocol (tunnel) once the
@@ -283,9 +342,12 @@ where
         let response = sender.send_request(req).await?;
         return Ok((response, Some(via)));
     }
+    // The session to park the data channel with once the connection ended.
+    let session = match &via {
+        Via::Member(load) => Some(load.0.session.clone()),
+        Via::Peer(_) => None,
+    };
     monoio::spawn(async move {
-        // The stream counts against its member until it ended.
-        let via = via;
         let Ok(parts) = connection.without_shutdown().await else {
             return;
         };
@@ -302,9 +364,11 @@ where
         if reader.has_leftover() {
             return;
         }
-        if let (Via::Member(load), Some(parked)) = (&via, park(channel)) {
-            load.0.session.park(parked);
+        if let (Some(session), Some(parked)) = (session, park(channel)) {
+            session.park(parked);
         }
     });
-    Ok((sender.send_request(req).await?, None))
+    let response = sender.send_request(req).await?;
+    keep_alive(sender, via, keep.map(|url| (url, channel_fd)));
+    Ok((response, None))
 }

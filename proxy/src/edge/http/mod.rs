@@ -11,6 +11,7 @@ mod forward;
 mod headers;
 mod page;
 mod rt;
+mod upstreams;
 
 use std::{convert::Infallible, net::SocketAddr, rc::Rc, sync::Arc, time::Duration};
 

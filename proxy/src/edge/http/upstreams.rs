@@ -1,0 +1,79 @@
+//! HTTP keep-alive through the tunnel: each worker keeps the upstream connections whose
+//! last response ended, per pool member (agent session) and internal URL, so the next
+//! request for that member reuses one (no data channel to take, no stream to announce,
+//! no upstream connect at the agent) as HAProxy's `http-reuse` does. Most recently used
+//! first, at most [`MAX_IDLE_PER_MEMBER`] per member, each for at most [`IDLE_FOR`]; one
+//! the upstream closed meanwhile is skipped. Dropping one ends its stream, and its data
+//! channel goes back to the session (forward.rs).
+
+use std::{
+    cell::RefCell,
+    collections::HashMap,
+    os::fd::RawFd,
+    time::{Duration, Instant},
+};
+
+use hyper::{body::Incoming, client::conn::http1::SendRequest};
+
+use crate::io::sockets;
+
+/// Longest an upstream connection waits here for its next request.
+pub const IDLE_FOR: Duration = Duration::from_secs(15);
+/// Most idle upstream connections a worker keeps per member and URL.
+pub const MAX_IDLE_PER_MEMBER: usize = 64;
+
+type Key = (u64, String);
+
+/// An idle upstream connection: hyper's handle, the data channel's socket under it
+/// (open while hyper's connection is), and since when it waits.
+struct Idle {
+    sender: SendRequest<Incoming>,
+    channel: RawFd,
+    since: Instant,
+}
+
+thread_local! {
+    static IDLE: RefCell<HashMap<Key, Vec<Idle>>> = RefCell::new(HashMap::new());
+}
+
+/// An idle connection to `url` on session `member`, ready for a request: hyper's
+/// connection is up, and nothing (an end, a reset, stray bytes) has arrived on its data
+/// channel since its last response, so a request sent on it is not lost to an agent
+/// that died meanwhile.
+pub fn take(member: u64, url: &str) -> Option<(SendRequest<Incoming>, RawFd)> {
+    IDLE.with_borrow_mut(|idle| {
+        let key = (member, url.to_owned());
+        let senders = idle.get_mut(&key)?;
+        while let Some(entry) = senders.pop() {
+            if entry.sender.is_ready()
+                && entry.since.elapsed() < IDLE_FOR
+                && matches!(sockets::peek_first_byte(entry.channel), Ok(None))
+            {
+                return Some((entry.sender, entry.channel));
+            }
+        }
+        idle.remove(&key);
+        None
+    })
+}
+
+/// Keeps `sender` (its last response ended; `channel` is its data channel's socket)
+/// for the next request to `url` on `member`; connections idle past [`IDLE_FOR`] or
+/// closed are let go now.
+pub fn put(member: u64, url: &str, sender: SendRequest<Incoming>, channel: RawFd) {
+    let now = Instant::now();
+    IDLE.with_borrow_mut(|idle| {
+        idle.retain(|_, senders| {
+            senders.retain(|e| !e.sender.is_closed() && now.duration_since(e.since) < IDLE_FOR);
+            !senders.is_empty()
+        });
+        let senders = idle.entry((member, url.to_owned())).or_default();
+        if senders.len() < MAX_IDLE_PER_MEMBER {
+            senders.push(Idle {
+                sender,
+                channel,
+                since: now,
+            });
+        }
+    });
+}
