@@ -36,6 +36,9 @@ use crate::{
     io::substream::ChunkedSub,
 };
 
+/// How long an upstream may take to start its response (then `504`).
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// How long a finished stream waits for the agent's end of it before its data channel
 /// is closed rather than parked again.
 const STREAM_END_WAIT: Duration = Duration::from_secs(2);
@@ -119,8 +122,8 @@ pub async fn request(req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> 
         .unwrap_or_else(|| host.clone());
     let mut req = req;
     // A protocol switch (websockets): the client's side of it, once answered.
-    let upgrade = headers::upgrade_of(req.headers())
-        .map(|protocol| (protocol, hyper::upgrade::on(&mut req)));
+    let upgrade =
+        headers::upgrade_of(req.headers()).map(|protocol| (protocol, hyper::upgrade::on(&mut req)));
     let local = matches!(route, pipeline::Route::Local(_));
     let mut req = to_upstream(
         req,
@@ -138,7 +141,12 @@ pub async fn request(req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> 
         if let Some(member) = pool.pick(&[]) {
             if let Some((mut sender, channel)) = upstreams::take(member.id(), &target) {
                 let load = MemberLoad::new(member);
-                match sender.try_send_request(req).await {
+                let sent =
+                    monoio::time::timeout(RESPONSE_TIMEOUT, sender.try_send_request(req)).await;
+                let Ok(sent) = sent else {
+                    return counted(page::error(Code::UpstreamTimeout));
+                };
+                match sent {
                     Ok(response) => {
                         account(Outcome::Forwarded {
                             failovers: 0,
@@ -201,7 +209,12 @@ pub async fn request(req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> 
             }
             counted(to_client(response))
         }
-        Err(e) => {
+        Err(SendFailure::Timeout) => {
+            crate::log_throttled!(info, endpoint = %endpoint.url, peer = %conn.peer,
+                timeout_s = RESPONSE_TIMEOUT.as_secs(), "http: no response from the upstream in time");
+            counted(page::error(Code::UpstreamTimeout))
+        }
+        Err(SendFailure::Http(e)) => {
             crate::log_throttled!(info, endpoint = %endpoint.url, peer = %conn.peer, error = %e,
                 "http: the upstream's response failed");
             counted(page::error(Code::UpstreamFailed))
@@ -273,7 +286,7 @@ async fn send(
     req: Request<Incoming>,
     upgrade: bool,
     keep: Option<String>,
-) -> Result<(Response<Incoming>, Option<Via>), hyper::Error> {
+) -> Result<(Response<Incoming>, Option<Via>), SendFailure> {
     let Carried { via, channel, .. } = carried;
     match channel {
         DataChannel::Plain(tcp, reader) => {
@@ -283,7 +296,15 @@ async fn send(
         }
         DataChannel::Tls(tls, reader) => {
             let stream = ChunkedSub::new(*tls, reader, || true);
-            Box::pin(exchange(stream, via, req, upgrade, keep, ParkedChannel::tls)).await
+            Box::pin(exchange(
+                stream,
+                via,
+                req,
+                upgrade,
+                keep,
+                ParkedChannel::tls,
+            ))
+            .await
         }
     }
 }
@@ -303,6 +324,25 @@ fn keep_alive(
             upstreams::put(load.0.id(), &url, sender, channel);
         }
     });
+}
+
+/// Why a request sent upstream got no response.
+enum SendFailure {
+    /// hyper's error (the stream broke, the answer was not HTTP).
+    Http(hyper::Error),
+    /// No response head within [`RESPONSE_TIMEOUT`].
+    Timeout,
+}
+
+/// The response head of a request sent, within [`RESPONSE_TIMEOUT`].
+async fn answer(
+    sent: impl std::future::Future<Output = Result<Response<Incoming>, hyper::Error>>,
+) -> Result<Response<Incoming>, SendFailure> {
+    match monoio::time::timeout(RESPONSE_TIMEOUT, sent).await {
+        Ok(Ok(response)) => Ok(response),
+        Ok(Err(e)) => Err(SendFailure::Http(e)),
+        Err(_) => Err(SendFailure::Timeout),
+    }
 }
 
 /// Bytes both ways between the two sides of a switched protocol, until both end; the
@@ -329,17 +369,19 @@ async fn exchange<T>(
     upgrade: bool,
     keep: Option<String>,
     park: fn(T) -> Option<ParkedChannel>,
-) -> Result<(Response<Incoming>, Option<Via>), hyper::Error>
+) -> Result<(Response<Incoming>, Option<Via>), SendFailure>
 where
     T: AsyncReadRent + AsyncWriteRent + std::os::fd::AsRawFd + Unpin + 'static,
 {
     let channel_fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(rt::io(stream)).await?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(rt::io(stream))
+        .await
+        .map_err(SendFailure::Http)?;
     if upgrade {
         // The connection hands its stream to the switched protocol (tunnel) once the
         // upstream answers 101; the stream is not reused afterwards.
         monoio::spawn(connection.with_upgrades());
-        let response = sender.send_request(req).await?;
+        let response = answer(sender.send_request(req)).await?;
         return Ok((response, Some(via)));
     }
     // The session to park the data channel with once the connection ended.
@@ -368,7 +410,7 @@ where
             session.park(parked);
         }
     });
-    let response = sender.send_request(req).await?;
+    let response = answer(sender.send_request(req)).await?;
     keep_alive(sender, via, keep.map(|url| (url, channel_fd)));
     Ok((response, None))
 }

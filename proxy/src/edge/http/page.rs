@@ -30,6 +30,8 @@ pub enum Code {
     UpstreamUnreachable,
     /// The upstream's answer was not a valid HTTP response.
     UpstreamFailed,
+    /// The upstream did not start its response in time.
+    UpstreamTimeout,
 }
 
 impl Code {
@@ -43,6 +45,7 @@ impl Code {
             Code::AgentOffline => "ERR_SLUICE_AGENT_OFFLINE",
             Code::UpstreamUnreachable => "ERR_SLUICE_UPSTREAM_UNREACHABLE",
             Code::UpstreamFailed => "ERR_SLUICE_UPSTREAM_FAILED",
+            Code::UpstreamTimeout => "ERR_SLUICE_UPSTREAM_TIMEOUT",
         }
     }
 
@@ -56,6 +59,7 @@ impl Code {
             Code::AgentOffline | Code::UpstreamUnreachable | Code::UpstreamFailed => {
                 StatusCode::BAD_GATEWAY
             }
+            Code::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
     }
 
@@ -75,6 +79,7 @@ impl Code {
             Code::UpstreamFailed => {
                 "the service behind this endpoint did not answer with a valid HTTP response"
             }
+            Code::UpstreamTimeout => "the service behind this endpoint did not answer in time",
         }
     }
 }
