@@ -353,3 +353,79 @@ fn a_websocket_upgrade_passes_through_and_then_flows_both_ways() {
     reader.read_to_end(&mut rest).unwrap();
     assert!(rest.is_empty(), "{} unexpected bytes", rest.len());
 }
+
+#[test]
+fn hostile_clients_get_their_error_or_timeout_and_others_are_still_served() {
+    use std::io::{Read, Write};
+    use std::time::{Duration, Instant};
+    let fx = Fixture::new();
+    let (_edge, agent_addr, http) = edge(&fx);
+    let api = HttpEcho::start("api");
+    let _agent = agent(
+        &fx,
+        "agent.yml",
+        agent_addr,
+        &[(API, format!("http://{}", api.addr))],
+    );
+    let answer = |request: &[u8]| -> String {
+        let mut s = std::net::TcpStream::connect(http).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        // The edge may answer and close before it has read everything: a write error
+        // then is part of the answer, not a failure of the test.
+        let _ = s.write_all(request);
+        let mut got = Vec::new();
+        let _ = s.read_to_end(&mut got);
+        String::from_utf8_lossy(&got).into_owned()
+    };
+
+    // A head over the limit: 431, and nothing reaches the upstream.
+    let huge = format!(
+        "GET / HTTP/1.1\r\nHost: api.example.com\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(80 * 1024)
+    );
+    let got = answer(huge.as_bytes());
+    assert!(got.starts_with("HTTP/1.1 431"), "{got:.200}");
+    // Not HTTP at all: 400.
+    let got = answer(b"THIS IS NOT HTTP\r\n\r\n");
+    assert!(got.starts_with("HTTP/1.1 400"), "{got:.200}");
+    assert_eq!(api.requests.load(std::sync::atomic::Ordering::Relaxed), 0);
+
+    // A head sent a byte at a time, slower than the head timeout allows: the edge closes
+    // it, while a normal client is served meanwhile.
+    let mut slow = std::net::TcpStream::connect(http).unwrap();
+    slow.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let started = Instant::now();
+    let head = b"GET /slow HTTP/1.1\r\nHost: api.example.com\r\nX-Drip: ";
+    slow.write_all(head).unwrap();
+    let served = one(&fx, http, "api.example.com", "/meanwhile", None, &[]);
+    assert_eq!(served.status, 200);
+    let closed = loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "a dripping head was kept open for {:?}",
+            started.elapsed()
+        );
+        if slow.write_all(b"x").is_err() {
+            break started.elapsed();
+        }
+        let mut buf = [0u8; 512];
+        match slow.read(&mut buf) {
+            Ok(0) => break started.elapsed(),
+            Ok(_) => break started.elapsed(),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(_) => break started.elapsed(),
+        }
+    };
+    assert!(
+        closed >= Duration::from_secs(9),
+        "closed after {closed:?}, before the 10 s head timeout"
+    );
+    assert_eq!(
+        api.requests.load(std::sync::atomic::Ordering::Relaxed),
+        1,
+        "only the normal request reached the upstream"
+    );
+}
