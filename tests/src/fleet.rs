@@ -33,10 +33,13 @@ pub struct Edge {
     pub agent_addr: SocketAddr,
     /// Its admin API.
     pub admin: Admin,
+    /// Its `http://` endpoints' port (the fleet's edges have one).
+    pub http_addr: Option<SocketAddr>,
 }
 
-/// An edge named `name` on loopback address `ip`, its state in `etcd` under `prefix`,
-/// with `statics` as edge.yml's own endpoints (`(listen, policy)`).
+/// An edge named `name` on loopback address `ip` (its `http://` endpoints' port there
+/// too), its state in `etcd` under `prefix`, with `statics` as edge.yml's own
+/// endpoints (`(listen, policy)`).
 pub fn edge_config(
     fx: &Fixture,
     name: &str,
@@ -50,7 +53,8 @@ pub fn edge_config(
         yaml = yaml.replace("endpoints:\n", "endpoints: []\n");
     }
     yaml.push_str(&format!(
-        "admin:\n  listen: {ip}:0\n  api_keys: [\"{}\"]\nedge_id: {name}\npublic_address: {ip}\n\
+        "http_endpoints:\n  listen: {ip}:0\n\
+         admin:\n  listen: {ip}:0\n  api_keys: [\"{}\"]\nedge_id: {name}\npublic_address: {ip}\n\
          state:\n  etcd:\n    endpoints: {}\n    prefix: {prefix}\n",
         fixture::token_hash(API_KEY),
         serde_json::to_string(&etcd.urls()).unwrap()
@@ -80,10 +84,13 @@ pub fn run_edge(cfg: &std::path::Path) -> Edge {
     let mut process = Sluice::edge(cfg, DRIVER);
     let (agent_addr, _) = process.edge_addrs(0);
     let (addr, _) = crate::admin::listening(&mut process);
+    let declares_http = std::fs::read_to_string(cfg).is_ok_and(|c| c.contains("http_endpoints:"));
+    let http_addr = declares_http.then(|| process.http_endpoints_addr());
     Edge {
         process,
         agent_addr,
         admin: Admin::new(addr, API_KEY),
+        http_addr,
     }
 }
 

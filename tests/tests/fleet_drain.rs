@@ -37,10 +37,12 @@ const URL: &str = "tcp://db.internal:5432";
 fn start_fixed(cfg: &std::path::Path) -> Edge {
     let (mut process, agent_addr, _) = Sluice::edge_on_fixed_ports(cfg, DRIVER, 0);
     let (addr, _) = sluice_tests::admin::listening(&mut process);
+    let http_addr = Some(process.http_endpoints_addr());
     Edge {
         process,
         agent_addr,
         admin: Admin::new(addr, API_KEY),
+        http_addr,
     }
 }
 

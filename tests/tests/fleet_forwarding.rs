@@ -571,3 +571,60 @@ fn a_forwarding_edge_sends_new_connections_to_the_less_loaded_edge() {
     });
     drop((held_on_a, held_via_c));
 }
+
+#[test]
+fn an_http_endpoint_is_served_through_an_edge_without_the_session() {
+    use sluice_tests::http::{curl, HttpEcho};
+    let etcd = Etcd::start();
+    let fx = Fixture::new();
+    let edges = three_edges(&fx, &etcd);
+    let api = HttpEcho::start("api");
+    let url = "http://api.internal";
+    let yaml = agent_yaml_on(&fx, &[edges[1].agent_addr], 1, "tcp", &[])
+        + &format!(
+            "  - url: {url}\n    upstream: {{ url: \"http://{}\" }}\n",
+            api.addr
+        );
+    let mut agent = Sluice::agent(&fx.write("agent.yml", &yaml), DRIVER);
+    agent.wait_for("endpoint bound");
+    edges[0].admin.create(
+        "/v1/endpoints",
+        json!({ "url": "http://api.example.com", "traffic_policy": fixture::forward_all(url) }),
+    );
+    // Through C, which holds no session (forwarded to B), and through B itself.
+    for edge in [2, 1] {
+        let http = edges[edge]
+            .http_addr
+            .expect("fleet edges serve http:// endpoints");
+        let target = format!("http://api.example.com:{}/via-{edge}", http.port());
+        wait_until(
+            &format!("edge {edge} serves the http endpoint"),
+            PROPAGATION,
+            || {
+                curl(
+                    http,
+                    "api.example.com",
+                    std::slice::from_ref(&target),
+                    None,
+                    &[],
+                    fx.dir(),
+                )[0]
+                .status
+                    == 200
+            },
+        );
+        let urls: Vec<String> = (0..5).map(|_| target.clone()).collect();
+        let got = curl(http, "api.example.com", &urls, None, &[], fx.dir());
+        for t in &got {
+            assert_eq!(t.status, 200, "edge {edge}: {t:?}");
+            let seen = t.text().to_ascii_lowercase();
+            assert!(seen.contains("x-forwarded-for: 127.0.0.1\r\n"), "{seen}");
+            assert!(
+                seen.contains(&format!("get /via-{edge} http/1.1")),
+                "{seen}"
+            );
+        }
+    }
+    let forwarded = metric(&edges, 2, OUT_OPENED);
+    assert!(forwarded >= 5.0, "C carried {forwarded} streams to B");
+}
