@@ -20,7 +20,7 @@ use sluice_proxy::{
     version,
     about = "Self-hosted edge proxy for reverse tunnels",
     after_help = "Examples:\n  \
-        sluice demo                                   # edge + agent + echo upstream on loopback\n  \
+        sluice demo                                   # edge + agent + echo and HTTP upstreams on loopback\n  \
         sluice certs new --dir certs --name edge.example.com\n  \
         sluice token new                              # a token and its hash\n  \
         sluice config check edge.yml\n  \
@@ -94,7 +94,8 @@ enum Command {
         #[command(subcommand)]
         command: CertsCommand,
     },
-    /// Edge + agent + echo upstream on loopback, ready to connect to.
+    /// Edge + agent + an echo upstream (TCP endpoint) and an HTTP upstream (HTTP endpoint,
+    /// on the next port up) on loopback, ready to connect to.
     Demo {
         /// Public port of the demo endpoint (busy: a free one is used).
         #[arg(long, default_value_t = 21001)]
@@ -311,10 +312,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             logging::init(cli.log_level.as_deref(), cli.log_format, None);
             signals::block_termination_signals();
             let d = demo::start(port, &transport, cli.driver)?;
-            println!("sluice demo: edge, agent and echo upstream are running");
+            println!("sluice demo: edge, agent, echo and hello upstreams are running");
             println!(
                 "  public endpoint  tcp://{}  (loopback clients only)",
                 d.public_addr
+            );
+            println!(
+                "  http endpoint    http://localhost:{}  (loopback clients only)",
+                d.http_addr.port()
             );
             println!("  agent port       {}", d.agent_addr);
             println!("  echo upstream    {}", d.upstream_addr);
@@ -324,6 +329,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 d.public_addr.ip(),
                 d.public_addr.port()
             );
+            println!("     and:  curl http://localhost:{}/", d.http_addr.port());
             println!("Ctrl-C stops the demo.");
             signals::wait_for_termination();
             let _ = std::fs::remove_dir_all(&d.dir);

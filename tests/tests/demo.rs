@@ -1,5 +1,5 @@
 //! End-to-end: `sluice demo`, README's first command, serves an echo through a real
-//! edge, TLS data channels and agent.
+//! edge, TLS data channels and agent, and a hello over HTTP through its HTTP endpoint.
 
 use std::{
     io::{BufRead, BufReader},
@@ -38,10 +38,38 @@ fn the_demo_prints_a_public_address_that_echoes() {
                 break addr.split_whitespace().next().unwrap().parse().unwrap();
             }
         };
+        let http_port: u16 = loop {
+            let line = rx
+                .recv_timeout(Duration::from_secs(20))
+                .expect("demo printed no http endpoint");
+            if let Some(rest) = line.trim().strip_prefix("http endpoint") {
+                let url = rest.split_whitespace().next().unwrap();
+                break url.rsplit(':').next().unwrap().parse().unwrap();
+            }
+        };
         let result = client::wait_until_echo(public, Duration::from_secs(20))
-            .and_then(|()| client::echo_ok(None, public, &[7u8; 100_000]));
+            .and_then(|()| client::echo_ok(None, public, &[7u8; 100_000]))
+            .and_then(|()| hello(http_port));
         let _ = child.kill();
         let _ = child.wait();
         result.unwrap_or_else(|e| panic!("{driver}: {e}"));
     }
+}
+
+/// A GET through the demo's HTTP endpoint: its hello, with the forwarding headers.
+fn hello(port: u16) -> std::io::Result<()> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        s,
+        "GET /hi HTTP/1.1\r\nHost: localhost:{port}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut got = String::new();
+    s.read_to_string(&mut got)?;
+    let ok = got.starts_with("HTTP/1.1 200")
+        && got.contains("you asked: GET /hi HTTP/1.1")
+        && got.contains("x-forwarded-for: 127.0.0.1");
+    ok.then_some(())
+        .ok_or_else(|| std::io::Error::other(format!("unexpected answer:\n{got}")))
 }

@@ -1,4 +1,5 @@
-//! `sluice demo`: an edge, an agent and an echo upstream in one process, on loopback,
+//! `sluice demo`: an edge, an agent, an echo upstream (behind a TCP endpoint) and a
+//! hello-world HTTP upstream (behind an HTTP endpoint) in one process, on loopback,
 //! from the embedded configs beside this file. The certificate is generated and
 //! self-signed, the token is fresh, and both land in a private temporary directory, so
 //! the demo goes through exactly the config loading a real deployment does.
@@ -19,6 +20,8 @@ use crate::{
     tls, token,
 };
 
+mod hello;
+
 const EDGE_TEMPLATE: &str = include_str!("edge.yml");
 const AGENT_TEMPLATE: &str = include_str!("agent.yml");
 
@@ -26,6 +29,8 @@ const AGENT_TEMPLATE: &str = include_str!("agent.yml");
 pub struct Demo {
     /// The public endpoint to connect to.
     pub public_addr: SocketAddr,
+    /// The HTTP endpoints' port (`http://localhost` there).
+    pub http_addr: SocketAddr,
     /// The edge's agent port.
     pub agent_addr: SocketAddr,
     /// The echo upstream.
@@ -34,14 +39,20 @@ pub struct Demo {
     pub dir: PathBuf,
 }
 
-/// Starts the echo upstream, the edge and the agent; returns once all are listening.
-/// `public_port` 0 picks a free port; a busy fixed port falls back to a free one.
+/// Starts the echo and hello upstreams, the edge and the agent; returns once all are
+/// listening. `public_port` 0 picks a free port; a busy fixed port falls back to a
+/// free one (the HTTP port is the next one up, or a free one).
 pub fn start(public_port: u16, transport: &str, driver: Driver) -> anyhow::Result<Demo> {
     let upstream = TcpListener::bind("127.0.0.1:0").context("binding the echo upstream")?;
     let upstream_addr = upstream.local_addr()?;
     std::thread::Builder::new()
         .name("demo-echo".into())
         .spawn(move || echo_server(upstream))?;
+    let hello = TcpListener::bind("127.0.0.1:0").context("binding the hello upstream")?;
+    let hello_addr = hello.local_addr()?;
+    std::thread::Builder::new()
+        .name("demo-hello".into())
+        .spawn(move || hello::serve(hello))?;
 
     let dir = std::env::temp_dir().join(format!("sluice-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -57,25 +68,40 @@ pub fn start(public_port: u16, transport: &str, driver: Driver) -> anyhow::Resul
         tracing::warn!(port = public_port, "demo port busy; using a free one");
         0
     };
+    let http_port = match port.checked_add(1).filter(|p| *p > 1) {
+        Some(p) if TcpListener::bind(("127.0.0.1", p)).is_ok() => p,
+        _ => 0,
+    };
     let edge_yml = EDGE_TEMPLATE
         .replace("{TOKEN_HASH}", &hash)
         .replace("{PUBLIC_PORT}", &port.to_string())
+        .replace("{HTTP_PORT}", &http_port.to_string())
         .replace("{PLAIN_CHANNELS}", &(transport == "tcp").to_string());
     let edge_path = dir.join("edge.yml");
     std::fs::write(&edge_path, &edge_yml)?;
     let edge = edge::start(EdgeSettings::from_yaml(&edge_yml, &edge_path)?, driver)?;
-    let public_addr = edge.shared.endpoints.list()[0].addr;
+    let public_addr = edge
+        .shared
+        .endpoints
+        .list()
+        .iter()
+        .find(|e| e.url.starts_with("tcp://"))
+        .map(|e| e.addr)
+        .context("the demo's tcp endpoint")?;
+    let http_addr = edge.http_addr.context("the demo's http port")?;
 
     let agent_yml = AGENT_TEMPLATE
         .replace("{TOKEN}", secret.expose())
         .replace("{EDGE_ADDR}", &edge.agent_addr.to_string())
         .replace("{TRANSPORT}", transport)
-        .replace("{UPSTREAM}", &upstream_addr.to_string());
+        .replace("{UPSTREAM}", &upstream_addr.to_string())
+        .replace("{HELLO}", &hello_addr.to_string());
     let agent_path = dir.join("agent.yml");
     write_private(&agent_path, &agent_yml)?;
     agent::start(AgentSettings::from_yaml(&agent_yml, &agent_path)?, driver)?;
     Ok(Demo {
         public_addr,
+        http_addr,
         agent_addr: edge.agent_addr,
         upstream_addr,
         dir,
