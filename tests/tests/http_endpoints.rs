@@ -172,6 +172,14 @@ fn requests_reach_the_upstream_with_forwarding_headers_and_refusals_get_pages() 
         Some("ERR_SLUICE_NO_ENDPOINT")
     );
 
+    // The edge's own answers are logged with their request line and code.
+    let logged = edge.wait_for_n("the refusal's log line", 1, |v| {
+        v["message"] == "http request answered by the edge" && v["code"] == "ERR_SLUICE_DENIED"
+    });
+    assert_eq!(logged["method"], "GET", "{logged}");
+    assert_eq!(logged["uri"], "/", "{logged}");
+    assert_eq!(logged["status"], 403, "{logged}");
+
     // Every response counted by class.
     let metrics = sluice_tests::admin::Admin::new(
         sluice_tests::admin::listening(&mut edge).0,

@@ -57,8 +57,29 @@ pub struct ConnInfo {
     pub proto: &'static str,
 }
 
-/// Answers one request: the upstream's response, or the edge's page saying why not.
+/// Answers one request: the upstream's response, or the edge's page saying why not;
+/// the request line and its outcome logged (the edge's own answers at `info`, rate
+/// limited; the upstream's at `debug`).
 pub async fn request(req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> {
+    let started = std::time::Instant::now();
+    let (method, uri) = (req.method().clone(), req.uri().clone());
+    let response = phases(req, conn).await;
+    let status = response.status().as_u16();
+    let ms = started.elapsed().as_secs_f64() * 1e3;
+    match response.headers().get(page::ERROR_CODE_HEADER) {
+        Some(code) => {
+            crate::log_throttled!(info, peer = %conn.peer, %method, %uri, status,
+                code = code.to_str().unwrap_or(""), ms, "http request answered by the edge");
+        }
+        None => {
+            tracing::debug!(peer = %conn.peer, %method, %uri, status, ms, "http request");
+        }
+    }
+    response
+}
+
+/// [`request`]'s phases.
+async fn phases(req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> {
     let accepted_at = std::time::Instant::now();
     let shared = &*conn.shared;
     let Some(host) = headers::host_of(&req) else {
