@@ -139,7 +139,7 @@ pub fn collect<T: serde::de::DeserializeOwned>(
                 file: file.to_path_buf(),
                 loc: e.loc,
                 path: e.path.to_string(),
-                message: e.message.clone(),
+                message: with_suggestion(&e.message),
             };
             if !out.contains(&p) {
                 out.push(p);
@@ -159,12 +159,69 @@ pub fn collect<T: serde::de::DeserializeOwned>(
     None
 }
 
+/// serde's "unknown field `X`, expected ..." with the closest expected key suggested
+/// (a misspelling: at most a third of the key's letters off, and at most 3); any other
+/// message as it is.
+fn with_suggestion(message: &str) -> String {
+    let Some(rest) = message.strip_prefix("unknown field `") else {
+        return message.to_owned();
+    };
+    let Some((unknown, expected)) = rest.split_once('`') else {
+        return message.to_owned();
+    };
+    let closest = expected
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(|known| (edit_distance(unknown, known), known))
+        .filter(|(d, _)| *d > 0 && *d <= (unknown.chars().count() / 3).clamp(1, 3))
+        .min();
+    match closest {
+        Some((_, known)) => format!("{message}; did you mean `{known}`?"),
+        None => message.to_owned(),
+    }
+}
+
+/// Levenshtein distance between two keys.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (above + 1).min(row[j] + 1).min(diagonal + usize::from(ca != *cb));
+            diagonal = above;
+        }
+    }
+    row[b.len()]
+}
+
 #[cfg(test)]
 mod tests {
     use serde::Deserialize;
 
     use super::*;
     use crate::config::tree;
+
+    #[test]
+    fn a_misspelt_key_gets_the_closest_known_one() {
+        let m = "unknown field `conect_url`, expected one of `authtoken`, `connect_url`, `connect_cas`";
+        assert_eq!(
+            with_suggestion(m),
+            format!("{m}; did you mean `connect_url`?")
+        );
+        let m = "unknown field `colour`, expected `color` or `size`";
+        assert!(with_suggestion(m).ends_with("did you mean `color`?"));
+        // Nothing close: no guess.
+        let m = "unknown field `metadata`, expected one of `authtoken`, `connect_url`";
+        assert_eq!(with_suggestion(m), m);
+        let m = "invalid type: string \"x\", expected u32";
+        assert_eq!(with_suggestion(m), m);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("", "ab"), 2);
+    }
 
     #[derive(Debug, Deserialize)]
     #[serde(deny_unknown_fields)]
