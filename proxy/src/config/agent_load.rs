@@ -22,12 +22,21 @@ impl AgentSettings {
     /// resolving relative file names.
     pub fn from_yaml(text: &str, path: &Path) -> Result<Self, ConfigError> {
         let tree = tree::parse(text).map_err(|e| ConfigError::new(path, e))?;
-        Self::validate(tree, path).into_result(path)
+        let validated = Self::validate(tree, path);
+        for warning in &validated.warnings {
+            tracing::warn!(file = %path.display(), "{warning}");
+        }
+        validated.into_result(path)
     }
 
     /// The one validation of an agent file (`path` parsed into `tree`): every problem,
-    /// or the settings. `sluice config check` runs exactly this.
-    pub fn validate(tree: Node, path: &Path) -> Validated<Self> {
-        validate::run::<AgentFile, _>(tree, path, super::agent_validate::resolve)
+    /// or the settings. `sluice config check` runs exactly this. ngrok's cloud-only
+    /// keys are set aside first, with a warning (ngrok_keys.rs).
+    pub fn validate(mut tree: Node, path: &Path) -> Validated<Self> {
+        let ignored = super::ngrok_keys::set_aside(&mut tree);
+        let mut validated =
+            validate::run::<AgentFile, _>(tree, path, super::agent_validate::resolve);
+        validated.warnings.splice(0..0, ignored);
+        validated
     }
 }

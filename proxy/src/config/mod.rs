@@ -15,6 +15,7 @@ pub mod edge;
 mod edge_load;
 mod edge_validate;
 pub mod fleet;
+mod ngrok_keys;
 pub mod problems;
 pub mod tree;
 pub mod tree_de;

@@ -191,7 +191,9 @@ fn edit_distance(a: &str, b: &str) -> usize {
         row[0] = i + 1;
         for (j, cb) in b.iter().enumerate() {
             let above = row[j + 1];
-            row[j + 1] = (above + 1).min(row[j] + 1).min(diagonal + usize::from(ca != *cb));
+            row[j + 1] = (above + 1)
+                .min(row[j] + 1)
+                .min(diagonal + usize::from(ca != *cb));
             diagonal = above;
         }
     }
@@ -207,7 +209,8 @@ mod tests {
 
     #[test]
     fn a_misspelt_key_gets_the_closest_known_one() {
-        let m = "unknown field `conect_url`, expected one of `authtoken`, `connect_url`, `connect_cas`";
+        let m =
+            "unknown field `conect_url`, expected one of `authtoken`, `connect_url`, `connect_cas`";
         assert_eq!(
             with_suggestion(m),
             format!("{m}; did you mean `connect_url`?")

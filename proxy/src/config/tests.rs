@@ -152,6 +152,13 @@ fn warnings_come_from_the_same_validation() {
     );
     let r = check_file(&scratch.0.join("agent-ok-minimal.yml")).unwrap();
     assert!(r.warnings.is_empty(), "{r:?}");
+    // ngrok's cloud-only keys: one warning naming each, and the file is valid.
+    let r = check_file(&scratch.0.join("agent-ok-ngrok-cloud-keys.yml")).unwrap();
+    assert!(r.problems.is_empty(), "{r:?}");
+    assert_eq!(r.warnings.len(), 1, "{r:?}");
+    for key in ["update_channel", "console_ui", "web_addr", "api_key"] {
+        assert!(r.warnings[0].contains(&format!("agent.{key} (")), "{r:?}");
+    }
     // A plain-HTTP admin listener beyond loopback is a problem, and only with the
     // explicit escape hatch a warning.
     let r = check_file(&scratch.0.join("edge-bad-admin.yml")).unwrap();
