@@ -73,7 +73,10 @@ pub struct AgentSection {
     /// Sessions to keep, each with a distinct edge (capped by the edges known).
     #[serde(default = "default_edge_connections")]
     pub edge_connections: usize,
-    /// PEM bundle of CAs that may sign the edge's certificate.
+    /// PEM bundle of CAs that may sign the edge's certificate; `trusted` (the public
+    /// roots sluice carries, as when unset) or `host` (the OS bundle), as ngrok says.
+    /// `root_cas` is ngrok v2's name for it.
+    #[serde(alias = "root_cas")]
     pub connect_cas: Option<std::path::PathBuf>,
     /// Name to verify in the edge's certificate (default: host of `connect_url`).
     pub server_name: Option<String>,
@@ -355,10 +358,19 @@ pub struct UpstreamTls {
 }
 
 /// The host part of `host:port` (brackets stripped for IPv6), if the port parses.
-/// The address an `upstream.url` is dialed at: `host:port` as written, or
-/// `http://host[:port]` (port 80 by default) as `host:port`: the edge speaks HTTP over
-/// the stream, the agent dials plain TCP. `None` for anything else.
+/// The address an `upstream.url` is dialed at: `host:port` as written, a bare port as
+/// `localhost:PORT` (as ngrok reads it), or `http://host[:port]` (port 80 by default) as
+/// `host:port`: the edge speaks HTTP over the stream, the agent dials plain TCP. `None`
+/// for anything else.
 pub(crate) fn upstream_dial_addr(url: &str) -> Option<String> {
+    if !url.is_empty() && url.bytes().all(|b| b.is_ascii_digit()) {
+        // A bare port, as ngrok reads it: that port on this host.
+        return url
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p > 0)
+            .map(|p| format!("localhost:{p}"));
+    }
     let addr = match url.strip_prefix("http://") {
         Some(rest) => {
             let rest = rest.strip_suffix('/').unwrap_or(rest);
@@ -398,6 +410,36 @@ mod tests {
     }
 
     #[test]
+    fn connect_cas_takes_ngroks_words_and_root_cas_is_its_alias() {
+        let with = |line: &str| {
+            let yaml = format!(
+                "version: 3\nagent:\n  authtoken: tok\n  connect_url: edge.example.com:4443\n  {line}\n\
+                 endpoints:\n  - url: tcp://db.internal:5432\n    upstream: {{ url: \"5432\" }}\n"
+            );
+            AgentSettings::from_yaml(&yaml, Path::new("/nonexistent/agent.yml"))
+                .map_err(|e| e.to_string())
+        };
+        let trusted = with("connect_cas: trusted").unwrap();
+        assert_eq!(
+            trusted.endpoints[0].upstream, "localhost:5432",
+            "a bare port"
+        );
+        let os_bundle = std::path::Path::new("/etc/ssl/certs/ca-certificates.crt");
+        match with("connect_cas: host") {
+            Ok(_) => {
+                assert!(os_bundle.is_file() || std::path::Path::new("/etc/ssl/cert.pem").is_file())
+            }
+            Err(e) => assert!(e.contains("no CA bundle of the operating system"), "{e}"),
+        }
+        // ngrok v2's name reads as connect_cas: its file is what is looked for.
+        let e = with("root_cas: missing-ca.pem").unwrap_err();
+        assert!(
+            e.contains("agent.connect_cas") && e.contains("missing-ca.pem"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn an_http_upstream_is_dialed_at_its_host_and_port() {
         for (url, addr) in [
             ("http://localhost:8080", Some("localhost:8080")),
@@ -406,6 +448,9 @@ mod tests {
             ("http://[::1]", Some("[::1]:80")),
             ("10.0.0.5:5432", Some("10.0.0.5:5432")),
             ("http://api.lan:http", None),
+            ("5432", Some("localhost:5432")),
+            ("0", None),
+            ("70000", None),
             ("http://api.lan/v1", None),
             ("https://api.lan", None),
         ] {

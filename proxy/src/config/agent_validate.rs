@@ -112,8 +112,27 @@ fn agent_section(node: &Node, file: &Path, p: &mut Problems) -> Option<Connectio
             "must be longer than a non-zero heartbeat_interval",
         );
     }
-    let tls = match &a.connect_cas {
-        Some(cas) => tls::load_certs(&relative_to(file, cas))
+    // ngrok's words: `trusted` (the public roots sluice carries, as with no setting)
+    // and `host` (the operating system's bundle); anything else is a PEM file.
+    let cas = match a.connect_cas.as_deref().and_then(|c| c.to_str()) {
+        Some("trusted") => None,
+        Some("host") => match HOST_CA_BUNDLES.iter().find(|b| Path::new(b).is_file()) {
+            Some(bundle) => Some(std::path::PathBuf::from(bundle)),
+            None => {
+                p.at(
+                    "agent.connect_cas",
+                    format!(
+                        "`host`: no CA bundle of the operating system found (looked for {})",
+                        HOST_CA_BUNDLES.join(", ")
+                    ),
+                );
+                return None;
+            }
+        },
+        _ => a.connect_cas.as_ref().map(|c| relative_to(file, c)),
+    };
+    let tls = match &cas {
+        Some(cas) => tls::load_certs(cas)
             .and_then(|certs| tls::client_config(Some(certs)))
             .map_err(|e| p.at("agent.connect_cas", e))
             .ok(),
@@ -125,6 +144,14 @@ fn agent_section(node: &Node, file: &Path, p: &mut Problems) -> Option<Connectio
         tls: tls?,
     })
 }
+
+/// Where operating systems keep their CA bundle (`connect_cas: host`), Debian's first.
+const HOST_CA_BUNDLES: [&str; 4] = [
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/ca-bundle.pem",
+    "/etc/ssl/cert.pem",
+];
 
 /// `connect_url`'s entries with the name each edge's certificate must show.
 fn edge_targets(a: &AgentSection, p: &mut Problems) -> Option<Vec<EdgeTarget>> {
