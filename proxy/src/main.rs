@@ -291,6 +291,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let mut settings = AgentSettings::load(&config)?;
             settings.pump = cli.pump;
             logging::init(cli.log_level.as_deref(), cli.log_format, None);
+            for warning in &settings.warnings {
+                tracing::warn!(file = %config.display(), "{warning}");
+            }
             signals::block_with_hangup();
             let drain_timeout = settings.drain_timeout;
             let agent = agent::start(settings, cli.driver)?;

@@ -276,3 +276,32 @@ fn the_usual_openssl_one_liner_is_explained_and_sluice_certs_new_passes() {
     let (ok, text) = config_check(&fx.write("good.yml", &yaml("certs/edge.crt", "certs/edge.key")));
     assert!(ok, "{text}");
 }
+
+#[test]
+fn an_agent_logs_the_ngrok_keys_it_ignores_and_runs() {
+    let fx = Fixture::new();
+    // An edge address nobody listens on: the agent starts, warns, and keeps retrying.
+    let nobody = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let yaml = fx
+        .agent_yaml(&fx.token, nobody, "tls", &[])
+        .replace(
+            "agent:\n",
+            "agent:\n  update_channel: stable\n  web_addr: localhost:4040\n",
+        )
+        .replace("endpoints:\n", "endpoints: []\n");
+    let mut agent = sluice_tests::process::Sluice::agent(&fx.write("agent.yml", &yaml), "uring");
+    let warned = agent.wait_for_n("the ignored keys' warning", 1, |v| {
+        v["level"] == "WARN"
+            && v["message"].as_str().is_some_and(|m| {
+                m.contains("agent.update_channel (") && m.contains("agent.web_addr (")
+            })
+    });
+    assert!(
+        warned["file"].as_str().unwrap().ends_with("agent.yml"),
+        "{warned}"
+    );
+    assert!(agent.is_running(), "the agent runs with them");
+}

@@ -568,7 +568,11 @@ fn an_edge_started_while_etcd_is_down_serves_its_own_endpoints_then_the_fleet_s(
     client::wait_until_echo(on_b, sluice_tests::process::WAIT)
         .expect("B serves the fleet's endpoint once etcd answers");
     assert_eq!(b.admin.get("/v1/state")["loaded"], true);
-    assert_eq!(b.admin.call("GET", "/readyz", None).status, 200);
+    // Ready once the fleet's peer key and routes are loaded too: their followers retry
+    // on their own second, so they may come a moment after the state.
+    wait_until("B is ready", PROPAGATION, || {
+        b.admin.call("GET", "/readyz", None).status == 200
+    });
 }
 
 /// Runs `sluice state <args>` to completion; its stderr.

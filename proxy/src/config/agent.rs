@@ -288,6 +288,9 @@ pub const MAX_DATA_CHANNELS: usize = 1024;
 /// Everything the agent runs with, validated and loaded.
 #[derive(Debug, Clone)]
 pub struct AgentSettings {
+    /// What the file's validation warned about (valid, but probably not meant, or
+    /// ignored), for the agent to log once its logging is up.
+    pub warnings: Vec<String>,
     /// Worker threads for data channels.
     pub workers: usize,
     /// The edges to hold sessions with, in the order given.

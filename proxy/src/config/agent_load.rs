@@ -23,10 +23,10 @@ impl AgentSettings {
     pub fn from_yaml(text: &str, path: &Path) -> Result<Self, ConfigError> {
         let tree = tree::parse(text).map_err(|e| ConfigError::new(path, e))?;
         let validated = Self::validate(tree, path);
-        for warning in &validated.warnings {
-            tracing::warn!(file = %path.display(), "{warning}");
-        }
-        validated.into_result(path)
+        let warnings = validated.warnings.clone();
+        let mut settings = validated.into_result(path)?;
+        settings.warnings = warnings;
+        Ok(settings)
     }
 
     /// The one validation of an agent file (`path` parsed into `tree`): every problem,

@@ -58,6 +58,7 @@ pub(super) fn resolve(
         tls,
     } = agent?;
     Some(AgentSettings {
+        warnings: Vec::new(),
         workers: a
             .workers
             .unwrap_or_else(crate::runtime::default_workers)
