@@ -58,8 +58,17 @@ struct Slot {
     endpoint: Arc<LiveEndpoint>,
     /// Duplicates of the workers' listeners, to shut them down (never reused numbers).
     listeners: Vec<OwnedFd>,
-    sni_host: Option<String>,
-    http_host: Option<String>,
+    /// The shared port and host name it is routed by (`tls://`, `https://`, `http://`).
+    routed: Option<(SharedPort, String)>,
+}
+
+/// A port endpoints share, routed by host name.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SharedPort {
+    /// `tls_endpoints.listen`, by SNI.
+    Tls,
+    /// `http_endpoints.listen`, by `Host`.
+    Http,
 }
 
 /// Live endpoints by id, the SNI routes, and the workers' command queues.
@@ -158,11 +167,7 @@ impl Endpoints {
     fn endpoint_holder(slots: &HashMap<String, Slot>, addr: SocketAddr) -> Option<String> {
         slots
             .values()
-            .find(|s| {
-                s.sni_host.is_none()
-                    && s.http_host.is_none()
-                    && listeners::shares_port(s.endpoint.addr, addr)
-            })
+            .find(|s| s.routed.is_none() && listeners::shares_port(s.endpoint.addr, addr))
             .map(|s| format!("endpoint {} ({})", s.endpoint.id, s.endpoint.url))
     }
 
@@ -195,7 +200,7 @@ impl Endpoints {
             spec.terminate_tls = Some(Arc::new(config));
             spec.addr = EndpointAddr::Tls(host);
         }
-        match spec.addr {
+        match spec.addr.clone() {
             EndpointAddr::Https(_) => unreachable!("routed by SNI like tls:// just above"),
             EndpointAddr::Tls(host) => {
                 let addr = self.tls_addr.ok_or_else(|| {
@@ -204,38 +209,7 @@ impl Endpoints {
                         spec.url
                     ))
                 })?;
-                let live = Arc::new(LiveEndpoint::new(
-                    spec.id.clone(),
-                    spec.url,
-                    addr,
-                    spec.policy,
-                    spec.idle_timeout,
-                    spec.terminate_tls.clone(),
-                    spec.limits,
-                ));
-                let mut routes = SniRoutes::clone(&self.sni.load());
-                match routes.insert(&host, live.clone()) {
-                    Err(e) => return Err(AddError::Invalid(format!("{}: {e}", live.url))),
-                    Ok(Some(_)) => {
-                        return Err(AddError::Conflict(format!(
-                            "{}: host name already routed",
-                            live.url
-                        )))
-                    }
-                    Ok(None) => {}
-                }
-                self.sni.store(Arc::new(routes));
-                tracing::info!(kind = "endpoint", id = %live.id, url = %live.url, %addr, "serving (SNI)");
-                slots.insert(
-                    spec.id,
-                    Slot {
-                        endpoint: live.clone(),
-                        listeners: Vec::new(),
-                        sni_host: Some(host),
-                        http_host: None,
-                    },
-                );
-                Ok(live)
+                self.add_routed(&mut slots, spec, SharedPort::Tls, host, addr)
             }
             EndpointAddr::Http(host) => {
                 let addr = self.http_addr.ok_or_else(|| {
@@ -250,38 +224,7 @@ impl Endpoints {
                         spec.url
                     )));
                 }
-                let live = Arc::new(LiveEndpoint::new(
-                    spec.id.clone(),
-                    spec.url,
-                    addr,
-                    spec.policy,
-                    spec.idle_timeout,
-                    None,
-                    spec.limits,
-                ));
-                let mut routes = SniRoutes::clone(&self.hosts.load());
-                match routes.insert(&host, live.clone()) {
-                    Err(e) => return Err(AddError::Invalid(format!("{}: {e}", live.url))),
-                    Ok(Some(_)) => {
-                        return Err(AddError::Conflict(format!(
-                            "{}: host name already routed",
-                            live.url
-                        )))
-                    }
-                    Ok(None) => {}
-                }
-                self.hosts.store(Arc::new(routes));
-                tracing::info!(kind = "endpoint", id = %live.id, url = %live.url, %addr, "serving (Host)");
-                slots.insert(
-                    spec.id,
-                    Slot {
-                        endpoint: live.clone(),
-                        listeners: Vec::new(),
-                        sni_host: None,
-                        http_host: Some(host),
-                    },
-                );
-                Ok(live)
+                self.add_routed(&mut slots, spec, SharedPort::Http, host, addr)
             }
             EndpointAddr::Tcp(listen) => {
                 let listen = self
@@ -328,13 +271,66 @@ impl Endpoints {
                     Slot {
                         endpoint: live.clone(),
                         listeners: dups,
-                        sni_host: None,
-                        http_host: None,
+                        routed: None,
                     },
                 );
                 Ok(live)
             }
         }
+    }
+
+    /// The host routes of a shared port.
+    fn routes(&self, port: SharedPort) -> &ArcSwap<SniRoutes> {
+        match port {
+            SharedPort::Tls => &self.sni,
+            SharedPort::Http => &self.hosts,
+        }
+    }
+
+    /// An endpoint on shared `port` (bound at `addr`), routed by `host`.
+    fn add_routed(
+        &self,
+        slots: &mut HashMap<String, Slot>,
+        spec: EndpointSpec,
+        port: SharedPort,
+        host: String,
+        addr: SocketAddr,
+    ) -> Result<Arc<LiveEndpoint>, AddError> {
+        let live = Arc::new(LiveEndpoint::new(
+            spec.id.clone(),
+            spec.url,
+            addr,
+            spec.policy,
+            spec.idle_timeout,
+            spec.terminate_tls,
+            spec.limits,
+        ));
+        let mut routes = SniRoutes::clone(&self.routes(port).load());
+        match routes.insert(&host, live.clone()) {
+            Err(e) => return Err(AddError::Invalid(format!("{}: {e}", live.url))),
+            Ok(Some(_)) => {
+                return Err(AddError::Conflict(format!(
+                    "{}: host name already routed",
+                    live.url
+                )))
+            }
+            Ok(None) => {}
+        }
+        self.routes(port).store(Arc::new(routes));
+        let by = match port {
+            SharedPort::Tls => "serving (SNI)",
+            SharedPort::Http => "serving (Host)",
+        };
+        tracing::info!(kind = "endpoint", id = %live.id, url = %live.url, %addr, "{by}");
+        slots.insert(
+            spec.id,
+            Slot {
+                endpoint: live.clone(),
+                listeners: Vec::new(),
+                routed: Some((port, host)),
+            },
+        );
+        Ok(live)
     }
 
     /// Stops accepting for an endpoint; its established connections finish.
@@ -344,23 +340,14 @@ impl Endpoints {
         for fd in &slot.listeners {
             sockets::shutdown_listener(fd.as_raw_fd());
         }
-        if slot.sni_host.is_some() {
+        if let Some((port, _)) = &slot.routed {
             let mut routes = SniRoutes::new();
             for s in self.lock().values() {
-                if let Some(host) = &s.sni_host {
+                if let Some((_, host)) = s.routed.as_ref().filter(|(p, _)| p == port) {
                     let _ = routes.insert(host, s.endpoint.clone());
                 }
             }
-            self.sni.store(Arc::new(routes));
-        }
-        if slot.http_host.is_some() {
-            let mut routes = SniRoutes::new();
-            for s in self.lock().values() {
-                if let Some(host) = &s.http_host {
-                    let _ = routes.insert(host, s.endpoint.clone());
-                }
-            }
-            self.hosts.store(Arc::new(routes));
+            self.routes(*port).store(Arc::new(routes));
         }
         tracing::info!(id, url = %slot.endpoint.url, in_flight = slot.endpoint.in_flight(), "endpoint removed; established connections drain");
         Some(slot.endpoint)
