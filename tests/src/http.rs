@@ -9,18 +9,38 @@ use std::{
     process::Command,
     sync::{
         atomic::{AtomicUsize, Ordering},
-        Arc,
+        Arc, Mutex,
     },
 };
 
 /// An upstream whose responses (200, `X-Upstream: NAME`) carry the request as it
 /// arrived: its head as text, a blank line, then its body. A request to switch
 /// protocols (`Upgrade`) gets a 101, then its bytes echoed as they come.
+///
+/// A request for a path under [`DROP_ON_REUSE`] that is not the first on its
+/// connection, the first time that path comes, is not answered: the connection is
+/// closed instead, as a server whose keep-alive timeout fired just as it arrived.
 pub struct HttpEcho {
     /// Where it listens.
     pub addr: SocketAddr,
     /// Requests answered.
     pub requests: Arc<AtomicUsize>,
+    /// The paths of the requests it dropped, in order.
+    pub dropped: Arc<Mutex<Vec<String>>>,
+    /// The paths of every request it read, answered or not, in order.
+    pub seen: Arc<Mutex<Vec<String>>>,
+}
+
+/// Paths under this prefix are dropped once on a reused connection (see [`HttpEcho`]).
+pub const DROP_ON_REUSE: &str = "/drop-on-reuse/";
+
+/// What an [`HttpEcho`]'s connections share.
+#[derive(Clone)]
+struct Shared {
+    name: String,
+    count: Arc<AtomicUsize>,
+    dropped: Arc<Mutex<Vec<String>>>,
+    seen: Arc<Mutex<Vec<String>>>,
 }
 
 impl HttpEcho {
@@ -28,25 +48,36 @@ impl HttpEcho {
     pub fn start(name: &str) -> HttpEcho {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
-        let requests = Arc::new(AtomicUsize::new(0));
-        let (name, count) = (name.to_owned(), requests.clone());
+        let shared = Shared {
+            name: name.to_owned(),
+            count: Arc::new(AtomicUsize::new(0)),
+            dropped: Arc::default(),
+            seen: Arc::default(),
+        };
+        let echo = HttpEcho {
+            addr,
+            requests: shared.count.clone(),
+            dropped: shared.dropped.clone(),
+            seen: shared.seen.clone(),
+        };
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let (name, count) = (name.clone(), count.clone());
+                let shared = shared.clone();
                 std::thread::spawn(move || {
-                    let _ = serve(stream, &name, &count);
+                    let _ = serve(stream, &shared);
                 });
             }
         });
-        HttpEcho { addr, requests }
+        echo
     }
 }
 
 /// Answers requests on one connection until it closes or asks to.
-fn serve(stream: TcpStream, name: &str, count: &AtomicUsize) -> std::io::Result<()> {
+fn serve(stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
+    let (name, count) = (&shared.name, &shared.count);
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut writer = stream;
-    loop {
+    for served in 0usize.. {
         let mut head = String::new();
         loop {
             let mut line = String::new();
@@ -57,6 +88,15 @@ fn serve(stream: TcpStream, name: &str, count: &AtomicUsize) -> std::io::Result<
             head.push_str(&line);
             if end {
                 break;
+            }
+        }
+        let path = head.split(' ').nth(1).unwrap_or_default().to_owned();
+        shared.seen.lock().unwrap().push(path.clone());
+        if served > 0 && path.starts_with(DROP_ON_REUSE) {
+            let mut dropped = shared.dropped.lock().unwrap();
+            if !dropped.contains(&path) {
+                dropped.push(path);
+                return Ok(());
             }
         }
         let lower = head.to_ascii_lowercase();
@@ -116,6 +156,7 @@ fn serve(stream: TcpStream, name: &str, count: &AtomicUsize) -> std::io::Result<
             return Ok(());
         }
     }
+    Ok(())
 }
 
 /// What `curl` reported of one transfer.

@@ -2,11 +2,12 @@
 //! HTTP upstreams that echo each request, and `curl` as the client: requests routed by
 //! `Host`, the forwarding headers the upstream sees, the edge's own pages for what it
 //! refuses (policy, unknown host, agent offline), bodies both ways, keep-alive, and a
-//! pool balanced per request that survives one agent's `kill -9`.
+//! pool balanced per request that survives one agent's `kill -9`, and a kept-alive
+//! upstream connection that breaks under a request: sent again when that is safe.
 
 use sluice_tests::{
     fixture::{self, Fixture},
-    http::{curl, HttpEcho, Transfer},
+    http::{curl, HttpEcho, Transfer, DROP_ON_REUSE},
     process::Sluice,
     prom, wait_until,
 };
@@ -251,6 +252,87 @@ fn a_pool_is_balanced_per_request_and_survives_one_agents_kill() {
         std::time::Duration::from_secs(5),
         || one_up.requests.load(std::sync::atomic::Ordering::Relaxed) == by("one"),
     );
+}
+
+#[test]
+fn a_kept_alive_upstream_connection_that_breaks_under_a_request_is_retried_only_when_safe() {
+    let fx = Fixture::new();
+    let (_edge, agent_addr, http) = edge(&fx);
+    let up = HttpEcho::start("api");
+    let _agent = agent(
+        &fx,
+        "agent.yml",
+        agent_addr,
+        &[(API, format!("http://{}", up.addr))],
+    );
+    let paths = |prefix: &str| -> Vec<String> {
+        std::iter::once("/warm".to_owned())
+            .chain((0..5).map(|i| format!("{DROP_ON_REUSE}{prefix}{i}")))
+            .collect()
+    };
+    let times_seen = |path: &str| {
+        up.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|p| *p == path)
+            .count()
+    };
+
+    // GETs: a request the upstream dropped on a kept-alive connection is sent again on
+    // a new one, and the client never sees the failure.
+    let gets = paths("get");
+    let urls: Vec<String> = gets
+        .iter()
+        .map(|p| url(http, "api.example.com", p))
+        .collect();
+    let served = curl(http, "api.example.com", &urls, None, &[], fx.dir());
+    assert!(served.iter().all(|t| t.status == 200), "{served:?}");
+    let dropped: Vec<String> = up.dropped.lock().unwrap().clone();
+    assert!(
+        !dropped.is_empty(),
+        "no request went on a kept-alive upstream connection: {:?}",
+        up.seen.lock().unwrap()
+    );
+    for path in &dropped {
+        assert_eq!(times_seen(path), 2, "{path}: dropped, then sent again");
+    }
+
+    // POSTs with a body are not sent twice: the one dropped gets the edge's 502.
+    let posts = paths("post");
+    let urls: Vec<String> = posts
+        .iter()
+        .map(|p| url(http, "api.example.com", p))
+        .collect();
+    let answered = curl(
+        http,
+        "api.example.com",
+        &urls,
+        None,
+        &["-X", "POST", "--data-binary", "order=1"],
+        fx.dir(),
+    );
+    let dropped_posts: Vec<String> = up
+        .dropped
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|p| p.contains("post"))
+        .cloned()
+        .collect();
+    assert!(!dropped_posts.is_empty(), "{:?}", up.seen.lock().unwrap());
+    for (path, transfer) in posts.iter().zip(&answered) {
+        if dropped_posts.contains(path) {
+            assert_eq!(transfer.status, 502, "{path}: {transfer:?}");
+            assert_eq!(
+                transfer.header("sluice-error-code"),
+                Some("ERR_SLUICE_UPSTREAM_FAILED")
+            );
+            assert_eq!(times_seen(path), 1, "{path}: not sent again");
+        } else {
+            assert_eq!(transfer.status, 200, "{path}: {transfer:?}");
+        }
+    }
 }
 
 #[test]

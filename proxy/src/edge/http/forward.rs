@@ -162,6 +162,7 @@ async fn phases(req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> {
         if let Some(member) = pool.pick(&[]) {
             if let Some((mut sender, channel)) = upstreams::take(member.id(), &target) {
                 let load = MemberLoad::new(member);
+                let replay = replayable(&req);
                 let sent =
                     monoio::time::timeout(RESPONSE_TIMEOUT, sender.try_send_request(req)).await;
                 let Ok(sent) = sent else {
@@ -176,9 +177,18 @@ async fn phases(req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> {
                         keep_alive(sender, Via::Member(load), Some((target.clone(), channel)));
                         return counted(to_client(response));
                     }
-                    Err(mut e) => match e.take_message() {
-                        Some(unsent) => req = unsent,
-                        None => {
+                    Err(mut e) => match (e.take_message(), replay) {
+                        (Some(unsent), _) => req = unsent,
+                        // The kept-alive connection broke before any response (its
+                        // agent or upstream went away meanwhile): an idempotent request
+                        // without a body is sent again on a new stream, which is
+                        // confirmed before the request goes (RFC 9110 9.2.2).
+                        (None, Some(copy)) => {
+                            tracing::debug!(endpoint = %endpoint.url, peer = %conn.peer,
+                                error = %e.error(), "http: a kept-alive upstream connection broke; request sent again");
+                            req = copy;
+                        }
+                        (None, None) => {
                             crate::log_throttled!(info, endpoint = %endpoint.url, peer = %conn.peer,
                                 error = %e.error(), "http: the upstream's response failed");
                             return counted(page::error(Code::UpstreamFailed));
@@ -247,13 +257,14 @@ async fn phases(req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> {
 /// forwarding headers set, in origin form; `Connection: close` when its stream is not
 /// kept alive (`close`), or the protocol switch the client asked for (`upgrade`).
 fn to_upstream(
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
     client: SocketAddr,
     proto: &'static str,
     host: &str,
     upgrade: Option<&header::HeaderValue>,
     close: bool,
-) -> Request<Incoming> {
+) -> Request<Body> {
+    let mut req = req.map(http_body_util::Either::Left);
     let headers = req.headers_mut();
     headers::strip_hop_by_hop(headers);
     headers::add_forwarded(headers, client.ip(), proto, host);
@@ -291,6 +302,22 @@ fn to_upstream(
     req
 }
 
+/// A copy of `req` to send again should the kept-alive connection it goes on break
+/// before any response: only for an idempotent method and a request without a body
+/// (which is all there is to copy).
+fn replayable(req: &Request<Body>) -> Option<Request<Body>> {
+    use hyper::body::Body as _;
+    if !req.method().is_idempotent() || !req.body().is_end_stream() {
+        return None;
+    }
+    let mut copy = Request::new(http_body_util::Either::Right(Default::default()));
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    Some(copy)
+}
+
 /// The upstream's response as the client gets it: hop-by-hop headers gone (hyper
 /// frames the body for the client's connection).
 fn to_client(response: Response<Incoming>) -> Response<Body> {
@@ -304,7 +331,7 @@ fn to_client(response: Response<Incoming>) -> Response<Body> {
 /// guard, for the switched protocol to hold.
 async fn send(
     carried: Carried,
-    req: Request<Incoming>,
+    req: Request<Body>,
     upgrade: bool,
     keep: Option<String>,
 ) -> Result<(Response<Incoming>, Option<Via>), SendFailure> {
@@ -334,11 +361,7 @@ async fn send(
 /// connection (`keep`: its URL and data channel socket) for the next request to that
 /// URL on the same member (upstreams.rs), or (`None`) lets it go; the stream counts
 /// against its member (`via`) until then.
-fn keep_alive(
-    mut sender: SendRequest<Incoming>,
-    via: Via,
-    keep: Option<(String, std::os::fd::RawFd)>,
-) {
+fn keep_alive(mut sender: SendRequest<Body>, via: Via, keep: Option<(String, std::os::fd::RawFd)>) {
     monoio::spawn(async move {
         let ready = sender.ready().await;
         if let (Ok(()), Via::Member(load), Some((url, channel))) = (ready, &via, keep) {
@@ -386,7 +409,7 @@ async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnU
 async fn exchange<T>(
     stream: ChunkedSub<T>,
     via: Via,
-    req: Request<Incoming>,
+    req: Request<Body>,
     upgrade: bool,
     keep: Option<String>,
     park: fn(T) -> Option<ParkedChannel>,

@@ -13,7 +13,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use hyper::{body::Incoming, client::conn::http1::SendRequest};
+use hyper::client::conn::http1::SendRequest;
+
+use super::page::Body;
 
 use crate::io::sockets;
 
@@ -27,7 +29,7 @@ type Key = (u64, String);
 /// An idle upstream connection: hyper's handle, the data channel's socket under it
 /// (open while hyper's connection is), and since when it waits.
 struct Idle {
-    sender: SendRequest<Incoming>,
+    sender: SendRequest<Body>,
     channel: RawFd,
     since: Instant,
 }
@@ -40,7 +42,7 @@ thread_local! {
 /// connection is up, and nothing (an end, a reset, stray bytes) has arrived on its data
 /// channel since its last response, so a request sent on it is not lost to an agent
 /// that died meanwhile.
-pub fn take(member: u64, url: &str) -> Option<(SendRequest<Incoming>, RawFd)> {
+pub fn take(member: u64, url: &str) -> Option<(SendRequest<Body>, RawFd)> {
     IDLE.with_borrow_mut(|idle| {
         let key = (member, url.to_owned());
         let senders = idle.get_mut(&key)?;
@@ -60,7 +62,7 @@ pub fn take(member: u64, url: &str) -> Option<(SendRequest<Incoming>, RawFd)> {
 /// Keeps `sender` (its last response ended; `channel` is its data channel's socket)
 /// for the next request to `url` on `member`; connections idle past [`IDLE_FOR`] or
 /// closed are let go now.
-pub fn put(member: u64, url: &str, sender: SendRequest<Incoming>, channel: RawFd) {
+pub fn put(member: u64, url: &str, sender: SendRequest<Body>, channel: RawFd) {
     let now = Instant::now();
     IDLE.with_borrow_mut(|idle| {
         idle.retain(|_, senders| {
