@@ -126,6 +126,7 @@ pub fn allow_policy(nets: impl IntoIterator<Item = IpNet>) -> TrafficPolicy {
                 }),
             ],
         }],
+        ..Default::default()
     }
 }
 

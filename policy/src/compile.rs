@@ -149,6 +149,8 @@ impl TrafficPolicy {
             },
             tables,
             stats,
+            decides_at_connect: self.decides_at_connect(),
+            http: crate::http_eval::HttpPhases::build(self)?,
         })
     }
 }

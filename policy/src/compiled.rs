@@ -10,6 +10,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use crate::decision::Decision;
+use crate::http_eval::HttpPhases;
 use crate::table4::Table4;
 use crate::table6::Table6;
 use crate::verdict::Verdicts;
@@ -22,6 +23,8 @@ pub struct CompiledPolicy {
     pub(crate) verdicts: Verdicts,
     pub(crate) tables: Tables,
     pub(crate) stats: BuildStats,
+    pub(crate) decides_at_connect: bool,
+    pub(crate) http: HttpPhases,
 }
 
 /// The per-family tables; values are indexes into `verdicts.verdicts`, one byte wide
@@ -112,6 +115,19 @@ impl CompiledPolicy {
     /// order of first appearance).
     pub fn forward_targets(&self) -> &[InternalUrl] {
         &self.verdicts.targets
+    }
+
+    /// Whether `on_tcp_connect` decides every connection. When it does not (an HTTP
+    /// endpoint whose requests are forwarded by `on_http_request`), a connection that
+    /// passes its restrictions gets [`Cause::NoDecision`](crate::Cause::NoDecision): go
+    /// on to the HTTP phases.
+    pub fn decides_at_connect(&self) -> bool {
+        self.decides_at_connect
+    }
+
+    /// The HTTP phases (empty for a policy without HTTP rules).
+    pub fn http(&self) -> &HttpPhases {
+        &self.http
     }
 
     /// How long the build took, table sizes, bytes.

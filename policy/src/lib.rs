@@ -2,7 +2,9 @@
 //!
 //! A [`TrafficPolicy`] is the YAML model of one cloud endpoint's
 //! `on_tcp_connect` rules (`restrict-ips`, `deny`, `forward-internal`), in
-//! the shape of ngrok's Traffic Policy. It is validated while it is parsed,
+//! the shape of ngrok's Traffic Policy, and for HTTP endpoints its
+//! `on_http_request` and `on_http_response` rules (CEL `expressions`, header,
+//! URL, rate-limit and response actions: [`HttpPhases`]). It is validated while it is parsed,
 //! so every error names a line, a column and the offending value, also when
 //! the policy is embedded in a larger document. [`TrafficPolicy::compile`]
 //! turns it into a [`CompiledPolicy`]: one immutable lookup table per
@@ -38,7 +40,9 @@
 //! ([`InternalUrl`]), `cidr` ([`Cidr`] normalisation), `intervals` (CIDR
 //! sets to merged intervals), `search`, `indexed`, `table4`, `table6` (the
 //! lookup tables), `compile`, `compiled` (evaluation), `verdict` (the
-//! precomputed outcomes and [`Cause`]), `decision`, `handle`.
+//! precomputed outcomes and [`Cause`]), `decision`, `handle`; for the HTTP
+//! phases `http_model`, `http_parse`, `http_eval`, `expr` (CEL) and
+//! `rate_limit`.
 //! Design notes and benchmark figures: `docs/policy.md`.
 
 #![warn(missing_docs)]
@@ -48,12 +52,17 @@ mod compile;
 mod compiled;
 mod decision;
 mod error;
+mod expr;
 mod handle;
+mod http_eval;
+mod http_model;
+mod http_parse;
 mod indexed;
 mod intervals;
 mod key;
 mod model;
 mod parse;
+mod rate_limit;
 mod search;
 mod table4;
 mod table6;
@@ -64,7 +73,13 @@ pub use cidr::Cidr;
 pub use compiled::{BuildStats, CompiledPolicy};
 pub use decision::{Decision, Outcome, Why};
 pub use error::PolicyError;
+pub use expr::{Expression, Facts, Template};
 pub use handle::{PolicyHandle, PolicyReader, SwapReport};
+pub use http_eval::{Answer, Conn, HttpPhases, Refusal, RequestVerdict, Resume};
+pub use http_model::{
+    AddHeaders, CustomResponse, HttpAction, HttpDeny, HttpForward, HttpRule, OnError, RateLimit,
+    RemoveHeaders, UrlRewrite,
+};
 pub use model::{Action, ForwardInternal, RestrictIps, Rule, TrafficPolicy};
 pub use url::{InternalUrl, Scheme};
 pub use verdict::Cause;

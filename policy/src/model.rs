@@ -5,21 +5,41 @@
 //! reads so that every error carries a location, and also owns
 //! [`TrafficPolicy::validate`] for policies built in code) and serialize back
 //! to the same shape, so the admin API can show a stored policy. Plain data:
-//! this module uses no other module of the crate but `cidr` and `url`.
+//! this module uses no other module of the crate but `cidr`, `url` and `http_model`.
 
 use serde::Serialize;
 
-use crate::{Cidr, InternalUrl};
+use crate::{http_model::HttpRule, Cidr, InternalUrl};
 
-/// A traffic policy: the `on_tcp_connect` rules of one cloud endpoint.
+/// A traffic policy: the `on_tcp_connect` rules of one cloud endpoint, and for an
+/// `http://` or `https://` endpoint its `on_http_request` and `on_http_response` rules.
 ///
 /// Build one with [`TrafficPolicy::from_yaml`], or deserialize it from a
 /// larger document (it validates itself during deserialization), then
 /// [`compile`](TrafficPolicy::compile) it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct TrafficPolicy {
     /// Rules run in order on every accepted connection.
     pub on_tcp_connect: Vec<Rule>,
+    /// Rules run in order on every request (HTTP endpoints).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub on_http_request: Vec<HttpRule>,
+    /// Rules run in order on every response (HTTP endpoints).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub on_http_response: Vec<HttpRule>,
+}
+
+impl TrafficPolicy {
+    /// Whether `on_tcp_connect` decides every connection (what a `tcp://` or `tls://`
+    /// endpoint needs).
+    pub fn decides_at_connect(&self) -> bool {
+        self.on_tcp_connect.iter().any(Rule::always_decides)
+    }
+
+    /// Whether it has HTTP rules (only `http://` and `https://` endpoints run them).
+    pub fn has_http_rules(&self) -> bool {
+        !self.on_http_request.is_empty() || !self.on_http_response.is_empty()
+    }
 }
 
 /// One rule: an optional name and the actions it runs in order.

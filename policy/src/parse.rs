@@ -13,6 +13,7 @@ use std::fmt;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
+use crate::http_model::{HttpAction, HttpRule};
 use crate::model::{Action, ForwardInternal, RestrictIps, Rule, TrafficPolicy};
 use crate::{Cidr, InternalUrl, PolicyError};
 
@@ -47,20 +48,116 @@ impl TrafficPolicy {
 
 // ---- TrafficPolicy ----------------------------------------------------------
 
+/// The phases, by their keys (`on_` and the event).
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawPolicy {
-    #[serde(deserialize_with = "rules")]
-    on_tcp_connect: Vec<Rule>,
+#[serde(field_identifier)]
+enum PolicyField {
+    #[serde(rename = "on_tcp_connect")]
+    TcpConnect,
+    #[serde(rename = "on_http_request")]
+    HttpRequest,
+    #[serde(rename = "on_http_response")]
+    HttpResponse,
+}
+
+/// The phases' rule lists, each deserialized with its own validation.
+struct TcpRules(Vec<Rule>);
+struct HttpRequestRules(Vec<HttpRule>);
+struct HttpResponseRules(Vec<HttpRule>);
+
+impl<'de> Deserialize<'de> for TcpRules {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        rules(d).map(TcpRules)
+    }
+}
+impl<'de> Deserialize<'de> for HttpRequestRules {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        crate::http_parse::request_rules(d).map(HttpRequestRules)
+    }
+}
+impl<'de> Deserialize<'de> for HttpResponseRules {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        crate::http_parse::response_rules(d).map(HttpResponseRules)
+    }
 }
 
 impl<'de> Deserialize<'de> for TrafficPolicy {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let raw = RawPolicy::deserialize(d)?;
-        Ok(TrafficPolicy {
-            on_tcp_connect: raw.on_tcp_connect,
-        })
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = TrafficPolicy;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a traffic policy (on_tcp_connect, on_http_request, on_http_response)")
+            }
+            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<TrafficPolicy, M::Error> {
+                let mut policy = TrafficPolicy::default();
+                let mut seen = [false; 3];
+                // Where `on_tcp_connect` is, for the error when nothing decides.
+                let mut tcp_at: Option<serde_saphyr::Location> = None;
+                while let Some(field) = map.next_key::<PolicyField>()? {
+                    let (i, name) = match field {
+                        PolicyField::TcpConnect => (0, "on_tcp_connect"),
+                        PolicyField::HttpRequest => (1, "on_http_request"),
+                        PolicyField::HttpResponse => (2, "on_http_response"),
+                    };
+                    if std::mem::replace(&mut seen[i], true) {
+                        return Err(de::Error::duplicate_field(name));
+                    }
+                    match field {
+                        PolicyField::TcpConnect => {
+                            let rules = map.next_value::<serde_saphyr::Spanned<TcpRules>>()?;
+                            tcp_at = Some(rules.referenced);
+                            policy.on_tcp_connect = rules.value.0;
+                        }
+                        PolicyField::HttpRequest => {
+                            policy.on_http_request = map.next_value::<HttpRequestRules>()?.0;
+                        }
+                        PolicyField::HttpResponse => {
+                            policy.on_http_response = map.next_value::<HttpResponseRules>()?.0;
+                        }
+                    }
+                }
+                check_decision(&policy).map_err(|e| {
+                    de::Error::custom(match tcp_at {
+                        Some(at) => format!("line {} column {}: {e}", at.line(), at.column()),
+                        None => e,
+                    })
+                })?;
+                Ok(policy)
+            }
+        }
+        d.deserialize_map(V)
     }
+}
+
+/// Some rule decides: `on_tcp_connect` for every connection, or an `on_http_request`
+/// action that forwards or answers.
+fn check_decision(p: &TrafficPolicy) -> Result<(), String> {
+    if p.decides_at_connect() {
+        return Ok(());
+    }
+    if p.on_http_request.is_empty() && p.on_http_response.is_empty() {
+        return Err(no_decision_message(&p.on_tcp_connect));
+    }
+    let http_decides = p.on_http_request.iter().any(|rule| {
+        rule.actions.iter().any(|a| {
+            matches!(
+                a,
+                HttpAction::ForwardInternal(_)
+                    | HttpAction::Deny(_)
+                    | HttpAction::CustomResponse(_)
+            )
+        })
+    });
+    if http_decides {
+        return Ok(());
+    }
+    Err(
+        "no reachable decision: neither `on_tcp_connect` nor `on_http_request` has a \
+         `forward-internal`, `deny` or `custom-response` action, so no request could ever \
+         be answered; add a rule that forwards"
+            .to_owned(),
+    )
 }
 
 fn rules<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Rule>, D::Error> {
@@ -77,9 +174,6 @@ fn rules<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Rule>, D::Error> {
                     name: raw.name,
                     actions: raw.actions,
                 });
-            }
-            if !out.iter().any(Rule::always_decides) {
-                return Err(de::Error::custom(no_decision_message(&out)));
             }
             Ok(out)
         }
@@ -327,7 +421,7 @@ impl<'de> Deserialize<'de> for RestrictIps {
     }
 }
 
-fn check_restrict(r: &RestrictIps) -> Result<(), String> {
+pub(crate) fn check_restrict(r: &RestrictIps) -> Result<(), String> {
     if r.allow.is_empty() && r.deny.is_empty() {
         return Err(
             "`restrict-ips` with empty `allow` and `deny` restricts nothing: list at least one CIDR"
@@ -368,10 +462,9 @@ fn validate(p: &TrafficPolicy) -> Result<(), String> {
             }
         }
     }
-    if !p.on_tcp_connect.iter().any(Rule::always_decides) {
-        return Err(no_decision_message(&p.on_tcp_connect));
-    }
-    Ok(())
+    crate::http_parse::validate(&p.on_http_request, crate::http_parse::Phase::Request)?;
+    crate::http_parse::validate(&p.on_http_response, crate::http_parse::Phase::Response)?;
+    check_decision(p)
 }
 
 /// Rules and actions that can never run (after one that always decides).

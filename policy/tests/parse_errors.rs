@@ -56,8 +56,8 @@ fn unknown_key_names_place_and_key() {
     assert_err(&y, 7, 11, &["blocklist"]);
     let y = GOOD.replace("  - name: office", "  - nam: office");
     assert_err(&y, 2, 5, &["nam"]);
-    let y = format!("{GOOD}on_http_request: []\n");
-    assert_err(&y, 13, 1, &["on_http_request"]);
+    let y = format!("{GOOD}on_http_requests: []\n");
+    assert_err(&y, 13, 1, &["on_http_requests"]);
     let y = GOOD.replace("url: tcp", "port: 5\n          url: tcp");
     assert_err(&y, 10, 11, &["port"]);
 }

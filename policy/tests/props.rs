@@ -90,6 +90,7 @@ fn policy() -> impl Strategy<Value = TrafficPolicy> {
         }
         TrafficPolicy {
             on_tcp_connect: rules,
+            ..Default::default()
         }
     })
 }
@@ -137,7 +138,7 @@ proptest! {
         let p = TrafficPolicy { on_tcp_connect: vec![Rule { name: None, actions: vec![
             Action::RestrictIps(RestrictIps { enforce: true, allow, deny }),
             Action::ForwardInternal(ForwardInternal { url: InternalUrl::parse("tls://a.internal").unwrap() }),
-        ]}]};
+        ]}], ..Default::default() };
         let c = p.compile().unwrap();
         for ip in probes.into_iter().chain(edges(&p)) {
             prop_assert_eq!(observed(&c.evaluate_ip(ip)), reference(&p, ip), "ip {}", ip);
@@ -203,6 +204,7 @@ fn large_tables_match_reference() {
                     }),
                 ],
             }],
+            ..Default::default()
         };
         let c = p.compile().unwrap();
         assert!(c.stats().boundaries_v4 >= 32 * 1024, "{:?}", c.stats());
@@ -277,6 +279,7 @@ fn clustered_tables_match_reference() {
                 }),
             ],
         }],
+        ..Default::default()
     };
     let c = p.compile().unwrap();
     assert!(c.stats().boundaries_v4 >= 32 * 1024, "{:?}", c.stats());

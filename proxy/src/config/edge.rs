@@ -242,6 +242,33 @@ pub enum EndpointAddr {
     Https(String),
 }
 
+impl EndpointAddr {
+    /// Whether `policy` can run on this endpoint: the HTTP phases only on `http://` and
+    /// `https://` endpoints, and on `tcp://` and `tls://` ones an `on_tcp_connect` that
+    /// forwards or denies every connection (nothing after it could).
+    pub fn check_policy(&self, policy: &CompiledPolicy) -> Result<(), String> {
+        match self {
+            EndpointAddr::Tcp(_) | EndpointAddr::Tls(_) => {
+                if !policy.http().is_empty() {
+                    return Err(
+                        "`on_http_request` and `on_http_response` run only on http:// \
+                         and https:// endpoints; this endpoint carries bytes, which \
+                         `on_tcp_connect` decides on"
+                            .to_owned(),
+                    );
+                }
+                if !policy.decides_at_connect() {
+                    return Err("no reachable decision: `on_tcp_connect` needs a rule that \
+                         forwards or denies every connection"
+                        .to_owned());
+                }
+                Ok(())
+            }
+            EndpointAddr::Http(_) | EndpointAddr::Https(_) => Ok(()),
+        }
+    }
+}
+
 /// A cloud endpoint, resolved.
 pub struct CloudEndpoint {
     /// The URL as configured (for logs and metrics).

@@ -334,6 +334,10 @@ fn endpoints(
         let (Some(addr), Ok(policy), Ok(terminate_tls)) = (addr, policy, terminate_tls) else {
             continue;
         };
+        if let Err(e) = addr.check_policy(&policy) {
+            p.at(&at("traffic_policy"), e);
+            continue;
+        }
         out.push(CloudEndpoint {
             limits: LimitSettings {
                 max_connections: ep.max_connections.filter(|n| *n > 0),

@@ -154,6 +154,8 @@ pub(super) fn add_error(e: AddError) -> PlaneError {
 pub(super) fn record_to_spec(r: &EndpointRecord) -> Result<EndpointSpec, PlaneError> {
     let addr = parse_endpoint_url(&r.url).map_err(|m| PlaneError::bad_request("invalid_url", m))?;
     let (_, policy) = compile_policy(&serde_json::Value::String(r.traffic_policy.clone()))?;
+    addr.check_policy(&policy)
+        .map_err(|m| PlaneError::bad_request("invalid_policy", m))?;
     Ok(EndpointSpec {
         id: r.id.clone(),
         url: r.url.clone(),
@@ -356,6 +358,8 @@ impl ControlPlane {
         };
         let addr =
             parse_endpoint_url(&url).map_err(|m| PlaneError::bad_request("invalid_url", m))?;
+        addr.check_policy(&policy)
+            .map_err(|m| PlaneError::bad_request("invalid_policy", m))?;
         if let (EndpointAddr::Tcp(a), None) = (&addr, &reserved_addr_id) {
             if let Some(r) = reservations.iter().find(|r| {
                 r.ip.parse().is_ok_and(|ip| ips_overlap(ip, a.ip()))
@@ -438,6 +442,9 @@ impl ControlPlane {
         let compiled = match &patch.traffic_policy {
             Some(value) => {
                 let (text, compiled) = compile_policy(value)?;
+                parse_endpoint_url(&old.url)
+                    .and_then(|addr| addr.check_policy(&compiled))
+                    .map_err(|m| PlaneError::bad_request("invalid_policy", m))?;
                 new.traffic_policy = text;
                 Some(compiled)
             }

@@ -30,7 +30,7 @@ use std::{
 };
 
 use monoio::net::TcpStream;
-use sluice_policy::{CompiledPolicy, Outcome as Verdict, Why};
+use sluice_policy::{Cause, CompiledPolicy, Outcome as Verdict, Why};
 
 use super::{
     account::{Conn, Outcome, StreamEnd},
@@ -97,11 +97,21 @@ pub(super) fn forward(
         let (_ip_slot, target) = {
             let policy = endpoint.policy.load();
             match admit(&endpoint, peer, &policy) {
-                Ok(admitted) => {
-                    if let Some(why) = admitted.would_deny {
+                Ok(Admitted {
+                    ip_slot,
+                    target: Some(target),
+                    would_deny,
+                }) => {
+                    if let Some(why) = would_deny {
                         account!(Outcome::WouldDeny(why));
                     }
-                    (admitted.ip_slot, admitted.target)
+                    (ip_slot, target)
+                }
+                // A policy that decides only per request (config validation keeps it
+                // off byte endpoints): nothing to forward to.
+                Ok(_) => {
+                    sockets::reset_on_close(client.as_raw_fd());
+                    return account!(Outcome::Denied(policy.evaluate(peer).why()));
                 }
                 Err(refusal) => {
                     sockets::reset_on_close(client.as_raw_fd());
@@ -273,8 +283,9 @@ pub(super) fn server_address(client: &TcpStream, bound: SocketAddr) -> SocketAdd
 pub(super) struct Admitted<'e, 'p> {
     /// Its place in the per-address table, held until the connection ends.
     pub(super) ip_slot: Option<IpSlot<'e>>,
-    /// The internal URL the policy forwards it to (canonical form).
-    pub(super) target: String,
+    /// The internal URL the policy forwards it to (canonical form); `None` when
+    /// `on_tcp_connect` only restricts and the HTTP phases pick a target per request.
+    pub(super) target: Option<String>,
     /// The `enforce: false` restriction that would have denied it, if any.
     pub(super) would_deny: Option<Why<'p>>,
 }
@@ -293,10 +304,19 @@ pub(super) fn admit<'e, 'p>(
         .map_err(Outcome::OverLimit)?;
     let decision = policy.evaluate(peer);
     match decision.outcome() {
+        Verdict::Deny
+            if decision.why().cause() == Cause::NoDecision && !policy.decides_at_connect() =>
+        {
+            Ok(Admitted {
+                ip_slot,
+                target: None,
+                would_deny: decision.is_log_only().then(|| decision.why()),
+            })
+        }
         Verdict::Deny => Err(Outcome::Denied(decision.why())),
         Verdict::Forward(target) => Ok(Admitted {
             ip_slot,
-            target: target.canonical(),
+            target: Some(target.canonical()),
             would_deny: decision.is_log_only().then(|| decision.why()),
         }),
     }

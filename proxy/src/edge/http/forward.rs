@@ -1,10 +1,15 @@
 //! One request on an `http://` or `https://` endpoint, phase by phase: route (its
-//! `Host` to an endpoint, or the endpoint its TLS named), admit (the endpoint's limits and traffic policy, on the client address:
-//! a refusal is an HTTP page, not a reset), route the policy's target to a pool (local,
-//! or another edge of the fleet), open a stream of its own on a pool member's data
-//! channel (another member while nothing reached an upstream, as for any connection:
-//! edge/pipeline.rs), then the request sent over that stream by hyper's HTTP/1.1 client
-//! with the forwarding headers, and the upstream's response passed back as it arrives.
+//! `Host` to an endpoint, or the endpoint its TLS named), admit (the endpoint's limits
+//! and `on_tcp_connect`, on the client address: a refusal is an HTTP page, not a
+//! reset), `on_http_request` (the policy's rules change the request, answer it
+//! themselves, or name its target; without a target from them, `on_tcp_connect`'s),
+//! route the target to a pool (local, or another edge of the fleet), open a stream of
+//! its own on a pool member's data channel (another member while nothing reached an
+//! upstream, as for any connection: edge/pipeline.rs; a `forward-internal` with
+//! `on_error: continue` whose target has no agent or no reachable member hands the
+//! request back to the policy's next action), then the request sent over that stream by
+//! hyper's HTTP/1.1 client with the forwarding headers, and the upstream's response
+//! passed back as it arrives, through `on_http_response` when the policy has it.
 //!
 //! The pool picks a member for each request; a kept-alive upstream connection of that
 //! member (upstreams.rs) carries it when this worker has one, else a new stream on one of
@@ -19,6 +24,8 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use hyper::{body::Incoming, client::conn::http1::SendRequest, header, Request, Response};
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
+
+use sluice_policy::{Conn as PolicyConn, HttpPhases, OnError, RequestVerdict, Resume};
 
 use super::{
     headers,
@@ -110,7 +117,7 @@ async fn phases(req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> {
     };
 
     let policy = endpoint.policy.load();
-    let (_ip_slot, target) = match pipeline::admit(&endpoint, conn.peer, &policy) {
+    let (_ip_slot, conn_target) = match pipeline::admit(&endpoint, conn.peer, &policy) {
         Ok(admitted) => {
             if let Some(why) = admitted.would_deny {
                 account(Outcome::WouldDeny(why));
@@ -126,13 +133,6 @@ async fn phases(req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> {
             return counted(page::error(code));
         }
     };
-    let route = match pipeline::route(shared, &target) {
-        Ok(route) => route,
-        Err(refusal) => {
-            account(refusal);
-            return counted(page::error(Code::AgentOffline));
-        }
-    };
     // As the client wrote it (an HTTP/2 request's is its `:authority`).
     let host_header = req
         .headers()
@@ -145,9 +145,95 @@ async fn phases(req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> {
     // A protocol switch (websockets): the client's side of it, once answered.
     let upgrade =
         headers::upgrade_of(req.headers()).map(|protocol| (protocol, hyper::upgrade::on(&mut req)));
-    let local = matches!(route, pipeline::Route::Local(_));
+    let (mut parts, body) = req.into_parts();
+
+    // on_http_request: the target, or the policy's own answer; a target that cannot
+    // take the request sends it on to the policy's next action when its
+    // `forward-internal` says `on_error: continue`.
+    let rules = policy.http();
+    let policy_conn = PolicyConn {
+        client: conn.peer,
+        server: conn.server,
+        scheme: conn.proto,
+    };
+    let mut resume = Resume::default();
+    let (target, local, carrier) = loop {
+        let (target, on_error) = match next_target(
+            rules,
+            &mut parts,
+            policy_conn,
+            &mut resume,
+            conn_target.as_deref(),
+        ) {
+            Ok(next) => next,
+            Err(answer) => return counted(*answer),
+        };
+        let go_on = on_error == OnError::Continue;
+        let unaccounted = Conn {
+            edge: &shared.stats,
+            endpoint: &endpoint,
+            peer: conn.peer,
+        };
+        let route = match pipeline::route(shared, &target) {
+            Ok(route) => route,
+            Err(_) if go_on => {
+                tracing::debug!(endpoint = %endpoint.url, peer = %conn.peer, %target,
+                    "http: no agent serves the target; the policy goes on (on_error: continue)");
+                continue;
+            }
+            Err(refusal) => {
+                unaccounted.account(refusal);
+                return counted(page::error(Code::AgentOffline));
+            }
+        };
+        let local = matches!(route, pipeline::Route::Local(_));
+        // A kept-alive upstream connection of the member the pool picks, when this
+        // worker has one.
+        if let (pipeline::Route::Local(pool), None) = (&route, &upgrade) {
+            if let Some(member) = pool.pick(&[]) {
+                if let Some((sender, channel)) = upstreams::take(member.id(), &target) {
+                    let load = MemberLoad::new(member);
+                    break (
+                        target,
+                        local,
+                        Carrier::Kept {
+                            sender,
+                            channel,
+                            load,
+                            route,
+                        },
+                    );
+                }
+            }
+        }
+        match open(shared, &endpoint, route, conn, &target).await {
+            Ok(carried) => break (target, local, Carrier::Opened(carried)),
+            Err(_) if go_on => {
+                tracing::debug!(endpoint = %endpoint.url, peer = %conn.peer, %target,
+                    "http: no member of the target reached its upstream; the policy goes on (on_error: continue)");
+            }
+            Err(failure) => {
+                unaccounted.account(Outcome::NoMember {
+                    target: &target,
+                    failure,
+                });
+                return counted(page::error(Code::UpstreamUnreachable));
+            }
+        }
+    };
+    // The request as the response phase sees it (only when it has rules).
+    let sent_head = rules.has_response_rules().then(|| head_of(&parts));
+    let finish = |response: Response<Body>| {
+        counted(on_response(
+            rules,
+            sent_head.as_ref(),
+            policy_conn,
+            response,
+        ))
+    };
+
     let mut req = to_upstream(
-        req,
+        Request::from_parts(parts, body),
         conn.peer,
         conn.proto,
         &host_header,
@@ -156,66 +242,59 @@ async fn phases(req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> {
         !local,
     );
 
-    // A kept-alive upstream connection of the member the pool picks, when this worker
-    // has one: the request goes there, unless it could not even be sent.
-    if let (pipeline::Route::Local(pool), None) = (&route, &upgrade) {
-        if let Some(member) = pool.pick(&[]) {
-            if let Some((mut sender, channel)) = upstreams::take(member.id(), &target) {
-                let load = MemberLoad::new(member);
-                let replay = replayable(&req);
-                let sent =
-                    monoio::time::timeout(RESPONSE_TIMEOUT, sender.try_send_request(req)).await;
-                let Ok(sent) = sent else {
-                    return counted(page::error(Code::UpstreamTimeout));
-                };
-                match sent {
-                    Ok(response) => {
-                        account(Outcome::Forwarded {
-                            failovers: 0,
-                            open_latency: accepted_at.elapsed(),
-                        });
-                        keep_alive(sender, Via::Member(load), Some((target.clone(), channel)));
-                        return counted(to_client(response));
+    let carried = match carrier {
+        Carrier::Opened(carried) => carried,
+        // The request goes on the kept-alive connection, unless it could not even be
+        // sent there; then on a new stream.
+        Carrier::Kept {
+            mut sender,
+            channel,
+            load,
+            route,
+        } => {
+            let replay = replayable(&req);
+            let sent = monoio::time::timeout(RESPONSE_TIMEOUT, sender.try_send_request(req)).await;
+            let Ok(sent) = sent else {
+                return counted(page::error(Code::UpstreamTimeout));
+            };
+            match sent {
+                Ok(response) => {
+                    account(Outcome::Forwarded {
+                        failovers: 0,
+                        open_latency: accepted_at.elapsed(),
+                    });
+                    keep_alive(sender, Via::Member(load), Some((target.clone(), channel)));
+                    return finish(to_client(response));
+                }
+                Err(mut e) => match (e.take_message(), replay) {
+                    (Some(unsent), _) => req = unsent,
+                    // The kept-alive connection broke before any response (its agent
+                    // or upstream went away meanwhile): an idempotent request without a
+                    // body is sent again on a new stream, which is confirmed before the
+                    // request goes (RFC 9110 9.2.2).
+                    (None, Some(copy)) => {
+                        tracing::debug!(endpoint = %endpoint.url, peer = %conn.peer,
+                            error = %e.error(), "http: a kept-alive upstream connection broke; request sent again");
+                        req = copy;
                     }
-                    Err(mut e) => match (e.take_message(), replay) {
-                        (Some(unsent), _) => req = unsent,
-                        // The kept-alive connection broke before any response (its
-                        // agent or upstream went away meanwhile): an idempotent request
-                        // without a body is sent again on a new stream, which is
-                        // confirmed before the request goes (RFC 9110 9.2.2).
-                        (None, Some(copy)) => {
-                            tracing::debug!(endpoint = %endpoint.url, peer = %conn.peer,
-                                error = %e.error(), "http: a kept-alive upstream connection broke; request sent again");
-                            req = copy;
-                        }
-                        (None, None) => {
-                            crate::log_throttled!(info, endpoint = %endpoint.url, peer = %conn.peer,
-                                error = %e.error(), "http: the upstream's response failed");
-                            return counted(page::error(Code::UpstreamFailed));
-                        }
-                    },
+                    (None, None) => {
+                        crate::log_throttled!(info, endpoint = %endpoint.url, peer = %conn.peer,
+                            error = %e.error(), "http: the upstream's response failed");
+                        return counted(page::error(Code::UpstreamFailed));
+                    }
+                },
+            }
+            drop(load);
+            match open(shared, &endpoint, route, conn, &target).await {
+                Ok(carried) => carried,
+                Err(failure) => {
+                    account(Outcome::NoMember {
+                        target: &target,
+                        failure,
+                    });
+                    return counted(page::error(Code::UpstreamUnreachable));
                 }
             }
-        }
-    }
-
-    let opening = Box::pin(pipeline::open_phase(
-        shared,
-        &endpoint,
-        route,
-        Vec::new(),
-        conn.peer,
-        conn.server,
-        &target,
-    ));
-    let carried = match opening.await {
-        Ok((carried, _)) => carried,
-        Err(failure) => {
-            account(Outcome::NoMember {
-                target: &target,
-                failure,
-            });
-            return counted(page::error(Code::UpstreamUnreachable));
         }
     };
     account(Outcome::Forwarded {
@@ -238,7 +317,7 @@ async fn phases(req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> {
                     ));
                 }
             }
-            counted(to_client(response))
+            finish(to_client(response))
         }
         Err(SendFailure::Timeout) => {
             crate::log_throttled!(info, endpoint = %endpoint.url, peer = %conn.peer,
@@ -250,6 +329,109 @@ async fn phases(req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> {
                 "http: the upstream's response failed");
             counted(page::error(Code::UpstreamFailed))
         }
+    }
+}
+
+/// What carries a request upstream.
+enum Carrier {
+    /// A stream opened for it.
+    Opened(Carried),
+    /// A kept-alive upstream connection of a local member (its route kept, to open a
+    /// stream should the connection turn out broken).
+    Kept {
+        sender: SendRequest<Body>,
+        channel: std::os::fd::RawFd,
+        load: MemberLoad,
+        route: pipeline::Route,
+    },
+}
+
+/// A stream of its own for the request on `route` (edge/pipeline.rs's open phase: a
+/// member's data channel, another member while none reached the upstream, or another
+/// edge).
+async fn open(
+    shared: &EdgeShared,
+    endpoint: &LiveEndpoint,
+    route: pipeline::Route,
+    conn: &ConnInfo,
+    target: &str,
+) -> Result<Carried, crate::edge::open::NoMember> {
+    Box::pin(pipeline::open_phase(
+        shared,
+        endpoint,
+        route,
+        Vec::new(),
+        conn.peer,
+        conn.server,
+        target,
+    ))
+    .await
+    .map(|(carried, _)| carried)
+}
+
+/// The internal URL (canonical) the request goes to next and what a failure to reach
+/// it does, or the policy's own answer: `on_http_request` from `resume`, then the
+/// connection's target (`on_tcp_connect`'s) when no rule forwarded.
+fn next_target(
+    rules: &HttpPhases,
+    parts: &mut hyper::http::request::Parts,
+    conn: PolicyConn<'_>,
+    resume: &mut Resume,
+    conn_target: Option<&str>,
+) -> Result<(String, OnError), Box<Response<Body>>> {
+    let mut would_deny = Vec::new();
+    let verdict = rules.on_request(parts, conn, *resume, &mut would_deny);
+    for rule in would_deny {
+        crate::log_throttled!(info, peer = %conn.client, %rule,
+            "http: a restrict-ips with enforce: false would have refused the request");
+    }
+    match verdict {
+        RequestVerdict::Answer(answer) => {
+            tracing::debug!(peer = %conn.client, rule = %answer.rule, status = answer.status.as_u16(),
+                "http: the endpoint's policy answered the request");
+            Err(Box::new(page::policy_answer(answer)))
+        }
+        RequestVerdict::Forward {
+            url,
+            on_error,
+            resume: next,
+        } => {
+            *resume = next;
+            Ok((url.canonical(), on_error))
+        }
+        // The connection's target comes last (and `Halt`: nothing follows it).
+        RequestVerdict::Pass => conn_target
+            .map(|t| (t.to_owned(), OnError::Halt))
+            .ok_or_else(|| Box::new(page::error(Code::NoRoute))),
+    }
+}
+
+/// The head of a request, for `on_http_response` to read once the request itself went
+/// upstream.
+fn head_of(parts: &hyper::http::request::Parts) -> hyper::http::request::Parts {
+    let mut head = Request::new(()).into_parts().0;
+    head.method = parts.method.clone();
+    head.uri = parts.uri.clone();
+    head.version = parts.version;
+    head.headers = parts.headers.clone();
+    head
+}
+
+/// `on_http_response` on the upstream's response (when the policy has rules for it):
+/// its headers changed, or the policy's answer instead of it.
+fn on_response(
+    rules: &HttpPhases,
+    sent: Option<&hyper::http::request::Parts>,
+    conn: PolicyConn<'_>,
+    response: Response<Body>,
+) -> Response<Body> {
+    let Some(request) = sent else {
+        return response;
+    };
+    let (mut parts, body) = response.into_parts();
+    match rules.on_response(request, &mut parts, conn) {
+        Some(answer) => page::policy_answer(answer),
+        None => Response::from_parts(parts, body),
     }
 }
 

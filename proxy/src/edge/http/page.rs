@@ -32,6 +32,10 @@ pub enum Code {
     UpstreamFailed,
     /// The upstream did not start its response in time.
     UpstreamTimeout,
+    /// A `rate-limit` of the endpoint's policy refused the request.
+    RateLimited,
+    /// The endpoint's policy forwards only some requests, and not this one.
+    NoRoute,
 }
 
 impl Code {
@@ -46,6 +50,8 @@ impl Code {
             Code::UpstreamUnreachable => "ERR_SLUICE_UPSTREAM_UNREACHABLE",
             Code::UpstreamFailed => "ERR_SLUICE_UPSTREAM_FAILED",
             Code::UpstreamTimeout => "ERR_SLUICE_UPSTREAM_TIMEOUT",
+            Code::RateLimited => "ERR_SLUICE_RATE_LIMITED",
+            Code::NoRoute => "ERR_SLUICE_NO_ROUTE",
         }
     }
 
@@ -55,7 +61,8 @@ impl Code {
             Code::NoHost => StatusCode::BAD_REQUEST,
             Code::NoEndpoint => StatusCode::NOT_FOUND,
             Code::Denied => StatusCode::FORBIDDEN,
-            Code::OverLimit => StatusCode::TOO_MANY_REQUESTS,
+            Code::OverLimit | Code::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            Code::NoRoute => StatusCode::NOT_FOUND,
             Code::AgentOffline | Code::UpstreamUnreachable | Code::UpstreamFailed => {
                 StatusCode::BAD_GATEWAY
             }
@@ -80,13 +87,39 @@ impl Code {
                 "the service behind this endpoint did not answer with a valid HTTP response"
             }
             Code::UpstreamTimeout => "the service behind this endpoint did not answer in time",
+            Code::RateLimited => "too many requests: the endpoint's rate limit was reached",
+            Code::NoRoute => "no rule of the endpoint's traffic policy forwards this request",
         }
     }
 }
 
 /// The edge's page for `code`.
 pub fn error(code: Code) -> Response<Body> {
-    let status = code.status();
+    error_with_status(code, code.status())
+}
+
+/// The response a rule of the endpoint's policy gave: a `custom-response` as written,
+/// a refusal as the edge's page for it (with the rule's status and headers, such as
+/// `Retry-After`).
+pub fn policy_answer(answer: sluice_policy::Answer) -> Response<Body> {
+    let mut response = match answer.refusal {
+        None => {
+            let mut r = Response::new(Either::Right(Full::new(Bytes::from(answer.body))));
+            *r.status_mut() = answer.status;
+            r
+        }
+        Some(sluice_policy::Refusal::RateLimited) => {
+            error_with_status(Code::RateLimited, answer.status)
+        }
+        Some(_) => error_with_status(Code::Denied, answer.status),
+    };
+    for (name, value) in answer.headers {
+        response.headers_mut().insert(name, value);
+    }
+    response
+}
+
+fn error_with_status(code: Code, status: StatusCode) -> Response<Body> {
     let text = format!(
         "{} {}\n{}\n",
         status.as_u16(),

@@ -1,0 +1,419 @@
+//! Running the HTTP phases: [`HttpPhases`] (built with the compiled policy, holding
+//! each `restrict-ips` as a compiled table and each `rate-limit`'s counters) and its
+//! two entry points, [`HttpPhases::on_request`] and [`HttpPhases::on_response`].
+//!
+//! A phase runs its rules in order; a rule whose expressions all hold runs its actions
+//! in order. Header and URL actions change the request (or response) in place, and
+//! later expressions see the change. The first action that answers (`deny`,
+//! `custom-response`, a failed `restrict-ips` or `rate-limit`) or forwards ends the
+//! phase. A forward remembers where it stopped ([`Resume`]), so a `forward-internal`
+//! with `on_error: continue` whose target cannot take the request goes on from the
+//! next action.
+
+use std::{
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
+
+use http::{header::HeaderValue, HeaderName, StatusCode};
+
+use crate::{
+    expr::{Facts, Template},
+    http_model::{HttpAction, HttpRule, OnError},
+    model::{Action, ForwardInternal, RestrictIps, Rule},
+    rate_limit::SlidingWindow,
+    CompiledPolicy, InternalUrl, PolicyError, TrafficPolicy,
+};
+
+/// The HTTP phases of a compiled policy.
+#[derive(Debug, Default)]
+pub struct HttpPhases {
+    request: Vec<Compiled>,
+    response: Vec<Compiled>,
+}
+
+#[derive(Debug)]
+struct Compiled {
+    rule: HttpRule,
+    /// Per action: what it needs at run time beyond its config.
+    state: Vec<State>,
+}
+
+#[derive(Debug)]
+enum State {
+    None,
+    Restrict(Box<CompiledPolicy>),
+    Limit(SlidingWindow),
+}
+
+/// Where a phase stopped, to go on from (the action after a forward).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Resume {
+    rule: usize,
+    action: usize,
+}
+
+/// The connection a request came on.
+#[derive(Clone, Copy, Debug)]
+pub struct Conn<'a> {
+    /// The client.
+    pub client: SocketAddr,
+    /// The address it connected to.
+    pub server: SocketAddr,
+    /// `http` or `https`.
+    pub scheme: &'a str,
+}
+
+/// What `on_http_request` decided.
+#[derive(Debug)]
+pub enum RequestVerdict<'p> {
+    /// Answer the client with this, not the upstream.
+    Answer(Answer),
+    /// Send the request to `url`; when it cannot be and `on_error` is `Continue`, call
+    /// [`HttpPhases::on_request`] again from `resume`.
+    Forward {
+        /// The internal endpoint.
+        url: &'p InternalUrl,
+        /// What a failure to reach it does.
+        on_error: OnError,
+        /// Where the phase goes on.
+        resume: Resume,
+    },
+    /// No action answered or forwarded: the connection's target (from
+    /// `on_tcp_connect`) takes the request, if it has one.
+    Pass,
+}
+
+/// A response the policy gives instead of the upstream's.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// Its status.
+    pub status: StatusCode,
+    /// Its headers.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Its body.
+    pub body: String,
+    /// Why: a refusal (the edge's error code goes with it), or `None` for a
+    /// `custom-response`.
+    pub refusal: Option<Refusal>,
+    /// The rule that answered, as `rule 2 ("name")`.
+    pub rule: String,
+}
+
+/// Why a request was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// `restrict-ips`.
+    Restricted,
+    /// `deny`.
+    Denied,
+    /// `rate-limit`.
+    RateLimited,
+}
+
+impl HttpPhases {
+    pub(crate) fn build(policy: &TrafficPolicy) -> Result<HttpPhases, PolicyError> {
+        Ok(HttpPhases {
+            request: compile_rules(&policy.on_http_request)?,
+            response: compile_rules(&policy.on_http_response)?,
+        })
+    }
+
+    /// Whether the policy has any HTTP rule.
+    pub fn is_empty(&self) -> bool {
+        self.request.is_empty() && self.response.is_empty()
+    }
+
+    /// Whether it has `on_http_response` rules (the request's head is then kept for
+    /// them).
+    pub fn has_response_rules(&self) -> bool {
+        !self.response.is_empty()
+    }
+
+    /// Runs `on_http_request` on `request` from `from` (the start: `Resume::default()`),
+    /// changing it as its actions say; with the names of `enforce: false` restrictions
+    /// the client failed (logged, not refused).
+    pub fn on_request<'p>(
+        &'p self,
+        request: &mut http::request::Parts,
+        conn: Conn<'_>,
+        from: Resume,
+        would_deny: &mut Vec<String>,
+    ) -> RequestVerdict<'p> {
+        let now = Instant::now();
+        for (r, compiled) in self.request.iter().enumerate().skip(from.rule) {
+            let first = if r == from.rule { from.action } else { 0 };
+            if first == 0 && !applies(&compiled.rule, request, None, conn) {
+                continue;
+            }
+            for (a, action) in compiled.rule.actions.iter().enumerate().skip(first) {
+                let state = &compiled.state[a];
+                let rule = || describe(&compiled.rule, r);
+                match action {
+                    HttpAction::RestrictIps(ri) => {
+                        if let State::Restrict(table) = state {
+                            if !table.evaluate(conn.client).is_allowed() {
+                                if ri.enforce {
+                                    return RequestVerdict::Answer(refusal(
+                                        StatusCode::FORBIDDEN,
+                                        Refusal::Restricted,
+                                        rule(),
+                                    ));
+                                }
+                                would_deny.push(rule());
+                            }
+                        }
+                    }
+                    HttpAction::Deny(d) => {
+                        return RequestVerdict::Answer(refusal(
+                            StatusCode::from_u16(d.status_code).unwrap_or(StatusCode::FORBIDDEN),
+                            Refusal::Denied,
+                            rule(),
+                        ))
+                    }
+                    HttpAction::ForwardInternal(f) => {
+                        return RequestVerdict::Forward {
+                            url: &f.url,
+                            on_error: f.on_error,
+                            resume: Resume {
+                                rule: r,
+                                action: a + 1,
+                            },
+                        }
+                    }
+                    HttpAction::AddHeaders(h) => {
+                        let values = render_all(&h.headers, request, None, conn);
+                        for (name, value) in values {
+                            request.headers.insert(name, value);
+                        }
+                    }
+                    HttpAction::RemoveHeaders(h) => {
+                        for name in &h.headers {
+                            request.headers.remove(name);
+                        }
+                    }
+                    HttpAction::CustomResponse(c) => {
+                        let facts = facts(request, None, conn);
+                        return RequestVerdict::Answer(Answer {
+                            status: StatusCode::from_u16(c.status_code).unwrap_or(StatusCode::OK),
+                            headers: render_all(&c.headers, request, None, conn),
+                            body: c.body.render(&facts),
+                            refusal: None,
+                            rule: rule(),
+                        });
+                    }
+                    HttpAction::UrlRewrite(u) => rewrite(request, &u.from, &u.to),
+                    HttpAction::RateLimit(l) => {
+                        if let State::Limit(window) = state {
+                            let facts = facts(request, None, conn);
+                            let key: Vec<String> = l
+                                .bucket_key
+                                .iter()
+                                .map(|k| k.text(&facts).unwrap_or_default())
+                                .collect();
+                            if let Err(wait) = window.admit(&key.join("\u{1f}"), now) {
+                                let mut answer = refusal(
+                                    StatusCode::TOO_MANY_REQUESTS,
+                                    Refusal::RateLimited,
+                                    rule(),
+                                );
+                                answer.headers.push((
+                                    http::header::RETRY_AFTER,
+                                    HeaderValue::from(retry_after(wait)),
+                                ));
+                                return RequestVerdict::Answer(answer);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        RequestVerdict::Pass
+    }
+
+    /// Runs `on_http_response` on `response` (to `request`, as it was sent upstream):
+    /// headers changed in place, or an answer to give instead.
+    pub fn on_response(
+        &self,
+        request: &http::request::Parts,
+        response: &mut http::response::Parts,
+        conn: Conn<'_>,
+    ) -> Option<Answer> {
+        for (r, compiled) in self.response.iter().enumerate() {
+            if !applies(&compiled.rule, request, Some(response), conn) {
+                continue;
+            }
+            for action in &compiled.rule.actions {
+                match action {
+                    HttpAction::AddHeaders(h) => {
+                        let values = render_all(&h.headers, request, Some(response), conn);
+                        for (name, value) in values {
+                            response.headers.insert(name, value);
+                        }
+                    }
+                    HttpAction::RemoveHeaders(h) => {
+                        for name in &h.headers {
+                            response.headers.remove(name);
+                        }
+                    }
+                    HttpAction::CustomResponse(c) => {
+                        let facts = facts(request, Some(response), conn);
+                        return Some(Answer {
+                            status: StatusCode::from_u16(c.status_code).unwrap_or(StatusCode::OK),
+                            headers: render_all(&c.headers, request, Some(response), conn),
+                            body: c.body.render(&facts),
+                            refusal: None,
+                            rule: describe(&compiled.rule, r),
+                        });
+                    }
+                    HttpAction::Deny(d) => {
+                        return Some(refusal(
+                            StatusCode::from_u16(d.status_code).unwrap_or(StatusCode::FORBIDDEN),
+                            Refusal::Denied,
+                            describe(&compiled.rule, r),
+                        ))
+                    }
+                    // Refused by parsing and validation.
+                    _ => {}
+                }
+            }
+        }
+        None
+    }
+}
+
+fn compile_rules(rules: &[HttpRule]) -> Result<Vec<Compiled>, PolicyError> {
+    rules
+        .iter()
+        .map(|rule| {
+            let state = rule
+                .actions
+                .iter()
+                .map(|action| {
+                    Ok(match action {
+                        HttpAction::RestrictIps(r) => State::Restrict(Box::new(restrict_table(r)?)),
+                        HttpAction::RateLimit(l) => {
+                            State::Limit(SlidingWindow::new(l.capacity, l.rate))
+                        }
+                        _ => State::None,
+                    })
+                })
+                .collect::<Result<_, PolicyError>>()?;
+            Ok(Compiled {
+                rule: rule.clone(),
+                state,
+            })
+        })
+        .collect()
+}
+
+/// A `restrict-ips` as a compiled table: one lookup per request however long its lists
+/// (a policy of that restriction alone, forwarding whoever passes it).
+fn restrict_table(r: &RestrictIps) -> Result<CompiledPolicy, PolicyError> {
+    let restriction = RestrictIps {
+        enforce: true,
+        ..r.clone()
+    };
+    TrafficPolicy {
+        on_tcp_connect: vec![Rule {
+            name: None,
+            actions: vec![
+                Action::RestrictIps(restriction),
+                Action::ForwardInternal(ForwardInternal {
+                    url: InternalUrl::parse("tcp://passed.internal:1").expect("a valid URL"),
+                }),
+            ],
+        }],
+        on_http_request: Vec::new(),
+        on_http_response: Vec::new(),
+    }
+    .compile()
+}
+
+fn facts<'a>(
+    request: &'a http::request::Parts,
+    response: Option<&'a http::response::Parts>,
+    conn: Conn<'a>,
+) -> Facts<'a> {
+    Facts {
+        client: conn.client,
+        server: conn.server,
+        scheme: conn.scheme,
+        request,
+        response,
+    }
+}
+
+fn applies(
+    rule: &HttpRule,
+    request: &http::request::Parts,
+    response: Option<&http::response::Parts>,
+    conn: Conn<'_>,
+) -> bool {
+    if rule.expressions.is_empty() {
+        return true;
+    }
+    let facts = facts(request, response, conn);
+    rule.expressions.iter().all(|e| e.holds(&facts))
+}
+
+/// Header values filled in for this request; a value that renders to something a
+/// header cannot hold is left out.
+fn render_all(
+    headers: &[(HeaderName, Template)],
+    request: &http::request::Parts,
+    response: Option<&http::response::Parts>,
+    conn: Conn<'_>,
+) -> Vec<(HeaderName, HeaderValue)> {
+    let facts = facts(request, response, conn);
+    headers
+        .iter()
+        .filter_map(|(name, value)| {
+            let text = value.render(&facts);
+            HeaderValue::from_str(&text).ok().map(|v| (name.clone(), v))
+        })
+        .collect()
+}
+
+/// The first match of `from` in the request's path and query replaced by `to`; a
+/// result that is not a path (`/…`) leaves the request as it was.
+fn rewrite(request: &mut http::request::Parts, from: &regex::Regex, to: &str) {
+    let current = request
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
+    let replaced = from.replace(&current, to);
+    if replaced == current || !replaced.starts_with('/') {
+        return;
+    }
+    let Ok(path) = replaced.parse::<http::uri::PathAndQuery>() else {
+        return;
+    };
+    let mut parts = request.uri.clone().into_parts();
+    parts.path_and_query = Some(path);
+    if let Ok(uri) = http::Uri::from_parts(parts) {
+        request.uri = uri;
+    }
+}
+
+fn refusal(status: StatusCode, why: Refusal, rule: String) -> Answer {
+    Answer {
+        status,
+        headers: Vec::new(),
+        body: String::new(),
+        refusal: Some(why),
+        rule,
+    }
+}
+
+fn retry_after(wait: Duration) -> u64 {
+    wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
+}
+
+fn describe(rule: &HttpRule, index: usize) -> String {
+    match &rule.name {
+        Some(n) => format!("rule {} (`{n}`)", index + 1),
+        None => format!("rule {}", index + 1),
+    }
+}
