@@ -44,14 +44,14 @@ impl Expression {
         &self.source
     }
 
-    /// Whether it holds for `facts` (an error or a value that is not a bool: no).
-    pub fn holds(&self, facts: &Facts<'_>) -> bool {
-        matches!(facts.run(&self.program), Ok(Value::Bool(true)))
+    /// Whether it holds in `scope` (an error or a value that is not a bool: no).
+    pub fn holds(&self, scope: &Scope) -> bool {
+        matches!(self.program.execute(&scope.ctx), Ok(Value::Bool(true)))
     }
 
-    /// Its value for `facts` as text (a list's items joined by `,`); `None` when it fails.
-    pub fn text(&self, facts: &Facts<'_>) -> Option<String> {
-        facts.run(&self.program).ok().map(|v| display(&v))
+    /// Its value in `scope` as text (a list's items joined by `,`); `None` when it fails.
+    pub fn text(&self, scope: &Scope) -> Option<String> {
+        self.program.execute(&scope.ctx).ok().map(|v| display(&v))
     }
 }
 
@@ -121,13 +121,21 @@ impl Template {
         self.parts.iter().all(|p| matches!(p, Part::Text(_)))
     }
 
-    /// The text for `facts` (an expression that fails gives the empty string).
-    pub fn render(&self, facts: &Facts<'_>) -> String {
+    /// The text in the scope `scope` gives (asked for only when the template has
+    /// expressions); an expression that fails gives the empty string.
+    pub fn render<'s>(&self, scope: impl FnOnce() -> &'s Scope) -> String {
+        if let [Part::Text(t)] = self.parts.as_slice() {
+            return t.clone();
+        }
+        if self.parts.is_empty() {
+            return String::new();
+        }
+        let scope = scope();
         let mut out = String::new();
         for part in &self.parts {
             match part {
                 Part::Text(t) => out.push_str(t),
-                Part::Expr(e) => out.push_str(&e.text(facts).unwrap_or_default()),
+                Part::Expr(e) => out.push_str(&e.text(scope).unwrap_or_default()),
             }
         }
         out
@@ -209,14 +217,32 @@ pub struct Facts<'a> {
     pub response: Option<&'a http::response::Parts>,
 }
 
-thread_local! {
-    /// The functions every evaluation sees (the standard library and ngrok's
-    /// additions); each evaluation binds its variables in a scope of its own.
-    static ROOT: Context<'static, 'static> = root();
+/// The variables of one request (or response) bound for CEL, with the standard library
+/// and ngrok's functions: built once per phase and reused by every expression until an
+/// action changes the request.
+pub struct Scope {
+    ctx: Context<'static, 'static>,
 }
 
-fn root() -> Context<'static, 'static> {
-    let mut ctx = Context::default();
+/// The standard library, shared by every scope.
+static ENV: std::sync::LazyLock<Arc<cel::Env>> =
+    std::sync::LazyLock::new(|| Arc::new(cel::Env::stdlib()));
+
+impl Scope {
+    /// Binds `conn`, `req` and (in `on_http_response`) `res` from `facts`.
+    pub fn new(facts: &Facts<'_>) -> Scope {
+        let mut ctx = Context::with_env(ENV.clone());
+        add_functions(&mut ctx);
+        ctx.add_variable_from_value("conn", facts.conn());
+        ctx.add_variable_from_value("req", facts.req());
+        if let Some(response) = facts.response {
+            ctx.add_variable_from_value("res", res(response));
+        }
+        Scope { ctx }
+    }
+}
+
+fn add_functions(ctx: &mut Context<'static, 'static>) {
     ctx.add_function("inCidrRange", |ip: Arc<String>, cidr: Arc<String>| {
         in_ranges(&ip, std::slice::from_ref(&cidr))
     })
@@ -238,7 +264,6 @@ fn root() -> Context<'static, 'static> {
         },
     )
     .expect("inCidrRanges is not a standard function");
-    ctx
 }
 
 fn in_ranges(ip: &str, cidrs: &[Arc<String>]) -> Result<bool, ExecutionError> {
@@ -257,18 +282,6 @@ fn in_ranges(ip: &str, cidrs: &[Arc<String>]) -> Result<bool, ExecutionError> {
 }
 
 impl Facts<'_> {
-    fn run(&self, program: &Program) -> Result<Value, ExecutionError> {
-        ROOT.with(|root| {
-            let mut ctx = root.new_inner_scope();
-            ctx.add_variable_from_value("conn", self.conn());
-            ctx.add_variable_from_value("req", self.req());
-            if let Some(response) = self.response {
-                ctx.add_variable_from_value("res", res(response));
-            }
-            program.execute(&ctx)
-        })
-    }
-
     fn conn(&self) -> HashMap<Key, Value> {
         map([
             ("client_ip", self.client.ip().to_string().into()),
@@ -388,7 +401,7 @@ mod tests {
     #[test]
     fn expressions_read_the_request_and_the_connection() {
         let req = request();
-        let facts = facts_for(&req);
+        let scope = Scope::new(&facts_for(&req));
         for (source, expected) in [
             ("req.method == 'POST'", true),
             ("req.url.path.startsWith('/api/')", true),
@@ -419,28 +432,28 @@ mod tests {
             ("req.method", false),
         ] {
             let e = Expression::parse(source).unwrap();
-            assert_eq!(e.holds(&facts), expected, "{source}");
+            assert_eq!(e.holds(&scope), expected, "{source}");
         }
     }
 
     #[test]
     fn templates_fill_in_expressions_and_keep_the_text() {
         let req = request();
-        let facts = facts_for(&req);
+        let scope = Scope::new(&facts_for(&req));
         let t = Template::parse(
             "client=${conn.client_ip} path=${req.url.path}; tags=${req.query_params['tag']}",
         )
         .unwrap();
         assert_eq!(
-            t.render(&facts),
+            t.render(|| &scope),
             "client=203.0.113.7 path=/api/v2/orders; tags=a,b"
         );
         assert!(!t.is_constant());
         let m = Template::parse("${ {'a': 'x'}['a'] }!").unwrap();
-        assert_eq!(m.render(&facts), "x!");
+        assert_eq!(m.render(|| &scope), "x!");
         let plain = Template::parse("just text").unwrap();
         assert!(plain.is_constant());
-        assert_eq!(plain.render(&facts), "just text");
+        assert_eq!(plain.render(|| unreachable!("no expression")), "just text");
     }
 
     #[test]
@@ -461,12 +474,12 @@ mod tests {
             .unwrap()
             .into_parts()
             .0;
-        let facts = Facts {
+        let scope = Scope::new(&Facts {
             response: Some(&res),
             ..facts_for(&req)
-        };
+        });
         let e = Expression::parse("res.status_code >= 500 && res.headers['retry-after'][0] == '3'")
             .unwrap();
-        assert!(e.holds(&facts));
+        assert!(e.holds(&scope));
     }
 }

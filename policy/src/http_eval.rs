@@ -18,7 +18,7 @@ use std::{
 use http::{header::HeaderValue, HeaderName, StatusCode};
 
 use crate::{
-    expr::{Facts, Template},
+    expr::{Facts, Scope, Template},
     http_model::{HttpAction, HttpRule, OnError},
     model::{Action, ForwardInternal, RestrictIps, Rule},
     rate_limit::SlidingWindow,
@@ -141,9 +141,10 @@ impl HttpPhases {
         would_deny: &mut Vec<String>,
     ) -> RequestVerdict<'p> {
         let now = Instant::now();
+        let mut scope = LazyScope::default();
         for (r, compiled) in self.request.iter().enumerate().skip(from.rule) {
             let first = if r == from.rule { from.action } else { 0 };
-            if first == 0 && !applies(&compiled.rule, request, None, conn) {
+            if first == 0 && !applies(&compiled.rule, &mut scope, request, None, conn) {
                 continue;
             }
             for (a, action) in compiled.rule.actions.iter().enumerate().skip(first) {
@@ -182,34 +183,38 @@ impl HttpPhases {
                         }
                     }
                     HttpAction::AddHeaders(h) => {
-                        let values = render_all(&h.headers, request, None, conn);
+                        let values = render_all(&h.headers, &mut scope, request, None, conn);
                         for (name, value) in values {
                             request.headers.insert(name, value);
                         }
+                        scope.reset();
                     }
                     HttpAction::RemoveHeaders(h) => {
                         for name in &h.headers {
                             request.headers.remove(name);
                         }
+                        scope.reset();
                     }
                     HttpAction::CustomResponse(c) => {
-                        let facts = facts(request, None, conn);
                         return RequestVerdict::Answer(Answer {
                             status: StatusCode::from_u16(c.status_code).unwrap_or(StatusCode::OK),
-                            headers: render_all(&c.headers, request, None, conn),
-                            body: c.body.render(&facts),
+                            headers: render_all(&c.headers, &mut scope, request, None, conn),
+                            body: c.body.render(|| scope.get(request, None, conn)),
                             refusal: None,
                             rule: rule(),
                         });
                     }
-                    HttpAction::UrlRewrite(u) => rewrite(request, &u.from, &u.to),
+                    HttpAction::UrlRewrite(u) => {
+                        rewrite(request, &u.from, &u.to);
+                        scope.reset();
+                    }
                     HttpAction::RateLimit(l) => {
                         if let State::Limit(window) = state {
-                            let facts = facts(request, None, conn);
+                            let scope = scope.get(request, None, conn);
                             let key: Vec<String> = l
                                 .bucket_key
                                 .iter()
-                                .map(|k| k.text(&facts).unwrap_or_default())
+                                .map(|k| k.text(scope).unwrap_or_default())
                                 .collect();
                             if let Err(wait) = window.admit(&key.join("\u{1f}"), now) {
                                 let mut answer = refusal(
@@ -239,29 +244,38 @@ impl HttpPhases {
         response: &mut http::response::Parts,
         conn: Conn<'_>,
     ) -> Option<Answer> {
+        let mut scope = LazyScope::default();
         for (r, compiled) in self.response.iter().enumerate() {
-            if !applies(&compiled.rule, request, Some(response), conn) {
+            if !applies(&compiled.rule, &mut scope, request, Some(response), conn) {
                 continue;
             }
             for action in &compiled.rule.actions {
                 match action {
                     HttpAction::AddHeaders(h) => {
-                        let values = render_all(&h.headers, request, Some(response), conn);
+                        let values =
+                            render_all(&h.headers, &mut scope, request, Some(response), conn);
                         for (name, value) in values {
                             response.headers.insert(name, value);
                         }
+                        scope.reset();
                     }
                     HttpAction::RemoveHeaders(h) => {
                         for name in &h.headers {
                             response.headers.remove(name);
                         }
+                        scope.reset();
                     }
                     HttpAction::CustomResponse(c) => {
-                        let facts = facts(request, Some(response), conn);
                         return Some(Answer {
                             status: StatusCode::from_u16(c.status_code).unwrap_or(StatusCode::OK),
-                            headers: render_all(&c.headers, request, Some(response), conn),
-                            body: c.body.render(&facts),
+                            headers: render_all(
+                                &c.headers,
+                                &mut scope,
+                                request,
+                                Some(response),
+                                conn,
+                            ),
+                            body: c.body.render(|| scope.get(request, Some(response), conn)),
                             refusal: None,
                             rule: describe(&compiled.rule, r),
                         });
@@ -330,22 +344,37 @@ fn restrict_table(r: &RestrictIps) -> Result<CompiledPolicy, PolicyError> {
     .compile()
 }
 
-fn facts<'a>(
-    request: &'a http::request::Parts,
-    response: Option<&'a http::response::Parts>,
-    conn: Conn<'a>,
-) -> Facts<'a> {
-    Facts {
-        client: conn.client,
-        server: conn.server,
-        scheme: conn.scheme,
-        request,
-        response,
+/// The CEL scope of the request (or response) being run: built when an expression
+/// first needs it, dropped when an action changes what it was built from.
+#[derive(Default)]
+struct LazyScope(Option<Scope>);
+
+impl LazyScope {
+    fn get(
+        &mut self,
+        request: &http::request::Parts,
+        response: Option<&http::response::Parts>,
+        conn: Conn<'_>,
+    ) -> &Scope {
+        self.0.get_or_insert_with(|| {
+            Scope::new(&Facts {
+                client: conn.client,
+                server: conn.server,
+                scheme: conn.scheme,
+                request,
+                response,
+            })
+        })
+    }
+
+    fn reset(&mut self) {
+        self.0 = None;
     }
 }
 
 fn applies(
     rule: &HttpRule,
+    scope: &mut LazyScope,
     request: &http::request::Parts,
     response: Option<&http::response::Parts>,
     conn: Conn<'_>,
@@ -353,23 +382,23 @@ fn applies(
     if rule.expressions.is_empty() {
         return true;
     }
-    let facts = facts(request, response, conn);
-    rule.expressions.iter().all(|e| e.holds(&facts))
+    let scope = scope.get(request, response, conn);
+    rule.expressions.iter().all(|e| e.holds(scope))
 }
 
 /// Header values filled in for this request; a value that renders to something a
 /// header cannot hold is left out.
 fn render_all(
     headers: &[(HeaderName, Template)],
+    scope: &mut LazyScope,
     request: &http::request::Parts,
     response: Option<&http::response::Parts>,
     conn: Conn<'_>,
 ) -> Vec<(HeaderName, HeaderValue)> {
-    let facts = facts(request, response, conn);
     headers
         .iter()
         .filter_map(|(name, value)| {
-            let text = value.render(&facts);
+            let text = value.render(|| scope.get(request, response, conn));
             HeaderValue::from_str(&text).ok().map(|v| (name.clone(), v))
         })
         .collect()

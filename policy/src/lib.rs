@@ -73,7 +73,7 @@ pub use cidr::Cidr;
 pub use compiled::{BuildStats, CompiledPolicy};
 pub use decision::{Decision, Outcome, Why};
 pub use error::PolicyError;
-pub use expr::{Expression, Facts, Template};
+pub use expr::{Expression, Facts, Scope, Template};
 pub use handle::{PolicyHandle, PolicyReader, SwapReport};
 pub use http_eval::{Answer, Conn, HttpPhases, Refusal, RequestVerdict, Resume};
 pub use http_model::{
