@@ -74,12 +74,10 @@ fn bench(c: &mut Criterion) {
             b.iter_batched_ref(
                 request,
                 |req| {
-                    let verdict = compiled.http().on_request(
-                        req,
-                        conn,
-                        Resume::default(),
-                        &mut Vec::new(),
-                    );
+                    let verdict =
+                        compiled
+                            .http()
+                            .on_request(req, conn, Resume::default(), &mut Vec::new());
                     assert!(matches!(verdict, RequestVerdict::Forward { .. }));
                     black_box(verdict);
                 },

@@ -36,6 +36,7 @@ pub mod http_thread;
 pub mod io;
 pub mod limits;
 pub mod listeners;
+pub mod logfmt;
 pub mod logging;
 pub mod metrics;
 pub mod proxy_protocol;

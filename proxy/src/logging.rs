@@ -1,5 +1,6 @@
 //! Structured logs with `tracing`: human format on a terminal, JSON lines otherwise
-//! (or as chosen with `--log-format`); levels from `--log-level` or `SLUICE_LOG`.
+//! (or as chosen with `--log-format`); levels from `--log-level` or `SLUICE_LOG`; to
+//! stderr, or where the agent file's `log:` says ([`LogTarget`]).
 //!
 //! [`Throttle`] is the crate's one log rate limiter: every log line an outsider (or a
 //! failing kernel call) could repeat at will goes through one, usually by way of
@@ -24,25 +25,79 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
+    /// `key=value` lines (logfmt).
+    Logfmt,
+}
+
+/// Where log lines go.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum LogTarget {
+    /// Standard error (the default).
+    #[default]
+    Stderr,
+    /// Standard output.
+    Stdout,
+    /// Nowhere (ngrok's `log: false`).
+    Off,
+    /// Appended to this file.
+    File(std::path::PathBuf),
 }
 
 /// Installs the global subscriber, writing to stderr. An edge passes its `edge_id`,
 /// which then names it on every line (fleet logs are read side by side).
 pub fn init(level: Option<&str>, format: LogFormat, edge: Option<&str>) {
+    let _ = init_to(level, format, edge, &LogTarget::Stderr);
+}
+
+/// [`init`], writing to `target`; a file that cannot be opened is an error (and
+/// nothing is installed).
+pub fn init_to(
+    level: Option<&str>,
+    format: LogFormat,
+    edge: Option<&str>,
+    target: &LogTarget,
+) -> Result<(), String> {
+    use tracing_subscriber::fmt::writer::BoxMakeWriter;
     let filter = match level {
         Some(l) => EnvFilter::new(l),
         None => EnvFilter::try_from_env("SLUICE_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
     };
-    let terminal = std::io::stderr().is_terminal();
+    let (writer, terminal) = match target {
+        LogTarget::Stderr => (
+            BoxMakeWriter::new(std::io::stderr),
+            std::io::stderr().is_terminal(),
+        ),
+        LogTarget::Stdout => (
+            BoxMakeWriter::new(std::io::stdout),
+            std::io::stdout().is_terminal(),
+        ),
+        LogTarget::Off => (BoxMakeWriter::new(std::io::sink), false),
+        LogTarget::File(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| format!("log file {}: {e}", path.display()))?;
+            (BoxMakeWriter::new(std::sync::Mutex::new(file)), false)
+        }
+    };
     let json = match format {
         LogFormat::Auto => !terminal,
-        LogFormat::Text => false,
+        LogFormat::Text | LogFormat::Logfmt => false,
         LogFormat::Json => true,
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_thread_names(true);
+    if format == LogFormat::Logfmt {
+        let _ = builder
+            .event_format(crate::logfmt::Logfmt {
+                edge: edge.map(str::to_owned),
+            })
+            .try_init();
+        return Ok(());
+    }
     let lines = tracing_subscriber::fmt::format().with_thread_names(true);
     let _ = match (json, edge) {
         (true, None) => builder.json().flatten_event(true).try_init(),
@@ -56,6 +111,7 @@ pub fn init(level: Option<&str>, format: LogFormat, edge: Option<&str>) {
             .event_format(WithEdge::new(lines, edge, false))
             .try_init(),
     };
+    Ok(())
 }
 
 /// The default formatters with the edge's name on every line of its log: the first

@@ -290,7 +290,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Agent { config } => {
             let mut settings = AgentSettings::load(&config)?;
             settings.pump = cli.pump;
-            logging::init(cli.log_level.as_deref(), cli.log_format, None);
+            // The command line (and SLUICE_LOG) over the file's ngrok-style keys.
+            let file = &settings.logging;
+            let level = cli
+                .log_level
+                .clone()
+                .or_else(|| file.level.map(|l| l.filter().to_owned()));
+            let format = match (cli.log_format, file.format) {
+                (LogFormat::Auto, Some(f)) => f.format(),
+                (format, _) => format,
+            };
+            logging::init_to(level.as_deref(), format, None, &file.target)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
             for warning in &settings.warnings {
                 tracing::warn!(file = %config.display(), "{warning}");
             }

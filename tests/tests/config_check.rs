@@ -305,3 +305,93 @@ fn an_agent_logs_the_ngrok_keys_it_ignores_and_runs() {
     );
     assert!(agent.is_running(), "the agent runs with them");
 }
+
+#[test]
+fn an_agent_logs_where_its_file_says_in_logfmt_at_its_level() {
+    let fx = Fixture::new();
+    let nobody = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let log = fx.dir().join("agent.log");
+    let yaml = fx
+        .agent_yaml(&fx.token, nobody, "tls", &[])
+        .replace(
+            "agent:\n",
+            &format!(
+                "agent:\n  log: {}\n  log_format: logfmt\n  log_level: warn\n  update_channel: stable\n",
+                log.display()
+            ),
+        )
+        .replace("endpoints:\n", "endpoints: []\n");
+    let config = fx.write("agent.yml", &yaml);
+    // No --log-* flags: the file decides.
+    let mut child = Command::new(sluice_tests::process::sluice_bin())
+        .args(["agent", "--config", config.to_str().unwrap()])
+        .env_remove("SLUICE_LOG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let read = || std::fs::read_to_string(&log).unwrap_or_default();
+    sluice_tests::wait_until(
+        "the ignored keys' warning and a failed session in the log file",
+        std::time::Duration::from_secs(10),
+        || {
+            let text = read();
+            text.contains("agent.update_channel") && text.contains("cannot establish a session")
+        },
+    );
+    child.kill().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = read();
+    for line in text.lines() {
+        assert!(line.starts_with("t="), "not logfmt: {line}");
+        assert!(
+            line.contains(" lvl=warn ") || line.contains(" lvl=error "),
+            "below warn: {line}"
+        );
+    }
+    assert!(
+        text.contains(" msg=\"cannot establish a session with the edge\""),
+        "{text}"
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn an_agent_gives_up_on_a_silent_edge_after_its_connect_timeout() {
+    let fx = Fixture::new();
+    // Accepts connections and never answers the TLS handshake.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap();
+    let yaml = fx
+        .agent_yaml(&fx.token, addr, "tls", &[])
+        .replace("agent:\n", "agent:\n  connect_timeout: 1s\n")
+        .replace("endpoints:\n", "endpoints: []\n");
+    let started = std::time::Instant::now();
+    let mut agent = sluice_tests::process::Sluice::agent(&fx.write("agent.yml", &yaml), "uring");
+    // The default (10 s) would not give up within this wait.
+    let gave_up = agent.wait_for_n("the handshake's timeout", 1, |v| {
+        v["message"] == "cannot establish a session with the edge"
+            && v["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("TLS handshake") && e.contains("timed out"))
+    });
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(8),
+        "gave up only after {:?}: {gave_up}",
+        started.elapsed()
+    );
+    drop(silent);
+}

@@ -22,7 +22,6 @@ use crate::{
     wire::{ErrorCode, Frame, PROTOCOL_VERSION},
 };
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Most data channels opened for one `NeedChannels` request.
@@ -167,7 +166,8 @@ async fn run_session(
     moved: &mut Option<Moved>,
 ) -> anyhow::Result<SessionEnd> {
     let edge_addr = edge.addr;
-    let tcp = monoio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect_addr(edge_addr))
+    let connect_timeout = shared.settings.connect_timeout;
+    let tcp = monoio::time::timeout(connect_timeout, TcpStream::connect_addr(edge_addr))
         .await
         .map_err(|_| anyhow::anyhow!("connecting to {edge_addr} timed out"))??;
     let _ = tcp.set_nodelay(true);
@@ -185,7 +185,7 @@ async fn established(
     let settings = &shared.settings;
     let edge_addr = edge.addr;
     let handshake = tls_stream::connect(tcp, settings.tls.clone(), edge.server_name.clone());
-    let mut tls = monoio::time::timeout(CONNECT_TIMEOUT, handshake)
+    let mut tls = monoio::time::timeout(settings.connect_timeout, handshake)
         .await
         .map_err(|_| anyhow::anyhow!("TLS handshake with {edge_addr} timed out"))?
         .map_err(|e| {
@@ -206,7 +206,7 @@ async fn established(
     framed::write_frame(&mut tls, &hello).await?;
     let mut reader = FrameReader::new();
     let (id, secret, edge_id) =
-        match monoio::time::timeout(CONNECT_TIMEOUT, reader.next(&mut tls)).await {
+        match monoio::time::timeout(settings.connect_timeout, reader.next(&mut tls)).await {
             Err(_) => anyhow::bail!("edge sent no welcome in time"),
             Ok(Ok(Some(Frame::Welcome {
                 session_id,

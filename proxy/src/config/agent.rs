@@ -12,6 +12,10 @@
 //!   data_channels: 8
 //!   heartbeat_interval: 10s
 //!   heartbeat_tolerance: 15s
+//!   connect_timeout: 10s                 # session set-up (TCP, TLS, welcome)
+//!   log: stderr                          # stdout | stderr | false | a file path
+//!   log_level: info                      # trace | debug | info | warn | error | crit
+//!   log_format: json                     # json | logfmt | term
 //! endpoints:
 //!   - name: db
 //!     url: tcp://db.internal:5432
@@ -109,6 +113,132 @@ pub struct AgentSection {
         deserialize_with = "duration::human"
     )]
     pub drain_timeout: Duration,
+    /// How long reaching an edge and setting a session up (TCP, TLS, welcome) may take
+    /// before the next attempt (ngrok's `connect_timeout`). Default 10s.
+    #[serde(
+        default = "default_connect_timeout",
+        deserialize_with = "duration::human"
+    )]
+    pub connect_timeout: Duration,
+    /// Where the agent logs (ngrok's `log`): `stderr` (default), `stdout`, `false`
+    /// (nowhere) or a file, appended to.
+    #[serde(default)]
+    pub log: Option<LogSetting>,
+    /// `trace`, `debug`, `info`, `warn`, `error` or `crit` (ngrok's names; `crit` is
+    /// `error`). `--log-level` and `SLUICE_LOG` take precedence.
+    pub log_level: Option<LogLevel>,
+    /// `json`, `logfmt` or `term` (ngrok's names). A `--log-format` other than `auto`
+    /// takes precedence.
+    pub log_format: Option<FileLogFormat>,
+}
+
+/// `log:` of the agent file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogSetting(pub crate::logging::LogTarget);
+
+impl<'de> Deserialize<'de> for LogSetting {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use crate::logging::LogTarget;
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = LogSetting;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("stdout, stderr, false or a file path")
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<LogSetting, E> {
+                if v {
+                    Err(E::custom(
+                        "`log: true`: give stdout, stderr, false (no log) or a file path",
+                    ))
+                } else {
+                    Ok(LogSetting(LogTarget::Off))
+                }
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<LogSetting, E> {
+                Ok(LogSetting(match v {
+                    "stdout" => LogTarget::Stdout,
+                    "stderr" => LogTarget::Stderr,
+                    "false" => LogTarget::Off,
+                    "" => {
+                        return Err(E::custom(
+                            "`log:` is empty: give stdout, stderr, false or a file path",
+                        ))
+                    }
+                    path => LogTarget::File(path.into()),
+                }))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `log_level:` of the agent file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    /// Everything.
+    Trace,
+    /// Per-connection detail.
+    Debug,
+    /// The default.
+    Info,
+    /// Problems the agent works around.
+    Warn,
+    /// Failures.
+    Error,
+    /// ngrok's name for the most severe: `error` here.
+    Crit,
+}
+
+impl LogLevel {
+    /// The `tracing` filter it stands for.
+    pub fn filter(self) -> &'static str {
+        match self {
+            LogLevel::Trace => "trace",
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warn => "warn",
+            LogLevel::Error | LogLevel::Crit => "error",
+        }
+    }
+}
+
+/// `log_format:` of the agent file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileLogFormat {
+    /// One JSON object a line.
+    Json,
+    /// `key=value` lines.
+    Logfmt,
+    /// Human-readable lines (colours on a terminal).
+    Term,
+}
+
+impl FileLogFormat {
+    /// The format it stands for.
+    pub fn format(self) -> crate::logging::LogFormat {
+        match self {
+            FileLogFormat::Json => crate::logging::LogFormat::Json,
+            FileLogFormat::Logfmt => crate::logging::LogFormat::Logfmt,
+            FileLogFormat::Term => crate::logging::LogFormat::Text,
+        }
+    }
+}
+
+/// How the agent logs, from its file (the command line may override each part).
+#[derive(Debug, Clone, Default)]
+pub struct AgentLogging {
+    /// `log:`.
+    pub target: crate::logging::LogTarget,
+    /// `log_level:`.
+    pub level: Option<LogLevel>,
+    /// `log_format:`.
+    pub format: Option<FileLogFormat>,
+}
+
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(10)
 }
 
 /// One entry of `endpoints:`.
@@ -317,6 +447,10 @@ pub struct AgentSettings {
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// How plain-TCP hops move bytes (command line, not the file).
     pub pump: crate::io::Pump,
+    /// How long setting a session up with an edge may take.
+    pub connect_timeout: Duration,
+    /// Where and how the agent logs.
+    pub logging: AgentLogging,
 }
 
 /// One entry of `connect_url`.

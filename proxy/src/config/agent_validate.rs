@@ -74,6 +74,12 @@ pub(super) fn resolve(
         endpoints,
         drain_timeout: a.drain_timeout,
         metrics_listen: a.metrics_listen,
+        connect_timeout: a.connect_timeout,
+        logging: super::agent::AgentLogging {
+            target: a.log.clone().map(|l| l.0).unwrap_or_default(),
+            level: a.log_level,
+            format: a.log_format,
+        },
         pump: crate::io::Pump::default(),
     })
 }
@@ -112,6 +118,18 @@ fn agent_section(node: &Node, file: &Path, p: &mut Problems) -> Option<Connectio
             "agent.heartbeat_tolerance",
             "must be longer than a non-zero heartbeat_interval",
         );
+    }
+    if a.connect_timeout.is_zero() {
+        p.at("agent.connect_timeout", "must be longer than zero");
+    }
+    if let Some(super::agent::LogSetting(crate::logging::LogTarget::File(path))) = &a.log {
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+        if dir.is_some_and(|d| !d.is_dir()) {
+            p.at(
+                "agent.log",
+                format!("{}: its directory does not exist", path.display()),
+            );
+        }
     }
     // ngrok's words: `trusted` (the public roots sluice carries, as with no setting)
     // and `host` (the operating system's bundle); anything else is a PEM file.
