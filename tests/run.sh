@@ -13,6 +13,8 @@
 #   ip               network namespaces and veth pairs (partition.rs)
 #   python3          the quick start's stand-in web server (quickstart.rs)
 #   etcd             the fleet's shared state (fleet.rs), from Debian's etcd-server
+#   tinyproxy        an HTTP CONNECT egress proxy for agents (egress_proxy.rs)
+#   microsocks       a SOCKS5 egress proxy for agents (egress_proxy.rs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,6 +26,8 @@ need systemd-analyze systemd
 need ip iproute2
 need python3 python3
 need etcd etcd-server
+need tinyproxy tinyproxy
+need microsocks microsocks
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "tests/run.sh: installing ${missing[*]}"
     if [ "$(id -u)" -eq 0 ]; then

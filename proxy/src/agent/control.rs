@@ -167,9 +167,16 @@ async fn run_session(
 ) -> anyhow::Result<SessionEnd> {
     let edge_addr = edge.addr;
     let connect_timeout = shared.settings.connect_timeout;
-    let tcp = monoio::time::timeout(connect_timeout, TcpStream::connect_addr(edge_addr))
+    let proxy = shared.settings.proxy.as_deref();
+    let tcp = monoio::time::timeout(connect_timeout, super::egress::dial(edge_addr, proxy))
         .await
-        .map_err(|_| anyhow::anyhow!("connecting to {edge_addr} timed out"))??;
+        .map_err(|_| match proxy {
+            Some(p) => anyhow::anyhow!(
+                "connecting to {edge_addr} through proxy {} timed out",
+                p.addr
+            ),
+            None => anyhow::anyhow!("connecting to {edge_addr} timed out"),
+        })??;
     let _ = tcp.set_nodelay(true);
     established(shared, tcp, slot, edge, moved).await
 }
@@ -251,6 +258,7 @@ async fn established(
         secret,
         next_channel: 1.into(),
         edge_addr,
+        proxy: shared.settings.proxy.clone(),
         server_name: edge.server_name.clone(),
         alive: true.into(),
         idle: 0.into(),

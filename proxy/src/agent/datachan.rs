@@ -255,10 +255,11 @@ pub(super) fn hello(ticket: &SessionTicket) -> Frame {
     }
 }
 
-/// Dials the edge's agent port (bounded by [`CONNECT_TIMEOUT`]).
+/// Dials the edge's agent port, through the egress proxy if there is one (bounded by
+/// [`CONNECT_TIMEOUT`]).
 pub(super) async fn dial_edge(ticket: &SessionTicket) -> Result<TcpStream, ChannelError> {
-    match crate::io::idle::within(CONNECT_TIMEOUT, TcpStream::connect_addr(ticket.edge_addr)).await
-    {
+    let dial = super::egress::dial(ticket.edge_addr, ticket.proxy.as_deref());
+    match crate::io::idle::within(CONNECT_TIMEOUT, dial).await {
         Ok(Ok(s)) => {
             let _ = s.set_nodelay(true);
             Ok(s)

@@ -19,6 +19,7 @@
 mod control;
 mod datachan;
 mod edges;
+pub mod egress;
 mod health;
 mod pipeline;
 mod terminate;
@@ -50,6 +51,8 @@ pub(crate) struct SessionTicket {
     /// Sequence number of the next data channel's proof (`wire::channel_proof`).
     pub next_channel: std::sync::atomic::AtomicU64,
     pub edge_addr: SocketAddr,
+    /// The egress proxy the session goes through, if any (its data channels too).
+    pub proxy: Option<Arc<egress::EgressProxy>>,
     /// The name the edge's certificate shows (for `tls` data channels).
     pub server_name: rustls_pki_types::ServerName<'static>,
     pub alive: AtomicBool,

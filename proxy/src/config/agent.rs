@@ -16,6 +16,7 @@
 //!   log: stderr                          # stdout | stderr | false | a file path
 //!   log_level: info                      # trace | debug | info | warn | error | crit
 //!   log_format: json                     # json | logfmt | term
+//!   proxy_url: http://proxy.corp:3128    # or socks5://user:pass@host:port
 //! endpoints:
 //!   - name: db
 //!     url: tcp://db.internal:5432
@@ -130,6 +131,9 @@ pub struct AgentSection {
     /// `json`, `logfmt` or `term` (ngrok's names). A `--log-format` other than `auto`
     /// takes precedence.
     pub log_format: Option<FileLogFormat>,
+    /// Reach the edge through this HTTP (`CONNECT`) or SOCKS5 proxy:
+    /// `http://[user:pass@]host:port` or `socks5://[user:pass@]host:port`.
+    pub proxy_url: Option<String>,
 }
 
 /// `log:` of the agent file.
@@ -451,6 +455,8 @@ pub struct AgentSettings {
     pub connect_timeout: Duration,
     /// Where and how the agent logs.
     pub logging: AgentLogging,
+    /// The egress proxy to the edges, if any.
+    pub proxy: Option<Arc<crate::agent::egress::EgressProxy>>,
 }
 
 /// One entry of `connect_url`.

@@ -75,6 +75,12 @@ pub(super) fn resolve(
         drain_timeout: a.drain_timeout,
         metrics_listen: a.metrics_listen,
         connect_timeout: a.connect_timeout,
+        // Checked in agent_section.
+        proxy: a
+            .proxy_url
+            .as_deref()
+            .and_then(|url| crate::agent::egress::EgressProxy::parse(url).ok())
+            .map(Arc::new),
         logging: super::agent::AgentLogging {
             target: a.log.clone().map(|l| l.0).unwrap_or_default(),
             level: a.log_level,
@@ -121,6 +127,13 @@ fn agent_section(node: &Node, file: &Path, p: &mut Problems) -> Option<Connectio
     }
     if a.connect_timeout.is_zero() {
         p.at("agent.connect_timeout", "must be longer than zero");
+    }
+    if let Some(Err(e)) = a
+        .proxy_url
+        .as_deref()
+        .map(crate::agent::egress::EgressProxy::parse)
+    {
+        p.at("agent.proxy_url", e);
     }
     if let Some(super::agent::LogSetting(crate::logging::LogTarget::File(path))) = &a.log {
         let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
