@@ -1166,3 +1166,43 @@ fn revoking_a_token_or_deactivating_or_deleting_its_user_cuts_its_flowing_stream
         assert!(kept.upstream.active() >= 3);
     }
 }
+
+#[test]
+fn sessions_show_the_agents_metadata_and_each_endpoints_description_as_written() {
+    let fx = Fixture::new();
+    let cfg = edge_config(&fx, &[]);
+    let (_edge, agent_addr, admin) = start_edge(&cfg);
+    let upstream = Echo::start();
+    // ngrok's keys: agent metadata, endpoint description, metadata and bindings. The
+    // text is an agent's to choose: markup comes back as it was written, as JSON text.
+    let hostile = "<script>alert(1)</script>";
+    let yaml = fx
+        .agent_yaml(&fx.token, agent_addr, "tcp", &[(URL, upstream.addr)])
+        .replace(
+            "agent:\n",
+            &format!("agent:\n  metadata: '{{\"site\": \"clinic-3\", \"note\": \"{hostile}\"}}'\n"),
+        )
+        .replace(
+            &format!("  - url: {URL}\n"),
+            &format!(
+                "  - url: {URL}\n    description: patient DB <b>primary</b>\n    metadata: '{{\"tier\": 1}}'\n    bindings: [internal]\n"
+            ),
+        );
+    let mut agent = Sluice::agent(&fx.write("agent.yml", &yaml), DRIVER);
+    agent.wait_for("endpoint bound");
+
+    let sessions = admin.get("/v1/sessions");
+    let session = &sessions["items"][0];
+    let metadata: Value = serde_json::from_str(session["metadata"].as_str().unwrap()).unwrap();
+    assert_eq!(metadata["site"], "clinic-3");
+    assert_eq!(metadata["note"], hostile);
+    let endpoint = &session["endpoints"][0];
+    assert_eq!(endpoint["url"], URL);
+    assert_eq!(endpoint["description"], "patient DB <b>primary</b>");
+    assert_eq!(endpoint["metadata"], "{\"tier\": 1}");
+
+    // The session's start event carries the metadata too.
+    let events = admin.get("/v1/events?type=session.started");
+    let started = &events["items"][0];
+    assert!(started.to_string().contains("clinic-3"), "{started}");
+}

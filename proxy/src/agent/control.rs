@@ -209,6 +209,7 @@ async fn established(
             .heartbeat_tolerance
             .as_millis()
             .min(u32::MAX as u128) as u32,
+        metadata: settings.metadata.clone(),
     };
     framed::write_frame(&mut tls, &hello).await?;
     let mut reader = FrameReader::new();
@@ -287,6 +288,7 @@ async fn established(
                 request_id: i as u32 + 1,
                 url: ep.url.clone(),
                 pooling: ep.pooling,
+                labels: ep.labels.clone(),
             });
             let _ = control_tx.try_send(super::health::report(shared, i, &ticket));
         }
@@ -396,6 +398,7 @@ async fn established(
                                 request_id,
                                 url: ep.url.clone(),
                                 pooling: ep.pooling,
+                                labels: ep.labels.clone(),
                             },
                         );
                         monoio::spawn(async move {

@@ -134,7 +134,13 @@ pub struct AgentSection {
     /// Reach the edge through this HTTP (`CONNECT`) or SOCKS5 proxy:
     /// `http://[user:pass@]host:port` or `socks5://[user:pass@]host:port`.
     pub proxy_url: Option<String>,
+    /// Free text about this agent (often JSON), shown by the edge's `/v1/sessions`
+    /// and in its session events; at most [`MAX_LABEL_BYTES`].
+    pub metadata: Option<String>,
 }
+
+/// Longest `metadata` or `description` (what the protocol carries in one field).
+pub const MAX_LABEL_BYTES: usize = 4096;
 
 /// `log:` of the agent file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -262,6 +268,13 @@ pub struct EndpointSection {
     pub upstream: UpstreamSection,
     /// Terminate the client's TLS here (and check its certificate when CAs are given).
     pub agent_tls_termination: Option<AgentTlsTerminationSection>,
+    /// Free text for people, shown by the edge's `/v1/sessions`.
+    pub description: Option<String>,
+    /// Free text for tools (often JSON), shown by the edge's `/v1/sessions`.
+    pub metadata: Option<String>,
+    /// ngrok's `bindings`: `[internal]` (what every agent endpoint is here); `public`
+    /// is refused (public endpoints are the edge's `endpoints:`).
+    pub bindings: Option<Vec<String>>,
 }
 
 /// `agent_tls_termination:` of an endpoint, as in ngrok's agent file.
@@ -455,6 +468,8 @@ pub struct AgentSettings {
     pub connect_timeout: Duration,
     /// Where and how the agent logs.
     pub logging: AgentLogging,
+    /// `agent.metadata`, sent in the Hello.
+    pub metadata: String,
     /// The egress proxy to the edges, if any.
     pub proxy: Option<Arc<crate::agent::egress::EgressProxy>>,
 }
@@ -489,6 +504,8 @@ pub struct AgentEndpoint {
     pub weight: u16,
     /// Upstream health check (`upstream.health_check`); `None`: off.
     pub health_check: Option<HealthCheck>,
+    /// `description` and `metadata`, sent with the bind.
+    pub labels: crate::wire::Labels,
 }
 
 /// How the agent speaks TLS to an upstream.

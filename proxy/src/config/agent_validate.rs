@@ -16,7 +16,7 @@ use super::{
         connect_host, upstream_dial_addr, AgentEndpoint, AgentFile, AgentSection, AgentSettings,
         AgentTlsTerminationSection, EdgeTarget, EndpointSection, HealthCheck, HealthCheckSection,
         UpstreamTls, UpstreamTlsSection, DEFAULT_WEIGHT, MAX_DATA_CHANNELS, MAX_EDGE_CONNECTIONS,
-        MAX_WEIGHT,
+        MAX_LABEL_BYTES, MAX_WEIGHT,
     },
     problems::Problems,
     relative_to,
@@ -75,6 +75,7 @@ pub(super) fn resolve(
         drain_timeout: a.drain_timeout,
         metrics_listen: a.metrics_listen,
         connect_timeout: a.connect_timeout,
+        metadata: a.metadata.clone().unwrap_or_default(),
         // Checked in agent_section.
         proxy: a
             .proxy_url
@@ -127,6 +128,12 @@ fn agent_section(node: &Node, file: &Path, p: &mut Problems) -> Option<Connectio
     }
     if a.connect_timeout.is_zero() {
         p.at("agent.connect_timeout", "must be longer than zero");
+    }
+    if let Some(m) = a.metadata.as_ref().filter(|m| m.len() > MAX_LABEL_BYTES) {
+        p.at(
+            "agent.metadata",
+            format!("{} bytes; at most {MAX_LABEL_BYTES}", m.len()),
+        );
     }
     if let Some(Err(e)) = a
         .proxy_url
@@ -325,7 +332,31 @@ fn endpoint(
         &at("upstream.health_check"),
         p,
     );
+    for (key, text) in [("description", &ep.description), ("metadata", &ep.metadata)] {
+        if let Some(text) = text.as_ref().filter(|t| t.len() > MAX_LABEL_BYTES) {
+            p.at(
+                &at(key),
+                format!("{} bytes; at most {MAX_LABEL_BYTES}", text.len()),
+            );
+        }
+    }
+    for binding in ep.bindings.iter().flatten() {
+        match binding.as_str() {
+            "internal" => {}
+            "public" => p.at(
+                &at("bindings"),
+                "`public`: an agent endpoint here is always internal (tcp://NAME.internal); \
+                 public endpoints are the edge's `endpoints:` (its file or admin API), which \
+                 forward to this one",
+            ),
+            other => p.at(&at("bindings"), format!("`{other}`: expected `internal`")),
+        }
+    }
     Some(AgentEndpoint {
+        labels: crate::wire::Labels {
+            description: ep.description.clone().unwrap_or_default(),
+            metadata: ep.metadata.clone().unwrap_or_default(),
+        },
         name: ep.name.unwrap_or_else(|| url.clone()),
         url,
         pooling: ep.pooling_enabled,

@@ -112,6 +112,7 @@ impl ControlPlane {
                 identity,
                 peer,
                 agent_version,
+                metadata,
             } => {
                 if identity.token_id.starts_with("tok_") {
                     if let Err(e) = self
@@ -128,6 +129,7 @@ impl ControlPlane {
                     serde_json::json!({
                         "user": identity.user_name, "token_id": identity.token_id,
                         "peer": peer.to_string(), "agent_version": agent_version,
+                        "metadata": metadata,
                     }),
                 )
             }

@@ -20,6 +20,9 @@ pub struct SessionBinding {
     pub suspect: bool,
     /// Its pool weight.
     pub weight: u16,
+    /// The `description` and `metadata` its agent gave (empty: none).
+    #[serde(flatten)]
+    pub labels: crate::wire::Labels,
 }
 
 /// A live agent session.
@@ -39,6 +42,8 @@ pub struct SessionView {
     pub peer: String,
     /// The agent's version.
     pub agent_version: String,
+    /// The agent file's `metadata` (empty: none).
+    pub metadata: String,
     /// ms since the epoch.
     pub started_at: i64,
     /// Last control-channel round trip (ms), if measured yet.
@@ -160,6 +165,7 @@ impl ControlPlane {
                     token_id: s.identity.token_id.clone(),
                     peer: s.peer.to_string(),
                     agent_version: s.agent_version.clone(),
+                    metadata: s.metadata.clone(),
                     started_at: s.started_at,
                     rtt_ms: (rtt > 0).then(|| rtt as f64 / 1000.0),
                     in_flight: s.in_flight.load(std::sync::atomic::Ordering::Relaxed),
@@ -168,6 +174,7 @@ impl ControlPlane {
                         .bindings_of(s.id)
                         .into_iter()
                         .map(|b| SessionBinding {
+                            labels: s.labels_of(&b.url),
                             url: b.url,
                             pool_members: b.pool_members,
                             healthy: b.healthy,

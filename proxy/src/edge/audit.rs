@@ -30,6 +30,8 @@ pub enum AuditEvent {
         peer: SocketAddr,
         /// The agent's version string.
         agent_version: String,
+        /// The agent file's `metadata`.
+        metadata: String,
     },
     /// A session ended.
     SessionEnded {

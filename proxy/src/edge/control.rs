@@ -67,6 +67,7 @@ pub async fn handle_tls(
             authtoken,
             agent_version,
             heartbeat_tolerance_ms,
+            metadata,
         } => {
             if version != PROTOCOL_VERSION {
                 let msg = format!(
@@ -87,7 +88,10 @@ pub async fn handle_tls(
                 reader,
                 peer,
                 identity,
-                agent_version,
+                AgentInfo {
+                    version: agent_version,
+                    metadata,
+                },
                 heartbeat_tolerance_ms,
                 shared,
             )
@@ -143,15 +147,27 @@ async fn refuse(tls: &mut Tls, code: ErrorCode, message: String) {
     .await;
 }
 
+/// What an agent's Hello says about it.
+struct AgentInfo {
+    /// Its version string.
+    version: String,
+    /// Its file's `metadata`.
+    metadata: String,
+}
+
 async fn run_session(
     mut tls: Tls,
     mut reader: FrameReader,
     peer: SocketAddr,
     identity: Arc<Identity>,
-    agent_version: String,
+    agent: AgentInfo,
     tolerance_ms: u32,
     shared: Arc<EdgeShared>,
 ) {
+    let AgentInfo {
+        version: agent_version,
+        metadata,
+    } = agent;
     let user = identity.user_name.clone();
     if shared.leaving.load(std::sync::atomic::Ordering::Acquire) {
         // Leaving the fleet: sessions move away, none start here.
@@ -165,10 +181,12 @@ async fn run_session(
         tracing::info!(%peer, %user, "agent refused: this edge is leaving its fleet");
         return;
     }
-    let (session, control_rx) =
-        shared
-            .registry
-            .open_session(identity.clone(), peer, agent_version.clone());
+    let (session, control_rx) = shared.registry.open_session(
+        identity.clone(),
+        peer,
+        agent_version.clone(),
+        metadata.clone(),
+    );
     let welcome = Frame::Welcome {
         session_id: session.id,
         secret: Registry::secret_of(&session),
@@ -186,6 +204,7 @@ async fn run_session(
         identity: identity.clone(),
         peer,
         agent_version: agent_version.clone(),
+        metadata,
     });
     let control_fd = std::os::fd::AsRawFd::as_raw_fd(&tls);
     let (mut rd, mut wr) = tls.into_split();
@@ -243,11 +262,15 @@ async fn run_session(
                 request_id,
                 url,
                 pooling,
+                labels,
             } => {
                 let outcome = shared.registry.bind(&url, &session, pooling);
                 let answer = SessionLogic::bind_answer(request_id, &url, outcome.as_ref());
                 match outcome {
-                    Ok(bound) => report_bound(&shared, &session, &url, bound),
+                    Ok(bound) => {
+                        session.set_labels(&url, labels);
+                        report_bound(&shared, &session, &url, bound)
+                    }
                     Err(error) => report_refused(&shared, &session, url, &error),
                 }
                 session.send_control(answer);

@@ -74,9 +74,11 @@ impl Registry {
         identity: Arc<Identity>,
         peer: SocketAddr,
         agent_version: String,
+        metadata: String,
     ) -> (Arc<SessionHandle>, async_channel::Receiver<Frame>) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-        let (session, control_rx) = SessionHandle::open(id, identity, peer, agent_version);
+        let (session, control_rx) =
+            SessionHandle::open(id, identity, peer, agent_version, metadata);
         self.lock_sessions().insert(id, session.clone());
         *self.lock_agent_ips().entry(peer.ip()).or_insert(0) += 1;
         self.changed();

@@ -53,6 +53,8 @@ pub enum Action {
         url: String,
         /// Whether the agent asks to join a pool.
         pooling: bool,
+        /// Its `description` and `metadata`, kept with the session once bound.
+        labels: crate::wire::Labels,
     },
     /// Refuse a bind before it reaches the registry (log, audit, then send `answer`).
     RefuseBind {
@@ -163,7 +165,8 @@ impl SessionLogic {
                 request_id,
                 url,
                 pooling,
-            } => self.on_bind(request_id, url, pooling),
+                labels,
+            } => self.on_bind(request_id, url, pooling, labels),
             other => Action::End {
                 error: Some(Frame::Error {
                     request_id: 0,
@@ -175,7 +178,13 @@ impl SessionLogic {
         }
     }
 
-    fn on_bind(&self, request_id: u32, url: String, pooling: bool) -> Action {
+    fn on_bind(
+        &self,
+        request_id: u32,
+        url: String,
+        pooling: bool,
+        labels: crate::wire::Labels,
+    ) -> Action {
         let refuse = |url: String, error: BindError| Action::RefuseBind {
             answer: Self::bind_answer(request_id, &url, Err(&error)),
             url,
@@ -190,6 +199,7 @@ impl SessionLogic {
                         request_id,
                         url,
                         pooling,
+                        labels,
                     };
                 }
                 let rules = self

@@ -43,6 +43,10 @@ pub struct SessionHandle {
     pub peer: SocketAddr,
     /// The agent's version string.
     pub agent_version: String,
+    /// The agent file's `metadata`.
+    pub metadata: String,
+    /// The `description` and `metadata` of each URL it bound.
+    labels: Mutex<std::collections::HashMap<String, crate::wire::Labels>>,
     /// When the session started (ms since the epoch).
     pub started_at: i64,
     /// Last control-channel round trip measured by the edge, in microseconds (0: none yet).
@@ -229,6 +233,7 @@ impl SessionHandle {
         identity: Arc<Identity>,
         peer: SocketAddr,
         agent_version: String,
+        metadata: String,
     ) -> (Arc<SessionHandle>, async_channel::Receiver<Frame>) {
         let mut secret = [0u8; 32];
         rand::RngCore::fill_bytes(&mut rand::rng(), &mut secret);
@@ -241,6 +246,8 @@ impl SessionHandle {
             identity,
             peer,
             agent_version,
+            metadata,
+            labels: Mutex::default(),
             started_at: crate::clock::wall_ms(),
             rtt_us: AtomicU64::new(0),
             idle_tx,
@@ -253,6 +260,22 @@ impl SessionHandle {
             kick_reason: Mutex::new(None),
         });
         (session, control_rx)
+    }
+
+    /// Keeps the `description` and `metadata` the agent gave with its bind of `url`.
+    pub fn set_labels(&self, url: &str, labels: crate::wire::Labels) {
+        let mut all = self.labels.lock().unwrap_or_else(|e| e.into_inner());
+        if labels == crate::wire::Labels::default() {
+            all.remove(url);
+        } else {
+            all.insert(url.to_owned(), labels);
+        }
+    }
+
+    /// The `description` and `metadata` of `url` (empty when the bind gave none).
+    pub fn labels_of(&self, url: &str) -> crate::wire::Labels {
+        let all = self.labels.lock().unwrap_or_else(|e| e.into_inner());
+        all.get(url).cloned().unwrap_or_default()
     }
 
     /// The session's secret, to hand to the agent once.
@@ -281,8 +304,13 @@ impl SessionHandle {
             acl: Vec::new(),
         });
         let id = NEXT.fetch_add(1, Ordering::Relaxed);
-        let (session, control_rx) =
-            Self::open(id, identity, "127.0.0.1:1".parse().unwrap(), String::new());
+        let (session, control_rx) = Self::open(
+            id,
+            identity,
+            "127.0.0.1:1".parse().unwrap(),
+            String::new(),
+            String::new(),
+        );
         session.in_flight.store(in_flight, Ordering::Relaxed);
         (session, control_rx)
     }

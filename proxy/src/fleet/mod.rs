@@ -158,10 +158,27 @@ pub struct SessionSummary {
     pub peer: String,
     /// The agent's version.
     pub agent_version: String,
+    /// The agent file's `metadata`, its first [`ANNOUNCED_METADATA_BYTES`] (in full on
+    /// its own edge's `/v1/sessions`); absent from an older edge's record.
+    #[serde(default)]
+    pub metadata: String,
     /// ms since the epoch.
     pub started_at: i64,
     /// The internal URLs it serves.
     pub endpoints: Vec<String>,
+}
+
+/// How much of a session's `metadata` its edge announces to the fleet (the record is
+/// one etcd value).
+pub const ANNOUNCED_METADATA_BYTES: usize = 256;
+
+/// `text` cut to at most `max` bytes, on a character boundary.
+pub fn truncated(text: &str, max: usize) -> String {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
 }
 
 /// Sessions an edge lists in its routes record at most (the rest are on its own

@@ -4,7 +4,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use bytes::{BufMut, BytesMut};
 
-use super::frame::{ErrorCode, Frame, StreamCode, StreamStart};
+use super::frame::{ErrorCode, Frame, Labels, StreamCode, StreamStart};
 
 /// Largest frame body accepted or produced, in bytes.
 pub const MAX_FRAME_LEN: usize = 16 * 1024;
@@ -64,12 +64,14 @@ pub fn encode(frame: &Frame, out: &mut BytesMut) {
             authtoken,
             agent_version,
             heartbeat_tolerance_ms,
+            metadata,
         } => {
             out.put_u8(HELLO);
             out.put_u16(*version);
             put_str(out, authtoken);
             put_str(out, agent_version);
             out.put_u32(*heartbeat_tolerance_ms);
+            put_str(out, metadata);
         }
         Frame::Welcome {
             session_id,
@@ -87,11 +89,14 @@ pub fn encode(frame: &Frame, out: &mut BytesMut) {
             request_id,
             url,
             pooling,
+            labels,
         } => {
             out.put_u8(BIND);
             out.put_u32(*request_id);
             put_str(out, url);
             out.put_u8(u8::from(*pooling));
+            put_str(out, &labels.description);
+            put_str(out, &labels.metadata);
         }
         Frame::BindOk { request_id } => {
             out.put_u8(BIND_OK);
@@ -200,6 +205,13 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Frame, usize)>, WireError> {
             authtoken: r.string("hello.authtoken")?,
             agent_version: r.string("hello.agent_version")?,
             heartbeat_tolerance_ms: r.u32("hello.heartbeat_tolerance_ms")?,
+            // Version 6 on; an older agent's Hello ends here and is refused for its
+            // version once decoded.
+            metadata: if r.0.is_empty() {
+                String::new()
+            } else {
+                r.string("hello.metadata")?
+            },
         },
         WELCOME => Frame::Welcome {
             session_id: r.u64("welcome.session_id")?,
@@ -211,6 +223,10 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Frame, usize)>, WireError> {
             request_id: r.u32("bind.request_id")?,
             url: r.string("bind.url")?,
             pooling: r.u8("bind.pooling")? != 0,
+            labels: Labels {
+                description: r.string("bind.description")?,
+                metadata: r.string("bind.metadata")?,
+            },
         },
         BIND_OK => Frame::BindOk {
             request_id: r.u32("bind_ok.request_id")?,

@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 /// Version 4: plain-TCP data channels are chunk-framed like TLS ones
 /// ([`super::chunk`]) and carry streams one after another (a version-3 agent would
 /// send raw bytes and close its channel after each stream).
-pub const PROTOCOL_VERSION: u16 = 5;
+pub const PROTOCOL_VERSION: u16 = 6;
 
 /// First bytes an agent sends on a plain-TCP data channel, so the edge's agent port can
 /// tell it from a TLS ClientHello (which starts with 0x16).
@@ -167,6 +167,16 @@ pub struct StreamStart {
     pub internal_url: String,
 }
 
+/// An internal endpoint's `description` and `metadata`, as its agent's file gives them
+/// (empty when it gives none).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Labels {
+    /// Free text for people.
+    pub description: String,
+    /// Free text for tools (often JSON).
+    pub metadata: String,
+}
+
 /// One frame of the agent protocol. Its `Debug` never prints an authtoken, a session
 /// secret or a channel proof (`***` in their place).
 #[derive(Clone, PartialEq, Eq)]
@@ -181,6 +191,10 @@ pub enum Frame {
         agent_version: String,
         /// After this long without any frame from the agent, the edge ends the session.
         heartbeat_tolerance_ms: u32,
+        /// The agent file's `metadata` (free text, shown by the admin API and in
+        /// events); absent in a Hello of a version before 6, which is then refused for
+        /// its version, not for its length.
+        metadata: String,
     },
     /// edge -> agent: the session is established.
     Welcome {
@@ -202,6 +216,8 @@ pub enum Frame {
         url: String,
         /// Whether the agent wants to join a pool for this URL.
         pooling: bool,
+        /// The endpoint's `description` and `metadata` from the agent file.
+        labels: Labels,
     },
     /// edge -> agent: the bind with this request id succeeded.
     BindOk {
@@ -292,6 +308,7 @@ impl std::fmt::Debug for Frame {
                 version,
                 agent_version,
                 heartbeat_tolerance_ms,
+                metadata,
                 ..
             } => f
                 .debug_struct("Hello")
@@ -299,6 +316,7 @@ impl std::fmt::Debug for Frame {
                 .field("authtoken", &"***")
                 .field("agent_version", agent_version)
                 .field("heartbeat_tolerance_ms", heartbeat_tolerance_ms)
+                .field("metadata", metadata)
                 .finish(),
             Frame::Welcome {
                 session_id,
@@ -328,11 +346,13 @@ impl std::fmt::Debug for Frame {
                 request_id,
                 url,
                 pooling,
+                labels,
             } => f
                 .debug_struct("Bind")
                 .field("request_id", request_id)
                 .field("url", url)
                 .field("pooling", pooling)
+                .field("labels", labels)
                 .finish(),
             Frame::BindOk { request_id } => f
                 .debug_struct("BindOk")

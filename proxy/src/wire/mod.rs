@@ -19,6 +19,6 @@ mod tests;
 
 pub use codec::{decode, encode, WireError, CHANNEL_HELLO_FRAME_LEN, MAX_FRAME_LEN};
 pub use frame::{
-    ErrorCode, Frame, StreamCode, StreamStart, DATA_CHANNEL_MAGIC, PEER_STREAM_MAGIC,
+    ErrorCode, Frame, Labels, StreamCode, StreamStart, DATA_CHANNEL_MAGIC, PEER_STREAM_MAGIC,
     PROTOCOL_VERSION,
 };

@@ -9,6 +9,7 @@ fn samples() -> Vec<Frame> {
             authtoken: "tok_abc".into(),
             agent_version: "sluice 0.1".into(),
             heartbeat_tolerance_ms: 15_000,
+            metadata: "{\"site\":\"clinic-3\"}".into(),
         },
         Frame::Welcome {
             session_id: 42,
@@ -20,6 +21,10 @@ fn samples() -> Vec<Frame> {
             request_id: 3,
             url: "tcp://db.internal:5432".into(),
             pooling: true,
+            labels: Labels {
+                description: "patient DB".into(),
+                metadata: "{\"tier\":1}".into(),
+            },
         },
         Frame::BindOk { request_id: 3 },
         Frame::Error {
@@ -208,6 +213,7 @@ fn debug_never_prints_secrets() {
             authtoken: "slt_supersecret".into(),
             agent_version: "v".into(),
             heartbeat_tolerance_ms: 1,
+            metadata: String::new(),
         },
         Frame::Welcome {
             session_id: 1,
@@ -264,4 +270,29 @@ fn every_error_code_round_trips_and_unknown_ones_keep_their_number() {
     }
     assert_eq!(ErrorCode::from_u16(12), ErrorCode::Unknown(12));
     assert_eq!(ErrorCode::from_u16(7).name(), "NotOwner");
+}
+
+#[test]
+fn an_older_agents_hello_decodes_without_metadata_to_be_refused_for_its_version() {
+    // A version 5 Hello: no metadata field at the end.
+    let mut body = BytesMut::new();
+    body.extend_from_slice(&[1]); // kind: Hello
+    body.extend_from_slice(&5u16.to_be_bytes());
+    for text in ["tok_abc", "sluice 0.0"] {
+        body.extend_from_slice(&(text.len() as u16).to_be_bytes());
+        body.extend_from_slice(text.as_bytes());
+    }
+    body.extend_from_slice(&15_000u32.to_be_bytes());
+    let mut frame = BytesMut::new();
+    frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&body);
+    let (decoded, used) = decode(&frame).unwrap().unwrap();
+    assert_eq!(used, frame.len());
+    let Frame::Hello {
+        version, metadata, ..
+    } = decoded
+    else {
+        panic!("{decoded:?}")
+    };
+    assert_eq!((version, metadata.as_str()), (5, ""));
 }

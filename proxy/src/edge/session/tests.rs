@@ -27,6 +27,10 @@ fn bind(request_id: u32, url: &str, pooling: bool) -> Frame {
         request_id,
         url: url.to_string(),
         pooling,
+        labels: crate::wire::Labels {
+            description: format!("bind {request_id}"),
+            metadata: String::new(),
+        },
     }
 }
 
@@ -106,7 +110,11 @@ fn binds_are_checked_against_the_url_syntax_and_the_tokens_rules_first() {
         Action::Bind {
             request_id: 1,
             url: "tcp://web.internal:80".into(),
-            pooling: true
+            pooling: true,
+            labels: crate::wire::Labels {
+                description: "bind 1".into(),
+                metadata: String::new(),
+            },
         }
     );
     let Action::RefuseBind { error, answer, .. } = s.on_frame(bind(2, URL, false), T0, 0) else {
@@ -179,6 +187,7 @@ fn session(
         identity(user, &[]),
         "127.0.0.1:9".parse().unwrap(),
         "test".into(),
+        String::new(),
     )
 }
 
