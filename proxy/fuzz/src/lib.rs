@@ -23,6 +23,7 @@ pub fn seed_frames() -> Vec<(&'static str, Frame)> {
                 authtoken: "slt_abc".into(),
                 agent_version: "sluice 0.1".into(),
                 heartbeat_tolerance_ms: 15_000,
+                metadata: "{\"site\": \"clinic-3\"}".into(),
             },
         ),
         (
@@ -32,6 +33,7 @@ pub fn seed_frames() -> Vec<(&'static str, Frame)> {
                 authtoken: String::new(),
                 agent_version: "ünïcødé ✓".into(),
                 heartbeat_tolerance_ms: u32::MAX,
+                metadata: String::new(),
             },
         ),
         (
@@ -49,6 +51,10 @@ pub fn seed_frames() -> Vec<(&'static str, Frame)> {
                 request_id: 3,
                 url: "tcp://db.internal:5432".into(),
                 pooling: true,
+                labels: sluice_proxy::wire::Labels {
+                    description: "patient DB".into(),
+                    metadata: String::new(),
+                },
             },
         ),
         ("bind-ok", Frame::BindOk { request_id: 3 }),
