@@ -18,7 +18,7 @@ fn frames() -> Vec<(&'static str, Frame)> {
                 authtoken: "slt_0123456789abcdef0123456789abcdef".into(),
                 agent_version: "sluice 0.1.0".into(),
                 heartbeat_tolerance_ms: 30_000,
-                metadata: String::new(),
+                metadata: Some(String::new()),
             },
         ),
         (

@@ -23,7 +23,7 @@ pub fn seed_frames() -> Vec<(&'static str, Frame)> {
                 authtoken: "slt_abc".into(),
                 agent_version: "sluice 0.1".into(),
                 heartbeat_tolerance_ms: 15_000,
-                metadata: "{\"site\": \"clinic-3\"}".into(),
+                metadata: Some("{\"site\": \"clinic-3\"}".into()),
             },
         ),
         (
@@ -33,7 +33,7 @@ pub fn seed_frames() -> Vec<(&'static str, Frame)> {
                 authtoken: String::new(),
                 agent_version: "ünïcødé ✓".into(),
                 heartbeat_tolerance_ms: u32::MAX,
-                metadata: String::new(),
+                metadata: None,
             },
         ),
         (

@@ -209,7 +209,7 @@ async fn established(
             .heartbeat_tolerance
             .as_millis()
             .min(u32::MAX as u128) as u32,
-        metadata: settings.metadata.clone(),
+        metadata: Some(settings.metadata.clone()),
     };
     framed::write_frame(&mut tls, &hello).await?;
     let mut reader = FrameReader::new();

@@ -90,7 +90,7 @@ pub async fn handle_tls(
                 identity,
                 AgentInfo {
                     version: agent_version,
-                    metadata,
+                    metadata: metadata.unwrap_or_default(),
                 },
                 heartbeat_tolerance_ms,
                 shared,

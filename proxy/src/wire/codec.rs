@@ -71,7 +71,9 @@ pub fn encode(frame: &Frame, out: &mut BytesMut) {
             put_str(out, authtoken);
             put_str(out, agent_version);
             out.put_u32(*heartbeat_tolerance_ms);
-            put_str(out, metadata);
+            if let Some(metadata) = metadata {
+                put_str(out, metadata);
+            }
         }
         Frame::Welcome {
             session_id,
@@ -208,9 +210,9 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Frame, usize)>, WireError> {
             // Version 6 on; an older agent's Hello ends here and is refused for its
             // version once decoded.
             metadata: if r.0.is_empty() {
-                String::new()
+                None
             } else {
-                r.string("hello.metadata")?
+                Some(r.string("hello.metadata")?)
             },
         },
         WELCOME => Frame::Welcome {

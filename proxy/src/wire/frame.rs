@@ -192,9 +192,9 @@ pub enum Frame {
         /// After this long without any frame from the agent, the edge ends the session.
         heartbeat_tolerance_ms: u32,
         /// The agent file's `metadata` (free text, shown by the admin API and in
-        /// events); absent in a Hello of a version before 6, which is then refused for
-        /// its version, not for its length.
-        metadata: String,
+        /// events); `None` in a Hello of a version before 6 (which ends before it), so
+        /// that one is refused for its version, not for its length.
+        metadata: Option<String>,
     },
     /// edge -> agent: the session is established.
     Welcome {
