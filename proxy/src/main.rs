@@ -116,6 +116,22 @@ enum ConfigCommand {
         /// The config file.
         file: PathBuf,
     },
+    /// Convert an ngrok v2 agent file (`tunnels:`) into a sluice agent file and the
+    /// edge endpoints it implies.
+    #[command(
+        after_help = "Example:\n  sluice config convert ngrok.yml --connect-url edge.acme.example:4443 --out-dir converted\n  \
+        # converted/agent.yml, converted/edge-endpoints.yml (add them under edge.yml's endpoints:)"
+    )]
+    Convert {
+        /// The ngrok v2 file.
+        file: PathBuf,
+        /// The edge's agent port, for the agent file (`host:port`).
+        #[arg(long)]
+        connect_url: Option<String>,
+        /// Write agent.yml and edge-endpoints.yml here (default: both to stdout).
+        #[arg(long)]
+        out_dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -273,6 +289,42 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     file.display(),
                     report.kind
                 ),
+            }
+            Ok(())
+        }
+        Command::Config {
+            command:
+                ConfigCommand::Convert {
+                    file,
+                    connect_url,
+                    out_dir,
+                },
+        } => {
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            let converted =
+                sluice_proxy::config::convert::convert_v2(&text, connect_url.as_deref())
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            for note in &converted.notes {
+                eprintln!("note: {note}");
+            }
+            match out_dir {
+                Some(dir) => {
+                    std::fs::create_dir_all(&dir)?;
+                    for (name, text) in [
+                        ("agent.yml", &converted.agent),
+                        ("edge-endpoints.yml", &converted.edge_endpoints),
+                    ] {
+                        let path = dir.join(name);
+                        std::fs::write(&path, text)
+                            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                        eprintln!("wrote {}", path.display());
+                    }
+                }
+                None => {
+                    println!("{}", converted.agent);
+                    println!("{}", converted.edge_endpoints);
+                }
             }
             Ok(())
         }

@@ -395,3 +395,90 @@ fn an_agent_gives_up_on_a_silent_edge_after_its_connect_timeout() {
     );
     drop(silent);
 }
+
+#[test]
+fn an_ngrok_v2_file_is_named_as_such_and_converts_to_files_that_check() {
+    let fx = Fixture::new();
+    let v2 = fx.write(
+        "ngrok.yml",
+        "authtoken: 2abcNGROK\nregion: eu\ntunnels:\n  db:\n    proto: tcp\n    addr: 5432\n    \
+         remote_addr: 1.tcp.eu.ngrok.io:0\n    proxy_proto: 2\n    ip_restriction:\n      \
+         allow_cidrs: [203.0.113.0/24]\n  api:\n    proto: http\n    addr: 8080\n    \
+         hostname: api.acme.example\n    schemes: [http]\n    basic_auth: [\"u:p\"]\n",
+    );
+    // The agent and `config check` say what the file is and which command converts it.
+    let agent = Command::new(sluice_bin())
+        .args(["agent", "--config", v2.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!agent.status.success());
+    let said = String::from_utf8_lossy(&agent.stderr);
+    assert!(
+        said.contains("ngrok v2") && said.contains("sluice config convert"),
+        "{said}"
+    );
+    let check = Command::new(sluice_bin())
+        .args(["config", "check", v2.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!check.status.success());
+    assert!(
+        String::from_utf8_lossy(&check.stderr).contains("sluice config convert"),
+        "{check:?}"
+    );
+
+    let out = fx.dir().join("converted");
+    let convert = Command::new(sluice_bin())
+        .args([
+            "config",
+            "convert",
+            v2.to_str().unwrap(),
+            "--connect-url",
+            "127.0.0.1:4443",
+        ])
+        .arg("--out-dir")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(convert.status.success(), "{convert:?}");
+    let notes = String::from_utf8_lossy(&convert.stderr);
+    assert!(
+        notes.contains("basic_auth") && notes.contains("`region`"),
+        "{notes}"
+    );
+
+    // The agent file checks as it is.
+    let agent_file = out.join("agent.yml");
+    let check = Command::new(sluice_bin())
+        .args(["config", "check", agent_file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{check:?}\n{}",
+        fixture_text(&agent_file)
+    );
+    // The edge endpoints check in an edge file.
+    let endpoints = std::fs::read_to_string(out.join("edge-endpoints.yml")).unwrap();
+    assert!(endpoints.contains("url: tcp://0.0.0.0:0"), "{endpoints}");
+    assert!(
+        endpoints.contains("url: http://api.acme.example"),
+        "{endpoints}"
+    );
+    let edge = fx.write(
+        "edge.yml",
+        &(fx.tls_edge_head().replace(
+            "tls_endpoints:\n  listen: 127.0.0.1:0\n",
+            "http_endpoints:\n  listen: 127.0.0.1:0\n",
+        ) + &endpoints),
+    );
+    let check = Command::new(sluice_bin())
+        .args(["config", "check", edge.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(check.status.success(), "{check:?}\n{}", fixture_text(&edge));
+}
+
+fn fixture_text(path: &std::path::Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}

@@ -22,6 +22,9 @@ impl AgentSettings {
     /// resolving relative file names.
     pub fn from_yaml(text: &str, path: &Path) -> Result<Self, ConfigError> {
         let tree = tree::parse(text).map_err(|e| ConfigError::new(path, e))?;
+        if let Some(hint) = super::convert::v2_hint(&tree) {
+            return Err(ConfigError::new(path, hint));
+        }
         let validated = Self::validate(tree, path);
         let warnings = validated.warnings.clone();
         let mut settings = validated.into_result(path)?;

@@ -51,6 +51,9 @@ impl Kind {
 
 /// Tells an edge file (`version: 1`) from an agent file (`version: 3`).
 pub fn kind_of(tree: &Node, path: &Path) -> Result<Kind, ConfigError> {
+    if let Some(hint) = super::convert::v2_hint(tree) {
+        return Err(ConfigError::new(path, hint));
+    }
     // Quoted (`version: "3"`) as the loaders read it; not a number: by the keys.
     let version = tree.key("version").and_then(|n| from_node::<i128>(n).ok());
     match version {

@@ -10,6 +10,7 @@ pub mod agent;
 mod agent_load;
 mod agent_validate;
 pub mod check;
+pub mod convert;
 mod duration;
 pub mod edge;
 mod edge_load;
