@@ -20,7 +20,7 @@ use ipnet::IpNet;
 use crate::compiled::{BuildStats, CompiledPolicy, Tables};
 use crate::intervals::{merge, Provenance};
 use crate::key::Key;
-use crate::model::{Action, TrafficPolicy};
+use crate::model::{Action, RestrictIps, TrafficPolicy};
 use crate::table4::Table4;
 use crate::table6::Table6;
 use crate::verdict::{Cause, CidrSet, Verdict, Verdicts, WhyT};
@@ -150,9 +150,32 @@ impl TrafficPolicy {
             tables,
             stats,
             decides_at_connect: self.decides_at_connect(),
-            http: crate::http_eval::HttpPhases::build(self)?,
+            http: crate::http_eval::HttpPhases::build(self, &restrict_table)?,
         })
     }
+}
+
+/// An HTTP phase's `restrict-ips` as a compiled table: one lookup per request however
+/// long its lists (a policy of that restriction alone, forwarding whoever passes it).
+fn restrict_table(r: &RestrictIps) -> Result<crate::http_eval::Passes, PolicyError> {
+    let restriction = RestrictIps {
+        enforce: true,
+        ..r.clone()
+    };
+    let table = TrafficPolicy {
+        on_tcp_connect: vec![crate::model::Rule {
+            name: None,
+            actions: vec![
+                Action::RestrictIps(restriction),
+                Action::ForwardInternal(crate::model::ForwardInternal {
+                    url: InternalUrl::parse("tcp://passed.internal:1").expect("a valid URL"),
+                }),
+            ],
+        }],
+        ..TrafficPolicy::default()
+    }
+    .compile()?;
+    Ok(Box::new(move |ip| table.evaluate_ip(ip).is_allowed()))
 }
 
 /// Splits a CIDR list by family, merges each into boundaries, indexes provenance.

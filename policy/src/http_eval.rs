@@ -20,10 +20,14 @@ use http::{header::HeaderValue, HeaderName, StatusCode};
 use crate::{
     expr::{Facts, Scope, Template},
     http_model::{HttpAction, HttpRule, OnError},
-    model::{Action, ForwardInternal, RestrictIps, Rule},
     rate_limit::SlidingWindow,
-    CompiledPolicy, InternalUrl, PolicyError, TrafficPolicy,
+    restrict::RestrictIps,
+    InternalUrl, PolicyError, TrafficPolicy,
 };
+
+/// Whether a client address passes one `restrict-ips` (a compiled lookup table, made
+/// by the caller: compile.rs).
+pub(crate) type Passes = Box<dyn Fn(std::net::IpAddr) -> bool + Send + Sync>;
 
 /// The HTTP phases of a compiled policy.
 #[derive(Debug, Default)]
@@ -39,11 +43,20 @@ struct Compiled {
     state: Vec<State>,
 }
 
-#[derive(Debug)]
 enum State {
     None,
-    Restrict(Box<CompiledPolicy>),
+    Restrict(Passes),
     Limit(SlidingWindow),
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            State::None => f.write_str("None"),
+            State::Restrict(_) => f.write_str("Restrict(table)"),
+            State::Limit(l) => write!(f, "Limit({l:?})"),
+        }
+    }
 }
 
 /// Where a phase stopped, to go on from (the action after a forward).
@@ -112,10 +125,14 @@ pub enum Refusal {
 }
 
 impl HttpPhases {
-    pub(crate) fn build(policy: &TrafficPolicy) -> Result<HttpPhases, PolicyError> {
+    /// The phases of `policy`, each `restrict-ips` made a table by `restrict`.
+    pub(crate) fn build(
+        policy: &TrafficPolicy,
+        restrict: &dyn Fn(&RestrictIps) -> Result<Passes, PolicyError>,
+    ) -> Result<HttpPhases, PolicyError> {
         Ok(HttpPhases {
-            request: compile_rules(&policy.on_http_request)?,
-            response: compile_rules(&policy.on_http_response)?,
+            request: compile_rules(&policy.on_http_request, restrict)?,
+            response: compile_rules(&policy.on_http_response, restrict)?,
         })
     }
 
@@ -152,8 +169,8 @@ impl HttpPhases {
                 let rule = || describe(&compiled.rule, r);
                 match action {
                     HttpAction::RestrictIps(ri) => {
-                        if let State::Restrict(table) = state {
-                            if !table.evaluate(conn.client).is_allowed() {
+                        if let State::Restrict(passes) = state {
+                            if !passes(conn.client.ip()) {
                                 if ri.enforce {
                                     return RequestVerdict::Answer(refusal(
                                         StatusCode::FORBIDDEN,
@@ -296,7 +313,10 @@ impl HttpPhases {
     }
 }
 
-fn compile_rules(rules: &[HttpRule]) -> Result<Vec<Compiled>, PolicyError> {
+fn compile_rules(
+    rules: &[HttpRule],
+    restrict: &dyn Fn(&RestrictIps) -> Result<Passes, PolicyError>,
+) -> Result<Vec<Compiled>, PolicyError> {
     rules
         .iter()
         .map(|rule| {
@@ -305,7 +325,7 @@ fn compile_rules(rules: &[HttpRule]) -> Result<Vec<Compiled>, PolicyError> {
                 .iter()
                 .map(|action| {
                     Ok(match action {
-                        HttpAction::RestrictIps(r) => State::Restrict(Box::new(restrict_table(r)?)),
+                        HttpAction::RestrictIps(r) => State::Restrict(restrict(r)?),
                         HttpAction::RateLimit(l) => {
                             State::Limit(SlidingWindow::new(l.capacity, l.rate))
                         }
@@ -319,29 +339,6 @@ fn compile_rules(rules: &[HttpRule]) -> Result<Vec<Compiled>, PolicyError> {
             })
         })
         .collect()
-}
-
-/// A `restrict-ips` as a compiled table: one lookup per request however long its lists
-/// (a policy of that restriction alone, forwarding whoever passes it).
-fn restrict_table(r: &RestrictIps) -> Result<CompiledPolicy, PolicyError> {
-    let restriction = RestrictIps {
-        enforce: true,
-        ..r.clone()
-    };
-    TrafficPolicy {
-        on_tcp_connect: vec![Rule {
-            name: None,
-            actions: vec![
-                Action::RestrictIps(restriction),
-                Action::ForwardInternal(ForwardInternal {
-                    url: InternalUrl::parse("tcp://passed.internal:1").expect("a valid URL"),
-                }),
-            ],
-        }],
-        on_http_request: Vec::new(),
-        on_http_response: Vec::new(),
-    }
-    .compile()
 }
 
 /// The CEL scope of the request (or response) being run: built when an expression

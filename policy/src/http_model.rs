@@ -8,7 +8,7 @@ use serde::{Serialize, Serializer};
 
 use crate::{
     expr::{Expression, Template},
-    model::RestrictIps,
+    restrict::RestrictIps,
     InternalUrl,
 };
 

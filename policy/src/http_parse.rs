@@ -15,7 +15,7 @@ use crate::{
         AddHeaders, CustomResponse, HttpAction, HttpDeny, HttpForward, HttpRule, OnError,
         RateLimit, RemoveHeaders, UrlRewrite,
     },
-    model::RestrictIps,
+    restrict::RestrictIps,
     Cidr, InternalUrl,
 };
 
@@ -297,7 +297,7 @@ fn build(kind: &str, c: RawConfig) -> Result<HttpAction, String> {
                 allow: c.allow.unwrap_or_default(),
                 deny: c.deny.unwrap_or_default(),
             };
-            crate::parse::check_restrict(&r)?;
+            r.check()?;
             HttpAction::RestrictIps(r)
         }
         "deny" => HttpAction::Deny(HttpDeny {
@@ -447,7 +447,7 @@ pub(crate) fn validate(rules: &[HttpRule], phase: Phase) -> Result<(), String> {
                 ));
             }
             if let HttpAction::RestrictIps(r) = action {
-                crate::parse::check_restrict(r)?;
+                r.check()?;
             }
         }
     }

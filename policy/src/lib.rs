@@ -42,7 +42,7 @@
 //! lookup tables), `compile`, `compiled` (evaluation), `verdict` (the
 //! precomputed outcomes and [`Cause`]), `decision`, `handle`; for the HTTP
 //! phases `http_model`, `http_parse`, `http_eval`, `expr` (CEL) and
-//! `rate_limit`.
+//! `rate_limit`; `restrict` holds what both kinds of phase restrict with.
 //! Design notes and benchmark figures: `docs/policy.md`.
 
 #![warn(missing_docs)]
@@ -63,6 +63,7 @@ mod key;
 mod model;
 mod parse;
 mod rate_limit;
+mod restrict;
 mod search;
 mod table4;
 mod table6;

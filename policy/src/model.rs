@@ -5,11 +5,12 @@
 //! reads so that every error carries a location, and also owns
 //! [`TrafficPolicy::validate`] for policies built in code) and serialize back
 //! to the same shape, so the admin API can show a stored policy. Plain data:
-//! this module uses no other module of the crate but `cidr`, `url` and `http_model`.
+//! this module uses no other module of the crate but `url`, `restrict` and `http_model`.
 
 use serde::Serialize;
 
-use crate::{http_model::HttpRule, Cidr, InternalUrl};
+pub use crate::restrict::RestrictIps;
+use crate::{http_model::HttpRule, InternalUrl};
 
 /// A traffic policy: the `on_tcp_connect` rules of one cloud endpoint, and for an
 /// `http://` or `https://` endpoint its `on_http_request` and `on_http_response` rules.
@@ -64,17 +65,6 @@ pub enum Action {
     Deny,
     /// Forward to an internal endpoint (terminating).
     ForwardInternal(ForwardInternal),
-}
-
-/// Config of a `restrict-ips` action.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct RestrictIps {
-    /// `true` (default): deny clients that fail; `false`: log them and go on.
-    pub enforce: bool,
-    /// When non-empty, a client must match one of these.
-    pub allow: Vec<Cidr>,
-    /// A client matching one of these fails, whatever `allow` says.
-    pub deny: Vec<Cidr>,
 }
 
 /// Config of a `forward-internal` action.

@@ -359,7 +359,7 @@ fn from_any(kind: ActionType, any: AnyConfig) -> Result<ReadConfig, String> {
                 allow: any.allow.unwrap_or_default(),
                 deny: any.deny.unwrap_or_default(),
             };
-            check_restrict(&r)?;
+            r.check()?;
             Ok(ReadConfig::Restrict(r))
         }
         ActionType::ForwardInternal => {
@@ -416,19 +416,9 @@ impl<'de> Deserialize<'de> for RestrictIps {
             allow: raw.allow,
             deny: raw.deny,
         };
-        check_restrict(&r).map_err(de::Error::custom)?;
+        r.check().map_err(de::Error::custom)?;
         Ok(r)
     }
-}
-
-pub(crate) fn check_restrict(r: &RestrictIps) -> Result<(), String> {
-    if r.allow.is_empty() && r.deny.is_empty() {
-        return Err(
-            "`restrict-ips` with empty `allow` and `deny` restricts nothing: list at least one CIDR"
-                .to_owned(),
-        );
-    }
-    Ok(())
 }
 
 #[derive(Deserialize)]
@@ -458,7 +448,8 @@ fn validate(p: &TrafficPolicy) -> Result<(), String> {
         }
         for action in &rule.actions {
             if let Action::RestrictIps(r) = action {
-                check_restrict(r).map_err(|e| format!("{}: {e}", rule.describe(i)))?;
+                r.check()
+                    .map_err(|e| format!("{}: {e}", rule.describe(i)))?;
             }
         }
     }
