@@ -56,6 +56,7 @@ pub(super) fn resolve(
         section: a,
         edges,
         tls,
+        proxy,
     } = agent?;
     Some(AgentSettings {
         warnings: Vec::new(),
@@ -76,12 +77,7 @@ pub(super) fn resolve(
         metrics_listen: a.metrics_listen,
         connect_timeout: a.connect_timeout,
         metadata: a.metadata.clone().unwrap_or_default(),
-        // Checked in agent_section.
-        proxy: a
-            .proxy_url
-            .as_deref()
-            .and_then(|url| crate::agent::egress::EgressProxy::parse(url).ok())
-            .map(Arc::new),
+        proxy,
         logging: super::agent::AgentLogging {
             target: a.log.clone().map(|l| l.0).unwrap_or_default(),
             level: a.log_level,
@@ -96,6 +92,8 @@ struct Connection {
     section: AgentSection,
     edges: Vec<EdgeTarget>,
     tls: Arc<ClientConfig>,
+    /// The egress proxy (`proxy_url`), if any.
+    proxy: Option<Arc<crate::agent::egress::EgressProxy>>,
 }
 
 fn agent_section(node: &Node, file: &Path, p: &mut Problems) -> Option<Connection> {
@@ -135,13 +133,19 @@ fn agent_section(node: &Node, file: &Path, p: &mut Problems) -> Option<Connectio
             format!("{} bytes; at most {MAX_LABEL_BYTES}", m.len()),
         );
     }
-    if let Some(Err(e)) = a
+    // `None` when it is invalid; `Some(None)` when there is none.
+    let proxy = match a
         .proxy_url
         .as_deref()
         .map(crate::agent::egress::EgressProxy::parse)
     {
-        p.at("agent.proxy_url", e);
-    }
+        None => Some(None),
+        Some(Ok(proxy)) => Some(Some(Arc::new(proxy))),
+        Some(Err(e)) => {
+            p.at("agent.proxy_url", e);
+            None
+        }
+    };
     if let Some(super::agent::LogSetting(crate::logging::LogTarget::File(path))) = &a.log {
         let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
         if dir.is_some_and(|d| !d.is_dir()) {
@@ -181,6 +185,7 @@ fn agent_section(node: &Node, file: &Path, p: &mut Problems) -> Option<Connectio
         section: a,
         edges: edges?,
         tls: tls?,
+        proxy: proxy?,
     })
 }
 

@@ -368,54 +368,34 @@ tunnels:
     #[test]
     fn a_v2_file_becomes_an_agent_file_and_edge_endpoints_that_load() {
         let out = convert_v2(V2, Some("edge.acme.example:4443")).unwrap();
-        assert!(
-            out.agent.contains("url: tcp://db.internal:5432"),
-            "{}",
-            out.agent
-        );
-        assert!(
-            out.agent
-                .contains("upstream: { url: \"5432\", proxy_protocol: 2 }"),
-            "{}",
-            out.agent
-        );
-        assert!(
-            out.agent.contains("url: http://api.internal"),
-            "{}",
-            out.agent
-        );
-        assert!(
-            out.agent.contains("\"http://localhost:8080\""),
-            "{}",
-            out.agent
-        );
-        assert!(
-            out.agent
-                .contains("server_certificate: \"/etc/certs/secure.crt\""),
-            "{}",
-            out.agent
-        );
-        assert!(
-            out.edge_endpoints.contains("url: tcp://0.0.0.0:21000"),
-            "{}",
-            out.edge_endpoints
-        );
-        assert!(
-            out.edge_endpoints.contains("allow: [\"203.0.113.0/24\"]"),
-            "{}",
-            out.edge_endpoints
-        );
-        assert!(
-            out.edge_endpoints.contains("url: https://api.acme.example"),
-            "{}",
-            out.edge_endpoints
-        );
-        assert!(
-            out.edge_endpoints
-                .contains("url: tls://secure.acme.example"),
-            "{}",
-            out.edge_endpoints
-        );
+        for (file, text, expected) in [
+            ("agent", &out.agent, "url: tcp://db.internal:5432"),
+            (
+                "agent",
+                &out.agent,
+                "upstream: { url: \"5432\", proxy_protocol: 2 }",
+            ),
+            ("agent", &out.agent, "url: http://api.internal"),
+            ("agent", &out.agent, "\"http://localhost:8080\""),
+            (
+                "agent",
+                &out.agent,
+                "server_certificate: \"/etc/certs/secure.crt\"",
+            ),
+            ("edge", &out.edge_endpoints, "url: tcp://0.0.0.0:21000"),
+            ("edge", &out.edge_endpoints, "allow: [\"203.0.113.0/24\"]"),
+            ("edge", &out.edge_endpoints, "url: https://api.acme.example"),
+            (
+                "edge",
+                &out.edge_endpoints,
+                "url: tls://secure.acme.example",
+            ),
+        ] {
+            assert!(
+                text.contains(expected),
+                "{file}: no `{expected}` in\n{text}"
+            );
+        }
         assert!(
             out.notes.iter().any(|n| n.contains("basic_auth")),
             "{:?}",

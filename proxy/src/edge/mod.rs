@@ -163,10 +163,11 @@ impl crate::fleet::RouteSource for EdgeShared {
                 token_id: s.identity.token_id.clone(),
                 peer: s.peer.to_string(),
                 agent_version: s.agent_version.clone(),
-                metadata: crate::fleet::truncated(
+                metadata: crate::wire::char_prefix(
                     &s.metadata,
                     crate::fleet::ANNOUNCED_METADATA_BYTES,
-                ),
+                )
+                .to_owned(),
                 started_at: s.started_at,
                 endpoints: urls_of.remove(&s.id).unwrap_or_default(),
             })

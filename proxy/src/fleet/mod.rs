@@ -172,15 +172,6 @@ pub struct SessionSummary {
 /// one etcd value).
 pub const ANNOUNCED_METADATA_BYTES: usize = 256;
 
-/// `text` cut to at most `max` bytes, on a character boundary.
-pub fn truncated(text: &str, max: usize) -> String {
-    let mut end = text.len().min(max);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text[..end].to_owned()
-}
-
 /// Sessions an edge lists in its routes record at most (the rest are on its own
 /// `/v1/sessions`): the record is one etcd value, and etcd refuses values over 1.5 MiB.
 pub const MAX_ANNOUNCED_SESSIONS: usize = 1000;

@@ -289,12 +289,18 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Frame, usize)>, WireError> {
 }
 
 fn put_str(out: &mut BytesMut, s: &str) {
-    let mut end = s.len().min(MAX_STRING_LEN);
+    let s = char_prefix(s, MAX_STRING_LEN);
+    out.put_u16(s.len() as u16);
+    out.put_slice(s.as_bytes());
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
+pub fn char_prefix(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
     while !s.is_char_boundary(end) {
         end -= 1;
     }
-    out.put_u16(end as u16);
-    out.put_slice(&s.as_bytes()[..end]);
+    &s[..end]
 }
 
 fn put_addr(out: &mut BytesMut, addr: &SocketAddr) {

@@ -17,7 +17,7 @@ mod frame;
 #[cfg(test)]
 mod tests;
 
-pub use codec::{decode, encode, WireError, CHANNEL_HELLO_FRAME_LEN, MAX_FRAME_LEN};
+pub use codec::{char_prefix, decode, encode, WireError, CHANNEL_HELLO_FRAME_LEN, MAX_FRAME_LEN};
 pub use frame::{
     ErrorCode, Frame, Labels, StreamCode, StreamStart, DATA_CHANNEL_MAGIC, PEER_STREAM_MAGIC,
     PROTOCOL_VERSION,
