@@ -2,11 +2,14 @@
 //!
 //! 1. Every non-empty `allow`/`deny` list becomes a *set*: per family, its
 //!    CIDRs are sorted and merged into disjoint intervals (`intervals.rs`).
-//! 2. The rules become a straight-line program of steps.
+//! 2. The rules become a straight-line program of steps (`program.rs`); a rule's
+//!    expressions are guards before its actions, the client-address shapes among
+//!    them sets like the `restrict-ips` lists (`guard.rs`).
 //! 3. A sweep walks the boundaries of all sets in address order, keeping
 //!    which sets contain the current segment, runs the program on that
-//!    membership once per segment, and interns the outcome. Adjacent
-//!    segments with the same outcome merge.
+//!    membership once per segment, and interns the outcome (pending at the first
+//!    step that needs more than the address: `conn_eval.rs` runs on from there per
+//!    connection). Adjacent segments with the same outcome merge.
 //! 4. The boundaries and outcome ids become the per-family tables.
 //!
 //! The result answers any address with one lookup, however many rules and
@@ -18,35 +21,19 @@ use std::time::Instant;
 use ipnet::IpNet;
 
 use crate::compiled::{BuildStats, CompiledPolicy, Tables};
+use crate::conn_eval::Program;
+use crate::guard::{classify, Guard};
 use crate::intervals::{merge, Provenance};
 use crate::key::Key;
-use crate::model::{Action, RestrictIps, TrafficPolicy};
+use crate::model::{Action, RestrictIps, TrafficPolicy, VarValue};
+use crate::program::{run, Facts, Start, Step, Test};
 use crate::table4::Table4;
 use crate::table6::Table6;
-use crate::verdict::{Cause, CidrSet, Verdict, Verdicts, WhyT};
+use crate::verdict::{Cause, CidrSet, LogAction, Verdict, Verdicts};
 use crate::{Cidr, InternalUrl, PolicyError};
 
 /// Most distinct outcomes a policy may have (values are `u16`).
 const MAX_OUTCOMES: usize = 1 << 16;
-
-enum Step {
-    Restrict {
-        rule: u32,
-        action: u32,
-        enforce: bool,
-        allow: Option<u32>,
-        deny: Option<u32>,
-    },
-    Deny {
-        rule: u32,
-        action: u32,
-    },
-    Forward {
-        rule: u32,
-        action: u32,
-        target: u32,
-    },
-}
 
 impl TrafficPolicy {
     /// Compiles the policy into lookup tables. Validates first (a parsed
@@ -57,7 +44,6 @@ impl TrafficPolicy {
         let mut stats = BuildStats::default();
 
         let mut targets: Vec<InternalUrl> = Vec::new();
-        let mut steps = Vec::new();
         let mut sets4: Vec<Vec<u32>> = Vec::new();
         let mut sets6: Vec<Vec<u128>> = Vec::new();
         let mut sets: Vec<CidrSet> = Vec::new();
@@ -71,8 +57,37 @@ impl TrafficPolicy {
             sets.push(set);
             Some(sets.len() as u32 - 1)
         };
+        let mut program = Program::default();
+        let mut steps: Vec<Step> = Vec::new();
+        let mut cel = Vec::new();
+        let mut set_vars = Vec::new();
+        let mut logs = Vec::new();
         for (r, rule) in self.on_tcp_connect.iter().enumerate() {
             let rule_ix = r as u32;
+            let guards_from = steps.len();
+            for expr in &rule.expressions {
+                let test = match classify(expr).map_err(PolicyError::Invalid)? {
+                    Guard::Client { cidrs, negate } => Test::Set {
+                        set: add_set(&cidrs, &mut stats).expect("a shape lists an address"),
+                        negate,
+                    },
+                    Guard::Country { codes, negate } => {
+                        program.reads_geo = true;
+                        Test::Country {
+                            codes: codes.into(),
+                            negate,
+                        }
+                    }
+                    Guard::Cel => {
+                        program.note_reads(expr.as_str());
+                        cel.push(expr.clone());
+                        Test::Cel {
+                            id: cel.len() as u32 - 1,
+                        }
+                    }
+                };
+                steps.push(Step::Guard { test, skip_to: 0 });
+            }
             for (a, action) in rule.actions.iter().enumerate() {
                 let action_ix = a as u32;
                 steps.push(match action {
@@ -83,9 +98,14 @@ impl TrafficPolicy {
                         allow: add_set(&ri.allow, &mut stats),
                         deny: add_set(&ri.deny, &mut stats),
                     },
-                    Action::Deny => Step::Deny {
+                    Action::Deny | Action::CloseConnection => Step::Close {
                         rule: rule_ix,
                         action: action_ix,
+                        cause: if matches!(action, Action::Deny) {
+                            Cause::DenyAction
+                        } else {
+                            Cause::CloseAction
+                        },
                     },
                     Action::ForwardInternal(f) => {
                         let t = match targets.iter().position(|t| *t == f.url) {
@@ -101,17 +121,51 @@ impl TrafficPolicy {
                             target: t as u32,
                         }
                     }
+                    Action::Log(config) => {
+                        for t in config.metadata.values() {
+                            program.note_reads(t.as_str());
+                        }
+                        logs.push(LogAction {
+                            rule: rule_ix,
+                            config: config.clone(),
+                        });
+                        Step::Log {
+                            id: logs.len() as u32 - 1,
+                        }
+                    }
+                    Action::SetVars(config) => {
+                        for v in config.vars.values() {
+                            if let VarValue::Text(t) = v {
+                                program.note_reads(t.as_str());
+                            }
+                        }
+                        set_vars.push(config.clone());
+                        Step::SetVars {
+                            id: set_vars.len() as u32 - 1,
+                        }
+                    }
                 });
+            }
+            let next_rule = steps.len() as u32;
+            for step in &mut steps[guards_from..] {
+                if let Step::Guard { skip_to, .. } = step {
+                    *skip_to = next_rule;
+                }
             }
         }
 
         let mut interner = Interner::default();
         let words = sets.len().div_ceil(64).max(1);
-        let (k4, v4) = sweep(&sets4, words, |bits| interner.intern(run(&steps, bits)))?;
-        let (k6, v6) = sweep(&sets6, words, |bits| interner.intern(run(&steps, bits)))?;
+        let (k4, v4) = sweep(&sets4, words, |bits| {
+            interner.intern(run(&steps, Start::default(), &mut Segment(bits)))
+        })?;
+        let (k6, v6) = sweep(&sets6, words, |bits| {
+            interner.intern(run(&steps, Start::default(), &mut Segment(bits)))
+        })?;
         drop(sets4);
         drop(sets6);
-        let verdicts = interner.verdicts;
+        // The pending verdicts last, so the lookup tells them by their id alone.
+        let (verdicts, first_pending, v4, v6) = pending_last(interner.verdicts, v4, v6);
         // `CompiledPolicy::decision` indexes `verdicts` unchecked with these.
         assert!(v4
             .iter()
@@ -146,13 +200,40 @@ impl TrafficPolicy {
                 targets: targets.into_boxed_slice(),
                 sets: sets.into_boxed_slice(),
                 verdicts: verdicts.into_boxed_slice(),
+                logs: logs.into_boxed_slice(),
+            },
+            program: Program {
+                steps: steps.into_boxed_slice(),
+                cel: cel.into_boxed_slice(),
+                set_vars: set_vars.into_boxed_slice(),
+                ..program
             },
             tables,
             stats,
+            first_pending,
             decides_at_connect: self.decides_at_connect(),
             http: crate::http_eval::HttpPhases::build(self, &restrict_table)?,
         })
     }
+}
+
+/// Renumbers the verdicts so those pending come after every other: returns them, the
+/// first pending id, and the tables' values renumbered.
+fn pending_last(
+    verdicts: Vec<Verdict>,
+    v4: Vec<u16>,
+    v6: Vec<u16>,
+) -> (Vec<Verdict>, usize, Vec<u16>, Vec<u16>) {
+    let mut order: Vec<usize> = (0..verdicts.len()).collect();
+    order.sort_by_key(|&i| verdicts[i].pending.is_some());
+    let mut new_id = vec![0u16; verdicts.len()];
+    for (new, &old) in order.iter().enumerate() {
+        new_id[old] = new as u16;
+    }
+    let first_pending = verdicts.iter().filter(|v| v.pending.is_none()).count();
+    let sorted = order.iter().map(|&i| verdicts[i]).collect();
+    let remap = |t: Vec<u16>| t.into_iter().map(|v| new_id[usize::from(v)]).collect();
+    (sorted, first_pending, remap(v4), remap(v6))
 }
 
 /// An HTTP phase's `restrict-ips` as a compiled table: one lookup per request however
@@ -165,6 +246,7 @@ fn restrict_table(r: &RestrictIps) -> Result<crate::http_eval::Passes, PolicyErr
     let table = TrafficPolicy {
         on_tcp_connect: vec![crate::model::Rule {
             name: None,
+            expressions: Vec::new(),
             actions: vec![
                 Action::RestrictIps(restriction),
                 Action::ForwardInternal(crate::model::ForwardInternal {
@@ -199,86 +281,21 @@ fn build_set(list: &[Cidr], stats: &mut BuildStats) -> (Vec<u32>, Vec<u128>, Cid
     (b4, b6, set)
 }
 
-/// Runs the program for a segment whose set membership is `bits`.
-fn run(steps: &[Step], bits: &[u64]) -> Verdict {
-    let has = |s: u32| bits[(s / 64) as usize] >> (s % 64) & 1 == 1;
-    let mut logged: Option<WhyT> = None;
-    let mut allowed_by: Option<u32> = None;
-    let mut last = (0, 0);
-    for step in steps {
-        match *step {
-            Step::Restrict {
-                rule,
-                action,
-                enforce,
-                allow,
-                deny,
-            } => {
-                last = (rule, action);
-                let cause = match (deny, allow) {
-                    (Some(d), _) if has(d) => Some((Cause::DeniedByCidr, Some(d))),
-                    (_, Some(a)) if !has(a) => Some((Cause::NotInAllowList, None)),
-                    _ => None,
-                };
-                match cause {
-                    Some((cause, set)) => {
-                        let why = WhyT {
-                            rule,
-                            action,
-                            cause,
-                            set,
-                        };
-                        if enforce {
-                            return Verdict {
-                                target: None,
-                                why,
-                                would_deny: logged,
-                            };
-                        }
-                        logged = logged.or(Some(why));
-                    }
-                    None => allowed_by = allow.or(allowed_by),
-                }
-            }
-            Step::Deny { rule, action } => {
-                return Verdict {
-                    target: None,
-                    why: WhyT {
-                        rule,
-                        action,
-                        cause: Cause::DenyAction,
-                        set: None,
-                    },
-                    would_deny: logged,
-                }
-            }
-            Step::Forward {
-                rule,
-                action,
-                target,
-            } => {
-                return Verdict {
-                    target: Some(target),
-                    why: WhyT {
-                        rule,
-                        action,
-                        cause: Cause::Forward,
-                        set: allowed_by,
-                    },
-                    would_deny: logged,
-                }
-            }
-        }
+/// The facts of one table segment: which sets hold it, and nothing else.
+struct Segment<'b>(&'b [u64]);
+
+impl Facts for Segment<'_> {
+    fn has(&self, s: u32) -> bool {
+        self.0[(s / 64) as usize] >> (s % 64) & 1 == 1
     }
-    Verdict {
-        target: None,
-        why: WhyT {
-            rule: last.0,
-            action: last.1,
-            cause: Cause::NoDecision,
-            set: None,
-        },
-        would_deny: logged,
+    fn country_in(&mut self, _: &[String]) -> Option<bool> {
+        None
+    }
+    fn cel(&mut self, _: u32) -> Option<bool> {
+        None
+    }
+    fn set_vars(&mut self, _: u32) -> Option<()> {
+        None
     }
 }
 
@@ -306,11 +323,11 @@ impl Interner {
         let id = self.verdicts.len() as u16;
         if self.verdicts.len() == 8 {
             for (i, x) in self.verdicts.iter().enumerate() {
-                self.ids.insert(x.clone(), i as u16);
+                self.ids.insert(*x, i as u16);
             }
         }
         if self.verdicts.len() >= 8 {
-            self.ids.insert(v.clone(), id);
+            self.ids.insert(v, id);
         }
         self.verdicts.push(v);
         Ok(id)

@@ -25,16 +25,34 @@ pub enum Outcome<'a> {
 pub struct Decision<'a> {
     /// The tables the verdict refers to (targets, rule names, CIDR lists).
     pub(crate) verdicts: &'a Verdicts,
-    pub(crate) verdict: &'a Verdict,
+    /// The table's verdict, or (rarely) the one a run from a pending verdict made.
+    pub(crate) held: Held<'a>,
     /// The client address as checked (IPv4-mapped IPv6 turned into IPv4).
     pub(crate) client: IpAddr,
 }
 
+/// A verdict as a decision holds it.
+#[derive(Clone, Copy)]
+pub(crate) enum Held<'a> {
+    /// Precomputed, in the policy's tables (one lookup decided).
+    Table(&'a Verdict),
+    /// Made for this connection by the rules the table could not decide.
+    Ran(Verdict),
+}
+
 impl<'a> Decision<'a> {
+    #[inline(always)]
+    pub(crate) fn verdict(&self) -> &Verdict {
+        match &self.held {
+            Held::Table(v) => v,
+            Held::Ran(v) => v,
+        }
+    }
+
     /// Forward (and where) or deny.
     #[inline]
     pub fn outcome(&self) -> Outcome<'a> {
-        match self.verdict.target {
+        match self.verdict().target {
             Some(t) => Outcome::Forward(&self.verdicts.targets[t as usize]),
             None => Outcome::Deny,
         }
@@ -43,7 +61,7 @@ impl<'a> Decision<'a> {
     /// Whether the connection is forwarded.
     #[inline]
     pub fn is_allowed(&self) -> bool {
-        self.verdict.target.is_some()
+        self.verdict().target.is_some()
     }
 
     /// The internal endpoint to forward to, if allowed.
@@ -60,7 +78,7 @@ impl<'a> Decision<'a> {
     pub fn why(&self) -> Why<'a> {
         Why {
             verdicts: self.verdicts,
-            t: &self.verdict.why,
+            t: self.verdict().why,
             client: self.client,
         }
     }
@@ -69,7 +87,7 @@ impl<'a> Decision<'a> {
     /// this client, if any (it was only logged).
     #[inline]
     pub fn would_deny(&self) -> Option<Why<'a>> {
-        self.verdict.would_deny.as_ref().map(|t| Why {
+        self.verdict().would_deny.map(|t| Why {
             verdicts: self.verdicts,
             t,
             client: self.client,
@@ -80,13 +98,20 @@ impl<'a> Decision<'a> {
     /// the "log-only" outcome.
     #[inline]
     pub fn is_log_only(&self) -> bool {
-        self.is_allowed() && self.verdict.would_deny.is_some()
+        self.is_allowed() && self.verdict().would_deny.is_some()
     }
 
     /// The client address as checked (IPv4-mapped IPv6 shown as IPv4).
     #[inline]
     pub fn client(&self) -> IpAddr {
         self.client
+    }
+
+    /// Whether `log` actions ran for this connection (see
+    /// [`CompiledPolicy::log_events`](crate::CompiledPolicy::log_events)).
+    #[inline]
+    pub fn has_logs(&self) -> bool {
+        self.verdict().logs != 0
     }
 }
 
@@ -119,7 +144,7 @@ impl fmt::Display for Decision<'_> {
 #[derive(Clone, Copy)]
 pub struct Why<'a> {
     verdicts: &'a Verdicts,
-    t: &'a WhyT,
+    t: WhyT,
     client: IpAddr,
 }
 

@@ -44,6 +44,11 @@ impl Expression {
         &self.source
     }
 
+    /// Its syntax tree (macros expanded).
+    pub(crate) fn tree(&self) -> &cel::IdedExpr {
+        self.program.expression()
+    }
+
     /// Whether it holds in `scope` (an error or a value that is not a bool: no).
     pub fn holds(&self, scope: &Scope) -> bool {
         matches!(self.program.execute(&scope.ctx), Ok(Value::Bool(true)))
@@ -238,6 +243,68 @@ impl Scope {
         if let Some(response) = facts.response {
             ctx.add_variable_from_value("res", res(response));
         }
+        Scope { ctx }
+    }
+}
+
+/// What `on_tcp_connect` expressions may read of a connection (`conn.*`), and the
+/// variables `set-vars` set so far (`vars.*`).
+#[derive(Default)]
+pub(crate) struct ConnFacts {
+    pub(crate) client: Option<SocketAddr>,
+    pub(crate) server: Option<SocketAddr>,
+    pub(crate) sni: Option<String>,
+    pub(crate) country: Option<String>,
+    pub(crate) vars: Vec<(String, Var)>,
+}
+
+/// A variable's value.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Var {
+    Bool(bool),
+    Int(i64),
+    Text(String),
+}
+
+impl Scope {
+    /// Binds `conn` (`client_ip`, `client_port`, `server_ip`, `server_port`,
+    /// `tls.sni`, `geo.country_code`; what is unknown is absent) and `vars`.
+    pub(crate) fn connection(facts: &ConnFacts) -> Scope {
+        let mut ctx = Context::with_env(ENV.clone());
+        add_functions(&mut ctx);
+        let mut conn: HashMap<Key, Value> = HashMap::new();
+        if let Some(c) = facts.client {
+            conn.insert(key("client_ip"), c.ip().to_string().into());
+            conn.insert(key("client_port"), i64::from(c.port()).into());
+        }
+        if let Some(s) = facts.server {
+            conn.insert(key("server_ip"), s.ip().to_string().into());
+            conn.insert(key("server_port"), i64::from(s.port()).into());
+        }
+        let mut tls: HashMap<Key, Value> = HashMap::new();
+        if let Some(sni) = &facts.sni {
+            tls.insert(key("sni"), sni.clone().into());
+        }
+        conn.insert(key("tls"), tls.into());
+        let mut geo: HashMap<Key, Value> = HashMap::new();
+        if let Some(code) = &facts.country {
+            geo.insert(key("country_code"), code.clone().into());
+        }
+        conn.insert(key("geo"), geo.into());
+        ctx.add_variable_from_value("conn", conn);
+        let vars: HashMap<Key, Value> = facts
+            .vars
+            .iter()
+            .map(|(name, v)| {
+                let value = match v {
+                    Var::Bool(b) => Value::Bool(*b),
+                    Var::Int(i) => Value::Int(*i),
+                    Var::Text(t) => t.clone().into(),
+                };
+                (key(name), value)
+            })
+            .collect();
+        ctx.add_variable_from_value("vars", vars);
         Scope { ctx }
     }
 }

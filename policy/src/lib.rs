@@ -1,7 +1,8 @@
 //! sluice-policy: the traffic policy engine of the sluice edge.
 //!
 //! A [`TrafficPolicy`] is the YAML model of one cloud endpoint's
-//! `on_tcp_connect` rules (`restrict-ips`, `deny`, `forward-internal`), in
+//! `on_tcp_connect` rules (`expressions`; `restrict-ips`, `deny`,
+//! `close-connection`, `forward-internal`, `log`, `set-vars`), in
 //! the shape of ngrok's Traffic Policy, and for HTTP endpoints its
 //! `on_http_request` and `on_http_response` rules (CEL `expressions`, header,
 //! URL, rate-limit and response actions: [`HttpPhases`]). It is validated while it is parsed,
@@ -10,7 +11,10 @@
 //! turns it into a [`CompiledPolicy`]: one immutable lookup table per
 //! address family whose segments map straight to a precomputed outcome,
 //! so [`CompiledPolicy::evaluate`] is one lookup, without allocation or
-//! lock, whatever the number of rules and CIDRs. [`PolicyHandle`] publishes
+//! lock, whatever the number of rules and CIDRs; expressions that test the
+//! client address are folded into the same table, and the rules from the first
+//! one the address cannot decide run per connection
+//! ([`CompiledPolicy::evaluate_conn`], with what a [`ConnInfo`] tells). [`PolicyHandle`] publishes
 //! compiled policies to worker threads with `arc-swap`.
 //!
 //! ```
@@ -40,7 +44,10 @@
 //! ([`InternalUrl`]), `cidr` ([`Cidr`] normalisation), `intervals` (CIDR
 //! sets to merged intervals), `search`, `indexed`, `table4`, `table6` (the
 //! lookup tables), `compile`, `compiled` (evaluation), `verdict` (the
-//! precomputed outcomes and [`Cause`]), `decision`, `handle`; for the HTTP
+//! precomputed outcomes and [`Cause`]), `decision`, `handle`; for
+//! `on_tcp_connect` expressions `guard` (the shapes folded into the table),
+//! `program` (the rules as steps, run while compiling and per connection) and
+//! `conn_eval` (the per-connection run, log events); for the HTTP
 //! phases `http_model`, `http_parse`, `http_eval`, `expr` (CEL) and
 //! `rate_limit`; `restrict` holds what both kinds of phase restrict with.
 //! Design notes and benchmark figures: `docs/policy.md`.
@@ -50,9 +57,11 @@
 mod cidr;
 mod compile;
 mod compiled;
+mod conn_eval;
 mod decision;
 mod error;
 mod expr;
+mod guard;
 mod handle;
 mod http_eval;
 mod http_model;
@@ -62,6 +71,7 @@ mod intervals;
 mod key;
 mod model;
 mod parse;
+mod program;
 mod rate_limit;
 mod restrict;
 mod search;
@@ -72,6 +82,7 @@ mod verdict;
 
 pub use cidr::Cidr;
 pub use compiled::{BuildStats, CompiledPolicy};
+pub use conn_eval::{ConnInfo, LogEvent, NoConnInfo};
 pub use decision::{Decision, Outcome, Why};
 pub use error::PolicyError;
 pub use expr::{Expression, Facts, Scope, Template};
@@ -81,6 +92,8 @@ pub use http_model::{
     AddHeaders, CustomResponse, HttpAction, HttpDeny, HttpForward, HttpRule, OnError, RateLimit,
     RemoveHeaders, UrlRewrite,
 };
-pub use model::{Action, ForwardInternal, RestrictIps, Rule, TrafficPolicy};
+pub use model::{
+    Action, ForwardInternal, Log, RestrictIps, Rule, SetVars, TrafficPolicy, VarValue,
+};
 pub use url::{InternalUrl, Scheme};
 pub use verdict::Cause;

@@ -5,12 +5,19 @@
 //! reads so that every error carries a location, and also owns
 //! [`TrafficPolicy::validate`] for policies built in code) and serialize back
 //! to the same shape, so the admin API can show a stored policy. Plain data:
-//! this module uses no other module of the crate but `url`, `restrict` and `http_model`.
+//! this module uses no other module of the crate but `url`, `restrict`, `expr` and
+//! `http_model`.
+
+use std::collections::BTreeMap;
 
 use serde::Serialize;
 
 pub use crate::restrict::RestrictIps;
-use crate::{http_model::HttpRule, InternalUrl};
+use crate::{
+    expr::{Expression, Template},
+    http_model::HttpRule,
+    InternalUrl,
+};
 
 /// A traffic policy: the `on_tcp_connect` rules of one cloud endpoint, and for an
 /// `http://` or `https://` endpoint its `on_http_request` and `on_http_response` rules.
@@ -31,10 +38,13 @@ pub struct TrafficPolicy {
 }
 
 impl TrafficPolicy {
-    /// Whether `on_tcp_connect` decides every connection (what a `tcp://` or `tls://`
-    /// endpoint needs).
+    /// Whether `on_tcp_connect` decides connections (what a `tcp://` or `tls://`
+    /// endpoint needs): some rule forwards, denies or closes, under its expressions
+    /// or always. A connection no rule decides is closed.
     pub fn decides_at_connect(&self) -> bool {
-        self.on_tcp_connect.iter().any(Rule::always_decides)
+        self.on_tcp_connect
+            .iter()
+            .any(|r| r.actions.iter().any(Action::always_decides))
     }
 
     /// Whether it has HTTP rules (only `http://` and `https://` endpoints run them).
@@ -43,12 +53,16 @@ impl TrafficPolicy {
     }
 }
 
-/// One rule: an optional name and the actions it runs in order.
+/// One rule: an optional name, the expressions that must all hold for it to apply,
+/// and the actions it runs in order.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Rule {
     /// Shown in logs and decisions.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// CEL over `conn.*` (and `vars.*`); all must hold (none: the rule always applies).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub expressions: Vec<Expression>,
     /// Run in order; the first terminating action decides.
     pub actions: Vec<Action>,
 }
@@ -65,6 +79,39 @@ pub enum Action {
     Deny,
     /// Forward to an internal endpoint (terminating).
     ForwardInternal(ForwardInternal),
+    /// Close the connection (terminating): ngrok's name for `deny` at connect.
+    CloseConnection,
+    /// Log an event with this metadata and go on.
+    Log(Log),
+    /// Set variables later expressions read as `vars.NAME`, and go on.
+    SetVars(SetVars),
+}
+
+/// Config of a `log` action: `metadata` keys and values (`${...}` filled in from the
+/// connection).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Log {
+    /// Logged with the event, in key order.
+    pub metadata: BTreeMap<String, Template>,
+}
+
+/// Config of a `set-vars` action.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct SetVars {
+    /// Each variable and its value.
+    pub vars: BTreeMap<String, VarValue>,
+}
+
+/// The value of a variable set by `set-vars`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum VarValue {
+    /// `true` or `false`.
+    Bool(bool),
+    /// A whole number.
+    Int(i64),
+    /// Text, with `${...}` filled in from the connection.
+    Text(Template),
 }
 
 /// Config of a `forward-internal` action.
@@ -81,13 +128,20 @@ impl Action {
             Action::RestrictIps(_) => "restrict-ips",
             Action::Deny => "deny",
             Action::ForwardInternal(_) => "forward-internal",
+            Action::CloseConnection => "close-connection",
+            Action::Log(_) => "log",
+            Action::SetVars(_) => "set-vars",
         }
     }
 
     /// Whether this action decides every connection that reaches it
-    /// (`deny`, `forward-internal`); `restrict-ips` decides only some.
+    /// (`deny`, `close-connection`, `forward-internal`); `restrict-ips` decides only
+    /// some, `log` and `set-vars` none.
     pub fn always_decides(&self) -> bool {
-        !matches!(self, Action::RestrictIps(_))
+        matches!(
+            self,
+            Action::Deny | Action::CloseConnection | Action::ForwardInternal(_)
+        )
     }
 
     /// `deny` or `forward-internal <url>`, for messages.
@@ -100,9 +154,10 @@ impl Action {
 }
 
 impl Rule {
-    /// Whether this rule decides every connection that reaches it.
+    /// Whether this rule decides every connection that reaches it (it has no
+    /// expressions and a deciding action).
     pub fn always_decides(&self) -> bool {
-        self.actions.iter().any(Action::always_decides)
+        self.expressions.is_empty() && self.actions.iter().any(Action::always_decides)
     }
 
     /// `rule 2 ("office")`, for messages (1-based like the YAML list).

@@ -13,9 +13,17 @@ use std::fmt;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
+use std::collections::BTreeMap;
+
+use crate::expr::{Expression, Template};
 use crate::http_model::{HttpAction, HttpRule};
-use crate::model::{Action, ForwardInternal, RestrictIps, Rule, TrafficPolicy};
+use crate::model::{
+    Action, ForwardInternal, Log, RestrictIps, Rule, SetVars, TrafficPolicy, VarValue,
+};
 use crate::{Cidr, InternalUrl, PolicyError};
+
+/// Most `log` actions in one `on_tcp_connect` (each is a bit of a verdict).
+pub(crate) const MAX_LOG_ACTIONS: usize = 64;
 
 impl TrafficPolicy {
     /// Parses and validates a policy document (`on_tcp_connect: [...]`).
@@ -172,9 +180,11 @@ fn rules<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Rule>, D::Error> {
             while let Some(raw) = seq.next_element::<RawRule>()? {
                 out.push(Rule {
                     name: raw.name,
+                    expressions: raw.expressions,
                     actions: raw.actions,
                 });
             }
+            check_log_count(&out).map_err(de::Error::custom)?;
             Ok(out)
         }
     }
@@ -196,7 +206,7 @@ fn unreachable_rule_reason(index: usize, rule: &Rule) -> String {
 
 fn no_decision_message(rules: &[Rule]) -> String {
     format!(
-        "no reachable decision: none of the {} rule(s) in `on_tcp_connect` has a `deny` or \
+        "no reachable decision: none of the {} rule(s) in `on_tcp_connect` has a `deny`, `close-connection` or \
          `forward-internal` action, so no connection could ever be forwarded; \
          end the policy with a rule that forwards or denies",
         rules.len()
@@ -210,8 +220,35 @@ fn no_decision_message(rules: &[Rule]) -> String {
 struct RawRule {
     #[serde(default)]
     name: Option<String>,
+    #[serde(default, deserialize_with = "expressions")]
+    expressions: Vec<Expression>,
     #[serde(deserialize_with = "actions")]
     actions: Vec<Action>,
+}
+
+/// A rule's `expressions`: CEL compiled, and the shapes that test the client address
+/// or country checked (a bad CIDR in one is refused here, with its place).
+fn expressions<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Expression>, D::Error> {
+    let out = Vec::<Expression>::deserialize(d)?;
+    for e in &out {
+        crate::guard::classify(e)
+            .map_err(|why| de::Error::custom(format!("expression `{}`: {why}", e.as_str())))?;
+    }
+    Ok(out)
+}
+
+fn check_log_count(rules: &[Rule]) -> Result<(), String> {
+    let logs = rules
+        .iter()
+        .flat_map(|r| &r.actions)
+        .filter(|a| matches!(a, Action::Log(_)))
+        .count();
+    if logs > MAX_LOG_ACTIONS {
+        return Err(format!(
+            "{logs} `log` actions in `on_tcp_connect`: at most {MAX_LOG_ACTIONS}"
+        ));
+    }
+    Ok(())
 }
 
 fn actions<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Action>, D::Error> {
@@ -249,6 +286,9 @@ enum ActionType {
     RestrictIps,
     Deny,
     ForwardInternal,
+    CloseConnection,
+    Log,
+    SetVars,
 }
 
 impl<'de> Deserialize<'de> for ActionType {
@@ -258,9 +298,12 @@ impl<'de> Deserialize<'de> for ActionType {
             "restrict-ips" => Ok(ActionType::RestrictIps),
             "deny" => Ok(ActionType::Deny),
             "forward-internal" => Ok(ActionType::ForwardInternal),
+            "close-connection" => Ok(ActionType::CloseConnection),
+            "log" => Ok(ActionType::Log),
+            "set-vars" => Ok(ActionType::SetVars),
             _ => Err(de::Error::custom(format!(
                 "unknown action type `{name}` (on_tcp_connect supports `restrict-ips`, \
-                 `deny`, `forward-internal`)"
+                 `deny`, `forward-internal`, `close-connection`, `log`, `set-vars`)"
             ))),
         }
     }
@@ -274,11 +317,32 @@ struct AnyConfig {
     allow: Option<Vec<Cidr>>,
     deny: Option<Vec<Cidr>>,
     url: Option<InternalUrl>,
+    metadata: Option<BTreeMap<String, Template>>,
+    vars: Option<Vars>,
+}
+
+impl AnyConfig {
+    /// The names of the fields present, in declaration order.
+    fn present(&self) -> Vec<&'static str> {
+        [
+            (self.enforce.is_some(), "enforce"),
+            (self.allow.is_some(), "allow"),
+            (self.deny.is_some(), "deny"),
+            (self.url.is_some(), "url"),
+            (self.metadata.is_some(), "metadata"),
+            (self.vars.is_some(), "vars"),
+        ]
+        .into_iter()
+        .filter_map(|(present, name)| present.then_some(name))
+        .collect()
+    }
 }
 
 enum ReadConfig {
     Restrict(RestrictIps),
     Forward(ForwardInternal),
+    Log(Log),
+    SetVars(SetVars),
     Empty,
     Any(AnyConfig),
 }
@@ -315,10 +379,12 @@ impl<'de> Visitor<'de> for ActionVisitor {
                     config = Some(match kind {
                         Some(ActionType::RestrictIps) => ReadConfig::Restrict(map.next_value()?),
                         Some(ActionType::ForwardInternal) => ReadConfig::Forward(map.next_value()?),
-                        Some(ActionType::Deny) => {
+                        Some(ActionType::Deny | ActionType::CloseConnection) => {
                             map.next_value::<Option<DenyConfig>>()?;
                             ReadConfig::Empty
                         }
+                        Some(ActionType::Log) => ReadConfig::Log(map.next_value()?),
+                        Some(ActionType::SetVars) => ReadConfig::SetVars(map.next_value()?),
                         None => ReadConfig::Any(map.next_value()?),
                     });
                 }
@@ -336,6 +402,13 @@ impl<'de> Visitor<'de> for ActionVisitor {
                 Ok(Action::ForwardInternal(f))
             }
             (ActionType::Deny, _) => Ok(Action::Deny),
+            (ActionType::CloseConnection, _) => Ok(Action::CloseConnection),
+            (ActionType::Log, ReadConfig::Log(l)) => Ok(Action::Log(l)),
+            (ActionType::Log, _) => Ok(Action::Log(Log::default())),
+            (ActionType::SetVars, ReadConfig::SetVars(v)) => Ok(Action::SetVars(v)),
+            (ActionType::SetVars, _) => Err(de::Error::custom(
+                "`set-vars` needs a `config` with `vars`, e.g. `vars: [{office: true}]`",
+            )),
             (ActionType::RestrictIps, _) => Err(de::Error::custom(
                 "`restrict-ips` needs a `config` with `allow` and/or `deny` CIDRs",
             )),
@@ -347,13 +420,23 @@ impl<'de> Visitor<'de> for ActionVisitor {
 }
 
 fn from_any(kind: ActionType, any: AnyConfig) -> Result<ReadConfig, String> {
-    let misplaced =
-        |field: &str, ty: &str| format!("unknown field `{field}` in the config of `{ty}`");
+    let (name, allowed): (&str, &[&str]) = match kind {
+        ActionType::RestrictIps => ("restrict-ips", &["enforce", "allow", "deny"]),
+        ActionType::ForwardInternal => ("forward-internal", &["url"]),
+        ActionType::Log => ("log", &["metadata"]),
+        ActionType::SetVars => ("set-vars", &["vars"]),
+        ActionType::Deny => ("deny", &[]),
+        ActionType::CloseConnection => ("close-connection", &[]),
+    };
+    if let Some(field) = any.present().into_iter().find(|f| !allowed.contains(f)) {
+        return Err(if allowed.is_empty() {
+            format!("`{name}` takes no config fields")
+        } else {
+            format!("unknown field `{field}` in the config of `{name}`")
+        });
+    }
     match kind {
         ActionType::RestrictIps => {
-            if any.url.is_some() {
-                return Err(misplaced("url", "restrict-ips"));
-            }
             let r = RestrictIps {
                 enforce: any.enforce.unwrap_or(true),
                 allow: any.allow.unwrap_or_default(),
@@ -362,30 +445,101 @@ fn from_any(kind: ActionType, any: AnyConfig) -> Result<ReadConfig, String> {
             r.check()?;
             Ok(ReadConfig::Restrict(r))
         }
-        ActionType::ForwardInternal => {
-            for (present, f) in [
-                (any.enforce.is_some(), "enforce"),
-                (any.allow.is_some(), "allow"),
-                (any.deny.is_some(), "deny"),
-            ] {
-                if present {
-                    return Err(misplaced(f, "forward-internal"));
-                }
-            }
-            any.url
-                .map(|url| ReadConfig::Forward(ForwardInternal { url }))
-                .ok_or_else(|| "missing field `url`".to_owned())
+        ActionType::ForwardInternal => any
+            .url
+            .map(|url| ReadConfig::Forward(ForwardInternal { url }))
+            .ok_or_else(|| "missing field `url`".to_owned()),
+        ActionType::Log => Ok(ReadConfig::Log(Log {
+            metadata: any.metadata.unwrap_or_default(),
+        })),
+        ActionType::SetVars => any
+            .vars
+            .map(|v| ReadConfig::SetVars(SetVars { vars: v.0 }))
+            .ok_or_else(|| "missing field `vars`".to_owned()),
+        ActionType::Deny | ActionType::CloseConnection => Ok(ReadConfig::Empty),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    #[serde(default)]
+    metadata: BTreeMap<String, Template>,
+}
+
+impl<'de> Deserialize<'de> for Log {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(Log {
+            metadata: RawLog::deserialize(d)?.metadata,
+        })
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSetVars {
+    vars: Vars,
+}
+
+impl<'de> Deserialize<'de> for SetVars {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(SetVars {
+            vars: RawSetVars::deserialize(d)?.vars.0,
+        })
+    }
+}
+
+/// `vars:` as ngrok writes it (a list of one-entry maps) or as one map.
+struct Vars(BTreeMap<String, VarValue>);
+
+impl<'de> Deserialize<'de> for Vars {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Shape {
+            List(Vec<BTreeMap<String, VarValue>>),
+            Map(BTreeMap<String, VarValue>),
         }
-        ActionType::Deny => {
-            if any.enforce.is_some()
-                || any.allow.is_some()
-                || any.deny.is_some()
-                || any.url.is_some()
-            {
-                return Err("`deny` takes no config fields".to_owned());
-            }
-            Ok(ReadConfig::Empty)
+        let vars = match Shape::deserialize(d)? {
+            Shape::Map(m) => m,
+            Shape::List(list) => list.into_iter().flatten().collect(),
+        };
+        if vars.is_empty() {
+            return Err(de::Error::custom(
+                "`vars` sets nothing: name at least one variable",
+            ));
         }
+        if let Some(bad) = vars.keys().find(|k| !is_identifier(k)) {
+            return Err(de::Error::custom(format!(
+                "`{bad}` is not a variable name (letters, digits and `_`, not starting with a digit)"
+            )));
+        }
+        Ok(Vars(vars))
+    }
+}
+
+fn is_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+impl<'de> Deserialize<'de> for VarValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Scalar {
+            Bool(bool),
+            Int(i64),
+            Text(String),
+        }
+        Ok(match Scalar::deserialize(d)? {
+            Scalar::Bool(b) => VarValue::Bool(b),
+            Scalar::Int(i) => VarValue::Int(i),
+            Scalar::Text(t) => VarValue::Text(Template::parse(&t).map_err(de::Error::custom)?),
+        })
     }
 }
 
@@ -453,6 +607,7 @@ fn validate(p: &TrafficPolicy) -> Result<(), String> {
             }
         }
     }
+    check_log_count(&p.on_tcp_connect)?;
     crate::http_parse::validate(&p.on_http_request, crate::http_parse::Phase::Request)?;
     crate::http_parse::validate(&p.on_http_response, crate::http_parse::Phase::Response)?;
     check_decision(p)

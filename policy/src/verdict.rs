@@ -14,12 +14,14 @@ pub enum Cause {
     Forward,
     /// A `deny` action was reached.
     DenyAction,
+    /// A `close-connection` action was reached.
+    CloseAction,
     /// `restrict-ips`: the client matched a `deny` CIDR.
     DeniedByCidr,
     /// `restrict-ips`: `allow` is non-empty and the client matched none of it.
     NotInAllowList,
-    /// No rule decided; the connection is denied. A validated policy never
-    /// gets here.
+    /// No rule decided; the connection is denied (every deciding rule had
+    /// expressions, and none held).
     NoDecision,
 }
 
@@ -29,6 +31,7 @@ impl Cause {
         match self {
             Cause::Forward => "forward",
             Cause::DenyAction => "deny-action",
+            Cause::CloseAction => "close-connection",
             Cause::DeniedByCidr => "denied-by-cidr",
             Cause::NotInAllowList => "not-in-allow-list",
             Cause::NoDecision => "no-decision",
@@ -44,6 +47,15 @@ pub(crate) struct Verdicts {
     pub(crate) targets: Box<[InternalUrl]>,
     pub(crate) sets: Box<[CidrSet]>,
     pub(crate) verdicts: Box<[Verdict]>,
+    /// The `log` actions, by the bit their verdicts set.
+    pub(crate) logs: Box<[LogAction]>,
+}
+
+/// A `log` action: its rule and config.
+#[derive(Debug)]
+pub(crate) struct LogAction {
+    pub(crate) rule: u32,
+    pub(crate) config: crate::model::Log,
 }
 
 /// Provenance of one CIDR list, both families.
@@ -53,13 +65,27 @@ pub(crate) struct CidrSet {
     pub(crate) v6: Provenance<u128>,
 }
 
-/// A precomputed outcome.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+/// A precomputed outcome (or, per connection, the outcome of a run from a pending
+/// one).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct Verdict {
     /// Index into `targets`, or `None` for deny.
     pub(crate) target: Option<u32>,
     pub(crate) why: WhyT,
     pub(crate) would_deny: Option<WhyT>,
+    /// Bit `i`: `log` action `i` was reached.
+    pub(crate) logs: u64,
+    /// Not decided by the client address alone: the program goes on from here per
+    /// connection.
+    pub(crate) pending: Option<Pending>,
+}
+
+/// Where a run stopped for facts the table cannot know, and its state there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct Pending {
+    pub(crate) step: u32,
+    pub(crate) allowed_by: Option<u32>,
+    pub(crate) last: (u32, u32),
 }
 
 /// Rule, action, cause and the CIDR list (index into `sets`) that explains it.

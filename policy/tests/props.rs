@@ -9,9 +9,11 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
 use proptest::prelude::*;
-use sluice_policy::{Action, Cidr, ForwardInternal, InternalUrl, RestrictIps, Rule, TrafficPolicy};
+use sluice_policy::{
+    Action, Cidr, Expression, ForwardInternal, InternalUrl, Log, RestrictIps, Rule, TrafficPolicy,
+};
 
-use common::{observed, reference};
+use common::{observed, observed_logs, reference, reference_conn};
 
 fn v4() -> impl Strategy<Value = u32> {
     prop_oneof![
@@ -71,20 +73,44 @@ fn action() -> impl Strategy<Value = Action> {
                 Action::RestrictIps(RestrictIps { enforce, allow, deny })
             }),
         1 => Just(Action::Deny),
+        1 => Just(Action::CloseConnection),
+        1 => Just(Action::Log(Log::default())),
         2 => url().prop_map(|url| Action::ForwardInternal(ForwardInternal { url })),
     ]
+}
+
+/// What the reference evaluator knows: a client-address shape (folded into the
+/// table) or a port test (CEL per connection), either negated.
+fn expression() -> impl Strategy<Value = Expression> {
+    let cidrs = prop::collection::vec(cidr(), 1..5).prop_map(|list| {
+        let list: Vec<String> = list.iter().map(|c| format!("'{c}'")).collect();
+        format!("inCidrRanges(conn.client_ip, [{}])", list.join(", "))
+    });
+    let port = (1..65535u16).prop_map(|n| format!("conn.client_port < {n}"));
+    (prop_oneof![3 => cidrs, 1 => port], any::<bool>()).prop_map(|(e, negate)| {
+        Expression::parse(&if negate { format!("!({e})") } else { e }).unwrap()
+    })
 }
 
 fn policy() -> impl Strategy<Value = TrafficPolicy> {
     let rule = (
         prop::option::of("[a-z]{1,6}"),
+        prop::collection::vec(expression(), 0..3),
         prop::collection::vec(action(), 1..4),
     )
-        .prop_map(|(name, actions)| Rule { name, actions });
+        .prop_map(|(name, expressions, actions)| Rule {
+            name,
+            expressions,
+            actions,
+        });
     prop::collection::vec(rule, 1..5).prop_map(|mut rules| {
-        if !rules.iter().any(Rule::always_decides) {
+        if !rules
+            .iter()
+            .any(|r| r.actions.iter().any(Action::always_decides))
+        {
             rules.push(Rule {
                 name: None,
+                expressions: Vec::new(),
                 actions: vec![Action::Deny],
             });
         }
@@ -95,28 +121,34 @@ fn policy() -> impl Strategy<Value = TrafficPolicy> {
     })
 }
 
-/// Every CIDR's edges and their neighbours, as v4, v6 and IPv4-mapped v6.
+/// Every CIDR's edges and their neighbours, as v4, v6 and IPv4-mapped v6 (the CIDRs
+/// of `restrict-ips` lists and of client-address expressions).
 fn edges(p: &TrafficPolicy) -> Vec<IpAddr> {
-    let mut out = Vec::new();
+    let mut listed: Vec<Cidr> = Vec::new();
     for rule in &p.on_tcp_connect {
+        for e in &rule.expressions {
+            listed.extend(common::expression_cidrs(e.as_str()).unwrap_or_default());
+        }
         for action in &rule.actions {
             if let Action::RestrictIps(r) = action {
-                for c in r.allow.iter().chain(&r.deny) {
-                    match c.net() {
-                        IpNet::V4(n) => {
-                            let (lo, hi) = (u32::from(n.network()), u32::from(n.broadcast()));
-                            for a in [lo, hi, lo.wrapping_sub(1), hi.wrapping_add(1)] {
-                                out.push(IpAddr::V4(a.into()));
-                                out.push(IpAddr::V6(Ipv4Addr::from(a).to_ipv6_mapped()));
-                            }
-                        }
-                        IpNet::V6(n) => {
-                            let (lo, hi) = (u128::from(n.network()), u128::from(n.broadcast()));
-                            for a in [lo, hi, lo.wrapping_sub(1), hi.wrapping_add(1)] {
-                                out.push(IpAddr::V6(a.into()));
-                            }
-                        }
-                    }
+                listed.extend(r.allow.iter().chain(&r.deny));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for c in &listed {
+        match c.net() {
+            IpNet::V4(n) => {
+                let (lo, hi) = (u32::from(n.network()), u32::from(n.broadcast()));
+                for a in [lo, hi, lo.wrapping_sub(1), hi.wrapping_add(1)] {
+                    out.push(IpAddr::V4(a.into()));
+                    out.push(IpAddr::V6(Ipv4Addr::from(a).to_ipv6_mapped()));
+                }
+            }
+            IpNet::V6(n) => {
+                let (lo, hi) = (u128::from(n.network()), u128::from(n.broadcast()));
+                for a in [lo, hi, lo.wrapping_sub(1), hi.wrapping_add(1)] {
+                    out.push(IpAddr::V6(a.into()));
                 }
             }
         }
@@ -135,7 +167,7 @@ proptest! {
         probes in prop::collection::vec(addr(), 0..64),
     ) {
         prop_assume!(!allow.is_empty() || !deny.is_empty());
-        let p = TrafficPolicy { on_tcp_connect: vec![Rule { name: None, actions: vec![
+        let p = TrafficPolicy { on_tcp_connect: vec![Rule { name: None, expressions: Vec::new(), actions: vec![
             Action::RestrictIps(RestrictIps { enforce: true, allow, deny }),
             Action::ForwardInternal(ForwardInternal { url: InternalUrl::parse("tls://a.internal").unwrap() }),
         ]}], ..Default::default() };
@@ -145,13 +177,26 @@ proptest! {
         }
     }
 
-    /// Random whole policies: several rules, enforce true/false, deny, forwards.
+    /// Random whole policies: several rules, with and without expressions (client
+    /// address shapes folded into the table, port tests run per connection), enforce
+    /// true/false, deny, close-connection, log, forwards.
     #[test]
-    fn policies_match_reference(p in policy(), probes in prop::collection::vec(addr(), 0..64)) {
+    fn policies_match_reference(
+        p in policy(),
+        probes in prop::collection::vec(addr(), 0..64),
+        ports in prop::collection::vec(any::<u16>(), 1..4),
+    ) {
         let c = p.compile().unwrap();
         for ip in probes.into_iter().chain(edges(&p)) {
-            let d = c.evaluate(std::net::SocketAddr::new(ip, 443));
-            prop_assert_eq!(observed(&d), reference(&p, ip), "ip {}", ip);
+            for &port in &ports {
+                let client = std::net::SocketAddr::new(ip, port);
+                let d = c.evaluate(client);
+                prop_assert_eq!(
+                    observed_logs(&d, Some((&c, client))),
+                    reference_conn(&p, ip, port),
+                    "client {}", client
+                );
+            }
         }
     }
 }
@@ -193,6 +238,7 @@ fn large_tables_match_reference() {
         let p = TrafficPolicy {
             on_tcp_connect: vec![Rule {
                 name: Some("big".into()),
+                expressions: Vec::new(),
                 actions: vec![
                     Action::RestrictIps(RestrictIps {
                         enforce: true,
@@ -268,6 +314,7 @@ fn clustered_tables_match_reference() {
     let p = TrafficPolicy {
         on_tcp_connect: vec![Rule {
             name: Some("clustered".into()),
+            expressions: Vec::new(),
             actions: vec![
                 Action::RestrictIps(RestrictIps {
                     enforce: true,
