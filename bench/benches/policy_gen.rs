@@ -115,6 +115,7 @@ pub fn allow_policy(nets: impl IntoIterator<Item = IpNet>) -> TrafficPolicy {
     TrafficPolicy {
         on_tcp_connect: vec![Rule {
             name: Some("bench".into()),
+            expressions: Vec::new(),
             actions: vec![
                 Action::RestrictIps(RestrictIps {
                     enforce: true,

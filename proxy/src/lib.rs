@@ -16,6 +16,7 @@
 //! - [`demo`]: edge + agent + echo upstream in one process.
 //! - [`drain`], [`signals`]: graceful drain on SIGTERM.
 //! - [`fleet`]: a fleet's edges reaching each other (routes in etcd, peer link keys).
+//! - [`geo`]: the operator's country database, for `conn.geo` in policies.
 //! - [`control_plane`], [`state`], [`admin`]: the edge's run-time management — endpoints,
 //!   users and tokens, audit events — durable in SQLite, served as a JSON admin API.
 //! - [`service`]: `sluice service`, the edge or agent as a systemd unit.
@@ -32,6 +33,7 @@ pub mod demo;
 pub mod drain;
 pub mod edge;
 pub mod fleet;
+pub mod geo;
 pub mod http_thread;
 pub mod io;
 pub mod limits;

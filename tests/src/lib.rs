@@ -17,6 +17,7 @@
 //! - [`etcd`]: a real etcd server on loopback ports, for the fleet tests.
 //! - [`fleet`]: edges sharing their state in etcd, each on its own loopback address.
 //! - [`http`]: an HTTP upstream that echoes requests, and `curl` as the client.
+//! - [`mmdb`]: a MaxMind-format country database, written for `conn.geo` tests.
 #![warn(missing_docs)]
 
 pub mod admin;
@@ -27,6 +28,7 @@ pub mod fixture;
 pub mod fleet;
 pub mod http;
 pub mod load;
+pub mod mmdb;
 pub mod netns;
 pub mod openssl;
 pub mod pki;

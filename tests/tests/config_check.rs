@@ -482,3 +482,43 @@ fn an_ngrok_v2_file_is_named_as_such_and_converts_to_files_that_check() {
 fn fixture_text(path: &std::path::Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
+
+#[test]
+fn a_country_expression_needs_a_readable_country_database() {
+    let fx = Fixture::new();
+    let policy = "{ on_tcp_connect: [ { expressions: [\"conn.geo.country_code == 'NL'\"], \
+                  actions: [ { type: deny } ] }, { actions: [ { type: forward-internal, \
+                  config: { url: \"tcp://db.internal:5432\" } } ] } ] }";
+    let edge = fx.edge_yaml("127.0.0.1:0", &[("127.0.0.1:0", policy.to_owned())]);
+    let (ok, text) = config_check(&fx.write("no-db.yml", &edge));
+    assert!(!ok, "{text}");
+    let lines = lines_about(&text, "endpoints[0].traffic_policy");
+    assert!(
+        lines.len() == 1 && lines[0].contains("geoip: { database: FILE }"),
+        "{text}"
+    );
+
+    std::fs::write(fx.path("junk.mmdb"), b"not a database").unwrap();
+    let (ok, text) = config_check(&fx.write(
+        "junk-db.yml",
+        &format!("{edge}geoip:\n  database: junk.mmdb\n"),
+    ));
+    assert!(!ok, "{text}");
+    let lines = lines_about(&text, "geoip.database");
+    assert!(
+        lines.len() == 1 && lines[0].contains("not a MaxMind database"),
+        "{text}"
+    );
+    assert!(lines_about(&text, "traffic_policy").is_empty(), "{text}");
+
+    std::fs::write(
+        fx.path("good.mmdb"),
+        sluice_tests::mmdb::country_database(&[(std::net::Ipv4Addr::new(192, 0, 2, 0), 24, "NL")]),
+    )
+    .unwrap();
+    let (ok, text) = config_check(&fx.write(
+        "good-db.yml",
+        &format!("{edge}geoip:\n  database: good.mmdb\n"),
+    ));
+    assert!(ok, "{text}");
+}

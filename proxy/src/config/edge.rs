@@ -70,6 +70,16 @@ pub struct EdgeFile {
     /// The IP this edge's `tcp://` cloud endpoints bind, in place of the host in their
     /// URLs, so every edge of a fleet serves every endpoint on its own address.
     pub public_address: Option<std::net::IpAddr>,
+    /// The country database policies read `conn.geo.country_code` from.
+    pub geoip: Option<GeoIpSection>,
+}
+
+/// `geoip:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GeoIpSection {
+    /// A MaxMind-format country (or city) database, e.g. GeoLite2-Country.mmdb.
+    pub database: std::path::PathBuf,
 }
 
 /// `limits:`.
@@ -213,6 +223,8 @@ pub struct EdgeSettings {
     pub edge_id: String,
     /// The IP `tcp://` endpoints bind (the URL's host otherwise).
     pub public_address: Option<std::net::IpAddr>,
+    /// The country database (`geoip.database`), read.
+    pub geo: Option<Arc<crate::geo::GeoDb>>,
 }
 
 /// A service user, resolved.
@@ -259,7 +271,7 @@ impl EndpointAddr {
                 }
                 if !policy.decides_at_connect() {
                     return Err("no reachable decision: `on_tcp_connect` needs a rule that \
-                         forwards or denies every connection"
+                         forwards, denies or closes"
                         .to_owned());
                 }
                 Ok(())
@@ -267,6 +279,19 @@ impl EndpointAddr {
             EndpointAddr::Http(_) | EndpointAddr::Https(_) => Ok(()),
         }
     }
+}
+
+/// A policy that reads `conn.geo` needs a country database, or it would never know a
+/// country (and an `in [...]` block would block no one).
+pub fn check_country_source(policy: &CompiledPolicy, has_database: bool) -> Result<(), String> {
+    if policy.reads_country() && !has_database {
+        return Err(
+            "the policy reads `conn.geo`, but this edge has no country database: set \
+             `geoip: { database: FILE }` in edge.yml (a MaxMind-format .mmdb)"
+                .to_owned(),
+        );
+    }
+    Ok(())
 }
 
 /// A cloud endpoint, resolved.

@@ -17,8 +17,9 @@ use sluice_policy::InternalUrl;
 use super::{
     admin::{self, default_listen as default_admin_listen},
     edge::{
-        declared_listeners, parse_endpoint_url, AgentsSection, CloudEndpoint, CloudEndpointSection,
-        EdgeFile, EdgeSettings, EndpointAddr, ServiceUser, ServiceUserSection,
+        check_country_source, declared_listeners, parse_endpoint_url, AgentsSection, CloudEndpoint,
+        CloudEndpointSection, EdgeFile, EdgeSettings, EndpointAddr, GeoIpSection, ServiceUser,
+        ServiceUserSection,
     },
     fleet,
     problems::Problems,
@@ -59,7 +60,8 @@ pub(super) fn resolve(
             .and_then(|a| admin::resolve(a, file, p, warnings))
     });
     let users = service_users(tree, p);
-    let (endpoints, tcp) = endpoints(tree, file, p, warnings);
+    let geo = geoip(tree, file, p);
+    let (endpoints, tcp) = endpoints(tree, file, tree.key("geoip").is_some(), p, warnings);
     check_listeners(tree, tcp, p);
     let edge_id = fleet::edge_id(tree, p);
     let etcd = fleet::state(tree, file, tree.key("state_dir").is_some(), p);
@@ -114,7 +116,17 @@ pub(super) fn resolve(
         etcd,
         edge_id,
         public_address: f.public_address,
+        geo,
     })
+}
+
+/// `geoip:`, its database read and checked.
+fn geoip(tree: &Node, file: &Path, p: &mut Problems) -> Option<Arc<crate::geo::GeoDb>> {
+    let section = from_node::<GeoIpSection>(tree.key("geoip")?).ok()?;
+    crate::geo::GeoDb::open(&relative_to(file, &section.database))
+        .map(Arc::new)
+        .map_err(|e| p.at("geoip.database", e))
+        .ok()
 }
 
 /// `agents:`, checked, with its TLS configuration loaded.
@@ -225,6 +237,7 @@ fn service_users(tree: &Node, p: &mut Problems) -> Vec<ServiceUser> {
 fn endpoints(
     tree: &Node,
     file: &Path,
+    has_geoip: bool,
     p: &mut Problems,
     warnings: &mut Vec<String>,
 ) -> (Vec<CloudEndpoint>, Vec<(usize, SocketAddr)>) {
@@ -334,7 +347,10 @@ fn endpoints(
         let (Some(addr), Ok(policy), Ok(terminate_tls)) = (addr, policy, terminate_tls) else {
             continue;
         };
-        if let Err(e) = addr.check_policy(&policy) {
+        if let Err(e) = addr
+            .check_policy(&policy)
+            .and_then(|()| check_country_source(&policy, has_geoip))
+        {
             p.at(&at("traffic_policy"), e);
             continue;
         }

@@ -14,7 +14,7 @@ use sluice_policy::{CompiledPolicy, TrafficPolicy};
 use super::{ControlPlane, ErrorKind, PlaneError};
 use crate::{
     clock::wall_ms as now_ms,
-    config::edge::{parse_endpoint_url, EndpointAddr},
+    config::edge::{check_country_source, parse_endpoint_url, EndpointAddr},
     edge::{
         conn_limits::LimitSettings,
         endpoints::{AddError, EndpointSpec},
@@ -359,6 +359,7 @@ impl ControlPlane {
         let addr =
             parse_endpoint_url(&url).map_err(|m| PlaneError::bad_request("invalid_url", m))?;
         addr.check_policy(&policy)
+            .and_then(|()| check_country_source(&policy, crate::geo::installed()))
             .map_err(|m| PlaneError::bad_request("invalid_policy", m))?;
         if let (EndpointAddr::Tcp(a), None) = (&addr, &reserved_addr_id) {
             if let Some(r) = reservations.iter().find(|r| {
@@ -444,6 +445,7 @@ impl ControlPlane {
                 let (text, compiled) = compile_policy(value)?;
                 parse_endpoint_url(&old.url)
                     .and_then(|addr| addr.check_policy(&compiled))
+                    .and_then(|()| check_country_source(&compiled, crate::geo::installed()))
                     .map_err(|m| PlaneError::bad_request("invalid_policy", m))?;
                 new.traffic_policy = text;
                 Some(compiled)

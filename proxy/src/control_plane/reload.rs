@@ -3,7 +3,7 @@
 //! an audit event, and the running configuration stays. A good one replaces the static
 //! users (sessions whose token disappeared end) and the static endpoints (added,
 //! removed with drain, policies swapped in place) and the agent port's certificate and
-//! key (new handshakes use them; its expiry is logged). Listener addresses and worker
+//! key (new handshakes use them; its expiry is logged) and the country database. Listener addresses and worker
 //! counts need a restart.
 
 use std::{path::Path, sync::Arc, time::Duration};
@@ -83,6 +83,7 @@ impl ControlPlane {
             tracing::warn!(%trigger, keys = ?pending, "config change needs a restart to take effect; the running values stay until then");
         }
         self.edge.replace_agent_tls(settings.agent_tls.clone());
+        crate::edge::install_geo(&settings);
         crate::tls::log_expiry("agents.tls.cert", settings.agent_cert_not_after);
         let new_statics = StaticEndpoint::all(&settings.endpoints);
         let old_statics = self.statics().endpoints.clone();

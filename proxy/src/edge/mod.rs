@@ -16,6 +16,7 @@ pub mod audit;
 pub mod auth;
 pub mod bind_error;
 mod channel_auth;
+mod conn_facts;
 pub mod conn_limits;
 mod control;
 pub mod datachan;
@@ -346,6 +347,7 @@ pub fn start_with_audit(
             *slot = Some(l);
         }
     }
+    install_geo(&settings);
     let (senders, receivers): (Vec<_>, Vec<_>) =
         (0..workers).map(|_| async_channel::unbounded()).unzip();
     let shared = Arc::new(EdgeShared {
@@ -543,4 +545,12 @@ pub(crate) async fn accept_backoff(what: &str, e: &std::io::Error) {
         tracing::warn!(listener = what, error = %e, failed, "accept failed; retrying every 50 ms");
     }
     monoio::time::sleep(Duration::from_millis(50)).await;
+}
+
+/// Makes the file's country database (or none) the one policies read.
+pub fn install_geo(settings: &EdgeSettings) {
+    if let Some(db) = &settings.geo {
+        tracing::info!(database = db.describe(), "country database loaded");
+    }
+    crate::geo::install(settings.geo.clone());
 }

@@ -30,10 +30,11 @@ use std::{
 };
 
 use monoio::net::TcpStream;
-use sluice_policy::{Cause, CompiledPolicy, Outcome as Verdict, Why};
+use sluice_policy::{Cause, CompiledPolicy, ConnInfo, Outcome as Verdict, Why};
 
 use super::{
     account::{Conn, Outcome, StreamEnd},
+    conn_facts::{write_log_events, PublicConn},
     conn_limits::IpSlot,
     datachan::{DataChannel, ParkedChannel},
     open, peer_out,
@@ -96,7 +97,11 @@ pub(super) fn forward(
 
         let (_ip_slot, target) = {
             let policy = endpoint.policy.load();
-            match admit(&endpoint, peer, &policy) {
+            let facts = PublicConn {
+                server: || server_address(&client, endpoint.addr),
+                hello: &early,
+            };
+            match admit(&endpoint, peer, &policy, &facts) {
                 Ok(Admitted {
                     ip_slot,
                     target: Some(target),
@@ -291,18 +296,23 @@ pub(super) struct Admitted<'e, 'p> {
 }
 
 /// The admit phase: the endpoint's connection limits (before the policy is even
-/// evaluated), then the traffic policy on the client address. A refusal is
+/// evaluated), then the traffic policy on the client address (and, for expressions
+/// that read them, what `facts` tells: edge/conn_facts.rs). A refusal is
 /// [`Outcome::OverLimit`] or [`Outcome::Denied`]; the client is then reset.
 pub(super) fn admit<'e, 'p>(
     endpoint: &'e LiveEndpoint,
     peer: SocketAddr,
     policy: &'p CompiledPolicy,
+    facts: &dyn ConnInfo,
 ) -> Result<Admitted<'e, 'p>, Outcome<'p>> {
     let ip_slot = endpoint
         .limits
         .admit(peer.ip(), endpoint.in_flight())
         .map_err(Outcome::OverLimit)?;
-    let decision = policy.evaluate(peer);
+    let decision = policy.evaluate_conn(peer, facts);
+    if decision.has_logs() {
+        write_log_events(&endpoint.url, policy, &decision, peer, facts);
+    }
     match decision.outcome() {
         Verdict::Deny
             if decision.why().cause() == Cause::NoDecision && !policy.decides_at_connect() =>

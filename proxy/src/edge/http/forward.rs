@@ -35,6 +35,7 @@ use super::{
 use crate::{
     edge::{
         account::{Conn, Outcome},
+        conn_facts::PublicConn,
         datachan::{DataChannel, ParkedChannel},
         pipeline::{self, Carried, Via},
         pool::MemberLoad,
@@ -117,7 +118,11 @@ async fn phases(req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> {
     };
 
     let policy = endpoint.policy.load();
-    let (_ip_slot, conn_target) = match pipeline::admit(&endpoint, conn.peer, &policy) {
+    let facts = PublicConn {
+        server: || conn.server,
+        hello: &[],
+    };
+    let (_ip_slot, conn_target) = match pipeline::admit(&endpoint, conn.peer, &policy, &facts) {
         Ok(admitted) => {
             if let Some(why) = admitted.would_deny {
                 account(Outcome::WouldDeny(why));

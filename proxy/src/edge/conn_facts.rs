@@ -1,0 +1,64 @@
+//! What a public connection's `on_tcp_connect` expressions may read beyond its client
+//! address ([`PublicConn`]: the edge's address it reached, the SNI of a `tls://`
+//! endpoint's ClientHello, the client's country from the operator's database), each
+//! found only when an expression of the endpoint's policy reads it; and the `log`
+//! actions a connection reached, written to the log ([`write_log_events`]).
+
+use std::net::{IpAddr, SocketAddr};
+
+use sluice_policy::{CompiledPolicy, ConnInfo, Decision};
+
+use crate::sni::{peek_sni, SniPeek};
+
+/// One public connection, as policies see it.
+pub(super) struct PublicConn<'a, F: Fn() -> SocketAddr> {
+    /// The edge's address the client connected to (a `getsockname` when the endpoint
+    /// listens on a wildcard address: asked for only when needed).
+    pub(super) server: F,
+    /// The bytes already read from the client: a `tls://` endpoint's ClientHello.
+    pub(super) hello: &'a [u8],
+}
+
+impl<F: Fn() -> SocketAddr> ConnInfo for PublicConn<'_, F> {
+    fn server(&self) -> Option<SocketAddr> {
+        Some((self.server)())
+    }
+
+    fn sni(&self) -> Option<String> {
+        match peek_sni(self.hello) {
+            Ok(SniPeek::Found(name)) => Some(name.into_owned()),
+            _ => None,
+        }
+    }
+
+    fn country_code(&self, ip: IpAddr) -> Option<String> {
+        crate::geo::country_code(ip)
+    }
+}
+
+/// Writes the events of the `log` actions `decision` reached (rate limited like the
+/// edge's other per-connection logs).
+pub(super) fn write_log_events(
+    endpoint: &str,
+    policy: &CompiledPolicy,
+    decision: &Decision<'_>,
+    client: SocketAddr,
+    info: &dyn ConnInfo,
+) {
+    for event in policy.log_events(decision, client, info) {
+        let metadata: serde_json::Map<String, serde_json::Value> = event
+            .metadata
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.into()))
+            .collect();
+        crate::log_throttled!(
+            info,
+            endpoint,
+            %client,
+            rule = event.rule + 1,
+            rule_name = event.rule_name.unwrap_or_default(),
+            metadata = %serde_json::Value::Object(metadata),
+            "traffic policy log"
+        );
+    }
+}
