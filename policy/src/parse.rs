@@ -168,7 +168,7 @@ fn check_decision(p: &TrafficPolicy) -> Result<(), String> {
     )
 }
 
-fn rules<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Rule>, D::Error> {
+pub(crate) fn rules<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Rule>, D::Error> {
     struct Rules;
     impl<'de> Visitor<'de> for Rules {
         type Value = Vec<Rule>;

@@ -55,6 +55,8 @@ pub fn seed_frames() -> Vec<(&'static str, Frame)> {
                     description: "patient DB".into(),
                     metadata: String::new(),
                 },
+                traffic_policy: r#"{"on_tcp_connect":[{"actions":[{"type":"close-connection"}]}]}"#
+                    .into(),
             },
         ),
         ("bind-ok", Frame::BindOk { request_id: 3 }),

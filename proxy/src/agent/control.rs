@@ -289,6 +289,7 @@ async fn established(
                 url: ep.url.clone(),
                 pooling: ep.pooling,
                 labels: ep.labels.clone(),
+                traffic_policy: ep.traffic_policy.clone(),
             });
             let _ = control_tx.try_send(super::health::report(shared, i, &ticket));
         }
@@ -399,6 +400,7 @@ async fn established(
                                 url: ep.url.clone(),
                                 pooling: ep.pooling,
                                 labels: ep.labels.clone(),
+                                traffic_policy: ep.traffic_policy.clone(),
                             },
                         );
                         monoio::spawn(async move {
@@ -478,9 +480,11 @@ impl BindVerdict {
             ErrorCode::AlreadyBound
             | ErrorCode::NotOwner
             | ErrorCode::PoolingMismatch
+            | ErrorCode::PolicyMismatch
             | ErrorCode::Unknown(_) => Self::Retry,
             ErrorCode::SessionEnding | ErrorCode::AlreadyBoundHere => Self::Settled,
             ErrorCode::BindForbidden
+            | ErrorCode::InvalidPolicy
             | ErrorCode::BadRequest
             | ErrorCode::Internal
             | ErrorCode::Unauthorized

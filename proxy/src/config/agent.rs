@@ -275,6 +275,9 @@ pub struct EndpointSection {
     /// ngrok's `bindings`: `[internal]` (what every agent endpoint is here); `public`
     /// is refused (public endpoints are the edge's `endpoints:`).
     pub bindings: Option<Vec<String>>,
+    /// Rules the edge enforces on every connection to this endpoint (`on_tcp_connect`:
+    /// restrict, close, log, set variables).
+    pub traffic_policy: Option<sluice_policy::EndpointPolicy>,
 }
 
 /// `agent_tls_termination:` of an endpoint, as in ngrok's agent file.
@@ -506,6 +509,8 @@ pub struct AgentEndpoint {
     pub health_check: Option<HealthCheck>,
     /// `description` and `metadata`, sent with the bind.
     pub labels: crate::wire::Labels,
+    /// `traffic_policy` as JSON, sent with the bind (empty: none).
+    pub traffic_policy: String,
 }
 
 /// How the agent speaks TLS to an upstream.

@@ -357,7 +357,14 @@ fn endpoint(
             other => p.at(&at("bindings"), format!("`{other}`: expected `internal`")),
         }
     }
+    let traffic_policy = ep
+        .traffic_policy
+        .as_ref()
+        .map(|policy| endpoint_policy(policy, &ep.url))
+        .transpose()
+        .map_err(|m| p.at(&at("traffic_policy"), m));
     Some(AgentEndpoint {
+        traffic_policy: traffic_policy.ok()?.unwrap_or_default(),
         labels: crate::wire::Labels {
             description: ep.description.clone().unwrap_or_default(),
             metadata: ep.metadata.clone().unwrap_or_default(),
@@ -372,6 +379,35 @@ fn endpoint(
         weight,
         health_check: health_check?,
     })
+}
+
+/// An endpoint's `traffic_policy` as the Bind carries it (JSON), checked: it compiles,
+/// fits a frame, and is on a kind of endpoint the edge enforces it for.
+fn endpoint_policy(
+    policy: &sluice_policy::EndpointPolicy,
+    url: &sluice_policy::InternalUrl,
+) -> Result<String, String> {
+    if !matches!(
+        url.scheme(),
+        sluice_policy::Scheme::Tcp | sluice_policy::Scheme::Tls
+    ) {
+        return Err(format!(
+            "a traffic policy on a {} endpoint is not enforced yet (tcp:// and tls:// \
+             endpoints only): put the rules on the edge's endpoint that forwards here",
+            url.scheme().as_str()
+        ));
+    }
+    policy.compile_for(url).map_err(|e| e.to_string())?;
+    let json = serde_json::to_string(policy).map_err(|e| e.to_string())?;
+    if json.len() > crate::wire::MAX_POLICY_LEN {
+        return Err(format!(
+            "{} bytes as sent to the edge; at most {}: long lists belong on the edge's \
+             endpoint",
+            json.len(),
+            crate::wire::MAX_POLICY_LEN
+        ));
+    }
+    Ok(json)
 }
 
 /// Validates `upstream.health_check` (problems at `at.KEY`); `Some(None)` when checks

@@ -24,6 +24,13 @@ pub enum Outcome<'a> {
     OverLimit(LimitHit),
     /// Admit: the traffic policy denied the client; reset.
     Denied(Why<'a>),
+    /// Route: the agent endpoint's own traffic policy denied the client; reset.
+    DeniedAtEndpoint {
+        /// The internal URL.
+        target: &'a str,
+        /// Its rule that denied.
+        why: Why<'a>,
+    },
     /// Admit: forwarded, although an `enforce: false` restriction would have denied.
     WouldDeny(Why<'a>),
     /// Route: no agent session serves the policy's target; closed.
@@ -93,6 +100,13 @@ impl Conn<'_> {
                 crate::log_throttled!(info, endpoint = %endpoint.url, %peer, rule = why.rule(),
                     rule_name = why.rule_name().unwrap_or(""),
                     cause = why.cause().as_str(), "denied by traffic policy");
+                EdgeStats::bump(&self.edge.denied);
+                stats.denied.inc();
+            }
+            Outcome::DeniedAtEndpoint { target, why } => {
+                crate::log_throttled!(info, endpoint = %endpoint.url, %peer, internal_url = %target,
+                    rule = why.rule(), rule_name = why.rule_name().unwrap_or(""),
+                    cause = why.cause().as_str(), "denied by the agent endpoint's traffic policy");
                 EdgeStats::bump(&self.edge.denied);
                 stats.denied.inc();
             }

@@ -31,11 +31,15 @@ pub enum BindError {
     },
     /// The session is ending.
     SessionEnding,
+    /// The endpoint's traffic policy does not parse or compile (the reason).
+    InvalidPolicy(String),
+    /// The URL's pool members bound another traffic policy.
+    PolicyMismatch,
 }
 
 impl BindError {
     /// Every cause's label, for tests and metric descriptions.
-    pub const LABELS: [&'static str; 7] = [
+    pub const LABELS: [&'static str; 9] = [
         "invalid_url",
         "forbidden",
         "not_owner",
@@ -43,6 +47,8 @@ impl BindError {
         "already_bound_here",
         "pooling_mismatch",
         "session_ending",
+        "invalid_policy",
+        "policy_mismatch",
     ];
 
     /// The agent protocol's code for this refusal (distinct per cause).
@@ -55,6 +61,8 @@ impl BindError {
             Self::AlreadyBoundHere => ErrorCode::AlreadyBoundHere,
             Self::PoolingMismatch { .. } => ErrorCode::PoolingMismatch,
             Self::SessionEnding => ErrorCode::SessionEnding,
+            Self::InvalidPolicy(_) => ErrorCode::InvalidPolicy,
+            Self::PolicyMismatch => ErrorCode::PolicyMismatch,
         }
     }
 
@@ -68,6 +76,8 @@ impl BindError {
             Self::AlreadyBoundHere => Self::LABELS[4],
             Self::PoolingMismatch { .. } => Self::LABELS[5],
             Self::SessionEnding => Self::LABELS[6],
+            Self::InvalidPolicy(_) => Self::LABELS[7],
+            Self::PolicyMismatch => Self::LABELS[8],
         }
     }
 
@@ -88,6 +98,10 @@ impl BindError {
                 "{url} is bound by agents with pooling_enabled: {pool_pooling}; every member of a pool must set pooling_enabled: true"
             ),
             Self::SessionEnding => format!("{url}: the session is ending"),
+            Self::InvalidPolicy(why) => format!("{url}: its traffic_policy is invalid: {why}"),
+            Self::PolicyMismatch => format!(
+                "{url} is bound by agents with another traffic_policy; every member of a pool must carry the same one"
+            ),
         }
     }
 }
@@ -109,6 +123,8 @@ impl fmt::Display for BindError {
                 )
             }
             Self::SessionEnding => f.write_str("the session is ending"),
+            Self::InvalidPolicy(why) => write!(f, "invalid traffic_policy: {why}"),
+            Self::PolicyMismatch => f.write_str("the pool's members bound another traffic_policy"),
         }
     }
 }
@@ -135,6 +151,8 @@ mod tests {
             BindError::AlreadyBoundHere,
             BindError::PoolingMismatch { pool_pooling: true },
             BindError::SessionEnding,
+            BindError::InvalidPolicy("expected a map".into()),
+            BindError::PolicyMismatch,
         ]
     }
 

@@ -1,7 +1,8 @@
 //! What a public connection's `on_tcp_connect` expressions may read beyond its client
 //! address ([`PublicConn`]: the edge's address it reached, the SNI of a `tls://`
 //! endpoint's ClientHello, the client's country from the operator's database), each
-//! found only when an expression of the endpoint's policy reads it; and the `log`
+//! found only when an expression of the endpoint's policy reads it ([`ForwardedConn`]
+//! for one arriving over a peer link: its country only); and the `log`
 //! actions a connection reached, written to the log ([`write_log_events`]).
 
 use std::net::{IpAddr, SocketAddr};
@@ -31,6 +32,16 @@ impl<F: Fn() -> SocketAddr> ConnInfo for PublicConn<'_, F> {
         }
     }
 
+    fn country_code(&self, ip: IpAddr) -> Option<String> {
+        crate::geo::country_code(ip)
+    }
+}
+
+/// A connection another edge of the fleet accepted and forwards over a peer link:
+/// its client address (and so its country) is known here, not the rest.
+pub(super) struct ForwardedConn;
+
+impl ConnInfo for ForwardedConn {
     fn country_code(&self, ip: IpAddr) -> Option<String> {
         crate::geo::country_code(ip)
     }

@@ -263,8 +263,9 @@ async fn run_session(
                 url,
                 pooling,
                 labels,
+                policy,
             } => {
-                let outcome = shared.registry.bind(&url, &session, pooling);
+                let outcome = shared.registry.bind(&url, &session, pooling, policy);
                 let answer = SessionLogic::bind_answer(request_id, &url, outcome.as_ref());
                 match outcome {
                     Ok(bound) => {

@@ -140,8 +140,8 @@ fn status_of(status: Status) -> Result<(), OpenError> {
             StreamCode::Ok => Ok(()),
             StreamCode::UnknownEndpoint => Err(OpenError::UnknownUrl),
             StreamCode::UpstreamFailed => Err(OpenError::UpstreamFailed),
-            // Only edges send it, on peer links.
-            StreamCode::PeerRefused => Err(OpenError::UnexpectedFrame),
+            // Only edges send them, on peer links.
+            StreamCode::PeerRefused | StreamCode::Denied => Err(OpenError::UnexpectedFrame),
         },
         Ok(Ok(Some(_))) => Err(OpenError::UnexpectedFrame),
     }

@@ -158,6 +158,17 @@ async fn carry(
         status(link, StreamCode::UnknownEndpoint).await;
         return None;
     };
+    if let Some(policy) = &pool.policy {
+        let facts = super::conn_facts::ForwardedConn;
+        if let Err(why) = policy.check(url, start.client, &facts) {
+            shared.peers.stats.in_failed.inc();
+            crate::log_throttled!(info, peer_edge = %edge, client = %start.client, url = %url,
+                rule = why.rule(), cause = why.cause().as_str(),
+                "peer link: denied by the agent endpoint's traffic policy");
+            status(link, StreamCode::Denied).await;
+            return None;
+        }
+    }
     let to = open::Target {
         endpoint: "peer link",
         peer: start.client,

@@ -179,6 +179,7 @@ enum PeerFailure {
     NoSession,
     UpstreamFailed,
     Refused,
+    Denied,
     Unexpected,
 }
 
@@ -194,6 +195,7 @@ impl PeerFailure {
             PeerFailure::Refused => {
                 "the other edge refused the opening (another fleet key, or clocks apart)"
             }
+            PeerFailure::Denied => "the agent endpoint's traffic policy refused the client",
             PeerFailure::Unexpected => "unexpected frame instead of a status",
         }
     }
@@ -207,7 +209,9 @@ impl PeerFailure {
             PeerFailure::NoStatus => OpenError::NoStatus,
             PeerFailure::NoSession => OpenError::UnknownUrl,
             PeerFailure::UpstreamFailed => OpenError::UpstreamFailed,
-            PeerFailure::Refused | PeerFailure::Unexpected => OpenError::UnexpectedFrame,
+            PeerFailure::Refused | PeerFailure::Denied | PeerFailure::Unexpected => {
+                OpenError::UnexpectedFrame
+            }
         }
     }
 }
@@ -293,6 +297,7 @@ async fn announce(
             StreamCode::UnknownEndpoint => Err(PeerFailure::NoSession),
             StreamCode::UpstreamFailed => Err(PeerFailure::UpstreamFailed),
             StreamCode::PeerRefused => Err(PeerFailure::Refused),
+            StreamCode::Denied => Err(PeerFailure::Denied),
         },
         Ok(Ok(Some(_))) => Err(PeerFailure::Unexpected),
     }

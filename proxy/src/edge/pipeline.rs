@@ -129,6 +129,21 @@ pub(super) fn forward(
             Ok(route) => route,
             Err(refusal) => return account!(refusal),
         };
+        if let Route::Local(pool) = &route {
+            let facts = PublicConn {
+                server: || server_address(&client, endpoint.addr),
+                hello: &early,
+            };
+            if let Some(policy) = &pool.policy {
+                if let Err(why) = policy.check(&endpoint.url, peer, &facts) {
+                    sockets::reset_on_close(client.as_raw_fd());
+                    return account!(Outcome::DeniedAtEndpoint {
+                        target: &target,
+                        why
+                    });
+                }
+            }
+        }
 
         // TCP_NODELAY comes from the listener (io/sockets.rs).
         let server = server_address(&client, endpoint.addr);

@@ -53,7 +53,10 @@ use std::sync::{
 
 use rand::Rng;
 
-use super::{bind_error::BindError, datachan::OpenError, session_handle::SessionHandle};
+use super::{
+    bind_error::BindError, datachan::OpenError, endpoint_policy::BoundPolicy,
+    session_handle::SessionHandle,
+};
 
 /// How long a member the edge saw fail (no data channel in time, a broken channel, an
 /// upstream that refused) is skipped while others are usable.
@@ -154,6 +157,8 @@ pub struct Pool {
     pub members: Vec<Arc<Member>>,
     /// Whether the members bound with `pooling_enabled: true`.
     pub pooling: bool,
+    /// The endpoint's traffic policy, which every member bound with (`None`: none).
+    pub policy: Option<Arc<BoundPolicy>>,
 }
 
 impl Pool {
@@ -176,10 +181,16 @@ impl Pool {
     }
 
     /// A pool of one.
-    pub fn first(url: &str, session: &Arc<SessionHandle>, pooling: bool) -> Pool {
+    pub fn first(
+        url: &str,
+        session: &Arc<SessionHandle>,
+        pooling: bool,
+        policy: Option<Arc<BoundPolicy>>,
+    ) -> Pool {
         Pool {
             members: vec![Arc::new(Member::new(session.clone(), url))],
             pooling,
+            policy,
         }
     }
 
@@ -237,6 +248,7 @@ impl Pool {
         url: &str,
         session: &Arc<SessionHandle>,
         pooling: bool,
+        policy: Option<Arc<BoundPolicy>>,
     ) -> Result<Pool, BindError> {
         if self.member(session.id).is_some() {
             return Err(BindError::AlreadyBoundHere);
@@ -249,9 +261,16 @@ impl Pool {
                 pool_pooling: self.pooling,
             });
         }
+        if self.policy != policy {
+            return Err(BindError::PolicyMismatch);
+        }
         let mut members = self.members.clone();
         members.push(Arc::new(Member::new(session.clone(), url)));
-        Ok(Pool { members, pooling })
+        Ok(Pool {
+            members,
+            pooling,
+            policy: self.policy.clone(),
+        })
     }
 
     /// The pool without `session_id`; `None` when nobody is left.
@@ -265,6 +284,7 @@ impl Pool {
         (!members.is_empty()).then_some(Pool {
             members,
             pooling: self.pooling,
+            policy: self.policy.clone(),
         })
     }
 }
@@ -423,6 +443,7 @@ mod tests {
         let pool = Pool {
             members: members.clone(),
             pooling: true,
+            policy: None,
         };
         for _ in 0..200 {
             assert!(Arc::ptr_eq(&pool.pick(&[]).unwrap(), &members[2]));
@@ -447,6 +468,7 @@ mod tests {
         let pool = Pool {
             members: vec![unhealthy.clone(), suspect.clone(), usable.clone()],
             pooling: true,
+            policy: None,
         };
         let order = |now: u64, rng: &mut rand::rngs::StdRng| {
             let mut tried = Vec::new();
@@ -474,6 +496,7 @@ mod tests {
         let pool = Pool {
             members: members.clone(),
             pooling: true,
+            policy: None,
         };
         members[0].session.starve_for_tests(0);
         let now = crate::clock::mono_ms();
@@ -495,6 +518,7 @@ mod tests {
         let pool = Pool {
             members: members.clone(),
             pooling: true,
+            policy: None,
         };
         let heavy = (0..4000)
             .filter(|_| Arc::ptr_eq(&pool.pick_at(&[], 0, &mut rng).unwrap(), &members[0]))
@@ -508,6 +532,7 @@ mod tests {
         let pool = Pool {
             members: members.clone(),
             pooling: true,
+            policy: None,
         };
         let picked = |pool: &Pool| -> std::collections::HashSet<u64> {
             (0..200).map(|_| pool.pick(&[]).unwrap().id()).collect()

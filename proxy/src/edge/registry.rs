@@ -132,6 +132,7 @@ impl Registry {
         url: &str,
         session: &Arc<SessionHandle>,
         pooling: bool,
+        policy: Option<Arc<super::endpoint_policy::BoundPolicy>>,
     ) -> Result<Bound, BindError> {
         let _guard = self.lock_sessions();
         if session.is_closed() {
@@ -144,8 +145,8 @@ impl Registry {
         }
         let current = self.bindings.load();
         let pool = match current.get(url) {
-            Some(pool) => pool.with_member(url, session, pooling)?,
-            None => Pool::first(url, session, pooling),
+            Some(pool) => pool.with_member(url, session, pooling, policy)?,
+            None => Pool::first(url, session, pooling, policy),
         };
         let claimed = right == BindRight::Claim;
         if claimed {

@@ -11,7 +11,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use super::{auth::Identity, bind_error::BindError, registry::Bound};
+use super::{auth::Identity, bind_error::BindError, endpoint_policy::BoundPolicy, registry::Bound};
 use crate::wire::{ErrorCode, Frame};
 
 /// Bounds on the heartbeat tolerance an agent may ask for.
@@ -55,6 +55,8 @@ pub enum Action {
         pooling: bool,
         /// Its `description` and `metadata`, kept with the session once bound.
         labels: crate::wire::Labels,
+        /// Its `traffic_policy`, compiled, enforced on connections to the URL.
+        policy: Option<Arc<BoundPolicy>>,
     },
     /// Refuse a bind before it reaches the registry (log, audit, then send `answer`).
     RefuseBind {
@@ -166,7 +168,8 @@ impl SessionLogic {
                 url,
                 pooling,
                 labels,
-            } => self.on_bind(request_id, url, pooling, labels),
+                traffic_policy,
+            } => self.on_bind(request_id, url, pooling, labels, traffic_policy),
             other => Action::End {
                 error: Some(Frame::Error {
                     request_id: 0,
@@ -184,6 +187,7 @@ impl SessionLogic {
         url: String,
         pooling: bool,
         labels: crate::wire::Labels,
+        traffic_policy: String,
     ) -> Action {
         let refuse = |url: String, error: BindError| Action::RefuseBind {
             answer: Self::bind_answer(request_id, &url, Err(&error)),
@@ -195,11 +199,16 @@ impl SessionLogic {
             Ok(parsed) => {
                 let url = parsed.canonical();
                 if self.identity.may_bind(&url) {
+                    let policy = match BoundPolicy::from_bind(&traffic_policy, &parsed) {
+                        Ok(policy) => policy.map(Arc::new),
+                        Err(why) => return refuse(url, BindError::InvalidPolicy(why)),
+                    };
                     return Action::Bind {
                         request_id,
                         url,
                         pooling,
                         labels,
+                        policy,
                     };
                 }
                 let rules = self

@@ -4,7 +4,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use bytes::{BufMut, BytesMut};
 
-use super::frame::{ErrorCode, Frame, Labels, StreamCode, StreamStart};
+use super::frame::{ErrorCode, Frame, Labels, StreamCode, StreamStart, MAX_POLICY_LEN};
 
 /// Largest frame body accepted or produced, in bytes.
 pub const MAX_FRAME_LEN: usize = 16 * 1024;
@@ -92,6 +92,7 @@ pub fn encode(frame: &Frame, out: &mut BytesMut) {
             url,
             pooling,
             labels,
+            traffic_policy,
         } => {
             out.put_u8(BIND);
             out.put_u32(*request_id);
@@ -99,6 +100,15 @@ pub fn encode(frame: &Frame, out: &mut BytesMut) {
             out.put_u8(u8::from(*pooling));
             put_str(out, &labels.description);
             put_str(out, &labels.metadata);
+            // Never cut: a cut policy would be another policy. The agent refuses longer
+            // ones when it reads its file.
+            let policy = if traffic_policy.len() <= MAX_POLICY_LEN {
+                traffic_policy.as_str()
+            } else {
+                ""
+            };
+            out.put_u16(policy.len() as u16);
+            out.put_slice(policy.as_bytes());
         }
         Frame::BindOk { request_id } => {
             out.put_u8(BIND_OK);
@@ -229,6 +239,7 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Frame, usize)>, WireError> {
                 description: r.string("bind.description")?,
                 metadata: r.string("bind.metadata")?,
             },
+            traffic_policy: r.string_up_to("bind.traffic_policy", MAX_POLICY_LEN)?,
         },
         BIND_OK => Frame::BindOk {
             request_id: r.u32("bind_ok.request_id")?,
@@ -345,8 +356,11 @@ impl Reader<'_> {
         Ok(u64::from_be_bytes(self.array(field)?))
     }
     fn string(&mut self, field: &'static str) -> Result<String, WireError> {
+        self.string_up_to(field, MAX_STRING_LEN)
+    }
+    fn string_up_to(&mut self, field: &'static str, max: usize) -> Result<String, WireError> {
         let len = self.u16(field)? as usize;
-        if len > MAX_STRING_LEN {
+        if len > max {
             return Err(WireError::BadString(field));
         }
         let bytes = self.take(len, field)?;

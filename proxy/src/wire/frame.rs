@@ -12,7 +12,11 @@ use std::net::SocketAddr;
 /// Version 4: plain-TCP data channels are chunk-framed like TLS ones
 /// ([`super::chunk`]) and carry streams one after another (a version-3 agent would
 /// send raw bytes and close its channel after each stream).
-pub const PROTOCOL_VERSION: u16 = 6;
+pub const PROTOCOL_VERSION: u16 = 7;
+
+/// The longest agent endpoint `traffic_policy` a Bind carries (JSON bytes): it must fit
+/// a frame with the rest of the Bind.
+pub const MAX_POLICY_LEN: usize = 12 * 1024;
 
 /// First bytes an agent sends on a plain-TCP data channel, so the edge's agent port can
 /// tell it from a TLS ClientHello (which starts with 0x16).
@@ -52,6 +56,10 @@ pub enum ErrorCode {
     AlreadyBoundHere,
     /// 11: the authtoken's bind rules do not allow the URL.
     BindForbidden,
+    /// 12: the endpoint's traffic policy is not the one the URL's pool has.
+    PolicyMismatch,
+    /// 13: the endpoint's traffic policy does not parse or compile at the edge.
+    InvalidPolicy,
     /// 99: anything else; the message says what.
     Internal,
     /// A code this build does not know.
@@ -73,6 +81,8 @@ impl ErrorCode {
             Self::SessionEnding => 9,
             Self::AlreadyBoundHere => 10,
             Self::BindForbidden => 11,
+            Self::PolicyMismatch => 12,
+            Self::InvalidPolicy => 13,
             Self::Internal => 99,
             Self::Unknown(v) => v,
         }
@@ -91,6 +101,8 @@ impl ErrorCode {
             9 => Self::SessionEnding,
             10 => Self::AlreadyBoundHere,
             11 => Self::BindForbidden,
+            12 => Self::PolicyMismatch,
+            13 => Self::InvalidPolicy,
             99 => Self::Internal,
             v => Self::Unknown(v),
         }
@@ -111,6 +123,8 @@ impl ErrorCode {
             Self::SessionEnding => "SessionEnding",
             Self::AlreadyBoundHere => "AlreadyBoundHere",
             Self::BindForbidden => "BindForbidden",
+            Self::PolicyMismatch => "PolicyMismatch",
+            Self::InvalidPolicy => "InvalidPolicy",
             Self::Internal => "Internal",
             Self::Unknown(_) => "Unknown",
         }
@@ -132,6 +146,8 @@ pub enum StreamCode {
     /// A peer link's opening was refused (a wrong proof, a replay, a stale time): the
     /// sending edge's fleet key is not this edge's.
     PeerRefused = 3,
+    /// On a peer link: the agent endpoint's traffic policy refused the client.
+    Denied = 4,
 }
 
 impl StreamCode {
@@ -141,6 +157,7 @@ impl StreamCode {
             0 => Self::Ok,
             2 => Self::UnknownEndpoint,
             3 => Self::PeerRefused,
+            4 => Self::Denied,
             _ => Self::UpstreamFailed,
         }
     }
@@ -152,6 +169,7 @@ impl StreamCode {
             Self::UpstreamFailed => "upstream connect failed",
             Self::UnknownEndpoint => "unknown endpoint",
             Self::PeerRefused => "peer link refused",
+            Self::Denied => "denied by the endpoint's traffic policy",
         }
     }
 }
@@ -218,6 +236,9 @@ pub enum Frame {
         pooling: bool,
         /// The endpoint's `description` and `metadata` from the agent file.
         labels: Labels,
+        /// The endpoint's `traffic_policy` as JSON (empty: none), enforced by the edge
+        /// on every connection to the URL; at most [`MAX_POLICY_LEN`] bytes.
+        traffic_policy: String,
     },
     /// edge -> agent: the bind with this request id succeeded.
     BindOk {
@@ -347,12 +368,14 @@ impl std::fmt::Debug for Frame {
                 url,
                 pooling,
                 labels,
+                traffic_policy,
             } => f
                 .debug_struct("Bind")
                 .field("request_id", request_id)
                 .field("url", url)
                 .field("pooling", pooling)
                 .field("labels", labels)
+                .field("traffic_policy", traffic_policy)
                 .finish(),
             Frame::BindOk { request_id } => f
                 .debug_struct("BindOk")

@@ -25,6 +25,7 @@ fn samples() -> Vec<Frame> {
                 description: "patient DB".into(),
                 metadata: "{\"tier\":1}".into(),
             },
+            traffic_policy: "{\"on_tcp_connect\":[]}".into(),
         },
         Frame::BindOk { request_id: 3 },
         Frame::Error {
@@ -165,6 +166,30 @@ fn long_strings_are_truncated_at_a_char_boundary_and_still_decode() {
 }
 
 #[test]
+fn a_bind_carries_a_policy_up_to_its_limit_whole_and_never_a_cut_one() {
+    let bind = |policy: String| Frame::Bind {
+        request_id: 1,
+        url: "tcp://db.internal:5432".into(),
+        pooling: false,
+        labels: Labels::default(),
+        traffic_policy: policy,
+    };
+    let decoded = |frame: &Frame| {
+        let mut buf = BytesMut::new();
+        encode(frame, &mut buf);
+        let (decoded, _) = decode(&buf).unwrap().unwrap();
+        let Frame::Bind { traffic_policy, .. } = decoded else {
+            panic!("wrong frame")
+        };
+        traffic_policy
+    };
+    let longest = "x".repeat(MAX_POLICY_LEN);
+    assert_eq!(decoded(&bind(longest.clone())), longest);
+    // Longer is never sent cut (the agent refuses it when it reads its file).
+    assert_eq!(decoded(&bind(format!("{longest}y"))), "");
+}
+
+#[test]
 fn a_stream_status_is_six_bytes_and_unknown_codes_read_as_failure() {
     let mut buf = BytesMut::new();
     encode(
@@ -251,13 +276,15 @@ fn every_error_code_round_trips_and_unknown_ones_keep_their_number() {
         ErrorCode::SessionEnding,
         ErrorCode::AlreadyBoundHere,
         ErrorCode::BindForbidden,
+        ErrorCode::PolicyMismatch,
+        ErrorCode::InvalidPolicy,
         ErrorCode::Internal,
     ];
     let numbers: std::collections::HashSet<u16> = known.iter().map(|c| c.to_u16()).collect();
     assert_eq!(numbers.len(), known.len(), "distinct numbers");
     for code in known
         .into_iter()
-        .chain([ErrorCode::Unknown(12), ErrorCode::Unknown(4242)])
+        .chain([ErrorCode::Unknown(14), ErrorCode::Unknown(4242)])
     {
         let frame = Frame::Error {
             request_id: 3,
@@ -268,7 +295,7 @@ fn every_error_code_round_trips_and_unknown_ones_keep_their_number() {
         encode(&frame, &mut buf);
         assert_eq!(decode(&buf).unwrap().unwrap().0, frame, "{}", code.name());
     }
-    assert_eq!(ErrorCode::from_u16(12), ErrorCode::Unknown(12));
+    assert_eq!(ErrorCode::from_u16(14), ErrorCode::Unknown(14));
     assert_eq!(ErrorCode::from_u16(7).name(), "NotOwner");
 }
 

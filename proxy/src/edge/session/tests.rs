@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use super::*;
-use crate::edge::{auth::BindRule, registry::Registry, session_handle::SessionHandle};
+use crate::edge::{
+    auth::BindRule, endpoint_policy::BoundPolicy, registry::Registry, session_handle::SessionHandle,
+};
 
 const T0: u64 = 10_000_000;
 const URL: &str = "tcp://db.internal:5432";
@@ -23,6 +25,10 @@ fn logic(tolerance_ms: u32) -> SessionLogic {
 }
 
 fn bind(request_id: u32, url: &str, pooling: bool) -> Frame {
+    bind_with_policy(request_id, url, pooling, "")
+}
+
+fn bind_with_policy(request_id: u32, url: &str, pooling: bool, policy: &str) -> Frame {
     Frame::Bind {
         request_id,
         url: url.to_string(),
@@ -31,6 +37,7 @@ fn bind(request_id: u32, url: &str, pooling: bool) -> Frame {
             description: format!("bind {request_id}"),
             metadata: String::new(),
         },
+        traffic_policy: policy.to_owned(),
     }
 }
 
@@ -115,6 +122,7 @@ fn binds_are_checked_against_the_url_syntax_and_the_tokens_rules_first() {
                 description: "bind 1".into(),
                 metadata: String::new(),
             },
+            policy: None,
         }
     );
     let Action::RefuseBind { error, answer, .. } = s.on_frame(bind(2, URL, false), T0, 0) else {
@@ -200,16 +208,19 @@ fn a_bind_claims_the_url_and_a_second_unpooled_session_is_refused_until_the_firs
     let registry = Registry::default();
     let (a, _a_rx) = session(&registry, "alice");
     let (b, _b_rx) = session(&registry, "alice");
-    let bound = registry.bind(URL, &a, false).unwrap();
+    let bound = registry.bind(URL, &a, false, None).unwrap();
     assert_eq!((bound.members, bound.claimed), (1, true));
-    assert_eq!(code(registry.bind(URL, &b, false)), ErrorCode::AlreadyBound);
     assert_eq!(
-        code(registry.bind(URL, &a, false)),
+        code(registry.bind(URL, &b, false, None)),
+        ErrorCode::AlreadyBound
+    );
+    assert_eq!(
+        code(registry.bind(URL, &a, false, None)),
         ErrorCode::AlreadyBoundHere
     );
     // The first session ends (its agent drained and left): the URL is free again.
     assert_eq!(registry.close_session(&a), vec![URL.to_string()]);
-    let rebound = registry.bind(URL, &b, false).unwrap();
+    let rebound = registry.bind(URL, &b, false, None).unwrap();
     assert_eq!((rebound.members, rebound.claimed), (1, false));
 }
 
@@ -219,11 +230,11 @@ fn pooled_and_unpooled_binds_refuse_each_other_and_pooled_ones_share() {
     let (a, _a_rx) = session(&registry, "alice");
     let (b, _b_rx) = session(&registry, "alice");
     let (c, _c_rx) = session(&registry, "alice");
-    registry.bind(URL, &a, true).unwrap();
-    let refused = registry.bind(URL, &b, false).unwrap_err();
+    registry.bind(URL, &a, true, None).unwrap();
+    let refused = registry.bind(URL, &b, false, None).unwrap_err();
     assert_eq!(refused, BindError::PoolingMismatch { pool_pooling: true });
     assert!(refused.message(URL).contains("pooling_enabled"));
-    assert_eq!(registry.bind(URL, &c, true).unwrap().members, 2);
+    assert_eq!(registry.bind(URL, &c, true, None).unwrap().members, 2);
     assert_eq!(registry.lookup(URL).unwrap().members.len(), 2);
 }
 
@@ -232,8 +243,8 @@ fn another_users_url_is_refused_and_an_ending_session_binds_nothing() {
     let registry = Registry::default();
     let (a, _a_rx) = session(&registry, "alice");
     let (m, _m_rx) = session(&registry, "mallory");
-    registry.bind(URL, &a, true).unwrap();
-    let Err(BindError::NotOwner(owner)) = registry.bind(URL, &m, true) else {
+    registry.bind(URL, &a, true, None).unwrap();
+    let Err(BindError::NotOwner(owner)) = registry.bind(URL, &m, true, None) else {
         panic!("mallory may not join alice's pool")
     };
     assert_eq!(owner.user_name, "alice");
@@ -243,5 +254,67 @@ fn another_users_url_is_refused_and_an_ending_session_binds_nothing() {
         registry.lookup(URL).is_none(),
         "a kicked session is unbound at once"
     );
-    assert_eq!(code(registry.bind(URL, &a, true)), ErrorCode::SessionEnding);
+    assert_eq!(
+        code(registry.bind(URL, &a, true, None)),
+        ErrorCode::SessionEnding
+    );
+}
+
+const OFFICE_ONLY: &str = r#"{"on_tcp_connect":[{"actions":[{"type":"restrict-ips","config":{"enforce":true,"allow":["10.0.0.0/8"],"deny":[]}}]}]}"#;
+
+#[test]
+fn a_binds_traffic_policy_is_compiled_or_the_bind_refused() {
+    let mut s = logic(3000);
+    let Action::Bind {
+        policy: Some(policy),
+        ..
+    } = s.on_frame(bind_with_policy(1, URL, true, OFFICE_ONLY), T0, 0)
+    else {
+        panic!("a valid policy binds");
+    };
+    let facts = sluice_policy::NoConnInfo;
+    assert!(policy
+        .check(URL, "10.1.2.3:4000".parse().unwrap(), &facts)
+        .is_ok());
+    assert!(policy
+        .check(URL, "192.0.2.1:4000".parse().unwrap(), &facts)
+        .is_err());
+    for broken in [
+        "{\"on_tcp_connect\": 3}",
+        r#"{"on_tcp_connect":[{"actions":[{"type":"forward-internal","config":{"url":"tcp://x.internal:1"}}]}]}"#,
+    ] {
+        let Action::RefuseBind { error, answer, .. } =
+            s.on_frame(bind_with_policy(2, URL, true, broken), T0, 0)
+        else {
+            panic!("{broken} was accepted");
+        };
+        assert!(matches!(error, BindError::InvalidPolicy(_)), "{error:?}");
+        assert!(matches!(
+            answer,
+            Frame::Error {
+                code: ErrorCode::InvalidPolicy,
+                ..
+            }
+        ));
+    }
+}
+
+#[test]
+fn pool_members_must_carry_the_same_traffic_policy() {
+    let registry = Registry::default();
+    let (a, _a_rx) = session(&registry, "alice");
+    let (b, _b_rx) = session(&registry, "alice");
+    let (c, _c_rx) = session(&registry, "alice");
+    let url: sluice_policy::InternalUrl = URL.parse().unwrap();
+    let office = || {
+        BoundPolicy::from_bind(OFFICE_ONLY, &url)
+            .unwrap()
+            .map(Arc::new)
+    };
+    registry.bind(URL, &a, true, office()).unwrap();
+    assert_eq!(
+        code(registry.bind(URL, &b, true, None)),
+        ErrorCode::PolicyMismatch
+    );
+    assert_eq!(registry.bind(URL, &c, true, office()).unwrap().members, 2);
 }
