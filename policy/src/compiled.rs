@@ -108,7 +108,8 @@ impl CompiledPolicy {
         }
     }
 
-    /// The table's verdict for `ip` (pending when the rules need more than it).
+    /// The table's verdict for `ip`, or for a pending one the verdict of the rules run
+    /// on from it with `info`.
     #[inline]
     fn lookup<'p>(&'p self, ip: IpAddr, port: u16, info: &dyn ConnInfo) -> Decision<'p> {
         match ip {

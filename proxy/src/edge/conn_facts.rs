@@ -2,8 +2,9 @@
 //! address ([`PublicConn`]: the edge's address it reached, the SNI of a `tls://`
 //! endpoint's ClientHello, the client's country from the operator's database), each
 //! found only when an expression of the endpoint's policy reads it ([`ForwardedConn`]
-//! for one arriving over a peer link: its country only); and the `log`
-//! actions a connection reached, written to the log ([`write_log_events`]).
+//! for one arriving over a peer link: its country only); and a policy's decision on a
+//! connection with the events of the `log` actions it reached written ([`decide`]),
+//! for the cloud endpoint's policy and an agent endpoint's alike.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -47,9 +48,22 @@ impl ConnInfo for ForwardedConn {
     }
 }
 
-/// Writes the events of the `log` actions `decision` reached (rate limited like the
-/// edge's other per-connection logs).
-pub(super) fn write_log_events(
+/// `policy`'s decision on `client`'s connection to `endpoint`, the events of the `log`
+/// actions it reached written (rate limited like the edge's other per-connection logs).
+pub(super) fn decide<'p>(
+    endpoint: &str,
+    policy: &'p CompiledPolicy,
+    client: SocketAddr,
+    info: &dyn ConnInfo,
+) -> Decision<'p> {
+    let decision = policy.evaluate_conn(client, info);
+    if decision.has_logs() {
+        write_log_events(endpoint, policy, &decision, client, info);
+    }
+    decision
+}
+
+fn write_log_events(
     endpoint: &str,
     policy: &CompiledPolicy,
     decision: &Decision<'_>,

@@ -2,7 +2,7 @@
 //! agent's Bind as JSON, compiled when the bind arrives (a broken one refuses the
 //! bind), kept with the URL's pool (every member must carry the same one), and
 //! enforced on each connection the route phase hands to the pool, local or arriving
-//! over a peer link ([`BoundPolicy::admits`]).
+//! over a peer link ([`BoundPolicy::check`]).
 
 use std::net::SocketAddr;
 
@@ -52,10 +52,7 @@ impl BoundPolicy {
         client: SocketAddr,
         facts: &dyn ConnInfo,
     ) -> Result<(), Why<'_>> {
-        let decision = self.compiled.evaluate_conn(client, facts);
-        if decision.has_logs() {
-            super::conn_facts::write_log_events(endpoint, &self.compiled, &decision, client, facts);
-        }
+        let decision = super::conn_facts::decide(endpoint, &self.compiled, client, facts);
         match decision.is_allowed() {
             true => Ok(()),
             false => Err(decision.why()),

@@ -34,7 +34,7 @@ use sluice_policy::{Cause, CompiledPolicy, ConnInfo, Outcome as Verdict, Why};
 
 use super::{
     account::{Conn, Outcome, StreamEnd},
-    conn_facts::{write_log_events, PublicConn},
+    conn_facts::{decide, PublicConn},
     conn_limits::IpSlot,
     datachan::{DataChannel, ParkedChannel},
     open, peer_out,
@@ -324,10 +324,7 @@ pub(super) fn admit<'e, 'p>(
         .limits
         .admit(peer.ip(), endpoint.in_flight())
         .map_err(Outcome::OverLimit)?;
-    let decision = policy.evaluate_conn(peer, facts);
-    if decision.has_logs() {
-        write_log_events(&endpoint.url, policy, &decision, peer, facts);
-    }
+    let decision = decide(&endpoint.url, policy, peer, facts);
     match decision.outcome() {
         Verdict::Deny
             if decision.why().cause() == Cause::NoDecision && !policy.decides_at_connect() =>
