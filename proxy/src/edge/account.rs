@@ -14,7 +14,8 @@ use std::net::SocketAddr;
 use sluice_policy::Why;
 
 use super::{
-    conn_limits::LimitHit, open::NoMember, stats::EdgeStats, tls_port::HelloError, LiveEndpoint,
+    conn_limits::LimitHit, denials::Refusal, open::NoMember, stats::EdgeStats,
+    tls_port::HelloError, LiveEndpoint,
 };
 use crate::io::{splice::PumpError, PumpStats};
 
@@ -95,6 +96,13 @@ impl Conn<'_> {
             Outcome::OverLimit(hit) => {
                 crate::log_throttled!(info, endpoint = %endpoint.url, %peer, limit = hit.as_str(), "connection limit reached; closed");
                 stats.limited.inc();
+                stats.recent_denials.record(Refusal {
+                    client: peer.ip(),
+                    cause: hit.as_str(),
+                    by: "endpoint",
+                    rule: None,
+                    rule_name: None,
+                });
             }
             Outcome::Denied(why) => {
                 crate::log_throttled!(info, endpoint = %endpoint.url, %peer, rule = why.rule(),
@@ -102,6 +110,13 @@ impl Conn<'_> {
                     cause = why.cause().as_str(), "denied by traffic policy");
                 EdgeStats::bump(&self.edge.denied);
                 stats.denied.inc();
+                stats.recent_denials.record(Refusal {
+                    client: peer.ip(),
+                    cause: why.cause().as_str(),
+                    by: "endpoint",
+                    rule: Some(why.rule()),
+                    rule_name: why.rule_name(),
+                });
             }
             Outcome::DeniedAtEndpoint { target, why } => {
                 crate::log_throttled!(info, endpoint = %endpoint.url, %peer, internal_url = %target,
@@ -109,6 +124,13 @@ impl Conn<'_> {
                     cause = why.cause().as_str(), "denied by the agent endpoint's traffic policy");
                 EdgeStats::bump(&self.edge.denied);
                 stats.denied.inc();
+                stats.recent_denials.record(Refusal {
+                    client: peer.ip(),
+                    cause: why.cause().as_str(),
+                    by: target,
+                    rule: Some(why.rule()),
+                    rule_name: why.rule_name(),
+                });
             }
             Outcome::WouldDeny(why) => {
                 tracing::info!(endpoint = %endpoint.url, %peer, rule = why.rule(),

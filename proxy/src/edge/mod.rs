@@ -20,6 +20,7 @@ mod conn_facts;
 pub mod conn_limits;
 mod control;
 pub mod datachan;
+pub mod denials;
 pub mod endpoint_policy;
 pub mod endpoints;
 mod http;

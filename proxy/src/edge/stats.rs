@@ -83,4 +83,6 @@ pub struct EndpointStats {
     pub open_latency: Histogram,
     /// `http://` endpoints: responses sent, by status class (1xx … 5xx).
     pub http_responses: [Counter; 5],
+    /// The clients refused lately (the operator console's endpoint page).
+    pub recent_denials: super::denials::RecentDenials,
 }

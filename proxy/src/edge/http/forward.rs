@@ -37,6 +37,7 @@ use crate::{
         account::{Conn, Outcome},
         conn_facts::PublicConn,
         datachan::{DataChannel, ParkedChannel},
+        denials::{self, RecentDenials},
         pipeline::{self, Carried, Via},
         pool::MemberLoad,
         EdgeShared, LiveEndpoint,
@@ -169,6 +170,7 @@ async fn phases(req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> {
             policy_conn,
             &mut resume,
             conn_target.as_deref(),
+            &endpoint.stats.recent_denials,
         ) {
             Ok(next) => next,
             Err(answer) => return counted(*answer),
@@ -383,6 +385,7 @@ fn next_target(
     conn: PolicyConn<'_>,
     resume: &mut Resume,
     conn_target: Option<&str>,
+    denials: &RecentDenials,
 ) -> Result<(String, OnError), Box<Response<Body>>> {
     let mut would_deny = Vec::new();
     let verdict = rules.on_request(parts, conn, *resume, &mut would_deny);
@@ -394,6 +397,19 @@ fn next_target(
         RequestVerdict::Answer(answer) => {
             tracing::debug!(peer = %conn.client, rule = %answer.rule, status = answer.status.as_u16(),
                 "http: the endpoint's policy answered the request");
+            if let Some(refusal) = answer.refusal {
+                denials.record(denials::Refusal {
+                    client: conn.client.ip(),
+                    cause: match refusal {
+                        sluice_policy::Refusal::Restricted => "restrict-ips",
+                        sluice_policy::Refusal::Denied => "deny",
+                        sluice_policy::Refusal::RateLimited => "rate-limit",
+                    },
+                    by: "endpoint",
+                    rule: None,
+                    rule_name: Some(&answer.rule),
+                });
+            }
             Err(Box::new(page::policy_answer(answer)))
         }
         RequestVerdict::Forward {
