@@ -8,12 +8,14 @@
 //! ([`crate::http_thread`]); clients sending wrong keys are held off ([`backoff`],
 //! applied in `auth`).
 //!
-//! Routes: `/healthz`, `/readyz` (no key), and under `/v1`: `endpoints`,
-//! `reserved_addrs`, `service_users`, `service_users/{id}/authtokens`, `sessions`,
-//! `events` (docs/admin-api.md).
+//! Routes: `/healthz`, `/readyz` and the console's page, `/console` (no key), and
+//! under `/v1`: `endpoints`, `reserved_addrs`, `service_users`,
+//! `service_users/{id}/authtokens`, `sessions`, `events`, `console/*`
+//! (docs/admin-api.md, docs/console.md).
 
 mod auth;
 pub mod backoff;
+pub mod console;
 mod error;
 mod freshness;
 mod metrics;
@@ -43,7 +45,8 @@ pub fn start(settings: AdminSettings, plane: Arc<ControlPlane>) -> std::io::Resu
         auth::ApiKeys::new(settings.api_keys),
         settings.backoff,
     ));
-    let app = routes::router(guard.clone(), plane.clone(), conns.clone());
+    let history = console::SharedHistory::default();
+    let app = routes::router(guard.clone(), plane.clone(), conns.clone(), history.clone());
     let options = ServeOptions::new()
         .limits(settings.limits)
         .max_connections(settings.max_connections)
@@ -51,9 +54,15 @@ pub fn start(settings: AdminSettings, plane: Arc<ControlPlane>) -> std::io::Resu
     let sweeper = async move {
         let mut tick = tokio::time::interval(SWEEP_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut sampled: Option<std::time::Instant> = None;
         loop {
             tick.tick().await;
             guard.sweep(&plane);
+            if sampled.is_none_or(|at| at.elapsed() >= console::history::SAMPLE_EVERY) {
+                sampled = Some(std::time::Instant::now());
+                let mut history = history.lock().unwrap_or_else(|p| p.into_inner());
+                history.sample(plane.edge());
+            }
         }
     };
     crate::http_thread::serve_with(

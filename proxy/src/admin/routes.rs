@@ -16,6 +16,7 @@ use serde::{de::DeserializeOwned, Deserialize};
 
 use super::{
     auth::{require_key, Actor, Guard, KeyCheck},
+    console::{self, SharedHistory},
     error::ApiError,
     freshness::state_headers,
     MAX_BODY,
@@ -31,13 +32,19 @@ pub struct AppState {
     pub(super) guard: Arc<Guard>,
     pub(super) plane: Arc<ControlPlane>,
     pub(super) conns: Arc<ConnStats>,
+    pub(super) history: SharedHistory,
 }
 
 type St = State<Arc<AppState>>;
 type ApiResult = Result<Response, ApiError>;
 
 /// The whole API.
-pub fn router(guard: Arc<Guard>, plane: Arc<ControlPlane>, conns: Arc<ConnStats>) -> Router {
+pub fn router(
+    guard: Arc<Guard>,
+    plane: Arc<ControlPlane>,
+    conns: Arc<ConnStats>,
+    history: SharedHistory,
+) -> Router {
     let keys = KeyCheck {
         guard: guard.clone(),
         plane: plane.clone(),
@@ -46,6 +53,7 @@ pub fn router(guard: Arc<Guard>, plane: Arc<ControlPlane>, conns: Arc<ConnStats>
         guard,
         plane: plane.clone(),
         conns,
+        history,
     });
     let v1 = Router::new()
         .route("/endpoints", get(list_endpoints).post(create_endpoint))
@@ -82,6 +90,7 @@ pub fn router(guard: Arc<Guard>, plane: Arc<ControlPlane>, conns: Arc<ConnStats>
         .route("/routes", get(list_routes))
         .route("/events", get(list_events))
         .route("/state", get(state_status))
+        .merge(console::api())
         .route_layer(middleware::from_fn_with_state(plane, state_headers))
         .route_layer(middleware::from_fn_with_state(keys.clone(), require_key));
     let metrics = Router::new()
@@ -89,6 +98,7 @@ pub fn router(guard: Arc<Guard>, plane: Arc<ControlPlane>, conns: Arc<ConnStats>
         .route_layer(middleware::from_fn_with_state(keys, require_key));
     Router::new()
         .merge(metrics)
+        .merge(console::pages())
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .nest("/v1", v1)
