@@ -19,6 +19,7 @@
 //! - [`geo`]: the operator's country database, for `conn.geo` in policies.
 //! - [`control_plane`], [`state`], [`admin`]: the edge's run-time management — endpoints,
 //!   users and tokens, audit events — durable in SQLite, served as a JSON admin API.
+//! - [`managed_edge`]: an edge with its control plane, admin API and fleet links.
 //! - [`service`]: `sluice service`, the edge or agent as a systemd unit.
 #![warn(missing_docs)]
 
@@ -38,6 +39,7 @@ pub mod http_thread;
 pub mod io;
 pub mod limits;
 pub mod listeners;
+pub mod managed_edge;
 pub mod logfmt;
 pub mod logging;
 pub mod metrics;

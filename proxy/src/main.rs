@@ -389,6 +389,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
             println!("  agent port       {}", d.agent_addr);
             println!("  echo upstream    {}", d.upstream_addr);
+            println!(
+                "  console          http://{}/console  (API key: {})",
+                d.admin_addr, d.admin_key
+            );
             println!("  configs          {}", d.dir.display());
             println!(
                 "try it:  echo hello | nc -q1 {} {}",
@@ -411,44 +415,13 @@ fn run_edge(
     config: &std::path::Path,
     driver: Driver,
 ) -> anyhow::Result<()> {
-    use sluice_proxy::{
-        control_plane::{ControlPlane, StaticEndpoint},
-        edge::audit::AuditSink,
-    };
     let drain_timeout = settings.drain_timeout;
-    let admin = settings.admin.clone();
-    let users = settings.users.clone();
-    let statics = StaticEndpoint::all(&settings.endpoints);
-    let restart_only = sluice_proxy::control_plane::restart_only(&settings);
-    let store = sluice_proxy::state::open(&settings, admin.is_some())?;
-    let public_address = settings.public_address;
-    let (audit, audit_rx) = AuditSink::channel();
-    let edge = edge::start_with_audit(settings, driver, audit)?;
-    let in_fleet = store.fleet_link().is_some();
-    if let Some(link) = store.fleet_link() {
-        start_fleet(link, &edge, public_address);
-    }
-    let config_path = std::fs::canonicalize(config).unwrap_or_else(|_| config.to_path_buf());
-    let plane = ControlPlane::new(
-        store,
-        edge.shared.clone(),
-        users,
-        statics,
-        Some(config_path),
-        restart_only,
-    )?;
-    plane.spawn_audit_writer(audit_rx)?;
-    plane.spawn_config_watcher()?;
-    if let Some(admin) = admin {
-        let addr = sluice_proxy::admin::start(admin, plane.clone())
-            .map_err(|e| std::io::Error::new(e.kind(), format!("admin.listen: {e}")))?;
-        edge.shared
-            .endpoints
-            .add_own_listener(sluice_proxy::listeners::Listener::new(
-                edge::ADMIN_API,
-                addr,
-            ));
-    }
+    let sluice_proxy::managed_edge::ManagedEdge {
+        edge,
+        plane,
+        in_fleet,
+        ..
+    } = sluice_proxy::managed_edge::start(settings, config, driver)?;
     let sig = loop {
         match signals::wait_with_hangup() {
             signals::Signal::Hangup => {
@@ -489,29 +462,6 @@ fn leave_fleet(edge: &edge::EdgeHandle, drain_timeout: std::time::Duration) {
     }
     let left = edge.shared.registry.sessions().len();
     tracing::info!(after = ?started.elapsed(), sessions_left = left, "leaving the fleet: agents moved; closing public listeners");
-}
-
-/// Starts the fleet's routes and peer links (crate::fleet) for an edge on etcd. Peers
-/// reach this edge at its agent port: on `public_address` when the port listens on a
-/// wildcard address.
-fn start_fleet(
-    link: sluice_proxy::state::etcd::FleetLink,
-    edge: &edge::EdgeHandle,
-    public_address: Option<std::net::IpAddr>,
-) {
-    let mut peer_addr = Some(edge.agent_addr);
-    if edge.agent_addr.ip().is_unspecified() {
-        peer_addr = public_address.map(|ip| std::net::SocketAddr::new(ip, edge.agent_addr.port()));
-        if peer_addr.is_none() {
-            tracing::warn!(agent_port = %edge.agent_addr, "fleet: the agent port listens on a wildcard address and public_address is not set: other edges cannot reach this one, so it publishes no routes (it still forwards to the others)");
-        }
-    }
-    sluice_proxy::fleet::start(
-        link,
-        edge.shared.peers.clone(),
-        peer_addr,
-        edge.shared.clone(),
-    );
 }
 
 /// `sluice state export|import`.

@@ -1,6 +1,7 @@
 //! `sluice demo`: an edge, an agent, an echo upstream (behind a TCP endpoint) and a
 //! hello-world HTTP upstream (behind an HTTP endpoint) in one process, on loopback,
-//! from the embedded configs beside this file. The certificate is generated and
+//! from the embedded configs beside this file; the edge serves its admin API and
+//! console with a fresh key. The certificate is generated and
 //! self-signed, the token is fresh, and both land in a private temporary directory, so
 //! the demo goes through exactly the config loading a real deployment does.
 
@@ -15,7 +16,7 @@ use anyhow::Context;
 use crate::{
     agent,
     config::{agent::AgentSettings, edge::EdgeSettings},
-    edge,
+    managed_edge,
     runtime::Driver,
     tls, token,
 };
@@ -35,13 +36,18 @@ pub struct Demo {
     pub agent_addr: SocketAddr,
     /// The echo upstream.
     pub upstream_addr: SocketAddr,
+    /// The admin API and console.
+    pub admin_addr: SocketAddr,
+    /// The admin API key (fresh for each run).
+    pub admin_key: String,
     /// Where the generated certificate and configs live.
     pub dir: PathBuf,
 }
 
 /// Starts the echo and hello upstreams, the edge and the agent; returns once all are
 /// listening. `public_port` 0 picks a free port; a busy fixed port falls back to a
-/// free one (the HTTP port is the next one up, or a free one).
+/// free one (the HTTP port is the next one up and the console's the one after, or
+/// free ones).
 pub fn start(public_port: u16, transport: &str, driver: Driver) -> anyhow::Result<Demo> {
     let upstream = TcpListener::bind("127.0.0.1:0").context("binding the echo upstream")?;
     let upstream_addr = upstream.local_addr()?;
@@ -68,18 +74,30 @@ pub fn start(public_port: u16, transport: &str, driver: Driver) -> anyhow::Resul
         tracing::warn!(port = public_port, "demo port busy; using a free one");
         0
     };
-    let http_port = match port.checked_add(1).filter(|p| *p > 1) {
+    let next_free = |offset: u16| match port.checked_add(offset).filter(|p| *p > offset) {
         Some(p) if TcpListener::bind(("127.0.0.1", p)).is_ok() => p,
         _ => 0,
     };
+    let http_port = next_free(1);
+    let admin_port = next_free(2);
+    let admin_key = token::generate();
+    let admin_key_hash = token::TokenHash::of(admin_key.expose()).to_string();
     let edge_yml = EDGE_TEMPLATE
         .replace("{TOKEN_HASH}", &hash)
         .replace("{PUBLIC_PORT}", &port.to_string())
         .replace("{HTTP_PORT}", &http_port.to_string())
+        .replace("{ADMIN_PORT}", &admin_port.to_string())
+        .replace("{ADMIN_KEY_HASH}", &admin_key_hash)
         .replace("{PLAIN_CHANNELS}", &(transport == "tcp").to_string());
     let edge_path = dir.join("edge.yml");
     std::fs::write(&edge_path, &edge_yml)?;
-    let edge = edge::start(EdgeSettings::from_yaml(&edge_yml, &edge_path)?, driver)?;
+    let managed = managed_edge::start(
+        EdgeSettings::from_yaml(&edge_yml, &edge_path)?,
+        &edge_path,
+        driver,
+    )?;
+    let admin_addr = managed.admin_addr.context("the demo's admin listener")?;
+    let edge = managed.edge;
     let public_addr = edge
         .shared
         .endpoints
@@ -104,6 +122,8 @@ pub fn start(public_port: u16, transport: &str, driver: Driver) -> anyhow::Resul
         http_addr,
         agent_addr: edge.agent_addr,
         upstream_addr,
+        admin_addr,
+        admin_key: admin_key.expose().to_string(),
         dir,
     })
 }
