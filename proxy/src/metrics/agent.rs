@@ -261,6 +261,7 @@ pub(crate) fn render(agent: &dyn AgentReadout) -> String {
             );
         }
     }
+    super::process::render(&mut e);
     e.finish()
 }
 

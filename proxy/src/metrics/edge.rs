@@ -224,6 +224,7 @@ pub fn render(edge: &EdgeShared) -> String {
         &[],
         edge.audit.dropped(),
     );
+    super::process::render(&mut e);
     e.finish()
 }
 

@@ -2,11 +2,13 @@
 //! keeps one cache-line-padded cell per worker thread (the slot is the thread's
 //! [`runtime::worker_index`](crate::runtime::worker_index); other threads share one
 //! extra slot), workers only ever touch their own cell, and a scrape sums the cells.
-//! [`prometheus`] renders the text exposition format; `edge` renders the edge's families.
+//! [`prometheus`] renders the text exposition format; `edge` renders the edge's families;
+//! [`process`] the standard process families both the edge and the agent append.
 
 pub mod agent;
 pub mod edge;
 pub mod fleet;
+pub mod process;
 pub mod prometheus;
 pub mod state;
 
