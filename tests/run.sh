@@ -15,6 +15,9 @@
 #   etcd             the fleet's shared state (fleet.rs), from Debian's etcd-server
 #   tinyproxy        an HTTP CONNECT egress proxy for agents (egress_proxy.rs)
 #   microsocks       a SOCKS5 egress proxy for agents (egress_proxy.rs)
+#   promtool         checks and unit-tests deploy/'s alert rules (monitoring.rs), from Debian's prometheus
+#   chromium         a real browser for the operator console (console.rs), driven by
+#   chromedriver     chromedriver over WebDriver (Debian's chromium-driver)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,6 +31,9 @@ need python3 python3
 need etcd etcd-server
 need tinyproxy tinyproxy
 need microsocks microsocks
+need promtool prometheus
+need chromium chromium
+need chromedriver chromium-driver
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "tests/run.sh: installing ${missing[*]}"
     if [ "$(id -u)" -eq 0 ]; then

@@ -21,6 +21,7 @@
 #![warn(missing_docs)]
 
 pub mod admin;
+pub mod browser;
 pub mod client;
 pub mod etcd;
 pub mod faults;
