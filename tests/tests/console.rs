@@ -354,3 +354,57 @@ fn console_shows_agent_text_as_text_and_refuses_requests_without_a_key() {
         "the key stayed in the tab"
     );
 }
+
+#[test]
+fn the_pools_page_counts_each_members_failed_opens() {
+    let site = site();
+    let up = Echo::start();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let (token_a, _) = site.token();
+    let (token_c, _) = site.token();
+    let _a = site.agent("a.yml", &token_a, up.addr, "'a'", "'good'");
+    // No health checks: the edge learns of c's dead upstream only by failing to open.
+    let c_yaml = fixture::without_health_checks(&fixture::pooled(
+        &site
+            .fx
+            .agent_yaml(&token_c, site.agent_addr, "tcp", &[(URL, dead)]),
+        URL,
+    ));
+    let _c = Sluice::agent(&site.fx.write("c.yml", &c_yaml), DRIVER);
+    wait_until("both agents hold sessions", DEADLINE, || {
+        site.sessions() == 2
+    });
+
+    let member_failures = || -> Vec<(String, u64)> {
+        let pools = site.admin.get("/v1/console/pools");
+        pools["items"][0]["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                (
+                    m["description"].as_str().unwrap().to_string(),
+                    m["open_failures"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let mut sent = 0;
+    wait_until("a connection failed over from c", DEADLINE, || {
+        assert!(sent < 500, "c was never picked in {sent} connections");
+        client::echo_ok(None, site.public, b"fail over").unwrap();
+        sent += 1;
+        member_failures()
+            .iter()
+            .any(|(d, n)| d.is_empty() && *n > 0)
+    });
+    let failures = member_failures();
+    assert_eq!(failures.len(), 2, "{failures:?}");
+    assert!(
+        failures.contains(&("good".to_string(), 0)),
+        "the good member failed: {failures:?}"
+    );
+}

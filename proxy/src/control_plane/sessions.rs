@@ -20,6 +20,9 @@ pub struct SessionBinding {
     pub suspect: bool,
     /// Its pool weight.
     pub weight: u16,
+    /// Streams that could not be opened on this member since it joined (each tried on
+    /// another member while one was left).
+    pub open_failures: u64,
     /// The `description` and `metadata` its agent gave (empty: none).
     #[serde(flatten)]
     pub labels: crate::wire::Labels,
@@ -180,6 +183,7 @@ impl ControlPlane {
                             healthy: b.healthy,
                             suspect: b.suspect,
                             weight: b.weight,
+                            open_failures: b.open_failures,
                         })
                         .collect(),
                 }

@@ -128,6 +128,7 @@ async fn attempt(member: &Member, start: &Frame, early: &[u8]) -> Result<DataCha
 /// transition into suspicion).
 fn suspect(registry: &Registry, member: &Arc<Member>, error: OpenError, to: &Target<'_>) {
     registry.pool_stats.open_failures[error.index()].fetch_add(1, Ordering::Relaxed);
+    member.note_open_failure();
     let reason = error.as_str();
     tracing::info!(endpoint = to.endpoint, peer = %to.peer, url = to.url, session = member.id(),
         reason, cause = error.label(), "pool member unusable; failing over");

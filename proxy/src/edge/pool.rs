@@ -84,6 +84,9 @@ pub struct Member {
     weight: AtomicU16,
     /// Skipped until this instant (ms on [`crate::clock::mono_ms`]); 0: not suspect.
     suspect_until: AtomicU64,
+    /// Streams that could not be opened on it (each tried on another member while one
+    /// was left).
+    open_failures: AtomicU64,
 }
 
 impl Member {
@@ -94,7 +97,18 @@ impl Member {
             healthy: AtomicBool::new(true),
             weight: AtomicU16::new(DEFAULT_WEIGHT),
             suspect_until: AtomicU64::new(0),
+            open_failures: AtomicU64::new(0),
         }
+    }
+
+    /// Counts a stream that could not be opened on it.
+    pub fn note_open_failure(&self) {
+        self.open_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Streams that could not be opened on it since it joined.
+    pub fn open_failures(&self) -> u64 {
+        self.open_failures.load(Ordering::Relaxed)
     }
 
     /// The session id.

@@ -64,6 +64,8 @@ pub struct BindingState {
     pub suspect: bool,
     /// Pool weight.
     pub weight: u16,
+    /// Streams that could not be opened on it since it joined.
+    pub open_failures: u64,
 }
 
 impl Registry {
@@ -320,6 +322,7 @@ impl Registry {
                     healthy: m.healthy(),
                     suspect: m.suspect(),
                     weight: m.weight(),
+                    open_failures: m.open_failures(),
                 })
             })
             .collect();

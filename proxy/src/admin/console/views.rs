@@ -134,6 +134,8 @@ pub struct MemberRow {
     pub suspect: bool,
     /// Pool weight.
     pub weight: u16,
+    /// Streams that could not be opened on it since it joined.
+    pub open_failures: u64,
     /// The endpoint's `description` in the agent file.
     pub description: String,
     /// The endpoint's `metadata` in the agent file.
@@ -319,6 +321,7 @@ pub fn pools(plane: &ControlPlane) -> Pools {
                     healthy: binding.healthy,
                     suspect: binding.suspect,
                     weight: binding.weight,
+                    open_failures: binding.open_failures,
                     description: binding.labels.description.clone(),
                     metadata: binding.labels.metadata.clone(),
                 });

@@ -269,10 +269,12 @@ async function poolsPage() {
     p.items.length === 0 ? el("p", { class: "muted" }, "No agent has bound an internal URL.") : null,
     p.items.map((pool) => {
       const inService = pool.members.filter((m) => m.healthy && !m.suspect).length;
+      const failed = pool.members.reduce((n, m) => n + m.open_failures, 0);
       return el("section", { class: "pool", "data-url": pool.url },
         el("h2", {}, el("code", {}, pool.url), " ",
-          badge(inService + " / " + pool.members.length + " in service", inService === 0 ? "bad" : inService < pool.members.length ? "warn" : "ok")),
-        table(null, [["session", "num"], ["user"], ["agent address"], ["health"], ["weight", "num"], ["streams now", "num"], ["RTT", "num"], ["since"], ["description"], ["metadata"]],
+          badge(inService + " / " + pool.members.length + " in service", inService === 0 ? "bad" : inService < pool.members.length ? "warn" : "ok"),
+          " ", el("span", { class: "muted" }, count(failed) + " failed opens, each failed over to another member while one was left")),
+        table(null, [["session", "num"], ["user"], ["agent address"], ["health"], ["weight", "num"], ["streams now", "num"], ["RTT", "num"], ["since"], ["description"], ["metadata"], ["failed opens", "num"]],
           pool.members.map((m) => el("tr", { class: "member", "data-session": m.session },
             el("td", { class: "num" }, m.session),
             el("td", {}, m.user),
@@ -283,7 +285,8 @@ async function poolsPage() {
             el("td", { class: "num" }, m.rtt_ms == null ? "" : m.rtt_ms.toFixed(2) + " ms"),
             el("td", {}, ago(m.started_at, now)),
             el("td", { class: "wrap" }, m.description),
-            el("td", { class: "wrap" }, m.metadata))),
+            el("td", { class: "wrap" }, m.metadata),
+            el("td", { class: "num failed-opens" }, count(m.open_failures)))),
           "No members."));
     }),
   ];
