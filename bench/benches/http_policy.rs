@@ -8,7 +8,7 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use sluice_policy::{Conn, RequestVerdict, Resume, TrafficPolicy};
+use sluice_policy::{Conn, Effects, RequestVerdict, Resume, TrafficPolicy};
 
 const WITH_EXPRESSIONS: &str = r#"
 on_http_request:
@@ -63,6 +63,7 @@ fn bench(c: &mut Criterion) {
         client: "203.0.113.7:40000".parse().unwrap(),
         server: "127.0.0.1:80".parse().unwrap(),
         scheme: "http",
+        country: None,
     };
     let mut group = c.benchmark_group("on_http_request");
     for (name, yaml) in [
@@ -77,7 +78,7 @@ fn bench(c: &mut Criterion) {
                     let verdict =
                         compiled
                             .http()
-                            .on_request(req, conn, Resume::default(), &mut Vec::new());
+                            .on_request(req, conn, Resume::default(), &mut Effects::default());
                     assert!(matches!(verdict, RequestVerdict::Forward { .. }));
                     black_box(verdict);
                 },

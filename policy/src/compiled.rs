@@ -187,7 +187,7 @@ impl CompiledPolicy {
 
     /// Whether an expression reads `conn.geo` (the edge needs a country database).
     pub fn reads_country(&self) -> bool {
-        self.program.reads_geo
+        self.program.reads_geo || self.http.reads_country()
     }
 
     /// Whether `on_tcp_connect` decides every connection. When it does not (an HTTP

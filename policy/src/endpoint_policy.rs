@@ -1,10 +1,12 @@
 //! [`EndpointPolicy`]: the `traffic_policy` of an agent endpoint (ngrok's agent file
-//! allows one on each endpoint), enforced at the edge on every connection that
-//! reaches the endpoint, after the cloud endpoint's policy forwarded it there. Only
-//! `on_tcp_connect`, and it cannot forward (the connection is already on its way to
-//! this endpoint): it restricts, closes, logs and sets variables; a connection no
-//! rule closes goes on to the endpoint. Compiled as a policy whose last rule forwards
-//! to the endpoint itself ([`EndpointPolicy::compile_for`]).
+//! allows one on each endpoint), enforced at the edge on every connection (and, on an
+//! `http://` endpoint, every request) that reaches the endpoint, after the cloud
+//! endpoint's policy sent it there. It cannot forward (the connection is already on its
+//! way to this endpoint): `on_tcp_connect` restricts, closes, logs and sets variables;
+//! `on_http_request` and `on_http_response` (`http://` endpoints only) also answer,
+//! rewrite, add and remove headers and rate-limit. A connection no rule closes goes on
+//! to the endpoint. Compiled as a policy whose last `on_tcp_connect` rule forwards to
+//! the endpoint itself ([`EndpointPolicy::compile_for`]).
 
 use std::fmt;
 
@@ -14,8 +16,10 @@ use serde::{
 };
 
 use crate::{
+    http_model::{HttpAction, HttpRule},
     model::{Action, ForwardInternal, Rule, TrafficPolicy},
-    CompiledPolicy, InternalUrl, PolicyError,
+    parse::{HttpRequestRules, HttpResponseRules},
+    CompiledPolicy, InternalUrl, PolicyError, Scheme,
 };
 
 /// An agent endpoint's policy.
@@ -23,6 +27,12 @@ use crate::{
 pub struct EndpointPolicy {
     /// Rules run in order on every connection to the endpoint.
     pub on_tcp_connect: Vec<Rule>,
+    /// Rules run in order on every request to an `http://` endpoint.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub on_http_request: Vec<HttpRule>,
+    /// Rules run in order on every response of an `http://` endpoint.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub on_http_response: Vec<HttpRule>,
 }
 
 impl EndpointPolicy {
@@ -34,6 +44,12 @@ impl EndpointPolicy {
     /// The policy enforced for connections to `url`: these rules, then one that
     /// forwards to `url` (so "allowed" is a forward to it, anything else a refusal).
     pub fn compile_for(&self, url: &InternalUrl) -> Result<CompiledPolicy, PolicyError> {
+        let has_http = !self.on_http_request.is_empty() || !self.on_http_response.is_empty();
+        if has_http && url.scheme() != Scheme::Http {
+            return Err(PolicyError::Invalid(format!(
+                "`on_http_request`/`on_http_response` on `{url}`: HTTP rules run on                  http:// endpoints only"
+            )));
+        }
         let mut rules = self.on_tcp_connect.clone();
         rules.push(Rule {
             name: Some("to the endpoint".to_owned()),
@@ -44,7 +60,8 @@ impl EndpointPolicy {
         });
         TrafficPolicy {
             on_tcp_connect: rules,
-            ..TrafficPolicy::default()
+            on_http_request: self.on_http_request.clone(),
+            on_http_response: self.on_http_response.clone(),
         }
         .compile()
     }
@@ -67,7 +84,10 @@ impl<'de> Deserialize<'de> for EndpointPolicy {
         impl<'de> Visitor<'de> for V {
             type Value = EndpointPolicy;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an agent endpoint's traffic policy (on_tcp_connect)")
+                f.write_str(
+                    "an agent endpoint's traffic policy (on_tcp_connect, on_http_request, \
+                     on_http_response)",
+                )
             }
             fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<EndpointPolicy, M::Error> {
                 let mut policy = EndpointPolicy::default();
@@ -76,13 +96,34 @@ impl<'de> Deserialize<'de> for EndpointPolicy {
                         "on_tcp_connect" => {
                             policy.on_tcp_connect = map.next_value::<Rules>()?.0;
                         }
-                        "on_http_request" | "on_http_response" => {
-                            return Err(de::Error::custom(format!(
-                                "`{key}` on an agent endpoint is not supported yet: put HTTP \
-                                 rules on the edge's http:// or https:// endpoint"
-                            )))
+                        "on_http_request" => {
+                            let rules = map.next_value::<HttpRequestRules>()?.0;
+                            for (i, rule) in rules.iter().enumerate() {
+                                if rule
+                                    .actions
+                                    .iter()
+                                    .any(|a| matches!(a, HttpAction::ForwardInternal(_)))
+                                {
+                                    return Err(de::Error::custom(format!(
+                                        "on_http_request rule {}: `forward-internal` cannot \
+                                         run in an agent endpoint's policy: the request is \
+                                         already on its way to this endpoint (forward from the \
+                                         edge's cloud endpoint)",
+                                        i + 1
+                                    )));
+                                }
+                            }
+                            policy.on_http_request = rules;
                         }
-                        other => return Err(de::Error::unknown_field(other, &["on_tcp_connect"])),
+                        "on_http_response" => {
+                            policy.on_http_response = map.next_value::<HttpResponseRules>()?.0;
+                        }
+                        other => {
+                            return Err(de::Error::unknown_field(
+                                other,
+                                &["on_tcp_connect", "on_http_request", "on_http_response"],
+                            ))
+                        }
                     }
                 }
                 Ok(policy)
@@ -132,7 +173,20 @@ mod tests {
         let err = |y: &str| EndpointPolicy::from_yaml(y).unwrap_err().to_string();
         assert!(err("on_tcp_connect:\n  - actions:\n      - type: forward-internal\n        config: { url: tcp://x.internal:1 }\n")
             .contains("already on its way"));
-        assert!(err("on_http_request: []\n").contains("not supported yet"));
+        assert!(err("on_http_request:\n  - actions:\n      - type: forward-internal\n        config: { url: http://x.internal }\n")
+            .contains("already on its way"));
+        // HTTP rules need an http:// endpoint.
+        let http = EndpointPolicy::from_yaml(
+            "on_http_request:\n  - actions:\n      - type: deny\n        config: { status_code: 401 }\n",
+        )
+        .unwrap();
+        let tcp = InternalUrl::parse("tcp://db.internal:5432").unwrap();
+        assert!(http.compile_for(&tcp).unwrap_err().to_string().contains("http:// endpoints only"));
+        let web = InternalUrl::parse("http://web.internal").unwrap();
+        let compiled = http.compile_for(&web).unwrap();
+        assert!(!compiled.http().is_empty());
+        let json = serde_json::to_string(&http).unwrap();
+        assert_eq!(EndpointPolicy::from_yaml(&json).unwrap(), http);
         assert!(err("on_tcp_conect: []\n").contains("on_tcp_conect"));
         // No decision is needed: an empty policy lets everything through.
         assert!(EndpointPolicy::from_yaml("on_tcp_connect: []\n").is_ok());

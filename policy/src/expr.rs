@@ -220,6 +220,11 @@ pub struct Facts<'a> {
     pub request: &'a http::request::Parts,
     /// The response, in `on_http_response`.
     pub response: Option<&'a http::response::Parts>,
+    /// The client's country (`conn.geo.country_code`), when the policy reads it and
+    /// the edge knows it.
+    pub country: Option<&'a str>,
+    /// What `set-vars` set so far in this phase (`vars.*`).
+    pub(crate) vars: &'a [(String, Var)],
 }
 
 /// The variables of one request (or response) bound for CEL, with the standard library
@@ -243,6 +248,7 @@ impl Scope {
         if let Some(response) = facts.response {
             ctx.add_variable_from_value("res", res(response));
         }
+        ctx.add_variable_from_value("vars", vars_map(facts.vars));
         Scope { ctx }
     }
 }
@@ -292,21 +298,23 @@ impl Scope {
         }
         conn.insert(key("geo"), geo.into());
         ctx.add_variable_from_value("conn", conn);
-        let vars: HashMap<Key, Value> = facts
-            .vars
-            .iter()
-            .map(|(name, v)| {
-                let value = match v {
-                    Var::Bool(b) => Value::Bool(*b),
-                    Var::Int(i) => Value::Int(*i),
-                    Var::Text(t) => t.clone().into(),
-                };
-                (key(name), value)
-            })
-            .collect();
-        ctx.add_variable_from_value("vars", vars);
+        ctx.add_variable_from_value("vars", vars_map(&facts.vars));
         Scope { ctx }
     }
+}
+
+/// `vars.*` for CEL.
+fn vars_map(vars: &[(String, Var)]) -> HashMap<Key, Value> {
+    vars.iter()
+        .map(|(name, v)| {
+            let value = match v {
+                Var::Bool(b) => Value::Bool(*b),
+                Var::Int(i) => Value::Int(*i),
+                Var::Text(t) => t.clone().into(),
+            };
+            (key(name), value)
+        })
+        .collect()
 }
 
 fn add_functions(ctx: &mut Context<'static, 'static>) {
@@ -350,11 +358,16 @@ fn in_ranges(ip: &str, cidrs: &[Arc<String>]) -> Result<bool, ExecutionError> {
 
 impl Facts<'_> {
     fn conn(&self) -> HashMap<Key, Value> {
+        let mut geo: HashMap<Key, Value> = HashMap::new();
+        if let Some(code) = self.country {
+            geo.insert(key("country_code"), code.to_owned().into());
+        }
         map([
             ("client_ip", self.client.ip().to_string().into()),
             ("client_port", i64::from(self.client.port()).into()),
             ("server_ip", self.server.ip().to_string().into()),
             ("server_port", i64::from(self.server.port()).into()),
+            ("geo", geo.into()),
         ])
     }
 
@@ -450,6 +463,8 @@ mod tests {
             scheme: "https",
             request: req,
             response: None,
+            country: None,
+            vars: &[],
         }
     }
 

@@ -8,7 +8,9 @@
 //! `custom-response`, a failed `restrict-ips` or `rate-limit`) or forwards ends the
 //! phase. A forward remembers where it stopped ([`Resume`]), so a `forward-internal`
 //! with `on_error: continue` whose target cannot take the request goes on from the
-//! next action.
+//! next action. `close-connection` ends the phase with no answer at all; `log` and
+//! `set-vars` go on (what they did is in [`Effects`] and in later expressions'
+//! `vars.*`).
 
 use std::{
     net::SocketAddr,
@@ -18,8 +20,9 @@ use std::{
 use http::{header::HeaderValue, HeaderName, StatusCode};
 
 use crate::{
-    expr::{Facts, Scope, Template},
+    expr::{Facts, Scope, Template, Var},
     http_model::{HttpAction, HttpRule, OnError},
+    model::VarValue,
     rate_limit::SlidingWindow,
     restrict::RestrictIps,
     InternalUrl, PolicyError, TrafficPolicy,
@@ -34,6 +37,7 @@ pub(crate) type Passes = Box<dyn Fn(std::net::IpAddr) -> bool + Send + Sync>;
 pub struct HttpPhases {
     request: Vec<Compiled>,
     response: Vec<Compiled>,
+    reads_geo: bool,
 }
 
 #[derive(Debug)]
@@ -75,6 +79,28 @@ pub struct Conn<'a> {
     pub server: SocketAddr,
     /// `http` or `https`.
     pub scheme: &'a str,
+    /// The client's country from the edge's database, when the policy reads it
+    /// ([`HttpPhases::reads_country`]) and the database knows the address.
+    pub country: Option<&'a str>,
+}
+
+/// What a phase did besides its verdict: restrictions with `enforce: false` the client
+/// failed (to log, not refuse), and the `log` actions it reached.
+#[derive(Debug, Default)]
+pub struct Effects {
+    /// Rules whose `restrict-ips` (with `enforce: false`) would have refused.
+    pub would_deny: Vec<String>,
+    /// `log` actions reached, in order.
+    pub logs: Vec<HttpLog>,
+}
+
+/// One `log` action a request (or response) reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpLog {
+    /// The rule, as `rule 2 ("name")`.
+    pub rule: String,
+    /// Its metadata, `${...}` filled in, in key order.
+    pub metadata: Vec<(String, String)>,
 }
 
 /// What `on_http_request` decided.
@@ -95,6 +121,25 @@ pub enum RequestVerdict<'p> {
     /// No action answered or forwarded: the connection's target (from
     /// `on_tcp_connect`) takes the request, if it has one.
     Pass,
+    /// `close-connection`: close the client's connection without an answer.
+    Close {
+        /// The rule, as `rule 2 ("name")`.
+        rule: String,
+    },
+}
+
+/// What `on_http_response` decided.
+#[derive(Debug)]
+pub enum ResponseVerdict {
+    /// Send the upstream's response (its headers as the actions changed them).
+    Send,
+    /// Answer with this instead.
+    Answer(Answer),
+    /// `close-connection`: close the client's connection without an answer.
+    Close {
+        /// The rule, as `rule 2 ("name")`.
+        rule: String,
+    },
 }
 
 /// A response the policy gives instead of the upstream's.
@@ -130,10 +175,22 @@ impl HttpPhases {
         policy: &TrafficPolicy,
         restrict: &dyn Fn(&RestrictIps) -> Result<Passes, PolicyError>,
     ) -> Result<HttpPhases, PolicyError> {
+        let reads_geo = policy
+            .on_http_request
+            .iter()
+            .chain(&policy.on_http_response)
+            .any(reads_geo);
         Ok(HttpPhases {
             request: compile_rules(&policy.on_http_request, restrict)?,
             response: compile_rules(&policy.on_http_response, restrict)?,
+            reads_geo,
         })
+    }
+
+    /// Whether an expression or template reads `conn.geo` (the caller then looks the
+    /// client's country up and puts it in [`Conn::country`]).
+    pub fn reads_country(&self) -> bool {
+        self.reads_geo
     }
 
     /// Whether the policy has any HTTP rule.
@@ -148,14 +205,13 @@ impl HttpPhases {
     }
 
     /// Runs `on_http_request` on `request` from `from` (the start: `Resume::default()`),
-    /// changing it as its actions say; with the names of `enforce: false` restrictions
-    /// the client failed (logged, not refused).
+    /// changing it as its actions say; what else it did goes to `effects`.
     pub fn on_request<'p>(
         &'p self,
         request: &mut http::request::Parts,
         conn: Conn<'_>,
         from: Resume,
-        would_deny: &mut Vec<String>,
+        effects: &mut Effects,
     ) -> RequestVerdict<'p> {
         let now = Instant::now();
         let mut scope = LazyScope::default();
@@ -178,7 +234,7 @@ impl HttpPhases {
                                         rule(),
                                     ));
                                 }
-                                would_deny.push(rule());
+                                effects.would_deny.push(rule());
                             }
                         }
                     }
@@ -225,6 +281,14 @@ impl HttpPhases {
                         rewrite(request, &u.from, &u.to);
                         scope.reset();
                     }
+                    HttpAction::CloseConnection => return RequestVerdict::Close { rule: rule() },
+                    HttpAction::Log(l) => {
+                        let logged = log(&l.metadata, rule(), &mut scope, request, None, conn);
+                        effects.logs.push(logged);
+                    }
+                    HttpAction::SetVars(v) => {
+                        set_vars(&v.vars, &mut scope, request, None, conn);
+                    }
                     HttpAction::RateLimit(l) => {
                         if let State::Limit(window) = state {
                             let scope = scope.get(request, None, conn);
@@ -254,13 +318,14 @@ impl HttpPhases {
     }
 
     /// Runs `on_http_response` on `response` (to `request`, as it was sent upstream):
-    /// headers changed in place, or an answer to give instead.
+    /// headers changed in place, or an answer to give instead, or no answer at all.
     pub fn on_response(
         &self,
         request: &http::request::Parts,
         response: &mut http::response::Parts,
         conn: Conn<'_>,
-    ) -> Option<Answer> {
+        effects: &mut Effects,
+    ) -> ResponseVerdict {
         let mut scope = LazyScope::default();
         for (r, compiled) in self.response.iter().enumerate() {
             if !applies(&compiled.rule, &mut scope, request, Some(response), conn) {
@@ -283,7 +348,7 @@ impl HttpPhases {
                         scope.reset();
                     }
                     HttpAction::CustomResponse(c) => {
-                        return Some(Answer {
+                        return ResponseVerdict::Answer(Answer {
                             status: StatusCode::from_u16(c.status_code).unwrap_or(StatusCode::OK),
                             headers: render_all(
                                 &c.headers,
@@ -298,18 +363,35 @@ impl HttpPhases {
                         });
                     }
                     HttpAction::Deny(d) => {
-                        return Some(refusal(
+                        return ResponseVerdict::Answer(refusal(
                             StatusCode::from_u16(d.status_code).unwrap_or(StatusCode::FORBIDDEN),
                             Refusal::Denied,
                             describe(&compiled.rule, r),
                         ))
                     }
+                    HttpAction::CloseConnection => {
+                        return ResponseVerdict::Close {
+                            rule: describe(&compiled.rule, r),
+                        }
+                    }
+                    HttpAction::Log(l) => {
+                        let rule = describe(&compiled.rule, r);
+                        let logged =
+                            log(&l.metadata, rule, &mut scope, request, Some(response), conn);
+                        effects.logs.push(logged);
+                    }
+                    HttpAction::SetVars(v) => {
+                        set_vars(&v.vars, &mut scope, request, Some(response), conn);
+                    }
                     // Refused by parsing and validation.
-                    _ => {}
+                    HttpAction::RestrictIps(_)
+                    | HttpAction::ForwardInternal(_)
+                    | HttpAction::UrlRewrite(_)
+                    | HttpAction::RateLimit(_) => {}
                 }
             }
         }
-        None
+        ResponseVerdict::Send
     }
 }
 
@@ -342,9 +424,13 @@ fn compile_rules(
 }
 
 /// The CEL scope of the request (or response) being run: built when an expression
-/// first needs it, dropped when an action changes what it was built from.
+/// first needs it, dropped when an action changes what it was built from; and the
+/// phase's variables (`set-vars`).
 #[derive(Default)]
-struct LazyScope(Option<Scope>);
+struct LazyScope {
+    scope: Option<Scope>,
+    vars: Vec<(String, Var)>,
+}
 
 impl LazyScope {
     fn get(
@@ -353,20 +439,88 @@ impl LazyScope {
         response: Option<&http::response::Parts>,
         conn: Conn<'_>,
     ) -> &Scope {
-        self.0.get_or_insert_with(|| {
+        let vars = &self.vars;
+        self.scope.get_or_insert_with(|| {
             Scope::new(&Facts {
                 client: conn.client,
                 server: conn.server,
                 scheme: conn.scheme,
                 request,
                 response,
+                country: conn.country,
+                vars,
             })
         })
     }
 
     fn reset(&mut self) {
-        self.0 = None;
+        self.scope = None;
     }
+}
+
+/// A `log` action's event, its metadata rendered.
+fn log(
+    metadata: &std::collections::BTreeMap<String, Template>,
+    rule: String,
+    scope: &mut LazyScope,
+    request: &http::request::Parts,
+    response: Option<&http::response::Parts>,
+    conn: Conn<'_>,
+) -> HttpLog {
+    let metadata = metadata
+        .iter()
+        .map(|(k, t)| (k.clone(), t.render(|| scope.get(request, response, conn))))
+        .collect();
+    HttpLog { rule, metadata }
+}
+
+/// A `set-vars` action: each value computed in the scope as it was, then set.
+fn set_vars(
+    vars: &std::collections::BTreeMap<String, VarValue>,
+    scope: &mut LazyScope,
+    request: &http::request::Parts,
+    response: Option<&http::response::Parts>,
+    conn: Conn<'_>,
+) {
+    let values: Vec<(String, Var)> = vars
+        .iter()
+        .map(|(name, value)| {
+            let v = match value {
+                VarValue::Bool(b) => Var::Bool(*b),
+                VarValue::Int(i) => Var::Int(*i),
+                VarValue::Text(t) => Var::Text(t.render(|| scope.get(request, response, conn))),
+            };
+            (name.clone(), v)
+        })
+        .collect();
+    for (name, v) in values {
+        match scope.vars.iter_mut().find(|(n, _)| *n == name) {
+            Some(slot) => slot.1 = v,
+            None => scope.vars.push((name, v)),
+        }
+    }
+    scope.reset();
+}
+
+/// Whether a rule's expressions or templates read `conn.geo`.
+fn reads_geo(rule: &HttpRule) -> bool {
+    let templates = |headers: &[(http::HeaderName, Template)]| {
+        headers.iter().any(|(_, t)| t.as_str().contains("geo"))
+    };
+    rule.expressions.iter().any(|e| e.as_str().contains("geo"))
+        || rule.actions.iter().any(|a| match a {
+            HttpAction::AddHeaders(h) => templates(&h.headers),
+            HttpAction::CustomResponse(c) => {
+                templates(&c.headers) || c.body.as_str().contains("geo")
+            }
+            HttpAction::RateLimit(l) => l.bucket_key.iter().any(|e| e.as_str().contains("geo")),
+            HttpAction::Log(l) => l.metadata.values().any(|t| t.as_str().contains("geo")),
+            HttpAction::SetVars(v) => v
+                .vars
+                .values()
+                .any(|x| matches!(x, VarValue::Text(t) if t.as_str().contains("geo"))),
+            _ => false,
+        })
 }
 
 fn applies(

@@ -8,6 +8,7 @@ use serde::{Serialize, Serializer};
 
 use crate::{
     expr::{Expression, Template},
+    model::{Log, SetVars},
     restrict::RestrictIps,
     InternalUrl,
 };
@@ -47,6 +48,13 @@ pub enum HttpAction {
     UrlRewrite(UrlRewrite),
     /// Answer 429 past `capacity` requests per `rate` per bucket.
     RateLimit(RateLimit),
+    /// Close the client's connection without an answer (an HTTP/2 client's stream is
+    /// reset).
+    CloseConnection,
+    /// Log an event with this metadata and go on.
+    Log(Log),
+    /// Set variables later expressions and templates read as `vars.NAME`, and go on.
+    SetVars(SetVars),
 }
 
 impl HttpAction {
@@ -61,6 +69,9 @@ impl HttpAction {
             HttpAction::CustomResponse(_) => "custom-response",
             HttpAction::UrlRewrite(_) => "url-rewrite",
             HttpAction::RateLimit(_) => "rate-limit",
+            HttpAction::CloseConnection => "close-connection",
+            HttpAction::Log(_) => "log",
+            HttpAction::SetVars(_) => "set-vars",
         }
     }
 
@@ -68,7 +79,9 @@ impl HttpAction {
     /// forwards it with `on_error: halt`).
     pub fn always_decides(&self) -> bool {
         match self {
-            HttpAction::Deny(_) | HttpAction::CustomResponse(_) => true,
+            HttpAction::Deny(_) | HttpAction::CustomResponse(_) | HttpAction::CloseConnection => {
+                true
+            }
             HttpAction::ForwardInternal(f) => f.on_error == OnError::Halt,
             _ => false,
         }

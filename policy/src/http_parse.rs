@@ -4,7 +4,7 @@
 //! action's type), CEL compiled, header names, status codes, regexes and durations
 //! checked. Which actions a phase allows is checked when its list ends.
 
-use std::{fmt, time::Duration};
+use std::{collections::BTreeMap, fmt, time::Duration};
 
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
@@ -15,6 +15,8 @@ use crate::{
         AddHeaders, CustomResponse, HttpAction, HttpDeny, HttpForward, HttpRule, OnError,
         RateLimit, RemoveHeaders, UrlRewrite,
     },
+    model::{Log, SetVars},
+    parse::Vars,
     restrict::RestrictIps,
     Cidr, InternalUrl,
 };
@@ -43,6 +45,9 @@ impl Phase {
                     | HttpAction::RemoveHeaders(_)
                     | HttpAction::CustomResponse(_)
                     | HttpAction::Deny(_)
+                    | HttpAction::CloseConnection
+                    | HttpAction::Log(_)
+                    | HttpAction::SetVars(_)
             ),
         }
     }
@@ -223,6 +228,8 @@ struct RawConfig {
     capacity: Option<u32>,
     rate: Option<String>,
     bucket_key: Option<Vec<Expression>>,
+    metadata: Option<BTreeMap<String, Template>>,
+    vars: Option<Vars>,
 }
 
 impl<'de> Deserialize<'de> for OnError {
@@ -263,12 +270,14 @@ impl RawConfig {
         note(self.capacity.is_some(), "capacity");
         note(self.rate.is_some(), "rate");
         note(self.bucket_key.is_some(), "bucket_key");
+        note(self.metadata.is_some(), "metadata");
+        note(self.vars.is_some(), "vars");
         out
     }
 }
 
 const TYPES: &str = "restrict-ips, deny, forward-internal, add-headers, remove-headers, \
-                     custom-response, url-rewrite, rate-limit";
+                     custom-response, url-rewrite, rate-limit, close-connection, log, set-vars";
 
 /// The action of type `kind` from its config.
 fn build(kind: &str, c: RawConfig) -> Result<HttpAction, String> {
@@ -280,6 +289,9 @@ fn build(kind: &str, c: RawConfig) -> Result<HttpAction, String> {
         "custom-response" => &["status_code", "body", "content", "headers"],
         "url-rewrite" => &["from", "to"],
         "rate-limit" => &["name", "algorithm", "capacity", "rate", "bucket_key"],
+        "close-connection" => &[],
+        "log" => &["metadata"],
+        "set-vars" => &["vars"],
         _ => {
             return Err(format!(
                 "unknown action type `{kind}` (HTTP phases support {TYPES})"
@@ -390,6 +402,16 @@ fn build(kind: &str, c: RawConfig) -> Result<HttpAction, String> {
                 bucket_key,
             })
         }
+        "close-connection" => HttpAction::CloseConnection,
+        "log" => HttpAction::Log(Log {
+            metadata: c.metadata.unwrap_or_default(),
+        }),
+        "set-vars" => HttpAction::SetVars(SetVars {
+            vars: c
+                .vars
+                .ok_or_else(|| "`set-vars` needs `vars`, e.g. `vars: [{office: true}]`".to_owned())?
+                .0,
+        }),
         _ => unreachable!("checked above"),
     })
 }

@@ -89,7 +89,9 @@ pub use endpoint_policy::EndpointPolicy;
 pub use error::PolicyError;
 pub use expr::{Expression, Facts, Scope, Template};
 pub use handle::{PolicyHandle, PolicyReader, SwapReport};
-pub use http_eval::{Answer, Conn, HttpPhases, Refusal, RequestVerdict, Resume};
+pub use http_eval::{
+    Answer, Conn, Effects, HttpLog, HttpPhases, Refusal, RequestVerdict, ResponseVerdict, Resume,
+};
 pub use http_model::{
     AddHeaders, CustomResponse, HttpAction, HttpDeny, HttpForward, HttpRule, OnError, RateLimit,
     RemoveHeaders, UrlRewrite,

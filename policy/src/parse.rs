@@ -70,8 +70,8 @@ enum PolicyField {
 
 /// The phases' rule lists, each deserialized with its own validation.
 struct TcpRules(Vec<Rule>);
-struct HttpRequestRules(Vec<HttpRule>);
-struct HttpResponseRules(Vec<HttpRule>);
+pub(crate) struct HttpRequestRules(pub(crate) Vec<HttpRule>);
+pub(crate) struct HttpResponseRules(pub(crate) Vec<HttpRule>);
 
 impl<'de> Deserialize<'de> for TcpRules {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -490,7 +490,7 @@ impl<'de> Deserialize<'de> for SetVars {
 }
 
 /// `vars:` as ngrok writes it (a list of one-entry maps) or as one map.
-struct Vars(BTreeMap<String, VarValue>);
+pub(crate) struct Vars(pub(crate) BTreeMap<String, VarValue>);
 
 impl<'de> Deserialize<'de> for Vars {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {

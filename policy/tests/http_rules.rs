@@ -1,7 +1,9 @@
 //! The HTTP phases: an ngrok-style policy parses, bad ones are refused with where and
 //! why, and each action does what it says on a request (and response).
 
-use sluice_policy::{Conn, OnError, Refusal, RequestVerdict, Resume, TrafficPolicy};
+use sluice_policy::{
+    Conn, Effects, OnError, Refusal, RequestVerdict, ResponseVerdict, Resume, TrafficPolicy,
+};
 
 const POLICY: &str = r#"
 on_tcp_connect:
@@ -88,6 +90,7 @@ fn conn(client: &str) -> Conn<'static> {
         client: client.parse().unwrap(),
         server: "127.0.0.1:8080".parse().unwrap(),
         scheme: "http",
+        country: None,
     }
 }
 
@@ -130,11 +133,11 @@ fn an_ngrok_style_policy_parses_and_serializes_back() {
 fn each_action_does_what_it_says() {
     let compiled = TrafficPolicy::from_yaml(POLICY).unwrap().compile().unwrap();
     let http = compiled.http();
-    let mut logged = Vec::new();
+    let mut logged = Effects::default();
     let run = |req: &mut http::request::Parts, client: &str| {
         format!(
             "{:?}",
-            http.on_request(req, conn(client), Resume::default(), &mut Vec::new())
+            http.on_request(req, conn(client), Resume::default(), &mut Effects::default())
         )
     };
 
@@ -263,10 +266,12 @@ fn the_response_phase_changes_or_replaces_the_response() {
         .unwrap()
         .into_parts()
         .0;
-    assert!(compiled
-        .http()
-        .on_response(&req, &mut ok, conn("198.51.100.1:1"))
-        .is_none());
+    assert!(matches!(
+        compiled
+            .http()
+            .on_response(&req, &mut ok, conn("198.51.100.1:1"), &mut Effects::default()),
+        ResponseVerdict::Send
+    ));
     assert_eq!(ok.headers["x-served-path"], "/orders");
     assert!(!ok.headers.contains_key("server"));
 
@@ -276,10 +281,14 @@ fn the_response_phase_changes_or_replaces_the_response() {
         .unwrap()
         .into_parts()
         .0;
-    let answer = compiled
-        .http()
-        .on_response(&req, &mut failed, conn("198.51.100.1:1"))
-        .unwrap();
+    let ResponseVerdict::Answer(answer) = compiled.http().on_response(
+        &req,
+        &mut failed,
+        conn("198.51.100.1:1"),
+        &mut Effects::default(),
+    ) else {
+        panic!("no answer");
+    };
     assert_eq!(answer.status, 503);
     assert_eq!(answer.body, "try again later");
 }
@@ -338,5 +347,153 @@ fn bad_http_rules_are_refused_with_where_and_why() {
         for n in needles {
             assert!(msg.contains(n), "expected `{n}` in:\n{msg}\nfor:\n{yaml}");
         }
+    }
+}
+
+const EFFECTS: &str = r#"
+on_http_request:
+  - name: tag
+    actions:
+      - type: set-vars
+        config:
+          vars:
+            - tier: "${req.headers['x-tier'][0]}"
+            - trusted: true
+      - type: log
+        config:
+          metadata:
+            path: "${req.url.path}"
+            tier: "${vars.tier}"
+  - name: gold
+    expressions: ["vars.tier == 'gold' && vars.trusted"]
+    actions:
+      - type: custom-response
+        config: { status_code: 200, body: "gold from ${conn.geo.country_code}" }
+  - name: blocked
+    expressions: ["conn.geo.country_code == 'CN'"]
+    actions:
+      - type: close-connection
+  - actions:
+      - type: forward-internal
+        config: { url: "http://api.internal" }
+on_http_response:
+  - expressions: ["res.status_code == 500"]
+    actions:
+      - type: log
+        config: { metadata: { status: "${string(res.status_code)}" } }
+      - type: close-connection
+"#;
+
+fn from(client: &str, country: Option<&'static str>) -> Conn<'static> {
+    Conn {
+        country,
+        ..conn(client)
+    }
+}
+
+#[test]
+fn set_vars_log_close_connection_and_the_country_in_http_phases() {
+    let policy = TrafficPolicy::from_yaml(EFFECTS).unwrap();
+    let compiled = policy.compile().unwrap();
+    let http = compiled.http();
+    assert!(http.reads_country() && compiled.reads_country());
+    assert!(!TrafficPolicy::from_yaml(POLICY)
+        .unwrap()
+        .compile()
+        .unwrap()
+        .reads_country());
+
+    // set-vars read by a later rule's expression; log's metadata rendered after it.
+    let mut req = request("GET", "/reports", &[("x-tier", "gold")]);
+    let mut effects = Effects::default();
+    match http.on_request(
+        &mut req,
+        from("198.51.100.1:1", Some("NL")),
+        Resume::default(),
+        &mut effects,
+    ) {
+        RequestVerdict::Answer(a) => assert_eq!(a.body, "gold from NL"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(effects.logs.len(), 1);
+    assert_eq!(effects.logs[0].rule, "rule 1 (`tag`)");
+    assert_eq!(
+        effects.logs[0].metadata,
+        vec![
+            ("path".to_owned(), "/reports".to_owned()),
+            ("tier".to_owned(), "gold".to_owned())
+        ]
+    );
+
+    // close-connection: no answer.
+    let mut req = request("GET", "/", &[]);
+    match http.on_request(
+        &mut req,
+        from("198.51.100.2:1", Some("CN")),
+        Resume::default(),
+        &mut Effects::default(),
+    ) {
+        RequestVerdict::Close { rule } => assert_eq!(rule, "rule 3 (`blocked`)"),
+        other => panic!("{other:?}"),
+    }
+    // Unknown country: neither rule holds; forwarded.
+    let mut req = request("GET", "/", &[("x-tier", "silver")]);
+    match http.on_request(
+        &mut req,
+        from("198.51.100.3:1", None),
+        Resume::default(),
+        &mut Effects::default(),
+    ) {
+        RequestVerdict::Forward { url, .. } => assert_eq!(url.host(), "api.internal"),
+        other => panic!("{other:?}"),
+    }
+
+    // The response phase logs and closes on a 500, leaves a 200 alone.
+    let req = request("GET", "/", &[]);
+    let parts = |status: u16| {
+        http::Response::builder()
+            .status(status)
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0
+    };
+    let mut effects = Effects::default();
+    let verdict = http.on_response(&req, &mut parts(500), conn("198.51.100.1:1"), &mut effects);
+    assert!(matches!(verdict, ResponseVerdict::Close { .. }), "{verdict:?}");
+    assert_eq!(
+        effects.logs[0].metadata,
+        vec![("status".to_owned(), "500".to_owned())]
+    );
+    let mut effects = Effects::default();
+    let verdict = http.on_response(&req, &mut parts(200), conn("198.51.100.1:1"), &mut effects);
+    assert!(matches!(verdict, ResponseVerdict::Send), "{verdict:?}");
+    assert!(effects.logs.is_empty());
+
+    // What the admin API shows parses back to the same policy.
+    let json = serde_json::to_string(&policy).unwrap();
+    assert_eq!(TrafficPolicy::from_yaml(&json).unwrap(), policy);
+}
+
+#[test]
+fn bad_log_set_vars_and_close_connection_configs_are_refused() {
+    let rule = |action: &str| format!("on_http_request:\n  - actions:\n      - {action}\n");
+    for (yaml, needle) in [
+        (
+            rule("type: close-connection\n        config: { status_code: 403 }"),
+            "unknown field `status_code` in the config of `close-connection`",
+        ),
+        (rule("type: set-vars"), "`set-vars` needs `vars`"),
+        (
+            rule("type: set-vars\n        config: { vars: [{ \"not a name\": 1 }] }"),
+            "is not a variable name",
+        ),
+        (
+            rule("type: log\n        config: { metadata: { a: \"${req.\" } }"),
+            "without its closing",
+        ),
+    ] {
+        let e = err(&yaml);
+        assert!(e.contains(needle), "{yaml}\n=> {e}");
     }
 }

@@ -381,22 +381,12 @@ fn endpoint(
     })
 }
 
-/// An endpoint's `traffic_policy` as the Bind carries it (JSON), checked: it compiles,
-/// fits a frame, and is on a kind of endpoint the edge enforces it for.
+/// An endpoint's `traffic_policy` as the Bind carries it (JSON), checked: it compiles
+/// for the endpoint (HTTP rules on http:// ones only) and fits a frame.
 fn endpoint_policy(
     policy: &sluice_policy::EndpointPolicy,
     url: &sluice_policy::InternalUrl,
 ) -> Result<String, String> {
-    if !matches!(
-        url.scheme(),
-        sluice_policy::Scheme::Tcp | sluice_policy::Scheme::Tls
-    ) {
-        return Err(format!(
-            "a traffic policy on a {} endpoint is not enforced yet (tcp:// and tls:// \
-             endpoints only): put the rules on the edge's endpoint that forwards here",
-            url.scheme().as_str()
-        ));
-    }
     policy.compile_for(url).map_err(|e| e.to_string())?;
     let json = serde_json::to_string(policy).map_err(|e| e.to_string())?;
     if json.len() > crate::wire::MAX_POLICY_LEN {

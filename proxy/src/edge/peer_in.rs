@@ -159,6 +159,16 @@ async fn carry(
         return None;
     };
     if let Some(policy) = &pool.policy {
+        // The rules of an http:// agent endpoint run on each request, which only the
+        // edge that parses the requests sees; this edge only carries the stream on.
+        // Refused rather than let them be skipped.
+        if !policy.compiled.http().is_empty() {
+            shared.peers.stats.in_failed.inc();
+            crate::log_throttled!(warn, peer_edge = %edge, client = %start.client, url = %url,
+                "peer link: refused: the agent endpoint's policy has HTTP rules, which run only on the edge holding the agent's session (the client's edge does not hold one)");
+            status(link, StreamCode::Denied).await;
+            return None;
+        }
         let facts = super::conn_facts::ForwardedConn;
         if let Err(why) = policy.check(url, start.client, &facts) {
             shared.peers.stats.in_failed.inc();

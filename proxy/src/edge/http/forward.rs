@@ -25,7 +25,10 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use hyper::{body::Incoming, client::conn::http1::SendRequest, header, Request, Response};
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
 
-use sluice_policy::{Conn as PolicyConn, HttpPhases, OnError, RequestVerdict, Resume};
+use sluice_policy::{
+    Conn as PolicyConn, Effects, HttpLog, HttpPhases, OnError, RequestVerdict, ResponseVerdict,
+    Resume,
+};
 
 use super::{
     headers,
@@ -37,7 +40,8 @@ use crate::{
         account::{Conn, Outcome},
         conn_facts::PublicConn,
         datachan::{DataChannel, ParkedChannel},
-        denials::{self, RecentDenials},
+        denials,
+        endpoint_policy::BoundPolicy,
         pipeline::{self, Carried, Via},
         pool::MemberLoad,
         EdgeShared, LiveEndpoint,
@@ -69,10 +73,18 @@ pub struct ConnInfo {
 /// Answers one request: the upstream's response, or the edge's page saying why not;
 /// the request line and its outcome logged (the edge's own answers at `info`, rate
 /// limited; the upstream's at `debug`).
-pub async fn request(req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> {
+pub async fn request(
+    req: Request<Incoming>,
+    conn: &ConnInfo,
+) -> Result<Response<Body>, ClosedByPolicy> {
     let started = std::time::Instant::now();
     let (method, uri) = (req.method().clone(), req.uri().clone());
     let response = phases(req, conn).await;
+    if let Some(closed) = response.extensions().get::<ClosedByPolicy>() {
+        crate::log_throttled!(info, peer = %conn.peer, %method, %uri, rule = %closed.rule,
+            "http: the endpoint's policy closed the connection (close-connection)");
+        return Err(closed.clone());
+    }
     let status = response.status().as_u16();
     let ms = started.elapsed().as_secs_f64() * 1e3;
     match response.headers().get(page::ERROR_CODE_HEADER) {
@@ -84,7 +96,51 @@ pub async fn request(req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> 
             tracing::debug!(peer = %conn.peer, %method, %uri, status, ms, "http request");
         }
     }
+    Ok(response)
+}
+
+/// A `close-connection` action's verdict: the connection is closed without an answer
+/// (hyper ends an HTTP/1.1 connection on a service error, and resets an HTTP/2
+/// stream). Carried out of the phases as a marker on an empty response.
+#[derive(Debug, Clone)]
+pub struct ClosedByPolicy {
+    /// The rule, as `rule 2 ("name")`.
+    pub rule: String,
+}
+
+impl std::fmt::Display for ClosedByPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "closed by the endpoint's traffic policy ({})", self.rule)
+    }
+}
+
+impl std::error::Error for ClosedByPolicy {}
+
+/// The marker response for [`ClosedByPolicy`].
+fn closed(rule: String) -> Response<Body> {
+    let mut response = page::error(Code::Denied);
+    response.extensions_mut().insert(ClosedByPolicy { rule });
     response
+}
+
+/// Writes the `log` actions' events a phase reached (rate limited like the edge's
+/// other per-request lines).
+fn write_logs(endpoint: &str, client: SocketAddr, logs: Vec<HttpLog>) {
+    for event in logs {
+        let metadata: serde_json::Map<String, serde_json::Value> = event
+            .metadata
+            .into_iter()
+            .map(|(k, v)| (k, v.into()))
+            .collect();
+        crate::log_throttled!(
+            info,
+            endpoint,
+            %client,
+            rule = %event.rule,
+            metadata = %serde_json::Value::Object(metadata),
+            "traffic policy log"
+        );
+    }
 }
 
 /// [`request`]'s phases.
@@ -113,8 +169,10 @@ async fn phases(req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> {
         .account(outcome)
     };
     let counted = |response: Response<Body>| {
-        let class = (response.status().as_u16() / 100).clamp(1, 5) as usize - 1;
-        endpoint.stats.http_responses[class].inc();
+        if response.extensions().get::<ClosedByPolicy>().is_none() {
+            let class = (response.status().as_u16() / 100).clamp(1, 5) as usize - 1;
+            endpoint.stats.http_responses[class].inc();
+        }
         response
     };
 
@@ -157,12 +215,21 @@ async fn phases(req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> {
     // take the request sends it on to the policy's next action when its
     // `forward-internal` says `on_error: continue`.
     let rules = policy.http();
-    let policy_conn = PolicyConn {
-        client: conn.peer,
-        server: conn.server,
-        scheme: conn.proto,
-    };
+    let mut country = None;
+    let policy_conn = with_country(
+        rules,
+        PolicyConn {
+            client: conn.peer,
+            server: conn.server,
+            scheme: conn.proto,
+            country: None,
+        },
+        &mut country,
+    );
     let mut resume = Resume::default();
+    // The agent endpoint's own policy, when the pool the request goes to has one (its
+    // response phase runs before the cloud endpoint's).
+    let mut bound: Option<Arc<BoundPolicy>> = None;
     let (target, local, carrier) = loop {
         let (target, on_error) = match next_target(
             rules,
@@ -170,7 +237,7 @@ async fn phases(req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> {
             policy_conn,
             &mut resume,
             conn_target.as_deref(),
-            &endpoint.stats.recent_denials,
+            &endpoint,
         ) {
             Ok(next) => next,
             Err(answer) => return counted(*answer),
@@ -194,6 +261,16 @@ async fn phases(req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> {
             }
         };
         let local = matches!(route, pipeline::Route::Local(_));
+        if let pipeline::Route::Local(pool) = &route {
+            if let Some(policy) = &pool.policy {
+                if let Err(answer) =
+                    endpoint_policy_on_request(policy, &target, &mut parts, policy_conn, &endpoint)
+                {
+                    return counted(*answer);
+                }
+                bound = Some(policy.clone());
+            }
+        }
         // A kept-alive upstream connection of the member the pool picks, when this
         // worker has one.
         if let (pipeline::Route::Local(pool), None) = (&route, &upgrade) {
@@ -228,13 +305,30 @@ async fn phases(req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> {
             }
         }
     };
-    // The request as the response phase sees it (only when it has rules).
-    let sent_head = rules.has_response_rules().then(|| head_of(&parts));
+    // The request as the response phases see it (only when they have rules).
+    let bound_rules = bound.as_ref().map(|b| b.compiled.http());
+    let sent_head = (rules.has_response_rules()
+        || bound_rules.is_some_and(HttpPhases::has_response_rules))
+    .then(|| head_of(&parts));
     let finish = |response: Response<Body>| {
+        let response = match bound_rules {
+            Some(agent_rules) => on_response(
+                agent_rules,
+                sent_head.as_ref(),
+                policy_conn,
+                &endpoint,
+                response,
+            ),
+            None => response,
+        };
+        if response.extensions().get::<ClosedByPolicy>().is_some() {
+            return counted(response);
+        }
         counted(on_response(
             rules,
             sent_head.as_ref(),
             policy_conn,
+            &endpoint,
             response,
         ))
     };
@@ -385,26 +479,35 @@ fn next_target(
     conn: PolicyConn<'_>,
     resume: &mut Resume,
     conn_target: Option<&str>,
-    denials: &RecentDenials,
+    endpoint: &LiveEndpoint,
 ) -> Result<(String, OnError), Box<Response<Body>>> {
-    let mut would_deny = Vec::new();
-    let verdict = rules.on_request(parts, conn, *resume, &mut would_deny);
-    for rule in would_deny {
+    let mut effects = Effects::default();
+    let verdict = rules.on_request(parts, conn, *resume, &mut effects);
+    for rule in effects.would_deny {
         crate::log_throttled!(info, peer = %conn.client, %rule,
             "http: a restrict-ips with enforce: false would have refused the request");
     }
+    write_logs(&endpoint.url, conn.client, effects.logs);
+    let denials = &endpoint.stats.recent_denials;
     match verdict {
+        RequestVerdict::Close { rule } => {
+            endpoint.stats.denied.inc();
+            denials.record(denials::Refusal {
+                client: conn.client.ip(),
+                cause: "close-connection",
+                by: "endpoint",
+                rule: None,
+                rule_name: Some(&rule),
+            });
+            Err(Box::new(closed(rule)))
+        }
         RequestVerdict::Answer(answer) => {
             tracing::debug!(peer = %conn.client, rule = %answer.rule, status = answer.status.as_u16(),
                 "http: the endpoint's policy answered the request");
             if let Some(refusal) = answer.refusal {
                 denials.record(denials::Refusal {
                     client: conn.client.ip(),
-                    cause: match refusal {
-                        sluice_policy::Refusal::Restricted => "restrict-ips",
-                        sluice_policy::Refusal::Denied => "deny",
-                        sluice_policy::Refusal::RateLimited => "rate-limit",
-                    },
+                    cause: refusal_cause(refusal),
                     by: "endpoint",
                     rule: None,
                     rule_name: Some(&answer.rule),
@@ -427,6 +530,104 @@ fn next_target(
     }
 }
 
+/// The agent endpoint's own policy on a request the cloud endpoint sent to it: its
+/// `on_tcp_connect` rules on the client (the edge's 403 page when they refuse), then
+/// its `on_http_request` rules (which answer, close, or change the request and pass
+/// it on; they cannot forward).
+fn endpoint_policy_on_request(
+    policy: &BoundPolicy,
+    target: &str,
+    parts: &mut hyper::http::request::Parts,
+    conn: PolicyConn<'_>,
+    endpoint: &LiveEndpoint,
+) -> Result<(), Box<Response<Body>>> {
+    let facts = PublicConn {
+        server: || conn.server,
+        hello: &[],
+    };
+    let denials = &endpoint.stats.recent_denials;
+    let mut country = None;
+    let conn = with_country(policy.compiled.http(), conn, &mut country);
+    if let Err(why) = policy.check(&endpoint.url, conn.client, &facts) {
+        crate::log_throttled!(info, endpoint = %endpoint.url, peer = %conn.client, internal_url = %target,
+            rule = why.rule(), cause = why.cause().as_str(),
+            "http: denied by the agent endpoint's traffic policy");
+        endpoint.stats.denied.inc();
+        denials.record(denials::Refusal {
+            client: conn.client.ip(),
+            cause: why.cause().as_str(),
+            by: target,
+            rule: Some(why.rule()),
+            rule_name: why.rule_name(),
+        });
+        return Err(Box::new(page::error(Code::Denied)));
+    }
+    let rules = policy.compiled.http();
+    if rules.is_empty() {
+        return Ok(());
+    }
+    let mut effects = Effects::default();
+    let verdict = rules.on_request(parts, conn, Resume::default(), &mut effects);
+    for rule in effects.would_deny {
+        crate::log_throttled!(info, peer = %conn.client, internal_url = %target, %rule,
+            "http: a restrict-ips with enforce: false of the agent endpoint would have refused the request");
+    }
+    write_logs(&endpoint.url, conn.client, effects.logs);
+    match verdict {
+        RequestVerdict::Answer(answer) => {
+            if let Some(refusal) = answer.refusal {
+                denials.record(denials::Refusal {
+                    client: conn.client.ip(),
+                    cause: refusal_cause(refusal),
+                    by: target,
+                    rule: None,
+                    rule_name: Some(&answer.rule),
+                });
+            }
+            Err(Box::new(page::policy_answer(answer)))
+        }
+        RequestVerdict::Close { rule } => {
+            endpoint.stats.denied.inc();
+            denials.record(denials::Refusal {
+                client: conn.client.ip(),
+                cause: "close-connection",
+                by: target,
+                rule: None,
+                rule_name: Some(&rule),
+            });
+            Err(Box::new(closed(rule)))
+        }
+        // An agent endpoint's policy cannot forward (refused when it is parsed).
+        RequestVerdict::Forward { .. } | RequestVerdict::Pass => Ok(()),
+    }
+}
+
+/// `conn` with the client's country from the edge's database, when `rules` read it and
+/// it is not there yet (`slot` holds the looked-up name).
+fn with_country<'a>(
+    rules: &HttpPhases,
+    conn: PolicyConn<'a>,
+    slot: &'a mut Option<String>,
+) -> PolicyConn<'a> {
+    if conn.country.is_some() || !rules.reads_country() {
+        return conn;
+    }
+    *slot = crate::geo::country_code(conn.client.ip());
+    let looked_up: &'a Option<String> = slot;
+    PolicyConn {
+        country: looked_up.as_deref(),
+        ..conn
+    }
+}
+
+fn refusal_cause(refusal: sluice_policy::Refusal) -> &'static str {
+    match refusal {
+        sluice_policy::Refusal::Restricted => "restrict-ips",
+        sluice_policy::Refusal::Denied => "deny",
+        sluice_policy::Refusal::RateLimited => "rate-limit",
+    }
+}
+
 /// The head of a request, for `on_http_response` to read once the request itself went
 /// upstream.
 fn head_of(parts: &hyper::http::request::Parts) -> hyper::http::request::Parts {
@@ -444,15 +645,25 @@ fn on_response(
     rules: &HttpPhases,
     sent: Option<&hyper::http::request::Parts>,
     conn: PolicyConn<'_>,
+    endpoint: &LiveEndpoint,
     response: Response<Body>,
 ) -> Response<Body> {
     let Some(request) = sent else {
         return response;
     };
     let (mut parts, body) = response.into_parts();
-    match rules.on_response(request, &mut parts, conn) {
-        Some(answer) => page::policy_answer(answer),
-        None => Response::from_parts(parts, body),
+    let mut effects = Effects::default();
+    let mut country = None;
+    let conn = with_country(rules, conn, &mut country);
+    let verdict = rules.on_response(request, &mut parts, conn, &mut effects);
+    write_logs(&endpoint.url, conn.client, effects.logs);
+    match verdict {
+        ResponseVerdict::Send => Response::from_parts(parts, body),
+        ResponseVerdict::Answer(answer) => page::policy_answer(answer),
+        ResponseVerdict::Close { rule } => {
+            endpoint.stats.denied.inc();
+            closed(rule)
+        }
     }
 }
 

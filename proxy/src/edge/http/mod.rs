@@ -13,7 +13,7 @@ mod page;
 mod rt;
 mod upstreams;
 
-use std::{convert::Infallible, net::SocketAddr, rc::Rc, sync::Arc, time::Duration};
+use std::{net::SocketAddr, rc::Rc, sync::Arc, time::Duration};
 
 use monoio::net::TcpStream;
 
@@ -95,7 +95,7 @@ where
     let conn = Rc::new(conn);
     let service = hyper::service::service_fn(move |req| {
         let conn = conn.clone();
-        async move { Ok::<_, Infallible>(forward::request(req, &conn).await) }
+        async move { forward::request(req, &conn).await }
     });
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(rt::Timer)
@@ -113,7 +113,7 @@ where
     let conn = Rc::new(conn);
     let service = hyper::service::service_fn(move |req| {
         let conn = conn.clone();
-        async move { Ok::<_, Infallible>(forward::request(req, &conn).await) }
+        async move { forward::request(req, &conn).await }
     });
     let mut http = hyper::server::conn::http2::Builder::new(rt::Exec);
     http.timer(rt::Timer)
