@@ -75,10 +75,12 @@ fn bench(c: &mut Criterion) {
             b.iter_batched_ref(
                 request,
                 |req| {
-                    let verdict =
-                        compiled
-                            .http()
-                            .on_request(req, conn, Resume::default(), &mut Effects::default());
+                    let verdict = compiled.http().on_request(
+                        req,
+                        conn,
+                        Resume::default(),
+                        &mut Effects::default(),
+                    );
                     assert!(matches!(verdict, RequestVerdict::Forward { .. }));
                     black_box(verdict);
                 },

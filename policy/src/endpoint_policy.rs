@@ -47,7 +47,7 @@ impl EndpointPolicy {
         let has_http = !self.on_http_request.is_empty() || !self.on_http_response.is_empty();
         if has_http && url.scheme() != Scheme::Http {
             return Err(PolicyError::Invalid(format!(
-                "`on_http_request`/`on_http_response` on `{url}`: HTTP rules run on                  http:// endpoints only"
+                "`on_http_request`/`on_http_response` on `{url}`: HTTP rules run on http:// endpoints only"
             )));
         }
         let mut rules = self.on_tcp_connect.clone();
@@ -181,7 +181,11 @@ mod tests {
         )
         .unwrap();
         let tcp = InternalUrl::parse("tcp://db.internal:5432").unwrap();
-        assert!(http.compile_for(&tcp).unwrap_err().to_string().contains("http:// endpoints only"));
+        assert!(http
+            .compile_for(&tcp)
+            .unwrap_err()
+            .to_string()
+            .contains("http:// endpoints only"));
         let web = InternalUrl::parse("http://web.internal").unwrap();
         let compiled = http.compile_for(&web).unwrap();
         assert!(!compiled.http().is_empty());

@@ -137,7 +137,12 @@ fn each_action_does_what_it_says() {
     let run = |req: &mut http::request::Parts, client: &str| {
         format!(
             "{:?}",
-            http.on_request(req, conn(client), Resume::default(), &mut Effects::default())
+            http.on_request(
+                req,
+                conn(client),
+                Resume::default(),
+                &mut Effects::default()
+            )
         )
     };
 
@@ -267,9 +272,12 @@ fn the_response_phase_changes_or_replaces_the_response() {
         .into_parts()
         .0;
     assert!(matches!(
-        compiled
-            .http()
-            .on_response(&req, &mut ok, conn("198.51.100.1:1"), &mut Effects::default()),
+        compiled.http().on_response(
+            &req,
+            &mut ok,
+            conn("198.51.100.1:1"),
+            &mut Effects::default()
+        ),
         ResponseVerdict::Send
     ));
     assert_eq!(ok.headers["x-served-path"], "/orders");
@@ -460,7 +468,10 @@ fn set_vars_log_close_connection_and_the_country_in_http_phases() {
     };
     let mut effects = Effects::default();
     let verdict = http.on_response(&req, &mut parts(500), conn("198.51.100.1:1"), &mut effects);
-    assert!(matches!(verdict, ResponseVerdict::Close { .. }), "{verdict:?}");
+    assert!(
+        matches!(verdict, ResponseVerdict::Close { .. }),
+        "{verdict:?}"
+    );
     assert_eq!(
         effects.logs[0].metadata,
         vec![("status".to_owned(), "500".to_owned())]
