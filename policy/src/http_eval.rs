@@ -22,7 +22,7 @@ use http::{header::HeaderValue, HeaderName, StatusCode};
 use crate::{
     expr::{Facts, Scope, Template, Var},
     http_model::{HttpAction, HttpRule, OnError},
-    model::VarValue,
+    log_vars::VarValue,
     rate_limit::SlidingWindow,
     restrict::RestrictIps,
     InternalUrl, PolicyError, TrafficPolicy,

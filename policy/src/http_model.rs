@@ -8,7 +8,7 @@ use serde::{Serialize, Serializer};
 
 use crate::{
     expr::{Expression, Template},
-    model::{Log, SetVars},
+    log_vars::{Log, SetVars},
     restrict::RestrictIps,
     InternalUrl,
 };

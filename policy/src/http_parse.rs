@@ -15,8 +15,7 @@ use crate::{
         AddHeaders, CustomResponse, HttpAction, HttpDeny, HttpForward, HttpRule, OnError,
         RateLimit, RemoveHeaders, UrlRewrite,
     },
-    model::{Log, SetVars},
-    parse::Vars,
+    log_vars::{Log, SetVars, Vars},
     restrict::RestrictIps,
     Cidr, InternalUrl,
 };

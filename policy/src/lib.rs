@@ -70,6 +70,7 @@ mod http_parse;
 mod indexed;
 mod intervals;
 mod key;
+mod log_vars;
 mod model;
 mod parse;
 mod program;

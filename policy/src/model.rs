@@ -8,16 +8,11 @@
 //! this module uses no other module of the crate but `url`, `restrict`, `expr` and
 //! `http_model`.
 
-use std::collections::BTreeMap;
-
 use serde::Serialize;
 
+pub use crate::log_vars::{Log, SetVars, VarValue};
 pub use crate::restrict::RestrictIps;
-use crate::{
-    expr::{Expression, Template},
-    http_model::HttpRule,
-    InternalUrl,
-};
+use crate::{expr::Expression, http_model::HttpRule, InternalUrl};
 
 /// A traffic policy: the `on_tcp_connect` rules of one cloud endpoint, and for an
 /// `http://` or `https://` endpoint its `on_http_request` and `on_http_response` rules.
@@ -85,33 +80,6 @@ pub enum Action {
     Log(Log),
     /// Set variables later expressions read as `vars.NAME`, and go on.
     SetVars(SetVars),
-}
-
-/// Config of a `log` action: `metadata` keys and values (`${...}` filled in from the
-/// connection).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct Log {
-    /// Logged with the event, in key order.
-    pub metadata: BTreeMap<String, Template>,
-}
-
-/// Config of a `set-vars` action.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct SetVars {
-    /// Each variable and its value.
-    pub vars: BTreeMap<String, VarValue>,
-}
-
-/// The value of a variable set by `set-vars`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(untagged)]
-pub enum VarValue {
-    /// `true` or `false`.
-    Bool(bool),
-    /// A whole number.
-    Int(i64),
-    /// Text, with `${...}` filled in from the connection.
-    Text(Template),
 }
 
 /// Config of a `forward-internal` action.

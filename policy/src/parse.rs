@@ -17,9 +17,8 @@ use std::collections::BTreeMap;
 
 use crate::expr::{Expression, Template};
 use crate::http_model::{HttpAction, HttpRule};
-use crate::model::{
-    Action, ForwardInternal, Log, RestrictIps, Rule, SetVars, TrafficPolicy, VarValue,
-};
+use crate::log_vars::Vars;
+use crate::model::{Action, ForwardInternal, Log, RestrictIps, Rule, SetVars, TrafficPolicy};
 use crate::{Cidr, InternalUrl, PolicyError};
 
 /// Most `log` actions in one `on_tcp_connect` (each is a bit of a verdict).
@@ -457,89 +456,6 @@ fn from_any(kind: ActionType, any: AnyConfig) -> Result<ReadConfig, String> {
             .map(|v| ReadConfig::SetVars(SetVars { vars: v.0 }))
             .ok_or_else(|| "missing field `vars`".to_owned()),
         ActionType::Deny | ActionType::CloseConnection => Ok(ReadConfig::Empty),
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawLog {
-    #[serde(default)]
-    metadata: BTreeMap<String, Template>,
-}
-
-impl<'de> Deserialize<'de> for Log {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Ok(Log {
-            metadata: RawLog::deserialize(d)?.metadata,
-        })
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawSetVars {
-    vars: Vars,
-}
-
-impl<'de> Deserialize<'de> for SetVars {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Ok(SetVars {
-            vars: RawSetVars::deserialize(d)?.vars.0,
-        })
-    }
-}
-
-/// `vars:` as ngrok writes it (a list of one-entry maps) or as one map.
-pub(crate) struct Vars(pub(crate) BTreeMap<String, VarValue>);
-
-impl<'de> Deserialize<'de> for Vars {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Shape {
-            List(Vec<BTreeMap<String, VarValue>>),
-            Map(BTreeMap<String, VarValue>),
-        }
-        let vars = match Shape::deserialize(d)? {
-            Shape::Map(m) => m,
-            Shape::List(list) => list.into_iter().flatten().collect(),
-        };
-        if vars.is_empty() {
-            return Err(de::Error::custom(
-                "`vars` sets nothing: name at least one variable",
-            ));
-        }
-        if let Some(bad) = vars.keys().find(|k| !is_identifier(k)) {
-            return Err(de::Error::custom(format!(
-                "`{bad}` is not a variable name (letters, digits and `_`, not starting with a digit)"
-            )));
-        }
-        Ok(Vars(vars))
-    }
-}
-
-fn is_identifier(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
-impl<'de> Deserialize<'de> for VarValue {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Scalar {
-            Bool(bool),
-            Int(i64),
-            Text(String),
-        }
-        Ok(match Scalar::deserialize(d)? {
-            Scalar::Bool(b) => VarValue::Bool(b),
-            Scalar::Int(i) => VarValue::Int(i),
-            Scalar::Text(t) => VarValue::Text(Template::parse(&t).map_err(de::Error::custom)?),
-        })
     }
 }
 

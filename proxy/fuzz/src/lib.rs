@@ -57,6 +57,7 @@ pub fn seed_frames() -> Vec<(&'static str, Frame)> {
                 },
                 traffic_policy: r#"{"on_tcp_connect":[{"actions":[{"type":"close-connection"}]}]}"#
                     .into(),
+                upstream_protocol: sluice_proxy::wire::UpstreamProtocol::Http2,
             },
         ),
         ("bind-ok", Frame::BindOk { request_id: 3 }),

@@ -13,6 +13,7 @@
 //! `service_users/{id}/authtokens`, `sessions`, `events`, `console/*`
 //! (docs/admin-api.md, docs/console.md).
 
+mod app_state;
 mod auth;
 pub mod backoff;
 pub mod console;

@@ -15,8 +15,9 @@ use axum::{
 use serde::{de::DeserializeOwned, Deserialize};
 
 use super::{
+    app_state::AppState,
     auth::{require_key, Actor, Guard, KeyCheck},
-    console::{self, SharedHistory},
+    console::{self, history::SharedHistory},
     error::ApiError,
     freshness::state_headers,
     MAX_BODY,
@@ -26,14 +27,6 @@ use crate::{
     http_thread::ConnStats,
     state::EventQuery,
 };
-
-/// What every handler sees.
-pub struct AppState {
-    pub(super) guard: Arc<Guard>,
-    pub(super) plane: Arc<ControlPlane>,
-    pub(super) conns: Arc<ConnStats>,
-    pub(super) history: SharedHistory,
-}
 
 type St = State<Arc<AppState>>;
 type ApiResult = Result<Response, ApiError>;

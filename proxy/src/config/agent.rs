@@ -318,6 +318,9 @@ pub struct UpstreamSection {
     /// How the agent checks that the upstream accepts connections (default: a TCP
     /// connect every 5 s).
     pub health_check: Option<HealthCheckSection>,
+    /// The HTTP version the upstream of an `http://` endpoint speaks: `http1` (the
+    /// default) or `http2`.
+    pub protocol: Option<String>,
 }
 
 /// `upstream.health_check:`: a TCP connect to the upstream on an interval; the result
@@ -511,6 +514,8 @@ pub struct AgentEndpoint {
     pub labels: crate::wire::Labels,
     /// `traffic_policy` as JSON, sent with the bind (empty: none).
     pub traffic_policy: String,
+    /// The HTTP version the upstream speaks (`upstream.protocol`), sent with the bind.
+    pub upstream_protocol: crate::wire::UpstreamProtocol,
 }
 
 /// How the agent speaks TLS to an upstream.

@@ -319,11 +319,16 @@ fn endpoint(
         .as_ref()
         .map(|t| termination_config(t, file).map_err(|m| p.at(&at("agent_tls_termination"), m)))
         .transpose();
+    let upstream_protocol = upstream_protocol(ep.upstream.protocol.as_deref(), &ep.url)
+        .map_err(|m| p.at(&at("upstream.protocol"), m));
     let upstream_tls = ep
         .upstream
         .tls
         .as_ref()
-        .map(|t| upstream_tls(t, &ep.upstream.url, file).map_err(|m| p.at(&at("upstream.tls"), m)))
+        .map(|t| {
+            let h2 = upstream_protocol == Ok(crate::wire::UpstreamProtocol::Http2);
+            upstream_tls(t, &ep.upstream.url, file, h2).map_err(|m| p.at(&at("upstream.tls"), m))
+        })
         .transpose();
     let weight = ep.weight.unwrap_or(DEFAULT_WEIGHT);
     if !(1..=MAX_WEIGHT).contains(&weight) {
@@ -378,7 +383,33 @@ fn endpoint(
         upstream_tls: upstream_tls.ok()?,
         weight,
         health_check: health_check?,
+        upstream_protocol: upstream_protocol.ok()?,
     })
+}
+
+/// `upstream.protocol`: `http1` or `http2`, on `http://` endpoints (others carry bytes,
+/// whatever their protocol).
+fn upstream_protocol(
+    written: Option<&str>,
+    url: &sluice_policy::InternalUrl,
+) -> Result<crate::wire::UpstreamProtocol, String> {
+    use crate::wire::UpstreamProtocol;
+    let Some(written) = written else {
+        return Ok(UpstreamProtocol::Http1);
+    };
+    let protocol = match written {
+        "http1" => UpstreamProtocol::Http1,
+        "http2" => UpstreamProtocol::Http2,
+        other => return Err(format!("`{other}`: expected `http1` or `http2`")),
+    };
+    if url.scheme() != sluice_policy::Scheme::Http {
+        return Err(format!(
+            "`{written}` on a {} endpoint: the HTTP version of the upstream matters only \
+             on http:// endpoints (the edge carries other endpoints' bytes as they are)",
+            url.scheme().as_str()
+        ));
+    }
+    Ok(protocol)
 }
 
 /// An endpoint's `traffic_policy` as the Bind carries it (JSON), checked: it compiles
@@ -478,6 +509,7 @@ fn upstream_tls(
     t: &UpstreamTlsSection,
     upstream: &str,
     path: &Path,
+    h2: bool,
 ) -> Result<UpstreamTls, String> {
     let config = match &t.ca {
         Some(ca) => {
@@ -486,6 +518,14 @@ fn upstream_tls(
             tls::client_config_named(Some(certs), &ca).map_err(|e| format!("ca: {e}"))?
         }
         None => tls::client_config(None).map_err(|e| e.to_string())?,
+    };
+    // HTTP/2 over TLS is negotiated by ALPN (RFC 9113 3.2).
+    let config = if h2 {
+        let mut c = (*config).clone();
+        c.alpn_protocols = vec![b"h2".to_vec()];
+        Arc::new(c)
+    } else {
+        config
     };
     let name = match &t.server_name {
         Some(n) => n.clone(),

@@ -264,8 +264,11 @@ async fn run_session(
                 pooling,
                 labels,
                 policy,
+                upstream,
             } => {
-                let outcome = shared.registry.bind(&url, &session, pooling, policy);
+                let outcome = shared
+                    .registry
+                    .bind(&url, &session, pooling, policy, upstream);
                 let answer = SessionLogic::bind_answer(request_id, &url, outcome.as_ref());
                 match outcome {
                     Ok(bound) => {

@@ -158,6 +158,19 @@ async fn carry(
         status(link, StreamCode::UnknownEndpoint).await;
         return None;
     };
+    if pool
+        .members
+        .iter()
+        .any(|m| m.upstream == crate::wire::UpstreamProtocol::Http2)
+    {
+        // The sending edge speaks HTTP/1.1 into the stream; an HTTP/2 upstream is
+        // spoken to only by an edge holding one of its agents' sessions.
+        shared.peers.stats.in_failed.inc();
+        crate::log_throttled!(warn, peer_edge = %edge, client = %start.client, url = %url,
+            "peer link: refused: the URL's upstream speaks HTTP/2, which only an edge holding the agent's session speaks to");
+        status(link, StreamCode::Denied).await;
+        return None;
+    }
     if let Some(policy) = &pool.policy {
         // The rules of an http:// agent endpoint run on each request, which only the
         // edge that parses the requests sees; this edge only carries the stream on.

@@ -57,6 +57,7 @@ use super::{
     bind_error::BindError, datachan::OpenError, endpoint_policy::BoundPolicy,
     session_handle::SessionHandle,
 };
+use crate::wire::UpstreamProtocol;
 
 /// How long a member the edge saw fail (no data channel in time, a broken channel, an
 /// upstream that refused) is skipped while others are usable.
@@ -87,10 +88,12 @@ pub struct Member {
     /// Streams that could not be opened on it (each tried on another member while one
     /// was left).
     open_failures: AtomicU64,
+    /// The HTTP version its upstream speaks (`upstream.protocol`).
+    pub upstream: UpstreamProtocol,
 }
 
 impl Member {
-    fn new(session: Arc<SessionHandle>, url: &str) -> Self {
+    fn new(session: Arc<SessionHandle>, url: &str, upstream: UpstreamProtocol) -> Self {
         Self {
             session,
             url: url.to_string(),
@@ -98,6 +101,7 @@ impl Member {
             weight: AtomicU16::new(DEFAULT_WEIGHT),
             suspect_until: AtomicU64::new(0),
             open_failures: AtomicU64::new(0),
+            upstream,
         }
     }
 
@@ -200,9 +204,10 @@ impl Pool {
         session: &Arc<SessionHandle>,
         pooling: bool,
         policy: Option<Arc<BoundPolicy>>,
+        upstream: UpstreamProtocol,
     ) -> Pool {
         Pool {
-            members: vec![Arc::new(Member::new(session.clone(), url))],
+            members: vec![Arc::new(Member::new(session.clone(), url, upstream))],
             pooling,
             policy,
         }
@@ -263,6 +268,7 @@ impl Pool {
         session: &Arc<SessionHandle>,
         pooling: bool,
         policy: Option<Arc<BoundPolicy>>,
+        upstream: UpstreamProtocol,
     ) -> Result<Pool, BindError> {
         if self.member(session.id).is_some() {
             return Err(BindError::AlreadyBoundHere);
@@ -279,7 +285,7 @@ impl Pool {
             return Err(BindError::PolicyMismatch);
         }
         let mut members = self.members.clone();
-        members.push(Arc::new(Member::new(session.clone(), url)));
+        members.push(Arc::new(Member::new(session.clone(), url, upstream)));
         Ok(Pool {
             members,
             pooling,
@@ -395,7 +401,7 @@ mod tests {
 
     fn member(weight: u16, in_flight: usize) -> Arc<Member> {
         let session = SessionHandle::for_tests(in_flight);
-        let m = Member::new(session, "tcp://x.internal:1");
+        let m = Member::new(session, "tcp://x.internal:1", UpstreamProtocol::Http1);
         m.report(true, weight);
         Arc::new(m)
     }

@@ -135,6 +135,7 @@ impl Registry {
         session: &Arc<SessionHandle>,
         pooling: bool,
         policy: Option<Arc<super::endpoint_policy::BoundPolicy>>,
+        upstream: crate::wire::UpstreamProtocol,
     ) -> Result<Bound, BindError> {
         let _guard = self.lock_sessions();
         if session.is_closed() {
@@ -147,8 +148,8 @@ impl Registry {
         }
         let current = self.bindings.load();
         let pool = match current.get(url) {
-            Some(pool) => pool.with_member(url, session, pooling, policy)?,
-            None => Pool::first(url, session, pooling, policy),
+            Some(pool) => pool.with_member(url, session, pooling, policy, upstream)?,
+            None => Pool::first(url, session, pooling, policy, upstream),
         };
         let claimed = right == BindRight::Claim;
         if claimed {

@@ -57,6 +57,8 @@ pub enum Action {
         labels: crate::wire::Labels,
         /// Its `traffic_policy`, compiled, enforced on connections to the URL.
         policy: Option<Arc<BoundPolicy>>,
+        /// The HTTP version its upstream speaks.
+        upstream: crate::wire::UpstreamProtocol,
     },
     /// Refuse a bind before it reaches the registry (log, audit, then send `answer`).
     RefuseBind {
@@ -169,7 +171,15 @@ impl SessionLogic {
                 pooling,
                 labels,
                 traffic_policy,
-            } => self.on_bind(request_id, url, pooling, labels, traffic_policy),
+                upstream_protocol,
+            } => self.on_bind(
+                request_id,
+                url,
+                pooling,
+                labels,
+                traffic_policy,
+                upstream_protocol,
+            ),
             other => Action::End {
                 error: Some(Frame::Error {
                     request_id: 0,
@@ -188,6 +198,7 @@ impl SessionLogic {
         pooling: bool,
         labels: crate::wire::Labels,
         traffic_policy: String,
+        upstream: crate::wire::UpstreamProtocol,
     ) -> Action {
         let refuse = |url: String, error: BindError| Action::RefuseBind {
             answer: Self::bind_answer(request_id, &url, Err(&error)),
@@ -209,6 +220,7 @@ impl SessionLogic {
                         pooling,
                         labels,
                         policy,
+                        upstream,
                     };
                 }
                 let rules = self

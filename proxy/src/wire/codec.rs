@@ -4,7 +4,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use bytes::{BufMut, BytesMut};
 
-use super::frame::{ErrorCode, Frame, Labels, StreamCode, StreamStart, MAX_POLICY_LEN};
+use super::frame::{
+    ErrorCode, Frame, Labels, StreamCode, StreamStart, UpstreamProtocol, MAX_POLICY_LEN,
+};
 
 /// Largest frame body accepted or produced, in bytes.
 pub const MAX_FRAME_LEN: usize = 16 * 1024;
@@ -93,6 +95,7 @@ pub fn encode(frame: &Frame, out: &mut BytesMut) {
             pooling,
             labels,
             traffic_policy,
+            upstream_protocol,
         } => {
             out.put_u8(BIND);
             out.put_u32(*request_id);
@@ -109,6 +112,7 @@ pub fn encode(frame: &Frame, out: &mut BytesMut) {
             };
             out.put_u16(policy.len() as u16);
             out.put_slice(policy.as_bytes());
+            out.put_u8(upstream_protocol.as_u8());
         }
         Frame::BindOk { request_id } => {
             out.put_u8(BIND_OK);
@@ -240,6 +244,7 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Frame, usize)>, WireError> {
                 metadata: r.string("bind.metadata")?,
             },
             traffic_policy: r.string_up_to("bind.traffic_policy", MAX_POLICY_LEN)?,
+            upstream_protocol: UpstreamProtocol::from_u8(r.u8("bind.upstream_protocol")?),
         },
         BIND_OK => Frame::BindOk {
             request_id: r.u32("bind_ok.request_id")?,

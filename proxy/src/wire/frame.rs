@@ -12,7 +12,40 @@ use std::net::SocketAddr;
 /// Version 4: plain-TCP data channels are chunk-framed like TLS ones
 /// ([`super::chunk`]) and carry streams one after another (a version-3 agent would
 /// send raw bytes and close its channel after each stream).
-pub const PROTOCOL_VERSION: u16 = 7;
+/// Version 8: a Bind says which HTTP version the endpoint's upstream speaks
+/// ([`UpstreamProtocol`]).
+pub const PROTOCOL_VERSION: u16 = 8;
+
+/// The HTTP version the edge speaks through the tunnel to an `http://` endpoint's
+/// upstream (`upstream.protocol` in the agent file).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 (the default; also every `tcp://` and `tls://` endpoint).
+    #[default]
+    Http1,
+    /// HTTP/2: with prior knowledge on a plain upstream, negotiated by ALPN (`h2`) over
+    /// `upstream.tls`.
+    Http2,
+}
+
+impl UpstreamProtocol {
+    /// Its byte in a Bind.
+    pub fn as_u8(self) -> u8 {
+        match self {
+            Self::Http1 => 1,
+            Self::Http2 => 2,
+        }
+    }
+
+    /// From its byte (anything unknown: HTTP/1.1).
+    pub fn from_u8(b: u8) -> Self {
+        match b {
+            2 => Self::Http2,
+            _ => Self::Http1,
+        }
+    }
+}
 
 /// The longest agent endpoint `traffic_policy` a Bind carries (JSON bytes): it must fit
 /// a frame with the rest of the Bind.
@@ -239,6 +272,8 @@ pub enum Frame {
         /// The endpoint's `traffic_policy` as JSON (empty: none), enforced by the edge
         /// on every connection to the URL; at most [`MAX_POLICY_LEN`] bytes.
         traffic_policy: String,
+        /// The HTTP version of the upstream (`http://` endpoints).
+        upstream_protocol: UpstreamProtocol,
     },
     /// edge -> agent: the bind with this request id succeeded.
     BindOk {
@@ -369,6 +404,7 @@ impl std::fmt::Debug for Frame {
                 pooling,
                 labels,
                 traffic_policy,
+                upstream_protocol,
             } => f
                 .debug_struct("Bind")
                 .field("request_id", request_id)
@@ -376,6 +412,7 @@ impl std::fmt::Debug for Frame {
                 .field("pooling", pooling)
                 .field("labels", labels)
                 .field("traffic_policy", traffic_policy)
+                .field("upstream_protocol", upstream_protocol)
                 .finish(),
             Frame::BindOk { request_id } => f
                 .debug_struct("BindOk")

@@ -19,6 +19,6 @@ mod tests;
 
 pub use codec::{char_prefix, decode, encode, WireError, CHANNEL_HELLO_FRAME_LEN, MAX_FRAME_LEN};
 pub use frame::{
-    ErrorCode, Frame, Labels, StreamCode, StreamStart, DATA_CHANNEL_MAGIC, MAX_POLICY_LEN,
-    PEER_STREAM_MAGIC, PROTOCOL_VERSION,
+    ErrorCode, Frame, Labels, StreamCode, StreamStart, UpstreamProtocol, DATA_CHANNEL_MAGIC,
+    MAX_POLICY_LEN, PEER_STREAM_MAGIC, PROTOCOL_VERSION,
 };

@@ -26,6 +26,7 @@ fn samples() -> Vec<Frame> {
                 metadata: "{\"tier\":1}".into(),
             },
             traffic_policy: "{\"on_tcp_connect\":[]}".into(),
+            upstream_protocol: UpstreamProtocol::Http2,
         },
         Frame::BindOk { request_id: 3 },
         Frame::Error {
@@ -173,6 +174,7 @@ fn a_bind_carries_a_policy_up_to_its_limit_whole_and_never_a_cut_one() {
         pooling: false,
         labels: Labels::default(),
         traffic_policy: policy,
+        upstream_protocol: UpstreamProtocol::Http1,
     };
     let decoded = |frame: &Frame| {
         let mut buf = BytesMut::new();

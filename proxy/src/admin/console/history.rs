@@ -65,6 +65,9 @@ impl Counts {
     }
 }
 
+/// The sampled history, shared by the admin thread's sampler and the handlers.
+pub type SharedHistory = Arc<std::sync::Mutex<History>>;
+
 /// The samples.
 #[derive(Default)]
 pub struct History {

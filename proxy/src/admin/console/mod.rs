@@ -12,7 +12,7 @@
 pub mod history;
 mod views;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::{
     extract::{Path, State},
@@ -22,12 +22,9 @@ use axum::{
     Json, Router,
 };
 
-pub use history::History;
+pub use history::{History, SharedHistory};
 
-use super::{error::ApiError, routes::AppState};
-
-/// The sampled history, shared by the admin thread's sampler and the handlers.
-pub type SharedHistory = Arc<Mutex<History>>;
+use super::{app_state::AppState, error::ApiError};
 
 const INDEX_HTML: &str = include_str!("assets/index.html");
 const APP_JS: &str = include_str!("assets/app.js");

@@ -47,6 +47,7 @@ use crate::{
         EdgeShared, LiveEndpoint,
     },
     io::substream::ChunkedSub,
+    wire::UpstreamProtocol,
 };
 
 /// How long an upstream may take to start its response (then `504`).
@@ -275,7 +276,11 @@ async fn phases(req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> {
         // worker has one.
         if let (pipeline::Route::Local(pool), None) = (&route, &upgrade) {
             if let Some(member) = pool.pick(&[]) {
-                if let Some((sender, channel)) = upstreams::take(member.id(), &target) {
+                if member.upstream == UpstreamProtocol::Http2 {
+                    if let Some(sender) = upstreams::http2(member.id(), &target) {
+                        break (target, local, Carrier::Http2 { sender, route });
+                    }
+                } else if let Some((sender, channel)) = upstreams::take(member.id(), &target) {
                     let load = MemberLoad::new(member);
                     break (
                         target,
@@ -345,6 +350,51 @@ async fn phases(req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> {
 
     let carried = match carrier {
         Carrier::Opened(carried) => carried,
+        // The request goes on a stream of this worker's HTTP/2 connection to the
+        // member, unless it could not even be sent there; then on a new stream.
+        Carrier::Http2 { mut sender, route } => {
+            let replay = replayable(&req);
+            let sent = monoio::time::timeout(
+                RESPONSE_TIMEOUT,
+                sender.try_send_request(for_version(req, true)),
+            )
+            .await;
+            let Ok(sent) = sent else {
+                return counted(page::error(Code::UpstreamTimeout));
+            };
+            match sent {
+                Ok(response) => {
+                    account(Outcome::Forwarded {
+                        failovers: 0,
+                        open_latency: accepted_at.elapsed(),
+                    });
+                    return finish(to_client(response));
+                }
+                Err(mut e) => match (e.take_message(), replay) {
+                    (Some(unsent), _) => req = unsent,
+                    (None, Some(copy)) => {
+                        tracing::debug!(endpoint = %endpoint.url, peer = %conn.peer,
+                            error = %e.error(), "http: an HTTP/2 upstream connection broke; request sent again");
+                        req = copy;
+                    }
+                    (None, None) => {
+                        crate::log_throttled!(info, endpoint = %endpoint.url, peer = %conn.peer,
+                            error = %e.error(), "http: the upstream's response failed");
+                        return counted(page::error(Code::UpstreamFailed));
+                    }
+                },
+            }
+            match open(shared, &endpoint, route, conn, &target).await {
+                Ok(carried) => carried,
+                Err(failure) => {
+                    account(Outcome::NoMember {
+                        target: &target,
+                        failure,
+                    });
+                    return counted(page::error(Code::UpstreamUnreachable));
+                }
+            }
+        }
         // The request goes on the kept-alive connection, unless it could not even be
         // sent there; then on a new stream.
         Carrier::Kept {
@@ -430,6 +480,11 @@ async fn phases(req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> {
                 "http: the upstream's response failed");
             counted(page::error(Code::UpstreamFailed))
         }
+        Err(SendFailure::Unsupported(what)) => {
+            crate::log_throttled!(info, endpoint = %endpoint.url, peer = %conn.peer, what,
+                "http: not supported; answered 502");
+            counted(page::error(Code::UpstreamFailed))
+        }
     }
 }
 
@@ -437,6 +492,12 @@ async fn phases(req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> {
 enum Carrier {
     /// A stream opened for it.
     Opened(Carried),
+    /// This worker's HTTP/2 connection to a local member (its route kept, to open a
+    /// stream should the connection turn out broken).
+    Http2 {
+        sender: upstreams::Http2Sender,
+        route: pipeline::Route,
+    },
     /// A kept-alive upstream connection of a local member (its route kept, to open a
     /// stream should the connection turn out broken).
     Kept {
@@ -784,8 +845,84 @@ fn keep_alive(mut sender: SendRequest<Body>, via: Via, keep: Option<(String, std
     });
 }
 
+/// [`exchange`] with an HTTP/2 upstream: a connection on the stream (prior knowledge;
+/// over `upstream.tls` the agent negotiated `h2`), kept as this worker's connection to
+/// the member (`keep`: its URL) for the requests after this one. The stream counts
+/// against its member (`via`) while the connection lasts; its data channel is closed,
+/// not parked, when the connection ends.
+async fn exchange_http2<T>(
+    stream: ChunkedSub<T>,
+    via: Via,
+    req: Request<Body>,
+    keep: Option<String>,
+) -> Result<(Response<Incoming>, Option<Via>), SendFailure>
+where
+    T: AsyncReadRent + AsyncWriteRent + std::os::fd::AsRawFd + Unpin + 'static,
+{
+    let (mut sender, connection) = hyper::client::conn::http2::Builder::new(rt::Exec)
+        .timer(rt::Timer)
+        .handshake(rt::io(stream))
+        .await
+        .map_err(SendFailure::Http)?;
+    let member = match &via {
+        Via::Member(load) => Some(load.0.id()),
+        Via::Peer(_) => None,
+    };
+    monoio::spawn(async move {
+        let _counted = via;
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "http: an HTTP/2 upstream connection ended");
+        }
+    });
+    let response = answer(sender.send_request(for_version(req, true))).await?;
+    if let (Some(url), Some(member)) = (keep, member) {
+        upstreams::keep_http2(member, &url, sender);
+    }
+    Ok((response, None))
+}
+
+/// The request as the upstream's HTTP version wants it: HTTP/1.1 in origin form, or
+/// HTTP/2 with its scheme and authority (from `Host`) and without the headers HTTP/2
+/// forbids (RFC 9113 8.2.2).
+fn for_version(mut req: Request<Body>, http2: bool) -> Request<Body> {
+    let path = req
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
+    if http2 {
+        *req.version_mut() = hyper::Version::HTTP_2;
+        let headers = req.headers_mut();
+        for name in [
+            header::CONNECTION,
+            header::UPGRADE,
+            header::TRANSFER_ENCODING,
+            header::HeaderName::from_static("keep-alive"),
+            header::HeaderName::from_static("proxy-connection"),
+        ] {
+            headers.remove(name);
+        }
+        let authority = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("localhost")
+            .to_owned();
+        if let Ok(uri) = format!("http://{authority}{path}").parse() {
+            *req.uri_mut() = uri;
+        }
+    } else {
+        *req.version_mut() = hyper::Version::HTTP_11;
+        if let Ok(uri) = path.parse() {
+            *req.uri_mut() = uri;
+        }
+    }
+    req
+}
+
 /// Why a request sent upstream got no response.
 enum SendFailure {
+    /// What the edge does not do (the reason, for the log).
+    Unsupported(&'static str),
     /// hyper's error (the stream broke, the answer was not HTTP).
     Http(hyper::Error),
     /// No response head within [`RESPONSE_TIMEOUT`].
@@ -831,7 +968,20 @@ async fn exchange<T>(
 where
     T: AsyncReadRent + AsyncWriteRent + std::os::fd::AsRawFd + Unpin + 'static,
 {
+    let http2 = match &via {
+        Via::Member(load) => load.0.upstream == UpstreamProtocol::Http2,
+        Via::Peer(_) => false,
+    };
+    if http2 {
+        if upgrade {
+            return Err(SendFailure::Unsupported(
+                "a protocol switch (websockets) to an HTTP/2 upstream",
+            ));
+        }
+        return exchange_http2(stream, via, req, keep).await;
+    }
     let channel_fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
+    let req = for_version(req, false);
     let (mut sender, connection) = hyper::client::conn::http1::handshake(rt::io(stream))
         .await
         .map_err(SendFailure::Http)?;

@@ -5,6 +5,10 @@
 //! first, at most [`MAX_IDLE_PER_MEMBER`] per member, each for at most [`IDLE_FOR`]; one
 //! the upstream closed meanwhile is skipped. Dropping one ends its stream, and its data
 //! channel goes back to the session (forward.rs).
+//!
+//! An HTTP/2 upstream (`upstream.protocol: http2`) multiplexes: one connection per
+//! member, URL and worker carries every request, each on a stream of its own, for as
+//! long as it stays open ([`http2`], [`keep_http2`]).
 
 use std::{
     cell::RefCell,
@@ -36,6 +40,34 @@ struct Idle {
 
 thread_local! {
     static IDLE: RefCell<HashMap<Key, Vec<Idle>>> = RefCell::new(HashMap::new());
+    static HTTP2: RefCell<HashMap<Key, Http2Sender>> = RefCell::new(HashMap::new());
+}
+
+/// hyper's handle of an HTTP/2 upstream connection.
+pub type Http2Sender = hyper::client::conn::http2::SendRequest<Body>;
+
+/// The HTTP/2 connection to `url` on session `member` this worker has, if it is open
+/// and takes another request.
+pub fn http2(member: u64, url: &str) -> Option<Http2Sender> {
+    HTTP2.with_borrow_mut(|open| {
+        let key = (member, url.to_owned());
+        match open.get(&key) {
+            Some(sender) if !sender.is_closed() => sender.is_ready().then(|| sender.clone()),
+            Some(_) => {
+                open.remove(&key);
+                None
+            }
+            None => None,
+        }
+    })
+}
+
+/// Keeps `sender` as this worker's HTTP/2 connection to `url` on `member`.
+pub fn keep_http2(member: u64, url: &str, sender: Http2Sender) {
+    HTTP2.with_borrow_mut(|open| {
+        open.retain(|_, s| !s.is_closed());
+        open.insert((member, url.to_owned()), sender);
+    });
 }
 
 /// An idle connection to `url` on session `member`, ready for a request: hyper's

@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use crate::wire::UpstreamProtocol;
+
 use super::*;
 use crate::edge::{
     auth::BindRule, endpoint_policy::BoundPolicy, registry::Registry, session_handle::SessionHandle,
@@ -38,6 +40,7 @@ fn bind_with_policy(request_id: u32, url: &str, pooling: bool, policy: &str) -> 
             metadata: String::new(),
         },
         traffic_policy: policy.to_owned(),
+        upstream_protocol: crate::wire::UpstreamProtocol::Http1,
     }
 }
 
@@ -123,6 +126,7 @@ fn binds_are_checked_against_the_url_syntax_and_the_tokens_rules_first() {
                 metadata: String::new(),
             },
             policy: None,
+            upstream: UpstreamProtocol::Http1,
         }
     );
     let Action::RefuseBind { error, answer, .. } = s.on_frame(bind(2, URL, false), T0, 0) else {
@@ -208,19 +212,23 @@ fn a_bind_claims_the_url_and_a_second_unpooled_session_is_refused_until_the_firs
     let registry = Registry::default();
     let (a, _a_rx) = session(&registry, "alice");
     let (b, _b_rx) = session(&registry, "alice");
-    let bound = registry.bind(URL, &a, false, None).unwrap();
+    let bound = registry
+        .bind(URL, &a, false, None, UpstreamProtocol::Http1)
+        .unwrap();
     assert_eq!((bound.members, bound.claimed), (1, true));
     assert_eq!(
-        code(registry.bind(URL, &b, false, None)),
+        code(registry.bind(URL, &b, false, None, UpstreamProtocol::Http1)),
         ErrorCode::AlreadyBound
     );
     assert_eq!(
-        code(registry.bind(URL, &a, false, None)),
+        code(registry.bind(URL, &a, false, None, UpstreamProtocol::Http1)),
         ErrorCode::AlreadyBoundHere
     );
     // The first session ends (its agent drained and left): the URL is free again.
     assert_eq!(registry.close_session(&a), vec![URL.to_string()]);
-    let rebound = registry.bind(URL, &b, false, None).unwrap();
+    let rebound = registry
+        .bind(URL, &b, false, None, UpstreamProtocol::Http1)
+        .unwrap();
     assert_eq!((rebound.members, rebound.claimed), (1, false));
 }
 
@@ -230,11 +238,21 @@ fn pooled_and_unpooled_binds_refuse_each_other_and_pooled_ones_share() {
     let (a, _a_rx) = session(&registry, "alice");
     let (b, _b_rx) = session(&registry, "alice");
     let (c, _c_rx) = session(&registry, "alice");
-    registry.bind(URL, &a, true, None).unwrap();
-    let refused = registry.bind(URL, &b, false, None).unwrap_err();
+    registry
+        .bind(URL, &a, true, None, UpstreamProtocol::Http1)
+        .unwrap();
+    let refused = registry
+        .bind(URL, &b, false, None, UpstreamProtocol::Http1)
+        .unwrap_err();
     assert_eq!(refused, BindError::PoolingMismatch { pool_pooling: true });
     assert!(refused.message(URL).contains("pooling_enabled"));
-    assert_eq!(registry.bind(URL, &c, true, None).unwrap().members, 2);
+    assert_eq!(
+        registry
+            .bind(URL, &c, true, None, UpstreamProtocol::Http1)
+            .unwrap()
+            .members,
+        2
+    );
     assert_eq!(registry.lookup(URL).unwrap().members.len(), 2);
 }
 
@@ -243,8 +261,12 @@ fn another_users_url_is_refused_and_an_ending_session_binds_nothing() {
     let registry = Registry::default();
     let (a, _a_rx) = session(&registry, "alice");
     let (m, _m_rx) = session(&registry, "mallory");
-    registry.bind(URL, &a, true, None).unwrap();
-    let Err(BindError::NotOwner(owner)) = registry.bind(URL, &m, true, None) else {
+    registry
+        .bind(URL, &a, true, None, UpstreamProtocol::Http1)
+        .unwrap();
+    let Err(BindError::NotOwner(owner)) =
+        registry.bind(URL, &m, true, None, UpstreamProtocol::Http1)
+    else {
         panic!("mallory may not join alice's pool")
     };
     assert_eq!(owner.user_name, "alice");
@@ -255,7 +277,7 @@ fn another_users_url_is_refused_and_an_ending_session_binds_nothing() {
         "a kicked session is unbound at once"
     );
     assert_eq!(
-        code(registry.bind(URL, &a, true, None)),
+        code(registry.bind(URL, &a, true, None, UpstreamProtocol::Http1)),
         ErrorCode::SessionEnding
     );
 }
@@ -311,10 +333,18 @@ fn pool_members_must_carry_the_same_traffic_policy() {
             .unwrap()
             .map(Arc::new)
     };
-    registry.bind(URL, &a, true, office()).unwrap();
+    registry
+        .bind(URL, &a, true, office(), UpstreamProtocol::Http1)
+        .unwrap();
     assert_eq!(
-        code(registry.bind(URL, &b, true, None)),
+        code(registry.bind(URL, &b, true, None, UpstreamProtocol::Http1)),
         ErrorCode::PolicyMismatch
     );
-    assert_eq!(registry.bind(URL, &c, true, office()).unwrap().members, 2);
+    assert_eq!(
+        registry
+            .bind(URL, &c, true, office(), UpstreamProtocol::Http1)
+            .unwrap()
+            .members,
+        2
+    );
 }

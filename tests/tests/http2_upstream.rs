@@ -1,0 +1,140 @@
+//! End-to-end: `upstream.protocol: http2` (ngrok's agent file key). An HTTP/2-only
+//! upstream (h2c, prior knowledge) behind an `http://` agent endpoint: the edge speaks
+//! HTTP/2 to it through the tunnel whatever the client speaks, every request on one
+//! multiplexed connection per member and worker, bodies both ways intact, and a pool
+//! member speaking HTTP/1.1 beside it keeps getting HTTP/1.1.
+
+use std::net::SocketAddr;
+
+use sluice_tests::{
+    fixture::Fixture,
+    http::{curl, HttpEcho},
+    http2::Http2Echo,
+    process::Sluice,
+    wait_until,
+};
+
+const HOST: &str = "api.example.com";
+
+fn edge(fx: &Fixture) -> (Sluice, SocketAddr, SocketAddr) {
+    let yaml = fx.tls_edge_head().replace(
+        "tls_endpoints:\n  listen: 127.0.0.1:0\n",
+        "http_endpoints:\n  listen: 127.0.0.1:0\n",
+    ) + &format!(
+        "  - url: http://{HOST}\n    traffic_policy:\n      on_http_request:\n        - actions:\n            - type: forward-internal\n              config: {{ url: \"http://api.internal\" }}\n"
+    );
+    let mut edge = Sluice::edge(&fx.write("edge.yml", &yaml), "uring");
+    let (agent_addr, _) = edge.edge_addrs(0);
+    let http = edge.http_endpoints_addr();
+    (edge, agent_addr, http)
+}
+
+fn agent(
+    fx: &Fixture,
+    name: &str,
+    edge: SocketAddr,
+    upstream: SocketAddr,
+    protocol: &str,
+) -> Sluice {
+    let mut yaml = fx.agent_yaml(&fx.token, edge, "tcp", &[]);
+    yaml.push_str(&format!(
+        "  - url: http://api.internal\n    pooling_enabled: true\n    upstream: {{ url: \"http://{upstream}\", protocol: {protocol}, health_check: {{ enabled: false }} }}\n"
+    ));
+    let mut agent = Sluice::agent(&fx.write(name, &yaml), "uring");
+    agent.wait_for_n("the endpoint bound", 1, |v| {
+        v["message"] == "endpoint bound"
+    });
+    agent
+}
+
+fn urls(http: SocketAddr, paths: &[&str]) -> Vec<String> {
+    paths
+        .iter()
+        .map(|p| format!("http://{HOST}:{}{p}", http.port()))
+        .collect()
+}
+
+#[test]
+fn an_http2_upstream_gets_http2_on_one_multiplexed_connection() {
+    let fx = Fixture::new();
+    let (_edge, agent_addr, http) = edge(&fx);
+    let upstream = Http2Echo::start("h2");
+    let _agent = agent(&fx, "agent.yml", agent_addr, upstream.addr, "http2");
+
+    // Six requests on one client connection (HTTP/1.1 from the client).
+    let paths = ["/a", "/b?x=1", "/c", "/d", "/e", "/f"];
+    let transfers = curl(http, HOST, &urls(http, &paths), None, &[], fx.dir());
+    for (t, path) in transfers.iter().zip(paths) {
+        assert_eq!(t.status, 200, "{path}: {}", t.text());
+        assert_eq!(t.header("x-upstream"), Some("h2"), "{path}");
+        let text = t.text();
+        assert!(
+            text.starts_with(&format!(
+                "HTTP/2.0 GET http://{HOST}:{}{path}\n",
+                http.port()
+            )),
+            "{path}: the upstream saw\n{text}"
+        );
+        assert!(text.contains("x-forwarded-for: 127.0.0.1"), "{text}");
+        assert!(!text.contains("connection:"), "{text}");
+    }
+    assert_eq!(upstream.requests(), paths.len());
+    assert_eq!(
+        upstream.connections(),
+        1,
+        "every request of one worker goes on its one HTTP/2 connection"
+    );
+
+    // A 1 MiB body up and back.
+    let body: String = (0..1024 * 1024)
+        .map(|i| (b'a' + (i % 26) as u8) as char)
+        .collect();
+    std::fs::write(fx.path("upload"), &body).unwrap();
+    let sent = curl(
+        http,
+        HOST,
+        &urls(http, &["/upload"]),
+        None,
+        &[
+            "--data-binary",
+            &format!("@{}", fx.path("upload").display()),
+        ],
+        fx.dir(),
+    );
+    assert_eq!(sent[0].status, 200, "{}", sent[0].text());
+    let text = sent[0].text();
+    assert!(
+        text.starts_with("HTTP/2.0 POST "),
+        "{}",
+        &text[..200.min(text.len())]
+    );
+    assert!(text.ends_with(&body), "the body did not come back whole");
+}
+
+#[test]
+fn a_pool_mixing_http2_and_http1_members_speaks_each_ones_version() {
+    let fx = Fixture::new();
+    let (_edge, agent_addr, http) = edge(&fx);
+    let h2 = Http2Echo::start("h2");
+    let h1 = HttpEcho::start("h1");
+    let _a = agent(&fx, "a.yml", agent_addr, h2.addr, "http2");
+    let _b = agent(&fx, "b.yml", agent_addr, h1.addr, "http1");
+    let mut seen_h1 = 0;
+    wait_until(
+        "both members answered",
+        std::time::Duration::from_secs(20),
+        || {
+            let t = &curl(http, HOST, &urls(http, &["/which"]), None, &[], fx.dir())[0];
+            assert_eq!(t.status, 200, "{}", t.text());
+            match t.header("x-upstream") {
+                Some("h1") => {
+                    assert!(t.text().starts_with("GET /which HTTP/1.1"), "{}", t.text());
+                    seen_h1 += 1;
+                }
+                Some("h2") => assert!(t.text().starts_with("HTTP/2.0 GET"), "{}", t.text()),
+                other => panic!("{other:?}"),
+            }
+            seen_h1 > 0 && h2.requests() > 0
+        },
+    );
+}
