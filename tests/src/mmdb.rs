@@ -130,3 +130,13 @@ fn extended(out: &mut Vec<u8>, kind: u8, bytes: &[u8]) {
     out.push(kind - 7);
     out.extend_from_slice(bytes);
 }
+
+/// The database the tests of `tests/ngrok/` use: 127.0.0.1 in the US, 127.0.0.2 in
+/// CN, 127.0.0.3 in DE.
+pub fn ngrok_test_countries() -> Vec<u8> {
+    country_database(&[
+        (Ipv4Addr::new(127, 0, 0, 1), 32, "US"),
+        (Ipv4Addr::new(127, 0, 0, 2), 32, "CN"),
+        (Ipv4Addr::new(127, 0, 0, 3), 32, "DE"),
+    ])
+}

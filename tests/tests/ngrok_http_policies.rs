@@ -10,7 +10,7 @@
 
 use std::{
     io::{Read, Write},
-    net::{IpAddr, Ipv4Addr, SocketAddr},
+    net::{IpAddr, SocketAddr},
     path::PathBuf,
     time::Duration,
 };
@@ -155,15 +155,7 @@ fn ngrok_documentation_http_policies_run_unchanged_on_http_agent_endpoints() {
         cases.len()
     );
     let fx = Fixture::new();
-    std::fs::write(
-        fx.path("countries.mmdb"),
-        mmdb::country_database(&[
-            (Ipv4Addr::new(127, 0, 0, 1), 32, "US"),
-            (Ipv4Addr::new(127, 0, 0, 2), 32, "CN"),
-            (Ipv4Addr::new(127, 0, 0, 3), 32, "DE"),
-        ]),
-    )
-    .unwrap();
+    std::fs::write(fx.path("countries.mmdb"), mmdb::ngrok_test_countries()).unwrap();
     let mut yaml = fx.tls_edge_head().replace(
         "tls_endpoints:\n  listen: 127.0.0.1:0\n",
         "http_endpoints:\n  listen: 127.0.0.1:0\n",

@@ -5,7 +5,7 @@
 //! `# allowed:` and `# refused:` get through to the upstream or are refused before it.
 
 use std::{
-    net::{IpAddr, Ipv4Addr, SocketAddr},
+    net::{IpAddr, SocketAddr},
     path::PathBuf,
 };
 
@@ -65,15 +65,7 @@ fn ngrok_documentation_policies_run_unchanged_on_agent_endpoints() {
         );
     }
     let fx = Fixture::new();
-    std::fs::write(
-        fx.path("countries.mmdb"),
-        mmdb::country_database(&[
-            (Ipv4Addr::new(127, 0, 0, 1), 32, "US"),
-            (Ipv4Addr::new(127, 0, 0, 2), 32, "CN"),
-            (Ipv4Addr::new(127, 0, 0, 3), 32, "DE"),
-        ]),
-    )
-    .unwrap();
+    std::fs::write(fx.path("countries.mmdb"), mmdb::ngrok_test_countries()).unwrap();
     let loopback: IpAddr = "127.0.0.1".parse().unwrap();
     let first_port = fixture::free_port_range(loopback, cases.len() as u16);
     let urls: Vec<String> = (0..cases.len())

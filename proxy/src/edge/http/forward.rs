@@ -276,22 +276,17 @@ async fn phases(req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> {
         // worker has one.
         if let (pipeline::Route::Local(pool), None) = (&route, &upgrade) {
             if let Some(member) = pool.pick(&[]) {
-                if member.upstream == UpstreamProtocol::Http2 {
-                    if let Some(sender) = upstreams::http2(member.id(), &target) {
-                        break (target, local, Carrier::Http2 { sender, route });
-                    }
-                } else if let Some((sender, channel)) = upstreams::take(member.id(), &target) {
-                    let load = MemberLoad::new(member);
-                    break (
-                        target,
-                        local,
-                        Carrier::Kept {
-                            sender,
-                            channel,
-                            load,
-                            route,
-                        },
-                    );
+                let kept = if member.upstream == UpstreamProtocol::Http2 {
+                    upstreams::http2(member.id(), &target).map(Kept::Http2)
+                } else {
+                    upstreams::take(member.id(), &target).map(|(sender, channel)| Kept::Http1 {
+                        sender,
+                        channel,
+                        load: MemberLoad::new(member),
+                    })
+                };
+                if let Some(kept) = kept {
+                    break (target, local, Carrier::Kept { kept, route });
                 }
             }
         }
@@ -350,15 +345,12 @@ async fn phases(req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> {
 
     let carried = match carrier {
         Carrier::Opened(carried) => carried,
-        // The request goes on a stream of this worker's HTTP/2 connection to the
-        // member, unless it could not even be sent there; then on a new stream.
-        Carrier::Http2 { mut sender, route } => {
+        // The request goes on the kept connection (a kept-alive HTTP/1.1 one, or this
+        // worker's HTTP/2 one to the member), unless it could not even be sent there;
+        // then on a new stream.
+        Carrier::Kept { mut kept, route } => {
             let replay = replayable(&req);
-            let sent = monoio::time::timeout(
-                RESPONSE_TIMEOUT,
-                sender.try_send_request(for_version(req, true)),
-            )
-            .await;
+            let sent = monoio::time::timeout(RESPONSE_TIMEOUT, kept.try_send(req)).await;
             let Ok(sent) = sent else {
                 return counted(page::error(Code::UpstreamTimeout));
             };
@@ -368,64 +360,18 @@ async fn phases(req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> {
                         failovers: 0,
                         open_latency: accepted_at.elapsed(),
                     });
+                    kept.keep(&target);
                     return finish(to_client(response));
                 }
                 Err(mut e) => match (e.take_message(), replay) {
                     (Some(unsent), _) => req = unsent,
-                    (None, Some(copy)) => {
-                        tracing::debug!(endpoint = %endpoint.url, peer = %conn.peer,
-                            error = %e.error(), "http: an HTTP/2 upstream connection broke; request sent again");
-                        req = copy;
-                    }
-                    (None, None) => {
-                        crate::log_throttled!(info, endpoint = %endpoint.url, peer = %conn.peer,
-                            error = %e.error(), "http: the upstream's response failed");
-                        return counted(page::error(Code::UpstreamFailed));
-                    }
-                },
-            }
-            match open(shared, &endpoint, route, conn, &target).await {
-                Ok(carried) => carried,
-                Err(failure) => {
-                    account(Outcome::NoMember {
-                        target: &target,
-                        failure,
-                    });
-                    return counted(page::error(Code::UpstreamUnreachable));
-                }
-            }
-        }
-        // The request goes on the kept-alive connection, unless it could not even be
-        // sent there; then on a new stream.
-        Carrier::Kept {
-            mut sender,
-            channel,
-            load,
-            route,
-        } => {
-            let replay = replayable(&req);
-            let sent = monoio::time::timeout(RESPONSE_TIMEOUT, sender.try_send_request(req)).await;
-            let Ok(sent) = sent else {
-                return counted(page::error(Code::UpstreamTimeout));
-            };
-            match sent {
-                Ok(response) => {
-                    account(Outcome::Forwarded {
-                        failovers: 0,
-                        open_latency: accepted_at.elapsed(),
-                    });
-                    keep_alive(sender, Via::Member(load), Some((target.clone(), channel)));
-                    return finish(to_client(response));
-                }
-                Err(mut e) => match (e.take_message(), replay) {
-                    (Some(unsent), _) => req = unsent,
-                    // The kept-alive connection broke before any response (its agent
-                    // or upstream went away meanwhile): an idempotent request without a
+                    // The kept connection broke before any response (its agent or
+                    // upstream went away meanwhile): an idempotent request without a
                     // body is sent again on a new stream, which is confirmed before the
                     // request goes (RFC 9110 9.2.2).
                     (None, Some(copy)) => {
                         tracing::debug!(endpoint = %endpoint.url, peer = %conn.peer,
-                            error = %e.error(), "http: a kept-alive upstream connection broke; request sent again");
+                            error = %e.error(), "http: a kept upstream connection broke; request sent again");
                         req = copy;
                     }
                     (None, None) => {
@@ -435,7 +381,7 @@ async fn phases(req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> {
                     }
                 },
             }
-            drop(load);
+            drop(kept);
             match open(shared, &endpoint, route, conn, &target).await {
                 Ok(carried) => carried,
                 Err(failure) => {
@@ -492,20 +438,47 @@ async fn phases(req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> {
 enum Carrier {
     /// A stream opened for it.
     Opened(Carried),
-    /// This worker's HTTP/2 connection to a local member (its route kept, to open a
-    /// stream should the connection turn out broken).
-    Http2 {
-        sender: upstreams::Http2Sender,
-        route: pipeline::Route,
-    },
-    /// A kept-alive upstream connection of a local member (its route kept, to open a
-    /// stream should the connection turn out broken).
-    Kept {
+    /// A kept connection to a local member (its route kept, to open a stream should
+    /// the connection turn out broken).
+    Kept { kept: Kept, route: pipeline::Route },
+}
+
+/// A connection to a member that the request can go on without a stream of its own.
+enum Kept {
+    /// A kept-alive HTTP/1.1 connection, idle since its last response.
+    Http1 {
         sender: SendRequest<Body>,
         channel: std::os::fd::RawFd,
         load: MemberLoad,
-        route: pipeline::Route,
     },
+    /// This worker's HTTP/2 connection to the member.
+    Http2(upstreams::Http2Sender),
+}
+
+impl Kept {
+    /// Sends `req` on it (hyper hands the request back when it could not be sent).
+    async fn try_send(
+        &mut self,
+        req: Request<Body>,
+    ) -> Result<Response<Incoming>, hyper::client::conn::TrySendError<Request<Body>>> {
+        match self {
+            Kept::Http1 { sender, .. } => sender.try_send_request(req).await,
+            Kept::Http2(sender) => sender.try_send_request(for_version(req, true)).await,
+        }
+    }
+
+    /// After a response: an HTTP/1.1 connection goes back among the worker's idle ones
+    /// once its response has ended; an HTTP/2 one stays this worker's connection.
+    fn keep(self, url: &str) {
+        if let Kept::Http1 {
+            sender,
+            channel,
+            load,
+        } = self
+        {
+            keep_alive(sender, Via::Member(load), Some((url.to_owned(), channel)));
+        }
+    }
 }
 
 /// A stream of its own for the request on `route` (edge/pipeline.rs's open phase: a
