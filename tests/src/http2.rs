@@ -1,7 +1,9 @@
-//! An HTTP/2-only upstream (h2c, prior knowledge: it speaks nothing else) for the tests
-//! of `upstream.protocol: http2`: hyper's HTTP/2 server on a thread of its own, each
-//! response carrying the request as it arrived (version, method, URI, headers) and the
-//! body echoed, with `x-upstream: NAME`; it counts the connections it accepted.
+//! An HTTP/2-only upstream for the tests of `upstream.protocol: http2`: h2c (prior
+//! knowledge: it speaks nothing else), or over TLS offering ALPN `h2` only (a client
+//! that does not negotiate it is refused). hyper's HTTP/2 server on a thread of its
+//! own, each response carrying the request as it arrived (version, method, URI,
+//! headers) and the body echoed, with `x-upstream: NAME`; it counts the connections it
+//! accepted.
 
 use std::{
     convert::Infallible,
@@ -25,8 +27,19 @@ pub struct Http2Echo {
 }
 
 impl Http2Echo {
-    /// Starts on 127.0.0.1 with a free port, answering as `name`.
+    /// Starts on 127.0.0.1 with a free port, answering as `name` (h2c).
     pub fn start(name: &str) -> Http2Echo {
+        Http2Echo::start_with(name, None)
+    }
+
+    /// Starts over TLS with `tls` (its ALPN set to `h2` only here).
+    pub fn start_tls(name: &str, tls: Arc<rustls::ServerConfig>) -> Http2Echo {
+        let mut config = (*tls).clone();
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Http2Echo::start_with(name, Some(Arc::new(config)))
+    }
+
+    fn start_with(name: &str, tls: Option<Arc<rustls::ServerConfig>>) -> Http2Echo {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
@@ -40,7 +53,7 @@ impl Http2Echo {
                     .enable_all()
                     .build()
                     .unwrap();
-                rt.block_on(serve(listener, conns, reqs, name));
+                rt.block_on(serve(listener, conns, reqs, name, tls));
             })
             .unwrap();
         Http2Echo {
@@ -66,14 +79,16 @@ async fn serve(
     connections: Arc<AtomicUsize>,
     requests: Arc<AtomicUsize>,
     name: String,
+    tls: Option<Arc<rustls::ServerConfig>>,
 ) {
     let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
-        connections.fetch_add(1, Ordering::SeqCst);
-        let (requests, name) = (requests.clone(), name.clone());
+        let (requests, name, acceptor) = (requests.clone(), name.clone(), acceptor.clone());
+        let connections = connections.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req: Request<hyper::body::Incoming>| {
                 let (requests, name) = (requests.clone(), name.clone());
@@ -95,9 +110,23 @@ async fn serve(
                     )
                 }
             });
-            let _ = http2::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let server = http2::Builder::new(TokioExecutor::new());
+            match acceptor {
+                None => {
+                    connections.fetch_add(1, Ordering::SeqCst);
+                    let _ = server.serve_connection(TokioIo::new(stream), service).await;
+                }
+                Some(acceptor) => {
+                    let Ok(tls) = acceptor.accept(stream).await else {
+                        return;
+                    };
+                    if tls.get_ref().1.alpn_protocol() != Some(b"h2") {
+                        return;
+                    }
+                    connections.fetch_add(1, Ordering::SeqCst);
+                    let _ = server.serve_connection(TokioIo::new(tls), service).await;
+                }
+            }
         });
     }
 }

@@ -2,7 +2,8 @@
 //! upstream (h2c, prior knowledge) behind an `http://` agent endpoint: the edge speaks
 //! HTTP/2 to it through the tunnel whatever the client speaks, every request on one
 //! multiplexed connection per member and worker, bodies both ways intact, and a pool
-//! member speaking HTTP/1.1 beside it keeps getting HTTP/1.1.
+//! member speaking HTTP/1.1 beside it keeps getting HTTP/1.1. Over `upstream.tls`,
+//! HTTP/2 is negotiated by ALPN with an upstream that accepts nothing else.
 
 use std::net::SocketAddr;
 
@@ -10,6 +11,7 @@ use sluice_tests::{
     fixture::Fixture,
     http::{curl, HttpEcho},
     http2::Http2Echo,
+    pki::{self, Ca},
     process::Sluice,
     wait_until,
 };
@@ -36,9 +38,20 @@ fn agent(
     upstream: SocketAddr,
     protocol: &str,
 ) -> Sluice {
+    agent_with(fx, name, edge, upstream, &format!("protocol: {protocol}"))
+}
+
+/// An agent whose `upstream:` has `url` and `fields` (YAML flow style).
+fn agent_with(
+    fx: &Fixture,
+    name: &str,
+    edge: SocketAddr,
+    upstream: SocketAddr,
+    fields: &str,
+) -> Sluice {
     let mut yaml = fx.agent_yaml(&fx.token, edge, "tcp", &[]);
     yaml.push_str(&format!(
-        "  - url: http://api.internal\n    pooling_enabled: true\n    upstream: {{ url: \"http://{upstream}\", protocol: {protocol}, health_check: {{ enabled: false }} }}\n"
+        "  - url: http://api.internal\n    pooling_enabled: true\n    upstream: {{ url: \"http://{upstream}\", {fields}, health_check: {{ enabled: false }} }}\n"
     ));
     let mut agent = Sluice::agent(&fx.write(name, &yaml), "uring");
     agent.wait_for_n("the endpoint bound", 1, |v| {
@@ -136,5 +149,40 @@ fn a_pool_mixing_http2_and_http1_members_speaks_each_ones_version() {
             }
             seen_h1 > 0 && h2.requests() > 0
         },
+    );
+}
+
+#[test]
+fn over_upstream_tls_http2_is_negotiated_by_alpn() {
+    let fx = Fixture::new();
+    let (_edge, agent_addr, http) = edge(&fx);
+    let ca = Ca::new("upstream CA");
+    std::fs::write(fx.path("upstream-ca.pem"), ca.pem()).unwrap();
+    // It closes any connection that did not negotiate `h2`.
+    let upstream = Http2Echo::start_tls("h2-tls", pki::server_config(&ca.server(&["api.lan"])));
+    let _agent = agent_with(
+        &fx,
+        "agent.yml",
+        agent_addr,
+        upstream.addr,
+        "protocol: http2, tls: { ca: upstream-ca.pem, server_name: api.lan }",
+    );
+    let transfers = curl(
+        http,
+        HOST,
+        &urls(http, &["/over-tls", "/again"]),
+        None,
+        &[],
+        fx.dir(),
+    );
+    for t in &transfers {
+        assert_eq!(t.status, 200, "{}", t.text());
+        assert_eq!(t.header("x-upstream"), Some("h2-tls"));
+        assert!(t.text().starts_with("HTTP/2.0 GET"), "{}", t.text());
+    }
+    assert_eq!(
+        upstream.connections(),
+        1,
+        "both requests on one TLS connection"
     );
 }
