@@ -176,6 +176,17 @@ fn a_token_made_through_one_edge_works_on_the_other_and_its_revocation_ends_the_
     );
     let secret = token["token"].as_str().unwrap().to_string();
     let token_id = token["id"].as_str().unwrap().to_string();
+    // An agent refused at its first connect gives up for good, so it starts once B has
+    // applied the token: B's applied revision has reached the newest revision A saw
+    // (its applied one plus its lag), which includes the token's write.
+    let a_state = a.admin.get("/v1/state");
+    let written =
+        a_state["revision"].as_i64().unwrap() + a_state["lag_revisions"].as_i64().unwrap();
+    wait_until(
+        "B has applied the token made through A",
+        PROPAGATION,
+        || b.admin.get("/v1/state")["revision"].as_i64().unwrap() >= written,
+    );
 
     // The agent authenticates at B with the token made through A.
     let upstream = Echo::start();
@@ -296,9 +307,11 @@ fn with_etcd_down_connections_flow_writes_get_503_and_the_fleet_converges_after(
     assert_eq!(state["following"], true, "{state}");
     assert!(state["remote_changes"].as_u64().unwrap() >= 1, "{state}");
     assert!(state["revision"].as_i64().unwrap() > 0, "{state}");
+    // A liveness bound, not a speed claim: on a loaded 2-core runner, with this file's
+    // tests each running an etcd and two edges at once, B's watch once took over 5 s.
     wait_until(
         "B has applied every change it has seen",
-        PROPAGATION,
+        3 * PROPAGATION,
         || b.admin.get("/v1/state")["lag_revisions"] == 0,
     );
 
