@@ -423,6 +423,14 @@ fn with_etcd_down_connections_flow_writes_get_503_and_the_fleet_converges_after(
     );
     assert_eq!(b.admin.get("/v1/state")["queued_events"], 0);
     eprintln!("late agent's session: {late_session}");
+    // Storing those events made revisions that change no object, so B's watch never
+    // delivers them: B asks etcd how far its watch has got rather than reporting a lag
+    // until the next change of an object.
+    wait_until(
+        "B reports no lag once its queued events are stored",
+        PROPAGATION,
+        || b.admin.get("/v1/state")["lag_revisions"] == 0,
+    );
     // A change made through B once etcd is back reaches A.
     let second = wait_for_write(|| {
         b.admin.call(

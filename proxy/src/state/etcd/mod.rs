@@ -752,7 +752,7 @@ impl Store for EtcdStore {
             loaded,
             following: self.watching(),
             revision,
-            lag_revisions: (shared.etcd_revision.load(Relaxed) - revision).max(0),
+            lag_revisions: shared.lag_revisions(),
             last_contact_age_ms: (last > 0).then(|| (crate::clock::wall_ms() - last).max(0)),
             queued_events: shared.backlog.len() as u64,
             watch_lag_ms: shared.watch_lag_ms(),

@@ -31,6 +31,8 @@ pub(super) const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// Backoff between attempts to reach etcd.
 const RETRY_MIN: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(2);
+/// How often the watch looks whether its lag has stopped moving.
+const PROGRESS_CHECK: Duration = Duration::from_secs(1);
 
 /// What the link thread and the store share.
 pub(super) struct Shared {
@@ -47,8 +49,13 @@ pub(super) struct Shared {
     /// Reports of changes made elsewhere handed to the control plane.
     pub remote_changes: AtomicU64,
     /// The newest etcd revision any answer has shown (the watch's lag is the distance
-    /// from the mirror's revision to this).
+    /// from the mirror's revision, or [`Shared::confirmed_revision`], to this).
     pub etcd_revision: AtomicI64,
+    /// The newest revision etcd answered a progress request with: every change to
+    /// `P/objects/` up to it has been delivered. Counts only toward the lag; the
+    /// mirror advances on etcd's periodic notifications, which etcd 3.4 sends only to
+    /// watchers that have caught up (its answers to requests may come earlier).
+    pub confirmed_revision: AtomicI64,
     /// Writes refused by a failed revision compare.
     pub write_conflicts: AtomicU64,
     /// What this edge's writes in flight put (Some) or delete (None), by key: the
@@ -123,6 +130,17 @@ impl Shared {
     /// Notes a revision an answer of etcd showed.
     pub fn saw_revision(&self, revision: i64) {
         self.etcd_revision.fetch_max(revision, Ordering::Relaxed);
+    }
+
+    /// How many revisions etcd has shown that the watch has not yet delivered or
+    /// confirmed. Revisions that changed nothing under `P/objects/` (audit events,
+    /// token uses) count until a progress answer confirms them.
+    pub fn lag_revisions(&self) -> i64 {
+        let applied = self
+            .mirror()
+            .revision
+            .max(self.confirmed_revision.load(Ordering::Relaxed));
+        (self.etcd_revision.load(Ordering::Relaxed) - applied).max(0)
     }
 
     /// How long the last change written through another edge took to reach this one
@@ -207,6 +225,7 @@ impl Link {
             down: AtomicBool::new(false),
             remote_changes: AtomicU64::new(0),
             etcd_revision: AtomicI64::new(0),
+            confirmed_revision: AtomicI64::new(0),
             write_conflicts: AtomicU64::new(0),
             own_writes: Mutex::new(Default::default()),
             backlog: Backlog::default(),
@@ -451,7 +470,10 @@ pub(super) async fn send_backlog(
             .map(|(k, v)| etcd_client::TxnOp::put(k.as_str(), v.clone(), None))
             .collect();
         match kv.txn(etcd_client::Txn::new().and_then(ops)).await {
-            Ok(resp) => revision = resp.header().map_or(0, |h| h.revision()),
+            Ok(resp) => {
+                revision = resp.header().map_or(0, |h| h.revision());
+                shared.saw_revision(revision);
+            }
             Err(e) => {
                 shared.backlog.put_back(batch);
                 return Err(e);
@@ -493,8 +515,27 @@ async fn watch(client: &Client, shared: &Shared, start: i64) -> WatchEnd {
         }
         _ => {}
     }
+    let mut progress_check = tokio::time::interval(PROGRESS_CHECK);
+    progress_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The lag seen at the last check: a lag that has not moved for a whole interval
+    // (say, the revisions of other edges' audit events, which this watch never sees)
+    // is settled by asking etcd how far the watch has got.
+    let mut lag_at_check = 0;
     let end = loop {
-        let resp = match stream.message().await {
+        let message = tokio::select! {
+            message = stream.message() => message,
+            _ = progress_check.tick() => {
+                let lag = shared.lag_revisions();
+                if lag > 0 && lag == lag_at_check {
+                    if let Err(e) = stream.request_progress().await {
+                        break WatchEnd::Lost(e.to_string());
+                    }
+                }
+                lag_at_check = lag;
+                continue;
+            }
+        };
+        let resp = match message {
             Ok(Some(r)) => r,
             Ok(None) => break WatchEnd::Lost("watch stream ended".into()),
             Err(e) => break WatchEnd::Lost(e.to_string()),
@@ -537,6 +578,11 @@ async fn watch(client: &Client, shared: &Shared, start: i64) -> WatchEnd {
         // still follow it.)
         if !resp.events().is_empty() {
             mirror.advance(last);
+        } else if resp.watch_id() < 0 {
+            // The answer to a progress request: it concerns every watch of the stream.
+            shared
+                .confirmed_revision
+                .fetch_max(header, Ordering::Relaxed);
         } else if !resp.created() {
             mirror.advance(header);
         }
