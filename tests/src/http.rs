@@ -17,6 +17,8 @@ use std::{
 /// arrived: its head as text, a blank line, then its body. A request to switch
 /// protocols (`Upgrade`) gets a 101, then its bytes echoed as they come.
 ///
+/// A request for `/bytes/N` is answered with a body of N bytes instead.
+///
 /// A request for a path under [`DROP_ON_REUSE`] that is not the first on its
 /// connection, the first time that path comes, is not answered: the connection is
 /// closed instead, as a server whose keep-alive timeout fired just as it arrived.
@@ -29,6 +31,8 @@ pub struct HttpEcho {
     pub dropped: Arc<Mutex<Vec<String>>>,
     /// The paths of every request it read, answered or not, in order.
     pub seen: Arc<Mutex<Vec<String>>>,
+    /// Connections open now.
+    pub open: Arc<AtomicUsize>,
 }
 
 /// Paths under this prefix are dropped once on a reused connection (see [`HttpEcho`]).
@@ -41,6 +45,7 @@ struct Shared {
     count: Arc<AtomicUsize>,
     dropped: Arc<Mutex<Vec<String>>>,
     seen: Arc<Mutex<Vec<String>>>,
+    open: Arc<AtomicUsize>,
 }
 
 impl HttpEcho {
@@ -53,18 +58,22 @@ impl HttpEcho {
             count: Arc::new(AtomicUsize::new(0)),
             dropped: Arc::default(),
             seen: Arc::default(),
+            open: Arc::default(),
         };
         let echo = HttpEcho {
             addr,
             requests: shared.count.clone(),
             dropped: shared.dropped.clone(),
             seen: shared.seen.clone(),
+            open: shared.open.clone(),
         };
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
                 let shared = shared.clone();
                 std::thread::spawn(move || {
+                    shared.open.fetch_add(1, Ordering::SeqCst);
                     let _ = serve(stream, &shared);
+                    shared.open.fetch_sub(1, Ordering::SeqCst);
                 });
             }
         });
@@ -142,8 +151,14 @@ fn serve(stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
             }
         }
         count.fetch_add(1, Ordering::Relaxed);
-        let mut payload = head.into_bytes();
-        payload.extend_from_slice(&body);
+        let payload = match path.strip_prefix("/bytes/").and_then(|n| n.parse().ok()) {
+            Some(n) => vec![b'x'; n],
+            None => {
+                let mut payload = head.into_bytes();
+                payload.extend_from_slice(&body);
+                payload
+            }
+        };
         let close = header("connection").is_some_and(|c| c == "close");
         write!(
             writer,

@@ -130,3 +130,109 @@ async fn serve(
         });
     }
 }
+
+/// An HTTP/2 client over TLS that opens many streams and reads none of their response
+/// bodies until told to ([`Stalled::read_all`]): hyper's client with a 64 KiB window per
+/// stream, on a thread of its own (it answers the server's pings meanwhile).
+pub struct Stalled {
+    /// Response heads received (status codes, in the order of the requests).
+    pub statuses: Vec<u16>,
+    read: std::sync::mpsc::Sender<()>,
+    bodies: std::sync::mpsc::Receiver<Vec<Result<usize, String>>>,
+}
+
+impl Stalled {
+    /// Opens `streams` requests for `https://host{path}` at `addr` (ALPN `h2`,
+    /// trusting `config`'s roots) and waits for their response heads.
+    pub fn open(
+        addr: SocketAddr,
+        host: &str,
+        config: Arc<rustls::ClientConfig>,
+        path: &str,
+        streams: usize,
+    ) -> Stalled {
+        let mut config = (*config).clone();
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        let (host, uri) = (
+            host.to_owned(),
+            format!("https://{host}:{}{path}", addr.port()),
+        );
+        let (heads_tx, heads_rx) = std::sync::mpsc::channel();
+        let (read, read_rx) = std::sync::mpsc::channel::<()>();
+        let (bodies_tx, bodies) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("h2-stalled".into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async move {
+                    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+                    let name = rustls_pki_types::ServerName::try_from(host).unwrap();
+                    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+                        .connect(name, tcp)
+                        .await
+                        .unwrap();
+                    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(b"h2".as_slice()));
+                    let (mut sender, connection) =
+                        hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+                            .initial_stream_window_size(65_535)
+                            .handshake(TokioIo::new(tls))
+                            .await
+                            .unwrap();
+                    tokio::spawn(connection);
+                    let mut pending = Vec::new();
+                    for _ in 0..streams {
+                        sender.ready().await.unwrap();
+                        let req = Request::get(&uri)
+                            .body(http_body_util::Empty::<Bytes>::new())
+                            .unwrap();
+                        pending.push(sender.send_request(req));
+                    }
+                    let mut responses = Vec::new();
+                    for response in pending {
+                        responses.push(response.await.unwrap());
+                    }
+                    let statuses = responses.iter().map(|r| r.status().as_u16()).collect();
+                    heads_tx.send(statuses).unwrap();
+                    // Read nothing until told to (the connection task runs on).
+                    let _ = tokio::task::spawn_blocking(move || read_rx.recv()).await;
+                    let mut outcomes = Vec::new();
+                    for response in responses {
+                        let mut body = response.into_body();
+                        let mut got = 0;
+                        let outcome = loop {
+                            match body.frame().await {
+                                Some(Ok(frame)) => {
+                                    got += frame.data_ref().map_or(0, |d| d.len());
+                                }
+                                Some(Err(e)) => break Err(format!("{e} after {got} bytes")),
+                                None => break Ok(got),
+                            }
+                        };
+                        outcomes.push(outcome);
+                    }
+                    let _ = bodies_tx.send(outcomes);
+                });
+            })
+            .unwrap();
+        let statuses = heads_rx
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("the stalled client's response heads");
+        Stalled {
+            statuses,
+            read,
+            bodies,
+        }
+    }
+
+    /// Reads every body now: for each, its length when it ended cleanly, or the error
+    /// that ended it.
+    pub fn read_all(self) -> Vec<Result<usize, String>> {
+        self.read.send(()).unwrap();
+        self.bodies
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("the stalled client's bodies")
+    }
+}

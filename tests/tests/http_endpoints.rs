@@ -519,3 +519,116 @@ fn hostile_clients_get_their_error_or_timeout_and_others_are_still_served() {
         "only the normal request reached the upstream"
     );
 }
+
+#[test]
+fn an_http2_client_that_reads_none_of_its_streams_has_them_cut_and_others_are_served() {
+    use std::{sync::atomic::Ordering, time::Duration};
+    let fx = Fixture::new();
+    let api = HttpEcho::start("api");
+    let ca = sluice_tests::pki::Ca::new("sluice test CA");
+    let leaf = ca.server(&["api.example.com"]);
+    fx.write("api.crt", &leaf.cert_pem);
+    fx.write("api.key", &leaf.key_pem);
+    let ca_file = fx.write("ca.crt", &ca.pem());
+    let admin_key = "http-test-admin-key-0123456789";
+    let yaml = fx.tls_edge_head()
+        + &format!(
+            "  - url: https://api.example.com\n    idle_timeout: 2s\n    terminate_tls: {{ cert: api.crt, key: api.key }}\n    traffic_policy: {}\n\
+             admin:\n  listen: 127.0.0.1:0\n  api_keys: [\"{}\"]\n",
+            fixture::forward_all(API),
+            fixture::token_hash(admin_key),
+        );
+    let mut edge = Sluice::edge(&fx.write("edge.yml", &yaml), "uring");
+    let (agent_addr, _) = edge.edge_addrs(0);
+    let tls = edge.tls_endpoints_addr();
+    let _agent = agent(
+        &fx,
+        "agent.yml",
+        agent_addr,
+        &[(API, format!("http://{}", api.addr))],
+    );
+
+    // 100 streams (the most one connection may open) for 1 MiB each, none of them read:
+    // each holds an upstream connection behind a full window.
+    let config = sluice_tests::pki::client_config(&[&ca], None);
+    let streams = 100;
+    let stalled = sluice_tests::http2::Stalled::open(
+        tls,
+        "api.example.com",
+        config.clone(),
+        "/bytes/1048576",
+        streams,
+    );
+    assert_eq!(stalled.statuses, vec![200; streams]);
+    // And an HTTP/1.1 client that asks for 64 MiB (more than the sockets on the way hold) and reads no more than the head.
+    let mut reader = {
+        let name = rustls_pki_types::ServerName::try_from("api.example.com").unwrap();
+        let conn = rustls::ClientConnection::new(config.clone(), name).unwrap();
+        rustls::StreamOwned::new(conn, std::net::TcpStream::connect(tls).unwrap())
+    };
+    std::io::Write::write_all(
+        &mut reader,
+        b"GET /bytes/67108864 HTTP/1.1\r\nHost: api.example.com\r\n\r\n",
+    )
+    .unwrap();
+    let mut head = [0u8; 12];
+    std::io::Read::read_exact(&mut reader, &mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+    wait_until(
+        "every stalled response holds an upstream connection",
+        Duration::from_secs(10),
+        || api.open.load(Ordering::SeqCst) > streams,
+    );
+
+    // Meanwhile another client is served, whole.
+    let url = format!("https://api.example.com:{}/bytes/300000", tls.port());
+    let got = curl(
+        tls,
+        "api.example.com",
+        &[url],
+        None,
+        &["--cacert", ca_file.to_str().unwrap(), "--http2"],
+        fx.dir(),
+    );
+    assert_eq!(got[0].status, 200, "{:?}", got[0]);
+    assert_eq!(got[0].version, "2");
+    assert_eq!(got[0].body.len(), 300_000);
+
+    // After the endpoint's idle timeout the stalled responses are cut: every upstream
+    // connection they held is closed (the one curl used was kept alive: at most one
+    // stays).
+    wait_until(
+        "the stalled streams' upstream connections closed",
+        Duration::from_secs(15),
+        || api.open.load(Ordering::SeqCst) <= 1,
+    );
+    let metrics =
+        sluice_tests::admin::Admin::new(sluice_tests::admin::listening(&mut edge).0, admin_key)
+            .call("GET", "/metrics", None)
+            .text;
+    let cut = prom::sum(
+        &metrics,
+        "sluice_edge_connections_total",
+        &["outcome=\"idle_timeout\""],
+    );
+    assert_eq!(cut, (streams + 1) as f64, "{metrics}");
+    assert!(
+        edge.count(|v| v["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("http: a response cut")))
+            >= 1,
+        "{}",
+        edge.log_text()
+    );
+    // When the clients read at last, each stream ends in an error, none with its whole
+    // body.
+    let mut body = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut reader, &mut body);
+    assert!(body.len() < 64 << 20, "the HTTP/1.1 response was not cut");
+    for (i, outcome) in stalled.read_all().into_iter().enumerate() {
+        match outcome {
+            Err(e) => assert!(e.contains("after"), "stream {i}: {e}"),
+            Ok(n) => panic!("stream {i} ended cleanly with {n} bytes after its cut"),
+        }
+    }
+}

@@ -33,7 +33,9 @@ use sluice_policy::{
 use super::{
     headers,
     page::{self, Body, Code},
-    rt, upstreams,
+    rt,
+    stall::Flowing,
+    upstreams,
 };
 use crate::{
     edge::{
@@ -361,7 +363,7 @@ async fn phases(req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> {
                         open_latency: accepted_at.elapsed(),
                     });
                     kept.keep(&target);
-                    return finish(to_client(response));
+                    return finish(to_client(response, &endpoint, conn.peer));
                 }
                 Err(mut e) => match (e.take_message(), replay) {
                     (Some(unsent), _) => req = unsent,
@@ -410,11 +412,11 @@ async fn phases(req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> {
                     headers::keep_upgrade(&mut parts.headers);
                     return counted(Response::from_parts(
                         parts,
-                        http_body_util::Either::Left(body),
+                        http_body_util::Either::Left(Flowing::plain(body)),
                     ));
                 }
             }
-            finish(to_client(response))
+            finish(to_client(response, &endpoint, conn.peer))
         }
         Err(SendFailure::Timeout) => {
             crate::log_throttled!(info, endpoint = %endpoint.url, peer = %conn.peer,
@@ -712,7 +714,7 @@ fn to_upstream(
     upgrade: Option<&header::HeaderValue>,
     close: bool,
 ) -> Request<Body> {
-    let mut req = req.map(http_body_util::Either::Left);
+    let mut req = req.map(|body| http_body_util::Either::Left(Flowing::plain(body)));
     let headers = req.headers_mut();
     headers::strip_hop_by_hop(headers);
     headers::add_forwarded(headers, client.ip(), proto, host);
@@ -767,10 +769,23 @@ fn replayable(req: &Request<Body>) -> Option<Request<Body>> {
 }
 
 /// The upstream's response as the client gets it: hop-by-hop headers gone (hyper
-/// frames the body for the client's connection).
-fn to_client(response: Response<Incoming>) -> Response<Body> {
+/// frames the body for the client's connection), its body cut should none of it move
+/// for the endpoint's idle timeout (stall.rs).
+fn to_client(
+    response: Response<Incoming>,
+    endpoint: &Arc<LiveEndpoint>,
+    peer: SocketAddr,
+) -> Response<Body> {
     let (mut parts, body) = response.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);
+    let period = endpoint.idle_timeout;
+    let watched = endpoint.clone();
+    let body = Flowing::watched(body, period, move || {
+        watched.stats.idle_timeouts.inc();
+        crate::log_throttled!(info, endpoint = %watched.url, %peer,
+            idle_timeout_s = period.map_or(0, |p| p.as_secs()),
+            "http: a response cut: none of it moved for the endpoint's idle timeout");
+    });
     Response::from_parts(parts, http_body_util::Either::Left(body))
 }
 

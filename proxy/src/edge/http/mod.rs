@@ -11,6 +11,7 @@ mod forward;
 mod headers;
 mod page;
 mod rt;
+mod stall;
 mod upstreams;
 
 use std::{net::SocketAddr, rc::Rc, sync::Arc, time::Duration};
@@ -26,6 +27,9 @@ pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// Requests one HTTP/2 connection may have open at once.
 pub const MAX_STREAMS: u32 = 100;
+/// Most response bytes one HTTP/2 stream buffers for a client that does not read them
+/// (hyper's default, 400 KiB, lets one connection hold 40 MiB of the edge's memory).
+pub const STREAM_SEND_BUFFER: usize = 64 * 1024;
 
 /// Serves one connection accepted on the HTTP port.
 pub async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<EdgeShared>) {
@@ -119,6 +123,7 @@ where
     http.timer(rt::Timer)
         .max_header_list_size(MAX_HEAD_BYTES as u32)
         .max_concurrent_streams(MAX_STREAMS)
+        .max_send_buf_size(STREAM_SEND_BUFFER)
         .keep_alive_interval(Some(HEAD_TIMEOUT))
         .keep_alive_timeout(HEAD_TIMEOUT);
     http.serve_connection(io, service).await

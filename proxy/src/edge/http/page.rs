@@ -5,10 +5,13 @@
 
 use bytes::Bytes;
 use http_body_util::{Either, Full};
-use hyper::{body::Incoming, header, Response, StatusCode};
+use hyper::{header, Response, StatusCode};
 
-/// A response body: the upstream's, passed through, or one of the edge's pages.
-pub type Body = Either<Incoming, Full<Bytes>>;
+use super::stall::Flowing;
+
+/// A body: the client's request or the upstream's response, on its way through, or one
+/// of the edge's pages.
+pub type Body = Either<Flowing, Full<Bytes>>;
 
 /// The header naming why the edge answered itself.
 pub const ERROR_CODE_HEADER: &str = "sluice-error-code";
