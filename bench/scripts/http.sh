@@ -9,7 +9,7 @@
 #
 #   bash bench/scripts/http.sh [--seconds N] [--rounds N] [--connections N]
 #
-# Needs wrk and haproxy (Debian packages). Builds sluice in release mode; every
+# Needs wrk and haproxy (Debian packages); nginx (nginx-light) optional. Builds sluice in release mode; every
 # process it starts is stopped by PID on exit; all traffic stays on 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -93,6 +93,41 @@ PORT[sluice]=$HTTP_PORT
 PORT[haproxy-x2]=$FRONT
 PATHS="direct sluice haproxy-x2"
 
+if command -v nginx >/dev/null; then
+  NGINX=$(free_port)
+  mkdir -p "$WORK/nginx"
+  cat > "$WORK/nginx.conf" <<CFG
+worker_processes auto;
+daemon off;
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $WORK/nginx;
+    proxy_temp_path $WORK/nginx;
+    fastcgi_temp_path $WORK/nginx;
+    uwsgi_temp_path $WORK/nginx;
+    scgi_temp_path $WORK/nginx;
+    upstream up { server 127.0.0.1:$UP; keepalive 64; }
+    server {
+        listen 127.0.0.1:$NGINX;
+        keepalive_requests 1000000;
+        location / {
+            proxy_pass http://up;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host \$host;
+        }
+    }
+}
+CFG
+  nginx -c "$WORK/nginx.conf" -p "$WORK/nginx" & PIDS+=($!)
+  wait_port "$NGINX"
+  PORT[nginx]=$NGINX
+  PATHS="$PATHS nginx"
+fi
+
 RESULTS="$WORK/results.txt"
 for round in $(seq 1 "$ROUNDS"); do
   for mode in keep-alive new-connection; do
@@ -117,21 +152,22 @@ print(rps, p50, p99, errors + (int(non2xx.group(1)) if non2xx else 0))
   done
 done
 
-python3 - "$RESULTS" "$CONNECTIONS" "$SECONDS_PER_RUN" <<'PY'
+python3 - "$RESULTS" "$CONNECTIONS" "$SECONDS_PER_RUN" $PATHS <<'PY'
 import sys, statistics, os, platform
 rows = [l.split() for l in open(sys.argv[1])]
-conns, secs = sys.argv[2], sys.argv[3]
+conns, secs, paths = sys.argv[2], sys.argv[3], sys.argv[4:]
 cpu = next((l.split(":",1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
 rounds = sorted({int(r[0]) for r in rows})
 print(f"machine: {cpu}, {os.cpu_count()} cores, kernel {platform.release()}; wrk -t 2 -c {conns}, {secs} s per figure, {len(rounds)} rounds, medians")
 for mode in ["keep-alive", "new-connection"]:
     print(f"\n{mode}" + (" (Connection: close)" if mode == "new-connection" else " connections"))
     print("| path | requests/s | vs direct (min-max) | p50 ms | p99 ms | errors |\n| --- | ---: | ---: | ---: | ---: | ---: |")
-    for path in ["direct", "sluice", "haproxy-x2"]:
+    for path in paths:
         get = lambda r, p, i: float(next(x[i] for x in rows if int(x[0]) == r and x[1] == mode and x[2] == p))
         rps = [get(r, path, 3) for r in rounds]
         ratio = [get(r, path, 3) / get(r, "direct", 3) for r in rounds]
         p50 = [get(r, path, 4) for r in rounds]; p99 = [get(r, path, 5) for r in rounds]
         errs = sum(int(get(r, path, 6)) for r in rounds)
-        print(f"| {path} | {statistics.median(rps):.0f} | {statistics.median(ratio):.2f}x ({min(ratio):.2f}-{max(ratio):.2f}) | {statistics.median(p50):.2f} | {statistics.median(p99):.2f} | {errs} |")
+        name = {"nginx": "nginx (one hop)"}.get(path, path)
+        print(f"| {name} | {statistics.median(rps):.0f} | {statistics.median(ratio):.2f}x ({min(ratio):.2f}-{max(ratio):.2f}) | {statistics.median(p50):.2f} | {statistics.median(p99):.2f} | {errs} |")
 PY
