@@ -628,3 +628,93 @@ fn an_http_endpoint_is_served_through_an_edge_without_the_session() {
     let forwarded = metric(&edges, 2, OUT_OPENED);
     assert!(forwarded >= 5.0, "C carried {forwarded} streams to B");
 }
+
+const IN_FAILED: &str = "sluice_edge_peer_streams_total{direction=\"in\",outcome=\"failed\"}";
+
+#[test]
+fn what_only_the_sessions_edge_can_do_is_refused_over_a_peer_link_and_reaches_no_upstream() {
+    use sluice_tests::{
+        http::{curl, HttpEcho},
+        http2::Http2Echo,
+    };
+    let etcd = Etcd::start();
+    let fx = Fixture::new();
+    let edges = three_edges(&fx, &etcd);
+    // B holds the agent's session. One agent endpoint has HTTP rules of its own (run
+    // per request, only where the requests are parsed next to the session), the other
+    // an HTTP/2 upstream (spoken to only by an edge holding the session).
+    let guarded = HttpEcho::start("guarded");
+    let h2 = Http2Echo::start("h2");
+    let yaml = agent_yaml_on(&fx, &[edges[1].agent_addr], 1, "tcp", &[])
+        + &format!(
+            "  - url: http://guarded.internal\n    upstream: {{ url: \"http://{}\" }}\n    traffic_policy:\n      on_http_request:\n        - expressions: [\"req.url.path.startsWith('/blocked')\"]\n          actions:\n            - type: deny\n              config: {{ status_code: 451 }}\n\
+             \x20 - url: http://h2.internal\n    upstream: {{ url: \"http://{}\", protocol: http2 }}\n",
+            guarded.addr, h2.addr
+        );
+    let mut agent = Sluice::agent(&fx.write("agent.yml", &yaml), DRIVER);
+    agent.wait_for_n("every endpoint bound", 2, |v| {
+        v["message"] == "endpoint bound"
+    });
+    for (host, internal) in [
+        ("guarded.example.com", "http://guarded.internal"),
+        ("h2.example.com", "http://h2.internal"),
+    ] {
+        edges[0].admin.create(
+            "/v1/endpoints",
+            json!({ "url": format!("http://{host}"), "traffic_policy": fixture::forward_all(internal) }),
+        );
+    }
+    let get = |edge: usize, host: &str, path: &str| {
+        let http = edges[edge]
+            .http_addr
+            .expect("fleet edges serve http:// endpoints");
+        let url = format!("http://{host}:{}{path}", http.port());
+        curl(http, host, &[url], None, &[], fx.dir()).pop().unwrap()
+    };
+    // Through B: the agent endpoint's rule answers, the rest reaches the upstreams (the
+    // HTTP/2 one over HTTP/2).
+    wait_until("B serves both endpoints", PROPAGATION, || {
+        get(1, "guarded.example.com", "/").status == 200
+            && get(1, "h2.example.com", "/").status == 200
+    });
+    assert_eq!(get(1, "guarded.example.com", "/blocked/x").status, 451);
+    let h2_seen = get(1, "h2.example.com", "/h2");
+    assert!(
+        h2_seen.text().starts_with("HTTP/2.0 GET"),
+        "{}",
+        h2_seen.text()
+    );
+    let (guarded_before, h2_before) = (guarded.requests.load(Ordering::SeqCst), h2.requests());
+    let refused_before = metric(&edges, 1, IN_FAILED);
+
+    // Through C (no session): B refuses both streams, C answers with its own page, and
+    // no request reaches an upstream (the blocked path would have slipped past the rule
+    // had B carried it).
+    for (host, path) in [
+        ("guarded.example.com", "/blocked/x"),
+        ("guarded.example.com", "/"),
+        ("h2.example.com", "/h2"),
+    ] {
+        let got = get(2, host, path);
+        assert!(
+            got.status >= 500 && got.header("sluice-error-code").is_some(),
+            "{host}{path} through C: {got:?}"
+        );
+    }
+    assert_eq!(guarded.requests.load(Ordering::SeqCst), guarded_before);
+    assert_eq!(h2.requests(), h2_before);
+    assert!(
+        metric(&edges, 1, IN_FAILED) >= refused_before + 3.0,
+        "B counted the refused streams"
+    );
+    for reason in ["policy has HTTP rules", "upstream speaks HTTP/2"] {
+        assert!(
+            edges[1]
+                .process
+                .count(|v| v["message"].as_str().is_some_and(|m| m.contains(reason)))
+                >= 1,
+            "B logs why ({reason}):\n{}",
+            edges[1].process.log_text()
+        );
+    }
+}

@@ -122,6 +122,34 @@ fn an_http2_upstream_gets_http2_on_one_multiplexed_connection() {
         &text[..200.min(text.len())]
     );
     assert!(text.ends_with(&body), "the body did not come back whole");
+
+    // A websocket upgrade has no HTTP/2 upstream to switch (no extended CONNECT through
+    // the tunnel): the edge answers 502 with its code, and the upstream sees nothing.
+    let before = upstream.requests();
+    let upgrade = curl(
+        http,
+        HOST,
+        &urls(http, &["/ws"]),
+        None,
+        &[
+            "-H",
+            "Connection: Upgrade",
+            "-H",
+            "Upgrade: websocket",
+            "-H",
+            "Sec-WebSocket-Version: 13",
+            "-H",
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+        ],
+        fx.dir(),
+    );
+    assert_eq!(upgrade[0].status, 502, "{}", upgrade[0].text());
+    assert!(
+        upgrade[0].header("sluice-error-code").is_some(),
+        "{:?}",
+        upgrade[0]
+    );
+    assert_eq!(upstream.requests(), before);
 }
 
 #[test]
