@@ -99,13 +99,23 @@ async fn serve(
                         text.push_str(&format!("{k}: {}\n", v.to_str().unwrap_or("?")));
                     }
                     text.push('\n');
+                    let trailers = req.uri().path() == "/trailers";
                     let body = req.into_body().collect().await.map(|b| b.to_bytes());
                     let mut payload = text.into_bytes();
                     payload.extend_from_slice(&body.unwrap_or_default());
+                    // `/trailers` ends as a gRPC server ends a call.
+                    let end = trailers.then(|| {
+                        let mut end = hyper::HeaderMap::new();
+                        end.insert("grpc-status", "0".parse().unwrap());
+                        end.insert("grpc-message", "done".parse().unwrap());
+                        Ok::<_, Infallible>(end)
+                    });
+                    let body =
+                        Full::new(Bytes::from(payload)).with_trailers(std::future::ready(end));
                     Ok::<_, Infallible>(
                         Response::builder()
                             .header("x-upstream", name)
-                            .body(Full::new(Bytes::from(payload)))
+                            .body(body)
                             .unwrap(),
                     )
                 }
@@ -235,4 +245,69 @@ impl Stalled {
             .recv_timeout(std::time::Duration::from_secs(60))
             .expect("the stalled client's bodies")
     }
+}
+
+/// What one HTTP/2 exchange ([`exchange`]) got back.
+#[derive(Debug)]
+pub struct Exchanged {
+    pub status: u16,
+    pub body: Vec<u8>,
+    /// The trailers that ended the response, if any.
+    pub trailers: Option<hyper::HeaderMap>,
+}
+
+/// One request over a new TLS connection (ALPN `h2`, trusting `config`'s roots) to
+/// `https://host{path}` at `addr`, with `headers` and `body`; the whole response, its
+/// trailers included.
+pub fn exchange(
+    addr: SocketAddr,
+    host: &str,
+    config: Arc<rustls::ClientConfig>,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Exchanged {
+    let mut config = (*config).clone();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let mut req = Request::post(format!("https://{host}:{}{path}", addr.port()));
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    let req = req.body(Full::new(Bytes::copy_from_slice(body))).unwrap();
+    let host = host.to_owned();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let name = rustls_pki_types::ServerName::try_from(host).unwrap();
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .unwrap();
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(b"h2".as_slice()));
+        let (mut sender, connection) =
+            hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+                .handshake(TokioIo::new(tls))
+                .await
+                .unwrap();
+        tokio::spawn(connection);
+        let response = sender.send_request(req).await.unwrap();
+        let status = response.status().as_u16();
+        let mut body = response.into_body();
+        let (mut data, mut trailers) = (Vec::new(), None);
+        while let Some(frame) = body.frame().await {
+            let frame = frame.unwrap();
+            match frame.into_data() {
+                Ok(bytes) => data.extend_from_slice(&bytes),
+                Err(frame) => trailers = frame.into_trailers().ok(),
+            }
+        }
+        Exchanged {
+            status,
+            body: data,
+            trailers,
+        }
+    })
 }

@@ -214,3 +214,43 @@ fn over_upstream_tls_http2_is_negotiated_by_alpn() {
         "both requests on one TLS connection"
     );
 }
+
+#[test]
+fn a_grpc_style_call_keeps_te_trailers_and_gets_its_trailers_back() {
+    let fx = Fixture::new();
+    let ca = Ca::new("sluice test CA");
+    let leaf = ca.server(&[HOST]);
+    fx.write("api.crt", &leaf.cert_pem);
+    fx.write("api.key", &leaf.key_pem);
+    let yaml = fx.tls_edge_head()
+        + &format!(
+            "  - url: https://{HOST}\n    terminate_tls: {{ cert: api.crt, key: api.key }}\n    traffic_policy:\n      on_http_request:\n        - actions:\n            - type: forward-internal\n              config: {{ url: \"http://api.internal\" }}\n"
+        );
+    let mut edge = Sluice::edge(&fx.write("edge.yml", &yaml), "uring");
+    let (agent_addr, _) = edge.edge_addrs(0);
+    let tls = edge.tls_endpoints_addr();
+    let upstream = Http2Echo::start("grpc");
+    let _agent = agent(&fx, "agent.yml", agent_addr, upstream.addr, "http2");
+
+    // HTTP/2 from the client to the edge, and from the edge to the upstream.
+    let got = sluice_tests::http2::exchange(
+        tls,
+        HOST,
+        pki::client_config(&[&ca], None),
+        "/trailers",
+        &[("te", "trailers"), ("content-type", "application/grpc")],
+        b"\0\0\0\0\x05hello",
+    );
+    assert_eq!(got.status, 200, "{got:?}");
+    let seen = String::from_utf8_lossy(&got.body);
+    assert!(seen.starts_with("HTTP/2.0 POST "), "{seen}");
+    assert!(
+        seen.contains("\nte: trailers\n"),
+        "the upstream did not get `te: trailers`:\n{seen}"
+    );
+    assert!(seen.contains("content-type: application/grpc\n"), "{seen}");
+    assert!(seen.ends_with("\0\0\0\0\x05hello"), "{seen}");
+    let trailers = got.trailers.expect("the response's trailers");
+    assert_eq!(trailers["grpc-status"], "0");
+    assert_eq!(trailers["grpc-message"], "done");
+}

@@ -716,7 +716,11 @@ fn to_upstream(
 ) -> Request<Body> {
     let mut req = req.map(|body| http_body_util::Either::Left(Flowing::plain(body)));
     let headers = req.headers_mut();
+    let trailers = headers::accepts_trailers(headers);
     headers::strip_hop_by_hop(headers);
+    if trailers {
+        headers.insert(header::TE, header::HeaderValue::from_static("trailers"));
+    }
     headers::add_forwarded(headers, client.ip(), proto, host);
     if !headers.contains_key(header::HOST) {
         if let Ok(value) = header::HeaderValue::from_str(host) {

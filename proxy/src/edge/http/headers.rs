@@ -55,6 +55,21 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Whether a request's `TE` says its client accepts trailers (`TE: trailers`, as every
+/// gRPC client sends). `TE` is hop-by-hop, but that one value is passed on (RFC 9113
+/// 8.2.2 allows it even in HTTP/2): without it a gRPC server refuses the call.
+pub fn accepts_trailers(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|coding| {
+            let name = coding.split(';').next().unwrap_or_default();
+            name.trim().eq_ignore_ascii_case("trailers")
+        })
+}
+
 /// The protocol a request asks to switch to (`Upgrade`, with `upgrade` among the
 /// `Connection` options), e.g. `websocket`.
 pub fn upgrade_of(headers: &HeaderMap) -> Option<HeaderValue> {
@@ -106,6 +121,17 @@ pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, proto: &'static st
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn te_trailers_is_found_among_codings() {
+        use super::accepts_trailers;
+        let mut h = hyper::HeaderMap::new();
+        assert!(!accepts_trailers(&h));
+        h.insert(hyper::header::TE, "gzip;q=0.5, Trailers".parse().unwrap());
+        assert!(accepts_trailers(&h));
+        h.insert(hyper::header::TE, "gzip, deflate".parse().unwrap());
+        assert!(!accepts_trailers(&h));
+    }
+
     use super::*;
 
     fn request(host: Option<&str>, uri: &str) -> Request<()> {
