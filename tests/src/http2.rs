@@ -250,7 +250,9 @@ impl Stalled {
 /// What one HTTP/2 exchange ([`exchange`]) got back.
 #[derive(Debug)]
 pub struct Exchanged {
+    /// The response's status code.
     pub status: u16,
+    /// Its body, whole.
     pub body: Vec<u8>,
     /// The trailers that ended the response, if any.
     pub trailers: Option<hyper::HeaderMap>,
