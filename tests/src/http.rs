@@ -33,6 +33,8 @@ pub struct HttpEcho {
     pub seen: Arc<Mutex<Vec<String>>>,
     /// Connections open now.
     pub open: Arc<AtomicUsize>,
+    /// Connections accepted so far.
+    pub accepted: Arc<AtomicUsize>,
 }
 
 /// Paths under this prefix are dropped once on a reused connection (see [`HttpEcho`]).
@@ -46,6 +48,7 @@ struct Shared {
     dropped: Arc<Mutex<Vec<String>>>,
     seen: Arc<Mutex<Vec<String>>>,
     open: Arc<AtomicUsize>,
+    accepted: Arc<AtomicUsize>,
 }
 
 impl HttpEcho {
@@ -59,6 +62,7 @@ impl HttpEcho {
             dropped: Arc::default(),
             seen: Arc::default(),
             open: Arc::default(),
+            accepted: Arc::default(),
         };
         let echo = HttpEcho {
             addr,
@@ -66,11 +70,13 @@ impl HttpEcho {
             dropped: shared.dropped.clone(),
             seen: shared.seen.clone(),
             open: shared.open.clone(),
+            accepted: shared.accepted.clone(),
         };
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
                 let shared = shared.clone();
                 std::thread::spawn(move || {
+                    shared.accepted.fetch_add(1, Ordering::SeqCst);
                     shared.open.fetch_add(1, Ordering::SeqCst);
                     let _ = serve(stream, &shared);
                     shared.open.fetch_sub(1, Ordering::SeqCst);

@@ -614,6 +614,7 @@ fn an_http_endpoint_is_served_through_an_edge_without_the_session() {
             },
         );
         let urls: Vec<String> = (0..5).map(|_| target.clone()).collect();
+        let accepted = api.accepted.load(Ordering::SeqCst);
         let got = curl(http, "api.example.com", &urls, None, &[], fx.dir());
         for t in &got {
             assert_eq!(t.status, 200, "edge {edge}: {t:?}");
@@ -623,10 +624,24 @@ fn an_http_endpoint_is_served_through_an_edge_without_the_session() {
                 seen.contains(&format!("get /via-{edge} http/1.1")),
                 "{seen}"
             );
+            assert!(!seen.contains("connection: close"), "{seen}");
         }
+        // Kept alive through the tunnel, over the peer link too: five requests on one
+        // client connection take at most one new upstream connection (none when the
+        // worker kept one from the requests before).
+        let new = api.accepted.load(Ordering::SeqCst) - accepted;
+        assert!(
+            new <= 1,
+            "edge {edge}: {new} upstream connections for 5 requests"
+        );
     }
+    // C carried the requests to B, on fewer streams than requests (one per worker
+    // that served them, kept alive between requests).
     let forwarded = metric(&edges, 2, OUT_OPENED);
-    assert!(forwarded >= 5.0, "C carried {forwarded} streams to B");
+    assert!(
+        (1.0..5.0).contains(&forwarded),
+        "C carried 6 or more requests to B on {forwarded} streams"
+    );
 }
 
 const IN_FAILED: &str = "sluice_edge_peer_streams_total{direction=\"in\",outcome=\"failed\"}";

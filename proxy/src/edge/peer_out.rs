@@ -147,6 +147,12 @@ impl PeerLoad {
         }
     }
 
+    /// The load of a stream on a connection kept alive through `route`'s edge (HTTP
+    /// keep-alive over a peer link), counted like a new one.
+    pub fn reused(route: &PeerRoute) -> Self {
+        Self::new(route)
+    }
+
     /// Keeps the link of a stream both edges ended cleanly for the next stream to the
     /// same edge, if that edge keeps its end too (otherwise it is closed).
     pub fn keep_link(&self, link: std::net::TcpStream) {

@@ -15,8 +15,9 @@
 //! member (upstreams.rs) carries it when this worker has one, else a new stream on one of
 //! its data channels, which is kept alive for the next request once the response ended
 //! (HTTP keep-alive through the tunnel). A request carried to another edge of the fleet
-//! has a stream of its own and says `Connection: close`, so the upstream ends it after
-//! the response. When a stream ends, its data channel goes back to its session. A request
+//! goes likewise on a connection this worker kept through that edge (its peer link
+//! stream, relayed there to one member), else on a new stream. When a stream ends, its
+//! data channel goes back to its session. A request
 //! that switches protocols (`Upgrade`, websockets) keeps its stream: after the
 //! upstream's 101 both sides' bytes are relayed as they are until both end.
 
@@ -35,7 +36,7 @@ use super::{
     page::{self, Body, Code},
     rt,
     stall::Flowing,
-    upstreams,
+    upstreams::{self, Holder},
 };
 use crate::{
     edge::{
@@ -44,6 +45,7 @@ use crate::{
         datachan::{DataChannel, ParkedChannel},
         denials,
         endpoint_policy::BoundPolicy,
+        peer_out::PeerLoad,
         pipeline::{self, Carried, Via},
         pool::MemberLoad,
         EdgeShared, LiveEndpoint,
@@ -233,7 +235,7 @@ async fn phases(req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> {
     // The agent endpoint's own policy, when the pool the request goes to has one (its
     // response phase runs before the cloud endpoint's).
     let mut bound: Option<Arc<BoundPolicy>> = None;
-    let (target, local, carrier) = loop {
+    let (target, carrier) = loop {
         let (target, on_error) = match next_target(
             rules,
             &mut parts,
@@ -263,7 +265,6 @@ async fn phases(req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> {
                 return counted(page::error(Code::AgentOffline));
             }
         };
-        let local = matches!(route, pipeline::Route::Local(_));
         if let pipeline::Route::Local(pool) = &route {
             if let Some(policy) = &pool.policy {
                 if let Err(answer) =
@@ -281,19 +282,38 @@ async fn phases(req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> {
                 let kept = if member.upstream == UpstreamProtocol::Http2 {
                     upstreams::http2(member.id(), &target).map(Kept::Http2)
                 } else {
-                    upstreams::take(member.id(), &target).map(|(sender, channel)| Kept::Http1 {
-                        sender,
-                        channel,
-                        load: MemberLoad::new(member),
-                    })
+                    upstreams::take(&Holder::Member(member.id()), &target).map(
+                        |(sender, channel)| Kept::Http1 {
+                            sender,
+                            channel,
+                            via: Via::Member(MemberLoad::new(member)),
+                        },
+                    )
                 };
                 if let Some(kept) = kept {
-                    break (target, local, Carrier::Kept { kept, route });
+                    break (target, Carrier::Kept { kept, route });
                 }
             }
         }
+        // Or one this worker kept through another edge holding the URL's sessions.
+        if let (pipeline::Route::Peer(routes), None) = (&route, &upgrade) {
+            let kept = routes.lookup(&target).and_then(|routes| {
+                routes.iter().find_map(|r| {
+                    upstreams::take(&Holder::Edge(r.edge.clone()), &target).map(
+                        |(sender, channel)| Kept::Http1 {
+                            sender,
+                            channel,
+                            via: Via::Peer(PeerLoad::reused(r)),
+                        },
+                    )
+                })
+            });
+            if let Some(kept) = kept {
+                break (target, Carrier::Kept { kept, route });
+            }
+        }
         match open(shared, &endpoint, route, conn, &target).await {
-            Ok(carried) => break (target, local, Carrier::Opened(carried)),
+            Ok(carried) => break (target, Carrier::Opened(carried)),
             Err(_) if go_on => {
                 tracing::debug!(endpoint = %endpoint.url, peer = %conn.peer, %target,
                     "http: no member of the target reached its upstream; the policy goes on (on_error: continue)");
@@ -341,8 +361,6 @@ async fn phases(req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> {
         conn.proto,
         &host_header,
         upgrade.as_ref().map(|u| &u.0),
-        // Keep-alive with local members; one stream per request to another edge.
-        !local,
     );
 
     let carried = match carrier {
@@ -401,7 +419,7 @@ async fn phases(req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> {
         open_latency: accepted_at.elapsed(),
     });
 
-    let key = (local && upgrade.is_none()).then(|| target.clone());
+    let key = upgrade.is_none().then(|| target.clone());
     match send(carried, req, upgrade.is_some(), key).await {
         Ok((mut response, via)) => {
             if response.status() == hyper::StatusCode::SWITCHING_PROTOCOLS {
@@ -440,18 +458,19 @@ async fn phases(req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> {
 enum Carrier {
     /// A stream opened for it.
     Opened(Carried),
-    /// A kept connection to a local member (its route kept, to open a stream should
-    /// the connection turn out broken).
+    /// A kept connection (its route kept, to open a stream should the connection turn
+    /// out broken).
     Kept { kept: Kept, route: pipeline::Route },
 }
 
 /// A connection to a member that the request can go on without a stream of its own.
 enum Kept {
-    /// A kept-alive HTTP/1.1 connection, idle since its last response.
+    /// A kept-alive HTTP/1.1 connection, idle since its last response (to a local
+    /// member, or through another edge).
     Http1 {
         sender: SendRequest<Body>,
         channel: std::os::fd::RawFd,
-        load: MemberLoad,
+        via: Via,
     },
     /// This worker's HTTP/2 connection to the member.
     Http2(upstreams::Http2Sender),
@@ -475,10 +494,10 @@ impl Kept {
         if let Kept::Http1 {
             sender,
             channel,
-            load,
+            via,
         } = self
         {
-            keep_alive(sender, Via::Member(load), Some((url.to_owned(), channel)));
+            keep_alive(sender, via, Some((url.to_owned(), channel)));
         }
     }
 }
@@ -704,15 +723,14 @@ fn on_response(
 }
 
 /// The client's request as the upstream gets it: hop-by-hop headers gone, the
-/// forwarding headers set, in origin form; `Connection: close` when its stream is not
-/// kept alive (`close`), or the protocol switch the client asked for (`upgrade`).
+/// forwarding headers set, in origin form, with the protocol switch the client asked
+/// for (`upgrade`).
 fn to_upstream(
     req: Request<Incoming>,
     client: SocketAddr,
     proto: &'static str,
     host: &str,
     upgrade: Option<&header::HeaderValue>,
-    close: bool,
 ) -> Request<Body> {
     let mut req = req.map(|body| http_body_util::Either::Left(Flowing::plain(body)));
     let headers = req.headers_mut();
@@ -733,12 +751,6 @@ fn to_upstream(
             headers.insert(
                 header::CONNECTION,
                 header::HeaderValue::from_static("upgrade"),
-            );
-        }
-        None if close => {
-            headers.insert(
-                header::CONNECTION,
-                header::HeaderValue::from_static("close"),
             );
         }
         None => {}
@@ -831,8 +843,12 @@ async fn send(
 fn keep_alive(mut sender: SendRequest<Body>, via: Via, keep: Option<(String, std::os::fd::RawFd)>) {
     monoio::spawn(async move {
         let ready = sender.ready().await;
-        if let (Ok(()), Via::Member(load), Some((url, channel))) = (ready, &via, keep) {
-            upstreams::put(load.0.id(), &url, sender, channel);
+        if let (Ok(()), Some((url, channel))) = (ready, keep) {
+            let holder = match &via {
+                Via::Member(load) => Holder::Member(load.0.id()),
+                Via::Peer(load) => Holder::Edge(load.edge.clone()),
+            };
+            upstreams::put(holder, &url, sender, channel);
         }
     });
 }
