@@ -745,15 +745,12 @@ fn to_upstream(
             headers.insert(header::HOST, value);
         }
     }
-    match upgrade {
-        Some(protocol) => {
-            headers.insert(header::UPGRADE, protocol.clone());
-            headers.insert(
-                header::CONNECTION,
-                header::HeaderValue::from_static("upgrade"),
-            );
-        }
-        None => {}
+    if let Some(protocol) = upgrade {
+        headers.insert(header::UPGRADE, protocol.clone());
+        headers.insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("upgrade"),
+        );
     }
     if req.uri().authority().is_some() {
         let origin = req
