@@ -7,9 +7,10 @@
 use std::net::{IpAddr, SocketAddr};
 
 use crate::{
-    expr::{ConnFacts, Expression, Scope, Var},
+    expr::Expression,
     model::{SetVars, VarValue},
     program::{run, Facts, Start, Step},
+    scope::{ConnFacts, Scope, Var},
     verdict::{CidrSet, Verdict, Verdicts},
 };
 

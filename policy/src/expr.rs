@@ -1,25 +1,21 @@
 //! CEL in HTTP rules, as ngrok's Traffic Policy writes it: a rule's `expressions`
 //! ([`Expression`], all must be true for its actions to run) and `${...}` in header
 //! values and response bodies ([`Template`]), evaluated by cel-rust's interpreter over
-//! the variables of one request ([`Facts`]): `req.method`, `req.url.path`, `req.headers`,
-//! `conn.client_ip`, `res.status_code`, … (the full list is in docs/policy.md), plus
-//! ngrok's `inCidrRange(ip, cidr)` and `inCidrRanges(ip, [cidr, …])`.
+//! the variables of one request or connection, built lazily ([`Scope`], scope.rs):
+//! `req.method`, `req.url.path`, `req.headers`, `conn.client_ip`, `res.status_code`, …
+//! (the full list is in docs/policy.md), plus ngrok's `inCidrRange(ip, cidr)` and
+//! `inCidrRanges(ip, [cidr, …])`.
 //!
 //! Expressions compile when the policy is parsed (a syntax error names the expression);
 //! an expression whose evaluation fails (a missing header indexed, a type mismatch)
 //! counts as false, as a rule that does not apply.
 
-use std::{
-    collections::HashMap,
-    fmt,
-    net::{IpAddr, SocketAddr},
-    sync::Arc,
-};
+use std::{fmt, sync::Arc};
 
-use cel::{objects::Key, Context, ExecutionError, Program, Value};
+use cel::{Program, Value};
 use serde::{Serialize, Serializer};
 
-use crate::Cidr;
+use crate::scope::Scope;
 
 /// One CEL expression, compiled.
 #[derive(Clone)]
@@ -51,12 +47,12 @@ impl Expression {
 
     /// Whether it holds in `scope` (an error or a value that is not a bool: no).
     pub fn holds(&self, scope: &Scope) -> bool {
-        matches!(self.program.execute(&scope.ctx), Ok(Value::Bool(true)))
+        matches!(scope.run(&self.program), Ok(Value::Bool(true)))
     }
 
     /// Its value in `scope` as text (a list's items joined by `,`); `None` when it fails.
     pub fn text(&self, scope: &Scope) -> Option<String> {
-        self.program.execute(&scope.ctx).ok().map(|v| display(&v))
+        scope.run(&self.program).ok().map(|v| display(&v))
     }
 }
 
@@ -208,253 +204,10 @@ fn display(value: &Value) -> String {
     }
 }
 
-/// What expressions may read of one request (and, in `on_http_response`, its response).
-pub struct Facts<'a> {
-    /// The client and the address it connected to.
-    pub client: SocketAddr,
-    /// The edge's address the client connected to.
-    pub server: SocketAddr,
-    /// `http` or `https`.
-    pub scheme: &'a str,
-    /// The request (after the actions that ran before: a rewritten URL, added headers).
-    pub request: &'a http::request::Parts,
-    /// The response, in `on_http_response`.
-    pub response: Option<&'a http::response::Parts>,
-    /// The client's country (`conn.geo.country_code`), when the policy reads it and
-    /// the edge knows it.
-    pub country: Option<&'a str>,
-    /// What `set-vars` set so far in this phase (`vars.*`).
-    pub(crate) vars: &'a [(String, Var)],
-}
-
-/// The variables of one request (or response) bound for CEL, with the standard library
-/// and ngrok's functions: built once per phase and reused by every expression until an
-/// action changes the request.
-pub struct Scope {
-    ctx: Context<'static, 'static>,
-}
-
-/// The standard library, shared by every scope.
-static ENV: std::sync::LazyLock<Arc<cel::Env>> =
-    std::sync::LazyLock::new(|| Arc::new(cel::Env::stdlib()));
-
-impl Scope {
-    /// Binds `conn`, `req` and (in `on_http_response`) `res` from `facts`.
-    pub fn new(facts: &Facts<'_>) -> Scope {
-        let mut ctx = Context::with_env(ENV.clone());
-        add_functions(&mut ctx);
-        ctx.add_variable_from_value("conn", facts.conn());
-        ctx.add_variable_from_value("req", facts.req());
-        if let Some(response) = facts.response {
-            ctx.add_variable_from_value("res", res(response));
-        }
-        ctx.add_variable_from_value("vars", vars_map(facts.vars));
-        Scope { ctx }
-    }
-}
-
-/// What `on_tcp_connect` expressions may read of a connection (`conn.*`), and the
-/// variables `set-vars` set so far (`vars.*`).
-#[derive(Default)]
-pub(crate) struct ConnFacts {
-    pub(crate) client: Option<SocketAddr>,
-    pub(crate) server: Option<SocketAddr>,
-    pub(crate) sni: Option<String>,
-    pub(crate) country: Option<String>,
-    pub(crate) vars: Vec<(String, Var)>,
-}
-
-/// A variable's value.
-#[derive(Clone, Debug, PartialEq)]
-pub(crate) enum Var {
-    Bool(bool),
-    Int(i64),
-    Text(String),
-}
-
-impl Scope {
-    /// Binds `conn` (`client_ip`, `client_port`, `server_ip`, `server_port`,
-    /// `tls.sni`, `geo.country_code`; what is unknown is absent) and `vars`.
-    pub(crate) fn connection(facts: &ConnFacts) -> Scope {
-        let mut ctx = Context::with_env(ENV.clone());
-        add_functions(&mut ctx);
-        let mut conn: HashMap<Key, Value> = HashMap::new();
-        if let Some(c) = facts.client {
-            conn.insert(key("client_ip"), c.ip().to_string().into());
-            conn.insert(key("client_port"), i64::from(c.port()).into());
-        }
-        if let Some(s) = facts.server {
-            conn.insert(key("server_ip"), s.ip().to_string().into());
-            conn.insert(key("server_port"), i64::from(s.port()).into());
-        }
-        let mut tls: HashMap<Key, Value> = HashMap::new();
-        if let Some(sni) = &facts.sni {
-            tls.insert(key("sni"), sni.clone().into());
-        }
-        conn.insert(key("tls"), tls.into());
-        let mut geo: HashMap<Key, Value> = HashMap::new();
-        if let Some(code) = &facts.country {
-            geo.insert(key("country_code"), code.clone().into());
-        }
-        conn.insert(key("geo"), geo.into());
-        ctx.add_variable_from_value("conn", conn);
-        ctx.add_variable_from_value("vars", vars_map(&facts.vars));
-        Scope { ctx }
-    }
-}
-
-/// `vars.*` for CEL.
-fn vars_map(vars: &[(String, Var)]) -> HashMap<Key, Value> {
-    vars.iter()
-        .map(|(name, v)| {
-            let value = match v {
-                Var::Bool(b) => Value::Bool(*b),
-                Var::Int(i) => Value::Int(*i),
-                Var::Text(t) => t.clone().into(),
-            };
-            (key(name), value)
-        })
-        .collect()
-}
-
-fn add_functions(ctx: &mut Context<'static, 'static>) {
-    ctx.add_function("inCidrRange", |ip: Arc<String>, cidr: Arc<String>| {
-        in_ranges(&ip, std::slice::from_ref(&cidr))
-    })
-    .expect("inCidrRange is not a standard function");
-    ctx.add_function(
-        "inCidrRanges",
-        |ip: Arc<String>, cidrs: Arc<Vec<Value>>| -> Result<bool, ExecutionError> {
-            let cidrs: Vec<Arc<String>> = cidrs
-                .iter()
-                .map(|v| match v {
-                    Value::String(s) => Ok(s.clone()),
-                    other => Err(ExecutionError::function_error(
-                        "inCidrRanges",
-                        format!("expected a list of CIDR strings, found {other:?}"),
-                    )),
-                })
-                .collect::<Result<_, _>>()?;
-            in_ranges(&ip, &cidrs)
-        },
-    )
-    .expect("inCidrRanges is not a standard function");
-}
-
-fn in_ranges(ip: &str, cidrs: &[Arc<String>]) -> Result<bool, ExecutionError> {
-    let ip: IpAddr = ip.parse().map_err(|_| {
-        ExecutionError::function_error("inCidrRange", format!("`{ip}` is not an IP address"))
-    })?;
-    for cidr in cidrs {
-        let cidr: Cidr = cidr
-            .parse()
-            .map_err(|e| ExecutionError::function_error("inCidrRange", e))?;
-        if cidr.contains(ip) {
-            return Ok(true);
-        }
-    }
-    Ok(false)
-}
-
-impl Facts<'_> {
-    fn conn(&self) -> HashMap<Key, Value> {
-        let mut geo: HashMap<Key, Value> = HashMap::new();
-        if let Some(code) = self.country {
-            geo.insert(key("country_code"), code.to_owned().into());
-        }
-        map([
-            ("client_ip", self.client.ip().to_string().into()),
-            ("client_port", i64::from(self.client.port()).into()),
-            ("server_ip", self.server.ip().to_string().into()),
-            ("server_port", i64::from(self.server.port()).into()),
-            ("geo", geo.into()),
-        ])
-    }
-
-    fn req(&self) -> HashMap<Key, Value> {
-        let r = self.request;
-        let host = r
-            .headers
-            .get(http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| r.uri.authority().map(|a| a.as_str()))
-            .unwrap_or_default()
-            .to_owned();
-        let path = r.uri.path().to_owned();
-        let query = r.uri.query().unwrap_or_default().to_owned();
-        let raw = format!(
-            "{}://{host}{}",
-            self.scheme,
-            r.uri.path_and_query().map_or("/", |p| p.as_str())
-        );
-        let mut params: HashMap<Key, Vec<Value>> = HashMap::new();
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            params.entry(key(k)).or_default().push(v.into());
-        }
-        let url = map([
-            ("scheme", self.scheme.into()),
-            ("host", host.clone().into()),
-            ("path", path.into()),
-            ("query", query.into()),
-            ("raw", raw.into()),
-        ]);
-        map([
-            ("method", r.method.as_str().into()),
-            ("host", host.into()),
-            ("version", format!("{:?}", r.version).into()),
-            ("url", url.into()),
-            ("headers", headers(&r.headers).into()),
-            ("query_params", lists(params).into()),
-            (
-                "content_length",
-                r.headers
-                    .get(http::header::CONTENT_LENGTH)
-                    .and_then(|v| v.to_str().ok()?.parse::<i64>().ok())
-                    .unwrap_or(0)
-                    .into(),
-            ),
-        ])
-    }
-}
-
-fn res(response: &http::response::Parts) -> HashMap<Key, Value> {
-    map([
-        ("status_code", i64::from(response.status.as_u16()).into()),
-        ("headers", headers(&response.headers).into()),
-    ])
-}
-
-/// Header names in lower case, each with the list of its values.
-fn headers(headers: &http::HeaderMap) -> HashMap<Key, Value> {
-    let mut out: HashMap<Key, Vec<Value>> = HashMap::new();
-    for (name, value) in headers {
-        out.entry(key(name.as_str())).or_default().push(
-            String::from_utf8_lossy(value.as_bytes())
-                .into_owned()
-                .into(),
-        );
-    }
-    lists(out)
-}
-
-fn lists(m: HashMap<Key, Vec<Value>>) -> HashMap<Key, Value> {
-    m.into_iter()
-        .map(|(k, v)| (k, Value::List(Arc::new(v))))
-        .collect()
-}
-
-fn key(name: &str) -> Key {
-    Key::String(Arc::new(name.to_owned()))
-}
-
-fn map<const N: usize>(entries: [(&str, Value); N]) -> HashMap<Key, Value> {
-    entries.into_iter().map(|(k, v)| (key(k), v)).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scope::Facts;
 
     fn facts_for(req: &http::request::Parts) -> Facts<'_> {
         Facts {

@@ -20,11 +20,12 @@ use std::{
 use http::{header::HeaderValue, HeaderName, StatusCode};
 
 use crate::{
-    expr::{Facts, Scope, Template, Var},
+    expr::Template,
     http_model::{HttpAction, HttpRule, OnError},
     log_vars::VarValue,
     rate_limit::SlidingWindow,
     restrict::RestrictIps,
+    scope::{Facts, Scope, Var},
     InternalUrl, PolicyError, TrafficPolicy,
 };
 

@@ -76,6 +76,7 @@ mod parse;
 mod program;
 mod rate_limit;
 mod restrict;
+mod scope;
 mod search;
 mod table4;
 mod table6;
@@ -88,7 +89,7 @@ pub use conn_eval::{ConnInfo, LogEvent, NoConnInfo};
 pub use decision::{Decision, Outcome, Why};
 pub use endpoint_policy::EndpointPolicy;
 pub use error::PolicyError;
-pub use expr::{Expression, Facts, Scope, Template};
+pub use expr::{Expression, Template};
 pub use handle::{PolicyHandle, PolicyReader, SwapReport};
 pub use http_eval::{
     Answer, Conn, Effects, HttpLog, HttpPhases, Refusal, RequestVerdict, ResponseVerdict, Resume,
@@ -100,5 +101,6 @@ pub use http_model::{
 pub use model::{
     Action, ForwardInternal, Log, RestrictIps, Rule, SetVars, TrafficPolicy, VarValue,
 };
+pub use scope::{Facts, Scope};
 pub use url::{InternalUrl, Scheme};
 pub use verdict::Cause;
