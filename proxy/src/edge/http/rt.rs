@@ -11,8 +11,12 @@ use std::{
 
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
 
-/// A monoio stream as hyper reads and writes it.
-pub struct Io<T>(hyper_util::rt::TokioIo<monoio_compat::StreamWrapper<T>>);
+/// A monoio stream as hyper reads and writes it. The compat wrapper stays on the heap:
+/// a read or write it has started holds a pointer to the stream inside it, and hyper
+/// moves its I/O freely (HTTP/2's handshake starts writing its preface, then the
+/// connection, with the I/O, moves into its task), so a wrapper kept inline would leave
+/// that pointer dangling.
+pub struct Io<T>(Box<hyper_util::rt::TokioIo<monoio_compat::StreamWrapper<T>>>);
 
 // SAFETY: hyper wants the I/O of a connection it may upgrade (websockets) to be Send,
 // because its upgraded streams may move between threads on other runtimes. Here a
@@ -23,14 +27,14 @@ unsafe impl<T> Send for Io<T> {}
 
 /// Wraps `stream` for hyper.
 pub fn io<T: AsyncReadRent + AsyncWriteRent + Unpin + 'static>(stream: T) -> Io<T> {
-    Io(hyper_util::rt::TokioIo::new(
+    Io(Box::new(hyper_util::rt::TokioIo::new(
         monoio_compat::StreamWrapper::new(stream),
-    ))
+    )))
 }
 
 /// The stream back from hyper's wrapping.
 pub fn unwrap<T>(io: Io<T>) -> T {
-    io.0.into_inner().into_inner()
+    (*io.0).into_inner().into_inner()
 }
 
 impl<T: AsyncReadRent + Unpin + 'static> hyper::rt::Read for Io<T> {
