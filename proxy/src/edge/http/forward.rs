@@ -21,7 +21,7 @@
 //! that switches protocols (`Upgrade`, websockets) keeps its stream: after the
 //! upstream's 101 both sides' bytes are relayed as they are until both end.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{net::SocketAddr, rc::Rc, sync::Arc, time::Duration};
 
 use hyper::{body::Incoming, client::conn::http1::SendRequest, header, Request, Response};
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
@@ -36,7 +36,7 @@ use super::{
     page::{self, Body, Code},
     rt,
     stall::Flowing,
-    upstreams::{self, Holder},
+    upstreams,
 };
 use crate::{
     edge::{
@@ -73,6 +73,29 @@ pub struct ConnInfo {
     pub endpoint: Option<Arc<LiveEndpoint>>,
     /// `http` or `https`, for `X-Forwarded-Proto`.
     pub proto: &'static str,
+    /// The connection its last request kept through another edge, for its next one
+    /// (it goes when the client's connection does).
+    pub kept_peer: Rc<PeerSlot>,
+}
+
+/// A connection kept alive through another edge of the fleet for one client
+/// connection. That edge checked the agent endpoint's policy for this client when the
+/// stream opened, so the stream serves no other client.
+pub type PeerSlot = std::cell::RefCell<Option<PeerKept>>;
+
+/// See [`PeerSlot`].
+pub struct PeerKept {
+    edge: Arc<str>,
+    url: String,
+    sender: SendRequest<Body>,
+    channel: std::os::fd::RawFd,
+}
+
+/// Where a connection goes once its response ended: among the worker's connections to
+/// a local member (upstreams.rs), or into its client connection's [`PeerSlot`].
+struct Keep {
+    url: String,
+    client: std::rc::Weak<PeerSlot>,
 }
 
 /// Answers one request: the upstream's response, or the edge's page saying why not;
@@ -282,30 +305,31 @@ async fn phases(req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> {
                 let kept = if member.upstream == UpstreamProtocol::Http2 {
                     upstreams::http2(member.id(), &target).map(Kept::Http2)
                 } else {
-                    upstreams::take(&Holder::Member(member.id()), &target).map(
-                        |(sender, channel)| Kept::Http1 {
-                            sender,
-                            channel,
-                            via: Via::Member(MemberLoad::new(member)),
-                        },
-                    )
+                    upstreams::take(member.id(), &target).map(|(sender, channel)| Kept::Http1 {
+                        sender,
+                        channel,
+                        via: Via::Member(MemberLoad::new(member)),
+                    })
                 };
                 if let Some(kept) = kept {
                     break (target, Carrier::Kept { kept, route });
                 }
             }
         }
-        // Or one this worker kept through another edge holding the URL's sessions.
+        // Or the one this client connection kept through another edge holding the URL's
+        // sessions.
         if let (pipeline::Route::Peer(routes), None) = (&route, &upgrade) {
-            let kept = routes.lookup(&target).and_then(|routes| {
-                routes.iter().find_map(|r| {
-                    upstreams::take(&Holder::Edge(r.edge.clone()), &target).map(
-                        |(sender, channel)| Kept::Http1 {
-                            sender,
-                            channel,
-                            via: Via::Peer(PeerLoad::reused(r)),
-                        },
-                    )
+            let kept = conn.kept_peer.take().and_then(|k| {
+                let route = routes
+                    .lookup(&target)?
+                    .iter()
+                    .find(|r| r.edge == k.edge && k.url == target)?;
+                let usable = k.sender.is_ready()
+                    && matches!(crate::io::sockets::peek_first_byte(k.channel), Ok(None));
+                usable.then(|| Kept::Http1 {
+                    sender: k.sender,
+                    channel: k.channel,
+                    via: Via::Peer(PeerLoad::reused(route)),
                 })
             });
             if let Some(kept) = kept {
@@ -355,8 +379,11 @@ async fn phases(req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> {
         ))
     };
 
+    // Bytes of this exchange moving either way (the stall cut watches them: stall.rs).
+    let motion = Rc::new(crate::io::idle::Progress::default());
     let mut req = to_upstream(
         Request::from_parts(parts, body),
+        &motion,
         conn.peer,
         conn.proto,
         &host_header,
@@ -380,8 +407,11 @@ async fn phases(req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> {
                         failovers: 0,
                         open_latency: accepted_at.elapsed(),
                     });
-                    kept.keep(&target);
-                    return finish(to_client(response, &endpoint, conn.peer));
+                    kept.keep(Keep {
+                        url: target.clone(),
+                        client: Rc::downgrade(&conn.kept_peer),
+                    });
+                    return finish(to_client(response, motion, &endpoint, conn.peer));
                 }
                 Err(mut e) => match (e.take_message(), replay) {
                     (Some(unsent), _) => req = unsent,
@@ -419,7 +449,10 @@ async fn phases(req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> {
         open_latency: accepted_at.elapsed(),
     });
 
-    let key = upgrade.is_none().then(|| target.clone());
+    let key = upgrade.is_none().then(|| Keep {
+        url: target.clone(),
+        client: Rc::downgrade(&conn.kept_peer),
+    });
     match send(carried, req, upgrade.is_some(), key).await {
         Ok((mut response, via)) => {
             if response.status() == hyper::StatusCode::SWITCHING_PROTOCOLS {
@@ -434,7 +467,7 @@ async fn phases(req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> {
                     ));
                 }
             }
-            finish(to_client(response, &endpoint, conn.peer))
+            finish(to_client(response, motion, &endpoint, conn.peer))
         }
         Err(SendFailure::Timeout) => {
             crate::log_throttled!(info, endpoint = %endpoint.url, peer = %conn.peer,
@@ -490,14 +523,14 @@ impl Kept {
 
     /// After a response: an HTTP/1.1 connection goes back among the worker's idle ones
     /// once its response has ended; an HTTP/2 one stays this worker's connection.
-    fn keep(self, url: &str) {
+    fn keep(self, keep: Keep) {
         if let Kept::Http1 {
             sender,
             channel,
             via,
         } = self
         {
-            keep_alive(sender, via, Some((url.to_owned(), channel)));
+            keep_alive(sender, via, Some((keep, channel)));
         }
     }
 }
@@ -727,12 +760,13 @@ fn on_response(
 /// for (`upgrade`).
 fn to_upstream(
     req: Request<Incoming>,
+    motion: &Rc<crate::io::idle::Progress>,
     client: SocketAddr,
     proto: &'static str,
     host: &str,
     upgrade: Option<&header::HeaderValue>,
 ) -> Request<Body> {
-    let mut req = req.map(|body| http_body_util::Either::Left(Flowing::plain(body)));
+    let mut req = req.map(|body| http_body_util::Either::Left(Flowing::counted(body, motion)));
     let headers = req.headers_mut();
     let trailers = headers::accepts_trailers(headers);
     headers::strip_hop_by_hop(headers);
@@ -786,6 +820,7 @@ fn replayable(req: &Request<Body>) -> Option<Request<Body>> {
 /// for the endpoint's idle timeout (stall.rs).
 fn to_client(
     response: Response<Incoming>,
+    motion: Rc<crate::io::idle::Progress>,
     endpoint: &Arc<LiveEndpoint>,
     peer: SocketAddr,
 ) -> Response<Body> {
@@ -793,7 +828,7 @@ fn to_client(
     headers::strip_hop_by_hop(&mut parts.headers);
     let period = endpoint.idle_timeout;
     let watched = endpoint.clone();
-    let body = Flowing::watched(body, period, move || {
+    let body = Flowing::watched(body, motion, period, move || {
         watched.stats.idle_timeouts.inc();
         crate::log_throttled!(info, endpoint = %watched.url, %peer,
             idle_timeout_s = period.map_or(0, |p| p.as_secs()),
@@ -809,7 +844,7 @@ async fn send(
     carried: Carried,
     req: Request<Body>,
     upgrade: bool,
-    keep: Option<String>,
+    keep: Option<Keep>,
 ) -> Result<(Response<Incoming>, Option<Via>), SendFailure> {
     let Carried { via, channel, .. } = carried;
     match channel {
@@ -837,15 +872,27 @@ async fn send(
 /// connection (`keep`: its URL and data channel socket) for the next request to that
 /// URL on the same member (upstreams.rs), or (`None`) lets it go; the stream counts
 /// against its member (`via`) until then.
-fn keep_alive(mut sender: SendRequest<Body>, via: Via, keep: Option<(String, std::os::fd::RawFd)>) {
+fn keep_alive(mut sender: SendRequest<Body>, via: Via, keep: Option<(Keep, std::os::fd::RawFd)>) {
     monoio::spawn(async move {
         let ready = sender.ready().await;
-        if let (Ok(()), Some((url, channel))) = (ready, keep) {
-            let holder = match &via {
-                Via::Member(load) => Holder::Member(load.0.id()),
-                Via::Peer(load) => Holder::Edge(load.edge.clone()),
-            };
-            upstreams::put(holder, &url, sender, channel);
+        let (Ok(()), Some((keep, channel))) = (ready, keep) else {
+            return;
+        };
+        match &via {
+            Via::Member(load) => upstreams::put(load.0.id(), &keep.url, sender, channel),
+            Via::Peer(load) => {
+                if let Some(slot) = keep.client.upgrade() {
+                    let mut slot = slot.borrow_mut();
+                    if slot.is_none() {
+                        *slot = Some(PeerKept {
+                            edge: load.edge.clone(),
+                            url: keep.url,
+                            sender,
+                            channel,
+                        });
+                    }
+                }
+            }
         }
     });
 }
@@ -859,7 +906,7 @@ async fn exchange_http2<T>(
     stream: ChunkedSub<T>,
     via: Via,
     req: Request<Body>,
-    keep: Option<String>,
+    keep: Option<Keep>,
 ) -> Result<(Response<Incoming>, Option<Via>), SendFailure>
 where
     T: AsyncReadRent + AsyncWriteRent + std::os::fd::AsRawFd + Unpin + 'static,
@@ -880,8 +927,8 @@ where
         }
     });
     let response = answer(sender.send_request(for_version(req, true))).await?;
-    if let (Some(url), Some(member)) = (keep, member) {
-        upstreams::keep_http2(member, &url, sender);
+    if let (Some(keep), Some(member)) = (keep, member) {
+        upstreams::keep_http2(member, &keep.url, sender);
     }
     Ok((response, None))
 }
@@ -967,7 +1014,7 @@ async fn exchange<T>(
     via: Via,
     req: Request<Body>,
     upgrade: bool,
-    keep: Option<String>,
+    keep: Option<Keep>,
     park: fn(T) -> Option<ParkedChannel>,
 ) -> Result<(Response<Incoming>, Option<Via>), SendFailure>
 where
@@ -1024,6 +1071,6 @@ where
         }
     });
     let response = answer(sender.send_request(req)).await?;
-    keep_alive(sender, via, keep.map(|url| (url, channel_fd)));
+    keep_alive(sender, via, keep.map(|keep| (keep, channel_fd)));
     Ok((response, None))
 }

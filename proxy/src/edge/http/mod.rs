@@ -41,6 +41,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<EdgeShared>)
         shared: shared.clone(),
         endpoint: None,
         proto: "http",
+        kept_peer: Default::default(),
     };
     if let Err(e) = serve_http1(rt::io(stream), conn).await {
         tracing::debug!(%peer, error = %e, "http connection ended with an error");
@@ -80,6 +81,7 @@ pub async fn serve_tls(
         shared: shared.clone(),
         endpoint: Some(endpoint),
         proto: "https",
+        kept_peer: Default::default(),
     };
     let served = if h2 {
         serve_http2(rt::io(tls), conn).await

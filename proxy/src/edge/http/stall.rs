@@ -1,11 +1,12 @@
 //! Bodies that flow through the edge ([`Flowing`]): a client's request body on its way
-//! upstream, passed through as it is, and an upstream's response body on its way to the
+//! upstream, its bytes counted, and an upstream's response body on its way to the
 //! client, watched. A response the client stops taking (an HTTP/2 client that opens
 //! streams and reads none of them, a slow reader on HTTP/1.1) while the upstream has
 //! nothing more to send, or that the upstream stops sending, holds its stream through
-//! the tunnel (a data channel, an upstream connection at the agent). When no byte of it
-//! has moved for the endpoint's `idle_timeout`, as for a TCP connection, the response is
-//! cut: the upstream's side is dropped at once (its stream ends, the upstream's
+//! the tunnel (a data channel, an upstream connection at the agent). When no byte of
+//! the exchange has moved either way (the response's bytes to the client, the request
+//! body's to the upstream: a gRPC stream from the client moves) for the endpoint's
+//! `idle_timeout`, as for a TCP connection, the response is cut: the upstream's side is dropped at once (its stream ends, the upstream's
 //! connection with it), and the client's stream is reset when the client next reads.
 //!
 //! The watch costs one small shared cell and an entry on the worker's timing wheel
@@ -31,6 +32,8 @@ pub struct Flowing(Inner);
 enum Inner {
     /// Passed through as it comes.
     Plain(Incoming),
+    /// A request body, its bytes counted toward its exchange's motion.
+    Counted(Incoming, Rc<Progress>),
     /// A response watched for stalls.
     Watched(Rc<Watch>),
 }
@@ -39,8 +42,8 @@ enum Inner {
 struct Watch {
     /// The upstream's body; gone once cut (or ended).
     body: RefCell<Option<Incoming>>,
-    /// Bytes handed to the client.
-    progress: Progress,
+    /// Bytes that moved, either way.
+    progress: Rc<Progress>,
     /// The watchdog cut the response.
     cut: Cell<bool>,
     /// The body ended or was dropped: the watchdog can go.
@@ -79,10 +82,17 @@ impl Flowing {
         Flowing(Inner::Plain(body))
     }
 
-    /// An upstream's response body, cut when none of it moves for `period` (`None`:
-    /// never); `on_cut` runs when it is.
+    /// A request body on its way upstream, its bytes counted in `motion`.
+    pub fn counted(body: Incoming, motion: &Rc<Progress>) -> Flowing {
+        Flowing(Inner::Counted(body, motion.clone()))
+    }
+
+    /// An upstream's response body, cut when nothing moves either way (`motion`: the
+    /// request body's bytes, and this body's) for `period` (`None`: never); `on_cut`
+    /// runs when it is.
     pub fn watched(
         body: Incoming,
+        motion: Rc<Progress>,
         period: Option<Duration>,
         on_cut: impl FnOnce() + 'static,
     ) -> Flowing {
@@ -94,7 +104,7 @@ impl Flowing {
         }
         let watch = Rc::new(Watch {
             body: RefCell::new(Some(body)),
-            progress: Progress::default(),
+            progress: motion,
             cut: Cell::new(false),
             done: Cell::new(false),
             period,
@@ -158,6 +168,13 @@ impl Body for Flowing {
     ) -> Poll<Option<Result<Frame<Bytes>, FlowError>>> {
         let watch = match &mut self.get_mut().0 {
             Inner::Plain(body) => return Pin::new(body).poll_frame(cx).map_err(FlowError::Http),
+            Inner::Counted(body, motion) => {
+                let frame = Pin::new(body).poll_frame(cx).map_err(FlowError::Http);
+                if let Poll::Ready(Some(Ok(f))) = &frame {
+                    motion.bump(f.data_ref().map_or(1, |d| d.len().max(1)) as u64);
+                }
+                return frame;
+            }
             Inner::Watched(watch) => watch.clone(),
         };
         let mut slot = watch.body.borrow_mut();
@@ -191,7 +208,7 @@ impl Body for Flowing {
 
     fn is_end_stream(&self) -> bool {
         match &self.0 {
-            Inner::Plain(body) => body.is_end_stream(),
+            Inner::Plain(body) | Inner::Counted(body, _) => body.is_end_stream(),
             Inner::Watched(watch) => match &*watch.body.borrow() {
                 Some(body) => body.is_end_stream(),
                 None => !watch.cut.get(),
@@ -201,7 +218,7 @@ impl Body for Flowing {
 
     fn size_hint(&self) -> SizeHint {
         match &self.0 {
-            Inner::Plain(body) => body.size_hint(),
+            Inner::Plain(body) | Inner::Counted(body, _) => body.size_hint(),
             Inner::Watched(watch) => watch
                 .body
                 .borrow()

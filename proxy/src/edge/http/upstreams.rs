@@ -1,10 +1,11 @@
 //! HTTP keep-alive through the tunnel: each worker keeps the upstream connections whose
-//! last response ended, per pool member (agent session) and internal URL, or per edge
-//! of the fleet and URL for those carried over a peer link, so the next request for
-//! that member (or edge) reuses one (no data channel to take, no stream to announce,
+//! last response ended, per pool member (agent session) and internal URL, so the next
+//! request for that member reuses one (no data channel to take, no stream to announce,
 //! no upstream connect at the agent) as HAProxy's `http-reuse` does. Most recently used
-//! first, at most [`MAX_IDLE_PER_MEMBER`] per member, each for at most [`IDLE_FOR`]; one
-//! the upstream closed meanwhile is skipped. Dropping one ends its stream, and its data
+//! first, at most [`MAX_IDLE_PER_MEMBER`] per member, each for at most [`IDLE_FOR`]
+//! (a reaper lets expired ones go while the worker has any); one the upstream closed
+//! meanwhile is skipped. (Connections kept through another edge of the fleet belong to
+//! their client's connection instead: forward.rs's `PeerSlot`.) Dropping one ends its stream, and its data
 //! channel goes back to the session (forward.rs).
 //!
 //! An HTTP/2 upstream (`upstream.protocol: http2`) multiplexes: one connection per
@@ -29,16 +30,7 @@ pub const IDLE_FOR: Duration = Duration::from_secs(15);
 /// Most idle upstream connections a worker keeps per member and URL.
 pub const MAX_IDLE_PER_MEMBER: usize = 64;
 
-/// Who holds the agent session a kept connection goes through.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Holder {
-    /// A local pool member (its session id).
-    Member(u64),
-    /// Another edge of the fleet (its `edge_id`), over a peer link.
-    Edge(std::sync::Arc<str>),
-}
-
-type Key = (Holder, String);
+type Key = (u64, String);
 
 /// An idle upstream connection: hyper's handle, the data channel's socket under it
 /// (open while hyper's connection is), and since when it waits.
@@ -50,7 +42,9 @@ struct Idle {
 
 thread_local! {
     static IDLE: RefCell<HashMap<Key, Vec<Idle>>> = RefCell::new(HashMap::new());
-    static HTTP2: RefCell<HashMap<(u64, String), Http2Sender>> = RefCell::new(HashMap::new());
+    /// Whether this worker's reaper task runs.
+    static REAPING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    static HTTP2: RefCell<HashMap<Key, Http2Sender>> = RefCell::new(HashMap::new());
 }
 
 /// hyper's handle of an HTTP/2 upstream connection.
@@ -80,13 +74,13 @@ pub fn keep_http2(member: u64, url: &str, sender: Http2Sender) {
     });
 }
 
-/// An idle connection to `url` through `holder`, ready for a request: hyper's
+/// An idle connection to `url` on session `member`, ready for a request: hyper's
 /// connection is up, and nothing (an end, a reset, stray bytes) has arrived on its data
-/// channel (or peer link) since its last response, so a request sent on it is not lost
-/// to an agent or edge that died meanwhile.
-pub fn take(holder: &Holder, url: &str) -> Option<(SendRequest<Body>, RawFd)> {
+/// channel since its last response, so a request sent on it is not lost to an agent
+/// that died meanwhile.
+pub fn take(member: u64, url: &str) -> Option<(SendRequest<Body>, RawFd)> {
     IDLE.with_borrow_mut(|idle| {
-        let key = (holder.clone(), url.to_owned());
+        let key = (member, url.to_owned());
         let senders = idle.get_mut(&key)?;
         while let Some(entry) = senders.pop() {
             if entry.sender.is_ready()
@@ -101,17 +95,14 @@ pub fn take(holder: &Holder, url: &str) -> Option<(SendRequest<Body>, RawFd)> {
     })
 }
 
-/// Keeps `sender` (its last response ended; `channel` is its data channel's or peer
-/// link's socket) for the next request to `url` through `holder`; connections idle past
-/// [`IDLE_FOR`] or closed are let go now.
-pub fn put(holder: Holder, url: &str, sender: SendRequest<Body>, channel: RawFd) {
+/// Keeps `sender` (its last response ended; `channel` is its data channel's socket)
+/// for the next request to `url` on `member`; connections idle past [`IDLE_FOR`] or
+/// closed are let go now.
+pub fn put(member: u64, url: &str, sender: SendRequest<Body>, channel: RawFd) {
     let now = Instant::now();
     IDLE.with_borrow_mut(|idle| {
-        idle.retain(|_, senders| {
-            senders.retain(|e| !e.sender.is_closed() && now.duration_since(e.since) < IDLE_FOR);
-            !senders.is_empty()
-        });
-        let senders = idle.entry((holder, url.to_owned())).or_default();
+        prune(idle, now);
+        let senders = idle.entry((member, url.to_owned())).or_default();
         if senders.len() < MAX_IDLE_PER_MEMBER {
             senders.push(Idle {
                 sender,
@@ -120,4 +111,32 @@ pub fn put(holder: Holder, url: &str, sender: SendRequest<Body>, channel: RawFd)
             });
         }
     });
+    if !REAPING.replace(true) {
+        monoio::spawn(reap());
+    }
+}
+
+/// Lets connections idle past [`IDLE_FOR`], or closed, go.
+fn prune(idle: &mut HashMap<Key, Vec<Idle>>, now: Instant) {
+    idle.retain(|_, senders| {
+        senders.retain(|e| !e.sender.is_closed() && now.duration_since(e.since) < IDLE_FOR);
+        !senders.is_empty()
+    });
+}
+
+/// While the worker keeps idle connections: lets the expired ones go every
+/// [`IDLE_FOR`], so a worker that gets no more requests does not hold them (each holds
+/// a data channel and an upstream connection at the agent).
+async fn reap() {
+    loop {
+        monoio::time::sleep(IDLE_FOR).await;
+        let left = IDLE.with_borrow_mut(|idle| {
+            prune(idle, Instant::now());
+            idle.len()
+        });
+        if left == 0 {
+            REAPING.set(false);
+            return;
+        }
+    }
 }

@@ -504,6 +504,8 @@ async fn watch(client: &Client, shared: &Shared, start: i64) -> WatchEnd {
         Err(e) => return WatchEnd::Lost(e.to_string()),
     };
     shared.watching.store(true, Ordering::Relaxed);
+    // A confirmation counts for the watch that got it: a new one starts behind.
+    shared.confirmed_revision.store(0, Ordering::Relaxed);
     let written = shared.keys.written();
     let queued = shared.backlog.len();
     match tokio::time::timeout(CALL_TIMEOUT, send_backlog(client.clone(), shared)).await {
