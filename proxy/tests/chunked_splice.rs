@@ -73,6 +73,8 @@ fn frames_both_ways_and_hands_the_channel_back(driver: Driver) {
         let (channel, peer) = pair(&listener);
         drop(listener);
         let local = monoio::net::TcpStream::from_std(local).unwrap();
+        // A data channel is made non-blocking once, where it is made.
+        channel.set_nonblocking(true).unwrap();
         let channel = monoio::net::TcpStream::from_std(channel).unwrap();
 
         let (first_tx, first_rx) = mpsc::channel();

@@ -63,6 +63,8 @@ fn forwards_both_ways_without_new_descriptors(driver: Driver) {
         let (channel, mut peer) = pair(&listener);
         drop(listener);
         let local = monoio::net::TcpStream::from_std(local).unwrap();
+        // A data channel is made non-blocking once, where it is made.
+        channel.set_nonblocking(true).unwrap();
         let channel = monoio::net::TcpStream::from_std(channel).unwrap();
 
         let limit = LoweredLimit::to_lowest_free();

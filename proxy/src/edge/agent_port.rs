@@ -167,5 +167,9 @@ async fn plain_data_channel(
         transport = "tcp",
         "new data channel parked"
     );
+    // Non-blocking for good: the splice pump needs it, and sets it no more per stream.
+    if crate::io::sockets::set_nonblocking(std::os::fd::AsRawFd::as_raw_fd(&stream)).is_err() {
+        return;
+    }
     session.park(ParkedChannel::plain(stream));
 }

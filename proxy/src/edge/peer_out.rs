@@ -250,7 +250,10 @@ async fn attempt(
         .map_err(|_| PeerFailure::ConnectTimeout)?
         .map_err(|_| PeerFailure::Connect)?;
     let _ = tcp.set_nodelay(true);
-    crate::fleet::keep_link_alive(std::os::fd::AsRawFd::as_raw_fd(&tcp));
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&tcp);
+    crate::fleet::keep_link_alive(fd);
+    // Non-blocking for good: the splice pump needs it, and sets it no more per stream.
+    crate::io::sockets::set_nonblocking(fd).map_err(|_| PeerFailure::Connect)?;
     shared.peers.stats.links_connected.inc();
     announce(shared, key, route, start, early, tcp, true).await
 }

@@ -51,7 +51,10 @@ pub const SPLICE_AT_LEAST: usize = 8 * 1024;
 /// Forwards `local <-> channel`, chunk-framed on the channel, until both directions
 /// end; the channel comes back when both end markers said "keep". `keep_channel` is
 /// asked when `local` reaches EOF. Bytes read past the peer's end marker stay in
-/// `reader`. Not cancel-safe.
+/// `reader`. `channel` is already non-blocking: a `tcp` data channel or peer link is
+/// made so once, where it is made (edge/agent_port.rs, edge/peer_out.rs,
+/// agent/datachan/plain.rs), rather than again for each of its streams. Not
+/// cancel-safe.
 pub async fn forward(
     local: TcpStream,
     channel: TcpStream,
@@ -59,16 +62,14 @@ pub async fn forward(
     keep_channel: impl FnOnce() -> bool,
     progress: &Progress,
 ) -> ChunkedOutcome<TcpStream> {
-    for s in [&local, &channel] {
-        if let Err(source) = sockets::set_nonblocking(s.as_raw_fd()) {
-            return ChunkedOutcome {
-                reusable: None,
-                result: Err(PumpError {
-                    side: Side::Inbound,
-                    source,
-                }),
-            };
-        }
+    if let Err(source) = sockets::set_nonblocking(local.as_raw_fd()) {
+        return ChunkedOutcome {
+            reusable: None,
+            result: Err(PumpError {
+                side: Side::Inbound,
+                source,
+            }),
+        };
     }
     let result = {
         let up = std::pin::pin!(to_channel(&local, &channel, keep_channel, progress));

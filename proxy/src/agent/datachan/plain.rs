@@ -16,6 +16,9 @@ use crate::{
 impl ChannelLink for TcpStream {
     async fn dial(ticket: &SessionTicket, _: &AgentShared) -> Result<Self, ChannelError> {
         let mut tcp = dial_edge(ticket).await?;
+        // Non-blocking for good: the splice pump needs it, and sets it no more per stream.
+        io::sockets::set_nonblocking(std::os::fd::AsRawFd::as_raw_fd(&tcp))
+            .map_err(ChannelError::Dial)?;
         let mut out = BytesMut::with_capacity(64);
         out.extend_from_slice(&DATA_CHANNEL_MAGIC);
         wire::encode(&hello(ticket), &mut out);
