@@ -18,11 +18,19 @@ const ADMIN: &str = "http://admin.internal";
 /// The edge: the shared HTTP port, `http://api.example.com` forwarding to [`API`] and
 /// `http://admin.example.com` to [`ADMIN`] for 127.0.0.5 only.
 fn edge(fx: &Fixture) -> (Sluice, std::net::SocketAddr, std::net::SocketAddr) {
+    edge_with(fx, "")
+}
+
+/// [`edge`], with `api_extra` (YAML lines) added to `http://api.example.com`.
+fn edge_with(
+    fx: &Fixture,
+    api_extra: &str,
+) -> (Sluice, std::net::SocketAddr, std::net::SocketAddr) {
     let yaml = fx.tls_edge_head().replace(
         "tls_endpoints:\n  listen: 127.0.0.1:0\n",
         "http_endpoints:\n  listen: 127.0.0.1:0\n",
     ) + &format!(
-        "  - url: http://api.example.com\n    traffic_policy: {}\n\
+        "  - url: http://api.example.com\n{api_extra}    traffic_policy: {}\n\
              \x20 - url: http://admin.example.com\n    traffic_policy: {}\n\
              admin:\n  listen: 127.0.0.1:0\n  api_keys: [\"{}\"]\n",
         fixture::forward_all(API),
@@ -394,7 +402,7 @@ fn an_https_endpoint_ends_tls_at_the_edge_and_speaks_http2_or_http1() {
 fn a_websocket_upgrade_passes_through_and_then_flows_both_ways() {
     use std::io::{BufRead, BufReader, Read, Write};
     let fx = Fixture::new();
-    let (_edge, agent_addr, http) = edge(&fx);
+    let (_edge, agent_addr, http) = edge_with(&fx, "    idle_timeout: 2s\n");
     let api = HttpEcho::start("ws");
     let _agent = agent(
         &fx,
@@ -442,6 +450,45 @@ fn a_websocket_upgrade_passes_through_and_then_flows_both_ways() {
     let mut rest = Vec::new();
     reader.read_to_end(&mut rest).unwrap();
     assert!(rest.is_empty(), "{} unexpected bytes", rest.len());
+
+    // A switched connection on which nothing moves for the endpoint's idle timeout
+    // (2 s here) is closed, both sides.
+    let stream = std::net::TcpStream::connect(http).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    write!(
+        writer,
+        "GET /idle HTTP/1.1\r\nHost: api.example.com\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+    )
+    .unwrap();
+    let mut reader = BufReader::new(stream);
+    let mut head = String::new();
+    while !head.ends_with("\r\n\r\n") {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        head.push_str(&line);
+    }
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let open = api.open.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(open >= 1);
+    let idle_since = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let _ = reader.read_to_end(&mut rest);
+    let closed = idle_since.elapsed();
+    assert!(rest.is_empty(), "{} unexpected bytes", rest.len());
+    assert!(
+        closed >= std::time::Duration::from_secs(2) && closed < std::time::Duration::from_secs(15),
+        "closed after {closed:?} idle"
+    );
+    wait_until(
+        "the upstream's side of the idle tunnel closed",
+        std::time::Duration::from_secs(10),
+        || api.open.load(std::sync::atomic::Ordering::SeqCst) < open,
+    );
 }
 
 #[test]

@@ -458,7 +458,12 @@ async fn phases(req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> {
             if response.status() == hyper::StatusCode::SWITCHING_PROTOCOLS {
                 if let (Some((_, client_side)), Some(via)) = (upgrade, via) {
                     let upstream_side = hyper::upgrade::on(&mut response);
-                    monoio::spawn(tunnel(client_side, upstream_side, via));
+                    monoio::spawn(tunnel(
+                        client_side,
+                        upstream_side,
+                        via,
+                        endpoint.idle_timeout,
+                    ));
                     let (mut parts, body) = response.into_parts();
                     headers::keep_upgrade(&mut parts.headers);
                     return counted(Response::from_parts(
@@ -992,17 +997,81 @@ async fn answer(
     }
 }
 
-/// Bytes both ways between the two sides of a switched protocol, until both end; the
-/// stream counted against its member meanwhile.
-async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade, via: Via) {
+/// Bytes both ways between the two sides of a switched protocol, until both end or
+/// nothing moves either way for `idle` (the endpoint's idle timeout, as for a TCP
+/// connection: then both are closed); the stream counted against its member meanwhile.
+async fn tunnel(
+    client: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+    via: Via,
+    idle: Option<Duration>,
+) {
     let _via = via;
     let (Ok(client), Ok(upstream)) = (client.await, upstream.await) else {
         return;
     };
-    let mut client = hyper_util::rt::TokioIo::new(client);
-    let mut upstream = hyper_util::rt::TokioIo::new(upstream);
-    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-        tracing::debug!(error = %e, "http: upgraded connection ended with an error");
+    let motion = Rc::new(crate::io::idle::Progress::default());
+    let mut client = Counting {
+        io: hyper_util::rt::TokioIo::new(client),
+        motion: motion.clone(),
+    };
+    let mut upstream = Counting {
+        io: hyper_util::rt::TokioIo::new(upstream),
+        motion: motion.clone(),
+    };
+    let copy = std::pin::pin!(tokio::io::copy_bidirectional(&mut client, &mut upstream));
+    match crate::io::idle::until_idle(idle, &motion, copy).await {
+        Some(Err(e)) => {
+            tracing::debug!(error = %e, "http: upgraded connection ended with an error")
+        }
+        Some(Ok(_)) => {}
+        None => tracing::debug!("http: upgraded connection closed: idle"),
+    }
+}
+
+/// One side of a switched protocol, its bytes read counted in `motion`.
+struct Counting<T> {
+    io: T,
+    motion: Rc<crate::io::idle::Progress>,
+}
+
+impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Counting<T> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut self.io).poll_read(cx, buf);
+        let read = buf.filled().len() - before;
+        if read > 0 {
+            self.motion.bump(read as u64);
+        }
+        polled
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Counting<T> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 
