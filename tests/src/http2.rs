@@ -161,8 +161,6 @@ impl Stalled {
         path: &str,
         streams: usize,
     ) -> Stalled {
-        let mut config = (*config).clone();
-        config.alpn_protocols = vec![b"h2".to_vec()];
         let (host, uri) = (
             host.to_owned(),
             format!("https://{host}:{}{path}", addr.port()),
@@ -178,20 +176,7 @@ impl Stalled {
                     .build()
                     .unwrap();
                 rt.block_on(async move {
-                    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-                    let name = rustls_pki_types::ServerName::try_from(host).unwrap();
-                    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-                        .connect(name, tcp)
-                        .await
-                        .unwrap();
-                    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(b"h2".as_slice()));
-                    let (mut sender, connection) =
-                        hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-                            .initial_stream_window_size(65_535)
-                            .handshake(TokioIo::new(tls))
-                            .await
-                            .unwrap();
-                    tokio::spawn(connection);
+                    let mut sender = connect_h2(addr, host, config, Some(65_535)).await;
                     let mut pending = Vec::new();
                     for _ in 0..streams {
                         sender.ready().await.unwrap();
@@ -269,8 +254,6 @@ pub fn exchange(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Exchanged {
-    let mut config = (*config).clone();
-    config.alpn_protocols = vec![b"h2".to_vec()];
     let mut req = Request::post(format!("https://{host}:{}{path}", addr.port()));
     for (name, value) in headers {
         req = req.header(*name, *value);
@@ -282,19 +265,7 @@ pub fn exchange(
         .build()
         .unwrap();
     rt.block_on(async move {
-        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let name = rustls_pki_types::ServerName::try_from(host).unwrap();
-        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-            .connect(name, tcp)
-            .await
-            .unwrap();
-        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(b"h2".as_slice()));
-        let (mut sender, connection) =
-            hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-                .handshake(TokioIo::new(tls))
-                .await
-                .unwrap();
-        tokio::spawn(connection);
+        let mut sender = connect_h2(addr, host, config, None).await;
         let response = sender.send_request(req).await.unwrap();
         let status = response.status().as_u16();
         let mut body = response.into_body();
@@ -312,4 +283,36 @@ pub fn exchange(
             trailers,
         }
     })
+}
+
+/// An HTTP/2 connection over TLS to `host` at `addr` (ALPN `h2` asserted, trusting
+/// `config`'s roots; `window`: the initial window per stream, hyper's default when
+/// `None`), its connection task running on the current runtime.
+async fn connect_h2<B>(
+    addr: SocketAddr,
+    host: String,
+    config: Arc<rustls::ClientConfig>,
+    window: Option<u32>,
+) -> hyper::client::conn::http2::SendRequest<B>
+where
+    B: hyper::body::Body + Unpin + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut config = (*config).clone();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from(host).unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(b"h2".as_slice()));
+    let mut builder = hyper::client::conn::http2::Builder::new(TokioExecutor::new());
+    if let Some(window) = window {
+        builder.initial_stream_window_size(window);
+    }
+    let (sender, connection) = builder.handshake(TokioIo::new(tls)).await.unwrap();
+    tokio::spawn(connection);
+    sender
 }

@@ -324,9 +324,7 @@ async fn phases(req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> {
                     .lookup(&target)?
                     .iter()
                     .find(|r| r.edge == k.edge && k.url == target)?;
-                let usable = k.sender.is_ready()
-                    && matches!(crate::io::sockets::peek_first_byte(k.channel), Ok(None));
-                usable.then(|| Kept::Http1 {
+                upstreams::reusable(&k.sender, k.channel).then(|| Kept::Http1 {
                     sender: k.sender,
                     channel: k.channel,
                     via: Via::Peer(PeerLoad::reused(route)),

@@ -83,16 +83,20 @@ pub fn take(member: u64, url: &str) -> Option<(SendRequest<Body>, RawFd)> {
         let key = (member, url.to_owned());
         let senders = idle.get_mut(&key)?;
         while let Some(entry) = senders.pop() {
-            if entry.sender.is_ready()
-                && entry.since.elapsed() < IDLE_FOR
-                && matches!(sockets::peek_first_byte(entry.channel), Ok(None))
-            {
+            if entry.since.elapsed() < IDLE_FOR && reusable(&entry.sender, entry.channel) {
                 return Some((entry.sender, entry.channel));
             }
         }
         idle.remove(&key);
         None
     })
+}
+
+/// Whether a kept connection takes another request: hyper's connection is up, and
+/// nothing (an end, a reset, stray bytes) has arrived on `channel`, its data channel or
+/// peer link, since its last response.
+pub fn reusable(sender: &SendRequest<Body>, channel: RawFd) -> bool {
+    sender.is_ready() && matches!(sockets::peek_first_byte(channel), Ok(None))
 }
 
 /// Keeps `sender` (its last response ended; `channel` is its data channel's socket)
