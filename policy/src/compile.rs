@@ -62,6 +62,7 @@ impl TrafficPolicy {
         let mut cel = Vec::new();
         let mut set_vars = Vec::new();
         let mut logs = Vec::new();
+        let mut tls = Vec::new();
         for (r, rule) in self.on_tcp_connect.iter().enumerate() {
             let rule_ix = r as u32;
             let guards_from = steps.len();
@@ -133,6 +134,18 @@ impl TrafficPolicy {
                             id: logs.len() as u32 - 1,
                         }
                     }
+                    Action::TerminateTls(config) => {
+                        tls.push(config.server_config().map_err(|e| {
+                            PolicyError::Invalid(format!(
+                                "{}, action {} (`terminate-tls`): {e}",
+                                rule.describe(r),
+                                a + 1
+                            ))
+                        })?);
+                        Step::TerminateTls {
+                            id: tls.len() as u32 - 1,
+                        }
+                    }
                     Action::SetVars(config) => {
                         for v in config.vars.values() {
                             if let VarValue::Text(t) = v {
@@ -201,6 +214,7 @@ impl TrafficPolicy {
                 sets: sets.into_boxed_slice(),
                 verdicts: verdicts.into_boxed_slice(),
                 logs: logs.into_boxed_slice(),
+                tls: tls.into_boxed_slice(),
             },
             program: Program {
                 steps: steps.into_boxed_slice(),

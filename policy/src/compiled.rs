@@ -198,6 +198,11 @@ impl CompiledPolicy {
         self.decides_at_connect
     }
 
+    /// Whether some `terminate-tls` action may end a connection's TLS at the edge.
+    pub fn terminates_tls(&self) -> bool {
+        !self.verdicts.tls.is_empty()
+    }
+
     /// The HTTP phases (empty for a policy without HTTP rules).
     pub fn http(&self) -> &HttpPhases {
         &self.http

@@ -107,6 +107,14 @@ impl<'a> Decision<'a> {
         self.client
     }
 
+    /// The server configuration of the first `terminate-tls` action this connection
+    /// reached, if any: the edge ends the client's TLS with it.
+    #[inline]
+    pub fn terminate_tls(&self) -> Option<&'a std::sync::Arc<rustls::ServerConfig>> {
+        let verdicts = self.verdicts;
+        self.verdict().tls.map(|i| &verdicts.tls[i as usize])
+    }
+
     /// Whether `log` actions ran for this connection (see
     /// [`CompiledPolicy::log_events`](crate::CompiledPolicy::log_events)).
     #[inline]

@@ -74,6 +74,12 @@ fn refused(action: &Action) -> Option<&'static str> {
             "`forward-internal` cannot run in an agent endpoint's policy: the connection \
              is already on its way to this endpoint (forward from the edge's cloud endpoint)",
         ),
+        Action::TerminateTls(_) => Some(
+            "`terminate-tls` in an agent endpoint's policy would send the private key to \
+             the edge: the agent ends TLS itself with the endpoint's `agent_tls_termination` \
+             (server_certificate, server_private_key, mutual_tls_certificate_authorities), \
+             and the key never leaves this host",
+        ),
         _ => None,
     }
 }

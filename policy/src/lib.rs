@@ -2,7 +2,7 @@
 //!
 //! A [`TrafficPolicy`] is the YAML model of one cloud endpoint's
 //! `on_tcp_connect` rules (`expressions`; `restrict-ips`, `deny`,
-//! `close-connection`, `forward-internal`, `log`, `set-vars`), in
+//! `close-connection`, `forward-internal`, `log`, `set-vars`, `terminate-tls`), in
 //! the shape of ngrok's Traffic Policy, and for HTTP endpoints its
 //! `on_http_request` and `on_http_response` rules (CEL `expressions`, header,
 //! URL, rate-limit and response actions: [`HttpPhases`]). It is validated while it is parsed,
@@ -49,7 +49,8 @@
 //! `program` (the rules as steps, run while compiling and per connection) and
 //! `conn_eval` (the per-connection run, log events); for the HTTP
 //! phases `http_model`, `http_parse`, `http_eval`, `expr` (CEL) and
-//! `rate_limit`; `restrict` holds what both kinds of phase restrict with.
+//! `rate_limit`; `restrict` holds what both kinds of phase restrict with;
+//! `tls_action` the `terminate-tls` config and the rustls configuration it makes.
 //! Design notes and benchmark figures: `docs/policy.md`.
 
 #![warn(missing_docs)]
@@ -80,6 +81,7 @@ mod scope;
 mod search;
 mod table4;
 mod table6;
+mod tls_action;
 mod url;
 mod verdict;
 
@@ -99,7 +101,8 @@ pub use http_model::{
     RemoveHeaders, UrlRewrite,
 };
 pub use model::{
-    Action, ForwardInternal, Log, RestrictIps, Rule, SetVars, TrafficPolicy, VarValue,
+    Action, ForwardInternal, Log, MtlsStrategy, Pem, RestrictIps, Rule, SetVars, TerminateTls,
+    TlsVersion, TrafficPolicy, VarValue,
 };
 pub use scope::{Facts, Scope};
 pub use url::{InternalUrl, Scheme};

@@ -5,13 +5,14 @@
 //! reads so that every error carries a location, and also owns
 //! [`TrafficPolicy::validate`] for policies built in code) and serialize back
 //! to the same shape, so the admin API can show a stored policy. Plain data:
-//! this module uses no other module of the crate but `url`, `restrict`, `expr` and
-//! `http_model`.
+//! this module uses no other module of the crate but `url`, `restrict`, `expr`,
+//! `tls_action` and `http_model`.
 
 use serde::Serialize;
 
 pub use crate::log_vars::{Log, SetVars, VarValue};
 pub use crate::restrict::RestrictIps;
+pub use crate::tls_action::{MtlsStrategy, Pem, TerminateTls, TlsVersion};
 use crate::{expr::Expression, http_model::HttpRule, InternalUrl};
 
 /// A traffic policy: the `on_tcp_connect` rules of one cloud endpoint, and for an
@@ -45,6 +46,17 @@ impl TrafficPolicy {
     /// Whether it has HTTP rules (only `http://` and `https://` endpoints run them).
     pub fn has_http_rules(&self) -> bool {
         !self.on_http_request.is_empty() || !self.on_http_response.is_empty()
+    }
+
+    /// The `terminate-tls` actions of `on_tcp_connect`, in order.
+    pub fn terminate_tls_actions(&self) -> impl Iterator<Item = &TerminateTls> {
+        self.on_tcp_connect
+            .iter()
+            .flat_map(|r| &r.actions)
+            .filter_map(|a| match a {
+                Action::TerminateTls(t) => Some(t),
+                _ => None,
+            })
     }
 }
 
@@ -80,6 +92,9 @@ pub enum Action {
     Log(Log),
     /// Set variables later expressions read as `vars.NAME`, and go on.
     SetVars(SetVars),
+    /// End the client's TLS at the edge with this certificate, and go on (the first
+    /// one a connection reaches applies).
+    TerminateTls(TerminateTls),
 }
 
 /// Config of a `forward-internal` action.
@@ -99,6 +114,7 @@ impl Action {
             Action::CloseConnection => "close-connection",
             Action::Log(_) => "log",
             Action::SetVars(_) => "set-vars",
+            Action::TerminateTls(_) => "terminate-tls",
         }
     }
 

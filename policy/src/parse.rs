@@ -18,7 +18,10 @@ use std::collections::BTreeMap;
 use crate::expr::{Expression, Template};
 use crate::http_model::{HttpAction, HttpRule};
 use crate::log_vars::Vars;
-use crate::model::{Action, ForwardInternal, Log, RestrictIps, Rule, SetVars, TrafficPolicy};
+use crate::model::{
+    Action, ForwardInternal, Log, RestrictIps, Rule, SetVars, TerminateTls, TrafficPolicy,
+};
+use crate::tls_action::RawTerminateTls;
 use crate::{Cidr, InternalUrl, PolicyError};
 
 /// Most `log` actions in one `on_tcp_connect` (each is a bit of a verdict).
@@ -288,6 +291,7 @@ enum ActionType {
     CloseConnection,
     Log,
     SetVars,
+    TerminateTls,
 }
 
 impl<'de> Deserialize<'de> for ActionType {
@@ -300,9 +304,11 @@ impl<'de> Deserialize<'de> for ActionType {
             "close-connection" => Ok(ActionType::CloseConnection),
             "log" => Ok(ActionType::Log),
             "set-vars" => Ok(ActionType::SetVars),
+            "terminate-tls" => Ok(ActionType::TerminateTls),
             _ => Err(de::Error::custom(format!(
                 "unknown action type `{name}` (on_tcp_connect supports `restrict-ips`, \
-                 `deny`, `forward-internal`, `close-connection`, `log`, `set-vars`)"
+                 `deny`, `forward-internal`, `close-connection`, `log`, `set-vars`, \
+                 `terminate-tls`)"
             ))),
         }
     }
@@ -318,6 +324,12 @@ struct AnyConfig {
     url: Option<InternalUrl>,
     metadata: Option<BTreeMap<String, Template>>,
     vars: Option<Vars>,
+    min_version: Option<crate::tls_action::VersionText>,
+    max_version: Option<crate::tls_action::VersionText>,
+    server_certificate: Option<String>,
+    server_private_key: Option<String>,
+    mutual_tls_certificate_authorities: Option<Vec<String>>,
+    mutual_tls_verification_strategy: Option<String>,
 }
 
 impl AnyConfig {
@@ -330,6 +342,18 @@ impl AnyConfig {
             (self.url.is_some(), "url"),
             (self.metadata.is_some(), "metadata"),
             (self.vars.is_some(), "vars"),
+            (self.min_version.is_some(), "min_version"),
+            (self.max_version.is_some(), "max_version"),
+            (self.server_certificate.is_some(), "server_certificate"),
+            (self.server_private_key.is_some(), "server_private_key"),
+            (
+                self.mutual_tls_certificate_authorities.is_some(),
+                "mutual_tls_certificate_authorities",
+            ),
+            (
+                self.mutual_tls_verification_strategy.is_some(),
+                "mutual_tls_verification_strategy",
+            ),
         ]
         .into_iter()
         .filter_map(|(present, name)| present.then_some(name))
@@ -342,8 +366,9 @@ enum ReadConfig {
     Forward(ForwardInternal),
     Log(Log),
     SetVars(SetVars),
+    Tls(Box<TerminateTls>),
     Empty,
-    Any(AnyConfig),
+    Any(Box<AnyConfig>),
 }
 
 impl<'de> Deserialize<'de> for Action {
@@ -384,14 +409,15 @@ impl<'de> Visitor<'de> for ActionVisitor {
                         }
                         Some(ActionType::Log) => ReadConfig::Log(map.next_value()?),
                         Some(ActionType::SetVars) => ReadConfig::SetVars(map.next_value()?),
-                        None => ReadConfig::Any(map.next_value()?),
+                        Some(ActionType::TerminateTls) => ReadConfig::Tls(Box::new(map.next_value()?)),
+                        None => ReadConfig::Any(Box::new(map.next_value()?)),
                     });
                 }
             }
         }
         let kind = kind.ok_or_else(|| de::Error::missing_field("type"))?;
         let config = match config {
-            Some(ReadConfig::Any(any)) => from_any(kind, any).map_err(de::Error::custom)?,
+            Some(ReadConfig::Any(any)) => from_any(kind, *any).map_err(de::Error::custom)?,
             Some(other) => other,
             None => ReadConfig::Empty,
         };
@@ -405,6 +431,11 @@ impl<'de> Visitor<'de> for ActionVisitor {
             (ActionType::Log, ReadConfig::Log(l)) => Ok(Action::Log(l)),
             (ActionType::Log, _) => Ok(Action::Log(Log::default())),
             (ActionType::SetVars, ReadConfig::SetVars(v)) => Ok(Action::SetVars(v)),
+            (ActionType::TerminateTls, ReadConfig::Tls(t)) => Ok(Action::TerminateTls(*t)),
+            (ActionType::TerminateTls, _) => Err(de::Error::custom(
+                "`terminate-tls` needs a `config` with `server_certificate` and \
+                 `server_private_key` (PEM text or absolute paths)",
+            )),
             (ActionType::SetVars, _) => Err(de::Error::custom(
                 "`set-vars` needs a `config` with `vars`, e.g. `vars: [{office: true}]`",
             )),
@@ -424,6 +455,17 @@ fn from_any(kind: ActionType, any: AnyConfig) -> Result<ReadConfig, String> {
         ActionType::ForwardInternal => ("forward-internal", &["url"]),
         ActionType::Log => ("log", &["metadata"]),
         ActionType::SetVars => ("set-vars", &["vars"]),
+        ActionType::TerminateTls => (
+            "terminate-tls",
+            &[
+                "min_version",
+                "max_version",
+                "server_certificate",
+                "server_private_key",
+                "mutual_tls_certificate_authorities",
+                "mutual_tls_verification_strategy",
+            ],
+        ),
         ActionType::Deny => ("deny", &[]),
         ActionType::CloseConnection => ("close-connection", &[]),
     };
@@ -455,6 +497,16 @@ fn from_any(kind: ActionType, any: AnyConfig) -> Result<ReadConfig, String> {
             .vars
             .map(|v| ReadConfig::SetVars(SetVars { vars: v.0 }))
             .ok_or_else(|| "missing field `vars`".to_owned()),
+        ActionType::TerminateTls => RawTerminateTls {
+            min_version: any.min_version,
+            max_version: any.max_version,
+            server_certificate: any.server_certificate,
+            server_private_key: any.server_private_key,
+            mutual_tls_certificate_authorities: any.mutual_tls_certificate_authorities,
+            mutual_tls_verification_strategy: any.mutual_tls_verification_strategy,
+        }
+        .check()
+        .map(|t| ReadConfig::Tls(Box::new(t))),
         ActionType::Deny | ActionType::CloseConnection => Ok(ReadConfig::Empty),
     }
 }

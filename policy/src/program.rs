@@ -32,6 +32,8 @@ pub(crate) enum Step {
     Log { id: u32 },
     /// `set-vars`: the variables of `id`.
     SetVars { id: u32 },
+    /// `terminate-tls`: config `id`, unless an earlier one was reached.
+    TerminateTls { id: u32 },
 }
 
 /// What a guard tests.
@@ -64,6 +66,7 @@ pub(crate) struct Start {
     pub(crate) allowed_by: Option<u32>,
     pub(crate) last: (u32, u32),
     pub(crate) logs: u64,
+    pub(crate) tls: Option<u32>,
 }
 
 impl Start {
@@ -75,6 +78,7 @@ impl Start {
             allowed_by: p.allowed_by,
             last: p.last,
             logs: v.logs,
+            tls: v.tls,
         })
     }
 }
@@ -88,33 +92,39 @@ pub(crate) fn run(steps: &[Step], start: Start, facts: &mut impl Facts) -> Verdi
         mut allowed_by,
         mut last,
         mut logs,
+        mut tls,
     } = start;
     let mut i = step as usize;
-    let decided = |target, why, logged, logs| Verdict {
+    let decided = |target, why, logged, logs, tls| Verdict {
         target,
         why,
         would_deny: logged,
         logs,
+        tls,
         pending: None,
     };
     while let Some(s) = steps.get(i) {
-        let pend =
-            |logged: Option<WhyT>, allowed_by: Option<u32>, last: (u32, u32), logs: u64| Verdict {
-                target: None,
-                why: WhyT {
-                    rule: last.0,
-                    action: last.1,
-                    cause: Cause::NoDecision,
-                    set: None,
-                },
-                would_deny: logged,
-                logs,
-                pending: Some(Pending {
-                    step: i as u32,
-                    allowed_by,
-                    last,
-                }),
-            };
+        let pend = |logged: Option<WhyT>,
+                    allowed_by: Option<u32>,
+                    last: (u32, u32),
+                    logs: u64,
+                    tls: Option<u32>| Verdict {
+            target: None,
+            why: WhyT {
+                rule: last.0,
+                action: last.1,
+                cause: Cause::NoDecision,
+                set: None,
+            },
+            would_deny: logged,
+            logs,
+            tls,
+            pending: Some(Pending {
+                step: i as u32,
+                allowed_by,
+                last,
+            }),
+        };
         match *s {
             Step::Guard { ref test, skip_to } => {
                 let holds = match *test {
@@ -125,7 +135,7 @@ pub(crate) fn run(steps: &[Step], start: Start, facts: &mut impl Facts) -> Verdi
                     Test::Cel { id } => facts.cel(id),
                 };
                 match holds {
-                    None => return pend(logged, allowed_by, last, logs),
+                    None => return pend(logged, allowed_by, last, logs, tls),
                     Some(true) => i += 1,
                     Some(false) => i = skip_to as usize,
                 }
@@ -153,7 +163,7 @@ pub(crate) fn run(steps: &[Step], start: Start, facts: &mut impl Facts) -> Verdi
                             set,
                         };
                         if enforce {
-                            return decided(None, why, logged, logs);
+                            return decided(None, why, logged, logs, tls);
                         }
                         logged = logged.or(Some(why));
                     }
@@ -171,7 +181,7 @@ pub(crate) fn run(steps: &[Step], start: Start, facts: &mut impl Facts) -> Verdi
                     cause,
                     set: None,
                 };
-                return decided(None, why, logged, logs);
+                return decided(None, why, logged, logs, tls);
             }
             Step::Forward {
                 rule,
@@ -184,12 +194,13 @@ pub(crate) fn run(steps: &[Step], start: Start, facts: &mut impl Facts) -> Verdi
                     cause: Cause::Forward,
                     set: allowed_by,
                 };
-                return decided(Some(target), why, logged, logs);
+                return decided(Some(target), why, logged, logs, tls);
             }
             Step::Log { id } => logs |= 1 << id,
+            Step::TerminateTls { id } => tls = tls.or(Some(id)),
             Step::SetVars { id } => {
                 if facts.set_vars(id).is_none() {
-                    return pend(logged, allowed_by, last, logs);
+                    return pend(logged, allowed_by, last, logs, tls);
                 }
             }
         }
@@ -205,5 +216,6 @@ pub(crate) fn run(steps: &[Step], start: Start, facts: &mut impl Facts) -> Verdi
         },
         logged,
         logs,
+        tls,
     )
 }

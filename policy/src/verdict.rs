@@ -49,6 +49,8 @@ pub(crate) struct Verdicts {
     pub(crate) verdicts: Box<[Verdict]>,
     /// The `log` actions, by the bit their verdicts set.
     pub(crate) logs: Box<[LogAction]>,
+    /// The server configurations of the `terminate-tls` actions, in order.
+    pub(crate) tls: Box<[std::sync::Arc<rustls::ServerConfig>]>,
 }
 
 /// A `log` action: its rule and config.
@@ -75,6 +77,8 @@ pub(crate) struct Verdict {
     pub(crate) would_deny: Option<WhyT>,
     /// Bit `i`: `log` action `i` was reached.
     pub(crate) logs: u64,
+    /// The first `terminate-tls` action reached (index into `tls`).
+    pub(crate) tls: Option<u32>,
     /// Not decided by the client address alone: the program goes on from here per
     /// connection.
     pub(crate) pending: Option<Pending>,

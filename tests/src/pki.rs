@@ -104,12 +104,21 @@ pub fn client_config_trusting(
     roots: &[CertificateDer<'static>],
     identity: Option<&Leaf>,
 ) -> Arc<ClientConfig> {
+    client_config_offering(roots, identity, rustls::DEFAULT_VERSIONS)
+}
+
+/// [`client_config_trusting`], offering only `versions` of TLS.
+pub fn client_config_offering(
+    roots: &[CertificateDer<'static>],
+    identity: Option<&Leaf>,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Arc<ClientConfig> {
     let mut store = RootCertStore::empty();
     for root in roots {
         store.add(root.clone()).unwrap();
     }
     let builder = ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
+        .with_protocol_versions(versions)
         .unwrap()
         .with_root_certificates(store);
     Arc::new(match identity {

@@ -10,7 +10,7 @@ use sluice_tests::{
     client::echo_ok,
     fixture::{self, Fixture},
     openssl,
-    pki::{client_config, server_config, Ca},
+    pki::{self, client_config, server_config, Ca},
     process::{config_check, Sluice},
     tls_peers::{tls_echo, TlsEcho},
     upstream::{Capture, Relay},
@@ -274,6 +274,159 @@ fn edge_terminates_tls_and_the_upstream_receives_plaintext() {
     }
 }
 
+/// A wildcard `tls://` endpoint whose policy ends TLS at the edge for some names only:
+/// `a.` with an inline certificate and TLS 1.3 only, `m.` with files and client
+/// certificates from a CA, and `b.` not at all (its TLS goes through to an upstream
+/// that holds its own certificate).
+#[test]
+fn a_policys_terminate_tls_action_ends_tls_at_the_edge_for_the_connections_it_names() {
+    let fx = Fixture::new();
+    let ca = Ca::new("public CA");
+    let app = ca.server(&["a.acme.example", "m.acme.example"]);
+    let cert_file = fx.write("app.crt", &app.cert_pem);
+    let key_file = fx.write("app.key", &app.key_pem);
+    let clients_ca = Ca::new("clients CA");
+    let upstream_ca = Ca::new("upstream CA");
+    let b_leaf = upstream_ca.server(&["b.acme.example"]);
+    let b_echo = TlsEcho::start_with(server_config(&b_leaf), b_leaf.cert.clone());
+    let upstream = Capture::start();
+    let forward =
+        |url: &str| serde_json::json!({ "type": "forward-internal", "config": { "url": url } });
+    let policy = serde_json::json!({ "on_tcp_connect": [
+        { "name": "a: ours, TLS 1.3 only",
+          "expressions": ["conn.tls.sni == 'a.acme.example'"],
+          "actions": [
+            { "type": "terminate-tls", "config": {
+                "server_certificate": app.cert_pem, "server_private_key": app.key_pem,
+                "min_version": "1.3" } },
+            forward("tcp://app.internal:80") ] },
+        { "name": "m: client certificates",
+          "expressions": ["conn.tls.sni == 'm.acme.example'"],
+          "actions": [
+            { "type": "terminate-tls", "config": {
+                "server_certificate": cert_file, "server_private_key": key_file,
+                "mutual_tls_certificate_authorities": [clients_ca.pem()] } },
+            forward("tcp://app.internal:80") ] },
+        { "actions": [forward("tls://b.internal:443")] },
+    ] });
+    let edge_yaml = format!(
+        "{}  - url: tls://*.acme.example\n    traffic_policy: {policy}\n",
+        edge_head(&fx)
+    );
+    let (mut edge, agent_addr, tls_port, _) = start_edge(&fx, &edge_yaml, 0);
+    let agent_yaml = format!(
+        "{}  - url: tcp://app.internal:80\n    upstream: {{ url: \"{}\" }}\n  \
+         - url: tls://b.internal:443\n    upstream: {{ url: \"{}\" }}\n",
+        agent_head(&fx, agent_addr, "tcp"),
+        upstream.addr,
+        b_echo.addr
+    );
+    let _agent = start_agent(&fx, &agent_yaml, 2);
+
+    // a.: ended at the edge with the inline certificate; plaintext reaches the upstream.
+    let public = client_config(&[&ca], None);
+    tls_echo(tls_port, public.clone(), "a.acme.example", 4096, b"to a")
+        .unwrap_or_else(|e| panic!("a: {e}"));
+    assert_eq!(upstream.received(), b"to a");
+    // A client offering only TLS 1.2 is refused there: counted, logged, nothing sent on.
+    let old = pki::client_config_offering(&[ca.der()], None, &[&rustls::version::TLS12]);
+    assert!(tls_echo(tls_port, old, "a.acme.example", 4096, b"old").is_err());
+    edge.wait_for("tls handshake with the client failed; closed");
+
+    // m.: ended with the files named, and only for clients the clients' CA vouches for.
+    assert!(tls_echo(tls_port, public.clone(), "m.acme.example", 4096, b"no cert").is_err());
+    let strange = client_config(&[&ca], Some(&Ca::new("other CA").client("app")));
+    assert!(tls_echo(tls_port, strange, "m.acme.example", 4096, b"foreign").is_err());
+    let vouched = client_config(&[&ca], Some(&clients_ca.client("app")));
+    tls_echo(tls_port, vouched, "m.acme.example", 4096, b"to m")
+        .unwrap_or_else(|e| panic!("m: {e}"));
+    assert_eq!(
+        upstream.received(),
+        b"to ato m",
+        "refused clients' bytes leaked"
+    );
+
+    // b.: not reached by any terminate-tls: the client's TLS goes through untouched to
+    // the upstream that holds b.'s certificate (the edge's would not be trusted).
+    let private = client_config(&[&upstream_ca], None);
+    tls_echo(
+        tls_port,
+        private,
+        "b.acme.example",
+        4096,
+        b"to b, end to end",
+    )
+    .unwrap_or_else(|e| panic!("b: {e}"));
+    assert_eq!(b_echo.accepted(), 1);
+    assert!(tls_echo(tls_port, public.clone(), "b.acme.example", 4096, b"x").is_err());
+    assert_eq!(upstream.received(), b"to ato m");
+
+    // m.'s files replaced with a certificate from another CA: a reload of the unchanged
+    // edge.yml reads them again (the policy's text did not change, its material did).
+    let renewed_ca = Ca::new("renewed CA");
+    let renewed = renewed_ca.server(&["m.acme.example"]);
+    fx.write("app.crt", &renewed.cert_pem);
+    fx.write("app.key", &renewed.key_pem);
+    edge.hangup();
+    let reloaded = edge.wait_for_n("reload", 1, |v| v["message"] == "config reloaded");
+    assert!(
+        reloaded["changed"].to_string().contains("acme.example"),
+        "{reloaded}"
+    );
+    let vouched = client_config(&[&renewed_ca], Some(&clients_ca.client("app")));
+    tls_echo(tls_port, vouched, "m.acme.example", 4096, b"; renewed")
+        .unwrap_or_else(|e| panic!("m after the renewal: {e}"));
+    tls_echo(tls_port, public, "a.acme.example", 4096, b"; a unchanged")
+        .unwrap_or_else(|e| panic!("a after the renewal: {e}"));
+}
+
+#[test]
+fn terminate_tls_actions_are_checked_where_they_cannot_work() {
+    let fx = Fixture::new();
+    let ca = Ca::new("ca");
+    let leaf = ca.server(&["app.acme.example"]);
+    fx.write("app.crt", &leaf.cert_pem);
+    fx.write("app.key", &leaf.key_pem);
+    let action = |cert: &str, key: &str| {
+        format!(
+            "{{ on_tcp_connect: [ {{ actions: [ {{ type: terminate-tls, config: {{ \
+             server_certificate: \"{cert}\", server_private_key: \"{key}\" }} }}, \
+             {{ type: forward-internal, config: {{ url: \"tcp://app.internal:80\" }} }} ] }} ] }}"
+        )
+    };
+    let cert = fx.path("app.crt").display().to_string();
+    let key = fx.path("app.key").display().to_string();
+    let cases = [
+        (
+            format!("  - url: https://app.acme.example\n    terminate_tls: {{ cert: app.crt, key: app.key }}\n    traffic_policy: {}\n", action(&cert, &key)),
+            vec!["endpoints[0].traffic_policy", "https:// endpoint", "use the action on tls:// endpoints"],
+        ),
+        (
+            format!("  - url: tls://app.acme.example\n    traffic_policy: {}\n", action("app.crt", &key)),
+            vec!["server_certificate", "absolute path"],
+        ),
+        (
+            format!("  - url: tls://app.acme.example\n    traffic_policy: {}\n", action(&cert, &cert)),
+            vec!["rule 1, action 1 (`terminate-tls`)", "server_private_key"],
+        ),
+    ];
+    for (i, (endpoint, wanted)) in cases.iter().enumerate() {
+        let yaml = format!("{}{endpoint}", edge_head(&fx));
+        let (passed, out) = config_check(&fx.write(&format!("edge{i}.yml"), &yaml));
+        assert!(!passed, "case {i} passed:\n{yaml}");
+        for w in wanted {
+            assert!(out.contains(w), "case {i}: `{w}` missing from: {out}");
+        }
+    }
+    let good = format!(
+        "{}  - url: tls://app.acme.example\n    traffic_policy: {}\n",
+        edge_head(&fx),
+        action(&cert, &key)
+    );
+    let (passed, out) = config_check(&fx.write("edge-good.yml", &good));
+    assert!(passed, "{out}");
+}
+
 #[test]
 fn agent_reencrypts_towards_a_tls_upstream() {
     for transport in TRANSPORTS {
@@ -473,12 +626,55 @@ fn an_endpoint_made_through_the_admin_api_can_terminate_tls_and_keeps_it_across_
         "the upstream gets plaintext"
     );
 
+    // The same through a policy's `terminate-tls`: the key as a file on the edge host;
+    // as PEM text in the policy it is refused (the API would store it and show it back).
+    let by_policy = |key: &str| {
+        json!({ "url": "tcp://127.0.0.1:0", "traffic_policy": { "on_tcp_connect": [{ "actions": [
+            { "type": "terminate-tls", "config": {
+                "server_certificate": cert.to_str().unwrap(), "server_private_key": key } },
+            { "type": "forward-internal", "config": { "url": "tcp://app.internal:80" } } ] }] } })
+    };
+    let inline = admin.call("POST", "/v1/endpoints", Some(by_policy(&app.key_pem)));
+    assert_eq!(inline.status, 400, "{}", inline.text);
+    assert_eq!(
+        inline.body["error"]["code"], "inline_private_key",
+        "{}",
+        inline.text
+    );
+    assert!(!inline.text.contains("PRIVATE KEY-----"), "{}", inline.text);
+    let made = admin.call(
+        "POST",
+        "/v1/endpoints",
+        Some(by_policy(key.to_str().unwrap())),
+    );
+    assert_eq!(made.status, 201, "{}", made.text);
+    let by_action: SocketAddr = made.body["listen_addr"].as_str().unwrap().parse().unwrap();
+    tls_echo(
+        by_action,
+        trusted.clone(),
+        "app.acme.example",
+        4096,
+        b" by action",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        upstream.received() == b"through the api by action",
+        "the upstream gets plaintext"
+    );
+
     // Restarted, the stored endpoint terminates TLS again on the same port.
     drop(agent);
     edge.terminate();
     assert_eq!(edge.wait_exit(), Some(0));
     let (_edge, admin, upstream, _agent) = start(&fx);
-    let listed = admin.get("/v1/endpoints")["items"][0].clone();
+    let items = admin.get("/v1/endpoints")["items"].clone();
+    let listed = items
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["listen_addr"] == port.to_string())
+        .unwrap()
+        .clone();
     assert_eq!(
         listed["terminate_tls"]["cert"],
         cert.to_str().unwrap(),
@@ -499,4 +695,15 @@ fn an_endpoint_made_through_the_admin_api_can_terminate_tls_and_keeps_it_across_
         },
     );
     assert!(upstream.received().ends_with(b"after restart"));
+    tls_echo(
+        by_action,
+        trusted,
+        "app.acme.example",
+        4096,
+        b" and by action",
+    )
+    .unwrap_or_else(|e| panic!("the policy's terminate-tls after a restart: {e}"));
+    assert!(upstream
+        .received()
+        .ends_with(b"after restart and by action"));
 }

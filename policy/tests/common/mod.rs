@@ -126,6 +126,7 @@ pub fn reference_conn(p: &TrafficPolicy, ip: IpAddr, port: u16) -> Expect {
                 }
                 Action::Log(_) => logs.push(r),
                 Action::SetVars(_) => panic!("the reference does not set variables"),
+                Action::TerminateTls(_) => panic!("the reference does not terminate TLS"),
             }
         }
     }

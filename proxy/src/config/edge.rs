@@ -257,9 +257,19 @@ pub enum EndpointAddr {
 impl EndpointAddr {
     /// Whether `policy` can run on this endpoint: the HTTP phases only on `http://` and
     /// `https://` endpoints, and on `tcp://` and `tls://` ones an `on_tcp_connect` that
-    /// forwards or denies every connection (nothing after it could).
+    /// forwards or denies every connection (nothing after it could); `terminate-tls`
+    /// only on `tcp://` and `tls://` ones.
     pub fn check_policy(&self, policy: &CompiledPolicy) -> Result<(), String> {
         match self {
+            EndpointAddr::Http(_) if policy.terminates_tls() => Err(
+                "`terminate-tls` on an http:// endpoint: its clients speak plain HTTP".to_owned(),
+            ),
+            EndpointAddr::Https(_) if policy.terminates_tls() => Err(
+                "`terminate-tls` on an https:// endpoint: its TLS is ended with the \
+                 endpoint's `terminate_tls` certificate before any rule runs; use the \
+                 action on tls:// endpoints"
+                    .to_owned(),
+            ),
             EndpointAddr::Tcp(_) | EndpointAddr::Tls(_) => {
                 if !policy.http().is_empty() {
                     return Err(
@@ -313,6 +323,9 @@ pub struct CloudEndpoint {
     /// SHA-256 of the `terminate_tls` certificate and key files as loaded, so a reload
     /// can tell an unchanged endpoint from one whose certificate was replaced.
     pub terminate_tls_digest: Option<[u8; 32]>,
+    /// SHA-256 of the policy's `terminate-tls` certificates and keys as loaded (the
+    /// JSON above never shows an inline key, and a file can change under its name).
+    pub policy_tls_digest: [u8; 32],
 }
 
 /// Parses `tcp://ADDR:PORT` (its own listener), `tls://HOST` (SNI on the TLS port),

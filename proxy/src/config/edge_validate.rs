@@ -332,6 +332,14 @@ fn endpoints(
             }
             <[u8; 32]>::from(h.finalize())
         });
+        let policy_tls_digest = {
+            use sha2::Digest;
+            let mut h = sha2::Sha256::new();
+            for action in ep.traffic_policy.terminate_tls_actions() {
+                h.update(action.material());
+            }
+            <[u8; 32]>::from(h.finalize())
+        };
         let terminate_tls = ep
             .terminate_tls
             .as_ref()
@@ -370,6 +378,7 @@ fn endpoints(
             idle_timeout: (!ep.idle_timeout.is_zero()).then_some(ep.idle_timeout),
             terminate_tls,
             terminate_tls_digest,
+            policy_tls_digest,
         });
     }
     (out, tcp)

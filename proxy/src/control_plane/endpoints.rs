@@ -121,8 +121,20 @@ pub fn compile_policy(value: &serde_json::Value) -> Result<(String, CompiledPoli
             ))
         }
     };
-    let compiled = TrafficPolicy::from_yaml(&text)
-        .and_then(|p| p.compile())
+    let policy = TrafficPolicy::from_yaml(&text)
+        .map_err(|e| PlaneError::bad_request("invalid_policy", e.to_string()))?;
+    if policy.terminate_tls_actions().any(|t| t.has_inline_key()) {
+        return Err(PlaneError::bad_request(
+            "inline_private_key",
+            "a `terminate-tls` action's server_private_key is PEM text: the API keeps \
+             policies in the edge's state (and a fleet's etcd) and shows them back, where a \
+             private key would be readable by every holder of the admin key and in every \
+             backup. Give the absolute path of a key file on the edge host instead (readable \
+             by the edge's user only), or put the policy in edge.yml",
+        ));
+    }
+    let compiled = policy
+        .compile()
         .map_err(|e| PlaneError::bad_request("invalid_policy", e.to_string()))?;
     Ok((text, compiled))
 }

@@ -48,6 +48,8 @@ pub struct StaticEndpoint {
     id: String,
     url: String,
     policy_json: String,
+    /// Digest of the policy's `terminate-tls` material.
+    policy_tls: [u8; 32],
     idle_timeout: Option<std::time::Duration>,
     limits: crate::edge::conn_limits::LimitSettings,
     /// Digest of the `terminate_tls` files (None: passthrough).
@@ -70,6 +72,7 @@ impl StaticEndpoint {
             id,
             url: e.url.clone(),
             policy_json: e.policy_json.clone(),
+            policy_tls: e.policy_tls_digest,
             idle_timeout: e.idle_timeout,
             limits: e.limits,
             terminate_tls: e.terminate_tls_digest,

@@ -108,7 +108,7 @@ impl ControlPlane {
             let live = self.edge.endpoints.get(&fresh.id);
             match (old, live) {
                 (Some(old), Some(_)) => {
-                    if old.policy_json != fresh.policy_json {
+                    if old.policy_json != fresh.policy_json || old.policy_tls != fresh.policy_tls {
                         self.edge.endpoints.set_policy(&fresh.id, ep.policy);
                         changed.push(fresh.url.clone());
                     }

@@ -7,7 +7,8 @@
 //!    URL ([`Route::Local`]), else another edge of the fleet that holds a session for
 //!    it ([`Route::Peer`], over a peer link: edge/peer_out.rs).
 //! 3. **terminate** ([`client_side`]): the client's TLS is finished at the edge when
-//!    the endpoint says `terminate_tls` (edge/terminate.rs).
+//!    the policy reached a `terminate-tls` action or the endpoint says `terminate_tls`
+//!    (edge/terminate.rs).
 //! 4. **open** (edge/open.rs): a data channel of a pool member, the stream announced on
 //!    it (with the bytes a plain client has already sent: [`EARLY_READ`]), the agent's
 //!    status; another member while the stream is replayable, and another edge of the
@@ -95,7 +96,7 @@ pub(super) fn forward(
             };
         }
 
-        let (_ip_slot, target) = {
+        let (_ip_slot, target, policy_tls) = {
             let policy = endpoint.policy.load();
             let facts = PublicConn {
                 server: || server_address(&client, endpoint.addr),
@@ -106,11 +107,12 @@ pub(super) fn forward(
                     ip_slot,
                     target: Some(target),
                     would_deny,
+                    terminate_tls,
                 }) => {
                     if let Some(why) = would_deny {
                         account!(Outcome::WouldDeny(why));
                     }
-                    (ip_slot, target)
+                    (ip_slot, target, terminate_tls)
                 }
                 // A policy that decides only per request (config validation keeps it
                 // off byte endpoints): nothing to forward to.
@@ -147,7 +149,8 @@ pub(super) fn forward(
 
         // TCP_NODELAY comes from the listener (io/sockets.rs).
         let server = server_address(&client, endpoint.addr);
-        let (client, mut early) = match client_side(client, early, &endpoint).await {
+        let tls = policy_tls.or_else(|| endpoint.terminate_tls.clone());
+        let (client, mut early) = match client_side(client, early, tls).await {
             Ok(client) => client,
             Err(reason) => return account!(Outcome::TlsHandshakeFailed { reason }),
         };
@@ -308,6 +311,8 @@ pub(super) struct Admitted<'e, 'p> {
     pub(super) target: Option<String>,
     /// The `enforce: false` restriction that would have denied it, if any.
     pub(super) would_deny: Option<Why<'p>>,
+    /// The policy's `terminate-tls`, if the connection reached one.
+    pub(super) terminate_tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// The admit phase: the endpoint's connection limits (before the policy is even
@@ -333,6 +338,7 @@ pub(super) fn admit<'e, 'p>(
                 ip_slot,
                 target: None,
                 would_deny: decision.is_log_only().then(|| decision.why()),
+                terminate_tls: None,
             })
         }
         Verdict::Deny => Err(Outcome::Denied(decision.why())),
@@ -340,6 +346,7 @@ pub(super) fn admit<'e, 'p>(
             ip_slot,
             target: Some(target.canonical()),
             would_deny: decision.is_log_only().then(|| decision.why()),
+            terminate_tls: decision.terminate_tls().cloned(),
         }),
     }
 }
@@ -371,19 +378,19 @@ pub(super) fn route<'t>(shared: &EdgeShared, target: &'t str) -> Result<Route, O
     }
 }
 
-/// The terminate phase: the client as the pump sees it; under `terminate_tls` the
-/// edge completes the client's handshake first (`early` is then its ClientHello, fed
-/// to rustls, and no early bytes are left for the upstream). The error says why the
-/// handshake failed.
+/// The terminate phase: the client as the pump sees it; with `tls` (the policy's
+/// `terminate-tls`, else the endpoint's `terminate_tls`) the edge completes the
+/// client's handshake first (`early` is then its ClientHello, fed to rustls, and no
+/// early bytes are left for the upstream). The error says why the handshake failed.
 async fn client_side(
     client: TcpStream,
     early: Vec<u8>,
-    endpoint: &LiveEndpoint,
+    tls: Option<Arc<rustls::ServerConfig>>,
 ) -> Result<(Client, Vec<u8>), String> {
-    match &endpoint.terminate_tls {
+    match tls {
         None => Ok((MaybeTls::Plain(client), early)),
         Some(config) => {
-            let tls = Box::pin(super::terminate::handshake(client, early, config.clone())).await?;
+            let tls = Box::pin(super::terminate::handshake(client, early, config)).await?;
             Ok((MaybeTls::Tls(Box::new(tls)), Vec::new()))
         }
     }
