@@ -98,8 +98,12 @@ pub struct Effects {
 /// One `log` action a request (or response) reached.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpLog {
-    /// The rule, as `rule 2 ("name")`.
-    pub rule: String,
+    /// `on_http_request` or `on_http_response`.
+    pub phase: &'static str,
+    /// The rule's place in its phase (0-based).
+    pub rule: usize,
+    /// The rule's `name`.
+    pub rule_name: Option<String>,
     /// Its metadata, `${...}` filled in, in key order.
     pub metadata: Vec<(String, String)>,
 }
@@ -284,7 +288,8 @@ impl HttpPhases {
                     }
                     HttpAction::CloseConnection => return RequestVerdict::Close { rule: rule() },
                     HttpAction::Log(l) => {
-                        let logged = log(&l.metadata, rule(), &mut scope, request, None, conn);
+                        let at = Place::new("on_http_request", &compiled.rule, r);
+                        let logged = log(&l.metadata, at, &mut scope, request, None, conn);
                         effects.logs.push(logged);
                     }
                     HttpAction::SetVars(v) => {
@@ -376,9 +381,9 @@ impl HttpPhases {
                         }
                     }
                     HttpAction::Log(l) => {
-                        let rule = describe(&compiled.rule, r);
+                        let at = Place::new("on_http_response", &compiled.rule, r);
                         let logged =
-                            log(&l.metadata, rule, &mut scope, request, Some(response), conn);
+                            log(&l.metadata, at, &mut scope, request, Some(response), conn);
                         effects.logs.push(logged);
                     }
                     HttpAction::SetVars(v) => {
@@ -459,10 +464,27 @@ impl LazyScope {
     }
 }
 
+/// Where a `log` action is: its phase and rule.
+struct Place {
+    phase: &'static str,
+    rule: usize,
+    rule_name: Option<String>,
+}
+
+impl Place {
+    fn new(phase: &'static str, rule: &HttpRule, index: usize) -> Place {
+        Place {
+            phase,
+            rule: index,
+            rule_name: rule.name.clone(),
+        }
+    }
+}
+
 /// A `log` action's event, its metadata rendered.
 fn log(
     metadata: &std::collections::BTreeMap<String, Template>,
-    rule: String,
+    at: Place,
     scope: &mut LazyScope,
     request: &http::request::Parts,
     response: Option<&http::response::Parts>,
@@ -472,7 +494,12 @@ fn log(
         .iter()
         .map(|(k, t)| (k.clone(), t.render(|| scope.get(request, response, conn))))
         .collect();
-    HttpLog { rule, metadata }
+    HttpLog {
+        phase: at.phase,
+        rule: at.rule,
+        rule_name: at.rule_name,
+        metadata,
+    }
 }
 
 /// A `set-vars` action: each value computed in the scope as it was, then set.

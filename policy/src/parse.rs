@@ -409,7 +409,9 @@ impl<'de> Visitor<'de> for ActionVisitor {
                         }
                         Some(ActionType::Log) => ReadConfig::Log(map.next_value()?),
                         Some(ActionType::SetVars) => ReadConfig::SetVars(map.next_value()?),
-                        Some(ActionType::TerminateTls) => ReadConfig::Tls(Box::new(map.next_value()?)),
+                        Some(ActionType::TerminateTls) => {
+                            ReadConfig::Tls(Box::new(map.next_value()?))
+                        }
                         None => ReadConfig::Any(Box::new(map.next_value()?)),
                     });
                 }

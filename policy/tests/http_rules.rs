@@ -424,7 +424,11 @@ fn set_vars_log_close_connection_and_the_country_in_http_phases() {
         other => panic!("{other:?}"),
     }
     assert_eq!(effects.logs.len(), 1);
-    assert_eq!(effects.logs[0].rule, "rule 1 (`tag`)");
+    let logged = &effects.logs[0];
+    assert_eq!(
+        (logged.phase, logged.rule, logged.rule_name.as_deref()),
+        ("on_http_request", 0, Some("tag"))
+    );
     assert_eq!(
         effects.logs[0].metadata,
         vec![
@@ -476,6 +480,7 @@ fn set_vars_log_close_connection_and_the_country_in_http_phases() {
         effects.logs[0].metadata,
         vec![("status".to_owned(), "500".to_owned())]
     );
+    assert_eq!(effects.logs[0].phase, "on_http_response");
     let mut effects = Effects::default();
     let verdict = http.on_response(&req, &mut parts(200), conn("198.51.100.1:1"), &mut effects);
     assert!(matches!(verdict, ResponseVerdict::Send), "{verdict:?}");

@@ -77,7 +77,15 @@ fn country_address_and_port_expressions_route_log_and_close() {
         "it reached an upstream"
     );
     let logged = edge.wait_for("traffic policy log");
-    assert_eq!(logged["rule_name"], "blocked-country");
+    assert_eq!(
+        (&logged["phase"], &logged["rule"], &logged["rule_name"]),
+        (
+            &serde_json::json!("on_tcp_connect"),
+            &serde_json::json!(1),
+            &serde_json::json!("blocked-country")
+        ),
+        "{logged}"
+    );
     let metadata: serde_json::Value =
         serde_json::from_str(logged["metadata"].as_str().unwrap()).unwrap();
     assert_eq!(

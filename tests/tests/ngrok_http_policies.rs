@@ -259,7 +259,7 @@ fn ngrok_documentation_http_policies_run_unchanged_on_http_agent_endpoints() {
             }
         }
         for text in &case.logs {
-            edge.wait_for_n(
+            let logged = edge.wait_for_n(
                 &format!("{}: a policy log with {text}", case.name),
                 1,
                 |v| {
@@ -268,6 +268,16 @@ fn ngrok_documentation_http_policies_run_unchanged_on_http_agent_endpoints() {
                             .as_str()
                             .is_some_and(|m| m.contains(text.as_str()))
                 },
+            );
+            // The same fields as `on_tcp_connect`'s log lines.
+            assert!(
+                logged["phase"]
+                    .as_str()
+                    .is_some_and(|p| p.starts_with("on_http_"))
+                    && logged["rule"].as_u64().is_some_and(|r| r >= 1)
+                    && logged["rule_name"].is_string(),
+                "{}: {logged}",
+                case.name
             );
         }
     }

@@ -71,19 +71,13 @@ fn write_log_events(
     info: &dyn ConnInfo,
 ) {
     for event in policy.log_events(decision, client, info) {
-        let metadata: serde_json::Map<String, serde_json::Value> = event
-            .metadata
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v.into()))
-            .collect();
-        crate::log_throttled!(
-            info,
+        super::policy_log::write(
             endpoint,
-            %client,
-            rule = event.rule + 1,
-            rule_name = event.rule_name.unwrap_or_default(),
-            metadata = %serde_json::Value::Object(metadata),
-            "traffic policy log"
+            client,
+            "on_tcp_connect",
+            event.rule,
+            event.rule_name,
+            event.metadata,
         );
     }
 }

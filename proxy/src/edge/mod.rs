@@ -31,6 +31,7 @@ mod peer_in;
 mod peer_links;
 mod peer_out;
 mod pipeline;
+mod policy_log;
 pub mod pool;
 pub mod preauth;
 mod public;

@@ -151,22 +151,17 @@ fn closed(rule: String) -> Response<Body> {
     response
 }
 
-/// Writes the `log` actions' events a phase reached (rate limited like the edge's
-/// other per-request lines).
+/// Writes the `log` actions' events a phase reached (edge/policy_log.rs).
 fn write_logs(endpoint: &str, client: SocketAddr, logs: Vec<HttpLog>) {
     for event in logs {
-        let metadata: serde_json::Map<String, serde_json::Value> = event
-            .metadata
-            .into_iter()
-            .map(|(k, v)| (k, v.into()))
-            .collect();
-        crate::log_throttled!(
-            info,
+        let name = event.rule_name.as_deref();
+        crate::edge::policy_log::write(
             endpoint,
-            %client,
-            rule = %event.rule,
-            metadata = %serde_json::Value::Object(metadata),
-            "traffic policy log"
+            client,
+            event.phase,
+            event.rule,
+            name,
+            event.metadata,
         );
     }
 }

@@ -1,0 +1,33 @@
+//! The `traffic policy log` line, what a policy's `log` action writes in every phase
+//! (`on_tcp_connect` once per connection, `on_http_request` and `on_http_response`
+//! per request), with one set of fields: `endpoint`, `client`, `phase`, `rule` (its
+//! number in the phase, from 1), `rule_name` (empty when it has none) and `metadata`
+//! (a JSON object, `${...}` filled in). Rate limited like the edge's other lines an
+//! outsider can trigger.
+
+use std::net::SocketAddr;
+
+/// Writes one `log` action's event.
+pub(super) fn write<K: Into<String>>(
+    endpoint: &str,
+    client: SocketAddr,
+    phase: &'static str,
+    rule: usize,
+    rule_name: Option<&str>,
+    metadata: impl IntoIterator<Item = (K, String)>,
+) {
+    let metadata: serde_json::Map<String, serde_json::Value> = metadata
+        .into_iter()
+        .map(|(k, v)| (k.into(), v.into()))
+        .collect();
+    crate::log_throttled!(
+        info,
+        endpoint,
+        %client,
+        phase,
+        rule = rule + 1,
+        rule_name = rule_name.unwrap_or_default(),
+        metadata = %serde_json::Value::Object(metadata),
+        "traffic policy log"
+    );
+}
