@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
-# HTTP endpoints side by side: wrk (a real HTTP/1.1 load generator) against one upstream
+# HTTP endpoints side by side: wrk (a real HTTP/1.1 load generator, when installed) and
+# `sluice-load http` (a second client model: io_uring, one task per connection) against one upstream
 # (HAProxy answering a 64-byte body itself, `http-request return`) reached directly,
 # through sluice (an http:// endpoint, `tcp` data channels) and through HAProxy
-# chained twice in `mode http` (the two-hop HTTP peer), interleaved in each round. Two
-# client models: keep-alive connections (32), and a new connection per request
-# (`Connection: close`, 32 at once). Prints requests/s, the ratio to direct in the same
-# round, and the latency percentiles wrk reports.
+# chained twice in `mode http` (the two-hop HTTP peer), and nginx as a one-hop reverse
+# proxy when installed, interleaved in each round. Two connection models: keep-alive
+# connections (32), and a new connection per request (`Connection: close`, 32 at once).
+# Prints requests/s, the ratio to direct in the same round, and the latency percentiles
+# each client reports.
 #
 #   bash bench/scripts/http.sh [--seconds N] [--rounds N] [--connections N]
 #
-# Needs wrk and haproxy (Debian packages); nginx (nginx-light) optional. Builds sluice in release mode; every
+# Needs haproxy (Debian package); wrk and nginx (nginx-light) optional. Builds sluice in release mode; every
 # process it starts is stopped by PID on exit; all traffic stays on 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -25,7 +27,6 @@ while [ $# -gt 0 ]; do
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
-command -v wrk >/dev/null || { echo "wrk missing: apt-get install wrk" >&2; exit 2; }
 command -v haproxy >/dev/null || { echo "haproxy missing: apt-get install haproxy" >&2; exit 2; }
 
 source bench/scripts/common.sh
@@ -128,15 +129,18 @@ CFG
   PATHS="$PATHS nginx"
 fi
 
-RESULTS="$WORK/results.txt"
-for round in $(seq 1 "$ROUNDS"); do
-  for mode in keep-alive new-connection; do
-    extra=(); [ "$mode" = new-connection ] && extra=(-H "Connection: close")
-    for path in $PATHS; do
-      out=$(wrk -t 2 -c "$CONNECTIONS" -d "${SECONDS_PER_RUN}s" --latency -H "Host: bench.example" \
-        "${extra[@]}" "http://127.0.0.1:${PORT[$path]}/")
-      echo "$out" > "$WORK/wrk-$round-$mode-$path.txt"
-      echo "$round $mode $path $(echo "$out" | python3 -c '
+LOAD=$BIN/sluice-load
+CLIENTS="sluice-load"
+command -v wrk >/dev/null && CLIENTS="wrk sluice-load"
+
+# One figure: requests/s, p50 ms, p99 ms, errors (connect/read/write/timeout errors and
+# non-2xx/3xx answers).
+measure() { # client mode port
+  local client=$1 mode=$2 port=$3
+  if [ "$client" = wrk ]; then
+    local extra=(); [ "$mode" = new-connection ] && extra=(-H "Connection: close")
+    wrk -t 2 -c "$CONNECTIONS" -d "${SECONDS_PER_RUN}s" --latency -H "Host: bench.example" \
+      "${extra[@]}" "http://127.0.0.1:$port/" | python3 -c '
 import sys, re
 t = sys.stdin.read()
 def ms(v):
@@ -147,7 +151,25 @@ p50 = ms(re.search(r"^\s+50%\s+(\S+)", t, re.M).group(1)); p99 = ms(re.search(r"
 errors = sum(int(x) for x in re.findall(r"(?:connect|read|write|timeout) (\d+)", t))
 non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
 print(rps, p50, p99, errors + (int(non2xx.group(1)) if non2xx else 0))
-')" >> "$RESULTS"
+'
+  else
+    local extra=(); [ "$mode" = new-connection ] && extra=(--new-connection)
+    "$LOAD" http --target "127.0.0.1:$port" --host bench.example --connections "$CONNECTIONS" \
+      --threads 2 --duration "${SECONDS_PER_RUN}s" --quiet --json - "${extra[@]}" 2>/dev/null | python3 -c '
+import sys, json
+d = json.load(sys.stdin)
+print(d["totals"]["ops_per_s"], d["latency_us"]["p50"] / 1000, d["latency_us"]["p99"] / 1000, d["errors"]["total"])
+'
+  fi
+}
+
+RESULTS="$WORK/results.txt"
+for round in $(seq 1 "$ROUNDS"); do
+  for mode in keep-alive new-connection; do
+    for client in $CLIENTS; do
+      for path in $PATHS; do
+        echo "$round $mode $client $path $(measure "$client" "$mode" "${PORT[$path]}")" >> "$RESULTS"
+      done
     done
   done
 done
@@ -158,16 +180,19 @@ rows = [l.split() for l in open(sys.argv[1])]
 conns, secs, paths = sys.argv[2], sys.argv[3], sys.argv[4:]
 cpu = next((l.split(":",1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
 rounds = sorted({int(r[0]) for r in rows})
-print(f"machine: {cpu}, {os.cpu_count()} cores, kernel {platform.release()}; wrk -t 2 -c {conns}, {secs} s per figure, {len(rounds)} rounds, medians")
+clients = list(dict.fromkeys(r[2] for r in rows))
+print(f"machine: {cpu}, {os.cpu_count()} cores, kernel {platform.release()}; {conns} connections, 2 client threads, {secs} s per figure, {len(rounds)} rounds, medians")
+print("clients: " + ", ".join({"wrk": "wrk (C, event loop)", "sluice-load": "sluice-load http (Rust, io_uring)"}[c] for c in clients))
 for mode in ["keep-alive", "new-connection"]:
     print(f"\n{mode}" + (" (Connection: close)" if mode == "new-connection" else " connections"))
-    print("| path | requests/s | vs direct (min-max) | p50 ms | p99 ms | errors |\n| --- | ---: | ---: | ---: | ---: | ---: |")
+    print("| path | client | requests/s | vs direct (min-max) | p50 ms | p99 ms | errors |\n| --- | --- | ---: | ---: | ---: | ---: | ---: |")
     for path in paths:
-        get = lambda r, p, i: float(next(x[i] for x in rows if int(x[0]) == r and x[1] == mode and x[2] == p))
-        rps = [get(r, path, 3) for r in rounds]
-        ratio = [get(r, path, 3) / get(r, "direct", 3) for r in rounds]
-        p50 = [get(r, path, 4) for r in rounds]; p99 = [get(r, path, 5) for r in rounds]
-        errs = sum(int(get(r, path, 6)) for r in rounds)
-        name = {"nginx": "nginx (one hop)"}.get(path, path)
-        print(f"| {name} | {statistics.median(rps):.0f} | {statistics.median(ratio):.2f}x ({min(ratio):.2f}-{max(ratio):.2f}) | {statistics.median(p50):.2f} | {statistics.median(p99):.2f} | {errs} |")
+        for client in clients:
+            get = lambda r, p, i: float(next(x[i] for x in rows if int(x[0]) == r and x[1] == mode and x[2] == client and x[3] == p))
+            rps = [get(r, path, 4) for r in rounds]
+            ratio = [get(r, path, 4) / get(r, "direct", 4) for r in rounds]
+            p50 = [get(r, path, 5) for r in rounds]; p99 = [get(r, path, 6) for r in rounds]
+            errs = sum(int(get(r, path, 7)) for r in rounds)
+            name = {"nginx": "nginx (one hop)"}.get(path, path)
+            print(f"| {name} | {client} | {statistics.median(rps):.0f} | {statistics.median(ratio):.2f}x ({min(ratio):.2f}-{max(ratio):.2f}) | {statistics.median(p50):.2f} | {statistics.median(p99):.2f} | {errs} |")
 PY

@@ -28,19 +28,22 @@ pub enum ErrorClass {
     DataMismatch,
     /// TLS handshake or record failure.
     Tls,
+    /// An HTTP response whose status is not 2xx or 3xx (`sluice-load http`).
+    HttpStatus,
     /// Anything else (address in use, too many open files...).
     Other,
 }
 
 impl ErrorClass {
     /// Every class, in report order.
-    pub const ALL: [ErrorClass; 7] = [
+    pub const ALL: [ErrorClass; 8] = [
         ErrorClass::Refused,
         ErrorClass::Reset,
         ErrorClass::Timeout,
         ErrorClass::ShortRead,
         ErrorClass::DataMismatch,
         ErrorClass::Tls,
+        ErrorClass::HttpStatus,
         ErrorClass::Other,
     ];
 
@@ -54,6 +57,7 @@ impl ErrorClass {
             ErrorClass::ShortRead => "short_read",
             ErrorClass::DataMismatch => "data_mismatch",
             ErrorClass::Tls => "tls",
+            ErrorClass::HttpStatus => "http_status",
             ErrorClass::Other => "other",
         }
     }
@@ -158,6 +162,8 @@ pub struct ErrorCounts {
     pub data_mismatch: u64,
     /// `tls`.
     pub tls: u64,
+    /// `http_status`.
+    pub http_status: u64,
     /// `other`.
     pub other: u64,
 }
@@ -178,6 +184,7 @@ impl ErrorCounts {
             ErrorClass::ShortRead => self.short_read,
             ErrorClass::DataMismatch => self.data_mismatch,
             ErrorClass::Tls => self.tls,
+            ErrorClass::HttpStatus => self.http_status,
             ErrorClass::Other => self.other,
         }
     }
@@ -190,6 +197,7 @@ impl ErrorCounts {
             ErrorClass::ShortRead => &mut self.short_read,
             ErrorClass::DataMismatch => &mut self.data_mismatch,
             ErrorClass::Tls => &mut self.tls,
+            ErrorClass::HttpStatus => &mut self.http_status,
             ErrorClass::Other => &mut self.other,
         }
     }

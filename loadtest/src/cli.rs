@@ -17,6 +17,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::{
     connect::{self, ConnectOptions},
     hold::{self, HoldOptions},
+    http::{self, HttpOptions},
     report::{text, Settings},
     rr::{self, RrOptions},
     serve,
@@ -48,6 +49,8 @@ pub enum Command {
     Connect(ConnectArgs),
     /// Open many connections and keep them alive with a small echo.
     Hold(HoldArgs),
+    /// HTTP/1.1 requests/s and latency, kept alive or a new connection per request.
+    Http(HttpArgs),
 }
 
 /// Flags of every client command.
@@ -208,6 +211,33 @@ pub struct HoldArgs {
     /// Connection attempts in flight at once, per worker.
     #[arg(long, default_value_t = 256)]
     pub open_concurrency: usize,
+}
+
+/// Flags of `http`.
+#[derive(Debug, Args)]
+pub struct HttpArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub common: Common,
+    /// Requests in flight at once, one per connection.
+    #[arg(long, default_value_t = 1)]
+    pub connections: usize,
+    /// Request target: path and query.
+    #[arg(long, default_value = "/")]
+    pub path: String,
+    /// Method.
+    #[arg(long, default_value = "GET")]
+    pub method: String,
+    /// `Host` header [default: --target as written].
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Request body bytes (with Content-Length), e.g. 1KiB.
+    #[arg(long, default_value = "0", value_parser = parse_size)]
+    pub body: usize,
+    /// A new connection for every request (`Connection: close`); latency then
+    /// includes the connect.
+    #[arg(long)]
+    pub new_connection: bool,
 }
 
 /// Parses `10`, `1.5` (seconds), or a humantime duration such as `500ms`, `2m`.
@@ -374,6 +404,16 @@ fn run(cli: Cli, argv: Vec<String>) -> Result<(), LoadError> {
                 .interval(a.interval)
                 .open_concurrency(a.open_concurrency);
             ("hold", &a.common, Settings::hold(&o), hold::run(&o)?)
+        }
+        Command::Http(a) => {
+            let o = HttpOptions::new(client_options(&a.common)?)
+                .connections(a.connections)
+                .path(a.path.clone())
+                .method(a.method.clone())
+                .host(a.host.clone().unwrap_or_else(|| a.common.target.clone()))
+                .body(a.body)
+                .new_connection(a.new_connection);
+            ("http", &a.common, Settings::http(&o), http::run(&o)?)
         }
     };
     let report = Report::new(name, argv, settings, &result);

@@ -3,8 +3,9 @@
 //! It drives TCP and TLS load against any service and measures it honestly:
 //! bulk [`throughput`], request/response latency ([`rr`], closed loop or open loop
 //! corrected for coordinated omission), connection-setup rate ([`connect`]) and
-//! many concurrent idle connections ([`hold`]). [`serve`] is the matching upstream
-//! (echo, sink or source) that sluice's own tests and benchmarks put behind the proxy.
+//! many concurrent idle connections ([`hold`]), and HTTP/1.1 requests ([`http`], kept
+//! alive or a new connection each). [`serve`] is the matching upstream
+//! (echo, sink, source or http) that sluice's own tests and benchmarks put behind the proxy.
 //!
 //! `connect` and `rr` also run on a pool of blocking OS threads ([`blocking`],
 //! `--model blocking`), the client model of most applications, so that a figure can be
@@ -24,6 +25,8 @@ pub mod client;
 pub mod connect;
 pub mod error;
 pub mod hold;
+pub mod http;
+pub mod http_wire;
 pub mod net;
 pub mod options;
 pub mod pace;

@@ -55,6 +55,8 @@ pub enum ServeMode {
     Sink,
     /// Ignore input; stream the verification pattern until the client leaves.
     Source,
+    /// Answer every HTTP/1.1 request with `200 OK` and a 64-byte body, keep-alive.
+    Http,
 }
 
 /// Client-side TLS: a prepared rustls config and the name to present.

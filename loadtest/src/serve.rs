@@ -1,7 +1,8 @@
 //! `serve`: the upstream for benchmarks and tests. One worker per thread, each with
 //! its own `SO_REUSEPORT` listener on the same port, each connection a task:
 //! `echo` writes back what it reads (and passes half-close on), `sink` discards,
-//! `source` streams the verification pattern until the client leaves. Optional TLS.
+//! `source` streams the verification pattern until the client leaves, `http` answers
+//! every HTTP/1.1 request with `200 OK` and a 64-byte body. Optional TLS.
 //!
 //! [`serve`] returns once every worker listens, with a [`ServeHandle`] that knows the
 //! bound address (port 0 resolved) and stops the workers.
@@ -235,6 +236,7 @@ async fn connection(
             ServeMode::Echo => echo(s).await,
             ServeMode::Sink => sink(s).await,
             ServeMode::Source => source(s).await,
+            ServeMode::Http => http(s).await,
         }
     }
     c.closed.fetch_add(1, Relaxed);
@@ -282,5 +284,40 @@ async fn source(mut s: Stream) {
             return;
         }
         off += BUF as u64;
+    }
+}
+
+/// The answer of `--mode http` to every request.
+const HTTP_OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 64\r\n\r\n\
+    0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+const HTTP_OK_CLOSE: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 64\r\nConnection: close\r\n\r\n\
+    0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+/// HTTP/1.1: a `200 OK` for each request, until the client closes or asks to; a
+/// request that does not parse gets `400` and the connection is closed.
+async fn http(s: Stream) {
+    let mut conn = crate::http_wire::Conn::new(s);
+    let (mut ok, mut ok_close) = (HTTP_OK.to_vec(), HTTP_OK_CLOSE.to_vec());
+    loop {
+        match conn.read_request().await {
+            Ok(None) => return,
+            Ok(Some(req)) if req.close => {
+                let _ = conn
+                    .write_all(std::mem::take(&mut ok_close), "response")
+                    .await;
+                let _ = conn.stream.writer.shutdown().await;
+                return;
+            }
+            Ok(Some(_)) => match conn.write_all(std::mem::take(&mut ok), "response").await {
+                Ok(back) => ok = back,
+                Err(_) => return,
+            },
+            Err(_) => {
+                let bad =
+                    b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+                let _ = conn.write_all(bad.to_vec(), "response").await;
+                return;
+            }
+        }
     }
 }

@@ -76,9 +76,9 @@ pub fn render(r: &Report, latency_svg: Option<&str>, timeline_svg: &str) -> Stri
     let e = &r.errors;
     let _ = writeln!(
         s,
-        "## Errors\n\n| refused | reset | timeout | short read | data mismatch | TLS | other | total |\n\
-         | --- | --- | --- | --- | --- | --- | --- | --- |\n| {} | {} | {} | {} | {} | {} | {} | {} |\n",
-        e.refused, e.reset, e.timeout, e.short_read, e.data_mismatch, e.tls, e.other, e.total
+        "## Errors\n\n| refused | reset | timeout | short read | data mismatch | TLS | HTTP status | other | total |\n\
+         | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+        e.refused, e.reset, e.timeout, e.short_read, e.data_mismatch, e.tls, e.http_status, e.other, e.total
     );
     for sample in &r.error_samples {
         let _ = writeln!(s, "- `{sample}`");

@@ -190,6 +190,8 @@ pub struct Errors {
     pub data_mismatch: u64,
     /// TLS handshake or record failure.
     pub tls: u64,
+    /// HTTP responses whose status is not 2xx or 3xx.
+    pub http_status: u64,
     /// Anything else.
     pub other: u64,
     /// Sum of the above.
@@ -303,6 +305,7 @@ impl Report {
                 short_read: r.errors.get(ErrorClass::ShortRead),
                 data_mismatch: r.errors.get(ErrorClass::DataMismatch),
                 tls: r.errors.get(ErrorClass::Tls),
+                http_status: r.errors.get(ErrorClass::HttpStatus),
                 other: r.errors.get(ErrorClass::Other),
                 total: r.errors.total(),
             },

@@ -3,8 +3,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    connect::ConnectOptions, hold::HoldOptions, rr::RrOptions, throughput::ThroughputOptions,
-    ClientOptions,
+    connect::ConnectOptions, hold::HoldOptions, http::HttpOptions, rr::RrOptions,
+    throughput::ThroughputOptions, ClientOptions,
 };
 
 /// The settings of a run.
@@ -48,6 +48,12 @@ pub struct Settings {
     pub interval_s: Option<f64>,
     /// hold: connection attempts in flight per worker.
     pub open_concurrency: Option<usize>,
+    /// http: the request line (`GET /path`).
+    #[serde(default)]
+    pub request: Option<String>,
+    /// http: a new connection per request.
+    #[serde(default)]
+    pub new_connection: Option<bool>,
 }
 
 impl Settings {
@@ -72,6 +78,20 @@ impl Settings {
             concurrency: None,
             interval_s: None,
             open_concurrency: None,
+            request: None,
+            new_connection: None,
+        }
+    }
+
+    /// Settings of an `http` run (`size` is the request body).
+    #[must_use]
+    pub fn http(o: &HttpOptions) -> Self {
+        Settings {
+            connections: Some(o.connections),
+            size: Some(o.body),
+            request: Some(format!("{} {}", o.method, o.path)),
+            new_connection: Some(o.new_connection),
+            ..Self::client(&o.client)
         }
     }
 

@@ -43,8 +43,8 @@ pub fn summary(r: &Report) -> String {
     let e = &r.errors;
     let _ = writeln!(
         s,
-        "  errors     {} (refused {} reset {} timeout {} short_read {} data_mismatch {} tls {} other {})",
-        e.total, e.refused, e.reset, e.timeout, e.short_read, e.data_mismatch, e.tls, e.other
+        "  errors     {} (refused {} reset {} timeout {} short_read {} data_mismatch {} tls {} http_status {} other {})",
+        e.total, e.refused, e.reset, e.timeout, e.short_read, e.data_mismatch, e.tls, e.http_status, e.other
     );
     for sample in &r.error_samples {
         let _ = writeln!(s, "    - {sample}");
