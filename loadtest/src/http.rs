@@ -215,8 +215,15 @@ async fn connection(w: Worker, how: How) {
                         );
                     }
                     // A server that sent more than was asked for cannot be read in
-                    // step any more: a new connection.
-                    if !response.keep_alive || how.new_connection || conn.has_buffered() {
+                    // step any more: counted, and a new connection.
+                    if conn.has_buffered() {
+                        w.fail(Failure::new(
+                            ErrorClass::Other,
+                            "bytes after the response, before the next request",
+                        ));
+                        break;
+                    }
+                    if !response.keep_alive || how.new_connection {
                         w.rec.borrow_mut().closed(true);
                         break;
                     }

@@ -39,6 +39,8 @@ pub struct Request {
     /// The client asked to close after the response (or spoke HTTP/1.0 without
     /// keep-alive).
     pub close: bool,
+    /// A `HEAD` request: the response has no body.
+    pub head: bool,
 }
 
 /// How a body is delimited.
@@ -90,8 +92,19 @@ impl Conn {
         self.start < self.end
     }
 
-    /// Reads one response (the answer to a `HEAD` request has no body).
+    /// Reads one response (the answer to a `HEAD` request has no body); interim `1xx`
+    /// responses before it (`100 Continue`, `103 Early Hints`) are skipped.
     pub async fn read_response(&mut self, head_only: bool) -> Result<Response, Failure> {
+        loop {
+            let response = self.read_one_response(head_only).await?;
+            if response.status / 100 != 1 || response.status == 101 {
+                return Ok(response);
+            }
+        }
+    }
+
+    /// Reads one response head and its body.
+    async fn read_one_response(&mut self, head_only: bool) -> Result<Response, Failure> {
         let (status, keep_alive, framing) = loop {
             let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
             let mut parsed = httparse::Response::new(&mut headers);
@@ -139,12 +152,14 @@ impl Conn {
             match parsed.parse(&self.buf[self.start..self.end]) {
                 Ok(httparse::Status::Complete(len)) => {
                     let http11 = parsed.version == Some(1);
+                    let head = parsed.method == Some("HEAD");
                     let (framing, close, keep) = framing_of(parsed.headers)?;
                     self.start += len;
                     let framing = framing.unwrap_or(Framing::Length(0));
                     self.skip_body(framing, "request body").await?;
                     return Ok(Some(Request {
                         close: close || !(http11 || keep),
+                        head,
                     }));
                 }
                 Ok(httparse::Status::Partial) => {}
@@ -199,13 +214,13 @@ impl Conn {
                         }
                     };
                     if size == 0 {
-                        // Trailers (none expected), then the last CRLF.
-                        self.skip_line(what).await?;
+                        // Trailer lines, up to the empty one.
+                        while !self.skip_line(what).await? {}
                         return Ok(total);
                     }
                     self.skip(size, what).await?;
                     self.skip_line(what).await?;
-                    total += size;
+                    total = total.saturating_add(size);
                 }
             }
         }
@@ -231,15 +246,15 @@ impl Conn {
         }
     }
 
-    /// Consumes bytes up to and including the next CRLF.
-    async fn skip_line(&mut self, what: &str) -> Result<(), Failure> {
+    /// Consumes bytes up to and including the next CRLF; whether the line was empty.
+    async fn skip_line(&mut self, what: &str) -> Result<bool, Failure> {
         loop {
             if let Some(i) = self.buf[self.start..self.end]
                 .windows(2)
                 .position(|w| w == b"\r\n")
             {
                 self.start += i + 2;
-                return Ok(());
+                return Ok(i == 0);
             }
             if self.fill(what).await? == 0 {
                 return Err(Failure::short_read(what, 0, 2));
@@ -269,16 +284,29 @@ fn framing_of(headers: &[httparse::Header<'_>]) -> Result<(Option<Framing>, bool
                 .ok_or_else(|| {
                     Failure::new(crate::ErrorClass::Other, "a bad Content-Length".to_owned())
                 })?;
-            if framing.is_none() {
-                framing = Some(Framing::Length(n));
+            match framing {
+                Some(Framing::Length(m)) if m != n => {
+                    return Err(Failure::new(
+                        crate::ErrorClass::Other,
+                        format!("Content-Length given twice ({m} and {n})"),
+                    ))
+                }
+                Some(Framing::Chunked) => {}
+                _ => framing = Some(Framing::Length(n)),
             }
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            // Chunked last, or the body cannot be delimited (RFC 9112 6.3).
             if h.value
                 .split(|b| *b == b',')
                 .next_back()
                 .is_some_and(|v| v.trim_ascii().eq_ignore_ascii_case(b"chunked"))
             {
                 framing = Some(Framing::Chunked);
+            } else {
+                return Err(Failure::new(
+                    crate::ErrorClass::Other,
+                    "a Transfer-Encoding that does not end in chunked".to_owned(),
+                ));
             }
         } else if h.name.eq_ignore_ascii_case("connection") {
             for token in h.value.split(|b| *b == b',') {

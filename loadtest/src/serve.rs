@@ -287,7 +287,11 @@ async fn source(mut s: Stream) {
     }
 }
 
-/// The answer of `--mode http` to every request.
+/// The head of `--mode http`'s answer to `HEAD`.
+const HTTP_HEAD: &[u8] =
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 64\r\n\r\n";
+
+/// The answer of `--mode http` to every other request.
 const HTTP_OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 64\r\n\r\n\
     0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 const HTTP_OK_CLOSE: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 64\r\nConnection: close\r\n\r\n\
@@ -301,6 +305,16 @@ async fn http(s: Stream) {
     loop {
         match conn.read_request().await {
             Ok(None) => return,
+            Ok(Some(req)) if req.head => {
+                if conn
+                    .write_all(HTTP_HEAD.to_vec(), "response")
+                    .await
+                    .is_err()
+                    || req.close
+                {
+                    return;
+                }
+            }
             Ok(Some(req)) if req.close => {
                 let _ = conn
                     .write_all(std::mem::take(&mut ok_close), "response")

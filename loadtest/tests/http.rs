@@ -85,6 +85,26 @@ fn statuses_and_body_framings_of_other_servers() {
     );
     assert_eq!(r.conns.opened, 2, "chunked bodies keep the connection");
 
+    // An interim 103 first, then the answer in chunks with trailers: one request each,
+    // and the connection kept.
+    let interim = TestServer::start(|mut s| {
+        while read_head(&mut s) {
+            let answer = b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n\
+                           HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+                           3\r\nabc\r\n0\r\nX-Checksum: 1\r\nX-Other: 2\r\n\r\n";
+            if s.write_all(answer).is_err() {
+                return;
+            }
+        }
+    });
+    let r = http::run(&HttpOptions::new(short(interim.addr, 300))).unwrap();
+    assert_eq!(r.errors.total(), 0, "{:?}", r.samples);
+    assert!(r.ops > 20, "only {} requests", r.ops);
+    assert_eq!(
+        r.conns.opened, 1,
+        "interim answers and trailers keep the connection"
+    );
+
     // No length: the body runs to the close, and each request takes a new connection.
     let accepted = Arc::new(AtomicUsize::new(0));
     let count = accepted.clone();
@@ -113,6 +133,19 @@ fn statuses_and_body_framings_of_other_servers() {
         "{:?}",
         r.samples
     );
+}
+
+#[test]
+fn head_requests_against_serve_keep_their_connection() {
+    let server = start(ServeMode::Http, 1, drivers()[0]);
+    let o = HttpOptions::new(short(server.local_addr(), 300))
+        .connections(2)
+        .method("HEAD");
+    let r = http::run(&o).unwrap();
+    assert_eq!(r.errors.total(), 0, "{:?}", r.samples);
+    assert!(r.ops > 100, "only {} requests", r.ops);
+    assert_eq!(r.conns.opened, 2);
+    server.stop().unwrap();
 }
 
 #[test]

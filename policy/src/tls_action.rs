@@ -178,11 +178,16 @@ impl Pem {
         }
         let path = PathBuf::from(&text);
         if !path.is_absolute() {
+            // A key pasted without its PEM lines is still a key: never echoed.
+            let shown = if field == "server_private_key" {
+                String::new()
+            } else {
+                format!(": `{}`", text.chars().take(60).collect::<String>())
+            };
             return Err(format!(
-                "{field}: neither PEM text (`-----BEGIN …`) nor an absolute path: `{}` \
+                "{field}: neither PEM text (`-----BEGIN …`) nor an absolute path{shown} \
                  (a policy can travel through the admin API and a fleet's etcd, where no \
-                 directory is \"here\")",
-                text.chars().take(60).collect::<String>()
+                 directory is \"here\")"
             ));
         }
         Ok(Pem::File(path))
@@ -282,6 +287,19 @@ impl RawTerminateTls {
                     .to_owned(),
             );
         };
+        for (field, text) in std::iter::once(("server_certificate", &cert)).chain(
+            self.mutual_tls_certificate_authorities
+                .iter()
+                .flatten()
+                .map(|ca| ("mutual_tls_certificate_authorities", ca)),
+        ) {
+            if text.contains("PRIVATE KEY-----") {
+                return Err(format!(
+                    "{field} holds a private key: a key belongs in server_private_key only \
+                     (where it is never shown back)"
+                ));
+            }
+        }
         let server_certificate = Pem::parse(cert, "server_certificate")?;
         let server_private_key = Pem::parse(key, "server_private_key")?;
         if let Pem::Inline(text) = &server_certificate {

@@ -308,7 +308,30 @@ fn bad_configs_are_refused_with_where_and_why() {
         &["server_certificate", "absolute path", "app.crt"],
     );
     refused(
-        serde_json::json!({ "server_certificate": m.key_pem, "server_private_key": m.key_pem }),
+        serde_json::json!({ "server_certificate": m.ca_pem, "server_private_key": "MIGHAgEAMBMGByqGSM49" }),
+        &["server_private_key: neither PEM text"],
+    );
+    let err = policy(serde_json::json!([{ "actions": [action(serde_json::json!({
+        "server_certificate": m.cert_pem, "server_private_key": "MIGHAgEAMBMGByqGSM49" }))] }, forward()]))
+    .unwrap_err();
+    assert!(
+        !err.contains("MIGHAgEAMBMGByqGSM49"),
+        "a key's text echoed: {err}"
+    );
+    // A combined PEM (certificate and key) in a certificate field would be stored and
+    // shown back with its key.
+    refused(
+        serde_json::json!({ "server_certificate": format!("{}{}", m.cert_pem, m.key_pem),
+            "server_private_key": m.key_pem }),
+        &["server_certificate holds a private key"],
+    );
+    refused(
+        serde_json::json!({ "server_certificate": m.cert_pem, "server_private_key": m.key_pem,
+            "mutual_tls_certificate_authorities": [format!("{}{}", m.ca_pem, m.key_pem)] }),
+        &["mutual_tls_certificate_authorities holds a private key"],
+    );
+    refused(
+        serde_json::json!({ "server_certificate": m.ca_pem.replace("CERTIFICATE", "X509 CRL"), "server_private_key": m.key_pem }),
         &["server_certificate", "no PEM certificate"],
     );
     refused(

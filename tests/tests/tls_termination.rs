@@ -441,22 +441,25 @@ fn agent_reencrypts_towards_a_tls_upstream() {
         fx.write("front.key", &front.key_pem);
         let edge_yaml = format!(
             "{}  - url: tcp://127.0.0.1:0\n    traffic_policy: {}\n  - url: tcp://127.0.0.2:0\n    \
-             traffic_policy: {}\n  - url: tls://db.acme.example\n    traffic_policy: {}\n",
+             traffic_policy: {}\n  - url: tls://db.acme.example\n    traffic_policy: {}\n  \
+             - url: tcp://127.0.0.3:0\n    traffic_policy: {}\n",
             edge_head(&fx),
             fixture::forward_all("tcp://plain.internal:1"),
             fixture::forward_all("tcp://wrongname.internal:1"),
             fixture::forward_all("tls://db.internal:443"),
+            fixture::forward_all("tcp://by-scheme.internal:1"),
         );
-        let (_edge, agent_addr, tls_port, tcp) = start_edge(&fx, &edge_yaml, 2);
+        let (_edge, agent_addr, tls_port, tcp) = start_edge(&fx, &edge_yaml, 3);
         let agent_yaml = format!(
             "{head}  - url: tcp://plain.internal:1\n    upstream: {{ url: \"{up}\", tls: {{ ca: upstream-ca.pem, server_name: echo.lan }} }}\n\
              \x20 - url: tcp://wrongname.internal:1\n    upstream: {{ url: \"{up}\", tls: {{ ca: upstream-ca.pem, server_name: other.lan }} }}\n\
              \x20 - url: tls://db.internal:443\n    agent_tls_termination: {{ server_certificate: front.crt, server_private_key: front.key }}\n    \
-             upstream: {{ url: \"{up}\", tls: {{ ca: upstream-ca.pem, server_name: echo.lan }} }}\n",
+             upstream: {{ url: \"{up}\", tls: {{ ca: upstream-ca.pem, server_name: echo.lan }} }}\n\
+             \x20 - url: tcp://by-scheme.internal:1\n    upstream: {{ url: \"tls://{up}\", tls: {{ ca: upstream-ca.pem, server_name: echo.lan }} }}\n",
             head = agent_head(&fx, agent_addr, transport),
             up = echo.addr,
         );
-        let mut agent = start_agent(&fx, &agent_yaml, 3);
+        let mut agent = start_agent(&fx, &agent_yaml, 4);
         // Plain TCP from the client, TLS from the agent to the upstream.
         echo_ok(None, tcp[0], &vec![7u8; 300_000]).unwrap_or_else(|e| panic!("{transport}: {e}"));
         assert_eq!(echo.accepted(), 1, "{transport}");
@@ -474,6 +477,10 @@ fn agent_reencrypts_towards_a_tls_upstream() {
         )
         .unwrap_or_else(|e| panic!("{transport}: {e}"));
         assert_eq!(echo.accepted(), 3, "{transport}");
+        // `tls://` in the upstream URL: TLS from the agent (the name to verify refined
+        // by `upstream.tls`).
+        echo_ok(None, tcp[2], b"tls by scheme").unwrap_or_else(|e| panic!("{transport}: {e}"));
+        assert_eq!(echo.accepted(), 4, "{transport}");
     }
 }
 

@@ -295,7 +295,7 @@ pub struct AgentTlsTerminationSection {
 }
 
 /// `upstream.tls:`: the agent speaks TLS to the upstream.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamTlsSection {
     /// PEM CA bundle for the upstream's certificate (default: webpki roots).
@@ -527,11 +527,20 @@ pub struct UpstreamTls {
     pub server_name: ServerName<'static>,
 }
 
-/// The host part of `host:port` (brackets stripped for IPv6), if the port parses.
+/// The schemes an `upstream.url` may have, with the port each implies and whether the
+/// agent speaks TLS to the upstream (`upstream.tls` then only refines it).
+const UPSTREAM_SCHEMES: [(&str, Option<u16>, bool); 4] = [
+    ("tcp", None, false),
+    ("tls", Some(443), true),
+    ("http", Some(80), false),
+    ("https", Some(443), true),
+];
+
 /// The address an `upstream.url` is dialed at: `host:port` as written, a bare port as
-/// `localhost:PORT` (as ngrok reads it), or `http://host[:port]` (port 80 by default) as
-/// `host:port`: the edge speaks HTTP over the stream, the agent dials plain TCP. `None`
-/// for anything else.
+/// `localhost:PORT` (as ngrok reads it), or `scheme://host[:port]` as `host:port`, the
+/// scheme picking the default port (`tcp` has none; `tls` and `https` 443, `http` 80;
+/// the edge speaks HTTP over the stream, the agent dials TCP, then TLS for `tls` and
+/// `https`: [`upstream_speaks_tls`]). `None` for anything else.
 pub(crate) fn upstream_dial_addr(url: &str) -> Option<String> {
     if !url.is_empty() && url.bytes().all(|b| b.is_ascii_digit()) {
         // A bare port, as ngrok reads it: that port on this host.
@@ -541,15 +550,18 @@ pub(crate) fn upstream_dial_addr(url: &str) -> Option<String> {
             .filter(|p| *p > 0)
             .map(|p| format!("localhost:{p}"));
     }
-    let addr = match url.strip_prefix("http://") {
-        Some(rest) => {
+    let addr = match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let (_, default_port, _) = UPSTREAM_SCHEMES
+                .iter()
+                .find(|(s, _, _)| s.eq_ignore_ascii_case(scheme))?;
             let rest = rest.strip_suffix('/').unwrap_or(rest);
             if connect_host(rest).is_some() {
                 rest.to_owned()
             } else if rest.contains(':') && !rest.starts_with('[') {
                 return None;
             } else {
-                format!("{rest}:80")
+                format!("{rest}:{}", (*default_port)?)
             }
         }
         None => url.to_owned(),
@@ -557,6 +569,17 @@ pub(crate) fn upstream_dial_addr(url: &str) -> Option<String> {
     connect_host(&addr).is_some().then_some(addr)
 }
 
+/// Whether an `upstream.url`'s scheme says the upstream speaks TLS (`tls://`,
+/// `https://`).
+pub(crate) fn upstream_speaks_tls(url: &str) -> bool {
+    url.split_once("://").is_some_and(|(scheme, _)| {
+        UPSTREAM_SCHEMES
+            .iter()
+            .any(|(s, _, tls)| *tls && s.eq_ignore_ascii_case(scheme))
+    })
+}
+
+/// The host part of `host:port` (brackets stripped for IPv6), if the port parses.
 pub(crate) fn connect_host(addr: &str) -> Option<&str> {
     let (host, port) = addr.rsplit_once(':')?;
     port.parse::<u16>().ok()?;
@@ -622,26 +645,50 @@ mod tests {
             ("0", None),
             ("70000", None),
             ("http://api.lan/v1", None),
-            ("https://api.lan", None),
+            ("https://api.lan", Some("api.lan:443")),
+            ("https://api.lan:8443/", Some("api.lan:8443")),
+            ("tls://db.lan", Some("db.lan:443")),
+            ("tcp://10.0.0.5:5432", Some("10.0.0.5:5432")),
+            ("tcp://10.0.0.5", None),
+            ("udp://10.0.0.5:53", None),
         ] {
             assert_eq!(upstream_dial_addr(url).as_deref(), addr, "{url}");
         }
+        assert!(upstream_speaks_tls("https://api.lan") && upstream_speaks_tls("TLS://db.lan:5432"));
+        assert!(!upstream_speaks_tls("http://api.lan") && !upstream_speaks_tls("tcp://db:1"));
+        assert!(!upstream_speaks_tls("localhost:443"));
     }
 
     #[test]
-    fn an_upstream_url_with_a_scheme_is_refused_with_the_fix() {
-        for (url, plain) in [
-            ("https://localhost:8443", "localhost:8443"),
-            ("tcp://10.0.0.5:5432", "10.0.0.5:5432"),
-        ] {
-            let yaml = format!(
+    fn the_upstream_urls_scheme_picks_the_protocol() {
+        let yaml = |url: &str, extra: &str| {
+            format!(
                 "version: 3\nagent:\n  authtoken: tok\n  connect_url: edge.example.com:4443\n\
-                 endpoints:\n  - url: tcp://db.internal:5432\n    upstream: {{ url: \"{url}\" }}\n"
+                 endpoints:\n  - url: tcp://db.internal:5432\n    upstream: {{ url: \"{url}\"{extra} }}\n"
+            )
+        };
+        let load = |url: &str, extra: &str| {
+            AgentSettings::from_yaml(&yaml(url, extra), Path::new("agent.yml"))
+                .map(|s| s.endpoints.into_iter().next().unwrap())
+        };
+        let tls = load("https://db.lan:8443", "").unwrap();
+        assert_eq!(tls.upstream, "db.lan:8443");
+        let verified = tls
+            .upstream_tls
+            .expect("https:// speaks TLS to the upstream");
+        assert_eq!(verified.server_name.to_str(), "db.lan");
+        let named = load("tls://10.0.0.5:5432", ", tls: { server_name: db.lan }").unwrap();
+        assert_eq!(named.upstream, "10.0.0.5:5432");
+        assert_eq!(named.upstream_tls.unwrap().server_name.to_str(), "db.lan");
+        let plain = load("tcp://10.0.0.5:5432", "").unwrap();
+        assert_eq!(plain.upstream, "10.0.0.5:5432");
+        assert!(plain.upstream_tls.is_none());
+        for bad in ["udp://10.0.0.5:53", "tcp://10.0.0.5", "https://api.lan/v1"] {
+            let err = load(bad, "").unwrap_err().to_string();
+            assert!(
+                err.contains("upstream.url") && err.contains(bad),
+                "{bad}: {err}"
             );
-            let err = AgentSettings::from_yaml(&yaml, Path::new("agent.yml"))
-                .unwrap_err()
-                .to_string();
-            assert!(err.contains(&format!("`{plain}`")), "{url}: {err}");
         }
     }
 

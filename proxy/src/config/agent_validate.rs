@@ -13,10 +13,10 @@ use sluice_policy::InternalUrl;
 
 use super::{
     agent::{
-        connect_host, upstream_dial_addr, AgentEndpoint, AgentFile, AgentSection, AgentSettings,
-        AgentTlsTerminationSection, EdgeTarget, EndpointSection, HealthCheck, HealthCheckSection,
-        UpstreamTls, UpstreamTlsSection, DEFAULT_WEIGHT, MAX_DATA_CHANNELS, MAX_EDGE_CONNECTIONS,
-        MAX_LABEL_BYTES, MAX_WEIGHT,
+        connect_host, upstream_dial_addr, upstream_speaks_tls, AgentEndpoint, AgentFile,
+        AgentSection, AgentSettings, AgentTlsTerminationSection, EdgeTarget, EndpointSection,
+        HealthCheck, HealthCheckSection, UpstreamTls, UpstreamTlsSection, DEFAULT_WEIGHT,
+        MAX_DATA_CHANNELS, MAX_EDGE_CONNECTIONS, MAX_LABEL_BYTES, MAX_WEIGHT,
     },
     problems::Problems,
     relative_to,
@@ -263,19 +263,10 @@ fn endpoints(tree: &Node, file: &Path, p: &mut Problems) -> Vec<AgentEndpoint> {
             .and_then(|u| u.text("url"))
             .filter(|u| upstream_dial_addr(u).is_none())
         {
-            let message = match u.split_once("://") {
-                Some((scheme, rest)) => format!(
-                    "expected host:port or http://host[:port], found `{u}`: the upstream is \
-                     dialed as plain TCP, so drop the `{scheme}://` (`{}`){}",
-                    rest.trim_end_matches('/'),
-                    if scheme == "https" || scheme == "tls" {
-                        " and set `upstream.tls` for TLS to the upstream"
-                    } else {
-                        ""
-                    }
-                ),
-                None => format!("expected host:port, found `{u}`"),
-            };
+            let message = format!(
+                "expected a port, host:port or scheme://host[:port] with a scheme of tcp, tls, \
+                 http or https (tcp needs a port; no path), found `{u}`"
+            );
             p.at(&at("upstream.url"), message);
         }
         let proxy_protocol = match upstream
@@ -321,13 +312,18 @@ fn endpoint(
         .transpose();
     let upstream_protocol = upstream_protocol(ep.upstream.protocol.as_deref(), &ep.url)
         .map_err(|m| p.at(&at("upstream.protocol"), m));
+    // `upstream.tls`, or a `tls://`/`https://` upstream URL, which implies it with the
+    // defaults (webpki roots, the URL's host as the name to verify).
+    let implied_tls = upstream_speaks_tls(&ep.upstream.url).then(UpstreamTlsSection::default);
+    let dial = upstream_dial_addr(&ep.upstream.url).unwrap_or_else(|| ep.upstream.url.clone());
     let upstream_tls = ep
         .upstream
         .tls
         .as_ref()
+        .or(implied_tls.as_ref())
         .map(|t| {
             let h2 = upstream_protocol == Ok(crate::wire::UpstreamProtocol::Http2);
-            upstream_tls(t, &ep.upstream.url, file, h2).map_err(|m| p.at(&at("upstream.tls"), m))
+            upstream_tls(t, &dial, file, h2).map_err(|m| p.at(&at("upstream.tls"), m))
         })
         .transpose();
     let weight = ep.weight.unwrap_or(DEFAULT_WEIGHT);
@@ -377,7 +373,7 @@ fn endpoint(
         name: ep.name.unwrap_or_else(|| url.clone()),
         url,
         pooling: ep.pooling_enabled,
-        upstream: upstream_dial_addr(&ep.upstream.url).unwrap_or(ep.upstream.url),
+        upstream: dial,
         proxy_protocol: proxy_protocol.ok()?,
         tls_termination: tls_termination.ok()?,
         upstream_tls: upstream_tls.ok()?,

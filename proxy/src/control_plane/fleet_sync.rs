@@ -88,10 +88,14 @@ impl ControlPlane {
                         tracing::error!(id = %r.id, url = %r.url, error = %e, "endpoint created through another edge not served")
                     }
                 },
-                Some(_) => {
-                    let changed = applied
-                        .get(&r.id)
-                        .is_some_and(|old| old.traffic_policy != r.traffic_policy);
+                Some(live) => {
+                    // A policy set again unchanged still rereads its `terminate-tls`
+                    // files (a renewed certificate), on every edge.
+                    let rereads = || live.policy.load().terminates_tls();
+                    let changed = applied.get(&r.id).is_some_and(|old| {
+                        old.traffic_policy != r.traffic_policy
+                            || (old.updated_at != r.updated_at && rereads())
+                    });
                     if changed {
                         match record_to_spec(&r) {
                             Ok(spec) => {

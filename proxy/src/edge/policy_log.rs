@@ -7,7 +7,9 @@
 
 use std::net::SocketAddr;
 
-/// Writes one `log` action's event.
+/// Writes one `log` action's event. `on_tcp_connect` lines and the HTTP phases' are
+/// rate limited apart, so a flood of requests does not hide connections' lines; the
+/// metadata is rendered only for a line that is written.
 pub(super) fn write<K: Into<String>>(
     endpoint: &str,
     client: SocketAddr,
@@ -16,18 +18,33 @@ pub(super) fn write<K: Into<String>>(
     rule_name: Option<&str>,
     metadata: impl IntoIterator<Item = (K, String)>,
 ) {
-    let metadata: serde_json::Map<String, serde_json::Value> = metadata
-        .into_iter()
-        .map(|(k, v)| (k.into(), v.into()))
-        .collect();
-    crate::log_throttled!(
-        info,
-        endpoint,
-        %client,
-        phase,
-        rule = rule + 1,
-        rule_name = rule_name.unwrap_or_default(),
-        metadata = %serde_json::Value::Object(metadata),
-        "traffic policy log"
-    );
+    macro_rules! line {
+        () => {
+            crate::log_throttled!(
+                info,
+                endpoint,
+                %client,
+                phase,
+                rule = rule + 1,
+                rule_name = rule_name.unwrap_or_default(),
+                metadata = %object(metadata),
+                "traffic policy log"
+            )
+        };
+    }
+    if phase == "on_tcp_connect" {
+        line!()
+    } else {
+        line!()
+    }
+}
+
+/// The metadata as one JSON object.
+fn object<K: Into<String>>(metadata: impl IntoIterator<Item = (K, String)>) -> serde_json::Value {
+    serde_json::Value::Object(
+        metadata
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect(),
+    )
 }
