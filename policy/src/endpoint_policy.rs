@@ -19,7 +19,7 @@ use crate::{
     http_model::{HttpAction, HttpRule},
     model::{Action, ForwardInternal, Rule, TrafficPolicy},
     parse::{HttpRequestRules, HttpResponseRules},
-    CompiledPolicy, InternalUrl, PolicyError, Scheme,
+    CompiledPolicy, InternalUrl, PolicyError,
 };
 
 /// An agent endpoint's policy.
@@ -45,9 +45,9 @@ impl EndpointPolicy {
     /// forwards to `url` (so "allowed" is a forward to it, anything else a refusal).
     pub fn compile_for(&self, url: &InternalUrl) -> Result<CompiledPolicy, PolicyError> {
         let has_http = !self.on_http_request.is_empty() || !self.on_http_response.is_empty();
-        if has_http && url.scheme() != Scheme::Http {
+        if has_http && !url.scheme().is_http() {
             return Err(PolicyError::Invalid(format!(
-                "`on_http_request`/`on_http_response` on `{url}`: HTTP rules run on http:// endpoints only"
+                "`on_http_request`/`on_http_response` on `{url}`: HTTP rules run on http:// and https:// endpoints only"
             )));
         }
         let mut rules = self.on_tcp_connect.clone();
@@ -191,7 +191,7 @@ mod tests {
             .compile_for(&tcp)
             .unwrap_err()
             .to_string()
-            .contains("http:// endpoints only"));
+            .contains("http:// and https:// endpoints only"));
         let web = InternalUrl::parse("http://web.internal").unwrap();
         let compiled = http.compile_for(&web).unwrap();
         assert!(!compiled.http().is_empty());

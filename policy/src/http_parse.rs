@@ -322,10 +322,10 @@ fn build(kind: &str, c: RawConfig) -> Result<HttpAction, String> {
                 ));
             }
             let url = c.url.ok_or_else(|| need("url"))?;
-            if url.scheme() != crate::Scheme::Http {
+            if !url.scheme().is_http() {
                 return Err(format!(
-                    "`{url}`: an HTTP phase forwards to http:// internal endpoints \
-                     (a tcp:// or tls:// one is reached from on_tcp_connect)"
+                    "`{url}`: an HTTP phase forwards to http:// or https:// internal \
+                     endpoints (a tcp:// or tls:// one is reached from on_tcp_connect)"
                 ));
             }
             HttpAction::ForwardInternal(HttpForward {

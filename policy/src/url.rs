@@ -1,8 +1,9 @@
 //! [`InternalUrl`]: the address of an internal endpoint, `tcp://db.internal:5432`,
-//! `tls://api.internal[:443]` or `http://api.internal[:80]`.
+//! `tls://api.internal[:443]`, `http://api.internal[:80]` or
+//! `https://api.internal[:443]`.
 //!
 //! The host must be a DNS name ending in `.internal` (so it can never be
-//! mistaken for a public address), `tcp` requires a port, `tls` defaults to
+//! mistaken for a public address), `tcp` requires a port, `tls` and `https` default to
 //! 443, `http` to 80. Hosts are compared in lower case; the original text is kept for logs.
 
 use std::fmt;
@@ -22,16 +23,26 @@ pub enum Scheme {
     /// HTTP: `http://host.internal[:port]`, port 80 by default (the edge speaks HTTP/1.1
     /// to it through the tunnel).
     Http,
+    /// HTTP named as ngrok's `https://NAME.internal` endpoints are: port 443 by default,
+    /// served like `http` (requests forwarded one by one; the tunnel is the transport,
+    /// and the agent speaks TLS to the upstream when its `upstream.url` says so).
+    Https,
 }
 
 impl Scheme {
-    /// `"tcp"` or `"tls"`.
+    /// `"tcp"`, `"tls"`, `"http"` or `"https"`.
     pub const fn as_str(self) -> &'static str {
         match self {
             Scheme::Tcp => "tcp",
             Scheme::Tls => "tls",
             Scheme::Http => "http",
+            Scheme::Https => "https",
         }
+    }
+
+    /// Whether requests are forwarded to it one by one (`http`, `https`), not bytes.
+    pub const fn is_http(self) -> bool {
+        matches!(self, Scheme::Http | Scheme::Https)
     }
 }
 
@@ -137,9 +148,10 @@ fn parse(text: &str) -> Result<InternalUrl, String> {
         "tcp" => Scheme::Tcp,
         "tls" => Scheme::Tls,
         "http" => Scheme::Http,
+        "https" => Scheme::Https,
         other => {
             return Err(format!(
-                "unsupported scheme `{other}` (expected `tcp`, `tls` or `http`)"
+                "unsupported scheme `{other}` (expected `tcp`, `tls`, `http` or `https`)"
             ))
         }
     };
@@ -163,7 +175,7 @@ fn parse(text: &str) -> Result<InternalUrl, String> {
     check_host(&host)?;
     let port = match (scheme, port) {
         (_, Some(p)) => p,
-        (Scheme::Tls, None) => 443,
+        (Scheme::Tls | Scheme::Https, None) => 443,
         (Scheme::Http, None) => 80,
         (Scheme::Tcp, None) => {
             return Err("a `tcp` URL needs a port, e.g. `tcp://db.internal:5432`".to_owned())
@@ -230,6 +242,17 @@ mod tests {
         assert_eq!(u.canonical(), "http://api.internal:80");
         assert_eq!(u, InternalUrl::parse("http://api.internal:80").unwrap());
         assert_ne!(u, InternalUrl::parse("tcp://api.internal:80").unwrap());
+    }
+
+    #[test]
+    fn https_defaults_to_port_443_and_is_served_like_http() {
+        let u = InternalUrl::parse("https://api.internal").unwrap();
+        assert_eq!((u.scheme(), u.port()), (Scheme::Https, 443));
+        assert_eq!(u.canonical(), "https://api.internal:443");
+        assert!(u.scheme().is_http() && Scheme::Http.is_http());
+        assert!(!Scheme::Tls.is_http() && !Scheme::Tcp.is_http());
+        assert_ne!(u, InternalUrl::parse("http://api.internal:443").unwrap());
+        assert_ne!(u, InternalUrl::parse("tls://api.internal:443").unwrap());
     }
 
     #[test]

@@ -320,7 +320,7 @@ fn bad_http_rules_are_refused_with_where_and_why() {
         ),
         (
             rule("type: forward-internal\n        config: { url: \"tcp://db.internal:5432\" }"),
-            &["http:// internal endpoints"],
+            &["http:// or https:// internal endpoints"],
         ),
         (
             rule("type: add-headers\n        config: { headers: [x-a] }"),

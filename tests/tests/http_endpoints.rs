@@ -14,6 +14,8 @@ use sluice_tests::{
 
 const API: &str = "http://api.internal";
 const ADMIN: &str = "http://admin.internal";
+/// The seed's shape: `https://api.acme.com` forwards to an internal `https://` endpoint.
+const SECURE_API: &str = "https://api.internal";
 
 /// The edge: the shared HTTP port, `http://api.example.com` forwarding to [`API`] and
 /// `http://admin.example.com` to [`ADMIN`] for 127.0.0.5 only.
@@ -355,7 +357,7 @@ fn an_https_endpoint_ends_tls_at_the_edge_and_speaks_http2_or_http1() {
     let yaml = fx.tls_edge_head()
         + &format!(
             "  - url: https://api.example.com\n    terminate_tls: {{ cert: api.crt, key: api.key }}\n    traffic_policy: {}\n",
-            fixture::forward_all(API)
+            fixture::forward_all(SECURE_API)
         );
     let mut edge = Sluice::edge(&fx.write("edge.yml", &yaml), "uring");
     let (agent_addr, _) = edge.edge_addrs(0);
@@ -364,7 +366,7 @@ fn an_https_endpoint_ends_tls_at_the_edge_and_speaks_http2_or_http1() {
         &fx,
         "agent.yml",
         agent_addr,
-        &[(API, format!("http://{}", api.addr))],
+        &[(SECURE_API, format!("http://{}", api.addr))],
     );
     let ca_file = ca_file.to_str().unwrap();
     let urls: Vec<String> = (0..3)

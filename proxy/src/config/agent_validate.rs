@@ -398,10 +398,10 @@ fn upstream_protocol(
         "http2" => UpstreamProtocol::Http2,
         other => return Err(format!("`{other}`: expected `http1` or `http2`")),
     };
-    if url.scheme() != sluice_policy::Scheme::Http {
+    if !url.scheme().is_http() {
         return Err(format!(
             "`{written}` on a {} endpoint: the HTTP version of the upstream matters only \
-             on http:// endpoints (the edge carries other endpoints' bytes as they are)",
+             on http:// and https:// endpoints (the edge carries other endpoints' bytes as they are)",
             url.scheme().as_str()
         ));
     }
