@@ -1201,8 +1201,15 @@ fn sessions_show_the_agents_metadata_and_each_endpoints_description_as_written()
     assert_eq!(endpoint["description"], "patient DB <b>primary</b>");
     assert_eq!(endpoint["metadata"], "{\"tier\": 1}");
 
-    // The session's start event carries the metadata too.
-    let events = admin.get("/v1/events?type=session.started");
-    let started = &events["items"][0];
-    assert!(started.to_string().contains("clinic-3"), "{started}");
+    // The session's start event carries the metadata too (events are written by the
+    // audit writer, shortly after the session starts).
+    wait_until(
+        "the session.started event with the agent's metadata",
+        Duration::from_secs(10),
+        || {
+            admin.get("/v1/events?type=session.started")["items"][0]
+                .to_string()
+                .contains("clinic-3")
+        },
+    );
 }

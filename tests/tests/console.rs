@@ -229,7 +229,9 @@ fn console_shows_sessions_pool_health_refused_clients_and_audit_events() {
     browser.wait_texts("two sessions listed", "#sessions-table tbody tr", |t| {
         t.len() == 2
     });
-    let metadata = browser.texts("#sessions-table tbody tr td:nth-child(11)");
+    // Each session's metadata, in whatever order the sessions are listed.
+    let mut metadata = browser.texts("#sessions-table tbody tr td:nth-child(11)");
+    metadata.sort();
     assert_eq!(metadata, vec!["site-a".to_string(), "site-b".to_string()]);
     browser.screenshot("sessions");
 

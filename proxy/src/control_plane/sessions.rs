@@ -152,11 +152,13 @@ impl ControlPlane {
         items
     }
 
-    /// Every live session of this edge.
+    /// Every live session of this edge, oldest first (session ids are handed out in
+    /// order), so listings keep a stable order between calls.
     pub fn list_sessions(&self) -> Vec<SessionView> {
         let registry = &self.edge.registry;
-        registry
-            .sessions()
+        let mut sessions = registry.sessions();
+        sessions.sort_by_key(|s| s.id);
+        sessions
             .into_iter()
             .map(|s| {
                 let rtt = s.rtt_us.load(std::sync::atomic::Ordering::Relaxed);
