@@ -325,21 +325,16 @@ fn endpoints(
             warnings.push(format!("{}: {w}", at("traffic_policy")));
         }
         let terminate_tls_digest = ep.terminate_tls.as_ref().map(|files| {
-            use sha2::Digest;
-            let mut h = sha2::Sha256::new();
-            for f in [&files.cert, &files.key] {
-                h.update(std::fs::read(relative_to(file, f)).unwrap_or_default());
-            }
-            <[u8; 32]>::from(h.finalize())
+            sha256_of(
+                [&files.cert, &files.key]
+                    .map(|f| std::fs::read(relative_to(file, f)).unwrap_or_default()),
+            )
         });
-        let policy_tls_digest = {
-            use sha2::Digest;
-            let mut h = sha2::Sha256::new();
-            for action in ep.traffic_policy.terminate_tls_actions() {
-                h.update(action.material());
-            }
-            <[u8; 32]>::from(h.finalize())
-        };
+        let policy_tls_digest = sha256_of(
+            ep.traffic_policy
+                .terminate_tls_actions()
+                .map(|action| action.material()),
+        );
         let terminate_tls = ep
             .terminate_tls
             .as_ref()
@@ -382,6 +377,17 @@ fn endpoints(
         });
     }
     (out, tcp)
+}
+
+/// SHA-256 of `parts` one after another: what TLS material was loaded, so a reload
+/// can tell replaced files from unchanged ones.
+fn sha256_of<P: AsRef<[u8]>>(parts: impl IntoIterator<Item = P>) -> [u8; 32] {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    for part in parts {
+        h.update(part);
+    }
+    h.finalize().into()
 }
 
 /// No two listeners the file declares share a port; each clash is reported at the
