@@ -681,3 +681,82 @@ fn an_http2_client_that_reads_none_of_its_streams_has_them_cut_and_others_are_se
         }
     }
 }
+
+#[test]
+fn an_upstream_slower_than_its_endpoints_response_timeout_gets_a_504_set_in_edge_yml_or_the_api() {
+    let fx = Fixture::new();
+    let (mut edge, agent_addr, http) = edge_with(&fx, "    response_timeout: 1s\n");
+    // Accepts, reads the request, never answers.
+    let silent = sluice_tests::faults::Silent::start();
+    let _agent = agent(
+        &fx,
+        "agent.yml",
+        agent_addr,
+        &[(API, format!("http://{}", silent.addr))],
+    );
+
+    // curl gives up after 20 s: the default 60 s would fail this, not answer it.
+    let got = one(&fx, http, "api.example.com", "/slow", None, &[]);
+    assert_eq!(got.status, 504, "{got:?}");
+    assert_eq!(
+        got.header("sluice-error-code"),
+        Some("ERR_SLUICE_UPSTREAM_TIMEOUT")
+    );
+    let logged = edge.wait_for_n("the timeout's log line", 1, |v| {
+        v["message"] == "http: no response from the upstream in time"
+    });
+    assert_eq!(logged["timeout_s"], 1, "{logged}");
+
+    // Through the admin API: per endpoint, HTTP endpoints only, bounded.
+    let admin = sluice_tests::admin::Admin::new(
+        sluice_tests::admin::listening(&mut edge).0,
+        "http-test-admin-key-0123456789",
+    );
+    let policy = fixture::forward_all(API);
+    for (url, secs) in [
+        ("tcp://127.0.0.1:0", 5),
+        ("http://slow.example.com", 0),
+        ("http://slow.example.com", 86_401),
+    ] {
+        let refused = admin.call(
+            "POST",
+            "/v1/endpoints",
+            Some(serde_json::json!({
+                "url": url, "traffic_policy": policy, "response_timeout_secs": secs,
+            })),
+        );
+        assert_eq!(refused.status, 400, "{url} {secs}: {}", refused.text);
+        assert_eq!(
+            refused.body["error"]["code"], "invalid_timeout",
+            "{}",
+            refused.text
+        );
+    }
+    let made = admin.create(
+        "/v1/endpoints",
+        serde_json::json!({
+            "url": "http://slow.example.com", "traffic_policy": policy, "response_timeout_secs": 2,
+        }),
+    );
+    assert_eq!(made["response_timeout_secs"], 2, "{made}");
+    let got = one(&fx, http, "slow.example.com", "/slow", None, &[]);
+    assert_eq!(got.status, 504, "{got:?}");
+    edge.wait_for_n("the API endpoint's timeout logged", 1, |v| {
+        v["message"] == "http: no response from the upstream in time" && v["timeout_s"] == 2
+    });
+
+    // Listed: edge.yml's 1 s, the API's 2 s, the default 60 s; none for TCP endpoints.
+    let listed = admin.get("/v1/endpoints");
+    let timeout_of = |url: &str| {
+        listed["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["url"] == url)
+            .unwrap_or_else(|| panic!("{url} not listed: {listed}"))["response_timeout_secs"]
+            .clone()
+    };
+    assert_eq!(timeout_of("http://api.example.com"), 1);
+    assert_eq!(timeout_of("http://slow.example.com"), 2);
+    assert_eq!(timeout_of("http://admin.example.com"), 60);
+}

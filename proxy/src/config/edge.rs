@@ -171,6 +171,10 @@ pub struct CloudEndpointSection {
         deserialize_with = "super::duration::human"
     )]
     pub idle_timeout: std::time::Duration,
+    /// `http://` and `https://` endpoints: how long an upstream may take to start its
+    /// response before the client gets `504` (1s to 24h). Default 60s.
+    #[serde(default, deserialize_with = "super::duration::human_opt")]
+    pub response_timeout: Option<std::time::Duration>,
     /// Most connections at once through this endpoint (0 or absent: unlimited).
     pub max_connections: Option<usize>,
     /// Most connections at once from one client IP (0: unlimited; absent: the
@@ -183,6 +187,35 @@ pub struct CloudEndpointSection {
 
 fn default_idle_timeout() -> std::time::Duration {
     std::time::Duration::from_secs(3600)
+}
+
+/// How long an upstream may take to start its response when the endpoint does not say.
+pub const DEFAULT_RESPONSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+/// The range `response_timeout` may take.
+pub const RESPONSE_TIMEOUT_RANGE: std::ops::RangeInclusive<std::time::Duration> =
+    std::time::Duration::from_secs(1)..=std::time::Duration::from_secs(24 * 3600);
+
+/// Checks an endpoint's `response_timeout` against its URL: only HTTP endpoints have
+/// responses to wait for, and the wait is bounded both ways.
+pub fn check_response_timeout(
+    url: &str,
+    timeout: Option<std::time::Duration>,
+) -> Result<std::time::Duration, String> {
+    let Some(timeout) = timeout else {
+        return Ok(DEFAULT_RESPONSE_TIMEOUT);
+    };
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(format!(
+            "`{url}`: response_timeout applies to http:// and https:// endpoints only"
+        ));
+    }
+    if !RESPONSE_TIMEOUT_RANGE.contains(&timeout) {
+        return Err(format!(
+            "response_timeout must be 1s to 24h, not {}s",
+            timeout.as_secs_f64()
+        ));
+    }
+    Ok(timeout)
 }
 
 /// Everything the edge runs with, validated and loaded.
@@ -314,6 +347,8 @@ pub struct CloudEndpoint {
     pub policy: CompiledPolicy,
     /// Idle timeout of forwarded connections (`None`: never).
     pub idle_timeout: Option<std::time::Duration>,
+    /// How long an upstream may take to start its response (HTTP endpoints).
+    pub response_timeout: std::time::Duration,
     /// Connection limits.
     pub limits: crate::edge::conn_limits::LimitSettings,
     /// The traffic policy as JSON (shown by the admin API).

@@ -347,7 +347,11 @@ fn endpoints(
                 .map_err(|e| p.at(&at("terminate_tls"), e))
             })
             .transpose();
-        let (Some(addr), Ok(policy), Ok(terminate_tls)) = (addr, policy, terminate_tls) else {
+        let response_timeout = super::edge::check_response_timeout(&ep.url, ep.response_timeout)
+            .map_err(|e| p.at(&at("response_timeout"), e));
+        let (Some(addr), Ok(policy), Ok(terminate_tls), Ok(response_timeout)) =
+            (addr, policy, terminate_tls, response_timeout)
+        else {
             continue;
         };
         if let Err(e) = addr
@@ -371,6 +375,7 @@ fn endpoints(
             addr,
             policy,
             idle_timeout: (!ep.idle_timeout.is_zero()).then_some(ep.idle_timeout),
+            response_timeout,
             terminate_tls,
             terminate_tls_digest,
             policy_tls_digest,

@@ -44,6 +44,9 @@ pub struct EndpointInput {
     /// Seconds without bytes before a forwarded connection is closed; 0: never.
     /// Default 3600.
     pub idle_timeout_secs: Option<u64>,
+    /// `http://` and `https://` endpoints: seconds an upstream may take to start its
+    /// response before the client gets 504 (1 to 86400). Default 60.
+    pub response_timeout_secs: Option<u64>,
     /// Most connections at once (absent: unlimited).
     pub max_connections: Option<usize>,
     /// Most connections at once per client IP (absent: the edge-wide default).
@@ -89,6 +92,9 @@ pub struct EndpointView {
     pub traffic_policy: String,
     /// Idle timeout in seconds (0: none).
     pub idle_timeout_secs: u64,
+    /// Seconds an upstream may take to start its response (HTTP endpoints; absent on
+    /// others).
+    pub response_timeout_secs: Option<u64>,
     /// Reservation it came from.
     pub reserved_addr_id: Option<String>,
     /// Most connections at once, if limited.
@@ -174,12 +180,24 @@ pub(super) fn record_to_spec(r: &EndpointRecord) -> Result<EndpointSpec, PlaneEr
         addr,
         policy,
         idle_timeout: (r.idle_timeout_secs > 0).then(|| Duration::from_secs(r.idle_timeout_secs)),
+        response_timeout: response_timeout(&r.url, r.response_timeout_secs)?,
         terminate_tls: r.terminate_tls.as_ref().map(load_tls).transpose()?,
         limits: LimitSettings {
             max_connections: r.max_connections,
             max_connections_per_ip: r.max_connections_per_ip,
         },
     })
+}
+
+/// An endpoint's `response_timeout_secs`, checked against its URL (a 400 otherwise).
+fn response_timeout(url: &str, secs: Option<u64>) -> Result<Duration, PlaneError> {
+    crate::config::edge::check_response_timeout(url, secs.map(Duration::from_secs))
+        .map_err(|m| PlaneError::bad_request("invalid_timeout", m))
+}
+
+/// The seconds shown for an endpoint's response timeout: HTTP endpoints only.
+fn shown_response_timeout(url: &str, timeout: Duration) -> Option<u64> {
+    (url.starts_with("http://") || url.starts_with("https://")).then_some(timeout.as_secs())
 }
 
 /// The server configuration of an endpoint's `terminate_tls` files; a path that is
@@ -253,6 +271,9 @@ impl ControlPlane {
             description: r.description.clone(),
             traffic_policy: r.traffic_policy.clone(),
             idle_timeout_secs: r.idle_timeout_secs,
+            response_timeout_secs: live
+                .and_then(|l| shown_response_timeout(&l.url, l.response_timeout))
+                .or(r.response_timeout_secs),
             reserved_addr_id: r.reserved_addr_id.clone(),
             max_connections: r.max_connections,
             max_connections_per_ip: live
@@ -284,6 +305,7 @@ impl ControlPlane {
                     description: "declared in edge.yml".into(),
                     traffic_policy: s.policy_json.clone(),
                     idle_timeout_secs: s.idle_timeout.map_or(0, |d| d.as_secs()),
+                    response_timeout_secs: shown_response_timeout(&s.url, s.response_timeout),
                     reserved_addr_id: None,
                     max_connections: s.limits.max_connections,
                     max_connections_per_ip: live
@@ -390,6 +412,7 @@ impl ControlPlane {
             }
         }
         let idle = input.idle_timeout_secs.unwrap_or(3600);
+        let response_timeout = response_timeout(&url, input.response_timeout_secs)?;
         let terminate = input.terminate_tls.as_ref().map(load_tls).transpose()?;
         let id = new_id("ep_");
         let live = self
@@ -401,6 +424,7 @@ impl ControlPlane {
                 addr: addr.clone(),
                 policy,
                 idle_timeout: (idle > 0).then(|| Duration::from_secs(idle)),
+                response_timeout,
                 terminate_tls: terminate,
                 limits: LimitSettings {
                     max_connections: input.max_connections.filter(|n| *n > 0),
@@ -420,6 +444,7 @@ impl ControlPlane {
             description: input.description,
             traffic_policy: policy_text,
             idle_timeout_secs: idle,
+            response_timeout_secs: input.response_timeout_secs,
             reserved_addr_id,
             max_connections: input.max_connections.filter(|n| *n > 0),
             max_connections_per_ip: input.max_connections_per_ip,

@@ -51,6 +51,7 @@ pub struct StaticEndpoint {
     /// Digest of the policy's `terminate-tls` material.
     policy_tls: [u8; 32],
     idle_timeout: Option<std::time::Duration>,
+    response_timeout: std::time::Duration,
     limits: crate::edge::conn_limits::LimitSettings,
     /// Digest of the `terminate_tls` files (None: passthrough).
     terminate_tls: Option<[u8; 32]>,
@@ -74,6 +75,7 @@ impl StaticEndpoint {
             policy_json: e.policy_json.clone(),
             policy_tls: e.policy_tls_digest,
             idle_timeout: e.idle_timeout,
+            response_timeout: e.response_timeout,
             limits: e.limits,
             terminate_tls: e.terminate_tls_digest,
         }

@@ -94,6 +94,7 @@ impl ControlPlane {
             let keep = new_statics.iter().find(|n| n.id == old.id);
             let same_shape = keep.is_some_and(|n| {
                 n.idle_timeout == old.idle_timeout
+                    && n.response_timeout == old.response_timeout
                     && n.limits == old.limits
                     && n.terminate_tls == old.terminate_tls
             });
@@ -120,6 +121,7 @@ impl ControlPlane {
                         addr: ep.addr,
                         policy: ep.policy,
                         idle_timeout: ep.idle_timeout,
+                        response_timeout: ep.response_timeout,
                         terminate_tls: ep.terminate_tls,
                         limits: ep.limits,
                     };

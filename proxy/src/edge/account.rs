@@ -225,14 +225,19 @@ mod tests {
              {{ type: forward-internal, config: {{ url: \"{URL}\" }} }} ] }} ] }}"
         );
         let policy = TrafficPolicy::from_yaml(&yaml).unwrap().compile().unwrap();
+        let url = "tcp://127.0.0.1:1";
         LiveEndpoint::new(
-            "ep".into(),
-            "tcp://127.0.0.1:1".into(),
+            crate::edge::endpoints::EndpointSpec {
+                id: "ep".into(),
+                url: url.into(),
+                addr: crate::config::edge::parse_endpoint_url(url).unwrap(),
+                policy,
+                idle_timeout: None,
+                response_timeout: crate::config::edge::DEFAULT_RESPONSE_TIMEOUT,
+                terminate_tls: None,
+                limits: Default::default(),
+            },
             "127.0.0.1:1".parse().unwrap(),
-            policy,
-            None,
-            None,
-            Default::default(),
         )
     }
 

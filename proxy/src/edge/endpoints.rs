@@ -48,6 +48,8 @@ pub struct EndpointSpec {
     pub policy: CompiledPolicy,
     /// Idle timeout of forwarded connections.
     pub idle_timeout: Option<std::time::Duration>,
+    /// How long an upstream may take to start its response (HTTP endpoints).
+    pub response_timeout: std::time::Duration,
     /// TLS the edge terminates (`terminate_tls`), if any.
     pub terminate_tls: Option<Arc<rustls::ServerConfig>>,
     /// Connection limits (a missing per-IP limit takes the edge-wide default).
@@ -253,21 +255,13 @@ impl Endpoints {
                     .map(|l| l.try_clone().map(OwnedFd::from))
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(|e| bind_error(sockets::listen_error(listen, e)))?;
-                let live = Arc::new(LiveEndpoint::new(
-                    spec.id.clone(),
-                    spec.url,
-                    addr,
-                    spec.policy,
-                    spec.idle_timeout,
-                    spec.terminate_tls.clone(),
-                    spec.limits,
-                ));
+                let live = Arc::new(LiveEndpoint::new(spec, addr));
                 for (worker, listener) in self.workers.iter().zip(listeners) {
                     let _ = worker.try_send(WorkerCommand::Serve(live.clone(), listener));
                 }
                 tracing::info!(kind = "endpoint", id = %live.id, url = %live.url, %addr, "listening");
                 slots.insert(
-                    spec.id,
+                    live.id.clone(),
                     Slot {
                         endpoint: live.clone(),
                         listeners: dups,
@@ -296,15 +290,7 @@ impl Endpoints {
         host: String,
         addr: SocketAddr,
     ) -> Result<Arc<LiveEndpoint>, AddError> {
-        let live = Arc::new(LiveEndpoint::new(
-            spec.id.clone(),
-            spec.url,
-            addr,
-            spec.policy,
-            spec.idle_timeout,
-            spec.terminate_tls,
-            spec.limits,
-        ));
+        let live = Arc::new(LiveEndpoint::new(spec, addr));
         let mut routes = SniRoutes::clone(&self.routes(port).load());
         match routes.insert(&host, live.clone()) {
             Err(e) => return Err(AddError::Invalid(format!("{}: {e}", live.url))),
@@ -323,7 +309,7 @@ impl Endpoints {
         };
         tracing::info!(kind = "endpoint", id = %live.id, url = %live.url, %addr, "{by}");
         slots.insert(
-            spec.id,
+            live.id.clone(),
             Slot {
                 endpoint: live.clone(),
                 listeners: Vec::new(),
@@ -398,25 +384,19 @@ impl Endpoints {
 }
 
 impl LiveEndpoint {
-    pub(super) fn new(
-        id: String,
-        url: String,
-        addr: SocketAddr,
-        policy: CompiledPolicy,
-        idle_timeout: Option<std::time::Duration>,
-        terminate_tls: Option<Arc<rustls::ServerConfig>>,
-        limits: LimitSettings,
-    ) -> Self {
+    /// The endpoint `spec` describes, bound at `addr`.
+    pub(super) fn new(spec: EndpointSpec, addr: SocketAddr) -> Self {
         Self {
-            id,
-            url,
+            id: spec.id,
+            url: spec.url,
             addr,
-            policy: PolicyHandle::new(policy),
-            idle_timeout,
-            terminate_tls,
+            policy: PolicyHandle::new(spec.policy),
+            idle_timeout: spec.idle_timeout,
+            response_timeout: spec.response_timeout,
+            terminate_tls: spec.terminate_tls,
             closed: Default::default(),
             stats: Default::default(),
-            limits: super::conn_limits::ConnLimits::new(limits),
+            limits: super::conn_limits::ConnLimits::new(spec.limits),
         }
     }
 

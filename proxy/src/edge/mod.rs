@@ -89,6 +89,8 @@ pub struct LiveEndpoint {
     pub policy: PolicyHandle,
     /// Idle timeout of forwarded connections.
     pub idle_timeout: Option<Duration>,
+    /// How long an upstream may take to start its response (HTTP endpoints; then 504).
+    pub response_timeout: Duration,
     /// TLS the edge terminates for this endpoint (`terminate_tls`), if any.
     pub terminate_tls: Option<Arc<rustls::ServerConfig>>,
     /// Set when the endpoint is removed: its accept loops end.
@@ -410,6 +412,7 @@ pub fn start_with_audit(
                 addr: ep.addr,
                 policy: ep.policy,
                 idle_timeout: ep.idle_timeout,
+                response_timeout: ep.response_timeout,
                 terminate_tls: ep.terminate_tls,
                 limits: ep.limits,
             })

@@ -73,4 +73,6 @@ pub const MIGRATIONS: &[&str] = &[
     // 5: TLS the edge terminates for an API-made endpoint (file paths).
     "ALTER TABLE endpoints ADD COLUMN terminate_tls_cert TEXT;
     ALTER TABLE endpoints ADD COLUMN terminate_tls_key TEXT;",
+    // 6: how long an HTTP endpoint's upstream may take to start its response.
+    "ALTER TABLE endpoints ADD COLUMN response_timeout_secs INTEGER;",
 ];

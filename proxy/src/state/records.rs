@@ -16,6 +16,10 @@ pub struct EndpointRecord {
     pub traffic_policy: String,
     /// Idle timeout of forwarded connections in seconds (0: none).
     pub idle_timeout_secs: u64,
+    /// Seconds an upstream may take to start its response, as given (None: the
+    /// default; HTTP endpoints only).
+    #[serde(default)]
+    pub response_timeout_secs: Option<u64>,
     /// The reservation the endpoint's port came from, if any.
     pub reserved_addr_id: Option<String>,
     /// Most connections at once (None: unlimited).

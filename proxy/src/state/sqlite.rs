@@ -204,6 +204,7 @@ fn endpoint_row(r: &Row) -> rusqlite::Result<EndpointRecord> {
             (Some(cert), Some(key)) => Some(super::TlsPaths { cert, key }),
             _ => None,
         },
+        response_timeout_secs: r.get::<_, Option<i64>>(12)?.map(|n| n as u64),
     })
 }
 
@@ -226,7 +227,8 @@ impl Store for SqliteStore {
         let mut st = self.db.prepare(
             "SELECT id, url, description, traffic_policy, idle_timeout_secs, reserved_addr_id, \
              created_at, updated_at, max_connections, max_connections_per_ip, \
-             terminate_tls_cert, terminate_tls_key FROM endpoints ORDER BY created_at, id",
+             terminate_tls_cert, terminate_tls_key, response_timeout_secs \
+             FROM endpoints ORDER BY created_at, id",
         )?;
         let rows = st.query_map([], endpoint_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -237,8 +239,9 @@ impl Store for SqliteStore {
             tx.execute(
                 "INSERT OR REPLACE INTO endpoints (id, url, description, traffic_policy, \
                  idle_timeout_secs, reserved_addr_id, created_at, updated_at, max_connections, \
-                 max_connections_per_ip, terminate_tls_cert, terminate_tls_key) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                 max_connections_per_ip, terminate_tls_cert, terminate_tls_key, \
+                 response_timeout_secs) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
                 params![
                     e.id,
                     e.url,
@@ -251,7 +254,8 @@ impl Store for SqliteStore {
                     e.max_connections.map(|n| n as i64),
                     e.max_connections_per_ip,
                     e.terminate_tls.as_ref().map(|t| t.cert.as_str()),
-                    e.terminate_tls.as_ref().map(|t| t.key.as_str())
+                    e.terminate_tls.as_ref().map(|t| t.key.as_str()),
+                    e.response_timeout_secs.map(|n| n as i64)
                 ],
             )
             .map(drop)
@@ -516,6 +520,33 @@ mod tests {
 
     fn event(kind: &str) -> NewEvent {
         NewEvent::now(kind, "test", "x", serde_json::json!({}))
+    }
+
+    #[test]
+    fn endpoint_records_come_back_as_stored() {
+        let mut s = SqliteStore::in_memory().unwrap();
+        let record = |id: &str, response_timeout_secs| EndpointRecord {
+            id: id.into(),
+            url: format!("http://{id}.example.com"),
+            description: "d".into(),
+            traffic_policy: "{}".into(),
+            idle_timeout_secs: 30,
+            reserved_addr_id: None,
+            max_connections: Some(5),
+            max_connections_per_ip: Some(2),
+            terminate_tls: Some(super::super::TlsPaths {
+                cert: "/c.pem".into(),
+                key: "/k.pem".into(),
+            }),
+            response_timeout_secs,
+            created_at: 1,
+            updated_at: 2,
+        };
+        let (timed, untimed) = (record("a", Some(90)), record("b", None));
+        s.put_endpoint(&timed, &event("endpoint.created")).unwrap();
+        s.put_endpoint(&untimed, &event("endpoint.created"))
+            .unwrap();
+        assert_eq!(s.endpoints().unwrap(), [timed, untimed]);
     }
 
     #[test]

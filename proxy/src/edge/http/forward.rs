@@ -54,9 +54,6 @@ use crate::{
     wire::UpstreamProtocol,
 };
 
-/// How long an upstream may take to start its response (then `504`).
-pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
-
 /// How long a finished stream waits for the agent's end of it before its data channel
 /// is closed rather than parked again.
 const STREAM_END_WAIT: Duration = Duration::from_secs(2);
@@ -390,7 +387,7 @@ async fn phases(req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> {
         // then on a new stream.
         Carrier::Kept { mut kept, route } => {
             let replay = replayable(&req);
-            let sent = monoio::time::timeout(RESPONSE_TIMEOUT, kept.try_send(req)).await;
+            let sent = monoio::time::timeout(endpoint.response_timeout, kept.try_send(req)).await;
             let Ok(sent) = sent else {
                 return counted(page::error(Code::UpstreamTimeout));
             };
@@ -446,7 +443,15 @@ async fn phases(req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> {
         url: target.clone(),
         client: Rc::downgrade(&conn.kept_peer),
     });
-    match send(carried, req, upgrade.is_some(), key).await {
+    match send(
+        carried,
+        req,
+        upgrade.is_some(),
+        key,
+        endpoint.response_timeout,
+    )
+    .await
+    {
         Ok((mut response, via)) => {
             if response.status() == hyper::StatusCode::SWITCHING_PROTOCOLS {
                 if let (Some((_, client_side)), Some(via)) = (upgrade, via) {
@@ -469,7 +474,7 @@ async fn phases(req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> {
         }
         Err(SendFailure::Timeout) => {
             crate::log_throttled!(info, endpoint = %endpoint.url, peer = %conn.peer,
-                timeout_s = RESPONSE_TIMEOUT.as_secs(), "http: no response from the upstream in time");
+                timeout_s = endpoint.response_timeout.as_secs(), "http: no response from the upstream in time");
             counted(page::error(Code::UpstreamTimeout))
         }
         Err(SendFailure::Http(e)) => {
@@ -843,13 +848,15 @@ async fn send(
     req: Request<Body>,
     upgrade: bool,
     keep: Option<Keep>,
+    response_timeout: Duration,
 ) -> Result<(Response<Incoming>, Option<Via>), SendFailure> {
     let Carried { via, channel, .. } = carried;
     match channel {
         DataChannel::Plain(tcp, reader) => {
             let stream = ChunkedSub::new(tcp, reader, || true);
             let park = |tcp| Some(ParkedChannel::plain(tcp));
-            exchange(stream, via, req, upgrade, keep, park).await
+            let exchanged = exchange(stream, via, req, upgrade, keep, response_timeout, park);
+            exchanged.await
         }
         DataChannel::Tls(tls, reader) => {
             let stream = ChunkedSub::new(*tls, reader, || true);
@@ -859,6 +866,7 @@ async fn send(
                 req,
                 upgrade,
                 keep,
+                response_timeout,
                 ParkedChannel::tls,
             ))
             .await
@@ -905,6 +913,7 @@ async fn exchange_http2<T>(
     via: Via,
     req: Request<Body>,
     keep: Option<Keep>,
+    response_timeout: Duration,
 ) -> Result<(Response<Incoming>, Option<Via>), SendFailure>
 where
     T: AsyncReadRent + AsyncWriteRent + std::os::fd::AsRawFd + Unpin + 'static,
@@ -924,7 +933,11 @@ where
             tracing::debug!(error = %e, "http: an HTTP/2 upstream connection ended");
         }
     });
-    let response = answer(sender.send_request(for_version(req, true))).await?;
+    let response = answer(
+        sender.send_request(for_version(req, true)),
+        response_timeout,
+    )
+    .await?;
     if let (Some(keep), Some(member)) = (keep, member) {
         upstreams::keep_http2(member, &keep.url, sender);
     }
@@ -975,15 +988,17 @@ enum SendFailure {
     Unsupported(&'static str),
     /// hyper's error (the stream broke, the answer was not HTTP).
     Http(hyper::Error),
-    /// No response head within [`RESPONSE_TIMEOUT`].
+    /// No response head within the endpoint's `response_timeout`.
     Timeout,
 }
 
-/// The response head of a request sent, within [`RESPONSE_TIMEOUT`].
+/// The response head of a request sent, within `timeout` (the endpoint's
+/// `response_timeout`).
 async fn answer(
     sent: impl std::future::Future<Output = Result<Response<Incoming>, hyper::Error>>,
+    timeout: Duration,
 ) -> Result<Response<Incoming>, SendFailure> {
-    match monoio::time::timeout(RESPONSE_TIMEOUT, sent).await {
+    match monoio::time::timeout(timeout, sent).await {
         Ok(Ok(response)) => Ok(response),
         Ok(Err(e)) => Err(SendFailure::Http(e)),
         Err(_) => Err(SendFailure::Timeout),
@@ -1077,6 +1092,7 @@ async fn exchange<T>(
     req: Request<Body>,
     upgrade: bool,
     keep: Option<Keep>,
+    response_timeout: Duration,
     park: fn(T) -> Option<ParkedChannel>,
 ) -> Result<(Response<Incoming>, Option<Via>), SendFailure>
 where
@@ -1092,7 +1108,7 @@ where
                 "a protocol switch (websockets) to an HTTP/2 upstream",
             ));
         }
-        return exchange_http2(stream, via, req, keep).await;
+        return exchange_http2(stream, via, req, keep, response_timeout).await;
     }
     let channel_fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
     let req = for_version(req, false);
@@ -1103,7 +1119,7 @@ where
         // The connection hands its stream to the switched protocol (tunnel) once the
         // upstream answers 101; the stream is not reused afterwards.
         monoio::spawn(connection.with_upgrades());
-        let response = answer(sender.send_request(req)).await?;
+        let response = answer(sender.send_request(req), response_timeout).await?;
         return Ok((response, Some(via)));
     }
     // The session to park the data channel with once the connection ended.
@@ -1132,7 +1148,7 @@ where
             session.park(parked);
         }
     });
-    let response = answer(sender.send_request(req)).await?;
+    let response = answer(sender.send_request(req), response_timeout).await?;
     keep_alive(sender, via, keep.map(|keep| (keep, channel_fd)));
     Ok((response, None))
 }
