@@ -77,6 +77,7 @@ fn country_address_and_port_expressions_route_log_and_close() {
         "it reached an upstream"
     );
     let logged = edge.wait_for("traffic policy log");
+    assert_eq!(logged["policy"], "endpoint", "{logged}");
     assert_eq!(
         (&logged["phase"], &logged["rule"], &logged["rule_name"]),
         (

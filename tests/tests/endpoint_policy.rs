@@ -77,6 +77,10 @@ fn the_agent_endpoints_policy_is_enforced_at_the_edge_and_pool_members_must_agre
     });
     assert_eq!(denied["internal_url"], URL);
     let logged = edge.wait_for("traffic policy log");
+    assert_eq!(
+        logged["policy"], URL,
+        "the agent endpoint's policy wrote it"
+    );
     assert!(
         logged["metadata"].as_str().unwrap().contains("127.0.0.3"),
         "{logged}"

@@ -52,19 +52,21 @@ impl ConnInfo for ForwardedConn {
 /// actions it reached written (rate limited like the edge's other per-connection logs).
 pub(super) fn decide<'p>(
     endpoint: &str,
+    policy_of: &str,
     policy: &'p CompiledPolicy,
     client: SocketAddr,
     info: &dyn ConnInfo,
 ) -> Decision<'p> {
     let decision = policy.evaluate_conn(client, info);
     if decision.has_logs() {
-        write_log_events(endpoint, policy, &decision, client, info);
+        write_log_events(endpoint, policy_of, policy, &decision, client, info);
     }
     decision
 }
 
 fn write_log_events(
     endpoint: &str,
+    policy_of: &str,
     policy: &CompiledPolicy,
     decision: &Decision<'_>,
     client: SocketAddr,
@@ -73,6 +75,7 @@ fn write_log_events(
     for event in policy.log_events(decision, client, info) {
         super::policy_log::write(
             endpoint,
+            policy_of,
             client,
             "on_tcp_connect",
             event.rule,

@@ -12,6 +12,8 @@ use sluice_policy::{CompiledPolicy, ConnInfo, EndpointPolicy, InternalUrl, Why};
 pub struct BoundPolicy {
     /// As the agent sent it: what pool members are compared by.
     pub json: String,
+    /// The internal URL it guards (named in its `log` lines).
+    pub url: String,
     /// Its rules, then a forward to the URL itself.
     pub compiled: CompiledPolicy,
 }
@@ -40,6 +42,7 @@ impl BoundPolicy {
         let compiled = policy.compile_for(url).map_err(|e| e.to_string())?;
         Ok(Some(BoundPolicy {
             json: json.to_owned(),
+            url: url.to_string(),
             compiled,
         }))
     }
@@ -52,7 +55,8 @@ impl BoundPolicy {
         client: SocketAddr,
         facts: &dyn ConnInfo,
     ) -> Result<(), Why<'_>> {
-        let decision = super::conn_facts::decide(endpoint, &self.compiled, client, facts);
+        let decision =
+            super::conn_facts::decide(endpoint, &self.url, &self.compiled, client, facts);
         match decision.is_allowed() {
             true => Ok(()),
             false => Err(decision.why()),

@@ -329,7 +329,13 @@ pub(super) fn admit<'e, 'p>(
         .limits
         .admit(peer.ip(), endpoint.in_flight())
         .map_err(Outcome::OverLimit)?;
-    let decision = decide(&endpoint.url, policy, peer, facts);
+    let decision = decide(
+        &endpoint.url,
+        super::policy_log::ENDPOINT_POLICY,
+        policy,
+        peer,
+        facts,
+    );
     match decision.outcome() {
         Verdict::Deny
             if decision.why().cause() == Cause::NoDecision && !policy.decides_at_connect() =>

@@ -154,6 +154,7 @@ fn write_logs(endpoint: &str, client: SocketAddr, logs: Vec<HttpLog>) {
         let name = event.rule_name.as_deref();
         crate::edge::policy_log::write(
             endpoint,
+            crate::edge::policy_log::ENDPOINT_POLICY,
             client,
             event.phase,
             event.rule,
