@@ -317,13 +317,8 @@ fn endpoints(
         let Ok(ep) = from_node::<CloudEndpointSection>(node) else {
             continue;
         };
-        let policy = ep
-            .traffic_policy
-            .compile()
-            .map_err(|e| p.at(&at("traffic_policy"), e));
-        for w in ep.traffic_policy.unreachable() {
-            warnings.push(format!("{}: {w}", at("traffic_policy")));
-        }
+        // The digests are taken before the files are read for use: a file replaced in
+        // between leaves a digest of the old one, and the next reload builds again.
         let terminate_tls_digest = ep.terminate_tls.as_ref().map(|files| {
             sha256_of(
                 [&files.cert, &files.key]
@@ -335,6 +330,13 @@ fn endpoints(
                 .terminate_tls_actions()
                 .map(|action| action.material()),
         );
+        let policy = ep
+            .traffic_policy
+            .compile()
+            .map_err(|e| p.at(&at("traffic_policy"), e));
+        for w in ep.traffic_policy.unreachable() {
+            warnings.push(format!("{}: {w}", at("traffic_policy")));
+        }
         let terminate_tls = ep
             .terminate_tls
             .as_ref()
