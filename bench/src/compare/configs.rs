@@ -1,22 +1,30 @@
 //! Config files of every proxied path, generated from the ports and files of one run:
 //! sluice edge and agent, HAProxy's two hops, rathole server and client. (bore takes
-//! flags only.) Pure text, so the tests can pin them.
+//! flags only.) Pure text, so the tests can pin them. The HTTP workloads reach the
+//! HTTP upstream through the paths that speak HTTP: sluice's `http://` endpoint and
+//! HAProxy in `mode http`.
 use std::net::SocketAddr;
 use std::path::Path;
 
-/// The two upstreams every path forwards to: an echo service and a sink.
+/// The upstreams every path forwards to: an echo service, a sink and an HTTP server.
 #[derive(Debug, Clone, Copy)]
 pub struct Upstreams {
     pub echo: SocketAddr,
     pub sink: SocketAddr,
+    pub http: SocketAddr,
 }
 
-/// The two public addresses a path exposes, one per upstream.
+/// The public addresses a path exposes, one per upstream (HTTP only on the paths that
+/// forward HTTP requests).
 #[derive(Debug, Clone, Copy)]
 pub struct Public {
     pub echo: SocketAddr,
     pub sink: SocketAddr,
+    pub http: Option<SocketAddr>,
 }
+
+/// The host name the HTTP workloads send and sluice's `http://` endpoint routes.
+pub const HTTP_HOST: &str = "bench.example";
 
 fn forward(url: &str) -> String {
     format!(
@@ -24,7 +32,8 @@ fn forward(url: &str) -> String {
     )
 }
 
-/// sluice edge: the agent port with its certificate, one bench user, two endpoints.
+/// sluice edge: the agent port with its certificate, one bench user, two `tcp://`
+/// endpoints and, when `public.http` is set, the `http://` endpoint on that port.
 pub fn sluice_edge(
     agent_port: SocketAddr,
     cert: &Path,
@@ -32,13 +41,25 @@ pub fn sluice_edge(
     hash: &str,
     public: Public,
 ) -> String {
+    let (http_port, http_endpoint) = match public.http {
+        Some(addr) => (
+            format!("http_endpoints: {{ listen: \"{addr}\" }}\n"),
+            format!(
+                "  - url: http://{HTTP_HOST}\n    {}\n",
+                forward("http://web.internal")
+            ),
+        ),
+        None => Default::default(),
+    };
     format!(
         "version: 1\n\
          agents: {{ listen: \"{agent_port}\", tls: {{ cert: \"{}\", key: \"{}\" }}, plain_channels: true }}\n\
+         {http_port}\
          service_users: [ {{ name: bench, authtokens: [\"{hash}\"] }} ]\n\
          endpoints:\n  \
          - url: tcp://{}\n    {}\n  \
-         - url: tcp://{}\n    {}\n",
+         - url: tcp://{}\n    {}\n\
+         {http_endpoint}",
         cert.display(),
         key.display(),
         public.echo,
@@ -62,15 +83,23 @@ pub fn sluice_agent(
          server_name: localhost, transport: {transport}, data_channels: 64 }}\n\
          endpoints:\n  \
          - {{ url: tcp://echo.internal:7, upstream: {{ url: \"{}\" }} }}\n  \
-         - {{ url: tcp://sink.internal:9, upstream: {{ url: \"{}\" }} }}\n",
+         - {{ url: tcp://sink.internal:9, upstream: {{ url: \"{}\" }} }}\n  \
+         - {{ url: http://web.internal, upstream: {{ url: \"http://{}\" }} }}\n",
         ca.display(),
         up.echo,
         up.sink,
+        up.http,
     )
 }
 
-/// One HAProxy hop in plain TCP mode with splicing: `listen[i]` forwards to `to[i]`.
-pub fn haproxy_hop(pairs: &[(SocketAddr, SocketAddr)], maxconn: u32) -> String {
+/// One HAProxy hop in plain TCP mode with splicing: `listen[i]` forwards to `to[i]`;
+/// `http` (listen, to) in `mode http`, with keep-alive on both sides (HAProxy's
+/// default), as the HTTP peer.
+pub fn haproxy_hop(
+    pairs: &[(SocketAddr, SocketAddr)],
+    http: Option<(SocketAddr, SocketAddr)>,
+    maxconn: u32,
+) -> String {
     let mut s = format!(
         "global\n    maxconn {maxconn}\n\n\
          defaults\n    mode tcp\n    option splice-auto\n    maxconn {maxconn}\n    \
@@ -79,6 +108,11 @@ pub fn haproxy_hop(pairs: &[(SocketAddr, SocketAddr)], maxconn: u32) -> String {
     for (i, (listen, to)) in pairs.iter().enumerate() {
         s.push_str(&format!(
             "\nlisten hop{i}\n    bind {listen}\n    server s{i} {to}\n"
+        ));
+    }
+    if let Some((listen, to)) = http {
+        s.push_str(&format!(
+            "\nlisten web\n    mode http\n    bind {listen}\n    server web {to}\n"
         ));
     }
     s
@@ -196,6 +230,7 @@ mod tests {
         Public {
             echo: a("127.0.0.1:20001"),
             sink: a("127.0.0.1:20002"),
+            http: Some(a("127.0.0.1:20003")),
         }
     }
 
@@ -203,6 +238,7 @@ mod tests {
         Upstreams {
             echo: a("127.0.0.1:7001"),
             sink: a("127.0.0.1:7002"),
+            http: a("127.0.0.1:7003"),
         }
     }
 
@@ -219,6 +255,20 @@ mod tests {
         assert!(e.contains("url: tcp://127.0.0.1:20001\n    traffic_policy"));
         assert!(e.contains("tcp://sink.internal:9"));
         assert!(e.contains("authtokens: [\"sha256:ab\"]"));
+        assert!(e.contains("http_endpoints: { listen: \"127.0.0.1:20003\" }"));
+        assert!(e.contains("  - url: http://bench.example\n    traffic_policy"));
+        assert!(e.contains("http://web.internal"));
+        let tcp_only = sluice_edge(
+            a("127.0.0.1:4443"),
+            Path::new("/t/e.crt"),
+            Path::new("/t/e.key"),
+            "sha256:ab",
+            Public {
+                http: None,
+                ..public()
+            },
+        );
+        assert!(!tcp_only.contains("http"), "{tcp_only}");
         let g = sluice_agent(
             "slt_x",
             a("127.0.0.1:4443"),
@@ -228,6 +278,9 @@ mod tests {
         );
         assert!(g.contains("transport: tcp"));
         assert!(g.contains("upstream: { url: \"127.0.0.1:7002\" }"));
+        assert!(
+            g.contains("url: http://web.internal, upstream: { url: \"http://127.0.0.1:7003\" }")
+        );
     }
 
     #[test]
@@ -237,11 +290,15 @@ mod tests {
                 (a("127.0.0.1:1"), a("127.0.0.1:2")),
                 (a("127.0.0.1:3"), a("127.0.0.1:4")),
             ],
+            Some((a("127.0.0.1:5"), a("127.0.0.1:6"))),
             30000,
         );
         assert!(h.contains("mode tcp") && h.contains("option splice-auto"));
         assert!(h.contains("listen hop1\n    bind 127.0.0.1:3\n    server s1 127.0.0.1:4\n"));
         assert!(h.contains("maxconn 30000"));
+        assert!(h.contains(
+            "listen web\n    mode http\n    bind 127.0.0.1:5\n    server web 127.0.0.1:6\n"
+        ));
     }
 
     #[test]

@@ -164,6 +164,48 @@ pub const CPU_CONN: Metric = m(
     false,
     Versus::None,
 );
+pub const HTTP_KA_RATE: Metric = m(
+    "http_ka_per_s",
+    "HTTP/1.1 requests/s, 32 kept-alive connections",
+    "req/s",
+    true,
+    Versus::Ratio,
+);
+pub const HTTP_ONE_P50: Metric = m(
+    "http_one_p50_us",
+    "HTTP/1.1 request p50, one at a time (1 kept-alive connection)",
+    "µs",
+    false,
+    Versus::Added,
+);
+pub const HTTP_ONE_P99: Metric = m(
+    "http_one_p99_us",
+    "HTTP/1.1 request p99, one at a time",
+    "µs",
+    false,
+    Versus::Added,
+);
+pub const CPU_HTTP_KA: Metric = m(
+    "cpu_us_per_http_ka",
+    "proxy CPU per HTTP request, kept alive",
+    "CPU µs",
+    false,
+    Versus::None,
+);
+pub const HTTP_NEW_RATE: Metric = m(
+    "http_new_per_s",
+    "HTTP/1.1 requests/s, a new connection each (32 at once)",
+    "req/s",
+    true,
+    Versus::Ratio,
+);
+pub const CPU_HTTP_NEW: Metric = m(
+    "cpu_us_per_http_new",
+    "proxy CPU per HTTP request, a new connection each",
+    "CPU µs",
+    false,
+    Versus::None,
+);
 pub const HELD: Metric = m("held", "connections held", "", true, Versus::Ratio);
 pub const RSS_EDGE: Metric = m(
     "rss_edge_b_per_conn",
@@ -202,7 +244,7 @@ pub const ERRORS: Metric = m(
 );
 
 /// Every figure, in report order.
-pub const ALL: [Metric; 24] = [
+pub const ALL: [Metric; 30] = [
     THR1,
     THR4,
     CPU_GB,
@@ -221,6 +263,12 @@ pub const ALL: [Metric; 24] = [
     CPU_CONN_POOL,
     CONN_ONE_RATE,
     CONN_ONE_P50,
+    HTTP_KA_RATE,
+    CPU_HTTP_KA,
+    HTTP_NEW_RATE,
+    CPU_HTTP_NEW,
+    HTTP_ONE_P50,
+    HTTP_ONE_P99,
     HELD,
     RSS_EDGE,
     RSS_AGENT,

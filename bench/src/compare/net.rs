@@ -1,5 +1,5 @@
 //! Loopback helpers: free ephemeral ports, waiting for a port to accept, and the
-//! echo probe that decides when a path is usable.
+//! echo and HTTP probes that decide when a path is usable.
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
@@ -58,6 +58,33 @@ pub fn wait_echo(addr: SocketAddr, since: Instant, timeout: Duration) -> Result<
     bail!("no echo through {addr} within {timeout:?}")
 }
 
+/// One `GET /` to `addr` naming `host`, answered `200`, bounded to about a second.
+pub fn http_ok(addr: SocketAddr, host: &str) -> bool {
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(300)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(1000)));
+    let _ = s.set_write_timeout(Some(Duration::from_millis(1000)));
+    let request = format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    let mut head = [0u8; 12];
+    s.write_all(request.as_bytes()).is_ok()
+        && s.read_exact(&mut head).is_ok()
+        && head.starts_with(b"HTTP/1.")
+        && head.ends_with(b" 200")
+}
+
+/// Polls [`http_ok`] every 5 ms until it succeeds, at most `timeout`.
+pub fn wait_http(addr: SocketAddr, host: &str, timeout: Duration) -> Result<()> {
+    let t0 = Instant::now();
+    while t0.elapsed() < timeout {
+        if http_ok(addr, host) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    bail!("no 200 from {addr} for Host {host} within {timeout:?}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -79,5 +106,23 @@ mod tests {
         });
         wait_accepting(addr, Duration::from_secs(2)).unwrap();
         assert!(wait_echo(addr, Instant::now(), Duration::from_secs(2)).is_ok());
+    }
+
+    #[test]
+    fn http_probe_wants_a_200() {
+        let answer = |status: &'static str| {
+            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = l.local_addr().unwrap();
+            std::thread::spawn(move || {
+                if let Some(mut s) = l.incoming().flatten().next() {
+                    let mut b = [0u8; 256];
+                    let _ = s.read(&mut b);
+                    let _ = s.write_all(format!("HTTP/1.1 {status}\r\n\r\n").as_bytes());
+                }
+            });
+            addr
+        };
+        assert!(http_ok(answer("200 OK"), "bench.example"));
+        assert!(!http_ok(answer("502 Bad Gateway"), "bench.example"));
     }
 }

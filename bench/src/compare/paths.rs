@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 
 use super::configs::{self, Public, RatholeTransport, Upstreams};
-use super::net::{free_addrs, wait_accepting, wait_echo};
+use super::net::{free_addrs, wait_accepting, wait_echo, wait_http};
 use super::procs::Proc;
 
 /// bore's server always listens for clients on this port (fixed in bore).
@@ -158,14 +158,19 @@ fn finish(
     })?;
     r.usable = Some(usable);
     wait_accepting(public.sink, START_TIMEOUT)?;
+    if let Some(http) = public.http {
+        wait_http(http, configs::HTTP_HOST, START_TIMEOUT)?;
+    }
     Ok(r)
 }
 
-fn public_pair() -> Result<Public> {
-    let a = free_addrs(2)?;
+/// Free public addresses for a path: echo and sink, and HTTP when `http`.
+fn public_addrs(http: bool) -> Result<Public> {
+    let a = free_addrs(3)?;
     Ok(Public {
         echo: a[0],
         sink: a[1],
+        http: http.then_some(a[2]),
     })
 }
 
@@ -179,6 +184,7 @@ pub fn start(key: &'static str, kind: Kind, env: &Env, round: u32) -> Result<Run
             public: Public {
                 echo: env.up.echo,
                 sink: env.up.sink,
+                http: Some(env.up.http),
             },
             edge: vec![],
             agent: vec![],
@@ -186,7 +192,7 @@ pub fn start(key: &'static str, kind: Kind, env: &Env, round: u32) -> Result<Run
         }),
         Kind::Sluice { tls } => {
             let control = free_addrs(1)?[0];
-            let public = public_pair()?;
+            let public = public_addrs(true)?;
             let e = write(
                 dir,
                 &format!("{tag}-edge.yml"),
@@ -220,17 +226,25 @@ pub fn start(key: &'static str, kind: Kind, env: &Env, round: u32) -> Result<Run
         }
         Kind::Haproxy => {
             let bin = need(&env.haproxy, "haproxy")?;
-            let public = public_pair()?;
-            let mid = free_addrs(2)?;
+            let public = public_addrs(true)?;
+            let mid = free_addrs(3)?;
             let e = write(
                 dir,
                 &format!("{tag}-edge.cfg"),
-                &configs::haproxy_hop(&[(public.echo, mid[0]), (public.sink, mid[1])], env.maxconn),
+                &configs::haproxy_hop(
+                    &[(public.echo, mid[0]), (public.sink, mid[1])],
+                    public.http.map(|http| (http, mid[2])),
+                    env.maxconn,
+                ),
             )?;
             let a = write(
                 dir,
                 &format!("{tag}-agent.cfg"),
-                &configs::haproxy_hop(&[(mid[0], env.up.echo), (mid[1], env.up.sink)], env.maxconn),
+                &configs::haproxy_hop(
+                    &[(mid[0], env.up.echo), (mid[1], env.up.sink)],
+                    Some((mid[2], env.up.http)),
+                    env.maxconn,
+                ),
             )?;
             let args = |cfg: &Path| vec!["-db".into(), "-f".into(), s(cfg)];
             let edge = Proc::spawn(&format!("{tag}-edge"), dir, bin, &args(&e))?;
@@ -265,7 +279,7 @@ pub fn start(key: &'static str, kind: Kind, env: &Env, round: u32) -> Result<Run
                 }
             };
             let control = free_addrs(1)?[0];
-            let public = public_pair()?;
+            let public = public_addrs(false)?;
             let e = write(
                 dir,
                 &format!("{tag}-server.toml"),
@@ -298,7 +312,7 @@ pub fn start(key: &'static str, kind: Kind, env: &Env, round: u32) -> Result<Run
             if std::net::TcpListener::bind(control).is_err() {
                 bail!("port {BORE_CONTROL_PORT} (bore's fixed control port) is busy");
             }
-            let public = public_pair()?;
+            let public = public_addrs(false)?;
             let (lo, hi) = (
                 public.echo.port().min(public.sink.port()),
                 public.echo.port().max(public.sink.port()),

@@ -68,6 +68,16 @@ pub const SUMMARY: [Metric; 13] = [
     metrics::AGENT_UP,
 ];
 
+/// The HTTP summary's columns (only the paths that forward HTTP have them).
+pub const HTTP_SUMMARY: [Metric; 6] = [
+    metrics::HTTP_KA_RATE,
+    metrics::CPU_HTTP_KA,
+    metrics::HTTP_NEW_RATE,
+    metrics::CPU_HTTP_NEW,
+    metrics::HTTP_ONE_P50,
+    metrics::HTTP_ONE_P99,
+];
+
 fn header(m: Metric) -> String {
     let short = match m.key {
         "thr1_gbps" => "1 stream",
@@ -83,6 +93,12 @@ fn header(m: Metric) -> String {
         "cpu_us_per_conn" => "CPU µs/conn",
         "rss_b_per_conn" => "RSS B/conn",
         "agent_usable_ms" => "agent usable ms",
+        "http_ka_per_s" => "req/s, 32 kept alive",
+        "cpu_us_per_http_ka" => "CPU µs/req",
+        "http_new_per_s" => "req/s, new connection each",
+        "cpu_us_per_http_new" => "CPU µs/req (new connection)",
+        "http_one_p50_us" => "one at a time, p50 added µs",
+        "http_one_p99_us" => "p99 added µs",
         _ => m.label,
     };
     short.to_string()
@@ -91,17 +107,30 @@ fn header(m: Metric) -> String {
 /// The summary table: one row per measured path, medians over the rounds; throughput
 /// and rates as ratios to direct, latency as added to direct, CPU and memory raw.
 pub fn summary_table(d: &RunData) -> String {
+    table(d, &SUMMARY)
+}
+
+/// The HTTP summary: one row per path that forwarded HTTP, as [`summary_table`].
+pub fn http_table(d: &RunData) -> String {
+    table(d, &HTTP_SUMMARY)
+}
+
+/// One row per measured path with a figure in any of `columns`.
+fn table(d: &RunData, columns: &[Metric]) -> String {
     let mut s = String::from("| path |");
-    for m in SUMMARY {
-        let _ = write!(s, " {} |", header(m));
+    for m in columns {
+        let _ = write!(s, " {} |", header(*m));
     }
     s.push_str("\n| --- |");
-    s.push_str(&" ---: |".repeat(SUMMARY.len()));
+    s.push_str(&" ---: |".repeat(columns.len()));
     s.push('\n');
     for p in d.measured() {
+        if columns.iter().all(|m| d.spread(&p.key, *m).is_none()) {
+            continue;
+        }
         let _ = write!(s, "| {} |", p.label);
-        for m in SUMMARY {
-            let _ = write!(s, " {} |", cell(d, &p.key, m));
+        for m in columns {
+            let _ = write!(s, " {} |", cell(d, &p.key, *m));
         }
         s.push('\n');
     }
@@ -311,7 +340,7 @@ pub fn render(d: &RunData, cmd: &str) -> String {
     );
     let _ = writeln!(
         s,
-        "Settings: {} rounds, paths interleaved within each workload (A B C … A B C …), {} s per throughput/rr/connect figure, open loop at {} req/s over 4 connections, {} held connections for {} s. Upstream: `sluice-load serve` (echo for rr/connect/hold, sink for throughput).\n",
+        "Settings: {} rounds, paths interleaved within each workload (A B C … A B C …), {} s per throughput/rr/connect figure, open loop at {} req/s over 4 connections, {} held connections for {} s. Upstream: `sluice-load serve` (echo for rr/connect/hold, sink for throughput, `--mode http` for the HTTP workloads).\n",
         st.rounds, st.seconds, st.open_loop_rate, st.hold_connections, st.hold_seconds
     );
     s.push_str("## Paths\n\n| path | version | status |\n| --- | --- | --- |\n");
@@ -330,6 +359,12 @@ pub fn render(d: &RunData, cmd: &str) -> String {
         st.rounds
     );
     s.push_str(&summary_table(d));
+    let _ = writeln!(
+        s,
+        "\n## HTTP\n\n`sluice-load http`, HTTP/1.1 `GET /` with a 64-byte answer, {} s per figure: requests/s with 32 connections over 2 client threads, kept alive and a new connection per request (`Connection: close`), with proxy CPU per request; latency of one request at a time on one kept-alive connection (with 32 connections the machine is saturated and latency only mirrors the rate). Only the paths that forward HTTP requests: sluice's `http://` endpoint (the data channel transport as named) and HAProxy chained twice in `mode http`. Requests/s as a ratio to direct in the same round, latency added to direct, proxy CPU per request raw.\n",
+        st.seconds
+    );
+    s.push_str(&http_table(d));
     s.push_str("\n## Where sluice is behind\n\nThe `tcp` transport against every peer, the `tls` transport against the encrypted peers (medians; ratios and added latency from the same round):\n\n");
     let b = behind(d);
     if b.is_empty() {
@@ -381,6 +416,29 @@ mod tests {
         assert!(t.contains("| sluice tcp | 0.50x |"));
         assert!(t.contains("| direct | 20.0 Gbit/s |"));
         assert!(!t.contains("rathole"));
+    }
+
+    #[test]
+    fn the_http_table_has_only_the_paths_that_forwarded_http() {
+        let mut d = sample();
+        assert_eq!(
+            http_table(&d).lines().count(),
+            2,
+            "no HTTP figures, no rows"
+        );
+        for (r, (direct, sluice)) in [(30000.0, 9000.0), (40000.0, 10000.0), (50000.0, 20000.0)]
+            .into_iter()
+            .enumerate()
+        {
+            d.push(r as u32, "direct", metrics::HTTP_KA_RATE, direct);
+            d.push(r as u32, "sluice-tcp", metrics::HTTP_KA_RATE, sluice);
+            d.push(r as u32, "sluice-tcp", metrics::CPU_HTTP_KA, 50.0);
+        }
+        let t = http_table(&d);
+        assert_eq!(t.lines().count(), 2 + 2, "{t}");
+        assert!(t.contains("| direct | 40.0k req/s |"), "{t}");
+        assert!(t.contains("| sluice tcp | 0.30x | 50.0 | – |"), "{t}");
+        assert!(!t.contains("bore"), "{t}");
     }
 
     #[test]

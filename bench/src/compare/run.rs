@@ -63,6 +63,7 @@ pub fn run(args: Args, cmd: &str) -> Result<PathBuf> {
     let noise = ok(&rathole).and_then(|r| setup::noise_keys(&r));
     let (_echo, echo) = setup::upstream(&sluice_load, &work, "echo")?;
     let (_sink, sink) = setup::upstream(&sluice_load, &work, "sink")?;
+    let (_http, http) = setup::upstream(&sluice_load, &work, "http")?;
     let env = Env {
         dir: work.clone(),
         sluice: sluice.clone(),
@@ -77,7 +78,7 @@ pub fn run(args: Args, cmd: &str) -> Result<PathBuf> {
         token,
         token_hash,
         noise,
-        up: Upstreams { echo, sink },
+        up: Upstreams { echo, sink, http },
         maxconn: (st.hold_connections * 3).max(4096),
     };
 
@@ -176,6 +177,9 @@ pub fn run(args: Args, cmd: &str) -> Result<PathBuf> {
         let mut errors = vec![0.0; running.len()];
         for w in workloads::ROUND {
             for (i, r) in running.iter().enumerate() {
+                if w.args(&r.public, &data.settings).is_none() {
+                    continue;
+                }
                 check_interrupt()?;
                 match one(&mut data, &work, &sluice_load, r, w, round) {
                     Ok(e) => errors[i] += e,
@@ -229,13 +233,10 @@ fn one(
     let json = work.join(format!("{}-r{round}-{}.json", r.key, w.name()));
     let limit = Duration::from_secs_f64(st.seconds.max(st.hold_seconds) + 60.0);
     let watch = r.all_pids();
-    let run = load::run(
-        sluice_load,
-        &w.args(r.public.echo, r.public.sink, st),
-        &json,
-        limit,
-        &watch,
-    )?;
+    let args = w
+        .args(&r.public, st)
+        .with_context(|| format!("{} forwards no HTTP", r.key))?;
+    let run = load::run(sluice_load, &args, &json, limit, &watch)?;
     for (m, v) in w.figures(&run, r.edge.len(), !watch.is_empty()) {
         data.push(round, r.key, m, v);
     }
@@ -277,5 +278,6 @@ fn write(data: &RunData, out: &Path, cmd: &str, failures: &[(String, String)]) -
         std::fs::write(out.join(format!("{}-{suffix}.svg", data.name)), svg)?;
     }
     println!("{}", report::summary_table(data));
+    println!("{}", report::http_table(data));
     Ok(md_path)
 }

@@ -2,7 +2,10 @@
 //! each one records: throughput (1 and 4 streams, into the sink, with proxy CPU per
 //! GB), 64-byte request/response closed and open loop, connections/s with three
 //! client models (with proxy CPU per connection), and held connections (resident
-//! memory per connection).
+//! memory per connection), and HTTP/1.1 requests on the paths that forward HTTP: the
+//! rate with 32 connections kept alive or a new connection per request (with proxy CPU
+//! per request), and the latency of one request at a time on one kept-alive connection
+//! (under the 32 connections' saturation, latency only mirrors the rate).
 //!
 //! Connections/s is measured three ways, each against direct in the same round: an
 //! async load generator with 32 connections in flight (`--threads 4`: with only one
@@ -13,6 +16,7 @@
 //! nothing queued).
 use std::net::SocketAddr;
 
+use super::configs::{Public, HTTP_HOST};
 use super::load::{get, LoadRun};
 use super::metrics::{self, Metric};
 use super::results::Settings;
@@ -27,11 +31,14 @@ pub enum Workload {
     Connect,
     ConnectPool,
     ConnectOne,
+    HttpKeepAlive,
+    HttpNew,
+    HttpOne,
     Hold,
 }
 
 /// The interleaved workloads, in order (hold runs last, one path at a time).
-pub const ROUND: [Workload; 7] = [
+pub const ROUND: [Workload; 10] = [
     Workload::Thr1,
     Workload::Thr4,
     Workload::Rr,
@@ -39,6 +46,9 @@ pub const ROUND: [Workload; 7] = [
     Workload::Connect,
     Workload::ConnectPool,
     Workload::ConnectOne,
+    Workload::HttpKeepAlive,
+    Workload::HttpNew,
+    Workload::HttpOne,
 ];
 
 impl Workload {
@@ -51,13 +61,17 @@ impl Workload {
             Workload::Connect => "connect",
             Workload::ConnectPool => "connect-pool",
             Workload::ConnectOne => "connect-one",
+            Workload::HttpKeepAlive => "http-keep-alive",
+            Workload::HttpNew => "http-new-connection",
+            Workload::HttpOne => "http-one",
             Workload::Hold => "hold",
         }
     }
 
-    /// The `sluice-load` arguments (without `--json`): `echo` and `sink` are the
-    /// path's public addresses.
-    pub fn args(self, echo: SocketAddr, sink: SocketAddr, st: &Settings) -> Vec<String> {
+    /// The `sluice-load` arguments (without `--json`) through a path with these public
+    /// addresses; `None` for an HTTP workload on a path that forwards no HTTP.
+    pub fn args(self, public: &Public, st: &Settings) -> Option<Vec<String>> {
+        let (echo, sink): (SocketAddr, SocketAddr) = (public.echo, public.sink);
         let d = format!("{}s", st.seconds);
         let mut a: Vec<String> = match self {
             Workload::Thr1 | Workload::Thr4 => {
@@ -122,8 +136,31 @@ impl Workload {
                 }
                 v
             }
+            Workload::HttpKeepAlive | Workload::HttpNew | Workload::HttpOne => {
+                let (connections, threads) = match self {
+                    Workload::HttpOne => ("1", "1"),
+                    _ => ("32", "2"),
+                };
+                let mut v: Vec<String> = vec![
+                    "http".into(),
+                    "--target".into(),
+                    public.http?.to_string(),
+                    "--host".into(),
+                    HTTP_HOST.into(),
+                    "--connections".into(),
+                    connections.into(),
+                    "--threads".into(),
+                    threads.into(),
+                    "--warmup".into(),
+                    "0.2s".into(),
+                ];
+                if self == Workload::HttpNew {
+                    v.push("--new-connection".into());
+                }
+                v
+            }
             Workload::Hold => {
-                return vec![
+                return Some(vec![
                     "hold".into(),
                     "--target".into(),
                     echo.to_string(),
@@ -133,11 +170,11 @@ impl Workload {
                     "3s".into(),
                     "--duration".into(),
                     format!("{}s", st.hold_seconds),
-                ];
+                ]);
             }
         };
         a.extend(["--duration".into(), d]);
-        a
+        Some(a)
     }
 
     /// The figures of one run: (metric, value). `edge_pids`: how many of the watched
@@ -195,6 +232,20 @@ impl Workload {
                 (metrics::CONN_ONE_RATE, get(r, "/totals/ops_per_s")),
                 (metrics::CONN_ONE_P50, get(r, "/latency_us/p50")),
             ],
+            Workload::HttpOne => lat(metrics::HTTP_ONE_P50, metrics::HTTP_ONE_P99, None),
+            Workload::HttpKeepAlive | Workload::HttpNew => {
+                let (rate, cpu) = if self == Workload::HttpKeepAlive {
+                    (metrics::HTTP_KA_RATE, metrics::CPU_HTTP_KA)
+                } else {
+                    (metrics::HTTP_NEW_RATE, metrics::CPU_HTTP_NEW)
+                };
+                let mut v = vec![(rate, get(r, "/totals/ops_per_s"))];
+                let requests = get(r, "/totals/ops");
+                if proxied && requests > 0.0 {
+                    v.push((cpu, run.cpu_s * 1e6 / requests));
+                }
+                v
+            }
             Workload::Hold => {
                 let held = get(r, "/connections/held");
                 let mut v = vec![(metrics::HELD, held)];
@@ -250,38 +301,49 @@ mod tests {
     #[test]
     fn command_lines() {
         let st = settings("quick");
-        let (e, s) = (
-            "127.0.0.1:1".parse().unwrap(),
-            "127.0.0.1:2".parse().unwrap(),
-        );
-        let t = Workload::Thr4.args(e, s, &st).join(" ");
+        let p = Public {
+            echo: "127.0.0.1:1".parse().unwrap(),
+            sink: "127.0.0.1:2".parse().unwrap(),
+            http: Some("127.0.0.1:3".parse().unwrap()),
+        };
+        let args = |w: Workload| w.args(&p, &st).unwrap().join(" ");
+        let t = args(Workload::Thr4);
         assert!(
             t.starts_with("throughput --target 127.0.0.1:2 --streams 4 --direction up"),
             "{t}"
         );
         assert!(t.ends_with("--duration 2s"));
-        assert!(Workload::Open
-            .args(e, s, &st)
-            .join(" ")
-            .contains("--rate 2000"));
-        let c = Workload::Connect.args(e, s, &st).join(" ");
+        assert!(args(Workload::Open).contains("--rate 2000"));
+        let c = args(Workload::Connect);
         assert!(
             c.contains("--target 127.0.0.1:1 --model async --concurrency 32")
                 && c.contains("--threads 4"),
             "{c}"
         );
-        let c = Workload::ConnectPool.args(e, s, &st).join(" ");
+        let c = args(Workload::ConnectPool);
         assert!(
             c.contains("--model blocking --concurrency 32") && !c.contains("--threads"),
             "{c}"
         );
-        let c = Workload::ConnectOne.args(e, s, &st).join(" ");
+        let c = args(Workload::ConnectOne);
         assert!(c.contains("--model blocking --concurrency 1 "), "{c}");
-        let h = Workload::Hold.args(e, s, &st).join(" ");
+        let h = args(Workload::Hold);
         assert!(
             h.contains("--connections 2000") && h.ends_with("--duration 5s"),
             "{h}"
         );
+        let k = args(Workload::HttpKeepAlive);
+        assert!(
+            k.starts_with("http --target 127.0.0.1:3 --host bench.example --connections 32")
+                && !k.contains("--new-connection")
+                && k.ends_with("--duration 2s"),
+            "{k}"
+        );
+        assert!(args(Workload::HttpNew).contains("--new-connection"));
+        assert!(args(Workload::HttpOne).contains("--connections 1 --threads 1"));
+        let tcp_only = Public { http: None, ..p };
+        assert_eq!(Workload::HttpKeepAlive.args(&tcp_only, &st), None);
+        assert!(Workload::Rr.args(&tcp_only, &st).is_some());
     }
 
     #[test]
@@ -314,6 +376,26 @@ mod tests {
             vec![
                 (metrics::CONN_ONE_RATE, 5000.0),
                 (metrics::CONN_ONE_P50, 100.0)
+            ]
+        );
+        let h = run(serde_json::json!({
+            "latency_us": { "p50": 400.0, "p99": 900.0 },
+            "totals": { "ops_per_s": 20000.0, "ops": 40000.0 }
+        }));
+        let f = Workload::HttpKeepAlive.figures(&h, 1, true);
+        assert_eq!(
+            f,
+            vec![
+                (metrics::HTTP_KA_RATE, 20000.0),
+                (metrics::CPU_HTTP_KA, 50.0)
+            ]
+        );
+        assert_eq!(Workload::HttpNew.figures(&h, 0, false).len(), 1);
+        assert_eq!(
+            Workload::HttpOne.figures(&h, 1, true),
+            vec![
+                (metrics::HTTP_ONE_P50, 400.0),
+                (metrics::HTTP_ONE_P99, 900.0)
             ]
         );
         let h = run(serde_json::json!({ "connections": { "held": 1024.0 } }));
