@@ -162,6 +162,36 @@ fn an_endpoint_made_through_one_edge_is_served_policed_and_removed_by_the_others
 }
 
 #[test]
+fn an_endpoint_whose_port_is_busy_on_another_edge_is_served_there_once_the_port_is_free() {
+    let etcd = Etcd::start();
+    let fx = Fixture::new();
+    let (a, mut b) = fleet(&fx, &etcd);
+    let upstream = Echo::start();
+    let _agent_b = agent(&fx, "agent-b.yml", &fx.token, b.agent_addr, upstream.addr);
+
+    // Something else holds the port on B's address when the endpoint is made through A.
+    let squatter = std::net::TcpListener::bind("127.0.0.2:0").unwrap();
+    let port = squatter.local_addr().unwrap().port();
+    let created = a.admin.create(
+        "/v1/endpoints",
+        json!({ "url": format!("tcp://127.0.0.1:{port}"), "traffic_policy": fixture::forward_all(URL) }),
+    );
+    assert_eq!(listen_addr(&created).unwrap().port(), port);
+    b.process.wait_for_n("B could not serve it", 1, |v| {
+        v["message"] == "endpoint created through another edge not served; trying again"
+    });
+
+    // Freed, with no other change to the fleet: B serves it after its next try (1 s,
+    // then 2 s, 4 s, …).
+    drop(squatter);
+    client::wait_until_echo(SocketAddr::from(([127, 0, 0, 2], port)), PROPAGATION)
+        .expect("edge B serves the endpoint once its port is free");
+    b.process.wait_for_n("B serving it", 1, |v| {
+        v["message"] == "endpoint created through another edge: serving"
+    });
+}
+
+#[test]
 fn a_token_made_through_one_edge_works_on_the_other_and_its_revocation_ends_the_session() {
     let etcd = Etcd::start();
     let fx = Fixture::new();

@@ -4,14 +4,23 @@
 //! endpoints started, re-policied or stopped, the auth table rebuilt (ending the
 //! sessions of revoked tokens and deactivated or deleted users), URL owners reloaded.
 //! Reports that arrive while one is being applied are merged into the next round.
+//! An endpoint this edge could not serve (its port busy here, say) is tried again
+//! after [`RETRY_FIRST`], then twice as long each time up to [`RETRY_MOST`], until it is
+//! served or deleted, without waiting for another change.
 
 use std::{
     collections::HashMap,
     sync::{mpsc, Arc, Weak},
+    time::Duration,
 };
 
 use super::{endpoints::record_to_spec, ControlPlane, PlaneError};
 use crate::state::{Changes, EndpointRecord};
+
+/// The first wait before an endpoint that could not be served is tried again.
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+/// The longest wait between tries.
+const RETRY_MOST: Duration = Duration::from_secs(30);
 
 impl ControlPlane {
     /// Subscribes to the store's reports of remote changes and starts the thread
@@ -25,24 +34,46 @@ impl ControlPlane {
         std::thread::Builder::new()
             .name("sluice-fleet-sync".into())
             .spawn(move || {
-                while let Ok(first) = rx.recv() {
-                    let mut changes = first;
+                // Set while some endpoint is not served here: the wait before the
+                // next try.
+                let mut retry: Option<Duration> = None;
+                loop {
+                    let first = match retry {
+                        None => rx.recv().map_err(|_| ()),
+                        Some(wait) => match rx.recv_timeout(wait) {
+                            Ok(changes) => Ok(changes),
+                            Err(mpsc::RecvTimeoutError::Timeout) => Ok(Changes {
+                                endpoints: true,
+                                ..Changes::default()
+                            }),
+                            Err(mpsc::RecvTimeoutError::Disconnected) => Err(()),
+                        },
+                    };
+                    let Ok(mut changes) = first else { return };
                     while let Ok(more) = rx.try_recv() {
                         changes.merge(more);
                     }
                     let Some(plane) = plane.upgrade() else { return };
-                    plane.apply_remote(changes);
+                    let unserved = plane.apply_remote(changes);
+                    retry = match (unserved, retry) {
+                        (false, _) => None,
+                        (true, None) => Some(RETRY_FIRST),
+                        (true, Some(wait)) => Some((wait * 2).min(RETRY_MOST)),
+                    };
                 }
             })?;
         Ok(())
     }
 
-    fn apply_remote(&self, changes: Changes) {
+    /// Applies `changes`; whether some endpoint is left unserved here (to try again).
+    fn apply_remote(&self, changes: Changes) -> bool {
         let started = std::time::Instant::now();
         let mut failed = Vec::new();
+        let mut unserved = false;
         if changes.endpoints {
-            if let Err(e) = self.sync_endpoints() {
-                failed.push(e);
+            match self.sync_endpoints() {
+                Ok(n) => unserved = n > 0,
+                Err(e) => failed.push(e),
             }
         }
         if changes.auth {
@@ -59,11 +90,14 @@ impl ControlPlane {
             tracing::error!(error = %e, "change made through another edge not applied");
         }
         tracing::debug!(?changes, took = ?started.elapsed(), "changes through other edges applied");
+        unserved
     }
 
     /// Makes the live API-made endpoints what the store holds: new ones served, changed
-    /// policies swapped in, deleted ones stopped (their connections finish).
-    pub(super) fn sync_endpoints(&self) -> Result<(), PlaneError> {
+    /// policies swapped in, deleted ones stopped (their connections finish). Returns how
+    /// many stored endpoints could not be served here.
+    pub(super) fn sync_endpoints(&self) -> Result<usize, PlaneError> {
+        let mut unserved = 0;
         let records = self.store().endpoints()?;
         let statics: Vec<String> = self
             .statics()
@@ -85,7 +119,9 @@ impl ControlPlane {
                         tracing::info!(id = %r.id, url = %r.url, "endpoint created through another edge: serving")
                     }
                     Err(e) => {
-                        tracing::error!(id = %r.id, url = %r.url, error = %e, "endpoint created through another edge not served")
+                        unserved += 1;
+                        crate::log_throttled!(error, id = %r.id, url = %r.url, error = %e,
+                            "endpoint created through another edge not served; trying again")
                     }
                 },
                 Some(live) => {
@@ -118,6 +154,6 @@ impl ControlPlane {
             }
         }
         *applied = now;
-        Ok(())
+        Ok(unserved)
     }
 }
