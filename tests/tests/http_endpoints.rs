@@ -745,7 +745,7 @@ fn an_upstream_slower_than_its_endpoints_response_timeout_gets_a_504_set_in_edge
         v["message"] == "http: no response from the upstream in time" && v["timeout_s"] == 2
     });
 
-    // Listed: edge.yml's 1 s, the API's 2 s, the default 60 s; none for TCP endpoints.
+    // Listed: edge.yml's 1 s, the API's 2 s, the default 60 s.
     let listed = admin.get("/v1/endpoints");
     let timeout_of = |url: &str| {
         listed["items"]
@@ -759,4 +759,74 @@ fn an_upstream_slower_than_its_endpoints_response_timeout_gets_a_504_set_in_edge
     assert_eq!(timeout_of("http://api.example.com"), 1);
     assert_eq!(timeout_of("http://slow.example.com"), 2);
     assert_eq!(timeout_of("http://admin.example.com"), 60);
+}
+
+#[test]
+fn a_kept_upstream_connection_that_stops_answering_gets_the_504_too() {
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let fx = Fixture::new();
+    let (mut edge, agent_addr, http) = edge_with(&fx, "    response_timeout: 1s\n");
+    // Answers the first request of each connection; a later one on the same connection
+    // (one the edge kept alive) is counted and never answered.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let upstream = listener.local_addr().unwrap();
+    let stalled = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = stalled.clone();
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            let counter = counter.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                let mut seen = Vec::new();
+                let mut answered = false;
+                while let Ok(n @ 1..) = conn.read(&mut buf) {
+                    seen.extend_from_slice(&buf[..n]);
+                    let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        continue;
+                    };
+                    seen.drain(..end + 4);
+                    if answered {
+                        counter.fetch_add(1, Ordering::SeqCst);
+                    } else {
+                        answered = true;
+                        let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+                    }
+                }
+            });
+        }
+    });
+    let _agent = agent(
+        &fx,
+        "agent.yml",
+        agent_addr,
+        &[(API, format!("http://{upstream}"))],
+    );
+
+    // Requests one after another on one client connection: each goes on the upstream
+    // connection the one before left kept alive when it is ready by then, else on a new
+    // stream (answered). Every request sent on a kept one gets the 504.
+    let urls: Vec<String> = (0..5)
+        .map(|i| url(http, "api.example.com", &format!("/r{i}")))
+        .collect();
+    let got = curl(http, "api.example.com", &urls, None, &[], fx.dir());
+    assert_eq!(got[0].status, 200, "{:?}", got[0]);
+    let timed_out: Vec<&Transfer> = got.iter().filter(|t| t.status == 504).collect();
+    let on_kept = stalled.load(Ordering::SeqCst);
+    assert!(
+        on_kept >= 1,
+        "no request went on a kept connection: {got:?}"
+    );
+    assert_eq!(timed_out.len(), on_kept, "{got:?}");
+    assert!(timed_out
+        .iter()
+        .all(|t| t.header("sluice-error-code") == Some("ERR_SLUICE_UPSTREAM_TIMEOUT")));
+    assert!(
+        got.iter().all(|t| t.status == 200 || t.status == 504),
+        "{got:?}"
+    );
+    let logged = edge.wait_for_n("the timeouts' log lines", on_kept, |v| {
+        v["message"] == "http: no response from the upstream in time"
+    });
+    assert_eq!(logged["timeout_s"], 1, "{logged}");
 }

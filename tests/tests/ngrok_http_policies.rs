@@ -279,6 +279,13 @@ fn ngrok_documentation_http_policies_run_unchanged_on_http_agent_endpoints() {
                 "{}: {logged}",
                 case.name
             );
+            // Written by the agent endpoint's policy, not the cloud endpoint's.
+            assert_eq!(
+                logged["policy"],
+                format!("http://case{i}.internal"),
+                "{}: {logged}",
+                case.name
+            );
         }
     }
 }

@@ -172,7 +172,8 @@ pub struct CloudEndpointSection {
     )]
     pub idle_timeout: std::time::Duration,
     /// `http://` and `https://` endpoints: how long an upstream may take to start its
-    /// response before the client gets `504` (1s to 24h). Default 60s.
+    /// response (counted from when the request starts going upstream, its body's upload
+    /// included) before the client gets `504` (whole seconds, 1s to 24h). Default 60s.
     #[serde(default, deserialize_with = "super::duration::human_opt")]
     pub response_timeout: Option<std::time::Duration>,
     /// Most connections at once through this endpoint (0 or absent: unlimited).
@@ -209,9 +210,9 @@ pub fn check_response_timeout(
             "`{url}`: response_timeout applies to http:// and https:// endpoints only"
         ));
     }
-    if !RESPONSE_TIMEOUT_RANGE.contains(&timeout) {
+    if !RESPONSE_TIMEOUT_RANGE.contains(&timeout) || timeout.subsec_nanos() != 0 {
         return Err(format!(
-            "response_timeout must be 1s to 24h, not {}s",
+            "response_timeout must be whole seconds from 1s to 24h, not {}s",
             timeout.as_secs_f64()
         ));
     }

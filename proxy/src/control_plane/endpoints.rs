@@ -92,7 +92,7 @@ pub struct EndpointView {
     pub traffic_policy: String,
     /// Idle timeout in seconds (0: none).
     pub idle_timeout_secs: u64,
-    /// Seconds an upstream may take to start its response (HTTP endpoints; absent on
+    /// Seconds an upstream may take to start its response (HTTP endpoints; `null` on
     /// others).
     pub response_timeout_secs: Option<u64>,
     /// Reservation it came from.

@@ -148,13 +148,14 @@ fn closed(rule: String) -> Response<Body> {
     response
 }
 
-/// Writes the `log` actions' events a phase reached (edge/policy_log.rs).
-fn write_logs(endpoint: &str, client: SocketAddr, logs: Vec<HttpLog>) {
+/// Writes the `log` actions' events a phase of `policy_of`'s policy reached
+/// (edge/policy_log.rs).
+fn write_logs(endpoint: &str, policy_of: &str, client: SocketAddr, logs: Vec<HttpLog>) {
     for event in logs {
         let name = event.rule_name.as_deref();
         crate::edge::policy_log::write(
             endpoint,
-            crate::edge::policy_log::ENDPOINT_POLICY,
+            policy_of,
             client,
             event.phase,
             event.rule,
@@ -343,14 +344,15 @@ async fn phases(req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> {
         }
     };
     // The request as the response phases see it (only when they have rules).
-    let bound_rules = bound.as_ref().map(|b| b.compiled.http());
+    let bound_rules = bound.as_ref().map(|b| (b.compiled.http(), b.url.as_str()));
     let sent_head = (rules.has_response_rules()
-        || bound_rules.is_some_and(HttpPhases::has_response_rules))
+        || bound_rules.is_some_and(|(rules, _)| rules.has_response_rules()))
     .then(|| head_of(&parts));
     let finish = |response: Response<Body>| {
         let response = match bound_rules {
-            Some(agent_rules) => on_response(
+            Some((agent_rules, url)) => on_response(
                 agent_rules,
+                url,
                 sent_head.as_ref(),
                 policy_conn,
                 &endpoint,
@@ -363,6 +365,7 @@ async fn phases(req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> {
         }
         counted(on_response(
             rules,
+            crate::edge::policy_log::ENDPOINT_POLICY,
             sent_head.as_ref(),
             policy_conn,
             &endpoint,
@@ -390,7 +393,11 @@ async fn phases(req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> {
             let replay = replayable(&req);
             let sent = monoio::time::timeout(endpoint.response_timeout, kept.try_send(req)).await;
             let Ok(sent) = sent else {
-                return counted(page::error(Code::UpstreamTimeout));
+                account(Outcome::Forwarded {
+                    failovers: 0,
+                    open_latency: accepted_at.elapsed(),
+                });
+                return counted(no_response_in_time(&endpoint, conn.peer));
             };
             match sent {
                 Ok(response) => {
@@ -473,11 +480,7 @@ async fn phases(req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> {
             }
             finish(to_client(response, motion, &endpoint, conn.peer))
         }
-        Err(SendFailure::Timeout) => {
-            crate::log_throttled!(info, endpoint = %endpoint.url, peer = %conn.peer,
-                timeout_s = endpoint.response_timeout.as_secs(), "http: no response from the upstream in time");
-            counted(page::error(Code::UpstreamTimeout))
-        }
+        Err(SendFailure::Timeout) => counted(no_response_in_time(&endpoint, conn.peer)),
         Err(SendFailure::Http(e)) => {
             crate::log_throttled!(info, endpoint = %endpoint.url, peer = %conn.peer, error = %e,
                 "http: the upstream's response failed");
@@ -579,7 +582,8 @@ fn next_target(
         crate::log_throttled!(info, peer = %conn.client, %rule,
             "http: a restrict-ips with enforce: false would have refused the request");
     }
-    write_logs(&endpoint.url, conn.client, effects.logs);
+    let policy_of = crate::edge::policy_log::ENDPOINT_POLICY;
+    write_logs(&endpoint.url, policy_of, conn.client, effects.logs);
     let denials = &endpoint.stats.recent_denials;
     match verdict {
         RequestVerdict::Close { rule } => {
@@ -664,7 +668,7 @@ fn endpoint_policy_on_request(
         crate::log_throttled!(info, peer = %conn.client, internal_url = %target, %rule,
             "http: a restrict-ips with enforce: false of the agent endpoint would have refused the request");
     }
-    write_logs(&endpoint.url, conn.client, effects.logs);
+    write_logs(&endpoint.url, &policy.url, conn.client, effects.logs);
     match verdict {
         RequestVerdict::Answer(answer) => {
             if let Some(refusal) = answer.refusal {
@@ -735,6 +739,7 @@ fn head_of(parts: &hyper::http::request::Parts) -> hyper::http::request::Parts {
 /// its headers changed, or the policy's answer instead of it.
 fn on_response(
     rules: &HttpPhases,
+    policy_of: &str,
     sent: Option<&hyper::http::request::Parts>,
     conn: PolicyConn<'_>,
     endpoint: &LiveEndpoint,
@@ -748,7 +753,7 @@ fn on_response(
     let mut country = None;
     let conn = with_country(rules, conn, &mut country);
     let verdict = rules.on_response(request, &mut parts, conn, &mut effects);
-    write_logs(&endpoint.url, conn.client, effects.logs);
+    write_logs(&endpoint.url, policy_of, conn.client, effects.logs);
     match verdict {
         ResponseVerdict::Send => Response::from_parts(parts, body),
         ResponseVerdict::Answer(answer) => page::policy_answer(answer),
@@ -981,6 +986,14 @@ fn for_version(mut req: Request<Body>, http2: bool) -> Request<Body> {
         }
     }
     req
+}
+
+/// The `504` for a request whose upstream did not start its response within the
+/// endpoint's `response_timeout`, logged (rate limited).
+fn no_response_in_time(endpoint: &LiveEndpoint, peer: SocketAddr) -> Response<Body> {
+    crate::log_throttled!(info, endpoint = %endpoint.url, %peer,
+        timeout_s = endpoint.response_timeout.as_secs(), "http: no response from the upstream in time");
+    page::error(Code::UpstreamTimeout)
 }
 
 /// Why a request sent upstream got no response.
