@@ -13,7 +13,7 @@
 #     wake-ups whose cost on a virtual machine moves with the scheduler's placement.
 # A round trip through a chain of P proxy processes makes 2P more passes than direct,
 # so "added per pass" is the added p50 over 2P. The direct path itself is two passes
-# (the client's and the upstream's).
+# (the client's and the upstream's): its "per pass" is their mean.
 #
 # Connections: `sluice-load connect --concurrency 32` (open, 64 B each way, close), placed
 # by the scheduler, as a ratio to direct in the same round. One HAProxy hop is the
@@ -109,12 +109,12 @@ for round in $(seq 1 "$ROUNDS"); do
     if [ "$mode" = pinned ]; then place "$CPU"; cpus=$CPU; else place "$ALL_CPUS"; cpus=$ALL_CPUS; fi
     for path in $PATHS; do
       taskset -c "$cpus" "$BIN"/sluice-load rr --target 127.0.0.1:"${PORT[$path]}" --size 64 --connections 1 \
-        --duration "${SECONDS_PER_RUN}s" --warmup 0.3s --json "$WORK/rr-$mode-$path-$round.json" >/dev/null 2>&1
+        --duration "${SECONDS_PER_RUN}s" --warmup 0.3s --json "$WORK/rr-$mode-$path-$round.json" >/dev/null
     done
   done
   for path in $PATHS; do
     "$BIN"/sluice-load connect --target 127.0.0.1:"${PORT[$path]}" --concurrency 32 \
-      --duration "${SECONDS_PER_RUN}s" --warmup 0.3s --json "$WORK/conn-$path-$round.json" >/dev/null 2>&1
+      --duration "${SECONDS_PER_RUN}s" --warmup 0.3s --json "$WORK/conn-$path-$round.json" >/dev/null
   done
 done
 place "$ALL_CPUS"

@@ -26,10 +26,10 @@ fn main() {
         }
     };
     procs::install_signal_flag();
+    // The command that reproduces this run: every argument as given.
     let cmd = format!(
-        "cargo run --release -p sluice-bench --bin compare -- --{} --out {}",
-        args.settings.mode,
-        args.out.display()
+        "cargo run --release -p sluice-bench --bin compare -- {}",
+        argv.join(" ")
     );
     match run::run(args, &cmd) {
         Ok(path) => eprintln!("compare: report written to {}", path.display()),

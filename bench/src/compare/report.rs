@@ -107,16 +107,17 @@ fn header(m: Metric) -> String {
 /// The summary table: one row per measured path, medians over the rounds; throughput
 /// and rates as ratios to direct, latency as added to direct, CPU and memory raw.
 pub fn summary_table(d: &RunData) -> String {
-    table(d, &SUMMARY)
+    table(d, &SUMMARY, false)
 }
 
 /// The HTTP summary: one row per path that forwarded HTTP, as [`summary_table`].
 pub fn http_table(d: &RunData) -> String {
-    table(d, &HTTP_SUMMARY)
+    table(d, &HTTP_SUMMARY, true)
 }
 
-/// One row per measured path with a figure in any of `columns`.
-fn table(d: &RunData, columns: &[Metric]) -> String {
+/// One row per measured path (only those with a figure in `columns` when
+/// `only_with_figures`).
+fn table(d: &RunData, columns: &[Metric], only_with_figures: bool) -> String {
     let mut s = String::from("| path |");
     for m in columns {
         let _ = write!(s, " {} |", header(*m));
@@ -125,7 +126,7 @@ fn table(d: &RunData, columns: &[Metric]) -> String {
     s.push_str(&" ---: |".repeat(columns.len()));
     s.push('\n');
     for p in d.measured() {
-        if columns.iter().all(|m| d.spread(&p.key, *m).is_none()) {
+        if only_with_figures && columns.iter().all(|m| d.spread(&p.key, *m).is_none()) {
             continue;
         }
         let _ = write!(s, "| {} |", p.label);
@@ -361,7 +362,7 @@ pub fn render(d: &RunData, cmd: &str) -> String {
     s.push_str(&summary_table(d));
     let _ = writeln!(
         s,
-        "\n## HTTP\n\n`sluice-load http`, HTTP/1.1 `GET /` with a 64-byte answer, {} s per figure: requests/s with 32 connections over 2 client threads, kept alive and a new connection per request (`Connection: close`), with proxy CPU per request; latency of one request at a time on one kept-alive connection (with 32 connections the machine is saturated and latency only mirrors the rate). Only the paths that forward HTTP requests: sluice's `http://` endpoint (the data channel transport as named) and HAProxy chained twice in `mode http`. Requests/s as a ratio to direct in the same round, latency added to direct, proxy CPU per request raw.\n",
+        "\n## HTTP\n\n`sluice-load http`, HTTP/1.1 `GET /` with a 64-byte answer, {} s per figure: requests/s with 32 connections over 2 client threads, kept alive and a new connection per request (`Connection: close`), with proxy CPU per request; latency of one request at a time on one kept-alive connection (with 32 connections the machine is saturated and latency only mirrors the rate). Only the paths that forward HTTP requests: sluice's `http://` endpoint (the data channel transport as named) and HAProxy chained twice, here through a `mode http` section of each hop (its label names its `mode tcp` sections, which splice). Requests/s as a ratio to direct in the same round, latency added to direct, proxy CPU per request raw.\n",
         st.seconds
     );
     s.push_str(&http_table(d));
