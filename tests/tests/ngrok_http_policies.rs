@@ -279,10 +279,11 @@ fn ngrok_documentation_http_policies_run_unchanged_on_http_agent_endpoints() {
                 "{}: {logged}",
                 case.name
             );
-            // Written by the agent endpoint's policy, not the cloud endpoint's.
+            // Written by the agent endpoint's policy, not the cloud endpoint's (its
+            // internal URL as bound: the port written out).
             assert_eq!(
                 logged["policy"],
-                format!("http://case{i}.internal"),
+                format!("http://case{i}.internal:80"),
                 "{}: {logged}",
                 case.name
             );
