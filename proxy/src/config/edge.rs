@@ -196,6 +196,11 @@ pub const DEFAULT_RESPONSE_TIMEOUT: std::time::Duration = std::time::Duration::f
 pub const RESPONSE_TIMEOUT_RANGE: std::ops::RangeInclusive<std::time::Duration> =
     std::time::Duration::from_secs(1)..=std::time::Duration::from_secs(24 * 3600);
 
+/// Whether an endpoint's URL names an HTTP endpoint (`http://` or `https://`).
+pub fn serves_http(url: &str) -> bool {
+    url.starts_with("http://") || url.starts_with("https://")
+}
+
 /// Checks an endpoint's `response_timeout` against its URL: only HTTP endpoints have
 /// responses to wait for, and the wait is bounded both ways.
 pub fn check_response_timeout(
@@ -205,7 +210,7 @@ pub fn check_response_timeout(
     let Some(timeout) = timeout else {
         return Ok(DEFAULT_RESPONSE_TIMEOUT);
     };
-    if !(url.starts_with("http://") || url.starts_with("https://")) {
+    if !serves_http(url) {
         return Err(format!(
             "`{url}`: response_timeout applies to http:// and https:// endpoints only"
         ));

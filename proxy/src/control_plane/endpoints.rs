@@ -197,7 +197,7 @@ fn response_timeout(url: &str, secs: Option<u64>) -> Result<Duration, PlaneError
 
 /// The seconds shown for an endpoint's response timeout: HTTP endpoints only.
 fn shown_response_timeout(url: &str, timeout: Duration) -> Option<u64> {
-    (url.starts_with("http://") || url.starts_with("https://")).then_some(timeout.as_secs())
+    crate::config::edge::serves_http(url).then_some(timeout.as_secs())
 }
 
 /// The server configuration of an endpoint's `terminate_tls` files; a path that is

@@ -861,8 +861,7 @@ async fn send(
         DataChannel::Plain(tcp, reader) => {
             let stream = ChunkedSub::new(tcp, reader, || true);
             let park = |tcp| Some(ParkedChannel::plain(tcp));
-            let exchanged = exchange(stream, via, req, upgrade, keep, response_timeout, park);
-            exchanged.await
+            exchange(stream, via, req, upgrade, keep, response_timeout, park).await
         }
         DataChannel::Tls(tls, reader) => {
             let stream = ChunkedSub::new(*tls, reader, || true);
