@@ -192,6 +192,32 @@ fn an_endpoint_whose_port_is_busy_on_another_edge_is_served_there_once_the_port_
 }
 
 #[test]
+fn an_http_endpoints_response_timeout_set_through_one_edge_is_in_force_on_the_other() {
+    let etcd = Etcd::start();
+    let fx = Fixture::new();
+    let (a, b) = fleet(&fx, &etcd);
+    let created = a.admin.create(
+        "/v1/endpoints",
+        json!({
+            "url": "http://slow.fleet.example",
+            "traffic_policy": fixture::forward_all("http://api.internal"),
+            "response_timeout_secs": 7,
+        }),
+    );
+    let id = created["id"].as_str().unwrap().to_string();
+    assert_eq!(created["response_timeout_secs"], 7, "{created}");
+    // B lists the value its own live endpoint runs with.
+    wait_until(
+        "B serves the endpoint with A's timeout",
+        PROPAGATION,
+        || {
+            listed(&b, &id)
+                .is_some_and(|e| e["response_timeout_secs"] == 7 && e["listen_addr"] != "")
+        },
+    );
+}
+
+#[test]
 fn a_token_made_through_one_edge_works_on_the_other_and_its_revocation_ends_the_session() {
     let etcd = Etcd::start();
     let fx = Fixture::new();
