@@ -26,14 +26,15 @@ const BIN: &str = env!("CARGO_BIN_EXE_sluice-load");
 #[test]
 fn connect_on_a_pool_of_threads_cycles_and_verifies() {
     let server = start(ServeMode::Echo, 1, drivers()[0]);
-    let o = ConnectOptions::new(short(server.local_addr(), 300))
+    let o = ConnectOptions::new(short(server.local_addr(), 1000))
         .concurrency(8)
         .size(64)
         .model(ClientModel::Blocking);
     let r = connect::run(&o).unwrap();
     assert_eq!(r.errors.total(), 0, "{:?}", r.samples);
     assert_eq!(r.driver, DriverKind::Blocking);
-    assert!(r.ops > 50, "only {} connections", r.ops);
+    // More connections than threads: the threads cycle (not a rate; CI is noisy).
+    assert!(r.ops > 16, "only {} connections", r.ops);
     assert!(r.conns.opened >= r.ops);
     assert_eq!(r.latency.len(), r.ops);
     assert!(r.conns.peak_open <= 8, "peak {}", r.conns.peak_open);
@@ -45,13 +46,15 @@ fn connect_on_a_pool_of_threads_cycles_and_verifies() {
 fn one_thread_is_one_connection_at_a_time() {
     let server = start(ServeMode::Echo, 1, drivers()[0]);
     for size in [0, 64] {
-        let o = ConnectOptions::new(short(server.local_addr(), 200))
+        let o = ConnectOptions::new(short(server.local_addr(), 1000))
             .concurrency(1)
             .size(size)
             .model(ClientModel::Blocking);
         let r = connect::run(&o).unwrap();
         assert_eq!(r.errors.total(), 0, "size {size}: {:?}", r.samples);
-        assert!(r.ops > 10, "size {size}: only {} connections", r.ops);
+        // A few connections one after another on the one thread (not a rate: a CI run
+        // once managed a single 64 B connection in a 200 ms window).
+        assert!(r.ops >= 3, "size {size}: only {} connections", r.ops);
         assert_eq!(r.conns.peak_open, 1, "size {size}");
     }
     server.stop().unwrap();
@@ -60,13 +63,13 @@ fn one_thread_is_one_connection_at_a_time() {
 #[test]
 fn rr_on_a_pool_of_threads_keeps_its_connections() {
     let server = start(ServeMode::Echo, 1, drivers()[0]);
-    let o = RrOptions::new(short(server.local_addr(), 300))
+    let o = RrOptions::new(short(server.local_addr(), 1000))
         .connections(4)
         .size(100)
         .model(ClientModel::Blocking);
     let r = rr::run(&o).unwrap();
     assert_eq!(r.errors.total(), 0, "{:?}", r.samples);
-    assert!(r.ops > 100, "only {} requests", r.ops);
+    assert!(r.ops > 16, "only {} requests", r.ops);
     assert_eq!(r.conns.opened, 4);
     assert_eq!(r.conns.held, 4);
     server.stop().unwrap();
@@ -82,7 +85,7 @@ fn tls_connect_and_rr_on_a_pool_of_threads() {
     )
     .unwrap();
     let client_tls = tls::client_options(Roots::Certs(chain), "localhost").unwrap();
-    let base = short(server.local_addr(), 300).tls(Some(client_tls));
+    let base = short(server.local_addr(), 1000).tls(Some(client_tls));
     let r = connect::run(
         &ConnectOptions::new(base.clone())
             .concurrency(2)
@@ -90,7 +93,7 @@ fn tls_connect_and_rr_on_a_pool_of_threads() {
     )
     .unwrap();
     assert_eq!(r.errors.total(), 0, "{:?}", r.samples);
-    assert!(r.ops > 5);
+    assert!(r.ops > 2, "only {} connections", r.ops);
     let r = rr::run(
         &RrOptions::new(base)
             .connections(2)
@@ -99,7 +102,7 @@ fn tls_connect_and_rr_on_a_pool_of_threads() {
     )
     .unwrap();
     assert_eq!(r.errors.total(), 0, "{:?}", r.samples);
-    assert!(r.ops > 20);
+    assert!(r.ops > 4, "only {} requests", r.ops);
     server.stop().unwrap();
 }
 

@@ -26,7 +26,7 @@ fn kept_alive_and_a_connection_per_request_against_serve() {
         let kept = HttpOptions::new(short(server.local_addr(), 300).driver(d)).connections(4);
         let r = http::run(&kept).unwrap();
         assert_eq!(r.errors.total(), 0, "{d:?}: {:?}", r.samples);
-        assert!(r.ops > 100, "{d:?}: only {} requests", r.ops);
+        assert!(r.ops > 10, "{d:?}: only {} requests", r.ops);
         assert_eq!(r.latency.len(), r.ops);
         assert_eq!(r.conns.opened, 4, "{d:?}: kept alive, four connections");
 
@@ -37,7 +37,7 @@ fn kept_alive_and_a_connection_per_request_against_serve() {
             .new_connection(true);
         let r = http::run(&each).unwrap();
         assert_eq!(r.errors.total(), 0, "{d:?}: {:?}", r.samples);
-        assert!(r.ops > 20, "{d:?}: only {} requests", r.ops);
+        assert!(r.ops > 4, "{d:?}: only {} requests", r.ops);
         assert!(
             r.conns.opened >= r.ops,
             "{d:?}: {} connections for {} requests",
@@ -74,7 +74,7 @@ fn statuses_and_body_framings_of_other_servers() {
         }
     });
     let r = http::run(&HttpOptions::new(short(chunked.addr, 300)).connections(2)).unwrap();
-    assert!(r.ops > 20, "only {} requests", r.ops);
+    assert!(r.ops > 4, "only {} requests", r.ops);
     assert_eq!(r.errors.get(ErrorClass::HttpStatus), r.errors.total());
     // Errors are counted in the measured window only; each response was one.
     assert!(
@@ -99,7 +99,7 @@ fn statuses_and_body_framings_of_other_servers() {
     });
     let r = http::run(&HttpOptions::new(short(interim.addr, 300))).unwrap();
     assert_eq!(r.errors.total(), 0, "{:?}", r.samples);
-    assert!(r.ops > 20, "only {} requests", r.ops);
+    assert!(r.ops > 4, "only {} requests", r.ops);
     assert_eq!(
         r.conns.opened, 1,
         "interim answers and trailers keep the connection"
@@ -143,7 +143,7 @@ fn head_requests_against_serve_keep_their_connection() {
         .method("HEAD");
     let r = http::run(&o).unwrap();
     assert_eq!(r.errors.total(), 0, "{:?}", r.samples);
-    assert!(r.ops > 100, "only {} requests", r.ops);
+    assert!(r.ops > 10, "only {} requests", r.ops);
     assert_eq!(r.conns.opened, 2);
     server.stop().unwrap();
 }
