@@ -46,15 +46,15 @@ fn connect_on_a_pool_of_threads_cycles_and_verifies() {
 fn one_thread_is_one_connection_at_a_time() {
     let server = start(ServeMode::Echo, 1, drivers()[0]);
     for size in [0, 64] {
-        let o = ConnectOptions::new(short(server.local_addr(), 1000))
+        let o = ConnectOptions::new(short(server.local_addr(), 1500))
             .concurrency(1)
             .size(size)
             .model(ClientModel::Blocking);
         let r = connect::run(&o).unwrap();
         assert_eq!(r.errors.total(), 0, "size {size}: {:?}", r.samples);
-        // A few connections one after another on the one thread (not a rate: a CI run
-        // once managed a single 64 B connection in a 200 ms window).
-        assert!(r.ops >= 3, "size {size}: only {} connections", r.ops);
+        // Connections one after another on the one thread (not a rate: a connect that
+        // waits for a SYN retransmission takes 1 s of the window).
+        assert!(r.ops >= 2, "size {size}: only {} connections", r.ops);
         assert_eq!(r.conns.peak_open, 1, "size {size}");
     }
     server.stop().unwrap();
