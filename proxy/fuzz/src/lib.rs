@@ -1,7 +1,8 @@
 //! Helpers shared by the fuzz targets in `fuzz_targets/`.
 //!
 //! - [`seed_frames`]: one of each frame kind, the source of `corpus/frame_decoder/`
-//!   (regenerate with `SLUICE_FUZZ_REGEN=1 cargo test`, see `docs/fuzzing.md`).
+//!   (regenerate with `SLUICE_FUZZ_REGEN=1 cargo test -p sluice-proxy --test
+//!   fuzz_seeds`, see `docs/fuzzing.md`).
 //! - [`ConfigSandbox`]: a private directory holding a valid self-signed certificate and
 //!   key, so edge and agent configs that name `edge.crt` / `edge.key` / `ca.pem` get past
 //!   file loading and the fuzzer reaches the validation behind it.
@@ -182,10 +183,16 @@ mod tests {
 
     use super::*;
 
+    /// `corpus/<target>` of the fuzz crate, whether these tests are built by it or by
+    /// sluice-proxy's `tests/fuzz_seeds.rs` (the usual way: CI's test run).
     fn corpus_dir(target: &str) -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("corpus")
-            .join(target)
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let fuzz = if manifest.ends_with("fuzz") {
+            manifest.to_path_buf()
+        } else {
+            manifest.join("fuzz")
+        };
+        fuzz.join("corpus").join(target)
     }
 
     /// The frame seeds in git are exactly what the codec encodes today; with
