@@ -103,7 +103,8 @@ pub struct LiveEndpoint {
 }
 
 impl LiveEndpoint {
-    /// Whether it serves HTTP requests (`http://`, `https://`) rather than streams.
+    /// Whether it is an `https://` endpoint: on the shared TLS port, it serves HTTP
+    /// requests rather than streams (`http://` endpoints have a port of their own).
     pub fn is_https(&self) -> bool {
         self.url.starts_with("https://")
     }
