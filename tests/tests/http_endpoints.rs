@@ -356,8 +356,10 @@ fn an_https_endpoint_ends_tls_at_the_edge_and_speaks_http2_or_http1() {
     let ca_file = fx.write("ca.crt", &ca.pem());
     let yaml = fx.tls_edge_head()
         + &format!(
-            "  - url: https://api.example.com\n    terminate_tls: {{ cert: api.crt, key: api.key }}\n    traffic_policy: {}\n",
-            fixture::forward_all(SECURE_API)
+            "  - url: https://api.example.com\n    terminate_tls: {{ cert: api.crt, key: api.key }}\n    traffic_policy: {}\n\
+             admin:\n  listen: 127.0.0.1:0\n  api_keys: [\"{}\"]\n",
+            fixture::forward_all(SECURE_API),
+            fixture::token_hash("http-test-admin-key-0123456789"),
         );
     let mut edge = Sluice::edge(&fx.write("edge.yml", &yaml), "uring");
     let (agent_addr, _) = edge.edge_addrs(0);
@@ -398,6 +400,25 @@ fn an_https_endpoint_ends_tls_at_the_edge_and_speaks_http2_or_http1() {
             "{flag}: one connection"
         );
     }
+
+    // Its responses are counted by class in /metrics, as an http:// endpoint's are.
+    let metrics = sluice_tests::admin::Admin::new(
+        sluice_tests::admin::listening(&mut edge).0,
+        "http-test-admin-key-0123456789",
+    )
+    .call("GET", "/metrics", None)
+    .text;
+    let ok = prom::samples(&metrics, "sluice_edge_http_responses_total")
+        .filter(|(labels, _)| {
+            labels.contains("endpoint=\"https://api.example.com\"")
+                && labels.contains("class=\"2xx\"")
+        })
+        .map(|(_, v)| v)
+        .sum::<f64>();
+    assert_eq!(
+        ok, 6.0,
+        "three requests over HTTP/2, three over HTTP/1.1:\n{metrics}"
+    );
 }
 
 #[test]

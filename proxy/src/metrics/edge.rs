@@ -87,9 +87,12 @@ pub fn render(edge: &EdgeShared) -> String {
     e.family(
         "sluice_edge_http_responses_total",
         "counter",
-        "Responses of http:// endpoints by status class, the edge's own error pages included.",
+        "Responses of http:// and https:// endpoints by status class, the edge's own error pages included.",
     );
-    for ep in endpoints.iter().filter(|ep| ep.url.starts_with("http://")) {
+    for ep in endpoints
+        .iter()
+        .filter(|ep| crate::config::edge::serves_http(&ep.url))
+    {
         for (class, c) in ["1xx", "2xx", "3xx", "4xx", "5xx"]
             .into_iter()
             .zip(&ep.stats.http_responses)
