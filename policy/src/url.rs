@@ -59,6 +59,8 @@ pub struct InternalUrl {
     host: String,
     port: u16,
     original: String,
+    /// `scheme://host:port`, made once: the edge looks a pool up by it per request.
+    canonical: String,
 }
 
 impl InternalUrl {
@@ -92,7 +94,7 @@ impl InternalUrl {
 
     /// The canonical form, `scheme://host:port`, used as the pool key.
     pub fn canonical(&self) -> String {
-        format!("{}://{}:{}", self.scheme, self.host, self.port)
+        self.canonical.clone()
     }
 }
 
@@ -181,11 +183,13 @@ fn parse(text: &str) -> Result<InternalUrl, String> {
             return Err("a `tcp` URL needs a port, e.g. `tcp://db.internal:5432`".to_owned())
         }
     };
+    let canonical = format!("{scheme}://{host}:{port}");
     Ok(InternalUrl {
         scheme,
         host,
         port,
         original: text.to_owned(),
+        canonical,
     })
 }
 

@@ -62,6 +62,8 @@ const STREAM_END_WAIT: Duration = Duration::from_secs(2);
 pub struct ConnInfo {
     /// The client.
     pub peer: SocketAddr,
+    /// Its address as `X-Forwarded-For` names it (headers.rs's `client_value`).
+    pub client_value: header::HeaderValue,
     /// The address it connected to.
     pub server: SocketAddr,
     /// The edge.
@@ -378,7 +380,7 @@ async fn phases(req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> {
     let mut req = to_upstream(
         Request::from_parts(parts, body),
         &motion,
-        conn.peer,
+        &conn.client_value,
         conn.proto,
         &host_header,
         upgrade.as_ref().map(|u| &u.0),
@@ -770,7 +772,7 @@ fn on_response(
 fn to_upstream(
     req: Request<Incoming>,
     motion: &Rc<crate::io::idle::Progress>,
-    client: SocketAddr,
+    client: &header::HeaderValue,
     proto: &'static str,
     host: &str,
     upgrade: Option<&header::HeaderValue>,
@@ -782,7 +784,7 @@ fn to_upstream(
     if trailers {
         headers.insert(header::TE, header::HeaderValue::from_static("trailers"));
     }
-    headers::add_forwarded(headers, client.ip(), proto, host);
+    headers::add_forwarded(headers, client, proto, host);
     if !headers.contains_key(header::HOST) {
         if let Ok(value) = header::HeaderValue::from_str(host) {
             headers.insert(header::HOST, value);

@@ -9,18 +9,23 @@ use hyper::{
     Request,
 };
 
-/// Headers that belong to one connection, never forwarded.
-const HOP_BY_HOP: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+/// Headers that belong to one connection, never forwarded. (Named by their
+/// `HeaderName`s: a name given as a string is parsed and hashed again at each lookup.)
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// The host a request is for: its `Host` header (or the authority of an absolute
 /// URI), lowercase, without a port. `None` when it names none or an unusable one.
@@ -40,17 +45,24 @@ pub fn host_of<B>(req: &Request<B>) -> Option<String> {
 
 /// Removes the hop-by-hop headers, and those the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
+    // Most heads have none: one pass over their few names costs less than a lookup of
+    // each hop-by-hop name.
+    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+        return;
     }
-    for name in HOP_BY_HOP {
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    for name in &HOP_BY_HOP {
         headers.remove(name);
     }
 }
@@ -94,28 +106,41 @@ pub fn keep_upgrade(headers: &mut HeaderMap) {
     }
 }
 
-/// Appends `client` to `X-Forwarded-For` (after any addresses earlier proxies put
-/// there) and sets `X-Forwarded-Proto` to `proto` and `X-Forwarded-Host` to the host the
-/// client asked for (`host`, its `Host` header as sent).
-pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, proto: &'static str, host: &str) {
+/// The client's address as `X-Forwarded-For` names it, made once per connection (for
+/// [`add_forwarded`]).
+pub fn client_value(client: IpAddr) -> HeaderValue {
+    HeaderValue::from_str(&client.to_string()).expect("an IP address is a valid header value")
+}
+
+/// Appends `client` (from [`client_value`]) to `X-Forwarded-For` (after any addresses
+/// earlier proxies put there) and sets `X-Forwarded-Proto` to `proto` and
+/// `X-Forwarded-Host` to the host the client asked for (`host`, its `Host` header as
+/// sent).
+pub fn add_forwarded(
+    headers: &mut HeaderMap,
+    client: &HeaderValue,
+    proto: &'static str,
+    host: &str,
+) {
     let earlier: Vec<&str> = headers
-        .get_all("x-forwarded-for")
+        .get_all(X_FORWARDED_FOR)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .map(str::trim)
         .filter(|v| !v.is_empty())
         .collect();
     let chain = if earlier.is_empty() {
-        client.to_string()
+        Some(client.clone())
     } else {
-        format!("{}, {client}", earlier.join(", "))
+        let client = client.to_str().unwrap_or_default();
+        HeaderValue::from_str(&format!("{}, {client}", earlier.join(", "))).ok()
     };
-    if let Ok(value) = HeaderValue::from_str(&chain) {
-        headers.insert("x-forwarded-for", value);
+    if let Some(value) = chain {
+        headers.insert(X_FORWARDED_FOR, value);
     }
-    headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     if let Ok(value) = HeaderValue::from_str(host) {
-        headers.insert("x-forwarded-host", value);
+        headers.insert(X_FORWARDED_HOST, value);
     }
 }
 
@@ -193,9 +218,9 @@ mod tests {
 
     #[test]
     fn the_client_is_appended_to_the_forwarded_chain() {
-        let client: IpAddr = "203.0.113.9".parse().unwrap();
+        let client = client_value("203.0.113.9".parse().unwrap());
         let mut h = HeaderMap::new();
-        add_forwarded(&mut h, client, "http", "api.example.com:8080");
+        add_forwarded(&mut h, &client, "http", "api.example.com:8080");
         assert_eq!(h["x-forwarded-for"], "203.0.113.9");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "api.example.com:8080");
@@ -204,7 +229,7 @@ mod tests {
         h.append("x-forwarded-for", "10.0.0.1".parse().unwrap());
         h.append("x-forwarded-for", "10.0.0.2, 10.0.0.3".parse().unwrap());
         h.insert("x-forwarded-proto", "https".parse().unwrap());
-        add_forwarded(&mut h, client, "http", "a");
+        add_forwarded(&mut h, &client, "http", "a");
         assert_eq!(
             h["x-forwarded-for"],
             "10.0.0.1, 10.0.0.2, 10.0.0.3, 203.0.113.9"

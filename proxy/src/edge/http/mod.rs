@@ -37,6 +37,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<EdgeShared>)
     let server = stream.local_addr().unwrap_or(peer);
     let conn = forward::ConnInfo {
         peer,
+        client_value: headers::client_value(peer.ip()),
         server,
         shared: shared.clone(),
         endpoint: None,
@@ -77,6 +78,7 @@ pub async fn serve_tls(
     let h2 = tls.conn().alpn_protocol() == Some(b"h2".as_slice());
     let conn = forward::ConnInfo {
         peer,
+        client_value: headers::client_value(peer.ip()),
         server,
         shared: shared.clone(),
         endpoint: Some(endpoint),

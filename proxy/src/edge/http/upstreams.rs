@@ -3,10 +3,11 @@
 //! request for that member reuses one (no data channel to take, no stream to announce,
 //! no upstream connect at the agent) as HAProxy's `http-reuse` does. Most recently used
 //! first, at most [`MAX_IDLE_PER_MEMBER`] per member, each for at most [`IDLE_FOR`]
-//! (a reaper lets expired ones go while the worker has any); one the upstream closed
-//! meanwhile is skipped. (Connections kept through another edge of the fleet belong to
-//! their client's connection instead: forward.rs's `PeerSlot`.) Dropping one ends its stream, and its data
-//! channel goes back to the session (forward.rs).
+//! (a reaper lets expired ones go, within a quarter of it, while the worker has any);
+//! one the upstream closed meanwhile is skipped. (Connections kept through another edge
+//! of the fleet belong to their client's connection instead: forward.rs's `PeerSlot`.)
+//! Dropping one ends its stream, and its data channel goes back to the session
+//! (forward.rs).
 //!
 //! An HTTP/2 upstream (`upstream.protocol: http2`) multiplexes: one connection per
 //! member, URL and worker carries every request, each on a stream of its own, for as
@@ -100,13 +101,13 @@ pub fn reusable(sender: &SendRequest<Body>, channel: RawFd) -> bool {
 }
 
 /// Keeps `sender` (its last response ended; `channel` is its data channel's socket)
-/// for the next request to `url` on `member`; connections idle past [`IDLE_FOR`] or
-/// closed are let go now.
+/// for the next request to `url` on `member`; that member's connections idle past
+/// [`IDLE_FOR`] or closed are let go now (the others' by the reaper).
 pub fn put(member: u64, url: &str, sender: SendRequest<Body>, channel: RawFd) {
     let now = Instant::now();
     IDLE.with_borrow_mut(|idle| {
-        prune(idle, now);
         let senders = idle.entry((member, url.to_owned())).or_default();
+        senders.retain(|e| !e.sender.is_closed() && now.duration_since(e.since) < IDLE_FOR);
         if senders.len() < MAX_IDLE_PER_MEMBER {
             senders.push(Idle {
                 sender,
@@ -128,12 +129,12 @@ fn prune(idle: &mut HashMap<Key, Vec<Idle>>, now: Instant) {
     });
 }
 
-/// While the worker keeps idle connections: lets the expired ones go every
+/// While the worker keeps idle connections: lets the expired ones go every quarter of
 /// [`IDLE_FOR`], so a worker that gets no more requests does not hold them (each holds
 /// a data channel and an upstream connection at the agent).
 async fn reap() {
     loop {
-        monoio::time::sleep(IDLE_FOR).await;
+        monoio::time::sleep(IDLE_FOR / 4).await;
         let left = IDLE.with_borrow_mut(|idle| {
             prune(idle, Instant::now());
             idle.len()
