@@ -31,10 +31,10 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 /// URI), lowercase, without a port. `None` when it names none or an unusable one.
 pub fn host_of<B>(req: &Request<B>) -> Option<String> {
     let raw = match req.headers().get(header::HOST) {
-        Some(value) => value.to_str().ok()?.to_owned(),
-        None => req.uri().authority()?.as_str().to_owned(),
+        Some(value) => value.to_str().ok()?,
+        None => req.uri().authority()?.as_str(),
     };
-    let raw = raw.rsplit_once('@').map_or(raw.as_str(), |(_, h)| h);
+    let raw = raw.rsplit_once('@').map_or(raw, |(_, h)| h);
     let host = if let Some(v6) = raw.strip_prefix('[') {
         v6.split_once(']')?.0
     } else {

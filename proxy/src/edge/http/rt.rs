@@ -85,22 +85,24 @@ pub struct Timer;
 
 impl hyper::rt::Timer for Timer {
     fn sleep(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
-        Box::pin(Sleep(Box::pin(monoio::time::sleep(duration))))
+        Box::pin(Sleep(monoio::time::sleep(duration)))
     }
 
     fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
-        Box::pin(Sleep(Box::pin(monoio::time::sleep_until(deadline.into()))))
+        Box::pin(Sleep(monoio::time::sleep_until(deadline.into())))
     }
 }
 
-/// A monoio sleep.
-struct Sleep(Pin<Box<monoio::time::Sleep>>);
+/// A monoio sleep (one allocation per sleep: hyper sets one for each request head).
+struct Sleep(monoio::time::Sleep);
 
 impl Future for Sleep {
     type Output = ();
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        self.0.as_mut().poll(cx)
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        // SAFETY: a structural pin projection: the inner sleep is never moved out of
+        // its wrapper, nor reached other than through this pinned reference.
+        unsafe { self.map_unchecked_mut(|s| &mut s.0) }.poll(cx)
     }
 }
 

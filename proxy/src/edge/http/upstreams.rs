@@ -41,8 +41,12 @@ struct Idle {
     since: Instant,
 }
 
+/// Each member's idle connections, by URL (a member serves one URL or a few: found by
+/// comparing them, with no key to allocate per request).
+type IdleByMember = HashMap<u64, Vec<(String, Vec<Idle>)>>;
+
 thread_local! {
-    static IDLE: RefCell<HashMap<Key, Vec<Idle>>> = RefCell::new(HashMap::new());
+    static IDLE: RefCell<IdleByMember> = RefCell::new(HashMap::new());
     /// Whether this worker's reaper task runs.
     static REAPING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
     static HTTP2: RefCell<HashMap<Key, Http2Sender>> = RefCell::new(HashMap::new());
@@ -81,14 +85,18 @@ pub fn keep_http2(member: u64, url: &str, sender: Http2Sender) {
 /// that died meanwhile.
 pub fn take(member: u64, url: &str) -> Option<(SendRequest<Body>, RawFd)> {
     IDLE.with_borrow_mut(|idle| {
-        let key = (member, url.to_owned());
-        let senders = idle.get_mut(&key)?;
+        let urls = idle.get_mut(&member)?;
+        let at = urls.iter().position(|(u, _)| u == url)?;
+        let senders = &mut urls[at].1;
         while let Some(entry) = senders.pop() {
             if entry.since.elapsed() < IDLE_FOR && reusable(&entry.sender, entry.channel) {
                 return Some((entry.sender, entry.channel));
             }
         }
-        idle.remove(&key);
+        urls.swap_remove(at);
+        if urls.is_empty() {
+            idle.remove(&member);
+        }
         None
     })
 }
@@ -106,7 +114,15 @@ pub fn reusable(sender: &SendRequest<Body>, channel: RawFd) -> bool {
 pub fn put(member: u64, url: &str, sender: SendRequest<Body>, channel: RawFd) {
     let now = Instant::now();
     IDLE.with_borrow_mut(|idle| {
-        let senders = idle.entry((member, url.to_owned())).or_default();
+        let urls = idle.entry(member).or_default();
+        let at = match urls.iter().position(|(u, _)| u == url) {
+            Some(at) => at,
+            None => {
+                urls.push((url.to_owned(), Vec::new()));
+                urls.len() - 1
+            }
+        };
+        let senders = &mut urls[at].1;
         senders.retain(|e| !e.sender.is_closed() && now.duration_since(e.since) < IDLE_FOR);
         if senders.len() < MAX_IDLE_PER_MEMBER {
             senders.push(Idle {
@@ -122,10 +138,13 @@ pub fn put(member: u64, url: &str, sender: SendRequest<Body>, channel: RawFd) {
 }
 
 /// Lets connections idle past [`IDLE_FOR`], or closed, go.
-fn prune(idle: &mut HashMap<Key, Vec<Idle>>, now: Instant) {
-    idle.retain(|_, senders| {
-        senders.retain(|e| !e.sender.is_closed() && now.duration_since(e.since) < IDLE_FOR);
-        !senders.is_empty()
+fn prune(idle: &mut IdleByMember, now: Instant) {
+    idle.retain(|_, urls| {
+        urls.retain_mut(|(_, senders)| {
+            senders.retain(|e| !e.sender.is_closed() && now.duration_since(e.since) < IDLE_FOR);
+            !senders.is_empty()
+        });
+        !urls.is_empty()
     });
 }
 
