@@ -44,6 +44,9 @@ wait_log() { # file pattern
   echo "never saw '$2' in $1" >&2; cat "$1" >&2; exit 1
 }
 
+# The instruction total of a callgrind output file.
+total() { callgrind_annotate "$1" 2>/dev/null | awk '/PROGRAM TOTALS/ && !seen {gsub(",", "", $1); print $1; seen = 1}'; }
+
 # One run of `count` requests or connections: the edge's and the agent's totals in
 # TOTALS. (Not run in a command substitution: its processes must be in this shell's PIDS.)
 TOTALS=()
@@ -115,7 +118,6 @@ PY
   fi
   kill "$agent"; wait "$agent" || true
   kill "$edge"; wait "$edge" || true
-  total() { callgrind_annotate "$1" 2>/dev/null | awk '/PROGRAM TOTALS/ && !seen {gsub(",", "", $1); print $1; seen = 1}'; }
   TOTALS=("$(total "$dir/edge.cg")" "$(total "$dir/agent.cg")")
 }
 

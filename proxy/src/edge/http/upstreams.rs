@@ -123,7 +123,7 @@ pub fn put(member: u64, url: &str, sender: SendRequest<Body>, channel: RawFd) {
             }
         };
         let senders = &mut urls[at].1;
-        senders.retain(|e| !e.sender.is_closed() && now.duration_since(e.since) < IDLE_FOR);
+        let_expired_go(senders, now);
         if senders.len() < MAX_IDLE_PER_MEMBER {
             senders.push(Idle {
                 sender,
@@ -141,11 +141,16 @@ pub fn put(member: u64, url: &str, sender: SendRequest<Body>, channel: RawFd) {
 fn prune(idle: &mut IdleByMember, now: Instant) {
     idle.retain(|_, urls| {
         urls.retain_mut(|(_, senders)| {
-            senders.retain(|e| !e.sender.is_closed() && now.duration_since(e.since) < IDLE_FOR);
+            let_expired_go(senders, now);
             !senders.is_empty()
         });
         !urls.is_empty()
     });
+}
+
+/// Lets the connections of one member and URL idle past [`IDLE_FOR`], or closed, go.
+fn let_expired_go(senders: &mut Vec<Idle>, now: Instant) {
+    senders.retain(|e| !e.sender.is_closed() && now.duration_since(e.since) < IDLE_FOR);
 }
 
 /// While the worker keeps idle connections: lets the expired ones go every quarter of
