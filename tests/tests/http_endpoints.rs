@@ -16,6 +16,23 @@ const API: &str = "http://api.internal";
 const ADMIN: &str = "http://admin.internal";
 /// The seed's shape: `https://api.acme.com` forwards to an internal `https://` endpoint.
 const SECURE_API: &str = "https://api.internal";
+/// The edge's admin API key, for `/metrics`.
+const ADMIN_KEY: &str = "http-test-admin-key-0123456789";
+
+/// The edge's `admin:` section (loopback, [`ADMIN_KEY`]).
+fn admin_yaml() -> String {
+    format!(
+        "admin:\n  listen: 127.0.0.1:0\n  api_keys: [\"{}\"]\n",
+        fixture::token_hash(ADMIN_KEY)
+    )
+}
+
+/// The edge's `/metrics` text.
+fn metrics(edge: &mut Sluice) -> String {
+    sluice_tests::admin::Admin::new(sluice_tests::admin::listening(edge).0, ADMIN_KEY)
+        .call("GET", "/metrics", None)
+        .text
+}
 
 /// The edge: the shared HTTP port, `http://api.example.com` forwarding to [`API`] and
 /// `http://admin.example.com` to [`ADMIN`] for 127.0.0.5 only.
@@ -33,11 +50,10 @@ fn edge_with(
         "http_endpoints:\n  listen: 127.0.0.1:0\n",
     ) + &format!(
         "  - url: http://api.example.com\n{api_extra}    traffic_policy: {}\n\
-             \x20 - url: http://admin.example.com\n    traffic_policy: {}\n\
-             admin:\n  listen: 127.0.0.1:0\n  api_keys: [\"{}\"]\n",
+             \x20 - url: http://admin.example.com\n    traffic_policy: {}\n{}",
         fixture::forward_all(API),
         fixture::allow_only(&["127.0.0.5/32"], ADMIN),
-        fixture::token_hash("http-test-admin-key-0123456789"),
+        admin_yaml(),
     );
     let mut edge = Sluice::edge(&fx.write("edge.yml", &yaml), "uring");
     let (agent_addr, _) = edge.edge_addrs(0);
@@ -192,17 +208,13 @@ fn requests_reach_the_upstream_with_forwarding_headers_and_refusals_get_pages() 
     assert_eq!(logged["status"], 403, "{logged}");
 
     // Every response counted by class.
-    let metrics = sluice_tests::admin::Admin::new(
-        sluice_tests::admin::listening(&mut edge).0,
-        "http-test-admin-key-0123456789",
-    )
-    .call("GET", "/metrics", None)
-    .text;
+    let metrics = metrics(&mut edge);
     let count = |class: &str| {
-        prom::samples(&metrics, "sluice_edge_http_responses_total")
-            .filter(|(labels, _)| labels.contains(&format!("class=\"{class}\"")))
-            .map(|(_, v)| v)
-            .sum::<f64>()
+        prom::sum(
+            &metrics,
+            "sluice_edge_http_responses_total",
+            &[&format!("class=\"{class}\"")],
+        )
     };
     assert_eq!(count("2xx"), 6.0, "{metrics}");
     assert_eq!(
@@ -356,10 +368,9 @@ fn an_https_endpoint_ends_tls_at_the_edge_and_speaks_http2_or_http1() {
     let ca_file = fx.write("ca.crt", &ca.pem());
     let yaml = fx.tls_edge_head()
         + &format!(
-            "  - url: https://api.example.com\n    terminate_tls: {{ cert: api.crt, key: api.key }}\n    traffic_policy: {}\n\
-             admin:\n  listen: 127.0.0.1:0\n  api_keys: [\"{}\"]\n",
+            "  - url: https://api.example.com\n    terminate_tls: {{ cert: api.crt, key: api.key }}\n    traffic_policy: {}\n{}",
             fixture::forward_all(SECURE_API),
-            fixture::token_hash("http-test-admin-key-0123456789"),
+            admin_yaml(),
         );
     let mut edge = Sluice::edge(&fx.write("edge.yml", &yaml), "uring");
     let (agent_addr, _) = edge.edge_addrs(0);
@@ -402,19 +413,12 @@ fn an_https_endpoint_ends_tls_at_the_edge_and_speaks_http2_or_http1() {
     }
 
     // Its responses are counted by class in /metrics, as an http:// endpoint's are.
-    let metrics = sluice_tests::admin::Admin::new(
-        sluice_tests::admin::listening(&mut edge).0,
-        "http-test-admin-key-0123456789",
-    )
-    .call("GET", "/metrics", None)
-    .text;
-    let ok = prom::samples(&metrics, "sluice_edge_http_responses_total")
-        .filter(|(labels, _)| {
-            labels.contains("endpoint=\"https://api.example.com\"")
-                && labels.contains("class=\"2xx\"")
-        })
-        .map(|(_, v)| v)
-        .sum::<f64>();
+    let metrics = metrics(&mut edge);
+    let ok = prom::sum(
+        &metrics,
+        "sluice_edge_http_responses_total",
+        &["endpoint=\"https://api.example.com\"", "class=\"2xx\""],
+    );
     assert_eq!(
         ok, 6.0,
         "three requests over HTTP/2, three over HTTP/1.1:\n{metrics}"
@@ -600,13 +604,11 @@ fn an_http2_client_that_reads_none_of_its_streams_has_them_cut_and_others_are_se
     fx.write("api.crt", &leaf.cert_pem);
     fx.write("api.key", &leaf.key_pem);
     let ca_file = fx.write("ca.crt", &ca.pem());
-    let admin_key = "http-test-admin-key-0123456789";
     let yaml = fx.tls_edge_head()
         + &format!(
-            "  - url: https://api.example.com\n    idle_timeout: 2s\n    terminate_tls: {{ cert: api.crt, key: api.key }}\n    traffic_policy: {}\n\
-             admin:\n  listen: 127.0.0.1:0\n  api_keys: [\"{}\"]\n",
+            "  - url: https://api.example.com\n    idle_timeout: 2s\n    terminate_tls: {{ cert: api.crt, key: api.key }}\n    traffic_policy: {}\n{}",
             fixture::forward_all(API),
-            fixture::token_hash(admin_key),
+            admin_yaml(),
         );
     let mut edge = Sluice::edge(&fx.write("edge.yml", &yaml), "uring");
     let (agent_addr, _) = edge.edge_addrs(0);
@@ -672,10 +674,7 @@ fn an_http2_client_that_reads_none_of_its_streams_has_them_cut_and_others_are_se
         Duration::from_secs(15),
         || api.open.load(Ordering::SeqCst) <= 1,
     );
-    let metrics =
-        sluice_tests::admin::Admin::new(sluice_tests::admin::listening(&mut edge).0, admin_key)
-            .call("GET", "/metrics", None)
-            .text;
+    let metrics = metrics(&mut edge);
     let cut = prom::sum(
         &metrics,
         "sluice_edge_connections_total",
@@ -729,10 +728,8 @@ fn an_upstream_slower_than_its_endpoints_response_timeout_gets_a_504_set_in_edge
     assert_eq!(logged["timeout_s"], 1, "{logged}");
 
     // Through the admin API: per endpoint, HTTP endpoints only, bounded.
-    let admin = sluice_tests::admin::Admin::new(
-        sluice_tests::admin::listening(&mut edge).0,
-        "http-test-admin-key-0123456789",
-    );
+    let admin =
+        sluice_tests::admin::Admin::new(sluice_tests::admin::listening(&mut edge).0, ADMIN_KEY);
     let policy = fixture::forward_all(API);
     for (url, secs) in [
         ("tcp://127.0.0.1:0", 5),
