@@ -5,14 +5,15 @@
 # 10% between runs. Counts user space only (the kernel's TCP work, most of a connection's
 # cost, is not in them): pair them with a side-by-side run of `compare` or http.sh.
 #
-#   bash bench/scripts/instructions.sh [--workload http|connect] [--small N] [--large N]
+#   bash bench/scripts/instructions.sh [--workload http|connect] [--transport tcp|tls]
+#                                      [--small N] [--large N]
 #
 # http:    N keep-alive `GET /` requests over one curl connection to an http:// endpoint
 #          (upstream: `sluice-load serve --mode http`).
 # connect: N connections to a tcp:// endpoint, each opening, echoing 64 bytes and closing
 #          (upstream: `sluice-load serve --mode echo`), from one Python client.
 # Edge and agent run under valgrind with the epoll driver (valgrind does not follow
-# io_uring's completions), `tcp` data channels. Each is run twice, with --small and
+# io_uring's completions), over `tcp` data channels unless --transport says `tls`. Each is run twice, with --small and
 # --large requests; the difference divided by (large - small) is the figure, so start-up
 # and shut-down cancel out. SLUICE_BIN=path weighs another build with the same harness.
 # Needs valgrind and curl; every process it starts is stopped by PID; loopback only.
@@ -20,17 +21,20 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 WORKLOAD=http
+TRANSPORT=tcp
 SMALL=500
 LARGE=2500
 while [ $# -gt 0 ]; do
   case "$1" in
     --workload) WORKLOAD="$2"; shift 2 ;;
+    --transport) TRANSPORT="$2"; shift 2 ;;
     --small) SMALL="$2"; shift 2 ;;
     --large) LARGE="$2"; shift 2 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
 case "$WORKLOAD" in http|connect) ;; *) echo "--workload is http or connect" >&2; exit 2 ;; esac
+case "$TRANSPORT" in tcp|tls) ;; *) echo "--transport is tcp or tls" >&2; exit 2 ;; esac
 [ "$LARGE" -gt "$SMALL" ] || { echo "--large must exceed --small" >&2; exit 2; }
 command -v valgrind >/dev/null || { echo "valgrind missing: apt-get install valgrind" >&2; exit 2; }
 
@@ -75,7 +79,7 @@ $endpoint
 YML
   cat > "$dir/agent.yml" <<YML
 version: 3
-agent: { authtoken: "$TOKEN", connect_url: "127.0.0.1:$agent_port", connect_cas: $WORK/edge.crt, server_name: localhost, transport: tcp, data_channels: 8 }
+agent: { authtoken: "$TOKEN", connect_url: "127.0.0.1:$agent_port", connect_cas: $WORK/edge.crt, server_name: localhost, transport: $TRANSPORT, data_channels: 8 }
 endpoints:
   - { url: $internal, upstream: { url: "$upstream" } }
 YML
@@ -124,11 +128,11 @@ PY
 # The warm-up request or connection is the same in both runs, so it cancels out too.
 run "$SMALL"; edge_small=${TOTALS[0]}; agent_small=${TOTALS[1]}
 run "$LARGE"; edge_large=${TOTALS[0]}; agent_large=${TOTALS[1]}
-python3 - "$WORKLOAD" "$SMALL" "$LARGE" "$edge_small" "$edge_large" "$agent_small" "$agent_large" "$SLUICE" <<'PY'
+python3 - "$WORKLOAD/$TRANSPORT" "$SMALL" "$LARGE" "$edge_small" "$edge_large" "$agent_small" "$agent_large" "$SLUICE" <<'PY'
 import sys
 workload, small, large = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 es, el, as_, al = map(int, sys.argv[4:8])
-unit = "request" if workload == "http" else "connection"
+unit = "request" if workload.startswith("http") else "connection"
 n = large - small
 print(f"{sys.argv[8]}: instructions per {unit} ({workload}, {small} and {large} runs, callgrind, epoll driver)")
 print(f"edge  {(el - es) / n:10.0f}")

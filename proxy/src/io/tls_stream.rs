@@ -14,7 +14,7 @@
 //! fed in first with [`TlsStream::with_early`].
 
 use std::{
-    io::{self, Read, Write},
+    io::{self, BufRead, Write},
     ops::{Deref, DerefMut},
     os::fd::{AsRawFd, RawFd},
     sync::Arc,
@@ -192,29 +192,36 @@ where
         Ok(n.max(1))
     }
 
-    async fn read_plain(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        loop {
-            match self.conn.reader().read(out) {
-                Ok(n) => return Ok(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+    /// Moves the plaintext rustls has decrypted into `buf`'s spare capacity, record by
+    /// record, as much as fits: `Ok(Some(n))` with `n` bytes moved (0 at a clean
+    /// close_notify, or for a buffer with no room), `Ok(None)` when none is decrypted yet.
+    /// Copied straight into the (possibly uninitialised) capacity, so nothing is zeroed
+    /// first.
+    fn take_plain<T: IoBufMut>(&mut self, buf: &mut T) -> io::Result<Option<usize>> {
+        let room = buf.bytes_total();
+        let mut moved = 0;
+        let mut reader = self.conn.reader();
+        while moved < room {
+            let chunk = match reader.fill_buf() {
+                Ok(chunk) => chunk,
+                Err(_) if moved > 0 => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
                 Err(e) => return Err(e),
+            };
+            if chunk.is_empty() {
+                break;
             }
-            if self.fill().await? == 0 {
-                // EOF from the socket. Without close_notify rustls calls it truncation;
-                // many servers close that way, and sluice forwards byte streams whose
-                // protocols delimit their own messages (data channels frame theirs), so
-                // it reads as EOF and is passed on as FIN, as plain TCP would be.
-                return match self.conn.reader().read(out) {
-                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(0),
-                    other => other,
-                };
-            }
+            let n = chunk.len().min(room - moved);
+            // SAFETY: `write_ptr()..+bytes_total()` is the buffer's own allocation, owned
+            // by it for this call; `moved + n <= room` keeps the copy inside it, and rustls's
+            // plaintext is a separate allocation.
+            unsafe { std::ptr::copy_nonoverlapping(chunk.as_ptr(), buf.write_ptr().add(moved), n) };
+            reader.consume(n);
+            moved += n;
         }
+        Ok(Some(moved))
     }
 }
-
-/// Most plaintext one read hands out: two TLS records.
-const READ_WINDOW: usize = 32 * 1024;
 
 impl<C, IO, SD> AsyncReadRent for TlsStream<C, IO>
 where
@@ -223,21 +230,39 @@ where
     IO: AsyncReadRent + AsyncWriteRent,
 {
     async fn read<T: IoBufMut>(&mut self, mut buf: T) -> BufResult<usize, T> {
-        // A `&mut [u8]` must not cover uninitialised memory, even one only written to:
-        // the first READ_WINDOW bytes are zeroed first (a memset of at most 32 KiB per
-        // read, next to decrypting up to as many bytes).
-        let window = buf.bytes_total().min(READ_WINDOW);
-        // SAFETY: `write_ptr()..+bytes_total()` is the buffer's own allocation, owned
-        // by it for this call; `..window` lies inside it.
-        unsafe { std::ptr::write_bytes(buf.write_ptr(), 0, window) };
-        // SAFETY: the first `window` bytes are initialised just above.
-        let out = unsafe { std::slice::from_raw_parts_mut(buf.write_ptr(), window) };
-        let res = self.read_plain(out).await;
-        if let Ok(n) = res {
-            // SAFETY: rustls initialised the first `n` bytes.
-            unsafe { buf.set_init(n) };
+        loop {
+            match self.take_plain(&mut buf) {
+                Ok(Some(n)) => {
+                    // SAFETY: `take_plain` initialised the first `n` bytes.
+                    unsafe { buf.set_init(n) };
+                    return (Ok(n), buf);
+                }
+                Ok(None) => {}
+                Err(e) => return (Err(e), buf),
+            }
+            match self.fill().await {
+                Ok(0) => {
+                    // EOF from the socket. Without close_notify rustls calls it
+                    // truncation; many servers close that way, and sluice forwards byte
+                    // streams whose protocols delimit their own messages (data channels
+                    // frame theirs), so it reads as EOF and is passed on as FIN, as
+                    // plain TCP would be.
+                    let res = match self.take_plain(&mut buf) {
+                        Ok(Some(n)) => Ok(n),
+                        Ok(None) => Ok(0),
+                        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(0),
+                        Err(e) => Err(e),
+                    };
+                    if let Ok(n) = res {
+                        // SAFETY: `take_plain` initialised the first `n` bytes.
+                        unsafe { buf.set_init(n) };
+                    }
+                    return (res, buf);
+                }
+                Ok(_) => {}
+                Err(e) => return (Err(e), buf),
+            }
         }
-        (res, buf)
     }
 
     async fn readv<T: IoVecBufMut>(&mut self, mut buf: T) -> BufResult<usize, T> {
@@ -292,5 +317,91 @@ where
         self.conn.send_close_notify();
         self.flush_tls().await?;
         self.io.shutdown().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use rustls::pki_types::PrivateKeyDer;
+
+    use super::*;
+    use crate::runtime::{block_on, Driver};
+
+    fn configs() -> (Arc<ServerConfig>, Arc<ClientConfig>) {
+        let certified = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        let cert = certified.cert.der().clone();
+        let key = PrivateKeyDer::try_from(certified.signing_key.serialize_der()).unwrap();
+        let none = Path::new("-");
+        let server = crate::tls::server_config(vec![cert.clone()], key, none, none).unwrap();
+        let client = crate::tls::client_config(Some(vec![cert])).unwrap();
+        (server, client)
+    }
+
+    /// What a client reading with `read_size` buffers got from a server that wrote
+    /// `sent` in `writes` records and then closed (`close_notify` or a bare FIN).
+    fn received(sent: Vec<u8>, writes: usize, read_size: usize, close_notify: bool) -> Vec<u8> {
+        block_on(Driver::Legacy, || async move {
+            let listener = monoio::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap();
+            let (server_config, client_config) = configs();
+            let server = monoio::spawn(async move {
+                let (tcp, _) = listener.accept().await.unwrap();
+                let mut tls = accept(tcp, server_config).await.unwrap();
+                for part in sent.chunks(sent.len().div_ceil(writes)) {
+                    let (res, _) = tls.write_all(part.to_vec()).await;
+                    res.unwrap();
+                }
+                if close_notify {
+                    tls.shutdown().await.unwrap();
+                } else {
+                    tls.io_mut().shutdown().await.unwrap();
+                }
+            });
+            let tcp = TcpStream::connect(addr).await.unwrap();
+            let name = ServerName::try_from("localhost").unwrap();
+            let mut tls = connect(tcp, client_config, name).await.unwrap();
+            let mut got = Vec::new();
+            loop {
+                let (res, buf) = tls.read(Vec::with_capacity(read_size)).await;
+                let n = res.unwrap();
+                assert_eq!(buf.len(), n);
+                assert!(n <= read_size);
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf);
+            }
+            server.await;
+            got
+        })
+        .unwrap()
+    }
+
+    fn pattern(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i % 251) as u8).collect()
+    }
+
+    #[test]
+    fn small_reads_take_records_apart_and_large_reads_gather_them_in_order() {
+        let sent = pattern(100_000);
+        for read_size in [1, 7, 1000, 16 * 1024, 200_000] {
+            for writes in [1, 9] {
+                let got = received(sent.clone(), writes, read_size, true);
+                assert!(
+                    got == sent,
+                    "read size {read_size}, {writes} writes: {} bytes of {} came back intact",
+                    got.len(),
+                    sent.len()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_fin_without_close_notify_reads_as_the_end_after_every_byte() {
+        let sent = pattern(40_000);
+        assert!(received(sent.clone(), 3, 4096, false) == sent);
     }
 }
