@@ -1,5 +1,6 @@
 //! The runner's command line: `--quick | --full`, `--out DIR`, `--name NAME`,
-//! `--paths a,b` (a subset; direct is always measured), `--rounds N`.
+//! `--paths a,b` (a subset; direct is always measured), `--rounds N`, `--baseline BIN`
+//! (another build of sluice, measured beside this one in every round).
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
@@ -12,6 +13,9 @@ pub struct Args {
     pub out: PathBuf,
     pub name: Option<String>,
     pub paths: Option<Vec<String>>,
+    /// Another build of sluice (say, main before a change): each selected sluice path
+    /// is measured with it too, as `sluice-tcp-baseline` / `sluice-tls-baseline`.
+    pub baseline: Option<PathBuf>,
 }
 
 /// The settings of a mode: `quick` fits in a few minutes, `full` is the reference.
@@ -36,12 +40,12 @@ pub fn settings(mode: &str) -> Settings {
     }
 }
 
-pub const USAGE: &str = "usage: compare (--quick | --full) [--out bench/reports] [--name NAME] [--paths sluice-tcp,bore,...] [--rounds N]\n       compare --render RUN.json quick|full   (the report again from a run's JSON)";
+pub const USAGE: &str = "usage: compare (--quick | --full) [--out bench/reports] [--name NAME] [--paths sluice-tcp,bore,...] [--rounds N] [--baseline OTHER_SLUICE_BINARY]\n       compare --render RUN.json quick|full   (the report again from a run's JSON)";
 
 pub fn parse(argv: &[String]) -> Result<Args> {
     let mut mode = None;
     let mut out = PathBuf::from("bench/reports");
-    let (mut name, mut paths, mut rounds) = (None, None, None);
+    let (mut name, mut paths, mut rounds, mut baseline) = (None, None, None, None);
     let mut it = argv.iter();
     while let Some(a) = it.next() {
         let mut value = || {
@@ -55,6 +59,7 @@ pub fn parse(argv: &[String]) -> Result<Args> {
             "--out" => out = PathBuf::from(value()?),
             "--name" => name = Some(value()?),
             "--paths" => paths = Some(value()?.split(',').map(str::to_string).collect()),
+            "--baseline" => baseline = Some(PathBuf::from(value()?)),
             "--rounds" => {
                 rounds = Some(
                     value()?
@@ -81,6 +86,7 @@ pub fn parse(argv: &[String]) -> Result<Args> {
         out,
         name,
         paths,
+        baseline,
     })
 }
 
@@ -103,6 +109,9 @@ mod tests {
         assert_eq!(f.settings.rounds, 7);
         assert_eq!(f.paths.unwrap(), ["sluice-tcp", "bore"]);
         assert_eq!(f.name.as_deref(), Some("x"));
+        assert!(f.baseline.is_none());
+        let b = parse(&v("--quick --baseline /tmp/sluice-before")).unwrap();
+        assert_eq!(b.baseline, Some(PathBuf::from("/tmp/sluice-before")));
     }
 
     #[test]

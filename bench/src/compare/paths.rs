@@ -19,9 +19,15 @@ const START_TIMEOUT: Duration = Duration::from_secs(20);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Direct,
-    Sluice { tls: bool },
+    /// `baseline`: the build given with `--baseline`, not this tree's.
+    Sluice {
+        tls: bool,
+        baseline: bool,
+    },
     Haproxy,
-    Rathole { transport: RatholeKind },
+    Rathole {
+        transport: RatholeKind,
+    },
     Bore,
 }
 
@@ -34,17 +40,39 @@ pub enum RatholeKind {
 }
 
 /// Every path, in the order they are interleaved: (key, label, kind).
-pub const ALL: [(&str, &str, Kind); 8] = [
+pub const ALL: [(&str, &str, Kind); 10] = [
     ("direct", "direct", Kind::Direct),
     (
         "sluice-tcp",
         "sluice, tcp transport",
-        Kind::Sluice { tls: false },
+        Kind::Sluice {
+            tls: false,
+            baseline: false,
+        },
+    ),
+    (
+        "sluice-tcp-baseline",
+        "sluice baseline build, tcp transport",
+        Kind::Sluice {
+            tls: false,
+            baseline: true,
+        },
     ),
     (
         "sluice-tls",
         "sluice, tls transport",
-        Kind::Sluice { tls: true },
+        Kind::Sluice {
+            tls: true,
+            baseline: false,
+        },
+    ),
+    (
+        "sluice-tls-baseline",
+        "sluice baseline build, tls transport",
+        Kind::Sluice {
+            tls: true,
+            baseline: true,
+        },
     ),
     ("haproxy-x2", "HAProxy x2 (splice)", Kind::Haproxy),
     (
@@ -75,6 +103,8 @@ pub const ALL: [(&str, &str, Kind); 8] = [
 pub struct Env {
     pub dir: PathBuf,
     pub sluice: PathBuf,
+    /// The `--baseline` build, when one was given.
+    pub baseline: Option<PathBuf>,
     pub haproxy: Option<PathBuf>,
     pub rathole: Option<PathBuf>,
     pub bore: Option<PathBuf>,
@@ -190,7 +220,12 @@ pub fn start(key: &'static str, kind: Kind, env: &Env, round: u32) -> Result<Run
             agent: vec![],
             usable: None,
         }),
-        Kind::Sluice { tls } => {
+        Kind::Sluice { tls, baseline } => {
+            let bin = if baseline {
+                need(&env.baseline, "the --baseline build")?
+            } else {
+                &env.sluice
+            };
             let control = free_addrs(1)?[0];
             let public = public_addrs(true)?;
             let e = write(
@@ -213,13 +248,13 @@ pub fn start(key: &'static str, kind: Kind, env: &Env, round: u32) -> Result<Run
                     s(cfg),
                 ]
             };
-            let edge = Proc::spawn(&format!("{tag}-edge"), dir, &env.sluice, &args("edge", &e))?;
+            let edge = Proc::spawn(&format!("{tag}-edge"), dir, bin, &args("edge", &e))?;
             wait_accepting(control, START_TIMEOUT)?;
             finish(key, public, vec![edge], || {
                 Ok(vec![Proc::spawn(
                     &format!("{tag}-agent"),
                     dir,
-                    &env.sluice,
+                    bin,
                     &args("agent", &a),
                 )?])
             })

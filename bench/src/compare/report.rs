@@ -140,11 +140,7 @@ fn table(d: &RunData, columns: &[Metric], only_with_figures: bool) -> String {
 
 /// The headline number of `path` for `m` that is compared between paths.
 fn headline(d: &RunData, path: &str, m: Metric) -> Option<f64> {
-    match m.versus {
-        Versus::None => d.spread(path, m),
-        _ => d.versus(path, m),
-    }
-    .map(|s| s.median)
+    headline_spread(d, path, m).map(|s| s.median)
 }
 
 /// One line per (sluice path, peer, figure) where the sluice path's median is worse:
@@ -191,6 +187,70 @@ pub fn behind(d: &RunData) -> Vec<String> {
         }
     }
     out
+}
+
+/// The spread of `path`'s headline figure for `m` over the rounds.
+fn headline_spread(d: &RunData, path: &str, m: Metric) -> Option<Spread> {
+    match m.versus {
+        Versus::None => d.spread(path, m),
+        _ => d.versus(path, m),
+    }
+}
+
+/// This build against the `--baseline` build, one row per (transport, figure) both
+/// measured: the two medians (each from its own round's direct path), and which is
+/// better only when the two builds' ranges over the rounds do not overlap. Empty when no
+/// baseline was measured.
+pub fn against_baseline(d: &RunData) -> String {
+    let mut rows = String::new();
+    for s in ["sluice-tcp", "sluice-tls"] {
+        let base = format!("{s}-baseline");
+        if !d.measured().any(|p| p.key == base) {
+            continue;
+        }
+        for m in metrics::ALL {
+            if m.key == "errors" {
+                continue;
+            }
+            let (Some(now), Some(before)) =
+                (headline_spread(d, s, m), headline_spread(d, &base, m))
+            else {
+                continue;
+            };
+            let shown = |v: f64| match m.versus {
+                Versus::Ratio => format!("{}x", num(v)),
+                Versus::Added => format!("{} {}", signed(v), m.unit),
+                Versus::None => format!("{} {}", num(v), m.unit),
+            };
+            let verdict = if now.min > before.max {
+                if m.higher_is_better {
+                    "better"
+                } else {
+                    "worse"
+                }
+            } else if now.max < before.min {
+                if m.higher_is_better {
+                    "worse"
+                } else {
+                    "better"
+                }
+            } else {
+                "ranges overlap"
+            };
+            let _ = writeln!(
+                rows,
+                "| {} | {} | {} | {} | {verdict} |",
+                s.trim_start_matches("sluice-"),
+                m.label,
+                shown(now.median),
+                shown(before.median)
+            );
+        }
+    }
+    if rows.is_empty() {
+        return rows;
+    }
+    format!("| transport | figure | this build | baseline | this build is |\n| --- | --- | ---: | ---: | --- |\n{rows}")
 }
 
 /// The charts of the report: (file suffix, SVG text).
@@ -375,6 +435,11 @@ pub fn render(d: &RunData, cmd: &str) -> String {
             let _ = writeln!(s, "- {line}");
         }
     }
+    let base = against_baseline(d);
+    if !base.is_empty() {
+        s.push_str("\n## This build against the baseline\n\nThe `--baseline` build measured in the same rounds, interleaved with this one (medians; ratios and added latency each against its own round's direct path; better or worse only where the two builds' ranges over the rounds do not overlap, which two identical builds do by chance for 1 figure in 10 with 3 rounds and 1 in 126 with 5; a transport the change does not touch is such an identical pair, a control):\n\n");
+        s.push_str(&base);
+    }
     s.push_str("\n## Charts\n\n");
     for (suffix, _) in charts(d) {
         let _ = writeln!(s, "![{suffix}]({}-{suffix}.svg)", d.name);
@@ -454,6 +519,47 @@ mod tests {
         let b = behind(&d);
         assert_eq!(b.len(), 1, "{b:?}");
         assert!(b[0].contains("bore") && b[0].contains("p50"));
+    }
+
+    #[test]
+    fn the_baseline_section_compares_each_figure_both_builds_measured() {
+        let mut d = sample();
+        assert!(against_baseline(&d).is_empty(), "no baseline, no section");
+        d.paths.push(crate::compare::results::PathInfo {
+            key: "sluice-tcp-baseline".into(),
+            label: "sluice baseline build, tcp transport".into(),
+            status: "ok".into(),
+            version: None,
+        });
+        // sluice-tcp: 1 stream at 0.4-0.6x of direct, rr p50 +50 to +52 µs.
+        for (r, direct) in [10.0, 20.0, 30.0].into_iter().enumerate() {
+            let r = r as u32;
+            d.push(r, "sluice-tcp-baseline", metrics::THR1, direct * 0.3);
+            d.push(r, "sluice-tcp-baseline", metrics::RR_P50, 40.0);
+            d.push(r, "sluice-tcp", metrics::CPU_CONN, 100.0 + r as f64);
+            d.push(r, "sluice-tcp-baseline", metrics::CPU_CONN, 101.0);
+        }
+        let t = against_baseline(&d);
+        assert_eq!(t.lines().count(), 2 + 3, "{t}");
+        assert!(
+            t.contains("| tcp | throughput, 1 stream | 0.50x | 0.30x | better |"),
+            "{t}"
+        );
+        assert!(
+            t.contains(
+                "| tcp | proxy CPU per connection | 101 CPU µs | 101 CPU µs | ranges overlap |"
+            ),
+            "{t}"
+        );
+        assert!(
+            t.contains("| tcp | rr 64 B closed loop p50 | +51.0 µs | +10.0 µs | worse |"),
+            "{t}"
+        );
+        assert!(
+            !behind(&d).iter().any(|l| l.contains("baseline")),
+            "a baseline is not a peer"
+        );
+        assert!(render(&d, "compare").contains("## This build against the baseline"));
     }
 
     #[test]

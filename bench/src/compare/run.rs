@@ -45,8 +45,13 @@ pub fn run(args: Args, cmd: &str) -> Result<PathBuf> {
     let (sluice, sluice_load) = (bin.join("sluice"), bin.join("sluice-load"));
 
     let cache = setup::workspace_root().join("bench/.peers");
-    let wanted =
+    let chosen =
         |k: &str| k == "direct" || args.paths.as_ref().is_none_or(|p| p.iter().any(|x| x == k));
+    // A baseline path runs beside its sluice path, when a baseline build was given.
+    let wanted = |k: &str| match k.strip_suffix("-baseline") {
+        Some(current) => args.baseline.is_some() && chosen(current),
+        None => chosen(k),
+    };
     let want_any = |prefix: &str| {
         paths::ALL
             .iter()
@@ -67,6 +72,7 @@ pub fn run(args: Args, cmd: &str) -> Result<PathBuf> {
     let env = Env {
         dir: work.clone(),
         sluice: sluice.clone(),
+        baseline: args.baseline.clone(),
         haproxy: ok(&haproxy),
         rathole: ok(&rathole),
         bore: ok(&bore),
@@ -85,7 +91,22 @@ pub fn run(args: Args, cmd: &str) -> Result<PathBuf> {
     let version_for = |kind: Kind| -> (Option<String>, Option<String>) {
         let peer = match kind {
             Kind::Direct => return (None, None),
-            Kind::Sluice { .. } => return (peers::version_of(&sluice, &["--version"]), None),
+            Kind::Sluice { baseline, .. } => {
+                let bin = if baseline {
+                    match &args.baseline {
+                        Some(b) => b,
+                        None => return (None, Some("no --baseline build given".into())),
+                    }
+                } else {
+                    &sluice
+                };
+                let version = peers::version_of(bin, &["--version"]);
+                let version = match baseline {
+                    true => version.map(|v| format!("{v} ({})", bin.display())),
+                    false => version,
+                };
+                return (version, None);
+            }
             Kind::Haproxy => &haproxy,
             Kind::Rathole { .. } => &rathole,
             Kind::Bore => &bore,
