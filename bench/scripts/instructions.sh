@@ -5,11 +5,13 @@
 # 10% between runs. Counts user space only (the kernel's TCP work, most of a connection's
 # cost, is not in them): pair them with a side-by-side run of `compare` or http.sh.
 #
-#   bash bench/scripts/instructions.sh [--workload http|connect] [--transport tcp|tls]
+#   bash bench/scripts/instructions.sh [--workload http|https|connect] [--transport tcp|tls]
 #                                      [--small N] [--large N]
 #
 # http:    N keep-alive `GET /` requests over one curl connection to an http:// endpoint
 #          (upstream: `sluice-load serve --mode http`).
+# https:   the same over one HTTP/1.1 connection to an https:// endpoint (TLS ended at
+#          the edge with a self-signed certificate).
 # connect: N connections to a tcp:// endpoint, each opening, echoing 64 bytes and closing
 #          (upstream: `sluice-load serve --mode echo`), from one Python client.
 # Edge and agent run under valgrind with the epoll driver (valgrind does not follow
@@ -33,7 +35,7 @@ while [ $# -gt 0 ]; do
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
-case "$WORKLOAD" in http|connect) ;; *) echo "--workload is http or connect" >&2; exit 2 ;; esac
+case "$WORKLOAD" in http|https|connect) ;; *) echo "--workload is http, https or connect" >&2; exit 2 ;; esac
 case "$TRANSPORT" in tcp|tls) ;; *) echo "--transport is tcp or tls" >&2; exit 2 ;; esac
 [ "$LARGE" -gt "$SMALL" ] || { echo "--large must exceed --small" >&2; exit 2; }
 command -v valgrind >/dev/null || { echo "valgrind missing: apt-get install valgrind" >&2; exit 2; }
@@ -63,6 +65,13 @@ run() { # count
 service_users: [ { name: bench, authtokens: [\"$HASH\"] } ]
 endpoints:
   - url: http://bench.example"
+  if [ "$WORKLOAD" = https ]; then
+    endpoint="tls_endpoints: { listen: 127.0.0.1:$public }
+service_users: [ { name: bench, authtokens: [\"$HASH\"] } ]
+endpoints:
+  - url: https://localhost
+    terminate_tls: { cert: $WORK/edge.crt, key: $WORK/edge.key }"
+  fi
   if [ "$WORKLOAD" = connect ]; then
     mode=echo internal="tcp://echo.internal:7" upstream="127.0.0.1:$up"
     endpoint="service_users: [ { name: bench, authtokens: [\"$HASH\"] } ]
@@ -95,6 +104,11 @@ YML
     curl -sf -o /dev/null --retry 20 --retry-all-errors --retry-delay 1 \
       -H 'Host: bench.example' "http://127.0.0.1:$public/"
     curl -sf -o /dev/null -H 'Host: bench.example' "http://127.0.0.1:$public/[1-$count]"
+  elif [ "$WORKLOAD" = https ]; then
+    local tls=(--http1.1 --cacert "$WORK/edge.crt" --resolve "localhost:$public:127.0.0.1")
+    curl -sf -o /dev/null "${tls[@]}" --retry 20 --retry-all-errors --retry-delay 1 \
+      "https://localhost:$public/"
+    curl -sf -o /dev/null "${tls[@]}" "https://localhost:$public/[1-$count]"
   else
     python3 - "$public" "$count" <<'PY'
 import socket, sys, time
