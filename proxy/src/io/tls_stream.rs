@@ -221,6 +221,26 @@ where
         }
         Ok(Some(moved))
     }
+
+    /// Waits for plaintext and moves it into `buf` ([`Self::take_plain`]); 0 at the end.
+    async fn read_plain<T: IoBufMut>(&mut self, buf: &mut T) -> io::Result<usize> {
+        loop {
+            if let Some(n) = self.take_plain(buf)? {
+                return Ok(n);
+            }
+            if self.fill().await? == 0 {
+                // EOF from the socket. Without close_notify rustls calls it truncation;
+                // many servers close that way, and sluice forwards byte streams whose
+                // protocols delimit their own messages (data channels frame theirs), so
+                // it reads as EOF and is passed on as FIN, as plain TCP would be.
+                return match self.take_plain(buf) {
+                    Ok(n) => Ok(n.unwrap_or(0)),
+                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(0),
+                    Err(e) => Err(e),
+                };
+            }
+        }
+    }
 }
 
 impl<C, IO, SD> AsyncReadRent for TlsStream<C, IO>
@@ -230,39 +250,12 @@ where
     IO: AsyncReadRent + AsyncWriteRent,
 {
     async fn read<T: IoBufMut>(&mut self, mut buf: T) -> BufResult<usize, T> {
-        loop {
-            match self.take_plain(&mut buf) {
-                Ok(Some(n)) => {
-                    // SAFETY: `take_plain` initialised the first `n` bytes.
-                    unsafe { buf.set_init(n) };
-                    return (Ok(n), buf);
-                }
-                Ok(None) => {}
-                Err(e) => return (Err(e), buf),
-            }
-            match self.fill().await {
-                Ok(0) => {
-                    // EOF from the socket. Without close_notify rustls calls it
-                    // truncation; many servers close that way, and sluice forwards byte
-                    // streams whose protocols delimit their own messages (data channels
-                    // frame theirs), so it reads as EOF and is passed on as FIN, as
-                    // plain TCP would be.
-                    let res = match self.take_plain(&mut buf) {
-                        Ok(Some(n)) => Ok(n),
-                        Ok(None) => Ok(0),
-                        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(0),
-                        Err(e) => Err(e),
-                    };
-                    if let Ok(n) = res {
-                        // SAFETY: `take_plain` initialised the first `n` bytes.
-                        unsafe { buf.set_init(n) };
-                    }
-                    return (res, buf);
-                }
-                Ok(_) => {}
-                Err(e) => return (Err(e), buf),
-            }
+        let res = self.read_plain(&mut buf).await;
+        if let Ok(n) = res {
+            // SAFETY: `take_plain` initialised the first `n` bytes.
+            unsafe { buf.set_init(n) };
         }
+        (res, buf)
     }
 
     async fn readv<T: IoVecBufMut>(&mut self, mut buf: T) -> BufResult<usize, T> {
