@@ -34,27 +34,7 @@ wait_port "$ECHO_PORT"
 echo "$SLUICE: $CONNECTIONS connections, a $BURST-byte burst each way per connection"
 printf "%-9s %22s %22s %22s %22s\n" transport "edge B/conn, echoed" "agent B/conn, echoed" "edge B/conn, burst" "agent B/conn, burst"
 for transport in $TRANSPORTS; do
-  AGENT_PORT=$(free_port); PUB=$(free_port)
-  cat > "$WORK/edge-$transport.yml" <<YML
-version: 1
-agents: { listen: 127.0.0.1:$AGENT_PORT, tls: { cert: $WORK/edge.crt, key: $WORK/edge.key }, plain_channels: true }
-service_users: [ { name: bench, authtokens: ["$HASH"] } ]
-endpoints:
-  - url: tcp://127.0.0.1:$PUB
-    traffic_policy: { on_tcp_connect: [ { actions: [ { type: forward-internal, config: { url: tcp://echo.internal:7 } } ] } ] }
-YML
-  cat > "$WORK/agent-$transport.yml" <<YML
-version: 3
-agent: { authtoken: "$TOKEN", connect_url: "127.0.0.1:$AGENT_PORT", connect_cas: $WORK/edge.crt, server_name: localhost, transport: $transport, data_channels: 64 }
-endpoints: [ { url: tcp://echo.internal:7, upstream: { url: "127.0.0.1:$ECHO_PORT" } } ]
-YML
-  "$SLUICE" --log-level warn edge --config "$WORK/edge-$transport.yml" 2>"$WORK/edge-$transport.log" & EDGE=$!; PIDS+=($EDGE)
-  wait_port "$AGENT_PORT"
-  "$SLUICE" --log-level warn agent --config "$WORK/agent-$transport.yml" 2>"$WORK/agent-$transport.log" & AGENT=$!; PIDS+=($AGENT)
-  for _ in $(seq 1 200); do
-    "$BIN"/sluice-load rr --target 127.0.0.1:"$PUB" --size 16 --connections 1 --duration 0.2s >/dev/null 2>&1 && break
-    sleep 0.05
-  done
+  start_echo_tunnel "$ECHO_PORT" "$transport"
   python3 - "$transport" "$PUB" "$CONNECTIONS" "$EDGE" "$AGENT" "$BURST" <<'PY'
 import socket, sys, threading
 transport = sys.argv[1]

@@ -32,3 +32,32 @@ wait_port() {
     -addext subjectAltName=DNS:localhost -addext basicConstraints=critical,CA:FALSE 2>/dev/null )
 TOKEN_LINES=$("$SLUICE" token new)
 TOKEN=$(echo "$TOKEN_LINES" | sed -n 1p); HASH=$(echo "$TOKEN_LINES" | sed -n 2p)
+
+# An edge and an agent on loopback with one tcp:// endpoint forwarding to the echo
+# upstream on port $1 over `$2` (tcp or tls) data channels (64 kept open), logs in
+# $WORK/{edge,agent}-$2.log. Sets EDGE and AGENT (their PIDs, also in PIDS) and PUB (the
+# endpoint's port); returns once an echo goes through (or after 10 s of trying).
+start_echo_tunnel() {
+  local echo_port=$1 transport=$2 agent_port
+  agent_port=$(free_port); PUB=$(free_port)
+  cat > "$WORK/edge-$transport.yml" <<YML
+version: 1
+agents: { listen: 127.0.0.1:$agent_port, tls: { cert: $WORK/edge.crt, key: $WORK/edge.key }, plain_channels: true }
+service_users: [ { name: bench, authtokens: ["$HASH"] } ]
+endpoints:
+  - url: tcp://127.0.0.1:$PUB
+    traffic_policy: { on_tcp_connect: [ { actions: [ { type: forward-internal, config: { url: tcp://echo.internal:7 } } ] } ] }
+YML
+  cat > "$WORK/agent-$transport.yml" <<YML
+version: 3
+agent: { authtoken: "$TOKEN", connect_url: "127.0.0.1:$agent_port", connect_cas: $WORK/edge.crt, server_name: localhost, transport: $transport, data_channels: 64 }
+endpoints: [ { url: tcp://echo.internal:7, upstream: { url: "127.0.0.1:$echo_port" } } ]
+YML
+  "$SLUICE" --log-level warn edge --config "$WORK/edge-$transport.yml" 2>"$WORK/edge-$transport.log" & EDGE=$!; PIDS+=($EDGE)
+  wait_port "$agent_port"
+  "$SLUICE" --log-level warn agent --config "$WORK/agent-$transport.yml" 2>"$WORK/agent-$transport.log" & AGENT=$!; PIDS+=($AGENT)
+  for _ in $(seq 1 200); do
+    "$BIN"/sluice-load rr --target 127.0.0.1:"$PUB" --size 16 --connections 1 --duration 0.2s >/dev/null 2>&1 && break
+    sleep 0.05
+  done
+}

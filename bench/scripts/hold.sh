@@ -42,27 +42,7 @@ printf "limits: fs.nr_open %s; this shell's open files soft/hard %s/%s; CAP_SYS_
   "$(cat /proc/sys/fs/nr_open)" "$(ulimit -Sn)" "$(ulimit -Hn)" "$cap_sys_resource"
 printf "%-9s %8s %8s %8s %14s %14s %15s %15s\n" transport opened held failed "edge B/conn" "agent B/conn" "edge fds/limit" "agent fds/limit"
 for transport in $TRANSPORTS; do
-  AGENT_PORT=$(free_port); PUB=$(free_port)
-  cat > "$WORK/edge.yml" <<YML
-version: 1
-agents: { listen: 127.0.0.1:$AGENT_PORT, tls: { cert: edge.crt, key: edge.key }, plain_channels: true }
-service_users: [ { name: bench, authtokens: ["$HASH"] } ]
-endpoints:
-  - url: tcp://127.0.0.1:$PUB
-    traffic_policy: { on_tcp_connect: [ { actions: [ { type: forward-internal, config: { url: tcp://echo.internal:7 } } ] } ] }
-YML
-  cat > "$WORK/agent.yml" <<YML
-version: 3
-agent: { authtoken: "$TOKEN", connect_url: "127.0.0.1:$AGENT_PORT", connect_cas: edge.crt, server_name: localhost, transport: $transport, data_channels: 64 }
-endpoints: [ { url: tcp://echo.internal:7, upstream: { url: "127.0.0.1:$ECHO_PORT" } } ]
-YML
-  "$SLUICE" --log-level warn edge --config "$WORK/edge.yml" 2>"$WORK/edge-$transport.log" & EDGE=$!; PIDS+=($EDGE)
-  wait_port "$AGENT_PORT"
-  "$SLUICE" --log-level warn agent --config "$WORK/agent.yml" 2>"$WORK/agent-$transport.log" & AGENT=$!; PIDS+=($AGENT)
-  for _ in $(seq 1 200); do
-    "$BIN"/sluice-load rr --target 127.0.0.1:"$PUB" --size 16 --connections 1 --duration 0.2s >/dev/null 2>&1 && break
-    sleep 0.05
-  done
+  start_echo_tunnel "$ECHO_PORT" "$transport"
   EDGE0=$(rss_kib $EDGE); AGENT0=$(rss_kib $AGENT)
   "$BIN"/sluice-load hold --target 127.0.0.1:"$PUB" --connections "$CONNECTIONS" --interval 3s \
       --duration "${SECONDS_HOLD}s" --json "$WORK/hold-$transport.json" >/dev/null 2>&1 & HOLD=$!
