@@ -10,14 +10,17 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent};
 use rustls::{ServerConfig, ServerConnection};
 
 use super::AgentShared;
-use crate::{io::tls_stream::TlsStream, wire::StreamStart};
+use crate::{
+    io::{readiness::Readiness, tls_stream::TlsStream},
+    wire::StreamStart,
+};
 
 /// How long a client may take to complete its TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Runs the server side of the handshake over `io`, `early` (ciphertext read with the
 /// stream header) first. On failure the stream comes back so the caller can end it.
-pub async fn accept<IO: AsyncReadRent + AsyncWriteRent>(
+pub async fn accept<IO: AsyncReadRent + AsyncWriteRent + Readiness>(
     io: IO,
     early: Vec<u8>,
     config: Arc<ServerConfig>,

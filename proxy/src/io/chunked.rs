@@ -11,6 +11,7 @@ use monoio::{
 
 use super::{
     framed::{Chunk, FrameError, FrameReader},
+    readiness::{read_paced, NextRead, Readiness, SMALL_READ},
     sockets,
     splice::{join_or_first_error, PumpError},
     PumpStats, Side,
@@ -38,25 +39,40 @@ pub async fn forward<L, T>(
 ) -> ChunkedOutcome<T>
 where
     L: super::Duplex,
-    T: Split + AsyncReadRent + AsyncWriteRent,
+    T: Split + AsyncReadRent + AsyncWriteRent + Readiness,
 {
     let local_fd = std::os::fd::AsRawFd::as_raw_fd(&local);
     let (mut local_r, mut local_w) = local.into_split();
     let (mut chan_r, mut chan_w) = channel.into_split();
     let result = {
         let up = std::pin::pin!(async {
-            let mut buf: Vec<u8> = Vec::with_capacity(4 + COPY_CHUNK);
+            let mut buf: Vec<u8> = Vec::new();
             let mut total = 0u64;
+            let mut next = NextRead::Small;
             loop {
-                buf.clear();
-                buf.extend_from_slice(&[0; 4]);
-                // Read behind the 4-byte header (monoio fills a plain Vec from index 0).
-                let (res, b) = local_r.read(buf.slice_mut(4..4 + COPY_CHUNK)).await;
+                let room = if next == NextRead::Small {
+                    SMALL_READ
+                } else {
+                    COPY_CHUNK
+                };
+                let mut kept = std::mem::take(&mut buf);
+                let (res, b) = read_paced(&mut local_r, next, || {
+                    let mut buf = std::mem::take(&mut kept);
+                    if buf.capacity() != 4 + room {
+                        buf = Vec::with_capacity(4 + room);
+                    }
+                    buf.clear();
+                    buf.extend_from_slice(&[0; 4]);
+                    // Read behind the 4-byte header (monoio fills a plain Vec from index 0).
+                    buf.slice_mut(4..4 + room)
+                })
+                .await;
                 buf = b.into_inner();
                 let n = res.map_err(|source| PumpError {
                     side: Side::Inbound,
                     source,
                 })?;
+                next = NextRead::after(n, room);
                 if n == 0 {
                     let marker = if keep_channel() { EOS_KEEP } else { EOS_RETIRE };
                     let (res, _) = chan_w.write_all(marker.to_be_bytes().to_vec()).await;
@@ -142,5 +158,61 @@ where
                 result: Err(e),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+
+    use super::*;
+    use crate::{
+        io::{
+            idle::Progress,
+            readiness::watched::{assert_never_idle, echo_client, pair, Watched},
+        },
+        runtime::{block_on, Driver},
+    };
+
+    /// What the client sends, one message at a time, each echoed before the next.
+    const MESSAGES: [usize; 5] = [1, 64, 70_000, 200_000, 3];
+
+    #[test]
+    fn after_a_drained_read_each_direction_waits_for_bytes_before_it_takes_a_buffer() {
+        let (client, local_near) = pair();
+        let (mut agent, channel_near) = pair();
+        // The channel's far end echoes each chunk back as a chunk, and answers the end
+        // marker with its own.
+        let agent_side = std::thread::spawn(move || loop {
+            let mut header = [0u8; 4];
+            agent.read_exact(&mut header).unwrap();
+            if u32::from_be_bytes(header) == EOS_KEEP {
+                agent.write_all(&EOS_KEEP.to_be_bytes()).unwrap();
+                return;
+            }
+            let mut body = vec![0u8; u32::from_be_bytes(header) as usize];
+            agent.read_exact(&mut body).unwrap();
+            agent.write_all(&header).unwrap();
+            agent.write_all(&body).unwrap();
+        });
+        let client_side = echo_client(client, &MESSAGES);
+        let (result, kept, local_reads, channel_reads) = block_on(Driver::Legacy, || async move {
+            let (local, local_reads) = Watched::new(local_near);
+            let (channel, channel_reads) = Watched::new(channel_near);
+            let mut reader = FrameReader::new();
+            let outcome = forward(local, channel, &mut reader, || true, &Progress::default()).await;
+            let kept = outcome.reusable.is_some();
+            (outcome.result, kept, local_reads, channel_reads)
+        })
+        .unwrap();
+        client_side.join().unwrap();
+        agent_side.join().unwrap();
+        let stats = result.unwrap();
+        let sent: usize = MESSAGES.iter().sum();
+        assert_eq!(stats.inbound_to_outbound, sent as u64);
+        assert_eq!(stats.outbound_to_inbound, sent as u64);
+        assert!(kept, "both ends kept the channel");
+        assert_never_idle("client", &local_reads);
+        assert_never_idle("channel", &channel_reads);
     }
 }

@@ -12,6 +12,7 @@ use super::{
     copy::Halves,
     framed::{Chunk, FrameError, FrameReader},
     idle::Progress,
+    readiness::Readiness,
     sockets,
     splice::{join_or_first_error, PumpError},
     Duplex, PumpStats, Side,
@@ -80,7 +81,7 @@ pub async fn relay<A: Duplex, B: Duplex>(
 /// One direction: chunks from `from` (through `reader`) to `to`, until the end marker,
 /// which is answered on `to` with ours ("keep"): (bytes, whether `from`'s side keeps its
 /// channel). `read_side` names `from` in an error (the other side is `to`).
-async fn one_way<R: AsyncReadRent, W: AsyncWriteRent>(
+async fn one_way<R: AsyncReadRent + Readiness, W: AsyncWriteRent>(
     reader: &mut FrameReader,
     from: &mut R,
     to: &mut W,

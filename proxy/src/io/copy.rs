@@ -13,6 +13,7 @@ use monoio::{
 
 use super::{
     idle::Progress,
+    readiness::{read_paced, NextRead, Readiness, SMALL_READ},
     sockets,
     splice::{join_or_first_error, PumpError},
     PumpStats, Side,
@@ -28,18 +29,33 @@ enum CopyError {
 }
 
 /// Copies `r -> w` until EOF on `r`, then shuts `w` down for writing. Not cancel-safe.
-async fn copy_one_way<R: AsyncReadRent, W: AsyncWriteRent>(
+async fn copy_one_way<R: AsyncReadRent + Readiness, W: AsyncWriteRent>(
     r: &mut R,
     w: &mut W,
     progress: &Progress,
 ) -> Result<u64, CopyError> {
-    let mut buf = Vec::with_capacity(COPY_BUF);
+    let mut buf = Vec::new();
     let mut total = 0u64;
+    let mut next = NextRead::Small;
     loop {
-        buf.clear();
-        let (res, b) = r.read(buf).await;
+        let room = if next == NextRead::Small {
+            SMALL_READ
+        } else {
+            COPY_BUF
+        };
+        let mut kept = std::mem::take(&mut buf);
+        let (res, b) = read_paced(r, next, || {
+            let mut buf = std::mem::take(&mut kept);
+            if buf.capacity() != room {
+                buf = Vec::with_capacity(room);
+            }
+            buf.clear();
+            buf
+        })
+        .await;
         buf = b;
         let n = res.map_err(CopyError::Read)?;
+        next = NextRead::after(n, room);
         if n == 0 {
             w.shutdown().await.map_err(CopyError::Write)?;
             return Ok(total);
@@ -146,5 +162,52 @@ impl<T: AsyncWriteRent> Drop for Halves<T> {
         if let (Some(read), Some(write)) = (self.read.take(), self.write.take()) {
             drop(read.reunite(write));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+
+    use super::*;
+    use crate::{
+        io::readiness::watched::{assert_never_idle, echo_client, pair, Watched},
+        runtime::{block_on, Driver},
+    };
+
+    const MESSAGES: [usize; 5] = [1, 64, 70_000, 200_000, 3];
+
+    #[test]
+    fn after_a_drained_read_each_direction_waits_for_bytes_before_it_takes_a_buffer() {
+        let (client, inbound_near) = pair();
+        let (mut upstream, outbound_near) = pair();
+        let upstream_side = std::thread::spawn(move || {
+            let mut buf = vec![0u8; 100_000];
+            loop {
+                let n = upstream.read(&mut buf).unwrap();
+                if n == 0 {
+                    return upstream.shutdown(std::net::Shutdown::Write).unwrap();
+                }
+                upstream.write_all(&buf[..n]).unwrap();
+            }
+        });
+        let client_side = echo_client(client, &MESSAGES);
+        let (result, inbound_reads, outbound_reads) = block_on(Driver::Legacy, || async move {
+            let (inbound, inbound_reads) = Watched::new(inbound_near);
+            let (outbound, outbound_reads) = Watched::new(outbound_near);
+            let (result, _) = forward_returning(inbound, outbound, &Progress::default()).await;
+            (result, inbound_reads, outbound_reads)
+        })
+        .unwrap();
+        client_side.join().unwrap();
+        upstream_side.join().unwrap();
+        let stats = result.unwrap();
+        let sent: u64 = MESSAGES.iter().sum::<usize>() as u64;
+        assert_eq!(
+            (stats.inbound_to_outbound, stats.outbound_to_inbound),
+            (sent, sent)
+        );
+        assert_never_idle("inbound", &inbound_reads);
+        assert_never_idle("outbound", &outbound_reads);
     }
 }

@@ -8,6 +8,7 @@ use monoio::{
     io::{AsyncReadRent, AsyncReadRentExt, AsyncWriteRent, AsyncWriteRentExt},
 };
 
+use super::readiness::{read_paced, NextRead, Readiness, SMALL_READ};
 use crate::wire::{self, chunk::COPY_CHUNK, Frame, WireError, MAX_FRAME_LEN};
 
 /// Why a frame could not be read.
@@ -26,11 +27,13 @@ pub enum FrameError {
 
 /// Buffers bytes from a stream and yields whole frames. Bytes read past the last frame
 /// stay available through [`FrameReader::into_leftover`].
-#[derive(Default)]
 pub struct FrameReader {
     buf: BytesMut,
     /// Bytes of the current chunk not yet handed out by [`Self::next_chunk`].
     chunk_rest: usize,
+    /// How [`Self::next_chunk`] makes its next read ([`NextRead`]); with nothing
+    /// buffered, a large buffer is let go before a small read.
+    next_read: NextRead,
 }
 
 /// Room for the first read of a frame into an empty buffer: a stream header, a
@@ -38,6 +41,16 @@ pub struct FrameReader {
 /// a larger frame grows the buffer as it arrives. Small, because a data channel waiting
 /// for its next stream holds this buffer in its pending read.
 const FIRST_READ: usize = 512;
+
+impl Default for FrameReader {
+    fn default() -> Self {
+        Self {
+            buf: BytesMut::new(),
+            chunk_rest: 0,
+            next_read: NextRead::Small,
+        }
+    }
+}
 
 impl FrameReader {
     /// A reader with an empty buffer (allocated by the first read).
@@ -139,7 +152,10 @@ impl FrameReader {
     /// chunk, never more than [`COPY_CHUNK`] buffered at once, whatever the chunk's
     /// length), or the end marker. Bytes after it stay buffered (they may be the next
     /// stream's header). Not cancel-safe.
-    pub async fn next_chunk<R: AsyncReadRent>(&mut self, r: &mut R) -> Result<Chunk, FrameError> {
+    pub async fn next_chunk<R: AsyncReadRent + Readiness>(
+        &mut self,
+        r: &mut R,
+    ) -> Result<Chunk, FrameError> {
         use crate::wire::chunk::{decode_chunk_header, ChunkHeader};
         loop {
             if self.chunk_rest > 0 && !self.buf.is_empty() {
@@ -161,17 +177,42 @@ impl FrameReader {
                     None => {}
                 }
             }
-            // Room for the rest of the current chunk (at least a page, at most a copy
-            // chunk): small messages keep small buffers, bulk arrives in large reads.
-            let want = self.chunk_rest.clamp(4096, COPY_CHUNK);
-            if self.buf.capacity() - self.buf.len() < want {
-                self.buf.reserve(want);
-            }
-            let (res, buf) = r.read(spare(std::mem::take(&mut self.buf))).await;
-            self.buf = buf.into_inner();
-            if res? == 0 {
+            // A partial header stays in its buffer, whatever the read finds.
+            let next = if self.buf.is_empty() {
+                self.next_read
+            } else {
+                NextRead::Small
+            };
+            // A small read gets a small buffer; a large one room for the rest of the
+            // current chunk (at most a copy chunk).
+            let want = match next {
+                NextRead::Small => SMALL_READ,
+                NextRead::Large => self.chunk_rest.clamp(SMALL_READ, COPY_CHUNK),
+            };
+            let mut kept = std::mem::take(&mut self.buf);
+            let mut asked = 0;
+            let (res, back) = read_paced(r, next, || {
+                let mut buf = std::mem::take(&mut kept);
+                if buf.capacity() - buf.len() < want {
+                    buf.reserve(want);
+                }
+                if next == NextRead::Small && buf.capacity() - buf.len() > SMALL_READ {
+                    // Back to small messages: let the large buffer go (keeping what
+                    // it holds).
+                    let mut small = BytesMut::with_capacity(buf.len() + SMALL_READ);
+                    small.extend_from_slice(&buf);
+                    buf = small;
+                }
+                asked = buf.capacity() - buf.len();
+                spare(buf)
+            })
+            .await;
+            self.buf = back.into_inner();
+            let n = res?;
+            if n == 0 {
                 return Err(FrameError::TruncatedEof);
             }
+            self.next_read = NextRead::after(n, asked);
         }
     }
 

@@ -12,7 +12,7 @@ use monoio::{
 };
 use rustls::{ConnectionCommon, SideData};
 
-use super::tls_stream::TlsStream;
+use super::{readiness::Readiness, tls_stream::TlsStream};
 
 /// Plain bytes, or TLS over them; `C` is the rustls connection type.
 pub enum MaybeTls<C, IO = TcpStream> {
@@ -39,7 +39,7 @@ impl<C, IO, SD> AsyncReadRent for MaybeTls<C, IO>
 where
     C: std::ops::DerefMut + std::ops::Deref<Target = ConnectionCommon<SD>>,
     SD: SideData,
-    IO: AsyncReadRent + AsyncWriteRent,
+    IO: AsyncReadRent + AsyncWriteRent + Readiness,
 {
     async fn read<T: IoBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
         match self {
@@ -56,11 +56,32 @@ where
     }
 }
 
+impl<C, IO, SD> Readiness for MaybeTls<C, IO>
+where
+    C: std::ops::DerefMut + std::ops::Deref<Target = ConnectionCommon<SD>>,
+    SD: SideData,
+    IO: AsyncReadRent + AsyncWriteRent + Readiness,
+{
+    async fn wait_readable(&mut self) -> std::io::Result<()> {
+        match self {
+            MaybeTls::Plain(io) => io.wait_readable().await,
+            MaybeTls::Tls(tls) => tls.wait_readable().await,
+        }
+    }
+
+    fn read_arrived<B: IoBufMut>(&mut self, buf: &mut B) -> Option<std::io::Result<usize>> {
+        match self {
+            MaybeTls::Plain(io) => io.read_arrived(buf),
+            MaybeTls::Tls(tls) => tls.read_arrived(buf),
+        }
+    }
+}
+
 impl<C, IO, SD> AsyncWriteRent for MaybeTls<C, IO>
 where
     C: std::ops::DerefMut + std::ops::Deref<Target = ConnectionCommon<SD>>,
     SD: SideData,
-    IO: AsyncReadRent + AsyncWriteRent,
+    IO: AsyncReadRent + AsyncWriteRent + Readiness,
 {
     async fn write<T: IoBuf>(&mut self, buf: T) -> BufResult<usize, T> {
         match self {

@@ -9,6 +9,7 @@ pub mod copy;
 pub mod framed;
 pub mod idle;
 pub mod maybe_tls;
+pub mod readiness;
 pub mod sockets;
 pub mod splice;
 pub mod substream;
@@ -17,7 +18,11 @@ pub mod tls_stream;
 /// What the user-space pumps forward between: a byte stream whose halves may be used
 /// concurrently, backed by a socket that can be made to reset on close.
 pub trait Duplex:
-    monoio::io::Split + monoio::io::AsyncReadRent + monoio::io::AsyncWriteRent + std::os::fd::AsRawFd
+    monoio::io::Split
+    + monoio::io::AsyncReadRent
+    + monoio::io::AsyncWriteRent
+    + readiness::Readiness
+    + std::os::fd::AsRawFd
 {
 }
 
@@ -25,6 +30,7 @@ impl<T> Duplex for T where
     T: monoio::io::Split
         + monoio::io::AsyncReadRent
         + monoio::io::AsyncWriteRent
+        + readiness::Readiness
         + std::os::fd::AsRawFd
 {
 }

@@ -14,8 +14,15 @@ use monoio::{
     BufResult,
 };
 
-use super::framed::{Chunk, FrameError, FrameReader};
+use super::{
+    framed::{Chunk, FrameError, FrameReader},
+    readiness::Readiness,
+};
 use crate::wire::chunk::{COPY_CHUNK, EOS_KEEP, EOS_RETIRE};
+
+/// Largest write buffer kept between writes; a larger one (a bulk write's chunk) is
+/// freed after its write, so an idle stream does not keep it.
+const KEPT_WRITE: usize = 4 * 1024;
 
 /// One stream on a chunk-framed channel `T`.
 pub struct ChunkedSub<T> {
@@ -44,7 +51,7 @@ impl<T: AsRawFd> AsRawFd for ChunkedSub<T> {
     }
 }
 
-impl<T: AsyncReadRent + AsyncWriteRent> ChunkedSub<T> {
+impl<T: AsyncReadRent + AsyncWriteRent + Readiness> ChunkedSub<T> {
     /// The stream that starts on `channel`; `reader` holds bytes already read from it.
     /// `keep` is asked when our direction ends: its answer goes into our end marker.
     pub fn new(channel: T, reader: FrameReader, keep: impl Fn() -> bool + 'static) -> Self {
@@ -82,6 +89,23 @@ impl<T: AsyncReadRent + AsyncWriteRent> ChunkedSub<T> {
         reusable.then_some((self.channel, self.reader))
     }
 
+    /// Moves as much of the current chunk's payload as fits into `buf` (0 when none is
+    /// left, which after the peer's end marker means the end).
+    fn take_pending<B: IoBufMut>(&mut self, buf: &mut B) -> usize {
+        let n = self.pending.len().min(buf.bytes_total());
+        // SAFETY: `n` fits the buffer's writable capacity, which it owns for this call.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.pending.as_ptr(), buf.write_ptr(), n);
+            buf.set_init(n);
+        }
+        self.pending.advance(n);
+        if self.pending.is_empty() {
+            // An empty slice still holds the chunk's whole allocation.
+            self.pending = BytesMut::new();
+        }
+        n
+    }
+
     async fn next_payload(&mut self) -> std::io::Result<()> {
         match self.reader.next_chunk(&mut self.channel).await {
             Ok(Chunk::Data(bytes)) => self.pending = bytes,
@@ -93,20 +117,14 @@ impl<T: AsyncReadRent + AsyncWriteRent> ChunkedSub<T> {
     }
 }
 
-impl<T: AsyncReadRent + AsyncWriteRent> AsyncReadRent for ChunkedSub<T> {
+impl<T: AsyncReadRent + AsyncWriteRent + Readiness> AsyncReadRent for ChunkedSub<T> {
     async fn read<B: IoBufMut>(&mut self, mut buf: B) -> BufResult<usize, B> {
         if self.pending.is_empty() && self.peer_end.is_none() {
             if let Err(e) = self.next_payload().await {
                 return (Err(e), buf);
             }
         }
-        let n = self.pending.len().min(buf.bytes_total());
-        // SAFETY: `n` fits the buffer's writable capacity, which it owns for this call.
-        unsafe {
-            std::ptr::copy_nonoverlapping(self.pending.as_ptr(), buf.write_ptr(), n);
-            buf.set_init(n);
-        }
-        self.pending.advance(n);
+        let n = self.take_pending(&mut buf);
         (Ok(n), buf)
     }
 
@@ -124,7 +142,21 @@ impl<T: AsyncReadRent + AsyncWriteRent> AsyncReadRent for ChunkedSub<T> {
     }
 }
 
-impl<T: AsyncReadRent + AsyncWriteRent> AsyncWriteRent for ChunkedSub<T> {
+impl<T: AsyncReadRent + AsyncWriteRent + Readiness> Readiness for ChunkedSub<T> {
+    async fn wait_readable(&mut self) -> std::io::Result<()> {
+        if !self.pending.is_empty() || self.peer_end.is_some() || self.reader.has_leftover() {
+            return Ok(());
+        }
+        self.channel.wait_readable().await
+    }
+
+    fn read_arrived<B: IoBufMut>(&mut self, buf: &mut B) -> Option<std::io::Result<usize>> {
+        // Payload already taken out of a chunk; a new chunk is read the ordinary way.
+        (!self.pending.is_empty() || self.peer_end.is_some()).then(|| Ok(self.take_pending(buf)))
+    }
+}
+
+impl<T: AsyncReadRent + AsyncWriteRent + Readiness> AsyncWriteRent for ChunkedSub<T> {
     async fn write<B: IoBuf>(&mut self, buf: B) -> BufResult<usize, B> {
         // SAFETY: the buffer's initialised bytes, owned by `buf` for this call.
         let data = unsafe { std::slice::from_raw_parts(buf.read_ptr(), buf.bytes_init()) };
@@ -137,7 +169,9 @@ impl<T: AsyncReadRent + AsyncWriteRent> AsyncWriteRent for ChunkedSub<T> {
         out.extend_from_slice(&(n as u32).to_be_bytes());
         out.extend_from_slice(&data[..n]);
         let (res, back) = self.channel.write_all(out).await;
-        self.wbuf = back;
+        if back.capacity() <= KEPT_WRITE {
+            self.wbuf = back;
+        }
         (res.map(|_| n), buf)
     }
 

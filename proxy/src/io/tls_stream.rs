@@ -12,6 +12,11 @@
 //!
 //! Ciphertext already read by someone else (the ClientHello the SNI router peeked) is
 //! fed in first with [`TlsStream::with_early`].
+//!
+//! An idle stream holds no large buffer: reads are paced as `readiness` describes (once
+//! a large read has drained the socket, the next frees the ciphertext buffer and waits
+//! for readiness first), rustls is let shrink its own buffer then, and a write keeps its
+//! ciphertext buffer only when it is small.
 
 use std::{
     io::{self, BufRead, Write},
@@ -20,6 +25,7 @@ use std::{
     sync::Arc,
 };
 
+use super::readiness::{NextRead, Readiness, SMALL_READ};
 use monoio::{
     buf::{IoBuf, IoBufMut, IoVecBuf, IoVecBufMut, RawBuf},
     io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Split},
@@ -33,10 +39,24 @@ use rustls::{
 
 /// Most ciphertext read from the socket in one operation.
 pub const MAX_READ: usize = 256 * 1024;
-/// Ciphertext read buffer to start with (grows while reads fill it).
-const FIRST_READ: usize = 4 * 1024;
 /// Plaintext rustls may buffer in each direction.
 const RUSTLS_BUFFER_LIMIT: usize = 512 * 1024;
+/// Largest ciphertext write buffer kept between writes (one full record and change);
+/// larger ones are freed after their write.
+const KEPT_WRITE: usize = 18 * 1024;
+
+/// How the next socket read is made ([`NextRead`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SocketState {
+    /// A small buffer lent to the ring: small messages are flowing.
+    Small,
+    /// `read_size` bytes of what has already arrived; when nothing has, the buffer is
+    /// let go until the socket is readable, so a stream that idles after a burst holds
+    /// none.
+    Large,
+    /// A readiness wait ended: read what arrived at once.
+    Woken,
+}
 
 /// A TLS stream; `C` is `ServerConnection` or `ClientConnection`, `IO` the transport.
 pub struct TlsStream<C, IO = TcpStream> {
@@ -44,6 +64,9 @@ pub struct TlsStream<C, IO = TcpStream> {
     conn: C,
     rbuf: Vec<u8>,
     rpos: usize,
+    /// Size of the next socket read: doubles while reads fill it, up to [`MAX_READ`].
+    read_size: usize,
+    socket: SocketState,
     wbuf: Vec<u8>,
 }
 
@@ -60,7 +83,7 @@ impl<C, IO: AsRawFd> AsRawFd for TlsStream<C, IO> {
 }
 
 /// Accepts a TLS connection (server side), handshake included.
-pub async fn accept<IO: AsyncReadRent + AsyncWriteRent>(
+pub async fn accept<IO: AsyncReadRent + AsyncWriteRent + Readiness>(
     io: IO,
     config: Arc<ServerConfig>,
 ) -> io::Result<TlsStream<ServerConnection, IO>> {
@@ -71,7 +94,7 @@ pub async fn accept<IO: AsyncReadRent + AsyncWriteRent>(
 }
 
 /// Opens a TLS connection (client side), handshake included.
-pub async fn connect<IO: AsyncReadRent + AsyncWriteRent>(
+pub async fn connect<IO: AsyncReadRent + AsyncWriteRent + Readiness>(
     io: IO,
     config: Arc<ClientConfig>,
     name: ServerName<'static>,
@@ -86,7 +109,6 @@ impl<C, IO, SD> TlsStream<C, IO>
 where
     C: DerefMut + Deref<Target = ConnectionCommon<SD>>,
     SD: SideData,
-    IO: AsyncReadRent + AsyncWriteRent,
 {
     /// Wraps an established (or fresh) rustls connection and its socket.
     pub fn from_parts(io: IO, mut conn: C) -> Self {
@@ -96,6 +118,8 @@ where
             conn,
             rbuf: Vec::new(),
             rpos: 0,
+            read_size: SMALL_READ,
+            socket: SocketState::Small,
             wbuf: Vec::new(),
         }
     }
@@ -123,7 +147,14 @@ where
     pub fn io_mut(&mut self) -> &mut IO {
         &mut self.io
     }
+}
 
+impl<C, IO, SD> TlsStream<C, IO>
+where
+    C: DerefMut + Deref<Target = ConnectionCommon<SD>>,
+    SD: SideData,
+    IO: AsyncReadRent + AsyncWriteRent + Readiness,
+{
     /// Runs the handshake to completion. A peer that fails it (a bad or missing
     /// certificate) is sent the alert rustls prepared, then the error is returned.
     pub async fn handshake(&mut self) -> io::Result<()> {
@@ -156,33 +187,89 @@ where
             out = back;
             res?;
         }
-        self.wbuf = out;
+        if out.capacity() <= KEPT_WRITE {
+            self.wbuf = out;
+        }
         Ok(())
     }
 
     /// Feeds buffered ciphertext to rustls, reading more from the socket when none is
     /// buffered. Returns the ciphertext bytes consumed (0 at the socket's EOF).
     async fn fill(&mut self) -> io::Result<usize> {
-        if self.rpos >= self.rbuf.len() {
-            let cap = self.rbuf.capacity();
-            let want = if self.rbuf.len() == cap && cap > 0 {
-                (cap * 2).min(MAX_READ)
-            } else {
-                cap.max(FIRST_READ)
+        while self.rpos >= self.rbuf.len() {
+            let mut buf = self.take_read_buffer();
+            let res = match self.socket {
+                SocketState::Small => {
+                    let (res, back) = self.io.read(buf).await;
+                    buf = back;
+                    res
+                }
+                SocketState::Large | SocketState::Woken => match self.io.read_arrived(&mut buf) {
+                    Some(res) => res,
+                    None if self.socket == SocketState::Woken => {
+                        // Woken early: an ordinary read.
+                        let (res, back) = self.io.read(buf).await;
+                        buf = back;
+                        res
+                    }
+                    None => {
+                        drop(buf);
+                        self.release_read_buffers();
+                        self.io.wait_readable().await?;
+                        self.socket = SocketState::Woken;
+                        continue;
+                    }
+                },
             };
-            let mut buf = std::mem::take(&mut self.rbuf);
-            buf.clear();
-            buf.reserve_exact(want);
-            let (res, back) = self.io.read(buf).await;
-            self.rbuf = back;
-            self.rpos = 0;
-            if res? == 0 {
-                // Tell rustls the transport ended, so it can tell a clean close_notify
-                // from a truncation.
-                self.conn.read_tls(&mut io::empty())?;
+            if self.socket_read(res, buf)? == 0 {
                 return Ok(0);
             }
         }
+        self.feed()
+    }
+
+    /// The ciphertext buffer, emptied and sized for the next socket read.
+    fn take_read_buffer(&mut self) -> Vec<u8> {
+        let mut buf = std::mem::take(&mut self.rbuf);
+        if buf.capacity() > self.read_size {
+            // Back to small reads: let the large buffer go.
+            buf = Vec::new();
+        }
+        buf.clear();
+        buf.reserve_exact(self.read_size);
+        buf
+    }
+
+    /// Takes in a socket read into `buf` (from [`Self::take_read_buffer`]): keeps the
+    /// bytes for rustls, notes whether the socket drained, grows the next read when this
+    /// one filled its buffer, and tells rustls at EOF that the transport ended (so it can
+    /// tell a clean close_notify from a truncation). Returns the bytes read.
+    fn socket_read(&mut self, res: io::Result<usize>, buf: Vec<u8>) -> io::Result<usize> {
+        let asked = buf.capacity();
+        self.rbuf = buf;
+        self.rpos = 0;
+        let n = res?;
+        self.socket = match NextRead::after(n, asked) {
+            NextRead::Large => {
+                if n == asked {
+                    self.read_size = (asked * 2).min(MAX_READ);
+                }
+                SocketState::Large
+            }
+            NextRead::Small => {
+                self.read_size = SMALL_READ;
+                SocketState::Small
+            }
+        };
+        if n == 0 {
+            self.conn.read_tls(&mut io::empty())?;
+        }
+        Ok(n)
+    }
+
+    /// Feeds buffered ciphertext to rustls and decrypts it: the bytes consumed (at
+    /// least 1, so a caller can tell it from EOF).
+    fn feed(&mut self) -> io::Result<usize> {
         let mut pending = &self.rbuf[self.rpos..];
         let n = self.conn.read_tls(&mut pending)?;
         self.rpos += n;
@@ -190,6 +277,24 @@ where
             .process_new_packets()
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         Ok(n.max(1))
+    }
+
+    /// Frees the ciphertext buffer (all of it consumed) and lets rustls shrink its record
+    /// buffer, before a wait for readiness: rustls keeps up to a record and a read (about
+    /// 20 KiB) until its next read, and a read that finds nothing resizes it to 4 KiB
+    /// when no partial record is in it, changing nothing else.
+    fn release_read_buffers(&mut self) {
+        struct NothingYet;
+        impl io::Read for NothingYet {
+            fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+                Err(io::ErrorKind::WouldBlock.into())
+            }
+        }
+        if self.rpos >= self.rbuf.len() {
+            self.rbuf = Vec::new();
+            self.rpos = 0;
+            let _ = self.conn.read_tls(&mut NothingYet);
+        }
     }
 
     /// Moves the plaintext rustls has decrypted into `buf`'s spare capacity, record by
@@ -229,16 +334,44 @@ where
                 return Ok(n);
             }
             if self.fill().await? == 0 {
-                // EOF from the socket. Without close_notify rustls calls it truncation;
-                // many servers close that way, and sluice forwards byte streams whose
-                // protocols delimit their own messages (data channels frame theirs), so
-                // it reads as EOF and is passed on as FIN, as plain TCP would be.
-                return match self.take_plain(buf) {
-                    Ok(n) => Ok(n.unwrap_or(0)),
-                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(0),
-                    Err(e) => Err(e),
-                };
+                return self.plain_at_eof(buf);
             }
+        }
+    }
+
+    /// The last plaintext after the socket's EOF. Without close_notify rustls calls the
+    /// EOF a truncation; many servers close that way, and sluice forwards byte streams
+    /// whose protocols delimit their own messages (data channels frame theirs), so it
+    /// reads as EOF and is passed on as FIN, as plain TCP would be.
+    fn plain_at_eof<T: IoBufMut>(&mut self, buf: &mut T) -> io::Result<usize> {
+        match self.take_plain(buf) {
+            Ok(n) => Ok(n.unwrap_or(0)),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(0),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// [`Readiness::read_arrived`]: plaintext already decrypted, or decrypted from what
+    /// the socket already holds, without waiting. `Ok(None)` when a whole record has not
+    /// arrived yet.
+    fn plain_arrived<T: IoBufMut>(&mut self, buf: &mut T) -> io::Result<Option<usize>> {
+        loop {
+            if let Some(n) = self.take_plain(buf)? {
+                return Ok(Some(n));
+            }
+            if self.rpos >= self.rbuf.len() {
+                let mut rbuf = self.take_read_buffer();
+                let Some(res) = self.io.read_arrived(&mut rbuf) else {
+                    // Nothing more yet: hold no buffer, nor lend one to the next read.
+                    self.rbuf = Vec::new();
+                    self.socket = SocketState::Large;
+                    return Ok(None);
+                };
+                if self.socket_read(res, rbuf)? == 0 {
+                    return self.plain_at_eof(buf).map(Some);
+                }
+            }
+            self.feed()?;
         }
     }
 }
@@ -247,7 +380,7 @@ impl<C, IO, SD> AsyncReadRent for TlsStream<C, IO>
 where
     C: DerefMut + Deref<Target = ConnectionCommon<SD>>,
     SD: SideData,
-    IO: AsyncReadRent + AsyncWriteRent,
+    IO: AsyncReadRent + AsyncWriteRent + Readiness,
 {
     async fn read<T: IoBufMut>(&mut self, mut buf: T) -> BufResult<usize, T> {
         let res = self.read_plain(&mut buf).await;
@@ -272,11 +405,41 @@ where
     }
 }
 
+impl<C, IO, SD> Readiness for TlsStream<C, IO>
+where
+    C: DerefMut + Deref<Target = ConnectionCommon<SD>>,
+    SD: SideData,
+    IO: AsyncReadRent + AsyncWriteRent + Readiness,
+{
+    async fn wait_readable(&mut self) -> io::Result<()> {
+        let decrypted = !matches!(
+            self.conn.reader().fill_buf(),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock
+        );
+        if decrypted || self.rpos < self.rbuf.len() {
+            return Ok(());
+        }
+        self.release_read_buffers();
+        self.io.wait_readable().await?;
+        self.socket = SocketState::Woken;
+        Ok(())
+    }
+
+    fn read_arrived<B: IoBufMut>(&mut self, buf: &mut B) -> Option<io::Result<usize>> {
+        let res = self.plain_arrived(buf).transpose()?;
+        if let Ok(n) = res {
+            // SAFETY: `take_plain` initialised the first `n` bytes.
+            unsafe { buf.set_init(n) };
+        }
+        Some(res)
+    }
+}
+
 impl<C, IO, SD> AsyncWriteRent for TlsStream<C, IO>
 where
     C: DerefMut + Deref<Target = ConnectionCommon<SD>>,
     SD: SideData,
-    IO: AsyncReadRent + AsyncWriteRent,
+    IO: AsyncReadRent + AsyncWriteRent + Readiness,
 {
     async fn write<T: IoBuf>(&mut self, buf: T) -> BufResult<usize, T> {
         // SAFETY: the buffer's initialised bytes, owned by `buf` for this call.
@@ -320,7 +483,10 @@ mod tests {
     use rustls::pki_types::PrivateKeyDer;
 
     use super::*;
-    use crate::runtime::{block_on, Driver};
+    use crate::{
+        io::readiness::watched::{assert_never_idle, pattern, Watched},
+        runtime::{block_on, Driver},
+    };
 
     fn configs() -> (Arc<ServerConfig>, Arc<ClientConfig>) {
         let certified = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
@@ -372,10 +538,6 @@ mod tests {
         .unwrap()
     }
 
-    fn pattern(len: usize) -> Vec<u8> {
-        (0..len).map(|i| (i % 251) as u8).collect()
-    }
-
     #[test]
     fn small_reads_take_records_apart_and_large_reads_gather_them_in_order() {
         let sent = pattern(100_000);
@@ -396,5 +558,59 @@ mod tests {
     fn a_fin_without_close_notify_reads_as_the_end_after_every_byte() {
         let sent = pattern(40_000);
         assert!(received(sent.clone(), 3, 4096, false) == sent);
+    }
+
+    #[test]
+    fn after_a_drained_read_the_stream_waits_for_bytes_before_it_takes_a_buffer() {
+        let bursts = [1usize, 100, 70_000, 300_000, 5, 40_000, 200_000, 7];
+        let (counts, held) = block_on(Driver::Legacy, || async move {
+            let listener = monoio::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap();
+            let (server_config, client_config) = configs();
+            // Each burst goes out once the client acknowledged the one before, so the
+            // client's stream drains and idles between them.
+            let server = monoio::spawn(async move {
+                let (tcp, _) = listener.accept().await.unwrap();
+                let mut tls = accept(tcp, server_config).await.unwrap();
+                for size in bursts {
+                    let (res, _) = tls.write_all(pattern(size)).await;
+                    res.unwrap();
+                    let (res, _) =
+                        monoio::io::AsyncReadRentExt::read_exact(&mut tls, vec![0u8; 1]).await;
+                    res.unwrap();
+                }
+                tls.shutdown().await.unwrap();
+            });
+            let (watched, counts) = Watched::new(std::net::TcpStream::connect(addr).unwrap());
+            let name = ServerName::try_from("localhost").unwrap();
+            let mut tls = connect(watched, client_config, name).await.unwrap();
+            let mut held = Vec::new();
+            for (i, size) in bursts.into_iter().enumerate() {
+                let mut got = 0;
+                while got < size {
+                    let (res, buf) = tls.read(Vec::with_capacity(64 * 1024)).await;
+                    let n = res.unwrap();
+                    assert!(n > 0 && buf[..n] == pattern(got + n)[got..]);
+                    got += n;
+                }
+                let (res, _) = tls.write_all(vec![1u8]).await;
+                res.unwrap();
+                // Half the waits for the next burst happen here, half in the next read.
+                if i % 2 == 0 {
+                    tls.wait_readable().await.unwrap();
+                    held.push(tls.rbuf.capacity());
+                }
+            }
+            let (res, _) = tls.read(Vec::with_capacity(16)).await;
+            assert_eq!(res.unwrap(), 0, "close_notify ends the stream");
+            server.await;
+            (counts, held)
+        })
+        .unwrap();
+        assert_never_idle("client", &counts);
+        assert!(
+            held.iter().all(|&capacity| capacity == 0),
+            "ciphertext buffer held while waiting for readiness: {held:?}"
+        );
     }
 }

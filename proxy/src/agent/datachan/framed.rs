@@ -16,6 +16,7 @@ use crate::{
         chunked::ChunkedOutcome,
         framed::{self, FrameReader},
         idle::Progress,
+        readiness::Readiness,
         splice::PumpError,
         substream::ChunkedSub,
         tls_stream::TlsStream,
@@ -38,7 +39,7 @@ pub(in crate::agent) struct FramedChannel<L> {
 
 impl<L> DataChannel for FramedChannel<L>
 where
-    L: ChannelLink + Split + AsyncReadRent + AsyncWriteRent + AsRawFd + 'static,
+    L: ChannelLink + Split + AsyncReadRent + AsyncWriteRent + Readiness + AsRawFd + 'static,
 {
     type Client = TlsStream<ServerConnection, ChunkedSub<L>>;
 

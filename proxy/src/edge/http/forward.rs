@@ -50,7 +50,7 @@ use crate::{
         pool::MemberLoad,
         EdgeShared, LiveEndpoint,
     },
-    io::substream::ChunkedSub,
+    io::{readiness::Readiness, substream::ChunkedSub},
     wire::UpstreamProtocol,
 };
 
@@ -923,7 +923,7 @@ async fn exchange_http2<T>(
     response_timeout: Duration,
 ) -> Result<(Response<Incoming>, Option<Via>), SendFailure>
 where
-    T: AsyncReadRent + AsyncWriteRent + std::os::fd::AsRawFd + Unpin + 'static,
+    T: AsyncReadRent + AsyncWriteRent + Readiness + std::os::fd::AsRawFd + Unpin + 'static,
 {
     let (mut sender, connection) = hyper::client::conn::http2::Builder::new(rt::Exec)
         .timer(rt::Timer)
@@ -1111,7 +1111,7 @@ async fn exchange<T>(
     park: fn(T) -> Option<ParkedChannel>,
 ) -> Result<(Response<Incoming>, Option<Via>), SendFailure>
 where
-    T: AsyncReadRent + AsyncWriteRent + std::os::fd::AsRawFd + Unpin + 'static,
+    T: AsyncReadRent + AsyncWriteRent + Readiness + std::os::fd::AsRawFd + Unpin + 'static,
 {
     let http2 = match &via {
         Via::Member(load) => load.0.upstream == UpstreamProtocol::Http2,
