@@ -2,6 +2,7 @@
 //! writes of control frames, the splice and copy pumps that move stream bytes, and
 //! socket construction (SO_REUSEPORT listeners, non-blocking, reset on close).
 
+pub mod buffer_pool;
 pub mod chunked;
 pub mod chunked_relay;
 pub mod chunked_splice;

@@ -25,7 +25,10 @@ use std::{
     sync::Arc,
 };
 
-use super::readiness::{NextRead, Readiness, SMALL_READ};
+use super::{
+    buffer_pool,
+    readiness::{NextRead, Readiness, SMALL_READ},
+};
 use monoio::{
     buf::{IoBuf, IoBufMut, IoVecBuf, IoVecBufMut, RawBuf},
     io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Split},
@@ -213,7 +216,7 @@ where
                         res
                     }
                     None => {
-                        drop(buf);
+                        buffer_pool::give_back(buf);
                         self.release_read_buffers();
                         self.io.wait_readable().await?;
                         self.socket = SocketState::Woken;
@@ -233,10 +236,14 @@ where
         let mut buf = std::mem::take(&mut self.rbuf);
         if buf.capacity() > self.read_size {
             // Back to small reads: let the large buffer go.
+            buffer_pool::give_back(buf);
             buf = Vec::new();
         }
+        if buf.capacity() < self.read_size {
+            buffer_pool::give_back(buf);
+            buf = buffer_pool::take(self.read_size);
+        }
         buf.clear();
-        buf.reserve_exact(self.read_size);
         buf
     }
 
@@ -291,7 +298,7 @@ where
             }
         }
         if self.rpos >= self.rbuf.len() {
-            self.rbuf = Vec::new();
+            buffer_pool::give_back(std::mem::take(&mut self.rbuf));
             self.rpos = 0;
             let _ = self.conn.read_tls(&mut NothingYet);
         }
@@ -363,7 +370,7 @@ where
                 let mut rbuf = self.take_read_buffer();
                 let Some(res) = self.io.read_arrived(&mut rbuf) else {
                     // Nothing more yet: hold no buffer, nor lend one to the next read.
-                    self.rbuf = Vec::new();
+                    buffer_pool::give_back(rbuf);
                     self.socket = SocketState::Large;
                     return Ok(None);
                 };
