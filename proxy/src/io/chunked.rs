@@ -11,7 +11,7 @@ use monoio::{
 
 use super::{
     framed::{Chunk, FrameError, FrameReader},
-    readiness::{read_paced, NextRead, Readiness, SMALL_READ},
+    readiness::{kept_or_new, read_paced, NextRead, Readiness},
     sockets,
     splice::{join_or_first_error, PumpError},
     PumpStats, Side,
@@ -50,18 +50,10 @@ where
             let mut total = 0u64;
             let mut next = NextRead::Small;
             loop {
-                let room = if next == NextRead::Small {
-                    SMALL_READ
-                } else {
-                    COPY_CHUNK
-                };
+                let room = next.room(COPY_CHUNK);
                 let mut kept = std::mem::take(&mut buf);
                 let (res, b) = read_paced(&mut local_r, next, || {
-                    let mut buf = std::mem::take(&mut kept);
-                    if buf.capacity() != 4 + room {
-                        buf = Vec::with_capacity(4 + room);
-                    }
-                    buf.clear();
+                    let mut buf = kept_or_new(&mut kept, 4 + room);
                     buf.extend_from_slice(&[0; 4]);
                     // Read behind the 4-byte header (monoio fills a plain Vec from index 0).
                     buf.slice_mut(4..4 + room)
@@ -169,16 +161,15 @@ mod tests {
     use crate::{
         io::{
             idle::Progress,
-            readiness::watched::{assert_never_idle, echo_client, pair, Watched},
+            readiness::watched::{
+                assert_never_idle, echo_client, pair, Watched, ECHO_MESSAGES as MESSAGES,
+            },
         },
         runtime::{block_on, Driver},
     };
 
-    /// What the client sends, one message at a time, each echoed before the next.
-    const MESSAGES: [usize; 5] = [1, 64, 70_000, 200_000, 3];
-
     #[test]
-    fn after_a_drained_read_each_direction_waits_for_bytes_before_it_takes_a_buffer() {
+    fn neither_direction_lends_a_large_buffer_to_a_socket_with_nothing_to_read() {
         let (client, local_near) = pair();
         let (mut agent, channel_near) = pair();
         // The channel's far end echoes each chunk back as a chunk, and answers the end

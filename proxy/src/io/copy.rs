@@ -13,7 +13,7 @@ use monoio::{
 
 use super::{
     idle::Progress,
-    readiness::{read_paced, NextRead, Readiness, SMALL_READ},
+    readiness::{kept_or_new, read_paced, NextRead, Readiness},
     sockets,
     splice::{join_or_first_error, PumpError},
     PumpStats, Side,
@@ -38,21 +38,9 @@ async fn copy_one_way<R: AsyncReadRent + Readiness, W: AsyncWriteRent>(
     let mut total = 0u64;
     let mut next = NextRead::Small;
     loop {
-        let room = if next == NextRead::Small {
-            SMALL_READ
-        } else {
-            COPY_BUF
-        };
+        let room = next.room(COPY_BUF);
         let mut kept = std::mem::take(&mut buf);
-        let (res, b) = read_paced(r, next, || {
-            let mut buf = std::mem::take(&mut kept);
-            if buf.capacity() != room {
-                buf = Vec::with_capacity(room);
-            }
-            buf.clear();
-            buf
-        })
-        .await;
+        let (res, b) = read_paced(r, next, || kept_or_new(&mut kept, room)).await;
         buf = b;
         let n = res.map_err(CopyError::Read)?;
         next = NextRead::after(n, room);
@@ -171,14 +159,14 @@ mod tests {
 
     use super::*;
     use crate::{
-        io::readiness::watched::{assert_never_idle, echo_client, pair, Watched},
+        io::readiness::watched::{
+            assert_never_idle, echo_client, pair, Watched, ECHO_MESSAGES as MESSAGES,
+        },
         runtime::{block_on, Driver},
     };
 
-    const MESSAGES: [usize; 5] = [1, 64, 70_000, 200_000, 3];
-
     #[test]
-    fn after_a_drained_read_each_direction_waits_for_bytes_before_it_takes_a_buffer() {
+    fn neither_direction_lends_a_large_buffer_to_a_socket_with_nothing_to_read() {
         let (client, inbound_near) = pair();
         let (mut upstream, outbound_near) = pair();
         let upstream_side = std::thread::spawn(move || {

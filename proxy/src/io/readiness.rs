@@ -43,6 +43,26 @@ impl NextRead {
             NextRead::Small
         }
     }
+
+    /// Room for this read: [`SMALL_READ`], or `large`.
+    pub fn room(self, large: usize) -> usize {
+        match self {
+            NextRead::Small => SMALL_READ,
+            NextRead::Large => large,
+        }
+    }
+}
+
+/// An empty buffer of exactly `capacity`: `kept` when it has that capacity (the first
+/// time a [`read_paced`] buffer is made), else a new one (after a size change, or after
+/// `read_paced` let the first go).
+pub fn kept_or_new(kept: &mut Vec<u8>, capacity: usize) -> Vec<u8> {
+    let mut buf = std::mem::take(kept);
+    if buf.capacity() != capacity {
+        buf = Vec::with_capacity(capacity);
+    }
+    buf.clear();
+    buf
 }
 
 /// A byte stream that can wait for readable bytes without a read in flight.
@@ -259,6 +279,10 @@ pub(crate) mod watched {
             self.stream.shutdown().await
         }
     }
+
+    /// What an [`echo_client`] sends, one message at a time: small ones (read into small
+    /// buffers) and large ones (whose last read drains the socket).
+    pub(crate) const ECHO_MESSAGES: [usize; 5] = [1, 64, 70_000, 200_000, 3];
 
     /// A connected pair of blocking loopback sockets: (far, near).
     pub(crate) fn pair() -> (std::net::TcpStream, std::net::TcpStream) {

@@ -568,7 +568,7 @@ mod tests {
     }
 
     #[test]
-    fn after_a_drained_read_the_stream_waits_for_bytes_before_it_takes_a_buffer() {
+    fn the_stream_lends_no_large_buffer_to_a_socket_with_nothing_to_read() {
         let bursts = [1usize, 100, 70_000, 300_000, 5, 40_000, 200_000, 7];
         let (counts, held) = block_on(Driver::Legacy, || async move {
             let listener = monoio::net::TcpListener::bind("127.0.0.1:0").unwrap();
