@@ -20,6 +20,14 @@
 # cheapest shape a proxy can have (one process, one extra TCP connection per client
 # connection): what it reaches bounds what a two-process path can.
 #
+# CPU per connection: the same cycle from 32 blocking client threads (`--model
+# blocking`), with the CPU time (user + system, from /proc) each path's proxy processes
+# spent, per connection. On the direct path the figure is what the two ends of one TCP
+# connection cost together: the client's (`/usr/bin/time`) and the echo server's. A
+# one-hop proxy (HAProxy, and nginx's stream proxy when nginx and its stream module are
+# installed: `apt-get install nginx-light libnginx-mod-stream`) accepts one connection
+# and opens another, which is the least a tunnel's edge and agent together must do too.
+#
 #   bash bench/scripts/floors.sh [--seconds N] [--rounds R] [--cpu C]
 #
 # Bounded: each measurement runs --seconds (default 2) after a 0.3 s warm-up, ROUNDS
@@ -54,18 +62,50 @@ wait_port "$ECHO_PORT"
 declare -A PORT HOPS
 PORT[direct]=$ECHO_PORT; HOPS[direct]=0
 
+# The processes of each path whose CPU counts as the path's (none for direct).
+declare -A PROCS
+PROCS[direct]=""
+ECHO_PID=${PIDS[-1]}
+
 haproxy_hop() { # name listen-port target-port
   printf 'global\n    maxconn 1000\n\ndefaults\n    mode tcp\n    option splice-auto\n    timeout connect 5s\n    timeout client 120s\n    timeout server 120s\n\nlisten hop\n    bind 127.0.0.1:%s\n    server s 127.0.0.1:%s\n' \
     "$2" "$3" > "$WORK/$1.cfg"
   haproxy -f "$WORK/$1.cfg" -db >/dev/null 2>&1 & started $!
+  HAPROXY_PID=$!
   wait_port "$2"
 }
 one=$(free_port); haproxy_hop haproxy-1 "$one" "$ECHO_PORT"
-PORT[haproxy-1]=$one; HOPS[haproxy-1]=1
+PORT[haproxy-1]=$one; HOPS[haproxy-1]=1; PROCS[haproxy-1]=$HAPROXY_PID
 first=$(free_port); second=$(free_port)
-haproxy_hop haproxy-x2-b "$second" "$ECHO_PORT"
-haproxy_hop haproxy-x2-a "$first" "$second"
+haproxy_hop haproxy-x2-b "$second" "$ECHO_PORT"; PROCS[haproxy-x2]=$HAPROXY_PID
+haproxy_hop haproxy-x2-a "$first" "$second"; PROCS[haproxy-x2]+=" $HAPROXY_PID"
 PORT[haproxy-x2]=$first; HOPS[haproxy-x2]=2
+
+# nginx's stream proxy, one hop, when nginx and its stream module are installed.
+NGINX_PATH=""
+STREAM_MODULE=/usr/lib/nginx/modules/ngx_stream_module.so
+if command -v nginx >/dev/null && [ -f "$STREAM_MODULE" ]; then
+  ng=$(free_port); mkdir -p "$WORK/nginx"
+  cat > "$WORK/nginx/nginx.conf" <<NGINX
+load_module $STREAM_MODULE;
+worker_processes 2;
+daemon off;
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/nginx/error.log;
+events { worker_connections 4096; }
+stream { server { listen 127.0.0.1:$ng; proxy_pass 127.0.0.1:$ECHO_PORT; } }
+NGINX
+  nginx -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx" >/dev/null 2>&1 & started $!
+  NGINX_PID=$!
+  wait_port "$ng"
+  # The workers are the master's children; pinning follows them (taskset -a below
+  # covers only threads, so they are listed too).
+  for child in $(ps -o pid= --ppid "$NGINX_PID"); do ALL+=("$child"); done
+  PORT[nginx-1]=$ng; HOPS[nginx-1]=1; PROCS[nginx-1]="$NGINX_PID $(ps -o pid= --ppid "$NGINX_PID" | tr '\n' ' ')"
+  NGINX_PATH=nginx-1
+else
+  echo "nginx or its stream module is missing: no nginx-1 path (apt-get install nginx-light libnginx-mod-stream)" >&2
+fi
 
 start_tunnel() { # transport
   local transport=$1 agent_port pub
@@ -85,8 +125,10 @@ endpoints:
   - { url: tcp://echo.internal:7, upstream: { url: "127.0.0.1:$ECHO_PORT" } }
 YML
   "$SLUICE" --log-level warn edge --config "$WORK/$transport-edge.yml" 2>"$WORK/$transport-edge.log" >/dev/null & started $!
+  PROCS[sluice-$transport]=$!
   wait_port "$agent_port"
   "$SLUICE" --log-level warn agent --config "$WORK/$transport-agent.yml" 2>"$WORK/$transport-agent.log" >/dev/null & started $!
+  PROCS[sluice-$transport]+=" $!"
   for _ in $(seq 1 200); do
     if "$BIN"/sluice-load rr --target 127.0.0.1:"$pub" --size 16 --connections 1 --duration 0.2s --warmup 0s >/dev/null 2>&1; then
       PORT[sluice-$transport]=$pub; HOPS[sluice-$transport]=2; return 0
@@ -98,7 +140,10 @@ YML
 start_tunnel tcp
 start_tunnel tls
 
-PATHS="direct haproxy-1 haproxy-x2 sluice-tcp sluice-tls"
+PATHS="direct haproxy-1 $NGINX_PATH haproxy-x2 sluice-tcp sluice-tls"
+PATHS=$(echo $PATHS)
+# CPU ticks (user + system) of a path's processes so far.
+ticks() { local t=0 pid; for pid in $1; do t=$((t + $(awk '{print $14+$15}' "/proc/$pid/stat"))); done; echo $t; }
 ALL_CPUS=$(python3 -c 'import os; print(",".join(map(str, sorted(os.sched_getaffinity(0)))))')
 place() { # cpu-list: every thread of every process started here
   for pid in "${ALL[@]}"; do taskset -a -p -c "$1" "$pid" >/dev/null; done
@@ -115,6 +160,14 @@ for round in $(seq 1 "$ROUNDS"); do
   for path in $PATHS; do
     "$BIN"/sluice-load connect --target 127.0.0.1:"${PORT[$path]}" --concurrency 32 \
       --duration "${SECONDS_PER_RUN}s" --warmup 0.3s --json "$WORK/conn-$path-$round.json" >/dev/null
+  done
+  for path in $PATHS; do
+    procs=${PROCS[$path]}; [ "$path" = direct ] && procs=$ECHO_PID
+    before=$(ticks "$procs")
+    /usr/bin/time -f "%U %S" -o "$WORK/client-$path-$round.time" \
+      "$BIN"/sluice-load connect --target 127.0.0.1:"${PORT[$path]}" --concurrency 32 --model blocking \
+      --duration "${SECONDS_PER_RUN}s" --json "$WORK/cpu-$path-$round.json" >/dev/null
+    echo $(( $(ticks "$procs") - before )) > "$WORK/cpu-$path-$round.ticks"
   done
 done
 place "$ALL_CPUS"
@@ -148,4 +201,21 @@ print(f"{'path':12} {'proxies':>7} | {'conn/s':>8} {'x direct':>9} {'(min-max)':
 for p, hops in paths:
     ratios = [conn(p, r) / conn("direct", r) for r in R]
     print(f"{p:12} {int(hops):7d} | {st.median(conn(p, r) for r in R):8.0f} {st.median(ratios):8.2f}x  ({min(ratios):.2f}-{max(ratios):.2f})")
+hz = os.sysconf("SC_CLK_TCK")
+def cpu_us(p, r):
+    n = json.load(open(f"{d}/cpu-{p}-{r}.json"))["totals"]["ops"]
+    return int(open(f"{d}/cpu-{p}-{r}.ticks").read()) / hz * 1e6 / n
+def client_us(p, r):
+    n = json.load(open(f"{d}/cpu-{p}-{r}.json"))["totals"]["ops"]
+    return sum(map(float, open(f"{d}/client-{p}-{r}.time").read().split())) * 1e6 / n
+print()
+print("CPU per connection, 32 blocking client threads (open, 64 B each way, close); direct: the two ends of one TCP connection")
+print(f"{'path':12} {'proxies':>7} | {'proxy CPU us':>12} {'(min-max)':>14} | {'client us':>9} {'echo server us':>14}")
+for p, hops in paths:
+    if int(hops) == 0:
+        both = [client_us(p, r) + cpu_us(p, r) for r in R]
+        print(f"{p:12} {0:7d} | {st.median(both):12.1f} {f'({min(both):.0f}-{max(both):.0f})':>14} | {st.median(client_us(p, r) for r in R):9.1f} {st.median(cpu_us(p, r) for r in R):14.1f}")
+    else:
+        v = [cpu_us(p, r) for r in R]
+        print(f"{p:12} {int(hops):7d} | {st.median(v):12.1f} {f'({min(v):.0f}-{max(v):.0f})':>14} | {st.median(client_us(p, r) for r in R):9.1f} {'':>14}")
 PY
