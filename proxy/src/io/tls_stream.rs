@@ -234,12 +234,9 @@ where
     /// The ciphertext buffer, emptied and sized for the next socket read.
     fn take_read_buffer(&mut self) -> Vec<u8> {
         let mut buf = std::mem::take(&mut self.rbuf);
-        if buf.capacity() > self.read_size {
-            // Back to small reads: let the large buffer go.
-            buffer_pool::give_back(buf);
-            buf = Vec::new();
-        }
-        if buf.capacity() < self.read_size {
+        if buf.capacity() != self.read_size {
+            // Another size (back to small reads, or on to large ones): the one held goes
+            // back to the worker's spares.
             buffer_pool::give_back(buf);
             buf = buffer_pool::take(self.read_size);
         }
