@@ -30,7 +30,6 @@ while [ $# -gt 0 ]; do
 done
 
 source bench/scripts/common.sh
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 HZ=$(getconf CLK_TCK)
 
 ECHO_PORT=$(free_port); AGENT_PORT=$(free_port); PUB=$(free_port)

@@ -62,10 +62,10 @@ wait_port "$ECHO_PORT"
 declare -A PORT HOPS
 PORT[direct]=$ECHO_PORT; HOPS[direct]=0
 
-# The processes of each path whose CPU counts as the path's (none for direct).
+# The processes of each path whose CPU counts as the path's (for direct: the echo
+# server's, one end of the connection; the client's is timed apart).
 declare -A PROCS
-PROCS[direct]=""
-ECHO_PID=${PIDS[-1]}
+PROCS[direct]=${PIDS[-1]}
 
 haproxy_hop() { # name listen-port target-port
   printf 'global\n    maxconn 1000\n\ndefaults\n    mode tcp\n    option splice-auto\n    timeout connect 5s\n    timeout client 120s\n    timeout server 120s\n\nlisten hop\n    bind 127.0.0.1:%s\n    server s 127.0.0.1:%s\n' \
@@ -100,8 +100,9 @@ NGINX
   wait_port "$ng"
   # The workers are the master's children; pinning follows them (taskset -a below
   # covers only threads, so they are listed too).
-  for child in $(ps -o pid= --ppid "$NGINX_PID"); do ALL+=("$child"); done
-  PORT[nginx-1]=$ng; HOPS[nginx-1]=1; PROCS[nginx-1]="$NGINX_PID $(ps -o pid= --ppid "$NGINX_PID" | tr '\n' ' ')"
+  workers=$(ps -o pid= --ppid "$NGINX_PID" | tr '\n' ' ')
+  for child in $workers; do ALL+=("$child"); done
+  PORT[nginx-1]=$ng; HOPS[nginx-1]=1; PROCS[nginx-1]="$NGINX_PID $workers"
   NGINX_PATH=nginx-1
 else
   echo "nginx or its stream module is missing: no nginx-1 path (apt-get install nginx-light libnginx-mod-stream)" >&2
@@ -141,9 +142,6 @@ start_tunnel tcp
 start_tunnel tls
 
 PATHS="direct haproxy-1 $NGINX_PATH haproxy-x2 sluice-tcp sluice-tls"
-PATHS=$(echo $PATHS)
-# CPU ticks (user + system) of a path's processes so far.
-ticks() { local t=0 pid; for pid in $1; do t=$((t + $(awk '{print $14+$15}' "/proc/$pid/stat"))); done; echo $t; }
 ALL_CPUS=$(python3 -c 'import os; print(",".join(map(str, sorted(os.sched_getaffinity(0)))))')
 place() { # cpu-list: every thread of every process started here
   for pid in "${ALL[@]}"; do taskset -a -p -c "$1" "$pid" >/dev/null; done
@@ -162,12 +160,11 @@ for round in $(seq 1 "$ROUNDS"); do
       --duration "${SECONDS_PER_RUN}s" --warmup 0.3s --json "$WORK/conn-$path-$round.json" >/dev/null
   done
   for path in $PATHS; do
-    procs=${PROCS[$path]}; [ "$path" = direct ] && procs=$ECHO_PID
-    before=$(ticks "$procs")
+    before=$(cpu_ticks ${PROCS[$path]})
     /usr/bin/time -f "%U %S" -o "$WORK/client-$path-$round.time" \
       "$BIN"/sluice-load connect --target 127.0.0.1:"${PORT[$path]}" --concurrency 32 --model blocking \
       --duration "${SECONDS_PER_RUN}s" --json "$WORK/cpu-$path-$round.json" >/dev/null
-    echo $(( $(ticks "$procs") - before )) > "$WORK/cpu-$path-$round.ticks"
+    echo $(( $(cpu_ticks ${PROCS[$path]}) - before )) > "$WORK/cpu-$path-$round.ticks"
   done
 done
 place "$ALL_CPUS"
