@@ -46,7 +46,7 @@ pub const DRIVERS: [&str; 2] = ["uring", "legacy"];
 /// The agent protocol version of the `sluice` under test (docs/protocol.md), for tests
 /// that write frames by hand; a hand-made hello of another version is refused before
 /// what the test means to exercise.
-pub const PROTOCOL_VERSION: u16 = 8;
+pub const PROTOCOL_VERSION: u16 = 9;
 
 /// Waits until `cond` holds, polling every 10 ms; panics naming `what` after
 /// `deadline`.

@@ -290,7 +290,7 @@ async fn established(
                 pooling: ep.pooling,
                 labels: ep.labels.clone(),
                 traffic_policy: ep.traffic_policy.clone(),
-                upstream_protocol: ep.upstream_protocol,
+                upstream_protocol: ep.bind_protocol(),
             });
             let _ = control_tx.try_send(super::health::report(shared, i, &ticket));
         }
@@ -402,7 +402,7 @@ async fn established(
                                 pooling: ep.pooling,
                                 labels: ep.labels.clone(),
                                 traffic_policy: ep.traffic_policy.clone(),
-                                upstream_protocol: ep.upstream_protocol,
+                                upstream_protocol: ep.bind_protocol(),
                             },
                         );
                         monoio::spawn(async move {

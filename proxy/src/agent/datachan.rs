@@ -27,7 +27,10 @@ use std::{
     task::{Context, Poll},
 };
 
-use monoio::net::TcpStream;
+use monoio::{
+    io::{AsyncReadRent, AsyncWriteRent},
+    net::TcpStream,
+};
 use rustls::ServerConfig;
 
 pub(super) use self::framed::FramedChannel;
@@ -122,8 +125,9 @@ pub(super) trait DataChannel: Sized {
         shared: &AgentShared,
     ) -> Result<Self, ChannelError>;
 
-    /// Waits parked, without a deadline, until the edge hands over a stream; its header.
-    async fn read_header(&mut self) -> Result<StreamStart, ParkEnd>;
+    /// Waits parked, without a deadline, until the edge hands over a stream; its header
+    /// and what the stream carries.
+    async fn read_header(&mut self) -> Result<(StreamStart, Carries), ParkEnd>;
 
     /// Sends the stream's status; false if that failed.
     async fn send_status(&mut self, code: StreamCode) -> bool;
@@ -154,6 +158,19 @@ pub(super) trait DataChannel: Sized {
         stream: &Stream<'_>,
     ) -> Option<Self::Client>;
 
+    /// The stream as a byte stream of its own, for the multiplexed link a
+    /// [`Carries::Mux`] stream carries (after the `Ok` status); the channel is closed
+    /// when the link ends.
+    type Link: AsyncReadRent
+        + AsyncWriteRent
+        + monoio::io::Split
+        + std::os::fd::AsRawFd
+        + Unpin
+        + 'static;
+
+    /// [`Self::Link`] over this channel (`None`: its connection is gone).
+    fn into_link(self) -> Option<Self::Link>;
+
     /// Ends a terminated client whose upstream could not be connected.
     fn abandon(client: Self::Client);
 
@@ -166,6 +183,17 @@ pub(super) trait DataChannel: Sized {
 
     /// The channel under a client that ended cleanly, when both sides keep it.
     async fn reuse(client: Self::Client) -> Option<Self>;
+}
+
+/// What a stream handed to a channel carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Carries {
+    /// A connection's bytes, relayed to and from a connection to the upstream
+    /// ([`Frame::Stream`]).
+    Bytes,
+    /// A multiplexed link whose sub-streams each go to an upstream connection of their
+    /// own ([`Frame::MuxStream`], mux_relay.rs).
+    Mux,
 }
 
 /// A future that may be absent: `None` is ready at once with `None`. Lets a channel
@@ -231,9 +259,12 @@ pub(super) enum ParkEnd {
 
 impl ParkEnd {
     /// The wait's result as a header or why there is none.
-    pub fn from_read(read: Result<Option<Frame>, FrameError>) -> Result<StreamStart, ParkEnd> {
+    pub fn from_read(
+        read: Result<Option<Frame>, FrameError>,
+    ) -> Result<(StreamStart, Carries), ParkEnd> {
         match read {
-            Ok(Some(Frame::Stream(start))) => Ok(start),
+            Ok(Some(Frame::Stream(start))) => Ok((start, Carries::Bytes)),
+            Ok(Some(Frame::MuxStream(start))) => Ok((start, Carries::Mux)),
             Ok(Some(frame)) => Err(ParkEnd::Unexpected(frame.name())),
             Ok(None) => Err(ParkEnd::Closed),
             Err(e) => Err(ParkEnd::Failed(e)),
@@ -299,7 +330,11 @@ mod tests {
         };
         assert_eq!(
             ParkEnd::from_read(Ok(Some(Frame::Stream(start.clone())))).unwrap(),
-            start
+            (start.clone(), Carries::Bytes)
+        );
+        assert_eq!(
+            ParkEnd::from_read(Ok(Some(Frame::MuxStream(start.clone())))).unwrap(),
+            (start, Carries::Mux)
         );
         assert!(matches!(ParkEnd::from_read(Ok(None)), Err(ParkEnd::Closed)));
         assert!(matches!(

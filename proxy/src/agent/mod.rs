@@ -21,6 +21,7 @@ mod datachan;
 mod edges;
 pub mod egress;
 mod health;
+mod mux_relay;
 mod pipeline;
 mod terminate;
 mod upstream;

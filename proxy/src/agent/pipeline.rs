@@ -16,7 +16,11 @@
 //!    ([`terminated`]); a refused upstream then ends the stream.
 //! 5. **pump** ([`DataChannel::pump`] then [`DataChannel::pumped`];
 //!    [`DataChannel::pump_client`] under termination): until both directions end;
-//!    counted by [`stream_ended`]. A `tls` channel both sides keep goes back to step 2.
+//!    counted by [`stream_ended`]. A channel both sides keep goes back to step 2.
+//!
+//! A `MuxStream` header ([`Carries::Mux`]) takes another way after step 2: the
+//! upstream connected, the status, then the link's sub-streams relayed until the edge
+//! ends it, and the channel with it (mux_relay.rs).
 //!
 //! [`open_loop`] turns each channel the session asks for into a task of the configured
 //! transport. The pipeline is generic over the channel type, so each transport's task
@@ -25,7 +29,8 @@
 use std::sync::{atomic::Ordering, Arc};
 
 use super::{
-    datachan::{ChannelError, DataChannel, ParkEnd, PlainChannel, Stream, TlsChannel},
+    datachan::{Carries, ChannelError, DataChannel, ParkEnd, PlainChannel, Stream, TlsChannel},
+    mux_relay,
     upstream::{self, Upstream, UpstreamError},
     AgentShared, Opening, SessionTicket,
 };
@@ -76,8 +81,8 @@ pub fn serve<C: DataChannel>(
         drop(opening);
         loop {
             // 2. Read stream header.
-            let start = match channel.read_header().await {
-                Ok(start) => start,
+            let (start, carries) = match channel.read_header().await {
+                Ok(header) => header,
                 Err(end) => {
                     ticket.idle.fetch_sub(1, Ordering::Relaxed);
                     return park_ended(&end);
@@ -102,6 +107,10 @@ pub fn serve<C: DataChannel>(
                 ticket: &ticket,
                 shared: &shared,
             };
+            if carries == Carries::Mux {
+                // Boxed: the link's state would otherwise size every channel's task.
+                return Box::pin(mux_relay::serve(channel, stream, shared.clone())).await;
+            }
             let again = match &stream.endpoint.tls_termination {
                 None => {
                     // 3. Connect upstream. A refused upstream retires the channel: the
@@ -168,7 +177,7 @@ async fn terminated<C: DataChannel>(
 }
 
 /// The connect-upstream phase: on failure, its log line and counters.
-async fn connect_upstream(stream: &Stream<'_>) -> Result<Upstream, UpstreamError> {
+pub(super) async fn connect_upstream(stream: &Stream<'_>) -> Result<Upstream, UpstreamError> {
     let result = upstream::connect(&stream.start, stream.endpoint).await;
     if let Err(e) = &result {
         upstream::log_failure(e, &stream.start, stream.endpoint);

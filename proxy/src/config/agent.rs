@@ -518,6 +518,28 @@ pub struct AgentEndpoint {
     pub upstream_protocol: crate::wire::UpstreamProtocol,
 }
 
+impl AgentEndpoint {
+    /// What its Bind tells the edge about the upstream: an `http://`/`https://`
+    /// endpoint whose HTTP/1.1 upstream needs nothing per client connection (no PROXY
+    /// header, no client TLS the agent ends) is [`UpstreamProtocol::Http1Multiplexed`]:
+    /// the edge's connections to it share one stream per edge worker (io/mux.rs).
+    /// Otherwise the upstream's own protocol.
+    ///
+    /// [`UpstreamProtocol::Http1Multiplexed`]: crate::wire::UpstreamProtocol::Http1Multiplexed
+    pub fn bind_protocol(&self) -> crate::wire::UpstreamProtocol {
+        use crate::wire::UpstreamProtocol;
+        let http = self.url.starts_with("http://") || self.url.starts_with("https://");
+        match self.upstream_protocol {
+            UpstreamProtocol::Http1
+                if http && self.proxy_protocol.is_none() && self.tls_termination.is_none() =>
+            {
+                UpstreamProtocol::Http1Multiplexed
+            }
+            protocol => protocol,
+        }
+    }
+}
+
 /// How the agent speaks TLS to an upstream.
 #[derive(Debug, Clone)]
 pub struct UpstreamTls {

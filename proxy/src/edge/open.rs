@@ -28,7 +28,7 @@ use super::{
     session_handle::TakeError,
     CHANNEL_WAIT,
 };
-use crate::wire::Frame;
+use crate::wire::{Frame, UpstreamProtocol};
 
 /// A stream the agent accepted: the member's load guard, the channel ready for the
 /// pump, and how many members failed first.
@@ -70,12 +70,16 @@ pub struct Target<'a> {
 }
 
 /// Opens `start` on a member of `pool`, failing over as the module doc says.
+/// `http_requests`: the stream is for HTTP requests (not a protocol switch), so a
+/// member bound as [`UpstreamProtocol::Http1Multiplexed`] is announced an
+/// [`Frame::MuxStream`] instead, and its channel will carry HTTP/2.
 pub async fn open(
     pool: &Pool,
     registry: &Registry,
     start: &Frame,
     early: &[u8],
     to: &Target<'_>,
+    http_requests: bool,
 ) -> Result<Opened, NoMember> {
     let mut tried: Vec<u64> = Vec::new();
     let mut last = None;
@@ -85,7 +89,7 @@ pub async fn open(
         };
         // Counted from the pick: a member slow to open is a loaded member.
         let load = MemberLoad::new(member.clone());
-        let error = match attempt(&member, start, early).await {
+        let error = match attempt(&member, start, early, http_requests).await {
             Ok(channel) => {
                 if !tried.is_empty() {
                     PoolStats::bump(&registry.pool_stats.failovers);
@@ -114,7 +118,22 @@ pub async fn open(
 }
 
 /// One member: a parked channel, the stream announced, the agent's status.
-async fn attempt(member: &Member, start: &Frame, early: &[u8]) -> Result<DataChannel, OpenError> {
+async fn attempt(
+    member: &Member,
+    start: &Frame,
+    early: &[u8],
+    http_requests: bool,
+) -> Result<DataChannel, OpenError> {
+    let mux_stream;
+    let start = match start {
+        Frame::Stream(s)
+            if http_requests && member.upstream == UpstreamProtocol::Http1Multiplexed =>
+        {
+            mux_stream = Frame::MuxStream(s.clone());
+            &mux_stream
+        }
+        _ => start,
+    };
     let channel: ParkedChannel = member.session.take_channel(CHANNEL_WAIT).await?;
     // A session that ends meanwhile (its agent went silent past the heartbeat
     // tolerance) ends the wait for its status too.
@@ -126,7 +145,12 @@ async fn attempt(member: &Member, start: &Frame, early: &[u8]) -> Result<DataCha
 
 /// Logs and counts one failed attempt, marking the member suspect (logged once per
 /// transition into suspicion).
-fn suspect(registry: &Registry, member: &Arc<Member>, error: OpenError, to: &Target<'_>) {
+pub(super) fn suspect(
+    registry: &Registry,
+    member: &Arc<Member>,
+    error: OpenError,
+    to: &Target<'_>,
+) {
     registry.pool_stats.open_failures[error.index()].fetch_add(1, Ordering::Relaxed);
     member.note_open_failure();
     let reason = error.as_str();

@@ -200,7 +200,7 @@ async fn carry(
     let stream = Frame::Stream(start.clone());
     // Within the sending edge's wait for the status, so it never gives up on an
     // opening this edge then completes.
-    let opening = open::open(&pool, &shared.registry, &stream, &[], &to);
+    let opening = open::open(&pool, &shared.registry, &stream, &[], &to, false);
     let opened = match idle::within(PEER_OPEN_WAIT, opening).await {
         Ok(Ok(opened)) => opened,
         Err(_) => {

@@ -161,7 +161,7 @@ pub(super) fn forward(
         // Nothing has reached an upstream until the agent's status says so: a member that
         // fails before that is skipped for another one, invisibly to the client.
         let opening = Box::pin(open_phase(
-            &shared, &endpoint, route, early, peer, server, &target,
+            &shared, &endpoint, route, early, peer, server, &target, false,
         ));
         let (
             Carried {
@@ -217,7 +217,11 @@ pub(super) struct Carried {
 /// The open phase (edge/open.rs, or edge/peer_out.rs for another edge), boxed by the
 /// caller so that the stream header and the client's early bytes take room only while
 /// it runs: the stream announced with those bytes, and how many there were (the pump
-/// never sees them).
+/// never sees them). `http_requests`: as [`open::open`]'s.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the open phase's inputs, each named"
+)]
 pub(super) async fn open_phase(
     shared: &EdgeShared,
     endpoint: &LiveEndpoint,
@@ -226,6 +230,7 @@ pub(super) async fn open_phase(
     peer: SocketAddr,
     server: SocketAddr,
     target: &str,
+    http_requests: bool,
 ) -> Result<(Carried, u64), open::NoMember> {
     let start = StreamStart {
         client: peer,
@@ -240,7 +245,7 @@ pub(super) async fn open_phase(
                 url: target,
             };
             let stream = Frame::Stream(start);
-            match open::open(&pool, &shared.registry, &stream, &early, &to).await {
+            match open::open(&pool, &shared.registry, &stream, &early, &to, http_requests).await {
                 Ok(opened) => Carried {
                     via: Via::Member(opened.load),
                     channel: opened.channel,

@@ -10,6 +10,7 @@ pub mod copy;
 pub mod framed;
 pub mod idle;
 pub mod maybe_tls;
+pub mod mux;
 pub mod readiness;
 pub mod sockets;
 pub mod splice;

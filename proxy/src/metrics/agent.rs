@@ -18,7 +18,11 @@ use super::{
 pub struct EndpointStats {
     /// Streams the edge assigned to this endpoint.
     pub streams: Counter,
-    /// Streams whose upstream could not be reached (connect or TLS failed, timed out).
+    /// Sub-streams of multiplexed links (HTTP/1.1 connections the edge ran through a
+    /// shared stream, io/mux.rs), each relayed to an upstream connection of its own.
+    pub substreams: Counter,
+    /// Streams and sub-streams whose upstream could not be reached (connect or TLS
+    /// failed, timed out).
     pub upstream_failed: Counter,
     /// Streams that ended with an error after the upstream answered.
     pub stream_errors: Counter,
@@ -249,6 +253,18 @@ pub(crate) fn render(agent: &dyn AgentReadout) -> String {
                 c.get(),
             );
         }
+    }
+    e.family(
+        "sluice_agent_substreams_total",
+        "counter",
+        "Sub-streams of multiplexed links per internal endpoint: HTTP/1.1 connections the edge ran inside a shared stream, each relayed to an upstream connection of its own.",
+    );
+    for url in &urls {
+        e.sample(
+            "sluice_agent_substreams_total",
+            &[("endpoint", url)],
+            s.endpoints[*url].substreams.get(),
+        );
     }
     e.family("sluice_agent_bytes_total", "counter", "Bytes forwarded per internal endpoint (in: toward the upstream), counted when a stream ends cleanly.");
     for url in &urls {

@@ -54,6 +54,7 @@ const ENDPOINT_HEALTH: u8 = 11;
 const STREAM_STATUS: u8 = 12;
 const PEER_STREAM: u8 = 13;
 const DRAIN: u8 = 14;
+const MUX_STREAM: u8 = 15;
 
 /// Appends `frame` to `out`. Strings longer than the decoder accepts are truncated at a
 /// char boundary rather than producing a frame the peer would reject.
@@ -156,8 +157,17 @@ pub fn encode(frame: &Frame, out: &mut BytesMut) {
             client,
             server,
             internal_url,
+        })
+        | Frame::MuxStream(StreamStart {
+            client,
+            server,
+            internal_url,
         }) => {
-            out.put_u8(STREAM);
+            out.put_u8(if matches!(frame, Frame::Stream(_)) {
+                STREAM
+            } else {
+                MUX_STREAM
+            });
             put_addr(out, client);
             put_addr(out, server);
             put_str(out, internal_url);
@@ -273,6 +283,11 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Frame, usize)>, WireError> {
             client: r.addr("stream.client")?,
             server: r.addr("stream.server")?,
             internal_url: r.string("stream.internal_url")?,
+        }),
+        MUX_STREAM => Frame::MuxStream(StreamStart {
+            client: r.addr("mux_stream.client")?,
+            server: r.addr("mux_stream.server")?,
+            internal_url: r.string("mux_stream.internal_url")?,
         }),
         PEER_STREAM => Frame::PeerStream {
             edge: r.string("peer_stream.edge")?,

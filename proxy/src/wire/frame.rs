@@ -14,7 +14,10 @@ use std::net::SocketAddr;
 /// send raw bytes and close its channel after each stream).
 /// Version 8: a Bind says which HTTP version the endpoint's upstream speaks
 /// ([`UpstreamProtocol`]).
-pub const PROTOCOL_VERSION: u16 = 8;
+/// Version 9: an HTTP/1.1 upstream may be bound as [`UpstreamProtocol::Http1Multiplexed`],
+/// and the edge then carries its requests in the sub-streams of a [`Frame::MuxStream`]
+/// (io/mux.rs).
+pub const PROTOCOL_VERSION: u16 = 9;
 
 /// The HTTP version the edge speaks through the tunnel to an `http://` endpoint's
 /// upstream (`upstream.protocol` in the agent file).
@@ -27,6 +30,12 @@ pub enum UpstreamProtocol {
     /// HTTP/2: with prior knowledge on a plain upstream, negotiated by ALPN (`h2`) over
     /// `upstream.tls`.
     Http2,
+    /// An HTTP/1.1 upstream whose agent multiplexes ([`Frame::MuxStream`]): the edge's
+    /// HTTP/1.1 connections to it, for all the client connections a worker serves,
+    /// are sub-streams of one data channel stream (io/mux.rs), each relayed by the
+    /// agent to an upstream connection of its own. A protocol switch (websockets)
+    /// still takes a [`Frame::Stream`] of its own.
+    Http1Multiplexed,
 }
 
 impl UpstreamProtocol {
@@ -35,6 +44,7 @@ impl UpstreamProtocol {
         match self {
             Self::Http1 => 1,
             Self::Http2 => 2,
+            Self::Http1Multiplexed => 3,
         }
     }
 
@@ -42,6 +52,7 @@ impl UpstreamProtocol {
     pub fn from_u8(b: u8) -> Self {
         match b {
             2 => Self::Http2,
+            3 => Self::Http1Multiplexed,
             _ => Self::Http1,
         }
     }
@@ -317,6 +328,13 @@ pub enum Frame {
     },
     /// edge -> agent on a data channel: a public connection starts on it.
     Stream(StreamStart),
+    /// edge -> agent on a data channel, for an endpoint bound as
+    /// [`UpstreamProtocol::Http1Multiplexed`]: a multiplexed link starts on it (the
+    /// client named is the first whose request opened it). The agent connects the
+    /// upstream as for a `Stream`, answers with a `StreamStatus`, then relays each
+    /// sub-stream the edge opens (io/mux.rs) to an upstream connection of its own; the
+    /// channel is closed when the link ends.
+    MuxStream(StreamStart),
     /// agent -> edge: an endpoint's upstream health and its pool weight; sent after
     /// its Bind and again whenever either changes.
     EndpointHealth {
@@ -435,6 +453,7 @@ impl std::fmt::Debug for Frame {
                 .field("count", count)
                 .finish(),
             Frame::Stream(start) => f.debug_tuple("Stream").field(start).finish(),
+            Frame::MuxStream(start) => f.debug_tuple("MuxStream").field(start).finish(),
             Frame::Drain { grace_ms } => {
                 f.debug_struct("Drain").field("grace_ms", grace_ms).finish()
             }
@@ -483,6 +502,7 @@ impl Frame {
             Frame::NeedChannels { .. } => "need_channels",
             Frame::ChannelHello { .. } => "channel_hello",
             Frame::Stream(_) => "stream",
+            Frame::MuxStream(_) => "mux_stream",
             Frame::PeerStream { .. } => "peer_stream",
             Frame::Drain { .. } => "drain",
             Frame::EndpointHealth { .. } => "endpoint_health",

@@ -53,6 +53,11 @@ fn samples() -> Vec<Frame> {
             server: "[2001:db8::2]:8443".parse().unwrap(),
             internal_url: "tls://api.internal:443".into(),
         }),
+        Frame::MuxStream(StreamStart {
+            client: "203.0.113.7:5555".parse().unwrap(),
+            server: "198.51.100.1:80".parse().unwrap(),
+            internal_url: "http://api.internal:80".into(),
+        }),
         Frame::EndpointHealth {
             url: "tcp://db.internal:5432".into(),
             healthy: false,

@@ -8,7 +8,9 @@ use std::{future::Future, os::fd::AsRawFd, sync::Arc};
 use monoio::io::{AsyncReadRent, AsyncWriteRent, Split};
 use rustls::{ServerConfig, ServerConnection};
 
-use super::{ChannelError, ChannelLink, DataChannel, MaybeFuture, ParkEnd, Pumped, Stream};
+use super::{
+    Carries, ChannelError, ChannelLink, DataChannel, MaybeFuture, ParkEnd, Pumped, Stream,
+};
 use crate::{
     agent::{terminate, upstream::Upstream, AgentShared, SessionTicket},
     io::{
@@ -39,7 +41,7 @@ pub(in crate::agent) struct FramedChannel<L> {
 
 impl<L> DataChannel for FramedChannel<L>
 where
-    L: ChannelLink + Split + AsyncReadRent + AsyncWriteRent + Readiness + AsRawFd + 'static,
+    L: ChannelLink + Split + AsyncReadRent + AsyncWriteRent + Readiness + AsRawFd + Unpin + 'static,
 {
     type Client = TlsStream<ServerConnection, ChunkedSub<L>>;
 
@@ -53,7 +55,7 @@ where
         })
     }
 
-    async fn read_header(&mut self) -> Result<StreamStart, ParkEnd> {
+    async fn read_header(&mut self) -> Result<(StreamStart, Carries), ParkEnd> {
         let link = self.link.as_mut().ok_or(ParkEnd::Closed)?;
         ParkEnd::from_read(self.reader.next(link).await)
     }
@@ -116,6 +118,12 @@ where
                 None
             }
         }
+    }
+
+    type Link = ChunkedSub<L>;
+
+    fn into_link(self) -> Option<Self::Link> {
+        Some(ChunkedSub::new(self.link?, self.reader, || false))
     }
 
     fn abandon(client: Self::Client) {

@@ -32,7 +32,7 @@ use sluice_policy::{
 };
 
 use super::{
-    headers,
+    headers, multiplexed,
     page::{self, Body, Code},
     rt,
     stall::Flowing,
@@ -42,7 +42,7 @@ use crate::{
     edge::{
         account::{Conn, Outcome},
         conn_facts::PublicConn,
-        datachan::{DataChannel, ParkedChannel},
+        datachan::{DataChannel, OpenError, ParkedChannel},
         denials,
         endpoint_policy::BoundPolicy,
         peer_out::PeerLoad,
@@ -50,7 +50,7 @@ use crate::{
         pool::MemberLoad,
         EdgeShared, LiveEndpoint,
     },
-    io::{readiness::Readiness, substream::ChunkedSub},
+    io::{mux::Gone, readiness::Readiness, substream::ChunkedSub},
     wire::UpstreamProtocol,
 };
 
@@ -298,14 +298,20 @@ async fn phases(req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> {
         // worker has one.
         if let (pipeline::Route::Local(pool), None) = (&route, &upgrade) {
             if let Some(member) = pool.pick(&[]) {
-                let kept = if member.upstream == UpstreamProtocol::Http2 {
-                    upstreams::http2(member.id(), &target).map(Kept::Http2)
-                } else {
-                    upstreams::take(member.id(), &target).map(|(sender, channel)| Kept::Http1 {
-                        sender,
-                        channel,
-                        via: Via::Member(MemberLoad::new(member)),
-                    })
+                let kept = match member.upstream {
+                    UpstreamProtocol::Http2 => {
+                        upstreams::http2(member.id(), &target).map(Kept::Http2)
+                    }
+                    UpstreamProtocol::Http1Multiplexed => {
+                        kept_multiplexed(shared, member, &endpoint, conn, &target).await
+                    }
+                    UpstreamProtocol::Http1 => {
+                        upstreams::take(member.id(), &target).map(|(sender, channel)| Kept::Http1 {
+                            sender,
+                            channel,
+                            via: Via::Member(MemberLoad::new(member)),
+                        })
+                    }
                 };
                 if let Some(kept) = kept {
                     break (target, Carrier::Kept { kept, route });
@@ -330,7 +336,7 @@ async fn phases(req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> {
                 break (target, Carrier::Kept { kept, route });
             }
         }
-        match open(shared, &endpoint, route, conn, &target).await {
+        match open(shared, &endpoint, route, conn, &target, upgrade.is_none()).await {
             Ok(carried) => break (target, Carrier::Opened(carried)),
             Err(_) if go_on => {
                 tracing::debug!(endpoint = %endpoint.url, peer = %conn.peer, %target,
@@ -432,7 +438,7 @@ async fn phases(req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> {
                 },
             }
             drop(kept);
-            match open(shared, &endpoint, route, conn, &target).await {
+            match open(shared, &endpoint, route, conn, &target, true).await {
                 Ok(carried) => carried,
                 Err(failure) => {
                     account(Outcome::NoMember {
@@ -488,12 +494,56 @@ async fn phases(req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> {
                 "http: the upstream's response failed");
             counted(page::error(Code::UpstreamFailed))
         }
+        Err(SendFailure::Multiplexed(gone)) => {
+            crate::log_throttled!(info, endpoint = %endpoint.url, peer = %conn.peer, error = %gone,
+                "http: the multiplexed link's first connection failed");
+            counted(page::error(Code::UpstreamUnreachable))
+        }
         Err(SendFailure::Unsupported(what)) => {
             crate::log_throttled!(info, endpoint = %endpoint.url, peer = %conn.peer, what,
                 "http: not supported; answered 502");
             counted(page::error(Code::UpstreamFailed))
         }
     }
+}
+
+/// A connection to the upstream of `member` (bound `Http1Multiplexed`) through this
+/// worker's link to it: a kept-alive one, or a new sub-stream of the link; `None`
+/// when the worker has no usable link or the agent refused the sub-stream (its
+/// upstream unreachable: the member is suspect, and the request opens a stream of its
+/// own, failing over as the open phase does).
+async fn kept_multiplexed(
+    shared: &EdgeShared,
+    member: Arc<crate::edge::pool::Member>,
+    endpoint: &LiveEndpoint,
+    conn: &ConnInfo,
+    target: &str,
+) -> Option<Kept> {
+    let sender = match upstreams::take(member.id(), target) {
+        Some((sender, _)) => sender,
+        None => match multiplexed::connection(&upstreams::link(member.id(), target)?).await {
+            Ok(sender) => sender,
+            Err(Gone::Refused) => {
+                crate::edge::open::suspect(
+                    &shared.registry,
+                    &member,
+                    OpenError::UpstreamFailed,
+                    &crate::edge::open::Target {
+                        endpoint: &endpoint.url,
+                        peer: conn.peer,
+                        url: target,
+                    },
+                );
+                return None;
+            }
+            Err(_) => return None,
+        },
+    };
+    Some(Kept::Http1 {
+        sender,
+        channel: -1,
+        via: Via::Member(MemberLoad::new(member)),
+    })
 }
 
 /// What carries a request upstream.
@@ -546,13 +596,15 @@ impl Kept {
 
 /// A stream of its own for the request on `route` (edge/pipeline.rs's open phase: a
 /// member's data channel, another member while none reached the upstream, or another
-/// edge).
+/// edge). `http_requests`: the request switches no protocol, so the stream may be a
+/// multiplexed link to a member bound `Http1Multiplexed` (multiplexed.rs).
 async fn open(
     shared: &EdgeShared,
     endpoint: &LiveEndpoint,
     route: pipeline::Route,
     conn: &ConnInfo,
     target: &str,
+    http_requests: bool,
 ) -> Result<Carried, crate::edge::open::NoMember> {
     Box::pin(pipeline::open_phase(
         shared,
@@ -562,6 +614,7 @@ async fn open(
         conn.peer,
         conn.server,
         target,
+        http_requests,
     ))
     .await
     .map(|(carried, _)| carried)
@@ -1003,6 +1056,8 @@ enum SendFailure {
     Unsupported(&'static str),
     /// hyper's error (the stream broke, the answer was not HTTP).
     Http(hyper::Error),
+    /// The new multiplexed link's first sub-stream was refused or ended unanswered.
+    Multiplexed(Gone),
     /// No response head within the endpoint's `response_timeout`.
     Timeout,
 }
@@ -1111,12 +1166,39 @@ async fn exchange<T>(
     park: fn(T) -> Option<ParkedChannel>,
 ) -> Result<(Response<Incoming>, Option<Via>), SendFailure>
 where
-    T: AsyncReadRent + AsyncWriteRent + Readiness + std::os::fd::AsRawFd + Unpin + 'static,
+    T: AsyncReadRent
+        + AsyncWriteRent
+        + Readiness
+        + std::os::fd::AsRawFd
+        + monoio::io::Split
+        + Unpin
+        + 'static,
 {
-    let http2 = match &via {
-        Via::Member(load) => load.0.upstream == UpstreamProtocol::Http2,
-        Via::Peer(_) => false,
+    // As the open phase announced the stream (edge/open.rs).
+    let (http2, link) = match &via {
+        Via::Member(load) => match load.0.upstream {
+            UpstreamProtocol::Http2 => (true, false),
+            UpstreamProtocol::Http1Multiplexed => (false, !upgrade),
+            UpstreamProtocol::Http1 => (false, false),
+        },
+        Via::Peer(_) => (false, false),
     };
+    if let (true, Via::Member(load)) = (link, &via) {
+        let link = multiplexed::start(stream, &load.0.session);
+        if let Some(keep) = &keep {
+            upstreams::keep_link(load.0.id(), &keep.url, link.clone());
+        }
+        let mut sender = multiplexed::connection(&link)
+            .await
+            .map_err(SendFailure::Multiplexed)?;
+        let response = answer(
+            sender.send_request(for_version(req, false)),
+            response_timeout,
+        )
+        .await?;
+        keep_alive(sender, via, keep.map(|keep| (keep, -1)));
+        return Ok((response, None));
+    }
     if http2 {
         if upgrade {
             return Err(SendFailure::Unsupported(

@@ -9,6 +9,7 @@
 
 mod forward;
 mod headers;
+mod multiplexed;
 mod page;
 mod rt;
 mod stall;

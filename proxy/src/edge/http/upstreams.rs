@@ -12,6 +12,11 @@
 //! An HTTP/2 upstream (`upstream.protocol: http2`) multiplexes: one connection per
 //! member, URL and worker carries every request, each on a stream of its own, for as
 //! long as it stays open ([`http2`], [`keep_http2`]).
+//!
+//! An HTTP/1.1 upstream whose agent multiplexes (`Http1Multiplexed`) has one link per
+//! member, URL and worker ([`link`], [`keep_link`]); its connections are sub-streams
+//! of it, kept idle here as any other (with no data channel socket of their own to
+//! peek at: a link that ended ends them, and hyper's handle says so).
 
 use std::{
     cell::RefCell,
@@ -24,7 +29,7 @@ use hyper::client::conn::http1::SendRequest;
 
 use super::page::Body;
 
-use crate::io::sockets;
+use crate::io::{mux::Mux, sockets};
 
 /// Longest an upstream connection waits here for its next request.
 pub const IDLE_FOR: Duration = Duration::from_secs(15);
@@ -50,6 +55,8 @@ thread_local! {
     /// Whether this worker's reaper task runs.
     static REAPING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
     static HTTP2: RefCell<HashMap<Key, Http2Sender>> = RefCell::new(HashMap::new());
+    /// Multiplexed links, by member and URL (one or a few per worker).
+    static LINKS: RefCell<Vec<(Key, Mux)>> = const { RefCell::new(Vec::new()) };
 }
 
 /// hyper's handle of an HTTP/2 upstream connection.
@@ -103,9 +110,36 @@ pub fn take(member: u64, url: &str) -> Option<(SendRequest<Body>, RawFd)> {
 
 /// Whether a kept connection takes another request: hyper's connection is up, and
 /// nothing (an end, a reset, stray bytes) has arrived on `channel`, its data channel or
-/// peer link, since its last response.
+/// peer link, since its last response (`channel` < 0: a multiplexed sub-stream, whose
+/// end hyper's handle shows).
 pub fn reusable(sender: &SendRequest<Body>, channel: RawFd) -> bool {
-    sender.is_ready() && matches!(sockets::peek_first_byte(channel), Ok(None))
+    sender.is_ready() && (channel < 0 || matches!(sockets::peek_first_byte(channel), Ok(None)))
+}
+
+/// This worker's multiplexed link to `url` on session `member`, if one takes another
+/// sub-stream (multiplexed.rs).
+pub fn link(member: u64, url: &str) -> Option<Mux> {
+    LINKS.with_borrow_mut(|links| {
+        let at = links
+            .iter()
+            .position(|(key, _)| key.0 == member && key.1 == url)?;
+        if links[at].1.is_usable() {
+            return Some(links[at].1.clone());
+        }
+        if links[at].1.is_closed() {
+            links.swap_remove(at);
+        }
+        None
+    })
+}
+
+/// Keeps `link` as this worker's multiplexed link to `url` on `member` (replacing one
+/// that was full or retired: that one lasts while its sub-streams do).
+pub fn keep_link(member: u64, url: &str, link: Mux) {
+    LINKS.with_borrow_mut(|links| {
+        links.retain(|(key, kept)| !kept.is_closed() && !(key.0 == member && key.1 == url));
+        links.push(((member, url.to_owned()), link));
+    });
 }
 
 /// Keeps `sender` (its last response ended; `channel` is its data channel's socket)
