@@ -848,3 +848,114 @@ fn a_kept_upstream_connection_that_stops_answering_gets_the_504_too() {
     });
     assert_eq!(logged["timeout_s"], 1, "{logged}");
 }
+
+#[test]
+fn the_requests_of_many_client_connections_share_one_multiplexed_stream() {
+    let fx = Fixture::new();
+    // One edge worker: every client connection's requests go through the same worker,
+    // so through the one link it keeps to the member.
+    let yaml = fx
+        .tls_edge_head()
+        .replace(
+            "tls_endpoints:\n  listen: 127.0.0.1:0\n",
+            "http_endpoints:\n  listen: 127.0.0.1:0\n",
+        )
+        .replacen("workers: 2\n", "workers: 1\n", 1)
+        + &format!(
+            "  - url: http://api.example.com\n    traffic_policy: {}\n",
+            fixture::forward_all(API)
+        );
+    let mut edge = Sluice::edge(&fx.write("edge.yml", &yaml), "uring");
+    let (agent_addr, _) = edge.edge_addrs(0);
+    let http = edge.http_endpoints_addr();
+    let up = HttpEcho::start("api");
+    let agent_yaml = fx.agent_yaml(&fx.token, agent_addr, "tcp", &[]).replace(
+        "  workers: 2\n",
+        "  workers: 2\n  metrics_listen: 127.0.0.1:0\n",
+    ) + &format!(
+        "  - url: {API}\n    upstream: {{ url: \"http://{}\" }}\n",
+        up.addr
+    );
+    let mut agent = Sluice::agent(&fx.write("agent.yml", &agent_yaml), "uring");
+    let agent_metrics: std::net::SocketAddr = agent.wait_for_n("agent metrics listener", 1, |v| {
+        v["message"] == "listening" && v["kind"] == "metrics"
+    })["addr"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    agent.wait_for("endpoint bound");
+    let warm = one(&fx, http, "api.example.com", "/warm", None, &[]);
+    assert_eq!(warm.status, 200, "{warm:?}");
+
+    // Eight clients at once, each from an address of its own on one kept-alive
+    // connection: every request reaches the upstream as its own client sent it.
+    const CLIENTS: usize = 8;
+    const REQUESTS: usize = 10;
+    let runs: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            // (curl writes each transfer to files of its own: one directory per client)
+            let dir = fx.dir().join(format!("client-{c}"));
+            std::fs::create_dir(&dir).unwrap();
+            std::thread::spawn(move || {
+                let source = format!("127.0.0.{}", 10 + c);
+                let urls: Vec<String> = (0..REQUESTS)
+                    .map(|r| url(http, "api.example.com", &format!("/c{c}/r{r}")))
+                    .collect();
+                (
+                    source.clone(),
+                    curl(http, "api.example.com", &urls, Some(&source), &[], &dir),
+                )
+            })
+        })
+        .collect();
+    for (c, run) in runs.into_iter().enumerate() {
+        let (source, served) = run.join().unwrap();
+        assert_eq!(served.len(), REQUESTS);
+        assert_eq!(
+            served.iter().map(|t| t.connects).sum::<u32>(),
+            1,
+            "{served:?}"
+        );
+        for (r, transfer) in served.iter().enumerate() {
+            assert_eq!(transfer.status, 200, "{transfer:?}");
+            let seen = transfer.text().to_ascii_lowercase();
+            let line = format!("get /c{c}/r{r} http/1.1\r\n");
+            assert!(
+                seen.starts_with(&line),
+                "expected {line:?}, the upstream saw:\n{seen}"
+            );
+            assert!(
+                seen.contains(&format!("x-forwarded-for: {source}\r\n")),
+                "{seen}"
+            );
+        }
+    }
+
+    // The agent was handed one stream for all of them: the link, whose sub-streams
+    // it relayed each to an upstream connection of its own, several at once.
+    let text = sluice_tests::admin::scrape(agent_metrics);
+    let streams = prom::sample(
+        &text,
+        &format!("sluice_agent_streams_total{{endpoint=\"{API}:80\",outcome=\"assigned\"}}"),
+    );
+    let substreams = prom::sample(
+        &text,
+        &format!("sluice_agent_substreams_total{{endpoint=\"{API}:80\"}}"),
+    );
+    assert_eq!(streams, 1.0, "{text}");
+    assert!(
+        substreams >= 2.0,
+        "the clients' connections never overlapped: {substreams} sub-stream(s)\n{text}"
+    );
+    // (The upstream also counts the agent's health probes.)
+    let connections = up.accepted.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        connections as f64 >= substreams,
+        "{connections} < {substreams}"
+    );
+    assert_eq!(
+        up.requests.load(std::sync::atomic::Ordering::Relaxed),
+        1 + CLIENTS * REQUESTS
+    );
+}
