@@ -39,6 +39,13 @@ impl Http2Echo {
         Http2Echo::start_with(name, Some(Arc::new(config)))
     }
 
+    /// Starts over TLS with `tls`, speaking HTTP/1.1 (ALPN `http/1.1` only).
+    pub fn start_tls_http1(name: &str, tls: Arc<rustls::ServerConfig>) -> Http2Echo {
+        let mut config = (*tls).clone();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Http2Echo::start_with(name, Some(Arc::new(config)))
+    }
+
     fn start_with(name: &str, tls: Option<Arc<rustls::ServerConfig>>) -> Http2Echo {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
@@ -130,11 +137,15 @@ async fn serve(
                     let Ok(tls) = acceptor.accept(stream).await else {
                         return;
                     };
-                    if tls.get_ref().1.alpn_protocol() != Some(b"h2") {
-                        return;
+                    if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+                        connections.fetch_add(1, Ordering::SeqCst);
+                        let _ = server.serve_connection(TokioIo::new(tls), service).await;
+                    } else if acceptor.config().alpn_protocols == [b"http/1.1".to_vec()] {
+                        connections.fetch_add(1, Ordering::SeqCst);
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(tls), service)
+                            .await;
                     }
-                    connections.fetch_add(1, Ordering::SeqCst);
-                    let _ = server.serve_connection(TokioIo::new(tls), service).await;
                 }
             }
         });

@@ -3,7 +3,8 @@
 //! HTTP/2 to it through the tunnel whatever the client speaks, every request on one
 //! multiplexed connection per member and worker, bodies both ways intact, and a pool
 //! member speaking HTTP/1.1 beside it keeps getting HTTP/1.1. Over `upstream.tls`,
-//! HTTP/2 is negotiated by ALPN with an upstream that accepts nothing else.
+//! HTTP/2 is negotiated by ALPN with an upstream that accepts nothing else, and an
+//! HTTP/1.1 upstream is relayed by the agent inside the edge's multiplexed stream.
 
 use std::net::SocketAddr;
 
@@ -213,6 +214,40 @@ fn over_upstream_tls_http2_is_negotiated_by_alpn() {
         1,
         "both requests on one TLS connection"
     );
+}
+
+#[test]
+fn over_upstream_tls_an_http1_upstream_is_multiplexed_and_kept_alive() {
+    let fx = Fixture::new();
+    let (_edge, agent_addr, http) = edge(&fx);
+    let ca = Ca::new("upstream CA");
+    std::fs::write(fx.path("upstream-ca.pem"), ca.pem()).unwrap();
+    let upstream =
+        Http2Echo::start_tls_http1("h1-tls", pki::server_config(&ca.server(&["api.lan"])));
+    let mut agent = agent_with(
+        &fx,
+        "agent.yml",
+        agent_addr,
+        upstream.addr,
+        "tls: { ca: upstream-ca.pem, server_name: api.lan }",
+    );
+    let transfers = curl(
+        http,
+        HOST,
+        &urls(http, &["/one", "/two", "/three"]),
+        None,
+        &[],
+        fx.dir(),
+    );
+    for t in &transfers {
+        assert_eq!(t.status, 200, "{}", t.text());
+        assert_eq!(t.header("x-upstream"), Some("h1-tls"));
+        assert!(t.text().starts_with("HTTP/1.1 GET"), "{}", t.text());
+    }
+    assert_eq!(upstream.connections(), 1, "one kept-alive TLS connection");
+    // The agent relayed it as a sub-stream of the edge's link, not a stream of its own.
+    let bound = agent.wait_for("endpoint bound");
+    assert_eq!(bound["upstream_protocol"], "http1_multiplexed", "{bound}");
 }
 
 #[test]

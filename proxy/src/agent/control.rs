@@ -360,7 +360,8 @@ async fn established(
             Frame::BindOk { request_id } => {
                 let index = request_id.checked_sub(1).map(|i| i as usize);
                 if let Some((i, ep)) = index.and_then(|i| Some((i, settings.endpoints.get(i)?))) {
-                    tracing::info!(url = %ep.url, upstream = %ep.upstream, "endpoint bound");
+                    tracing::info!(url = %ep.url, upstream = %ep.upstream,
+                        upstream_protocol = ep.bind_protocol().as_str(), "endpoint bound");
                     bound[i] = true;
                     if bound.iter().all(|b| *b) {
                         if let Some(tell) = moved.take() {

@@ -48,6 +48,15 @@ impl UpstreamProtocol {
         }
     }
 
+    /// Its name in logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Http1 => "http1",
+            Self::Http2 => "http2",
+            Self::Http1Multiplexed => "http1_multiplexed",
+        }
+    }
+
     /// From its byte (anything unknown: HTTP/1.1).
     pub fn from_u8(b: u8) -> Self {
         match b {

@@ -137,7 +137,7 @@ pub fn link(member: u64, url: &str) -> Option<Mux> {
 /// that was full or retired: that one lasts while its sub-streams do).
 pub fn keep_link(member: u64, url: &str, link: Mux) {
     LINKS.with_borrow_mut(|links| {
-        links.retain(|(key, kept)| !kept.is_closed() && !(key.0 == member && key.1 == url));
+        links.retain(|(key, kept)| !(kept.is_closed() || (key.0 == member && key.1 == url)));
         links.push(((member, url.to_owned()), link));
     });
 }
