@@ -254,6 +254,9 @@ async fn phases(req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> {
     // The agent endpoint's own policy, when the pool the request goes to has one (its
     // response phase runs before the cloud endpoint's).
     let mut bound: Option<Arc<BoundPolicy>> = None;
+    // This request opens the worker's multiplexed link to the member the pool picked
+    // (held until the link is kept, or this request is done).
+    let mut link_opening = None;
     let (target, carrier) = loop {
         let (target, on_error) = match next_target(
             rules,
@@ -303,7 +306,13 @@ async fn phases(req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> {
                         upstreams::http2(member.id(), &target).map(Kept::Http2)
                     }
                     UpstreamProtocol::Http1Multiplexed => {
-                        kept_multiplexed(shared, member, &endpoint, conn, &target).await
+                        match kept_multiplexed(shared, member, &endpoint, conn, &target).await {
+                            Ok(kept) => Some(kept),
+                            Err(opening) => {
+                                link_opening = opening;
+                                None
+                            }
+                        }
                     }
                     UpstreamProtocol::Http1 => {
                         upstreams::take(member.id(), &target).map(|(sender, channel)| Kept::Http1 {
@@ -351,6 +360,8 @@ async fn phases(req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> {
             }
         }
     };
+    // Held until this request is done (unless the link was kept before).
+    let _link_opening = link_opening;
     // The request as the response phases see it (only when they have rules).
     let bound_rules = bound.as_ref().map(|b| (b.compiled.http(), b.url.as_str()));
     let sent_head = (rules.has_response_rules()
@@ -508,43 +519,63 @@ async fn phases(req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> {
 }
 
 /// A connection to the upstream of `member` (bound `Http1Multiplexed`) through this
-/// worker's link to it: a kept-alive one, or a new sub-stream of the link; `None`
-/// when the worker has no usable link or the agent refused the sub-stream (its
-/// upstream unreachable: the member is suspect, and the request opens a stream of its
-/// own, failing over as the open phase does).
+/// worker's link to it: a kept-alive one, or a new sub-stream of the link (waiting,
+/// within [`LINK_WAIT`], for the link another request is opening). `Err` when there is
+/// none: with the right to open the link when no other request is opening it (the
+/// caller holds it while its request opens a stream of its own), or none when the
+/// agent refused the sub-stream (its upstream unreachable: the member is suspect, and
+/// the request fails over as the open phase does).
 async fn kept_multiplexed(
     shared: &EdgeShared,
     member: Arc<crate::edge::pool::Member>,
     endpoint: &LiveEndpoint,
     conn: &ConnInfo,
     target: &str,
-) -> Option<Kept> {
+) -> Result<Kept, Option<upstreams::LinkOpening>> {
     let sender = match upstreams::take(member.id(), target) {
         Some((sender, _)) => sender,
-        None => match multiplexed::connection(&upstreams::link(member.id(), target)?).await {
-            Ok(sender) => sender,
-            Err(Gone::Refused) => {
-                crate::edge::open::suspect(
-                    &shared.registry,
-                    &member,
-                    OpenError::UpstreamFailed,
-                    &crate::edge::open::Target {
-                        endpoint: &endpoint.url,
-                        peer: conn.peer,
-                        url: target,
-                    },
-                );
-                return None;
+        None => {
+            let mut waited = false;
+            let link = loop {
+                match upstreams::link(member.id(), target) {
+                    upstreams::LinkState::Open(link) => break link,
+                    upstreams::LinkState::Absent(opening) => return Err(Some(opening)),
+                    upstreams::LinkState::Opening(_) if waited => return Err(None),
+                    upstreams::LinkState::Opening(done) => {
+                        let _ = monoio::time::timeout(LINK_WAIT, done.recv()).await;
+                        waited = true;
+                    }
+                }
+            };
+            match multiplexed::connection(&link).await {
+                Ok(sender) => sender,
+                Err(Gone::Refused) => {
+                    crate::edge::open::suspect(
+                        &shared.registry,
+                        &member,
+                        OpenError::UpstreamFailed,
+                        &crate::edge::open::Target {
+                            endpoint: &endpoint.url,
+                            peer: conn.peer,
+                            url: target,
+                        },
+                    );
+                    return Err(None);
+                }
+                Err(_) => return Err(None),
             }
-            Err(_) => return None,
-        },
+        }
     };
-    Some(Kept::Http1 {
+    Ok(Kept::Http1 {
         sender,
         channel: -1,
         via: Via::Member(MemberLoad::new(member)),
     })
 }
+
+/// Longest a request waits for the multiplexed link another request is opening before
+/// it opens a stream of its own.
+const LINK_WAIT: Duration = crate::edge::CHANNEL_WAIT;
 
 /// What carries a request upstream.
 enum Carrier {

@@ -14,7 +14,8 @@
 //! long as it stays open ([`http2`], [`keep_http2`]).
 //!
 //! An HTTP/1.1 upstream whose agent multiplexes (`Http1Multiplexed`) has one link per
-//! member, URL and worker ([`link`], [`keep_link`]); its connections are sub-streams
+//! member, URL and worker ([`link`], [`keep_link`]; requests arriving while it is being
+//! opened wait for it rather than open their own); its connections are sub-streams
 //! of it, kept idle here as any other (with no data channel socket of their own to
 //! peek at: a link that ended ends them, and hyper's handle says so).
 
@@ -56,7 +57,7 @@ thread_local! {
     static REAPING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
     static HTTP2: RefCell<HashMap<Key, Http2Sender>> = RefCell::new(HashMap::new());
     /// Multiplexed links, by member and URL (one or a few per worker).
-    static LINKS: RefCell<Vec<(Key, Mux)>> = const { RefCell::new(Vec::new()) };
+    static LINKS: RefCell<Vec<(Key, Slot)>> = const { RefCell::new(Vec::new()) };
 }
 
 /// hyper's handle of an HTTP/2 upstream connection.
@@ -116,29 +117,90 @@ pub fn reusable(sender: &SendRequest<Body>, channel: RawFd) -> bool {
     sender.is_ready() && (channel < 0 || matches!(sockets::peek_first_byte(channel), Ok(None)))
 }
 
-/// This worker's multiplexed link to `url` on session `member`, if one takes another
-/// sub-stream (multiplexed.rs).
-pub fn link(member: u64, url: &str) -> Option<Mux> {
+/// A worker's multiplexed link to one member and URL: up, or being opened by a request
+/// (the others wait for it: a burst of new clients shares one link).
+enum Slot {
+    Open(Mux),
+    /// `done` is closed (its only sender dropped with the slot) once the link is kept
+    /// or its opening failed.
+    Opening {
+        _sender: async_channel::Sender<()>,
+        done: async_channel::Receiver<()>,
+    },
+}
+
+/// What [`link`] found.
+pub enum LinkState {
+    /// The link, taking another sub-stream.
+    Open(Mux),
+    /// Another request is opening it: resolves (with an error) once it is kept or failed.
+    Opening(async_channel::Receiver<()>),
+    /// None: the caller opens it, holding this until it is kept ([`keep_link`]).
+    Absent(LinkOpening),
+}
+
+/// The right to open the link to one member and URL; dropped without [`keep_link`]
+/// (the opening failed, or went to another member), it lets the waiters go on.
+pub struct LinkOpening {
+    member: u64,
+    url: String,
+    done: async_channel::Receiver<()>,
+}
+
+impl Drop for LinkOpening {
+    fn drop(&mut self) {
+        LINKS.with_borrow_mut(|links| {
+            links.retain(|((member, url), slot)| {
+                !(*member == self.member
+                    && *url == self.url
+                    && matches!(slot, Slot::Opening { done, .. } if done.same_channel(&self.done)))
+            })
+        });
+    }
+}
+
+/// This worker's multiplexed link to `url` on session `member` (multiplexed.rs), the
+/// opening of it under way, or none (the caller is to open it).
+pub fn link(member: u64, url: &str) -> LinkState {
     LINKS.with_borrow_mut(|links| {
         let at = links
             .iter()
-            .position(|(key, _)| key.0 == member && key.1 == url)?;
-        if links[at].1.is_usable() {
-            return Some(links[at].1.clone());
+            .position(|(key, _)| key.0 == member && key.1 == url);
+        if let Some(at) = at {
+            match &links[at].1 {
+                Slot::Open(link) if link.is_usable() => return LinkState::Open(link.clone()),
+                Slot::Opening { done, .. } => return LinkState::Opening(done.clone()),
+                // Closed, full or retired: it lasts while its sub-streams do.
+                Slot::Open(_) => {
+                    links.swap_remove(at);
+                }
+            }
         }
-        if links[at].1.is_closed() {
-            links.swap_remove(at);
-        }
-        None
+        let (sender, done) = async_channel::bounded(1);
+        links.push((
+            (member, url.to_owned()),
+            Slot::Opening {
+                _sender: sender,
+                done: done.clone(),
+            },
+        ));
+        LinkState::Absent(LinkOpening {
+            member,
+            url: url.to_owned(),
+            done,
+        })
     })
 }
 
-/// Keeps `link` as this worker's multiplexed link to `url` on `member` (replacing one
-/// that was full or retired: that one lasts while its sub-streams do).
+/// Keeps `link` as this worker's multiplexed link to `url` on `member`; requests
+/// waiting for it go on.
 pub fn keep_link(member: u64, url: &str, link: Mux) {
     LINKS.with_borrow_mut(|links| {
-        links.retain(|(key, kept)| !(kept.is_closed() || (key.0 == member && key.1 == url)));
-        links.push(((member, url.to_owned()), link));
+        links.retain(|(key, slot)| {
+            !((key.0 == member && key.1 == url)
+                || matches!(slot, Slot::Open(kept) if kept.is_closed()))
+        });
+        links.push(((member, url.to_owned()), Slot::Open(link)));
     });
 }
 
