@@ -19,6 +19,9 @@ use std::{
 ///
 /// A request for `/bytes/N` is answered with a body of N bytes instead.
 ///
+/// [`HttpEcho::stop`] closes its listener and every connection, as a server that went
+/// down: new connections are refused from then on.
+///
 /// A request for a path under [`DROP_ON_REUSE`] that is not the first on its
 /// connection, the first time that path comes, is not answered: the connection is
 /// closed instead, as a server whose keep-alive timeout fired just as it arrived.
@@ -35,6 +38,10 @@ pub struct HttpEcho {
     pub open: Arc<AtomicUsize>,
     /// Connections accepted so far.
     pub accepted: Arc<AtomicUsize>,
+    /// Set to stop listening (the accept loop then lets the listener go).
+    stopped: Arc<std::sync::atomic::AtomicBool>,
+    /// Every connection accepted, to shut down on [`HttpEcho::stop`].
+    connections: Arc<Mutex<Vec<TcpStream>>>,
 }
 
 /// Paths under this prefix are dropped once on a reused connection (see [`HttpEcho`]).
@@ -71,9 +78,18 @@ impl HttpEcho {
             seen: shared.seen.clone(),
             open: shared.open.clone(),
             accepted: shared.accepted.clone(),
+            stopped: Arc::default(),
+            connections: Arc::default(),
         };
+        let (stopped, connections) = (echo.stopped.clone(), echo.connections.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
+                if stopped.load(Ordering::SeqCst) {
+                    return;
+                }
+                if let Ok(clone) = stream.try_clone() {
+                    connections.lock().unwrap().push(clone);
+                }
                 let shared = shared.clone();
                 std::thread::spawn(move || {
                     shared.accepted.fetch_add(1, Ordering::SeqCst);
@@ -84,6 +100,22 @@ impl HttpEcho {
             }
         });
         echo
+    }
+
+    /// Goes down: the listener closes (new connections are refused once this returns)
+    /// and every connection it accepted is shut down.
+    pub fn stop(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+        // Wakes the accept loop, which sees the flag and lets the listener go.
+        let _ = TcpStream::connect(self.addr);
+        crate::wait_until(
+            "the upstream to stop listening",
+            std::time::Duration::from_secs(5),
+            || TcpStream::connect(self.addr).is_err(),
+        );
+        for conn in self.connections.lock().unwrap().drain(..) {
+            let _ = conn.shutdown(std::net::Shutdown::Both);
+        }
     }
 }
 

@@ -956,3 +956,115 @@ fn the_requests_of_many_client_connections_share_one_multiplexed_stream_per_edge
         CLIENTS * REQUESTS
     );
 }
+
+#[test]
+fn requests_fail_over_unseen_when_a_members_upstream_goes_down_under_its_kept_link() {
+    let fx = Fixture::new();
+    let (_edge, agent_addr, http) = edge(&fx);
+    let one_up = HttpEcho::start("one");
+    let two_up = HttpEcho::start("two");
+    // Member one's agent does not probe its upstream: it stays in the pool after the
+    // upstream goes down, and the edge learns of it from the agent's refusals.
+    let mut yaml = fx.agent_yaml(&fx.token, agent_addr, "tcp", &[]);
+    yaml.push_str(&format!(
+        "  - url: {API}\n    pooling_enabled: true\n    upstream: {{ url: \"http://{}\", health_check: {{ enabled: false }} }}\n",
+        one_up.addr
+    ));
+    let mut one = Sluice::agent(&fx.write("one.yml", &yaml), "uring");
+    one.wait_for("endpoint bound");
+    let _two = agent(
+        &fx,
+        "two.yml",
+        agent_addr,
+        &[(API, format!("http://{}", two_up.addr))],
+    );
+    let urls: Vec<String> = (0..20)
+        .map(|i| url(http, "api.example.com", &format!("/r{i}")))
+        .collect();
+    let served = curl(http, "api.example.com", &urls, None, &[], fx.dir());
+    assert!(served.iter().all(|t| t.status == 200), "{served:?}");
+    assert!(
+        served.iter().any(|t| t.header("x-upstream") == Some("one")),
+        "member one served nothing: no link to it to test"
+    );
+
+    // Member one's upstream goes down: its kept connections close, and new ones are
+    // refused. Every request is still answered, by member two.
+    one_up.stop();
+    let before = one_up.requests.load(std::sync::atomic::Ordering::SeqCst);
+    for round in 0..3 {
+        let after = curl(http, "api.example.com", &urls, None, &[], fx.dir());
+        let failed: Vec<_> = after.iter().filter(|t| t.status != 200).collect();
+        assert!(failed.is_empty(), "round {round}: {failed:?}");
+        assert!(after.iter().all(|t| t.header("x-upstream") == Some("two")));
+    }
+    assert_eq!(
+        one_up.requests.load(std::sync::atomic::Ordering::SeqCst),
+        before
+    );
+    // The edge did try member one meanwhile: its agent was refused by its upstream.
+    one.wait_for("upstream connect failed");
+}
+
+#[test]
+fn revoking_a_token_closes_the_upstream_connections_its_multiplexed_links_kept() {
+    let fx = Fixture::new();
+    let (mut edge, agent_addr, http) = edge(&fx);
+    let admin =
+        sluice_tests::admin::Admin::new(sluice_tests::admin::listening(&mut edge).0, ADMIN_KEY);
+    let user = admin.create("/v1/service_users", serde_json::json!({ "name": "clinic" }));
+    let user_id = user["id"].as_str().unwrap();
+    let token = admin.create(
+        &format!("/v1/service_users/{user_id}/authtokens"),
+        serde_json::json!({ "description": "api" }),
+    );
+    let up = HttpEcho::start("api");
+    let mut yaml = fx.agent_yaml(token["token"].as_str().unwrap(), agent_addr, "tcp", &[]);
+    yaml.push_str(&format!(
+        "  - url: {API}\n    upstream: {{ url: \"http://{}\" }}\n",
+        up.addr
+    ));
+    let mut agent = Sluice::agent(&fx.write("agent.yml", &yaml), "uring");
+    agent.wait_for("endpoint bound");
+
+    // Four clients at once; the upstream connections their requests used stay open,
+    // kept alive as sub-streams of the edge's links.
+    let runs: Vec<_> = (0..4)
+        .map(|c| {
+            let dir = fx.dir().join(format!("client-{c}"));
+            std::fs::create_dir(&dir).unwrap();
+            let urls: Vec<String> = (0..5)
+                .map(|r| url(http, "api.example.com", &format!("/c{c}/r{r}")))
+                .collect();
+            std::thread::spawn(move || curl(http, "api.example.com", &urls, None, &[], &dir))
+        })
+        .collect();
+    for run in runs {
+        let served = run.join().unwrap();
+        assert!(served.iter().all(|t| t.status == 200), "{served:?}");
+    }
+    assert!(up.open.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+
+    let answer = admin.call(
+        "DELETE",
+        &format!(
+            "/v1/service_users/{user_id}/authtokens/{}",
+            token["id"].as_str().unwrap()
+        ),
+        None,
+    );
+    assert!(matches!(answer.status, 200 | 204), "{}", answer.text);
+    wait_until(
+        "the revoked agent's upstream connections to close",
+        std::time::Duration::from_secs(5),
+        || up.open.load(std::sync::atomic::Ordering::SeqCst) == 0,
+    );
+    // Nothing more reaches the upstream through the revoked agent.
+    let served = up.requests.load(std::sync::atomic::Ordering::SeqCst);
+    let refused = one(&fx, http, "api.example.com", "/after", None, &[]);
+    assert_ne!(refused.status, 200, "{refused:?}");
+    assert_eq!(
+        up.requests.load(std::sync::atomic::Ordering::SeqCst),
+        served
+    );
+}
