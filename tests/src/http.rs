@@ -87,14 +87,20 @@ impl HttpEcho {
                 if stopped.load(Ordering::SeqCst) {
                     return;
                 }
-                if let Ok(clone) = stream.try_clone() {
-                    connections.lock().unwrap().push(clone);
+                // (kept for stop(); so that a connection still ends when its serve
+                // does, it is shut down then rather than only closed)
+                let end = stream.try_clone().ok();
+                if let Some(end) = end.as_ref().and_then(|e| e.try_clone().ok()) {
+                    connections.lock().unwrap().push(end);
                 }
                 let shared = shared.clone();
                 std::thread::spawn(move || {
                     shared.accepted.fetch_add(1, Ordering::SeqCst);
                     shared.open.fetch_add(1, Ordering::SeqCst);
                     let _ = serve(stream, &shared);
+                    if let Some(end) = end {
+                        let _ = end.shutdown(std::net::Shutdown::Both);
+                    }
                     shared.open.fetch_sub(1, Ordering::SeqCst);
                 });
             }
