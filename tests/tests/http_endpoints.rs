@@ -1068,3 +1068,40 @@ fn revoking_a_token_closes_the_upstream_connections_its_multiplexed_links_kept()
         served
     );
 }
+
+#[test]
+fn a_draining_agent_finishes_the_requests_under_way_and_exits_with_keep_alives_idle() {
+    let fx = Fixture::new();
+    let (_edge, agent_addr, http) = edge(&fx);
+    let up = HttpEcho::start("api");
+    // A drain shorter than the 15 s an idle upstream connection is kept.
+    let yaml = fx
+        .agent_yaml(&fx.token, agent_addr, "tcp", &[])
+        .replace("  workers: 2\n", "  workers: 2\n  drain_timeout: 5s\n")
+        + &format!(
+            "  - url: {API}\n    upstream: {{ url: \"http://{}\" }}\n",
+            up.addr
+        );
+    let mut agent = Sluice::agent(&fx.write("agent.yml", &yaml), "uring");
+    agent.wait_for("endpoint bound");
+    let urls: Vec<String> = (0..3)
+        .map(|r| url(http, "api.example.com", &format!("/r{r}")))
+        .collect();
+    let served = curl(http, "api.example.com", &urls, None, &[], fx.dir());
+    assert!(served.iter().all(|t| t.status == 200), "{served:?}");
+    // The request's upstream connection stays, kept alive as an idle sub-stream.
+    assert!(up.open.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+
+    // Idle keep-alives are nothing under way: the drain ends without running out of
+    // time, and the upstream connections close.
+    agent.terminate();
+    agent.wait_for("draining: left the edge");
+    assert_eq!(agent.wait_exit(), Some(0));
+    let stopped = agent.wait_for("agent stopped");
+    assert_eq!(stopped["end"], "Drained", "{stopped}");
+    wait_until(
+        "the agent's upstream connections to close",
+        std::time::Duration::from_secs(5),
+        || up.open.load(std::sync::atomic::Ordering::SeqCst) == 0,
+    );
+}

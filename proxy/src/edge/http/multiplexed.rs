@@ -5,8 +5,9 @@
 //!
 //! A new sub-stream carries a request only once the agent answered that its upstream
 //! connection is up, so a refused one never loses a request. The link is cut at once
-//! when the member's session is kicked (token revoked, user deactivated), and takes no
-//! new sub-stream once the session ended.
+//! when the member's session is kicked (token revoked, user deactivated); once the
+//! session ended it takes no new sub-stream, its idle ones are let go, and it closes
+//! when the requests under way are done.
 //!
 //! [`UpstreamProtocol::Http1Multiplexed`]: crate::wire::UpstreamProtocol::Http1Multiplexed
 
@@ -39,11 +40,16 @@ where
     link
 }
 
-/// Cuts `link` when `session` is kicked; retires it when the session ends.
+/// Cuts `link` when `session` is kicked; retires it when the session ends, letting go
+/// of the member's idle connections (sub-streams of it), so that it closes once the
+/// requests under way are done.
 async fn follow(session: Arc<SessionHandle>, link: Mux) {
     monoio::select! {
         _ = session.kicked() => return link.abort(),
-        _ = session.ended() => link.retire(),
+        _ = session.ended() => {
+            super::upstreams::forget_member(session.id);
+            link.retire();
+        }
         _ = link.closed() => return,
     }
     monoio::select! {

@@ -204,6 +204,13 @@ pub fn keep_link(member: u64, url: &str, link: Mux) {
     });
 }
 
+/// Lets go of the idle connections kept for session `member` (it ended: nothing will
+/// pick it again), so that what holds them (a multiplexed link, data channels) closes
+/// now rather than when they expire.
+pub fn forget_member(member: u64) {
+    IDLE.with_borrow_mut(|idle| idle.remove(&member));
+}
+
 /// Keeps `sender` (its last response ended; `channel` is its data channel's socket)
 /// for the next request to `url` on `member`; that member's connections idle past
 /// [`IDLE_FOR`] or closed are let go now (the others' by the reaper).
