@@ -18,9 +18,8 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Splitable};
 
 use super::{
     datachan::{DataChannel, Stream},
-    pipeline::connect_upstream,
-    upstream::Upstream,
-    AgentShared, SessionTicket,
+    upstream::{connect_counted, Upstream},
+    AgentShared,
 };
 use crate::{
     config::agent::AgentEndpoint,
@@ -44,19 +43,7 @@ const READ_SIZE: usize = 16 * 1024;
 struct Link {
     start: StreamStart,
     endpoint: AgentEndpoint,
-    ticket: Arc<SessionTicket>,
     shared: Arc<AgentShared>,
-}
-
-impl Link {
-    fn stream(&self) -> Stream<'_> {
-        Stream {
-            start: self.start.clone(),
-            endpoint: &self.endpoint,
-            ticket: &self.ticket,
-            shared: &self.shared,
-        }
-    }
 }
 
 /// Serves the link `channel` carries for `stream` until the edge ends it.
@@ -72,7 +59,8 @@ pub(super) async fn serve<C: DataChannel>(
         channel.send_status(StreamCode::UnknownEndpoint).await;
         return;
     }
-    let Ok(first) = connect_upstream(&stream).await else {
+    let connected = connect_counted(&stream.start, stream.endpoint, &stream.shared.stats);
+    let Ok(first) = connected.await else {
         channel.send_status(StreamCode::UpstreamFailed).await;
         return;
     };
@@ -85,7 +73,6 @@ pub(super) async fn serve<C: DataChannel>(
     let link = Rc::new(Link {
         start: stream.start,
         endpoint: stream.endpoint.clone(),
-        ticket: stream.ticket.clone(),
         shared,
     });
     let mux = Mux::start(io, Role::Acceptor);
@@ -111,8 +98,7 @@ async fn relay(sub: SubStream, upstream: Option<Upstream>, link: Rc<Link>) {
     let upstream = match upstream {
         Some(upstream) => upstream,
         None => {
-            let stream = link.stream();
-            let connecting = connect_upstream(&stream);
+            let connecting = connect_counted(&link.start, &link.endpoint, &link.shared.stats);
             match monoio::select! {
                 connected = connecting => Some(connected),
                 _ = sub.gone() => None,

@@ -177,13 +177,8 @@ async fn terminated<C: DataChannel>(
 }
 
 /// The connect-upstream phase: on failure, its log line and counters.
-pub(super) async fn connect_upstream(stream: &Stream<'_>) -> Result<Upstream, UpstreamError> {
-    let result = upstream::connect(&stream.start, stream.endpoint).await;
-    if let Err(e) = &result {
-        upstream::log_failure(e, &stream.start, stream.endpoint);
-        upstream_failed(stream, e);
-    }
-    result
+async fn connect_upstream(stream: &Stream<'_>) -> Result<Upstream, UpstreamError> {
+    upstream::connect_counted(&stream.start, stream.endpoint, &stream.shared.stats).await
 }
 
 /// Counts a data channel that could not be opened; the heartbeat's top-up retries.
@@ -230,16 +225,6 @@ fn endpoint_for<'a>(start: &StreamStart, shared: &'a AgentShared) -> Option<&'a 
         }
     }
     endpoint
-}
-
-/// Counts a stream whose upstream could not be reached: per endpoint, and agent-wide
-/// by cause.
-fn upstream_failed(stream: &Stream<'_>, e: &UpstreamError) {
-    let stats = &stream.shared.stats;
-    if let Some(endpoint) = stats.endpoint(&stream.start.internal_url) {
-        endpoint.upstream_failed.inc();
-    }
-    stats.upstream_failures.inc(e.index());
 }
 
 /// Counts how a forwarded stream ended.

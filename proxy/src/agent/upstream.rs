@@ -153,6 +153,24 @@ async fn connect_tcp(
     Ok(s)
 }
 
+/// [`connect`] as a stream's (or sub-stream's) connect phase: a failure is logged and
+/// counted, per endpoint and agent-wide by cause.
+pub async fn connect_counted(
+    start: &StreamStart,
+    endpoint: &AgentEndpoint,
+    stats: &crate::metrics::agent::AgentStats,
+) -> Result<Upstream, UpstreamError> {
+    let result = connect(start, endpoint).await;
+    if let Err(e) = &result {
+        log_failure(e, start, endpoint);
+        if let Some(counted) = stats.endpoint(&start.internal_url) {
+            counted.upstream_failed.inc();
+        }
+        stats.upstream_failures.inc(e.index());
+    }
+    result
+}
+
 /// Logs a failed upstream connect (rate limited, one limit per kind of line) with its
 /// `cause` label. The messages are the ones operators and tests match on.
 pub fn log_failure(e: &UpstreamError, start: &StreamStart, endpoint: &AgentEndpoint) {
