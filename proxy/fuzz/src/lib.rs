@@ -99,6 +99,14 @@ pub fn seed_frames() -> Vec<(&'static str, Frame)> {
             }),
         ),
         (
+            "mux-stream",
+            Frame::MuxStream(StreamStart {
+                client: "203.0.113.9:6000".parse().expect("literal"),
+                server: "198.51.100.1:80".parse().expect("literal"),
+                internal_url: "http://api.internal:80".into(),
+            }),
+        ),
+        (
             "endpoint-health",
             Frame::EndpointHealth {
                 url: "tcp://db.internal:5432".into(),

@@ -163,9 +163,18 @@ impl Mux {
     where
         L: monoio::io::Split + AsyncReadRent + AsyncWriteRent + AsRawFd + 'static,
     {
-        let mux = Mux(Rc::new(RefCell::new(Inner {
+        let mux = Mux::state(role, link.as_raw_fd());
+        let (read, write) = link.into_split();
+        monoio::spawn(mux.clone().read_loop(read));
+        monoio::spawn(mux.clone().write_loop(write));
+        mux
+    }
+
+    /// The shared state of a link over socket `fd`, with no reader or writer yet.
+    fn state(role: Role, fd: RawFd) -> Mux {
+        Mux(Rc::new(RefCell::new(Inner {
             role,
-            fd: link.as_raw_fd(),
+            fd,
             out: BytesMut::new(),
             writer: None,
             subs: HashMap::new(),
@@ -175,11 +184,7 @@ impl Mux {
             accepted: VecDeque::new(),
             acceptor: None,
             on_close: Vec::new(),
-        })));
-        let (read, write) = link.into_split();
-        monoio::spawn(mux.clone().read_loop(read));
-        monoio::spawn(mux.clone().write_loop(write));
-        mux
+        })))
     }
 
     async fn read_loop<R: AsyncReadRent>(self, mut read: R) {
@@ -307,13 +312,13 @@ impl Mux {
             let id = u32::from_be_bytes([pending[0], pending[1], pending[2], pending[3]]);
             let kind = pending[4];
             let len = u32::from_be_bytes([pending[5], pending[6], pending[7], pending[8]]) as usize;
-            let max = match kind {
-                DATA => WINDOW,
-                CREDIT => 4,
-                OPEN | FIN | OPENED | REFUSED | RESET => 0,
-                _ => return Err(()),
+            let fits = match kind {
+                DATA => len <= WINDOW,
+                CREDIT => len == 4,
+                OPEN | FIN | OPENED | REFUSED | RESET => len == 0,
+                _ => false,
             };
-            if len > max {
+            if !fits {
                 return Err(());
             }
             if pending.len() < HEADER + len {
