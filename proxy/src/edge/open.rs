@@ -71,8 +71,8 @@ pub struct Target<'a> {
 
 /// Opens `start` on a member of `pool`, failing over as the module doc says.
 /// `http_requests`: the stream is for HTTP requests (not a protocol switch), so a
-/// member bound as [`UpstreamProtocol::Http1Multiplexed`] is announced an
-/// [`Frame::MuxStream`] instead, and its channel will carry HTTP/2.
+/// member bound as [`UpstreamProtocol::Http1Multiplexed`] is announced a
+/// [`Frame::MuxStream`] instead: its channel carries a multiplexed link (io/mux.rs).
 pub async fn open(
     pool: &Pool,
     registry: &Registry,
