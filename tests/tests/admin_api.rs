@@ -773,13 +773,7 @@ fn metrics_change_as_traffic_flows_and_logs_are_json() {
             "  workers: 2\n  metrics_listen: 127.0.0.1:0\n",
         );
     let mut agent = Sluice::agent(&fx.write("agent.yml", &agent_yaml), DRIVER);
-    let agent_metrics: SocketAddr = agent.wait_for_n("agent metrics listener", 1, |v| {
-        v["message"] == "listening" && v["kind"] == "metrics"
-    })["addr"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let agent_metrics: SocketAddr = sluice_tests::admin::metrics_listening(&mut agent);
     agent.wait_for("endpoint bound");
     let endpoints = admin.get("/v1/endpoints")["items"].clone();
     let by_ip = |ip: &str| {

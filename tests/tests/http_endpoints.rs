@@ -85,6 +85,33 @@ fn url(http: std::net::SocketAddr, host: &str, path: &str) -> String {
     format!("http://{host}:{}{path}", http.port())
 }
 
+/// `clients` curl runs at once, client `c` from `source(c)` sending `requests`
+/// requests (`/c{c}/r{r}` to `api.example.com`) on one connection; each run's
+/// transfers, by client.
+fn clients_at_once(
+    fx: &Fixture,
+    http: std::net::SocketAddr,
+    requests: usize,
+    source: impl Fn(usize) -> Option<String>,
+    clients: usize,
+) -> Vec<Vec<Transfer>> {
+    let runs: Vec<_> = (0..clients)
+        .map(|c| {
+            // (curl writes each transfer to files of its own: one directory per client)
+            let dir = fx.dir().join(format!("client-{c}"));
+            std::fs::create_dir(&dir).unwrap();
+            let urls: Vec<String> = (0..requests)
+                .map(|r| url(http, "api.example.com", &format!("/c{c}/r{r}")))
+                .collect();
+            let source = source(c);
+            std::thread::spawn(move || {
+                curl(http, "api.example.com", &urls, source.as_deref(), &[], &dir)
+            })
+        })
+        .collect();
+    runs.into_iter().map(|run| run.join().unwrap()).collect()
+}
+
 fn one(
     fx: &Fixture,
     http: std::net::SocketAddr,
@@ -873,37 +900,17 @@ fn the_requests_of_many_client_connections_share_one_multiplexed_stream_per_edge
         up.addr
     );
     let mut agent = Sluice::agent(&fx.write("agent.yml", &agent_yaml), "uring");
-    let agent_metrics: std::net::SocketAddr = agent.wait_for_n("agent metrics listener", 1, |v| {
-        v["message"] == "listening" && v["kind"] == "metrics"
-    })["addr"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let agent_metrics: std::net::SocketAddr = sluice_tests::admin::metrics_listening(&mut agent);
     agent.wait_for("endpoint bound");
     // Eight clients at once, each from an address of its own on one kept-alive
     // connection: every request reaches the upstream as its own client sent it.
     const CLIENTS: usize = 8;
     const REQUESTS: usize = 10;
-    let runs: Vec<_> = (0..CLIENTS)
-        .map(|c| {
-            // (curl writes each transfer to files of its own: one directory per client)
-            let dir = fx.dir().join(format!("client-{c}"));
-            std::fs::create_dir(&dir).unwrap();
-            std::thread::spawn(move || {
-                let source = format!("127.0.0.{}", 10 + c);
-                let urls: Vec<String> = (0..REQUESTS)
-                    .map(|r| url(http, "api.example.com", &format!("/c{c}/r{r}")))
-                    .collect();
-                (
-                    source.clone(),
-                    curl(http, "api.example.com", &urls, Some(&source), &[], &dir),
-                )
-            })
-        })
+    let sources: Vec<String> = (0..CLIENTS)
+        .map(|c| format!("127.0.0.{}", 10 + c))
         .collect();
-    for (c, run) in runs.into_iter().enumerate() {
-        let (source, served) = run.join().unwrap();
+    let runs = clients_at_once(&fx, http, REQUESTS, |c| Some(sources[c].clone()), CLIENTS);
+    for (c, (source, served)) in sources.iter().zip(runs).enumerate() {
         assert_eq!(served.len(), REQUESTS);
         assert_eq!(
             served.iter().map(|t| t.connects).sum::<u32>(),
@@ -1029,18 +1036,7 @@ fn revoking_a_token_closes_the_upstream_connections_its_multiplexed_links_kept()
 
     // Four clients at once; the upstream connections their requests used stay open,
     // kept alive as sub-streams of the edge's links.
-    let runs: Vec<_> = (0..4)
-        .map(|c| {
-            let dir = fx.dir().join(format!("client-{c}"));
-            std::fs::create_dir(&dir).unwrap();
-            let urls: Vec<String> = (0..5)
-                .map(|r| url(http, "api.example.com", &format!("/c{c}/r{r}")))
-                .collect();
-            std::thread::spawn(move || curl(http, "api.example.com", &urls, None, &[], &dir))
-        })
-        .collect();
-    for run in runs {
-        let served = run.join().unwrap();
+    for served in clients_at_once(&fx, http, 5, |_| None, 4) {
         assert!(served.iter().all(|t| t.status == 200), "{served:?}");
     }
     assert!(up.open.load(std::sync::atomic::Ordering::SeqCst) >= 1);

@@ -469,11 +469,6 @@ impl Mux {
         .await?;
         Some(SubStream::new(id, self.clone()))
     }
-
-    /// Streams open now.
-    pub fn streams(&self) -> usize {
-        self.0.borrow().subs.len()
-    }
 }
 
 /// One stream of a [`Mux`]; dropping it resets the stream unless both sides finished.

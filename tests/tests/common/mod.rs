@@ -70,15 +70,7 @@ impl Tunnel {
         }
         let agent_cfg = fx.write("agent.yml", &agent_yaml);
         let mut agent = Sluice::agent(&agent_cfg, driver);
-        let agent_metrics = metrics.then(|| {
-            agent.wait_for_n("agent metrics listener", 1, |v| {
-                v["message"] == "listening" && v["kind"] == "metrics"
-            })["addr"]
-                .as_str()
-                .unwrap()
-                .parse()
-                .unwrap()
-        });
+        let agent_metrics = metrics.then(|| sluice_tests::admin::metrics_listening(&mut agent));
         agent.wait_for("endpoint bound");
         Tunnel {
             fx,
